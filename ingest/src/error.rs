@@ -1,0 +1,133 @@
+//! Every way a webhook request can fail, and the one place that maps each to an HTTP answer.
+//!
+//! Bodies are JSON `{"error": "<code>", "message": "<text>"}` and never echo secrets,
+//! signatures or the payload. 5xx and 429 answers carry `Retry-After`, so the sender retries.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use inlet_shared::signature::SignatureError;
+
+/// Why a webhook was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// No source with that name is configured.
+    #[error("unknown source")]
+    UnknownSource,
+    /// Only POST is accepted on webhook URLs.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The signature did not verify.
+    #[error("signature rejected: {0}")]
+    Signature(#[from] SignatureError),
+    /// The body is larger than the source's limit.
+    #[error("body exceeds {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The client did not send the whole body in time.
+    #[error("body not received within {0:?}")]
+    BodyTimeout(Duration),
+    /// The client broke off while sending the body.
+    #[error("body could not be read")]
+    BodyRead(#[source] hyper::Error),
+    /// The source's rate limit is exhausted.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// JetStream did not acknowledge the publish (down, disconnected, or too slow).
+    #[error("event could not be stored: {reason}")]
+    Unavailable {
+        /// Short reason for logs and metrics.
+        reason: &'static str,
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+impl IngestError {
+    /// The only place in `ingest` that knows HTTP status codes for failures.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngestError::UnknownSource => StatusCode::NOT_FOUND,
+            IngestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            IngestError::Signature(SignatureError::Stale | SignatureError::Malformed(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            IngestError::Signature(SignatureError::MissingHeader(_) | SignatureError::Mismatch) => {
+                StatusCode::UNAUTHORIZED
+            }
+            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            IngestError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Stable label for the `outcome` metric label and the error body's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::UnknownSource => "unknown_source",
+            IngestError::MethodNotAllowed => "method_not_allowed",
+            IngestError::Signature(SignatureError::Stale) => "stale_timestamp",
+            IngestError::Signature(SignatureError::Malformed(_)) => "malformed_signature",
+            IngestError::Signature(SignatureError::MissingHeader(_)) => "missing_signature",
+            IngestError::Signature(SignatureError::Mismatch) => "bad_signature",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::BodyTimeout(_) => "body_timeout",
+            IngestError::BodyRead(_) => "body_read_error",
+            IngestError::RateLimited { .. } => "rate_limited",
+            IngestError::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    /// The HTTP answer.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut response = json_response(status, &body);
+        let retry_after = match &self {
+            IngestError::RateLimited { retry_after }
+            | IngestError::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        if let Some(delay) = retry_after {
+            let seconds = delay.as_secs_f64().ceil().max(1.0);
+            if let Ok(value) = HeaderValue::from_str(&format!("{seconds:.0}")) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        match self {
+            IngestError::MethodNotAllowed => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            // The rest of the body is unread; the connection cannot be reused.
+            IngestError::TooLarge { .. } | IngestError::BodyTimeout(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// A JSON response with `status`.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,129 @@
+//! `inlet-ingest`: the front door. Verifies webhook signatures over the raw body, publishes
+//! the event to NATS JetStream and answers 2xx only after the PubAck.
+//!
+//! Entry point: [`run`]. It is stateless (no database, no disk), so any number of replicas can
+//! run behind a load balancer; JetStream's `Nats-Msg-Id` deduplication makes their retries
+//! safe.
+//!
+//! Modules: `http` (routes, body limits, the request pipeline), `publish` (JetStream and the
+//! PubAck), `error` (every failure and its one HTTP mapping), `events` (metrics).
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod publish;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use hyper::service::service_fn;
+use inlet_shared::config::Config;
+use inlet_shared::server::{ServeOptions, metrics_handle, serve};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The two sockets the receiver serves: public (webhooks, health) and admin (metrics).
+pub struct Listeners {
+    /// Webhooks, `/healthz`, `/readyz`.
+    pub public: TcpListener,
+    /// `/metrics`.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses from the config.
+    ///
+    /// # Errors
+    ///
+    /// When an address cannot be bound.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let public = TcpListener::bind(config.ingest.listen)
+            .await
+            .with_context(|| format!("cannot bind ingest.listen {}", config.ingest.listen))?;
+        let admin = TcpListener::bind(config.ingest.admin_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot bind ingest.admin_listen {}",
+                    config.ingest.admin_listen
+                )
+            })?;
+        Ok(Listeners { public, admin })
+    }
+
+    /// Both local addresses (public, admin).
+    ///
+    /// # Errors
+    ///
+    /// When a socket has no local address.
+    pub fn addresses(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.public.local_addr()?, self.admin.local_addr()?))
+    }
+}
+
+/// Runs the receiver until `shutdown` is cancelled, then drains in-flight requests.
+///
+/// # Errors
+///
+/// When NATS cannot be reached or the stream cannot be set up within `nats.startup_timeout`.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = metrics_handle();
+    events::describe();
+
+    let mut sources = HashMap::new();
+    for source in &config.sources {
+        let runtime = http::SourceRuntime::new(source, &config)
+            .with_context(|| format!("source {}", source.name))?;
+        sources.insert(source.name.clone(), runtime);
+    }
+
+    let client = inlet_shared::nats::connect(&config.nats, "inlet-ingest").await?;
+    let publisher = publish::Publisher::new(
+        client,
+        config.stream.name.clone(),
+        config.ingest.publish_timeout,
+    );
+    inlet_shared::nats::ensure_stream(
+        publisher.jetstream(),
+        &config.stream,
+        config.nats.startup_timeout,
+    )
+    .await?;
+
+    let state = Arc::new(http::AppState {
+        sources,
+        publisher,
+        body_read_timeout: config.ingest.body_read_timeout,
+        retry_after: config.ingest.retry_after,
+    });
+    let options = ServeOptions {
+        header_read_timeout: config.ingest.header_read_timeout,
+        max_connections: config.ingest.max_connections,
+        shutdown_grace: config.ingest.shutdown_grace,
+    };
+    let (public_addr, admin_addr) = listeners.addresses()?;
+    tracing::info!(%public_addr, %admin_addr, sources = state.sources.len(), "inlet-ingest listening");
+
+    let public_service = service_fn(move |request| http::handle(Arc::clone(&state), request));
+    let admin_service = service_fn(move |request| http::handle_admin(metrics.clone(), request));
+    let admin_options = ServeOptions {
+        max_connections: 64,
+        ..options
+    };
+    let (drained, _) = tokio::join!(
+        serve(listeners.public, public_service, options, shutdown.clone()),
+        serve(listeners.admin, admin_service, admin_options, shutdown),
+    );
+    if !drained {
+        tracing::warn!(grace = ?options.shutdown_grace, "shutdown grace elapsed with requests still in flight");
+    }
+    tracing::info!("inlet-ingest stopped");
+    Ok(())
+}

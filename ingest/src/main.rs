@@ -1,0 +1,49 @@
+//! `inlet-ingest` binary: parse arguments, load config, bind, run until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Inlet webhook receiver.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The TOML configuration file shared with inlet-worker.
+    #[arg(long, env = "INLET_CONFIG")]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match inlet_shared::config::load_file(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("inlet-ingest: invalid configuration: {error}");
+            return ExitCode::from(64); // EX_USAGE
+        }
+    };
+    if let Err(error) = inlet_shared::telemetry::init(&config.telemetry) {
+        eprintln!("inlet-ingest: {error}");
+        return ExitCode::from(64);
+    }
+    let result = async {
+        let listeners = inlet_ingest::Listeners::bind(&config).await?;
+        inlet_ingest::run(
+            config,
+            listeners,
+            inlet_shared::server::shutdown_on_signal(),
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "inlet-ingest failed");
+            eprintln!("inlet-ingest: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

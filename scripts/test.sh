@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The project's one test command (README, .ci/run): formatting, lints, every test.
+# Installs what the tests need (the pinned nats-server) into git-ignored project folders first.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+NATS_SERVER_BIN="$(scripts/install-nats-server.sh)"
+export NATS_SERVER_BIN
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked

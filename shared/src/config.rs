@@ -1,0 +1,854 @@
+//! The one configuration file both binaries read (`--config PATH`, TOML), with environment
+//! overrides.
+//!
+//! Loading is layered: the file, then `{ env = "NAME" }` references resolved, then `INLET__A__B=v`
+//! overrides applied (`__` separates keys, array elements by index: `INLET__SOURCES__0__NAME`),
+//! then strict deserialization (`deny_unknown_fields` everywhere) and validation. Every failure
+//! names the key it is about. [`Config::parse`] is pure (text and an env map in, config out) so
+//! tests exercise exactly what production runs; [`load_file`] is the only function that reads.
+//!
+//! Secrets are [`Secret`]s: their `Debug` is redacted, so a config can be logged safely.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration::{serde_str as duration_str, serde_str_list as duration_list};
+use crate::signature::{HmacRecipe, SchemeKind, Verifier};
+
+/// Environment variables starting with this prefix override config keys.
+pub const ENV_PREFIX: &str = "INLET__";
+
+/// Why the configuration cannot be used. Always names the key (dotted path) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The path given with `--config`.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file is not valid TOML: {0}")]
+    Syntax(String),
+    /// A key is unknown, missing, has a value of the wrong type, or fails validation.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the offending key, e.g. `sources[1].secrets`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A secret value (webhook signing secret, API key). Never printed by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value (tests and programmatic configs).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret's text; call only where the value is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How to reach NATS.
+    #[serde(default)]
+    pub nats: NatsConfig,
+    /// The JetStream stream events are published to.
+    #[serde(default)]
+    pub stream: StreamConfig,
+    /// The receiver.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// The worker.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// Logging.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Webhook senders: each is `POST /webhooks/{name}`.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// The user's own HTTP endpoints events are delivered to.
+    #[serde(default)]
+    pub destinations: Vec<DestinationConfig>,
+    /// Which events of which source go to which destinations.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[nats]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated for a cluster.
+    pub url: String,
+    /// Timeout of one connection attempt.
+    #[serde(with = "duration_str")]
+    pub connect_timeout: Duration,
+    /// How long startup keeps retrying to connect and set up the stream before giving up.
+    #[serde(with = "duration_str")]
+    pub startup_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            connect_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[stream]`: created or updated at startup by both binaries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Stream name.
+    pub name: String,
+    /// Events of source `s` are published to `{subject_prefix}.{s}`.
+    pub subject_prefix: String,
+    /// Number of replicas (1 for a single server, 3 in the production cluster).
+    pub replicas: usize,
+    /// JetStream deduplicates `Nats-Msg-Id` within this window.
+    #[serde(with = "duration_str")]
+    pub duplicate_window: Duration,
+    /// Messages older than this are removed from the stream (SQLite keeps its own retention).
+    #[serde(with = "duration_str")]
+    pub max_age: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            name: "INLET".into(),
+            subject_prefix: "inlet.events".into(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl StreamConfig {
+    /// The subject events of `source` are published to.
+    pub fn subject_for(&self, source: &str) -> String {
+        format!("{}.{source}", self.subject_prefix)
+    }
+    /// The wildcard subject the stream captures.
+    pub fn wildcard_subject(&self) -> String {
+        format!("{}.>", self.subject_prefix)
+    }
+}
+
+/// `[ingest]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Public listener (webhooks, `/healthz`, `/readyz`).
+    pub listen: SocketAddr,
+    /// Admin listener (`/metrics`); keep it off the internet.
+    pub admin_listen: SocketAddr,
+    /// Default body limit per source, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a PubAck may take before the request is answered 503.
+    #[serde(with = "duration_str")]
+    pub publish_timeout: Duration,
+    /// How long a client may take to send the request headers.
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send the body.
+    #[serde(with = "duration_str")]
+    pub body_read_timeout: Duration,
+    /// Maximum open connections; further ones wait in the accept queue.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(with = "duration_str")]
+    pub shutdown_grace: Duration,
+    /// Value of `Retry-After` on 503 answers.
+    #[serde(with = "duration_str")]
+    pub retry_after: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            // Below nats-server's default max_payload (1 MiB), leaving room for headers.
+            max_body_bytes: 1_000_000,
+            publish_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(30),
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Listener for `/healthz`, `/readyz` and the operator API.
+    pub listen: SocketAddr,
+    /// Admin listener (`/metrics`).
+    pub admin_listen: SocketAddr,
+    /// The SQLite database file.
+    pub database: PathBuf,
+    /// Durable consumer name (recording consumer; delivery consumers derive their names from it).
+    pub consumer: String,
+    /// Messages fetched (and committed in one SQLite transaction) at a time.
+    pub batch_size: usize,
+    /// JetStream `ack_wait` of the consumers.
+    #[serde(with = "duration_str")]
+    pub ack_wait: Duration,
+    /// JetStream `max_ack_pending` of the consumers.
+    pub max_ack_pending: i64,
+    /// How long events (payload and headers) are kept in SQLite before they are pruned.
+    #[serde(with = "duration_str")]
+    pub retention: Duration,
+    /// How long shutdown waits for in-flight deliveries.
+    #[serde(with = "duration_str")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9181)),
+            database: PathBuf::from("var/inlet.db"),
+            consumer: "inlet-worker".into(),
+            batch_size: 256,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            retention: Duration::from_secs(30 * 86_400),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// `tracing` filter directive; `RUST_LOG` overrides it.
+    pub log_filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// A token-bucket rate limit.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Bucket size (requests allowed at once); defaults to `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The effective burst size.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.per_second)
+    }
+}
+
+/// `[[sources]]`: one webhook sender.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// URL path segment and subject token: `[a-z0-9_-]{1,64}`.
+    pub name: String,
+    /// The provider's signature recipe.
+    pub kind: SchemeKind,
+    /// One or more secrets; any may match (rotation). Inline or `{ env = "NAME" }`.
+    pub secrets: Vec<Secret>,
+    /// Timestamp tolerance, both directions, for kinds that sign a timestamp.
+    #[serde(default = "default_tolerance", with = "duration_str")]
+    pub tolerance: Duration,
+    /// Body limit for this source; defaults to `ingest.max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Requests per second accepted from this source; unlimited when absent.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// The recipe, for `kind = "hmac"` only.
+    #[serde(default)]
+    pub hmac: Option<HmacRecipe>,
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl SourceConfig {
+    /// Builds the signature verifier for this source.
+    ///
+    /// # Errors
+    ///
+    /// When a secret cannot be used as a key (e.g. a Standard Webhooks secret that is not base64).
+    pub fn verifier(&self) -> Result<Verifier, crate::signature::KeyError> {
+        let secrets: Vec<&str> = self.secrets.iter().map(Secret::expose).collect();
+        Verifier::new(self.kind, &secrets, self.tolerance, self.hmac.clone())
+    }
+}
+
+/// Circuit-breaker settings of a destination.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long the breaker stays open before one probe is let through.
+    #[serde(with = "duration_str")]
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 5,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[[destinations]]`: an HTTP endpoint of the user's own service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Unique name: `[a-z0-9_-]{1,64}`.
+    pub name: String,
+    /// `http://` or `https://` URL events are POSTed to.
+    pub url: String,
+    /// Inlet's own Standard Webhooks secret (`whsec_` + base64) used to sign deliveries.
+    pub signing_secret: Secret,
+    /// Total time one attempt may take.
+    #[serde(default = "default_delivery_timeout", with = "duration_str")]
+    pub timeout: Duration,
+    /// Time to establish the connection.
+    #[serde(default = "default_connect_timeout", with = "duration_str")]
+    pub connect_timeout: Duration,
+    /// Delays before the 2nd, 3rd, … attempt; attempts = 1 + its length.
+    #[serde(default = "default_retry_schedule", with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    /// Requests per second sent to this destination; unlimited when absent.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+/// Close to the Standard Webhooks example schedule (5 s, 5 m, 30 m, 2 h, 5 h, 10 h, 10 h).
+pub fn default_retry_schedule() -> Vec<Duration> {
+    [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+impl DestinationConfig {
+    /// Total attempts allowed (first try plus one per schedule entry).
+    pub fn max_attempts(&self) -> u32 {
+        u32::try_from(self.retry_schedule.len())
+            .unwrap_or(u32::MAX - 1)
+            .saturating_add(1)
+    }
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Source name.
+    pub source: String,
+    /// Event-type patterns: exact (`push`), prefix (`payment_intent.*`) or `*`.
+    #[serde(default = "default_event_patterns")]
+    pub events: Vec<String>,
+    /// Destination names.
+    pub destinations: Vec<String>,
+}
+
+fn default_event_patterns() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// Does `event_type` match `pattern` (`*`, `prefix.*` or exact)? An event with no type matches
+/// only `*`.
+pub fn event_type_matches(pattern: &str, event_type: Option<&str>) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let Some(event_type) = event_type else {
+        return false;
+    };
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => pattern == event_type,
+    }
+}
+
+impl Config {
+    /// Parses and validates configuration text with environment `env` (all variables; only
+    /// `INLET__*` overrides and `{ env = … }` references are read from it).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the offending key.
+    pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let mut root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        apply_env_overrides(&mut root, env)?;
+        let mut value = toml::Value::Table(root);
+        resolve_env_references(&mut value, "", env)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::invalid(
+                if path == "." {
+                    "(root)".to_owned()
+                } else {
+                    path
+                },
+                e.into_inner().to_string(),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks cross-field rules that types cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_token("stream.name", &self.stream.name, |c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+        })?;
+        if self.stream.subject_prefix.is_empty()
+            || self
+                .stream
+                .subject_prefix
+                .split('.')
+                .any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
+        {
+            return Err(ConfigError::invalid(
+                "stream.subject_prefix",
+                "must be dot-separated non-empty tokens without wildcards",
+            ));
+        }
+        if !(1..=5).contains(&self.stream.replicas) {
+            return Err(ConfigError::invalid(
+                "stream.replicas",
+                "must be between 1 and 5",
+            ));
+        }
+        positive("stream.duplicate_window", self.stream.duplicate_window)?;
+        positive("ingest.publish_timeout", self.ingest.publish_timeout)?;
+        positive(
+            "ingest.header_read_timeout",
+            self.ingest.header_read_timeout,
+        )?;
+        positive("ingest.body_read_timeout", self.ingest.body_read_timeout)?;
+        if self.ingest.max_body_bytes == 0 || self.ingest.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "ingest.max_body_bytes",
+                "must be between 1 and 67108864",
+            ));
+        }
+        if self.ingest.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "ingest.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.worker.batch_size == 0 || self.worker.batch_size > 10_000 {
+            return Err(ConfigError::invalid(
+                "worker.batch_size",
+                "must be between 1 and 10000",
+            ));
+        }
+        check_token("worker.consumer", &self.worker.consumer, |c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+        })?;
+        positive("worker.ack_wait", self.worker.ack_wait)?;
+        if self.worker.max_ack_pending < 1 {
+            return Err(ConfigError::invalid(
+                "worker.max_ack_pending",
+                "must be at least 1",
+            ));
+        }
+
+        let mut source_names = HashSet::new();
+        for (index, source) in self.sources.iter().enumerate() {
+            let key = |field: &str| format!("sources[{index}].{field}");
+            check_name(&key("name"), &source.name)?;
+            if !source_names.insert(source.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("duplicate source name `{}`", source.name),
+                ));
+            }
+            if source.secrets.is_empty() {
+                return Err(ConfigError::invalid(
+                    key("secrets"),
+                    "at least one secret is required",
+                ));
+            }
+            match (source.kind, &source.hmac) {
+                (SchemeKind::Hmac, None) => {
+                    return Err(ConfigError::invalid(
+                        key("hmac"),
+                        "kind = \"hmac\" needs an [sources.hmac] recipe",
+                    ));
+                }
+                (SchemeKind::Hmac, Some(recipe)) => {
+                    recipe
+                        .validate()
+                        .map_err(|message| ConfigError::invalid(key("hmac"), message))?;
+                }
+                (_, Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        key("hmac"),
+                        "only allowed with kind = \"hmac\"",
+                    ));
+                }
+                (_, None) => {}
+            }
+            positive(&key("tolerance"), source.tolerance)?;
+            if let Some(limit) = source.max_body_bytes
+                && (limit == 0 || limit > 64 * 1024 * 1024)
+            {
+                return Err(ConfigError::invalid(
+                    key("max_body_bytes"),
+                    "must be between 1 and 67108864",
+                ));
+            }
+            if let Some(rate) = source.rate_limit
+                && (rate.per_second == 0 || rate.burst() == 0)
+            {
+                return Err(ConfigError::invalid(
+                    key("rate_limit"),
+                    "per_second and burst must be at least 1",
+                ));
+            }
+            source.verifier().map_err(|e| {
+                ConfigError::invalid(format!("sources[{index}].secrets[{}]", e.index), e.message)
+            })?;
+        }
+
+        let mut destination_names = HashSet::new();
+        for (index, destination) in self.destinations.iter().enumerate() {
+            let key = |field: &str| format!("destinations[{index}].{field}");
+            check_name(&key("name"), &destination.name)?;
+            if !destination_names.insert(destination.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("duplicate destination name `{}`", destination.name),
+                ));
+            }
+            if !(destination.url.starts_with("http://") || destination.url.starts_with("https://"))
+                || destination.url.contains(char::is_whitespace)
+            {
+                return Err(ConfigError::invalid(
+                    key("url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            Verifier::new(
+                SchemeKind::Standard,
+                &[destination.signing_secret.expose()],
+                Duration::from_secs(300),
+                None,
+            )
+            .map_err(|e| ConfigError::invalid(key("signing_secret"), e.message))?;
+            positive(&key("timeout"), destination.timeout)?;
+            positive(&key("connect_timeout"), destination.connect_timeout)?;
+            if destination.retry_schedule.len() > 50 {
+                return Err(ConfigError::invalid(
+                    key("retry_schedule"),
+                    "at most 50 retries",
+                ));
+            }
+            if destination.breaker.failure_threshold == 0 {
+                return Err(ConfigError::invalid(
+                    key("breaker.failure_threshold"),
+                    "must be at least 1",
+                ));
+            }
+            if let Some(rate) = destination.rate_limit
+                && (rate.per_second == 0 || rate.burst() == 0)
+            {
+                return Err(ConfigError::invalid(
+                    key("rate_limit"),
+                    "per_second and burst must be at least 1",
+                ));
+            }
+        }
+
+        for (index, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{index}].{field}");
+            if !source_names.contains(route.source.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("source"),
+                    format!("no source named `{}`", route.source),
+                ));
+            }
+            if route.destinations.is_empty() {
+                return Err(ConfigError::invalid(
+                    key("destinations"),
+                    "at least one destination is required",
+                ));
+            }
+            for name in &route.destinations {
+                if !destination_names.contains(name.as_str()) {
+                    return Err(ConfigError::invalid(
+                        key("destinations"),
+                        format!("no destination named `{name}`"),
+                    ));
+                }
+            }
+            for pattern in &route.events {
+                let body = pattern.strip_suffix('*').unwrap_or(pattern);
+                if pattern.is_empty() || body.contains('*') {
+                    return Err(ConfigError::invalid(
+                        key("events"),
+                        format!("`{pattern}`: use `*`, `prefix.*` or an exact type"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// Reads and parses the file at `path` with the process environment.
+///
+/// # Errors
+///
+/// [`ConfigError`] when the file cannot be read or is invalid.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    Config::parse(&text, &env)
+}
+
+fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn check_token(key: &str, value: &str, allowed: impl Fn(char) -> bool) -> Result<(), ConfigError> {
+    if value.is_empty() || value.len() > 64 || !value.chars().all(allowed) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{value}` must be 1-64 characters of [A-Za-z0-9_-]"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_name(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty()
+        || value.len() > 64
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{value}` must be 1-64 characters of [a-z0-9_-]"),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies `INLET__A__B=value` variables. A value replacing a string stays a string (so a
+/// numeric-looking secret is not turned into a number); otherwise it is read as a TOML value,
+/// falling back to a string.
+fn apply_env_overrides(
+    root: &mut toml::Table,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(ConfigError::invalid(
+                name.clone(),
+                "empty key segment in environment override",
+            ));
+        }
+        let dotted = segments.join(".");
+        set_path(root, &segments, raw)
+            .map_err(|message| ConfigError::invalid(dotted, format!("from {name}: {message}")))?;
+    }
+    Ok(())
+}
+
+fn parse_override(raw: &str, existing: Option<&toml::Value>) -> toml::Value {
+    if matches!(existing, Some(toml::Value::String(_))) {
+        return toml::Value::String(raw.to_owned());
+    }
+    let wrapped = format!("v = {raw}");
+    match wrapped.parse::<toml::Table>() {
+        Ok(mut table) => table
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, segments: &[String], raw: &str) -> Result<(), String> {
+    let Some((first, rest)) = segments.split_first() else {
+        return Err("empty key".into());
+    };
+    if rest.is_empty() {
+        let value = parse_override(raw, table.get(first));
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    set_in_value(entry, rest, raw)
+}
+
+fn set_in_value(value: &mut toml::Value, segments: &[String], raw: &str) -> Result<(), String> {
+    match value {
+        toml::Value::Table(table) => set_path(table, segments, raw),
+        toml::Value::Array(items) => {
+            let Some((first, rest)) = segments.split_first() else {
+                return Err("empty key".into());
+            };
+            let index: usize = first
+                .parse()
+                .map_err(|_| format!("`{first}` is not an array index"))?;
+            let item = items
+                .get_mut(index)
+                .ok_or_else(|| format!("array has no element {index}"))?;
+            if rest.is_empty() {
+                *item = parse_override(raw, Some(item));
+                Ok(())
+            } else {
+                set_in_value(item, rest, raw)
+            }
+        }
+        _ => Err("cannot set a key inside a plain value".into()),
+    }
+}
+
+/// Replaces every `{ env = "NAME" }` table by the value of that environment variable.
+fn resolve_env_references(
+    value: &mut toml::Value,
+    path: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::Table(table) => {
+            if table.len() == 1
+                && let Some(toml::Value::String(var)) = table.get("env")
+            {
+                let resolved = env.get(var).ok_or_else(|| {
+                    ConfigError::invalid(path, format!("environment variable {var} is not set"))
+                })?;
+                *value = toml::Value::String(resolved.clone());
+                return Ok(());
+            }
+            for (key, child) in table.iter_mut() {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                resolve_env_references(child, &child_path, env)?;
+            }
+            Ok(())
+        }
+        toml::Value::Array(items) => {
+            for (index, child) in items.iter_mut().enumerate() {
+                resolve_env_references(child, &format!("{path}[{index}]"), env)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[[sources]]
+name = "stripe"
+kind = "stripe"
+secrets = ["whsec_test_secret"]
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[track_caller]
+fn check_invalid(text: &str, vars: &[(&str, &str)], expected_key: &str, message_part: &str) {
+    match Config::parse(text, &env(vars)) {
+        Ok(_) => panic!("config should be rejected (key {expected_key})"),
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, expected_key, "message was: {message}");
+            assert!(
+                message.contains(message_part),
+                "`{message}` should contain `{message_part}`"
+            );
+        }
+        Err(other) => panic!("expected Invalid for {expected_key}, got {other}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    assert_eq!(config.stream.name, "INLET");
+    assert_eq!(config.stream.subject_for("stripe"), "inlet.events.stripe");
+    assert_eq!(config.ingest.max_body_bytes, 1_000_000);
+    assert_eq!(config.sources[0].tolerance, Duration::from_secs(300));
+    assert!(config.routes.is_empty());
+}
+
+#[test]
+fn example_config_in_repo_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/inlet.example.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let config = Config::parse(&text, &BTreeMap::new()).unwrap();
+    assert!(config.sources.len() >= 5, "the example shows every kind");
+}
+
+#[test]
+fn unknown_top_level_key_is_named() {
+    check_invalid("colour = 1\n", &[], "(root)", "unknown field `colour`");
+}
+
+#[test]
+fn unknown_nested_key_is_named() {
+    check_invalid(
+        "[ingest]\nlisten_adress = \"127.0.0.1:1\"\n",
+        &[],
+        "ingest",
+        "unknown field `listen_adress`",
+    );
+}
+
+#[test]
+fn invalid_value_is_named() {
+    check_invalid(
+        "[ingest]\npublish_timeout = \"5 seconds\"\n",
+        &[],
+        "ingest.publish_timeout",
+        "unknown unit",
+    );
+    check_invalid(
+        "[[sources]]\nname = \"a\"\nkind = \"strip\"\nsecrets = [\"x\"]\n",
+        &[],
+        "sources[0].kind",
+        "unknown variant `strip`",
+    );
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    check_invalid(
+        "[[sources]]\nname = \"a\"\nkind = \"github\"\n",
+        &[],
+        "sources[0]",
+        "missing field `secrets`",
+    );
+}
+
+#[test]
+fn bad_source_name_and_duplicates() {
+    check_invalid(
+        "[[sources]]\nname = \"Has Space\"\nkind = \"github\"\nsecrets = [\"x\"]\n",
+        &[],
+        "sources[0].name",
+        "[a-z0-9_-]",
+    );
+    let dup = format!("{MINIMAL}{MINIMAL}");
+    check_invalid(&dup, &[], "sources[1].name", "duplicate");
+}
+
+#[test]
+fn standard_secret_must_be_base64() {
+    check_invalid(
+        "[[sources]]\nname = \"svix\"\nkind = \"standard\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", \"whsec_!!!\"]\n",
+        &[],
+        "sources[0].secrets[1]",
+        "",
+    );
+}
+
+#[test]
+fn hmac_kind_needs_recipe() {
+    check_invalid(
+        "[[sources]]\nname = \"acme\"\nkind = \"hmac\"\nsecrets = [\"x\"]\n",
+        &[],
+        "sources[0].hmac",
+        "recipe",
+    );
+}
+
+#[test]
+fn secrets_from_env_reference() {
+    let text = "[[sources]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [{ env = \"GH_OLD\" }, { env = \"GH_NEW\" }]\n";
+    let config = Config::parse(text, &env(&[("GH_OLD", "old"), ("GH_NEW", "new")])).unwrap();
+    let secrets: Vec<&str> = config.sources[0]
+        .secrets
+        .iter()
+        .map(Secret::expose)
+        .collect();
+    assert_eq!(secrets, ["old", "new"]);
+    check_invalid(
+        text,
+        &[("GH_OLD", "old")],
+        "sources[0].secrets[1]",
+        "GH_NEW is not set",
+    );
+}
+
+#[test]
+fn env_overrides_replace_values_and_keep_strings() {
+    let config = Config::parse(
+        MINIMAL,
+        &env(&[
+            ("INLET__NATS__URL", "nats://10.0.0.1:4222"),
+            ("INLET__INGEST__MAX_BODY_BYTES", "2048"),
+            ("INLET__SOURCES__0__SECRETS__0", "12345"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.nats.url, "nats://10.0.0.1:4222");
+    assert_eq!(config.ingest.max_body_bytes, 2048);
+    assert_eq!(
+        config.sources[0].secrets[0].expose(),
+        "12345",
+        "a numeric-looking secret stays a string"
+    );
+}
+
+#[test]
+fn env_override_with_bad_value_names_the_key() {
+    check_invalid(
+        MINIMAL,
+        &[("INLET__INGEST__MAX_BODY_BYTES", "lots")],
+        "ingest.max_body_bytes",
+        "",
+    );
+    check_invalid(
+        MINIMAL,
+        &[("INLET__SOURCES__7__NAME", "x")],
+        "sources.7.name",
+        "no element 7",
+    );
+}
+
+#[test]
+fn routes_must_reference_known_names() {
+    let text =
+        format!("{MINIMAL}\n[[routes]]\nsource = \"stripe\"\ndestinations = [\"nowhere\"]\n");
+    check_invalid(
+        &text,
+        &[],
+        "routes[0].destinations",
+        "no destination named `nowhere`",
+    );
+    let text = format!("{MINIMAL}\n[[routes]]\nsource = \"shopify\"\ndestinations = [\"x\"]\n");
+    check_invalid(&text, &[], "routes[0].source", "no source named `shopify`");
+}
+
+#[test]
+fn destination_validation() {
+    let text = format!(
+        "{MINIMAL}\n[[destinations]]\nname = \"svc\"\nurl = \"ftp://x\"\nsigning_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+    );
+    check_invalid(&text, &[], "destinations[0].url", "http");
+    let text = format!(
+        "{MINIMAL}\n[[destinations]]\nname = \"svc\"\nurl = \"http://127.0.0.1:1/\"\nsigning_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+    );
+    let config = Config::parse(&text, &BTreeMap::new()).unwrap();
+    assert_eq!(config.destinations[0].max_attempts(), 8);
+}
+
+#[test]
+fn secrets_are_redacted_in_debug() {
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("whsec_test_secret"));
+    assert!(printed.contains("<redacted>"));
+}
+
+#[test]
+fn event_type_patterns() {
+    assert!(event_type_matches("*", None));
+    assert!(event_type_matches(
+        "payment_intent.*",
+        Some("payment_intent.succeeded")
+    ));
+    assert!(!event_type_matches(
+        "payment_intent.*",
+        Some("charge.succeeded")
+    ));
+    assert!(event_type_matches("push", Some("push")));
+    assert!(!event_type_matches("push", Some("pushed")));
+    assert!(!event_type_matches("push", None));
+}

@@ -1,0 +1,23 @@
+//! What `inlet-ingest` and `inlet-worker` agree on: the configuration file, the signature
+//! recipes of each provider, the JetStream message layout (subjects and metadata headers) and
+//! telemetry setup.
+//!
+//! Without features this crate does no I/O but read the configuration file (only in
+//! [`config::load_file`]). The `runtime` feature adds what both binaries run: the HTTP accept
+//! loop, the metrics recorder, the NATS connection and stream setup. Helpers that start real processes for tests live behind the
+//! `test-util` feature.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod duration;
+pub mod envelope;
+pub mod signature;
+pub mod telemetry;
+
+#[cfg(feature = "runtime")]
+pub mod nats;
+#[cfg(feature = "runtime")]
+pub mod server;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;

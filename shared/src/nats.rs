@@ -1,0 +1,124 @@
+//! Connecting to NATS and creating or updating the JetStream stream, as both binaries do at
+//! startup.
+//!
+//! Startup retries with capped exponential backoff (tokio-retry) until
+//! `nats.startup_timeout`, so a process started a moment before its broker comes up waits
+//! instead of crash-looping. Once connected, async-nats reconnects by itself forever.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use tokio_retry::Retry;
+use tokio_retry::strategy::{ExponentialBackoff, jitter};
+
+use crate::config::{NatsConfig, StreamConfig};
+
+/// Why startup could not reach a usable stream.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsSetupError {
+    /// No connection within the startup timeout.
+    #[error("cannot connect to NATS at {url} within {timeout:?}")]
+    Connect {
+        /// The configured URL.
+        url: String,
+        /// `nats.startup_timeout`.
+        timeout: Duration,
+        /// The last error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// Connected, but the stream could not be created or updated.
+    #[error("cannot create or update stream {name}")]
+    Stream {
+        /// Stream name.
+        name: String,
+        /// The server's answer.
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+    /// Gave up waiting.
+    #[error("NATS setup did not finish within {0:?}")]
+    Timeout(Duration),
+}
+
+fn startup_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBackoff::from_millis(2)
+        .factor(50)
+        .max_delay(Duration::from_secs(2))
+        .map(jitter)
+}
+
+/// Connects (retrying until `startup_timeout`). The client reconnects on its own afterwards.
+///
+/// # Errors
+///
+/// [`NatsSetupError::Connect`] or [`NatsSetupError::Timeout`].
+pub async fn connect(
+    config: &NatsConfig,
+    client_name: &str,
+) -> Result<async_nats::Client, NatsSetupError> {
+    let attempt = || async {
+        async_nats::ConnectOptions::new()
+            .name(client_name)
+            .connection_timeout(config.connect_timeout)
+            // Unlimited reconnects: a running service must outlive broker restarts.
+            .max_reconnects(None)
+            .connect(config.url.as_str())
+            .await
+    };
+    match tokio::time::timeout(
+        config.startup_timeout,
+        Retry::start(startup_backoff(), attempt),
+    )
+    .await
+    {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(source)) => Err(NatsSetupError::Connect {
+            url: config.url.clone(),
+            timeout: config.startup_timeout,
+            source,
+        }),
+        Err(_) => Err(NatsSetupError::Timeout(config.startup_timeout)),
+    }
+}
+
+/// The stream configuration derived from `[stream]`.
+pub fn stream_config(config: &StreamConfig) -> stream::Config {
+    stream::Config {
+        name: config.name.clone(),
+        subjects: vec![config.wildcard_subject()],
+        storage: stream::StorageType::File,
+        duplicate_window: config.duplicate_window,
+        max_age: config.max_age,
+        num_replicas: config.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Creates the stream or updates it to match the config.
+///
+/// # Errors
+///
+/// [`NatsSetupError::Stream`] when the server refuses, [`NatsSetupError::Timeout`] when it
+/// keeps not answering within `startup_timeout`.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &StreamConfig,
+    startup_timeout: Duration,
+) -> Result<(), NatsSetupError> {
+    let attempt = || async { js.create_or_update_stream(stream_config(config)).await };
+    match tokio::time::timeout(
+        startup_timeout,
+        Retry::start(startup_backoff().take(20), attempt),
+    )
+    .await
+    {
+        Ok(Ok(_info)) => Ok(()),
+        Ok(Err(source)) => Err(NatsSetupError::Stream {
+            name: config.name.clone(),
+            source,
+        }),
+        Err(_) => Err(NatsSetupError::Timeout(startup_timeout)),
+    }
+}

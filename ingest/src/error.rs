@@ -56,9 +56,7 @@ impl IngestError {
         match self {
             IngestError::UnknownSource => StatusCode::NOT_FOUND,
             IngestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            IngestError::Signature(SignatureError::Stale | SignatureError::Malformed(_)) => {
-                StatusCode::BAD_REQUEST
-            }
+            IngestError::Signature(SignatureError::Stale | SignatureError::Malformed(_)) => StatusCode::BAD_REQUEST,
             IngestError::Signature(SignatureError::MissingHeader(_) | SignatureError::Mismatch) => {
                 StatusCode::UNAUTHORIZED
             }
@@ -93,8 +91,9 @@ impl IngestError {
         let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         let mut response = json_response(status, &body);
         let retry_after = match &self {
-            IngestError::RateLimited { retry_after }
-            | IngestError::Unavailable { retry_after, .. } => Some(*retry_after),
+            IngestError::RateLimited { retry_after } | IngestError::Unavailable { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         };
         if let Some(delay) = retry_after {
@@ -105,15 +104,11 @@ impl IngestError {
         }
         match self {
             IngestError::MethodNotAllowed => {
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
             // The rest of the body is unread; the connection cannot be reused.
             IngestError::TooLarge { .. } | IngestError::BodyTimeout(_) => {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -125,9 +120,6 @@ impl IngestError {
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

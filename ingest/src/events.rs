@@ -27,24 +27,10 @@ pub const UNKNOWN_SOURCE_LABEL: &str = "_unknown";
 /// Registers HELP text for every metric (promtool requires it).
 pub fn describe() {
     describe_counter!(REQUESTS, "Webhook requests by source and outcome.");
-    describe_histogram!(
-        REQUEST_DURATION,
-        Unit::Seconds,
-        "Time from request start to the answer."
-    );
-    describe_histogram!(
-        PUBLISH_DURATION,
-        Unit::Seconds,
-        "Time from JetStream publish to PubAck."
-    );
-    describe_counter!(
-        SIGNATURE_FAILURES,
-        "Signature verification failures by source and reason."
-    );
-    describe_counter!(
-        SECRET_MATCHES,
-        "Verified requests by source and index of the secret that matched."
-    );
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from request start to the answer.");
+    describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Time from JetStream publish to PubAck.");
+    describe_counter!(SIGNATURE_FAILURES, "Signature verification failures by source and reason.");
+    describe_counter!(SECRET_MATCHES, "Verified requests by source and index of the secret that matched.");
     describe_gauge!(IN_FLIGHT, "Webhook requests being handled now.");
     describe_gauge!(NATS_CONNECTED, "1 when the NATS connection is up, else 0.");
 }
@@ -52,14 +38,12 @@ pub fn describe() {
 /// One webhook request finished.
 pub fn request_finished(source: &str, outcome: &'static str, elapsed: Duration) {
     metrics::counter!(REQUESTS, "source" => source.to_owned(), "outcome" => outcome).increment(1);
-    metrics::histogram!(REQUEST_DURATION, "source" => source.to_owned())
-        .record(elapsed.as_secs_f64());
+    metrics::histogram!(REQUEST_DURATION, "source" => source.to_owned()).record(elapsed.as_secs_f64());
 }
 
 /// A signature was rejected.
 pub fn signature_rejected(source: &str, reason: &'static str) {
-    metrics::counter!(SIGNATURE_FAILURES, "source" => source.to_owned(), "reason" => reason)
-        .increment(1);
+    metrics::counter!(SIGNATURE_FAILURES, "source" => source.to_owned(), "reason" => reason).increment(1);
 }
 
 /// A signature verified with secret number `index`.

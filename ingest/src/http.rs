@@ -43,29 +43,20 @@ impl SourceRuntime {
     /// # Errors
     ///
     /// When the source's secrets cannot be used (config validation already rejects that).
-    pub fn new(
-        source: &SourceConfig,
-        config: &Config,
-    ) -> Result<SourceRuntime, inlet_shared::signature::KeyError> {
+    pub fn new(source: &SourceConfig, config: &Config) -> Result<SourceRuntime, inlet_shared::signature::KeyError> {
         let verifier = source.verifier()?;
         let limiter = source.rate_limit.and_then(|rate| {
             let per_second = NonZeroU32::new(rate.per_second)?;
             let burst = NonZeroU32::new(rate.burst())?;
-            Some(RateLimiter::direct(
-                Quota::per_second(per_second).allow_burst(burst),
-            ))
+            Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
         });
-        let mut dropped_headers: Vec<String> = envelope::DROPPED_REQUEST_HEADERS
-            .iter()
-            .map(|h| (*h).to_owned())
-            .collect();
+        let mut dropped_headers: Vec<String> =
+            envelope::DROPPED_REQUEST_HEADERS.iter().map(|h| (*h).to_owned()).collect();
         dropped_headers.extend(verifier.signature_header_names());
         Ok(SourceRuntime {
             name: source.name.clone(),
             verifier,
-            max_body_bytes: source
-                .max_body_bytes
-                .unwrap_or(config.ingest.max_body_bytes),
+            max_body_bytes: source.max_body_bytes.unwrap_or(config.ingest.max_body_bytes),
             limiter,
             subject: config.stream.subject_for(&source.name),
             dropped_headers,
@@ -100,18 +91,13 @@ enum Accepted {
 }
 
 /// Public listener entry point.
-pub async fn handle(
-    state: Arc<AppState>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
     let response = match path.as_str() {
         "/healthz" => json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         "/readyz" => readiness(&state).await,
         _ => match path.strip_prefix("/webhooks/") {
-            Some(name) if !name.is_empty() && !name.contains('/') => {
-                webhook(&state, name, request).await
-            }
+            Some(name) if !name.is_empty() && !name.contains('/') => webhook(&state, name, request).await,
             _ => json_response(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({ "error": "not_found", "message": "no such route" }),
@@ -123,11 +109,7 @@ pub async fn handle(
 
 async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
     let ready = state.publisher.is_ready().await;
-    metrics::gauge!(events::NATS_CONNECTED).set(if state.publisher.is_connected() {
-        1.0
-    } else {
-        0.0
-    });
+    metrics::gauge!(events::NATS_CONNECTED).set(if state.publisher.is_connected() { 1.0 } else { 0.0 });
     if ready {
         json_response(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
     } else {
@@ -135,29 +117,19 @@ async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "status": "not_ready", "nats_connected": state.publisher.is_connected() }),
         );
-        if let Ok(value) =
-            header::HeaderValue::from_str(&state.retry_after.as_secs().max(1).to_string())
-        {
+        if let Ok(value) = header::HeaderValue::from_str(&state.retry_after.as_secs().max(1).to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }
 }
 
-async fn webhook(
-    state: &AppState,
-    name: &str,
-    request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn webhook(state: &AppState, name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let _in_flight = events::InFlight::start();
     let Some(source) = state.sources.get(name) else {
         let error = IngestError::UnknownSource;
-        events::request_finished(
-            events::UNKNOWN_SOURCE_LABEL,
-            error.code(),
-            started.elapsed(),
-        );
+        events::request_finished(events::UNKNOWN_SOURCE_LABEL, error.code(), started.elapsed());
         return error.into_response();
     };
     let result = accept(state, source, request).await;
@@ -174,11 +146,9 @@ async fn webhook(
                     serde_json::json!({ "status": "duplicate", "event_id": event_id, "stream_sequence": sequence }),
                     "duplicate",
                 ),
-                Accepted::Challenge(challenge) => (
-                    StatusCode::OK,
-                    serde_json::json!({ "challenge": challenge }),
-                    "challenge",
-                ),
+                Accepted::Challenge(challenge) => {
+                    (StatusCode::OK, serde_json::json!({ "challenge": challenge }), "challenge")
+                }
             };
             events::request_finished(&source.name, outcome, started.elapsed());
             json_response(status, &body)
@@ -203,30 +173,19 @@ async fn webhook(
     }
 }
 
-async fn accept(
-    state: &AppState,
-    source: &SourceRuntime,
-    request: Request<Incoming>,
-) -> Result<Accepted, IngestError> {
+async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incoming>) -> Result<Accepted, IngestError> {
     if request.method() != Method::POST {
         return Err(IngestError::MethodNotAllowed);
     }
     if let Some(limiter) = &source.limiter
         && let Err(not_until) = limiter.check()
     {
-        let retry_after = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
+        let retry_after =
+            not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
         return Err(IngestError::RateLimited { retry_after });
     }
     let (parts, body) = request.into_parts();
-    let body = read_body(
-        body,
-        &parts.headers,
-        source.max_body_bytes,
-        state.body_read_timeout,
-    )
-    .await?;
+    let body = read_body(body, &parts.headers, source.max_body_bytes, state.body_read_timeout).await?;
     let received_at = SystemTime::now();
 
     let verified = source.verifier.verify(&parts.headers, &body, received_at)?;
@@ -239,33 +198,12 @@ async fn accept(
         return Ok(Accepted::Challenge(challenge));
     }
 
-    let headers = nats_headers(
-        source,
-        &parts.headers,
-        &identity,
-        verified.secret_index(),
-        received_at,
-    );
-    match state
-        .publisher
-        .publish(source.subject.clone(), headers, body)
-        .await
-    {
-        Ok(Stored::New(sequence)) => Ok(Accepted::Stored {
-            event_id: identity.id,
-            sequence,
-        }),
-        Ok(Stored::Duplicate(sequence)) => Ok(Accepted::Duplicate {
-            event_id: identity.id,
-            sequence,
-        }),
-        Err(crate::publish::PublishFailure::TooLarge) => Err(IngestError::TooLarge {
-            limit: source.max_body_bytes,
-        }),
-        Err(failure) => Err(IngestError::Unavailable {
-            reason: failure.as_str(),
-            retry_after: state.retry_after,
-        }),
+    let headers = nats_headers(source, &parts.headers, &identity, verified.secret_index(), received_at);
+    match state.publisher.publish(source.subject.clone(), headers, body).await {
+        Ok(Stored::New(sequence)) => Ok(Accepted::Stored { event_id: identity.id, sequence }),
+        Ok(Stored::Duplicate(sequence)) => Ok(Accepted::Duplicate { event_id: identity.id, sequence }),
+        Err(crate::publish::PublishFailure::TooLarge) => Err(IngestError::TooLarge { limit: source.max_body_bytes }),
+        Err(failure) => Err(IngestError::Unavailable { reason: failure.as_str(), retry_after: state.retry_after }),
     }
 }
 
@@ -277,18 +215,14 @@ async fn read_body(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, IngestError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if let Some(declared) = declared
         && declared > limit as u64
     {
         return Err(IngestError::TooLarge { limit });
     }
-    let capacity = declared
-        .map_or(8 * 1024, |d| usize::try_from(d).unwrap_or(limit))
-        .min(limit);
+    let capacity = declared.map_or(8 * 1024, |d| usize::try_from(d).unwrap_or(limit)).min(limit);
     let read = async {
         let mut buffer = BytesMut::with_capacity(capacity);
         while let Some(frame) = body.frame().await {
@@ -302,9 +236,7 @@ async fn read_body(
         }
         Ok(buffer.freeze())
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| IngestError::BodyTimeout(timeout))?
+    tokio::time::timeout(timeout, read).await.map_err(|_| IngestError::BodyTimeout(timeout))?
 }
 
 /// Slack's `url_verification` request: `{"type":"url_verification","challenge":"…"}`.
@@ -323,14 +255,9 @@ fn nats_headers(
     secret_index: usize,
     received_at: SystemTime,
 ) -> async_nats::HeaderMap {
-    let received_ms = received_at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let received_ms = received_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        envelope::HEADER_MSG_ID,
-        envelope::message_id(&source.name, &identity.id).as_str(),
-    );
+    headers.insert(envelope::HEADER_MSG_ID, envelope::message_id(&source.name, &identity.id).as_str());
     headers.insert(envelope::HEADER_VERSION, envelope::ENVELOPE_VERSION);
     headers.insert(envelope::HEADER_SOURCE, source.name.as_str());
     headers.insert(envelope::HEADER_EVENT_ID, identity.id.as_str());
@@ -338,29 +265,15 @@ fn nats_headers(
     if let Some(event_type) = &identity.event_type {
         headers.insert(envelope::HEADER_EVENT_TYPE, event_type.as_str());
     }
-    headers.insert(
-        envelope::HEADER_RECEIVED_AT,
-        received_ms.to_string().as_str(),
-    );
+    headers.insert(envelope::HEADER_RECEIVED_AT, received_ms.to_string().as_str());
     headers.insert(envelope::HEADER_SCHEME, source.verifier.kind().as_str());
-    headers.insert(
-        envelope::HEADER_SECRET_INDEX,
-        secret_index.to_string().as_str(),
-    );
-    if let Some(content_type) = request_headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
+    headers.insert(envelope::HEADER_SECRET_INDEX, secret_index.to_string().as_str());
+    if let Some(content_type) = request_headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         headers.insert(envelope::HEADER_CONTENT_TYPE, content_type);
     }
     let kept: Vec<(&str, &str)> = request_headers
         .iter()
-        .filter(|(name, _)| {
-            !source
-                .dropped_headers
-                .iter()
-                .any(|dropped| dropped == name.as_str())
-        })
+        .filter(|(name, _)| !source.dropped_headers.iter().any(|dropped| dropped == name.as_str()))
         .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
         .collect();
     if let Ok(json) = serde_json::to_string(&kept) {
@@ -376,16 +289,12 @@ pub async fn handle_admin(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = if request.uri().path() == "/metrics" && request.method() == Method::GET {
         let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
         response
     } else {
-        json_response(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({ "error": "not_found", "message": "no such route" }),
-        )
+        json_response(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found", "message": "no such route" }))
     };
     Ok(response)
 }

@@ -45,12 +45,7 @@ impl Listeners {
             .with_context(|| format!("cannot bind ingest.listen {}", config.ingest.listen))?;
         let admin = TcpListener::bind(config.ingest.admin_listen)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot bind ingest.admin_listen {}",
-                    config.ingest.admin_listen
-                )
-            })?;
+            .with_context(|| format!("cannot bind ingest.admin_listen {}", config.ingest.admin_listen))?;
         Ok(Listeners { public, admin })
     }
 
@@ -69,33 +64,19 @@ impl Listeners {
 /// # Errors
 ///
 /// When NATS cannot be reached or the stream cannot be set up within `nats.startup_timeout`.
-pub async fn run(
-    config: Config,
-    listeners: Listeners,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics_handle();
     events::describe();
 
     let mut sources = HashMap::new();
     for source in &config.sources {
-        let runtime = http::SourceRuntime::new(source, &config)
-            .with_context(|| format!("source {}", source.name))?;
+        let runtime = http::SourceRuntime::new(source, &config).with_context(|| format!("source {}", source.name))?;
         sources.insert(source.name.clone(), runtime);
     }
 
     let client = inlet_shared::nats::connect(&config.nats, "inlet-ingest").await?;
-    let publisher = publish::Publisher::new(
-        client,
-        config.stream.name.clone(),
-        config.ingest.publish_timeout,
-    );
-    inlet_shared::nats::ensure_stream(
-        publisher.jetstream(),
-        &config.stream,
-        config.nats.startup_timeout,
-    )
-    .await?;
+    let publisher = publish::Publisher::new(client, config.stream.name.clone(), config.ingest.publish_timeout);
+    inlet_shared::nats::ensure_stream(publisher.jetstream(), &config.stream, config.nats.startup_timeout).await?;
 
     let state = Arc::new(http::AppState {
         sources,
@@ -113,10 +94,7 @@ pub async fn run(
 
     let public_service = service_fn(move |request| http::handle(Arc::clone(&state), request));
     let admin_service = service_fn(move |request| http::handle_admin(metrics.clone(), request));
-    let admin_options = ServeOptions {
-        max_connections: 64,
-        ..options
-    };
+    let admin_options = ServeOptions { max_connections: 64, ..options };
     let (drained, _) = tokio::join!(
         serve(listeners.public, public_service, options, shutdown.clone()),
         serve(listeners.admin, admin_service, admin_options, shutdown),

@@ -30,12 +30,7 @@ async fn main() -> ExitCode {
     }
     let result = async {
         let listeners = inlet_ingest::Listeners::bind(&config).await?;
-        inlet_ingest::run(
-            config,
-            listeners,
-            inlet_shared::server::shutdown_on_signal(),
-        )
-        .await
+        inlet_ingest::run(config, listeners, inlet_shared::server::shutdown_on_signal()).await
     }
     .await;
     match result {

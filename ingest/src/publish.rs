@@ -58,12 +58,7 @@ impl Publisher {
     /// Wraps a connected client.
     pub fn new(client: async_nats::Client, stream_name: String, deadline: Duration) -> Publisher {
         let js = jetstream::new(client.clone());
-        Publisher {
-            client,
-            js,
-            stream_name,
-            deadline,
-        }
+        Publisher { client, js, stream_name, deadline }
     }
 
     /// The JetStream context.
@@ -81,14 +76,7 @@ impl Publisher {
         if !self.is_connected() {
             return false;
         }
-        matches!(
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                self.js.get_stream(&self.stream_name)
-            )
-            .await,
-            Ok(Ok(_))
-        )
+        matches!(tokio::time::timeout(Duration::from_secs(1), self.js.get_stream(&self.stream_name)).await, Ok(Ok(_)))
     }
 
     /// Publishes and waits for the PubAck, within the configured deadline in total.
@@ -110,23 +98,13 @@ impl Publisher {
         let started = Instant::now();
         let message = PublishMessage::build().payload(body).headers(headers);
         let attempt = async {
-            let ack_future = self
-                .js
-                .send_publish(subject, message)
-                .await
-                .map_err(|e| classify(e.kind()))?;
+            let ack_future = self.js.send_publish(subject, message).await.map_err(|e| classify(e.kind()))?;
             let ack = ack_future.await.map_err(|e| classify(e.kind()))?;
             Ok::<_, PublishFailure>(ack)
         };
-        let ack = tokio::time::timeout(self.deadline, attempt)
-            .await
-            .map_err(|_| PublishFailure::Timeout)??;
+        let ack = tokio::time::timeout(self.deadline, attempt).await.map_err(|_| PublishFailure::Timeout)??;
         crate::events::published(started.elapsed());
-        Ok(if ack.duplicate {
-            Stored::Duplicate(ack.sequence)
-        } else {
-            Stored::New(ack.sequence)
-        })
+        Ok(if ack.duplicate { Stored::Duplicate(ack.sequence) } else { Stored::New(ack.sequence) })
     }
 }
 

@@ -50,10 +50,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { key: key.into(), message: message.into() }
     }
 }
 
@@ -286,10 +283,7 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig {
-            log_format: LogFormat::Text,
-            log_filter: "info".into(),
-        }
+        TelemetryConfig { log_format: LogFormat::Text, log_filter: "info".into() }
     }
 }
 
@@ -364,10 +358,7 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        BreakerConfig {
-            failure_threshold: 5,
-            cooldown: Duration::from_secs(30),
-        }
+        BreakerConfig { failure_threshold: 5, cooldown: Duration::from_secs(30) }
     }
 }
 
@@ -407,18 +398,13 @@ fn default_connect_timeout() -> Duration {
 
 /// Close to the Standard Webhooks example schedule (5 s, 5 m, 30 m, 2 h, 5 h, 10 h, 10 h).
 pub fn default_retry_schedule() -> Vec<Duration> {
-    [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
-        .into_iter()
-        .map(Duration::from_secs)
-        .collect()
+    [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000].into_iter().map(Duration::from_secs).collect()
 }
 
 impl DestinationConfig {
     /// Total attempts allowed (first try plus one per schedule entry).
     pub fn max_attempts(&self) -> u32 {
-        u32::try_from(self.retry_schedule.len())
-            .unwrap_or(u32::MAX - 1)
-            .saturating_add(1)
+        u32::try_from(self.retry_schedule.len()).unwrap_or(u32::MAX - 1).saturating_add(1)
     }
 }
 
@@ -462,22 +448,13 @@ impl Config {
     ///
     /// [`ConfigError`] naming the offending key.
     pub fn parse(text: &str, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
-        let mut root: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
         apply_env_overrides(&mut root, env)?;
         let mut value = toml::Value::Table(root);
         resolve_env_references(&mut value, "", env)?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            ConfigError::invalid(
-                if path == "." {
-                    "(root)".to_owned()
-                } else {
-                    path
-                },
-                e.into_inner().to_string(),
-            )
+            ConfigError::invalid(if path == "." { "(root)".to_owned() } else { path }, e.into_inner().to_string())
         })?;
         config.validate()?;
         Ok(config)
@@ -485,15 +462,9 @@ impl Config {
 
     /// Checks cross-field rules that types cannot express.
     fn validate(&self) -> Result<(), ConfigError> {
-        check_token("stream.name", &self.stream.name, |c| {
-            c.is_ascii_alphanumeric() || c == '_' || c == '-'
-        })?;
+        check_token("stream.name", &self.stream.name, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-')?;
         if self.stream.subject_prefix.is_empty()
-            || self
-                .stream
-                .subject_prefix
-                .split('.')
-                .any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
+            || self.stream.subject_prefix.split('.').any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
         {
             return Err(ConfigError::invalid(
                 "stream.subject_prefix",
@@ -501,45 +472,25 @@ impl Config {
             ));
         }
         if !(1..=5).contains(&self.stream.replicas) {
-            return Err(ConfigError::invalid(
-                "stream.replicas",
-                "must be between 1 and 5",
-            ));
+            return Err(ConfigError::invalid("stream.replicas", "must be between 1 and 5"));
         }
         positive("stream.duplicate_window", self.stream.duplicate_window)?;
         positive("ingest.publish_timeout", self.ingest.publish_timeout)?;
-        positive(
-            "ingest.header_read_timeout",
-            self.ingest.header_read_timeout,
-        )?;
+        positive("ingest.header_read_timeout", self.ingest.header_read_timeout)?;
         positive("ingest.body_read_timeout", self.ingest.body_read_timeout)?;
         if self.ingest.max_body_bytes == 0 || self.ingest.max_body_bytes > 64 * 1024 * 1024 {
-            return Err(ConfigError::invalid(
-                "ingest.max_body_bytes",
-                "must be between 1 and 67108864",
-            ));
+            return Err(ConfigError::invalid("ingest.max_body_bytes", "must be between 1 and 67108864"));
         }
         if self.ingest.max_connections == 0 {
-            return Err(ConfigError::invalid(
-                "ingest.max_connections",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::invalid("ingest.max_connections", "must be at least 1"));
         }
         if self.worker.batch_size == 0 || self.worker.batch_size > 10_000 {
-            return Err(ConfigError::invalid(
-                "worker.batch_size",
-                "must be between 1 and 10000",
-            ));
+            return Err(ConfigError::invalid("worker.batch_size", "must be between 1 and 10000"));
         }
-        check_token("worker.consumer", &self.worker.consumer, |c| {
-            c.is_ascii_alphanumeric() || c == '_' || c == '-'
-        })?;
+        check_token("worker.consumer", &self.worker.consumer, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-')?;
         positive("worker.ack_wait", self.worker.ack_wait)?;
         if self.worker.max_ack_pending < 1 {
-            return Err(ConfigError::invalid(
-                "worker.max_ack_pending",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::invalid("worker.max_ack_pending", "must be at least 1"));
         }
 
         let mut source_names = HashSet::new();
@@ -547,34 +498,20 @@ impl Config {
             let key = |field: &str| format!("sources[{index}].{field}");
             check_name(&key("name"), &source.name)?;
             if !source_names.insert(source.name.as_str()) {
-                return Err(ConfigError::invalid(
-                    key("name"),
-                    format!("duplicate source name `{}`", source.name),
-                ));
+                return Err(ConfigError::invalid(key("name"), format!("duplicate source name `{}`", source.name)));
             }
             if source.secrets.is_empty() {
-                return Err(ConfigError::invalid(
-                    key("secrets"),
-                    "at least one secret is required",
-                ));
+                return Err(ConfigError::invalid(key("secrets"), "at least one secret is required"));
             }
             match (source.kind, &source.hmac) {
                 (SchemeKind::Hmac, None) => {
-                    return Err(ConfigError::invalid(
-                        key("hmac"),
-                        "kind = \"hmac\" needs an [sources.hmac] recipe",
-                    ));
+                    return Err(ConfigError::invalid(key("hmac"), "kind = \"hmac\" needs an [sources.hmac] recipe"));
                 }
                 (SchemeKind::Hmac, Some(recipe)) => {
-                    recipe
-                        .validate()
-                        .map_err(|message| ConfigError::invalid(key("hmac"), message))?;
+                    recipe.validate().map_err(|message| ConfigError::invalid(key("hmac"), message))?;
                 }
                 (_, Some(_)) => {
-                    return Err(ConfigError::invalid(
-                        key("hmac"),
-                        "only allowed with kind = \"hmac\"",
-                    ));
+                    return Err(ConfigError::invalid(key("hmac"), "only allowed with kind = \"hmac\""));
                 }
                 (_, None) => {}
             }
@@ -582,22 +519,16 @@ impl Config {
             if let Some(limit) = source.max_body_bytes
                 && (limit == 0 || limit > 64 * 1024 * 1024)
             {
-                return Err(ConfigError::invalid(
-                    key("max_body_bytes"),
-                    "must be between 1 and 67108864",
-                ));
+                return Err(ConfigError::invalid(key("max_body_bytes"), "must be between 1 and 67108864"));
             }
             if let Some(rate) = source.rate_limit
                 && (rate.per_second == 0 || rate.burst() == 0)
             {
-                return Err(ConfigError::invalid(
-                    key("rate_limit"),
-                    "per_second and burst must be at least 1",
-                ));
+                return Err(ConfigError::invalid(key("rate_limit"), "per_second and burst must be at least 1"));
             }
-            source.verifier().map_err(|e| {
-                ConfigError::invalid(format!("sources[{index}].secrets[{}]", e.index), e.message)
-            })?;
+            source
+                .verifier()
+                .map_err(|e| ConfigError::invalid(format!("sources[{index}].secrets[{}]", e.index), e.message))?;
         }
 
         let mut destination_names = HashSet::new();
@@ -613,62 +544,36 @@ impl Config {
             if !(destination.url.starts_with("http://") || destination.url.starts_with("https://"))
                 || destination.url.contains(char::is_whitespace)
             {
-                return Err(ConfigError::invalid(
-                    key("url"),
-                    "must be an http:// or https:// URL",
-                ));
+                return Err(ConfigError::invalid(key("url"), "must be an http:// or https:// URL"));
             }
-            Verifier::new(
-                SchemeKind::Standard,
-                &[destination.signing_secret.expose()],
-                Duration::from_secs(300),
-                None,
-            )
-            .map_err(|e| ConfigError::invalid(key("signing_secret"), e.message))?;
+            Verifier::new(SchemeKind::Standard, &[destination.signing_secret.expose()], Duration::from_secs(300), None)
+                .map_err(|e| ConfigError::invalid(key("signing_secret"), e.message))?;
             positive(&key("timeout"), destination.timeout)?;
             positive(&key("connect_timeout"), destination.connect_timeout)?;
             if destination.retry_schedule.len() > 50 {
-                return Err(ConfigError::invalid(
-                    key("retry_schedule"),
-                    "at most 50 retries",
-                ));
+                return Err(ConfigError::invalid(key("retry_schedule"), "at most 50 retries"));
             }
             if destination.breaker.failure_threshold == 0 {
-                return Err(ConfigError::invalid(
-                    key("breaker.failure_threshold"),
-                    "must be at least 1",
-                ));
+                return Err(ConfigError::invalid(key("breaker.failure_threshold"), "must be at least 1"));
             }
             if let Some(rate) = destination.rate_limit
                 && (rate.per_second == 0 || rate.burst() == 0)
             {
-                return Err(ConfigError::invalid(
-                    key("rate_limit"),
-                    "per_second and burst must be at least 1",
-                ));
+                return Err(ConfigError::invalid(key("rate_limit"), "per_second and burst must be at least 1"));
             }
         }
 
         for (index, route) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("routes[{index}].{field}");
             if !source_names.contains(route.source.as_str()) {
-                return Err(ConfigError::invalid(
-                    key("source"),
-                    format!("no source named `{}`", route.source),
-                ));
+                return Err(ConfigError::invalid(key("source"), format!("no source named `{}`", route.source)));
             }
             if route.destinations.is_empty() {
-                return Err(ConfigError::invalid(
-                    key("destinations"),
-                    "at least one destination is required",
-                ));
+                return Err(ConfigError::invalid(key("destinations"), "at least one destination is required"));
             }
             for name in &route.destinations {
                 if !destination_names.contains(name.as_str()) {
-                    return Err(ConfigError::invalid(
-                        key("destinations"),
-                        format!("no destination named `{name}`"),
-                    ));
+                    return Err(ConfigError::invalid(key("destinations"), format!("no destination named `{name}`")));
                 }
             }
             for pattern in &route.events {
@@ -696,10 +601,7 @@ impl Config {
 ///
 /// [`ConfigError`] when the file cannot be read or is invalid.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
     Config::parse(&text, &env)
 }
@@ -713,10 +615,7 @@ fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
 
 fn check_token(key: &str, value: &str, allowed: impl Fn(char) -> bool) -> Result<(), ConfigError> {
     if value.is_empty() || value.len() > 64 || !value.chars().all(allowed) {
-        return Err(ConfigError::invalid(
-            key,
-            format!("`{value}` must be 1-64 characters of [A-Za-z0-9_-]"),
-        ));
+        return Err(ConfigError::invalid(key, format!("`{value}` must be 1-64 characters of [A-Za-z0-9_-]")));
     }
     Ok(())
 }
@@ -724,14 +623,9 @@ fn check_token(key: &str, value: &str, allowed: impl Fn(char) -> bool) -> Result
 fn check_name(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty()
         || value.len() > 64
-        || !value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        || !value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
     {
-        return Err(ConfigError::invalid(
-            key,
-            format!("`{value}` must be 1-64 characters of [a-z0-9_-]"),
-        ));
+        return Err(ConfigError::invalid(key, format!("`{value}` must be 1-64 characters of [a-z0-9_-]")));
     }
     Ok(())
 }
@@ -739,20 +633,14 @@ fn check_name(key: &str, value: &str) -> Result<(), ConfigError> {
 /// Applies `INLET__A__B=value` variables. A value replacing a string stays a string (so a
 /// numeric-looking secret is not turned into a number); otherwise it is read as a TOML value,
 /// falling back to a string.
-fn apply_env_overrides(
-    root: &mut toml::Table,
-    env: &BTreeMap<String, String>,
-) -> Result<(), ConfigError> {
+fn apply_env_overrides(root: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
     for (name, raw) in env {
         let Some(path) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
         let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         if segments.iter().any(String::is_empty) {
-            return Err(ConfigError::invalid(
-                name.clone(),
-                "empty key segment in environment override",
-            ));
+            return Err(ConfigError::invalid(name.clone(), "empty key segment in environment override"));
         }
         let dotted = segments.join(".");
         set_path(root, &segments, raw)
@@ -767,9 +655,7 @@ fn parse_override(raw: &str, existing: Option<&toml::Value>) -> toml::Value {
     }
     let wrapped = format!("v = {raw}");
     match wrapped.parse::<toml::Table>() {
-        Ok(mut table) => table
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -783,9 +669,7 @@ fn set_path(table: &mut toml::Table, segments: &[String], raw: &str) -> Result<(
         table.insert(first.clone(), value);
         return Ok(());
     }
-    let entry = table
-        .entry(first.clone())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     set_in_value(entry, rest, raw)
 }
 
@@ -796,12 +680,8 @@ fn set_in_value(value: &mut toml::Value, segments: &[String], raw: &str) -> Resu
             let Some((first, rest)) = segments.split_first() else {
                 return Err("empty key".into());
             };
-            let index: usize = first
-                .parse()
-                .map_err(|_| format!("`{first}` is not an array index"))?;
-            let item = items
-                .get_mut(index)
-                .ok_or_else(|| format!("array has no element {index}"))?;
+            let index: usize = first.parse().map_err(|_| format!("`{first}` is not an array index"))?;
+            let item = items.get_mut(index).ok_or_else(|| format!("array has no element {index}"))?;
             if rest.is_empty() {
                 *item = parse_override(raw, Some(item));
                 Ok(())
@@ -824,18 +704,14 @@ fn resolve_env_references(
             if table.len() == 1
                 && let Some(toml::Value::String(var)) = table.get("env")
             {
-                let resolved = env.get(var).ok_or_else(|| {
-                    ConfigError::invalid(path, format!("environment variable {var} is not set"))
-                })?;
+                let resolved = env
+                    .get(var)
+                    .ok_or_else(|| ConfigError::invalid(path, format!("environment variable {var} is not set")))?;
                 *value = toml::Value::String(resolved.clone());
                 return Ok(());
             }
             for (key, child) in table.iter_mut() {
-                let child_path = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                 resolve_env_references(child, &child_path, env)?;
             }
             Ok(())

@@ -12,13 +12,11 @@ use std::time::Duration;
 /// A message saying what form is expected, when `raw` is not of that form or overflows.
 pub fn parse(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-        format!("`{raw}` has no unit; write e.g. \"30s\", \"500ms\", \"5m\", \"2h\", \"7d\"")
-    })?;
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{raw}` has no unit; write e.g. \"30s\", \"500ms\", \"5m\", \"2h\", \"7d\""))?;
     let (digits, unit) = raw.split_at(split);
-    let amount: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{raw}` does not start with a whole number"))?;
+    let amount: u64 = digits.parse().map_err(|_| format!("`{raw}` does not start with a whole number"))?;
     let unit_millis: u64 = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -26,26 +24,16 @@ pub fn parse(raw: &str) -> Result<Duration, String> {
         "h" => 3_600_000,
         "d" => 86_400_000,
         _ => {
-            return Err(format!(
-                "`{raw}` has unknown unit `{unit}`; use ms, s, m, h or d"
-            ));
+            return Err(format!("`{raw}` has unknown unit `{unit}`; use ms, s, m, h or d"));
         }
     };
-    amount
-        .checked_mul(unit_millis)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{raw}` is too large"))
+    amount.checked_mul(unit_millis).map(Duration::from_millis).ok_or_else(|| format!("`{raw}` is too large"))
 }
 
 /// Formats a duration in the largest unit that represents it exactly (inverse of [`parse`]).
 pub fn format(duration: Duration) -> String {
     let millis = duration.as_millis();
-    for (unit, size) in [
-        ("d", 86_400_000u128),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-    ] {
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if millis != 0 && millis.is_multiple_of(size) {
             return format!("{}{unit}", millis / size);
         }
@@ -88,13 +76,9 @@ pub mod serde_str_list {
     /// # Errors
     ///
     /// When any element is not a valid duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
         let raw = Vec::<String>::deserialize(deserializer)?;
-        raw.iter()
-            .map(|item| super::parse(item).map_err(serde::de::Error::custom))
-            .collect()
+        raw.iter().map(|item| super::parse(item).map_err(serde::de::Error::custom)).collect()
     }
 }
 
@@ -113,16 +97,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_forms() {
-        for bad in [
-            "",
-            "30",
-            "s",
-            "1.5s",
-            "-1s",
-            "3 weeks",
-            "10y",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "30", "s", "1.5s", "-1s", "3 weeks", "10y", "99999999999999999999d"] {
             assert!(parse(bad).is_err(), "{bad} should be rejected");
         }
     }

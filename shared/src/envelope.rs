@@ -96,12 +96,8 @@ mod tests {
     /// `schemas/envelope.v1.json` must match [`json_schema`]; `UPDATE_SCHEMAS=1` rewrites it.
     #[test]
     fn envelope_schema_is_fresh() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/envelope.v1.json");
-        let actual = format!(
-            "{}\n",
-            serde_json::to_string_pretty(&json_schema()).unwrap()
-        );
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/envelope.v1.json");
+        let actual = format!("{}\n", serde_json::to_string_pretty(&json_schema()).unwrap());
         if std::env::var_os("UPDATE_SCHEMAS").is_some() {
             std::fs::write(&path, &actual).unwrap();
             return;

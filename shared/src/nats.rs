@@ -42,10 +42,7 @@ pub enum NatsSetupError {
 }
 
 fn startup_backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBackoff::from_millis(2)
-        .factor(50)
-        .max_delay(Duration::from_secs(2))
-        .map(jitter)
+    ExponentialBackoff::from_millis(2).factor(50).max_delay(Duration::from_secs(2)).map(jitter)
 }
 
 /// Connects (retrying until `startup_timeout`). The client reconnects on its own afterwards.
@@ -53,10 +50,7 @@ fn startup_backoff() -> impl Iterator<Item = Duration> {
 /// # Errors
 ///
 /// [`NatsSetupError::Connect`] or [`NatsSetupError::Timeout`].
-pub async fn connect(
-    config: &NatsConfig,
-    client_name: &str,
-) -> Result<async_nats::Client, NatsSetupError> {
+pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nats::Client, NatsSetupError> {
     let attempt = || async {
         async_nats::ConnectOptions::new()
             .name(client_name)
@@ -66,18 +60,11 @@ pub async fn connect(
             .connect(config.url.as_str())
             .await
     };
-    match tokio::time::timeout(
-        config.startup_timeout,
-        Retry::start(startup_backoff(), attempt),
-    )
-    .await
-    {
+    match tokio::time::timeout(config.startup_timeout, Retry::start(startup_backoff(), attempt)).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(source)) => Err(NatsSetupError::Connect {
-            url: config.url.clone(),
-            timeout: config.startup_timeout,
-            source,
-        }),
+        Ok(Err(source)) => {
+            Err(NatsSetupError::Connect { url: config.url.clone(), timeout: config.startup_timeout, source })
+        }
         Err(_) => Err(NatsSetupError::Timeout(config.startup_timeout)),
     }
 }
@@ -108,17 +95,9 @@ pub async fn ensure_stream(
     startup_timeout: Duration,
 ) -> Result<(), NatsSetupError> {
     let attempt = || async { js.create_or_update_stream(stream_config(config)).await };
-    match tokio::time::timeout(
-        startup_timeout,
-        Retry::start(startup_backoff().take(20), attempt),
-    )
-    .await
-    {
+    match tokio::time::timeout(startup_timeout, Retry::start(startup_backoff().take(20), attempt)).await {
         Ok(Ok(_info)) => Ok(()),
-        Ok(Err(source)) => Err(NatsSetupError::Stream {
-            name: config.name.clone(),
-            source,
-        }),
+        Ok(Err(source)) => Err(NatsSetupError::Stream { name: config.name.clone(), source }),
         Err(_) => Err(NatsSetupError::Timeout(startup_timeout)),
     }
 }

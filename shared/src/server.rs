@@ -34,12 +34,7 @@ pub struct ServeOptions {
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains.
 ///
 /// Returns `true` when every connection finished within the grace period.
-pub async fn serve<S, B>(
-    listener: TcpListener,
-    service: S,
-    options: ServeOptions,
-    shutdown: CancellationToken,
-) -> bool
+pub async fn serve<S, B>(listener: TcpListener, service: S, options: ServeOptions, shutdown: CancellationToken) -> bool
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -52,15 +47,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(options.max_connections));
@@ -88,9 +76,7 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service.clone())
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service.clone()).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _permit = permit;
@@ -100,9 +86,7 @@ where
         });
     }
     drop(listener);
-    tokio::time::timeout(options.shutdown_grace, graceful.shutdown())
-        .await
-        .is_ok()
+    tokio::time::timeout(options.shutdown_grace, graceful.shutdown()).await.is_ok()
 }
 
 /// The process-wide Prometheus recorder, installed on first use. Every instance started in one
@@ -111,10 +95,8 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let latency_buckets = [
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ];
+            let latency_buckets =
+                [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&latency_buckets)
                 .map(PrometheusBuilder::build_recorder)

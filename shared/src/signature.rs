@@ -134,19 +134,15 @@ enum TemplatePart {
 /// a known placeholder is an error, so that a typo such as `{ts}` is caught at load time instead of
 /// silently becoming literal text that never matches.
 fn parse_template(template: &str) -> Result<Vec<TemplatePart>, String> {
-    const PLACEHOLDERS: [(&str, TemplatePart); 3] = [
-        ("{timestamp}", TemplatePart::Timestamp),
-        ("{body}", TemplatePart::Body),
-        ("{id}", TemplatePart::Id),
-    ];
+    const PLACEHOLDERS: [(&str, TemplatePart); 3] =
+        [("{timestamp}", TemplatePart::Timestamp), ("{body}", TemplatePart::Body), ("{id}", TemplatePart::Id)];
     let mut parts = Vec::new();
     let mut literal = String::new();
     let mut rest = template;
     while let Some(pos) = rest.find('{') {
         literal.push_str(rest.get(..pos).unwrap_or_default());
         let tail = rest.get(pos..).unwrap_or_default();
-        let Some((text, part)) = PLACEHOLDERS.iter().find(|(text, _)| tail.starts_with(text))
-        else {
+        let Some((text, part)) = PLACEHOLDERS.iter().find(|(text, _)| tail.starts_with(text)) else {
             return Err(format!(
                 "signed_payload {template:?} has an unknown placeholder at byte {}; only {{timestamp}}, {{body}} and {{id}} are supported",
                 template.len() - tail.len()
@@ -169,8 +165,7 @@ fn parse_header_name(field: &str, value: &str) -> Result<HeaderName, String> {
     if value.is_empty() {
         return Err(format!("{field} must not be empty"));
     }
-    HeaderName::from_bytes(value.as_bytes())
-        .map_err(|_| format!("{field} {value:?} is not a valid HTTP header name"))
+    HeaderName::from_bytes(value.as_bytes()).map_err(|_| format!("{field} {value:?} is not a valid HTTP header name"))
 }
 
 /// A validated [`HmacRecipe`] with parsed header names and template.
@@ -198,12 +193,8 @@ impl HmacRecipe {
 
     fn parse(&self) -> Result<ParsedRecipe, String> {
         let header = parse_header_name("header", &self.header)?;
-        let optional = |field: &str, value: &Option<String>| {
-            value
-                .as_deref()
-                .map(|v| parse_header_name(field, v))
-                .transpose()
-        };
+        let optional =
+            |field: &str, value: &Option<String>| value.as_deref().map(|v| parse_header_name(field, v)).transpose();
         let timestamp_header = optional("timestamp_header", &self.timestamp_header)?;
         let id_header = optional("id_header", &self.id_header)?;
         let type_header = optional("type_header", &self.type_header)?;
@@ -218,16 +209,11 @@ impl HmacRecipe {
         let template = parse_template(&self.signed_payload)?;
         let count = |wanted: &TemplatePart| template.iter().filter(|p| *p == wanted).count();
         if count(&TemplatePart::Body) != 1 {
-            return Err(format!(
-                "signed_payload {:?} must contain {{body}} exactly once",
-                self.signed_payload
-            ));
+            return Err(format!("signed_payload {:?} must contain {{body}} exactly once", self.signed_payload));
         }
         let has_timestamp = count(&TemplatePart::Timestamp) > 0;
         if has_timestamp && timestamp_header.is_none() {
-            return Err(
-                "signed_payload uses {timestamp} but timestamp_header is not set".to_owned(),
-            );
+            return Err("signed_payload uses {timestamp} but timestamp_header is not set".to_owned());
         }
         // A timestamp that is checked but not signed can be replaced by an attacker, so it would
         // look like replay protection without being any.
@@ -294,9 +280,8 @@ impl KeyedMac {
 /// Decodes a Standard Webhooks secret: optional `whsec_` prefix, then base64 (padding optional).
 fn decode_standard_secret(secret: &str) -> Result<Vec<u8>, String> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-    let key = B64_LENIENT
-        .decode(encoded)
-        .map_err(|_| "not valid base64 after the optional whsec_ prefix".to_owned())?;
+    let key =
+        B64_LENIENT.decode(encoded).map_err(|_| "not valid base64 after the optional whsec_ prefix".to_owned())?;
     if key.is_empty() {
         return Err("decodes to an empty key".to_owned());
     }
@@ -371,31 +356,20 @@ struct StandardNames {
     signature: &'static str,
 }
 
-const WEBHOOK_NAMES: StandardNames = StandardNames {
-    id: "webhook-id",
-    timestamp: "webhook-timestamp",
-    signature: "webhook-signature",
-};
-const SVIX_NAMES: StandardNames = StandardNames {
-    id: "svix-id",
-    timestamp: "svix-timestamp",
-    signature: "svix-signature",
-};
+const WEBHOOK_NAMES: StandardNames =
+    StandardNames { id: "webhook-id", timestamp: "webhook-timestamp", signature: "webhook-signature" };
+const SVIX_NAMES: StandardNames =
+    StandardNames { id: "svix-id", timestamp: "svix-timestamp", signature: "svix-signature" };
 
 /// Where [`Verified::identify`] finds the event id and type.
 #[derive(Debug, Clone)]
 enum IdentSource {
     Stripe,
-    Standard {
-        id_header: &'static str,
-    },
+    Standard { id_header: &'static str },
     Github,
     Shopify,
     Slack,
-    Hmac {
-        id_header: Option<HeaderName>,
-        type_header: Option<HeaderName>,
-    },
+    Hmac { id_header: Option<HeaderName>, type_header: Option<HeaderName> },
 }
 
 /// Proof that a request passed verification; only [`Verifier::verify`] creates one.
@@ -459,13 +433,9 @@ fn header_str<'a, K: AsHeaderName>(
     malformed: &'static str,
 ) -> Result<&'a str, SignatureError> {
     // `get` returns the first value when the header is repeated; that is the one we judge.
-    let value = headers
-        .get(name)
-        .ok_or(SignatureError::MissingHeader(missing))?;
-    let text = value
-        .to_str()
-        .map_err(|_| SignatureError::Malformed(malformed))?
-        .trim_matches(|c: char| c == ' ' || c == '\t');
+    let value = headers.get(name).ok_or(SignatureError::MissingHeader(missing))?;
+    let text =
+        value.to_str().map_err(|_| SignatureError::Malformed(malformed))?.trim_matches(|c: char| c == ' ' || c == '\t');
     if text.is_empty() {
         return Err(SignatureError::Malformed(malformed));
     }
@@ -477,8 +447,7 @@ fn parse_timestamp(text: &str) -> Result<i64, SignatureError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(SignatureError::Malformed("timestamp"));
     }
-    text.parse::<i64>()
-        .map_err(|_| SignatureError::Malformed("timestamp"))
+    text.parse::<i64>().map_err(|_| SignatureError::Malformed("timestamp"))
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
@@ -496,9 +465,7 @@ fn sha256_id(bytes: &[u8]) -> String {
 
 /// True if `bytes` is usable verbatim as a NATS header value and message id.
 fn is_safe_token(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && bytes.len() <= MAX_TOKEN_LEN
-        && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    !bytes.is_empty() && bytes.len() <= MAX_TOKEN_LEN && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
 impl Verifier {
@@ -524,19 +491,12 @@ impl Verifier {
         }
         let recipe = match kind {
             SchemeKind::Hmac => {
-                let recipe =
-                    recipe.ok_or_else(|| list_error("scheme hmac needs a recipe".to_owned()))?;
-                Some(
-                    recipe
-                        .parse()
-                        .map_err(|e| list_error(format!("invalid hmac recipe: {e}")))?,
-                )
+                let recipe = recipe.ok_or_else(|| list_error("scheme hmac needs a recipe".to_owned()))?;
+                Some(recipe.parse().map_err(|e| list_error(format!("invalid hmac recipe: {e}")))?)
             }
             _ => None,
         };
-        let algorithm = recipe
-            .as_ref()
-            .map_or(HmacAlgorithm::Sha256, |r| r.algorithm);
+        let algorithm = recipe.as_ref().map_or(HmacAlgorithm::Sha256, |r| r.algorithm);
 
         let mut keys = Vec::with_capacity(secrets.len());
         for (index, secret) in secrets.iter().enumerate() {
@@ -545,19 +505,12 @@ impl Verifier {
                 return Err(key_error("is empty".to_owned()));
             }
             let bytes: Cow<'_, [u8]> = match kind {
-                SchemeKind::Standard => {
-                    Cow::Owned(decode_standard_secret(secret).map_err(key_error)?)
-                }
+                SchemeKind::Standard => Cow::Owned(decode_standard_secret(secret).map_err(key_error)?),
                 _ => Cow::Borrowed(secret.as_bytes()),
             };
             keys.push(KeyedMac::new(algorithm, &bytes).map_err(key_error)?);
         }
-        Ok(Verifier {
-            kind,
-            keys,
-            tolerance,
-            recipe,
-        })
+        Ok(Verifier { kind, keys, tolerance, recipe })
     }
 
     /// The provider recipe this verifier implements.
@@ -571,12 +524,7 @@ impl Verifier {
     /// the first secret (in configuration order) that matches wins. The signature is checked
     /// before the timestamp, so [`SignatureError::Stale`] always means "authentic but outside the
     /// window" (a replay or clock skew) rather than a forgery.
-    pub fn verify(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: SystemTime,
-    ) -> Result<Verified, SignatureError> {
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<Verified, SignatureError> {
         let presented = match self.kind {
             SchemeKind::Stripe => stripe_presented(headers, body)?,
             SchemeKind::Standard => standard_presented(headers, body)?,
@@ -590,17 +538,11 @@ impl Verifier {
             },
         };
 
-        let secret_index = self
-            .match_index(&presented.parts, &presented.candidates)
-            .ok_or(SignatureError::Mismatch)?;
+        let secret_index = self.match_index(&presented.parts, &presented.candidates).ok_or(SignatureError::Mismatch)?;
         if let Some(ts) = presented.timestamp {
             self.check_fresh(ts, now)?;
         }
-        Ok(Verified {
-            secret_index,
-            timestamp: presented.timestamp,
-            source: presented.source,
-        })
+        Ok(Verified { secret_index, timestamp: presented.timestamp, source: presented.source })
     }
 
     /// Index of the first configured key whose MAC equals one of `candidates`.
@@ -645,28 +587,16 @@ impl Verifier {
             SchemeKind::Shopify => &["x-shopify-hmac-sha256", "shopify-hmac-sha256"],
             SchemeKind::Slack => &["x-slack-signature"],
             SchemeKind::Hmac => {
-                return self
-                    .recipe
-                    .iter()
-                    .map(|r| r.header.as_str().to_owned())
-                    .collect();
+                return self.recipe.iter().map(|r| r.header.as_str().to_owned()).collect();
             }
         };
         names.iter().map(|n| (*n).to_owned()).collect()
     }
 }
 
-fn stripe_presented<'a>(
-    headers: &'a HeaderMap,
-    body: &'a [u8],
-) -> Result<Presented<'a>, SignatureError> {
+fn stripe_presented<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Result<Presented<'a>, SignatureError> {
     const MALFORMED: SignatureError = SignatureError::Malformed("signature header");
-    let value = header_str(
-        headers,
-        "stripe-signature",
-        "stripe-signature",
-        "signature header",
-    )?;
+    let value = header_str(headers, "stripe-signature", "stripe-signature", "signature header")?;
     let mut timestamp: Option<&str> = None;
     let mut candidates = Vec::new();
     for item in value.split(',') {
@@ -698,10 +628,7 @@ fn stripe_presented<'a>(
     })
 }
 
-fn standard_presented<'a>(
-    headers: &'a HeaderMap,
-    body: &'a [u8],
-) -> Result<Presented<'a>, SignatureError> {
+fn standard_presented<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Result<Presented<'a>, SignatureError> {
     // The family is chosen by the signature header, and all three headers must come from it, so
     // a request cannot mix a signed `svix-id` with an unsigned `webhook-id`.
     let names = if headers.contains_key(WEBHOOK_NAMES.signature) {
@@ -719,12 +646,7 @@ fn standard_presented<'a>(
     }
     let ts_text = header_str(headers, names.timestamp, names.timestamp, "timestamp")?;
     let ts = parse_timestamp(ts_text)?;
-    let value = header_str(
-        headers,
-        names.signature,
-        names.signature,
-        "signature header",
-    )?;
+    let value = header_str(headers, names.signature, names.signature, "signature header")?;
     let candidates = value
         .split_ascii_whitespace()
         .filter_map(|entry| entry.split_once(','))
@@ -737,63 +659,34 @@ fn standard_presented<'a>(
         parts: vec![id.as_bytes(), b".", ts_text.as_bytes(), b".", body],
         candidates,
         timestamp: Some(ts),
-        source: IdentSource::Standard {
-            id_header: names.id,
-        },
+        source: IdentSource::Standard { id_header: names.id },
     })
 }
 
-fn github_presented<'a>(
-    headers: &'a HeaderMap,
-    body: &'a [u8],
-) -> Result<Presented<'a>, SignatureError> {
+fn github_presented<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Result<Presented<'a>, SignatureError> {
     const NAME: &str = "x-hub-signature-256";
     let value = header_str(headers, NAME, NAME, "signature header")?;
-    let sig = value
-        .strip_prefix("sha256=")
-        .and_then(decode_hex)
-        .ok_or(SignatureError::Malformed("signature header"))?;
-    Ok(Presented {
-        parts: vec![body],
-        candidates: vec![sig],
-        timestamp: None,
-        source: IdentSource::Github,
-    })
+    let sig =
+        value.strip_prefix("sha256=").and_then(decode_hex).ok_or(SignatureError::Malformed("signature header"))?;
+    Ok(Presented { parts: vec![body], candidates: vec![sig], timestamp: None, source: IdentSource::Github })
 }
 
-fn shopify_presented<'a>(
-    headers: &'a HeaderMap,
-    body: &'a [u8],
-) -> Result<Presented<'a>, SignatureError> {
+fn shopify_presented<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Result<Presented<'a>, SignatureError> {
     // The newer "Events" delivery drops the `X-` prefix; the classic name wins when both exist.
-    let name = if headers.contains_key("x-shopify-hmac-sha256") {
-        "x-shopify-hmac-sha256"
-    } else {
-        "shopify-hmac-sha256"
-    };
+    let name =
+        if headers.contains_key("x-shopify-hmac-sha256") { "x-shopify-hmac-sha256" } else { "shopify-hmac-sha256" };
     let value = header_str(headers, name, "x-shopify-hmac-sha256", "signature header")?;
     let sig = decode_base64(value).ok_or(SignatureError::Malformed("signature header"))?;
-    Ok(Presented {
-        parts: vec![body],
-        candidates: vec![sig],
-        timestamp: None,
-        source: IdentSource::Shopify,
-    })
+    Ok(Presented { parts: vec![body], candidates: vec![sig], timestamp: None, source: IdentSource::Shopify })
 }
 
-fn slack_presented<'a>(
-    headers: &'a HeaderMap,
-    body: &'a [u8],
-) -> Result<Presented<'a>, SignatureError> {
+fn slack_presented<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Result<Presented<'a>, SignatureError> {
     const SIG: &str = "x-slack-signature";
     const TS: &str = "x-slack-request-timestamp";
     let ts_text = header_str(headers, TS, TS, "timestamp")?;
     let ts = parse_timestamp(ts_text)?;
     let value = header_str(headers, SIG, SIG, "signature header")?;
-    let sig = value
-        .strip_prefix("v0=")
-        .and_then(decode_hex)
-        .ok_or(SignatureError::Malformed("signature header"))?;
+    let sig = value.strip_prefix("v0=").and_then(decode_hex).ok_or(SignatureError::Malformed("signature header"))?;
     Ok(Presented {
         parts: vec![b"v0:", ts_text.as_bytes(), b":", body],
         candidates: vec![sig],
@@ -808,9 +701,7 @@ fn recipe_presented<'a>(
     body: &'a [u8],
 ) -> Result<Presented<'a>, SignatureError> {
     let value = header_str(headers, &recipe.header, "signature", "signature header")?;
-    let encoded = value
-        .strip_prefix(recipe.prefix.as_str())
-        .ok_or(SignatureError::Malformed("signature header"))?;
+    let encoded = value.strip_prefix(recipe.prefix.as_str()).ok_or(SignatureError::Malformed("signature header"))?;
     let sig = match recipe.encoding {
         SignatureEncoding::Hex => decode_hex(encoded),
         SignatureEncoding::Base64 => decode_base64(encoded),
@@ -843,10 +734,7 @@ fn recipe_presented<'a>(
         parts,
         candidates: vec![sig],
         timestamp,
-        source: IdentSource::Hmac {
-            id_header: recipe.id_header.clone(),
-            type_header: recipe.type_header.clone(),
-        },
+        source: IdentSource::Hmac { id_header: recipe.id_header.clone(), type_header: recipe.type_header.clone() },
     })
 }
 
@@ -858,19 +746,13 @@ fn json_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>
     }
 }
 
-fn json_str(
-    map: Option<&serde_json::Map<String, serde_json::Value>>,
-    key: &str,
-) -> Option<Vec<u8>> {
+fn json_str(map: Option<&serde_json::Map<String, serde_json::Value>>, key: &str) -> Option<Vec<u8>> {
     map?.get(key)?.as_str().map(|s| s.as_bytes().to_vec())
 }
 
 /// Raw bytes of the first of `names` that is present.
 fn first_header(headers: &HeaderMap, names: &[&str]) -> Option<Vec<u8>> {
-    names
-        .iter()
-        .find_map(|name| headers.get(*name))
-        .map(|v| v.as_bytes().to_vec())
+    names.iter().find_map(|name| headers.get(*name)).map(|v| v.as_bytes().to_vec())
 }
 
 impl Verified {
@@ -903,22 +785,15 @@ impl Verified {
         let (raw_id, raw_type) = match &self.source {
             IdentSource::Stripe => {
                 let json = json_object(body);
-                (
-                    json_str(json.as_ref(), "id"),
-                    json_str(json.as_ref(), "type"),
-                )
+                (json_str(json.as_ref(), "id"), json_str(json.as_ref(), "type"))
             }
             IdentSource::Standard { id_header } => {
                 let json = json_object(body);
-                (
-                    first_header(headers, &[*id_header]),
-                    json_str(json.as_ref(), "type"),
-                )
+                (first_header(headers, &[*id_header]), json_str(json.as_ref(), "type"))
             }
-            IdentSource::Github => (
-                first_header(headers, &["x-github-delivery"]),
-                first_header(headers, &["x-github-event"]),
-            ),
+            IdentSource::Github => {
+                (first_header(headers, &["x-github-delivery"]), first_header(headers, &["x-github-event"]))
+            }
             IdentSource::Shopify => (
                 first_header(headers, &["x-shopify-webhook-id", "shopify-webhook-id"]),
                 first_header(headers, &["x-shopify-topic", "shopify-topic"]),
@@ -934,18 +809,9 @@ impl Verified {
                     .or_else(|| json_str(json.as_ref(), "type"));
                 (json_str(json.as_ref(), "event_id"), event_type)
             }
-            IdentSource::Hmac {
-                id_header,
-                type_header,
-            } => (
-                id_header
-                    .as_ref()
-                    .and_then(|n| headers.get(n))
-                    .map(|v| v.as_bytes().to_vec()),
-                type_header
-                    .as_ref()
-                    .and_then(|n| headers.get(n))
-                    .map(|v| v.as_bytes().to_vec()),
+            IdentSource::Hmac { id_header, type_header } => (
+                id_header.as_ref().and_then(|n| headers.get(n)).map(|v| v.as_bytes().to_vec()),
+                type_header.as_ref().and_then(|n| headers.get(n)).map(|v| v.as_bytes().to_vec()),
             ),
         };
 
@@ -959,14 +825,8 @@ impl Verified {
             Some(v) => (sha256_id(&v), IdOrigin::HashedProviderId),
             None => (sha256_id(body), IdOrigin::BodyHash),
         };
-        let event_type = raw_type
-            .filter(|v| is_safe_token(v))
-            .and_then(|v| String::from_utf8(v).ok());
-        EventIdentity {
-            id,
-            origin,
-            event_type,
-        }
+        let event_type = raw_type.filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
+        EventIdentity { id, origin, event_type }
     }
 }
 
@@ -976,9 +836,7 @@ impl Verified {
 pub mod sign {
     use base64::Engine as _;
 
-    use super::{
-        B64, HmacRecipe, KeyedMac, SignatureEncoding, TemplatePart, decode_standard_secret,
-    };
+    use super::{B64, HmacRecipe, KeyedMac, SignatureEncoding, TemplatePart, decode_standard_secret};
     use crate::signature::HmacAlgorithm;
 
     fn mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Option<Vec<u8>> {
@@ -986,9 +844,7 @@ pub mod sign {
     }
 
     fn hex_sha256(key: &[u8], parts: &[&[u8]]) -> String {
-        mac(HmacAlgorithm::Sha256, key, parts)
-            .map(hex::encode)
-            .unwrap_or_default()
+        mac(HmacAlgorithm::Sha256, key, parts).map(hex::encode).unwrap_or_default()
     }
 
     /// `Stripe-Signature: t=<timestamp>,v1=<hex>`; the key is `secret` verbatim (incl. `whsec_`).
@@ -1000,12 +856,7 @@ pub mod sign {
 
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`. `secret` is the
     /// `whsec_…` string; if it does not decode, the result is empty.
-    pub fn standard(
-        secret: &str,
-        msg_id: &str,
-        timestamp: i64,
-        body: &[u8],
-    ) -> Vec<(String, String)> {
+    pub fn standard(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> Vec<(String, String)> {
         let Ok(key) = decode_standard_secret(secret) else {
             return Vec::new();
         };
@@ -1017,20 +868,12 @@ pub mod sign {
         vec![
             ("webhook-id".to_owned(), msg_id.to_owned()),
             ("webhook-timestamp".to_owned(), ts),
-            (
-                "webhook-signature".to_owned(),
-                format!("v1,{}", B64.encode(sig)),
-            ),
+            ("webhook-signature".to_owned(), format!("v1,{}", B64.encode(sig))),
         ]
     }
 
     /// `X-Hub-Signature-256: sha256=<hex>`, `X-GitHub-Delivery`, `X-GitHub-Event`.
-    pub fn github(
-        secret: &str,
-        delivery_id: &str,
-        event: &str,
-        body: &[u8],
-    ) -> Vec<(String, String)> {
+    pub fn github(secret: &str, delivery_id: &str, event: &str, body: &[u8]) -> Vec<(String, String)> {
         let sig = hex_sha256(secret.as_bytes(), &[body]);
         vec![
             ("X-Hub-Signature-256".to_owned(), format!("sha256={sig}")),
@@ -1040,12 +883,7 @@ pub mod sign {
     }
 
     /// `X-Shopify-Hmac-Sha256: <base64>`, `X-Shopify-Webhook-Id`, `X-Shopify-Topic`.
-    pub fn shopify(
-        secret: &str,
-        webhook_id: &str,
-        topic: &str,
-        body: &[u8],
-    ) -> Vec<(String, String)> {
+    pub fn shopify(secret: &str, webhook_id: &str, topic: &str, body: &[u8]) -> Vec<(String, String)> {
         let Some(sig) = mac(HmacAlgorithm::Sha256, secret.as_bytes(), &[body]) else {
             return Vec::new();
         };
@@ -1060,10 +898,7 @@ pub mod sign {
     pub fn slack(secret: &str, timestamp: i64, body: &[u8]) -> Vec<(String, String)> {
         let ts = timestamp.to_string();
         let sig = hex_sha256(secret.as_bytes(), &[b"v0:", ts.as_bytes(), b":", body]);
-        vec![
-            ("X-Slack-Signature".to_owned(), format!("v0={sig}")),
-            ("X-Slack-Request-Timestamp".to_owned(), ts),
-        ]
+        vec![("X-Slack-Signature".to_owned(), format!("v0={sig}")), ("X-Slack-Request-Timestamp".to_owned(), ts)]
     }
 
     /// Signs per a generic recipe: the signature header plus the timestamp and id headers when
@@ -1132,18 +967,13 @@ mod tests {
     fn map(pairs: &[(String, String)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         headers
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn verifier(kind: SchemeKind, secrets: &[&str]) -> Verifier {
@@ -1151,12 +981,7 @@ mod tests {
     }
 
     #[track_caller]
-    fn check(
-        v: &Verifier,
-        headers: &[(String, String)],
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, SignatureError> {
+    fn check(v: &Verifier, headers: &[(String, String)], body: &[u8], now: i64) -> Result<Verified, SignatureError> {
         v.verify(&map(headers), body, at(now))
     }
 
@@ -1164,22 +989,16 @@ mod tests {
     fn with(headers: &[(String, String)], name: &str, value: &str) -> Vec<(String, String)> {
         headers
             .iter()
-            .map(|(k, v)| {
-                if k.eq_ignore_ascii_case(name) {
-                    (k.clone(), value.to_owned())
-                } else {
-                    (k.clone(), v.clone())
-                }
-            })
+            .map(
+                |(k, v)| {
+                    if k.eq_ignore_ascii_case(name) { (k.clone(), value.to_owned()) } else { (k.clone(), v.clone()) }
+                },
+            )
             .collect()
     }
 
     fn without(headers: &[(String, String)], name: &str) -> Vec<(String, String)> {
-        headers
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case(name))
-            .cloned()
-            .collect()
+        headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case(name)).cloned().collect()
     }
 
     fn flip(body: &[u8]) -> Vec<u8> {
@@ -1207,11 +1026,7 @@ mod tests {
     const SLACK_SIG: &str = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
 
     fn std1_headers(sig: &str) -> Vec<(String, String)> {
-        pairs(&[
-            ("webhook-id", STD1_ID),
-            ("webhook-timestamp", &STD1_TS.to_string()),
-            ("webhook-signature", sig),
-        ])
+        pairs(&[("webhook-id", STD1_ID), ("webhook-timestamp", &STD1_TS.to_string()), ("webhook-signature", sig)])
     }
 
     #[test]
@@ -1220,10 +1035,7 @@ mod tests {
         let ok = check(&v, &std1_headers(STD1_SIG), STD1_BODY, STD1_TS).unwrap();
         assert_eq!(ok.secret_index(), 0);
         assert_eq!(ok.timestamp(), Some(STD1_TS));
-        assert_eq!(
-            sign::standard(STD1_SECRET, STD1_ID, STD1_TS, STD1_BODY),
-            std1_headers(STD1_SIG)
-        );
+        assert_eq!(sign::standard(STD1_SECRET, STD1_ID, STD1_TS, STD1_BODY), std1_headers(STD1_SIG));
         // The library also accepts the secret without its prefix.
         let bare = STD1_SECRET.trim_start_matches("whsec_");
         let v = verifier(SchemeKind::Standard, &[bare]);
@@ -1234,10 +1046,7 @@ mod tests {
     fn standard_official_invalid_variant() {
         let v = verifier(SchemeKind::Standard, &[STD1_SECRET]);
         let bad = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA=";
-        assert_eq!(
-            check(&v, &std1_headers(bad), STD1_BODY, STD1_TS).unwrap_err(),
-            SignatureError::Mismatch
-        );
+        assert_eq!(check(&v, &std1_headers(bad), STD1_BODY, STD1_TS).unwrap_err(), SignatureError::Mismatch);
     }
 
     #[test]
@@ -1249,10 +1058,7 @@ mod tests {
         let expected = pairs(&[
             ("webhook-id", id),
             ("webhook-timestamp", "1649367553"),
-            (
-                "webhook-signature",
-                "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
-            ),
+            ("webhook-signature", "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="),
         ]);
         let v = verifier(SchemeKind::Standard, &[secret]);
         assert!(check(&v, &expected, body, ts).is_ok());
@@ -1262,23 +1068,13 @@ mod tests {
     #[test]
     fn standard_svix_names() {
         let v = verifier(SchemeKind::Standard, &[STD1_SECRET]);
-        let h = pairs(&[
-            ("svix-id", STD1_ID),
-            ("svix-timestamp", "1614265330"),
-            ("svix-signature", STD1_SIG),
-        ]);
+        let h = pairs(&[("svix-id", STD1_ID), ("svix-timestamp", "1614265330"), ("svix-signature", STD1_SIG)]);
         let ok = check(&v, &h, STD1_BODY, STD1_TS).unwrap();
         assert_eq!(ok.identify(&map(&h), STD1_BODY).id, STD1_ID);
         // Mixing families is refused: the svix-id is not what a webhook-signature signs.
-        let mixed = pairs(&[
-            ("svix-id", STD1_ID),
-            ("webhook-timestamp", "1614265330"),
-            ("webhook-signature", STD1_SIG),
-        ]);
-        assert_eq!(
-            check(&v, &mixed, STD1_BODY, STD1_TS).unwrap_err(),
-            SignatureError::MissingHeader("webhook-id")
-        );
+        let mixed =
+            pairs(&[("svix-id", STD1_ID), ("webhook-timestamp", "1614265330"), ("webhook-signature", STD1_SIG)]);
+        assert_eq!(check(&v, &mixed, STD1_BODY, STD1_TS).unwrap_err(), SignatureError::MissingHeader("webhook-id"));
     }
 
     fn stripe_headers(v1: &str) -> Vec<(String, String)> {
@@ -1290,18 +1086,10 @@ mod tests {
         let v = verifier(SchemeKind::Stripe, &[STRIPE_SECRET]);
         let ok = check(&v, &stripe_headers(STRIPE_V1), STRIPE_BODY, STRIPE_TS).unwrap();
         assert_eq!(ok.timestamp(), Some(STRIPE_TS));
-        assert_eq!(
-            sign::stripe(STRIPE_SECRET, STRIPE_TS, STRIPE_BODY),
-            stripe_headers(STRIPE_V1)
-        );
+        assert_eq!(sign::stripe(STRIPE_SECRET, STRIPE_TS, STRIPE_BODY), stripe_headers(STRIPE_V1));
         // Uppercase hex and a trailing v0 are accepted.
-        let upper = pairs(&[(
-            "Stripe-Signature",
-            &format!(
-                "t={STRIPE_TS},v1={},v0=abcd,x9=zz",
-                STRIPE_V1.to_uppercase()
-            ),
-        )]);
+        let upper =
+            pairs(&[("Stripe-Signature", &format!("t={STRIPE_TS},v1={},v0=abcd,x9=zz", STRIPE_V1.to_uppercase()))]);
         assert!(check(&v, &upper, STRIPE_BODY, STRIPE_TS).is_ok());
     }
 
@@ -1329,35 +1117,20 @@ mod tests {
         assert!(check(&v, &pairs(&[("X-Shopify-Hmac-Sha256", SHOP_SIG)]), body, 0).is_ok());
         assert!(check(&v, &pairs(&[("Shopify-Hmac-Sha256", SHOP_SIG)]), body, 0).is_ok());
         let h = sign::shopify("hush", "wh-1", "orders/create", body);
-        assert_eq!(
-            h[0],
-            ("X-Shopify-Hmac-Sha256".to_owned(), SHOP_SIG.to_owned())
-        );
+        assert_eq!(h[0], ("X-Shopify-Hmac-Sha256".to_owned(), SHOP_SIG.to_owned()));
         assert!(check(&v, &h, body, 0).is_ok());
     }
 
     fn slack_headers(sig: &str, ts: i64) -> Vec<(String, String)> {
-        pairs(&[
-            ("X-Slack-Signature", sig),
-            ("X-Slack-Request-Timestamp", &ts.to_string()),
-        ])
+        pairs(&[("X-Slack-Signature", sig), ("X-Slack-Request-Timestamp", &ts.to_string())])
     }
 
     #[test]
     fn slack_official_vector() {
         let v = verifier(SchemeKind::Slack, &[SLACK_SECRET]);
-        let ok = check(
-            &v,
-            &slack_headers(SLACK_SIG, SLACK_TS),
-            SLACK_BODY,
-            SLACK_TS,
-        )
-        .unwrap();
+        let ok = check(&v, &slack_headers(SLACK_SIG, SLACK_TS), SLACK_BODY, SLACK_TS).unwrap();
         assert_eq!(ok.timestamp(), Some(SLACK_TS));
-        assert_eq!(
-            sign::slack(SLACK_SECRET, SLACK_TS, SLACK_BODY),
-            slack_headers(SLACK_SIG, SLACK_TS)
-        );
+        assert_eq!(sign::slack(SLACK_SECRET, SLACK_TS, SLACK_BODY), slack_headers(SLACK_SIG, SLACK_TS));
     }
 
     // ---- tampering, wrong secrets, key formats ----
@@ -1378,36 +1151,21 @@ mod tests {
             type_header: None,
         };
         vec![
-            (
-                verifier(SchemeKind::Stripe, &[secret]),
-                sign::stripe(secret, now, &body),
-                body.clone(),
-                now,
-            ),
+            (verifier(SchemeKind::Stripe, &[secret]), sign::stripe(secret, now, &body), body.clone(), now),
             (
                 verifier(SchemeKind::Standard, &[&std_secret]),
                 sign::standard(&std_secret, "msg_1", now, &body),
                 body.clone(),
                 now,
             ),
-            (
-                verifier(SchemeKind::Github, &[secret]),
-                sign::github(secret, "d-1", "push", &body),
-                body.clone(),
-                now,
-            ),
+            (verifier(SchemeKind::Github, &[secret]), sign::github(secret, "d-1", "push", &body), body.clone(), now),
             (
                 verifier(SchemeKind::Shopify, &[secret]),
                 sign::shopify(secret, "w-1", "orders/create", &body),
                 body.clone(),
                 now,
             ),
-            (
-                verifier(SchemeKind::Slack, &[secret]),
-                sign::slack(secret, now, &body),
-                body.clone(),
-                now,
-            ),
+            (verifier(SchemeKind::Slack, &[secret]), sign::slack(secret, now, &body), body.clone(), now),
             (
                 Verifier::new(SchemeKind::Hmac, &[secret], TOL, Some(recipe.clone())).unwrap(),
                 sign::hmac(&recipe, secret, Some(now), Some("id-1"), &body),
@@ -1421,28 +1179,14 @@ mod tests {
     fn tampered_body_and_wrong_secret_mismatch() {
         for (v, h, body, now) in signed_cases("right secret") {
             assert!(check(&v, &h, &body, now).is_ok(), "{:?}", v.kind());
-            assert_eq!(
-                check(&v, &h, &flip(&body), now).unwrap_err(),
-                SignatureError::Mismatch,
-                "{:?}",
-                v.kind()
-            );
+            assert_eq!(check(&v, &h, &flip(&body), now).unwrap_err(), SignatureError::Mismatch, "{:?}", v.kind());
             let mut longer = body.clone();
             longer.push(b' ');
-            assert_eq!(
-                check(&v, &h, &longer, now).unwrap_err(),
-                SignatureError::Mismatch
-            );
+            assert_eq!(check(&v, &h, &longer, now).unwrap_err(), SignatureError::Mismatch);
         }
         let right = signed_cases("right secret");
-        for ((_, h, body, now), (wrong, _, _, _)) in right.iter().zip(signed_cases("wrong secret"))
-        {
-            assert_eq!(
-                check(&wrong, h, body, *now).unwrap_err(),
-                SignatureError::Mismatch,
-                "{:?}",
-                wrong.kind()
-            );
+        for ((_, h, body, now), (wrong, _, _, _)) in right.iter().zip(signed_cases("wrong secret")) {
+            assert_eq!(check(&wrong, h, body, *now).unwrap_err(), SignatureError::Mismatch, "{:?}", wrong.kind());
         }
     }
 
@@ -1452,41 +1196,25 @@ mod tests {
         let secret = STD1_SECRET;
         let stripe_sig = sign::stripe(secret, STD1_TS, STD1_BODY);
         let stripe_hex = stripe_sig[0].1.split("v1=").nth(1).unwrap().to_owned();
-        let as_std = std1_headers(&format!(
-            "v1,{}",
-            B64.encode(hex::decode(&stripe_hex).unwrap())
-        ));
+        let as_std = std1_headers(&format!("v1,{}", B64.encode(hex::decode(&stripe_hex).unwrap())));
         let std = verifier(SchemeKind::Standard, &[secret]);
-        assert_eq!(
-            check(&std, &as_std, STD1_BODY, STD1_TS).unwrap_err(),
-            SignatureError::Mismatch
-        );
+        assert_eq!(check(&std, &as_std, STD1_BODY, STD1_TS).unwrap_err(), SignatureError::Mismatch);
         // Plain Standard signature with the Standard verifier works (control).
         assert!(check(&std, &std1_headers(STD1_SIG), STD1_BODY, STD1_TS).is_ok());
 
         // The reverse: the Standard MAC presented to a Stripe verifier with the same secret string.
         let std_mac = B64.decode(STD1_SIG.trim_start_matches("v1,")).unwrap();
         let stripe = verifier(SchemeKind::Stripe, &[secret]);
-        let content_as_stripe = pairs(&[(
-            "Stripe-Signature",
-            &format!("t={STD1_TS},v1={}", hex::encode(&std_mac)),
-        )]);
-        assert_eq!(
-            check(&stripe, &content_as_stripe, STD1_BODY, STD1_TS).unwrap_err(),
-            SignatureError::Mismatch
-        );
+        let content_as_stripe = pairs(&[("Stripe-Signature", &format!("t={STD1_TS},v1={}", hex::encode(&std_mac)))]);
+        assert_eq!(check(&stripe, &content_as_stripe, STD1_BODY, STD1_TS).unwrap_err(), SignatureError::Mismatch);
         // And the Stripe signature over the same data does verify with Stripe semantics.
         assert!(check(&stripe, &stripe_sig, STD1_BODY, STD1_TS).is_ok());
         // Different keys really give different MACs over identical content.
         let key_std = decode_standard_secret(secret).unwrap();
         let parts: [&[u8]; 1] = [b"same content"];
         assert_ne!(
-            KeyedMac::new(HmacAlgorithm::Sha256, &key_std)
-                .unwrap()
-                .compute(&parts),
-            KeyedMac::new(HmacAlgorithm::Sha256, secret.as_bytes())
-                .unwrap()
-                .compute(&parts)
+            KeyedMac::new(HmacAlgorithm::Sha256, &key_std).unwrap().compute(&parts),
+            KeyedMac::new(HmacAlgorithm::Sha256, secret.as_bytes()).unwrap().compute(&parts)
         );
     }
 
@@ -1494,12 +1222,7 @@ mod tests {
 
     #[test]
     fn rotation_old_and_new_secrets() {
-        for kind in [
-            SchemeKind::Stripe,
-            SchemeKind::Github,
-            SchemeKind::Shopify,
-            SchemeKind::Slack,
-        ] {
+        for kind in [SchemeKind::Stripe, SchemeKind::Github, SchemeKind::Shopify, SchemeKind::Slack] {
             let (old, new) = ("old-secret", "new-secret");
             let body = b"{}";
             let now = 1_700_000_000;
@@ -1510,23 +1233,10 @@ mod tests {
                 _ => sign::slack(secret, now, body),
             };
             let both = verifier(kind, &[old, new]);
-            assert_eq!(
-                check(&both, &sign_with(old), body, now)
-                    .unwrap()
-                    .secret_index(),
-                0
-            );
-            assert_eq!(
-                check(&both, &sign_with(new), body, now)
-                    .unwrap()
-                    .secret_index(),
-                1
-            );
+            assert_eq!(check(&both, &sign_with(old), body, now).unwrap().secret_index(), 0);
+            assert_eq!(check(&both, &sign_with(new), body, now).unwrap().secret_index(), 1);
             let only_new = verifier(kind, &[new]);
-            assert_eq!(
-                check(&only_new, &sign_with(old), body, now).unwrap_err(),
-                SignatureError::Mismatch
-            );
+            assert_eq!(check(&only_new, &sign_with(old), body, now).unwrap_err(), SignatureError::Mismatch);
         }
         // Standard, with whsec_ secrets.
         let old = format!("whsec_{}", B64.encode("old key bytes......"));
@@ -1537,10 +1247,7 @@ mod tests {
         assert_eq!(check(&both, &h_old, b"x", 10).unwrap().secret_index(), 0);
         assert_eq!(check(&both, &h_new, b"x", 10).unwrap().secret_index(), 1);
         let only_new = verifier(SchemeKind::Standard, &[&new]);
-        assert_eq!(
-            check(&only_new, &h_old, b"x", 10).unwrap_err(),
-            SignatureError::Mismatch
-        );
+        assert_eq!(check(&only_new, &h_old, b"x", 10).unwrap_err(), SignatureError::Mismatch);
     }
 
     #[test]
@@ -1557,26 +1264,13 @@ mod tests {
         }
         // Only v0, or no v1 at all: Mismatch. No t: Malformed.
         for (header, err) in [
-            (
-                format!("t={STRIPE_TS},v0={STRIPE_V1}"),
-                SignatureError::Mismatch,
-            ),
+            (format!("t={STRIPE_TS},v0={STRIPE_V1}"), SignatureError::Mismatch),
             (format!("t={STRIPE_TS}"), SignatureError::Mismatch),
-            (
-                format!("v1={STRIPE_V1}"),
-                SignatureError::Malformed("signature header"),
-            ),
-            (
-                format!("t={STRIPE_TS},t={STRIPE_TS},v1={STRIPE_V1}"),
-                SignatureError::Malformed("signature header"),
-            ),
+            (format!("v1={STRIPE_V1}"), SignatureError::Malformed("signature header")),
+            (format!("t={STRIPE_TS},t={STRIPE_TS},v1={STRIPE_V1}"), SignatureError::Malformed("signature header")),
         ] {
             let h = pairs(&[("Stripe-Signature", &header)]);
-            assert_eq!(
-                check(&v, &h, STRIPE_BODY, STRIPE_TS).unwrap_err(),
-                err,
-                "{header}"
-            );
+            assert_eq!(check(&v, &h, STRIPE_BODY, STRIPE_TS).unwrap_err(), err, "{header}");
         }
     }
 
@@ -1591,19 +1285,10 @@ mod tests {
             // Unpadded base64 is accepted too.
             format!("v1,{}", good.trim_end_matches('=')),
         ] {
-            assert!(
-                check(&v, &std1_headers(&sig), STD1_BODY, STD1_TS).is_ok(),
-                "{sig}"
-            );
+            assert!(check(&v, &std1_headers(&sig), STD1_BODY, STD1_TS).is_ok(), "{sig}");
         }
         assert_eq!(
-            check(
-                &v,
-                &std1_headers(&format!("v1a,{good} v2,{good}")),
-                STD1_BODY,
-                STD1_TS
-            )
-            .unwrap_err(),
+            check(&v, &std1_headers(&format!("v1a,{good} v2,{good}")), STD1_BODY, STD1_TS).unwrap_err(),
             SignatureError::Mismatch
         );
     }
@@ -1617,9 +1302,7 @@ mod tests {
         let std_secret = STD1_SECRET;
         let cases: Vec<(SchemeKind, &str, SignFn)> = vec![
             (SchemeKind::Stripe, "sk", sign::stripe),
-            (SchemeKind::Standard, std_secret, |s, t, b| {
-                sign::standard(s, "msg_x", t, b)
-            }),
+            (SchemeKind::Standard, std_secret, |s, t, b| sign::standard(s, "msg_x", t, b)),
             (SchemeKind::Slack, "sk", sign::slack),
         ];
         for (kind, secret, sign_fn) in cases {
@@ -1638,14 +1321,7 @@ mod tests {
                 assert_eq!(got.err(), expected, "{kind:?} offset {offset}");
             }
             // Stale and wrong signature: the signature is judged first.
-            let wrong = verifier(
-                kind,
-                &[if kind == SchemeKind::Standard {
-                    "whsec_AAAAAAAA"
-                } else {
-                    "other"
-                }],
-            );
+            let wrong = verifier(kind, &[if kind == SchemeKind::Standard { "whsec_AAAAAAAA" } else { "other" }]);
             assert_eq!(
                 check(&wrong, &sign_fn(secret, now - 10_000, body), body, now).unwrap_err(),
                 SignatureError::Mismatch
@@ -1658,10 +1334,7 @@ mod tests {
         let v = verifier(SchemeKind::Slack, &["s"]);
         let h = sign::slack("s", 0, b"x");
         let before = UNIX_EPOCH - Duration::from_secs(1_000);
-        assert_eq!(
-            v.verify(&map(&h), b"x", before).unwrap_err(),
-            SignatureError::Stale
-        );
+        assert_eq!(v.verify(&map(&h), b"x", before).unwrap_err(), SignatureError::Stale);
         let far = sign::slack("s", i64::MAX, b"x");
         assert_eq!(check(&v, &far, b"x", 1).unwrap_err(), SignatureError::Stale);
     }
@@ -1683,140 +1356,36 @@ mod tests {
         let slack_ok = slack_headers(SLACK_SIG, SLACK_TS);
         let cases: Vec<(&Verifier, Headers, SignatureError)> = vec![
             (&stripe, vec![], MissingHeader("stripe-signature")),
-            (
-                &stripe,
-                pairs(&[("stripe-signature", "")]),
-                Malformed("signature header"),
-            ),
-            (
-                &stripe,
-                pairs(&[("stripe-signature", "garbage")]),
-                Malformed("signature header"),
-            ),
-            (
-                &stripe,
-                pairs(&[("stripe-signature", "t=abc,v1=00")]),
-                Malformed("timestamp"),
-            ),
-            (
-                &stripe,
-                pairs(&[("stripe-signature", "t=-5,v1=00")]),
-                Malformed("timestamp"),
-            ),
-            (
-                &stripe,
-                pairs(&[("stripe-signature", "t=,v1=00")]),
-                Malformed("timestamp"),
-            ),
-            (
-                &stripe,
-                pairs(&[("stripe-signature", &format!("t={huge},v1=00"))]),
-                Malformed("timestamp"),
-            ),
-            (
-                &stripe,
-                pairs(&[("stripe-signature", &long)]),
-                SignatureError::Mismatch,
-            ),
+            (&stripe, pairs(&[("stripe-signature", "")]), Malformed("signature header")),
+            (&stripe, pairs(&[("stripe-signature", "garbage")]), Malformed("signature header")),
+            (&stripe, pairs(&[("stripe-signature", "t=abc,v1=00")]), Malformed("timestamp")),
+            (&stripe, pairs(&[("stripe-signature", "t=-5,v1=00")]), Malformed("timestamp")),
+            (&stripe, pairs(&[("stripe-signature", "t=,v1=00")]), Malformed("timestamp")),
+            (&stripe, pairs(&[("stripe-signature", &format!("t={huge},v1=00"))]), Malformed("timestamp")),
+            (&stripe, pairs(&[("stripe-signature", &long)]), SignatureError::Mismatch),
             (&standard, vec![], MissingHeader("webhook-signature")),
-            (
-                &standard,
-                without(&std_ok, "webhook-id"),
-                MissingHeader("webhook-id"),
-            ),
-            (
-                &standard,
-                without(&std_ok, "webhook-timestamp"),
-                MissingHeader("webhook-timestamp"),
-            ),
-            (
-                &standard,
-                with(&std_ok, "webhook-id", ""),
-                Malformed("id header"),
-            ),
-            (
-                &standard,
-                with(&std_ok, "webhook-id", "a.b"),
-                Malformed("id header"),
-            ),
-            (
-                &standard,
-                with(&std_ok, "webhook-timestamp", "1e9"),
-                Malformed("timestamp"),
-            ),
-            (
-                &standard,
-                with(&std_ok, "webhook-timestamp", &huge),
-                Malformed("timestamp"),
-            ),
-            (
-                &standard,
-                with(&std_ok, "webhook-timestamp", "+1614265330"),
-                Malformed("timestamp"),
-            ),
-            (
-                &standard,
-                with(&std_ok, "webhook-signature", ""),
-                Malformed("signature header"),
-            ),
-            (
-                &standard,
-                with(&std_ok, "webhook-signature", "garbage"),
-                SignatureError::Mismatch,
-            ),
+            (&standard, without(&std_ok, "webhook-id"), MissingHeader("webhook-id")),
+            (&standard, without(&std_ok, "webhook-timestamp"), MissingHeader("webhook-timestamp")),
+            (&standard, with(&std_ok, "webhook-id", ""), Malformed("id header")),
+            (&standard, with(&std_ok, "webhook-id", "a.b"), Malformed("id header")),
+            (&standard, with(&std_ok, "webhook-timestamp", "1e9"), Malformed("timestamp")),
+            (&standard, with(&std_ok, "webhook-timestamp", &huge), Malformed("timestamp")),
+            (&standard, with(&std_ok, "webhook-timestamp", "+1614265330"), Malformed("timestamp")),
+            (&standard, with(&std_ok, "webhook-signature", ""), Malformed("signature header")),
+            (&standard, with(&std_ok, "webhook-signature", "garbage"), SignatureError::Mismatch),
             (&github, vec![], MissingHeader("x-hub-signature-256")),
-            (
-                &github,
-                pairs(&[("x-hub-signature-256", "")]),
-                Malformed("signature header"),
-            ),
-            (
-                &github,
-                pairs(&[("x-hub-signature-256", "sha1=00")]),
-                Malformed("signature header"),
-            ),
-            (
-                &github,
-                pairs(&[("x-hub-signature-256", "sha256=zz")]),
-                Malformed("signature header"),
-            ),
-            (
-                &github,
-                pairs(&[("x-hub-signature-256", "sha256=00")]),
-                SignatureError::Mismatch,
-            ),
+            (&github, pairs(&[("x-hub-signature-256", "")]), Malformed("signature header")),
+            (&github, pairs(&[("x-hub-signature-256", "sha1=00")]), Malformed("signature header")),
+            (&github, pairs(&[("x-hub-signature-256", "sha256=zz")]), Malformed("signature header")),
+            (&github, pairs(&[("x-hub-signature-256", "sha256=00")]), SignatureError::Mismatch),
             (&shopify, vec![], MissingHeader("x-shopify-hmac-sha256")),
-            (
-                &shopify,
-                pairs(&[("x-shopify-hmac-sha256", "***")]),
-                Malformed("signature header"),
-            ),
-            (
-                &shopify,
-                pairs(&[("x-shopify-hmac-sha256", "AAAA")]),
-                SignatureError::Mismatch,
-            ),
+            (&shopify, pairs(&[("x-shopify-hmac-sha256", "***")]), Malformed("signature header")),
+            (&shopify, pairs(&[("x-shopify-hmac-sha256", "AAAA")]), SignatureError::Mismatch),
             (&slack, vec![], MissingHeader("x-slack-request-timestamp")),
-            (
-                &slack,
-                without(&slack_ok, "x-slack-signature"),
-                MissingHeader("x-slack-signature"),
-            ),
-            (
-                &slack,
-                with(&slack_ok, "x-slack-signature", "v1=00"),
-                Malformed("signature header"),
-            ),
-            (
-                &slack,
-                with(&slack_ok, "x-slack-request-timestamp", "abc"),
-                Malformed("timestamp"),
-            ),
-            (
-                &slack,
-                with(&slack_ok, "x-slack-request-timestamp", &huge),
-                Malformed("timestamp"),
-            ),
+            (&slack, without(&slack_ok, "x-slack-signature"), MissingHeader("x-slack-signature")),
+            (&slack, with(&slack_ok, "x-slack-signature", "v1=00"), Malformed("signature header")),
+            (&slack, with(&slack_ok, "x-slack-request-timestamp", "abc"), Malformed("timestamp")),
+            (&slack, with(&slack_ok, "x-slack-request-timestamp", &huge), Malformed("timestamp")),
         ];
         for (v, h, expected) in cases {
             let got = check(v, &h, SLACK_BODY, SLACK_TS);
@@ -1827,22 +1396,13 @@ mod tests {
         let bad = HeaderValue::from_bytes(b"t=1,v1=\xff\xfe").unwrap();
         let mut h = HeaderMap::new();
         h.insert("stripe-signature", bad.clone());
-        assert_eq!(
-            stripe.verify(&h, b"", at(1)).unwrap_err(),
-            Malformed("signature header")
-        );
+        assert_eq!(stripe.verify(&h, b"", at(1)).unwrap_err(), Malformed("signature header"));
         let mut h = map(&std_ok);
         h.insert("webhook-timestamp", bad.clone());
-        assert_eq!(
-            standard.verify(&h, b"", at(1)).unwrap_err(),
-            Malformed("timestamp")
-        );
+        assert_eq!(standard.verify(&h, b"", at(1)).unwrap_err(), Malformed("timestamp"));
         let mut h = HeaderMap::new();
         h.insert("x-hub-signature-256", bad);
-        assert_eq!(
-            github.verify(&h, b"", at(1)).unwrap_err(),
-            Malformed("signature header")
-        );
+        assert_eq!(github.verify(&h, b"", at(1)).unwrap_err(), Malformed("signature header"));
 
         // Extremely long headers of every kind: no panic, never Ok.
         let giant = "v1,".repeat(50_000) + &"A".repeat(100_000);
@@ -1855,10 +1415,7 @@ mod tests {
         ] {
             let mut h = map(&std_ok);
             h.extend(map(&slack_ok));
-            h.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_str(&giant).unwrap(),
-            );
+            h.insert(HeaderName::from_static(name), HeaderValue::from_str(&giant).unwrap());
             assert!(v.verify(&h, b"x", at(STD1_TS)).is_err());
         }
     }
@@ -1866,19 +1423,10 @@ mod tests {
     #[test]
     fn repeated_headers_use_the_first_value() {
         let v = verifier(SchemeKind::Github, &[GH_SECRET]);
-        let good = pairs(&[
-            ("X-Hub-Signature-256", GH_SIG),
-            ("X-Hub-Signature-256", "sha256=00"),
-        ]);
+        let good = pairs(&[("X-Hub-Signature-256", GH_SIG), ("X-Hub-Signature-256", "sha256=00")]);
         assert!(check(&v, &good, GH_BODY, 0).is_ok());
-        let bad = pairs(&[
-            ("X-Hub-Signature-256", "sha256=00"),
-            ("X-Hub-Signature-256", GH_SIG),
-        ]);
-        assert_eq!(
-            check(&v, &bad, GH_BODY, 0).unwrap_err(),
-            SignatureError::Mismatch
-        );
+        let bad = pairs(&[("X-Hub-Signature-256", "sha256=00"), ("X-Hub-Signature-256", GH_SIG)]);
+        assert_eq!(check(&v, &bad, GH_BODY, 0).unwrap_err(), SignatureError::Mismatch);
     }
 
     /// Deterministic xorshift64* so the fuzz test needs no extra crates and always replays.
@@ -1897,8 +1445,7 @@ mod tests {
 
     #[test]
     fn fuzz_signature_headers_never_panic_never_ok() {
-        const ALPHABET: &[u8] =
-            b"=,. v1t0v0v1a23456789abcdefxyzABCDEFXYZ+/-_:sha256=\t\x80\xa0\xfe\xff";
+        const ALPHABET: &[u8] = b"=,. v1t0v0v1a23456789abcdefxyzABCDEFXYZ+/-_:sha256=\t\x80\xa0\xfe\xff";
         let now = 1_700_000_000;
         let recipe = HmacRecipe {
             header: "x-acme-sig".into(),
@@ -1912,20 +1459,11 @@ mod tests {
         };
         let schemes = [
             (verifier(SchemeKind::Stripe, &["s"]), "stripe-signature"),
-            (
-                verifier(SchemeKind::Standard, &[STD1_SECRET]),
-                "webhook-signature",
-            ),
+            (verifier(SchemeKind::Standard, &[STD1_SECRET]), "webhook-signature"),
             (verifier(SchemeKind::Github, &["s"]), "x-hub-signature-256"),
-            (
-                verifier(SchemeKind::Shopify, &["s"]),
-                "x-shopify-hmac-sha256",
-            ),
+            (verifier(SchemeKind::Shopify, &["s"]), "x-shopify-hmac-sha256"),
             (verifier(SchemeKind::Slack, &["s"]), "x-slack-signature"),
-            (
-                Verifier::new(SchemeKind::Hmac, &["s"], TOL, Some(recipe)).unwrap(),
-                "x-acme-sig",
-            ),
+            (Verifier::new(SchemeKind::Hmac, &["s"], TOL, Some(recipe)).unwrap(), "x-acme-sig"),
         ];
         let mut base = HeaderMap::new();
         for (name, value) in [
@@ -1944,17 +1482,11 @@ mod tests {
                     0 => rng.below(2_000),
                     _ => rng.below(100),
                 };
-                let mut bytes: Vec<u8> = (0..len)
-                    .map(|_| ALPHABET[rng.below(ALPHABET.len())])
-                    .collect();
+                let mut bytes: Vec<u8> = (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect();
                 // Sometimes start like a plausible header, to get past the first checks.
                 match rng.below(4) {
-                    0 => bytes
-                        .splice(0..0, b"t=1700000000,v1=".iter().copied())
-                        .for_each(drop),
-                    1 => bytes
-                        .splice(0..0, b"sha256=".iter().copied())
-                        .for_each(drop),
+                    0 => bytes.splice(0..0, b"t=1700000000,v1=".iter().copied()).for_each(drop),
+                    1 => bytes.splice(0..0, b"sha256=".iter().copied()).for_each(drop),
                     2 => bytes.splice(0..0, b"v0=".iter().copied()).for_each(drop),
                     _ => {}
                 }
@@ -1983,61 +1515,30 @@ mod tests {
         let id = identify(&v, &sign::stripe(STRIPE_SECRET, 5, body), body, 5);
         assert_eq!(
             id,
-            EventIdentity {
-                id: "evt_1".into(),
-                origin: IdOrigin::Provider,
-                event_type: Some("invoice.paid".into()),
-            }
+            EventIdentity { id: "evt_1".into(), origin: IdOrigin::Provider, event_type: Some("invoice.paid".into()) }
         );
-        for body in [
-            &br#"{"object":"event"}"#[..],
-            b"not json",
-            br#"{"id":7}"#,
-            br#"["id"]"#,
-            br#"{"id":""}"#,
-        ] {
+        for body in [&br#"{"object":"event"}"#[..], b"not json", br#"{"id":7}"#, br#"["id"]"#, br#"{"id":""}"#] {
             let id = identify(&v, &sign::stripe(STRIPE_SECRET, 5, body), body, 5);
             assert_eq!(id.origin, IdOrigin::BodyHash);
-            assert_eq!(
-                id.id,
-                format!("sha256:{}", hex::encode(Sha256::digest(body)))
-            );
+            assert_eq!(id.id, format!("sha256:{}", hex::encode(Sha256::digest(body))));
             assert_eq!(id.event_type, None);
         }
-        assert_eq!(
-            sha256_id(b""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(sha256_id(b""), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]
     fn identify_standard_github_shopify_slack() {
         let std = verifier(SchemeKind::Standard, &[STD1_SECRET]);
         let body = br#"{"type":"user.created"}"#;
-        let id = identify(
-            &std,
-            &sign::standard(STD1_SECRET, "msg_9", 7, body),
-            body,
-            7,
-        );
+        let id = identify(&std, &sign::standard(STD1_SECRET, "msg_9", 7, body), body, 7);
         assert_eq!((id.id.as_str(), id.origin), ("msg_9", IdOrigin::Provider));
         assert_eq!(id.event_type.as_deref(), Some("user.created"));
         // Standard with a non-JSON body: id still from the header, no type.
-        let id = identify(
-            &std,
-            &sign::standard(STD1_SECRET, "msg_9", 7, b"raw"),
-            b"raw",
-            7,
-        );
+        let id = identify(&std, &sign::standard(STD1_SECRET, "msg_9", 7, b"raw"), b"raw", 7);
         assert_eq!((id.id.as_str(), id.event_type), ("msg_9", None));
 
         let gh = verifier(SchemeKind::Github, &[GH_SECRET]);
-        let h = sign::github(
-            GH_SECRET,
-            "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-            "push",
-            GH_BODY,
-        );
+        let h = sign::github(GH_SECRET, "72d3162e-cc78-11e3-81ab-4c9367dc0958", "push", GH_BODY);
         let id = identify(&gh, &h, GH_BODY, 0);
         assert_eq!(id.id, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
         assert_eq!(id.origin, IdOrigin::Provider);
@@ -2047,16 +1548,8 @@ mod tests {
 
         let shop = verifier(SchemeKind::Shopify, &["hush"]);
         let body = br#"{"id":123}"#;
-        let id = identify(
-            &shop,
-            &sign::shopify("hush", "b54557e4-bdd9", "orders/create", body),
-            body,
-            0,
-        );
-        assert_eq!(
-            (id.id.as_str(), id.origin),
-            ("b54557e4-bdd9", IdOrigin::Provider)
-        );
+        let id = identify(&shop, &sign::shopify("hush", "b54557e4-bdd9", "orders/create", body), body, 0);
+        assert_eq!((id.id.as_str(), id.origin), ("b54557e4-bdd9", IdOrigin::Provider));
         assert_eq!(id.event_type.as_deref(), Some("orders/create"));
         let newer = pairs(&[
             ("Shopify-Hmac-Sha256", SHOP_SIG),
@@ -2064,10 +1557,7 @@ mod tests {
             ("Shopify-Topic", "products/update"),
         ]);
         let id = identify(&shop, &newer, body, 0);
-        assert_eq!(
-            (id.id.as_str(), id.event_type.as_deref()),
-            ("w-2", Some("products/update"))
-        );
+        assert_eq!((id.id.as_str(), id.event_type.as_deref()), ("w-2", Some("products/update")));
 
         let slack = verifier(SchemeKind::Slack, &["s"]);
         let body = br#"{"event_id":"Ev08","type":"event_callback","event":{"type":"app_mention"}}"#;
@@ -2111,23 +1601,14 @@ mod tests {
         }
         // Non-UTF-8 id bytes in a header.
         let mut h = map(&sign::github(GH_SECRET, "x", "push", GH_BODY));
-        h.insert(
-            "x-github-delivery",
-            HeaderValue::from_bytes(b"id\xff").unwrap(),
-        );
+        h.insert("x-github-delivery", HeaderValue::from_bytes(b"id\xff").unwrap());
         let id = gh.verify(&h, GH_BODY, at(0)).unwrap().identify(&h, GH_BODY);
-        assert_eq!(
-            (id.id, id.origin),
-            (sha256_id(b"id\xff"), IdOrigin::HashedProviderId)
-        );
+        assert_eq!((id.id, id.origin), (sha256_id(b"id\xff"), IdOrigin::HashedProviderId));
         // Stripe body id with a space.
         let stripe = verifier(SchemeKind::Stripe, &["s"]);
         let body = br#"{"id":"evt 1","type":"a b"}"#;
         let id = identify(&stripe, &sign::stripe("s", 1, body), body, 1);
-        assert_eq!(
-            (id.id, id.origin, id.event_type),
-            (sha256_id(b"evt 1"), IdOrigin::HashedProviderId, None)
-        );
+        assert_eq!((id.id, id.origin, id.event_type), (sha256_id(b"evt 1"), IdOrigin::HashedProviderId, None));
     }
 
     // ---- generic hmac recipe ----
@@ -2138,9 +1619,7 @@ mod tests {
             prefix: "sha256=".into(),
             encoding: SignatureEncoding::Hex,
             algorithm: HmacAlgorithm::Sha256,
-            timestamp_header: template
-                .contains("{timestamp}")
-                .then(|| "X-Acme-Timestamp".into()),
+            timestamp_header: template.contains("{timestamp}").then(|| "X-Acme-Timestamp".into()),
             signed_payload: template.into(),
             id_header: Some("X-Acme-Id".into()),
             type_header: Some("X-Acme-Event".into()),
@@ -2151,12 +1630,7 @@ mod tests {
     fn hmac_recipe_roundtrips() {
         let body = br#"{"n":1}"#;
         let now = 1_700_000_000;
-        for template in [
-            "{body}",
-            "{timestamp}.{body}",
-            "{id}.{timestamp}.{body}",
-            "v0:{timestamp}:{body}!",
-        ] {
+        for template in ["{body}", "{timestamp}.{body}", "{id}.{timestamp}.{body}", "v0:{timestamp}:{body}!"] {
             let r = recipe(template);
             r.validate().unwrap();
             let v = Verifier::new(SchemeKind::Hmac, &["k1", "k2"], TOL, Some(r.clone())).unwrap();
@@ -2173,15 +1647,9 @@ mod tests {
                     event_type: Some("thing.happened".into()),
                 }
             );
-            assert_eq!(
-                check(&v, &h, &flip(body), now).unwrap_err(),
-                SignatureError::Mismatch
-            );
+            assert_eq!(check(&v, &h, &flip(body), now).unwrap_err(), SignatureError::Mismatch);
             if r.timestamp_header.is_some() {
-                assert_eq!(
-                    check(&v, &h, body, now + 301).unwrap_err(),
-                    SignatureError::Stale
-                );
+                assert_eq!(check(&v, &h, body, now + 301).unwrap_err(), SignatureError::Stale);
                 assert_eq!(
                     check(&v, &without(&h, "X-Acme-Timestamp"), body, now).unwrap_err(),
                     SignatureError::MissingHeader("timestamp")
@@ -2206,10 +1674,7 @@ mod tests {
                 check(&v, &with(&h, "X-Acme-Signature", "00"), body, now).unwrap_err(),
                 SignatureError::Malformed("signature header")
             );
-            assert_eq!(
-                v.signature_header_names(),
-                vec!["x-acme-signature".to_owned()]
-            );
+            assert_eq!(v.signature_header_names(), vec!["x-acme-signature".to_owned()]);
         }
     }
 
@@ -2233,16 +1698,10 @@ mod tests {
         let ok = check(&v, &h, body, 0).unwrap();
         let id = ok.identify(&map(&h), body);
         assert_eq!((id.origin, id.event_type), (IdOrigin::BodyHash, None));
-        assert_eq!(
-            check(&v, &h, b"payloaD", 0).unwrap_err(),
-            SignatureError::Mismatch
-        );
+        assert_eq!(check(&v, &h, b"payloaD", 0).unwrap_err(), SignatureError::Mismatch);
         // A SHA-256 MAC of the right encoding but wrong length is just a non-match.
         let short = B64.encode([0u8; 32]);
-        assert_eq!(
-            check(&v, &pairs(&[("X-Sig", &short)]), body, 0).unwrap_err(),
-            SignatureError::Mismatch
-        );
+        assert_eq!(check(&v, &pairs(&[("X-Sig", &short)]), body, 0).unwrap_err(), SignatureError::Mismatch);
         // Independent check of the MAC bytes.
         let mut mac = Hmac::<Sha512>::new_from_slice(b"key").unwrap();
         mac.update(body);
@@ -2302,8 +1761,7 @@ mod tests {
         assert_eq!(err.index, 1);
         assert!(err.to_string().starts_with("secret 1:"));
         for bad in ["whsec_not base64!", "whsec_", "%%%", "whsec_A"] {
-            let err =
-                Verifier::new(SchemeKind::Standard, &[STD1_SECRET, bad], TOL, None).unwrap_err();
+            let err = Verifier::new(SchemeKind::Standard, &[STD1_SECRET, bad], TOL, None).unwrap_err();
             assert_eq!(err.index, 1, "{bad}");
             assert!(!err.message.contains(bad) || bad.len() < 8, "{bad}");
         }
@@ -2317,10 +1775,7 @@ mod tests {
         for kind in [SchemeKind::Stripe, SchemeKind::Standard, SchemeKind::Slack] {
             let v = verifier(kind, &[STD1_SECRET]);
             let debug = format!("{v:?}");
-            assert!(
-                !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-                "{debug}"
-            );
+            assert!(!debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{debug}");
             assert!(debug.contains("redacted"), "{debug}");
             let key = decode_standard_secret(STD1_SECRET).unwrap();
             assert!(!debug.contains(&hex::encode(&key)));
@@ -2330,10 +1785,7 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(
-            SignatureError::MissingHeader("x").reason(),
-            "missing_header"
-        );
+        assert_eq!(SignatureError::MissingHeader("x").reason(), "missing_header");
         assert_eq!(SignatureError::Malformed("x").reason(), "malformed");
         assert_eq!(SignatureError::Stale.reason(), "stale");
         assert_eq!(SignatureError::Mismatch.reason(), "mismatch");
@@ -2347,10 +1799,7 @@ mod tests {
         );
         assert_eq!(
             verifier(SchemeKind::Github, &["s"]).signature_header_names(),
-            vec![
-                "x-hub-signature-256".to_owned(),
-                "x-hub-signature".to_owned()
-            ]
+            vec!["x-hub-signature-256".to_owned(), "x-hub-signature".to_owned()]
         );
     }
 }

@@ -21,13 +21,7 @@ pub fn init(config: &TelemetryConfig) -> Result<(), String> {
     .map_err(|e| format!("invalid log filter: {e}"))?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.log_format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(false),
-            )
-            .try_init(),
+        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_current_span(false)).try_init(),
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
     };
     result.map_err(|e| format!("cannot install log subscriber: {e}"))

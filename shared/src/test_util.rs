@@ -84,10 +84,7 @@ impl TestNats {
 
     /// What the server printed so far (for failure messages).
     pub fn log(&self) -> String {
-        self.log
-            .lock()
-            .map(|lines| lines.join("\n"))
-            .unwrap_or_default()
+        self.log.lock().map(|lines| lines.join("\n")).unwrap_or_default()
     }
 
     fn spawn(&mut self, port: Option<u16>) {
@@ -120,11 +117,7 @@ impl TestNats {
             let mut port = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                    port = rest
-                        .trim()
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.parse::<u16>().ok());
+                    port = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
                 }
                 if line.contains("Server is ready")
                     && let Some(port) = port
@@ -140,10 +133,7 @@ impl TestNats {
             Ok(found) => self.port = found,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "nats-server did not become ready within 30 s:\n{}",
-                    self.log()
-                );
+                panic!("nats-server did not become ready within 30 s:\n{}", self.log());
             }
         }
         self.child = Some(child);

@@ -64,12 +64,12 @@ struct Case {
 fn cases() -> Vec<Case> {
     let t = now();
     // Odd whitespace, key order and escapes: must verify byte-exactly and be stored unchanged.
-    let stripe_body = b"{ \"type\":\"payment_intent.succeeded\",  \"id\":\"evt_1\", \"x\":\"\\u00e9\xc3\xa9\" }\n".to_vec();
+    let stripe_body =
+        b"{ \"type\":\"payment_intent.succeeded\",  \"id\":\"evt_1\", \"x\":\"\\u00e9\xc3\xa9\" }\n".to_vec();
     let svix_body = br#"{"type":"invoice.paid","data":{}}"#.to_vec();
     let github_body = br#"{"zen":"Keep it logically awesome."}"#.to_vec();
     let shopify_body = br#"{"id":123}"#.to_vec();
-    let slack_body =
-        br#"{"type":"event_callback","event_id":"Ev123","event":{"type":"app_mention"}}"#.to_vec();
+    let slack_body = br#"{"type":"event_callback","event_id":"Ev123","event":{"type":"app_mention"}}"#.to_vec();
     let acme_body = b"\xff\xfenot json, not utf-8".to_vec();
     vec![
         Case {
@@ -82,12 +82,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             source: "svix",
-            headers: sign::standard(
-                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                "msg_abc",
-                t,
-                &svix_body,
-            ),
+            headers: sign::standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_abc", t, &svix_body),
             body: svix_body,
             event_id: "msg_abc",
             event_type: Some("invoice.paid"),
@@ -108,12 +103,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             source: "shopify",
-            headers: sign::shopify(
-                "hush",
-                "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
-                "orders/create",
-                &shopify_body,
-            ),
+            headers: sign::shopify("hush", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043", "orders/create", &shopify_body),
             body: shopify_body,
             event_id: "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
             event_type: Some("orders/create"),
@@ -129,13 +119,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             source: "acme",
-            headers: sign::hmac(
-                &acme_recipe(),
-                "acme-secret",
-                Some(t),
-                Some("dlv-9"),
-                &acme_body,
-            ),
+            headers: sign::hmac(&acme_recipe(), "acme-secret", Some(t), Some("dlv-9"), &acme_body),
             body: acme_body,
             event_id: "dlv-9",
             event_type: None,
@@ -149,43 +133,18 @@ async fn every_kind_lands_in_the_stream_with_exact_bytes_and_metadata() {
     let ingest = spawn_ingest(SOURCES).await;
     for (index, case) in cases().into_iter().enumerate() {
         let response = ingest.post(case.source, &case.headers, &case.body).await;
-        assert_eq!(
-            response.status(),
-            202,
-            "{}: {}",
-            case.source,
-            response.text().await.unwrap()
-        );
+        assert_eq!(response.status(), 202, "{}: {}", case.source, response.text().await.unwrap());
         let answer: serde_json::Value = response.json().await.unwrap();
         assert_eq!(answer["event_id"], case.event_id, "{}", case.source);
         let sequence = answer["stream_sequence"].as_u64().unwrap();
         assert_eq!(sequence, index as u64 + 1);
 
         let message = ingest.message(sequence).await;
-        assert_eq!(
-            message.payload.as_ref(),
-            case.body.as_slice(),
-            "{}: bytes changed",
-            case.source
-        );
-        assert_eq!(
-            message.subject.as_str(),
-            format!("inlet.events.{}", case.source)
-        );
-        assert_eq!(
-            header(&message, envelope::HEADER_SOURCE).as_deref(),
-            Some(case.source)
-        );
-        assert_eq!(
-            header(&message, envelope::HEADER_EVENT_ID).as_deref(),
-            Some(case.event_id)
-        );
-        assert_eq!(
-            header(&message, envelope::HEADER_EVENT_TYPE).as_deref(),
-            case.event_type,
-            "{}",
-            case.source
-        );
+        assert_eq!(message.payload.as_ref(), case.body.as_slice(), "{}: bytes changed", case.source);
+        assert_eq!(message.subject.as_str(), format!("inlet.events.{}", case.source));
+        assert_eq!(header(&message, envelope::HEADER_SOURCE).as_deref(), Some(case.source));
+        assert_eq!(header(&message, envelope::HEADER_EVENT_ID).as_deref(), Some(case.event_id));
+        assert_eq!(header(&message, envelope::HEADER_EVENT_TYPE).as_deref(), case.event_type, "{}", case.source);
         assert_eq!(
             header(&message, envelope::HEADER_SCHEME).as_deref(),
             Some(if case.source == "svix" {
@@ -196,33 +155,20 @@ async fn every_kind_lands_in_the_stream_with_exact_bytes_and_metadata() {
                 case.source
             })
         );
-        assert_eq!(
-            header(&message, envelope::HEADER_SECRET_INDEX).as_deref(),
-            Some(case.secret_index)
-        );
+        assert_eq!(header(&message, envelope::HEADER_SECRET_INDEX).as_deref(), Some(case.secret_index));
         assert_eq!(
             header(&message, envelope::HEADER_MSG_ID).as_deref(),
             Some(format!("{}:{}", case.source, case.event_id).as_str())
         );
-        assert_eq!(
-            header(&message, envelope::HEADER_CONTENT_TYPE).as_deref(),
-            Some("application/json")
-        );
-        let received_at: u128 = header(&message, envelope::HEADER_RECEIVED_AT)
-            .unwrap()
-            .parse()
-            .unwrap();
+        assert_eq!(header(&message, envelope::HEADER_CONTENT_TYPE).as_deref(), Some("application/json"));
+        let received_at: u128 = header(&message, envelope::HEADER_RECEIVED_AT).unwrap().parse().unwrap();
         assert!(received_at > 1_700_000_000_000);
         // Signature headers are never stored with the event.
         let original = header(&message, envelope::HEADER_ORIGINAL_HEADERS).unwrap();
         for (name, value) in &case.headers {
             let lowered = name.to_ascii_lowercase();
             if lowered.contains("signature") || lowered.contains("hmac") {
-                assert!(
-                    !original.contains(value.as_str()),
-                    "{}: signature {name} stored",
-                    case.source
-                );
+                assert!(!original.contains(value.as_str()), "{}: signature {name} stored", case.source);
             }
         }
     }
@@ -236,12 +182,7 @@ async fn the_same_event_twice_is_stored_once() {
         let first = ingest.post(case.source, &case.headers, &case.body).await;
         assert_eq!(first.status(), 202, "{}", case.source);
         let second = ingest.post(case.source, &case.headers, &case.body).await;
-        assert_eq!(
-            second.status(),
-            200,
-            "{}: a provider retry is a duplicate",
-            case.source
-        );
+        assert_eq!(second.status(), 200, "{}: a provider retry is a duplicate", case.source);
         let answer: serde_json::Value = second.json().await.unwrap();
         assert_eq!(answer["status"], "duplicate");
     }
@@ -252,21 +193,9 @@ async fn the_same_event_twice_is_stored_once() {
 async fn a_provider_retry_with_a_fresh_signature_is_still_a_duplicate() {
     let ingest = spawn_ingest(SOURCES).await;
     let body = br#"{"id":"evt_retry","type":"charge.succeeded"}"#;
-    let first = ingest
-        .post(
-            "stripe",
-            &sign::stripe("whsec_test_secret", now() - 60, body),
-            body,
-        )
-        .await;
+    let first = ingest.post("stripe", &sign::stripe("whsec_test_secret", now() - 60, body), body).await;
     assert_eq!(first.status(), 202);
-    let retry = ingest
-        .post(
-            "stripe",
-            &sign::stripe("whsec_test_secret", now(), body),
-            body,
-        )
-        .await;
+    let retry = ingest.post("stripe", &sign::stripe("whsec_test_secret", now(), body), body).await;
     assert_eq!(retry.status(), 200);
     assert_eq!(ingest.stream_messages().await, 1);
 }
@@ -275,19 +204,10 @@ async fn a_provider_retry_with_a_fresh_signature_is_still_a_duplicate() {
 async fn slack_url_verification_is_answered_and_not_published() {
     let ingest = spawn_ingest(SOURCES).await;
     let body = br#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
-    let response = ingest
-        .post(
-            "slack",
-            &sign::slack("8f742231b10e8888abcd99yyyzzz85a5", now(), body),
-            body,
-        )
-        .await;
+    let response = ingest.post("slack", &sign::slack("8f742231b10e8888abcd99yyyzzz85a5", now(), body), body).await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(
-        answer["challenge"],
-        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
-    );
+    assert_eq!(answer["challenge"], "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
     assert_eq!(ingest.stream_messages().await, 0);
 
     // An unsigned challenge is rejected like any other request.
@@ -298,14 +218,9 @@ async fn slack_url_verification_is_answered_and_not_published() {
 #[tokio::test]
 async fn http2_prior_knowledge_is_served() {
     let ingest = spawn_ingest(SOURCES).await;
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let body = br#"{"id":"evt_h2","type":"charge.succeeded"}"#;
-    let mut request = client
-        .post(ingest.url("/webhooks/stripe"))
-        .body(body.to_vec());
+    let mut request = client.post(ingest.url("/webhooks/stripe")).body(body.to_vec());
     for (name, value) in sign::stripe("whsec_test_secret", now(), body) {
         request = request.header(name, value);
     }

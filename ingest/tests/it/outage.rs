@@ -21,45 +21,21 @@ async fn nats_down_means_503_and_the_retry_after_restart_is_stored_once() {
     let response = ingest.post("outage", &second, body).await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
-    let readiness = ingest
-        .client
-        .get(ingest.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let readiness = ingest.client.get(ingest.url("/readyz")).send().await.unwrap();
     assert_eq!(readiness.status(), 503);
     // Liveness is about the process, not the broker.
-    assert_eq!(
-        ingest
-            .client
-            .get(ingest.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(ingest.client.get(ingest.url("/healthz")).send().await.unwrap().status(), 200);
 
     ingest.nats.restart();
     ingest.wait_ready().await;
     // The provider retries the same delivery: accepted now, and stored exactly once.
     let retried = ingest.post("outage", &second, body).await;
-    assert!(
-        retried.status() == 202 || retried.status() == 200,
-        "got {}",
-        retried.status()
-    );
+    assert!(retried.status() == 202 || retried.status() == 200, "got {}", retried.status());
     let again = ingest.post("outage", &second, body).await;
     assert_eq!(again.status(), 200);
     assert_eq!(ingest.stream_messages().await, 2);
     assert!(
-        ingest
-            .metric(
-                "inlet_ingest_requests_total",
-                &[("source", "outage"), ("outcome", "unavailable")]
-            )
-            .await
-            >= 1.0
+        ingest.metric("inlet_ingest_requests_total", &[("source", "outage"), ("outcome", "unavailable")]).await >= 1.0
     );
 }
 
@@ -70,10 +46,7 @@ async fn graceful_shutdown_completes_in_flight_requests() {
     let headers = sign::github("s3cr3t", "delivery-slow", "issues", body);
     // Start a request whose body arrives slowly, then shut down while it is in flight.
     let (sender, receiver) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let mut request = ingest
-        .client
-        .post(ingest.url("/webhooks/outage"))
-        .header("content-length", body.len());
+    let mut request = ingest.client.post(ingest.url("/webhooks/outage")).header("content-length", body.len());
     for (name, value) in &headers {
         request = request.header(name, value);
     }
@@ -84,10 +57,7 @@ async fn graceful_shutdown_completes_in_flight_requests() {
     // Wait until the server counts the request as in flight, then stop it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while ingest.metric("inlet_ingest_requests_in_flight", &[]).await < 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "request never became in-flight"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "request never became in-flight");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let stopping = {
@@ -104,11 +74,7 @@ async fn graceful_shutdown_completes_in_flight_requests() {
     };
     stopping.unwrap();
     let response = in_flight.await.unwrap().unwrap();
-    assert_eq!(
-        response.status(),
-        202,
-        "the in-flight request completed with its PubAck"
-    );
+    assert_eq!(response.status(), 202, "the in-flight request completed with its PubAck");
     assert_eq!(ingest.stream_messages().await, 1);
     let _ = now();
 }

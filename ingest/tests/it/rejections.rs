@@ -11,15 +11,11 @@ use crate::support::{TestIngest, now, spawn_ingest};
 const REQUESTS: &str = "inlet_ingest_requests_total";
 
 fn stripe_source(name: &str, extra: &str) -> String {
-    format!(
-        "[[sources]]\nname = \"{name}\"\nkind = \"stripe\"\nsecrets = [\"whsec_test_secret\"]\n{extra}\n"
-    )
+    format!("[[sources]]\nname = \"{name}\"\nkind = \"stripe\"\nsecrets = [\"whsec_test_secret\"]\n{extra}\n")
 }
 
 async fn outcome_count(ingest: &TestIngest, source: &str, outcome: &str) -> f64 {
-    ingest
-        .metric(REQUESTS, &[("source", source), ("outcome", outcome)])
-        .await
+    ingest.metric(REQUESTS, &[("source", source), ("outcome", outcome)]).await
 }
 
 #[tokio::test]
@@ -33,60 +29,24 @@ async fn bad_signatures_are_401_and_never_published() {
     let response = ingest.post("rej-sig", &good, &tampered).await;
     assert_eq!(response.status(), 401);
     let text = response.text().await.unwrap();
-    assert!(
-        !text.contains(&good[0].1),
-        "error body must not echo the signature"
-    );
+    assert!(!text.contains(&good[0].1), "error body must not echo the signature");
     assert!(text.contains("bad_signature"));
 
     let wrong_secret = sign::stripe("whsec_other", now(), body);
-    assert_eq!(
-        ingest.post("rej-sig", &wrong_secret, body).await.status(),
-        401
-    );
+    assert_eq!(ingest.post("rej-sig", &wrong_secret, body).await.status(), 401);
     // Another provider's headers are not a Stripe signature at all.
-    let other_scheme = sign::standard(
-        "whsec_dGVzdF9zZWNyZXRfdGVzdF9zZWNyZXQ=",
-        "msg_1",
-        now(),
-        body,
-    );
-    assert_eq!(
-        ingest.post("rej-sig", &other_scheme, body).await.status(),
-        401
-    );
-    assert_eq!(
-        ingest.post("rej-sig", &[], body).await.status(),
-        401,
-        "missing header"
-    );
+    let other_scheme = sign::standard("whsec_dGVzdF9zZWNyZXRfdGVzdF9zZWNyZXQ=", "msg_1", now(), body);
+    assert_eq!(ingest.post("rej-sig", &other_scheme, body).await.status(), 401);
+    assert_eq!(ingest.post("rej-sig", &[], body).await.status(), 401, "missing header");
     let garbage = vec![("Stripe-Signature".to_owned(), "t=,v1=zz,,==".to_owned())];
-    assert_eq!(
-        ingest.post("rej-sig", &garbage, body).await.status(),
-        400,
-        "malformed header"
-    );
+    assert_eq!(ingest.post("rej-sig", &garbage, body).await.status(), 400, "malformed header");
 
     assert_eq!(ingest.stream_messages().await, 0);
+    assert_eq!(outcome_count(&ingest, "rej-sig", "bad_signature").await, 2.0);
+    assert_eq!(outcome_count(&ingest, "rej-sig", "missing_signature").await, 2.0);
+    assert_eq!(outcome_count(&ingest, "rej-sig", "malformed_signature").await, 1.0);
     assert_eq!(
-        outcome_count(&ingest, "rej-sig", "bad_signature").await,
-        2.0
-    );
-    assert_eq!(
-        outcome_count(&ingest, "rej-sig", "missing_signature").await,
-        2.0
-    );
-    assert_eq!(
-        outcome_count(&ingest, "rej-sig", "malformed_signature").await,
-        1.0
-    );
-    assert_eq!(
-        ingest
-            .metric(
-                "inlet_ingest_signature_failures_total",
-                &[("source", "rej-sig"), ("reason", "mismatch")]
-            )
-            .await,
+        ingest.metric("inlet_ingest_signature_failures_total", &[("source", "rej-sig"), ("reason", "mismatch")]).await,
         2.0
     );
 
@@ -99,35 +59,14 @@ async fn bad_signatures_are_401_and_never_published() {
 async fn stale_and_future_timestamps_are_400() {
     let ingest = spawn_ingest(&stripe_source("rej-stale", "tolerance = \"5m\"")).await;
     let body = br#"{"id":"evt_2"}"#;
-    let stale = ingest
-        .post(
-            "rej-stale",
-            &sign::stripe("whsec_test_secret", now() - 301, body),
-            body,
-        )
-        .await;
+    let stale = ingest.post("rej-stale", &sign::stripe("whsec_test_secret", now() - 301, body), body).await;
     assert_eq!(stale.status(), 400);
     assert!(stale.text().await.unwrap().contains("stale_timestamp"));
-    let future = ingest
-        .post(
-            "rej-stale",
-            &sign::stripe("whsec_test_secret", now() + 301, body),
-            body,
-        )
-        .await;
+    let future = ingest.post("rej-stale", &sign::stripe("whsec_test_secret", now() + 301, body), body).await;
     assert_eq!(future.status(), 400);
     assert_eq!(ingest.stream_messages().await, 0);
-    assert_eq!(
-        outcome_count(&ingest, "rej-stale", "stale_timestamp").await,
-        2.0
-    );
-    let fresh = ingest
-        .post(
-            "rej-stale",
-            &sign::stripe("whsec_test_secret", now() - 290, body),
-            body,
-        )
-        .await;
+    assert_eq!(outcome_count(&ingest, "rej-stale", "stale_timestamp").await, 2.0);
+    let fresh = ingest.post("rej-stale", &sign::stripe("whsec_test_secret", now() - 290, body), body).await;
     assert_eq!(fresh.status(), 202);
 }
 
@@ -139,39 +78,13 @@ async fn unknown_source_wrong_method_and_unknown_route() {
     assert_eq!(response.status(), 404);
     assert!(outcome_count(&ingest, "_unknown", "unknown_source").await >= before + 1.0);
 
-    let get = ingest
-        .client
-        .get(ingest.url("/webhooks/rej-route"))
-        .send()
-        .await
-        .unwrap();
+    let get = ingest.client.get(ingest.url("/webhooks/rej-route")).send().await.unwrap();
     assert_eq!(get.status(), 405);
     assert_eq!(get.headers()["allow"], "POST");
-    assert_eq!(
-        outcome_count(&ingest, "rej-route", "method_not_allowed").await,
-        1.0
-    );
+    assert_eq!(outcome_count(&ingest, "rej-route", "method_not_allowed").await, 1.0);
 
-    assert_eq!(
-        ingest
-            .client
-            .get(ingest.url("/other"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        ingest
-            .client
-            .get(ingest.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(ingest.client.get(ingest.url("/other")).send().await.unwrap().status(), 404);
+    assert_eq!(ingest.client.get(ingest.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(ingest.stream_messages().await, 0);
 }
 
@@ -179,21 +92,13 @@ async fn unknown_source_wrong_method_and_unknown_route() {
 async fn oversized_bodies_are_413_declared_or_streamed() {
     let ingest = spawn_ingest(&stripe_source("rej-big", "max_body_bytes = 1000")).await;
     let body = vec![b'a'; 1001];
-    let response = ingest
-        .post(
-            "rej-big",
-            &sign::stripe("whsec_test_secret", now(), &body),
-            &body,
-        )
-        .await;
+    let response = ingest.post("rej-big", &sign::stripe("whsec_test_secret", now(), &body), &body).await;
     assert_eq!(response.status(), 413);
 
     // Chunked, no Content-Length: rejected once the limit is passed, without reading the rest.
     let mut stream = TcpStream::connect(ingest.addr).await.unwrap();
     stream
-        .write_all(
-            b"POST /webhooks/rej-big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
-        )
+        .write_all(b"POST /webhooks/rej-big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
         .await
         .unwrap();
     let chunk = format!("{:x}\r\n{}\r\n", 600, "b".repeat(600));
@@ -212,18 +117,13 @@ async fn a_slow_body_is_408() {
     let ingest = spawn_ingest(&stripe_source("rej-slow", "")).await;
     let mut stream = TcpStream::connect(ingest.addr).await.unwrap();
     stream
-        .write_all(
-            b"POST /webhooks/rej-slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"id\":",
-        )
+        .write_all(b"POST /webhooks/rej-slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"id\":")
         .await
         .unwrap();
     // The rest of the body never comes; body_read_timeout is 1 s in the test config.
     let status = read_status(&mut stream).await;
     assert_eq!(status, 408);
-    assert_eq!(
-        outcome_count(&ingest, "rej-slow", "body_timeout").await,
-        1.0
-    );
+    assert_eq!(outcome_count(&ingest, "rej-slow", "body_timeout").await, 1.0);
     assert_eq!(ingest.stream_messages().await, 0);
 }
 
@@ -231,36 +131,21 @@ async fn a_slow_body_is_408() {
 async fn slow_headers_are_cut_off() {
     let ingest = spawn_ingest(&stripe_source("rej-loris", "")).await;
     let mut stream = TcpStream::connect(ingest.addr).await.unwrap();
-    stream
-        .write_all(b"POST /webhooks/rej-loris HTTP/1.1\r\nHost: t\r\n")
-        .await
-        .unwrap();
+    stream.write_all(b"POST /webhooks/rej-loris HTTP/1.1\r\nHost: t\r\n").await.unwrap();
     // header_read_timeout is 1 s: the server closes the connection (EOF or 408) instead of waiting.
     let mut buffer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
-    assert!(
-        read.is_ok(),
-        "connection still open after the header timeout"
-    );
+    assert!(read.is_ok(), "connection still open after the header timeout");
 }
 
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
-    let ingest = spawn_ingest(&stripe_source(
-        "rej-rate",
-        "rate_limit = { per_second = 1, burst = 2 }",
-    ))
-    .await;
+    let ingest = spawn_ingest(&stripe_source("rej-rate", "rate_limit = { per_second = 1, burst = 2 }")).await;
     let mut statuses = Vec::new();
     for n in 0..3 {
         let body = format!("{{\"id\":\"evt_rate_{n}\"}}");
-        let response = ingest
-            .post(
-                "rej-rate",
-                &sign::stripe("whsec_test_secret", now(), body.as_bytes()),
-                body.as_bytes(),
-            )
-            .await;
+        let response =
+            ingest.post("rej-rate", &sign::stripe("whsec_test_secret", now(), body.as_bytes()), body.as_bytes()).await;
         if response.status() == 429 {
             assert!(response.headers().contains_key("retry-after"));
         }
@@ -268,22 +153,14 @@ async fn rate_limit_answers_429_with_retry_after() {
     }
     assert_eq!(statuses, [202, 202, 429]);
     assert_eq!(ingest.stream_messages().await, 2);
-    assert_eq!(
-        outcome_count(&ingest, "rej-rate", "rate_limited").await,
-        1.0
-    );
+    assert_eq!(outcome_count(&ingest, "rej-rate", "rate_limited").await, 1.0);
 }
 
 /// Reads an HTTP/1.1 status code from a raw connection.
 async fn read_status(stream: &mut TcpStream) -> u16 {
     let mut buffer = vec![0u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
-        .await
-        .expect("no answer")
-        .unwrap();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await.expect("no answer").unwrap();
     let head = String::from_utf8_lossy(&buffer[..read]);
-    head.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"))
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {head:?}"))
 }

@@ -24,10 +24,7 @@ pub struct TestIngest {
 }
 
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 /// Config text: test defaults plus `extra` (sources and any overrides).
@@ -50,8 +47,7 @@ shutdown_grace = "5s"
 
 pub async fn spawn_ingest(extra: &str) -> TestIngest {
     let nats = TestNats::start();
-    let config =
-        Config::parse(&config_text(&nats.url(), extra), &BTreeMap::new()).expect("test config");
+    let config = Config::parse(&config_text(&nats.url(), extra), &BTreeMap::new()).expect("test config");
     start(config, nats).await
 }
 
@@ -61,23 +57,9 @@ pub async fn start(config: Config, nats: TestNats) -> TestIngest {
     let addr = public.local_addr().unwrap();
     let admin_addr = admin.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(inlet_ingest::run(
-        config,
-        inlet_ingest::Listeners { public, admin },
-        shutdown.clone(),
-    ));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let ingest = TestIngest {
-        addr,
-        admin_addr,
-        nats,
-        client,
-        shutdown,
-        task: Some(task),
-    };
+    let task = tokio::spawn(inlet_ingest::run(config, inlet_ingest::Listeners { public, admin }, shutdown.clone()));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let ingest = TestIngest { addr, admin_addr, nats, client, shutdown, task: Some(task) };
     ingest.wait_ready().await;
     ingest
 }
@@ -96,26 +78,14 @@ impl TestIngest {
             {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "ingest not ready in time:\n{}",
-                self.nats.log()
-            );
+            assert!(tokio::time::Instant::now() < deadline, "ingest not ready in time:\n{}", self.nats.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// POSTs `body` with `headers` to `/webhooks/{source}`.
-    pub async fn post(
-        &self,
-        source: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> reqwest::Response {
-        let mut request = self
-            .client
-            .post(self.url(&format!("/webhooks/{source}")))
-            .body(body.to_vec());
+    pub async fn post(&self, source: &str, headers: &[(String, String)], body: &[u8]) -> reqwest::Response {
+        let mut request = self.client.post(self.url(&format!("/webhooks/{source}"))).body(body.to_vec());
         request = request.header("content-type", "application/json");
         for (name, value) in headers {
             request = request.header(name, value);
@@ -143,14 +113,7 @@ impl TestIngest {
 
     /// The admin `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(format!("http://{}/metrics", self.admin_addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.client.get(format!("http://{}/metrics", self.admin_addr)).send().await.unwrap().text().await.unwrap()
     }
 
     /// Value of the sample of `name` whose labels include all of `labels` (0 when absent).
@@ -179,11 +142,7 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-        .filter(|line| {
-            labels
-                .iter()
-                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
-        })
+        .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -169,6 +169,10 @@ impl StreamConfig {
     pub fn wildcard_subject(&self) -> String {
         format!("{}.>", self.subject_prefix)
     }
+    /// Name of the stream holding delivery tasks.
+    pub fn deliveries_stream_name(&self) -> String {
+        format!("{}_DELIVERIES", self.name)
+    }
 }
 
 /// `[ingest]`.
@@ -242,6 +246,38 @@ pub struct WorkerConfig {
     /// How long shutdown waits for in-flight deliveries.
     #[serde(with = "duration_str")]
     pub shutdown_grace: Duration,
+    /// Delivery tasks for destination `d` are published to `{delivery_subject_prefix}.{d}` in
+    /// the deliveries stream (`{stream.name}_DELIVERIES`).
+    pub delivery_subject_prefix: String,
+    /// Deliveries in flight at once per destination.
+    pub delivery_concurrency: usize,
+    /// SQLite `synchronous` pragma: `full` (default: a commit survives power loss, so acking
+    /// JetStream after it is safe) or `normal` (faster; a power loss may undo recent commits).
+    pub sqlite_synchronous: SqliteSynchronous,
+    /// How often gauges (dead-letter backlog, consumer lag, oldest undelivered) are refreshed.
+    #[serde(with = "duration_str")]
+    pub stats_interval: Duration,
+}
+
+/// SQLite durability setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// fsync the WAL on every commit.
+    #[default]
+    Full,
+    /// fsync only at checkpoints.
+    Normal,
+}
+
+impl SqliteSynchronous {
+    /// The pragma value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -256,6 +292,10 @@ impl Default for WorkerConfig {
             max_ack_pending: 10_000,
             retention: Duration::from_secs(30 * 86_400),
             shutdown_grace: Duration::from_secs(30),
+            delivery_subject_prefix: "inlet.deliveries".into(),
+            delivery_concurrency: 32,
+            sqlite_synchronous: SqliteSynchronous::Full,
+            stats_interval: Duration::from_secs(5),
         }
     }
 }
@@ -489,6 +529,22 @@ impl Config {
         }
         check_token("worker.consumer", &self.worker.consumer, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-')?;
         positive("worker.ack_wait", self.worker.ack_wait)?;
+        if self.worker.delivery_concurrency == 0 || self.worker.delivery_concurrency > 10_000 {
+            return Err(ConfigError::invalid("worker.delivery_concurrency", "must be between 1 and 10000"));
+        }
+        positive("worker.stats_interval", self.worker.stats_interval)?;
+        positive("worker.retention", self.worker.retention)?;
+        let delivery_prefix = &self.worker.delivery_subject_prefix;
+        if delivery_prefix.is_empty()
+            || delivery_prefix.split('.').any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
+            || delivery_prefix == &self.stream.subject_prefix
+            || delivery_prefix.starts_with(&format!("{}.", self.stream.subject_prefix))
+        {
+            return Err(ConfigError::invalid(
+                "worker.delivery_subject_prefix",
+                "must be dot-separated tokens without wildcards, outside stream.subject_prefix",
+            ));
+        }
         if self.worker.max_ack_pending < 1 {
             return Err(ConfigError::invalid("worker.max_ack_pending", "must be at least 1"));
         }

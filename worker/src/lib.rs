@@ -1,1 +1,230 @@
-//! placeholder
+//! `inlet-worker`: turns queued events into effects, exactly once in effect.
+//!
+//! Entry point: [`run`]. It pulls the intake stream with a durable consumer (`record`),
+//! records every event in SQLite (`store`, one writer, group commit), routes it (`routes`) to
+//! destinations and enqueues one delivery task per (event, destination) on a work-queue
+//! stream. Each destination has its own consumer, concurrency, rate limit and breaker
+//! (`deliver`, `breaker`), signs with Inlet's Standard Webhooks secret, retries by NAK with
+//! delay (durable) and dead-letters what cannot be delivered.
+//!
+//! Invariants: a message is acked only after the transaction that recorded it committed;
+//! the worker is the only process that writes its SQLite file.
+#![forbid(unsafe_code)]
+
+pub mod breaker;
+pub mod deliver;
+pub mod events;
+pub mod http;
+pub mod record;
+pub mod routes;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream};
+use hyper::service::service_fn;
+use inlet_shared::config::Config;
+use inlet_shared::server::{ServeOptions, metrics_handle, serve};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The worker's sockets: main (health, later the API) and admin (metrics).
+pub struct Listeners {
+    /// `/healthz`, `/readyz`.
+    pub main: TcpListener,
+    /// `/metrics`.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses from the config.
+    ///
+    /// # Errors
+    ///
+    /// When an address cannot be bound.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let main = TcpListener::bind(config.worker.listen)
+            .await
+            .with_context(|| format!("cannot bind worker.listen {}", config.worker.listen))?;
+        let admin = TcpListener::bind(config.worker.admin_listen)
+            .await
+            .with_context(|| format!("cannot bind worker.admin_listen {}", config.worker.admin_listen))?;
+        Ok(Listeners { main, admin })
+    }
+
+    /// Both local addresses (main, admin).
+    ///
+    /// # Errors
+    ///
+    /// When a socket has no local address.
+    pub fn addresses(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.main.local_addr()?, self.admin.local_addr()?))
+    }
+}
+
+/// The deliveries stream: a work queue, one subject per destination.
+pub fn deliveries_stream_config(config: &Config) -> stream::Config {
+    stream::Config {
+        name: config.stream.deliveries_stream_name(),
+        subjects: vec![format!("{}.>", config.worker.delivery_subject_prefix)],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: config.stream.replicas,
+        duplicate_window: config.stream.duplicate_window,
+        // Tasks wait here through the whole retry schedule; keep them as long as events.
+        max_age: config.worker.retention,
+        ..Default::default()
+    }
+}
+
+/// Durable consumer name of a destination.
+pub fn destination_consumer_name(config: &Config, destination: &str) -> String {
+    format!("{}-{destination}", config.worker.consumer)
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains.
+///
+/// # Errors
+///
+/// When the database cannot be opened, or NATS, the streams or consumers cannot be set up.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = metrics_handle();
+    events::describe();
+
+    let database = config.worker.database.clone();
+    let synchronous = config.worker.sqlite_synchronous;
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&database, synchronous))
+        .await
+        .context("database open task failed")??;
+
+    let client = inlet_shared::nats::connect(&config.nats, "inlet-worker").await?;
+    let js = jetstream::new(client.clone());
+    inlet_shared::nats::ensure_stream(&js, &config.stream, config.nats.startup_timeout).await?;
+    let intake = js.get_stream(&config.stream.name).await.context("intake stream")?;
+    let deliveries = js
+        .create_or_update_stream(deliveries_stream_config(&config))
+        .await
+        .context("cannot create or update the deliveries stream")?;
+    let _ = deliveries;
+    let deliveries = js.get_stream(config.stream.deliveries_stream_name()).await.context("deliveries stream")?;
+
+    let recording_consumer: consumer::PullConsumer = intake
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(config.worker.consumer.clone()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_wait: config.worker.ack_wait,
+            max_ack_pending: config.worker.max_ack_pending,
+            filter_subject: config.stream.wildcard_subject(),
+            ..Default::default()
+        })
+        .await
+        .context("cannot create the recording consumer")?;
+
+    let tracker = TaskTracker::new();
+    let mut destinations = HashMap::new();
+    for destination_config in &config.destinations {
+        let name = destination_config.name.clone();
+        let consumer_name = destination_consumer_name(&config, &name);
+        let delivery_consumer: consumer::PullConsumer = deliveries
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(consumer_name.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                deliver_policy: consumer::DeliverPolicy::All,
+                // An attempt may take the whole timeout; leave room before JetStream redelivers.
+                ack_wait: destination_config.timeout + Duration::from_secs(30),
+                max_ack_pending: i64::try_from(config.worker.delivery_concurrency).unwrap_or(i64::MAX),
+                filter_subject: format!("{}.{name}", config.worker.delivery_subject_prefix),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create delivery consumer {consumer_name}"))?;
+        let destination = Arc::new(
+            deliver::Destination::new(destination_config.clone())
+                .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?,
+        );
+        destinations.insert(name, Arc::clone(&destination));
+        tracker.spawn(deliver::run(
+            destination,
+            store.clone(),
+            delivery_consumer,
+            config.worker.delivery_concurrency,
+            shutdown.clone(),
+        ));
+    }
+
+    let recorder = Arc::new(record::Recorder {
+        store: store.clone(),
+        router: routes::Router::new(&config.routes),
+        js: js.clone(),
+        delivery_subject_prefix: config.worker.delivery_subject_prefix.clone(),
+        batch_size: config.worker.batch_size,
+    });
+    tracker.spawn(Arc::clone(&recorder).run(recording_consumer.clone(), shutdown.clone()));
+    tracker.spawn(stats_loop(store.clone(), recording_consumer, config.worker.stats_interval, shutdown.clone()));
+    tracker.spawn(prune_loop(store.clone(), config.worker.retention, shutdown.clone()));
+
+    let health = Arc::new(http::Health { client, store: store.clone() });
+    let options = ServeOptions {
+        header_read_timeout: Duration::from_secs(10),
+        max_connections: 1024,
+        shutdown_grace: config.worker.shutdown_grace,
+    };
+    let (main_addr, admin_addr) = listeners.addresses()?;
+    tracing::info!(%main_addr, %admin_addr, destinations = destinations.len(), "inlet-worker running");
+    let main_service = service_fn(move |request| http::handle(Arc::clone(&health), request));
+    let admin_service = service_fn(move |request| http::handle_admin(metrics.clone(), request));
+    tokio::join!(
+        serve(listeners.main, main_service, options, shutdown.clone()),
+        serve(listeners.admin, admin_service, ServeOptions { max_connections: 64, ..options }, shutdown.clone()),
+    );
+    tracker.close();
+    if tokio::time::timeout(config.worker.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!(grace = ?config.worker.shutdown_grace, "shutdown grace elapsed with deliveries in flight");
+    }
+    tracing::info!("inlet-worker stopped");
+    Ok(())
+}
+
+async fn stats_loop(store: store::Store, mut consumer: consumer::PullConsumer, every: Duration, shutdown: CancellationToken) {
+    loop {
+        match store.stats().await {
+            Ok(stats) => {
+                metrics::gauge!(events::DEAD_LETTER_BACKLOG).set(stats.dead_letters as f64);
+                metrics::gauge!(events::PENDING_DELIVERIES).set(stats.pending as f64);
+                let age = stats
+                    .oldest_pending_received_at_ms
+                    .map_or(0.0, |at| (store::now_ms().saturating_sub(at)).max(0) as f64 / 1000.0);
+                metrics::gauge!(events::OLDEST_PENDING_AGE).set(age);
+            }
+            Err(error) => tracing::warn!(%error, "cannot read stats"),
+        }
+        if let Ok(info) = consumer.info().await {
+            metrics::gauge!(events::CONSUMER_PENDING).set(info.num_pending as f64);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn prune_loop(store: store::Store, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        let cutoff = store::now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        match store.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned events past retention"),
+            Err(error) => tracing::warn!(%error, "prune failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}

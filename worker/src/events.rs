@@ -1,0 +1,65 @@
+//! Metrics the worker emits. Labels come from closed sets only: configured source and
+//! destination names, outcome and reason codes — never an event or delivery id.
+
+use std::time::Duration;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Events read from the stream, by source and outcome (`recorded`, `unrouted`, `duplicate`,
+/// `conflict`, `invalid`).
+pub const EVENTS: &str = "inlet_worker_events_total";
+/// Delivery attempts by destination and outcome (`delivered`, `transient`, `permanent`).
+pub const ATTEMPTS: &str = "inlet_worker_delivery_attempts_total";
+/// Deliveries that reached a final state, by destination and outcome (`delivered`, `dead_lettered`).
+pub const DELIVERIES: &str = "inlet_worker_deliveries_total";
+/// Retries scheduled, by destination.
+pub const RETRIES: &str = "inlet_worker_delivery_retries_total";
+/// Deliveries dead-lettered, by destination and reason.
+pub const DEAD_LETTERED: &str = "inlet_worker_dead_lettered_total";
+/// Deliveries postponed because the breaker was open, by destination.
+pub const BREAKER_POSTPONED: &str = "inlet_worker_breaker_postponed_total";
+/// Duration of one HTTP attempt, by destination.
+pub const ATTEMPT_DURATION: &str = "inlet_worker_delivery_attempt_duration_seconds";
+/// Receipt at ingest to successful delivery, by destination.
+pub const END_TO_END: &str = "inlet_worker_receipt_to_delivery_seconds";
+/// SQLite batch commit time.
+pub const BATCH_COMMIT: &str = "inlet_worker_record_batch_duration_seconds";
+/// Breaker state per destination (0 closed, 1 open, 2 half-open).
+pub const BREAKER_STATE: &str = "inlet_worker_breaker_state";
+/// Dead-lettered deliveries currently stored.
+pub const DEAD_LETTER_BACKLOG: &str = "inlet_worker_dead_letter_backlog";
+/// Pending (not yet delivered) deliveries.
+pub const PENDING_DELIVERIES: &str = "inlet_worker_pending_deliveries";
+/// Messages in the stream not yet delivered to the recording consumer.
+pub const CONSUMER_PENDING: &str = "inlet_worker_consumer_pending_messages";
+/// Age of the oldest event with a pending delivery.
+pub const OLDEST_PENDING_AGE: &str = "inlet_worker_oldest_pending_age_seconds";
+
+/// Registers HELP text for every metric.
+pub fn describe() {
+    describe_counter!(EVENTS, "Events read from the stream by source and outcome.");
+    describe_counter!(ATTEMPTS, "Delivery attempts by destination and outcome.");
+    describe_counter!(DELIVERIES, "Deliveries that reached a final state, by destination and outcome.");
+    describe_counter!(RETRIES, "Delivery retries scheduled, by destination.");
+    describe_counter!(DEAD_LETTERED, "Deliveries dead-lettered, by destination and reason.");
+    describe_counter!(BREAKER_POSTPONED, "Deliveries postponed while the destination's breaker was open.");
+    describe_histogram!(ATTEMPT_DURATION, Unit::Seconds, "Duration of one delivery attempt.");
+    describe_histogram!(END_TO_END, Unit::Seconds, "Time from receipt at ingest to successful delivery.");
+    describe_histogram!(BATCH_COMMIT, Unit::Seconds, "Time to record one fetched batch in SQLite.");
+    describe_gauge!(BREAKER_STATE, "Circuit breaker state per destination: 0 closed, 1 open, 2 half-open.");
+    describe_gauge!(DEAD_LETTER_BACKLOG, "Dead-lettered deliveries stored (replayable).");
+    describe_gauge!(PENDING_DELIVERIES, "Deliveries not yet delivered or dead-lettered.");
+    describe_gauge!(CONSUMER_PENDING, "Stream messages not yet fetched by the recording consumer.");
+    describe_gauge!(OLDEST_PENDING_AGE, Unit::Seconds, "Age of the oldest event with a pending delivery.");
+}
+
+/// An event was read and classified.
+pub fn event(source: &str, outcome: &'static str) {
+    metrics::counter!(EVENTS, "source" => source.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// An attempt finished.
+pub fn attempt(destination: &str, outcome: &'static str, elapsed: Duration) {
+    metrics::counter!(ATTEMPTS, "destination" => destination.to_owned(), "outcome" => outcome).increment(1);
+    metrics::histogram!(ATTEMPT_DURATION, "destination" => destination.to_owned()).record(elapsed.as_secs_f64());
+}

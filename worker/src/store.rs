@@ -1,0 +1,800 @@
+//! The worker's SQLite database: schema migrations, the single writer, and reads.
+//!
+//! **One writer.** Every write goes through one dedicated thread that owns one connection and
+//! coalesces whatever commands are queued into one `BEGIN IMMEDIATE … COMMIT` (group commit).
+//! Replies are sent only after the commit returned, so callers ack JetStream only for what
+//! is durably recorded. A single writer also keeps SQLite's WAL-reset bug out of reach and
+//! means `SQLITE_BUSY` never reaches callers. Reads use the r2d2 pool from `spawn_blocking`.
+//!
+//! The database is opened with WAL, `foreign_keys=ON`, a busy timeout and the configured
+//! `synchronous` (FULL by default). Migrations live in `schemas/sql/` and are applied in order
+//! at startup, each in its own transaction, recorded in `schema_migrations`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use inlet_shared::config::SqliteSynchronous;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+/// Migrations in order: (version, name, SQL). Mirrors the files in `schemas/sql/`.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "0001_init", include_str!("../../schemas/sql/0001_init.sql"))];
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("sqlite error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// No connection from the pool.
+    #[error("connection pool error")]
+    Pool(#[from] r2d2::Error),
+    /// The writer thread is gone (shutdown or a fatal error).
+    #[error("the database writer stopped")]
+    WriterGone,
+    /// A blocking task panicked or was cancelled.
+    #[error("blocking database task failed")]
+    Join,
+    /// Opening or migrating failed.
+    #[error("cannot open database {path}: {message}")]
+    Open {
+        /// The database path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// One event to record, as read from the stream.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Source name.
+    pub source: String,
+    /// Provider event id.
+    pub event_id: String,
+    /// `provider`, `hashed_provider_id` or `body_sha256`.
+    pub id_origin: String,
+    /// Event type, if any.
+    pub event_type: Option<String>,
+    /// Which scheme verified it.
+    pub scheme: String,
+    /// Which secret matched.
+    pub secret_index: i64,
+    /// Ingest's receipt time, Unix ms.
+    pub received_at_ms: i64,
+    /// Stream sequence of the message.
+    pub stream_sequence: u64,
+    /// Original `Content-Type`.
+    pub content_type: Option<String>,
+    /// JSON array of the kept request headers.
+    pub headers_json: String,
+    /// The raw body.
+    pub body: Bytes,
+    /// Destinations the routes select (empty: unrouted).
+    pub destinations: Vec<String>,
+}
+
+/// A delivery to hand to a destination's consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTask {
+    /// Delivery id (also the Idempotency-Key and Standard Webhooks `webhook-id`).
+    pub delivery_id: String,
+    /// Destination name.
+    pub destination: String,
+}
+
+/// What recording one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// First time seen: recorded with these new deliveries (empty when unrouted).
+    New {
+        /// Deliveries to enqueue.
+        tasks: Vec<DeliveryTask>,
+    },
+    /// Seen before (a provider redelivery, or our own redelivery after a crash).
+    Duplicate {
+        /// The stored body differs: recorded as a conflict, not merged.
+        conflict: bool,
+        /// Pending deliveries never attempted: enqueue them again in case the first enqueue
+        /// was lost (the delivery side ignores duplicates).
+        tasks: Vec<DeliveryTask>,
+    },
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// 2xx.
+    Delivered,
+    /// Worth retrying (5xx, 408, 429, timeout, connection error).
+    Transient,
+    /// Will not succeed by retrying (most 4xx).
+    Permanent,
+}
+
+impl AttemptOutcome {
+    /// Stored label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Transient => "transient",
+            AttemptOutcome::Permanent => "permanent",
+        }
+    }
+}
+
+/// Why a delivery was dead-lettered. Labels are stable: metrics and the API use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// The destination answered a 4xx that retrying cannot fix.
+    Permanent4xx,
+    /// Every scheduled attempt failed.
+    RetriesExhausted,
+    /// The destination was removed from the config.
+    UnknownDestination,
+}
+
+impl DeadLetterReason {
+    /// Stored label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::Permanent4xx => "permanent_4xx",
+            DeadLetterReason::RetriesExhausted => "retries_exhausted",
+            DeadLetterReason::UnknownDestination => "unknown_destination",
+        }
+    }
+}
+
+/// What happens to the delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Done: delivered.
+    Delivered,
+    /// Try again at this time (Unix ms).
+    RetryAt(i64),
+    /// Give up.
+    DeadLetter(DeadLetterReason),
+}
+
+/// One attempt to record.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// Delivery id.
+    pub delivery_id: String,
+    /// 1-based attempt number.
+    pub attempt: i64,
+    /// Start, Unix ms.
+    pub started_at_ms: i64,
+    /// Duration in ms.
+    pub duration_ms: i64,
+    /// Outcome class.
+    pub outcome: AttemptOutcome,
+    /// HTTP status, if the destination answered.
+    pub status_code: Option<u16>,
+    /// Short error text (timeouts, connection errors), if any.
+    pub error: Option<String>,
+    /// First bytes of the response body.
+    pub response_snippet: Option<String>,
+    /// What happens next.
+    pub next: NextStep,
+}
+
+/// A delivery with what is needed to send it.
+#[derive(Debug, Clone)]
+pub struct DeliveryToSend {
+    /// Delivery id.
+    pub delivery_id: String,
+    /// Destination name.
+    pub destination: String,
+    /// `pending`, `delivered` or `dead_lettered`.
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// Source name.
+    pub source: String,
+    /// Provider event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: Option<String>,
+    /// Original content type.
+    pub content_type: Option<String>,
+    /// Ingest receipt time, Unix ms.
+    pub received_at_ms: i64,
+    /// Raw body.
+    pub body: Vec<u8>,
+}
+
+/// Gauges the stats task publishes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// Dead-lettered deliveries.
+    pub dead_letters: i64,
+    /// Pending deliveries.
+    pub pending: i64,
+    /// Receipt time of the oldest event with a pending delivery, Unix ms.
+    pub oldest_pending_received_at_ms: Option<i64>,
+}
+
+enum Command {
+    Record { events: Vec<NewEvent>, reply: oneshot::Sender<Result<Vec<Recorded>, StoreError>> },
+    Attempt { record: AttemptRecord, reply: oneshot::Sender<Result<(), StoreError>> },
+    Prune { cutoff_ms: i64, reply: oneshot::Sender<Result<usize, StoreError>> },
+}
+
+/// Handle to the database: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    writer: mpsc::Sender<Command>,
+    writer_alive: Arc<AtomicBool>,
+}
+
+/// Current time, Unix ms.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Deterministic delivery id: the same event and destination always give the same id, so the
+/// destination can deduplicate on `Idempotency-Key` across our retries and restarts.
+pub fn delivery_id(source: &str, event_id: &str, destination: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{source}\n{event_id}\n{destination}").as_bytes());
+    format!("dlv_{}", hex::encode(&digest[..12]))
+}
+
+impl Store {
+    /// Opens (creating) the database, applies migrations and starts the writer thread.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] when the file cannot be opened or migrated.
+    pub fn open(path: &Path, synchronous: SqliteSynchronous) -> Result<Store, StoreError> {
+        let open_error = |message: String| StoreError::Open { path: path.display().to_string(), message };
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| open_error(e.to_string()))?;
+        }
+        let pragmas = format!(
+            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+            synchronous.as_str()
+        );
+        let manager = SqliteConnectionManager::file(path).with_init(move |c| c.execute_batch(&pragmas));
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)
+            .map_err(|e| open_error(e.to_string()))?;
+        {
+            let mut connection = pool.get().map_err(|e| open_error(e.to_string()))?;
+            migrate(&mut connection).map_err(|e| open_error(format!("migration failed: {e}")))?;
+        }
+        let writer_connection = pool.get().map_err(|e| open_error(e.to_string()))?;
+        let (sender, receiver) = mpsc::channel(4096);
+        let writer_alive = Arc::new(AtomicBool::new(true));
+        let alive = Arc::clone(&writer_alive);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                writer_loop(writer_connection, receiver);
+                alive.store(false, Ordering::SeqCst);
+            })
+            .map_err(|e| open_error(format!("cannot start writer thread: {e}")))?;
+        Ok(Store { pool, writer: sender, writer_alive })
+    }
+
+    /// Whether the writer thread is running.
+    pub fn is_healthy(&self) -> bool {
+        self.writer_alive.load(Ordering::SeqCst) && !self.writer.is_closed()
+    }
+
+    /// Records a batch of events in one transaction; returns one result per event, in order.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction failed: nothing of the batch is recorded.
+    pub async fn record(&self, events: Vec<NewEvent>) -> Result<Vec<Recorded>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(Command::Record { events, reply }).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records an attempt and the delivery's new state.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction failed.
+    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(Command::Attempt { record, reply }).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Deletes events received before `cutoff_ms` whose deliveries are all delivered (or that
+    /// were unrouted). Dead-lettered and pending work is never pruned.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction failed.
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(Command::Prune { cutoff_ms, reply }).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs `read` on a pooled connection on the blocking pool.
+    ///
+    /// # Errors
+    ///
+    /// When no connection is available, the query fails, or the task fails.
+    pub async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = pool.get()?;
+            Ok(read(&connection)?)
+        })
+        .await
+        .map_err(|_| StoreError::Join)?
+    }
+
+    /// The delivery and its event, for sending.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn delivery_to_send(&self, delivery_id: String) -> Result<Option<DeliveryToSend>, StoreError> {
+        self.read(move |connection| {
+            connection
+                .query_row(
+                    "SELECT d.id, d.destination, d.status, d.attempts, e.source, e.event_id, e.event_type,
+                            e.content_type, e.received_at_ms, e.body
+                     FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
+                    [delivery_id],
+                    |row| {
+                        Ok(DeliveryToSend {
+                            delivery_id: row.get(0)?,
+                            destination: row.get(1)?,
+                            status: row.get(2)?,
+                            attempts: row.get(3)?,
+                            source: row.get(4)?,
+                            event_id: row.get(5)?,
+                            event_type: row.get(6)?,
+                            content_type: row.get(7)?,
+                            received_at_ms: row.get(8)?,
+                            body: row.get(9)?,
+                        })
+                    },
+                )
+                .optional()
+        })
+        .await
+    }
+
+    /// Dead-letter backlog, pending count and the oldest pending receipt time.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        self.read(|connection| {
+            let dead_letters =
+                connection.query_row("SELECT count(*) FROM deliveries WHERE status = 'dead_lettered'", [], |r| r.get(0))?;
+            let (pending, oldest) = connection.query_row(
+                "SELECT count(*), min(e.received_at_ms) FROM deliveries d JOIN events e ON e.id = d.event_rowid
+                 WHERE d.status = 'pending'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(Stats { dead_letters, pending, oldest_pending_received_at_ms: oldest })
+        })
+        .await
+    }
+}
+
+fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)",
+    )?;
+    for (version, name, sql) in MIGRATIONS {
+        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let applied: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+            [version],
+            |row| row.get(0),
+        )?;
+        if !applied {
+            transaction.execute_batch(sql)?;
+            transaction.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
+                params![version, name, now_ms()],
+            )?;
+            tracing::info!(version, name, "applied database migration");
+        }
+        transaction.commit()?;
+    }
+    Ok(())
+}
+
+/// Most commands coalesced into one transaction.
+const MAX_GROUP: usize = 512;
+
+fn writer_loop(mut connection: r2d2::PooledConnection<SqliteConnectionManager>, mut receiver: mpsc::Receiver<Command>) {
+    while let Some(first) = receiver.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(command) => group.push(command),
+                Err(_) => break,
+            }
+        }
+        execute_group(&mut connection, group);
+    }
+    tracing::info!("database writer stopped");
+}
+
+/// Runs every command of the group in one transaction; answers after the commit.
+fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) {
+    enum Answer {
+        Record(oneshot::Sender<Result<Vec<Recorded>, StoreError>>, Result<Vec<Recorded>, rusqlite::Error>),
+        Attempt(oneshot::Sender<Result<(), StoreError>>, Result<(), rusqlite::Error>),
+        Prune(oneshot::Sender<Result<usize, StoreError>>, Result<usize, rusqlite::Error>),
+    }
+    let transaction = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            tracing::error!(%error, "cannot begin write transaction");
+            fail_all(group);
+            return;
+        }
+    };
+    let now = now_ms();
+    let mut answers = Vec::with_capacity(group.len());
+    for command in group {
+        // Each command runs inside a savepoint so one failing command does not take the
+        // others' writes with it.
+        match command {
+            Command::Record { events, reply } => {
+                let result = in_savepoint(&transaction, |tx| record_events(tx, &events, now));
+                answers.push(Answer::Record(reply, result));
+            }
+            Command::Attempt { record, reply } => {
+                let result = in_savepoint(&transaction, |tx| record_attempt(tx, &record, now));
+                answers.push(Answer::Attempt(reply, result));
+            }
+            Command::Prune { cutoff_ms, reply } => {
+                let result = in_savepoint(&transaction, |tx| prune(tx, cutoff_ms));
+                answers.push(Answer::Prune(reply, result));
+            }
+        }
+    }
+    let committed = transaction.commit();
+    let commit_failed = committed.is_err();
+    if let Err(error) = committed {
+        tracing::error!(%error, "write transaction failed to commit; nothing of this group is recorded");
+    }
+    for answer in answers {
+        // A receiver that went away (cancelled caller) is fine to ignore: the write stands.
+        match answer {
+            Answer::Record(reply, result) => {
+                let _ = reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
+            }
+            Answer::Attempt(reply, result) => {
+                let _ = reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
+            }
+            Answer::Prune(reply, result) => {
+                let _ = reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
+            }
+        }
+    }
+}
+
+fn in_savepoint<T>(
+    transaction: &Transaction<'_>,
+    work: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
+) -> Result<T, rusqlite::Error> {
+    transaction.execute_batch("SAVEPOINT command")?;
+    match work(transaction) {
+        Ok(value) => {
+            transaction.execute_batch("RELEASE command")?;
+            Ok(value)
+        }
+        Err(error) => {
+            let _ = transaction.execute_batch("ROLLBACK TO command; RELEASE command");
+            Err(error)
+        }
+    }
+}
+
+fn fail_all(group: Vec<Command>) {
+    for command in group {
+        match command {
+            Command::Record { reply, .. } => {
+                let _ = reply.send(Err(StoreError::WriterGone));
+            }
+            Command::Attempt { reply, .. } => {
+                let _ = reply.send(Err(StoreError::WriterGone));
+            }
+            Command::Prune { reply, .. } => {
+                let _ = reply.send(Err(StoreError::WriterGone));
+            }
+        }
+    }
+}
+
+fn body_sha256(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(body))
+}
+
+fn record_events(connection: &rusqlite::Connection, events: &[NewEvent], now: i64) -> Result<Vec<Recorded>, rusqlite::Error> {
+    let mut insert_event = connection.prepare_cached(
+        "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
+                             recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256, route_status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (source, event_id) DO NOTHING",
+    )?;
+    let mut insert_delivery = connection.prepare_cached(
+        "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms, next_attempt_at_ms)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4) ON CONFLICT DO NOTHING",
+    )?;
+    let mut existing =
+        connection.prepare_cached("SELECT id, body_sha256 FROM events WHERE source = ?1 AND event_id = ?2")?;
+    let mut bump = connection.prepare_cached(
+        "UPDATE events SET duplicates = duplicates + ?2, conflicts = conflicts + ?3 WHERE id = ?1",
+    )?;
+    let mut unsent = connection.prepare_cached(
+        "SELECT id, destination FROM deliveries WHERE event_rowid = ?1 AND status = 'pending' AND attempts = 0",
+    )?;
+
+    let mut results = Vec::with_capacity(events.len());
+    for event in events {
+        let sha = body_sha256(&event.body);
+        let route_status = if event.destinations.is_empty() { "unrouted" } else { "routed" };
+        let inserted = insert_event.execute(params![
+            event.source,
+            event.event_id,
+            event.id_origin,
+            event.event_type,
+            event.scheme,
+            event.secret_index,
+            event.received_at_ms,
+            now,
+            i64::try_from(event.stream_sequence).unwrap_or(i64::MAX),
+            event.content_type,
+            event.headers_json,
+            event.body.as_ref(),
+            sha,
+            route_status,
+        ])?;
+        if inserted == 1 {
+            let rowid = connection.last_insert_rowid();
+            let mut tasks = Vec::with_capacity(event.destinations.len());
+            for destination in &event.destinations {
+                let id = delivery_id(&event.source, &event.event_id, destination);
+                insert_delivery.execute(params![id, rowid, destination, now])?;
+                tasks.push(DeliveryTask { delivery_id: id, destination: destination.clone() });
+            }
+            results.push(Recorded::New { tasks });
+        } else {
+            let (rowid, stored_sha): (i64, String) =
+                existing.query_row(params![event.source, event.event_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let conflict = stored_sha != sha;
+            bump.execute(params![rowid, i64::from(!conflict), i64::from(conflict)])?;
+            let tasks = unsent
+                .query_map([rowid], |row| Ok(DeliveryTask { delivery_id: row.get(0)?, destination: row.get(1)? }))?
+                .collect::<Result<Vec<_>, _>>()?;
+            results.push(Recorded::Duplicate { conflict, tasks });
+        }
+    }
+    Ok(results)
+}
+
+fn record_attempt(connection: &rusqlite::Connection, record: &AttemptRecord, now: i64) -> Result<(), rusqlite::Error> {
+    connection
+        .prepare_cached(
+            "INSERT INTO attempts (delivery_id, attempt, started_at_ms, duration_ms, outcome, status_code, error,
+                                   response_snippet)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (delivery_id, attempt) DO UPDATE SET
+                 started_at_ms = excluded.started_at_ms, duration_ms = excluded.duration_ms,
+                 outcome = excluded.outcome, status_code = excluded.status_code, error = excluded.error,
+                 response_snippet = excluded.response_snippet",
+        )?
+        .execute(params![
+            record.delivery_id,
+            record.attempt,
+            record.started_at_ms,
+            record.duration_ms,
+            record.outcome.as_str(),
+            record.status_code,
+            record.error,
+            record.response_snippet,
+        ])?;
+    let (status, next_attempt_at, delivered_at, reason) = match record.next {
+        NextStep::Delivered => ("delivered", None, Some(now), None),
+        NextStep::RetryAt(at) => ("pending", Some(at), None, None),
+        NextStep::DeadLetter(reason) => ("dead_lettered", None, None, Some(reason.as_str())),
+    };
+    connection
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?2, attempts = max(attempts, ?3), updated_at_ms = ?4,
+                 next_attempt_at_ms = ?5, delivered_at_ms = coalesce(?6, delivered_at_ms),
+                 last_status_code = ?7, last_error = ?8, dead_letter_reason = ?9
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            record.delivery_id,
+            status,
+            record.attempt,
+            now,
+            next_attempt_at,
+            delivered_at,
+            record.status_code,
+            record.error,
+            reason,
+        ])?;
+    Ok(())
+}
+
+fn prune(connection: &rusqlite::Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error> {
+    connection.execute(
+        "DELETE FROM events WHERE received_at_ms < ?1
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = events.id AND d.status != 'delivered')",
+        [cutoff_ms],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn event(id: &str, body: &str, destinations: &[&str]) -> NewEvent {
+        NewEvent {
+            source: "src".into(),
+            event_id: id.into(),
+            id_origin: "provider".into(),
+            event_type: Some("t".into()),
+            scheme: "github".into(),
+            secret_index: 0,
+            received_at_ms: 1_000,
+            stream_sequence: 1,
+            content_type: Some("application/json".into()),
+            headers_json: "[]".into(),
+            body: Bytes::from(body.to_owned()),
+            destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("nested/inlet.db"), SqliteSynchronous::Full).unwrap();
+        (dir, store)
+    }
+
+    /// Every file in `schemas/sql/` is a listed migration and vice versa, in order.
+    #[test]
+    fn migrations_match_the_schema_folder() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/sql");
+        let mut files: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS.iter().map(|(_, name, _)| format!("{name}.sql")).collect();
+        assert_eq!(files, listed, "schemas/sql and store::MIGRATIONS disagree");
+        for (index, (version, name, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, index as i64 + 1);
+            assert!(name.starts_with(&format!("{version:04}_")));
+        }
+    }
+
+    #[tokio::test]
+    async fn pragmas_are_read_back_from_a_live_connection() {
+        let (_dir, store) = open();
+        let (mode, synchronous, foreign_keys, busy): (String, i64, i64, i64) = store
+            .read(|c| {
+                Ok((
+                    c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                    c.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+                    c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?,
+                    c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(synchronous, 2, "FULL");
+        assert_eq!(foreign_keys, 1);
+        assert!(busy > 0);
+    }
+
+    #[tokio::test]
+    async fn reopening_does_not_reapply_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inlet.db");
+        drop(Store::open(&path, SqliteSynchronous::Full).unwrap());
+        let store = Store::open(&path, SqliteSynchronous::Full).unwrap();
+        let count: i64 = store.read(|c| c.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(count, MIGRATIONS.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn duplicates_and_conflicts_are_recognised() {
+        let (_dir, store) = open();
+        let results = store
+            .record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])])
+            .await
+            .unwrap();
+        let Recorded::New { tasks } = &results[0] else { panic!("first is new") };
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[0].delivery_id, delivery_id("src", "e1", "a"));
+        assert_eq!(results[1], Recorded::New { tasks: vec![] });
+        // Same batch duplicate: recognised, and its unattempted deliveries offered again.
+        assert!(matches!(&results[2], Recorded::Duplicate { conflict: false, tasks } if tasks.len() == 2));
+
+        let later = store.record(vec![event("e1", "{\"changed\":true}", &["a", "b"])]).await.unwrap();
+        assert!(matches!(&later[0], Recorded::Duplicate { conflict: true, .. }));
+        let (duplicates, conflicts, unrouted): (i64, i64, String) = store
+            .read(|c| {
+                let (d, k) = c.query_row("SELECT duplicates, conflicts FROM events WHERE event_id = 'e1'", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                let u = c.query_row("SELECT route_status FROM events WHERE event_id = 'e2'", [], |r| r.get(0))?;
+                Ok((d, k, u))
+            })
+            .await
+            .unwrap();
+        assert_eq!((duplicates, conflicts, unrouted.as_str()), (1, 1, "unrouted"));
+    }
+
+    #[tokio::test]
+    async fn attempts_move_a_delivery_through_its_states_and_prune_keeps_dead_letters() {
+        let (_dir, store) = open();
+        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])]).await.unwrap();
+        let first = delivery_id("src", "e1", "a");
+        let second = delivery_id("src", "e2", "a");
+        let attempt = |id: &str, n: i64, outcome, next| AttemptRecord {
+            delivery_id: id.to_owned(),
+            attempt: n,
+            started_at_ms: 5,
+            duration_ms: 1,
+            outcome,
+            status_code: Some(500),
+            error: None,
+            response_snippet: Some("oops".into()),
+            next,
+        };
+        store.record_attempt(attempt(&first, 1, AttemptOutcome::Transient, NextStep::RetryAt(99))).await.unwrap();
+        store.record_attempt(attempt(&first, 2, AttemptOutcome::Delivered, NextStep::Delivered)).await.unwrap();
+        store
+            .record_attempt(attempt(
+                &second,
+                1,
+                AttemptOutcome::Permanent,
+                NextStep::DeadLetter(DeadLetterReason::Permanent4xx),
+            ))
+            .await
+            .unwrap();
+        let sent = store.delivery_to_send(first.clone()).await.unwrap().unwrap();
+        assert_eq!((sent.status.as_str(), sent.attempts), ("delivered", 2));
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.dead_letters, stats.pending), (1, 0));
+
+        let pruned = store.prune(i64::MAX).await.unwrap();
+        assert_eq!(pruned, 1, "only the fully delivered event is pruned");
+        assert!(store.delivery_to_send(first).await.unwrap().is_none());
+        assert!(store.delivery_to_send(second).await.unwrap().is_some(), "dead letters stay replayable");
+    }
+}

@@ -36,6 +36,9 @@ pub enum NatsSetupError {
         #[source]
         source: async_nats::jetstream::context::CreateStreamError,
     },
+    /// `nats.url` does not parse.
+    #[error("config key `nats.url`: {0}")]
+    Url(String),
     /// Gave up waiting.
     #[error("NATS setup did not finish within {0:?}")]
     Timeout(Duration),
@@ -51,13 +54,14 @@ fn startup_backoff() -> impl Iterator<Item = Duration> {
 ///
 /// [`NatsSetupError::Connect`] or [`NatsSetupError::Timeout`].
 pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nats::Client, NatsSetupError> {
+    let servers = server_addresses(&config.url)?;
     let attempt = || async {
         async_nats::ConnectOptions::new()
             .name(client_name)
             .connection_timeout(config.connect_timeout)
             // Unlimited reconnects: a running service must outlive broker restarts.
             .max_reconnects(None)
-            .connect(config.url.as_str())
+            .connect(servers.clone())
             .await
     };
     match tokio::time::timeout(config.startup_timeout, Retry::start(startup_backoff(), attempt)).await {
@@ -67,6 +71,24 @@ pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nat
         }
         Err(_) => Err(NatsSetupError::Timeout(config.startup_timeout)),
     }
+}
+
+/// Parses `nats.url`: one URL or a comma-separated list (a cluster's seed servers).
+///
+/// # Errors
+///
+/// [`NatsSetupError::Url`] naming the entry that does not parse.
+pub fn server_addresses(urls: &str) -> Result<Vec<async_nats::ServerAddr>, NatsSetupError> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| url.parse::<async_nats::ServerAddr>().map_err(|e| NatsSetupError::Url(format!("`{url}`: {e}"))))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(
+            |servers| {
+                if servers.is_empty() { Err(NatsSetupError::Url("no server URL given".into())) } else { Ok(servers) }
+            },
+        )
 }
 
 /// The stream configuration derived from `[stream]`.
@@ -99,5 +121,18 @@ pub async fn ensure_stream(
         Ok(Ok(_info)) => Ok(()),
         Ok(Err(source)) => Err(NatsSetupError::Stream { name: config.name.clone(), source }),
         Err(_) => Err(NatsSetupError::Timeout(startup_timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_list_is_split() {
+        let servers = server_addresses("nats://nats-1:4222, nats://nats-2:4222,nats://nats-3:4222").unwrap_or_default();
+        assert_eq!(servers.len(), 3);
+        assert!(matches!(server_addresses("nats://bad host"), Err(NatsSetupError::Url(_))));
+        assert!(matches!(server_addresses(" , "), Err(NatsSetupError::Url(_))));
     }
 }

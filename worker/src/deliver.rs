@@ -113,7 +113,13 @@ impl Destination {
 }
 
 /// Runs one destination's delivery loop until `shutdown`; in-flight attempts finish first.
-pub async fn run(destination: Arc<Destination>, store: Store, consumer: PullConsumer, concurrency: usize, shutdown: CancellationToken) {
+pub async fn run(
+    destination: Arc<Destination>,
+    store: Store,
+    consumer: PullConsumer,
+    concurrency: usize,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(concurrency));
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(100);
@@ -269,7 +275,8 @@ async fn attempt(destination: &Destination, store: &Store, delivery_id: &str) ->
         }
         NextStep::DeadLetter(reason) => {
             tracing::warn!(delivery_id, destination = %name, reason = reason.as_str(), "delivery dead-lettered");
-            metrics::counter!(events::DELIVERIES, "destination" => name.clone(), "outcome" => "dead_lettered").increment(1);
+            metrics::counter!(events::DELIVERIES, "destination" => name.clone(), "outcome" => "dead_lettered")
+                .increment(1);
             metrics::counter!(events::DEAD_LETTERED, "destination" => name, "reason" => reason.as_str()).increment(1);
         }
     }
@@ -331,10 +338,7 @@ async fn send(destination: &Destination, delivery: &DeliveryToSend, attempt_numb
     let mut request = destination
         .client
         .post(&destination.config.url)
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            delivery.content_type.as_deref().unwrap_or("application/octet-stream"),
-        )
+        .header(reqwest::header::CONTENT_TYPE, delivery.content_type.as_deref().unwrap_or("application/octet-stream"))
         .header("Idempotency-Key", &delivery.delivery_id)
         .header("Inlet-Delivery-Id", &delivery.delivery_id)
         .header("Inlet-Delivery-Attempt", attempt_number.to_string())
@@ -361,7 +365,9 @@ async fn send(destination: &Destination, delivery: &DeliveryToSend, attempt_numb
             let mut snippet = Vec::new();
             while snippet.len() < SNIPPET_BYTES {
                 match response.chunk().await {
-                    Ok(Some(chunk)) => snippet.extend_from_slice(&chunk[..chunk.len().min(SNIPPET_BYTES - snippet.len())]),
+                    Ok(Some(chunk)) => {
+                        snippet.extend_from_slice(&chunk[..chunk.len().min(SNIPPET_BYTES - snippet.len())])
+                    }
                     _ => break,
                 }
             }
@@ -448,7 +454,8 @@ mod tests {
     #[test]
     fn retry_after_extends_but_never_shortens_the_delay() {
         let config = destination(&[10]);
-        let (_, Settle::Later(longer)) = next_step(&config, 1, AttemptOutcome::Transient, Some(Duration::from_secs(120)))
+        let (_, Settle::Later(longer)) =
+            next_step(&config, 1, AttemptOutcome::Transient, Some(Duration::from_secs(120)))
         else {
             panic!()
         };

@@ -50,7 +50,10 @@ pub async fn handle(health: Arc<Health>, request: Request<Incoming>) -> Result<R
 }
 
 /// Admin listener entry point.
-pub async fn handle_admin(metrics: PrometheusHandle, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle_admin(
+    metrics: PrometheusHandle,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() == Method::GET && request.uri().path() == "/metrics" {
         let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
         response

@@ -136,8 +136,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
                 durable_name: Some(consumer_name.clone()),
                 ack_policy: consumer::AckPolicy::Explicit,
                 deliver_policy: consumer::DeliverPolicy::All,
-                // An attempt may take the whole timeout; leave room before JetStream redelivers.
-                ack_wait: destination_config.timeout + Duration::from_secs(30),
+                // An attempt may take the whole timeout; leave room before JetStream redelivers
+                // a task whose worker died mid-attempt.
+                ack_wait: destination_config.timeout.mul_f64(1.5) + Duration::from_secs(1),
                 max_ack_pending: i64::try_from(config.worker.delivery_concurrency).unwrap_or(i64::MAX),
                 filter_subject: format!("{}.{name}", config.worker.delivery_subject_prefix),
                 ..Default::default()
@@ -191,7 +192,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     Ok(())
 }
 
-async fn stats_loop(store: store::Store, mut consumer: consumer::PullConsumer, every: Duration, shutdown: CancellationToken) {
+async fn stats_loop(
+    store: store::Store,
+    mut consumer: consumer::PullConsumer,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         match store.stats().await {
             Ok(stats) => {

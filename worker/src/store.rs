@@ -387,7 +387,8 @@ impl Store {
     pub async fn stats(&self) -> Result<Stats, StoreError> {
         self.read(|connection| {
             let dead_letters =
-                connection.query_row("SELECT count(*) FROM deliveries WHERE status = 'dead_lettered'", [], |r| r.get(0))?;
+                connection
+                    .query_row("SELECT count(*) FROM deliveries WHERE status = 'dead_lettered'", [], |r| r.get(0))?;
             let (pending, oldest) = connection.query_row(
                 "SELECT count(*), min(e.received_at_ms) FROM deliveries d JOIN events e ON e.id = d.event_rowid
                  WHERE d.status = 'pending'",
@@ -486,13 +487,16 @@ fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) {
         // A receiver that went away (cancelled caller) is fine to ignore: the write stands.
         match answer {
             Answer::Record(reply, result) => {
-                let _ = reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
+                let _ =
+                    reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
             }
             Answer::Attempt(reply, result) => {
-                let _ = reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
+                let _ =
+                    reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
             }
             Answer::Prune(reply, result) => {
-                let _ = reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
+                let _ =
+                    reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
             }
         }
     }
@@ -536,7 +540,11 @@ fn body_sha256(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-fn record_events(connection: &rusqlite::Connection, events: &[NewEvent], now: i64) -> Result<Vec<Recorded>, rusqlite::Error> {
+fn record_events(
+    connection: &rusqlite::Connection,
+    events: &[NewEvent],
+    now: i64,
+) -> Result<Vec<Recorded>, rusqlite::Error> {
     let mut insert_event = connection.prepare_cached(
         "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
                              recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256, route_status)
@@ -549,9 +557,8 @@ fn record_events(connection: &rusqlite::Connection, events: &[NewEvent], now: i6
     )?;
     let mut existing =
         connection.prepare_cached("SELECT id, body_sha256 FROM events WHERE source = ?1 AND event_id = ?2")?;
-    let mut bump = connection.prepare_cached(
-        "UPDATE events SET duplicates = duplicates + ?2, conflicts = conflicts + ?3 WHERE id = ?1",
-    )?;
+    let mut bump = connection
+        .prepare_cached("UPDATE events SET duplicates = duplicates + ?2, conflicts = conflicts + ?3 WHERE id = ?1")?;
     let mut unsent = connection.prepare_cached(
         "SELECT id, destination FROM deliveries WHERE event_rowid = ?1 AND status = 'pending' AND attempts = 0",
     )?;
@@ -726,7 +733,8 @@ mod tests {
         let path = dir.path().join("inlet.db");
         drop(Store::open(&path, SqliteSynchronous::Full).unwrap());
         let store = Store::open(&path, SqliteSynchronous::Full).unwrap();
-        let count: i64 = store.read(|c| c.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))).await.unwrap();
+        let count: i64 =
+            store.read(|c| c.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))).await.unwrap();
         assert_eq!(count, MIGRATIONS.len() as i64);
     }
 
@@ -748,9 +756,10 @@ mod tests {
         assert!(matches!(&later[0], Recorded::Duplicate { conflict: true, .. }));
         let (duplicates, conflicts, unrouted): (i64, i64, String) = store
             .read(|c| {
-                let (d, k) = c.query_row("SELECT duplicates, conflicts FROM events WHERE event_id = 'e1'", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
+                let (d, k) =
+                    c.query_row("SELECT duplicates, conflicts FROM events WHERE event_id = 'e1'", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
                 let u = c.query_row("SELECT route_status FROM events WHERE event_id = 'e2'", [], |r| r.get(0))?;
                 Ok((d, k, u))
             })

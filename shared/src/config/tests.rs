@@ -50,7 +50,12 @@ fn unknown_top_level_key_is_named() {
 
 #[test]
 fn unknown_nested_key_is_named() {
-    check_invalid("[ingest]\nlisten_adress = \"127.0.0.1:1\"\n", &[], "ingest.listen_adress", "unknown field `listen_adress`");
+    check_invalid(
+        "[ingest]\nlisten_adress = \"127.0.0.1:1\"\n",
+        &[],
+        "ingest.listen_adress",
+        "unknown field `listen_adress`",
+    );
 }
 
 #[test]

@@ -1,0 +1,8 @@
+//! Integration tests of `inlet-worker`: real nats-server, real SQLite file, real HTTP
+//! destinations started on loopback, events sent through a real `inlet-ingest`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod breaker;
+mod crash;
+mod delivery;
+mod support;

@@ -37,10 +37,16 @@ pids+=($!)
 target/release/inlet-worker --config "$config" &
 pids+=($!)
 
-for _ in $(seq 1 100); do
-    curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
-    sleep 0.1
-done
+# Wait for readiness without assuming curl is installed.
+python3 - <<'PY'
+import time, urllib.request
+for _ in range(300):
+    try:
+        if urllib.request.urlopen("http://127.0.0.1:8080/readyz", timeout=1).status == 200:
+            break
+    except Exception:
+        time.sleep(0.1)
+PY
 
 body='{"id":"evt_demo_'"$(date +%s)"'","object":"event","type":"payment_intent.succeeded","data":{"object":{"amount":2000}}}'
 ts="$(date +%s)"

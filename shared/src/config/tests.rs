@@ -177,3 +177,16 @@ fn event_type_patterns() {
     assert!(!event_type_matches("push", Some("pushed")));
     assert!(!event_type_matches("push", None));
 }
+
+#[test]
+fn deploy_config_for_docker_compose_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/inlet.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let vars = env(&[
+        ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
+        ("GITHUB_WEBHOOK_SECRET", "x"),
+        ("ORDERS_SIGNING_SECRET", "whsec_Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUhISE="),
+    ]);
+    let config = Config::parse(&text, &vars).unwrap();
+    assert_eq!(config.stream.replicas, 3);
+}

@@ -1,0 +1,150 @@
+//! Measures the worker alone: N events already in the intake stream (as ingest would have
+//! published them), a loopback destination answering 200 at once, and the time until every
+//! event is recorded in SQLite and delivered. Prints one JSON line.
+//!
+//! `cargo run --release -p inlet-worker --example worker_throughput -- [events] [full|normal]`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use inlet_shared::envelope;
+use inlet_shared::test_util::TestNats;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let events: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let synchronous = args.get(2).cloned().unwrap_or_else(|| "full".into());
+
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = listener.local_addr().unwrap();
+    let counter = Arc::clone(&delivered);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let counter = Arc::clone(&counter);
+                    async move {
+                        let _ = request.into_body().collect().await;
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[nats]
+url = "{}"
+[worker]
+database = "{}"
+batch_size = 512
+delivery_concurrency = 256
+max_ack_pending = 20000
+sqlite_synchronous = "{synchronous}"
+[[sources]]
+name = "gh"
+kind = "github"
+secrets = ["x"]
+[[destinations]]
+name = "sink"
+url = "http://{sink}/hook"
+signing_secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+[[routes]]
+source = "gh"
+destinations = ["sink"]
+"#,
+        nats.url(),
+        dir.path().join("inlet.db").display()
+    );
+    let config = inlet_shared::config::Config::parse(&text, &BTreeMap::new()).unwrap();
+
+    // Fill the intake stream first, so the measurement is the worker's alone.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    inlet_shared::nats::ensure_stream(&js, &config.stream, Duration::from_secs(10)).await.unwrap();
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let mut acks = Vec::with_capacity(1024);
+    for n in 0..events {
+        let mut headers = async_nats::HeaderMap::new();
+        let id = format!("evt-{n}");
+        headers.insert(envelope::HEADER_MSG_ID, envelope::message_id("gh", &id).as_str());
+        headers.insert(envelope::HEADER_SOURCE, "gh");
+        headers.insert(envelope::HEADER_EVENT_ID, id.as_str());
+        headers.insert(envelope::HEADER_EVENT_TYPE, "push");
+        headers.insert(envelope::HEADER_RECEIVED_AT, store_now().to_string().as_str());
+        headers.insert(envelope::HEADER_SCHEME, "github");
+        headers.insert(envelope::HEADER_SECRET_INDEX, "0");
+        headers.insert(envelope::HEADER_CONTENT_TYPE, "application/json");
+        acks.push(js.publish_with_headers("inlet.events.gh", headers, body.clone()).await.unwrap());
+        if acks.len() == 1024 {
+            for ack in acks.drain(..) {
+                ack.await.unwrap();
+            }
+        }
+    }
+    for ack in acks.drain(..) {
+        ack.await.unwrap();
+    }
+
+    let shutdown = CancellationToken::new();
+    let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let started = Instant::now();
+    let worker = tokio::spawn(inlet_worker::run(config, inlet_worker::Listeners { main, admin }, shutdown.clone()));
+    let database = dir.path().join("inlet.db");
+    let mut recorded_at = None;
+    loop {
+        if recorded_at.is_none()
+            && let Ok(connection) = rusqlite::Connection::open(&database)
+            && connection.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap_or(0)
+                >= events as i64
+        {
+            recorded_at = Some(started.elapsed());
+        }
+        if delivered.load(Ordering::Relaxed) >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered_in = started.elapsed();
+    let recorded_in = recorded_at.unwrap_or(delivered_in);
+    shutdown.cancel();
+    let _ = worker.await;
+    println!(
+        "{}",
+        serde_json::json!({
+            "events": events,
+            "sqlite_synchronous": synchronous,
+            "recorded_per_s": (events as f64 / recorded_in.as_secs_f64()).round(),
+            "delivered_per_s": (events as f64 / delivered_in.as_secs_f64()).round(),
+            "recorded_in_s": recorded_in.as_secs_f64(),
+            "delivered_in_s": delivered_in.as_secs_f64(),
+            "destination_requests": delivered.load(Ordering::Relaxed),
+        })
+    );
+}
+
+fn store_now() -> i64 {
+    inlet_worker::store::now_ms()
+}

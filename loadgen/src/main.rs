@@ -1,0 +1,432 @@
+//! `inlet-loadgen`: the project's own load tools, for `scripts/bench` and the fault scripts.
+//!
+//! - `send`: pre-signed webhooks (stripe, standard, github) with unique event ids over
+//!   keep-alive connections at concurrency C, for N requests or a duration, with an optional
+//!   duplicate ratio and body size; can retry 5xx and connection errors like a provider does.
+//!   Prints one JSON line: sent, 2xx, status histogram, errors, requests/s, latency
+//!   p50/p90/p99/max (HDR histogram).
+//! - `bare`: a bare hyper server that reads the body and answers 202 (the machine's HTTP
+//!   ceiling, to compare ingest against).
+//! - `sink`: a destination that answers 200 and counts deliveries by `Idempotency-Key`, with
+//!   receipt-to-delivery latency from `Inlet-Received-At`; `GET /stats` returns JSON.
+//!
+//! It is a command-line tool: it prints its results on stdout by design.
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use inlet_shared::signature::sign;
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Parser)]
+#[command(about = "Inlet's load generator, ceiling server and counting sink")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send signed webhooks.
+    Send(SendArgs),
+    /// Bare hyper server answering 202 (HTTP ceiling).
+    Bare {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// Counting destination.
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Scheme {
+    Stripe,
+    Standard,
+    Github,
+}
+
+#[derive(clap::Args, Clone)]
+struct SendArgs {
+    /// Full URL, e.g. http://127.0.0.1:8080/webhooks/stripe.
+    #[arg(long)]
+    url: String,
+    /// Signature scheme.
+    #[arg(long, value_enum)]
+    scheme: Scheme,
+    /// Signing secret (as configured for the source).
+    #[arg(long)]
+    secret: String,
+    /// Number of requests (ignored with --duration).
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    /// Run for this many seconds instead of a fixed count.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Concurrent keep-alive connections, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Fraction of requests that repeat an earlier event (same id and body).
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    body_size: usize,
+    /// Event id prefix (unique per run by default).
+    #[arg(long)]
+    id_prefix: Option<String>,
+    /// Retry 5xx, 429 and connection errors like a provider (up to this many attempts).
+    #[arg(long, default_value_t = 1)]
+    attempts: u32,
+    /// Write the event ids answered 2xx to this file, one per line.
+    #[arg(long)]
+    accepted_ids: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Command::Send(args) => send(args).await,
+        Command::Bare { listen } => serve(listen, Arc::new(Sink::new()?), false).await,
+        Command::Sink { listen } => serve(listen, Arc::new(Sink::new()?), true).await,
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// One prepared request.
+struct Prepared {
+    event_id: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+fn prepare(args: &SendArgs, prefix: &str, index: usize) -> Prepared {
+    // Duplicates repeat an earlier event exactly (same id, body and signature), as a provider's
+    // retry of a delivery it thinks failed.
+    let source_index = if args.duplicates > 0.0 && index > 0 {
+        let before = (index as f64 * args.duplicates).floor();
+        let after = ((index + 1) as f64 * args.duplicates).floor();
+        if after > before { index / 2 } else { index }
+    } else {
+        index
+    };
+    let event_id = format!("{prefix}-{source_index}");
+    let head = format!("{{\"id\":\"{event_id}\",\"type\":\"bench.event\",\"pad\":\"");
+    let tail = "\"}";
+    let pad = args.body_size.saturating_sub(head.len() + tail.len());
+    let mut body = String::with_capacity(args.body_size);
+    body.push_str(&head);
+    body.extend(std::iter::repeat_n('x', pad));
+    body.push_str(tail);
+    let body = Bytes::from(body);
+    let now = unix_now();
+    let headers = match args.scheme {
+        Scheme::Stripe => sign::stripe(&args.secret, now, &body),
+        Scheme::Standard => sign::standard(&args.secret, &event_id, now, &body),
+        Scheme::Github => sign::github(&args.secret, &event_id, "push", &body),
+    };
+    Prepared { event_id, headers, body }
+}
+
+#[derive(Default)]
+struct Totals {
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    attempts: u64,
+    finished: u64,
+    ok: u64,
+    accepted_ids: Vec<String>,
+}
+
+async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let uri: http::Uri = args.url.parse().context("--url")?;
+    let authority = uri.authority().context("--url needs host:port")?.as_str().to_owned();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let prefix = args.id_prefix.clone().unwrap_or_else(|| {
+        format!("ld{}", SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0))
+    });
+    if !(0.0..1.0).contains(&args.duplicates) {
+        bail!("--duplicates must be in [0, 1)");
+    }
+
+    // Pre-sign a fixed count; a timed run signs on the fly (a signature is microseconds).
+    let prepared: Option<Arc<Vec<Prepared>>> =
+        args.duration.is_none().then(|| Arc::new((0..args.requests).map(|i| prepare(&args, &prefix, i)).collect()));
+    let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let next = Arc::new(AtomicUsize::new(0));
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let totals = Arc::new(Mutex::new(Totals::default()));
+    let started = Instant::now();
+
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency {
+        let (args, prefix, authority, path) = (args.clone(), prefix.clone(), authority.clone(), path.clone());
+        let (prepared, next, histogram, totals) =
+            (prepared.clone(), Arc::clone(&next), Arc::clone(&histogram), Arc::clone(&totals));
+        workers.push(tokio::spawn(async move {
+            let mut connection: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if let Some(deadline) = deadline {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                } else if index >= args.requests {
+                    break;
+                }
+                let owned;
+                let request = match &prepared {
+                    Some(all) => &all[index],
+                    None => {
+                        owned = prepare(&args, &prefix, index);
+                        &owned
+                    }
+                };
+                let mut final_status = None;
+                for attempt in 0..args.attempts.max(1) {
+                    if attempt > 0 {
+                        // Provider-like backoff, bounded so runs stay short.
+                        tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(6)).min(2_000))).await;
+                    }
+                    let begun = Instant::now();
+                    let status = post(&mut connection, &authority, &path, request).await;
+                    let micros = u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+                    if let Some(local) = local.as_mut() {
+                        let _ = local.record(micros);
+                    }
+                    let mut totals = totals.lock().unwrap_or_else(|e| e.into_inner());
+                    totals.attempts += 1;
+                    match status {
+                        Some(code) => *totals.statuses.entry(code).or_insert(0) += 1,
+                        None => totals.errors += 1,
+                    }
+                    drop(totals);
+                    final_status = status;
+                    let retryable = status.is_none_or(|code| code >= 500 || code == 429);
+                    if !retryable {
+                        break;
+                    }
+                }
+                let mut totals = totals.lock().unwrap_or_else(|e| e.into_inner());
+                totals.finished += 1;
+                if final_status.is_some_and(|code| (200..300).contains(&code)) {
+                    totals.ok += 1;
+                    if args.accepted_ids.is_some() {
+                        totals.accepted_ids.push(request.event_id.clone());
+                    }
+                }
+            }
+            if let Some(local) = local {
+                let mut shared = histogram.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = shared.add(&local);
+            }
+        }));
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner());
+    let totals = totals.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = &args.accepted_ids {
+        let mut file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        for id in &totals.accepted_ids {
+            writeln!(file, "{id}")?;
+        }
+    }
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let report = serde_json::json!({
+        "mode": "send",
+        "sent": totals.finished,
+        "attempts": totals.attempts,
+        "ok_2xx": totals.ok,
+        "status": totals.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        "errors": totals.errors,
+        "duration_s": elapsed,
+        "requests_per_s": (totals.attempts as f64 / elapsed).round(),
+        "ok_per_s": (totals.ok as f64 / elapsed).round(),
+        "latency_ms": {"p50": ms(0.50), "p90": ms(0.90), "p99": ms(0.99), "max": histogram.max() as f64 / 1000.0},
+    });
+    println!("{report}");
+    Ok(())
+}
+
+/// Sends one request on the worker's keep-alive connection (reconnecting when needed).
+/// Returns the status, or `None` on a connection-level failure.
+async fn post(
+    connection: &mut Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    authority: &str,
+    path: &str,
+    request: &Prepared,
+) -> Option<u16> {
+    if connection.as_ref().is_none_or(|c| c.is_closed()) {
+        let stream = TcpStream::connect(authority).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(driver);
+        *connection = Some(sender);
+    }
+    let sender = connection.as_mut()?;
+    sender.ready().await.ok()?;
+    let mut builder =
+        http::Request::post(path).header(http::header::HOST, authority).header("content-type", "application/json");
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let http_request = builder.body(Full::new(request.body.clone())).ok()?;
+    match sender.send_request(http_request).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let _ = response.into_body().collect().await;
+            Some(status)
+        }
+        Err(_) => {
+            *connection = None;
+            None
+        }
+    }
+}
+
+/// Counting state of `sink` (and `bare`, which only counts requests).
+struct Sink {
+    received: AtomicU64,
+    keys: Mutex<HashMap<String, u32>>,
+    latency: Mutex<Histogram<u64>>,
+    first_at: Mutex<Option<Instant>>,
+    last_at: Mutex<Option<Instant>>,
+}
+
+impl Sink {
+    fn new() -> anyhow::Result<Sink> {
+        Ok(Sink {
+            received: AtomicU64::new(0),
+            keys: Mutex::new(HashMap::new()),
+            latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000, 3)?),
+            first_at: Mutex::new(None),
+            last_at: Mutex::new(None),
+        })
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let unique = keys.len() as u64;
+        let duplicates: u64 = keys.values().map(|n| u64::from(n.saturating_sub(1))).sum();
+        let latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let first = *self.first_at.lock().unwrap_or_else(|e| e.into_inner());
+        let last = *self.last_at.lock().unwrap_or_else(|e| e.into_inner());
+        let span = match (first, last) {
+            (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+            _ => 0.0,
+        };
+        let received = self.received.load(Ordering::Relaxed);
+        serde_json::json!({
+            "received": received,
+            "unique": unique,
+            "duplicates": duplicates,
+            "span_s": span,
+            "unique_per_s": if span > 0.0 { (unique as f64 / span).round() } else { 0.0 },
+            "receipt_to_delivery_ms": {
+                "p50": latency.value_at_quantile(0.5) as f64,
+                "p99": latency.value_at_quantile(0.99) as f64,
+                "max": latency.max() as f64,
+            },
+        })
+    }
+
+    fn reset(&self) {
+        self.received.store(0, Ordering::Relaxed);
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.latency.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        *self.first_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.last_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+async fn serve(listen: SocketAddr, sink: Arc<Sink>, counting: bool) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot bind {listen}"))?;
+    println!("listening {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let sink = Arc::clone(&sink);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let sink = Arc::clone(&sink);
+                async move { Ok::<_, Infallible>(handle(&sink, request, counting).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    sink: &Sink,
+    request: hyper::Request<hyper::body::Incoming>,
+    counting: bool,
+) -> hyper::Response<Full<Bytes>> {
+    let respond = |status: u16, body: String| {
+        let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+        response
+    };
+    match (request.method().as_str(), request.uri().path()) {
+        ("GET", "/stats") => return respond(200, sink.stats().to_string()),
+        ("POST", "/reset") => {
+            sink.reset();
+            return respond(200, "{}".into());
+        }
+        _ => {}
+    }
+    let (parts, body) = request.into_parts();
+    let _ = body.collect().await;
+    sink.received.fetch_add(1, Ordering::Relaxed);
+    if !counting {
+        return respond(202, String::new());
+    }
+    let now = Instant::now();
+    {
+        let mut first = sink.first_at.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert(now);
+    }
+    *sink.last_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+    if let Some(key) = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        *sink.keys.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_owned()).or_insert(0) += 1;
+    }
+    if let Some(received_at) =
+        parts.headers.get("inlet-received-at").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok())
+    {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let _ = sink
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(u64::try_from((now_ms - received_at).max(1)).unwrap_or(1));
+    }
+    respond(200, String::new())
+}

@@ -104,6 +104,169 @@ pub struct Config {
     /// Which events of which source go to which destinations.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The operator plane served by the worker: GraphQL API, login, console.
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// What an operator may do. Ordered: each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also replays deliveries.
+    Operator,
+    /// Also manages API tokens.
+    Admin,
+}
+
+impl Role {
+    /// Stored and displayed label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a stored label.
+    pub fn parse(label: &str) -> Option<Role> {
+        match label {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// `[console]`: the worker's operator plane (`/graphql`, `/auth/*`, `/console`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the API and console on `worker.listen`.
+    pub enabled: bool,
+    /// The URL operators open, e.g. `https://inlet.example.com` (no trailing slash). The OIDC
+    /// redirect URI is exactly `{public_url}/auth/callback`. `http://` only on loopback.
+    pub public_url: Option<String>,
+    /// Lifetime of a console session (absolute; logging in again starts a new one).
+    #[serde(with = "duration_str")]
+    pub session_ttl: Duration,
+    /// An admin API token from the environment, for bootstrapping (create real tokens with it,
+    /// then remove it). Sent as `Authorization: Bearer …`.
+    pub bootstrap_token: Option<Secret>,
+    /// Highest rate, per second, at which a bulk replay re-queues deliveries.
+    pub max_replay_rate: u32,
+    /// Most deliveries one bulk replay may select.
+    pub max_bulk_replay: u32,
+    /// Who may sign in, and with which role.
+    pub access: AccessConfig,
+    /// The OpenID Connect provider operators sign in with.
+    pub oidc: Option<OidcConfig>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            public_url: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+            bootstrap_token: None,
+            max_replay_rate: 50,
+            max_bulk_replay: 10_000,
+            access: AccessConfig::default(),
+            oidc: None,
+        }
+    }
+}
+
+/// `[console.access]`: the allowlist. Emails are compared case-insensitively; a user listed
+/// nowhere (and in no allowed domain) gets a "not authorised" page, not an account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Emails with the admin role (the first admin comes from here).
+    pub admins: Vec<String>,
+    /// Emails with the operator role.
+    pub operators: Vec<String>,
+    /// Emails with the viewer role.
+    pub viewers: Vec<String>,
+    /// Email domains (`example.com`) whose verified addresses may sign in with `domain_role`.
+    pub allowed_domains: Vec<String>,
+    /// Role of users admitted by their domain.
+    pub domain_role: Role,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            admins: Vec::new(),
+            operators: Vec::new(),
+            viewers: Vec::new(),
+            allowed_domains: Vec::new(),
+            domain_role: Role::Viewer,
+        }
+    }
+}
+
+impl AccessConfig {
+    /// The role of a verified email address, or `None` when it may not sign in.
+    pub fn role_for(&self, email: &str) -> Option<Role> {
+        let email = email.trim().to_ascii_lowercase();
+        let listed = |list: &[String]| list.iter().any(|e| e.trim().eq_ignore_ascii_case(&email));
+        if listed(&self.admins) {
+            return Some(Role::Admin);
+        }
+        if listed(&self.operators) {
+            return Some(Role::Operator);
+        }
+        if listed(&self.viewers) {
+            return Some(Role::Viewer);
+        }
+        let (_, domain) = email.rsplit_once('@')?;
+        self.allowed_domains.iter().any(|d| d.trim().eq_ignore_ascii_case(domain)).then_some(self.domain_role)
+    }
+}
+
+/// `[console.oidc]`: an OpenID Connect provider found by discovery (`{issuer}/.well-known/openid-configuration`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Issuer URL, exactly as the provider states it. `https://`, or `http://` on loopback only
+    /// (a local development provider can never be reached that way in production).
+    pub issuer: String,
+    /// Client id registered at the provider.
+    pub client_id: String,
+    /// Client secret (confidential client; use `{ env = "…" }`).
+    pub client_secret: Secret,
+    /// Label of the sign-in button.
+    #[serde(default = "default_oidc_label")]
+    pub label: String,
+}
+
+fn default_oidc_label() -> String {
+    "Sign in with single sign-on".into()
+}
+
+/// Whether `url` is `https://…`, or `http://` to a loopback host.
+pub fn is_secure_or_loopback_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host == "localhost" || host == "::1" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `[nats]`.
@@ -118,11 +281,16 @@ pub struct NatsConfig {
     /// How long startup keeps retrying to connect and set up the stream before giving up.
     #[serde(with = "duration_str")]
     pub startup_timeout: Duration,
+    /// The server's HTTP monitoring endpoint (`http: …` in nats-server.conf), e.g.
+    /// `http://127.0.0.1:8222`. Required with `stream.durability = "fsync"`: ingest reads
+    /// `/varz` at startup to check that the server fsyncs before every ack.
+    pub monitoring_url: Option<String>,
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
         NatsConfig {
+            monitoring_url: None,
             url: "nats://127.0.0.1:4222".into(),
             connect_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(30),
@@ -146,11 +314,28 @@ pub struct StreamConfig {
     /// Messages older than this are removed from the stream (SQLite keeps its own retention).
     #[serde(with = "duration_str")]
     pub max_age: Duration,
+    /// What a 2xx from ingest promises. See [`Durability`].
+    pub durability: Durability,
+}
+
+/// When ingest may answer 2xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// After the server stored the message (written to the OS, fsynced on the server's
+    /// `sync_interval`): survives a crash of the NATS process, not a power loss of its host.
+    #[default]
+    Default,
+    /// After the message is fsynced: the server must run with `sync_interval: always` (checked at
+    /// startup) and the stream allows atomic batches, which ingest uses to share one fsync
+    /// between concurrent requests (group commit).
+    Fsync,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
+            durability: Durability::Default,
             name: "INLET".into(),
             subject_prefix: "inlet.events".into(),
             replicas: 1,
@@ -515,6 +700,20 @@ impl Config {
             return Err(ConfigError::invalid("stream.replicas", "must be between 1 and 5"));
         }
         positive("stream.duplicate_window", self.stream.duplicate_window)?;
+        if self.stream.durability == Durability::Fsync {
+            match self.nats.monitoring_url.as_deref() {
+                None => {
+                    return Err(ConfigError::invalid(
+                        "nats.monitoring_url",
+                        "required with stream.durability = \"fsync\" (ingest checks the server's sync_interval through it)",
+                    ));
+                }
+                Some(url) if !url.starts_with("http://") => {
+                    return Err(ConfigError::invalid("nats.monitoring_url", "must be an http:// URL"));
+                }
+                Some(_) => {}
+            }
+        }
         positive("ingest.publish_timeout", self.ingest.publish_timeout)?;
         positive("ingest.header_read_timeout", self.ingest.header_read_timeout)?;
         positive("ingest.body_read_timeout", self.ingest.body_read_timeout)?;
@@ -548,6 +747,8 @@ impl Config {
         if self.worker.max_ack_pending < 1 {
             return Err(ConfigError::invalid("worker.max_ack_pending", "must be at least 1"));
         }
+
+        self.validate_console()?;
 
         let mut source_names = HashSet::new();
         for (index, source) in self.sources.iter().enumerate() {
@@ -640,6 +841,60 @@ impl Config {
                         format!("`{pattern}`: use `*`, `prefix.*` or an exact type"),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_console(&self) -> Result<(), ConfigError> {
+        let console = &self.console;
+        positive("console.session_ttl", console.session_ttl)?;
+        if console.max_replay_rate == 0 {
+            return Err(ConfigError::invalid("console.max_replay_rate", "must be at least 1"));
+        }
+        if console.max_bulk_replay == 0 {
+            return Err(ConfigError::invalid("console.max_bulk_replay", "must be at least 1"));
+        }
+        if let Some(url) = &console.public_url
+            && (!is_secure_or_loopback_url(url) || url.ends_with('/') || url.contains(['?', '#', ' ']))
+        {
+            return Err(ConfigError::invalid(
+                "console.public_url",
+                "must be an https:// URL (http:// only on loopback) without a trailing slash, query or fragment",
+            ));
+        }
+        if let Some(token) = &console.bootstrap_token
+            && token.expose().len() < 32
+        {
+            return Err(ConfigError::invalid("console.bootstrap_token", "must be at least 32 characters"));
+        }
+        for (list, key) in [
+            (&console.access.admins, "console.access.admins"),
+            (&console.access.operators, "console.access.operators"),
+            (&console.access.viewers, "console.access.viewers"),
+        ] {
+            if let Some(bad) = list.iter().find(|e| !e.contains('@') || e.trim() != e.as_str()) {
+                return Err(ConfigError::invalid(key, format!("`{bad}` is not an email address")));
+            }
+        }
+        if let Some(bad) = console.access.allowed_domains.iter().find(|d| d.is_empty() || d.contains(['@', ' ', '/'])) {
+            return Err(ConfigError::invalid("console.access.allowed_domains", format!("`{bad}` is not a domain")));
+        }
+        if let Some(oidc) = &console.oidc {
+            if !is_secure_or_loopback_url(&oidc.issuer) {
+                return Err(ConfigError::invalid(
+                    "console.oidc.issuer",
+                    "must be an https:// URL (http:// only for a development provider on loopback)",
+                ));
+            }
+            if oidc.client_id.is_empty() {
+                return Err(ConfigError::invalid("console.oidc.client_id", "must not be empty"));
+            }
+            if console.public_url.is_none() {
+                return Err(ConfigError::invalid(
+                    "console.public_url",
+                    "is required with [console.oidc] (the redirect URI is {public_url}/auth/callback)",
+                ));
             }
         }
         Ok(())

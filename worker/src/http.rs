@@ -1,9 +1,14 @@
-//! The worker's HTTP surface: `GET /healthz` and `GET /readyz` on the main listener (the
-//! operator API joins it later), `GET /metrics` on the admin listener.
+//! The worker's HTTP surface. Main listener: an axum [`Router`] with `GET /healthz`,
+//! `GET /readyz`, and (when `[console] enabled`) the operator plane: `/graphql` (`api`),
+//! `/auth/*` (`auth`), `/console` (`console`). Admin listener: `GET /metrics` only.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response as AxumResponse};
+use axum::routing::get;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -27,26 +32,31 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     response
 }
 
-/// Main listener entry point.
-pub async fn handle(health: Arc<Health>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/readyz") => {
-            let nats = health.client.connection_state() == async_nats::connection::State::Connected;
-            let database = health.store.is_healthy();
-            let status = if nats && database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            json(
-                status,
-                &serde_json::json!({
-                    "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
-                    "nats_connected": nats,
-                    "database_writer": database,
-                }),
-            )
-        }
-        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found" })),
+/// The main listener's routes: health, plus `operator` (API, login, console) when enabled.
+pub fn router(health: Arc<Health>, operator: Option<Router>) -> Router {
+    let base = Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .with_state(health);
+    let router = match operator {
+        Some(operator) => base.merge(operator),
+        None => base,
     };
-    Ok(response)
+    router.fallback(|| async {
+        (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": "not_found" }))).into_response()
+    })
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> AxumResponse {
+    let nats = health.client.connection_state() == async_nats::connection::State::Connected;
+    let database = health.store.is_healthy();
+    let status = if nats && database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+        "nats_connected": nats,
+        "database_writer": database,
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 /// Admin listener entry point.

@@ -7,11 +7,17 @@
 //! (`deliver`, `breaker`), signs with Inlet's Standard Webhooks secret, retries by NAK with
 //! delay (durable) and dead-letters what cannot be delivered.
 //!
+//! The operator plane shares the main listener: the GraphQL API (`api`), login (`auth`) and
+//! the console page (`console`).
+//!
 //! Invariants: a message is acked only after the transaction that recorded it committed;
 //! the worker is the only process that writes its SQLite file.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod auth;
 pub mod breaker;
+pub mod console;
 pub mod deliver;
 pub mod events;
 pub mod http;
@@ -27,6 +33,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, stream};
 use hyper::service::service_fn;
+use hyper_util::service::TowerToHyperService;
 use inlet_shared::config::Config;
 use inlet_shared::server::{ServeOptions, metrics_handle, serve};
 use tokio::net::TcpListener;
@@ -170,6 +177,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     tracker.spawn(stats_loop(store.clone(), recording_consumer, config.worker.stats_interval, shutdown.clone()));
     tracker.spawn(prune_loop(store.clone(), config.worker.retention, shutdown.clone()));
 
+    let destinations = Arc::new(destinations);
+    let operator = if config.console.enabled {
+        Some(operator_routes(&config, store.clone(), js.clone(), Arc::clone(&destinations), shutdown.clone())?)
+    } else {
+        None
+    };
     let health = Arc::new(http::Health { client, store: store.clone() });
     let options = ServeOptions {
         header_read_timeout: Duration::from_secs(10),
@@ -178,7 +191,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     };
     let (main_addr, admin_addr) = listeners.addresses()?;
     tracing::info!(%main_addr, %admin_addr, destinations = destinations.len(), "inlet-worker running");
-    let main_service = service_fn(move |request| http::handle(Arc::clone(&health), request));
+    let main_service = TowerToHyperService::new(http::router(health, operator));
     let admin_service = service_fn(move |request| http::handle_admin(metrics.clone(), request));
     tokio::join!(
         serve(listeners.main, main_service, options, shutdown.clone()),
@@ -190,6 +203,41 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
     tracing::info!("inlet-worker stopped");
     Ok(())
+}
+
+/// The operator plane's routes: `/graphql`, `/auth/*`, `/console`.
+fn operator_routes(
+    config: &Config,
+    store: store::Store,
+    js: jetstream::Context,
+    destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<axum::Router> {
+    let console = &config.console;
+    let oidc = match (&console.oidc, &console.public_url) {
+        (Some(oidc), Some(public_url)) => Some(
+            auth::oidc::OidcLogin::new(oidc.clone(), public_url).map_err(|e| anyhow::anyhow!("console.oidc: {e}"))?,
+        ),
+        _ => None,
+    };
+    let auth = auth::Auth::new(store.clone(), console.clone(), oidc);
+    let replayer = api::replay::Replayer::new(
+        store.clone(),
+        js,
+        config.worker.delivery_subject_prefix.clone(),
+        destinations.keys().cloned().collect(),
+        console.max_replay_rate,
+        console.max_bulk_replay,
+        shutdown,
+    );
+    let sources = config
+        .sources
+        .iter()
+        .map(|s| api::types::Source { name: s.name.clone(), kind: s.kind.as_str().into() })
+        .collect();
+    let services = Arc::new(api::Services { store, replayer, destinations, sources });
+    let api = api::Api::new(Arc::clone(&auth), services);
+    Ok(api::router(api).merge(auth::routes::router(auth)).merge(console::router()))
 }
 
 async fn stats_loop(

@@ -22,7 +22,10 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
 /// Migrations in order: (version, name, SQL). Mirrors the files in `schemas/sql/`.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "0001_init", include_str!("../../schemas/sql/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "0001_init", include_str!("../../schemas/sql/0001_init.sql")),
+    (2, "0002_operator", include_str!("../../schemas/sql/0002_operator.sql")),
+];
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +195,8 @@ pub struct DeliveryToSend {
     pub destination: String,
     /// `pending`, `delivered` or `dead_lettered`.
     pub status: String,
-    /// Attempts made so far.
+    /// Attempts made since the delivery was created or last replayed (a replay starts a fresh
+    /// retry schedule; the attempts table keeps numbering on, see `record_attempt`).
     pub attempts: i64,
     /// Source name.
     pub source: String,
@@ -208,6 +212,27 @@ pub struct DeliveryToSend {
     pub body: Vec<u8>,
 }
 
+/// What preparing a replay found and did (see [`Store::prepare_replay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayPrepared {
+    /// No such delivery.
+    NotFound,
+    /// Already pending and its task is queued (a concurrent or earlier replay, or never
+    /// finished): nothing to do.
+    AlreadyPending,
+    /// Set back to `pending`: publish task number `replay` (`Nats-Msg-Id` `{id}:replay:{n}`).
+    /// `new` is false when an earlier replay's publish was not confirmed and is simply repeated
+    /// with the same message id (JetStream deduplicates it).
+    Publish {
+        /// Destination name (the task subject's last token).
+        destination: String,
+        /// Replay number of this delivery.
+        replay: i64,
+        /// Whether this call changed the delivery's state.
+        new: bool,
+    },
+}
+
 /// Gauges the stats task publishes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stats {
@@ -220,9 +245,52 @@ pub struct Stats {
 }
 
 enum Command {
-    Record { events: Vec<NewEvent>, reply: oneshot::Sender<Result<Vec<Recorded>, StoreError>> },
-    Attempt { record: AttemptRecord, reply: oneshot::Sender<Result<(), StoreError>> },
-    Prune { cutoff_ms: i64, reply: oneshot::Sender<Result<usize, StoreError>> },
+    Record {
+        events: Vec<NewEvent>,
+        reply: oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
+    },
+    Attempt {
+        record: AttemptRecord,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Prune {
+        cutoff_ms: i64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+    /// Any other write (the operator plane's): runs in the group's transaction, in its own
+    /// savepoint, and answers after the commit.
+    Write(Box<dyn WriteJob>),
+}
+
+/// A typed write travelling through the writer queue.
+trait WriteJob: Send {
+    /// Runs the work; returns how to answer once the commit's outcome is known.
+    fn run(self: Box<Self>, transaction: &Transaction<'_>) -> Box<dyn FnOnce(bool) + Send>;
+    /// Answers without running (the transaction could not begin).
+    fn fail(self: Box<Self>);
+}
+
+struct TypedWrite<T, F> {
+    work: F,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteJob for TypedWrite<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+{
+    fn run(self: Box<Self>, transaction: &Transaction<'_>) -> Box<dyn FnOnce(bool) + Send> {
+        let TypedWrite { work, reply } = *self;
+        let result = in_savepoint(transaction, work);
+        Box::new(move |committed| {
+            let _ = reply.send(if committed { result.map_err(Into::into) } else { Err(StoreError::WriterGone) });
+        })
+    }
+
+    fn fail(self: Box<Self>) {
+        let _ = self.reply.send(Err(StoreError::WriterGone));
+    }
 }
 
 /// Handle to the database: cheap to clone.
@@ -327,6 +395,94 @@ impl Store {
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Runs `work` through the single writer, in the next group transaction (in its own
+    /// savepoint: an error undoes only this work). Answers after the commit.
+    ///
+    /// # Errors
+    ///
+    /// When `work` fails, the commit fails, or the writer is gone.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Command::Write(Box::new(TypedWrite { work, reply })))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Replay, step 1 (one writer transaction): a dead-lettered or delivered delivery goes back
+    /// to `pending` with a fresh retry schedule (`attempt_base` = attempts so far) and its replay
+    /// counter bumped; the audit row is written in the same transaction. Two concurrent
+    /// replays of one delivery are serialised here, so only one of them changes anything.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn prepare_replay(
+        &self,
+        delivery_id: String,
+        actor: String,
+        audit: bool,
+    ) -> Result<ReplayPrepared, StoreError> {
+        self.write(move |connection| {
+            let row: Option<(String, String, i64, bool)> = connection
+                .query_row(
+                    "SELECT status, destination, replays, replay_enqueued FROM deliveries WHERE id = ?1",
+                    [&delivery_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((status, destination, replays, enqueued)) = row else {
+                return Ok(ReplayPrepared::NotFound);
+            };
+            match status.as_str() {
+                "pending" if replays > 0 && !enqueued => {
+                    Ok(ReplayPrepared::Publish { destination, replay: replays, new: false })
+                }
+                "pending" => Ok(ReplayPrepared::AlreadyPending),
+                _ => {
+                    let now = now_ms();
+                    connection.execute(
+                        "UPDATE deliveries SET status = 'pending', replays = replays + 1, replay_enqueued = 0,
+                             attempt_base = attempts, next_attempt_at_ms = ?2, updated_at_ms = ?2,
+                             dead_letter_reason = NULL
+                         WHERE id = ?1",
+                        params![delivery_id, now],
+                    )?;
+                    if audit {
+                        connection.execute(
+                            "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
+                             VALUES (?1, ?2, 'replay_delivery', ?3, 1, ?4)",
+                            params![now, actor, delivery_id, format!("previous status {status}")],
+                        )?;
+                    }
+                    Ok(ReplayPrepared::Publish { destination, replay: replays + 1, new: true })
+                }
+            }
+        })
+        .await
+    }
+
+    /// Replay, step 2: JetStream acknowledged the task of replay number `replay`.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn mark_replay_enqueued(&self, delivery_id: String, replay: i64) -> Result<(), StoreError> {
+        self.write(move |connection| {
+            connection.execute(
+                "UPDATE deliveries SET replay_enqueued = 1 WHERE id = ?1 AND replays = ?2",
+                params![delivery_id, replay],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `read` on a pooled connection on the blocking pool.
     ///
     /// # Errors
@@ -355,7 +511,7 @@ impl Store {
         self.read(move |connection| {
             connection
                 .query_row(
-                    "SELECT d.id, d.destination, d.status, d.attempts, e.source, e.event_id, e.event_type,
+                    "SELECT d.id, d.destination, d.status, d.attempts - d.attempt_base, e.source, e.event_id, e.event_type,
                             e.content_type, e.received_at_ms, e.body
                      FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
                     [delivery_id],
@@ -449,6 +605,7 @@ fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) {
         Record(oneshot::Sender<Result<Vec<Recorded>, StoreError>>, Result<Vec<Recorded>, rusqlite::Error>),
         Attempt(oneshot::Sender<Result<(), StoreError>>, Result<(), rusqlite::Error>),
         Prune(oneshot::Sender<Result<usize, StoreError>>, Result<usize, rusqlite::Error>),
+        Write(Box<dyn FnOnce(bool) + Send>),
     }
     let transaction = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(transaction) => transaction,
@@ -476,6 +633,7 @@ fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) {
                 let result = in_savepoint(&transaction, |tx| prune(tx, cutoff_ms));
                 answers.push(Answer::Prune(reply, result));
             }
+            Command::Write(job) => answers.push(Answer::Write(job.run(&transaction))),
         }
     }
     let committed = transaction.commit();
@@ -498,6 +656,7 @@ fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) {
                 let _ =
                     reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
             }
+            Answer::Write(answer) => answer(!commit_failed),
         }
     }
 }
@@ -531,6 +690,7 @@ fn fail_all(group: Vec<Command>) {
             Command::Prune { reply, .. } => {
                 let _ = reply.send(Err(StoreError::WriterGone));
             }
+            Command::Write(job) => job.fail(),
         }
     }
 }
@@ -607,6 +767,13 @@ fn record_events(
 }
 
 fn record_attempt(connection: &rusqlite::Connection, record: &AttemptRecord, now: i64) -> Result<(), rusqlite::Error> {
+    // `record.attempt` counts from the latest replay; stored numbers continue across replays.
+    let base: i64 = connection
+        .prepare_cached("SELECT attempt_base FROM deliveries WHERE id = ?1")?
+        .query_row([&record.delivery_id], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let attempt = record.attempt.saturating_add(base);
     connection
         .prepare_cached(
             "INSERT INTO attempts (delivery_id, attempt, started_at_ms, duration_ms, outcome, status_code, error,
@@ -619,7 +786,7 @@ fn record_attempt(connection: &rusqlite::Connection, record: &AttemptRecord, now
         )?
         .execute(params![
             record.delivery_id,
-            record.attempt,
+            attempt,
             record.started_at_ms,
             record.duration_ms,
             record.outcome.as_str(),
@@ -642,7 +809,7 @@ fn record_attempt(connection: &rusqlite::Connection, record: &AttemptRecord, now
         .execute(params![
             record.delivery_id,
             status,
-            record.attempt,
+            attempt,
             now,
             next_attempt_at,
             delivered_at,

@@ -190,3 +190,77 @@ fn deploy_config_for_docker_compose_is_valid() {
     let config = Config::parse(&text, &vars).unwrap();
     assert_eq!(config.stream.replicas, 3);
 }
+
+const CONSOLE: &str = r#"
+[console]
+public_url = "https://inlet.example.com"
+session_ttl = "8h"
+[console.access]
+admins = ["Root@Example.com"]
+operators = ["ops@example.com"]
+allowed_domains = ["example.org"]
+[console.oidc]
+issuer = "https://accounts.example.com"
+client_id = "inlet"
+client_secret = { env = "OIDC_SECRET" }
+"#;
+
+#[test]
+fn console_section_parses_and_maps_roles() {
+    let config = Config::parse(CONSOLE, &env(&[("OIDC_SECRET", "s3cret")])).unwrap();
+    let console = &config.console;
+    assert!(console.enabled);
+    assert_eq!(console.session_ttl, Duration::from_secs(8 * 3600));
+    assert_eq!(console.oidc.as_ref().unwrap().client_secret.expose(), "s3cret");
+    assert_eq!(console.access.role_for("root@example.com"), Some(Role::Admin));
+    assert_eq!(console.access.role_for("ops@EXAMPLE.com"), Some(Role::Operator));
+    assert_eq!(console.access.role_for("anyone@example.org"), Some(Role::Viewer));
+    assert_eq!(console.access.role_for("anyone@example.org.evil.com"), None);
+    assert_eq!(console.access.role_for("stranger@example.com"), None);
+    assert!(!format!("{config:?}").contains("s3cret"));
+}
+
+#[test]
+fn console_validation_names_the_key() {
+    let vars = [("OIDC_SECRET", "s")];
+    check_invalid(
+        &CONSOLE.replace("https://accounts.example.com", "http://accounts.example.com"),
+        &vars,
+        "console.oidc.issuer",
+        "http:// only",
+    );
+    check_invalid(
+        &CONSOLE.replace("https://inlet.example.com", "http://10.0.0.1:8090"),
+        &vars,
+        "console.public_url",
+        "loopback",
+    );
+    check_invalid(
+        &CONSOLE.replace("public_url = \"https://inlet.example.com\"\n", ""),
+        &vars,
+        "console.public_url",
+        "required",
+    );
+    check_invalid(
+        &CONSOLE.replace("\"ops@example.com\"", "\"ops\""),
+        &vars,
+        "console.access.operators",
+        "not an email",
+    );
+    check_invalid("[console]\nsesion_ttl = \"1h\"\n", &[], "console.sesion_ttl", "unknown field");
+    check_invalid("[console]\nbootstrap_token = \"short\"\n", &[], "console.bootstrap_token", "at least 32");
+    // A development provider on loopback is fine.
+    let dev = CONSOLE
+        .replace("https://accounts.example.com", "http://127.0.0.1:9400")
+        .replace("https://inlet.example.com", "http://localhost:8090");
+    Config::parse(&dev, &env(&vars)).unwrap();
+}
+
+#[test]
+fn fsync_durability_needs_the_monitoring_url() {
+    let text = format!("[stream]\ndurability = \"fsync\"\n{MINIMAL}");
+    check_invalid(&text, &[], "nats.monitoring_url", "required");
+    let config = Config::parse(&text, &env(&[("INLET__NATS__MONITORING_URL", "http://127.0.0.1:8222")])).unwrap();
+    assert_eq!(config.stream.durability, Durability::Fsync);
+    check_invalid("[stream]\ndurability = \"always\"\n", &[], "stream.durability", "unknown variant");
+}

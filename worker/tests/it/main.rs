@@ -2,7 +2,10 @@
 //! destinations started on loopback, events sent through a real `inlet-ingest`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api;
 mod breaker;
 mod crash;
 mod delivery;
+mod login;
+mod operator_support;
 mod support;

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the operator-plane tests need, idempotently, into git-ignored places:
+#   - scripts/e2e/node_modules (oidc-provider, jose, playwright-core) with `npm ci` from the
+#     committed package-lock.json, when missing or older than the lock;
+#   - Debian's chromium (/usr/bin/chromium) for the console test, when missing (needs root).
+# Playwright never downloads a browser here: the test points it at /usr/bin/chromium.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+e2e="$root/scripts/e2e"
+
+command -v node >/dev/null || { echo "install-test-tools: node (>= 20) is required" >&2; exit 1; }
+if [ ! -f "$e2e/node_modules/.package-lock.json" ] || [ "$e2e/package-lock.json" -nt "$e2e/node_modules/.package-lock.json" ]; then
+    echo "install-test-tools: npm ci in scripts/e2e" >&2
+    (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
+if [ ! -x /usr/bin/chromium ]; then
+    echo "install-test-tools: installing Debian chromium" >&2
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-test-tools: run as root (or apt-get install chromium) to install chromium" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq chromium >&2
+fi

@@ -1,0 +1,77 @@
+//! `ApiError`: the one mapping from operator-plane failures to GraphQL errors. Messages carry
+//! no internals (the cause is logged); `extensions.code` is stable for clients.
+//!
+//! `ApiError` deliberately does not implement `Display`: async-graphql converts anything
+//! displayable into an error by its text alone, which would skip this mapping.
+
+use crate::store::StoreError;
+
+/// Why an API operation failed.
+#[derive(Debug)]
+pub enum ApiError {
+    /// No credentials.
+    Unauthenticated,
+    /// The caller's role does not allow this.
+    Forbidden,
+    /// Nothing with that id.
+    NotFound,
+    /// A bad argument.
+    Invalid(String),
+    /// The database failed.
+    Store(StoreError),
+    /// JetStream did not take the delivery task.
+    Queue(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Store(error)
+    }
+}
+
+impl ApiError {
+    /// What the caller is told.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthenticated => "authentication required".into(),
+            ApiError::Forbidden => "your role does not allow this".into(),
+            ApiError::NotFound => "not found".into(),
+            ApiError::Invalid(why) => format!("invalid argument: {why}"),
+            ApiError::Store(_) => "the database is unavailable".into(),
+            ApiError::Queue(_) => "the delivery queue is unavailable".into(),
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "UNAUTHENTICATED",
+            ApiError::Forbidden => "FORBIDDEN",
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::Invalid(_) => "BAD_USER_INPUT",
+            ApiError::Store(_) => "UNAVAILABLE",
+            ApiError::Queue(_) => "UNAVAILABLE",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(error: rusqlite::Error) -> Self {
+        ApiError::Store(StoreError::Sqlite(error))
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        match &error {
+            ApiError::Store(cause) => {
+                tracing::error!(error = %cause, source = ?std::error::Error::source(cause), "API database error")
+            }
+            ApiError::Queue(cause) => tracing::error!(error = %cause, "API queue error"),
+            _ => {}
+        }
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", error.code());
+        async_graphql::Error { message: error.message(), source: None, extensions: Some(extensions) }
+    }
+}

@@ -1,0 +1,317 @@
+//! Replays: put a delivery back to `pending` (one writer transaction, see
+//! `Store::prepare_replay`) and publish its task to `{delivery_subject_prefix}.{destination}`
+//! with `Nats-Msg-Id = {delivery_id}:replay:{n}`, unique per replay.
+//!
+//! **Exactly one task per replay.** Concurrent replays of one delivery are serialised by the
+//! single writer: one changes the state, the others find it pending. If the first one's publish
+//! was not yet confirmed (`replay_enqueued = 0`), they publish again with the *same* message id,
+//! which JetStream deduplicates; so a lost PubAck is repaired by retrying, and nothing is queued
+//! twice. The deliver loop drops tasks for deliveries that are not pending.
+//!
+//! **Fresh schedule.** A replayed delivery gets the destination's full retry schedule again
+//! (`attempt_base`); attempt numbers in the attempts table continue.
+//!
+//! **Bulk replays** select dead letters by filter (at most `console.max_bulk_replay`), then
+//! replay them one by one at a capped rate in a background task that can be cancelled; progress
+//! is kept in `bulk_replays`, and one audit row records who started it and how many.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use inlet_shared::envelope;
+use rusqlite::{OptionalExtension, params, params_from_iter};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::error::ApiError;
+use super::types::{BulkReplay, DeadLetterFilter, Delivery, ReplayResult};
+use crate::store::{ReplayPrepared, Store, now_ms};
+
+/// Size of a dry run's sample.
+const SAMPLE: usize = 10;
+
+struct Job {
+    cancel: CancellationToken,
+    finished: watch::Receiver<bool>,
+}
+
+/// Replays deliveries; owns the running bulk replays.
+pub struct Replayer {
+    store: Store,
+    js: jetstream::Context,
+    subject_prefix: String,
+    destinations: HashSet<String>,
+    max_rate: u32,
+    max_bulk: u32,
+    jobs: Mutex<HashMap<i64, Job>>,
+    shutdown: CancellationToken,
+}
+
+impl Replayer {
+    /// Builds the replayer.
+    pub fn new(
+        store: Store,
+        js: jetstream::Context,
+        subject_prefix: String,
+        destinations: HashSet<String>,
+        max_rate: u32,
+        max_bulk: u32,
+        shutdown: CancellationToken,
+    ) -> Arc<Replayer> {
+        Arc::new(Replayer {
+            store,
+            js,
+            subject_prefix,
+            destinations,
+            max_rate,
+            max_bulk,
+            jobs: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// Replays one delivery on behalf of `actor` (audited when `audit`).
+    ///
+    /// # Errors
+    ///
+    /// Unknown delivery, a destination no longer configured, the database or JetStream failing.
+    pub async fn replay(&self, delivery_id: &str, actor: &str, audit: bool) -> Result<ReplayResult, ApiError> {
+        let prepared = self.store.prepare_replay(delivery_id.to_owned(), actor.to_owned(), audit).await?;
+        let (destination, replay, new) = match prepared {
+            ReplayPrepared::NotFound => return Err(ApiError::NotFound),
+            ReplayPrepared::AlreadyPending => {
+                return Ok(ReplayResult {
+                    delivery_id: delivery_id.into(),
+                    result: "already_pending".into(),
+                    enqueued: false,
+                });
+            }
+            ReplayPrepared::Publish { destination, replay, new } => (destination, replay, new),
+        };
+        if !self.destinations.contains(&destination) {
+            // Left pending: if the destination comes back, a replay publishes the task then.
+            return Err(ApiError::Invalid(format!("destination `{destination}` is no longer configured")));
+        }
+        let subject = format!("{}.{destination}", self.subject_prefix);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(envelope::HEADER_MSG_ID, format!("{delivery_id}:replay:{replay}").as_str());
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, Bytes::from(delivery_id.to_owned()))
+            .await
+            .map_err(|e| ApiError::Queue(e.to_string()))?
+            .await
+            .map_err(|e| ApiError::Queue(e.to_string()))?;
+        self.store.mark_replay_enqueued(delivery_id.to_owned(), replay).await?;
+        let enqueued = !ack.duplicate;
+        tracing::info!(delivery_id, replay, enqueued, new, "delivery replayed");
+        Ok(ReplayResult {
+            delivery_id: delivery_id.into(),
+            result: if enqueued { "enqueued" } else { "already_enqueued" }.into(),
+            enqueued,
+        })
+    }
+
+    /// Dead letters matching `filter`: (count, first few).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn preview(&self, filter: &DeadLetterFilter) -> Result<(i64, Vec<Delivery>), ApiError> {
+        let w = filter.to_where();
+        let result = self
+            .store
+            .read(move |c| {
+                let count: i64 = c.query_row(
+                    &format!("SELECT count(*) FROM deliveries d JOIN events e ON e.id = d.event_rowid {}", w.sql()),
+                    params_from_iter(w.params.iter()),
+                    |r| r.get(0),
+                )?;
+                let sql = format!(
+                    "SELECT {} FROM deliveries d JOIN events e ON e.id = d.event_rowid {} ORDER BY d.rowid LIMIT {SAMPLE}",
+                    Delivery::COLUMNS,
+                    w.sql()
+                );
+                let mut statement = c.prepare(&sql)?;
+                let sample = statement.query_map(params_from_iter(w.params.iter()), Delivery::from_row)?;
+                Ok((count, sample.collect::<Result<Vec<_>, _>>()?))
+            })
+            .await?;
+        Ok(result)
+    }
+
+    /// Starts a bulk replay of the dead letters matching `filter`, at most `rate` per second
+    /// (capped by `console.max_replay_rate`).
+    ///
+    /// # Errors
+    ///
+    /// Too many matches, or the database failing.
+    pub async fn start_bulk(
+        self: &Arc<Self>,
+        filter: DeadLetterFilter,
+        rate: Option<i32>,
+        actor: String,
+    ) -> Result<BulkReplay, ApiError> {
+        let rate = match rate {
+            None => self.max_rate,
+            Some(rate) if rate >= 1 => u32::try_from(rate).unwrap_or(u32::MAX).min(self.max_rate),
+            Some(_) => return Err(ApiError::Invalid("ratePerSecond must be at least 1".into())),
+        };
+        let w = filter.to_where();
+        let limit = i64::from(self.max_bulk) + 1;
+        let ids: Vec<String> = self
+            .store
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_rowid {} ORDER BY d.rowid LIMIT {limit}",
+                    w.sql()
+                );
+                let mut statement = c.prepare(&sql)?;
+                let rows = statement.query_map(params_from_iter(w.params.iter()), |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        if ids.len() > self.max_bulk as usize {
+            return Err(ApiError::Invalid(format!(
+                "more than {} dead letters match; narrow the filter",
+                self.max_bulk
+            )));
+        }
+        let filter_json = serde_json::to_string(&filter).unwrap_or_else(|_| "{}".into());
+        let total = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+        let (job_actor, job_filter) = (actor.clone(), filter_json.clone());
+        let job = self
+            .store
+            .write(move |c| {
+                let now = now_ms();
+                c.execute(
+                    "INSERT INTO bulk_replays (actor, filter_json, rate_per_second, total, status, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+                    params![job_actor, job_filter, rate, total, now],
+                )?;
+                let id = c.last_insert_rowid();
+                c.execute(
+                    "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
+                     VALUES (?1, ?2, 'bulk_replay', ?3, ?4, ?5)",
+                    params![now, job_actor, format!("bulk_replay:{id}"), total, job_filter],
+                )?;
+                c.query_row(
+                    &format!("SELECT {} FROM bulk_replays WHERE id = ?1", BulkReplay::COLUMNS),
+                    [id],
+                    BulkReplay::from_row,
+                )
+            })
+            .await?;
+        let job_id: i64 = job.id.parse().unwrap_or_default();
+        let cancel = self.shutdown.child_token();
+        let (done_tx, finished) = watch::channel(false);
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.insert(job_id, Job { cancel: cancel.clone(), finished });
+        }
+        let replayer = Arc::clone(self);
+        tokio::spawn(async move {
+            replayer.run_bulk(job_id, ids, rate, actor, cancel).await;
+            if let Ok(mut jobs) = replayer.jobs.lock() {
+                jobs.remove(&job_id);
+            }
+            let _ = done_tx.send(true);
+        });
+        Ok(job)
+    }
+
+    async fn run_bulk(&self, job_id: i64, ids: Vec<String>, rate: u32, actor: String, cancel: CancellationToken) {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut done, mut enqueued, mut failed) = (0i64, 0i64, 0i64);
+        let mut status = "finished";
+        for id in ids {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => { status = "cancelled"; break; }
+                _ = ticks.tick() => {}
+            }
+            match self.replay(&id, &format!("{actor} (bulk {job_id})"), false).await {
+                Ok(result) => enqueued += i64::from(result.enqueued),
+                Err(error) => {
+                    failed += 1;
+                    tracing::warn!(error = ?error, delivery_id = %id, job_id, "bulk replay item failed");
+                }
+            }
+            done += 1;
+            let progress = self
+                .store
+                .write(move |c| {
+                    c.execute(
+                        "UPDATE bulk_replays SET done = ?2, enqueued = ?3 WHERE id = ?1",
+                        params![job_id, done, enqueued],
+                    )
+                })
+                .await;
+            if let Err(error) = progress {
+                tracing::warn!(%error, job_id, "cannot record bulk replay progress");
+            }
+        }
+        if status == "finished" && failed > 0 && enqueued == 0 {
+            status = "failed";
+        }
+        let result = self
+            .store
+            .write(move |c| {
+                c.execute(
+                    "UPDATE bulk_replays SET done = ?2, enqueued = ?3, status = ?4, finished_at_ms = ?5 WHERE id = ?1",
+                    params![job_id, done, enqueued, status, now_ms()],
+                )
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, job_id, "cannot record the end of a bulk replay");
+        }
+        tracing::info!(job_id, done, enqueued, failed, status, "bulk replay ended");
+    }
+
+    /// Cancels a running bulk replay and waits (briefly) until it stopped.
+    ///
+    /// # Errors
+    ///
+    /// Unknown job, or the database failing.
+    pub async fn cancel_bulk(&self, job_id: i64, actor: String) -> Result<BulkReplay, ApiError> {
+        let running = self.jobs.lock().ok().and_then(|jobs| {
+            jobs.get(&job_id).map(|job| {
+                job.cancel.cancel();
+                job.finished.clone()
+            })
+        });
+        let was_running = running_flag(running.is_some());
+        if let Some(mut finished) = running {
+            let _ = tokio::time::timeout(Duration::from_secs(10), finished.wait_for(|done| *done)).await;
+        }
+        let job = self
+            .store
+            .write(move |c| {
+                let job = c
+                    .query_row(
+                        &format!("SELECT {} FROM bulk_replays WHERE id = ?1", BulkReplay::COLUMNS),
+                        [job_id],
+                        BulkReplay::from_row,
+                    )
+                    .optional()?;
+                if job.is_some() {
+                    c.execute(
+                        "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
+                         VALUES (?1, ?2, 'cancel_bulk_replay', ?3, 1, ?4)",
+                        params![now_ms(), actor, format!("bulk_replay:{job_id}"), was_running],
+                    )?;
+                }
+                Ok(job)
+            })
+            .await?;
+        job.ok_or(ApiError::NotFound)
+    }
+}
+
+fn running_flag(running: bool) -> &'static str {
+    if running { "was running" } else { "was not running" }
+}

@@ -1,0 +1,432 @@
+//! The GraphQL root types: queries (viewer), replays (operator), API tokens (admin).
+
+use async_graphql::{Context, EmptySubscription, ID, Object, Result, Schema};
+use inlet_shared::config::Role;
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params, params_from_iter};
+
+use super::error::ApiError;
+use super::loaders::Reads;
+use super::services;
+use super::types::*;
+use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
+use crate::store::now_ms;
+
+/// Deepest query accepted.
+pub const MAX_DEPTH: usize = 10;
+/// Highest query complexity accepted (lists count as `first × child`).
+pub const MAX_COMPLEXITY: usize = 5_000;
+
+/// The API schema.
+pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// The schema with its limits; `data` is added by the caller.
+pub fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(32)
+        .limit_directives(8)
+        .disable_suggestions()
+}
+
+/// The caller, if their role is at least `role`.
+fn require<'a>(ctx: &'a Context<'_>, role: Role) -> Result<&'a Principal, ApiError> {
+    let principal = ctx.data_opt::<Principal>().ok_or(ApiError::Unauthenticated)?;
+    if principal.role < role {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(principal)
+}
+
+fn parse_id(id: &ID) -> Result<i64, ApiError> {
+    id.parse::<i64>().map_err(|_| ApiError::Invalid("malformed id".into()))
+}
+
+/// Queries.
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Who is calling (null when not signed in).
+    async fn me(&self, ctx: &Context<'_>) -> Option<Me> {
+        ctx.data_opt::<Principal>().map(|p| Me { actor: p.actor.clone(), role: p.role.as_str().into() })
+    }
+
+    /// Events, newest first.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EventFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<EventPage> {
+        require(ctx, Role::Viewer)?;
+        let size = page_size(first)?;
+        let mut w = filter.unwrap_or_default().to_where();
+        if let Some(after) = after {
+            w.add("e.id < ?", [Value::from(decode_cursor(&after)?)]);
+        }
+        ctx.data_unchecked::<Reads>().add();
+        let mut nodes = services(ctx)?
+            .store
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {} FROM events e {} ORDER BY e.id DESC LIMIT {}",
+                    Event::COLUMNS,
+                    w.sql(),
+                    size + 1
+                );
+                let mut statement = c.prepare(&sql)?;
+                let rows = statement.query_map(params_from_iter(w.params.iter()), Event::from_row)?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let has_next_page = nodes.len() > size;
+        nodes.truncate(size);
+        let end_cursor = nodes.last().map(|e| encode_cursor(e.rowid));
+        Ok(EventPage { nodes, page_info: PageInfo { has_next_page, end_cursor } })
+    }
+
+    /// One event by its id.
+    async fn event(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Event>> {
+        require(ctx, Role::Viewer)?;
+        let rowid = parse_id(&id)?;
+        ctx.data_unchecked::<Reads>().add();
+        Ok(services(ctx)?
+            .store
+            .read(move |c| {
+                c.query_row(
+                    &format!("SELECT {} FROM events e WHERE e.id = ?1", Event::COLUMNS),
+                    [rowid],
+                    Event::from_row,
+                )
+                .optional()
+            })
+            .await
+            .map_err(ApiError::from)?)
+    }
+
+    /// One delivery by its id.
+    async fn delivery(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Delivery>> {
+        require(ctx, Role::Viewer)?;
+        ctx.data_unchecked::<Reads>().add();
+        let id = id.to_string();
+        Ok(services(ctx)?
+            .store
+            .read(move |c| {
+                c.query_row(
+                    &format!("SELECT {} FROM deliveries d WHERE d.id = ?1", Delivery::COLUMNS),
+                    [id],
+                    Delivery::from_row,
+                )
+                .optional()
+            })
+            .await
+            .map_err(ApiError::from)?)
+    }
+
+    /// Dead-lettered deliveries, most recent first.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<DeadLetterFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<DeliveryPage> {
+        require(ctx, Role::Viewer)?;
+        let size = page_size(first)?;
+        let mut w = filter.unwrap_or_default().to_where();
+        if let Some(after) = after {
+            w.add("d.rowid < ?", [Value::from(decode_cursor(&after)?)]);
+        }
+        ctx.data_unchecked::<Reads>().add();
+        let mut nodes = services(ctx)?
+            .store
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {} FROM deliveries d JOIN events e ON e.id = d.event_rowid {} ORDER BY d.rowid DESC LIMIT {}",
+                    Delivery::COLUMNS,
+                    w.sql(),
+                    size + 1
+                );
+                let mut statement = c.prepare(&sql)?;
+                let rows = statement.query_map(params_from_iter(w.params.iter()), Delivery::from_row)?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let has_next_page = nodes.len() > size;
+        nodes.truncate(size);
+        let end_cursor = nodes.last().map(|d| encode_cursor(d.cursor_rowid));
+        Ok(DeliveryPage { nodes, page_info: PageInfo { has_next_page, end_cursor } })
+    }
+
+    /// Events and deliveries by state.
+    async fn counts(&self, ctx: &Context<'_>) -> Result<Counts> {
+        require(ctx, Role::Viewer)?;
+        ctx.data_unchecked::<Reads>().add();
+        Ok(services(ctx)?
+            .store
+            .read(|c| {
+                let (events, unrouted) =
+                    c.query_row("SELECT count(*), coalesce(sum(route_status = 'unrouted'), 0) FROM events", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                let mut counts = Counts { events, unrouted, ..Counts::default() };
+                let mut statement = c.prepare("SELECT status, count(*) FROM deliveries GROUP BY status")?;
+                let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                for row in rows {
+                    let (status, n) = row?;
+                    match status.as_str() {
+                        "pending" => counts.pending = n,
+                        "delivered" => counts.delivered = n,
+                        "dead_lettered" => counts.dead_lettered = n,
+                        _ => {}
+                    }
+                }
+                Ok(counts)
+            })
+            .await
+            .map_err(ApiError::from)?)
+    }
+
+    /// Configured sources.
+    async fn sources(&self, ctx: &Context<'_>) -> Result<Vec<Source>> {
+        require(ctx, Role::Viewer)?;
+        Ok(services(ctx)?.sources.clone())
+    }
+
+    /// Configured destinations with their breaker state and backlog.
+    async fn destinations(&self, ctx: &Context<'_>) -> Result<Vec<Destination>> {
+        require(ctx, Role::Viewer)?;
+        let services = services(ctx)?;
+        ctx.data_unchecked::<Reads>().add();
+        let counts: Vec<(String, String, i64)> = services
+            .store
+            .read(|c| {
+                let mut statement =
+                    c.prepare("SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status")?;
+                let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect()
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let now = std::time::Instant::now();
+        let mut destinations: Vec<Destination> = services
+            .destinations
+            .values()
+            .map(|d| {
+                let count = |status: &str| {
+                    counts.iter().filter(|(n, s, _)| *n == d.config.name && s == status).map(|(_, _, n)| *n).sum()
+                };
+                Destination {
+                    name: d.config.name.clone(),
+                    url: d.config.url.clone(),
+                    breaker_state: d.breaker.state(now).as_str().into(),
+                    pending: count("pending"),
+                    dead_lettered: count("dead_lettered"),
+                    delivered: count("delivered"),
+                }
+            })
+            .collect();
+        destinations.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(destinations)
+    }
+
+    /// The audit log, newest first.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn audit_log(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<AuditPage> {
+        require(ctx, Role::Viewer)?;
+        let size = page_size(first)?;
+        let before = match after {
+            Some(cursor) => decode_cursor(&cursor)?,
+            None => i64::MAX,
+        };
+        ctx.data_unchecked::<Reads>().add();
+        let mut nodes = services(ctx)?
+            .store
+            .read(move |c| {
+                let mut statement = c.prepare(
+                    "SELECT id, at_ms, actor, action, target, count, detail FROM audit_log WHERE id < ?1
+                     ORDER BY id DESC LIMIT ?2",
+                )?;
+                let rows = statement.query_map(params![before, i64::try_from(size + 1).unwrap_or(101)], |r| {
+                    Ok(AuditEntry {
+                        id: ID(r.get::<_, i64>(0)?.to_string()),
+                        at_ms: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        count: r.get(5)?,
+                        detail: r.get(6)?,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let has_next_page = nodes.len() > size;
+        nodes.truncate(size);
+        let end_cursor = nodes.last().and_then(|n| n.id.parse().ok()).map(encode_cursor);
+        Ok(AuditPage { nodes, page_info: PageInfo { has_next_page, end_cursor } })
+    }
+
+    /// One bulk replay job.
+    async fn bulk_replay(&self, ctx: &Context<'_>, id: ID) -> Result<Option<BulkReplay>> {
+        require(ctx, Role::Viewer)?;
+        let id = parse_id(&id)?;
+        ctx.data_unchecked::<Reads>().add();
+        Ok(services(ctx)?
+            .store
+            .read(move |c| {
+                c.query_row(
+                    &format!("SELECT {} FROM bulk_replays WHERE id = ?1", BulkReplay::COLUMNS),
+                    [id],
+                    BulkReplay::from_row,
+                )
+                .optional()
+            })
+            .await
+            .map_err(ApiError::from)?)
+    }
+
+    /// API tokens (admin).
+    async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiToken>> {
+        require(ctx, Role::Admin)?;
+        ctx.data_unchecked::<Reads>().add();
+        Ok(services(ctx)?
+            .store
+            .read(|c| {
+                let mut statement = c.prepare(&format!("SELECT {} FROM api_tokens ORDER BY id", ApiToken::COLUMNS))?;
+                let rows = statement.query_map([], ApiToken::from_row)?;
+                rows.collect()
+            })
+            .await
+            .map_err(ApiError::from)?)
+    }
+}
+
+/// Mutations (POST only; cookie callers need the CSRF header).
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Re-queues one delivery (dead-lettered or delivered) with a fresh retry schedule.
+    /// Concurrent replays of the same delivery queue it once.
+    async fn replay_delivery(&self, ctx: &Context<'_>, id: ID) -> Result<ReplayResult> {
+        let principal = require(ctx, Role::Operator)?;
+        Ok(services(ctx)?.replayer.replay(id.as_str(), &principal.actor, true).await?)
+    }
+
+    /// Re-queues every dead-lettered delivery of one event.
+    async fn replay_event(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<ReplayResult>> {
+        let principal = require(ctx, Role::Operator)?;
+        let rowid = parse_id(&id)?;
+        let services = services(ctx)?;
+        let ids: Vec<String> = services
+            .store
+            .read(move |c| {
+                let mut statement = c.prepare(
+                    "SELECT id FROM deliveries WHERE event_rowid = ?1 AND status = 'dead_lettered' ORDER BY destination",
+                )?;
+                let rows = statement.query_map([rowid], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let mut results = Vec::with_capacity(ids.len());
+        for delivery_id in ids {
+            results.push(services.replayer.replay(&delivery_id, &principal.actor, true).await?);
+        }
+        Ok(results)
+    }
+
+    /// Replays the dead letters matching `filter`. With `dryRun: true` nothing happens: the
+    /// answer is the count and a sample. Otherwise a job starts, re-queuing at most
+    /// `ratePerSecond` (capped by `console.max_replay_rate`) deliveries per second.
+    async fn bulk_replay(
+        &self,
+        ctx: &Context<'_>,
+        filter: DeadLetterFilter,
+        dry_run: bool,
+        rate_per_second: Option<i32>,
+    ) -> Result<BulkReplayPlan> {
+        let principal = require(ctx, Role::Operator)?;
+        let services = services(ctx)?;
+        let (count, sample) = services.replayer.preview(&filter).await?;
+        if dry_run {
+            return Ok(BulkReplayPlan { dry_run, count, sample, job: None });
+        }
+        let job = services.replayer.start_bulk(filter, rate_per_second, principal.actor.clone()).await?;
+        Ok(BulkReplayPlan { dry_run, count: job.total, sample, job: Some(job) })
+    }
+
+    /// Stops a running bulk replay; deliveries already re-queued stay queued.
+    async fn cancel_bulk_replay(&self, ctx: &Context<'_>, id: ID) -> Result<BulkReplay> {
+        let principal = require(ctx, Role::Operator)?;
+        let id = parse_id(&id)?;
+        Ok(services(ctx)?.replayer.cancel_bulk(id, principal.actor.clone()).await?)
+    }
+
+    /// Creates an API token (admin). The value is in this answer only.
+    async fn create_api_token(&self, ctx: &Context<'_>, name: String, role: RoleName) -> Result<CreatedApiToken> {
+        let principal = require(ctx, Role::Admin)?;
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(ApiError::Invalid("name must be 1-64 characters of [A-Za-z0-9._-]".into()).into());
+        }
+        let token = format!("{TOKEN_PREFIX}{}", random_token(32));
+        let hash = sha256_hex(&token);
+        let role: Role = role.into();
+        let actor = principal.actor.clone();
+        let api_token = services(ctx)?
+            .store
+            .write(move |c| {
+                let now = now_ms();
+                c.execute(
+                    "INSERT INTO api_tokens (name, token_hash, role, created_by, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![name, hash, role.as_str(), actor, now],
+                )?;
+                let id = c.last_insert_rowid();
+                c.execute(
+                    "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
+                     VALUES (?1, ?2, 'create_api_token', ?3, 1, ?4)",
+                    params![now, actor, format!("api_token:{id}"), format!("{name} ({})", role.as_str())],
+                )?;
+                c.query_row(&format!("SELECT {} FROM api_tokens WHERE id = ?1", ApiToken::COLUMNS), [id], ApiToken::from_row)
+            })
+            .await
+            .map_err(ApiError::from)?;
+        Ok(CreatedApiToken { token, api_token })
+    }
+
+    /// Revokes an API token (admin); it stops working at once.
+    async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> Result<ApiToken> {
+        let principal = require(ctx, Role::Admin)?;
+        let id = parse_id(&id)?;
+        let actor = principal.actor.clone();
+        let token = services(ctx)?
+            .store
+            .write(move |c| {
+                let now = now_ms();
+                let changed = c.execute(
+                    "UPDATE api_tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+                    params![id, now],
+                )?;
+                if changed == 1 {
+                    c.execute(
+                        "INSERT INTO audit_log (at_ms, actor, action, target, count) VALUES (?1, ?2, 'revoke_api_token', ?3, 1)",
+                        params![now, actor, format!("api_token:{id}")],
+                    )?;
+                }
+                c.query_row(&format!("SELECT {} FROM api_tokens WHERE id = ?1", ApiToken::COLUMNS), [id], ApiToken::from_row)
+                    .optional()
+            })
+            .await
+            .map_err(ApiError::from)?;
+        Ok(token.ok_or(ApiError::NotFound)?)
+    }
+}

@@ -1,0 +1,364 @@
+//! Who is calling the operator plane: API tokens (`Authorization: Bearer`), console sessions
+//! (a `__Host-` cookie naming a server-side session), and the OIDC login that creates sessions
+//! (`oidc`, routes in `routes`).
+//!
+//! Only SHA-256 hashes of tokens and session ids are stored; the values exist in the client's
+//! hands alone. Every comparison of a secret value is constant-time. Roles come from
+//! `[console.access]` at each login; an address listed nowhere gets no account.
+
+pub mod oidc;
+pub mod routes;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use inlet_shared::config::{ConsoleConfig, Role};
+use rusqlite::{OptionalExtension, params};
+use subtle::ConstantTimeEq;
+
+use crate::store::{Store, StoreError, now_ms};
+
+/// Name of the session cookie (`__Host-`: Secure, `Path=/`, no `Domain`).
+pub const SESSION_COOKIE: &str = "__Host-inlet_session";
+/// Name of the short-lived cookie that binds a login in progress to this browser.
+pub const LOGIN_COOKIE: &str = "__Host-inlet_login";
+/// Header carrying the session's CSRF token on cookie-authenticated POSTs.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Prefix of API tokens (so leaked ones are recognisable by secret scanners).
+pub const TOKEN_PREFIX: &str = "inlet_";
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// `Authorization: Bearer` (an API token or the bootstrap token): not ambient, no CSRF risk.
+    Token,
+    /// The session cookie; POSTs must carry this CSRF token.
+    Session {
+        /// The session's CSRF token.
+        csrf_token: String,
+    },
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Email of a console user, or `token:{name}` for an API token (what the audit log shows).
+    pub actor: String,
+    /// What they may do.
+    pub role: Role,
+    /// How they authenticated.
+    pub via: Via,
+}
+
+/// Why authentication failed (mapped to HTTP statuses by the routes).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The database failed.
+    #[error("the database is unavailable")]
+    Store(#[from] StoreError),
+    /// The bearer token is unknown or revoked.
+    #[error("invalid or revoked API token")]
+    BadToken,
+}
+
+/// `n` random bytes, base64url without padding.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::fill(&mut buffer[..]);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// Hex SHA-256 (how tokens and session ids are stored).
+pub fn sha256_hex(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+/// Constant-time equality of two strings (length is not secret).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// A `Set-Cookie` value: `__Host-` rules (Secure, `Path=/`, no Domain), HttpOnly, SameSite=Lax
+/// (the login callback is a cross-site top-level navigation; POSTs are guarded by the CSRF
+/// token). `max_age` 0 deletes the cookie.
+pub fn set_cookie(name: &str, value: &str, max_age_seconds: u64) -> String {
+    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}")
+}
+
+/// `return_to` made safe: a local absolute path, or the console. Rejects scheme-relative
+/// (`//host`), backslash tricks and control characters, so a login never redirects off-site.
+pub fn local_path(return_to: Option<&str>) -> String {
+    const DEFAULT: &str = "/console";
+    let Some(path) = return_to else {
+        return DEFAULT.to_owned();
+    };
+    let safe = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.contains('\\')
+        && path.len() <= 512
+        && !path.chars().any(|c| c.is_control() || c.is_whitespace());
+    if safe { path.to_owned() } else { DEFAULT.to_owned() }
+}
+
+/// The authentication service: tokens, sessions, users.
+pub struct Auth {
+    store: Store,
+    config: ConsoleConfig,
+    /// The OIDC login, when `[console.oidc]` is configured.
+    pub oidc: Option<oidc::OidcLogin>,
+}
+
+/// An identity the provider vouched for.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Provider name (`oidc`, later `github`).
+    pub provider: String,
+    /// Subject at the provider.
+    pub subject: String,
+    /// Verified email address.
+    pub email: String,
+    /// Display name, if given.
+    pub name: Option<String>,
+}
+
+/// A new session for the browser.
+pub struct NewSession {
+    /// Cookie value (never stored).
+    pub cookie_value: String,
+}
+
+impl Auth {
+    /// Builds the service.
+    pub fn new(store: Store, config: ConsoleConfig, oidc: Option<oidc::OidcLogin>) -> Arc<Auth> {
+        Arc::new(Auth { store, config, oidc })
+    }
+
+    /// The console config.
+    pub fn config(&self) -> &ConsoleConfig {
+        &self.config
+    }
+
+    /// The principal behind a bearer token, or [`AuthError::BadToken`].
+    ///
+    /// # Errors
+    ///
+    /// Unknown or revoked token, or a database failure.
+    pub async fn from_bearer(&self, token: &str) -> Result<Principal, AuthError> {
+        if let Some(bootstrap) = &self.config.bootstrap_token
+            && constant_time_eq(token, bootstrap.expose())
+        {
+            return Ok(Principal { actor: "token:bootstrap".into(), role: Role::Admin, via: Via::Token });
+        }
+        if !token.starts_with(TOKEN_PREFIX) {
+            return Err(AuthError::BadToken);
+        }
+        let hash = sha256_hex(token);
+        let found: Option<(i64, String, String)> = self
+            .store
+            .read(move |c| {
+                c.query_row(
+                    "SELECT id, name, role FROM api_tokens WHERE token_hash = ?1 AND revoked_at_ms IS NULL",
+                    [hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+            })
+            .await?;
+        let (id, name, role) = found.ok_or(AuthError::BadToken)?;
+        let role = Role::parse(&role).ok_or(AuthError::BadToken)?;
+        // Best effort: a failed "last used" update must not fail the request.
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let _ = store
+                .write(move |c| {
+                    c.execute("UPDATE api_tokens SET last_used_ms = ?2 WHERE id = ?1", params![id, now_ms()])
+                })
+                .await;
+        });
+        Ok(Principal { actor: format!("token:{name}"), role, via: Via::Token })
+    }
+
+    /// The principal behind a session cookie value, if the session exists and has not expired.
+    ///
+    /// # Errors
+    ///
+    /// A database failure.
+    pub async fn from_session(&self, cookie_value: &str) -> Result<Option<Principal>, AuthError> {
+        let hash = sha256_hex(cookie_value);
+        let now = now_ms();
+        let found: Option<(String, String, String)> = self
+            .store
+            .read(move |c| {
+                c.query_row(
+                    "SELECT u.email, u.role, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.id_hash = ?1 AND s.expires_at_ms > ?2",
+                    params![hash, now],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+            })
+            .await?;
+        Ok(found.and_then(|(email, role, csrf_token)| {
+            Some(Principal { actor: email, role: Role::parse(&role)?, via: Via::Session { csrf_token } })
+        }))
+    }
+
+    /// The caller of a request: bearer token first, then the session cookie. `Ok(None)` is an
+    /// anonymous caller.
+    ///
+    /// # Errors
+    ///
+    /// A bearer token that is not valid (never falls back to the cookie), or a database failure.
+    pub async fn principal(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
+        if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+            let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or(AuthError::BadToken)?;
+            return self.from_bearer(token.trim()).await.map(Some);
+        }
+        match cookie(headers, SESSION_COOKIE) {
+            Some(value) => self.from_session(&value).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Signs in a verified identity: `None` when the allowlist does not admit it (no account
+    /// is created). Otherwise the user and the linked provider account are created or updated,
+    /// and a fresh session (new id: no fixation) is stored.
+    ///
+    /// # Errors
+    ///
+    /// A database failure.
+    pub async fn sign_in(&self, identity: Identity) -> Result<Option<NewSession>, AuthError> {
+        let Some(role) = self.config.access.role_for(&identity.email) else {
+            tracing::info!(provider = %identity.provider, "sign-in refused: address not on the allowlist");
+            return Ok(None);
+        };
+        let cookie_value = random_token(32);
+        let hash = sha256_hex(&cookie_value);
+        let csrf_token = random_token(24);
+        let ttl_ms = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
+        let email = identity.email.to_ascii_lowercase();
+        self.store
+            .write(move |c| {
+                let now = now_ms();
+                // A provider account already linked to a user signs in as that user.
+                let linked: Option<i64> = c
+                    .query_row(
+                        "SELECT user_id FROM oauth_accounts WHERE provider = ?1 AND subject = ?2",
+                        params![identity.provider, identity.subject],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let user_id = match linked {
+                    Some(id) => {
+                        c.execute(
+                            "UPDATE users SET role = ?2, last_login_ms = ?3, name = coalesce(?4, name) WHERE id = ?1",
+                            params![id, role.as_str(), now, identity.name],
+                        )?;
+                        id
+                    }
+                    None => {
+                        c.execute(
+                            "INSERT INTO users (email, name, role, created_at_ms, last_login_ms) VALUES (?1, ?2, ?3, ?4, ?4)
+                             ON CONFLICT (email) DO UPDATE SET role = excluded.role, last_login_ms = excluded.last_login_ms",
+                            params![email, identity.name, role.as_str(), now],
+                        )?;
+                        let id: i64 = c.query_row("SELECT id FROM users WHERE email = ?1", [&email], |r| r.get(0))?;
+                        c.execute(
+                            "INSERT INTO oauth_accounts (user_id, provider, subject, email, created_at_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![id, identity.provider, identity.subject, email, now],
+                        )?;
+                        id
+                    }
+                };
+                c.execute("DELETE FROM sessions WHERE expires_at_ms <= ?1", [now])?;
+                c.execute(
+                    "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at_ms, expires_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![hash, user_id, csrf_token, now, now.saturating_add(ttl_ms)],
+                )?;
+                c.execute(
+                    "INSERT INTO audit_log (at_ms, actor, action, target, count) VALUES (?1, ?2, 'sign_in', ?3, 1)",
+                    params![now, email, identity.provider],
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(Some(NewSession { cookie_value }))
+    }
+
+    /// Ends the session named by `cookie_value` (server-side: the cookie is useless afterwards).
+    ///
+    /// # Errors
+    ///
+    /// A database failure.
+    pub async fn sign_out(&self, cookie_value: &str) -> Result<(), AuthError> {
+        let hash = sha256_hex(cookie_value);
+        self.store.write(move |c| c.execute("DELETE FROM sessions WHERE id_hash = ?1", [hash])).await?;
+        Ok(())
+    }
+
+    /// Store access for the login flow.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_to_stays_on_this_site() {
+        assert_eq!(local_path(Some("/console#/events")), "/console#/events");
+        assert_eq!(local_path(Some("/console?x=1")), "/console?x=1");
+        for hostile in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "javascript:alert(1)",
+            "/ok\nLocation: x",
+            "",
+        ] {
+            let safe = local_path(Some(hostile));
+            assert_eq!(safe, "/console", "{hostile:?}");
+        }
+        assert_eq!(local_path(None), "/console");
+    }
+
+    #[test]
+    fn cookies_are_host_prefixed_and_parsed() {
+        let header = set_cookie(SESSION_COOKIE, "abc", 60);
+        assert_eq!(header, "__Host-inlet_session=abc; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60");
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::COOKIE, http::HeaderValue::from_static("a=1; __Host-inlet_session=xyz; b=2"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("xyz"));
+        assert_eq!(cookie(&headers, LOGIN_COOKIE), None);
+    }
+
+    #[test]
+    fn tokens_are_random_and_compared_in_constant_time() {
+        let (a, b) = (random_token(32), random_token(32));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(constant_time_eq(&a, &a.clone()));
+        assert!(!constant_time_eq(&a, &b));
+        assert!(!constant_time_eq("abc", "abcd"));
+    }
+}

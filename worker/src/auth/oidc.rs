@@ -1,0 +1,312 @@
+//! OpenID Connect sign-in (authorization code + PKCE S256 + `state` + `nonce`) with any
+//! provider found by discovery, using `openidconnect` over our own reqwest 0.13 client.
+//!
+//! The login in progress lives server-side (`login_flows`), keyed by the hash of a random value
+//! in a short-lived `__Host-` cookie, so `state`, `nonce` and the PKCE verifier are bound to
+//! the browser that started the login and used once (the row is deleted when the callback
+//! arrives, whatever happens next). The ID token is verified against the provider's JWKS:
+//! signature, `iss`, `aud`, `exp` and `nonce`. The redirect URI is exactly
+//! `{console.public_url}/auth/callback`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use inlet_shared::config::OidcConfig;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse as _,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse as _,
+};
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::Mutex;
+
+use super::{Identity, constant_time_eq, random_token, sha256_hex};
+use crate::store::{Store, now_ms};
+
+/// How long a login may take between leaving for the provider and coming back.
+pub const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// How long discovery metadata (and its JWKS) is reused.
+const METADATA_TTL: Duration = Duration::from_secs(300);
+
+/// The reqwest 0.13 client as `openidconnect`'s HTTP client. Redirects are not followed (SSRF).
+#[derive(Clone)]
+pub struct OidcHttp(reqwest::Client);
+
+/// An HTTP failure talking to the provider.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OidcHttpError(String);
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
+    type Error = OidcHttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<openidconnect::HttpResponse, OidcHttpError>> + Send + 'c>>;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let request = reqwest::Request::try_from(request).map_err(|e| OidcHttpError(e.to_string()))?;
+            let response = self.0.execute(request).await.map_err(|e| OidcHttpError(e.to_string()))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.map_err(|e| OidcHttpError(e.to_string()))?;
+            let mut built = http::Response::new(body.to_vec());
+            *built.status_mut() = status;
+            *built.headers_mut() = headers;
+            Ok(built)
+        })
+    }
+}
+
+/// Why a login did not produce an identity. Each maps to a page in `routes`.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The callback came without the login cookie, or for a login already used or unknown.
+    #[error("no sign-in in progress in this browser (it expired, was already used, or started elsewhere)")]
+    NoLoginInProgress,
+    /// The login took too long.
+    #[error("the sign-in took too long; please start again")]
+    Expired,
+    /// `state` differs from the one sent: a forged or crossed callback.
+    #[error("the sign-in response does not belong to this sign-in (state mismatch)")]
+    StateMismatch,
+    /// The authorization response names another issuer (RFC 9207 mix-up defence).
+    #[error("the sign-in response comes from an unexpected issuer")]
+    IssuerMismatch,
+    /// The provider answered with an error.
+    #[error("the identity provider refused the sign-in ({0})")]
+    Provider(String),
+    /// The provider cannot be reached or its metadata is unusable.
+    #[error("the identity provider is unavailable")]
+    Discovery(String),
+    /// The code was refused at the token endpoint (reused, wrong verifier, wrong client).
+    #[error("the identity provider did not accept the authorization code")]
+    TokenExchange(String),
+    /// The ID token is missing or fails verification (signature, iss, aud, exp, nonce).
+    #[error("the identity token could not be verified")]
+    IdToken(String),
+    /// The provider gave no verified email address.
+    #[error("the identity provider did not confirm an email address")]
+    NoVerifiedEmail,
+    /// The database failed.
+    #[error("the database is unavailable")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A login in progress, as stored.
+struct Flow {
+    state: String,
+    nonce: String,
+    pkce_verifier: String,
+    return_to: String,
+    expires_at_ms: i64,
+}
+
+/// The OIDC relying party.
+pub struct OidcLogin {
+    config: OidcConfig,
+    redirect_uri: RedirectUrl,
+    http: OidcHttp,
+    metadata: Mutex<Option<(CoreProviderMetadata, Instant)>>,
+}
+
+impl OidcLogin {
+    /// Builds the relying party; discovery happens on first use (the provider may start later).
+    ///
+    /// # Errors
+    ///
+    /// When the redirect URI is not a URL or the HTTP client cannot be built.
+    pub fn new(config: OidcConfig, public_url: &str) -> Result<OidcLogin, LoginError> {
+        let redirect_uri = RedirectUrl::new(format!("{public_url}/auth/callback"))
+            .map_err(|e| LoginError::Discovery(format!("redirect URI: {e}")))?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+        Ok(OidcLogin { config, redirect_uri, http: OidcHttp(client), metadata: Mutex::new(None) })
+    }
+
+    /// Label of the sign-in button.
+    pub fn label(&self) -> &str {
+        &self.config.label
+    }
+
+    async fn metadata(&self, refresh: bool) -> Result<CoreProviderMetadata, LoginError> {
+        let mut cached = self.metadata.lock().await;
+        if !refresh
+            && let Some((metadata, at)) = cached.as_ref()
+            && at.elapsed() < METADATA_TTL
+        {
+            return Ok(metadata.clone());
+        }
+        let issuer = IssuerUrl::new(self.config.issuer.clone()).map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+        *cached = Some((metadata.clone(), Instant::now()));
+        Ok(metadata)
+    }
+
+    fn client(
+        &self,
+        metadata: CoreProviderMetadata,
+    ) -> openidconnect::core::CoreClient<
+        openidconnect::EndpointSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointMaybeSet,
+        openidconnect::EndpointMaybeSet,
+    > {
+        CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            Some(ClientSecret::new(self.config.client_secret.expose().to_owned())),
+        )
+        .set_redirect_uri(self.redirect_uri.clone())
+    }
+
+    /// Starts a login: stores the flow and returns (provider URL, login cookie value).
+    ///
+    /// # Errors
+    ///
+    /// When the provider cannot be discovered or the database fails.
+    pub async fn begin(&self, store: &Store, return_to: String) -> Result<(String, String), LoginError> {
+        let client = self.client(self.metadata(false).await?);
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = client
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        let cookie_value = random_token(32);
+        let id_hash = sha256_hex(&cookie_value);
+        let expires = now_ms().saturating_add(i64::try_from(LOGIN_TTL.as_millis()).unwrap_or(i64::MAX));
+        let (state, nonce, verifier) = (state.secret().clone(), nonce.secret().clone(), verifier.secret().clone());
+        store
+            .write(move |c| {
+                c.execute("DELETE FROM login_flows WHERE expires_at_ms <= ?1", [now_ms()])?;
+                c.execute(
+                    "INSERT INTO login_flows (id_hash, state, nonce, pkce_verifier, return_to, expires_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id_hash, state, nonce, verifier, return_to, expires],
+                )
+            })
+            .await?;
+        Ok((url.to_string(), cookie_value))
+    }
+
+    /// Finishes a login from the callback's query: returns the verified identity and where to
+    /// go next. The flow is consumed first, so a callback URL works at most once.
+    ///
+    /// # Errors
+    ///
+    /// [`LoginError`] for every way the callback can be wrong.
+    pub async fn finish(
+        &self,
+        store: &Store,
+        login_cookie: Option<String>,
+        query: &CallbackQuery,
+    ) -> Result<(Identity, String), LoginError> {
+        let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
+        let id_hash = sha256_hex(&login_cookie);
+        let flow = store
+            .write(move |c| {
+                let flow = c
+                    .query_row(
+                        "SELECT state, nonce, pkce_verifier, return_to, expires_at_ms FROM login_flows WHERE id_hash = ?1",
+                        [&id_hash],
+                        |r| {
+                            Ok(Flow {
+                                state: r.get(0)?,
+                                nonce: r.get(1)?,
+                                pkce_verifier: r.get(2)?,
+                                return_to: r.get(3)?,
+                                expires_at_ms: r.get(4)?,
+                            })
+                        },
+                    )
+                    .optional()?;
+                c.execute("DELETE FROM login_flows WHERE id_hash = ?1", [&id_hash])?;
+                Ok(flow)
+            })
+            .await?
+            .ok_or(LoginError::NoLoginInProgress)?;
+        if flow.expires_at_ms <= now_ms() {
+            return Err(LoginError::Expired);
+        }
+        let state = query.state.as_deref().unwrap_or("");
+        if !constant_time_eq(state, &flow.state) {
+            return Err(LoginError::StateMismatch);
+        }
+        if let Some(iss) = &query.iss
+            && iss.trim_end_matches('/') != self.config.issuer.trim_end_matches('/')
+        {
+            return Err(LoginError::IssuerMismatch);
+        }
+        if let Some(error) = &query.error {
+            let safe: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+            return Err(LoginError::Provider(safe));
+        }
+        let code = query.code.clone().ok_or_else(|| LoginError::Provider("no code".into()))?;
+
+        let client = self.client(self.metadata(false).await?);
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code))
+            .map_err(|e| LoginError::Discovery(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| LoginError::TokenExchange(e.to_string()))?;
+        let id_token = tokens.id_token().ok_or_else(|| LoginError::IdToken("no id_token".into()))?;
+        let nonce = Nonce::new(flow.nonce);
+        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            Ok(claims) => claims.clone(),
+            Err(first) => {
+                // The signing key may have rotated: rediscover once and verify again.
+                let client = self.client(self.metadata(true).await?);
+                id_token
+                    .claims(&client.id_token_verifier(), &nonce)
+                    .map_err(|_| LoginError::IdToken(first.to_string()))?
+                    .clone()
+            }
+        };
+        let subject = claims.subject().clone();
+        let mut email = claims.email().map(|e| e.as_str().to_owned());
+        let mut verified = claims.email_verified();
+        let mut name = claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_owned());
+        if email.is_none() {
+            // Conforming providers put scope claims in the ID token only when no access token
+            // is issued; ask the userinfo endpoint (its `sub` must match the ID token's).
+            let info: openidconnect::core::CoreUserInfoClaims = client
+                .user_info(tokens.access_token().clone(), Some(subject.clone()))
+                .map_err(|_| LoginError::NoVerifiedEmail)?
+                .request_async(&self.http)
+                .await
+                .map_err(|e| LoginError::IdToken(format!("userinfo: {e}")))?;
+            email = info.email().map(|e| e.as_str().to_owned());
+            verified = info.email_verified();
+            name = name.or_else(|| info.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_owned()));
+        }
+        let email = email.ok_or(LoginError::NoVerifiedEmail)?;
+        if verified != Some(true) {
+            return Err(LoginError::NoVerifiedEmail);
+        }
+        let identity = Identity { provider: "oidc".into(), subject: subject.as_str().to_owned(), email, name };
+        Ok((identity, flow.return_to))
+    }
+}
+
+/// The callback's query parameters.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CallbackQuery {
+    /// Authorization code.
+    pub code: Option<String>,
+    /// Echoed state.
+    pub state: Option<String>,
+    /// RFC 9207 issuer identifier.
+    pub iss: Option<String>,
+    /// Provider error code.
+    pub error: Option<String>,
+}

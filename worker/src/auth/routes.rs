@@ -1,0 +1,181 @@
+//! The login routes: `GET /auth/login`, `GET /auth/callback`, `POST /auth/logout`,
+//! `GET /auth/session` (what the console asks to learn who is signed in and its CSRF token).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::oidc::{CallbackQuery, LOGIN_TTL, LoginError};
+use super::{Auth, CSRF_HEADER, LOGIN_COOKIE, SESSION_COOKIE, Via, constant_time_eq, cookie, local_path, set_cookie};
+
+/// The `/auth/*` routes.
+pub fn router(auth: Arc<Auth>) -> Router {
+    Router::new()
+        .route("/auth/login", get(login))
+        .route("/auth/callback", get(callback))
+        .route("/auth/logout", post(logout))
+        .route("/auth/session", get(session))
+        .with_state(auth)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// A small HTML page (sign-in failures, "not authorised").
+pub fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"></head><body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\">\
+         <h1>{title}</h1><p id=\"message\">{message}</p><p><a href=\"/console\">Back to the console</a></p></body></html>",
+        title = escape(title),
+        message = escape(message)
+    );
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn redirect(location: &str, cookies: &[String]) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for cookie in cookies {
+        if let Ok(value) = HeaderValue::from_str(cookie) {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+#[derive(serde::Deserialize)]
+struct LoginQuery {
+    return_to: Option<String>,
+}
+
+async fn login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -> Response {
+    let Some(oidc) = &auth.oidc else {
+        return page(StatusCode::NOT_FOUND, "Sign-in is not configured", "This Inlet has no [console.oidc] provider.");
+    };
+    match oidc.begin(auth.store(), local_path(query.return_to.as_deref())).await {
+        Ok((url, login_cookie)) => redirect(&url, &[set_cookie(LOGIN_COOKIE, &login_cookie, LOGIN_TTL.as_secs())]),
+        Err(error) => {
+            tracing::warn!(%error, "cannot start sign-in");
+            page(StatusCode::SERVICE_UNAVAILABLE, "Sign-in unavailable", &error.to_string())
+        }
+    }
+}
+
+async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query): Query<CallbackQuery>) -> Response {
+    let Some(oidc) = &auth.oidc else {
+        return page(StatusCode::NOT_FOUND, "Sign-in is not configured", "This Inlet has no [console.oidc] provider.");
+    };
+    let clear_login = set_cookie(LOGIN_COOKIE, "", 0);
+    let (identity, return_to) = match oidc.finish(auth.store(), cookie(&headers, LOGIN_COOKIE), &query).await {
+        Ok(found) => found,
+        Err(error) => {
+            // The detail (never a token) goes to the log; the page says what kind of failure.
+            match &error {
+                LoginError::TokenExchange(detail) | LoginError::IdToken(detail) | LoginError::Discovery(detail) => {
+                    tracing::warn!(%error, detail, "sign-in failed")
+                }
+                _ => tracing::warn!(%error, "sign-in failed"),
+            }
+            let status = match error {
+                LoginError::Store(_) | LoginError::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let mut response = page(status, "Sign-in failed", &error.to_string());
+            if let Ok(value) = HeaderValue::from_str(&clear_login) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            return response;
+        }
+    };
+    let email = identity.email.clone();
+    match auth.sign_in(identity).await {
+        Ok(Some(session)) => {
+            let ttl = auth.config().session_ttl.as_secs();
+            redirect(
+                &local_path(Some(&return_to)),
+                &[set_cookie(SESSION_COOKIE, &session.cookie_value, ttl), clear_login],
+            )
+        }
+        Ok(None) => page(
+            StatusCode::FORBIDDEN,
+            "Not authorised",
+            &format!(
+                "{email} signed in, but this address is not allowed to use this Inlet. Ask an administrator to add it to [console.access]."
+            ),
+        ),
+        Err(error) => {
+            tracing::error!(%error, "cannot store the session");
+            page(StatusCode::SERVICE_UNAVAILABLE, "Sign-in failed", "The database is unavailable.")
+        }
+    }
+}
+
+async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
+    let Some(value) = cookie(&headers, SESSION_COOKIE) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    // Logging out is a state change: the CSRF token must come with it.
+    match auth.from_session(&value).await {
+        Ok(Some(principal)) => {
+            let Via::Session { csrf_token } = principal.via else {
+                return StatusCode::FORBIDDEN.into_response();
+            };
+            let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !constant_time_eq(sent, &csrf_token) {
+                return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
+            }
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(%error, "cannot read session");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
+    if let Err(error) = auth.sign_out(&value).await {
+        tracing::error!(%error, "cannot delete session");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", 0)) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn session(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
+    let login = auth.oidc.as_ref().map(|oidc| serde_json::json!({ "url": "/auth/login", "label": oidc.label() }));
+    let body = match cookie(&headers, SESSION_COOKIE) {
+        Some(value) => match auth.from_session(&value).await {
+            Ok(Some(principal)) => {
+                let csrf = match &principal.via {
+                    Via::Session { csrf_token } => csrf_token.clone(),
+                    Via::Token => String::new(),
+                };
+                serde_json::json!({
+                    "authenticated": true, "actor": principal.actor, "role": principal.role.as_str(),
+                    "csrfToken": csrf, "login": login,
+                })
+            }
+            Ok(None) => serde_json::json!({ "authenticated": false, "login": login }),
+            Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        },
+        None => serde_json::json!({ "authenticated": false, "login": login }),
+    };
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,368 @@
+//! The GraphQL API: transport rules (POST + JSON only, tokens, CSRF), roles, limits,
+//! pagination and DataLoaders, replays (single, concurrent, bulk with dry run and cancel).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::operator_support::{ADMIN_TOKEN, OperatorPipeline, Options};
+use crate::support::TestDestination;
+
+const FAST_RETRIES: &str = "retry_schedule = [\"100ms\", \"100ms\"]";
+
+const DELIVERY_STATE: &str =
+    "query($id: ID!) { delivery(id: $id) { status attemptCount replays attempts { attempt outcome statusCode } } }";
+
+fn code(answer: &Value) -> String {
+    answer["errors"][0]["extensions"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn graphql_accepts_only_json_posts_with_valid_credentials() {
+    let pipeline = OperatorPipeline::start(&[], Options::default()).await;
+    let client = &pipeline.client;
+    let url = pipeline.url("/graphql");
+    let mutation = r#"{"query":"mutation { revokeApiToken(id: \"1\") { id } }"}"#;
+
+    // No queries in URLs, so no mutation over GET.
+    let get = client.get(format!("{url}?query=mutation%7BrevokeApiToken(id:%221%22)%7Bid%7D%7D")).send().await.unwrap();
+    assert_eq!(get.status(), 405);
+    assert_eq!(get.headers()["allow"], "POST");
+
+    // Bodies a cross-site form can send without a preflight are refused before anything runs.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let response = client
+            .post(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", content_type)
+            .body(mutation)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 415, "{content_type}");
+    }
+    let missing = client.post(&url).body(mutation).send().await.unwrap();
+    assert_eq!(missing.status(), 415, "no content type");
+
+    // A wrong bearer token is refused outright.
+    let bad = client
+        .post(&url)
+        .bearer_auth("inlet_not-a-token")
+        .json(&json!({"query": "{ me { role } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+
+    // Batches are refused (limits apply per operation).
+    let batch = client
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!([{"query": "{ me { role } }"}, {"query": "{ me { role } }"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(batch.status(), 400);
+
+    // Anonymous callers see nothing: no data, no introspection, no suggestions.
+    let anonymous = |query: &'static str| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let response = client.post(url).json(&json!({ "query": query })).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(anonymous("{ me { role } }").await["data"]["me"], Value::Null);
+    assert_eq!(code(&anonymous("{ counts { events } }").await), "UNAUTHENTICATED");
+    let introspection = anonymous("{ __schema { types { name } } }").await;
+    assert_eq!(introspection["data"]["__schema"], Value::Null, "{introspection}");
+    let typo = anonymous("{ countz { events } }").await;
+    assert!(!typo.to_string().contains("Did you mean"), "no suggestions: {typo}");
+
+    // Authenticated callers may introspect.
+    let schema = pipeline.gql("{ __schema { queryType { name } } }", json!({})).await;
+    assert_eq!(schema["__schema"]["queryType"]["name"], "Query");
+}
+
+#[tokio::test]
+async fn roles_decide_what_tokens_may_do_and_revoked_tokens_stop_working() {
+    let pipeline = OperatorPipeline::start(&[], Options::default()).await;
+    let create = "mutation($name: String!, $role: RoleName!) { createApiToken(name: $name, role: $role) { token apiToken { id role } } }";
+    let viewer = pipeline.gql(create, json!({"name": "dashboards", "role": "VIEWER"})).await["createApiToken"].clone();
+    let operator = pipeline.gql(create, json!({"name": "runbook", "role": "OPERATOR"})).await["createApiToken"].clone();
+    let viewer_token = viewer["token"].as_str().unwrap();
+    let operator_token = operator["token"].as_str().unwrap();
+    assert!(viewer_token.starts_with("inlet_"));
+
+    let stored: Vec<String> = pipeline.query(|c| {
+        let mut s = c.prepare("SELECT token_hash FROM api_tokens")?;
+        let rows = s.query_map([], |r| r.get(0))?;
+        rows.collect()
+    });
+    assert!(stored.iter().all(|hash| hash.len() == 64 && !hash.contains(viewer_token)), "only hashes are stored");
+
+    let me = pipeline.gql_as(viewer_token, "{ me { actor role } counts { events } }", json!({})).await;
+    assert_eq!(me["data"]["me"], json!({"actor": "token:dashboards", "role": "viewer"}));
+    let replay = "mutation { replayDelivery(id: \"dlv_x\") { result } }";
+    assert_eq!(code(&pipeline.gql_as(viewer_token, replay, json!({})).await), "FORBIDDEN");
+    assert_eq!(code(&pipeline.gql_as(operator_token, replay, json!({})).await), "NOT_FOUND", "operators may replay");
+    assert_eq!(
+        code(&pipeline.gql_as(operator_token, create, json!({"name": "x", "role": "ADMIN"})).await),
+        "FORBIDDEN"
+    );
+    assert_eq!(code(&pipeline.gql_as(operator_token, "{ apiTokens { id } }", json!({})).await), "FORBIDDEN");
+
+    let id = viewer["apiToken"]["id"].as_str().unwrap();
+    let revoked =
+        pipeline.gql("mutation($id: ID!) { revokeApiToken(id: $id) { revokedAtMs } }", json!({"id": id})).await;
+    assert!(revoked["revokeApiToken"]["revokedAtMs"].is_i64());
+    let after = pipeline
+        .client
+        .post(pipeline.url("/graphql"))
+        .bearer_auth(viewer_token)
+        .json(&json!({"query": "{ me { role } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401, "a revoked token stops working at once");
+
+    let audit = pipeline.gql("{ auditLog(first: 10) { nodes { actor action target } } }", json!({})).await;
+    let actions: Vec<&str> =
+        audit["auditLog"]["nodes"].as_array().unwrap().iter().map(|n| n["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["revoke_api_token", "create_api_token", "create_api_token"]);
+    assert_eq!(audit["auditLog"]["nodes"][0]["actor"], "token:bootstrap");
+}
+
+#[tokio::test]
+async fn depth_and_complexity_bombs_are_rejected_before_any_resolver_runs() {
+    let pipeline = OperatorPipeline::start(&[], Options::default()).await;
+    let deep = "{ deadLetters(first: 1) { nodes { event { deliveries { event { deliveries { event { deliveries { event { deliveries { id } } } } } } } } } } }";
+    let answer = pipeline.gql_as(ADMIN_TOKEN, deep, json!({})).await;
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("nested too deep"), "{answer}");
+    assert_eq!(answer["extensions"]["sqlReads"], 0, "rejected before touching the database");
+
+    let wide = "{ events(first: 100) { nodes { deliveries { attempts { attempt outcome statusCode error responseSnippet } } } } }";
+    let answer = pipeline.gql_as(ADMIN_TOKEN, wide, json!({})).await;
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("too complex"), "{answer}");
+    assert_eq!(answer["extensions"]["sqlReads"], 0);
+
+    let too_big = pipeline.gql_as(ADMIN_TOKEN, "{ events(first: 1000) { nodes { id } } }", json!({})).await;
+    assert!(too_big["errors"].is_array(), "{too_big}");
+}
+
+#[tokio::test]
+async fn events_paginate_and_filter_and_dataloaders_keep_reads_flat() {
+    let sink = TestDestination::answering(200).await;
+    let pipeline = OperatorPipeline::start(&[("sink", sink.url(), "")], Options::default()).await;
+    for n in 0..25 {
+        let event = if n % 5 == 0 { "issues" } else { "push" };
+        assert_eq!(pipeline.send(&format!("evt-{n:02}"), event, format!("{{\"n\":{n}}}").as_bytes()).await, 202);
+    }
+    assert_eq!(pipeline.send("evt-unrouted", "star", b"{}").await, 202);
+    sink.wait_for(25, Duration::from_secs(30)).await;
+    pipeline
+        .wait_for("every delivery recorded", "{ counts { events delivered unrouted } }", json!({}), |d| {
+            d["counts"] == json!({"events": 26, "delivered": 25, "unrouted": 1})
+        })
+        .await;
+
+    // Cursor pagination: newest first, no overlap, no gap.
+    let page = "query($after: String) { events(first: 10, after: $after) { nodes { eventId } pageInfo { hasNextPage endCursor } } }";
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let data = pipeline.gql(page, json!({ "after": after })).await;
+        let events = &data["events"];
+        seen.extend(events["nodes"].as_array().unwrap().iter().map(|n| n["eventId"].as_str().unwrap().to_owned()));
+        if !events["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+            break;
+        }
+        after = events["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(seen.len(), 26);
+    assert_eq!(seen[0], "evt-unrouted");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 26, "no duplicates across pages");
+
+    // Filters.
+    let filtered = |filter: Value| {
+        let pipeline = &pipeline;
+        async move {
+            let data = pipeline
+                .gql(
+                    "query($f: EventFilter) { events(filter: $f, first: 100) { nodes { eventId } } }",
+                    json!({ "f": filter }),
+                )
+                .await;
+            data["events"]["nodes"].as_array().unwrap_or_else(|| panic!("{data}")).len()
+        }
+    };
+    assert_eq!(filtered(json!({"eventType": "issues"})).await, 5);
+    assert_eq!(filtered(json!({"text": "evt-1"})).await, 10);
+    assert_eq!(filtered(json!({"text": "%"})).await, 0, "LIKE wildcards are literal");
+    assert_eq!(filtered(json!({"status": "UNROUTED"})).await, 1);
+    assert_eq!(filtered(json!({"status": "DELIVERED", "source": "gh"})).await, 25);
+    assert_eq!(filtered(json!({"status": "DEAD_LETTERED"})).await, 0);
+    assert_eq!(filtered(json!({"receivedAfterMs": 0, "receivedBeforeMs": 1})).await, 0);
+
+    // DataLoader: the number of SQL reads does not grow with the page size.
+    let nested =
+        "query($n: Int) { events(first: $n) { nodes { eventId deliveries { status attempts { attempt outcome } } } } }";
+    let small = pipeline.gql_as(ADMIN_TOKEN, nested, json!({"n": 2})).await;
+    let large = pipeline.gql_as(ADMIN_TOKEN, nested, json!({"n": 25})).await;
+    assert_eq!(large["data"]["events"]["nodes"].as_array().unwrap().len(), 25);
+    assert_eq!(small["extensions"]["sqlReads"], 3, "events + deliveries + attempts: {small}");
+    assert_eq!(large["extensions"]["sqlReads"], 3, "same for 25 events: {large}");
+
+    // One event in detail.
+    let id = pipeline.gql("{ events(first: 1, filter: {text: \"evt-03\"}) { nodes { id } } }", json!({})).await["events"]["nodes"][0]["id"].clone();
+    let detail = pipeline
+        .gql(
+            "query($id: ID!) { event(id: $id) { eventType content { body bodyBytes headersJson } deliveries { destination status attempts { statusCode durationMs } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let event = &detail["event"];
+    assert_eq!(event["content"]["body"], "{\"n\":3}");
+    assert_eq!(event["deliveries"][0]["status"], "delivered");
+    assert_eq!(event["deliveries"][0]["attempts"][0]["statusCode"], 200);
+    let destinations =
+        pipeline.gql("{ destinations { name breakerState delivered } sources { name kind } }", json!({})).await;
+    assert_eq!(destinations["destinations"], json!([{"name": "sink", "breakerState": "closed", "delivered": 25}]));
+    assert_eq!(destinations["sources"], json!([{"name": "gh", "kind": "github"}]));
+}
+
+#[tokio::test]
+async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enqueue_it_once() {
+    // Three failures dead-letter it (1 + 2 retries); after the replay, two more failures and a
+    // success: only possible with a fresh retry schedule.
+    let flaky = TestDestination::start(|n| (if n < 5 { 503 } else { 200 }, Duration::ZERO)).await;
+    let extra = format!("{FAST_RETRIES}\nbreaker = {{ failure_threshold = 50, cooldown = \"1s\" }}");
+    let pipeline = OperatorPipeline::start(&[("flaky", flaky.url(), &extra)], Options::default()).await;
+    assert_eq!(pipeline.send("evt-1", "push", b"{\"a\":1}").await, 202);
+    let dead = pipeline
+        .wait_for("dead letter", "{ deadLetters { nodes { id deadLetterReason attemptCount } } }", json!({}), |d| {
+            d["deadLetters"]["nodes"].as_array().is_some_and(|n| n.len() == 1)
+        })
+        .await;
+    let delivery = &dead["deadLetters"]["nodes"][0];
+    assert_eq!(delivery["deadLetterReason"], "retries_exhausted");
+    assert_eq!(delivery["attemptCount"], 3);
+    let id = delivery["id"].as_str().unwrap().to_owned();
+
+    let replay = "mutation($id: ID!) { replayDelivery(id: $id) { result enqueued } }";
+    let calls = (0..8).map(|_| pipeline.gql(replay, json!({ "id": id })));
+    let results = futures::future::join_all(calls).await;
+    let enqueued = results.iter().filter(|r| r["replayDelivery"]["enqueued"] == true).count();
+    assert_eq!(enqueued, 1, "eight concurrent replays queue one task: {results:?}");
+
+    let done = pipeline
+        .wait_for("delivered after replay", DELIVERY_STATE, json!({ "id": id }), |d| {
+            d["delivery"]["status"] == "delivered"
+        })
+        .await;
+    assert_eq!(done["delivery"]["attemptCount"], 6);
+    assert_eq!(done["delivery"]["replays"], 1);
+    let numbers: Vec<i64> =
+        done["delivery"]["attempts"].as_array().unwrap().iter().map(|a| a["attempt"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6], "attempt history is kept across the replay");
+    assert_eq!(flaky.count(), 6, "exactly three requests after the replay");
+    let delivered = flaky.delivered_keys();
+    assert_eq!(delivered.get(&id), Some(&1), "the Idempotency-Key is the same delivery id");
+
+    // Replaying the delivered one again is allowed and audited.
+    let again = pipeline.gql(replay, json!({ "id": id })).await;
+    assert_eq!(again["replayDelivery"]["result"], "enqueued");
+    let audit = pipeline.gql("{ auditLog { nodes { actor action target } } }", json!({})).await;
+    let replays: Vec<&Value> =
+        audit["auditLog"]["nodes"].as_array().unwrap().iter().filter(|n| n["action"] == "replay_delivery").collect();
+    assert_eq!(replays.len(), 2, "one audit row per effective replay: {audit}");
+    assert_eq!(replays[0]["actor"], "token:bootstrap");
+    assert_eq!(replays[0]["target"], id.as_str());
+}
+
+#[tokio::test]
+async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_can_be_cancelled() {
+    let sink = TestDestination::answering(400).await;
+    let pipeline = OperatorPipeline::start(
+        &[("sink", sink.url(), "")],
+        Options { console_extra: "max_replay_rate = 200".into(), ..Options::default() },
+    )
+    .await;
+    for n in 0..6 {
+        assert_eq!(pipeline.send(&format!("bulk-{n}"), "push", b"{}").await, 202);
+    }
+    pipeline
+        .wait_for("six dead letters", "{ counts { deadLettered } }", json!({}), |d| d["counts"]["deadLettered"] == 6)
+        .await;
+    sink.set_behaviour(|_| (200, Duration::ZERO));
+
+    let bulk = "mutation($f: DeadLetterFilter!, $dry: Boolean!, $rate: Int) {
+        bulkReplay(filter: $f, dryRun: $dry, ratePerSecond: $rate) { dryRun count sample { id } job { id status total ratePerSecond } } }";
+    let filter = json!({"destination": "sink", "reason": "permanent_4xx"});
+    let dry = pipeline.gql(bulk, json!({"f": filter, "dry": true})).await;
+    assert_eq!(dry["bulkReplay"]["count"], 6);
+    assert_eq!(dry["bulkReplay"]["sample"].as_array().unwrap().len(), 6);
+    assert_eq!(dry["bulkReplay"]["job"], Value::Null);
+    let nothing = pipeline.gql(bulk, json!({"f": {"destination": "other"}, "dry": true})).await;
+    assert_eq!(nothing["bulkReplay"]["count"], 0);
+    assert_eq!(
+        pipeline.gql("{ counts { deadLettered } }", json!({})).await["counts"]["deadLettered"],
+        6,
+        "a dry run changes nothing"
+    );
+
+    // One per second, cancelled at once: at most the first one went.
+    let slow = pipeline.gql(bulk, json!({"f": filter, "dry": false, "rate": 1})).await;
+    let job = &slow["bulkReplay"]["job"];
+    assert_eq!(job["total"], 6);
+    assert_eq!(job["ratePerSecond"], 1);
+    let cancelled = pipeline
+        .gql("mutation($id: ID!) { cancelBulkReplay(id: $id) { status done total } }", json!({"id": job["id"]}))
+        .await;
+    assert_eq!(cancelled["cancelBulkReplay"]["status"], "cancelled");
+    let done_before_cancel = cancelled["cancelBulkReplay"]["done"].as_i64().unwrap();
+    assert!(done_before_cancel < 6, "{cancelled}");
+
+    // The rest, at a rate above the cap: capped.
+    let fast = pipeline.gql(bulk, json!({"f": filter, "dry": false, "rate": 100000})).await;
+    assert_eq!(fast["bulkReplay"]["job"]["ratePerSecond"], 200);
+    assert_eq!(fast["bulkReplay"]["count"], 6 - done_before_cancel);
+    let job_id = fast["bulkReplay"]["job"]["id"].clone();
+    let finished = pipeline
+        .wait_for(
+            "bulk replay finished",
+            "query($id: ID!) { bulkReplay(id: $id) { status done enqueued } }",
+            json!({"id": job_id}),
+            |d| d["bulkReplay"]["status"] != "running",
+        )
+        .await;
+    assert_eq!(finished["bulkReplay"]["status"], "finished");
+    assert_eq!(finished["bulkReplay"]["enqueued"], 6 - done_before_cancel);
+    pipeline
+        .wait_for("all delivered", "{ counts { delivered deadLettered } }", json!({}), |d| {
+            d["counts"] == json!({"delivered": 6, "deadLettered": 0})
+        })
+        .await;
+    assert_eq!(sink.delivered_keys().len(), 6);
+
+    let audit = pipeline.gql("{ auditLog { nodes { action count } } }", json!({})).await;
+    let actions: Vec<(String, i64)> = audit["auditLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["action"].as_str().unwrap().to_owned(), n["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("bulk_replay".to_owned(), 6 - done_before_cancel),
+            ("cancel_bulk_replay".to_owned(), 1),
+            ("bulk_replay".to_owned(), 6)
+        ]
+    );
+}

@@ -21,6 +21,13 @@ pub const IN_FLIGHT: &str = "inlet_ingest_requests_in_flight";
 /// Whether the NATS connection is up (1) or not (0), as seen at the last readiness check.
 pub const NATS_CONNECTED: &str = "inlet_ingest_nats_connected";
 
+/// Messages per JetStream commit in `fsync` mode (1 = a single publish).
+pub const BATCH_MESSAGES: &str = "inlet_ingest_batch_messages";
+/// Time to commit one atomic batch.
+pub const BATCH_COMMIT_DURATION: &str = "inlet_ingest_batch_commit_duration_seconds";
+/// Groups that fell back to individual publishes, by reason.
+pub const BATCH_FALLBACKS: &str = "inlet_ingest_batch_fallbacks_total";
+
 /// Label used for requests to a source that is not configured.
 pub const UNKNOWN_SOURCE_LABEL: &str = "_unknown";
 
@@ -33,22 +40,90 @@ pub fn describe() {
     describe_counter!(SECRET_MATCHES, "Verified requests by source and index of the secret that matched.");
     describe_gauge!(IN_FLIGHT, "Webhook requests being handled now.");
     describe_gauge!(NATS_CONNECTED, "1 when the NATS connection is up, else 0.");
+    describe_histogram!(BATCH_MESSAGES, "Messages per JetStream commit in fsync mode (1 is a single publish).");
+    describe_histogram!(BATCH_COMMIT_DURATION, Unit::Seconds, "Time to commit one atomic batch in fsync mode.");
+    describe_counter!(BATCH_FALLBACKS, "Atomic batches that fell back to individual publishes, by reason.");
 }
 
-/// One webhook request finished.
-pub fn request_finished(source: &str, outcome: &'static str, elapsed: Duration) {
-    metrics::counter!(REQUESTS, "source" => source.to_owned(), "outcome" => outcome).increment(1);
-    metrics::histogram!(REQUEST_DURATION, "source" => source.to_owned()).record(elapsed.as_secs_f64());
+/// Every `outcome` label value of [`REQUESTS`].
+pub const OUTCOMES: &[&str] = &[
+    "accepted",
+    "duplicate",
+    "challenge",
+    "unknown_source",
+    "method_not_allowed",
+    "stale_timestamp",
+    "malformed_signature",
+    "missing_signature",
+    "bad_signature",
+    "too_large",
+    "body_timeout",
+    "body_read_error",
+    "rate_limited",
+    "unavailable",
+];
+
+/// Every `reason` label value of [`SIGNATURE_FAILURES`].
+pub const SIGNATURE_REASONS: &[&str] = &["missing_header", "malformed", "stale", "mismatch"];
+
+/// Metric handles of one source, registered once so the request path neither allocates label
+/// strings nor hashes them.
+pub struct SourceMetrics {
+    requests: Vec<(&'static str, metrics::Counter)>,
+    duration: metrics::Histogram,
+    signature_failures: Vec<(&'static str, metrics::Counter)>,
+    secret_matches: Vec<metrics::Counter>,
 }
 
-/// A signature was rejected.
-pub fn signature_rejected(source: &str, reason: &'static str) {
-    metrics::counter!(SIGNATURE_FAILURES, "source" => source.to_owned(), "reason" => reason).increment(1);
+impl SourceMetrics {
+    /// Registers the handles of `source`, which has `secrets` configured secrets.
+    pub fn new(source: &str, secrets: usize) -> SourceMetrics {
+        let label = source.to_owned();
+        SourceMetrics {
+            requests: OUTCOMES
+                .iter()
+                .map(|outcome| (*outcome, metrics::counter!(REQUESTS, "source" => label.clone(), "outcome" => *outcome)))
+                .collect(),
+            duration: metrics::histogram!(REQUEST_DURATION, "source" => label.clone()),
+            signature_failures: SIGNATURE_REASONS
+                .iter()
+                .map(|reason| {
+                    (*reason, metrics::counter!(SIGNATURE_FAILURES, "source" => label.clone(), "reason" => *reason))
+                })
+                .collect(),
+            secret_matches: (0..secrets)
+                .map(|index| metrics::counter!(SECRET_MATCHES, "source" => label.clone(), "secret_index" => index.to_string()))
+                .collect(),
+        }
+    }
+
+    /// One webhook request finished.
+    pub fn request_finished(&self, outcome: &'static str, elapsed: Duration) {
+        if let Some((_, counter)) = self.requests.iter().find(|(name, _)| *name == outcome) {
+            counter.increment(1);
+        }
+        self.duration.record(elapsed.as_secs_f64());
+    }
+
+    /// A signature was rejected.
+    pub fn signature_rejected(&self, reason: &'static str) {
+        if let Some((_, counter)) = self.signature_failures.iter().find(|(name, _)| *name == reason) {
+            counter.increment(1);
+        }
+    }
+
+    /// A signature verified with secret number `index`.
+    pub fn secret_matched(&self, index: usize) {
+        if let Some(counter) = self.secret_matches.get(index) {
+            counter.increment(1);
+        }
+    }
 }
 
-/// A signature verified with secret number `index`.
-pub fn secret_matched(source: &str, index: usize) {
-    metrics::counter!(SECRET_MATCHES, "source" => source.to_owned(), "secret_index" => index.to_string()).increment(1);
+/// A request for a source that is not configured finished.
+pub fn unknown_source(elapsed: Duration) {
+    metrics::counter!(REQUESTS, "source" => UNKNOWN_SOURCE_LABEL, "outcome" => "unknown_source").increment(1);
+    metrics::histogram!(REQUEST_DURATION, "source" => UNKNOWN_SOURCE_LABEL).record(elapsed.as_secs_f64());
 }
 
 /// A publish was acknowledged after `elapsed`.
@@ -57,18 +132,18 @@ pub fn published(elapsed: Duration) {
 }
 
 /// Tracks one in-flight request; decrements when dropped (also on cancellation).
-pub struct InFlight;
+pub struct InFlight(metrics::Gauge);
 
 impl InFlight {
-    /// Starts tracking.
-    pub fn start() -> InFlight {
-        metrics::gauge!(IN_FLIGHT).increment(1.0);
-        InFlight
+    /// Starts tracking on `gauge` (the [`IN_FLIGHT`] handle).
+    pub fn start(gauge: &metrics::Gauge) -> InFlight {
+        gauge.increment(1.0);
+        InFlight(gauge.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }

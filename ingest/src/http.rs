@@ -35,6 +35,7 @@ pub struct SourceRuntime {
     subject: String,
     /// Lowercase header names not to store: signatures and credentials.
     dropped_headers: Vec<String>,
+    metrics: events::SourceMetrics,
 }
 
 impl SourceRuntime {
@@ -60,6 +61,7 @@ impl SourceRuntime {
             limiter,
             subject: config.stream.subject_for(&source.name),
             dropped_headers,
+            metrics: events::SourceMetrics::new(&source.name, source.secrets.len()),
         })
     }
 }
@@ -74,6 +76,8 @@ pub struct AppState {
     pub body_read_timeout: Duration,
     /// `ingest.retry_after`.
     pub retry_after: Duration,
+    /// The in-flight gauge handle.
+    pub in_flight: metrics::Gauge,
 }
 
 /// What happened to an accepted webhook.
@@ -126,11 +130,10 @@ async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
 
 async fn webhook(state: &AppState, name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let _in_flight = events::InFlight::start();
+    let _in_flight = events::InFlight::start(&state.in_flight);
     let Some(source) = state.sources.get(name) else {
-        let error = IngestError::UnknownSource;
-        events::request_finished(events::UNKNOWN_SOURCE_LABEL, error.code(), started.elapsed());
-        return error.into_response();
+        events::unknown_source(started.elapsed());
+        return IngestError::UnknownSource.into_response();
     };
     let result = accept(state, source, request).await;
     match result {
@@ -150,15 +153,15 @@ async fn webhook(state: &AppState, name: &str, request: Request<Incoming>) -> Re
                     (StatusCode::OK, serde_json::json!({ "challenge": challenge }), "challenge")
                 }
             };
-            events::request_finished(&source.name, outcome, started.elapsed());
+            source.metrics.request_finished(outcome, started.elapsed());
             json_response(status, &body)
         }
         Err(error) => {
-            events::request_finished(&source.name, error.code(), started.elapsed());
+            source.metrics.request_finished(error.code(), started.elapsed());
             match &error {
                 IngestError::Signature(reason) => {
                     // Anyone on the internet can trigger this: debug level, counted in metrics.
-                    events::signature_rejected(&source.name, reason.reason());
+                    source.metrics.signature_rejected(reason.reason());
                     tracing::debug!(source = %source.name, reason = reason.reason(), "webhook signature rejected");
                 }
                 IngestError::Unavailable { reason, .. } => {
@@ -189,7 +192,7 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
     let received_at = SystemTime::now();
 
     let verified = source.verifier.verify(&parts.headers, &body, received_at)?;
-    events::secret_matched(&source.name, verified.secret_index());
+    source.metrics.secret_matched(verified.secret_index());
     let identity = verified.identify(&parts.headers, &body);
 
     if source.verifier.kind() == SchemeKind::Slack
@@ -224,17 +227,28 @@ async fn read_body(
     }
     let capacity = declared.map_or(8 * 1024, |d| usize::try_from(d).unwrap_or(limit)).min(limit);
     let read = async {
-        let mut buffer = BytesMut::with_capacity(capacity);
+        // A body that arrives in one frame (the common case) is used as is, without a copy.
+        let mut first: Option<Bytes> = None;
+        let mut buffer = BytesMut::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(IngestError::BodyRead)?;
             if let Ok(data) = frame.into_data() {
-                if buffer.len() + data.len() > limit {
+                let received = first.as_ref().map_or(0, Bytes::len) + buffer.len();
+                if received + data.len() > limit {
                     return Err(IngestError::TooLarge { limit });
                 }
-                buffer.extend_from_slice(&data);
+                match first.take() {
+                    None if buffer.is_empty() => first = Some(data),
+                    None => buffer.extend_from_slice(&data),
+                    Some(earlier) => {
+                        buffer.reserve(capacity.max(earlier.len() + data.len()));
+                        buffer.extend_from_slice(&earlier);
+                        buffer.extend_from_slice(&data);
+                    }
+                }
             }
         }
-        Ok(buffer.freeze())
+        Ok(first.unwrap_or_else(|| buffer.freeze()))
     };
     tokio::time::timeout(timeout, read).await.map_err(|_| IngestError::BodyTimeout(timeout))?
 }

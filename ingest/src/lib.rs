@@ -9,6 +9,7 @@
 //! PubAck), `error` (every failure and its one HTTP mapping), `events` (metrics).
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -75,14 +76,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
 
     let client = inlet_shared::nats::connect(&config.nats, "inlet-ingest").await?;
-    let publisher = publish::Publisher::new(client, config.stream.name.clone(), config.ingest.publish_timeout);
+    let fsync = config.stream.durability == inlet_shared::config::Durability::Fsync;
+    let publisher = publish::Publisher::new(client, config.stream.name.clone(), config.ingest.publish_timeout, fsync);
     inlet_shared::nats::ensure_stream(publisher.jetstream(), &config.stream, config.nats.startup_timeout).await?;
+    if fsync {
+        let monitoring_url = config.nats.monitoring_url.as_deref().unwrap_or_default();
+        publish::verify_fsync_server(&publisher, monitoring_url).await?;
+        tracing::info!("durability fsync: group commit into atomic batches");
+    }
 
     let state = Arc::new(http::AppState {
         sources,
         publisher,
         body_read_timeout: config.ingest.body_read_timeout,
         retry_after: config.ingest.retry_after,
+        in_flight: metrics::gauge!(events::IN_FLIGHT),
     });
     let options = ServeOptions {
         header_read_timeout: config.ingest.header_read_timeout,

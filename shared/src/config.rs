@@ -612,6 +612,10 @@ pub struct DestinationConfig {
     /// Circuit breaker.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// Deliveries in flight at once to this destination; defaults to
+    /// `worker.delivery_concurrency`. Use 1 for a receiver that must see one request at a time.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
 fn default_delivery_timeout() -> Duration {
@@ -809,6 +813,11 @@ impl Config {
             positive(&key("connect_timeout"), destination.connect_timeout)?;
             if destination.retry_schedule.len() > 50 {
                 return Err(ConfigError::invalid(key("retry_schedule"), "at most 50 retries"));
+            }
+            if let Some(concurrency) = destination.concurrency
+                && (concurrency == 0 || concurrency > 10_000)
+            {
+                return Err(ConfigError::invalid(key("concurrency"), "must be between 1 and 10000"));
             }
             if destination.breaker.failure_threshold == 0 {
                 return Err(ConfigError::invalid(key("breaker.failure_threshold"), "must be at least 1"));

@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, stream};
 use tokio_retry::Retry;
 use tokio_retry::strategy::{ExponentialBackoff, jitter};
 
-use crate::config::{NatsConfig, StreamConfig};
+use crate::config::{Durability, NatsConfig, StreamConfig};
 
 /// Why startup could not reach a usable stream.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +101,8 @@ pub fn stream_config(config: &StreamConfig) -> stream::Config {
         max_age: config.max_age,
         num_replicas: config.replicas,
         allow_direct: true,
+        // Group commit sends concurrent requests as one atomic batch (one fsync).
+        allow_atomic_publish: config.durability == Durability::Fsync,
         ..Default::default()
     }
 }

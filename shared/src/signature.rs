@@ -738,12 +738,36 @@ fn recipe_presented<'a>(
     })
 }
 
-/// The body as a JSON object, if it is one. Used only after verification.
+/// The top-level fields identity is read from. Everything else in the body is skipped by the
+/// parser without being built into values, so a large payload costs a scan, not a tree.
+#[derive(serde::Deserialize)]
+struct IdentityFields {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default, rename = "type")]
+    event_type: Option<serde_json::Value>,
+    #[serde(default)]
+    event_id: Option<serde_json::Value>,
+    #[serde(default)]
+    event: Option<serde_json::Value>,
+}
+
+/// The identity fields of the body, if it is a JSON object. Used only after verification.
 fn json_object(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(map)) => Some(map),
-        _ => None,
+    // Serde would also read a struct from a JSON array; only an object counts.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
     }
+    let fields: IdentityFields = serde_json::from_slice(body).ok()?;
+    let mut map = serde_json::Map::new();
+    for (key, value) in
+        [("id", fields.id), ("type", fields.event_type), ("event_id", fields.event_id), ("event", fields.event)]
+    {
+        if let Some(value) = value {
+            map.insert(key.to_owned(), value);
+        }
+    }
+    Some(map)
 }
 
 fn json_str(map: Option<&serde_json::Map<String, serde_json::Value>>, key: &str) -> Option<Vec<u8>> {

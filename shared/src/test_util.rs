@@ -33,6 +33,7 @@ pub fn nats_server_bin() -> PathBuf {
 pub struct TestNats {
     child: Option<Child>,
     port: u16,
+    monitor_port: Option<u16>,
     store: tempfile::TempDir,
     extra_config: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
@@ -50,12 +51,24 @@ impl TestNats {
         let mut nats = TestNats {
             child: None,
             port: 0,
+            monitor_port: None,
             store,
             extra_config: extra_config.map(str::to_owned),
             log: Arc::default(),
         };
         nats.spawn(None);
         nats
+    }
+
+    /// Starts a server that fsyncs before every ack (`sync_interval: always`), with its HTTP
+    /// monitoring endpoint on a free port (see [`TestNats::monitoring_url`]).
+    pub fn start_fsync() -> TestNats {
+        Self::start_with_config(Some("jetstream { sync_interval: always }\nhttp: \"127.0.0.1:-1\"\n"))
+    }
+
+    /// `http://127.0.0.1:<port>` of the monitoring endpoint, when the config enabled it.
+    pub fn monitoring_url(&self) -> Option<String> {
+        self.monitor_port.map(|port| format!("http://127.0.0.1:{port}"))
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -111,18 +124,22 @@ impl TestNats {
             )
         });
         let stderr = child.stderr.take().expect("piped stderr");
-        let (ready_tx, ready_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel::<(u16, Option<u16>)>();
         let log = Arc::clone(&self.log);
         std::thread::spawn(move || {
             let mut port = None;
+            let mut monitor = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
                     port = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
                 }
+                if let Some(rest) = line.split("Starting http monitor on ").nth(1) {
+                    monitor = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                }
                 if line.contains("Server is ready")
                     && let Some(port) = port
                 {
-                    let _ = ready_tx.send(port);
+                    let _ = ready_tx.send((port, monitor));
                 }
                 if let Ok(mut lines) = log.lock() {
                     lines.push(line);
@@ -130,7 +147,10 @@ impl TestNats {
             }
         });
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(found) => self.port = found,
+            Ok((found, monitor)) => {
+                self.port = found;
+                self.monitor_port = monitor;
+            }
             Err(_) => {
                 let _ = child.kill();
                 panic!("nats-server did not become ready within 30 s:\n{}", self.log());

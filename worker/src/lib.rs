@@ -138,6 +138,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     for destination_config in &config.destinations {
         let name = destination_config.name.clone();
         let consumer_name = destination_consumer_name(&config, &name);
+        let concurrency = destination_config.concurrency.unwrap_or(config.worker.delivery_concurrency);
         let delivery_consumer: consumer::PullConsumer = deliveries
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(consumer_name.clone()),
@@ -146,7 +147,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
                 // An attempt may take the whole timeout; leave room before JetStream redelivers
                 // a task whose worker died mid-attempt.
                 ack_wait: destination_config.timeout.mul_f64(1.5) + Duration::from_secs(1),
-                max_ack_pending: i64::try_from(config.worker.delivery_concurrency).unwrap_or(i64::MAX),
+                max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
                 filter_subject: format!("{}.{name}", config.worker.delivery_subject_prefix),
                 ..Default::default()
             })
@@ -161,7 +162,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             destination,
             store.clone(),
             delivery_consumer,
-            config.worker.delivery_concurrency,
+            concurrency,
             shutdown.clone(),
         ));
     }

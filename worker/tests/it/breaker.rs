@@ -11,7 +11,8 @@ async fn breaker_opens_stops_calling_half_opens_and_closes_without_spending_the_
         "dead",
         dead.url(),
         "retry_schedule = [\"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\"]\n\
-         breaker = { failure_threshold = 2, cooldown = \"1s\" }",
+         breaker = { failure_threshold = 2, cooldown = \"1s\" }\n\
+         concurrency = 1",
     )])
     .await;
     for n in 0..4 {
@@ -34,8 +35,8 @@ async fn breaker_opens_stops_calling_half_opens_and_closes_without_spending_the_
         .await;
     assert_eq!(pipeline.metric("inlet_worker_breaker_state", &[("destination", "dead")]).await, 0.0, "closed again");
 
-    // No calls while open: after the failure that opened it, the next call is the probe, one
-    // cooldown later.
+    // No calls while open: with one call in flight at a time, the call after the failure that
+    // opened it is the probe, one cooldown later.
     let received = dead.received();
     let failures: Vec<_> = received.iter().filter(|r| r.status == 500).collect();
     assert!(failures.len() >= 2);

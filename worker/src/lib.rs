@@ -158,13 +158,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
                 .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?,
         );
         destinations.insert(name, Arc::clone(&destination));
-        tracker.spawn(deliver::run(
-            destination,
-            store.clone(),
-            delivery_consumer,
-            concurrency,
-            shutdown.clone(),
-        ));
+        tracker.spawn(deliver::run(destination, store.clone(), delivery_consumer, concurrency, shutdown.clone()));
     }
 
     let recorder = Arc::new(record::Recorder {

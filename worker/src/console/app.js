@@ -1,1 +1,298 @@
+// Inlet console: vanilla JS over the GraphQL API. Every value from the server is inserted as
+// text (never as HTML). Cookie session + X-CSRF-Token on every POST.
+'use strict';
 
+const session = { csrf: '', role: '', actor: '' };
+let refreshTimer = null;
+
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else if (key === 'className') node.className = value;
+    else node.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const $ = (id) => document.getElementById(id);
+const time = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').replace('Z', '') : '');
+const chip = (status) => h('span', { className: `status ${status}` }, status.replace('_', ' '));
+const canReplay = () => session.role === 'operator' || session.role === 'admin';
+
+function showError(error) {
+  const box = $('error');
+  box.textContent = error ? String(error.message || error) : '';
+  box.hidden = !error;
+}
+
+async function gql(query, variables = {}) {
+  const response = await fetch('/graphql', {
+    method: 'POST',
+    credentials: 'same-origin',
+    headers: { 'content-type': 'application/json', 'x-csrf-token': session.csrf },
+    body: JSON.stringify({ query, variables }),
+  });
+  const answer = await response.json().catch(() => ({ errors: [{ message: `HTTP ${response.status}` }] }));
+  if (answer.errors && answer.errors.length) throw new Error(answer.errors.map((e) => e.message).join('; '));
+  return answer.data;
+}
+
+function render(...nodes) {
+  const main = $('main');
+  main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
+}
+
+function every(ms, task) {
+  clearInterval(refreshTimer);
+  refreshTimer = setInterval(() => task().catch(showError), ms);
+}
+
+async function refreshCounts() {
+  const { counts } = await gql('{ counts { events unrouted pending delivered deadLettered } }');
+  $('counts').replaceChildren(
+    h('span', {}, `${counts.events} events`),
+    h('span', {}, `${counts.pending} pending`),
+    h('span', {}, `${counts.delivered} delivered`),
+    h('span', { id: 'count-dead' }, `${counts.deadLettered} dead letters`),
+  );
+}
+
+// ---- Events -------------------------------------------------------------------------------
+
+const EVENTS = `query($filter: EventFilter, $after: String) {
+  events(filter: $filter, first: 50, after: $after) {
+    nodes { id source eventId eventType receivedAtMs routeStatus deliveries { destination status } }
+    pageInfo { hasNextPage endCursor } } }`;
+
+async function eventsView() {
+  const { sources } = await gql('{ sources { name } }');
+  const form = h('form', { className: 'filters', id: 'event-filters' },
+    h('label', {}, 'Source', h('select', { name: 'source' }, h('option', { value: '' }, 'any'),
+      sources.map((s) => h('option', { value: s.name }, s.name)))),
+    h('label', {}, 'Type', h('input', { name: 'eventType', placeholder: 'push' })),
+    h('label', {}, 'Status', h('select', { name: 'status' }, h('option', { value: '' }, 'any'),
+      ['PENDING', 'DELIVERED', 'DEAD_LETTERED', 'UNROUTED'].map((s) => h('option', { value: s }, s.toLowerCase())))),
+    h('label', {}, 'Event id contains', h('input', { name: 'text' })),
+    h('label', {}, 'Received after', h('input', { name: 'after', type: 'datetime-local' })),
+    h('button', { type: 'submit', className: 'primary' }, 'Filter'));
+  const body = h('tbody');
+  const more = h('button', { type: 'button', hidden: true }, 'Load more');
+  let cursor = null;
+  const filter = () => {
+    const data = new FormData(form);
+    const f = {};
+    for (const key of ['source', 'eventType', 'status', 'text']) if (data.get(key)) f[key] = data.get(key);
+    if (data.get('after')) f.receivedAfterMs = new Date(data.get('after')).getTime();
+    return f;
+  };
+  const load = async (append) => {
+    const { events } = await gql(EVENTS, { filter: filter(), after: append ? cursor : null });
+    const rows = events.nodes.map((e) => h('tr', { className: 'clickable', 'data-event-id': e.eventId,
+      onclick: () => { location.hash = `#event/${e.id}`; } },
+    h('td', { className: 'mono' }, time(e.receivedAtMs)), h('td', {}, e.source), h('td', {}, e.eventType || ''),
+    h('td', { className: 'mono' }, e.eventId),
+    h('td', {}, e.routeStatus === 'unrouted' ? chip('unrouted') : e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
+    if (append) body.append(...rows); else body.replaceChildren(...rows);
+    cursor = events.pageInfo.endCursor;
+    more.hidden = !events.pageInfo.hasNextPage;
+  };
+  form.addEventListener('submit', (event) => { event.preventDefault(); load(false).catch(showError); });
+  more.addEventListener('click', () => load(true).catch(showError));
+  render(h('h1', {}, 'Events'), form,
+    h('table', {}, h('thead', {}, h('tr', {}, ['Received (UTC)', 'Source', 'Type', 'Event id', 'Deliveries'].map((t) => h('th', {}, t)))), body),
+    more);
+  await load(false);
+}
+
+// ---- Event detail -------------------------------------------------------------------------
+
+const EVENT = `query($id: ID!) { event(id: $id) {
+  id source eventId eventType receivedAtMs contentType routeStatus duplicates conflicts scheme
+  content { headersJson body bodyBytes bodySha256 }
+  deliveries { id destination status attemptCount replays lastStatusCode lastError deadLetterReason nextAttemptAtMs
+    attempts { attempt startedAtMs durationMs outcome statusCode error responseSnippet } } } }`;
+
+function pretty(body, contentType) {
+  if ((contentType || '').includes('json') || /^\s*[[{]/.test(body)) {
+    try { return JSON.stringify(JSON.parse(body), null, 2); } catch { /* not JSON after all */ }
+  }
+  return body;
+}
+
+async function replayButton(deliveryId, after) {
+  return h('button', { type: 'button', className: 'replay', 'data-delivery': deliveryId, onclick: async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      const { replayDelivery } = await gql('mutation($id: ID!) { replayDelivery(id: $id) { result enqueued } }', { id: deliveryId });
+      button.replaceWith(h('span', { className: 'replay-result' }, replayDelivery.result.replace('_', ' ')));
+      if (after) await after();
+    } catch (error) { button.disabled = false; showError(error); }
+  } }, 'Replay');
+}
+
+async function eventView(id) {
+  let watching = false;
+  const redraw = async () => { watching = await draw(); };
+  const draw = async () => {
+    const { event } = await gql(EVENT, { id });
+    if (!event) { render(h('p', {}, 'No such event.')); return false; }
+    let headers = [];
+    try { headers = JSON.parse(event.content.headersJson); } catch { headers = []; }
+    const deliveries = await Promise.all(event.deliveries.map(async (d) => h('div', { className: 'card delivery', 'data-destination': d.destination },
+      h('h2', {}, d.destination, ' ', h('span', { className: 'delivery-status' }, chip(d.status)),
+        d.status !== 'pending' && canReplay() ? await replayButton(d.id, redraw) : null),
+      h('p', { className: 'muted mono' }, `${d.id} · ${d.attemptCount} attempts · ${d.replays} replays`,
+        d.deadLetterReason ? ` · ${d.deadLetterReason}` : '', d.nextAttemptAtMs && d.status === 'pending' ? ` · next ${time(d.nextAttemptAtMs)}` : ''),
+      h('table', {}, h('thead', {}, h('tr', {}, ['#', 'Started (UTC)', 'Latency', 'Outcome', 'Status', 'Error / response'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, d.attempts.map((a) => h('tr', {}, h('td', {}, a.attempt), h('td', { className: 'mono' }, time(a.startedAtMs)),
+          h('td', {}, `${a.durationMs} ms`), h('td', {}, a.outcome), h('td', {}, a.statusCode ?? ''),
+          h('td', { className: 'mono' }, a.error || a.responseSnippet || ''))))))));
+    render(
+      h('p', {}, h('a', { href: '#events' }, '← Events')),
+      h('h1', {}, `${event.source} · ${event.eventType || '(no type)'} · `, h('span', { className: 'mono' }, event.eventId)),
+      h('p', { className: 'muted' }, `received ${time(event.receivedAtMs)} UTC · verified by ${event.scheme} · ${event.content.bodyBytes} bytes · `,
+        `duplicates ${event.duplicates} · conflicts ${event.conflicts} · sha256 ${event.content.bodySha256.slice(0, 16)}…`),
+      h('h2', {}, 'Deliveries'), event.routeStatus === 'unrouted' ? h('p', {}, chip('unrouted'), ' no route matched') : deliveries,
+      h('h2', {}, 'Payload'), h('pre', { className: 'mono', id: 'payload' }, pretty(event.content.body, event.contentType)),
+      h('h2', {}, 'Headers'), h('table', {}, h('tbody', {}, headers.map(([k, v]) => h('tr', {}, h('td', { className: 'mono' }, k), h('td', { className: 'mono' }, v))))));
+    return event.deliveries.some((d) => d.status === 'pending');
+  };
+  await redraw();
+  every(2000, async () => { if (watching) await redraw(); });
+}
+
+// ---- Dead letters -------------------------------------------------------------------------
+
+const DEAD = `query($filter: DeadLetterFilter, $after: String) { deadLetters(filter: $filter, first: 50, after: $after) {
+  nodes { id destination deadLetterReason attemptCount lastStatusCode lastError updatedAtMs event { id source eventId eventType } }
+  pageInfo { hasNextPage endCursor } } }`;
+
+async function deadLettersView() {
+  const { destinations, sources } = await gql('{ destinations { name } sources { name } }');
+  const form = h('form', { className: 'filters', id: 'dead-filters' },
+    h('label', {}, 'Destination', h('select', { name: 'destination' }, h('option', { value: '' }, 'any'), destinations.map((d) => h('option', { value: d.name }, d.name)))),
+    h('label', {}, 'Source', h('select', { name: 'source' }, h('option', { value: '' }, 'any'), sources.map((s) => h('option', { value: s.name }, s.name)))),
+    h('label', {}, 'Reason', h('select', { name: 'reason' }, h('option', { value: '' }, 'any'),
+      ['permanent_4xx', 'retries_exhausted', 'unknown_destination'].map((r) => h('option', { value: r }, r)))),
+    h('label', {}, 'Event id contains', h('input', { name: 'text' })),
+    h('button', { type: 'submit', className: 'primary' }, 'Filter'));
+  const filter = () => {
+    const data = new FormData(form);
+    const f = {};
+    for (const key of ['destination', 'source', 'reason', 'text']) if (data.get(key)) f[key] = data.get(key);
+    return f;
+  };
+  const body = h('tbody');
+  const bulk = h('div', { className: 'card', id: 'bulk' });
+  const load = async () => {
+    const { deadLetters } = await gql(DEAD, { filter: filter() });
+    const rows = await Promise.all(deadLetters.nodes.map(async (d) => h('tr', { 'data-event-id': d.event.eventId },
+      h('td', { className: 'mono' }, time(d.updatedAtMs)), h('td', {}, d.destination), h('td', {}, d.event.source),
+      h('td', { className: 'mono' }, h('a', { href: `#event/${d.event.id}`, className: 'event-link' }, d.event.eventId)),
+      h('td', {}, d.deadLetterReason), h('td', {}, `${d.attemptCount} · ${d.lastStatusCode ?? d.lastError ?? ''}`),
+      h('td', {}, canReplay() ? await replayButton(d.id) : ''))));
+    body.replaceChildren(...rows);
+    if (!rows.length) body.append(h('tr', {}, h('td', { colspan: 7, className: 'muted' }, 'No dead letters match.')));
+  };
+  form.addEventListener('submit', (event) => { event.preventDefault(); load().catch(showError); });
+  const rate = h('input', { type: 'number', min: 1, value: 10, name: 'rate', id: 'bulk-rate' });
+  const preview = h('button', { type: 'button', id: 'bulk-preview', onclick: async () => {
+    const { bulkReplay } = await gql(`mutation($f: DeadLetterFilter!) { bulkReplay(filter: $f, dryRun: true) { count sample { id destination event { eventId } } } }`, { f: filter() });
+    const start = h('button', { type: 'button', className: 'primary', id: 'bulk-start', disabled: bulkReplay.count === 0, onclick: async () => {
+      const started = await gql(`mutation($f: DeadLetterFilter!, $r: Int) { bulkReplay(filter: $f, dryRun: false, ratePerSecond: $r) { job { id total ratePerSecond } } }`,
+        { f: filter(), r: Number(rate.value) || null });
+      await followJob(started.bulkReplay.job.id, load);
+    } }, `Replay ${bulkReplay.count} dead letters`);
+    bulk.replaceChildren(h('h2', {}, 'Bulk replay'), h('p', { id: 'bulk-count' }, `Dry run: ${bulkReplay.count} dead letters match. First ones:`),
+      h('ul', {}, bulkReplay.sample.map((s) => h('li', { className: 'mono' }, `${s.event.eventId} → ${s.destination}`))),
+      h('label', {}, 'Rate per second', rate), start);
+  } }, 'Bulk replay: preview (dry run)');
+  const followJob = async (jobId, reload) => {
+    const status = h('p', { id: 'bulk-status' });
+    const cancel = h('button', { type: 'button', className: 'danger', id: 'bulk-cancel', onclick: async () => {
+      await gql('mutation($id: ID!) { cancelBulkReplay(id: $id) { status } }', { id: jobId });
+    } }, 'Cancel');
+    bulk.replaceChildren(h('h2', {}, 'Bulk replay'), status, cancel);
+    const poll = async () => {
+      const { bulkReplay } = await gql('query($id: ID!) { bulkReplay(id: $id) { status total done enqueued ratePerSecond } }', { id: jobId });
+      status.replaceChildren(chip(bulkReplay.status), ` ${bulkReplay.done}/${bulkReplay.total} processed, ${bulkReplay.enqueued} re-queued at ≤ ${bulkReplay.ratePerSecond}/s`);
+      if (bulkReplay.status !== 'running') { cancel.hidden = true; clearInterval(refreshTimer); await reload(); }
+    };
+    await poll();
+    every(1000, poll);
+  };
+  render(h('h1', {}, 'Dead letters'), form, canReplay() ? h('p', {}, preview) : null, bulk,
+    h('table', {}, h('thead', {}, h('tr', {}, ['Dead since (UTC)', 'Destination', 'Source', 'Event id', 'Reason', 'Attempts · last', ''].map((t) => h('th', {}, t)))), body));
+  await load();
+}
+
+// ---- Destinations, audit ------------------------------------------------------------------
+
+async function destinationsView() {
+  const draw = async () => {
+    const { destinations } = await gql('{ destinations { name url breakerState pending deadLettered delivered } }');
+    render(h('h1', {}, 'Destinations'), h('table', {},
+      h('thead', {}, h('tr', {}, ['Name', 'URL', 'Breaker', 'Pending', 'Dead letters', 'Delivered'].map((t) => h('th', {}, t)))),
+      h('tbody', {}, destinations.map((d) => h('tr', {}, h('td', {}, d.name), h('td', { className: 'mono' }, d.url),
+        h('td', {}, chip(d.breakerState)), h('td', {}, d.pending), h('td', {}, d.deadLettered), h('td', {}, d.delivered))))));
+  };
+  await draw();
+  every(3000, draw);
+}
+
+async function auditView() {
+  const { auditLog } = await gql('{ auditLog(first: 100) { nodes { atMs actor action target count detail } } }');
+  render(h('h1', {}, 'Audit log'), h('table', {},
+    h('thead', {}, h('tr', {}, ['When (UTC)', 'Who', 'What', 'Target', 'How many', 'Detail'].map((t) => h('th', {}, t)))),
+    h('tbody', {}, auditLog.nodes.map((n) => h('tr', {}, h('td', { className: 'mono' }, time(n.atMs)), h('td', {}, n.actor),
+      h('td', {}, n.action), h('td', { className: 'mono' }, n.target), h('td', {}, n.count), h('td', { className: 'mono' }, n.detail || ''))))));
+}
+
+// ---- Shell --------------------------------------------------------------------------------
+
+async function route() {
+  clearInterval(refreshTimer);
+  showError(null);
+  const hash = location.hash || '#events';
+  for (const link of document.querySelectorAll('#nav a')) link.classList.toggle('active', hash.startsWith(link.getAttribute('href')));
+  try {
+    if (hash.startsWith('#event/')) await eventView(decodeURIComponent(hash.slice(7)));
+    else if (hash === '#dead-letters') await deadLettersView();
+    else if (hash === '#destinations') await destinationsView();
+    else if (hash === '#audit') await auditView();
+    else await eventsView();
+    await refreshCounts();
+  } catch (error) { showError(error); }
+}
+
+async function start() {
+  const me = await (await fetch('/auth/session', { credentials: 'same-origin' })).json();
+  if (!me.authenticated) {
+    const returnTo = encodeURIComponent(location.pathname + location.hash);
+    render(h('div', { className: 'signin' }, h('h1', {}, 'Inlet console'),
+      me.login ? h('a', { id: 'signin', href: `${me.login.url}?return_to=${returnTo}` }, me.login.label)
+        : h('p', {}, 'No sign-in provider is configured ([console.oidc]). Use the API with a token.')));
+    return;
+  }
+  Object.assign(session, { csrf: me.csrfToken, role: me.role, actor: me.actor });
+  $('user').textContent = `${me.actor} (${me.role})`;
+  $('nav').hidden = false;
+  const signout = $('signout');
+  signout.hidden = false;
+  signout.addEventListener('click', async () => {
+    await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin', headers: { 'x-csrf-token': session.csrf } });
+    location.assign('/console');
+  });
+  window.addEventListener('hashchange', route);
+  await route();
+  setInterval(() => refreshCounts().catch(() => {}), 5000);
+}
+
+start().catch(showError);

@@ -21,6 +21,7 @@ pub fn router() -> Router {
         .route("/console", get(|| async { asset(INDEX, "text/html; charset=utf-8") }))
         .route("/console/app.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/console/app.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
+        .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

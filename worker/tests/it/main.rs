@@ -4,6 +4,7 @@
 
 mod api;
 mod breaker;
+mod console;
 mod crash;
 mod delivery;
 mod login;

@@ -1,0 +1,56 @@
+//! The console in headless Chromium (Debian's, driven by `scripts/e2e/console.mjs` through
+//! playwright-core): sign in at a real OpenID provider, find a dead-lettered event, replay it,
+//! see it delivered.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::operator_support::{OperatorPipeline, Options, e2e_script};
+use crate::support::TestDestination;
+
+#[tokio::test]
+async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_delivered() {
+    let destination = TestDestination::answering(400).await;
+    let pipeline =
+        OperatorPipeline::start(&[("orders", destination.url(), "")], Options { oidc: true, ..Options::default() })
+            .await;
+    assert_eq!(pipeline.send("evt-console-1", "push", b"{\"order\":42}").await, 202);
+    assert_eq!(pipeline.send("evt-console-2", "push", b"{\"order\":43}").await, 202);
+    pipeline
+        .wait_for("two dead letters", "{ counts { deadLettered } }", json!({}), |d| d["counts"]["deadLettered"] == 2)
+        .await;
+    destination.set_behaviour(|_| (200, Duration::ZERO));
+
+    // INLET_E2E_SCREENSHOT_DIR keeps the final screenshot for a person to look at.
+    let screenshot = std::env::var_os("INLET_E2E_SCREENSHOT_DIR")
+        .map_or_else(|| pipeline.dir.path().to_owned(), std::path::PathBuf::from)
+        .join("console.png");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg(e2e_script("console.mjs"))
+            .args(["--url", &pipeline.url(""), "--email", "ops@example.com", "--event-id", "evt-console-1"])
+            .arg("--screenshot")
+            .arg(&screenshot)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser run finished within 2 minutes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "console.mjs failed:\n{stdout}\n{stderr}");
+    println!("console run: {stdout}");
+
+    // What the browser saw is what happened: delivered once, the other dead letter untouched,
+    // the replay audited with the operator's address.
+    assert_eq!(destination.delivered_keys().len(), 1);
+    let state =
+        pipeline.gql("{ counts { delivered deadLettered } auditLog { nodes { actor action } } }", json!({})).await;
+    assert_eq!(state["counts"], json!({"delivered": 1, "deadLettered": 1}));
+    let replay =
+        state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "replay_delivery").cloned();
+    assert_eq!(replay, Some(json!({"actor": "ops@example.com", "action": "replay_delivery"})));
+}

@@ -4,6 +4,7 @@
 #     committed package-lock.json, when missing or older than the lock;
 #   - Debian's chromium (/usr/bin/chromium) for the console test, when missing (needs root).
 # Playwright never downloads a browser here: the test points it at /usr/bin/chromium.
+# `--node-only` skips chromium (scripts/run.sh needs only the development OpenID provider).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +16,7 @@ if [ ! -f "$e2e/node_modules/.package-lock.json" ] || [ "$e2e/package-lock.json"
     (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
-if [ ! -x /usr/bin/chromium ]; then
+if [ "${1:-}" != "--node-only" ] && [ ! -x /usr/bin/chromium ]; then
     echo "install-test-tools: installing Debian chromium" >&2
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-test-tools: run as root (or apt-get install chromium) to install chromium" >&2

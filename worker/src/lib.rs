@@ -215,6 +215,12 @@ fn operator_routes(
         ),
         _ => None,
     };
+    if let Some(oidc) = &console.oidc
+        && oidc.issuer.starts_with("http://")
+    {
+        // Only loopback is accepted for http:// (config validation): a development provider.
+        tracing::warn!(issuer = %oidc.issuer, "console sign-in uses a plain-http identity provider on loopback (development only)");
+    }
     let auth = auth::Auth::new(store.clone(), console.clone(), oidc);
     let replayer = api::replay::Replayer::new(
         store.clone(),

@@ -13,7 +13,7 @@ function h(tag, attrs, ...children) {
     else if (key === 'className') node.className = value;
     else node.setAttribute(key, value === true ? '' : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -45,7 +45,7 @@ async function gql(query, variables = {}) {
 
 function render(...nodes) {
   const main = $('main');
-  main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
+  main.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined));
 }
 
 function every(ms, task) {

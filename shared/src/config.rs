@@ -165,6 +165,8 @@ pub struct ConsoleConfig {
     pub access: AccessConfig,
     /// The OpenID Connect provider operators sign in with.
     pub oidc: Option<OidcConfig>,
+    /// Sign-in with GitHub (OAuth 2.0 + the user and emails API).
+    pub github: Option<GithubConfig>,
 }
 
 impl Default for ConsoleConfig {
@@ -178,6 +180,7 @@ impl Default for ConsoleConfig {
             max_bulk_replay: 10_000,
             access: AccessConfig::default(),
             oidc: None,
+            github: None,
         }
     }
 }
@@ -244,6 +247,39 @@ pub struct OidcConfig {
     /// Label of the sign-in button.
     #[serde(default = "default_oidc_label")]
     pub label: String,
+}
+
+/// `[console.github]`: sign-in with GitHub. The account's primary verified email decides the
+/// role (`[console.access]`); members of `allowed_orgs` are also admitted with `domain_role`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// OAuth app client id.
+    pub client_id: String,
+    /// OAuth app client secret (use `{ env = "…" }`).
+    pub client_secret: Secret,
+    /// GitHub organisations whose members may sign in (asks for the `read:org` scope).
+    #[serde(default)]
+    pub allowed_orgs: Vec<String>,
+    /// Where users authorize (GitHub Enterprise: your server).
+    #[serde(default = "default_github_web_url")]
+    pub web_url: String,
+    /// The REST API base URL.
+    #[serde(default = "default_github_api_url")]
+    pub api_url: String,
+    /// Label of the sign-in button.
+    #[serde(default = "default_github_label")]
+    pub label: String,
+}
+
+fn default_github_web_url() -> String {
+    "https://github.com".into()
+}
+fn default_github_api_url() -> String {
+    "https://api.github.com".into()
+}
+fn default_github_label() -> String {
+    "Sign in with GitHub".into()
 }
 
 fn default_oidc_label() -> String {
@@ -888,6 +924,26 @@ impl Config {
         }
         if let Some(bad) = console.access.allowed_domains.iter().find(|d| d.is_empty() || d.contains(['@', ' ', '/'])) {
             return Err(ConfigError::invalid("console.access.allowed_domains", format!("`{bad}` is not a domain")));
+        }
+        if let Some(github) = &console.github {
+            for (url, key) in [(&github.web_url, "console.github.web_url"), (&github.api_url, "console.github.api_url")]
+            {
+                if !is_secure_or_loopback_url(url) || url.ends_with('/') {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "must be an https:// URL (http:// only on loopback) without a trailing slash",
+                    ));
+                }
+            }
+            if github.client_id.is_empty() {
+                return Err(ConfigError::invalid("console.github.client_id", "must not be empty"));
+            }
+            if console.public_url.is_none() {
+                return Err(ConfigError::invalid(
+                    "console.public_url",
+                    "is required with [console.github] (the redirect URI is {public_url}/auth/github/callback)",
+                ));
+            }
         }
         if let Some(oidc) = &console.oidc {
             if !is_secure_or_loopback_url(&oidc.issuer) {

@@ -221,7 +221,14 @@ fn operator_routes(
         // Only loopback is accepted for http:// (config validation): a development provider.
         tracing::warn!(issuer = %oidc.issuer, "console sign-in uses a plain-http identity provider on loopback (development only)");
     }
-    let auth = auth::Auth::new(store.clone(), console.clone(), oidc);
+    let github = match (&console.github, &console.public_url) {
+        (Some(github), Some(public_url)) => Some(
+            auth::github::GithubLogin::new(github.clone(), public_url, console.access.domain_role)
+                .map_err(|e| anyhow::anyhow!("console.github: {e}"))?,
+        ),
+        _ => None,
+    };
+    let auth = auth::Auth::new(store.clone(), console.clone(), oidc, github);
     let replayer = api::replay::Replayer::new(
         store.clone(),
         js,

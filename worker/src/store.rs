@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "0001_init", include_str!("../../schemas/sql/0001_init.sql")),
     (2, "0002_operator", include_str!("../../schemas/sql/0002_operator.sql")),
+    (3, "0003_login_provider", include_str!("../../schemas/sql/0003_login_provider.sql")),
 ];
 
 /// Why a store operation failed.

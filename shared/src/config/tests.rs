@@ -248,6 +248,18 @@ fn console_validation_names_the_key() {
         "not an email",
     );
     check_invalid("[console]\nsesion_ttl = \"1h\"\n", &[], "console.sesion_ttl", "unknown field");
+    check_invalid(
+        &format!(
+            "{CONSOLE}[console.github]\nclient_id = \"x\"\nclient_secret = \"y\"\napi_url = \"http://github.internal\"\n"
+        ),
+        &vars,
+        "console.github.api_url",
+        "https://",
+    );
+    let github =
+        Config::parse(&format!("{CONSOLE}[console.github]\nclient_id = \"x\"\nclient_secret = \"y\"\n"), &env(&vars))
+            .unwrap();
+    assert_eq!(github.console.github.unwrap().api_url, "https://api.github.com");
     check_invalid("[console]\nbootstrap_token = \"short\"\n", &[], "console.bootstrap_token", "at least 32");
     // A development provider on loopback is fine.
     let dev = CONSOLE

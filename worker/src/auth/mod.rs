@@ -6,6 +6,7 @@
 //! hands alone. Every comparison of a secret value is constant-time. Roles come from
 //! `[console.access]` at each login; an address listed nowhere gets no account.
 
+pub mod github;
 pub mod oidc;
 pub mod routes;
 
@@ -121,6 +122,8 @@ pub struct Auth {
     config: ConsoleConfig,
     /// The OIDC login, when `[console.oidc]` is configured.
     pub oidc: Option<oidc::OidcLogin>,
+    /// The GitHub login, when `[console.github]` is configured.
+    pub github: Option<github::GithubLogin>,
 }
 
 /// An identity the provider vouched for.
@@ -134,6 +137,82 @@ pub struct Identity {
     pub email: String,
     /// Display name, if given.
     pub name: Option<String>,
+    /// Role granted by the provider side (a GitHub organisation in `allowed_orgs`) when the
+    /// email is not listed in `[console.access]`.
+    pub fallback_role: Option<Role>,
+}
+
+/// How long a login may take between leaving for the provider and coming back.
+pub const LOGIN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A login in progress, kept server-side (`login_flows`), keyed by the hash of the login
+/// cookie's random value: state, nonce and PKCE verifier never reach the browser's storage.
+pub(crate) struct LoginFlow {
+    /// `oidc` or `github`: the callback must come from the same provider.
+    pub provider: String,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub return_to: String,
+    pub expires_at_ms: i64,
+}
+
+/// Stores a new login flow; returns the login cookie's value.
+pub(crate) async fn save_flow(store: &Store, flow: LoginFlow) -> Result<String, StoreError> {
+    let cookie_value = random_token(32);
+    let id_hash = sha256_hex(&cookie_value);
+    store
+        .write(move |c| {
+            c.execute("DELETE FROM login_flows WHERE expires_at_ms <= ?1", [now_ms()])?;
+            c.execute(
+                "INSERT INTO login_flows (id_hash, provider, state, nonce, pkce_verifier, return_to, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id_hash,
+                    flow.provider,
+                    flow.state,
+                    flow.nonce,
+                    flow.pkce_verifier,
+                    flow.return_to,
+                    flow.expires_at_ms
+                ],
+            )
+        })
+        .await?;
+    Ok(cookie_value)
+}
+
+/// Takes (reads and deletes: single use) the flow named by a login cookie value.
+pub(crate) async fn take_flow(store: &Store, cookie_value: &str) -> Result<Option<LoginFlow>, StoreError> {
+    let id_hash = sha256_hex(cookie_value);
+    store
+        .write(move |c| {
+            let flow = c
+                .query_row(
+                    "SELECT provider, state, nonce, pkce_verifier, return_to, expires_at_ms FROM login_flows
+                     WHERE id_hash = ?1",
+                    [&id_hash],
+                    |r| {
+                        Ok(LoginFlow {
+                            provider: r.get(0)?,
+                            state: r.get(1)?,
+                            nonce: r.get(2)?,
+                            pkce_verifier: r.get(3)?,
+                            return_to: r.get(4)?,
+                            expires_at_ms: r.get(5)?,
+                        })
+                    },
+                )
+                .optional()?;
+            c.execute("DELETE FROM login_flows WHERE id_hash = ?1", [&id_hash])?;
+            Ok(flow)
+        })
+        .await
+}
+
+/// Expiry of a flow started now.
+pub(crate) fn flow_expiry() -> i64 {
+    now_ms().saturating_add(i64::try_from(LOGIN_TTL.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A new session for the browser.
@@ -144,8 +223,13 @@ pub struct NewSession {
 
 impl Auth {
     /// Builds the service.
-    pub fn new(store: Store, config: ConsoleConfig, oidc: Option<oidc::OidcLogin>) -> Arc<Auth> {
-        Arc::new(Auth { store, config, oidc })
+    pub fn new(
+        store: Store,
+        config: ConsoleConfig,
+        oidc: Option<oidc::OidcLogin>,
+        github: Option<github::GithubLogin>,
+    ) -> Arc<Auth> {
+        Arc::new(Auth { store, config, oidc, github })
     }
 
     /// The console config.
@@ -243,7 +327,7 @@ impl Auth {
     ///
     /// A database failure.
     pub async fn sign_in(&self, identity: Identity) -> Result<Option<NewSession>, AuthError> {
-        let Some(role) = self.config.access.role_for(&identity.email) else {
+        let Some(role) = self.config.access.role_for(&identity.email).or(identity.fallback_role) else {
             tracing::info!(provider = %identity.provider, "sign-in refused: address not on the allowlist");
             return Ok(None);
         };

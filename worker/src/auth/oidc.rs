@@ -18,14 +18,10 @@ use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse as _,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse as _,
 };
-use rusqlite::{OptionalExtension, params};
 use tokio::sync::Mutex;
 
-use super::{Identity, constant_time_eq, random_token, sha256_hex};
+use super::{Identity, LoginFlow, constant_time_eq, flow_expiry, save_flow, take_flow};
 use crate::store::{Store, now_ms};
-
-/// How long a login may take between leaving for the provider and coming back.
-pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// How long discovery metadata (and its JWKS) is reused.
 const METADATA_TTL: Duration = Duration::from_secs(300);
 
@@ -90,15 +86,6 @@ pub enum LoginError {
     /// The database failed.
     #[error("the database is unavailable")]
     Store(#[from] crate::store::StoreError),
-}
-
-/// A login in progress, as stored.
-struct Flow {
-    state: String,
-    nonce: String,
-    pkce_verifier: String,
-    return_to: String,
-    expires_at_ms: i64,
 }
 
 /// The OIDC relying party.
@@ -180,20 +167,15 @@ impl OidcLogin {
             .add_scope(Scope::new("profile".into()))
             .set_pkce_challenge(challenge)
             .url();
-        let cookie_value = random_token(32);
-        let id_hash = sha256_hex(&cookie_value);
-        let expires = now_ms().saturating_add(i64::try_from(LOGIN_TTL.as_millis()).unwrap_or(i64::MAX));
-        let (state, nonce, verifier) = (state.secret().clone(), nonce.secret().clone(), verifier.secret().clone());
-        store
-            .write(move |c| {
-                c.execute("DELETE FROM login_flows WHERE expires_at_ms <= ?1", [now_ms()])?;
-                c.execute(
-                    "INSERT INTO login_flows (id_hash, state, nonce, pkce_verifier, return_to, expires_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![id_hash, state, nonce, verifier, return_to, expires],
-                )
-            })
-            .await?;
+        let flow = LoginFlow {
+            provider: "oidc".into(),
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+            return_to,
+            expires_at_ms: flow_expiry(),
+        };
+        let cookie_value = save_flow(store, flow).await?;
         Ok((url.to_string(), cookie_value))
     }
 
@@ -210,28 +192,9 @@ impl OidcLogin {
         query: &CallbackQuery,
     ) -> Result<(Identity, String), LoginError> {
         let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
-        let id_hash = sha256_hex(&login_cookie);
-        let flow = store
-            .write(move |c| {
-                let flow = c
-                    .query_row(
-                        "SELECT state, nonce, pkce_verifier, return_to, expires_at_ms FROM login_flows WHERE id_hash = ?1",
-                        [&id_hash],
-                        |r| {
-                            Ok(Flow {
-                                state: r.get(0)?,
-                                nonce: r.get(1)?,
-                                pkce_verifier: r.get(2)?,
-                                return_to: r.get(3)?,
-                                expires_at_ms: r.get(4)?,
-                            })
-                        },
-                    )
-                    .optional()?;
-                c.execute("DELETE FROM login_flows WHERE id_hash = ?1", [&id_hash])?;
-                Ok(flow)
-            })
+        let flow = take_flow(store, &login_cookie)
             .await?
+            .filter(|flow| flow.provider == "oidc")
             .ok_or(LoginError::NoLoginInProgress)?;
         if flow.expires_at_ms <= now_ms() {
             return Err(LoginError::Expired);
@@ -293,7 +256,13 @@ impl OidcLogin {
         if verified != Some(true) {
             return Err(LoginError::NoVerifiedEmail);
         }
-        let identity = Identity { provider: "oidc".into(), subject: subject.as_str().to_owned(), email, name };
+        let identity = Identity {
+            provider: "oidc".into(),
+            subject: subject.as_str().to_owned(),
+            email,
+            name,
+            fallback_role: None,
+        };
         Ok((identity, flow.return_to))
     }
 }

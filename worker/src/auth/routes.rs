@@ -1,5 +1,6 @@
-//! The login routes: `GET /auth/login`, `GET /auth/callback`, `POST /auth/logout`,
-//! `GET /auth/session` (what the console asks to learn who is signed in and its CSRF token).
+//! The login routes: `GET /auth/login` and `GET /auth/callback` (OIDC), `GET /auth/github/login`
+//! and `GET /auth/github/callback` (GitHub), `POST /auth/logout`, `GET /auth/session` (what
+//! the console asks to learn who is signed in, its CSRF token and the sign-in choices).
 
 use std::sync::Arc;
 
@@ -9,14 +10,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::oidc::{CallbackQuery, LOGIN_TTL, LoginError};
-use super::{Auth, CSRF_HEADER, LOGIN_COOKIE, SESSION_COOKIE, Via, constant_time_eq, cookie, local_path, set_cookie};
+use super::oidc::{CallbackQuery, LoginError};
+use super::{
+    Auth, CSRF_HEADER, Identity, LOGIN_COOKIE, LOGIN_TTL, SESSION_COOKIE, Via, constant_time_eq, cookie, local_path,
+    set_cookie,
+};
 
 /// The `/auth/*` routes.
 pub fn router(auth: Arc<Auth>) -> Router {
     Router::new()
         .route("/auth/login", get(login))
         .route("/auth/callback", get(callback))
+        .route("/auth/github/login", get(github_login))
+        .route("/auth/github/callback", get(github_callback))
         .route("/auth/logout", post(logout))
         .route("/auth/session", get(session))
         .with_state(auth)
@@ -62,11 +68,12 @@ struct LoginQuery {
     return_to: Option<String>,
 }
 
-async fn login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -> Response {
-    let Some(oidc) = &auth.oidc else {
-        return page(StatusCode::NOT_FOUND, "Sign-in is not configured", "This Inlet has no [console.oidc] provider.");
-    };
-    match oidc.begin(auth.store(), local_path(query.return_to.as_deref())).await {
+fn not_configured() -> Response {
+    page(StatusCode::NOT_FOUND, "Sign-in is not configured", "This Inlet has no such sign-in provider.")
+}
+
+fn started(result: Result<(String, String), LoginError>) -> Response {
+    match result {
         Ok((url, login_cookie)) => redirect(&url, &[set_cookie(LOGIN_COOKIE, &login_cookie, LOGIN_TTL.as_secs())]),
         Err(error) => {
             tracing::warn!(%error, "cannot start sign-in");
@@ -75,12 +82,45 @@ async fn login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -
     }
 }
 
+async fn login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -> Response {
+    let Some(oidc) = &auth.oidc else {
+        return not_configured();
+    };
+    started(oidc.begin(auth.store(), local_path(query.return_to.as_deref())).await)
+}
+
+async fn github_login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -> Response {
+    let Some(github) = &auth.github else {
+        return not_configured();
+    };
+    started(github.begin(auth.store(), local_path(query.return_to.as_deref())).await)
+}
+
 async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query): Query<CallbackQuery>) -> Response {
     let Some(oidc) = &auth.oidc else {
-        return page(StatusCode::NOT_FOUND, "Sign-in is not configured", "This Inlet has no [console.oidc] provider.");
+        return not_configured();
     };
+    let result = oidc.finish(auth.store(), cookie(&headers, LOGIN_COOKIE), &query).await;
+    finished(&auth, result).await
+}
+
+async fn github_callback(
+    State(auth): State<Arc<Auth>>,
+    headers: HeaderMap,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let Some(github) = &auth.github else {
+        return not_configured();
+    };
+    let result = github.finish(auth.store(), cookie(&headers, LOGIN_COOKIE), &query).await;
+    finished(&auth, result).await
+}
+
+/// The end of every sign-in: an error page, "not authorised", or a new session and a redirect
+/// to the (local) page the login started from. The login cookie is cleared in every case.
+async fn finished(auth: &Auth, result: Result<(Identity, String), LoginError>) -> Response {
     let clear_login = set_cookie(LOGIN_COOKIE, "", 0);
-    let (identity, return_to) = match oidc.finish(auth.store(), cookie(&headers, LOGIN_COOKIE), &query).await {
+    let (identity, return_to) = match result {
         Ok(found) => found,
         Err(error) => {
             // The detail (never a token) goes to the log; the page says what kind of failure.
@@ -102,13 +142,13 @@ async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query
         }
     };
     let email = identity.email.clone();
-    match auth.sign_in(identity).await {
+    let mut response = match auth.sign_in(identity).await {
         Ok(Some(session)) => {
             let ttl = auth.config().session_ttl.as_secs();
-            redirect(
+            return redirect(
                 &local_path(Some(&return_to)),
                 &[set_cookie(SESSION_COOKIE, &session.cookie_value, ttl), clear_login],
-            )
+            );
         }
         Ok(None) => page(
             StatusCode::FORBIDDEN,
@@ -121,7 +161,11 @@ async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query
             tracing::error!(%error, "cannot store the session");
             page(StatusCode::SERVICE_UNAVAILABLE, "Sign-in failed", "The database is unavailable.")
         }
+    };
+    if let Ok(value) = HeaderValue::from_str(&clear_login) {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
+    response
 }
 
 async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
@@ -157,7 +201,13 @@ async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
 }
 
 async fn session(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
-    let login = auth.oidc.as_ref().map(|oidc| serde_json::json!({ "url": "/auth/login", "label": oidc.label() }));
+    let mut logins = Vec::new();
+    if let Some(oidc) = &auth.oidc {
+        logins.push(serde_json::json!({ "url": "/auth/login", "label": oidc.label() }));
+    }
+    if let Some(github) = &auth.github {
+        logins.push(serde_json::json!({ "url": "/auth/github/login", "label": github.label() }));
+    }
     let body = match cookie(&headers, SESSION_COOKIE) {
         Some(value) => match auth.from_session(&value).await {
             Ok(Some(principal)) => {
@@ -167,13 +217,13 @@ async fn session(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response 
                 };
                 serde_json::json!({
                     "authenticated": true, "actor": principal.actor, "role": principal.role.as_str(),
-                    "csrfToken": csrf, "login": login,
+                    "csrfToken": csrf, "logins": logins,
                 })
             }
-            Ok(None) => serde_json::json!({ "authenticated": false, "login": login }),
+            Ok(None) => serde_json::json!({ "authenticated": false, "logins": logins }),
             Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
         },
-        None => serde_json::json!({ "authenticated": false, "login": login }),
+        None => serde_json::json!({ "authenticated": false, "logins": logins }),
     };
     let mut response = axum::Json(body).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -277,8 +277,9 @@ async function start() {
   if (!me.authenticated) {
     const returnTo = encodeURIComponent(location.pathname + location.hash);
     render(h('div', { className: 'signin' }, h('h1', {}, 'Inlet console'),
-      me.login ? h('a', { id: 'signin', href: `${me.login.url}?return_to=${returnTo}` }, me.login.label)
-        : h('p', {}, 'No sign-in provider is configured ([console.oidc]). Use the API with a token.')));
+      me.logins.length ? me.logins.map((login, n) => h('p', {}, h('a', { id: n === 0 ? 'signin' : null, className: 'signin-link',
+        href: `${login.url}?return_to=${returnTo}` }, login.label)))
+        : h('p', {}, 'No sign-in provider is configured ([console.oidc] or [console.github]). Use the API with a token.')));
     return;
   }
   Object.assign(session, { csrf: me.csrfToken, role: me.role, actor: me.actor });

@@ -42,7 +42,7 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "console.mjs failed:\n{stdout}\n{stderr}");
-    println!("console run: {stdout}");
+    eprintln!("console run: {stdout}");
 
     // What the browser saw is what happened: delivered once, the other dead letter untouched,
     // the replay audited with the operator's address.

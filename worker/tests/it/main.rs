@@ -7,6 +7,7 @@ mod breaker;
 mod console;
 mod crash;
 mod delivery;
+mod github;
 mod login;
 mod operator_support;
 mod support;

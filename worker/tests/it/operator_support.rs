@@ -99,6 +99,8 @@ pub struct Options {
     pub oidc: bool,
     /// Extra `[console]` keys.
     pub console_extra: String,
+    /// Extra TOML appended at the end (e.g. `[console.github]`).
+    pub tail: String,
 }
 
 impl OperatorPipeline {
@@ -123,6 +125,7 @@ impl OperatorPipeline {
                 provider.issuer
             ));
         }
+        text.push_str(&options.tail);
         let config = Config::parse(&text, &BTreeMap::new()).unwrap();
 
         let stop = CancellationToken::new();

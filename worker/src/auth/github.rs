@@ -1,0 +1,201 @@
+//! Sign-in with GitHub: OAuth 2.0 authorization code with PKCE (S256) and `state`, then the
+//! REST API for the user (`/user`), their primary verified email (`/user/emails`) and, when
+//! `allowed_orgs` is set, their organisations (`/user/orgs`). The access token is used for
+//! these calls only and then dropped: no provider token is ever stored.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use inlet_shared::config::{GithubConfig, Role};
+use openidconnect::url::form_urlencoded;
+use serde::Deserialize;
+
+use super::oidc::{CallbackQuery, LoginError};
+use super::{Identity, LoginFlow, constant_time_eq, flow_expiry, random_token, save_flow, take_flow};
+use crate::store::{Store, now_ms};
+
+/// The GitHub relying party.
+pub struct GithubLogin {
+    config: GithubConfig,
+    redirect_uri: String,
+    http: reqwest::Client,
+    /// Role of members of an allowed organisation whose email is not listed.
+    org_role: Role,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: u64,
+    login: String,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Email {
+    email: String,
+    primary: bool,
+    verified: bool,
+}
+
+#[derive(Deserialize)]
+struct Org {
+    login: String,
+}
+
+/// `base64url(sha256(verifier))`.
+fn s256(verifier: &str) -> String {
+    use sha2::{Digest, Sha256};
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+impl GithubLogin {
+    /// Builds the relying party.
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be built.
+    pub fn new(config: GithubConfig, public_url: &str, org_role: Role) -> Result<GithubLogin, LoginError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("inlet/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+        Ok(GithubLogin { config, redirect_uri: format!("{public_url}/auth/github/callback"), http, org_role })
+    }
+
+    /// Label of the sign-in button.
+    pub fn label(&self) -> &str {
+        &self.config.label
+    }
+
+    /// Starts a login: stores the flow; returns (GitHub authorize URL, login cookie value).
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn begin(&self, store: &Store, return_to: String) -> Result<(String, String), LoginError> {
+        let state = random_token(24);
+        let verifier = random_token(32);
+        let scope =
+            if self.config.allowed_orgs.is_empty() { "read:user user:email" } else { "read:user user:email read:org" };
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", &self.config.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", scope)
+            .append_pair("state", &state)
+            .append_pair("code_challenge", &s256(&verifier))
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("allow_signup", "false")
+            .finish();
+        let url = format!("{}/login/oauth/authorize?{query}", self.config.web_url);
+        let flow = LoginFlow {
+            provider: "github".into(),
+            state,
+            nonce: String::new(),
+            pkce_verifier: verifier,
+            return_to,
+            expires_at_ms: flow_expiry(),
+        };
+        let cookie_value = save_flow(store, flow).await?;
+        Ok((url, cookie_value))
+    }
+
+    async fn api<T: serde::de::DeserializeOwned>(&self, token: &str, path: &str) -> Result<T, LoginError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.config.api_url))
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .send()
+            .await
+            .map_err(|e| LoginError::Discovery(format!("GitHub API {path}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(LoginError::TokenExchange(format!("GitHub API {path}: HTTP {}", response.status())));
+        }
+        let bytes = response.bytes().await.map_err(|e| LoginError::Discovery(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| LoginError::Discovery(format!("GitHub API {path}: {e}")))
+    }
+
+    /// Finishes a login from the callback's query: returns the identity and where to go next.
+    ///
+    /// # Errors
+    ///
+    /// [`LoginError`] for every way the callback can be wrong.
+    pub async fn finish(
+        &self,
+        store: &Store,
+        login_cookie: Option<String>,
+        query: &CallbackQuery,
+    ) -> Result<(Identity, String), LoginError> {
+        let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
+        let flow = take_flow(store, &login_cookie)
+            .await?
+            .filter(|flow| flow.provider == "github")
+            .ok_or(LoginError::NoLoginInProgress)?;
+        if flow.expires_at_ms <= now_ms() {
+            return Err(LoginError::Expired);
+        }
+        if !constant_time_eq(query.state.as_deref().unwrap_or(""), &flow.state) {
+            return Err(LoginError::StateMismatch);
+        }
+        if let Some(error) = &query.error {
+            let safe: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+            return Err(LoginError::Provider(safe));
+        }
+        let code = query.code.clone().ok_or_else(|| LoginError::Provider("no code".into()))?;
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", &self.config.client_id)
+            .append_pair("client_secret", self.config.client_secret.expose())
+            .append_pair("code", &code)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("code_verifier", &flow.pkce_verifier)
+            .finish();
+        let response = self
+            .http
+            .post(format!("{}/login/oauth/access_token", self.config.web_url))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let answer: TokenAnswer =
+            serde_json::from_slice(&bytes).map_err(|_| LoginError::TokenExchange("unreadable token answer".into()))?;
+        // GitHub reports a refused code with 200 and an `error` field.
+        let token = match (answer.access_token, answer.error) {
+            (Some(token), None) => token,
+            (_, error) => return Err(LoginError::TokenExchange(error.unwrap_or_else(|| "no access_token".into()))),
+        };
+
+        let user: User = self.api(&token, "/user").await?;
+        let emails: Vec<Email> = self.api(&token, "/user/emails").await?;
+        let email = emails.into_iter().find(|e| e.primary && e.verified).ok_or(LoginError::NoVerifiedEmail)?.email;
+        let mut fallback_role = None;
+        if !self.config.allowed_orgs.is_empty() {
+            let orgs: Vec<Org> = self.api(&token, "/user/orgs").await?;
+            let member =
+                orgs.iter().any(|org| self.config.allowed_orgs.iter().any(|a| a.eq_ignore_ascii_case(&org.login)));
+            if member {
+                fallback_role = Some(self.org_role);
+            }
+        }
+        let identity = Identity {
+            provider: "github".into(),
+            subject: user.id.to_string(),
+            email,
+            name: user.name.or(Some(user.login)),
+            fallback_role,
+        };
+        Ok((identity, flow.return_to))
+    }
+}

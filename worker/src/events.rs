@@ -24,6 +24,12 @@ pub const ATTEMPT_DURATION: &str = "inlet_worker_delivery_attempt_duration_secon
 pub const END_TO_END: &str = "inlet_worker_receipt_to_delivery_seconds";
 /// SQLite batch commit time.
 pub const BATCH_COMMIT: &str = "inlet_worker_record_batch_duration_seconds";
+/// Time of one SQLite commit (the fsync, with `synchronous = FULL`).
+pub const DB_COMMIT: &str = "inlet_worker_db_commit_duration_seconds";
+/// Writer commands per SQLite transaction (group commit size).
+pub const DB_GROUP: &str = "inlet_worker_db_group_messages";
+/// Time the writer spends on one group, statements and commit.
+pub const DB_GROUP_DURATION: &str = "inlet_worker_db_group_duration_seconds";
 /// Breaker state per destination (0 closed, 1 open, 2 half-open).
 pub const BREAKER_STATE: &str = "inlet_worker_breaker_state";
 /// Dead-lettered deliveries currently stored.
@@ -46,6 +52,9 @@ pub fn describe() {
     describe_histogram!(ATTEMPT_DURATION, Unit::Seconds, "Duration of one delivery attempt.");
     describe_histogram!(END_TO_END, Unit::Seconds, "Time from receipt at ingest to successful delivery.");
     describe_histogram!(BATCH_COMMIT, Unit::Seconds, "Time to record one fetched batch in SQLite.");
+    describe_histogram!(DB_COMMIT, Unit::Seconds, "Time of one SQLite commit.");
+    describe_histogram!(DB_GROUP, "Writer commands per SQLite transaction.");
+    describe_histogram!(DB_GROUP_DURATION, Unit::Seconds, "Time the writer spends on one transaction.");
     describe_gauge!(BREAKER_STATE, "Circuit breaker state per destination: 0 closed, 1 open, 2 half-open.");
     describe_gauge!(DEAD_LETTER_BACKLOG, "Dead-lettered deliveries stored (replayable).");
     describe_gauge!(PENDING_DELIVERIES, "Deliveries not yet delivered or dead-lettered.");

@@ -20,6 +20,16 @@ use crate::events;
 use crate::routes::Router;
 use crate::store::{DeliveryTask, NewEvent, Recorded, Store};
 
+/// Batches recorded but not yet settled, at most.
+const MAX_SETTLING: usize = 4;
+
+/// A batch whose transaction committed: its messages and the delivery tasks to enqueue (with
+/// the index of the message each belongs to).
+struct RecordedBatch {
+    messages: Vec<jetstream::Message>,
+    tasks: Vec<(usize, DeliveryTask)>,
+}
+
 /// What the recording loop needs.
 pub struct Recorder {
     /// Database.
@@ -76,6 +86,7 @@ impl Recorder {
     /// Runs until `shutdown`; the batch in hand is finished and settled first.
     pub async fn run(self: Arc<Self>, consumer: PullConsumer, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut settling = tokio::task::JoinSet::new();
         while !shutdown.is_cancelled() {
             let messages = match consumer
                 .stream()
@@ -101,7 +112,7 @@ impl Recorder {
             let mut batches = messages.ready_chunks(self.batch_size);
             loop {
                 let batch = tokio::select! {
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => break,
                     batch = batches.next() => batch,
                 };
                 let Some(batch) = batch else { break };
@@ -112,15 +123,35 @@ impl Recorder {
                         Err(error) => tracing::debug!(%error, "pull stream error; continuing"),
                     }
                 }
-                if !ok.is_empty() {
-                    self.process_batch(ok).await;
+                if ok.is_empty() {
+                    continue;
+                }
+                // Pipelined: the next batch is recorded while this one's delivery tasks are
+                // enqueued and its messages acked. A few batches at most are in that stage.
+                while settling.len() >= MAX_SETTLING {
+                    let _ = settling.join_next().await;
+                }
+                if let Some(recorded) = self.record_batch(ok).await {
+                    let this = Arc::clone(&self);
+                    settling.spawn(async move { this.settle_batch(recorded).await });
                 }
             }
         }
+        // Shutdown: the batches in hand are settled before returning.
+        while settling.join_next().await.is_some() {}
     }
 
-    /// Records, enqueues and settles one batch.
+    /// Records, enqueues and settles one batch, in order.
     pub async fn process_batch(&self, messages: Vec<jetstream::Message>) {
+        if let Some(recorded) = self.record_batch(messages).await {
+            self.settle_batch(recorded).await;
+        }
+    }
+
+    /// Records one batch in one transaction. Messages that cannot be recorded are settled here
+    /// (terminated when invalid, NAKed when the database failed); the rest come back with
+    /// their delivery tasks.
+    async fn record_batch(&self, messages: Vec<jetstream::Message>) -> Option<RecordedBatch> {
         let mut events = Vec::with_capacity(messages.len());
         let mut valid = Vec::with_capacity(messages.len());
         for message in messages {
@@ -139,7 +170,7 @@ impl Recorder {
             }
         }
         if events.is_empty() {
-            return;
+            return None;
         }
         let started = Instant::now();
         let recorded = match self.store.record(events.clone()).await {
@@ -149,7 +180,7 @@ impl Recorder {
                 for message in &valid {
                     let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
                 }
-                return;
+                return None;
             }
         };
         metrics::histogram!(events::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
@@ -168,7 +199,13 @@ impl Recorder {
             events::event(&event.source, outcome);
             tasks.extend(new_tasks.iter().cloned().map(|task| (index, task)));
         }
+        Some(RecordedBatch { messages: valid, tasks })
+    }
 
+    /// Enqueues a recorded batch's delivery tasks, then acks its messages (NAKs those whose
+    /// tasks could not be enqueued, so the duplicate path enqueues them again).
+    async fn settle_batch(&self, batch: RecordedBatch) {
+        let RecordedBatch { messages: valid, tasks } = batch;
         let failed = self.enqueue(&tasks).await;
         for (index, message) in valid.iter().enumerate() {
             let result = if failed.contains(&index) {

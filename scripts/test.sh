@@ -8,6 +8,8 @@ cd "$root"
 
 NATS_SERVER_BIN="$(scripts/install-nats-server.sh)"
 export NATS_SERVER_BIN
+PROMTOOL_BIN="$(scripts/install-promtool.sh)"
+export PROMTOOL_BIN
 scripts/install-test-tools.sh   # node deps of scripts/e2e (OpenID provider, Chromium driver) and Debian chromium
 
 echo "== cargo fmt --check"

@@ -9,5 +9,6 @@ mod crash;
 mod delivery;
 mod github;
 mod login;
+mod metrics;
 mod operator_support;
 mod support;

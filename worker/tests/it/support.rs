@@ -192,6 +192,7 @@ pub struct Pipeline {
     _nats: TestNats,
     pub dir: tempfile::TempDir,
     pub ingest_addr: SocketAddr,
+    pub ingest_admin: SocketAddr,
     pub worker_admin: SocketAddr,
     pub client: reqwest::Client,
     ingest_stop: CancellationToken,
@@ -209,6 +210,7 @@ impl Pipeline {
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ingest_addr = public.local_addr().unwrap();
+        let ingest_admin = admin.local_addr().unwrap();
         tokio::spawn(inlet_ingest::run(config.clone(), inlet_ingest::Listeners { public, admin }, ingest_stop.clone()));
 
         let worker_stop = CancellationToken::new();
@@ -221,7 +223,7 @@ impl Pipeline {
         for url in [format!("http://{ingest_addr}/readyz"), format!("http://{worker_main}/readyz")] {
             wait_ok(&client, &url).await;
         }
-        Pipeline { _nats: nats, dir, ingest_addr, worker_admin, client, ingest_stop, worker_stop }
+        Pipeline { _nats: nats, dir, ingest_addr, ingest_admin, worker_admin, client, ingest_stop, worker_stop }
     }
 
     pub fn database(&self) -> PathBuf {

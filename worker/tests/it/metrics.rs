@@ -1,0 +1,82 @@
+//! Both services' `/metrics` pass `promtool check metrics` (Prometheus's own linter) on a live
+//! scrape after real traffic, and follow the conventions promtool does not check.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{Pipeline, TestDestination};
+
+fn promtool() -> String {
+    std::env::var("PROMTOOL_BIN").unwrap_or_else(|_| "promtool".to_owned())
+}
+
+/// Runs `promtool check metrics` on `text`; returns its findings (empty when clean).
+fn promtool_findings(text: &str) -> String {
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); install it with scripts/install-promtool.sh"));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    if output.status.success() {
+        String::new()
+    } else {
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    }
+}
+
+#[tokio::test]
+async fn live_scrapes_of_ingest_and_worker_pass_promtool_and_label_no_ids() {
+    let ok = TestDestination::answering(200).await;
+    let failing = TestDestination::answering(400).await;
+    let pipeline = Pipeline::start(&[("ok", ok.url(), ""), ("failing", failing.url(), "")]).await;
+    for n in 0..5 {
+        assert_eq!(pipeline.send(&format!("m-{n}"), "push", b"{}").await, 202);
+    }
+    assert_eq!(pipeline.send("m-0", "push", b"{}").await, 200);
+    ok.wait_for(5, Duration::from_secs(20)).await;
+    failing.wait_for(5, Duration::from_secs(20)).await;
+    pipeline
+        .wait_until("every delivery settled", Duration::from_secs(20), |c| {
+            c.query_row("SELECT count(*) FROM deliveries WHERE status != 'pending'", [], |r| r.get::<_, i64>(0))
+                .is_ok_and(|n| n == 10)
+        })
+        .await;
+
+    for (service, addr) in [("ingest", pipeline.ingest_admin), ("worker", pipeline.worker_admin)] {
+        let response = pipeline.client.get(format!("http://{addr}/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+        let text = response.text().await.unwrap();
+        assert!(text.contains("inlet_ingest_requests_total"), "{service}");
+        assert!(text.contains("inlet_worker_deliveries_total"), "{service}");
+        let findings = promtool_findings(&text);
+        assert!(findings.is_empty(), "promtool check metrics on {service}:\n{findings}");
+
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            // Bounded labels: never an event or delivery id.
+            for id_fragment in ["m-0", "m-1", "dlv_", "evt_"] {
+                assert!(!line.contains(id_fragment), "{service}: id in a label: {line}");
+            }
+        }
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut parts = line.split_whitespace().skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(name.starts_with("inlet_"), "{service}: {name} lacks the inlet_ prefix");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{service}: counter {name}");
+            }
+            if kind == "histogram" {
+                assert!(text.contains(&format!("{name}_bucket")), "{service}: {name} has no buckets");
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{name}_bucket")) && l.contains("le=\"+Inf\"")),
+                    "{service}: {name} has no +Inf bucket"
+                );
+            }
+        }
+    }
+}

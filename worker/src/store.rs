@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "0001_init", include_str!("../../schemas/sql/0001_init.sql")),
     (2, "0002_operator", include_str!("../../schemas/sql/0002_operator.sql")),
     (3, "0003_login_provider", include_str!("../../schemas/sql/0003_login_provider.sql")),
+    (4, "0004_login_link", include_str!("../../schemas/sql/0004_login_link.sql")),
 ];
 
 /// Why a store operation failed.

@@ -294,6 +294,30 @@ impl Query {
             .map_err(ApiError::from)?)
     }
 
+    /// The sign-in methods linked to the caller's account (console sessions only).
+    async fn my_accounts(&self, ctx: &Context<'_>) -> Result<Vec<LinkedAccount>> {
+        let user_id = require(ctx, Role::Viewer)?.user_id.ok_or(ApiError::Invalid("only for console users".into()))?;
+        ctx.data_unchecked::<Reads>().add();
+        Ok(services(ctx)?
+            .store
+            .read(move |c| {
+                let mut statement = c.prepare(
+                    "SELECT id, provider, email, created_at_ms FROM oauth_accounts WHERE user_id = ?1 ORDER BY id",
+                )?;
+                let rows = statement.query_map([user_id], |r| {
+                    Ok(LinkedAccount {
+                        id: ID(r.get::<_, i64>(0)?.to_string()),
+                        provider: r.get(1)?,
+                        email: r.get(2)?,
+                        created_at_ms: r.get(3)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+            .map_err(ApiError::from)?)
+    }
+
     /// API tokens (admin).
     async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiToken>> {
         require(ctx, Role::Admin)?;
@@ -370,6 +394,53 @@ impl Mutation {
         let principal = require(ctx, Role::Operator)?;
         let id = parse_id(&id)?;
         Ok(services(ctx)?.replayer.cancel_bulk(id, principal.actor.clone()).await?)
+    }
+
+    /// Unlinks one of the caller's sign-in methods; the last one cannot be unlinked.
+    async fn unlink_account(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<LinkedAccount>> {
+        let principal = require(ctx, Role::Viewer)?;
+        let user_id = principal.user_id.ok_or(ApiError::Invalid("only for console users".into()))?;
+        let link_id = parse_id(&id)?;
+        let actor = principal.actor.clone();
+        let outcome: Result<Vec<LinkedAccount>, &'static str> = services(ctx)?
+            .store
+            .write(move |c| {
+                let count: i64 =
+                    c.query_row("SELECT count(*) FROM oauth_accounts WHERE user_id = ?1", [user_id], |r| r.get(0))?;
+                let provider: Option<String> = c
+                    .query_row(
+                        "SELECT provider FROM oauth_accounts WHERE id = ?1 AND user_id = ?2",
+                        params![link_id, user_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(provider) = provider else {
+                    return Ok(Err("no such linked account"));
+                };
+                if count <= 1 {
+                    return Ok(Err("the last sign-in method cannot be unlinked"));
+                }
+                c.execute("DELETE FROM oauth_accounts WHERE id = ?1", [link_id])?;
+                c.execute(
+                    "INSERT INTO audit_log (at_ms, actor, action, target, count) VALUES (?1, ?2, 'unlink_account', ?3, 1)",
+                    params![now_ms(), actor, provider],
+                )?;
+                let mut statement = c.prepare(
+                    "SELECT id, provider, email, created_at_ms FROM oauth_accounts WHERE user_id = ?1 ORDER BY id",
+                )?;
+                let rows = statement.query_map([user_id], |r| {
+                    Ok(LinkedAccount {
+                        id: ID(r.get::<_, i64>(0)?.to_string()),
+                        provider: r.get(1)?,
+                        email: r.get(2)?,
+                        created_at_ms: r.get(3)?,
+                    })
+                })?;
+                Ok(Ok(rows.collect::<Result<Vec<_>, _>>()?))
+            })
+            .await
+            .map_err(ApiError::from)?;
+        Ok(outcome.map_err(|why| ApiError::Invalid(why.into()))?)
     }
 
     /// Creates an API token (admin). The value is in this answer only.

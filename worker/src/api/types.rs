@@ -630,3 +630,16 @@ pub struct Me {
     /// Role.
     pub role: String,
 }
+
+/// A sign-in method linked to the caller's Inlet account.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct LinkedAccount {
+    /// Link id.
+    pub id: ID,
+    /// `oidc` or `github`.
+    pub provider: String,
+    /// Email the provider gave when it was linked.
+    pub email: Option<String>,
+    /// Linked, Unix ms.
+    pub created_at_ms: i64,
+}

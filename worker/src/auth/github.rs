@@ -12,7 +12,7 @@ use openidconnect::url::form_urlencoded;
 use serde::Deserialize;
 
 use super::oidc::{CallbackQuery, LoginError};
-use super::{Identity, LoginFlow, constant_time_eq, flow_expiry, random_token, save_flow, take_flow};
+use super::{FlowEnd, Identity, LoginFlow, constant_time_eq, flow_expiry, random_token, save_flow, take_flow};
 use crate::store::{Store, now_ms};
 
 /// The GitHub relying party.
@@ -81,7 +81,12 @@ impl GithubLogin {
     /// # Errors
     ///
     /// When the database fails.
-    pub async fn begin(&self, store: &Store, return_to: String) -> Result<(String, String), LoginError> {
+    pub async fn begin(
+        &self,
+        store: &Store,
+        return_to: String,
+        link_user_id: Option<i64>,
+    ) -> Result<(String, String), LoginError> {
         let state = random_token(24);
         let verifier = random_token(32);
         let scope =
@@ -103,6 +108,7 @@ impl GithubLogin {
             pkce_verifier: verifier,
             return_to,
             expires_at_ms: flow_expiry(),
+            link_user_id,
         };
         let cookie_value = save_flow(store, flow).await?;
         Ok((url, cookie_value))
@@ -135,7 +141,7 @@ impl GithubLogin {
         store: &Store,
         login_cookie: Option<String>,
         query: &CallbackQuery,
-    ) -> Result<(Identity, String), LoginError> {
+    ) -> Result<(Identity, FlowEnd), LoginError> {
         let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
         let flow = take_flow(store, &login_cookie)
             .await?
@@ -196,6 +202,6 @@ impl GithubLogin {
             name: user.name.or(Some(user.login)),
             fallback_role,
         };
-        Ok((identity, flow.return_to))
+        Ok((identity, FlowEnd { return_to: flow.return_to, link_user_id: flow.link_user_id }))
     }
 }

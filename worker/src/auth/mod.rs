@@ -51,6 +51,8 @@ pub struct Principal {
     pub role: Role,
     /// How they authenticated.
     pub via: Via,
+    /// The Inlet user behind a console session (API tokens have none).
+    pub user_id: Option<i64>,
 }
 
 /// Why authentication failed (mapped to HTTP statuses by the routes).
@@ -155,6 +157,8 @@ pub(crate) struct LoginFlow {
     pub pkce_verifier: String,
     pub return_to: String,
     pub expires_at_ms: i64,
+    /// Set when the login links an account to this (signed-in) user instead of signing in.
+    pub link_user_id: Option<i64>,
 }
 
 /// Stores a new login flow; returns the login cookie's value.
@@ -165,8 +169,9 @@ pub(crate) async fn save_flow(store: &Store, flow: LoginFlow) -> Result<String, 
         .write(move |c| {
             c.execute("DELETE FROM login_flows WHERE expires_at_ms <= ?1", [now_ms()])?;
             c.execute(
-                "INSERT INTO login_flows (id_hash, provider, state, nonce, pkce_verifier, return_to, expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO login_flows (id_hash, provider, state, nonce, pkce_verifier, return_to, expires_at_ms,
+                                          link_user_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     id_hash,
                     flow.provider,
@@ -174,7 +179,8 @@ pub(crate) async fn save_flow(store: &Store, flow: LoginFlow) -> Result<String, 
                     flow.nonce,
                     flow.pkce_verifier,
                     flow.return_to,
-                    flow.expires_at_ms
+                    flow.expires_at_ms,
+                    flow.link_user_id
                 ],
             )
         })
@@ -189,8 +195,8 @@ pub(crate) async fn take_flow(store: &Store, cookie_value: &str) -> Result<Optio
         .write(move |c| {
             let flow = c
                 .query_row(
-                    "SELECT provider, state, nonce, pkce_verifier, return_to, expires_at_ms FROM login_flows
-                     WHERE id_hash = ?1",
+                    "SELECT provider, state, nonce, pkce_verifier, return_to, expires_at_ms, link_user_id
+                     FROM login_flows WHERE id_hash = ?1",
                     [&id_hash],
                     |r| {
                         Ok(LoginFlow {
@@ -200,6 +206,7 @@ pub(crate) async fn take_flow(store: &Store, cookie_value: &str) -> Result<Optio
                             pkce_verifier: r.get(3)?,
                             return_to: r.get(4)?,
                             expires_at_ms: r.get(5)?,
+                            link_user_id: r.get(6)?,
                         })
                     },
                 )
@@ -213,6 +220,27 @@ pub(crate) async fn take_flow(store: &Store, cookie_value: &str) -> Result<Optio
 /// Expiry of a flow started now.
 pub(crate) fn flow_expiry() -> i64 {
     now_ms().saturating_add(i64::try_from(LOGIN_TTL.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Where a finished login goes: back to `return_to`, signed in or (with `link_user_id`) with
+/// the provider account linked to that user.
+#[derive(Debug, Clone)]
+pub struct FlowEnd {
+    /// Local path to go back to.
+    pub return_to: String,
+    /// The user the account is to be linked to.
+    pub link_user_id: Option<i64>,
+}
+
+/// What linking a provider account did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    /// Now linked to the user.
+    Linked,
+    /// It was already linked to this user.
+    AlreadyLinked,
+    /// It belongs to another Inlet user: refused.
+    OtherUser,
 }
 
 /// A new session for the browser.
@@ -246,7 +274,12 @@ impl Auth {
         if let Some(bootstrap) = &self.config.bootstrap_token
             && constant_time_eq(token, bootstrap.expose())
         {
-            return Ok(Principal { actor: "token:bootstrap".into(), role: Role::Admin, via: Via::Token });
+            return Ok(Principal {
+                actor: "token:bootstrap".into(),
+                role: Role::Admin,
+                via: Via::Token,
+                user_id: None,
+            });
         }
         if !token.starts_with(TOKEN_PREFIX) {
             return Err(AuthError::BadToken);
@@ -274,7 +307,7 @@ impl Auth {
                 })
                 .await;
         });
-        Ok(Principal { actor: format!("token:{name}"), role, via: Via::Token })
+        Ok(Principal { actor: format!("token:{name}"), role, via: Via::Token, user_id: None })
     }
 
     /// The principal behind a session cookie value, if the session exists and has not expired.
@@ -285,20 +318,25 @@ impl Auth {
     pub async fn from_session(&self, cookie_value: &str) -> Result<Option<Principal>, AuthError> {
         let hash = sha256_hex(cookie_value);
         let now = now_ms();
-        let found: Option<(String, String, String)> = self
+        let found: Option<(String, String, String, i64)> = self
             .store
             .read(move |c| {
                 c.query_row(
-                    "SELECT u.email, u.role, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id
+                    "SELECT u.email, u.role, s.csrf_token, u.id FROM sessions s JOIN users u ON u.id = s.user_id
                      WHERE s.id_hash = ?1 AND s.expires_at_ms > ?2",
                     params![hash, now],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
             })
             .await?;
-        Ok(found.and_then(|(email, role, csrf_token)| {
-            Some(Principal { actor: email, role: Role::parse(&role)?, via: Via::Session { csrf_token } })
+        Ok(found.and_then(|(email, role, csrf_token, user_id)| {
+            Some(Principal {
+                actor: email,
+                role: Role::parse(&role)?,
+                via: Via::Session { csrf_token },
+                user_id: Some(user_id),
+            })
         }))
     }
 
@@ -327,7 +365,23 @@ impl Auth {
     ///
     /// A database failure.
     pub async fn sign_in(&self, identity: Identity) -> Result<Option<NewSession>, AuthError> {
-        let Some(role) = self.config.access.role_for(&identity.email).or(identity.fallback_role) else {
+        // A provider account linked to an Inlet user signs in as that user: the user's own
+        // address decides the role (the allowlist stays the source of truth at every login).
+        let (provider, subject) = (identity.provider.clone(), identity.subject.clone());
+        let linked_email: Option<String> = self
+            .store
+            .read(move |c| {
+                c.query_row(
+                    "SELECT u.email FROM oauth_accounts a JOIN users u ON u.id = a.user_id
+                     WHERE a.provider = ?1 AND a.subject = ?2",
+                    params![provider, subject],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        let email = linked_email.unwrap_or_else(|| identity.email.to_ascii_lowercase());
+        let Some(role) = self.config.access.role_for(&email).or(identity.fallback_role) else {
             tracing::info!(provider = %identity.provider, "sign-in refused: address not on the allowlist");
             return Ok(None);
         };
@@ -335,7 +389,6 @@ impl Auth {
         let hash = sha256_hex(&cookie_value);
         let csrf_token = random_token(24);
         let ttl_ms = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
-        let email = identity.email.to_ascii_lowercase();
         self.store
             .write(move |c| {
                 let now = now_ms();
@@ -384,6 +437,48 @@ impl Auth {
             })
             .await?;
         Ok(Some(NewSession { cookie_value }))
+    }
+
+    /// Links a verified provider identity to `user_id` (a provider account belongs to at most
+    /// one Inlet user).
+    ///
+    /// # Errors
+    ///
+    /// A database failure.
+    pub async fn link(&self, user_id: i64, identity: Identity) -> Result<Linked, AuthError> {
+        let linked = self
+            .store
+            .write(move |c| {
+                let owner: Option<i64> = c
+                    .query_row(
+                        "SELECT user_id FROM oauth_accounts WHERE provider = ?1 AND subject = ?2",
+                        params![identity.provider, identity.subject],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match owner {
+                    Some(owner) if owner == user_id => Ok(Linked::AlreadyLinked),
+                    Some(_) => Ok(Linked::OtherUser),
+                    None => {
+                        let now = now_ms();
+                        c.execute(
+                            "INSERT INTO oauth_accounts (user_id, provider, subject, email, created_at_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![user_id, identity.provider, identity.subject, identity.email, now],
+                        )?;
+                        let actor: String =
+                            c.query_row("SELECT email FROM users WHERE id = ?1", [user_id], |r| r.get(0))?;
+                        c.execute(
+                            "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
+                             VALUES (?1, ?2, 'link_account', ?3, 1, ?4)",
+                            params![now, actor, identity.provider, identity.email],
+                        )?;
+                        Ok(Linked::Linked)
+                    }
+                }
+            })
+            .await?;
+        Ok(linked)
     }
 
     /// Ends the session named by `cookie_value` (server-side: the cookie is useless afterwards).

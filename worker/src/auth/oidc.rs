@@ -20,7 +20,7 @@ use openidconnect::{
 };
 use tokio::sync::Mutex;
 
-use super::{Identity, LoginFlow, constant_time_eq, flow_expiry, save_flow, take_flow};
+use super::{FlowEnd, Identity, LoginFlow, constant_time_eq, flow_expiry, save_flow, take_flow};
 use crate::store::{Store, now_ms};
 /// How long discovery metadata (and its JWKS) is reused.
 const METADATA_TTL: Duration = Duration::from_secs(300);
@@ -158,7 +158,12 @@ impl OidcLogin {
     /// # Errors
     ///
     /// When the provider cannot be discovered or the database fails.
-    pub async fn begin(&self, store: &Store, return_to: String) -> Result<(String, String), LoginError> {
+    pub async fn begin(
+        &self,
+        store: &Store,
+        return_to: String,
+        link_user_id: Option<i64>,
+    ) -> Result<(String, String), LoginError> {
         let client = self.client(self.metadata(false).await?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
@@ -174,6 +179,7 @@ impl OidcLogin {
             pkce_verifier: verifier.secret().clone(),
             return_to,
             expires_at_ms: flow_expiry(),
+            link_user_id,
         };
         let cookie_value = save_flow(store, flow).await?;
         Ok((url.to_string(), cookie_value))
@@ -190,7 +196,7 @@ impl OidcLogin {
         store: &Store,
         login_cookie: Option<String>,
         query: &CallbackQuery,
-    ) -> Result<(Identity, String), LoginError> {
+    ) -> Result<(Identity, FlowEnd), LoginError> {
         let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
         let flow = take_flow(store, &login_cookie)
             .await?
@@ -263,7 +269,7 @@ impl OidcLogin {
             name,
             fallback_role: None,
         };
-        Ok((identity, flow.return_to))
+        Ok((identity, FlowEnd { return_to: flow.return_to, link_user_id: flow.link_user_id }))
     }
 }
 

@@ -1,6 +1,8 @@
 //! The login routes: `GET /auth/login` and `GET /auth/callback` (OIDC), `GET /auth/github/login`
 //! and `GET /auth/github/callback` (GitHub), `POST /auth/logout`, `GET /auth/session` (what
-//! the console asks to learn who is signed in, its CSRF token and the sign-in choices).
+//! the console asks to learn who is signed in, its CSRF token and the sign-in choices),
+//! `POST /auth/link?provider=oidc|github` (CSRF-checked: starts linking another provider account
+//! to the signed-in user; answers `{"url": …}` to navigate to).
 
 use std::sync::Arc;
 
@@ -12,8 +14,8 @@ use axum::routing::{get, post};
 
 use super::oidc::{CallbackQuery, LoginError};
 use super::{
-    Auth, CSRF_HEADER, Identity, LOGIN_COOKIE, LOGIN_TTL, SESSION_COOKIE, Via, constant_time_eq, cookie, local_path,
-    set_cookie,
+    Auth, CSRF_HEADER, FlowEnd, Identity, LOGIN_COOKIE, LOGIN_TTL, Linked, Principal, SESSION_COOKIE, Via,
+    constant_time_eq, cookie, local_path, set_cookie,
 };
 
 /// The `/auth/*` routes.
@@ -25,6 +27,7 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .route("/auth/github/callback", get(github_callback))
         .route("/auth/logout", post(logout))
         .route("/auth/session", get(session))
+        .route("/auth/link", post(link))
         .with_state(auth)
 }
 
@@ -86,14 +89,14 @@ async fn login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -
     let Some(oidc) = &auth.oidc else {
         return not_configured();
     };
-    started(oidc.begin(auth.store(), local_path(query.return_to.as_deref())).await)
+    started(oidc.begin(auth.store(), local_path(query.return_to.as_deref()), None).await)
 }
 
 async fn github_login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -> Response {
     let Some(github) = &auth.github else {
         return not_configured();
     };
-    started(github.begin(auth.store(), local_path(query.return_to.as_deref())).await)
+    started(github.begin(auth.store(), local_path(query.return_to.as_deref()), None).await)
 }
 
 async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query): Query<CallbackQuery>) -> Response {
@@ -101,7 +104,7 @@ async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query
         return not_configured();
     };
     let result = oidc.finish(auth.store(), cookie(&headers, LOGIN_COOKIE), &query).await;
-    finished(&auth, result).await
+    finished(&auth, &headers, result).await
 }
 
 async fn github_callback(
@@ -113,14 +116,14 @@ async fn github_callback(
         return not_configured();
     };
     let result = github.finish(auth.store(), cookie(&headers, LOGIN_COOKIE), &query).await;
-    finished(&auth, result).await
+    finished(&auth, &headers, result).await
 }
 
 /// The end of every sign-in: an error page, "not authorised", or a new session and a redirect
 /// to the (local) page the login started from. The login cookie is cleared in every case.
-async fn finished(auth: &Auth, result: Result<(Identity, String), LoginError>) -> Response {
+async fn finished(auth: &Auth, headers: &HeaderMap, result: Result<(Identity, FlowEnd), LoginError>) -> Response {
     let clear_login = set_cookie(LOGIN_COOKIE, "", 0);
-    let (identity, return_to) = match result {
+    let (identity, FlowEnd { return_to, link_user_id }) = match result {
         Ok(found) => found,
         Err(error) => {
             // The detail (never a token) goes to the log; the page says what kind of failure.
@@ -142,6 +145,9 @@ async fn finished(auth: &Auth, result: Result<(Identity, String), LoginError>) -
         }
     };
     let email = identity.email.clone();
+    if let Some(user_id) = link_user_id {
+        return with_cookie(linked(auth, headers, user_id, identity, &return_to).await, &clear_login);
+    }
     let mut response = match auth.sign_in(identity).await {
         Ok(Some(session)) => {
             let ttl = auth.config().session_ttl.as_secs();
@@ -166,6 +172,94 @@ async fn finished(auth: &Auth, result: Result<(Identity, String), LoginError>) -
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
+}
+
+fn with_cookie(mut response: Response, set: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(set) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The end of a linking login: the browser must still hold a session of the user who asked.
+async fn linked(auth: &Auth, headers: &HeaderMap, user_id: i64, identity: Identity, return_to: &str) -> Response {
+    let current = match cookie(headers, SESSION_COOKIE) {
+        Some(value) => auth.from_session(&value).await.ok().flatten(),
+        None => None,
+    };
+    if current.and_then(|p| p.user_id) != Some(user_id) {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Linking failed",
+            "Sign in again, then link the account from the console.",
+        );
+    }
+    match auth.link(user_id, identity).await {
+        Ok(Linked::Linked | Linked::AlreadyLinked) => redirect(&local_path(Some(return_to)), &[]),
+        Ok(Linked::OtherUser) => page(
+            StatusCode::CONFLICT,
+            "Linking failed",
+            "That account already signs in to another Inlet user; unlink it there first.",
+        ),
+        Err(error) => {
+            tracing::error!(%error, "cannot link account");
+            page(StatusCode::SERVICE_UNAVAILABLE, "Linking failed", "The database is unavailable.")
+        }
+    }
+}
+
+/// The signed-in console user of a cookie-authenticated POST, after the CSRF check.
+async fn session_user(auth: &Auth, headers: &HeaderMap) -> Result<Principal, StatusCode> {
+    let value = cookie(headers, SESSION_COOKIE).ok_or(StatusCode::UNAUTHORIZED)?;
+    let principal = auth
+        .from_session(&value)
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    let Via::Session { csrf_token } = &principal.via else {
+        return Err(StatusCode::UNAUTHORIZED);
+    };
+    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !constant_time_eq(sent, csrf_token) {
+        return Err(StatusCode::FORBIDDEN);
+    }
+    Ok(principal)
+}
+
+#[derive(serde::Deserialize)]
+struct LinkQuery {
+    provider: String,
+    return_to: Option<String>,
+}
+
+async fn link(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query): Query<LinkQuery>) -> Response {
+    let principal = match session_user(&auth, &headers).await {
+        Ok(principal) => principal,
+        Err(status) => return status.into_response(),
+    };
+    let return_to = local_path(Some(query.return_to.as_deref().unwrap_or("/console#account")));
+    let started = match (query.provider.as_str(), &auth.oidc, &auth.github) {
+        ("oidc", Some(oidc), _) => oidc.begin(auth.store(), return_to, principal.user_id).await,
+        ("github", _, Some(github)) => github.begin(auth.store(), return_to, principal.user_id).await,
+        _ => return (StatusCode::NOT_FOUND, "no such sign-in provider").into_response(),
+    };
+    match started {
+        Ok((url, login_cookie)) => {
+            let mut response = axum::Json(serde_json::json!({ "url": url })).into_response();
+            with_cookie_mut(&mut response, &set_cookie(LOGIN_COOKIE, &login_cookie, LOGIN_TTL.as_secs()));
+            response
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot start linking");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+fn with_cookie_mut(response: &mut Response, set: &str) {
+    if let Ok(value) = HeaderValue::from_str(set) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
@@ -203,10 +297,10 @@ async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
 async fn session(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
     let mut logins = Vec::new();
     if let Some(oidc) = &auth.oidc {
-        logins.push(serde_json::json!({ "url": "/auth/login", "label": oidc.label() }));
+        logins.push(serde_json::json!({ "provider": "oidc", "url": "/auth/login", "label": oidc.label() }));
     }
     if let Some(github) = &auth.github {
-        logins.push(serde_json::json!({ "url": "/auth/github/login", "label": github.label() }));
+        logins.push(serde_json::json!({ "provider": "github", "url": "/auth/github/login", "label": github.label() }));
     }
     let body = match cookie(&headers, SESSION_COOKIE) {
         Some(value) => match auth.from_session(&value).await {

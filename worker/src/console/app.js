@@ -2,7 +2,7 @@
 // text (never as HTML). Cookie session + X-CSRF-Token on every POST.
 'use strict';
 
-const session = { csrf: '', role: '', actor: '' };
+const session = { csrf: '', role: '', actor: '', logins: [] };
 let refreshTimer = null;
 
 function h(tag, attrs, ...children) {
@@ -255,6 +255,25 @@ async function auditView() {
       h('td', {}, n.action), h('td', { className: 'mono' }, n.target), h('td', {}, n.count), h('td', { className: 'mono' }, n.detail || ''))))));
 }
 
+// ---- Account --------------------------------------------------------------------------------
+
+async function accountView() {
+  const { myAccounts } = await gql('{ myAccounts { id provider email createdAtMs } }');
+  const unlink = (id) => async () => {
+    try { await gql('mutation($id: ID!) { unlinkAccount(id: $id) { id } }', { id }); await accountView(); } catch (error) { showError(error); }
+  };
+  const link = (provider) => async () => {
+    const response = await fetch(`/auth/link?provider=${provider}`, { method: 'POST', credentials: 'same-origin', headers: { 'x-csrf-token': session.csrf } });
+    if (!response.ok) { showError(`linking failed: HTTP ${response.status}`); return; }
+    location.assign((await response.json()).url);
+  };
+  render(h('h1', {}, 'Your sign-in methods'),
+    h('table', {}, h('thead', {}, h('tr', {}, ['Provider', 'Email', 'Linked (UTC)', ''].map((t) => h('th', {}, t)))),
+      h('tbody', {}, myAccounts.map((a) => h('tr', {}, h('td', {}, a.provider), h('td', {}, a.email || ''), h('td', { className: 'mono' }, time(a.createdAtMs)),
+        h('td', {}, myAccounts.length > 1 ? h('button', { type: 'button', className: 'danger', onclick: unlink(a.id) }, 'Unlink') : h('span', { className: 'muted' }, 'last method')))))),
+    h('h2', {}, 'Link another'), session.logins.map((l) => h('button', { type: 'button', className: 'link-provider', onclick: link(l.provider) }, l.label)));
+}
+
 // ---- Shell --------------------------------------------------------------------------------
 
 async function route() {
@@ -267,6 +286,7 @@ async function route() {
     else if (hash === '#dead-letters') await deadLettersView();
     else if (hash === '#destinations') await destinationsView();
     else if (hash === '#audit') await auditView();
+    else if (hash === '#account') await accountView();
     else await eventsView();
     await refreshCounts();
   } catch (error) { showError(error); }
@@ -282,8 +302,8 @@ async function start() {
         : h('p', {}, 'No sign-in provider is configured ([console.oidc] or [console.github]). Use the API with a token.')));
     return;
   }
-  Object.assign(session, { csrf: me.csrfToken, role: me.role, actor: me.actor });
-  $('user').textContent = `${me.actor} (${me.role})`;
+  Object.assign(session, { csrf: me.csrfToken, role: me.role, actor: me.actor, logins: me.logins || [] });
+  $('user').replaceChildren(h('a', { href: '#account' }, `${me.actor} (${me.role})`));
   $('nav').hidden = false;
   const signout = $('signout');
   signout.hidden = false;

@@ -200,3 +200,81 @@ async fn github_sign_in_refuses_unverified_emails_forged_state_and_outsiders() {
     let users: i64 = pipeline.query(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get(0)));
     assert_eq!(users, 1, "only the organisation member got an account");
 }
+
+#[tokio::test]
+async fn a_signed_in_user_links_github_signs_in_with_it_and_cannot_unlink_the_last_method() {
+    let (addr, fake) = fake_github().await;
+    let tail = format!(
+        "[console.github]\nclient_id = \"gh-client\"\nclient_secret = \"gh-secret\"\nweb_url = \"http://{addr}\"\napi_url = \"http://{addr}\"\n"
+    );
+    let pipeline = OperatorPipeline::start(&[], Options { oidc: true, tail, ..Options::default() }).await;
+    let mut browser = Browser::new();
+    let callback = browser.login_until_callback(&pipeline, "/console", "admin@example.com").await;
+    assert_eq!(browser.get(&callback).await.status, 303);
+    let csrf = browser.session(&pipeline).await["csrfToken"].as_str().unwrap().to_owned();
+
+    // Linking is a POST with the CSRF token.
+    let url = pipeline.url("/auth/link?provider=github");
+    let session_cookie = browser.cookie(&url, "__Host-inlet_session").unwrap();
+    let refused = pipeline
+        .client
+        .post(&url)
+        .header("cookie", format!("__Host-inlet_session={session_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let personal =
+        Account { id: 77, login: "admin-personal", emails: vec![("me@personal.example", true, true)], orgs: vec![] };
+    fake.lock().unwrap().account = Some(personal.clone());
+    let started = pipeline
+        .client
+        .post(&url)
+        .header("cookie", format!("__Host-inlet_session={session_cookie}"))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+    let login_cookie = started
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-inlet_login="))
+        .unwrap();
+    let authorize: serde_json::Value = started.json().await.unwrap();
+    let callback = browser.get(authorize["url"].as_str().unwrap()).await.location.unwrap();
+    let login_value = login_cookie.split(';').next().unwrap().to_owned();
+    let done = pipeline
+        .client
+        .get(&callback)
+        .header("cookie", format!("__Host-inlet_session={session_cookie}; {login_value}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], "/console#account");
+
+    let (_, answer) = browser.gql(&pipeline, Some(&csrf), "{ myAccounts { id provider email } }").await;
+    let accounts = answer["data"]["myAccounts"].as_array().unwrap().clone();
+    assert_eq!(accounts.iter().map(|a| a["provider"].as_str().unwrap()).collect::<Vec<_>>(), ["oidc", "github"]);
+
+    // The linked GitHub account (whose own address is unlisted) signs in as the same user.
+    let mut other = Browser::new();
+    let hop = sign_in(&pipeline, &fake, &mut other, personal).await;
+    assert_eq!(hop.status, 303, "{}", hop.body);
+    let session = other.session(&pipeline).await;
+    assert_eq!((session["actor"].as_str(), session["role"].as_str()), (Some("admin@example.com"), Some("admin")));
+
+    // Unlink GitHub; the last method stays.
+    let unlink = |id: &str| format!("mutation {{ unlinkAccount(id: \"{id}\") {{ provider }} }}");
+    let (_, answer) = browser.gql(&pipeline, Some(&csrf), &unlink(accounts[1]["id"].as_str().unwrap())).await;
+    assert_eq!(answer["data"]["unlinkAccount"], json!([{"provider": "oidc"}]));
+    let (_, answer) = browser.gql(&pipeline, Some(&csrf), &unlink(accounts[0]["id"].as_str().unwrap())).await;
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("last sign-in method"), "{answer}");
+    let audit = pipeline.gql("{ auditLog { nodes { action } } }", json!({})).await;
+    let actions: Vec<&str> =
+        audit["auditLog"]["nodes"].as_array().unwrap().iter().map(|n| n["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["unlink_account", "sign_in", "link_account", "sign_in"]);
+}

@@ -21,6 +21,8 @@ pub enum ApiError {
     Store(StoreError),
     /// JetStream did not take the delivery task.
     Queue(String),
+    /// Too many replays from this caller right now.
+    RateLimited,
 }
 
 impl From<StoreError> for ApiError {
@@ -39,6 +41,7 @@ impl ApiError {
             ApiError::Invalid(why) => format!("invalid argument: {why}"),
             ApiError::Store(_) => "the database is unavailable".into(),
             ApiError::Queue(_) => "the delivery queue is unavailable".into(),
+            ApiError::RateLimited => "too many replays; try again in a moment".into(),
         }
     }
 
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::Invalid(_) => "BAD_USER_INPUT",
             ApiError::Store(_) => "UNAVAILABLE",
             ApiError::Queue(_) => "UNAVAILABLE",
+            ApiError::RateLimited => "RATE_LIMITED",
         }
     }
 }

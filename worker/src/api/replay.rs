@@ -11,11 +11,16 @@
 //! **Fresh schedule.** A replayed delivery gets the destination's full retry schedule again
 //! (`attempt_base`); attempt numbers in the attempts table continue.
 //!
+//! **Rate limits.** Replays asked for one by one are limited per caller to
+//! `console.max_replay_rate` per second (burst the same); bulk replays pace themselves at their
+//! capped rate instead.
+//!
 //! **Bulk replays** select dead letters by filter (at most `console.max_bulk_replay`), then
 //! replay them one by one at a capped rate in a background task that can be cancelled; progress
 //! is kept in `bulk_replays`, and one audit row records who started it and how many.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +53,7 @@ pub struct Replayer {
     max_bulk: u32,
     jobs: Mutex<HashMap<i64, Job>>,
     shutdown: CancellationToken,
+    per_caller: governor::DefaultKeyedRateLimiter<String>,
 }
 
 impl Replayer {
@@ -61,7 +67,10 @@ impl Replayer {
         max_bulk: u32,
         shutdown: CancellationToken,
     ) -> Arc<Replayer> {
+        let rate = NonZeroU32::new(max_rate).unwrap_or(NonZeroU32::MIN);
+        let per_caller = governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(rate));
         Arc::new(Replayer {
+            per_caller,
             store,
             js,
             subject_prefix,
@@ -71,6 +80,17 @@ impl Replayer {
             jobs: Mutex::new(HashMap::new()),
             shutdown,
         })
+    }
+
+    /// Admits one caller-requested replay under the per-caller rate limit.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::RateLimited`] when the caller is over the limit.
+    pub fn admit(&self, actor: &str) -> Result<(), ApiError> {
+        let admitted = self.per_caller.check_key(&actor.to_owned()).is_ok();
+        self.per_caller.retain_recent();
+        if admitted { Ok(()) } else { Err(ApiError::RateLimited) }
     }
 
     /// Replays one delivery on behalf of `actor` (audited when `audit`).

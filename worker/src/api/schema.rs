@@ -343,7 +343,9 @@ impl Mutation {
     /// Concurrent replays of the same delivery queue it once.
     async fn replay_delivery(&self, ctx: &Context<'_>, id: ID) -> Result<ReplayResult> {
         let principal = require(ctx, Role::Operator)?;
-        Ok(services(ctx)?.replayer.replay(id.as_str(), &principal.actor, true).await?)
+        let services = services(ctx)?;
+        services.replayer.admit(&principal.actor)?;
+        Ok(services.replayer.replay(id.as_str(), &principal.actor, true).await?)
     }
 
     /// Re-queues every dead-lettered delivery of one event.
@@ -351,6 +353,7 @@ impl Mutation {
         let principal = require(ctx, Role::Operator)?;
         let rowid = parse_id(&id)?;
         let services = services(ctx)?;
+        services.replayer.admit(&principal.actor)?;
         let ids: Vec<String> = services
             .store
             .read(move |c| {

@@ -366,3 +366,27 @@ async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_c
         ]
     );
 }
+
+#[tokio::test]
+async fn replays_asked_one_by_one_are_rate_limited_per_caller() {
+    let pipeline =
+        OperatorPipeline::start(&[], Options { console_extra: "max_replay_rate = 3".into(), ..Options::default() })
+            .await;
+    let replay = "mutation { replayDelivery(id: \"dlv_missing\") { result } }";
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(code(&pipeline.gql_as(ADMIN_TOKEN, replay, json!({})).await));
+    }
+    // One per second, burst one: the first goes through; calls within the same second do not.
+    assert_eq!(codes[0], "NOT_FOUND", "{codes:?}");
+    assert!(codes.iter().any(|c| c == "RATE_LIMITED"), "{codes:?}");
+    assert!(codes.iter().all(|c| c == "NOT_FOUND" || c == "RATE_LIMITED"), "{codes:?}");
+    // Another caller has its own budget.
+    let operator = pipeline
+        .gql("mutation { createApiToken(name: \"ops\", role: OPERATOR) { token } }", json!({}))
+        .await["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(code(&pipeline.gql_as(&operator, replay, json!({})).await), "NOT_FOUND");
+}

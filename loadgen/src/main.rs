@@ -100,6 +100,9 @@ struct SendArgs {
     /// Write the event ids answered 2xx to this file, one per line.
     #[arg(long)]
     accepted_ids: Option<PathBuf>,
+    /// Offered rate in requests per second across all connections (open loop); unlimited when absent.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 #[tokio::main]
@@ -188,7 +191,14 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         workers.push(tokio::spawn(async move {
             let mut connection: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+            // Each connection sends every `concurrency / rate` seconds when a rate is set.
+            let pace = args.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
+            let mut next_send = Instant::now();
             loop {
+                if let Some(pace) = pace {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(next_send)).await;
+                    next_send += pace;
+                }
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if let Some(deadline) = deadline {
                     if Instant::now() >= deadline {

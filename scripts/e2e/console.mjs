@@ -63,6 +63,14 @@ try {
   await row.locator('a.event-link').click();
   await page.locator('.delivery .delivery-status .status.delivered').waitFor();
   step('delivered');
+  // Provider-controlled text (event ids, payloads) must never run as markup.
+  await page.locator('nav a[href="#events"]').click();
+  await page.locator('tr[data-event-id]').nth(2).waitFor();
+  await page.locator('tr[data-event-id]').first().click(); // the newest: the hostile one
+  await page.locator('#payload').filter({ hasText: '<script>' }).waitFor();
+  await page.locator('td').filter({ hasText: '<img src=x onerror' }).first().waitFor();
+  if (await page.evaluate(() => window.pwned !== undefined)) throw new Error('hostile event text was executed');
+  step('hostile text inert');
   if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
   console.log(JSON.stringify({ ok: true, ms: Math.round(performance.now() - started), steps }));
   await context.close();

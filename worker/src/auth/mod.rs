@@ -285,28 +285,31 @@ impl Auth {
             return Err(AuthError::BadToken);
         }
         let hash = sha256_hex(token);
-        let found: Option<(i64, String, String)> = self
+        let found: Option<(i64, String, String, Option<i64>)> = self
             .store
             .read(move |c| {
                 c.query_row(
-                    "SELECT id, name, role FROM api_tokens WHERE token_hash = ?1 AND revoked_at_ms IS NULL",
+                    "SELECT id, name, role, last_used_ms FROM api_tokens WHERE token_hash = ?1 AND revoked_at_ms IS NULL",
                     [hash],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
             })
             .await?;
-        let (id, name, role) = found.ok_or(AuthError::BadToken)?;
+        let (id, name, role, last_used) = found.ok_or(AuthError::BadToken)?;
         let role = Role::parse(&role).ok_or(AuthError::BadToken)?;
-        // Best effort: a failed "last used" update must not fail the request.
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let _ = store
-                .write(move |c| {
-                    c.execute("UPDATE api_tokens SET last_used_ms = ?2 WHERE id = ?1", params![id, now_ms()])
-                })
-                .await;
-        });
+        // "Last used" to the minute: at most one write per token per minute, whatever the load.
+        let now = now_ms();
+        if last_used.is_none_or(|at| now.saturating_sub(at) >= 60_000) {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let _ = store
+                    .write(move |c| {
+                        c.execute("UPDATE api_tokens SET last_used_ms = ?2 WHERE id = ?1", params![id, now])
+                    })
+                    .await;
+            });
+        }
         Ok(Principal { actor: format!("token:{name}"), role, via: Via::Token, user_id: None })
     }
 

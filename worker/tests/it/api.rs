@@ -44,6 +44,18 @@ async fn graphql_accepts_only_json_posts_with_valid_credentials() {
     let missing = client.post(&url).body(mutation).send().await.unwrap();
     assert_eq!(missing.status(), 415, "no content type");
 
+    // Bodies over 64 KiB are refused unread.
+    let huge = format!("{{\"query\":\"{{ me {{ role }} }}\",\"x\":\"{}\"}}", "a".repeat(100 * 1024));
+    let response = client
+        .post(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
     // A wrong bearer token is refused outright.
     let bad = client
         .post(&url)

@@ -17,8 +17,12 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
             .await;
     assert_eq!(pipeline.send("evt-console-1", "push", b"{\"order\":42}").await, 202);
     assert_eq!(pipeline.send("evt-console-2", "push", b"{\"order\":43}").await, 202);
+    // Hostile text from a provider is shown as text, never run (the page checks `window.pwned`).
+    let hostile = "<img src=x onerror=window.pwned=1>";
+    let body = b"{\"note\":\"</pre><script>window.pwned=1</script>\"}";
+    assert_eq!(pipeline.send(hostile, "push", body).await, 202);
     pipeline
-        .wait_for("two dead letters", "{ counts { deadLettered } }", json!({}), |d| d["counts"]["deadLettered"] == 2)
+        .wait_for("three dead letters", "{ counts { deadLettered } }", json!({}), |d| d["counts"]["deadLettered"] == 3)
         .await;
     destination.set_behaviour(|_| (200, Duration::ZERO));
 
@@ -44,12 +48,12 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
     assert!(output.status.success(), "console.mjs failed:\n{stdout}\n{stderr}");
     eprintln!("console run: {stdout}");
 
-    // What the browser saw is what happened: delivered once, the other dead letter untouched,
+    // What the browser saw is what happened: delivered once, the other dead letters untouched,
     // the replay audited with the operator's address.
     assert_eq!(destination.delivered_keys().len(), 1);
     let state =
         pipeline.gql("{ counts { delivered deadLettered } auditLog { nodes { actor action } } }", json!({})).await;
-    assert_eq!(state["counts"], json!({"delivered": 1, "deadLettered": 1}));
+    assert_eq!(state["counts"], json!({"delivered": 1, "deadLettered": 2}));
     let replay =
         state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "replay_delivery").cloned();
     assert_eq!(replay, Some(json!({"actor": "ops@example.com", "action": "replay_delivery"})));

@@ -164,3 +164,55 @@ async fn read_status(stream: &mut TcpStream) -> u16 {
     let head = String::from_utf8_lossy(&buffer[..read]);
     head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {head:?}"))
 }
+
+#[tokio::test]
+async fn duplicate_and_conflicting_signature_headers_use_the_first_and_never_panic() {
+    let ingest = spawn_ingest(&stripe_source("rej-dup-headers", "")).await;
+    let body = br#"{"id":"evt_dup_headers"}"#;
+    let good = sign::stripe("whsec_test_secret", now(), body);
+    let bad = sign::stripe("whsec_wrong", now(), body);
+    // A wrong signature header first and a right one second: only the first counts, so the
+    // request cannot smuggle a second opinion past the verifier.
+    let response = ingest
+        .client
+        .post(ingest.url("/webhooks/rej-dup-headers"))
+        .header("Stripe-Signature", &bad[0].1)
+        .header("Stripe-Signature", &good[0].1)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = ingest
+        .client
+        .post(ingest.url("/webhooks/rej-dup-headers"))
+        .header("Stripe-Signature", &good[0].1)
+        .header("Stripe-Signature", &bad[0].1)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(ingest.stream_messages().await, 1);
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_never_inflated() {
+    // Inlet verifies and stores the bytes it received. A `Content-Encoding: gzip` body is not
+    // decompressed, so a gzip bomb stays its compressed size and the size limit applies to it.
+    let ingest = spawn_ingest(&stripe_source("rej-gzip", "max_body_bytes = 2000")).await;
+    let body: Vec<u8> = [&[0x1f_u8, 0x8b, 0x08, 0x00][..], &[0u8; 64]].concat();
+    let mut request = ingest
+        .client
+        .post(ingest.url("/webhooks/rej-gzip"))
+        .header("content-encoding", "gzip")
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (name, value) in sign::stripe("whsec_test_secret", now(), &body) {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let message = ingest.message(1).await;
+    assert_eq!(message.payload.as_ref(), body.as_slice(), "stored as received, not inflated");
+}

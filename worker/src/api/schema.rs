@@ -39,6 +39,16 @@ fn require<'a>(ctx: &'a Context<'_>, role: Role) -> Result<&'a Principal, ApiErr
     Ok(principal)
 }
 
+/// A destination URL without what may be a credential: user info and query string.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let redacted_query = if url.contains('?') { "?…" } else { "" };
+    format!("{scheme}://{host}/{path}{redacted_query}")
+}
+
 fn parse_id(id: &ID) -> Result<i64, ApiError> {
     id.parse::<i64>().map_err(|_| ApiError::Invalid("malformed id".into()))
 }
@@ -225,7 +235,7 @@ impl Query {
                 };
                 Destination {
                     name: d.config.name.clone(),
-                    url: d.config.url.clone(),
+                    url: redact_url(&d.config.url),
                     breaker_state: d.breaker.state(now).as_str().into(),
                     pending: count("pending"),
                     dead_lettered: count("dead_lettered"),
@@ -502,5 +512,18 @@ impl Mutation {
             .await
             .map_err(ApiError::from)?;
         Ok(token.ok_or(ApiError::NotFound)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn destination_urls_lose_credentials() {
+        assert_eq!(super::redact_url("https://orders.internal/hooks"), "https://orders.internal/hooks");
+        assert_eq!(
+            super::redact_url("https://u:p@orders.internal:8443/h?token=s3cret"),
+            "https://orders.internal:8443/h?…"
+        );
+        assert_eq!(super::redact_url("http://127.0.0.1:9"), "http://127.0.0.1:9/");
     }
 }

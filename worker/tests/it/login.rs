@@ -96,6 +96,14 @@ async fn a_callback_with_the_wrong_state_is_rejected_and_the_login_is_used_up() 
     let hop = browser.get(&callback).await;
     assert_eq!(hop.status, 400);
     assert!(hop.body.contains("no sign-in in progress"), "{}", hop.body);
+    // A response naming another issuer (RFC 9207 mix-up defence) is refused.
+    let mut browser = Browser::new();
+    let callback = browser.login_until_callback(&pipeline, "/console", "admin@example.com").await;
+    let (before, iss) = callback.split_once("iss=").unwrap();
+    let rest = iss.split_once('&').map_or(String::new(), |(_, rest)| format!("&{rest}"));
+    let hop = browser.get(&format!("{before}iss=https%3A%2F%2Fevil.example{rest}")).await;
+    assert_eq!(hop.status, 400);
+    assert!(hop.body.contains("unexpected issuer"), "{}", hop.body);
     // A callback without the browser's login cookie is refused as well.
     let mut other = Browser::new();
     assert_eq!(other.get(&callback).await.status, 400);

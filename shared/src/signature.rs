@@ -1498,10 +1498,17 @@ mod tests {
         ] {
             base.insert(name, HeaderValue::from_static(value));
         }
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        // `scripts/fuzz` raises the count and varies the seed for a longer, bounded run; a
+        // failure prints the seed, which replays it exactly.
+        let iterations: usize =
+            std::env::var("INLET_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        let seed: u64 =
+            std::env::var("INLET_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x9E37_79B9_7F4A_7C15);
+        eprintln!("fuzz: seed {seed}, {iterations} cases per scheme");
+        let mut rng = XorShift(seed.max(1));
         for (v, name) in &schemes {
             let name = HeaderName::from_static(name);
-            for i in 0..20_000 {
+            for i in 0..iterations {
                 let len = match i % 10 {
                     0 => rng.below(2_000),
                     _ => rng.below(100),

@@ -161,6 +161,9 @@ pub struct ConsoleConfig {
     pub max_replay_rate: u32,
     /// Most deliveries one bulk replay may select.
     pub max_bulk_replay: u32,
+    /// How often replays whose task JetStream has not confirmed are published again.
+    #[serde(with = "duration_str")]
+    pub replay_repair_interval: Duration,
     /// Who may sign in, and with which role.
     pub access: AccessConfig,
     /// The OpenID Connect provider operators sign in with.
@@ -178,6 +181,7 @@ impl Default for ConsoleConfig {
             bootstrap_token: None,
             max_replay_rate: 50,
             max_bulk_replay: 10_000,
+            replay_repair_interval: Duration::from_secs(5),
             access: AccessConfig::default(),
             oidc: None,
             github: None,
@@ -894,6 +898,7 @@ impl Config {
     fn validate_console(&self) -> Result<(), ConfigError> {
         let console = &self.console;
         positive("console.session_ttl", console.session_ttl)?;
+        positive("console.replay_repair_interval", console.replay_repair_interval)?;
         if console.max_replay_rate == 0 {
             return Err(ConfigError::invalid("console.max_replay_rate", "must be at least 1"));
         }

@@ -174,7 +174,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let destinations = Arc::new(destinations);
     let operator = if config.console.enabled {
-        Some(operator_routes(&config, store.clone(), js.clone(), Arc::clone(&destinations), shutdown.clone())?)
+        let (routes, replayer) =
+            operator_routes(&config, store.clone(), js.clone(), Arc::clone(&destinations), shutdown.clone())?;
+        tracker.spawn(replayer.repair_loop(config.console.replay_repair_interval, shutdown.clone()));
+        Some(routes)
     } else {
         None
     };
@@ -207,7 +210,7 @@ fn operator_routes(
     js: jetstream::Context,
     destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
     shutdown: CancellationToken,
-) -> anyhow::Result<axum::Router> {
+) -> anyhow::Result<(axum::Router, Arc<api::replay::Replayer>)> {
     let console = &config.console;
     let oidc = match (&console.oidc, &console.public_url) {
         (Some(oidc), Some(public_url)) => Some(
@@ -243,9 +246,9 @@ fn operator_routes(
         .iter()
         .map(|s| api::types::Source { name: s.name.clone(), kind: s.kind.as_str().into() })
         .collect();
-    let services = Arc::new(api::Services { store, replayer, destinations, sources });
+    let services = Arc::new(api::Services { store, replayer: Arc::clone(&replayer), destinations, sources });
     let api = api::Api::new(Arc::clone(&auth), services);
-    Ok(api::router(api).merge(auth::routes::router(auth)).merge(console::router()))
+    Ok((api::router(api).merge(auth::routes::router(auth)).merge(console::router()), replayer))
 }
 
 async fn stats_loop(

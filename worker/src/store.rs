@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "0003_login_provider", include_str!("../../schemas/sql/0003_login_provider.sql")),
     (4, "0004_login_link", include_str!("../../schemas/sql/0004_login_link.sql")),
     (5, "0005_dead_letter_order", include_str!("../../schemas/sql/0005_dead_letter_order.sql")),
+    (6, "0006_replay_repair", include_str!("../../schemas/sql/0006_replay_repair.sql")),
 ];
 
 /// Why a store operation failed.

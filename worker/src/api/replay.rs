@@ -8,6 +8,10 @@
 //! which JetStream deduplicates; so a lost PubAck is repaired by retrying, and nothing is queued
 //! twice. The deliver loop drops tasks for deliveries that are not pending.
 //!
+//! **Repair.** If the publish fails (NATS down) the delivery stays `pending` with
+//! `replay_enqueued = 0`; [`Replayer::repair_loop`] publishes such tasks again (same message
+//! id) until JetStream confirms them, so a replay is never lost.
+//!
 //! **Fresh schedule.** A replayed delivery gets the destination's full retry schedule again
 //! (`attempt_base`); attempt numbers in the attempts table continue.
 //!
@@ -115,6 +119,18 @@ impl Replayer {
             // Left pending: if the destination comes back, a replay publishes the task then.
             return Err(ApiError::Invalid(format!("destination `{destination}` is no longer configured")));
         }
+        let enqueued = self.publish(delivery_id, &destination, replay).await?;
+        tracing::info!(delivery_id, replay, enqueued, new, "delivery replayed");
+        Ok(ReplayResult {
+            delivery_id: delivery_id.into(),
+            result: if enqueued { "enqueued" } else { "already_enqueued" }.into(),
+            enqueued,
+        })
+    }
+
+    /// Publishes the task of replay `replay` and records JetStream's confirmation; returns
+    /// whether it was new (not a duplicate of the same replay's task).
+    async fn publish(&self, delivery_id: &str, destination: &str, replay: i64) -> Result<bool, ApiError> {
         let subject = format!("{}.{destination}", self.subject_prefix);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(envelope::HEADER_MSG_ID, format!("{delivery_id}:replay:{replay}").as_str());
@@ -126,13 +142,45 @@ impl Replayer {
             .await
             .map_err(|e| ApiError::Queue(e.to_string()))?;
         self.store.mark_replay_enqueued(delivery_id.to_owned(), replay).await?;
-        let enqueued = !ack.duplicate;
-        tracing::info!(delivery_id, replay, enqueued, new, "delivery replayed");
-        Ok(ReplayResult {
-            delivery_id: delivery_id.into(),
-            result: if enqueued { "enqueued" } else { "already_enqueued" }.into(),
-            enqueued,
-        })
+        Ok(!ack.duplicate)
+    }
+
+    /// Publishes, every `every`, the tasks of replays JetStream has not confirmed (a publish
+    /// that failed or whose process died), with their original message ids.
+    pub async fn repair_loop(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        loop {
+            let unconfirmed: Result<Vec<(String, String, i64)>, _> = self
+                .store
+                .read(|c| {
+                    let mut statement = c.prepare(
+                        "SELECT id, destination, replays FROM deliveries INDEXED BY deliveries_replay_unconfirmed
+                         WHERE replay_enqueued = 0 AND status = 'pending' LIMIT 500",
+                    )?;
+                    let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    rows.collect()
+                })
+                .await;
+            match unconfirmed {
+                Ok(list) => {
+                    for (delivery_id, destination, replay) in list {
+                        if !self.destinations.contains(&destination) {
+                            continue;
+                        }
+                        match self.publish(&delivery_id, &destination, replay).await {
+                            Ok(new) => tracing::info!(%delivery_id, replay, new, "unconfirmed replay task published"),
+                            Err(error) => {
+                                tracing::warn!(error = ?error, %delivery_id, "cannot publish replay task yet")
+                            }
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot look for unconfirmed replays"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     /// Dead letters matching `filter`: (count, first few).

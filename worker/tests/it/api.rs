@@ -254,7 +254,9 @@ async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enq
     // success: only possible with a fresh retry schedule.
     let flaky = TestDestination::start(|n| (if n < 5 { 503 } else { 200 }, Duration::ZERO)).await;
     let extra = format!("{FAST_RETRIES}\nbreaker = {{ failure_threshold = 50, cooldown = \"1s\" }}");
-    let pipeline = OperatorPipeline::start(&[("flaky", flaky.url(), &extra)], Options::default()).await;
+    // No repair pass during the concurrent replays: the callers' own answers are counted.
+    let options = Options { console_extra: "replay_repair_interval = \"1h\"".into(), ..Options::default() };
+    let pipeline = OperatorPipeline::start(&[("flaky", flaky.url(), &extra)], options).await;
     assert_eq!(pipeline.send("evt-1", "push", b"{\"a\":1}").await, 202);
     let dead = pipeline
         .wait_for("dead letter", "{ deadLetters { nodes { id deadLetterReason attemptCount } } }", json!({}), |d| {
@@ -401,4 +403,42 @@ async fn replays_asked_one_by_one_are_rate_limited_per_caller() {
         .unwrap()
         .to_owned();
     assert_eq!(code(&pipeline.gql_as(&operator, replay, json!({})).await), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_replay_whose_task_was_never_confirmed_is_published_by_the_repair_loop() {
+    let sink = TestDestination::answering(400).await;
+    let pipeline = OperatorPipeline::start(
+        &[("sink", sink.url(), "")],
+        Options { console_extra: "replay_repair_interval = \"100ms\"".into(), ..Options::default() },
+    )
+    .await;
+    assert_eq!(pipeline.send("lost-1", "push", b"{}").await, 202);
+    let dead = pipeline
+        .wait_for("dead letter", "{ deadLetters { nodes { id } } }", json!({}), |d| {
+            d["deadLetters"]["nodes"].as_array().is_some_and(|n| n.len() == 1)
+        })
+        .await;
+    let id = dead["deadLetters"]["nodes"][0]["id"].as_str().unwrap().to_owned();
+    sink.set_behaviour(|_| (200, Duration::ZERO));
+    // What a replay leaves behind when the worker dies (or NATS is down) between its commit and
+    // the PubAck: pending, replay number 1, task unconfirmed.
+    let marked = pipeline.query(|c| {
+        c.execute(
+            "UPDATE deliveries SET status = 'pending', replays = 1, replay_enqueued = 0, attempt_base = attempts,
+                 dead_letter_reason = NULL WHERE id = ?1",
+            [&id],
+        )
+    });
+    assert_eq!(marked, 1);
+    let done = pipeline
+        .wait_for("delivered by the repair loop", DELIVERY_STATE, json!({ "id": id }), |d| {
+            d["delivery"]["status"] == "delivered"
+        })
+        .await;
+    assert_eq!(done["delivery"]["attemptCount"], 2);
+    assert_eq!(sink.delivered_keys().get(&id), Some(&1));
+    let confirmed: i64 =
+        pipeline.query(|c| c.query_row("SELECT replay_enqueued FROM deliveries WHERE id = ?1", [&id], |r| r.get(0)));
+    assert_eq!(confirmed, 1);
 }

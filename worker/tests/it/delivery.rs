@@ -161,3 +161,20 @@ async fn retry_after_from_the_destination_is_honoured() {
     // The schedule says 10 ms, the 429 said `Retry-After: 1`: the longer wait wins.
     assert!(gap >= 900, "retry came after {gap} ms");
 }
+
+#[tokio::test]
+async fn the_destination_rate_limit_spaces_deliveries() {
+    let limited = TestDestination::answering(200).await;
+    let pipeline = Pipeline::start(&[("limited", limited.url(), "rate_limit = { per_second = 20, burst = 1 }")]).await;
+    for n in 0..10 {
+        assert_eq!(pipeline.send(&format!("r-{n}"), "push", b"{}").await, 202);
+    }
+    limited.wait_for(10, Duration::from_secs(20)).await;
+    let mut arrivals: Vec<_> = limited.received().iter().map(|r| r.at).collect();
+    arrivals.sort();
+    // 20 per second with a burst of 1: ten calls need at least nine 50 ms gaps (the limiter
+    // allows up to one cell of slack, hence 8).
+    let span = *arrivals.last().unwrap() - arrivals[0];
+    assert!(span >= Duration::from_millis(8 * 50), "10 deliveries within {span:?}");
+    assert_eq!(limited.delivered_keys().len(), 10);
+}

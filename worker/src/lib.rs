@@ -176,6 +176,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let operator = if config.console.enabled {
         let (routes, replayer) =
             operator_routes(&config, store.clone(), js.clone(), Arc::clone(&destinations), shutdown.clone())?;
+        replayer.close_interrupted_bulk_replays().await;
         tracker.spawn(replayer.repair_loop(config.console.replay_repair_interval, shutdown.clone()));
         Some(routes)
     } else {

@@ -145,6 +145,25 @@ impl Replayer {
         Ok(!ack.duplicate)
     }
 
+    /// Closes bulk replays left `running` by a previous process as `cancelled` (their remaining
+    /// deliveries are still dead letters and can be replayed again). Call before serving.
+    pub async fn close_interrupted_bulk_replays(&self) {
+        let interrupted = self
+            .store
+            .write(|c| {
+                c.execute(
+                    "UPDATE bulk_replays SET status = 'cancelled', finished_at_ms = ?1 WHERE status = 'running'",
+                    [now_ms()],
+                )
+            })
+            .await;
+        match interrupted {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "bulk replays interrupted by a restart were closed as cancelled"),
+            Err(error) => tracing::warn!(%error, "cannot close interrupted bulk replays"),
+        }
+    }
+
     /// Publishes, every `every`, the tasks of replays JetStream has not confirmed (a publish
     /// that failed or whose process died), with their original message ids.
     pub async fn repair_loop(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {

@@ -348,6 +348,11 @@ impl Store {
             migrate(&mut connection).map_err(|e| open_error(format!("migration failed: {e}")))?;
         }
         let writer_connection = pool.get().map_err(|e| open_error(e.to_string()))?;
+        // Checkpoints run on their own thread (below), not inside the writer's commits, where
+        // they would stall every group behind a database-file fsync.
+        writer_connection
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(|e| open_error(format!("cannot configure checkpoints: {e}")))?;
         let (sender, receiver) = mpsc::channel(4096);
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = Arc::clone(&writer_alive);
@@ -358,6 +363,12 @@ impl Store {
                 alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| open_error(format!("cannot start writer thread: {e}")))?;
+        let checkpoint_pool = pool.clone();
+        let running = Arc::clone(&writer_alive);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoint_pool, &running))
+            .map_err(|e| open_error(format!("cannot start checkpoint thread: {e}")))?;
         Ok(Store { pool, writer: sender, writer_alive })
     }
 
@@ -564,6 +575,25 @@ impl Store {
         .await
     }
 }
+
+/// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`], without blocking the
+/// writer (PASSIVE), so the WAL stays small while commits only append to it.
+fn checkpoint_loop(pool: &r2d2::Pool<SqliteConnectionManager>, running: &AtomicBool) {
+    while running.load(Ordering::SeqCst) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        match pool.get() {
+            Ok(connection) => {
+                if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(%error, "WAL checkpoint failed");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "no connection for the WAL checkpoint"),
+        }
+    }
+}
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
     connection.execute_batch(

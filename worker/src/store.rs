@@ -303,6 +303,9 @@ pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: mpsc::Sender<Command>,
     writer_alive: Arc<AtomicBool>,
+    /// Set while the writer's transactions fail (database locked, disk full): readiness reports
+    /// it, and nothing is acked meanwhile because no commit succeeds.
+    writes_failing: Arc<AtomicBool>,
 }
 
 /// Current time, Unix ms.
@@ -356,10 +359,12 @@ impl Store {
         let (sender, receiver) = mpsc::channel(4096);
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = Arc::clone(&writer_alive);
+        let writes_failing = Arc::new(AtomicBool::new(false));
+        let failing = Arc::clone(&writes_failing);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                writer_loop(writer_connection, receiver);
+                writer_loop(writer_connection, receiver, &failing);
                 alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| open_error(format!("cannot start writer thread: {e}")))?;
@@ -369,12 +374,14 @@ impl Store {
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpoint_pool, &running))
             .map_err(|e| open_error(format!("cannot start checkpoint thread: {e}")))?;
-        Ok(Store { pool, writer: sender, writer_alive })
+        Ok(Store { pool, writer: sender, writer_alive, writes_failing })
     }
 
     /// Whether the writer thread is running.
     pub fn is_healthy(&self) -> bool {
-        self.writer_alive.load(Ordering::SeqCst) && !self.writer.is_closed()
+        self.writer_alive.load(Ordering::SeqCst)
+            && !self.writer.is_closed()
+            && !self.writes_failing.load(Ordering::SeqCst)
     }
 
     /// Records a batch of events in one transaction; returns one result per event, in order.
@@ -623,7 +630,11 @@ fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error>
 /// Most commands coalesced into one transaction.
 const MAX_GROUP: usize = 512;
 
-fn writer_loop(mut connection: r2d2::PooledConnection<SqliteConnectionManager>, mut receiver: mpsc::Receiver<Command>) {
+fn writer_loop(
+    mut connection: r2d2::PooledConnection<SqliteConnectionManager>,
+    mut receiver: mpsc::Receiver<Command>,
+    failing: &AtomicBool,
+) {
     while let Some(first) = receiver.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -632,13 +643,15 @@ fn writer_loop(mut connection: r2d2::PooledConnection<SqliteConnectionManager>, 
                 Err(_) => break,
             }
         }
-        execute_group(&mut connection, group);
+        let committed = execute_group(&mut connection, group);
+        failing.store(!committed, Ordering::SeqCst);
     }
     tracing::info!("database writer stopped");
 }
 
-/// Runs every command of the group in one transaction; answers after the commit.
-fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) {
+/// Runs every command of the group in one transaction; answers after the commit. Returns
+/// whether the transaction committed.
+fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) -> bool {
     let group_started = std::time::Instant::now();
     enum Answer {
         Record(oneshot::Sender<Result<Vec<Recorded>, StoreError>>, Result<Vec<Recorded>, rusqlite::Error>),
@@ -651,7 +664,7 @@ fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) {
         Err(error) => {
             tracing::error!(%error, "cannot begin write transaction");
             fail_all(group);
-            return;
+            return false;
         }
     };
     let now = now_ms();
@@ -702,6 +715,7 @@ fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) {
             Answer::Write(answer) => answer(!commit_failed),
         }
     }
+    !commit_failed
 }
 
 fn in_savepoint<T>(

@@ -194,6 +194,7 @@ pub struct Pipeline {
     pub ingest_addr: SocketAddr,
     pub ingest_admin: SocketAddr,
     pub worker_admin: SocketAddr,
+    pub worker_main: SocketAddr,
     pub client: reqwest::Client,
     ingest_stop: CancellationToken,
     worker_stop: CancellationToken,
@@ -223,7 +224,17 @@ impl Pipeline {
         for url in [format!("http://{ingest_addr}/readyz"), format!("http://{worker_main}/readyz")] {
             wait_ok(&client, &url).await;
         }
-        Pipeline { _nats: nats, dir, ingest_addr, ingest_admin, worker_admin, client, ingest_stop, worker_stop }
+        Pipeline {
+            _nats: nats,
+            dir,
+            ingest_addr,
+            ingest_admin,
+            worker_admin,
+            worker_main,
+            client,
+            ingest_stop,
+            worker_stop,
+        }
     }
 
     pub fn database(&self) -> PathBuf {

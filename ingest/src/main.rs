@@ -22,28 +22,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match inlet_shared::config::load_file(&args.config) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("inlet-ingest: invalid configuration: {error}");
-            return ExitCode::from(64); // EX_USAGE
-        }
-    };
-    if let Err(error) = inlet_shared::telemetry::init(&config.telemetry) {
-        eprintln!("inlet-ingest: {error}");
-        return ExitCode::from(64);
-    }
-    let result = async {
+    inlet_shared::server::binary_main("inlet-ingest", &args.config, |config, shutdown| async move {
         let listeners = inlet_ingest::Listeners::bind(&config).await?;
-        inlet_ingest::run(config, listeners, inlet_shared::server::shutdown_on_signal()).await
-    }
-    .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "inlet-ingest failed");
-            eprintln!("inlet-ingest: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+        inlet_ingest::run(config, listeners, shutdown).await
+    })
+    .await
 }

@@ -151,3 +151,33 @@ pub fn shutdown_on_signal() -> CancellationToken {
     });
     token
 }
+
+/// The body of both binaries' `main`: load the config file, start logging, run until SIGINT or
+/// SIGTERM, and turn the outcome into an exit code (64 for an unusable configuration, naming
+/// the key; 1 for a runtime failure).
+pub async fn binary_main<F, Fut>(binary: &str, config_path: &std::path::Path, run: F) -> std::process::ExitCode
+where
+    F: FnOnce(crate::config::Config, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    const EX_USAGE: u8 = 64;
+    let config = match crate::config::load_file(config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{binary}: invalid configuration: {error}");
+            return std::process::ExitCode::from(EX_USAGE);
+        }
+    };
+    if let Err(error) = crate::telemetry::init(&config.telemetry) {
+        eprintln!("{binary}: {error}");
+        return std::process::ExitCode::from(EX_USAGE);
+    }
+    match run(config, shutdown_on_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "{binary} failed");
+            eprintln!("{binary}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -165,3 +165,14 @@ impl Drop for TestNats {
         self.kill();
     }
 }
+
+/// Sum of the samples of metric `name` (Prometheus text format) whose labels include all of
+/// `labels`; 0 when there is none.
+pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

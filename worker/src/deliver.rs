@@ -122,27 +122,11 @@ pub async fn run(
 ) {
     let permits = Arc::new(Semaphore::new(concurrency));
     let tracker = TaskTracker::new();
-    let mut backoff = Duration::from_millis(100);
     'outer: while !shutdown.is_cancelled() {
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(concurrency)
-            .heartbeat(Duration::from_secs(5))
-            .messages()
-            .await
-        {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(%error, destination = %destination.config.name, "cannot pull delivery tasks; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
+        let Some(mut messages) = crate::pull::open(&consumer, concurrency, &destination.config.name, &shutdown).await
+        else {
+            break;
         };
-        backoff = Duration::from_millis(100);
         loop {
             // While the breaker is open, pull nothing: the backlog waits in the stream.
             if let Admission::Denied(wait) = peek(&destination.breaker) {

@@ -21,6 +21,7 @@ pub mod console;
 pub mod deliver;
 pub mod events;
 pub mod http;
+pub mod pull;
 pub mod record;
 pub mod routes;
 pub mod store;

@@ -14,7 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// The TOML configuration file shared with inlet-worker.
+    /// The TOML configuration file shared with inlet-ingest.
     #[arg(long, env = "INLET_CONFIG")]
     config: PathBuf,
 }
@@ -22,28 +22,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match inlet_shared::config::load_file(&args.config) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("inlet-worker: invalid configuration: {error}");
-            return ExitCode::from(64); // EX_USAGE
-        }
-    };
-    if let Err(error) = inlet_shared::telemetry::init(&config.telemetry) {
-        eprintln!("inlet-worker: {error}");
-        return ExitCode::from(64);
-    }
-    let result = async {
+    inlet_shared::server::binary_main("inlet-worker", &args.config, |config, shutdown| async move {
         let listeners = inlet_worker::Listeners::bind(&config).await?;
-        inlet_worker::run(config, listeners, inlet_shared::server::shutdown_on_signal()).await
-    }
-    .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "inlet-worker failed");
-            eprintln!("inlet-worker: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+        inlet_worker::run(config, listeners, shutdown).await
+    })
+    .await
 }

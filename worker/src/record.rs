@@ -85,28 +85,11 @@ pub fn parse_message(message: &jetstream::Message, router: &Router) -> Result<Ne
 impl Recorder {
     /// Runs until `shutdown`; the batch in hand is finished and settled first.
     pub async fn run(self: Arc<Self>, consumer: PullConsumer, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
         let mut settling = tokio::task::JoinSet::new();
         while !shutdown.is_cancelled() {
-            let messages = match consumer
-                .stream()
-                .max_messages_per_batch(self.batch_size)
-                .heartbeat(Duration::from_secs(5))
-                .messages()
-                .await
-            {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot start pulling from the intake consumer; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+            let Some(messages) = crate::pull::open(&consumer, self.batch_size, "intake", &shutdown).await else {
+                break;
             };
-            backoff = Duration::from_millis(100);
             // Whatever is ready now becomes one batch: low latency when idle, large
             // transactions under load.
             let mut batches = messages.ready_chunks(self.batch_size);

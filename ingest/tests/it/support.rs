@@ -119,7 +119,7 @@ impl TestIngest {
     /// Value of the sample of `name` whose labels include all of `labels` (0 when absent).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = self.metrics().await;
-        sample(&text, name, labels)
+        inlet_shared::test_util::metric_sample(&text, name, labels)
     }
 
     /// Cancels the shutdown token and waits for `run` to return.
@@ -136,15 +136,6 @@ impl Drop for TestIngest {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-        .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The header value of a stored message, as a string.

@@ -256,12 +256,7 @@ impl Pipeline {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-            .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        inlet_shared::test_util::metric_sample(&text, name, labels)
     }
 
     /// Runs `query` on the worker's SQLite file.

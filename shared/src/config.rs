@@ -274,6 +274,14 @@ pub struct GithubConfig {
     /// Label of the sign-in button.
     #[serde(default = "default_github_label")]
     pub label: String,
+    /// Longest session of a user admitted only through `allowed_orgs`: membership is checked
+    /// at sign-in, so leaving the organisation takes effect within this time.
+    #[serde(default = "default_membership_ttl", with = "duration_str")]
+    pub membership_ttl: Duration,
+}
+
+fn default_membership_ttl() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_github_web_url() -> String {
@@ -940,6 +948,7 @@ impl Config {
                     ));
                 }
             }
+            positive("console.github.membership_ttl", github.membership_ttl)?;
             if github.client_id.is_empty() {
                 return Err(ConfigError::invalid("console.github.client_id", "must not be empty"));
             }

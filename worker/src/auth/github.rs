@@ -201,6 +201,7 @@ impl GithubLogin {
             email,
             name: user.name.or(Some(user.login)),
             fallback_role,
+            membership_ttl: Some(self.config.membership_ttl),
         };
         Ok((identity, FlowEnd { return_to: flow.return_to, link_user_id: flow.link_user_id }))
     }

@@ -142,6 +142,8 @@ pub struct Identity {
     /// Role granted by the provider side (a GitHub organisation in `allowed_orgs`) when the
     /// email is not listed in `[console.access]`.
     pub fallback_role: Option<Role>,
+    /// How long a session admitted only by `fallback_role` may last.
+    pub membership_ttl: Option<std::time::Duration>,
 }
 
 /// How long a login may take between leaving for the provider and coming back.
@@ -247,6 +249,8 @@ pub enum Linked {
 pub struct NewSession {
     /// Cookie value (never stored).
     pub cookie_value: String,
+    /// How long it lasts.
+    pub ttl: std::time::Duration,
 }
 
 impl Auth {
@@ -384,14 +388,21 @@ impl Auth {
             })
             .await?;
         let email = linked_email.unwrap_or_else(|| identity.email.to_ascii_lowercase());
-        let Some(role) = self.config.access.role_for(&email).or(identity.fallback_role) else {
+        let listed = self.config.access.role_for(&email);
+        let Some(role) = listed.or(identity.fallback_role) else {
             tracing::info!(provider = %identity.provider, "sign-in refused: address not on the allowlist");
             return Ok(None);
+        };
+        // Admitted only through a provider-side membership (a GitHub organisation): the session
+        // is no longer than that membership is trusted, so removal takes effect at the next login.
+        let ttl = match (listed, identity.membership_ttl) {
+            (None, Some(limit)) => self.config.session_ttl.min(limit),
+            _ => self.config.session_ttl,
         };
         let cookie_value = random_token(32);
         let hash = sha256_hex(&cookie_value);
         let csrf_token = random_token(24);
-        let ttl_ms = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         self.store
             .write(move |c| {
                 let now = now_ms();
@@ -439,7 +450,7 @@ impl Auth {
                 Ok(())
             })
             .await?;
-        Ok(Some(NewSession { cookie_value }))
+        Ok(Some(NewSession { cookie_value, ttl }))
     }
 
     /// Links a verified provider identity to `user_id` (a provider account belongs to at most

@@ -268,6 +268,7 @@ impl OidcLogin {
             email,
             name,
             fallback_role: None,
+            membership_ttl: None,
         };
         Ok((identity, FlowEnd { return_to: flow.return_to, link_user_id: flow.link_user_id }))
     }

@@ -157,7 +157,7 @@ async fn finished(auth: &Auth, headers: &HeaderMap, result: Result<(Identity, Fl
     }
     let mut response = match auth.sign_in(identity).await {
         Ok(Some(session)) => {
-            let ttl = auth.config().session_ttl.as_secs();
+            let ttl = session.ttl.as_secs();
             return redirect(
                 &local_path(Some(&return_to)),
                 &[set_cookie(SESSION_COOKIE, &session.cookie_value, ttl), clear_login],

@@ -171,8 +171,11 @@ async fn github_sign_in_refuses_unverified_emails_forged_state_and_outsiders() {
     // A member of an allowed organisation is admitted with the domain role.
     let member = Account { id: 2, login: "m", emails: vec![("m@elsewhere.example", true, true)], orgs: vec!["ACME"] };
     let mut browser = Browser::new();
-    assert_eq!(sign_in(&pipeline, &fake, &mut browser, member).await.status, 303);
+    let hop = sign_in(&pipeline, &fake, &mut browser, member).await;
+    assert_eq!(hop.status, 303);
     assert_eq!(browser.session(&pipeline).await["role"], "viewer");
+    let cookie = hop.set_cookies.iter().find(|c| c.starts_with("__Host-inlet_session=")).unwrap();
+    assert!(cookie.ends_with("Max-Age=3600"), "membership-only sessions last membership_ttl: {cookie}");
 
     // Anyone else gets the "not authorised" page.
     let outsider =

@@ -99,6 +99,7 @@ async function eventsView() {
     h('td', { className: 'mono' }, e.eventId),
     h('td', {}, e.routeStatus === 'unrouted' ? chip('unrouted') : e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
     if (append) body.append(...rows); else body.replaceChildren(...rows);
+    if (!append && !rows.length) body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, 'No events match.')));
     cursor = events.pageInfo.endCursor;
     more.hidden = !events.pageInfo.hasNextPage;
   };

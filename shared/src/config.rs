@@ -731,7 +731,10 @@ impl Config {
         resolve_env_references(&mut value, "", env)?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            ConfigError::invalid(if path == "." { "(root)".to_owned() } else { path }, e.into_inner().to_string())
+            // The TOML deserializer appends its own "\nin `key`" context; the key is already named.
+            let message = e.into_inner().to_string();
+            let message = message.split("\nin `").next().unwrap_or_default().trim_end().to_owned();
+            ConfigError::invalid(if path == "." { "(root)".to_owned() } else { path }, message)
         })?;
         config.validate()?;
         Ok(config)

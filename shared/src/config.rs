@@ -164,6 +164,9 @@ pub struct ConsoleConfig {
     /// How often replays whose task JetStream has not confirmed are published again.
     #[serde(with = "duration_str")]
     pub replay_repair_interval: Duration,
+    /// Keys that encrypt kept provider tokens at rest (AES-256-GCM); the first seals, all
+    /// open. Without keys no provider token is kept.
+    pub token_keys: Vec<TokenKey>,
     /// Who may sign in, and with which role.
     pub access: AccessConfig,
     /// The OpenID Connect provider operators sign in with.
@@ -182,11 +185,22 @@ impl Default for ConsoleConfig {
             max_replay_rate: 50,
             max_bulk_replay: 10_000,
             replay_repair_interval: Duration::from_secs(5),
+            token_keys: Vec::new(),
             access: AccessConfig::default(),
             oidc: None,
             github: None,
         }
     }
+}
+
+/// One token-encryption key: `{ id = "2026-11", key = { env = "INLET_TOKEN_KEY" } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKey {
+    /// Key id stored with each sealed value (`[A-Za-z0-9_-]`, 1-64).
+    pub id: String,
+    /// Base64 of 32 random bytes (`openssl rand -base64 32`).
+    pub key: Secret,
 }
 
 /// `[console.access]`: the allowlist. Emails are compared case-insensitively; a user listed
@@ -910,6 +924,23 @@ impl Config {
         let console = &self.console;
         positive("console.session_ttl", console.session_ttl)?;
         positive("console.replay_repair_interval", console.replay_repair_interval)?;
+        let mut key_ids = HashSet::new();
+        for (index, key) in console.token_keys.iter().enumerate() {
+            check_token(&format!("console.token_keys[{index}].id"), &key.id, |c| {
+                c.is_ascii_alphanumeric() || c == '_' || c == '-'
+            })?;
+            if !key_ids.insert(key.id.as_str()) {
+                return Err(ConfigError::invalid(format!("console.token_keys[{index}].id"), "duplicate key id"));
+            }
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(key.key.expose().trim());
+            if decoded.map(|bytes| bytes.len()) != Ok(32) {
+                return Err(ConfigError::invalid(
+                    format!("console.token_keys[{index}].key"),
+                    "must be base64 of 32 random bytes",
+                ));
+            }
+        }
         if console.max_replay_rate == 0 {
             return Err(ConfigError::invalid("console.max_replay_rate", "must be at least 1"));
         }

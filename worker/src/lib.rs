@@ -233,7 +233,13 @@ fn operator_routes(
         ),
         _ => None,
     };
-    let auth = auth::Auth::new(store.clone(), console.clone(), oidc, github);
+    let cipher = if console.token_keys.is_empty() {
+        None
+    } else {
+        let keys = console.token_keys.iter().map(|k| (k.id.as_str(), k.key.expose()));
+        Some(auth::crypto::TokenCipher::new(keys).map_err(|e| anyhow::anyhow!("console.token_keys: {e}"))?)
+    };
+    let auth = auth::Auth::new(store.clone(), console.clone(), oidc, github, cipher);
     let replayer = api::replay::Replayer::new(
         store.clone(),
         js,

@@ -261,6 +261,19 @@ fn console_validation_names_the_key() {
             .unwrap();
     assert_eq!(github.console.github.unwrap().api_url, "https://api.github.com");
     check_invalid("[console]\nbootstrap_token = \"short\"\n", &[], "console.bootstrap_token", "at least 32");
+    check_invalid(
+        "[console]\ntoken_keys = [{ id = \"k1\", key = \"c2hvcnQ=\" }]\n",
+        &[],
+        "console.token_keys[0].key",
+        "32 random bytes",
+    );
+    let keys =
+        "[console]\ntoken_keys = [{ id = \"k2\", key = { env = \"K\" } }, { id = \"k2\", key = { env = \"K\" } }]\n";
+    let key = ("K", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    check_invalid(keys, &[key], "console.token_keys[1].id", "duplicate");
+    let one =
+        Config::parse("[console]\ntoken_keys = [{ id = \"k2\", key = { env = \"K\" } }]\n", &env(&[key])).unwrap();
+    assert!(!format!("{one:?}").contains("MDEy"), "keys are redacted");
     // A development provider on loopback is fine.
     let dev = CONSOLE
         .replace("https://accounts.example.com", "http://127.0.0.1:9400")

@@ -1,7 +1,9 @@
 //! Sign-in with GitHub: OAuth 2.0 authorization code with PKCE (S256) and `state`, then the
 //! REST API for the user (`/user`), their primary verified email (`/user/emails`) and, when
-//! `allowed_orgs` is set, their organisations (`/user/orgs`). The access token is used for
-//! these calls only and then dropped: no provider token is ever stored.
+//! `allowed_orgs` is set, their organisations (`/user/orgs`). The access token is dropped after
+//! these calls, except for users admitted only through an organisation when `[console]
+//! token_keys` is set: then it is kept sealed (AES-256-GCM, `crypto`) to re-check the
+//! membership every `membership_ttl` without a new sign-in.
 
 use std::time::Duration;
 
@@ -74,6 +76,27 @@ impl GithubLogin {
     /// Label of the sign-in button.
     pub fn label(&self) -> &str {
         &self.config.label
+    }
+
+    /// How long an organisation membership is trusted before it is checked again.
+    pub fn membership_ttl(&self) -> Duration {
+        self.config.membership_ttl
+    }
+
+    /// Whether the account behind `token` is still in an allowed organisation. A token GitHub
+    /// no longer accepts counts as "no".
+    ///
+    /// # Errors
+    ///
+    /// When GitHub cannot be reached.
+    pub async fn still_member(&self, token: &str) -> Result<bool, LoginError> {
+        match self.api::<Vec<Org>>(token, "/user/orgs").await {
+            Ok(orgs) => {
+                Ok(orgs.iter().any(|org| self.config.allowed_orgs.iter().any(|a| a.eq_ignore_ascii_case(&org.login))))
+            }
+            Err(LoginError::TokenExchange(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Starts a login: stores the flow; returns (GitHub authorize URL, login cookie value).
@@ -200,6 +223,7 @@ impl GithubLogin {
             subject: user.id.to_string(),
             email,
             name: user.name.or(Some(user.login)),
+            access_token: fallback_role.map(|_| inlet_shared::config::Secret::new(token)),
             fallback_role,
             membership_ttl: Some(self.config.membership_ttl),
         };

@@ -6,6 +6,7 @@
 //! hands alone. Every comparison of a secret value is constant-time. Roles come from
 //! `[console.access]` at each login; an address listed nowhere gets no account.
 
+pub mod crypto;
 pub mod github;
 pub mod oidc;
 pub mod routes;
@@ -126,6 +127,13 @@ pub struct Auth {
     pub oidc: Option<oidc::OidcLogin>,
     /// The GitHub login, when `[console.github]` is configured.
     pub github: Option<github::GithubLogin>,
+    /// Seals kept provider tokens (`[console] token_keys`); without it none is kept.
+    cipher: Option<crypto::TokenCipher>,
+}
+
+/// Associated data binding a sealed token to its provider account.
+fn token_aad(provider: &str, subject: &str) -> String {
+    format!("oauth_account:{provider}:{subject}")
 }
 
 /// An identity the provider vouched for.
@@ -142,8 +150,12 @@ pub struct Identity {
     /// Role granted by the provider side (a GitHub organisation in `allowed_orgs`) when the
     /// email is not listed in `[console.access]`.
     pub fallback_role: Option<Role>,
-    /// How long a session admitted only by `fallback_role` may last.
+    /// How long a session admitted only by `fallback_role` may last before the membership is
+    /// checked again.
     pub membership_ttl: Option<std::time::Duration>,
+    /// The provider's access token, offered for keeping (sealed) when the membership must be
+    /// re-checked later; dropped unless `[console] token_keys` is set.
+    pub access_token: Option<inlet_shared::config::Secret>,
 }
 
 /// How long a login may take between leaving for the provider and coming back.
@@ -224,6 +236,18 @@ pub(crate) fn flow_expiry() -> i64 {
     now_ms().saturating_add(i64::try_from(LOGIN_TTL.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A session as read for authentication.
+struct SessionRow {
+    email: String,
+    role: String,
+    csrf_token: String,
+    user_id: i64,
+    recheck_at_ms: Option<i64>,
+    token_sealed: Option<String>,
+    provider: Option<String>,
+    subject: Option<String>,
+}
+
 /// Where a finished login goes: back to `return_to`, signed in or (with `link_user_id`) with
 /// the provider account linked to that user.
 #[derive(Debug, Clone)]
@@ -260,8 +284,9 @@ impl Auth {
         config: ConsoleConfig,
         oidc: Option<oidc::OidcLogin>,
         github: Option<github::GithubLogin>,
+        cipher: Option<crypto::TokenCipher>,
     ) -> Arc<Auth> {
-        Arc::new(Auth { store, config, oidc, github })
+        Arc::new(Auth { store, config, oidc, github, cipher })
     }
 
     /// The console config.
@@ -325,26 +350,90 @@ impl Auth {
     pub async fn from_session(&self, cookie_value: &str) -> Result<Option<Principal>, AuthError> {
         let hash = sha256_hex(cookie_value);
         let now = now_ms();
-        let found: Option<(String, String, String, i64)> = self
+        let found: Option<SessionRow> = self
             .store
             .read(move |c| {
                 c.query_row(
-                    "SELECT u.email, u.role, s.csrf_token, u.id FROM sessions s JOIN users u ON u.id = s.user_id
+                    "SELECT u.email, u.role, s.csrf_token, u.id, s.recheck_at_ms, a.token_sealed, a.provider, a.subject
+                     FROM sessions s JOIN users u ON u.id = s.user_id
+                     LEFT JOIN oauth_accounts a ON a.id = s.oauth_account_id
                      WHERE s.id_hash = ?1 AND s.expires_at_ms > ?2",
                     params![hash, now],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| {
+                        Ok(SessionRow {
+                            email: r.get(0)?,
+                            role: r.get(1)?,
+                            csrf_token: r.get(2)?,
+                            user_id: r.get(3)?,
+                            recheck_at_ms: r.get(4)?,
+                            token_sealed: r.get(5)?,
+                            provider: r.get(6)?,
+                            subject: r.get(7)?,
+                        })
+                    },
                 )
                 .optional()
             })
             .await?;
-        Ok(found.and_then(|(email, role, csrf_token, user_id)| {
-            Some(Principal {
-                actor: email,
-                role: Role::parse(&role)?,
-                via: Via::Session { csrf_token },
-                user_id: Some(user_id),
-            })
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        if row.recheck_at_ms.is_some_and(|at| at <= now) && !self.recheck_membership(cookie_value, &row).await? {
+            return Ok(None);
+        }
+        Ok(Role::parse(&row.role).map(|role| Principal {
+            actor: row.email,
+            role,
+            via: Via::Session { csrf_token: row.csrf_token },
+            user_id: Some(row.user_id),
         }))
+    }
+
+    /// Re-checks the provider-side membership that admitted a session, with the kept token.
+    /// Still a member: the next check is scheduled. No longer (or the token stopped working):
+    /// the session ends and the token is dropped. Provider unreachable: this request is
+    /// refused, the session stays for the next one.
+    async fn recheck_membership(&self, cookie_value: &str, row: &SessionRow) -> Result<bool, AuthError> {
+        let hash = sha256_hex(cookie_value);
+        let (Some(github), Some(cipher)) = (&self.github, &self.cipher) else {
+            return Ok(false);
+        };
+        let token = match (&row.token_sealed, &row.provider, &row.subject) {
+            (Some(sealed), Some(provider), Some(subject)) => cipher.open(sealed, &token_aad(provider, subject)).ok(),
+            _ => None,
+        };
+        let member = match token {
+            Some(token) => match github.still_member(&token).await {
+                Ok(member) => member,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot re-check organisation membership; refusing this request");
+                    return Ok(false);
+                }
+            },
+            None => false,
+        };
+        let next = now_ms().saturating_add(i64::try_from(github.membership_ttl().as_millis()).unwrap_or(i64::MAX));
+        let (provider, subject, email) = (row.provider.clone(), row.subject.clone(), row.email.clone());
+        self.store
+            .write(move |c| {
+                if member {
+                    c.execute("UPDATE sessions SET recheck_at_ms = ?2 WHERE id_hash = ?1", params![hash, next])?;
+                } else {
+                    c.execute("DELETE FROM sessions WHERE id_hash = ?1", [&hash])?;
+                    c.execute(
+                        "UPDATE oauth_accounts SET token_sealed = NULL WHERE provider = ?1 AND subject = ?2",
+                        params![provider, subject],
+                    )?;
+                    c.execute(
+                        "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
+                         VALUES (?1, ?2, 'session_ended', 'membership', 1, 'no longer a member of an allowed organisation')",
+                        params![now_ms(), email],
+                    )?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(member)
     }
 
     /// The caller of a request: bearer token first, then the session cookie. `Ok(None)` is an
@@ -393,12 +482,22 @@ impl Auth {
             tracing::info!(provider = %identity.provider, "sign-in refused: address not on the allowlist");
             return Ok(None);
         };
-        // Admitted only through a provider-side membership (a GitHub organisation): the session
-        // is no longer than that membership is trusted, so removal takes effect at the next login.
-        let ttl = match (listed, identity.membership_ttl) {
-            (None, Some(limit)) => self.config.session_ttl.min(limit),
-            _ => self.config.session_ttl,
-        };
+        // Admitted only through a provider-side membership (a GitHub organisation): with token
+        // keys, the token is kept (sealed) and the membership re-checked every membership_ttl;
+        // without, the session lasts no longer than membership_ttl.
+        let mut ttl = self.config.session_ttl;
+        let mut kept: Option<(String, i64)> = None;
+        if let (None, Some(limit)) = (listed, identity.membership_ttl) {
+            match (&self.cipher, &identity.access_token) {
+                (Some(cipher), Some(token)) => {
+                    let aad = token_aad(&identity.provider, &identity.subject);
+                    let sealed = cipher.seal(token.expose(), &aad).map_err(|_| AuthError::BadToken)?;
+                    let recheck = now_ms().saturating_add(i64::try_from(limit.as_millis()).unwrap_or(i64::MAX));
+                    kept = Some((sealed, recheck));
+                }
+                _ => ttl = ttl.min(limit),
+            }
+        }
         let cookie_value = random_token(32);
         let hash = sha256_hex(&cookie_value);
         let csrf_token = random_token(24);
@@ -437,11 +536,19 @@ impl Auth {
                         id
                     }
                 };
+                let account_id: i64 = c.query_row(
+                    "SELECT id FROM oauth_accounts WHERE provider = ?1 AND subject = ?2",
+                    params![identity.provider, identity.subject],
+                    |r| r.get(0),
+                )?;
+                let (sealed, recheck_at) = kept.map_or((None, None), |(sealed, at)| (Some(sealed), Some(at)));
+                c.execute("UPDATE oauth_accounts SET token_sealed = ?2 WHERE id = ?1", params![account_id, sealed])?;
                 c.execute("DELETE FROM sessions WHERE expires_at_ms <= ?1", [now])?;
                 c.execute(
-                    "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at_ms, expires_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![hash, user_id, csrf_token, now, now.saturating_add(ttl_ms)],
+                    "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at_ms, expires_at_ms, oauth_account_id,
+                                           recheck_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![hash, user_id, csrf_token, now, now.saturating_add(ttl_ms), account_id, recheck_at],
                 )?;
                 c.execute(
                     "INSERT INTO audit_log (at_ms, actor, action, target, count) VALUES (?1, ?2, 'sign_in', ?3, 1)",

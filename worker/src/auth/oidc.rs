@@ -269,6 +269,7 @@ impl OidcLogin {
             name,
             fallback_role: None,
             membership_ttl: None,
+            access_token: None,
         };
         Ok((identity, FlowEnd { return_to: flow.return_to, link_user_id: flow.link_user_id }))
     }

@@ -281,3 +281,41 @@ async fn a_signed_in_user_links_github_signs_in_with_it_and_cannot_unlink_the_la
         audit["auditLog"]["nodes"].as_array().unwrap().iter().map(|n| n["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["unlink_account", "sign_in", "link_account", "sign_in"]);
 }
+
+#[tokio::test]
+async fn with_token_keys_the_organisation_membership_is_rechecked_with_the_sealed_token() {
+    let (addr, fake) = fake_github().await;
+    let tail = format!(
+        "[console.github]\nclient_id = \"gh-client\"\nclient_secret = \"gh-secret\"\nweb_url = \"http://{addr}\"\n\
+         api_url = \"http://{addr}\"\nallowed_orgs = [\"acme\"]\nmembership_ttl = \"1ms\"\n"
+    );
+    let keys = "token_keys = [{ id = \"k1\", key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\" }]";
+    let pipeline =
+        OperatorPipeline::start(&[], Options { console_extra: keys.into(), tail, ..Options::default() }).await;
+    let member = Account { id: 9, login: "m", emails: vec![("m@elsewhere.example", true, true)], orgs: vec!["acme"] };
+    let mut browser = Browser::new();
+    let hop = sign_in(&pipeline, &fake, &mut browser, member).await;
+    assert_eq!(hop.status, 303);
+    let cookie = hop.set_cookies.iter().find(|c| c.starts_with("__Host-inlet_session=")).unwrap();
+    assert!(cookie.ends_with("Max-Age=43200"), "a kept token allows the full session: {cookie}");
+    let sealed: String = pipeline
+        .query(|c| c.query_row("SELECT token_sealed FROM oauth_accounts WHERE subject = '9'", [], |r| r.get(0)));
+    let token = fake.lock().unwrap().tokens.keys().next().unwrap().clone();
+    assert!(sealed.starts_with("v1.k1.") && !sealed.contains(&token), "sealed at rest: {sealed}");
+
+    // Due at once (1 ms): each request re-checks with the kept token; still a member.
+    assert_eq!(browser.session(&pipeline).await["authenticated"], true);
+    assert_eq!(browser.session(&pipeline).await["role"], "viewer");
+    // Removed from the organisation: the next request ends the session and drops the token.
+    for account in fake.lock().unwrap().tokens.values_mut() {
+        account.orgs.clear();
+    }
+    assert_eq!(browser.session(&pipeline).await["authenticated"], false);
+    let (sessions, kept): (i64, Option<String>) = pipeline.query(|c| {
+        Ok((
+            c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))?,
+            c.query_row("SELECT token_sealed FROM oauth_accounts WHERE subject = '9'", [], |r| r.get(0))?,
+        ))
+    });
+    assert_eq!((sessions, kept), (0, None));
+}

@@ -31,6 +31,20 @@ grep -q "Server is ready" var/log/nats.log || { echo "nats-server did not start;
 
 python3 scripts/demo_sink.py 8099 "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD" &
 pids+=($!)
+scripts/dev-idp.sh >var/log/dev-idp.log 2>&1 &   # development OpenID provider on :8091, loopback only
+pids+=($!)
+export INLET__CONSOLE__OIDC__ISSUER=http://127.0.0.1:8091 INLET__CONSOLE__OIDC__CLIENT_ID=inlet \
+    INLET__CONSOLE__OIDC__CLIENT_SECRET=inlet-dev-client-secret
+# The worker discovers the provider at startup: wait for it.
+python3 - <<'PY'
+import time, urllib.request
+for _ in range(600):
+    try:
+        if urllib.request.urlopen("http://127.0.0.1:8091/.well-known/openid-configuration", timeout=1).status == 200:
+            break
+    except Exception:
+        time.sleep(0.1)
+PY
 export INLET__NATS__URL="nats://127.0.0.1:${nats_port}"
 target/release/inlet-ingest --config "$config" &
 pids+=($!)
@@ -48,9 +62,12 @@ for _ in range(300):
         time.sleep(0.1)
 PY
 
-body='{"id":"evt_demo_'"$(date +%s)"'","object":"event","type":"payment_intent.succeeded","data":{"object":{"amount":2000}}}'
 ts="$(date +%s)"
-sig="$(python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), (sys.argv[2]+"."+sys.argv[3]).encode(), hashlib.sha256).hexdigest())' whsec_local_stripe_secret "$ts" "$body")"
+sign() { python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), (sys.argv[2]+"."+sys.argv[3]).encode(), hashlib.sha256).hexdigest())' whsec_local_stripe_secret "$ts" "$1"; }
+body='{"id":"evt_demo_'"$ts"'","object":"event","type":"payment_intent.succeeded","data":{"object":{"amount":2000}}}'
+sig="$(sign "$body")"
+fail_body='{"id":"evt_demo_fail_'"$ts"'","object":"event","type":"payment_intent.succeeded","data":{"note":"inlet_demo_fail_once"}}'
+fail_sig="$(sign "$fail_body")"
 
 cat <<EOT
 
@@ -60,6 +77,7 @@ Inlet is running (Ctrl-C stops everything):
   worker   http://127.0.0.1:8090/healthz
   nats     nats://127.0.0.1:${nats_port}  (data in var/nats, logs in var/log)
   sink     http://127.0.0.1:8099/events  (demo destination; prints each delivery below)
+  console  http://127.0.0.1:8090/console  (sign in with the local development provider as admin@example.com)
 
 Send a signed Stripe test webhook (valid for 5 minutes):
 
@@ -67,6 +85,14 @@ curl -i http://127.0.0.1:8080/webhooks/stripe \\
   -H 'Content-Type: application/json' \\
   -H 'Stripe-Signature: t=${ts},v1=${sig}' \\
   --data-raw '${body}'
+
+A webhook the demo destination rejects once (422): it is dead-lettered at once; replay it from the
+console's dead-letter view and watch it arrive:
+
+curl -i http://127.0.0.1:8080/webhooks/stripe \\
+  -H 'Content-Type: application/json' \\
+  -H 'Stripe-Signature: t=${ts},v1=${fail_sig}' \\
+  --data-raw '${fail_body}'
 
 EOT
 wait -n "${pids[@]}"

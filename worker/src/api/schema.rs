@@ -56,6 +56,50 @@ fn parse_id(id: &ID) -> Result<i64, ApiError> {
 /// Queries.
 pub struct Query;
 
+/// What one cursor-paginated list selects: `SELECT {columns} FROM {from} … ORDER BY {key} DESC`,
+/// with `key` also the cursor.
+struct PageQuery {
+    columns: &'static str,
+    from: &'static str,
+    key: &'static str,
+}
+
+/// One page, newest first, plus whether another page follows (one extra row is read to know).
+async fn fetch_page<T: Send + 'static>(
+    ctx: &Context<'_>,
+    query: PageQuery,
+    mut w: Where,
+    first: Option<i32>,
+    after: Option<String>,
+    from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<(Vec<T>, bool)> {
+    let size = page_size(first)?;
+    if let Some(after) = after {
+        w.add(&format!("{} < ?", query.key), [Value::from(decode_cursor(&after)?)]);
+    }
+    ctx.data_unchecked::<Reads>().add();
+    let mut nodes = services(ctx)?
+        .store
+        .read(move |c| {
+            let sql = format!(
+                "SELECT {} FROM {} {} ORDER BY {} DESC LIMIT {}",
+                query.columns,
+                query.from,
+                w.sql(),
+                query.key,
+                size + 1
+            );
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(params_from_iter(w.params.iter()), from_row)?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(ApiError::from)?;
+    let has_next_page = nodes.len() > size;
+    nodes.truncate(size);
+    Ok((nodes, has_next_page))
+}
+
 #[Object]
 impl Query {
     /// Who is calling (null when not signed in).
@@ -73,29 +117,9 @@ impl Query {
         after: Option<String>,
     ) -> Result<EventPage> {
         require(ctx, Role::Viewer)?;
-        let size = page_size(first)?;
-        let mut w = filter.unwrap_or_default().to_where();
-        if let Some(after) = after {
-            w.add("e.id < ?", [Value::from(decode_cursor(&after)?)]);
-        }
-        ctx.data_unchecked::<Reads>().add();
-        let mut nodes = services(ctx)?
-            .store
-            .read(move |c| {
-                let sql = format!(
-                    "SELECT {} FROM events e {} ORDER BY e.id DESC LIMIT {}",
-                    Event::COLUMNS,
-                    w.sql(),
-                    size + 1
-                );
-                let mut statement = c.prepare(&sql)?;
-                let rows = statement.query_map(params_from_iter(w.params.iter()), Event::from_row)?;
-                rows.collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(ApiError::from)?;
-        let has_next_page = nodes.len() > size;
-        nodes.truncate(size);
+        let query = PageQuery { columns: Event::COLUMNS, from: "events e", key: "e.id" };
+        let (nodes, has_next_page) =
+            fetch_page(ctx, query, filter.unwrap_or_default().to_where(), first, after, Event::from_row).await?;
         let end_cursor = nodes.last().map(|e| encode_cursor(e.rowid));
         Ok(EventPage { nodes, page_info: PageInfo { has_next_page, end_cursor } })
     }
@@ -148,29 +172,13 @@ impl Query {
         after: Option<String>,
     ) -> Result<DeliveryPage> {
         require(ctx, Role::Viewer)?;
-        let size = page_size(first)?;
-        let mut w = filter.unwrap_or_default().to_where();
-        if let Some(after) = after {
-            w.add("d.rowid < ?", [Value::from(decode_cursor(&after)?)]);
-        }
-        ctx.data_unchecked::<Reads>().add();
-        let mut nodes = services(ctx)?
-            .store
-            .read(move |c| {
-                let sql = format!(
-                    "SELECT {} FROM deliveries d JOIN events e ON e.id = d.event_rowid {} ORDER BY d.rowid DESC LIMIT {}",
-                    Delivery::COLUMNS,
-                    w.sql(),
-                    size + 1
-                );
-                let mut statement = c.prepare(&sql)?;
-                let rows = statement.query_map(params_from_iter(w.params.iter()), Delivery::from_row)?;
-                rows.collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(ApiError::from)?;
-        let has_next_page = nodes.len() > size;
-        nodes.truncate(size);
+        let query = PageQuery {
+            columns: Delivery::COLUMNS,
+            from: "deliveries d JOIN events e ON e.id = d.event_rowid",
+            key: "d.rowid",
+        };
+        let (nodes, has_next_page) =
+            fetch_page(ctx, query, filter.unwrap_or_default().to_where(), first, after, Delivery::from_row).await?;
         let end_cursor = nodes.last().map(|d| encode_cursor(d.cursor_rowid));
         Ok(DeliveryPage { nodes, page_info: PageInfo { has_next_page, end_cursor } })
     }

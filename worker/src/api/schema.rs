@@ -56,6 +56,29 @@ fn parse_id(id: &ID) -> Result<i64, ApiError> {
 /// Queries.
 pub struct Query;
 
+/// One row by key: `SELECT {columns} FROM {from} WHERE {key_column} = ?1`.
+async fn fetch_one<T, K>(
+    ctx: &Context<'_>,
+    columns: &'static str,
+    from: &'static str,
+    key_column: &'static str,
+    key: K,
+    from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>>
+where
+    T: Send + 'static,
+    K: rusqlite::ToSql + Send + 'static,
+{
+    ctx.data_unchecked::<Reads>().add();
+    Ok(services(ctx)?
+        .store
+        .read(move |c| {
+            c.query_row(&format!("SELECT {columns} FROM {from} WHERE {key_column} = ?1"), [key], from_row).optional()
+        })
+        .await
+        .map_err(ApiError::from)?)
+}
+
 /// What one cursor-paginated list selects: `SELECT {columns} FROM {from} … ORDER BY {key} DESC`,
 /// with `key` also the cursor.
 struct PageQuery {
@@ -128,38 +151,13 @@ impl Query {
     async fn event(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Event>> {
         require(ctx, Role::Viewer)?;
         let rowid = parse_id(&id)?;
-        ctx.data_unchecked::<Reads>().add();
-        Ok(services(ctx)?
-            .store
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {} FROM events e WHERE e.id = ?1", Event::COLUMNS),
-                    [rowid],
-                    Event::from_row,
-                )
-                .optional()
-            })
-            .await
-            .map_err(ApiError::from)?)
+        fetch_one(ctx, Event::COLUMNS, "events e", "e.id", rowid, Event::from_row).await
     }
 
     /// One delivery by its id.
     async fn delivery(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Delivery>> {
         require(ctx, Role::Viewer)?;
-        ctx.data_unchecked::<Reads>().add();
-        let id = id.to_string();
-        Ok(services(ctx)?
-            .store
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {} FROM deliveries d WHERE d.id = ?1", Delivery::COLUMNS),
-                    [id],
-                    Delivery::from_row,
-                )
-                .optional()
-            })
-            .await
-            .map_err(ApiError::from)?)
+        fetch_one(ctx, Delivery::COLUMNS, "deliveries d", "d.id", id.to_string(), Delivery::from_row).await
     }
 
     /// Dead-lettered deliveries, most recent first.
@@ -297,19 +295,7 @@ impl Query {
     async fn bulk_replay(&self, ctx: &Context<'_>, id: ID) -> Result<Option<BulkReplay>> {
         require(ctx, Role::Viewer)?;
         let id = parse_id(&id)?;
-        ctx.data_unchecked::<Reads>().add();
-        Ok(services(ctx)?
-            .store
-            .read(move |c| {
-                c.query_row(
-                    &format!("SELECT {} FROM bulk_replays WHERE id = ?1", BulkReplay::COLUMNS),
-                    [id],
-                    BulkReplay::from_row,
-                )
-                .optional()
-            })
-            .await
-            .map_err(ApiError::from)?)
+        fetch_one(ctx, BulkReplay::COLUMNS, "bulk_replays", "id", id, BulkReplay::from_row).await
     }
 
     /// The sign-in methods linked to the caller's account (console sessions only).

@@ -216,3 +216,31 @@ async fn compressed_bodies_are_never_inflated() {
     let message = ingest.message(1).await;
     assert_eq!(message.payload.as_ref(), body.as_slice(), "stored as received, not inflated");
 }
+
+#[tokio::test]
+async fn idle_connections_beyond_the_cap_wait_instead_of_costing_memory() {
+    // A cap of 4 connections, and headers allowed to take long, so idle connections stay open.
+    let nats = inlet_shared::test_util::TestNats::start();
+    let text = format!("[nats]\nurl = \"{}\"\n{}", nats.url(), stripe_source("rej-cap", ""));
+    let mut config = inlet_shared::config::Config::parse(&text, &Default::default()).unwrap();
+    config.ingest.max_connections = 4;
+    config.ingest.header_read_timeout = Duration::from_secs(30);
+    let ingest = crate::support::start(config, nats).await;
+    // (The harness's HTTP client may hold one keep-alive connection too.)
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(ingest.addr).await.unwrap());
+    }
+    // A fifth client gets through the kernel's accept queue but is not served while the cap is
+    // reached: its request stays unanswered.
+    let mut fifth = TcpStream::connect(ingest.addr).await.unwrap();
+    fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let mut buffer = vec![0u8; 256];
+    let waiting = tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut buffer)).await;
+    assert!(waiting.is_err(), "served beyond the connection cap");
+    // The idle connections go away: the waiting client is served.
+    drop(idle);
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), fifth.read(&mut buffer)).await.expect("never served").unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
+}

@@ -13,9 +13,9 @@ use inlet_shared::config::{GithubConfig, Role};
 use openidconnect::url::form_urlencoded;
 use serde::Deserialize;
 
-use super::oidc::{CallbackQuery, LoginError};
-use super::{FlowEnd, Identity, LoginFlow, constant_time_eq, flow_expiry, random_token, save_flow, take_flow};
-use crate::store::{Store, now_ms};
+use super::oidc::{CallbackQuery, LoginError, callback_code, take_checked_flow};
+use super::{FlowEnd, Identity, LoginFlow, flow_expiry, random_token, save_flow};
+use crate::store::Store;
 
 /// The GitHub relying party.
 pub struct GithubLogin {
@@ -165,22 +165,8 @@ impl GithubLogin {
         login_cookie: Option<String>,
         query: &CallbackQuery,
     ) -> Result<(Identity, FlowEnd), LoginError> {
-        let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
-        let flow = take_flow(store, &login_cookie)
-            .await?
-            .filter(|flow| flow.provider == "github")
-            .ok_or(LoginError::NoLoginInProgress)?;
-        if flow.expires_at_ms <= now_ms() {
-            return Err(LoginError::Expired);
-        }
-        if !constant_time_eq(query.state.as_deref().unwrap_or(""), &flow.state) {
-            return Err(LoginError::StateMismatch);
-        }
-        if let Some(error) = &query.error {
-            let safe: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
-            return Err(LoginError::Provider(safe));
-        }
-        let code = query.code.clone().ok_or_else(|| LoginError::Provider("no code".into()))?;
+        let flow = take_checked_flow(store, login_cookie, "github", query).await?;
+        let code = callback_code(query)?;
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("client_id", &self.config.client_id)
             .append_pair("client_secret", self.config.client_secret.expose())

@@ -197,28 +197,13 @@ impl OidcLogin {
         login_cookie: Option<String>,
         query: &CallbackQuery,
     ) -> Result<(Identity, FlowEnd), LoginError> {
-        let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
-        let flow = take_flow(store, &login_cookie)
-            .await?
-            .filter(|flow| flow.provider == "oidc")
-            .ok_or(LoginError::NoLoginInProgress)?;
-        if flow.expires_at_ms <= now_ms() {
-            return Err(LoginError::Expired);
-        }
-        let state = query.state.as_deref().unwrap_or("");
-        if !constant_time_eq(state, &flow.state) {
-            return Err(LoginError::StateMismatch);
-        }
+        let flow = take_checked_flow(store, login_cookie, "oidc", query).await?;
         if let Some(iss) = &query.iss
             && iss.trim_end_matches('/') != self.config.issuer.trim_end_matches('/')
         {
             return Err(LoginError::IssuerMismatch);
         }
-        if let Some(error) = &query.error {
-            let safe: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
-            return Err(LoginError::Provider(safe));
-        }
-        let code = query.code.clone().ok_or_else(|| LoginError::Provider("no code".into()))?;
+        let code = callback_code(query)?;
 
         let client = self.client(self.metadata(false).await?);
         let tokens = client
@@ -286,4 +271,36 @@ pub struct CallbackQuery {
     pub iss: Option<String>,
     /// Provider error code.
     pub error: Option<String>,
+}
+
+/// Consumes the login flow the cookie names (first, so a callback URL works at most once) and
+/// checks that it belongs to `provider`, has not expired, and that the callback's `state`
+/// matches it (constant time). Shared by every provider's callback.
+pub(crate) async fn take_checked_flow(
+    store: &Store,
+    login_cookie: Option<String>,
+    provider: &str,
+    query: &CallbackQuery,
+) -> Result<LoginFlow, LoginError> {
+    let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
+    let flow = take_flow(store, &login_cookie)
+        .await?
+        .filter(|flow| flow.provider == provider)
+        .ok_or(LoginError::NoLoginInProgress)?;
+    if flow.expires_at_ms <= now_ms() {
+        return Err(LoginError::Expired);
+    }
+    if !constant_time_eq(query.state.as_deref().unwrap_or(""), &flow.state) {
+        return Err(LoginError::StateMismatch);
+    }
+    Ok(flow)
+}
+
+/// The authorization code of a callback, or the provider's `error` reduced to a safe label.
+pub(crate) fn callback_code(query: &CallbackQuery) -> Result<String, LoginError> {
+    if let Some(error) = &query.error {
+        let safe: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+        return Err(LoginError::Provider(safe));
+    }
+    query.code.clone().ok_or_else(|| LoginError::Provider("no code".into()))
 }

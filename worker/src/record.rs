@@ -156,7 +156,10 @@ impl Recorder {
             return None;
         }
         let started = Instant::now();
-        let recorded = match self.store.record(events.clone()).await {
+        // Only the keys are needed after the write; the events themselves (bodies, headers) move
+        // into the store instead of being copied.
+        let keys: Vec<(String, String)> = events.iter().map(|e| (e.source.clone(), e.event_id.clone())).collect();
+        let recorded = match self.store.record(events).await {
             Ok(recorded) => recorded,
             Err(error) => {
                 tracing::error!(%error, "cannot record batch; messages will be redelivered");
@@ -169,7 +172,7 @@ impl Recorder {
         metrics::histogram!(events::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
 
         let mut tasks: Vec<(usize, DeliveryTask)> = Vec::new();
-        for (index, (event, result)) in events.iter().zip(&recorded).enumerate() {
+        for (index, ((source, event_id), result)) in keys.iter().zip(&recorded).enumerate() {
             let (outcome, new_tasks) = match result {
                 Recorded::New { tasks } if tasks.is_empty() => ("unrouted", tasks),
                 Recorded::New { tasks } => ("recorded", tasks),
@@ -177,9 +180,9 @@ impl Recorder {
                 Recorded::Duplicate { conflict: false, tasks } => ("duplicate", tasks),
             };
             if outcome == "conflict" {
-                tracing::warn!(source = %event.source, event_id = %event.event_id, "same event id with a different body; kept the first");
+                tracing::warn!(%source, %event_id, "same event id with a different body; kept the first");
             }
-            events::event(&event.source, outcome);
+            events::event(source, outcome);
             tasks.extend(new_tasks.iter().cloned().map(|task| (index, task)));
         }
         Some(RecordedBatch { messages: valid, tasks })

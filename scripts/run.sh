@@ -47,20 +47,28 @@ for _ in range(600):
 PY
 export INLET__NATS__URL="nats://127.0.0.1:${nats_port}"
 target/release/inlet-ingest --config "$config" &
-pids+=($!)
+ingest_pid=$!
+pids+=($ingest_pid)
 target/release/inlet-worker --config "$config" &
-pids+=($!)
+worker_pid=$!
+pids+=($worker_pid)
 
-# Wait for readiness without assuming curl is installed.
-python3 - <<'PY'
-import time, urllib.request
-for _ in range(300):
-    try:
-        if urllib.request.urlopen("http://127.0.0.1:8080/readyz", timeout=1).status == 200:
-            break
-    except Exception:
-        time.sleep(0.1)
-PY
+# Wait for readiness without assuming curl is installed; stop with a pointer to the error
+# (a busy port, an invalid config) as soon as a service exits, instead of printing
+# instructions for a pipeline that is down.
+ready() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; }
+for url in http://127.0.0.1:8080/readyz http://127.0.0.1:8090/readyz; do
+    for _ in $(seq 1 300); do
+        ready "$url" && continue 2
+        if ! kill -0 "$ingest_pid" 2>/dev/null || ! kill -0 "$worker_pid" 2>/dev/null; then
+            echo "Inlet did not start: see the inlet-ingest / inlet-worker messages above (e.g. a port already in use)." >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "Inlet did not start: $url did not become ready within 30 s; see the messages above." >&2
+    exit 1
+done
 
 ts="$(date +%s)"
 sign() { python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), (sys.argv[2]+"."+sys.argv[3]).encode(), hashlib.sha256).hexdigest())' whsec_local_stripe_secret "$ts" "$1"; }

@@ -166,6 +166,49 @@ impl Drop for TestNats {
     }
 }
 
+/// A JetStream cluster of real `nats-server`s on loopback (each with its own store directory),
+/// routed to each other on free ports, for replicated (`replicas = 3`) streams.
+pub struct TestNatsCluster {
+    nodes: Vec<TestNats>,
+}
+
+impl TestNatsCluster {
+    /// Starts `size` servers named `n1`…`n<size>` in one cluster.
+    pub fn start(size: usize) -> TestNatsCluster {
+        // Every node must know every route port before it starts: take free ports from the OS
+        // (held until all are chosen, so they differ), then release them for the servers.
+        let holders: Vec<std::net::TcpListener> =
+            (0..size).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free route port")).collect();
+        let route_ports: Vec<u16> = holders.iter().map(|l| l.local_addr().expect("route port").port()).collect();
+        drop(holders);
+        let routes: Vec<String> = route_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+        let nodes = route_ports
+            .iter()
+            .enumerate()
+            .map(|(index, port)| {
+                let config = format!(
+                    "server_name: n{}\ncluster {{\n  name: inlet-test\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n",
+                    index + 1,
+                    routes.join(", ")
+                );
+                TestNats::start_with_config(Some(&config))
+            })
+            .collect();
+        TestNatsCluster { nodes }
+    }
+
+    /// `nats.url` for the whole cluster: every node's URL, comma-separated.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(TestNats::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The node called `name` (`n1`…), e.g. a stream's leader as JetStream reports it.
+    pub fn node(&mut self, name: &str) -> &mut TestNats {
+        let index: usize = name.trim_start_matches('n').parse().expect("node name n<index>");
+        &mut self.nodes[index - 1]
+    }
+}
+
 /// Sum of the samples of metric `name` (Prometheus text format) whose labels include all of
 /// `labels`; 0 when there is none.
 pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -4,6 +4,7 @@
 
 mod api;
 mod breaker;
+mod cluster;
 mod console;
 mod crash;
 mod delivery;

@@ -7,6 +7,7 @@ mod breaker;
 mod console;
 mod crash;
 mod delivery;
+mod disk_full;
 mod github;
 mod login;
 mod metrics;

@@ -6,6 +6,11 @@
 //! is durably recorded. A single writer also keeps SQLite's WAL-reset bug out of reach and
 //! means `SQLITE_BUSY` never reaches callers. Reads use the r2d2 pool from `spawn_blocking`.
 //!
+//! **Storage failures.** A command that finds the database unable to take writes (disk full,
+//! I/O error, locked) ends its group: the transaction is rolled back and every command of the
+//! group is answered with an error, so callers retry instead of acking, and readiness reports
+//! it until a group commits again.
+//!
 //! The database is opened with WAL, `foreign_keys=ON`, a busy timeout and the configured
 //! `synchronous` (FULL by default). Migrations live in `schemas/sql/` and are applied in order
 //! at startup, each in its own transaction, recorded in `schema_migrations`.
@@ -44,6 +49,10 @@ pub enum StoreError {
     /// The writer thread is gone (shutdown or a fatal error).
     #[error("the database writer stopped")]
     WriterGone,
+    /// The write's transaction did not commit (database locked, disk full, I/O error, or
+    /// another command of its group failed so): nothing of it is stored; retry.
+    #[error("the write transaction did not commit")]
+    NotCommitted,
     /// A blocking task panicked or was cancelled.
     #[error("blocking database task failed")]
     Join,
@@ -267,10 +276,18 @@ enum Command {
     Write(Box<dyn WriteJob>),
 }
 
+/// A write job that ran in the group's transaction.
+struct Ran {
+    /// Answers once the commit's outcome is known (`true`: committed).
+    answer: Box<dyn FnOnce(bool) + Send>,
+    /// Why it failed, when the database cannot take writes (see [`storage_failure`]).
+    storage_failure: Option<String>,
+}
+
 /// A typed write travelling through the writer queue.
 trait WriteJob: Send {
     /// Runs the work; returns how to answer once the commit's outcome is known.
-    fn run(self: Box<Self>, transaction: &Transaction<'_>) -> Box<dyn FnOnce(bool) + Send>;
+    fn run(self: Box<Self>, transaction: &Transaction<'_>) -> Ran;
     /// Answers without running (the transaction could not begin).
     fn fail(self: Box<Self>);
 }
@@ -285,16 +302,20 @@ where
     T: Send + 'static,
     F: FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
 {
-    fn run(self: Box<Self>, transaction: &Transaction<'_>) -> Box<dyn FnOnce(bool) + Send> {
+    fn run(self: Box<Self>, transaction: &Transaction<'_>) -> Ran {
         let TypedWrite { work, reply } = *self;
         let result = in_savepoint(transaction, work);
-        Box::new(move |committed| {
-            let _ = reply.send(if committed { result.map_err(Into::into) } else { Err(StoreError::WriterGone) });
-        })
+        let storage_failure = storage_failure(&result);
+        Ran {
+            answer: Box::new(move |committed| {
+                let _ = reply.send(settled(committed, result));
+            }),
+            storage_failure,
+        }
     }
 
     fn fail(self: Box<Self>) {
-        let _ = self.reply.send(Err(StoreError::WriterGone));
+        let _ = self.reply.send(Err(StoreError::NotCommitted));
     }
 }
 
@@ -670,53 +691,117 @@ fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) -> 
     };
     let now = now_ms();
     let mut answers = Vec::with_capacity(group.len());
-    for command in group {
+    let mut commands = group.into_iter();
+    // Why the group cannot commit, once a command found the database unable to take writes.
+    let mut aborted: Option<String> = None;
+    for command in commands.by_ref() {
         // Each command runs inside a savepoint so one failing command does not take the
         // others' writes with it.
-        match command {
+        let failure = match command {
             Command::Record { events, reply } => {
                 let result = in_savepoint(&transaction, |tx| record_events(tx, &events, now));
+                let failure = storage_failure(&result);
                 answers.push(Answer::Record(reply, result));
+                failure
             }
             Command::Attempt { record, reply } => {
                 let result = in_savepoint(&transaction, |tx| record_attempt(tx, &record, now));
+                let failure = storage_failure(&result);
                 answers.push(Answer::Attempt(reply, result));
+                failure
             }
             Command::Prune { cutoff_ms, reply } => {
                 let result = in_savepoint(&transaction, |tx| prune(tx, cutoff_ms));
+                let failure = storage_failure(&result);
                 answers.push(Answer::Prune(reply, result));
+                failure
             }
-            Command::Write(job) => answers.push(Answer::Write(job.run(&transaction))),
+            Command::Write(job) => {
+                let ran = job.run(&transaction);
+                answers.push(Answer::Write(ran.answer));
+                ran.storage_failure
+            }
+        };
+        // After some disk-full and I/O errors SQLite rolls the whole transaction back by itself;
+        // the next commands would then run outside it, each committing alone while the group is
+        // answered as failed. And when SQLite undid only the statement, the commit would fail
+        // the same way or, worse, succeed with the failure unreported to readiness. Either way
+        // the group stops here and is rolled back: every command of it is retried.
+        aborted = failure.or_else(|| transaction.is_autocommit().then(|| "SQLite rolled the transaction back".into()));
+        if aborted.is_some() {
+            break;
         }
     }
-    let commit_started = std::time::Instant::now();
-    let committed = transaction.commit();
-    metrics::histogram!(crate::events::DB_COMMIT).record(commit_started.elapsed().as_secs_f64());
+    let skipped: Vec<Command> = commands.collect();
+    let committed = match &aborted {
+        Some(reason) => {
+            tracing::error!(
+                error = %reason,
+                skipped = skipped.len(),
+                "a write failed because the database cannot take writes; nothing of this group is recorded"
+            );
+            // Already gone when SQLite rolled it back itself; nothing to report then.
+            let _ = transaction.rollback();
+            false
+        }
+        None => {
+            let commit_started = std::time::Instant::now();
+            let committed = transaction.commit();
+            metrics::histogram!(crate::events::DB_COMMIT).record(commit_started.elapsed().as_secs_f64());
+            if let Err(error) = &committed {
+                tracing::error!(%error, "write transaction failed to commit; nothing of this group is recorded");
+            }
+            committed.is_ok()
+        }
+    };
     metrics::histogram!(crate::events::DB_GROUP).record(answers.len() as f64);
-    let commit_failed = committed.is_err();
-    if let Err(error) = committed {
-        tracing::error!(%error, "write transaction failed to commit; nothing of this group is recorded");
-    }
     metrics::histogram!(crate::events::DB_GROUP_DURATION).record(group_started.elapsed().as_secs_f64());
     for answer in answers {
         // A receiver that went away (cancelled caller) is fine to ignore: the write stands.
         match answer {
             Answer::Record(reply, result) => {
-                let _ =
-                    reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
+                let _ = reply.send(settled(committed, result));
             }
             Answer::Attempt(reply, result) => {
-                let _ =
-                    reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
+                let _ = reply.send(settled(committed, result));
             }
             Answer::Prune(reply, result) => {
-                let _ =
-                    reply.send(if commit_failed { Err(StoreError::WriterGone) } else { result.map_err(Into::into) });
+                let _ = reply.send(settled(committed, result));
             }
-            Answer::Write(answer) => answer(!commit_failed),
+            Answer::Write(answer) => answer(committed),
         }
     }
-    !commit_failed
+    fail_all(skipped);
+    committed
+}
+
+/// A command's answer once the group's outcome is known: its own error when it had one (the
+/// most precise cause), else [`StoreError::NotCommitted`] when the group did not commit.
+fn settled<T>(committed: bool, result: Result<T, rusqlite::Error>) -> Result<T, StoreError> {
+    match result {
+        Ok(_) if !committed => Err(StoreError::NotCommitted),
+        result => result.map_err(Into::into),
+    }
+}
+
+/// The error's text when it says the database cannot take writes now (disk full, I/O error,
+/// locked, out of memory, read-only, corrupt), as opposed to a failure of the command itself
+/// (a constraint, a missing row), which only undoes that command.
+fn storage_failure<T>(result: &Result<T, rusqlite::Error>) -> Option<String> {
+    use rusqlite::ErrorCode;
+    let error = result.as_ref().err()?;
+    matches!(
+        error.sqlite_error_code()?,
+        ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::OutOfMemory
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::DatabaseCorrupt
+    )
+    .then(|| error.to_string())
 }
 
 fn in_savepoint<T>(
@@ -737,17 +822,18 @@ fn in_savepoint<T>(
     }
 }
 
+/// Answers commands that did not run: nothing of them is stored.
 fn fail_all(group: Vec<Command>) {
     for command in group {
         match command {
             Command::Record { reply, .. } => {
-                let _ = reply.send(Err(StoreError::WriterGone));
+                let _ = reply.send(Err(StoreError::NotCommitted));
             }
             Command::Attempt { reply, .. } => {
-                let _ = reply.send(Err(StoreError::WriterGone));
+                let _ = reply.send(Err(StoreError::NotCommitted));
             }
             Command::Prune { reply, .. } => {
-                let _ = reply.send(Err(StoreError::WriterGone));
+                let _ = reply.send(Err(StoreError::NotCommitted));
             }
             Command::Write(job) => job.fail(),
         }
@@ -913,6 +999,76 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("nested/inlet.db"), SqliteSynchronous::Full).unwrap();
         (dir, store)
+    }
+
+    /// A boxed write job's work.
+    type Work = Box<dyn FnOnce(&rusqlite::Connection) -> Result<(), rusqlite::Error> + Send>;
+
+    /// A group of operator-style writes for [`execute_group`], with their answers.
+    fn writes(works: Vec<Work>) -> (Vec<Command>, Vec<oneshot::Receiver<Result<(), StoreError>>>) {
+        works
+            .into_iter()
+            .map(|work| {
+                let (reply, answer) = oneshot::channel();
+                (Command::Write(Box::new(TypedWrite { work, reply })), answer)
+            })
+            .unzip()
+    }
+
+    fn rows(connection: &rusqlite::Connection) -> Vec<String> {
+        let mut statement = connection.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        statement.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    fn insert(value: &'static str) -> Work {
+        Box::new(move |c| c.execute("INSERT INTO t (v) VALUES (?1)", [value]).map(drop))
+    }
+
+    /// SQLite rolls the whole transaction back by itself after some I/O and disk-full errors
+    /// (here done by hand, the same end state). The commands after it in the group must not run
+    /// on in autocommit mode, each committing alone: the group fails as a whole.
+    #[test]
+    fn a_transaction_sqlite_rolled_back_takes_the_rest_of_the_group_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut connection = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v TEXT)").unwrap();
+        let (group, mut answers) =
+            writes(vec![insert("before"), Box::new(|c| c.execute_batch("ROLLBACK")), insert("after")]);
+        assert!(!execute_group(&mut connection, group), "the group did not commit");
+        for answer in &mut answers {
+            assert!(answer.try_recv().unwrap().is_err(), "every command is told it failed");
+        }
+        assert!(rows(&connection).is_empty(), "nothing of the group is stored: {:?}", rows(&connection));
+
+        let (group, mut answers) = writes(vec![insert("later")]);
+        assert!(execute_group(&mut connection, group));
+        assert!(answers[0].try_recv().unwrap().is_ok());
+        assert_eq!(rows(&connection), ["later"]);
+    }
+
+    /// SQLITE_FULL inside one command (a real one: `max_page_count` reached) fails the whole group,
+    /// so the writer reports it (readiness) and every command is retried, not half of them.
+    #[test]
+    fn a_full_database_inside_a_command_fails_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut connection = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v TEXT)").unwrap();
+        let pages: i64 = connection.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        connection.execute_batch(&format!("PRAGMA max_page_count = {}", pages + 4)).unwrap();
+        let big = Box::new(|c: &rusqlite::Connection| {
+            c.execute("INSERT INTO t (v) VALUES (?1)", ["x".repeat(64 * 1024)]).map(drop)
+        });
+        let (group, mut answers) = writes(vec![insert("before"), big, insert("after")]);
+        assert!(!execute_group(&mut connection, group), "a disk-full error fails the group");
+        let full = answers[1].try_recv().unwrap().unwrap_err();
+        assert!(
+            matches!(&full, StoreError::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)),
+            "{full:?}"
+        );
+        for index in [0, 2] {
+            assert!(answers[index].try_recv().unwrap().is_err(), "command {index} is retried too");
+        }
+        assert!(rows(&connection).is_empty(), "{:?}", rows(&connection));
     }
 
     /// Every file in `schemas/sql/` is a listed migration and vice versa, in order.

@@ -177,3 +177,122 @@ async fn return_to_never_leaves_the_site() {
         assert_eq!(hop.location.as_deref(), Some(pipeline.url("/console").as_str()), "{hostile}");
     }
 }
+
+/// Session fixation: a session cookie planted in the browser before sign-in — a value the
+/// attacker made up, or the attacker's own valid session — is never adopted or upgraded. The
+/// sign-in issues a new value, only its hash is stored, and the planted value stays what it was.
+/// The only pre-login id in this design is the login-flow cookie; it is used up and is no session.
+#[tokio::test]
+async fn a_session_cookie_planted_before_sign_in_is_not_adopted() {
+    const SESSION: &str = "__Host-inlet_session";
+    const LOGIN: &str = "__Host-inlet_login";
+    let pipeline = pipeline().await;
+    let site = pipeline.url("/");
+    let hash = |value: &str| {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(value.as_bytes()))
+    };
+    let session_owner = |value: &str| -> Option<String> {
+        let id_hash = hash(value);
+        pipeline.query(|c| {
+            use rusqlite::OptionalExtension;
+            c.query_row(
+                "SELECT u.email FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?1",
+                [id_hash],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    };
+    // `GET /auth/session` and `{ me }` for a bare cookie value (CSRF token given, so only the
+    // cookie can decide).
+    let as_cookie = |value: String, csrf: String| {
+        let client = pipeline.client.clone();
+        let (session, graphql) = (pipeline.url("/auth/session"), pipeline.url("/graphql"));
+        async move {
+            let cookie = format!("{SESSION}={value}");
+            let session: serde_json::Value =
+                client.get(session).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
+            let me = client
+                .post(graphql)
+                .header("cookie", &cookie)
+                .header("x-csrf-token", csrf)
+                .json(&json!({"query": "{ me { actor } }"}))
+                .send()
+                .await
+                .unwrap();
+            let status = me.status().as_u16();
+            let me: serde_json::Value = me.json().await.unwrap_or_default();
+            (session, status, me["data"]["me"].clone())
+        }
+    };
+
+    // The attacker's own session, as a viewer.
+    let mut attacker = Browser::new();
+    let callback = attacker.login_until_callback(&pipeline, "/console", "someone@viewers.example").await;
+    assert_eq!(attacker.get(&callback).await.status, 303);
+    let attacker_session = attacker.cookie(&site, SESSION).unwrap();
+    assert_eq!(session_owner(&attacker_session).as_deref(), Some("someone@viewers.example"));
+
+    let made_up = "attacker-chosen-session-value-0123456789abcdefABCDEF".to_owned();
+    for planted in [made_up.clone(), attacker_session.clone()] {
+        let mut victim = Browser::new();
+        victim.plant_cookie(&site, SESSION, &planted);
+        let callback = victim.login_until_callback(&pipeline, "/console", "admin@example.com").await;
+        let login_flow = victim.cookie(&site, LOGIN).expect("the login flow's cookie");
+        let landed = victim.get(&callback).await;
+        assert_eq!(landed.status, 303, "{}", landed.body);
+        let issued = landed
+            .set_cookies
+            .iter()
+            .find_map(|c| c.strip_prefix(&format!("{SESSION}=")))
+            .map(|c| c.split(';').next().unwrap().to_owned())
+            .expect("sign-in sets a session cookie");
+        assert_ne!(issued, planted, "the planted value is not adopted");
+        assert_ne!(issued, login_flow, "the pre-login id is not reused as the session id");
+        assert!(issued.len() >= 43, "a 256-bit random value: {issued}");
+
+        // The browser now holds the new value, which is the victim's session.
+        let session = victim.session(&pipeline).await;
+        assert_eq!(
+            (session["authenticated"].as_bool(), session["actor"].as_str()),
+            (Some(true), Some("admin@example.com"))
+        );
+        let csrf = session["csrfToken"].as_str().unwrap().to_owned();
+        assert_eq!(
+            session_owner(&issued).as_deref(),
+            Some("admin@example.com"),
+            "stored under the hash of the new value"
+        );
+        let raw: i64 = pipeline.query(|c| {
+            c.query_row("SELECT count(*) FROM sessions WHERE id_hash IN (?1, ?2)", [&issued, &planted], |r| r.get(0))
+        });
+        assert_eq!(raw, 0, "cookie values are never stored as such");
+
+        // The planted value did not become the victim's session, even with the victim's CSRF token.
+        let (session, status, me) = as_cookie(planted.clone(), csrf.clone()).await;
+        if planted == made_up {
+            assert_eq!(session["authenticated"], false, "{session}");
+            assert_eq!(session_owner(&planted), None, "no session stored under the made-up value");
+            assert_eq!((status, me), (200, serde_json::Value::Null), "the made-up value is anonymous");
+        } else {
+            // Still the attacker's own viewer session, not upgraded to the admin who signed in.
+            assert_eq!(session["actor"], "someone@viewers.example", "{session}");
+            assert_eq!(session["role"], "viewer", "{session}");
+            assert_eq!(session_owner(&planted).as_deref(), Some("someone@viewers.example"));
+            assert_eq!(status, 403, "the victim's CSRF token does not fit the attacker's session");
+        }
+
+        // The pre-login id is used up: its flow row is gone, and it is no session.
+        assert!(landed.set_cookies.iter().any(|c| c.starts_with(&format!("{LOGIN}=;")) && c.ends_with("Max-Age=0")));
+        let login_hash = hash(&login_flow);
+        let flows: i64 = pipeline
+            .query(|c| c.query_row("SELECT count(*) FROM login_flows WHERE id_hash = ?1", [login_hash], |r| r.get(0)));
+        assert_eq!(flows, 0, "the login flow is single-use");
+        let (session, status, me) = as_cookie(login_flow, csrf).await;
+        assert_eq!(session["authenticated"], false, "{session}");
+        assert_eq!((status, me), (200, serde_json::Value::Null));
+    }
+    let sessions: i64 = pipeline.query(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)));
+    assert_eq!(sessions, 3, "the attacker's and one new session per victim sign-in, nothing else");
+}

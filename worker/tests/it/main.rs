@@ -8,6 +8,7 @@ mod cluster;
 mod console;
 mod crash;
 mod delivery;
+mod disk_full;
 mod github;
 mod login;
 mod metrics;

@@ -241,6 +241,12 @@ impl Browser {
         self.jar.get(&host_key(&url))?.get(name).cloned()
     }
 
+    /// Puts a cookie in the jar as if another site or script had set it (fixation attempts).
+    pub fn plant_cookie(&mut self, url: &str, name: &str, value: &str) {
+        let url = reqwest::Url::parse(url).unwrap();
+        self.jar.entry(host_key(&url)).or_default().insert(name.to_owned(), value.to_owned());
+    }
+
     fn cookie_header(&self, url: &reqwest::Url) -> Option<String> {
         let cookies = self.jar.get(&host_key(url))?;
         (!cookies.is_empty()).then(|| cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))

@@ -20,6 +20,10 @@ use inlet_shared::test_util::TestNats;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+// The same allocator as the inlet-worker binary, so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -67,6 +67,7 @@ pub struct Destination {
     client: reqwest::Client,
     /// Deliveries being attempted now (a second task for one of them is dropped).
     in_flight: Mutex<HashSet<String>>,
+    metrics: events::DestinationMetrics,
 }
 
 impl Destination {
@@ -91,7 +92,8 @@ impl Destination {
         });
         let breaker = Breaker::new(config.breaker.failure_threshold, config.breaker.cooldown);
         metrics::gauge!(events::BREAKER_STATE, "destination" => config.name.clone()).set(BreakerState::Closed.gauge());
-        Ok(Destination { config, breaker, limiter, client, in_flight: Mutex::new(HashSet::new()) })
+        let metrics = events::DestinationMetrics::new(&config.name);
+        Ok(Destination { config, breaker, limiter, client, in_flight: Mutex::new(HashSet::new()), metrics })
     }
 
     fn claim(&self, delivery_id: &str) -> bool {
@@ -227,7 +229,7 @@ async fn attempt(destination: &Destination, store: &Store, delivery_id: &str) ->
     let elapsed = started.elapsed();
     let healthy = matches!(response.outcome, AttemptOutcome::Delivered | AttemptOutcome::Permanent);
     destination.breaker_changed(destination.breaker.record(healthy, Instant::now()));
-    events::attempt(&destination.config.name, response.outcome.as_str(), elapsed);
+    destination.metrics.attempt(response.outcome.as_str(), elapsed);
 
     let (next, settle) = next_step(&destination.config, attempt_number, response.outcome, response.retry_after);
     let record = AttemptRecord {
@@ -247,17 +249,17 @@ async fn attempt(destination: &Destination, store: &Store, delivery_id: &str) ->
         tracing::error!(%error, delivery_id, "cannot record attempt; retrying");
         return Settle::Later(Duration::from_secs(1));
     }
-    let name = destination.config.name.clone();
     match next {
         NextStep::Delivered => {
-            metrics::counter!(events::DELIVERIES, "destination" => name.clone(), "outcome" => "delivered").increment(1);
             let receipt_age_ms = now_ms().saturating_sub(delivery.received_at_ms).max(0);
-            metrics::histogram!(events::END_TO_END, "destination" => name).record(receipt_age_ms as f64 / 1000.0);
+            destination.metrics.delivered(Duration::from_millis(u64::try_from(receipt_age_ms).unwrap_or(0)));
         }
         NextStep::RetryAt(_) => {
+            let name = destination.config.name.clone();
             metrics::counter!(events::RETRIES, "destination" => name).increment(1);
         }
         NextStep::DeadLetter(reason) => {
+            let name = destination.config.name.clone();
             tracing::warn!(delivery_id, destination = %name, reason = reason.as_str(), "delivery dead-lettered");
             metrics::counter!(events::DELIVERIES, "destination" => name.clone(), "outcome" => "dead_lettered")
                 .increment(1);

@@ -64,11 +64,53 @@ pub fn describe() {
 
 /// An event was read and classified.
 pub fn event(source: &str, outcome: &'static str) {
-    metrics::counter!(EVENTS, "source" => source.to_owned(), "outcome" => outcome).increment(1);
+    events(source, outcome, 1);
 }
 
-/// An attempt finished.
-pub fn attempt(destination: &str, outcome: &'static str, elapsed: Duration) {
-    metrics::counter!(ATTEMPTS, "destination" => destination.to_owned(), "outcome" => outcome).increment(1);
-    metrics::histogram!(ATTEMPT_DURATION, "destination" => destination.to_owned()).record(elapsed.as_secs_f64());
+/// `n` events of `source` were read and classified as `outcome`.
+pub fn events(source: &str, outcome: &'static str, n: u64) {
+    metrics::counter!(EVENTS, "source" => source.to_owned(), "outcome" => outcome).increment(n);
+}
+
+/// One destination's per-attempt metrics, registered once: a labelled lookup per delivery
+/// (label strings allocated and hashed every time) is measurable at thousands per second.
+pub struct DestinationMetrics {
+    attempts_delivered: metrics::Counter,
+    attempts_transient: metrics::Counter,
+    attempts_permanent: metrics::Counter,
+    attempt_duration: metrics::Histogram,
+    delivered: metrics::Counter,
+    end_to_end: metrics::Histogram,
+}
+
+impl DestinationMetrics {
+    /// Registers the handles for `destination`.
+    pub fn new(destination: &str) -> DestinationMetrics {
+        let attempts = |outcome: &'static str| metrics::counter!(ATTEMPTS, "destination" => destination.to_owned(), "outcome" => outcome);
+        DestinationMetrics {
+            attempts_delivered: attempts("delivered"),
+            attempts_transient: attempts("transient"),
+            attempts_permanent: attempts("permanent"),
+            attempt_duration: metrics::histogram!(ATTEMPT_DURATION, "destination" => destination.to_owned()),
+            delivered: metrics::counter!(DELIVERIES, "destination" => destination.to_owned(), "outcome" => "delivered"),
+            end_to_end: metrics::histogram!(END_TO_END, "destination" => destination.to_owned()),
+        }
+    }
+
+    /// An attempt finished with `outcome` (`delivered`, `transient`, `permanent`).
+    pub fn attempt(&self, outcome: &str, elapsed: Duration) {
+        match outcome {
+            "delivered" => &self.attempts_delivered,
+            "permanent" => &self.attempts_permanent,
+            _ => &self.attempts_transient,
+        }
+        .increment(1);
+        self.attempt_duration.record(elapsed.as_secs_f64());
+    }
+
+    /// A delivery succeeded `receipt_age` after ingest received its event.
+    pub fn delivered(&self, receipt_age: Duration) {
+        self.delivered.increment(1);
+        self.end_to_end.record(receipt_age.as_secs_f64());
+    }
 }

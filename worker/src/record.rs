@@ -172,6 +172,8 @@ impl Recorder {
         metrics::histogram!(events::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
 
         let mut tasks: Vec<(usize, DeliveryTask)> = Vec::new();
+        // Counted per batch: one labelled counter lookup per (source, outcome), not per event.
+        let mut counts: std::collections::BTreeMap<(&str, &'static str), u64> = std::collections::BTreeMap::new();
         for (index, ((source, event_id), result)) in keys.iter().zip(&recorded).enumerate() {
             let (outcome, new_tasks) = match result {
                 Recorded::New { tasks } if tasks.is_empty() => ("unrouted", tasks),
@@ -182,8 +184,11 @@ impl Recorder {
             if outcome == "conflict" {
                 tracing::warn!(%source, %event_id, "same event id with a different body; kept the first");
             }
-            events::event(source, outcome);
+            *counts.entry((source.as_str(), outcome)).or_default() += 1;
             tasks.extend(new_tasks.iter().cloned().map(|task| (index, task)));
+        }
+        for ((source, outcome), n) in counts {
+            events::events(source, outcome, n);
         }
         Some(RecordedBatch { messages: valid, tasks })
     }

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "0005_dead_letter_order", include_str!("../../schemas/sql/0005_dead_letter_order.sql")),
     (6, "0006_replay_repair", include_str!("../../schemas/sql/0006_replay_repair.sql")),
     (7, "0007_kept_tokens", include_str!("../../schemas/sql/0007_kept_tokens.sql")),
+    (8, "0008_drop_redundant_index", include_str!("../../schemas/sql/0008_drop_redundant_index.sql")),
 ];
 
 /// Why a store operation failed.

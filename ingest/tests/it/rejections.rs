@@ -244,3 +244,22 @@ async fn idle_connections_beyond_the_cap_wait_instead_of_costing_memory() {
         tokio::time::timeout(Duration::from_secs(10), fifth.read(&mut buffer)).await.expect("never served").unwrap();
     assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_captured_request_replayed_is_a_duplicate_within_the_tolerance_and_refused_after_it() {
+    let ingest = spawn_ingest(&stripe_source("rej-replay", "tolerance = \"1s\"")).await;
+    let body = br#"{"id":"evt_replayed","type":"charge.succeeded"}"#;
+    // An attacker captures one genuine delivery: headers and body, byte for byte.
+    let captured = sign::stripe("whsec_test_secret", now(), body);
+    assert_eq!(ingest.post("rej-replay", &captured, body).await.status(), 202);
+    // Replayed at once: recognised as the same event, stored once, not delivered again.
+    let again = ingest.post("rej-replay", &captured, body).await;
+    assert_eq!(again.status(), 200);
+    assert!(again.text().await.unwrap().contains("duplicate"));
+    // Replayed once the tolerance has passed (the wait is the point: time must pass).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let late = ingest.post("rej-replay", &captured, body).await;
+    assert_eq!(late.status(), 400);
+    assert!(late.text().await.unwrap().contains("stale_timestamp"));
+    assert_eq!(ingest.stream_messages().await, 1, "only the genuine delivery is in the stream");
+}

@@ -26,6 +26,9 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
+/// Pooled SQLite connections: the writer, the checkpoint thread, and readers.
+const POOL_SIZE: u32 = 8;
+
 /// Migrations in order: (version, name, SQL). Mirrors the files in `schemas/sql/`.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "0001_init", include_str!("../../schemas/sql/0001_init.sql")),
@@ -329,6 +332,10 @@ pub struct Store {
     /// Set while the writer's transactions fail (database locked, disk full): readiness reports
     /// it, and nothing is acked meanwhile because no commit succeeds.
     writes_failing: Arc<AtomicBool>,
+    /// One permit per pooled connection. Without it every concurrent delivery's read became a
+    /// blocking thread waiting for a connection: 120+ threads under load, each with its own
+    /// stack and allocator heap (the worker's memory grew with them) and a context switch.
+    read_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Current time, Unix ms.
@@ -365,7 +372,7 @@ impl Store {
         );
         let manager = SqliteConnectionManager::file(path).with_init(move |c| c.execute_batch(&pragmas));
         let pool = r2d2::Pool::builder()
-            .max_size(8)
+            .max_size(POOL_SIZE)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| open_error(e.to_string()))?;
@@ -397,7 +404,9 @@ impl Store {
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpoint_pool, &running))
             .map_err(|e| open_error(format!("cannot start checkpoint thread: {e}")))?;
-        Ok(Store { pool, writer: sender, writer_alive, writes_failing })
+        // The writer and the checkpoint thread hold one connection each.
+        let read_permits = Arc::new(tokio::sync::Semaphore::new(POOL_SIZE as usize - 2));
+        Ok(Store { pool, writer: sender, writer_alive, writes_failing, read_permits })
     }
 
     /// Whether the writer thread is running.
@@ -540,6 +549,7 @@ impl Store {
         F: FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let _permit = self.read_permits.acquire().await.map_err(|_| StoreError::Join)?;
         tokio::task::spawn_blocking(move || {
             let connection = pool.get()?;
             Ok(read(&connection)?)

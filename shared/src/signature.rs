@@ -177,6 +177,9 @@ struct ParsedRecipe {
     algorithm: HmacAlgorithm,
     timestamp_header: Option<HeaderName>,
     template: Vec<TemplatePart>,
+    /// First characters of the literals right after `{id}` in the template; an id containing one
+    /// is refused (see `recipe_presented`).
+    id_separators: Vec<char>,
     id_header: Option<HeaderName>,
     type_header: Option<HeaderName>,
 }
@@ -226,6 +229,13 @@ impl HmacRecipe {
         if count(&TemplatePart::Id) > 0 && id_header.is_none() {
             return Err("signed_payload uses {id} but id_header is not set".to_owned());
         }
+        let id_separators = template
+            .windows(2)
+            .filter_map(|pair| match pair {
+                [TemplatePart::Id, TemplatePart::Literal(text)] => text.chars().next(),
+                _ => None,
+            })
+            .collect();
         Ok(ParsedRecipe {
             header,
             prefix: self.prefix.clone(),
@@ -233,6 +243,7 @@ impl HmacRecipe {
             algorithm: self.algorithm,
             timestamp_header,
             template,
+            id_separators,
             id_header,
             type_header,
         })
@@ -720,6 +731,13 @@ fn recipe_presented<'a>(
         Some(name) if uses_id => header_str(headers, name, "id", "id header")?,
         _ => "",
     };
+    // As Standard Webhooks forbids `.` in ids: with `{id}.{timestamp}.{body}`, id `a.1700000000`,
+    // timestamp `1700000000` and body `x` sign the same bytes as id `a`, that timestamp and body
+    // `1700000000.x`, so one signed delivery could be replayed as another event with another
+    // body. An id without the separator that follows it has only one place to end.
+    if recipe.id_separators.iter().any(|separator| id_text.contains(*separator)) {
+        return Err(SignatureError::Malformed("id header"));
+    }
     let parts = recipe
         .template
         .iter()
@@ -1707,6 +1725,26 @@ mod tests {
             );
             assert_eq!(v.signature_header_names(), vec!["x-acme-signature".to_owned()]);
         }
+    }
+
+    #[test]
+    fn hmac_recipe_id_cannot_contain_the_separator_after_it() {
+        // Found while writing the fuzz oracle (seed `fuzz/seeds/verify_hmac/reject-resplit-id`): the
+        // same signed bytes, split differently.
+        let r = recipe("{id}.{timestamp}.{body}");
+        let v = Verifier::new(SchemeKind::Hmac, &["k"], TOL, Some(r.clone())).unwrap();
+        let now = 1_700_000_000;
+        let signed_body = b"1700000000.x";
+        let h = sign::hmac(&r, "k", Some(now), Some("a"), signed_body);
+        assert!(check(&v, &h, signed_body, now).is_ok());
+        let resplit = with(&h, "X-Acme-Id", "a.1700000000");
+        assert_eq!(check(&v, &resplit, b"x", now).unwrap_err(), SignatureError::Malformed("id header"));
+        // The separator only matters where it follows `{id}`.
+        let r = recipe("{timestamp}.{id}:{body}");
+        let v = Verifier::new(SchemeKind::Hmac, &["k"], TOL, Some(r.clone())).unwrap();
+        assert!(check(&v, &sign::hmac(&r, "k", Some(now), Some("a.b"), b"x"), b"x", now).is_ok());
+        let h = sign::hmac(&r, "k", Some(now), Some("a:b"), b"x");
+        assert_eq!(check(&v, &h, b"x", now).unwrap_err(), SignatureError::Malformed("id header"));
     }
 
     #[test]

@@ -792,9 +792,16 @@ fn json_str(map: Option<&serde_json::Map<String, serde_json::Value>>, key: &str)
     map?.get(key)?.as_str().map(|s| s.as_bytes().to_vec())
 }
 
-/// Raw bytes of the first of `names` that is present.
+/// Bytes of the first of `names` that is present, without surrounding blanks.
 fn first_header(headers: &HeaderMap, names: &[&str]) -> Option<Vec<u8>> {
-    names.iter().find_map(|name| headers.get(*name)).map(|v| v.as_bytes().to_vec())
+    names.iter().find_map(|name| headers.get(*name)).map(trimmed)
+}
+
+/// A header value without the spaces and tabs around it, as [`header_str`] reads it. HTTP/1
+/// parsing already strips them but HTTP/2 does not, and an id must be the one that was signed:
+/// `msg_1` padded with a tab would otherwise verify as `msg_1` yet deduplicate as another event.
+fn trimmed(value: &http::HeaderValue) -> Vec<u8> {
+    value.as_bytes().trim_ascii().to_vec()
 }
 
 impl Verified {
@@ -852,8 +859,8 @@ impl Verified {
                 (json_str(json.as_ref(), "event_id"), event_type)
             }
             IdentSource::Hmac { id_header, type_header } => (
-                id_header.as_ref().and_then(|n| headers.get(n)).map(|v| v.as_bytes().to_vec()),
-                type_header.as_ref().and_then(|n| headers.get(n)).map(|v| v.as_bytes().to_vec()),
+                id_header.as_ref().and_then(|n| headers.get(n)).map(trimmed),
+                type_header.as_ref().and_then(|n| headers.get(n)).map(trimmed),
             ),
         };
 
@@ -1625,6 +1632,25 @@ mod tests {
             SLACK_TS,
         );
         assert_eq!((id.origin, id.event_type), (IdOrigin::BodyHash, None));
+    }
+
+    #[test]
+    fn identify_uses_the_signed_id_without_padding() {
+        // Found by the `verify_standard` fuzz target: HTTP/2 delivers header values untrimmed,
+        // the verifier signs the trimmed id, so dedup must use the trimmed one too.
+        let v = verifier(SchemeKind::Standard, &[STD1_SECRET]);
+        for padded in [format!("{STD1_ID}\t\t"), format!(" {STD1_ID} ")] {
+            let headers = map(&with(&std1_headers(STD1_SIG), "webhook-id", &padded));
+            let ok = v.verify(&headers, STD1_BODY, at(STD1_TS)).unwrap();
+            assert_eq!(ok.identify(&headers, STD1_BODY).id, STD1_ID, "{padded:?}");
+        }
+        let r = recipe("{id}.{timestamp}.{body}");
+        let v = Verifier::new(SchemeKind::Hmac, &["k"], TOL, Some(r.clone())).unwrap();
+        let h = with(&sign::hmac(&r, "k", Some(5), Some("evt-1"), b"x"), "X-Acme-Id", "evt-1 \t");
+        let mut headers = map(&h);
+        headers.insert("x-acme-event", HeaderValue::from_static(" thing "));
+        let id = v.verify(&headers, b"x", at(5)).unwrap().identify(&headers, b"x");
+        assert_eq!((id.id.as_str(), id.event_type.as_deref()), ("evt-1", Some("thing")));
     }
 
     #[test]

@@ -879,6 +879,11 @@ impl Verified {
     }
 }
 
+// Oracles for the cargo-fuzz targets in `fuzz/` and the stable replay of their corpus; a child
+// module so it can check the private header parsers directly.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+
 /// Test/dev helpers that *produce* valid signatures (integration tests, the load generator, docs).
 ///
 /// Each returns the `(name, value)` header pairs to add to a request.

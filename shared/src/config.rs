@@ -435,7 +435,8 @@ pub struct IngestConfig {
     /// How long a PubAck may take before the request is answered 503.
     #[serde(with = "duration_str")]
     pub publish_timeout: Duration,
-    /// How long a client may take to send the request headers.
+    /// How long a client may take to send its first byte, and then the request headers; a
+    /// connection that stays silent is closed after it, freeing its `max_connections` slot.
     #[serde(with = "duration_str")]
     pub header_read_timeout: Duration,
     /// How long a client may take to send the body.

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 /// Per-listener connection settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    /// Time a client has to send complete request headers (HTTP/1).
+    /// Time a client has to send its first byte, and then complete request headers (HTTP/1).
     pub header_read_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
@@ -76,11 +76,25 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), service.clone()).into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, service, watcher, shutdown) =
+            (Arc::clone(&builder), service.clone(), graceful.watcher(), shutdown.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(error) = connection.await {
+            // hyper's header-read timeout only starts once the HTTP version has been sniffed
+            // from the first bytes, so a client that connects and sends nothing would keep its
+            // slot forever: enough of them and the cap locks every sender out. It gets the same
+            // time for its first byte (the whole head may so take up to twice the timeout).
+            let mut first = [0u8; 1];
+            let first_byte = tokio::select! {
+                () = shutdown.cancelled() => return,
+                peeked = tokio::time::timeout(options.header_read_timeout, stream.peek(&mut first)) => peeked,
+            };
+            if !matches!(first_byte, Ok(Ok(read)) if read > 0) {
+                // Silent past the timeout, closed, or broken: dropping the stream closes it.
+                return;
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(error = %error, "connection ended with an error");
             }
         });

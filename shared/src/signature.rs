@@ -177,6 +177,9 @@ struct ParsedRecipe {
     algorithm: HmacAlgorithm,
     timestamp_header: Option<HeaderName>,
     template: Vec<TemplatePart>,
+    /// First characters of the literals right after `{id}` in the template; an id containing one
+    /// is refused (see `recipe_presented`).
+    id_separators: Vec<char>,
     id_header: Option<HeaderName>,
     type_header: Option<HeaderName>,
 }
@@ -226,6 +229,13 @@ impl HmacRecipe {
         if count(&TemplatePart::Id) > 0 && id_header.is_none() {
             return Err("signed_payload uses {id} but id_header is not set".to_owned());
         }
+        let id_separators = template
+            .windows(2)
+            .filter_map(|pair| match pair {
+                [TemplatePart::Id, TemplatePart::Literal(text)] => text.chars().next(),
+                _ => None,
+            })
+            .collect();
         Ok(ParsedRecipe {
             header,
             prefix: self.prefix.clone(),
@@ -233,6 +243,7 @@ impl HmacRecipe {
             algorithm: self.algorithm,
             timestamp_header,
             template,
+            id_separators,
             id_header,
             type_header,
         })
@@ -720,6 +731,13 @@ fn recipe_presented<'a>(
         Some(name) if uses_id => header_str(headers, name, "id", "id header")?,
         _ => "",
     };
+    // As Standard Webhooks forbids `.` in ids: with `{id}.{timestamp}.{body}`, id `a.1700000000`,
+    // timestamp `1700000000` and body `x` sign the same bytes as id `a`, that timestamp and body
+    // `1700000000.x`, so one signed delivery could be replayed as another event with another
+    // body. An id without the separator that follows it has only one place to end.
+    if recipe.id_separators.iter().any(|separator| id_text.contains(*separator)) {
+        return Err(SignatureError::Malformed("id header"));
+    }
     let parts = recipe
         .template
         .iter()
@@ -774,9 +792,16 @@ fn json_str(map: Option<&serde_json::Map<String, serde_json::Value>>, key: &str)
     map?.get(key)?.as_str().map(|s| s.as_bytes().to_vec())
 }
 
-/// Raw bytes of the first of `names` that is present.
+/// Bytes of the first of `names` that is present, without surrounding blanks.
 fn first_header(headers: &HeaderMap, names: &[&str]) -> Option<Vec<u8>> {
-    names.iter().find_map(|name| headers.get(*name)).map(|v| v.as_bytes().to_vec())
+    names.iter().find_map(|name| headers.get(*name)).map(trimmed)
+}
+
+/// A header value without the spaces and tabs around it, as [`header_str`] reads it. HTTP/1
+/// parsing already strips them but HTTP/2 does not, and an id must be the one that was signed:
+/// `msg_1` padded with a tab would otherwise verify as `msg_1` yet deduplicate as another event.
+fn trimmed(value: &http::HeaderValue) -> Vec<u8> {
+    value.as_bytes().trim_ascii().to_vec()
 }
 
 impl Verified {
@@ -834,8 +859,8 @@ impl Verified {
                 (json_str(json.as_ref(), "event_id"), event_type)
             }
             IdentSource::Hmac { id_header, type_header } => (
-                id_header.as_ref().and_then(|n| headers.get(n)).map(|v| v.as_bytes().to_vec()),
-                type_header.as_ref().and_then(|n| headers.get(n)).map(|v| v.as_bytes().to_vec()),
+                id_header.as_ref().and_then(|n| headers.get(n)).map(trimmed),
+                type_header.as_ref().and_then(|n| headers.get(n)).map(trimmed),
             ),
         };
 
@@ -853,6 +878,11 @@ impl Verified {
         EventIdentity { id, origin, event_type }
     }
 }
+
+// Oracles for the cargo-fuzz targets in `fuzz/` and the stable replay of their corpus; a child
+// module so it can check the private header parsers directly.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 
 /// Test/dev helpers that *produce* valid signatures (integration tests, the load generator, docs).
 ///
@@ -1610,6 +1640,25 @@ mod tests {
     }
 
     #[test]
+    fn identify_uses_the_signed_id_without_padding() {
+        // Found by the `verify_standard` fuzz target: HTTP/2 delivers header values untrimmed,
+        // the verifier signs the trimmed id, so dedup must use the trimmed one too.
+        let v = verifier(SchemeKind::Standard, &[STD1_SECRET]);
+        for padded in [format!("{STD1_ID}\t\t"), format!(" {STD1_ID} ")] {
+            let headers = map(&with(&std1_headers(STD1_SIG), "webhook-id", &padded));
+            let ok = v.verify(&headers, STD1_BODY, at(STD1_TS)).unwrap();
+            assert_eq!(ok.identify(&headers, STD1_BODY).id, STD1_ID, "{padded:?}");
+        }
+        let r = recipe("{id}.{timestamp}.{body}");
+        let v = Verifier::new(SchemeKind::Hmac, &["k"], TOL, Some(r.clone())).unwrap();
+        let h = with(&sign::hmac(&r, "k", Some(5), Some("evt-1"), b"x"), "X-Acme-Id", "evt-1 \t");
+        let mut headers = map(&h);
+        headers.insert("x-acme-event", HeaderValue::from_static(" thing "));
+        let id = v.verify(&headers, b"x", at(5)).unwrap().identify(&headers, b"x");
+        assert_eq!((id.id.as_str(), id.event_type.as_deref()), ("evt-1", Some("thing")));
+    }
+
+    #[test]
     fn identify_unsafe_provider_ids_are_hashed() {
         let gh = verifier(SchemeKind::Github, &[GH_SECRET]);
         let long = "a".repeat(129);
@@ -1707,6 +1756,26 @@ mod tests {
             );
             assert_eq!(v.signature_header_names(), vec!["x-acme-signature".to_owned()]);
         }
+    }
+
+    #[test]
+    fn hmac_recipe_id_cannot_contain_the_separator_after_it() {
+        // Found while writing the fuzz oracle (seed `fuzz/seeds/verify_hmac/reject-resplit-id`): the
+        // same signed bytes, split differently.
+        let r = recipe("{id}.{timestamp}.{body}");
+        let v = Verifier::new(SchemeKind::Hmac, &["k"], TOL, Some(r.clone())).unwrap();
+        let now = 1_700_000_000;
+        let signed_body = b"1700000000.x";
+        let h = sign::hmac(&r, "k", Some(now), Some("a"), signed_body);
+        assert!(check(&v, &h, signed_body, now).is_ok());
+        let resplit = with(&h, "X-Acme-Id", "a.1700000000");
+        assert_eq!(check(&v, &resplit, b"x", now).unwrap_err(), SignatureError::Malformed("id header"));
+        // The separator only matters where it follows `{id}`.
+        let r = recipe("{timestamp}.{id}:{body}");
+        let v = Verifier::new(SchemeKind::Hmac, &["k"], TOL, Some(r.clone())).unwrap();
+        assert!(check(&v, &sign::hmac(&r, "k", Some(now), Some("a.b"), b"x"), b"x", now).is_ok());
+        let h = sign::hmac(&r, "k", Some(now), Some("a:b"), b"x");
+        assert_eq!(check(&v, &h, b"x", now).unwrap_err(), SignatureError::Malformed("id header"));
     }
 
     #[test]

@@ -228,3 +228,30 @@ async fn http2_prior_knowledge_is_served() {
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status(), 202);
 }
+
+#[tokio::test]
+async fn a_replay_with_a_padded_id_over_http2_is_still_a_duplicate() {
+    // HTTP/1 parsing trims header values, HTTP/2 does not; the verifier trims the signed id, so
+    // deduplication must use that same trimmed id (found by the `verify_standard` fuzz target).
+    let ingest = spawn_ingest(SOURCES).await;
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let body = br#"{"type":"user.created"}"#;
+    let standard = sign::standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_pad", now(), body);
+    let acme = sign::hmac(&acme_recipe(), "acme-secret", Some(now()), Some("d-pad"), body);
+    for (source, headers, id_header) in [("svix", standard, "webhook-id"), ("acme", acme, "x-acme-delivery")] {
+        let mut statuses = Vec::new();
+        for padding in ["", "\t ", " "] {
+            let mut request = client.post(ingest.url(&format!("/webhooks/{source}"))).body(body.to_vec());
+            for (name, value) in &headers {
+                let value =
+                    if name.eq_ignore_ascii_case(id_header) { format!("{value}{padding}") } else { value.clone() };
+                request = request.header(name, value);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.version(), reqwest::Version::HTTP_2);
+            statuses.push(response.status().as_u16());
+        }
+        assert_eq!(statuses, [202, 200, 200], "{source}: a replay with a padded id is a duplicate");
+    }
+    assert_eq!(ingest.stream_messages().await, 2);
+}

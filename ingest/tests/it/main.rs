@@ -1,6 +1,7 @@
 //! Integration tests of `inlet-ingest` against a real nats-server per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod connections;
 mod group_commit;
 mod kinds;
 mod outage;

@@ -41,11 +41,9 @@ impl Listeners {
     ///
     /// When an address cannot be bound.
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let public = TcpListener::bind(config.ingest.listen)
-            .await
+        let public = inlet_shared::server::bind(config.ingest.listen)
             .with_context(|| format!("cannot bind ingest.listen {}", config.ingest.listen))?;
-        let admin = TcpListener::bind(config.ingest.admin_listen)
-            .await
+        let admin = inlet_shared::server::bind(config.ingest.admin_listen)
             .with_context(|| format!("cannot bind ingest.admin_listen {}", config.ingest.admin_listen))?;
         Ok(Listeners { public, admin })
     }

@@ -103,6 +103,24 @@ where
     tokio::time::timeout(options.shutdown_grace, graceful.shutdown()).await.is_ok()
 }
 
+/// Listen backlog asked of the kernel (which caps it at `net.core.somaxconn`). Connections
+/// beyond `max_connections` wait here, costing the process nothing; the default of 128 made
+/// most of a burst of new connections retry their SYN after 1 s, 3 s, 7 s instead.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener on `address` with [`LISTEN_BACKLOG`].
+///
+/// # Errors
+///
+/// When the socket cannot be created, bound or put into listening state.
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's TcpListener::bind does: a restarted process can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The process-wide Prometheus recorder, installed on first use. Every instance started in one
 /// process (tests start several) records into it, so tests label their sources uniquely.
 pub fn metrics_handle() -> PrometheusHandle {

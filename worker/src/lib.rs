@@ -56,11 +56,9 @@ impl Listeners {
     ///
     /// When an address cannot be bound.
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let main = TcpListener::bind(config.worker.listen)
-            .await
+        let main = inlet_shared::server::bind(config.worker.listen)
             .with_context(|| format!("cannot bind worker.listen {}", config.worker.listen))?;
-        let admin = TcpListener::bind(config.worker.admin_listen)
-            .await
+        let admin = inlet_shared::server::bind(config.worker.admin_listen)
             .with_context(|| format!("cannot bind worker.admin_listen {}", config.worker.admin_listen))?;
         Ok(Listeners { main, admin })
     }

@@ -205,8 +205,8 @@ const STARTED_BUDGET_KIB: u64 = 64;
 #[tokio::test]
 async fn thousands_of_idle_connections_cost_memory_only_up_to_the_cap() {
     const CAP: usize = 1000;
-    // Clients beyond the cap: the kernel keeps the first of them in the listen backlog (128 for
-    // tokio's listener) and drops the SYNs of the rest, which keep retrying; ingest sees none.
+    // Clients beyond the cap: the kernel keeps them in the listen backlog (ingest asks for
+    // 4096, capped by net.core.somaxconn; SYNs beyond it are dropped and retried); ingest sees none.
     const BEYOND: usize = 3000;
     raise_open_files_limit(u64::try_from(CAP + BEYOND).unwrap() + 512);
     let nats = TestNats::start();

@@ -333,3 +333,59 @@ async fn silent_and_idle_connections_are_closed_after_the_header_timeout_freeing
         .unwrap();
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
 }
+
+/// Oversized bodies cost at most the limit per request: sixteen senders each try to stream
+/// 64 MiB (chunked, no length) at a 1 MiB limit; each is cut off, and the process's memory grows
+/// with the limit per concurrent request, not with what the senders tried to send.
+#[tokio::test]
+async fn oversized_streamed_bodies_cost_at_most_the_limit_per_request() {
+    const SENDERS: usize = 16;
+    const LIMIT: usize = 1 << 20;
+    const ATTEMPTED: usize = 64 << 20;
+    let nats = TestNats::start();
+    let ingest = IngestProcess::start(&nats, &format!("max_body_bytes = {LIMIT}")).await;
+    assert_eq!(ingest.post_signed("evt_big_0").await, 202);
+    let rss_base = ingest.rss_kib();
+
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        let addr = ingest.addr;
+        senders.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"POST /webhooks/idle HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "b".repeat(64 * 1024));
+            let mut sent = 0;
+            // The server answers 413 and closes once the limit is passed: the writes then fail.
+            while sent < ATTEMPTED && stream.write_all(chunk.as_bytes()).await.is_ok() {
+                sent += 64 * 1024;
+            }
+            sent
+        }));
+    }
+    for sender in senders {
+        let sent = sender.await.unwrap();
+        // What the kernel's socket buffers absorbed beyond the limit, not the 64 MiB attempted.
+        assert!(sent < ATTEMPTED / 4, "a sender got {sent} bytes in: the body was read past the limit");
+    }
+    let rss_after = ingest.rss_kib();
+    let grown_kib = rss_after.saturating_sub(rss_base);
+    eprintln!(
+        "VmRSS of inlet-ingest: {rss_base} KiB before, {rss_after} KiB after {SENDERS} senders each tried \
+         {} MiB at a {} MiB limit",
+        ATTEMPTED >> 20,
+        LIMIT >> 20
+    );
+    // Per request: the body buffer (≤ the limit, its capacity doubling up to it, the old and new
+    // allocation briefly both alive), hyper's read buffer and allocator slack — a few times the
+    // limit (measured ~3.2 MiB at 1 MiB). Buffering what the senders tried would take 1 GiB.
+    let budget_kib = (SENDERS * LIMIT / 1024) as u64 * 4;
+    assert!(
+        grown_kib <= budget_kib,
+        "VmRSS grew {grown_kib} KiB; the budget is 4 × the limit per request ({budget_kib} KiB)"
+    );
+    // Still serving.
+    assert_eq!(ingest.post_signed("evt_big_1").await, 202);
+}

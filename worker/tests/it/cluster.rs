@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use inlet_shared::config::Config;
 use inlet_shared::test_util::TestNatsCluster;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestDestination, config_text, send_github};
+use crate::support::{IngestAddrs, TestDestination, config_text, send_github, start_ingest, start_worker};
 
 /// The server name of the current leader of `stream`, once there is one.
 async fn leader(js: &async_nats::jetstream::Context, stream: &str) -> String {
@@ -39,15 +38,8 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_no_acknowledged
     let config = Config::parse(&text, &BTreeMap::new()).unwrap();
 
     let stop = CancellationToken::new();
-    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ingest = public.local_addr().unwrap();
-    let ingest_admin = admin.local_addr().unwrap();
-    tokio::spawn(inlet_ingest::run(config.clone(), inlet_ingest::Listeners { public, admin }, stop.clone()));
-    let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let worker = main.local_addr().unwrap();
-    tokio::spawn(inlet_worker::run(config, inlet_worker::Listeners { main, admin }, stop.clone()));
+    let IngestAddrs { public: ingest, admin: ingest_admin } = start_ingest(config.clone(), &stop).await;
+    let worker = start_worker(config, &stop).await.main;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     // A new cluster elects its JetStream meta leader first; the services wait for it.
     for url in [format!("http://{ingest}/readyz"), format!("http://{worker}/readyz")] {

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use inlet_shared::config::Config;
 use inlet_shared::test_util::TestNats;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestDestination, config_text, send_github, wait_ok};
+use crate::support::{TestDestination, config_text, send_github, start_ingest, wait_ok};
 
 fn spawn_worker(config_path: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_inlet-worker"))
@@ -38,10 +37,7 @@ async fn worker_killed_mid_batch_loses_nothing_and_duplicates_no_effect() {
     let config = Config::parse(&text, &BTreeMap::new()).unwrap();
 
     let ingest_stop = CancellationToken::new();
-    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ingest = public.local_addr().unwrap();
-    tokio::spawn(inlet_ingest::run(config, inlet_ingest::Listeners { public, admin }, ingest_stop.clone()));
+    let ingest = start_ingest(config, &ingest_stop).await.public;
     let client = reqwest::Client::new();
     wait_ok(&client, &format!("http://{ingest}/readyz")).await;
 

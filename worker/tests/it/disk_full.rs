@@ -16,11 +16,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use inlet_shared::config::Config;
 use inlet_shared::test_util::{TestNats, metric_sample};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestDestination, config_text, send_github, wait_ok};
+use crate::support::{TestDestination, config_text, send_github, start_ingest, wait_ok};
 
 /// Size of the tmpfs; the filler stops at ENOSPC, and refuses to write more than this (so a
 /// mount that did not happen can never fill the real disk).
@@ -198,10 +197,7 @@ async fn a_full_disk_stops_acking_reports_not_ready_and_resumes_without_loss() {
     let config = Config::parse(&text, &BTreeMap::new()).unwrap();
 
     let ingest_stop = CancellationToken::new();
-    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ingest = public.local_addr().unwrap();
-    tokio::spawn(inlet_ingest::run(config.clone(), inlet_ingest::Listeners { public, admin }, ingest_stop.clone()));
+    let ingest = start_ingest(config.clone(), &ingest_stop).await.public;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     wait_ok(&client, &format!("http://{ingest}/readyz")).await;
 

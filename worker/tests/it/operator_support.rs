@@ -129,10 +129,8 @@ impl OperatorPipeline {
         let config = Config::parse(&text, &BTreeMap::new()).unwrap();
 
         let stop = CancellationToken::new();
-        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ingest = public.local_addr().unwrap();
-        tokio::spawn(inlet_ingest::run(config.clone(), inlet_ingest::Listeners { public, admin }, stop.clone()));
+        let ingest = crate::support::start_ingest(config.clone(), &stop).await.public;
+        // The worker's main listener was bound above: its address is in the config (redirect URI).
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         tokio::spawn(inlet_worker::run(config, inlet_worker::Listeners { main, admin }, stop.clone()));
         let client = reqwest::Client::builder()

@@ -187,6 +187,36 @@ secrets = ["{GITHUB_SECRET}"]
     text
 }
 
+/// Addresses of an in-process `inlet-ingest` (public, admin).
+pub struct IngestAddrs {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Addresses of an in-process `inlet-worker` (main: API, console, probes; admin: metrics).
+pub struct WorkerAddrs {
+    pub main: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Starts `inlet-ingest` in this process on free loopback ports until `stop`.
+pub async fn start_ingest(config: Config, stop: &CancellationToken) -> IngestAddrs {
+    let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addrs = IngestAddrs { public: public.local_addr().unwrap(), admin: admin.local_addr().unwrap() };
+    tokio::spawn(inlet_ingest::run(config, inlet_ingest::Listeners { public, admin }, stop.clone()));
+    addrs
+}
+
+/// Starts `inlet-worker` in this process on free loopback ports until `stop`.
+pub async fn start_worker(config: Config, stop: &CancellationToken) -> WorkerAddrs {
+    let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addrs = WorkerAddrs { main: main.local_addr().unwrap(), admin: admin.local_addr().unwrap() };
+    tokio::spawn(inlet_worker::run(config, inlet_worker::Listeners { main, admin }, stop.clone()));
+    addrs
+}
+
 /// nats-server + ingest + worker, all real, in this process.
 pub struct Pipeline {
     _nats: TestNats,
@@ -208,18 +238,9 @@ impl Pipeline {
         let config = Config::parse(&text, &BTreeMap::new()).unwrap();
 
         let ingest_stop = CancellationToken::new();
-        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ingest_addr = public.local_addr().unwrap();
-        let ingest_admin = admin.local_addr().unwrap();
-        tokio::spawn(inlet_ingest::run(config.clone(), inlet_ingest::Listeners { public, admin }, ingest_stop.clone()));
-
+        let IngestAddrs { public: ingest_addr, admin: ingest_admin } = start_ingest(config.clone(), &ingest_stop).await;
         let worker_stop = CancellationToken::new();
-        let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let worker_admin = admin.local_addr().unwrap();
-        let worker_main = main.local_addr().unwrap();
-        tokio::spawn(inlet_worker::run(config, inlet_worker::Listeners { main, admin }, worker_stop.clone()));
+        let WorkerAddrs { main: worker_main, admin: worker_admin } = start_worker(config, &worker_stop).await;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         for url in [format!("http://{ingest_addr}/readyz"), format!("http://{worker_main}/readyz")] {
             wait_ok(&client, &url).await;

@@ -229,7 +229,7 @@ async fn attempt(destination: &Destination, store: &Store, delivery_id: &str) ->
     let elapsed = started.elapsed();
     let healthy = matches!(response.outcome, AttemptOutcome::Delivered | AttemptOutcome::Permanent);
     destination.breaker_changed(destination.breaker.record(healthy, Instant::now()));
-    destination.metrics.attempt(response.outcome.as_str(), elapsed);
+    destination.metrics.attempt(response.outcome, elapsed);
 
     let (next, settle) = next_step(&destination.config, attempt_number, response.outcome, response.retry_after);
     let record = AttemptRecord {

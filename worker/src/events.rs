@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::store::AttemptOutcome;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Events read from the stream, by source and outcome (`recorded`, `unrouted`, `duplicate`,
@@ -97,12 +98,12 @@ impl DestinationMetrics {
         }
     }
 
-    /// An attempt finished with `outcome` (`delivered`, `transient`, `permanent`).
-    pub fn attempt(&self, outcome: &str, elapsed: Duration) {
+    /// An attempt finished with `outcome`.
+    pub fn attempt(&self, outcome: AttemptOutcome, elapsed: Duration) {
         match outcome {
-            "delivered" => &self.attempts_delivered,
-            "permanent" => &self.attempts_permanent,
-            _ => &self.attempts_transient,
+            AttemptOutcome::Delivered => &self.attempts_delivered,
+            AttemptOutcome::Transient => &self.attempts_transient,
+            AttemptOutcome::Permanent => &self.attempts_permanent,
         }
         .increment(1);
         self.attempt_duration.record(elapsed.as_secs_f64());

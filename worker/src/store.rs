@@ -635,7 +635,7 @@ fn checkpoint_loop(pool: &r2d2::Pool<SqliteConnectionManager>, running: &AtomicB
 }
 
 /// A passive checkpoint (never waits); asks the writer to let the WAL start over once it holds
-/// more than `restart_after_frames` frames. Returns the WAL's frame count.
+/// more than `restart_after_frames` frames.
 ///
 /// Why: a passive checkpoint copies frames into the database, but the WAL only starts over from
 /// its beginning when no reader still uses it, and deliveries read all the time — so under
@@ -645,12 +645,12 @@ fn checkpoint(
     connection: &rusqlite::Connection,
     restart_after_frames: i64,
     wal_restart: &AtomicBool,
-) -> Result<i64, rusqlite::Error> {
+) -> Result<(), rusqlite::Error> {
     let wal_frames: i64 = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
     if wal_frames > restart_after_frames {
         wal_restart.store(true, Ordering::SeqCst);
     }
-    Ok(wal_frames)
+    Ok(())
 }
 
 /// Between groups, on the writer's own connection: a RESTART checkpoint waits (busy timeout)

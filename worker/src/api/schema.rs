@@ -302,24 +302,7 @@ impl Query {
     async fn my_accounts(&self, ctx: &Context<'_>) -> Result<Vec<LinkedAccount>> {
         let user_id = require(ctx, Role::Viewer)?.user_id.ok_or(ApiError::Invalid("only for console users".into()))?;
         ctx.data_unchecked::<Reads>().add();
-        Ok(services(ctx)?
-            .store
-            .read(move |c| {
-                let mut statement = c.prepare(
-                    "SELECT id, provider, email, created_at_ms FROM oauth_accounts WHERE user_id = ?1 ORDER BY id",
-                )?;
-                let rows = statement.query_map([user_id], |r| {
-                    Ok(LinkedAccount {
-                        id: ID(r.get::<_, i64>(0)?.to_string()),
-                        provider: r.get(1)?,
-                        email: r.get(2)?,
-                        created_at_ms: r.get(3)?,
-                    })
-                })?;
-                rows.collect()
-            })
-            .await
-            .map_err(ApiError::from)?)
+        Ok(services(ctx)?.store.read(move |c| LinkedAccount::all_of(c, user_id)).await.map_err(ApiError::from)?)
     }
 
     /// API tokens (admin).
@@ -432,18 +415,7 @@ impl Mutation {
                     "INSERT INTO audit_log (at_ms, actor, action, target, count) VALUES (?1, ?2, 'unlink_account', ?3, 1)",
                     params![now_ms(), actor, provider],
                 )?;
-                let mut statement = c.prepare(
-                    "SELECT id, provider, email, created_at_ms FROM oauth_accounts WHERE user_id = ?1 ORDER BY id",
-                )?;
-                let rows = statement.query_map([user_id], |r| {
-                    Ok(LinkedAccount {
-                        id: ID(r.get::<_, i64>(0)?.to_string()),
-                        provider: r.get(1)?,
-                        email: r.get(2)?,
-                        created_at_ms: r.get(3)?,
-                    })
-                })?;
-                Ok(Ok(rows.collect::<Result<Vec<_>, _>>()?))
+                Ok(Ok(LinkedAccount::all_of(c, user_id)?))
             })
             .await
             .map_err(ApiError::from)?;

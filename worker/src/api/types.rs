@@ -643,3 +643,20 @@ pub struct LinkedAccount {
     /// Linked, Unix ms.
     pub created_at_ms: i64,
 }
+
+impl LinkedAccount {
+    /// Every sign-in method linked to `user_id`, oldest first.
+    pub fn all_of(c: &rusqlite::Connection, user_id: i64) -> rusqlite::Result<Vec<LinkedAccount>> {
+        let mut statement =
+            c.prepare("SELECT id, provider, email, created_at_ms FROM oauth_accounts WHERE user_id = ?1 ORDER BY id")?;
+        let rows = statement.query_map([user_id], |r| {
+            Ok(LinkedAccount {
+                id: ID(r.get::<_, i64>(0)?.to_string()),
+                provider: r.get(1)?,
+                email: r.get(2)?,
+                created_at_ms: r.get(3)?,
+            })
+        })?;
+        rows.collect()
+    }
+}

@@ -380,11 +380,12 @@ async fn oversized_streamed_bodies_cost_at_most_the_limit_per_request() {
     );
     // Per request: the body buffer (≤ the limit, its capacity doubling up to it, the old and new
     // allocation briefly both alive), hyper's read buffer and allocator slack — a few times the
-    // limit (measured ~3.2 MiB at 1 MiB). Buffering what the senders tried would take 1 GiB.
-    let budget_kib = (SENDERS * LIMIT / 1024) as u64 * 4;
+    // limit (measured 2.7–4.1 MiB at 1 MiB, debug build). Buffering what the senders tried would
+    // take 1 GiB.
+    let budget_kib = (SENDERS * LIMIT / 1024) as u64 * 6;
     assert!(
         grown_kib <= budget_kib,
-        "VmRSS grew {grown_kib} KiB; the budget is 4 × the limit per request ({budget_kib} KiB)"
+        "VmRSS grew {grown_kib} KiB; the budget is 6 × the limit per request ({budget_kib} KiB)"
     );
     // Still serving.
     assert_eq!(ingest.post_signed("evt_big_1").await, 202);

@@ -20,6 +20,7 @@ pub mod breaker;
 pub mod console;
 pub mod deliver;
 pub mod events;
+pub mod fresh;
 pub mod http;
 pub mod pull;
 pub mod record;

@@ -4,7 +4,8 @@
 //! coalesces whatever commands are queued into one `BEGIN IMMEDIATE … COMMIT` (group commit).
 //! Replies are sent only after the commit returned, so callers ack JetStream only for what
 //! is durably recorded. A single writer also keeps SQLite's WAL-reset bug out of reach and
-//! means `SQLITE_BUSY` never reaches callers. Reads use the r2d2 pool from `spawn_blocking`.
+//! means `SQLITE_BUSY` never reaches callers. Reads use the r2d2 pool from `spawn_blocking`,
+//! except a delivery's first read, which [`crate::fresh`] serves from what was just recorded.
 //!
 //! **Storage failures.** A command that finds the database unable to take writes (disk full,
 //! I/O error, locked) ends its group: the transaction is rolled back and every command of the

@@ -488,7 +488,9 @@ pub struct WorkerConfig {
     pub ack_wait: Duration,
     /// JetStream `max_ack_pending` of the consumers.
     pub max_ack_pending: i64,
-    /// How long events (payload and headers) are kept in SQLite before they are pruned.
+    /// How long events (payload and headers) are kept in SQLite before they are pruned (only
+    /// events whose deliveries all succeeded; the newest event always stays, so ids are never
+    /// reused).
     #[serde(with = "duration_str")]
     pub retention: Duration,
     /// How long shutdown waits for in-flight deliveries.

@@ -479,7 +479,8 @@ impl Store {
     }
 
     /// Deletes events received before `cutoff_ms` whose deliveries are all delivered (or that
-    /// were unrouted). Dead-lettered and pending work is never pruned.
+    /// were unrouted). Dead-lettered and pending work is never pruned, nor the newest event (so
+    /// row ids, and with them delivery ids, are never handed out twice).
     ///
     /// # Errors
     ///
@@ -1082,8 +1083,11 @@ fn record_attempt(connection: &rusqlite::Connection, record: &AttemptRecord, now
 }
 
 fn prune(connection: &rusqlite::Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error> {
+    // The newest event always stays: SQLite hands out max(rowid) + 1, so deleting it would hand
+    // its row id out again, and with it its delivery ids, which destinations keep as
+    // `Idempotency-Key`: a new event would look like a repeat of an old one.
     connection.execute(
-        "DELETE FROM events WHERE received_at_ms < ?1
+        "DELETE FROM events WHERE received_at_ms < ?1 AND id < (SELECT max(id) FROM events)
            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = events.id AND d.status != 'delivered')",
         [cutoff_ms],
     )
@@ -1303,22 +1307,32 @@ mod tests {
         let (_dir, store) = open();
         let results = store.record(vec![event("e1", "{\"n\":1}", &["a", "b"]), event("e2", "{}", &[])]).await.unwrap();
         let Recorded::New { tasks } = &results[0] else { panic!("new") };
+        // Changed behind the store's back: only a copy kept in memory still has the old value.
+        store
+            .write(|c| c.execute("UPDATE events SET content_type = 'changed' WHERE event_id = 'e1'", []).map(drop))
+            .await
+            .unwrap();
         for task in tasks {
-            let stored = store.read_delivery_to_send(task.delivery_id.clone()).await.unwrap().unwrap();
-            let fresh = store.fresh.take(&task.delivery_id).expect("kept for the first attempt");
-            assert_eq!(fresh, stored, "the kept copy is what the database holds");
+            let first = store.delivery_to_send(task.delivery_id.clone()).await.unwrap().unwrap();
+            assert_eq!(first.content_type.as_deref(), Some("application/json"), "served from memory");
             assert_eq!(
-                (fresh.status.as_str(), fresh.attempts, fresh.destination.as_str()),
-                ("pending", 0, task.destination.as_str())
+                (first.status.as_str(), first.attempts, first.destination.as_str(), first.event_id.as_str()),
+                ("pending", 0, task.destination.as_str(), "e1")
             );
+            assert_eq!((first.received_at_ms, &first.body[..]), (1_000, &b"{\"n\":1}"[..]));
+            let second = store.delivery_to_send(task.delivery_id.clone()).await.unwrap().unwrap();
+            assert_eq!(second.content_type.as_deref(), Some("changed"), "only the first read is served from memory");
+            assert_eq!(DeliveryToSend { content_type: first.content_type.clone(), ..second }, first, "as written");
         }
         // Duplicates keep nothing: their deliveries may have been attempted already.
-        let again = store.record(vec![event("e1", "{\"n\":1}", &["a", "b"])]).await.unwrap();
-        let Recorded::Duplicate { tasks, .. } = &again[0] else { panic!("duplicate") };
-        assert!(tasks.iter().all(|task| store.fresh.take(&task.delivery_id).is_none()));
+        let again = store.record(vec![event("e1", "{\"n\":1}", &["a"])]).await.unwrap();
+        assert!(matches!(&again[0], Recorded::Duplicate { .. }));
+        let read = store.delivery_to_send(delivery_id(1, "a")).await.unwrap().unwrap();
+        assert_eq!(read.content_type.as_deref(), Some("changed"));
 
-        // The next delivery_to_send after a take reads the database, attempts included.
-        let id = delivery_id(1, "a");
+        // An attempt recorded without that first read drops the kept copy.
+        store.record(vec![event("e3", "{}", &["a"])]).await.unwrap();
+        let id = delivery_id(3, "a");
         store
             .record_attempt(AttemptRecord {
                 delivery_id: id.clone(),
@@ -1334,6 +1348,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.delivery_to_send(id).await.unwrap().unwrap().attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn pruning_never_hands_a_delivery_id_out_again() {
+        let (_dir, store) = open();
+        let delivered = |n: i64| AttemptRecord {
+            delivery_id: delivery_id(n, "a"),
+            attempt: 1,
+            started_at_ms: 5,
+            duration_ms: 1,
+            outcome: AttemptOutcome::Delivered,
+            status_code: Some(200),
+            error: None,
+            response_snippet: None,
+            next: NextStep::Delivered,
+        };
+        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])]).await.unwrap();
+        store.record_attempt(delivered(1)).await.unwrap();
+        store.record_attempt(delivered(2)).await.unwrap();
+        assert_eq!(store.prune(i64::MAX).await.unwrap(), 1, "all delivered, but the newest stays");
+        let results = store.record(vec![event("e3", "{}", &["a"])]).await.unwrap();
+        let Recorded::New { tasks } = &results[0] else { panic!("new") };
+        assert_eq!(tasks[0].delivery_id, delivery_id(3, "a"), "a fresh id, not one a destination saw");
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 # Installs what the operator-plane tests need, idempotently, into git-ignored places:
 #   - scripts/e2e/node_modules (oidc-provider, jose, playwright-core) with `npm ci` from the
 #     committed package-lock.json, when missing or older than the lock;
-#   - Debian's chromium (/usr/bin/chromium) for the console test, when missing (needs root).
+#   - Debian's chromium (/usr/bin/chromium) for the console test, when missing (needs root);
+#   - PyYAML for scripts/check-compose.py into .tools/python, when the interpreter lacks it.
 # Playwright never downloads a browser here: the test points it at /usr/bin/chromium.
 # `--node-only` skips chromium (scripts/run.sh needs only the development OpenID provider).
 set -euo pipefail
@@ -14,6 +15,12 @@ command -v node >/dev/null || { echo "install-test-tools: node (>= 20) is requir
 if [ ! -f "$e2e/node_modules/.package-lock.json" ] || [ "$e2e/package-lock.json" -nt "$e2e/node_modules/.package-lock.json" ]; then
     echo "install-test-tools: npm ci in scripts/e2e" >&2
     (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
+if [ "${1:-}" != "--node-only" ] && ! python3 -c "import yaml" 2>/dev/null \
+    && [ ! -d "$root/.tools/python/yaml" ]; then
+    echo "install-test-tools: pip install PyYAML into .tools/python" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --target "$root/.tools/python" "PyYAML==6.0.3" >&2
 fi
 
 if [ "${1:-}" != "--node-only" ] && [ ! -x /usr/bin/chromium ]; then

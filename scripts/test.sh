@@ -12,6 +12,8 @@ PROMTOOL_BIN="$(scripts/install-promtool.sh)"
 export PROMTOOL_BIN
 scripts/install-test-tools.sh   # node deps of scripts/e2e (OpenID provider, Chromium driver) and Debian chromium
 
+echo "== deploy files"
+python3 scripts/check-compose.py
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"

@@ -195,8 +195,12 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
             let pace = args.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
             let mut next_send = Instant::now();
             loop {
+                // Open loop: latency counts from when the request was due, so time spent queued
+                // behind a slow answer on this connection is not left out (coordinated omission).
+                let mut due = None;
                 if let Some(pace) = pace {
                     tokio::time::sleep_until(tokio::time::Instant::from_std(next_send)).await;
+                    due = Some(next_send);
                     next_send += pace;
                 }
                 let index = next.fetch_add(1, Ordering::Relaxed);
@@ -221,7 +225,7 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
                         // Provider-like backoff, bounded so runs stay short.
                         tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(6)).min(2_000))).await;
                     }
-                    let begun = Instant::now();
+                    let begun = if attempt == 0 { due.unwrap_or_else(Instant::now) } else { Instant::now() };
                     let status = post(&mut connection, &authority, &path, request).await;
                     let micros = u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
                     if let Some(local) = local.as_mut() {

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Checks docker-compose.yml against the production shape the README promises, without Docker.
+
+Development and CI machines have no Docker engine, so the stack is never started by the tests.
+This checks what `docker compose config` would not: a three-node NATS cluster on the pinned
+version, whose configs route to each other; two ingest replicas and one worker running the right
+commands, with health checks and Prometheus targets on the ports their config sets; Prometheus
+loading the alert rules; Grafana provisioned with the dashboard; every mounted file present; a
+multi-stage Dockerfile whose final image runs as a non-root user. When `docker compose` is
+installed, `docker compose config --quiet` runs too.
+
+Usage: scripts/check-compose.py   (exit status 1 with one line per problem)
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# PyYAML, installed by scripts/install-test-tools.sh when the interpreter lacks it.
+sys.path.insert(0, os.path.join(ROOT, ".tools", "python"))
+import yaml  # noqa: E402
+
+problems = []
+
+
+def check(condition, message):
+    if not condition:
+        problems.append(message)
+    return condition
+
+
+def read(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def pinned_nats_version():
+    match = re.search(r'^NATS_SERVER_VERSION="([^"]+)"', read("scripts/install-nats-server.sh"), re.M)
+    return match.group(1) if match else None
+
+
+def port_of(listen):
+    return listen.rsplit(":", 1)[-1]
+
+
+def main():
+    compose = yaml.safe_load(read("docker-compose.yml"))
+    services = compose.get("services", {})
+    declared_volumes = set((compose.get("volumes") or {}).keys())
+
+    # Every host path mounted must exist; every named volume must be declared.
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                check(os.path.exists(os.path.join(ROOT, source)), f"{name}: mounts {source}, which does not exist")
+            else:
+                check(source in declared_volumes, f"{name}: named volume {source} is not declared")
+
+    # NATS: three nodes on the pinned version, each routing to all three.
+    version = pinned_nats_version()
+    nats = sorted(name for name in services if name.startswith("nats-"))
+    check(nats == ["nats-1", "nats-2", "nats-3"], f"expected services nats-1..3, found {nats}")
+    for name in nats:
+        service = services[name]
+        check(service.get("image", "").startswith(f"nats:{version}"),
+              f"{name}: image {service.get('image')} is not the pinned nats-server {version}")
+        conf_mounts = [v.split(":")[0] for v in service.get("volumes", []) if v.endswith("/etc/nats/nats-server.conf:ro")]
+        if not check(len(conf_mounts) == 1, f"{name}: no config mounted at /etc/nats/nats-server.conf"):
+            continue
+        conf = read(conf_mounts[0][2:])
+        check(re.search(rf"^server_name:\s*{name}\s*$", conf, re.M), f"{name}: server_name is not {name}")
+        check(re.search(r"^jetstream\s*\{", conf, re.M), f"{name}: JetStream is not enabled")
+        for peer in nats:
+            check(f"nats://{peer}:6222" in conf, f"{name}: no cluster route to {peer}")
+        check(service.get("healthcheck"), f"{name}: no healthcheck (inlet waits for service_healthy)")
+
+    # Inlet: two ingest replicas and one worker, on the cluster, with 3 replicas per stream.
+    ingest = sorted(name for name in services if name.startswith("ingest-"))
+    check(ingest == ["ingest-1", "ingest-2"], f"expected services ingest-1 and ingest-2, found {ingest}")
+    check("worker" in services, "no worker service")
+    targets = {}
+    for name in ingest + ["worker"]:
+        service = services.get(name, {})
+        binary = "inlet-ingest" if name.startswith("ingest") else "inlet-worker"
+        check(service.get("command", [None])[0] == binary, f"{name}: command does not run {binary}")
+        env = service.get("environment", {})
+        check(env.get("INLET__STREAM__REPLICAS") == "3", f"{name}: INLET__STREAM__REPLICAS is not \"3\"")
+        check(all(f"nats://{n}:4222" in env.get("INLET__NATS__URL", "") for n in nats),
+              f"{name}: INLET__NATS__URL does not list every NATS node")
+        depends = service.get("depends_on", {})
+        check(all(depends.get(n, {}).get("condition") == "service_healthy" for n in nats),
+              f"{name}: does not wait for every NATS node to be healthy")
+        section = "INGEST" if binary == "inlet-ingest" else "WORKER"
+        listen = env.get(f"INLET__{section}__LISTEN", "")
+        admin = env.get(f"INLET__{section}__ADMIN_LISTEN", "")
+        health = " ".join(service.get("healthcheck", {}).get("test", []))
+        check(listen and f"127.0.0.1:{port_of(listen)}/readyz" in health,
+              f"{name}: healthcheck does not probe /readyz on its listen port {listen}")
+        check(admin and port_of(admin) in [str(p) for p in service.get("expose", [])],
+              f"{name}: admin (metrics) port of {admin} is not exposed")
+        targets[name] = f"{name}:{port_of(admin)}"
+    worker_volumes = services.get("worker", {}).get("volumes", [])
+    database = services.get("worker", {}).get("environment", {}).get("INLET__WORKER__DATABASE", "")
+    check(any(not v.startswith("./") and database.startswith(v.split(":")[1]) for v in worker_volumes),
+          f"worker: the database {database} is not on a named volume")
+
+    # Prometheus: scrapes every Inlet process on its admin port and loads the alert rules.
+    prometheus = services.get("prometheus", {})
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus.get("volumes", []) if v.startswith("./")}
+    config_path = mounts.get("/etc/prometheus/prometheus.yml")
+    if check(config_path, "prometheus: no prometheus.yml mounted"):
+        config = yaml.safe_load(read(config_path[2:]))
+        scraped = {t for job in config.get("scrape_configs", []) for sc in job.get("static_configs", [])
+                   for t in sc.get("targets", [])}
+        for name, target in targets.items():
+            check(target in scraped, f"prometheus: does not scrape {target}")
+        for rules in config.get("rule_files", []):
+            check(os.path.join("/etc/prometheus", rules) in mounts, f"prometheus: rule file {rules} is not mounted")
+        check(config.get("rule_files"), "prometheus: no alert rules loaded")
+
+    # Grafana: the provisioned dashboards folder is the mounted one, and holds the dashboard.
+    grafana = services.get("grafana", {})
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana.get("volumes", []) if v.startswith("./")}
+    provisioning = mounts.get("/etc/grafana/provisioning")
+    if check(provisioning, "grafana: no provisioning folder mounted"):
+        providers = yaml.safe_load(read(os.path.join(provisioning[2:], "dashboards", "inlet.yml")))["providers"]
+        for provider in providers:
+            folder = mounts.get(provider["options"]["path"])
+            check(folder and os.path.exists(os.path.join(ROOT, folder[2:], "inlet.json")),
+                  f"grafana: dashboards path {provider['options']['path']} is not a mounted folder with inlet.json")
+        check(os.path.exists(os.path.join(ROOT, provisioning[2:], "datasources")), "grafana: no datasource provisioned")
+
+    # Dockerfile: multi-stage, the final image runs as a non-root user.
+    dockerfile = read("Dockerfile")
+    stages = re.findall(r"^FROM\s", dockerfile, re.M)
+    check(len(stages) >= 2 and "COPY --from=" in dockerfile, "Dockerfile: not a multi-stage build")
+    final = dockerfile[[m.start() for m in re.finditer(r"^FROM\s", dockerfile, re.M)][-1]:]
+    users = re.findall(r"^USER\s+(\S+)", final, re.M)
+    check(users and users[-1] not in ("root", "0"), "Dockerfile: the final image does not run as a non-root user")
+
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        result = subprocess.run([docker, "compose", "-f", os.path.join(ROOT, "docker-compose.yml"), "config", "--quiet"],
+                                capture_output=True, text=True)
+        check(result.returncode == 0, f"docker compose config: {result.stderr.strip()}")
+        print("check-compose: docker compose config passed")
+
+    for problem in problems:
+        print(f"check-compose: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"check-compose: docker-compose.yml has the production shape ({len(services)} services)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -184,7 +184,7 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     let started = Instant::now();
 
     let mut workers = Vec::with_capacity(args.concurrency);
-    for _ in 0..args.concurrency {
+    for worker in 0..args.concurrency {
         let (args, prefix, authority, path) = (args.clone(), prefix.clone(), authority.clone(), path.clone());
         let (prepared, next, histogram, totals) =
             (prepared.clone(), Arc::clone(&next), Arc::clone(&histogram), Arc::clone(&totals));
@@ -193,7 +193,10 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
             // Each connection sends every `concurrency / rate` seconds when a rate is set.
             let pace = args.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
-            let mut next_send = Instant::now();
+            // Connections start spread over one pace period, so arrivals are even from the start
+            // instead of one burst of `concurrency` requests.
+            let mut next_send =
+                started + pace.map_or(Duration::ZERO, |pace| pace.mul_f64(worker as f64 / args.concurrency as f64));
             loop {
                 // Open loop: latency counts from when the request was due, so time spent queued
                 // behind a slow answer on this connection is not left out (coordinated omission).

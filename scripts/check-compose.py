@@ -45,15 +45,47 @@ def port_of(listen):
     return listen.rsplit(":", 1)[-1]
 
 
+def volumes_of(service):
+    """(source, target) of each volume, short or long syntax."""
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            yield str(volume.get("source", "")), str(volume.get("target", ""))
+        else:
+            parts = str(volume).split(":")
+            yield parts[0], parts[1] if len(parts) > 1 else ""
+
+
+def environment_of(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def health_test(service):
+    """The healthcheck command as one string, or None when there is none or it is disabled."""
+    health = service.get("healthcheck") or {}
+    test = health.get("test")
+    if health.get("disable") or not test:
+        return None
+    if isinstance(test, str):
+        return test
+    return None if test[0] not in ("CMD", "CMD-SHELL") else " ".join(str(part) for part in test[1:])
+
+
+def without_comments(text):
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
 def main():
     compose = yaml.safe_load(read("docker-compose.yml"))
     services = compose.get("services", {})
     declared_volumes = set((compose.get("volumes") or {}).keys())
+    check(services, "no services")
 
     # Every host path mounted must exist; every named volume must be declared.
     for name, service in services.items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":", 1)[0]
+        for source, _ in volumes_of(service):
             if source.startswith("./"):
                 check(os.path.exists(os.path.join(ROOT, source)), f"{name}: mounts {source}, which does not exist")
             else:
@@ -61,21 +93,27 @@ def main():
 
     # NATS: three nodes on the pinned version, each routing to all three.
     version = pinned_nats_version()
-    nats = sorted(name for name in services if name.startswith("nats-"))
+    nats = sorted(name for name in services if re.fullmatch(r"nats-\d+", name))
     check(nats == ["nats-1", "nats-2", "nats-3"], f"expected services nats-1..3, found {nats}")
     for name in nats:
         service = services[name]
-        check(service.get("image", "").startswith(f"nats:{version}"),
+        check(re.fullmatch(rf"nats:{re.escape(version or '?')}(-.+)?", str(service.get("image", ""))),
               f"{name}: image {service.get('image')} is not the pinned nats-server {version}")
-        conf_mounts = [v.split(":")[0] for v in service.get("volumes", []) if v.endswith("/etc/nats/nats-server.conf:ro")]
+        conf_mounts = [source for source, target in volumes_of(service) if target == "/etc/nats/nats-server.conf"]
         if not check(len(conf_mounts) == 1, f"{name}: no config mounted at /etc/nats/nats-server.conf"):
             continue
-        conf = read(conf_mounts[0][2:])
+        conf = without_comments(read(conf_mounts[0][2:]))
         check(re.search(rf"^server_name:\s*{name}\s*$", conf, re.M), f"{name}: server_name is not {name}")
         check(re.search(r"^jetstream\s*\{", conf, re.M), f"{name}: JetStream is not enabled")
+        cluster = re.search(r"^cluster\s*\{(.*?)^\}", conf, re.M | re.S)
+        cluster = cluster.group(1) if cluster else ""
+        check(re.search(r"listen:\s*0\.0\.0\.0:6222", cluster), f"{name}: the cluster does not listen on 0.0.0.0:6222")
         for peer in nats:
-            check(f"nats://{peer}:6222" in conf, f"{name}: no cluster route to {peer}")
-        check(service.get("healthcheck"), f"{name}: no healthcheck (inlet waits for service_healthy)")
+            check(f"nats://{peer}:6222" in cluster, f"{name}: no cluster route to {peer}")
+        monitoring = re.search(r"^http:\s*(\d+)", conf, re.M)
+        health = health_test(service)
+        check(monitoring and health and f"127.0.0.1:{monitoring.group(1)}/healthz" in health,
+              f"{name}: no enabled healthcheck probing /healthz on its monitoring port (inlet waits for service_healthy)")
 
     # Inlet: two ingest replicas and one worker, on the cluster, with 3 replicas per stream.
     ingest = sorted(name for name in services if name.startswith("ingest-"))
@@ -85,53 +123,60 @@ def main():
     for name in ingest + ["worker"]:
         service = services.get(name, {})
         binary = "inlet-ingest" if name.startswith("ingest") else "inlet-worker"
-        check(service.get("command", [None])[0] == binary, f"{name}: command does not run {binary}")
-        env = service.get("environment", {})
+        check((service.get("command") or [None])[0] == binary, f"{name}: command does not run {binary}")
+        env = environment_of(service)
         check(env.get("INLET__STREAM__REPLICAS") == "3", f"{name}: INLET__STREAM__REPLICAS is not \"3\"")
         check(all(f"nats://{n}:4222" in env.get("INLET__NATS__URL", "") for n in nats),
               f"{name}: INLET__NATS__URL does not list every NATS node")
-        depends = service.get("depends_on", {})
-        check(all(depends.get(n, {}).get("condition") == "service_healthy" for n in nats),
+        depends = service.get("depends_on") or {}
+        check(isinstance(depends, dict) and all((depends.get(n) or {}).get("condition") == "service_healthy" for n in nats),
               f"{name}: does not wait for every NATS node to be healthy")
         section = "INGEST" if binary == "inlet-ingest" else "WORKER"
         listen = env.get(f"INLET__{section}__LISTEN", "")
         admin = env.get(f"INLET__{section}__ADMIN_LISTEN", "")
-        health = " ".join(service.get("healthcheck", {}).get("test", []))
+        for key, value in ((f"INLET__{section}__LISTEN", listen), (f"INLET__{section}__ADMIN_LISTEN", admin)):
+            check(value.rsplit(":", 1)[0] in ("0.0.0.0", "[::]"),
+                  f"{name}: {key} = {value!r} is not reachable from other containers")
+        health = health_test(service) or ""
         check(listen and f"127.0.0.1:{port_of(listen)}/readyz" in health,
-              f"{name}: healthcheck does not probe /readyz on its listen port {listen}")
-        check(admin and port_of(admin) in [str(p) for p in service.get("expose", [])],
+              f"{name}: no enabled healthcheck probing /readyz on its listen port {listen}")
+        check(admin and port_of(admin) in [str(p) for p in service.get("expose") or []],
               f"{name}: admin (metrics) port of {admin} is not exposed")
         targets[name] = f"{name}:{port_of(admin)}"
-    worker_volumes = services.get("worker", {}).get("volumes", [])
-    database = services.get("worker", {}).get("environment", {}).get("INLET__WORKER__DATABASE", "")
-    check(any(not v.startswith("./") and database.startswith(v.split(":")[1]) for v in worker_volumes),
+    database = environment_of(services.get("worker", {})).get("INLET__WORKER__DATABASE", "")
+    check(any(not source.startswith("./") and target and database.startswith(target.rstrip("/") + "/")
+              for source, target in volumes_of(services.get("worker", {}))),
           f"worker: the database {database} is not on a named volume")
 
     # Prometheus: scrapes every Inlet process on its admin port and loads the alert rules.
     prometheus = services.get("prometheus", {})
-    mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus.get("volumes", []) if v.startswith("./")}
+    mounts = {target: source for source, target in volumes_of(prometheus) if source.startswith("./")}
     config_path = mounts.get("/etc/prometheus/prometheus.yml")
     if check(config_path, "prometheus: no prometheus.yml mounted"):
-        config = yaml.safe_load(read(config_path[2:]))
-        scraped = {t for job in config.get("scrape_configs", []) for sc in job.get("static_configs", [])
-                   for t in sc.get("targets", [])}
+        config = yaml.safe_load(read(config_path[2:])) or {}
+        scraped = {t for job in config.get("scrape_configs") or [] for sc in job.get("static_configs") or []
+                   for t in sc.get("targets") or []}
         for name, target in targets.items():
             check(target in scraped, f"prometheus: does not scrape {target}")
-        for rules in config.get("rule_files", []):
-            check(os.path.join("/etc/prometheus", rules) in mounts, f"prometheus: rule file {rules} is not mounted")
-        check(config.get("rule_files"), "prometheus: no alert rules loaded")
+        loaded = [mounts.get(os.path.join("/etc/prometheus", rules)) for rules in config.get("rule_files") or []]
+        check("./deploy/prometheus/alerts.yml" in loaded,
+              "prometheus: deploy/prometheus/alerts.yml is not mounted and listed in rule_files")
+        alerts = yaml.safe_load(read("deploy/prometheus/alerts.yml")) or {}
+        check(any(group.get("rules") for group in alerts.get("groups") or []), "deploy/prometheus/alerts.yml has no rules")
 
     # Grafana: the provisioned dashboards folder is the mounted one, and holds the dashboard.
     grafana = services.get("grafana", {})
-    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana.get("volumes", []) if v.startswith("./")}
+    mounts = {target: source for source, target in volumes_of(grafana) if source.startswith("./")}
     provisioning = mounts.get("/etc/grafana/provisioning")
     if check(provisioning, "grafana: no provisioning folder mounted"):
-        providers = yaml.safe_load(read(os.path.join(provisioning[2:], "dashboards", "inlet.yml")))["providers"]
-        for provider in providers:
-            folder = mounts.get(provider["options"]["path"])
-            check(folder and os.path.exists(os.path.join(ROOT, folder[2:], "inlet.json")),
-                  f"grafana: dashboards path {provider['options']['path']} is not a mounted folder with inlet.json")
-        check(os.path.exists(os.path.join(ROOT, provisioning[2:], "datasources")), "grafana: no datasource provisioned")
+        folder_of = lambda kind: os.path.join(ROOT, provisioning[2:], kind)  # noqa: E731
+        yml = lambda kind: [f for f in sorted(os.listdir(folder_of(kind))) if f.endswith((".yml", ".yaml"))] \
+            if os.path.isdir(folder_of(kind)) else []  # noqa: E731
+        paths = [(provider.get("options") or {}).get("path")
+                 for f in yml("dashboards") for provider in (yaml.safe_load(read(os.path.join(folder_of("dashboards"), f))) or {}).get("providers") or []]
+        check(any(mounts.get(path) and os.path.exists(os.path.join(ROOT, mounts[path][2:], "inlet.json")) for path in paths),
+              "grafana: no dashboard provider points at a mounted folder holding inlet.json")
+        check(yml("datasources"), "grafana: no datasource provisioned")
 
     # Dockerfile: multi-stage, the final image runs as a non-root user.
     dockerfile = read("Dockerfile")
@@ -139,14 +184,14 @@ def main():
     check(len(stages) >= 2 and "COPY --from=" in dockerfile, "Dockerfile: not a multi-stage build")
     final = dockerfile[[m.start() for m in re.finditer(r"^FROM\s", dockerfile, re.M)][-1]:]
     users = re.findall(r"^USER\s+(\S+)", final, re.M)
-    check(users and users[-1] not in ("root", "0"), "Dockerfile: the final image does not run as a non-root user")
+    check(users and users[-1].split(":")[0] not in ("root", "0"), "Dockerfile: the final image does not run as a non-root user")
 
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         result = subprocess.run([docker, "compose", "-f", os.path.join(ROOT, "docker-compose.yml"), "config", "--quiet"],
                                 capture_output=True, text=True)
-        check(result.returncode == 0, f"docker compose config: {result.stderr.strip()}")
-        print("check-compose: docker compose config passed")
+        if check(result.returncode == 0, f"docker compose config: {result.stderr.strip()}"):
+            print("check-compose: docker compose config passed")
 
     for problem in problems:
         print(f"check-compose: {problem}", file=sys.stderr)

@@ -17,8 +17,7 @@ if [ ! -f "$e2e/node_modules/.package-lock.json" ] || [ "$e2e/package-lock.json"
     (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
-if [ "${1:-}" != "--node-only" ] && ! python3 -c "import yaml" 2>/dev/null \
-    && [ ! -d "$root/.tools/python/yaml" ]; then
+if [ "${1:-}" != "--node-only" ] && ! PYTHONPATH="$root/.tools/python" python3 -c "import yaml" 2>/dev/null; then
     echo "install-test-tools: pip install PyYAML into .tools/python" >&2
     python3 -m pip install --quiet --disable-pip-version-check --target "$root/.tools/python" "PyYAML==6.0.3" >&2
 fi

@@ -232,7 +232,8 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
                     let status = post(&mut connection, &authority, &path, request).await;
                     let micros = u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
                     if let Some(local) = local.as_mut() {
-                        let _ = local.record(micros);
+                        // Saturating: a latency past the histogram's 60 s bound still counts (as 60 s).
+                        local.saturating_record(micros);
                     }
                     let mut totals = totals.lock().unwrap_or_else(|e| e.into_inner());
                     totals.attempts += 1;

@@ -73,6 +73,12 @@ def health_test(service):
     return None if test[0] not in ("CMD", "CMD-SHELL") else " ".join(str(part) for part in test[1:])
 
 
+def yaml_files(folder):
+    """Names of the YAML files in `folder` (relative to the repository), none when it is missing."""
+    path = os.path.join(ROOT, folder)
+    return [name for name in sorted(os.listdir(path)) if name.endswith((".yml", ".yaml"))] if os.path.isdir(path) else []
+
+
 def without_comments(text):
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
 
@@ -169,14 +175,13 @@ def main():
     mounts = {target: source for source, target in volumes_of(grafana) if source.startswith("./")}
     provisioning = mounts.get("/etc/grafana/provisioning")
     if check(provisioning, "grafana: no provisioning folder mounted"):
-        folder_of = lambda kind: os.path.join(ROOT, provisioning[2:], kind)  # noqa: E731
-        yml = lambda kind: [f for f in sorted(os.listdir(folder_of(kind))) if f.endswith((".yml", ".yaml"))] \
-            if os.path.isdir(folder_of(kind)) else []  # noqa: E731
+        dashboards = os.path.join(provisioning[2:], "dashboards")
         paths = [(provider.get("options") or {}).get("path")
-                 for f in yml("dashboards") for provider in (yaml.safe_load(read(os.path.join(folder_of("dashboards"), f))) or {}).get("providers") or []]
+                 for name in yaml_files(dashboards)
+                 for provider in (yaml.safe_load(read(os.path.join(dashboards, name))) or {}).get("providers") or []]
         check(any(mounts.get(path) and os.path.exists(os.path.join(ROOT, mounts[path][2:], "inlet.json")) for path in paths),
               "grafana: no dashboard provider points at a mounted folder holding inlet.json")
-        check(yml("datasources"), "grafana: no datasource provisioned")
+        check(yaml_files(os.path.join(provisioning[2:], "datasources")), "grafana: no datasource provisioned")
 
     # Dockerfile: multi-stage, the final image runs as a non-root user.
     dockerfile = read("Dockerfile")

@@ -370,7 +370,8 @@ impl Store {
             std::fs::create_dir_all(parent).map_err(|e| open_error(e.to_string()))?;
         }
         let pragmas = format!(
-            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+            BUSY_TIMEOUT.as_millis(),
             synchronous.as_str()
         );
         let manager = SqliteConnectionManager::file(path).with_init(move |c| c.execute_batch(&pragmas));
@@ -732,7 +733,7 @@ fn restart_wal_if_wanted(connection: &rusqlite::Connection, wal_restart: &Atomic
 
 /// How long a RESTART checkpoint may hold up the writer waiting for readers.
 const WAL_RESTART_WAIT: Duration = Duration::from_millis(25);
-/// The connections' busy timeout (also set in the pool's connection init).
+/// Every pooled connection's busy timeout (set in the pool's connection init).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// WAL frames (pages) after which a checkpoint waits for readers so the WAL can start over:

@@ -10,6 +10,10 @@
 //! - `sink`: a destination that answers 200 and counts deliveries by `Idempotency-Key`, with
 //!   receipt-to-delivery latency from `Inlet-Received-At`; `GET /stats` returns JSON.
 //!
+//! - `commit`: atomic batches of N envelope-shaped messages straight into JetStream, one batch
+//!   in flight, no HTTP: what the broker alone commits on this machine, the bound on ingest's
+//!   group commit (`scripts/bench --only commit`).
+//!
 //! It is a command-line tool: it prints its results on stdout by design.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -56,6 +60,24 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Atomic batch commits straight into JetStream (no HTTP).
+    Commit(CommitArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct CommitArgs {
+    /// NATS server URL.
+    #[arg(long)]
+    nats: String,
+    /// Messages per atomic batch (at most 1000).
+    #[arg(long)]
+    batch: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Send only the batch headers (no envelope headers, no `Nats-Msg-Id`).
+    #[arg(long)]
+    bare: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -111,7 +133,86 @@ async fn main() -> anyhow::Result<()> {
         Command::Send(args) => send(args).await,
         Command::Bare { listen } => serve(listen, Arc::new(Sink::new()?), false).await,
         Command::Sink { listen } => serve(listen, Arc::new(Sink::new()?), true).await,
+        Command::Commit(args) => commit(args).await,
     }
+}
+
+/// Commits batches of `args.batch` 1 KiB messages into a fresh stream `LOADGEN_COMMIT` for
+/// `args.duration` seconds, one batch in flight, checking every commit reply; prints one JSON line.
+async fn commit(args: CommitArgs) -> anyhow::Result<()> {
+    use async_nats::jetstream::stream;
+    if !(2..=1000).contains(&args.batch) {
+        bail!("--batch must be 2..=1000");
+    }
+    let client = async_nats::connect(&args.nats).await.context("connect")?;
+    let js = async_nats::jetstream::new(client.clone());
+    let _ = js.delete_stream("LOADGEN_COMMIT").await;
+    js.create_stream(stream::Config {
+        name: "LOADGEN_COMMIT".into(),
+        subjects: vec!["loadgen.commit.>".into()],
+        storage: stream::StorageType::File,
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await
+    .context("create stream LOADGEN_COMMIT")?;
+    let payload = Bytes::from(vec![b'x'; 1024]);
+    // The header set ingest publishes for a Stripe webhook (see `nats_headers` in ingest).
+    let envelope = [
+        ("Inlet-Envelope", "1"),
+        ("Inlet-Source", "stripe"),
+        ("Inlet-Id-Origin", "provider"),
+        ("Inlet-Event-Type", "bench.event"),
+        ("Inlet-Scheme", "stripe"),
+        ("Inlet-Secret-Index", "0"),
+        ("Inlet-Content-Type", "application/json"),
+        ("Inlet-Original-Headers", r#"[["host","127.0.0.1:40000"],["content-type","application/json"]]"#),
+    ];
+    let run = unix_now();
+    let (mut messages, mut commits, mut committing) = (0_u64, 0_u64, Duration::ZERO);
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(args.duration);
+    while Instant::now() < end {
+        let batch_id = format!("lg{run}x{commits}");
+        let batch_started = Instant::now();
+        for index in 1..=args.batch {
+            let mut headers = async_nats::HeaderMap::new();
+            if !args.bare {
+                let event_id = format!("evt_{run}_{commits}_{index}");
+                headers.insert("Nats-Msg-Id", format!("stripe:{event_id}").as_str());
+                headers.insert("Inlet-Event-Id", event_id.as_str());
+                headers.insert("Inlet-Received-At", (unix_now() * 1000).to_string().as_str());
+                for (name, value) in envelope {
+                    headers.insert(name, value);
+                }
+            }
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", index.to_string().as_str());
+            if index < args.batch {
+                client.publish_with_headers("loadgen.commit.stripe", headers, payload.clone()).await?;
+                continue;
+            }
+            headers.insert("Nats-Batch-Commit", "1");
+            let reply = client.request_with_headers("loadgen.commit.stripe", headers, payload.clone()).await?;
+            let answer: serde_json::Value = serde_json::from_slice(&reply.payload).context("commit reply")?;
+            if answer.get("count").and_then(serde_json::Value::as_u64) != Some(args.batch as u64) {
+                bail!("commit not acknowledged whole: {answer}");
+            }
+        }
+        committing += batch_started.elapsed();
+        commits += 1;
+        messages += args.batch as u64;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let report = serde_json::json!({
+        "batch": args.batch,
+        "bare": args.bare,
+        "commits": commits,
+        "messages_per_s": (messages as f64 / elapsed).round(),
+        "ms_per_commit": (committing.as_secs_f64() * 1e3 / commits.max(1) as f64 * 100.0).round() / 100.0,
+    });
+    println!("{report}");
+    Ok(())
 }
 
 fn unix_now() -> i64 {

@@ -9,7 +9,6 @@
 //!   ceiling, to compare ingest against).
 //! - `sink`: a destination that answers 200 and counts deliveries by `Idempotency-Key`, with
 //!   receipt-to-delivery latency from `Inlet-Received-At`; `GET /stats` returns JSON.
-//!
 //! - `commit`: atomic batches of N envelope-shaped messages straight into JetStream, one batch
 //!   in flight, no HTTP: what the broker alone commits on this machine, the bound on ingest's
 //!   group commit (`scripts/bench --only commit`).
@@ -34,6 +33,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use inlet_shared::envelope;
 use inlet_shared::signature::sign;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -75,9 +75,6 @@ struct CommitArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Send only the batch headers (no envelope headers, no `Nats-Msg-Id`).
-    #[arg(long)]
-    bare: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -158,15 +155,15 @@ async fn commit(args: CommitArgs) -> anyhow::Result<()> {
     .context("create stream LOADGEN_COMMIT")?;
     let payload = Bytes::from(vec![b'x'; 1024]);
     // The header set ingest publishes for a Stripe webhook (see `nats_headers` in ingest).
-    let envelope = [
-        ("Inlet-Envelope", "1"),
-        ("Inlet-Source", "stripe"),
-        ("Inlet-Id-Origin", "provider"),
-        ("Inlet-Event-Type", "bench.event"),
-        ("Inlet-Scheme", "stripe"),
-        ("Inlet-Secret-Index", "0"),
-        ("Inlet-Content-Type", "application/json"),
-        ("Inlet-Original-Headers", r#"[["host","127.0.0.1:40000"],["content-type","application/json"]]"#),
+    let fixed_headers = [
+        (envelope::HEADER_VERSION, envelope::ENVELOPE_VERSION),
+        (envelope::HEADER_SOURCE, "stripe"),
+        (envelope::HEADER_ID_ORIGIN, "provider"),
+        (envelope::HEADER_EVENT_TYPE, "bench.event"),
+        (envelope::HEADER_SCHEME, "stripe"),
+        (envelope::HEADER_SECRET_INDEX, "0"),
+        (envelope::HEADER_CONTENT_TYPE, "application/json"),
+        (envelope::HEADER_ORIGINAL_HEADERS, r#"[["host","127.0.0.1:40000"],["content-type","application/json"]]"#),
     ];
     let run = unix_now();
     let (mut messages, mut commits, mut committing) = (0_u64, 0_u64, Duration::ZERO);
@@ -177,14 +174,12 @@ async fn commit(args: CommitArgs) -> anyhow::Result<()> {
         let batch_started = Instant::now();
         for index in 1..=args.batch {
             let mut headers = async_nats::HeaderMap::new();
-            if !args.bare {
-                let event_id = format!("evt_{run}_{commits}_{index}");
-                headers.insert("Nats-Msg-Id", format!("stripe:{event_id}").as_str());
-                headers.insert("Inlet-Event-Id", event_id.as_str());
-                headers.insert("Inlet-Received-At", (unix_now() * 1000).to_string().as_str());
-                for (name, value) in envelope {
-                    headers.insert(name, value);
-                }
+            let event_id = format!("evt_{run}_{commits}_{index}");
+            headers.insert(envelope::HEADER_MSG_ID, envelope::message_id("stripe", &event_id).as_str());
+            headers.insert(envelope::HEADER_EVENT_ID, event_id.as_str());
+            headers.insert(envelope::HEADER_RECEIVED_AT, (unix_now() * 1000).to_string().as_str());
+            for (name, value) in fixed_headers {
+                headers.insert(name, value);
             }
             headers.insert("Nats-Batch-Id", batch_id.as_str());
             headers.insert("Nats-Batch-Sequence", index.to_string().as_str());
@@ -206,7 +201,6 @@ async fn commit(args: CommitArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let report = serde_json::json!({
         "batch": args.batch,
-        "bare": args.bare,
         "commits": commits,
         "messages_per_s": (messages as f64 / elapsed).round(),
         "ms_per_commit": (committing.as_secs_f64() * 1e3 / commits.max(1) as f64 * 100.0).round() / 100.0,

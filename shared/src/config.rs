@@ -161,7 +161,8 @@ pub struct ConsoleConfig {
     pub max_replay_rate: u32,
     /// Most deliveries one bulk replay may select.
     pub max_bulk_replay: u32,
-    /// How often replays whose task JetStream has not confirmed are published again.
+    /// No longer used: a replay is one store transaction, with nothing left to repair.
+    /// Accepted so existing config files still load.
     #[serde(with = "duration_str")]
     pub replay_repair_interval: Duration,
     /// Keys that encrypt kept provider tokens at rest (AES-256-GCM); the first seals, all
@@ -416,7 +417,8 @@ impl StreamConfig {
     pub fn wildcard_subject(&self) -> String {
         format!("{}.>", self.subject_prefix)
     }
-    /// Name of the stream holding delivery tasks.
+    /// Name of the stream that held delivery tasks before the store scheduled deliveries; the
+    /// worker deletes it at startup (its tasks are redundant with the store).
     pub fn deliveries_stream_name(&self) -> String {
         format!("{}_DELIVERIES", self.name)
     }
@@ -496,9 +498,9 @@ pub struct WorkerConfig {
     /// How long shutdown waits for in-flight deliveries.
     #[serde(with = "duration_str")]
     pub shutdown_grace: Duration,
-    /// Delivery tasks for destination `d` are published to `{delivery_subject_prefix}.{d}` in
-    /// the deliveries stream (`{stream.name}_DELIVERIES`).
-    pub delivery_subject_prefix: String,
+    /// No longer used: deliveries are scheduled in the store, not as JetStream tasks. Accepted
+    /// so existing config files still load; the worker warns when it is set.
+    pub delivery_subject_prefix: Option<String>,
     /// Deliveries in flight at once per destination.
     pub delivery_concurrency: usize,
     /// SQLite `synchronous` pragma: `full` (default: a commit survives power loss, so acking
@@ -542,7 +544,7 @@ impl Default for WorkerConfig {
             max_ack_pending: 10_000,
             retention: Duration::from_secs(30 * 86_400),
             shutdown_grace: Duration::from_secs(30),
-            delivery_subject_prefix: "inlet.deliveries".into(),
+            delivery_subject_prefix: None,
             delivery_concurrency: 32,
             sqlite_synchronous: SqliteSynchronous::Full,
             stats_interval: Duration::from_secs(5),
@@ -681,6 +683,18 @@ pub struct DestinationConfig {
     /// `worker.delivery_concurrency`. Use 1 for a receiver that must see one request at a time.
     #[serde(default)]
     pub concurrency: Option<usize>,
+    /// 4xx statuses retried on the schedule like a 5xx (besides 408, 409, 425 and 429), e.g.
+    /// `[404]` for a receiver that answers 404 while it deploys. Other 4xx dead-letter at once.
+    #[serde(default)]
+    pub retry_statuses: Vec<u16>,
+    /// Attempts a delivery answered 401 or 403 gets before it is dead-lettered: a receiver whose
+    /// secret or clock is briefly out of step recovers within them. 1 dead-letters at once.
+    #[serde(default = "default_auth_failure_attempts")]
+    pub auth_failure_attempts: u32,
+}
+
+fn default_auth_failure_attempts() -> u32 {
+    3
 }
 
 fn default_delivery_timeout() -> Duration {
@@ -805,17 +819,6 @@ impl Config {
         }
         positive("worker.stats_interval", self.worker.stats_interval)?;
         positive("worker.retention", self.worker.retention)?;
-        let delivery_prefix = &self.worker.delivery_subject_prefix;
-        if delivery_prefix.is_empty()
-            || delivery_prefix.split('.').any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
-            || delivery_prefix == &self.stream.subject_prefix
-            || delivery_prefix.starts_with(&format!("{}.", self.stream.subject_prefix))
-        {
-            return Err(ConfigError::invalid(
-                "worker.delivery_subject_prefix",
-                "must be dot-separated tokens without wildcards, outside stream.subject_prefix",
-            ));
-        }
         if self.worker.max_ack_pending < 1 {
             return Err(ConfigError::invalid("worker.max_ack_pending", "must be at least 1"));
         }
@@ -894,6 +897,15 @@ impl Config {
                 && (rate.per_second == 0 || rate.burst() == 0)
             {
                 return Err(ConfigError::invalid(key("rate_limit"), "per_second and burst must be at least 1"));
+            }
+            if let Some(status) = destination.retry_statuses.iter().find(|s| !(400..=499).contains(*s)) {
+                return Err(ConfigError::invalid(
+                    key("retry_statuses"),
+                    format!("{status} is not a 4xx status (5xx and timeouts are always retried)"),
+                ));
+            }
+            if destination.auth_failure_attempts == 0 {
+                return Err(ConfigError::invalid(key("auth_failure_attempts"), "must be at least 1"));
             }
         }
 

@@ -1,61 +1,72 @@
-//! Delivery to one destination: its own durable consumer on the deliveries stream, its own
-//! concurrency, rate limit and circuit breaker, so a slow or dead destination never delays
-//! another (no head-of-line blocking).
+//! Delivery to one destination: its own scheduler, concurrency, rate limit and circuit breaker,
+//! so a slow or dead destination never delays another (no head-of-line blocking).
 //!
-//! One task message = one delivery. Each attempt is recorded in SQLite before the message is
-//! settled; retries are NAKs with a delay, so the schedule survives restarts (JetStream keeps
-//! the message and redelivers it when the delay ends), and the attempt count lives in SQLite,
-//! so breaker-open postponements do not spend the retry budget.
+//! **The store schedules.** Where a delivery stands and when it is next due live in the store
+//! (see `store`'s module docs), not in a parked broker message. Each destination runs two
+//! scheduler loops over the store's due-time index: one for first attempts (fed at once by the
+//! recording loop, which hands over the deliveries it just recorded, already claimed), one for
+//! retries. Every attempt runs under a lease with a fencing token; its result is recorded only
+//! while the token is still the delivery's. A lost wake-up, an expired lease or a stalled
+//! process can delay a delivery, never drop it: whatever is past due with no live lease is
+//! claimed again (counted in `inlet_worker_deliveries_restarted_total` and logged).
 //!
-//! [`Settle`] is the one place an outcome turns into a JetStream ack kind.
+//! **Separate capacity.** First attempts may use all `concurrency` slots; retries at most half
+//! of them (rounded up), so at least half are always free for fresh events, and a class of
+//! events that always fails cannot starve the rest. A retry holds no slot while it waits.
+//!
+//! **Back-pressure is not failure.** A 429 neither opens the breaker nor counts against it; its
+//! `Retry-After` pauses the whole destination (as asked) and schedules that delivery's retry.
+//!
+//! **Attempt time.** An attempt is timed from when it was sent. When the process was stalled
+//! (stopped, starved) past the deadline, an answer that arrived meanwhile is still read before
+//! the attempt is called a timeout.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use inlet_shared::config::DestinationConfig;
 use inlet_shared::signature::sign;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::events;
-use crate::store::{AttemptOutcome, AttemptRecord, DeadLetterReason, DeliveryToSend, NextStep, Store, now_ms};
+use crate::store::{
+    AttemptOutcome, AttemptRecord, AttemptSettled, Claimed, DeadLetterReason, DeliveryToSend, DueClass, Lease,
+    NextStep, Store, now_ms,
+};
 
-/// Longest `Retry-After` honoured.
+/// Longest `Retry-After` honoured for a delivery's retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Longest a destination's `Retry-After` pauses all of its attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(300);
 /// Bytes of a response body kept with the attempt.
 const SNIPPET_BYTES: usize = 512;
-
-/// How a task message is settled. The only mapping from outcomes to JetStream acks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
-    /// Finished (delivered, dead-lettered, or a task for a finished delivery): remove it.
-    Done,
-    /// Deliver again after this delay (a retry, or a postponement while the breaker is open).
-    Later(Duration),
-    /// Not a valid task: stop redelivering it.
-    Discard,
-}
-
-impl Settle {
-    async fn apply(self, message: &jetstream::Message) {
-        let result = match self {
-            Settle::Done => message.ack().await,
-            Settle::Later(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
-            Settle::Discard => message.ack_with(AckKind::Term).await,
-        };
-        if let Err(error) = result {
-            // The message will come back after ack_wait; SQLite state decides what happens then.
-            tracing::warn!(%error, "settling a delivery task failed");
-        }
-    }
-}
+/// A lease outlasts the attempt's timeout by this much (waiting for a slot, the rate limiter,
+/// recording the result).
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// An attempt starts only with at least its timeout plus this much left on its lease; otherwise
+/// the lease is renewed first.
+const LEASE_SLACK: Duration = Duration::from_secs(5);
+/// How often an idle scheduler looks at the store for due deliveries it was not told about
+/// (replays, leases that expired, retries scheduled before a restart).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// A timer that fires this much after its deadline means the process was stalled.
+const STALL_TOLERANCE: Duration = Duration::from_millis(250);
+/// After a stall, how long an attempt past its deadline still waits for an answer that may
+/// have arrived meanwhile.
+const STALL_GRACE: Duration = Duration::from_secs(1);
+/// Most deliveries handed over for their first attempt and waiting in memory, per destination.
+const FRESH_ENTRIES: usize = 1024;
+/// Most body bytes waiting in memory that way, per destination.
+const FRESH_BYTES: usize = 8 << 20;
+/// Tries to record an attempt's result before leaving it to the lease's expiry.
+const RECORD_TRIES: u32 = 3;
 
 /// Everything about one destination at run time.
 pub struct Destination {
@@ -65,23 +76,43 @@ pub struct Destination {
     pub breaker: Breaker,
     limiter: Option<DefaultDirectRateLimiter>,
     client: reqwest::Client,
-    /// Deliveries being attempted now (a second task for one of them is dropped).
-    in_flight: Mutex<HashSet<String>>,
     metrics: events::DestinationMetrics,
+    concurrency: usize,
+    /// Attempts in flight, both classes.
+    slots: Arc<Semaphore>,
+    /// Retries in flight (at most half the slots, rounded up).
+    retry_slots: Arc<Semaphore>,
+    /// Deliveries just recorded, claimed for their first attempt, waiting for a slot.
+    fresh: Mutex<FreshQueue>,
+    /// Deliveries this process holds now (waiting or being attempted): claims skip them.
+    held: Mutex<HashSet<String>>,
+    wake_first: Notify,
+    wake_retry: Notify,
+    /// The earliest retry this process scheduled, Unix ms, so a short delay is not rounded up
+    /// to [`IDLE_POLL`].
+    next_retry_ms: AtomicI64,
+    /// No attempt before this (a 429's `Retry-After`).
+    paused_until: Mutex<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct FreshQueue {
+    entries: VecDeque<Claimed>,
+    bytes: usize,
 }
 
 impl Destination {
-    /// Builds the runtime for one destination.
+    /// Builds the runtime for one destination, `concurrency` attempts at most in flight.
     ///
     /// # Errors
     ///
     /// When the HTTP client cannot be built.
-    pub fn new(config: DestinationConfig) -> Result<Destination, reqwest::Error> {
+    pub fn new(config: DestinationConfig, concurrency: usize) -> Result<Destination, reqwest::Error> {
         let client = reqwest::Client::builder()
             // Receivers must not bounce deliveries to other hosts.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
+            // No client-wide timeout: `send` times the attempt itself (see the module docs).
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("inlet/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -93,17 +124,112 @@ impl Destination {
         let breaker = Breaker::new(config.breaker.failure_threshold, config.breaker.cooldown);
         metrics::gauge!(events::BREAKER_STATE, "destination" => config.name.clone()).set(BreakerState::Closed.gauge());
         let metrics = events::DestinationMetrics::new(&config.name);
-        Ok(Destination { config, breaker, limiter, client, in_flight: Mutex::new(HashSet::new()), metrics })
+        let concurrency = concurrency.max(1);
+        Ok(Destination {
+            config,
+            breaker,
+            limiter,
+            client,
+            metrics,
+            concurrency,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            retry_slots: Arc::new(Semaphore::new(concurrency.div_ceil(2))),
+            fresh: Mutex::new(FreshQueue::default()),
+            held: Mutex::new(HashSet::new()),
+            wake_first: Notify::new(),
+            wake_retry: Notify::new(),
+            next_retry_ms: AtomicI64::new(i64::MAX),
+            paused_until: Mutex::new(None),
+        })
     }
 
-    fn claim(&self, delivery_id: &str) -> bool {
-        self.in_flight.lock().map(|mut set| set.insert(delivery_id.to_owned())).unwrap_or(false)
+    /// How long a claim for one attempt lasts.
+    pub fn lease(&self) -> Duration {
+        self.config.timeout + STALL_GRACE + LEASE_MARGIN
+    }
+
+    /// Hands over deliveries just recorded (claimed by this process) for their first attempt;
+    /// returns those that did not fit, whose leases the caller gives back to the store.
+    pub fn offer_fresh(&self, deliveries: Vec<Claimed>) -> Vec<Claimed> {
+        let capacity = self.fresh_capacity();
+        let mut refused = Vec::new();
+        let mut accepted = 0;
+        if let Ok(mut queue) = self.fresh.lock() {
+            for claimed in deliveries {
+                let size = claimed.delivery.body.len();
+                if queue.entries.len() >= capacity || queue.bytes + size > FRESH_BYTES {
+                    refused.push(claimed);
+                    continue;
+                }
+                self.hold(&claimed.delivery.delivery_id);
+                queue.bytes += size;
+                queue.entries.push_back(claimed);
+                accepted += 1;
+            }
+        } else {
+            refused = deliveries;
+        }
+        if accepted > 0 {
+            self.wake_first.notify_one();
+        }
+        refused
+    }
+
+    /// Wakes the schedulers: something became due (a replay, released leases).
+    pub fn wake(&self) {
+        self.wake_first.notify_one();
+        self.wake_retry.notify_one();
+    }
+
+    /// Deliveries waiting in memory for a first attempt: enough for the rate limit's next
+    /// seconds, never more than the caps.
+    fn fresh_capacity(&self) -> usize {
+        let by_rate = self.config.rate_limit.map_or(FRESH_ENTRIES, |rate| {
+            usize::try_from(rate.per_second).unwrap_or(usize::MAX).saturating_mul(10).max(self.concurrency)
+        });
+        by_rate.min(FRESH_ENTRIES)
+    }
+
+    fn take_fresh(&self, limit: usize) -> Vec<Claimed> {
+        let Ok(mut queue) = self.fresh.lock() else { return Vec::new() };
+        let n = limit.min(queue.entries.len());
+        let taken: Vec<Claimed> = queue.entries.drain(..n).collect();
+        queue.bytes -= taken.iter().map(|c| c.delivery.body.len()).sum::<usize>();
+        taken
+    }
+
+    fn hold(&self, delivery_id: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(delivery_id.to_owned());
+        }
     }
 
     fn release(&self, delivery_id: &str) {
-        if let Ok(mut set) = self.in_flight.lock() {
-            set.remove(delivery_id);
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(delivery_id);
         }
+    }
+
+    fn held(&self) -> Vec<String> {
+        self.held.lock().map(|held| held.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn hint_retry(&self, at_ms: i64) {
+        self.next_retry_ms.fetch_min(at_ms, Ordering::SeqCst);
+        self.wake_retry.notify_one();
+    }
+
+    fn pause(&self, wait: Duration) {
+        if let Ok(mut paused) = self.paused_until.lock() {
+            let until = Instant::now() + wait.min(MAX_PAUSE);
+            *paused = Some(paused.map_or(until, |current| current.max(until)));
+        }
+    }
+
+    fn paused_for(&self) -> Option<Duration> {
+        let paused = self.paused_until.lock().ok()?;
+        let until = (*paused)?;
+        until.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
     }
 
     fn breaker_changed(&self, state: Option<BreakerState>) {
@@ -114,112 +240,202 @@ impl Destination {
     }
 }
 
-/// Runs one destination's delivery loop until `shutdown`; in-flight attempts finish first.
-pub async fn run(
-    destination: Arc<Destination>,
-    store: Store,
-    consumer: PullConsumer,
-    concurrency: usize,
-    shutdown: CancellationToken,
-) {
-    let permits = Arc::new(Semaphore::new(concurrency));
+/// Runs one destination's schedulers until `shutdown`; attempts in flight finish first.
+pub async fn run(destination: Arc<Destination>, store: Store, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    'outer: while !shutdown.is_cancelled() {
-        let Some(mut messages) = crate::pull::open(&consumer, concurrency, &destination.config.name, &shutdown).await
-        else {
-            break;
-        };
-        loop {
-            // While the breaker is open, pull nothing: the backlog waits in the stream.
-            if let Admission::Denied(wait) = peek(&destination.breaker) {
-                tokio::select! {
-                    () = shutdown.cancelled() => break 'outer,
-                    () = tokio::time::sleep(wait) => continue,
-                }
-            }
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => break 'outer,
-                permit = Arc::clone(&permits).acquire_owned() => match permit { Ok(p) => p, Err(_) => break 'outer },
-            };
-            let next = tokio::select! {
-                () = shutdown.cancelled() => break 'outer,
-                next = messages.next() => next,
-            };
-            let message = match next {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    tracing::debug!(%error, "delivery pull stream error; continuing");
-                    continue;
-                }
-                None => break,
-            };
-            let destination = Arc::clone(&destination);
-            let store = store.clone();
-            tracker.spawn(async move {
-                let _permit = permit;
-                let settle = handle(&destination, &store, &message).await;
-                settle.apply(&message).await;
-            });
-        }
-    }
+    tokio::join!(
+        schedule(Arc::clone(&destination), store.clone(), DueClass::First, shutdown.clone(), tracker.clone()),
+        schedule(Arc::clone(&destination), store.clone(), DueClass::Retry, shutdown.clone(), tracker.clone()),
+    );
     tracker.close();
     tracker.wait().await;
 }
 
-/// Reads the breaker without taking the probe slot.
-fn peek(breaker: &Breaker) -> Admission {
-    match breaker.state(Instant::now()) {
-        BreakerState::Open => match breaker.admit(Instant::now()) {
-            Admission::Probe => {
-                breaker.release_probe();
-                Admission::Allowed
+/// One class's scheduler loop: take a slot, the next due delivery, admission and a rate-limit
+/// token, then start the attempt.
+async fn schedule(
+    destination: Arc<Destination>,
+    store: Store,
+    class: DueClass,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut waiting: VecDeque<Claimed> = VecDeque::new();
+    loop {
+        // A retry first takes one of the retry slots, so retries never hold more than half.
+        let class_permit = match class {
+            DueClass::First => None,
+            DueClass::Retry => tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = Arc::clone(&destination.retry_slots).acquire_owned() => match permit {
+                    Ok(permit) => Some(permit),
+                    Err(_) => break,
+                },
+            },
+        };
+        let Some(claimed) = next_delivery(&destination, &store, class, &mut waiting, &shutdown).await else {
+            break;
+        };
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => { waiting.push_front(claimed); break; }
+            permit = Arc::clone(&destination.slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => { waiting.push_front(claimed); break; }
+            },
+        };
+        let probe = tokio::select! {
+            () = shutdown.cancelled() => { waiting.push_front(claimed); break; }
+            probe = admitted(&destination) => probe,
+        };
+        if let Some(limiter) = &destination.limiter {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    if probe { destination.breaker.release_probe(); }
+                    waiting.push_front(claimed);
+                    break;
+                }
+                () = limiter.until_ready() => {}
             }
-            other => other,
-        },
-        _ => Admission::Allowed,
+        }
+        let (destination, store) = (Arc::clone(&destination), store.clone());
+        tracker.spawn(attempt(destination, store, claimed, [Some(permit), class_permit]));
+    }
+    // Shutdown: what was claimed but not started goes back at once (a restart claims it again).
+    if class == DueClass::First {
+        waiting.extend(destination.take_fresh(usize::MAX));
+    }
+    let leases: Vec<(String, i64)> = waiting.iter().map(|c| (c.delivery.delivery_id.clone(), c.lease.token)).collect();
+    for claimed in &waiting {
+        destination.release(&claimed.delivery.delivery_id);
+    }
+    if !leases.is_empty()
+        && let Err(error) = store.release_leases(leases).await
+    {
+        tracing::debug!(%error, "claims not given back at shutdown; they expire");
     }
 }
 
-/// Handles one task message.
-pub async fn handle(destination: &Destination, store: &Store, message: &jetstream::Message) -> Settle {
-    let Ok(delivery_id) = std::str::from_utf8(&message.payload).map(str::to_owned) else {
-        tracing::error!("delivery task with a non-UTF-8 payload discarded");
-        return Settle::Discard;
-    };
-    if !destination.claim(&delivery_id) {
-        // Another task for the same delivery is being attempted; that one settles it.
-        return Settle::Done;
+/// The next delivery of `class` to attempt: one already claimed and waiting, one handed over
+/// by the recording loop, or new claims from the store; waits while there is none. `None` at
+/// shutdown.
+async fn next_delivery(
+    destination: &Destination,
+    store: &Store,
+    class: DueClass,
+    waiting: &mut VecDeque<Claimed>,
+    shutdown: &CancellationToken,
+) -> Option<Claimed> {
+    let name = &destination.config.name;
+    loop {
+        if let Some(claimed) = waiting.pop_front() {
+            return Some(claimed);
+        }
+        if shutdown.is_cancelled() {
+            return None;
+        }
+        let batch = match class {
+            DueClass::First => destination.slots.available_permits().max(1),
+            DueClass::Retry => destination.retry_slots.available_permits() + 1,
+        };
+        if class == DueClass::First {
+            waiting.extend(destination.take_fresh(batch));
+            if !waiting.is_empty() {
+                continue;
+            }
+        }
+        let now = now_ms();
+        if class == DueClass::Retry && destination.next_retry_ms.load(Ordering::SeqCst) <= now {
+            destination.next_retry_ms.store(i64::MAX, Ordering::SeqCst);
+        }
+        match store.has_due(name.clone(), class, now).await {
+            Ok(true) => {
+                let lease_until = now.saturating_add(duration_ms(destination.lease()));
+                let skip = destination.held();
+                match store.claim_due(name.clone(), class, batch, now, lease_until, skip).await {
+                    Ok((claimed, restarted)) => {
+                        for delivery_id in &restarted {
+                            tracing::warn!(%delivery_id, destination = %name, "delivery restarted: its previous attempt's lease expired without a result");
+                        }
+                        if !restarted.is_empty() {
+                            events::restarted(name, restarted.len() as u64);
+                        }
+                        for claimed in &claimed {
+                            destination.hold(&claimed.delivery.delivery_id);
+                        }
+                        waiting.extend(claimed);
+                        if !waiting.is_empty() {
+                            continue;
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, destination = %name, "cannot claim due deliveries; retrying"),
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, destination = %name, "cannot look for due deliveries; retrying"),
+        }
+        // Nothing to do now: wait to be told, or until the next retry this process knows of,
+        // or look again after a while for what nobody announced.
+        let wait = match class {
+            DueClass::First => IDLE_POLL,
+            DueClass::Retry => {
+                let next = destination.next_retry_ms.load(Ordering::SeqCst);
+                let until_next = u64::try_from(next.saturating_sub(now_ms())).unwrap_or(0);
+                IDLE_POLL.min(Duration::from_millis(until_next.max(1)))
+            }
+        };
+        let wake = match class {
+            DueClass::First => &destination.wake_first,
+            DueClass::Retry => &destination.wake_retry,
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
     }
-    let settle = attempt(destination, store, &delivery_id).await;
+}
+
+/// Waits until the breaker and the destination's own back-pressure let a call through; true
+/// when the call is the breaker's half-open probe.
+async fn admitted(destination: &Destination) -> bool {
+    loop {
+        if let Some(wait) = destination.paused_for() {
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        match destination.breaker.admit(Instant::now()) {
+            Admission::Allowed => return false,
+            Admission::Probe => return true,
+            Admission::Denied(wait) => {
+                metrics::counter!(events::BREAKER_POSTPONED, "destination" => destination.config.name.clone())
+                    .increment(1);
+                tokio::time::sleep(wait + jitter(Duration::from_millis(100))).await;
+            }
+        }
+    }
+}
+
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One attempt, holding its slot permits; the delivery is released from `held` at the end.
+async fn attempt(
+    destination: Arc<Destination>,
+    store: Store,
+    claimed: Claimed,
+    _permits: [Option<OwnedSemaphorePermit>; 2],
+) {
+    let delivery_id = claimed.delivery.delivery_id.clone();
+    run_attempt(&destination, &store, claimed).await;
     destination.release(&delivery_id);
-    settle
 }
 
-async fn attempt(destination: &Destination, store: &Store, delivery_id: &str) -> Settle {
-    let delivery = match store.delivery_to_send(delivery_id.to_owned()).await {
-        Ok(Some(delivery)) => delivery,
-        Ok(None) => {
-            tracing::warn!(delivery_id, "delivery task for an unknown delivery discarded");
-            return Settle::Discard;
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot load delivery; retrying later");
-            return Settle::Later(Duration::from_secs(1));
-        }
-    };
-    if delivery.status != "pending" {
-        return Settle::Done;
-    }
-    if delivery.destination != destination.config.name {
-        return Settle::Discard;
-    }
-    let admission = destination.breaker.admit(Instant::now());
-    if let Admission::Denied(wait) = admission {
-        metrics::counter!(events::BREAKER_POSTPONED, "destination" => destination.config.name.clone()).increment(1);
-        return Settle::Later(wait + jitter(Duration::from_millis(100)));
-    }
-    if let Some(limiter) = &destination.limiter {
-        limiter.until_ready().await;
+async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed) {
+    let Claimed { delivery, mut lease } = claimed;
+    let delivery_id = delivery.delivery_id.as_str();
+    if !lease_is_long_enough(destination, store, delivery_id, &mut lease).await {
+        return;
     }
 
     let attempt_number = delivery.attempts + 1;
@@ -227,67 +443,134 @@ async fn attempt(destination: &Destination, store: &Store, delivery_id: &str) ->
     let started = Instant::now();
     let response = send(destination, &delivery, attempt_number).await;
     let elapsed = started.elapsed();
-    let healthy = matches!(response.outcome, AttemptOutcome::Delivered | AttemptOutcome::Permanent);
-    destination.breaker_changed(destination.breaker.record(healthy, Instant::now()));
-    destination.metrics.attempt(response.outcome, elapsed);
+    let now = Instant::now();
+    let outcome = classify(&destination.config, response.status, attempt_number);
+    match response.status {
+        // Back-pressure, not failure: neither counts for nor against the breaker.
+        Some(429) => {
+            destination.breaker.release_probe();
+            if let Some(wait) = response.retry_after {
+                destination.pause(wait);
+            }
+        }
+        // Any other answer but a 5xx means the destination is up.
+        Some(status) if status < 500 => destination.breaker_changed(destination.breaker.record(true, now)),
+        _ => destination.breaker_changed(destination.breaker.record(outcome != AttemptOutcome::Transient, now)),
+    }
+    destination.metrics.attempt(outcome, elapsed);
 
-    let (next, settle) = next_step(&destination.config, attempt_number, response.outcome, response.retry_after);
+    let next = next_step(&destination.config, attempt_number, outcome, response.status, response.retry_after);
     let record = AttemptRecord {
         delivery_id: delivery.delivery_id.clone(),
         attempt: attempt_number,
         started_at_ms,
         duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
-        outcome: response.outcome,
+        outcome,
         status_code: response.status,
         error: response.error,
         response_snippet: response.snippet,
         next,
+        lease_token: lease.token,
     };
-    if let Err(error) = store.record_attempt(record).await {
-        // Not recorded: retry soon. If it was delivered, the Idempotency-Key lets the
-        // destination drop the repeat.
-        tracing::error!(%error, delivery_id, "cannot record attempt; retrying");
-        return Settle::Later(Duration::from_secs(1));
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store.record_attempt(record.clone()).await {
+            Ok(AttemptSettled::Recorded) => break,
+            Ok(AttemptSettled::Superseded) => {
+                // Another claim took the delivery over while this attempt ran (its lease
+                // expired): that owner's result stands. The destination may see this delivery
+                // twice, with the same Idempotency-Key.
+                tracing::warn!(
+                    delivery_id,
+                    attempt = attempt_number,
+                    "attempt result dropped: the delivery was claimed again meanwhile"
+                );
+                events::superseded(&destination.config.name);
+                return;
+            }
+            Err(error) if tries < RECORD_TRIES => {
+                tracing::error!(%error, delivery_id, "cannot record attempt; trying again");
+                tokio::time::sleep(Duration::from_secs(u64::from(tries))).await;
+            }
+            Err(error) => {
+                // Left to the lease: when it expires the delivery is attempted again, with the
+                // same Idempotency-Key, so a destination that got it drops the repeat.
+                tracing::error!(%error, delivery_id, "cannot record attempt; the delivery is attempted again when its lease expires");
+                return;
+            }
+        }
     }
+    let name = &destination.config.name;
     match next {
         NextStep::Delivered => {
             let receipt_age_ms = now_ms().saturating_sub(delivery.received_at_ms).max(0);
             destination.metrics.delivered(Duration::from_millis(u64::try_from(receipt_age_ms).unwrap_or(0)));
         }
-        NextStep::RetryAt(_) => {
-            let name = destination.config.name.clone();
-            metrics::counter!(events::RETRIES, "destination" => name).increment(1);
+        NextStep::RetryAt(at) => {
+            metrics::counter!(events::RETRIES, "destination" => name.clone()).increment(1);
+            destination.hint_retry(at);
         }
         NextStep::DeadLetter(reason) => {
-            let name = destination.config.name.clone();
             tracing::warn!(delivery_id, destination = %name, reason = reason.as_str(), "delivery dead-lettered");
             metrics::counter!(events::DELIVERIES, "destination" => name.clone(), "outcome" => "dead_lettered")
                 .increment(1);
-            metrics::counter!(events::DEAD_LETTERED, "destination" => name, "reason" => reason.as_str()).increment(1);
+            metrics::counter!(events::DEAD_LETTERED, "destination" => name.clone(), "reason" => reason.as_str())
+                .increment(1);
         }
     }
-    settle
 }
 
-/// The decision after an attempt: what to record and how to settle the task.
+/// Makes sure the lease outlasts the attempt (renewing it when waiting used it up); false when
+/// the delivery was claimed by someone else meanwhile or the store cannot say.
+async fn lease_is_long_enough(destination: &Destination, store: &Store, delivery_id: &str, lease: &mut Lease) -> bool {
+    let needed = duration_ms(destination.config.timeout + STALL_GRACE + LEASE_SLACK);
+    let now = now_ms();
+    if lease.until_ms.saturating_sub(now) >= needed {
+        return true;
+    }
+    let until_ms = now.saturating_add(duration_ms(destination.lease()));
+    match store.renew_lease(delivery_id.to_owned(), lease.token, until_ms).await {
+        Ok(true) => {
+            lease.until_ms = until_ms;
+            true
+        }
+        Ok(false) => {
+            tracing::warn!(delivery_id, "not attempted: the delivery was claimed again while it waited here");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, delivery_id, "cannot renew the lease; the delivery is attempted once it expires");
+            false
+        }
+    }
+}
+
+/// The decision after an attempt: what to record.
 pub fn next_step(
     config: &DestinationConfig,
     attempt_number: i64,
     outcome: AttemptOutcome,
+    status: Option<u16>,
     retry_after: Option<Duration>,
-) -> (NextStep, Settle) {
+) -> NextStep {
     match outcome {
-        AttemptOutcome::Delivered => (NextStep::Delivered, Settle::Done),
-        AttemptOutcome::Permanent => (NextStep::DeadLetter(DeadLetterReason::Permanent4xx), Settle::Done),
+        AttemptOutcome::Delivered => NextStep::Delivered,
+        AttemptOutcome::Permanent => NextStep::DeadLetter(DeadLetterReason::Permanent4xx),
         AttemptOutcome::Transient => {
             let index = usize::try_from(attempt_number - 1).unwrap_or(usize::MAX);
             match config.retry_schedule.get(index) {
-                None => (NextStep::DeadLetter(DeadLetterReason::RetriesExhausted), Settle::Done),
+                None => NextStep::DeadLetter(DeadLetterReason::RetriesExhausted),
                 Some(scheduled) => {
                     let jittered = jitter(*scheduled);
-                    let delay = retry_after.map_or(jittered, |asked| asked.min(MAX_RETRY_AFTER).max(jittered));
-                    let at = now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-                    (NextStep::RetryAt(at), Settle::Later(delay))
+                    let delay = match (status, retry_after) {
+                        // A 429 asks for exactly this much: back-pressure, honoured as asked.
+                        (Some(429), Some(asked)) => asked.min(MAX_RETRY_AFTER),
+                        // Elsewhere Retry-After may only lengthen the schedule.
+                        (_, Some(asked)) => asked.min(MAX_RETRY_AFTER).max(jittered),
+                        (_, None) => jittered,
+                    };
+                    NextStep::RetryAt(now_ms().saturating_add(duration_ms(delay)))
                 }
             }
         }
@@ -300,20 +583,24 @@ fn jitter(delay: Duration) -> Duration {
 }
 
 struct AttemptResult {
-    outcome: AttemptOutcome,
     status: Option<u16>,
     error: Option<String>,
     snippet: Option<String>,
     retry_after: Option<Duration>,
 }
 
-/// Classifies an HTTP status: 2xx delivered; 408, 409, 425, 429 and 5xx transient (as are
-/// 3xx, since redirects are not followed and may be fixed on the receiver's side); other 4xx
-/// permanent.
-pub fn classify(status: u16) -> AttemptOutcome {
+/// Classifies an answer (`None`: no answer: timeout or connection error, transient): 2xx
+/// delivered; 408, 409, 425, 429, 5xx and 3xx transient (redirects are not followed and may be
+/// fixed on the receiver's side), as are the destination's `retry_statuses`; 401 and 403
+/// transient for the first `auth_failure_attempts - 1` attempts (a receiver whose secret or
+/// clock is briefly out of step), then permanent; other 4xx permanent.
+pub fn classify(config: &DestinationConfig, status: Option<u16>, attempt_number: i64) -> AttemptOutcome {
+    let Some(status) = status else { return AttemptOutcome::Transient };
     match status {
         200..=299 => AttemptOutcome::Delivered,
+        status if config.retry_statuses.contains(&status) => AttemptOutcome::Transient,
         408 | 409 | 425 | 429 => AttemptOutcome::Transient,
+        401 | 403 if attempt_number < i64::from(config.auth_failure_attempts) => AttemptOutcome::Transient,
         400..=499 => AttemptOutcome::Permanent,
         _ => AttemptOutcome::Transient,
     }
@@ -339,46 +626,58 @@ async fn send(destination: &Destination, delivery: &DeliveryToSend, attempt_numb
     {
         request = request.header(name, value);
     }
-    match request.body(delivery.body.clone()).send().await {
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let mut snippet = Vec::new();
-            while snippet.len() < SNIPPET_BYTES {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => {
-                        snippet.extend_from_slice(&chunk[..chunk.len().min(SNIPPET_BYTES - snippet.len())])
-                    }
-                    _ => break,
-                }
-            }
-            AttemptResult {
-                outcome: classify(status),
-                status: Some(status),
-                error: None,
-                snippet: (!snippet.is_empty()).then(|| String::from_utf8_lossy(&snippet).into_owned()),
-                retry_after,
+    let exchange = async {
+        let mut response = request.body(delivery.body.clone()).send().await?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut snippet = Vec::new();
+        while snippet.len() < SNIPPET_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => snippet.extend_from_slice(&chunk[..chunk.len().min(SNIPPET_BYTES - snippet.len())]),
+                _ => break,
             }
         }
-        Err(error) => {
-            let kind = if error.is_timeout() {
-                "timeout"
-            } else if error.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            AttemptResult {
-                outcome: AttemptOutcome::Transient,
-                status: None,
-                error: Some(kind.to_owned()),
-                snippet: None,
-                retry_after: None,
+        Ok::<_, reqwest::Error>((status, retry_after, snippet))
+    };
+    match within_attempt_time(destination.config.timeout, exchange).await {
+        Some(Ok((status, retry_after, snippet))) => AttemptResult {
+            status: Some(status),
+            error: None,
+            snippet: (!snippet.is_empty()).then(|| String::from_utf8_lossy(&snippet).into_owned()),
+            retry_after,
+        },
+        Some(Err(error)) => {
+            let kind = if error.is_connect() { "connection failed" } else { "request failed" };
+            AttemptResult { status: None, error: Some(kind.to_owned()), snippet: None, retry_after: None }
+        }
+        None => AttemptResult { status: None, error: Some("timeout".to_owned()), snippet: None, retry_after: None },
+    }
+}
+
+/// Runs `exchange` for at most `timeout` of the process's own running time: when the deadline's
+/// timer fires late (the process was stopped or starved past it), the exchange gets
+/// [`STALL_GRACE`] more to read an answer that arrived meanwhile, instead of a timeout being
+/// recorded for an answer that came in time. `None`: timed out.
+pub async fn within_attempt_time<T>(timeout: Duration, exchange: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::pin!(exchange);
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut graced = false;
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut exchange => return Some(result),
+            () = tokio::time::sleep_until(deadline) => {
+                let late = tokio::time::Instant::now().saturating_duration_since(deadline);
+                if graced || late < STALL_TOLERANCE {
+                    return None;
+                }
+                graced = true;
+                deadline = tokio::time::Instant::now() + STALL_GRACE;
             }
         }
     }
@@ -389,9 +688,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn destination(schedule: &[u64]) -> DestinationConfig {
+    fn destination(schedule: &[u64], extra: &str) -> DestinationConfig {
         let text = format!(
-            "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nsigning_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry_schedule = [{}]\n",
+            "[[destinations]]\nname = \"d\"\nurl = \"http://127.0.0.1:1/\"\nsigning_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretry_schedule = [{}]\n{extra}\n",
             schedule.iter().map(|s| format!("\"{s}s\"")).collect::<Vec<_>>().join(",")
         );
         inlet_shared::config::Config::parse(&text, &Default::default()).unwrap().destinations.remove(0)
@@ -399,57 +698,104 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
+        let config = destination(&[1], "");
         for (status, expected) in [
-            (200, AttemptOutcome::Delivered),
-            (204, AttemptOutcome::Delivered),
-            (301, AttemptOutcome::Transient),
-            (400, AttemptOutcome::Permanent),
-            (401, AttemptOutcome::Permanent),
-            (404, AttemptOutcome::Permanent),
-            (408, AttemptOutcome::Transient),
-            (409, AttemptOutcome::Transient),
-            (410, AttemptOutcome::Permanent),
-            (425, AttemptOutcome::Transient),
-            (429, AttemptOutcome::Transient),
-            (500, AttemptOutcome::Transient),
-            (503, AttemptOutcome::Transient),
+            (Some(200), AttemptOutcome::Delivered),
+            (Some(204), AttemptOutcome::Delivered),
+            (Some(301), AttemptOutcome::Transient),
+            (Some(400), AttemptOutcome::Permanent),
+            (Some(404), AttemptOutcome::Permanent),
+            (Some(408), AttemptOutcome::Transient),
+            (Some(409), AttemptOutcome::Transient),
+            (Some(410), AttemptOutcome::Permanent),
+            (Some(425), AttemptOutcome::Transient),
+            (Some(429), AttemptOutcome::Transient),
+            (Some(500), AttemptOutcome::Transient),
+            (Some(503), AttemptOutcome::Transient),
+            (None, AttemptOutcome::Transient),
         ] {
-            assert_eq!(classify(status), expected, "{status}");
+            assert_eq!(classify(&config, status, 1), expected, "{status:?}");
         }
     }
 
     #[test]
+    fn authentication_failures_are_retried_a_few_times_by_default_then_dead_lettered() {
+        let config = destination(&[1, 1, 1, 1], "");
+        assert_eq!(config.auth_failure_attempts, 3, "the default");
+        for status in [401, 403] {
+            assert_eq!(classify(&config, Some(status), 1), AttemptOutcome::Transient);
+            assert_eq!(classify(&config, Some(status), 2), AttemptOutcome::Transient);
+            assert_eq!(classify(&config, Some(status), 3), AttemptOutcome::Permanent);
+        }
+        let strict = destination(&[1], "auth_failure_attempts = 1\nretry_statuses = [404]");
+        assert_eq!(classify(&strict, Some(401), 1), AttemptOutcome::Permanent, "dead-lettered at once when asked");
+        assert_eq!(classify(&strict, Some(404), 1), AttemptOutcome::Transient, "retry_statuses are retried");
+        assert_eq!(classify(&strict, Some(410), 1), AttemptOutcome::Permanent);
+    }
+
+    #[test]
     fn schedule_then_dead_letter() {
-        let config = destination(&[10, 20]);
-        let (next, settle) = next_step(&config, 1, AttemptOutcome::Transient, None);
-        assert!(matches!(next, NextStep::RetryAt(_)));
-        let Settle::Later(delay) = settle else { panic!("retry") };
-        assert!(delay >= Duration::from_secs(9) && delay <= Duration::from_secs(11), "{delay:?}");
-        let (_, Settle::Later(delay)) = next_step(&config, 2, AttemptOutcome::Transient, None) else { panic!() };
-        assert!(delay >= Duration::from_secs(18));
+        let config = destination(&[10, 20], "");
+        let retry_in = |next: NextStep| match next {
+            NextStep::RetryAt(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+            other => panic!("expected a retry, got {other:?}"),
+        };
+        let delay = retry_in(next_step(&config, 1, AttemptOutcome::Transient, Some(500), None));
+        assert!(delay >= Duration::from_secs(8) && delay <= Duration::from_secs(11), "{delay:?}");
+        assert!(retry_in(next_step(&config, 2, AttemptOutcome::Transient, Some(500), None)) >= Duration::from_secs(17));
         assert_eq!(
-            next_step(&config, 3, AttemptOutcome::Transient, None),
-            (NextStep::DeadLetter(DeadLetterReason::RetriesExhausted), Settle::Done)
+            next_step(&config, 3, AttemptOutcome::Transient, Some(500), None),
+            NextStep::DeadLetter(DeadLetterReason::RetriesExhausted)
         );
         assert_eq!(
-            next_step(&config, 1, AttemptOutcome::Permanent, None),
-            (NextStep::DeadLetter(DeadLetterReason::Permanent4xx), Settle::Done)
+            next_step(&config, 1, AttemptOutcome::Permanent, Some(400), None),
+            NextStep::DeadLetter(DeadLetterReason::Permanent4xx)
         );
     }
 
     #[test]
-    fn retry_after_extends_but_never_shortens_the_delay() {
-        let config = destination(&[10]);
-        let (_, Settle::Later(longer)) =
-            next_step(&config, 1, AttemptOutcome::Transient, Some(Duration::from_secs(120)))
-        else {
-            panic!()
+    fn a_429_retry_after_is_honoured_as_asked_and_other_retry_afters_only_lengthen() {
+        let config = destination(&[30], "");
+        let retry_in = |next: NextStep| match next {
+            NextStep::RetryAt(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+            other => panic!("expected a retry, got {other:?}"),
         };
-        assert_eq!(longer, Duration::from_secs(120));
-        let (_, Settle::Later(kept)) = next_step(&config, 1, AttemptOutcome::Transient, Some(Duration::from_secs(1)))
-        else {
-            panic!()
-        };
-        assert!(kept >= Duration::from_secs(9));
+        let asked = retry_in(next_step(&config, 1, AttemptOutcome::Transient, Some(429), Some(Duration::from_secs(5))));
+        assert!(asked <= Duration::from_secs(5) && asked >= Duration::from_secs(4), "{asked:?}");
+        let longer =
+            retry_in(next_step(&config, 1, AttemptOutcome::Transient, Some(503), Some(Duration::from_secs(120))));
+        assert!(longer >= Duration::from_secs(119), "{longer:?}");
+        let kept = retry_in(next_step(&config, 1, AttemptOutcome::Transient, Some(503), Some(Duration::from_secs(1))));
+        assert!(kept >= Duration::from_secs(26), "{kept:?}");
+    }
+
+    #[tokio::test]
+    async fn an_exchange_is_timed_out_at_its_deadline() {
+        let never = std::future::pending::<()>();
+        let started = tokio::time::Instant::now();
+        assert_eq!(within_attempt_time(Duration::from_millis(100), never).await, None);
+        assert!(started.elapsed() < Duration::from_millis(100) + STALL_GRACE, "no grace without a stall");
+        let quick = async { 7 };
+        assert_eq!(within_attempt_time(Duration::from_secs(2), quick).await, Some(7));
+    }
+
+    /// A stall (here: the runtime's only thread blocked past the deadline) does not turn an
+    /// answer that arrived in time into a timeout, even when the task that reads it (like
+    /// hyper's connection task) only runs after the attempt's timer fired.
+    #[tokio::test]
+    async fn an_answer_that_arrived_during_a_stall_is_still_read() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<u16>();
+        let exchange = async move { rx.await.unwrap() };
+        let attempt = tokio::spawn(within_attempt_time(Duration::from_millis(200), exchange));
+        tokio::task::yield_now().await;
+        // The attempt's deadline is at 200 ms; the "connection" task reads the answer at 300 ms,
+        // while the process is still stalled, so it runs only after the attempt's timer fired.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = tx.send(200);
+        });
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(800));
+        assert_eq!(attempt.await.unwrap(), Some(200));
     }
 }

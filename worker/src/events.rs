@@ -41,6 +41,11 @@ pub const PENDING_DELIVERIES: &str = "inlet_worker_pending_deliveries";
 pub const CONSUMER_PENDING: &str = "inlet_worker_consumer_pending_messages";
 /// Age of the oldest event with a pending delivery.
 pub const OLDEST_PENDING_AGE: &str = "inlet_worker_oldest_pending_age_seconds";
+/// Deliveries claimed again because their previous attempt's lease ended without a result (an
+/// owner that died or stalled), by destination.
+pub const RESTARTED: &str = "inlet_worker_deliveries_restarted_total";
+/// Attempt results dropped because the delivery had been claimed again meanwhile, by destination.
+pub const SUPERSEDED: &str = "inlet_worker_attempts_superseded_total";
 
 /// Registers HELP text for every metric.
 pub fn describe() {
@@ -61,6 +66,21 @@ pub fn describe() {
     describe_gauge!(PENDING_DELIVERIES, "Deliveries not yet delivered or dead-lettered.");
     describe_gauge!(CONSUMER_PENDING, "Stream messages not yet fetched by the recording consumer.");
     describe_gauge!(OLDEST_PENDING_AGE, Unit::Seconds, "Age of the oldest event with a pending delivery.");
+    describe_counter!(
+        RESTARTED,
+        "Deliveries claimed again after their previous attempt's lease ended without a result."
+    );
+    describe_counter!(SUPERSEDED, "Attempt results dropped because the delivery had been claimed again meanwhile.");
+}
+
+/// `n` deliveries of `destination` were restarted (see [`RESTARTED`]).
+pub fn restarted(destination: &str, n: u64) {
+    metrics::counter!(RESTARTED, "destination" => destination.to_owned()).increment(n);
+}
+
+/// An attempt's result for `destination` was superseded (see [`SUPERSEDED`]).
+pub fn superseded(destination: &str) {
+    metrics::counter!(SUPERSEDED, "destination" => destination.to_owned()).increment(1);
 }
 
 /// An event was read and classified.

@@ -1,17 +1,19 @@
 //! `inlet-worker`: turns queued events into effects, exactly once in effect.
 //!
 //! Entry point: [`run`]. It pulls the intake stream with a durable consumer (`record`),
-//! records every event in SQLite (`store`, one writer, group commit), routes it (`routes`) to
-//! destinations and enqueues one delivery task per (event, destination) on a work-queue
-//! stream. Each destination has its own consumer, concurrency, rate limit and breaker
-//! (`deliver`, `breaker`), signs with Inlet's Standard Webhooks secret, retries by NAK with
-//! delay (durable) and dead-letters what cannot be delivered.
+//! records every event in SQLite (`store`, one writer, group commit) with one delivery per
+//! (event, destination) its routes select (`routes`). The store schedules deliveries (due
+//! times, leases with fencing tokens); each destination has its own schedulers, concurrency,
+//! rate limit and breaker (`deliver`, `breaker`), signs with Inlet's Standard Webhooks secret,
+//! retries on its schedule and dead-letters what cannot be delivered. One worker per intake
+//! consumer (`ownership`: a lease in NATS; the database's own file lock).
 //!
 //! The operator plane shares the main listener: the GraphQL API (`api`), login (`auth`) and
 //! the console page (`console`).
 //!
 //! Invariants: a message is acked only after the transaction that recorded it committed;
-//! the worker is the only process that writes its SQLite file.
+//! the worker is the only process that writes its SQLite file; an attempt's result is recorded
+//! only under the lease it ran with.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -20,8 +22,8 @@ pub mod breaker;
 pub mod console;
 pub mod deliver;
 pub mod events;
-pub mod fresh;
 pub mod http;
+pub mod ownership;
 pub mod pull;
 pub mod record;
 pub mod routes;
@@ -33,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer};
 use hyper::service::service_fn;
 use hyper_util::service::TowerToHyperService;
 use inlet_shared::config::Config;
@@ -74,26 +76,6 @@ impl Listeners {
     }
 }
 
-/// The deliveries stream: a work queue, one subject per destination.
-pub fn deliveries_stream_config(config: &Config) -> stream::Config {
-    stream::Config {
-        name: config.stream.deliveries_stream_name(),
-        subjects: vec![format!("{}.>", config.worker.delivery_subject_prefix)],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        num_replicas: config.stream.replicas,
-        duplicate_window: config.stream.duplicate_window,
-        // Tasks wait here through the whole retry schedule; keep them as long as events.
-        max_age: config.worker.retention,
-        ..Default::default()
-    }
-}
-
-/// Durable consumer name of a destination.
-pub fn destination_consumer_name(config: &Config, destination: &str) -> String {
-    format!("{}-{destination}", config.worker.consumer)
-}
-
 /// Runs the worker until `shutdown` is cancelled, then drains.
 ///
 /// # Errors
@@ -111,14 +93,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let client = inlet_shared::nats::connect(&config.nats, "inlet-worker").await?;
     let js = jetstream::new(client.clone());
+    // Before anything is consumed: one worker per intake consumer.
+    let lease = ownership::WorkerLease::acquire(&js, &config, store.identity().await?).await?;
     inlet_shared::nats::ensure_stream(&js, &config.stream, config.nats.startup_timeout).await?;
     let intake = js.get_stream(&config.stream.name).await.context("intake stream")?;
-    let deliveries = js
-        .create_or_update_stream(deliveries_stream_config(&config))
-        .await
-        .context("cannot create or update the deliveries stream")?;
-    let _ = deliveries;
-    let deliveries = js.get_stream(config.stream.deliveries_stream_name()).await.context("deliveries stream")?;
+    if config.worker.delivery_subject_prefix.is_some() {
+        tracing::warn!(
+            "worker.delivery_subject_prefix is no longer used (deliveries are scheduled in the store); remove it"
+        );
+    }
+    // Delivery tasks used to wait in this stream; the store holds the same state now.
+    if js.delete_stream(config.stream.deliveries_stream_name()).await.is_ok() {
+        tracing::info!(stream = %config.stream.deliveries_stream_name(), "deleted the former delivery-task stream");
+    }
 
     let recording_consumer: consumer::PullConsumer = intake
         .create_consumer(consumer::pull::Config {
@@ -133,51 +120,56 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .await
         .context("cannot create the recording consumer")?;
 
+    // Claims left by a previous process of this database: it is gone (the file lock says so),
+    // so its attempts start again now rather than when their leases would have expired.
+    for (delivery_id, destination) in store.release_all_leases().await? {
+        tracing::warn!(%delivery_id, %destination, "delivery restarted: a previous process ended during its attempt");
+        events::restarted(&destination, 1);
+    }
+
+    let lease_lost = CancellationToken::new();
+    let worker_shutdown = shutdown.child_token();
     let tracker = TaskTracker::new();
+    let lease_task = {
+        let (shutdown, lost) = (worker_shutdown.clone(), lease_lost.clone());
+        tokio::spawn(lease.keep(shutdown, lost))
+    };
+    {
+        let (lost, shutdown) = (lease_lost.clone(), worker_shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = lost.cancelled() => shutdown.cancel(),
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+    let shutdown = worker_shutdown;
     let mut destinations = HashMap::new();
     for destination_config in &config.destinations {
         let name = destination_config.name.clone();
-        let consumer_name = destination_consumer_name(&config, &name);
         let concurrency = destination_config.concurrency.unwrap_or(config.worker.delivery_concurrency);
-        let delivery_consumer: consumer::PullConsumer = deliveries
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(consumer_name.clone()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                deliver_policy: consumer::DeliverPolicy::All,
-                // An attempt may take the whole timeout; leave room before JetStream redelivers
-                // a task whose worker died mid-attempt.
-                ack_wait: destination_config.timeout.mul_f64(1.5) + Duration::from_secs(1),
-                max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
-                filter_subject: format!("{}.{name}", config.worker.delivery_subject_prefix),
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("cannot create delivery consumer {consumer_name}"))?;
         let destination = Arc::new(
-            deliver::Destination::new(destination_config.clone())
+            deliver::Destination::new(destination_config.clone(), concurrency)
                 .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?,
         );
         destinations.insert(name, Arc::clone(&destination));
-        tracker.spawn(deliver::run(destination, store.clone(), delivery_consumer, concurrency, shutdown.clone()));
+        tracker.spawn(deliver::run(destination, store.clone(), shutdown.clone()));
     }
+    let destinations = Arc::new(destinations);
 
     let recorder = Arc::new(record::Recorder {
         store: store.clone(),
         router: routes::Router::new(&config.routes),
-        js: js.clone(),
-        delivery_subject_prefix: config.worker.delivery_subject_prefix.clone(),
+        destinations: Arc::clone(&destinations),
         batch_size: config.worker.batch_size,
     });
     tracker.spawn(Arc::clone(&recorder).run(recording_consumer.clone(), shutdown.clone()));
     tracker.spawn(stats_loop(store.clone(), recording_consumer, config.worker.stats_interval, shutdown.clone()));
     tracker.spawn(prune_loop(store.clone(), config.worker.retention, shutdown.clone()));
 
-    let destinations = Arc::new(destinations);
     let operator = if config.console.enabled {
-        let (routes, replayer) =
-            operator_routes(&config, store.clone(), js.clone(), Arc::clone(&destinations), shutdown.clone())?;
+        let (routes, replayer) = operator_routes(&config, store.clone(), Arc::clone(&destinations), shutdown.clone())?;
         replayer.close_interrupted_bulk_replays().await;
-        tracker.spawn(replayer.repair_loop(config.console.replay_repair_interval, shutdown.clone()));
         Some(routes)
     } else {
         None
@@ -200,6 +192,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     if tokio::time::timeout(config.worker.shutdown_grace, tracker.wait()).await.is_err() {
         tracing::warn!(grace = ?config.worker.shutdown_grace, "shutdown grace elapsed with deliveries in flight");
     }
+    shutdown.cancel();
+    if let Ok(Some(lost)) = lease_task.await {
+        return Err(lost.into());
+    }
     tracing::info!("inlet-worker stopped");
     Ok(())
 }
@@ -208,7 +204,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 fn operator_routes(
     config: &Config,
     store: store::Store,
-    js: jetstream::Context,
     destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(axum::Router, Arc<api::replay::Replayer>)> {
@@ -241,9 +236,7 @@ fn operator_routes(
     let auth = auth::Auth::new(store.clone(), console.clone(), oidc, github, cipher);
     let replayer = api::replay::Replayer::new(
         store.clone(),
-        js,
-        config.worker.delivery_subject_prefix.clone(),
-        destinations.keys().cloned().collect(),
+        Arc::clone(&destinations),
         console.max_replay_rate,
         console.max_bulk_replay,
         shutdown,

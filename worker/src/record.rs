@@ -1,12 +1,14 @@
 //! The recording loop: pulls events from the intake stream with a durable consumer, records
-//! each batch in one SQLite transaction, enqueues one delivery task per (event, destination)
-//! and only then acks the batch.
+//! each batch in one SQLite transaction (events and their deliveries, due now and claimed by
+//! this process for their first attempt), hands the new deliveries to their destinations'
+//! schedulers in memory, and only then acks the batch.
 //!
-//! Order matters for crash safety: commit, then publish tasks (PubAck awaited), then ack. A
-//! crash anywhere before the ack makes JetStream redeliver; the event is then a duplicate in
-//! SQLite, and its never-attempted deliveries are enqueued again (the delivery side ignores a
-//! task for a delivery that is already in flight or finished).
+//! Order matters for crash safety: commit, then ack. A crash before the ack makes JetStream
+//! redeliver; the event is then a duplicate in SQLite, whose deliveries are already scheduled
+//! there. A crash after the commit loses nothing either: the deliveries are in the store, and
+//! their claims are released at the next start (or expire).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,19 +18,13 @@ use futures::StreamExt;
 use inlet_shared::envelope;
 use tokio_util::sync::CancellationToken;
 
+use crate::deliver::Destination;
 use crate::events;
 use crate::routes::Router;
-use crate::store::{DeliveryTask, NewEvent, Recorded, Store};
+use crate::store::{Claimed, NewEvent, Recorded, Store, now_ms};
 
-/// Batches recorded but not yet settled, at most.
+/// Batches recorded but not yet acked, at most.
 const MAX_SETTLING: usize = 4;
-
-/// A batch whose transaction committed: its messages and the delivery tasks to enqueue (with
-/// the index of the message each belongs to).
-struct RecordedBatch {
-    messages: Vec<jetstream::Message>,
-    tasks: Vec<(usize, DeliveryTask)>,
-}
 
 /// What the recording loop needs.
 pub struct Recorder {
@@ -36,10 +32,8 @@ pub struct Recorder {
     pub store: Store,
     /// Routing table.
     pub router: Router,
-    /// JetStream, for delivery tasks.
-    pub js: jetstream::Context,
-    /// `worker.delivery_subject_prefix`.
-    pub delivery_subject_prefix: String,
+    /// The destinations' runtimes, to hand new deliveries to.
+    pub destinations: Arc<HashMap<String, Arc<Destination>>>,
     /// Messages per batch.
     pub batch_size: usize,
 }
@@ -109,14 +103,13 @@ impl Recorder {
                 if ok.is_empty() {
                     continue;
                 }
-                // Pipelined: the next batch is recorded while this one's delivery tasks are
-                // enqueued and its messages acked. A few batches at most are in that stage.
+                // Pipelined: the next batch is recorded while this one's messages are acked. A
+                // few batches at most are in that stage.
                 while settling.len() >= MAX_SETTLING {
                     let _ = settling.join_next().await;
                 }
                 if let Some(recorded) = self.record_batch(ok).await {
-                    let this = Arc::clone(&self);
-                    settling.spawn(async move { this.settle_batch(recorded).await });
+                    settling.spawn(ack_all(recorded));
                 }
             }
         }
@@ -124,17 +117,17 @@ impl Recorder {
         while settling.join_next().await.is_some() {}
     }
 
-    /// Records, enqueues and settles one batch, in order.
+    /// Records one batch and acks it, in order.
     pub async fn process_batch(&self, messages: Vec<jetstream::Message>) {
         if let Some(recorded) = self.record_batch(messages).await {
-            self.settle_batch(recorded).await;
+            ack_all(recorded).await;
         }
     }
 
-    /// Records one batch in one transaction. Messages that cannot be recorded are settled here
-    /// (terminated when invalid, NAKed when the database failed); the rest come back with
-    /// their delivery tasks.
-    async fn record_batch(&self, messages: Vec<jetstream::Message>) -> Option<RecordedBatch> {
+    /// Records one batch in one transaction and hands its new deliveries over. Messages that
+    /// cannot be recorded are settled here (terminated when invalid, NAKed when the database
+    /// failed); the recorded ones come back, to be acked.
+    async fn record_batch(&self, messages: Vec<jetstream::Message>) -> Option<Vec<jetstream::Message>> {
         let mut events = Vec::with_capacity(messages.len());
         let mut valid = Vec::with_capacity(messages.len());
         for message in messages {
@@ -159,7 +152,8 @@ impl Recorder {
         // Only the keys are needed after the write; the events themselves (bodies, headers) move
         // into the store instead of being copied.
         let keys: Vec<(String, String)> = events.iter().map(|e| (e.source.clone(), e.event_id.clone())).collect();
-        let recorded = match self.store.record(events).await {
+        let lease_until_ms = now_ms().saturating_add(self.first_lease_ms());
+        let recorded = match self.store.record(events, lease_until_ms).await {
             Ok(recorded) => recorded,
             Err(error) => {
                 tracing::error!(%error, "cannot record batch; messages will be redelivered");
@@ -171,71 +165,69 @@ impl Recorder {
         };
         metrics::histogram!(events::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
 
-        let mut tasks: Vec<(usize, DeliveryTask)> = Vec::new();
+        let mut fresh: HashMap<&str, Vec<Claimed>> = HashMap::new();
         // Counted per batch: one labelled counter lookup per (source, outcome), not per event.
         let mut counts: std::collections::BTreeMap<(&str, &'static str), u64> = std::collections::BTreeMap::new();
-        for (index, ((source, event_id), result)) in keys.iter().zip(&recorded).enumerate() {
-            let (outcome, new_tasks) = match result {
-                Recorded::New { tasks } if tasks.is_empty() => ("unrouted", tasks),
-                Recorded::New { tasks } => ("recorded", tasks),
-                Recorded::Duplicate { conflict: true, tasks } => ("conflict", tasks),
-                Recorded::Duplicate { conflict: false, tasks } => ("duplicate", tasks),
+        for ((source, event_id), result) in keys.iter().zip(recorded) {
+            let outcome = match result {
+                Recorded::New { deliveries } if deliveries.is_empty() => "unrouted",
+                Recorded::New { deliveries } => {
+                    for claimed in deliveries {
+                        if let Some((name, _)) = self.destinations.get_key_value(claimed.delivery.destination.as_str())
+                        {
+                            fresh.entry(name.as_str()).or_default().push(claimed);
+                        }
+                    }
+                    "recorded"
+                }
+                Recorded::Duplicate { conflict: true } => "conflict",
+                Recorded::Duplicate { conflict: false } => "duplicate",
             };
             if outcome == "conflict" {
                 tracing::warn!(%source, %event_id, "same event id with a different body; kept the first");
             }
             *counts.entry((source.as_str(), outcome)).or_default() += 1;
-            tasks.extend(new_tasks.iter().cloned().map(|task| (index, task)));
         }
         for ((source, outcome), n) in counts {
             events::events(source, outcome, n);
         }
-        Some(RecordedBatch { messages: valid, tasks })
-    }
-
-    /// Enqueues a recorded batch's delivery tasks, then acks its messages (NAKs those whose
-    /// tasks could not be enqueued, so the duplicate path enqueues them again).
-    async fn settle_batch(&self, batch: RecordedBatch) {
-        let RecordedBatch { messages: valid, tasks } = batch;
-        let failed = self.enqueue(&tasks).await;
-        for (index, message) in valid.iter().enumerate() {
-            let result = if failed.contains(&index) {
-                // Its delivery tasks may not be queued: redeliver, and the duplicate path
-                // enqueues them again.
-                message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
-            } else {
-                message.ack().await
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, "ack failed; the message will be redelivered and recognised as a duplicate");
+        let mut refused = Vec::new();
+        for (name, claimed) in fresh {
+            if let Some(destination) = self.destinations.get(name) {
+                refused.extend(
+                    destination.offer_fresh(claimed).into_iter().map(|c| (c.delivery.delivery_id, c.lease.token)),
+                );
             }
         }
-    }
-
-    /// Publishes delivery tasks; returns the indexes of events whose tasks were not all stored.
-    async fn enqueue(&self, tasks: &[(usize, DeliveryTask)]) -> Vec<usize> {
-        let mut pending = Vec::with_capacity(tasks.len());
-        let mut failed = Vec::new();
-        for (index, task) in tasks {
-            let subject = format!("{}.{}", self.delivery_subject_prefix, task.destination);
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(envelope::HEADER_MSG_ID, task.delivery_id.as_str());
-            match self.js.publish_with_headers(subject, headers, Bytes::from(task.delivery_id.clone())).await {
-                Ok(ack) => pending.push((*index, ack)),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot publish delivery task");
-                    failed.push(*index);
+        if !refused.is_empty() {
+            // A destination's queue is full (a backlog): these become due for its scheduler to
+            // claim from the store when it gets to them.
+            let store = self.store.clone();
+            let destinations = Arc::clone(&self.destinations);
+            tokio::spawn(async move {
+                if let Err(error) = store.release_leases(refused).await {
+                    tracing::warn!(%error, "cannot release first-attempt claims; they are taken again when they expire");
                 }
-            }
+                for destination in destinations.values() {
+                    destination.wake();
+                }
+            });
         }
-        for (index, ack) in pending {
-            if let Err(error) = ack.await {
-                tracing::warn!(%error, "delivery task not acknowledged");
-                failed.push(index);
-            }
+        Some(valid)
+    }
+
+    /// How long the claim on a just-recorded delivery lasts: the longest destination lease.
+    fn first_lease_ms(&self) -> i64 {
+        let longest = self.destinations.values().map(|d| d.lease()).max().unwrap_or_default();
+        i64::try_from(longest.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Acks a recorded batch's messages.
+async fn ack_all(messages: Vec<jetstream::Message>) {
+    for message in messages {
+        if let Err(error) = message.ack().await {
+            tracing::warn!(%error, "ack failed; the message will be redelivered and recognised as a duplicate");
         }
-        failed.sort_unstable();
-        failed.dedup();
-        failed
     }
 }

@@ -4,8 +4,14 @@
 //! coalesces whatever commands are queued into one `BEGIN IMMEDIATE … COMMIT` (group commit).
 //! Replies are sent only after the commit returned, so callers ack JetStream only for what
 //! is durably recorded. A single writer also keeps SQLite's WAL-reset bug out of reach and
-//! means `SQLITE_BUSY` never reaches callers. Reads use the r2d2 pool from `spawn_blocking`,
-//! except a delivery's first read, which [`crate::fresh`] serves from what was just recorded.
+//! means `SQLITE_BUSY` never reaches callers. Reads use the r2d2 pool from `spawn_blocking`.
+//!
+//! **Scheduling.** Where a delivery stands and when it is next due live here, not in a broker
+//! message: a pending delivery is due at `next_attempt_at_ms`; an attempt first claims it
+//! ([`Store::claim_due`], or at recording for a first attempt) with a lease and a fencing token,
+//! and its result is recorded only while that token is still the delivery's
+//! ([`Store::record_attempt`]). A pending delivery past due with no live lease is claimed again,
+//! so a lost wake-up or a dead owner can delay a delivery but never drop it.
 //!
 //! **Storage failures.** A command that finds the database unable to take writes (disk full,
 //! I/O error, locked) ends its group: the transaction is rolled back and every command of the
@@ -40,6 +46,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "0006_replay_repair", include_str!("../../schemas/sql/0006_replay_repair.sql")),
     (7, "0007_kept_tokens", include_str!("../../schemas/sql/0007_kept_tokens.sql")),
     (8, "0008_drop_redundant_index", include_str!("../../schemas/sql/0008_drop_redundant_index.sql")),
+    (9, "0009_scheduler", include_str!("../../schemas/sql/0009_scheduler.sql")),
 ];
 
 /// Why a store operation failed.
@@ -61,6 +68,15 @@ pub enum StoreError {
     /// A blocking task panicked or was cancelled.
     #[error("blocking database task failed")]
     Join,
+    /// Another process holds the database (two workers must never share one SQLite file).
+    #[error(
+        "database {path} is in use by another inlet-worker (lock file {path}.lock is held); \
+         two workers must never share one SQLite database: stop the other one, or give this one its own `worker.database`"
+    )]
+    InUse {
+        /// The database path.
+        path: String,
+    },
     /// Opening or migrating failed.
     #[error("cannot open database {path}: {message}")]
     Open {
@@ -100,31 +116,66 @@ pub struct NewEvent {
     pub destinations: Vec<String>,
 }
 
-/// A delivery to hand to a destination's consumer.
+/// The lease under which one process owns a delivery's next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The fencing token: the delivery's `lease_token` when it was claimed. An attempt's result
+    /// is recorded only while it is still the delivery's.
+    pub token: i64,
+    /// Until when the claim holds, Unix ms; after it the delivery may be claimed again.
+    pub until_ms: i64,
+}
+
+/// A delivery claimed for one attempt: what to send and the lease that makes it ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryTask {
-    /// Delivery id (also the Idempotency-Key and Standard Webhooks `webhook-id`).
-    pub delivery_id: String,
-    /// Destination name.
-    pub destination: String,
+pub struct Claimed {
+    /// What to send.
+    pub delivery: DeliveryToSend,
+    /// The claim.
+    pub lease: Lease,
+}
+
+/// Which due deliveries a claim takes: first attempts and retries have separate capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueClass {
+    /// Never attempted since it was recorded or replayed.
+    First,
+    /// Attempted before and scheduled again.
+    Retry,
 }
 
 /// What recording one event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// First time seen: recorded with these new deliveries (empty when unrouted).
+    /// First time seen: recorded with these new deliveries (empty when unrouted), each already
+    /// claimed for its first attempt by this process.
     New {
-        /// Deliveries to enqueue.
-        tasks: Vec<DeliveryTask>,
+        /// The new deliveries.
+        deliveries: Vec<Claimed>,
     },
-    /// Seen before (a provider redelivery, or our own redelivery after a crash).
+    /// Seen before (a provider redelivery, or our own redelivery after a crash). Its
+    /// deliveries are already scheduled in the store.
     Duplicate {
         /// The stored body differs: recorded as a conflict, not merged.
         conflict: bool,
-        /// Pending deliveries never attempted: enqueue them again in case the first enqueue
-        /// was lost (the delivery side ignores duplicates).
-        tasks: Vec<DeliveryTask>,
     },
+}
+
+/// What recording one event did, as the writer sees it (before the deliveries' bodies are
+/// attached).
+enum RecordedRow {
+    New(Vec<(String, String)>),
+    Duplicate { conflict: bool },
+}
+
+/// Whether an attempt's result was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptSettled {
+    /// Recorded: the delivery moved on.
+    Recorded,
+    /// Not recorded: the lease it ran under was taken over (or the delivery is no longer
+    /// pending), so a newer owner decides. Only this attempt's own result is dropped.
+    Superseded,
 }
 
 /// How one delivery attempt ended.
@@ -203,6 +254,8 @@ pub struct AttemptRecord {
     pub response_snippet: Option<String>,
     /// What happens next.
     pub next: NextStep,
+    /// The fencing token of the lease the attempt ran under.
+    pub lease_token: i64,
 }
 
 /// A delivery with what is needed to send it.
@@ -212,8 +265,6 @@ pub struct DeliveryToSend {
     pub delivery_id: String,
     /// Destination name.
     pub destination: String,
-    /// `pending`, `delivered` or `dead_lettered`.
-    pub status: String,
     /// Attempts made since the delivery was created or last replayed (a replay starts a fresh
     /// retry schedule; the attempts table keeps numbering on, see `record_attempt`).
     pub attempts: i64,
@@ -231,24 +282,23 @@ pub struct DeliveryToSend {
     pub body: Bytes,
 }
 
-/// What preparing a replay found and did (see [`Store::prepare_replay`]).
+/// What a replay found and did (see [`Store::replay`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplayPrepared {
+pub enum ReplayOutcome {
     /// No such delivery.
     NotFound,
-    /// Already pending and its task is queued (a concurrent or earlier replay, or never
-    /// finished): nothing to do.
-    AlreadyPending,
-    /// Set back to `pending`: publish task number `replay` (`Nats-Msg-Id` `{id}:replay:{n}`).
-    /// `new` is false when an earlier replay's publish was not confirmed and is simply repeated
-    /// with the same message id (JetStream deduplicates it).
-    Publish {
-        /// Destination name (the task subject's last token).
+    /// Already pending: nothing to change, but when no attempt holds it now it was made due at
+    /// once (`rescheduled`), so an operator can always push a waiting delivery.
+    AlreadyPending {
+        /// Its destination.
         destination: String,
-        /// Replay number of this delivery.
-        replay: i64,
-        /// Whether this call changed the delivery's state.
-        new: bool,
+        /// Made due now.
+        rescheduled: bool,
+    },
+    /// Set back to `pending`, due now, with a fresh retry schedule.
+    Replayed {
+        /// Its destination.
+        destination: String,
     },
 }
 
@@ -266,11 +316,13 @@ pub struct Stats {
 enum Command {
     Record {
         events: Vec<NewEvent>,
-        reply: oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
+        /// Until when the new deliveries are claimed by this process, Unix ms.
+        lease_until_ms: i64,
+        reply: oneshot::Sender<Result<Vec<RecordedRow>, StoreError>>,
     },
     Attempt {
         record: AttemptRecord,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: oneshot::Sender<Result<AttemptSettled, StoreError>>,
     },
     Prune {
         cutoff_ms: i64,
@@ -337,8 +389,9 @@ pub struct Store {
     /// blocking thread waiting for a connection: 120+ threads under load, each with its own
     /// stack and allocator heap (the worker's memory grew with them) and a context switch.
     read_permits: Arc<tokio::sync::Semaphore>,
-    /// Deliveries just recorded, for their first attempt without a read.
-    fresh: Arc<crate::fresh::FreshDeliveries>,
+    /// The open lock file: held for the store's life, so a second process cannot open the
+    /// same database (released by the kernel when the process dies).
+    _lock: Arc<std::fs::File>,
 }
 
 /// Current time, Unix ms.
@@ -369,8 +422,44 @@ impl Store {
         {
             std::fs::create_dir_all(parent).map_err(|e| open_error(e.to_string()))?;
         }
+        // One worker process per database file: an exclusive lock on `<database>.lock`, held for
+        // the store's life and released by the kernel if the process dies (so a crashed worker
+        // restarts at once, while a second process is refused before it touches anything).
+        let lock_path = {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".lock");
+            std::path::PathBuf::from(name)
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_error(format!("cannot open lock file {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse { path: path.display().to_string() });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(open_error(format!("cannot lock {}: {e}", lock_path.display())));
+            }
+        }
+        // WAL mode and migrations on one connection first: WAL is persistent, and switching to
+        // it from several pooled connections opening at once made some of them fail with
+        // "database is locked" at startup.
+        {
+            let mut connection = rusqlite::Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+            connection
+                .execute_batch(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;",
+                    BUSY_TIMEOUT.as_millis()
+                ))
+                .map_err(|e| open_error(e.to_string()))?;
+            migrate(&mut connection).map_err(|e| open_error(format!("migration failed: {e}")))?;
+        }
         let pragmas = format!(
-            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
             BUSY_TIMEOUT.as_millis(),
             synchronous.as_str()
         );
@@ -380,10 +469,6 @@ impl Store {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| open_error(e.to_string()))?;
-        {
-            let mut connection = pool.get().map_err(|e| open_error(e.to_string()))?;
-            migrate(&mut connection).map_err(|e| open_error(format!("migration failed: {e}")))?;
-        }
         let writer_connection = pool.get().map_err(|e| open_error(e.to_string()))?;
         // Checkpoints run on their own thread (below), not inside the writer's commits, where
         // they would stall every group behind a database-file fsync.
@@ -412,8 +497,7 @@ impl Store {
             .map_err(|e| open_error(format!("cannot start checkpoint thread: {e}")))?;
         // The writer and the checkpoint thread hold one connection each.
         let read_permits = Arc::new(tokio::sync::Semaphore::new(POOL_SIZE as usize - 2));
-        let fresh = Arc::new(crate::fresh::FreshDeliveries::default());
-        Ok(Store { pool, writer: sender, writer_alive, writes_failing, read_permits, fresh })
+        Ok(Store { pool, writer: sender, writer_alive, writes_failing, read_permits, _lock: Arc::new(lock) })
     }
 
     /// Whether the writer thread is running.
@@ -424,11 +508,13 @@ impl Store {
     }
 
     /// Records a batch of events in one transaction; returns one result per event, in order.
+    /// New deliveries are claimed for their first attempt by this process until
+    /// `lease_until_ms`, and come back with what is needed to send them (no read back).
     ///
     /// # Errors
     ///
     /// When the transaction failed: nothing of the batch is recorded.
-    pub async fn record(&self, events: Vec<NewEvent>) -> Result<Vec<Recorded>, StoreError> {
+    pub async fn record(&self, events: Vec<NewEvent>, lease_until_ms: i64) -> Result<Vec<Recorded>, StoreError> {
         // What a first attempt needs of each event; the events themselves move to the writer.
         let sendable: Vec<Option<DeliveryToSend>> = events
             .iter()
@@ -436,7 +522,6 @@ impl Store {
                 (!event.destinations.is_empty()).then(|| DeliveryToSend {
                     delivery_id: String::new(),
                     destination: String::new(),
-                    status: "pending".into(),
                     attempts: 0,
                     source: event.source.clone(),
                     event_id: event.event_id.clone(),
@@ -448,35 +533,157 @@ impl Store {
             })
             .collect();
         let (reply, answer) = oneshot::channel();
-        self.writer.send(Command::Record { events, reply }).await.map_err(|_| StoreError::WriterGone)?;
-        let recorded = answer.await.map_err(|_| StoreError::WriterGone)??;
-        // Committed: new deliveries are kept exactly as written, before their tasks exist.
-        for (result, sendable) in recorded.iter().zip(sendable) {
-            if let (Recorded::New { tasks }, Some(sendable)) = (result, sendable) {
-                for task in tasks {
-                    self.fresh.offer(DeliveryToSend {
-                        delivery_id: task.delivery_id.clone(),
-                        destination: task.destination.clone(),
-                        ..sendable.clone()
-                    });
-                }
-            }
-        }
-        Ok(recorded)
+        self.writer
+            .send(Command::Record { events, lease_until_ms, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        let rows = answer.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(rows
+            .into_iter()
+            .zip(sendable)
+            .map(|(row, sendable)| match (row, sendable) {
+                (RecordedRow::New(ids), Some(sendable)) => Recorded::New {
+                    deliveries: ids
+                        .into_iter()
+                        .map(|(delivery_id, destination)| Claimed {
+                            delivery: DeliveryToSend { delivery_id, destination, ..sendable.clone() },
+                            lease: Lease { token: FIRST_LEASE_TOKEN, until_ms: lease_until_ms },
+                        })
+                        .collect(),
+                },
+                (RecordedRow::New(_), None) => Recorded::New { deliveries: Vec::new() },
+                (RecordedRow::Duplicate { conflict }, _) => Recorded::Duplicate { conflict },
+            })
+            .collect())
     }
 
-    /// Records an attempt and the delivery's new state.
+    /// Records an attempt and the delivery's new state, fenced by the attempt's lease token.
     ///
     /// # Errors
     ///
     /// When the transaction failed.
-    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<(), StoreError> {
-        // Normally taken by the attempt's read already; an attempt recorded without it must not
-        // leave the pre-attempt copy behind.
-        self.fresh.take(&record.delivery_id);
+    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<AttemptSettled, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer.send(Command::Attempt { record, reply }).await.map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Claims up to `limit` of `destination`'s pending deliveries of `class` that are due at
+    /// `now_ms` and have no live lease, oldest due first, skipping `skip` (attempts this process
+    /// is making or holds queued), each until `lease_until_ms`; returns them with what is needed
+    /// to send them, and how many of them had a lease that expired (an owner that died or
+    /// stalled: restarted).
+    ///
+    /// # Errors
+    ///
+    /// When the claim's transaction or the read fails.
+    pub async fn claim_due(
+        &self,
+        destination: String,
+        class: DueClass,
+        limit: usize,
+        now_ms: i64,
+        lease_until_ms: i64,
+        skip: Vec<String>,
+    ) -> Result<(Vec<Claimed>, Vec<String>), StoreError> {
+        let claimed: Vec<(String, Lease, bool)> =
+            self.write(move |c| claim_due(c, &destination, class, limit, now_ms, lease_until_ms, &skip)).await?;
+        if claimed.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let restarted: Vec<String> = claimed.iter().filter(|(_, _, r)| *r).map(|(id, _, _)| id.clone()).collect();
+        let ids: Vec<String> = claimed.iter().map(|(id, _, _)| id.clone()).collect();
+        let mut deliveries = self.read(move |c| read_deliveries_to_send(c, &ids)).await?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for (id, lease, _) in claimed {
+            // A delivery pruned between the claim and the read is simply gone.
+            if let Some(delivery) = deliveries.remove(&id) {
+                out.push(Claimed { delivery, lease });
+            }
+        }
+        Ok((out, restarted))
+    }
+
+    /// Whether `destination` has a pending delivery of `class` due at `now_ms` with no live
+    /// lease. A read: an idle scheduler asks this, and only goes to the writer to claim.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn has_due(&self, destination: String, class: DueClass, now_ms: i64) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_due
+                 WHERE status = 'pending' AND destination = ?1 AND (attempts > attempt_base) = ?2
+                   AND next_attempt_at_ms <= ?3 AND (lease_until_ms IS NULL OR lease_until_ms < ?3))",
+            )?
+            .query_row(params![destination, i64::from(class == DueClass::Retry), now_ms], |r| r.get(0))
+        })
+        .await
+    }
+
+    /// Extends a lease this process holds; false when it was taken over (the attempt must not
+    /// start).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn renew_lease(&self, delivery_id: String, token: i64, until_ms: i64) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let changed = c.execute(
+                "UPDATE deliveries SET lease_until_ms = ?3 WHERE id = ?1 AND lease_token = ?2 AND status = 'pending'",
+                params![delivery_id, token, until_ms],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Gives up leases this process holds without attempting (its queue was full): the
+    /// deliveries are due again at once, for whoever claims them.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn release_leases(&self, leases: Vec<(String, i64)>) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let mut release = c.prepare_cached(
+                "UPDATE deliveries SET lease_until_ms = NULL WHERE id = ?1 AND lease_token = ?2 AND status = 'pending'",
+            )?;
+            for (id, token) in &leases {
+                release.execute(params![id, token])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// At startup: every lease in the file belongs to a process that is gone (one process per
+    /// database, see the lock in [`Store::open`]), so each leased pending delivery is released
+    /// to be claimed at once. Returns them as (delivery id, destination): attempts restarted.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn release_all_leases(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.write(|c| {
+            let mut statement = c.prepare(
+                "UPDATE deliveries SET lease_until_ms = NULL
+                 WHERE status = 'pending' AND lease_until_ms IS NOT NULL RETURNING id, destination",
+            )?;
+            let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// This database's identity (random, made once by the migration).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn identity(&self) -> Result<String, StoreError> {
+        self.read(|c| c.query_row("SELECT id FROM store_identity", [], |r| r.get(0))).await
     }
 
     /// Deletes events received before `cutoff_ms` whose deliveries are all delivered (or that
@@ -511,71 +718,49 @@ impl Store {
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Replay, step 1 (one writer transaction): a dead-lettered or delivered delivery goes back
-    /// to `pending` with a fresh retry schedule (`attempt_base` = attempts so far) and its replay
-    /// counter bumped; the audit row is written in the same transaction. Two concurrent
-    /// replays of one delivery are serialised here, so only one of them changes anything.
+    /// Replays a delivery (one writer transaction): a dead-lettered or delivered delivery goes
+    /// back to `pending`, due now, with a fresh retry schedule (`attempt_base` = attempts so far)
+    /// and its replay counter bumped; the audit row is written in the same transaction. A
+    /// pending one that no attempt holds now is made due now. Two concurrent replays of one
+    /// delivery are serialised here, so only one of them changes anything.
     ///
     /// # Errors
     ///
     /// When the transaction fails.
-    pub async fn prepare_replay(
-        &self,
-        delivery_id: String,
-        actor: String,
-        audit: bool,
-    ) -> Result<ReplayPrepared, StoreError> {
+    pub async fn replay(&self, delivery_id: String, actor: String, audit: bool) -> Result<ReplayOutcome, StoreError> {
         self.write(move |connection| {
-            let row: Option<(String, String, i64, bool)> = connection
-                .query_row(
-                    "SELECT status, destination, replays, replay_enqueued FROM deliveries WHERE id = ?1",
-                    [&delivery_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
+            let row: Option<(String, String)> = connection
+                .query_row("SELECT status, destination FROM deliveries WHERE id = ?1", [&delivery_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
-            let Some((status, destination, replays, enqueued)) = row else {
-                return Ok(ReplayPrepared::NotFound);
+            let Some((status, destination)) = row else {
+                return Ok(ReplayOutcome::NotFound);
             };
-            match status.as_str() {
-                "pending" if replays > 0 && !enqueued => {
-                    Ok(ReplayPrepared::Publish { destination, replay: replays, new: false })
-                }
-                "pending" => Ok(ReplayPrepared::AlreadyPending),
-                _ => {
-                    let now = now_ms();
-                    connection.execute(
-                        "UPDATE deliveries SET status = 'pending', replays = replays + 1, replay_enqueued = 0,
-                             attempt_base = attempts, next_attempt_at_ms = ?2, updated_at_ms = ?2,
-                             dead_letter_reason = NULL
-                         WHERE id = ?1",
-                        params![delivery_id, now],
-                    )?;
-                    if audit {
-                        connection.execute(
-                            "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
-                             VALUES (?1, ?2, 'replay_delivery', ?3, 1, ?4)",
-                            params![now, actor, delivery_id, format!("previous status {status}")],
-                        )?;
-                    }
-                    Ok(ReplayPrepared::Publish { destination, replay: replays + 1, new: true })
-                }
+            let now = now_ms();
+            if status == "pending" {
+                let rescheduled = connection.execute(
+                    "UPDATE deliveries SET next_attempt_at_ms = ?2, updated_at_ms = ?2
+                     WHERE id = ?1 AND next_attempt_at_ms > ?2 AND (lease_until_ms IS NULL OR lease_until_ms < ?2)",
+                    params![delivery_id, now],
+                )? == 1;
+                return Ok(ReplayOutcome::AlreadyPending { destination, rescheduled });
             }
-        })
-        .await
-    }
-
-    /// Replay, step 2: JetStream acknowledged the task of replay number `replay`.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
-    pub async fn mark_replay_enqueued(&self, delivery_id: String, replay: i64) -> Result<(), StoreError> {
-        self.write(move |connection| {
             connection.execute(
-                "UPDATE deliveries SET replay_enqueued = 1 WHERE id = ?1 AND replays = ?2",
-                params![delivery_id, replay],
+                "UPDATE deliveries SET status = 'pending', replays = replays + 1, replay_enqueued = 1,
+                     attempt_base = attempts, next_attempt_at_ms = ?2, updated_at_ms = ?2,
+                     dead_letter_reason = NULL, lease_until_ms = NULL
+                 WHERE id = ?1",
+                params![delivery_id, now],
             )?;
-            Ok(())
+            if audit {
+                connection.execute(
+                    "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
+                     VALUES (?1, ?2, 'replay_delivery', ?3, 1, ?4)",
+                    params![now, actor, delivery_id, format!("previous status {status}")],
+                )?;
+            }
+            Ok(ReplayOutcome::Replayed { destination })
         })
         .await
     }
@@ -600,50 +785,6 @@ impl Store {
         .map_err(|_| StoreError::Join)?
     }
 
-    /// The delivery and its event, for sending.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
-    pub async fn delivery_to_send(&self, delivery_id: String) -> Result<Option<DeliveryToSend>, StoreError> {
-        if let Some(fresh) = self.fresh.take(&delivery_id) {
-            return Ok(Some(fresh));
-        }
-        self.read_delivery_to_send(delivery_id).await
-    }
-
-    /// [`Store::delivery_to_send`] from the database only.
-    async fn read_delivery_to_send(&self, delivery_id: String) -> Result<Option<DeliveryToSend>, StoreError> {
-        self.read(move |connection| {
-            // Cached: this runs once per delivery attempt.
-            connection
-                .prepare_cached(
-                    "SELECT d.id, d.destination, d.status, d.attempts - d.attempt_base, e.source, e.event_id, e.event_type,
-                            e.content_type, e.received_at_ms, e.body
-                     FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
-                )?
-                .query_row(
-                    [delivery_id],
-                    |row| {
-                        Ok(DeliveryToSend {
-                            delivery_id: row.get(0)?,
-                            destination: row.get(1)?,
-                            status: row.get(2)?,
-                            attempts: row.get(3)?,
-                            source: row.get(4)?,
-                            event_id: row.get(5)?,
-                            event_type: row.get(6)?,
-                            content_type: row.get(7)?,
-                            received_at_ms: row.get(8)?,
-                            body: row.get::<_, Vec<u8>>(9)?.into(),
-                        })
-                    },
-                )
-                .optional()
-        })
-        .await
-    }
-
     /// Dead-letter backlog, pending count and the oldest pending receipt time.
     ///
     /// # Errors
@@ -651,14 +792,19 @@ impl Store {
     /// When the read fails.
     pub async fn stats(&self) -> Result<Stats, StoreError> {
         self.read(|connection| {
-            let dead_letters =
-                connection
-                    .query_row("SELECT count(*) FROM deliveries WHERE status = 'dead_lettered'", [], |r| r.get(0))?;
-            let (pending, oldest) = connection.query_row(
-                "SELECT count(*), min(e.received_at_ms) FROM deliveries d JOIN events e ON e.id = d.event_rowid
-                 WHERE d.status = 'pending'",
+            let (dead_letters, pending) = connection.query_row(
+                "SELECT coalesce(sum(n) FILTER (WHERE status = 'dead_lettered'), 0),
+                        coalesce(sum(n) FILTER (WHERE status = 'pending'), 0)
+                 FROM delivery_counts",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            // Pending deliveries only (the due-time index holds nothing else).
+            let oldest = connection.query_row(
+                "SELECT min(e.received_at_ms) FROM deliveries d INDEXED BY deliveries_due
+                 JOIN events e ON e.id = d.event_rowid WHERE d.status = 'pending'",
+                [],
+                |r| r.get(0),
             )?;
             Ok(Stats { dead_letters, pending, oldest_pending_received_at_ms: oldest })
         })
@@ -773,6 +919,83 @@ fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error>
 /// Most commands coalesced into one transaction.
 const MAX_GROUP: usize = 512;
 
+/// The fencing token of a delivery's first claim, taken when it is recorded.
+const FIRST_LEASE_TOKEN: i64 = 1;
+
+/// See [`Store::claim_due`].
+fn claim_due(
+    connection: &rusqlite::Connection,
+    destination: &str,
+    class: DueClass,
+    limit: usize,
+    now_ms: i64,
+    lease_until_ms: i64,
+    skip: &[String],
+) -> Result<Vec<(String, Lease, bool)>, rusqlite::Error> {
+    let wanted = i64::try_from(limit.saturating_add(skip.len())).unwrap_or(i64::MAX);
+    let candidates: Vec<(String, Option<i64>)> = connection
+        .prepare_cached(
+            "SELECT id, lease_until_ms FROM deliveries INDEXED BY deliveries_due
+             WHERE status = 'pending' AND destination = ?1 AND (attempts > attempt_base) = ?2
+               AND next_attempt_at_ms <= ?3 AND (lease_until_ms IS NULL OR lease_until_ms < ?3)
+             ORDER BY next_attempt_at_ms LIMIT ?4",
+        )?
+        .query_map(params![destination, i64::from(class == DueClass::Retry), now_ms, wanted], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut claim = connection.prepare_cached(
+        "UPDATE deliveries SET lease_token = lease_token + 1, lease_until_ms = ?2 WHERE id = ?1 RETURNING lease_token",
+    )?;
+    let mut claimed = Vec::with_capacity(limit.min(candidates.len()));
+    for (id, previous_lease) in candidates {
+        if claimed.len() >= limit {
+            break;
+        }
+        if skip.contains(&id) {
+            continue;
+        }
+        let token: i64 = claim.query_row(params![id, lease_until_ms], |r| r.get(0))?;
+        claimed.push((id, Lease { token, until_ms: lease_until_ms }, previous_lease.is_some()));
+    }
+    Ok(claimed)
+}
+
+/// The deliveries `ids` with their events, for sending.
+fn read_deliveries_to_send(
+    connection: &rusqlite::Connection,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, DeliveryToSend>, rusqlite::Error> {
+    // Cached: this runs once per claimed delivery.
+    let mut statement = connection.prepare_cached(
+        "SELECT d.id, d.destination, d.attempts - d.attempt_base, e.source, e.event_id, e.event_type,
+                e.content_type, e.received_at_ms, e.body
+         FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
+    )?;
+    let mut found = std::collections::HashMap::with_capacity(ids.len());
+    for id in ids {
+        let delivery = statement
+            .query_row([id], |row| {
+                Ok(DeliveryToSend {
+                    delivery_id: row.get(0)?,
+                    destination: row.get(1)?,
+                    attempts: row.get(2)?,
+                    source: row.get(3)?,
+                    event_id: row.get(4)?,
+                    event_type: row.get(5)?,
+                    content_type: row.get(6)?,
+                    received_at_ms: row.get(7)?,
+                    body: row.get::<_, Vec<u8>>(8)?.into(),
+                })
+            })
+            .optional()?;
+        if let Some(delivery) = delivery {
+            found.insert(id.clone(), delivery);
+        }
+    }
+    Ok(found)
+}
+
 fn writer_loop(
     mut connection: r2d2::PooledConnection<SqliteConnectionManager>,
     mut receiver: mpsc::Receiver<Command>,
@@ -799,8 +1022,8 @@ fn writer_loop(
 fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) -> bool {
     let group_started = std::time::Instant::now();
     enum Answer {
-        Record(oneshot::Sender<Result<Vec<Recorded>, StoreError>>, Result<Vec<Recorded>, rusqlite::Error>),
-        Attempt(oneshot::Sender<Result<(), StoreError>>, Result<(), rusqlite::Error>),
+        Record(oneshot::Sender<Result<Vec<RecordedRow>, StoreError>>, Result<Vec<RecordedRow>, rusqlite::Error>),
+        Attempt(oneshot::Sender<Result<AttemptSettled, StoreError>>, Result<AttemptSettled, rusqlite::Error>),
         Prune(oneshot::Sender<Result<usize, StoreError>>, Result<usize, rusqlite::Error>),
         Write(Box<dyn FnOnce(bool) + Send>),
     }
@@ -821,8 +1044,8 @@ fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) -> 
         // Each command runs inside a savepoint so one failing command does not take the
         // others' writes with it.
         let failure = match command {
-            Command::Record { events, reply } => {
-                let result = in_savepoint(&transaction, |tx| record_events(tx, &events, now));
+            Command::Record { events, lease_until_ms, reply } => {
+                let result = in_savepoint(&transaction, |tx| record_events(tx, &events, now, lease_until_ms));
                 let failure = storage_failure(&result);
                 answers.push(Answer::Record(reply, result));
                 failure
@@ -972,24 +1195,24 @@ fn record_events(
     connection: &rusqlite::Connection,
     events: &[NewEvent],
     now: i64,
-) -> Result<Vec<Recorded>, rusqlite::Error> {
+    lease_until_ms: i64,
+) -> Result<Vec<RecordedRow>, rusqlite::Error> {
     let mut insert_event = connection.prepare_cached(
         "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
                              recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256, route_status)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (source, event_id) DO NOTHING",
     )?;
+    // Due now and already claimed by this process for the first attempt (token 1).
     let mut insert_delivery = connection.prepare_cached(
-        "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms, next_attempt_at_ms)
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4) ON CONFLICT DO NOTHING",
+        "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms, next_attempt_at_ms,
+                                 lease_token, lease_until_ms)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
     )?;
     let mut existing =
         connection.prepare_cached("SELECT id, body_sha256 FROM events WHERE source = ?1 AND event_id = ?2")?;
     let mut bump = connection
         .prepare_cached("UPDATE events SET duplicates = duplicates + ?2, conflicts = conflicts + ?3 WHERE id = ?1")?;
-    let mut unsent = connection.prepare_cached(
-        "SELECT id, destination FROM deliveries WHERE event_rowid = ?1 AND status = 'pending' AND attempts = 0",
-    )?;
 
     let mut results = Vec::with_capacity(events.len());
     for event in events {
@@ -1013,30 +1236,61 @@ fn record_events(
         ])?;
         if inserted == 1 {
             let rowid = connection.last_insert_rowid();
-            let mut tasks = Vec::with_capacity(event.destinations.len());
+            let mut ids = Vec::with_capacity(event.destinations.len());
             for destination in &event.destinations {
                 let id = delivery_id(rowid, destination);
-                insert_delivery.execute(params![id, rowid, destination, now])?;
-                tasks.push(DeliveryTask { delivery_id: id, destination: destination.clone() });
+                insert_delivery.execute(params![id, rowid, destination, now, FIRST_LEASE_TOKEN, lease_until_ms])?;
+                ids.push((id, destination.clone()));
             }
-            results.push(Recorded::New { tasks });
+            results.push(RecordedRow::New(ids));
         } else {
             let (rowid, stored_sha): (i64, String) =
                 existing.query_row(params![event.source, event.event_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
             let conflict = stored_sha != sha;
             bump.execute(params![rowid, i64::from(!conflict), i64::from(conflict)])?;
-            let tasks = unsent
-                .query_map([rowid], |row| Ok(DeliveryTask { delivery_id: row.get(0)?, destination: row.get(1)? }))?
-                .collect::<Result<Vec<_>, _>>()?;
-            results.push(Recorded::Duplicate { conflict, tasks });
+            results.push(RecordedRow::Duplicate { conflict });
         }
     }
     Ok(results)
 }
 
-fn record_attempt(connection: &rusqlite::Connection, record: &AttemptRecord, now: i64) -> Result<(), rusqlite::Error> {
+fn record_attempt(
+    connection: &rusqlite::Connection,
+    record: &AttemptRecord,
+    now: i64,
+) -> Result<AttemptSettled, rusqlite::Error> {
+    let (status, next_attempt_at, delivered_at, reason) = match record.next {
+        NextStep::Delivered => ("delivered", None, Some(now), None),
+        NextStep::RetryAt(at) => ("pending", Some(at), None, None),
+        NextStep::DeadLetter(reason) => ("dead_lettered", None, None, Some(reason.as_str())),
+    };
+    // Fenced: only the holder of the delivery's current lease token moves it on. A stale owner
+    // (its lease expired and another claim took over) changes nothing, and its attempt row is
+    // not written either, so it cannot overwrite the newer attempt's.
+    let changed = connection
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?2, attempts = max(attempts, ?3 + attempt_base), updated_at_ms = ?4,
+                 next_attempt_at_ms = ?5, delivered_at_ms = coalesce(?6, delivered_at_ms),
+                 last_status_code = ?7, last_error = ?8, dead_letter_reason = ?9, lease_until_ms = NULL
+             WHERE id = ?1 AND lease_token = ?10 AND status = 'pending'",
+        )?
+        .execute(params![
+            record.delivery_id,
+            status,
+            record.attempt,
+            now,
+            next_attempt_at,
+            delivered_at,
+            record.status_code,
+            record.error,
+            reason,
+            record.lease_token,
+        ])?;
+    if changed == 0 {
+        return Ok(AttemptSettled::Superseded);
+    }
     // `record.attempt` counts from the latest replay; stored numbers continue across replays,
-    // so both statements add the delivery's `attempt_base` (read inside them, not by a third).
+    // so the delivery's `attempt_base` is added (read inside the statement, not by another).
     connection
         .prepare_cached(
             "INSERT INTO attempts (delivery_id, attempt, started_at_ms, duration_ms, outcome, status_code, error,
@@ -1057,30 +1311,7 @@ fn record_attempt(connection: &rusqlite::Connection, record: &AttemptRecord, now
             record.error,
             record.response_snippet,
         ])?;
-    let (status, next_attempt_at, delivered_at, reason) = match record.next {
-        NextStep::Delivered => ("delivered", None, Some(now), None),
-        NextStep::RetryAt(at) => ("pending", Some(at), None, None),
-        NextStep::DeadLetter(reason) => ("dead_lettered", None, None, Some(reason.as_str())),
-    };
-    connection
-        .prepare_cached(
-            "UPDATE deliveries SET status = ?2, attempts = max(attempts, ?3 + attempt_base), updated_at_ms = ?4,
-                 next_attempt_at_ms = ?5, delivered_at_ms = coalesce(?6, delivered_at_ms),
-                 last_status_code = ?7, last_error = ?8, dead_letter_reason = ?9
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            record.delivery_id,
-            status,
-            record.attempt,
-            now,
-            next_attempt_at,
-            delivered_at,
-            record.status_code,
-            record.error,
-            reason,
-        ])?;
-    Ok(())
+    Ok(AttemptSettled::Recorded)
 }
 
 fn prune(connection: &rusqlite::Connection, cutoff_ms: i64) -> Result<usize, rusqlite::Error> {
@@ -1303,93 +1534,202 @@ mod tests {
         assert_eq!(count, MIGRATIONS.len() as i64);
     }
 
-    #[tokio::test]
-    async fn a_first_attempt_gets_the_delivery_as_written_without_a_read() {
-        let (_dir, store) = open();
-        let results = store.record(vec![event("e1", "{\"n\":1}", &["a", "b"]), event("e2", "{}", &[])]).await.unwrap();
-        let Recorded::New { tasks } = &results[0] else { panic!("new") };
-        // Changed behind the store's back: only a copy kept in memory still has the old value.
-        store
-            .write(|c| c.execute("UPDATE events SET content_type = 'changed' WHERE event_id = 'e1'", []).map(drop))
-            .await
-            .unwrap();
-        for task in tasks {
-            let first = store.delivery_to_send(task.delivery_id.clone()).await.unwrap().unwrap();
-            assert_eq!(first.content_type.as_deref(), Some("application/json"), "served from memory");
-            assert_eq!(
-                (first.status.as_str(), first.attempts, first.destination.as_str(), first.event_id.as_str()),
-                ("pending", 0, task.destination.as_str(), "e1")
-            );
-            assert_eq!((first.received_at_ms, &first.body[..]), (1_000, &b"{\"n\":1}"[..]));
-            let second = store.delivery_to_send(task.delivery_id.clone()).await.unwrap().unwrap();
-            assert_eq!(second.content_type.as_deref(), Some("changed"), "only the first read is served from memory");
-            assert_eq!(DeliveryToSend { content_type: first.content_type.clone(), ..second }, first, "as written");
-        }
-        // Duplicates keep nothing: their deliveries may have been attempted already.
-        let again = store.record(vec![event("e1", "{\"n\":1}", &["a"])]).await.unwrap();
-        assert!(matches!(&again[0], Recorded::Duplicate { .. }));
-        let read = store.delivery_to_send(delivery_id(1, "a")).await.unwrap().unwrap();
-        assert_eq!(read.content_type.as_deref(), Some("changed"));
+    /// A delivery's row, for the tests: (status, attempts, lease token, lease until, due at).
+    fn row(store_path: &Path, id: &str) -> (String, i64, i64, Option<i64>, Option<i64>) {
+        let c = rusqlite::Connection::open(store_path).unwrap();
+        c.query_row(
+            "SELECT status, attempts, lease_token, lease_until_ms, next_attempt_at_ms FROM deliveries WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap()
+    }
 
-        // An attempt recorded without that first read drops the kept copy.
-        store.record(vec![event("e3", "{}", &["a"])]).await.unwrap();
-        let id = delivery_id(3, "a");
+    fn attempt(id: &str, n: i64, outcome: AttemptOutcome, next: NextStep, lease_token: i64) -> AttemptRecord {
+        AttemptRecord {
+            delivery_id: id.to_owned(),
+            attempt: n,
+            started_at_ms: 5,
+            duration_ms: 1,
+            outcome,
+            status_code: Some(if outcome == AttemptOutcome::Delivered { 200 } else { 500 }),
+            error: None,
+            response_snippet: Some("oops".into()),
+            next,
+            lease_token,
+        }
+    }
+
+    fn open_at() -> (tempfile::TempDir, Store, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/inlet.db");
+        let store = Store::open(&path, SqliteSynchronous::Full).unwrap();
+        (dir, store, path)
+    }
+
+    #[tokio::test]
+    async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them() {
+        let (_dir, store, path) = open_at();
+        let results =
+            store.record(vec![event("e1", "{\"n\":1}", &["a", "b"]), event("e2", "{}", &[])], 60_000).await.unwrap();
+        let Recorded::New { deliveries } = &results[0] else { panic!("new") };
+        assert_eq!(deliveries.len(), 2);
+        for (claimed, destination) in deliveries.iter().zip(["a", "b"]) {
+            assert_eq!(claimed.lease, Lease { token: FIRST_LEASE_TOKEN, until_ms: 60_000 });
+            let d = &claimed.delivery;
+            assert_eq!((d.destination.as_str(), d.attempts, d.event_id.as_str()), (destination, 0, "e1"));
+            assert_eq!((d.received_at_ms, &d.body[..]), (1_000, &b"{\"n\":1}"[..]));
+            let (status, attempts, token, until, due) = row(&path, &d.delivery_id);
+            assert_eq!((status.as_str(), attempts, token, until), ("pending", 0, 1, Some(60_000)));
+            assert!(due.is_some(), "due at once");
+        }
+        assert_eq!(results[1], Recorded::New { deliveries: vec![] }, "unrouted");
+        // A duplicate hands nothing over: its deliveries are scheduled in the store already.
+        let again = store.record(vec![event("e1", "{\"n\":1}", &["a"])], 60_000).await.unwrap();
+        assert_eq!(again[0], Recorded::Duplicate { conflict: false });
+    }
+
+    #[tokio::test]
+    async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_record_over_a_newer_one() {
+        let (_dir, store, path) = open_at();
         store
-            .record_attempt(AttemptRecord {
-                delivery_id: id.clone(),
-                attempt: 1,
-                started_at_ms: 5,
-                duration_ms: 1,
-                outcome: AttemptOutcome::Transient,
-                status_code: Some(503),
-                error: None,
-                response_snippet: None,
-                next: NextStep::RetryAt(10),
-            })
+            .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &["b"])], 1_000)
             .await
             .unwrap();
-        assert_eq!(store.delivery_to_send(id).await.unwrap().unwrap().attempts, 1);
+        let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
+        let now = now_ms();
+        // Claimed at recording until 1_000 (long past): both are due for `a`, e1 skipped as held.
+        let (claimed, restarted) =
+            store.claim_due("a".into(), DueClass::First, 10, now, now + 30_000, vec![one.clone()]).await.unwrap();
+        assert_eq!(claimed.iter().map(|c| c.delivery.delivery_id.as_str()).collect::<Vec<_>>(), [two.as_str()]);
+        assert_eq!(restarted, std::slice::from_ref(&two), "its recording-time lease had expired without a result");
+        assert_eq!(claimed[0].lease.token, 2, "a new fencing token");
+        assert_eq!(claimed[0].delivery.body.as_ref(), b"{}");
+        assert!(store.has_due("a".into(), DueClass::First, now).await.unwrap(), "e1 is still due, only skipped");
+        let (again, _) = store.claim_due("a".into(), DueClass::First, 10, now, now + 30_000, vec![]).await.unwrap();
+        assert_eq!(again.len(), 1, "e2's lease is live: only e1 is claimed");
+        assert_eq!(again[0].delivery.delivery_id, one);
+        assert!(!store.has_due("a".into(), DueClass::First, now).await.unwrap());
+        assert!(store.has_due("b".into(), DueClass::First, now).await.unwrap(), "destinations are separate");
+        assert!(!store.has_due("b".into(), DueClass::Retry, now).await.unwrap(), "classes are separate");
+
+        // e2's claim expires while its owner is stalled; a new claim takes it over.
+        let (taken, restarted) =
+            store.claim_due("a".into(), DueClass::First, 10, now + 31_000, now + 60_000, vec![]).await.unwrap();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(restarted.len(), 2);
+        let new_token = taken.iter().find(|c| c.delivery.delivery_id == two).unwrap().lease.token;
+        assert_eq!(new_token, 3);
+        // The stale owner's result is dropped, the new owner's stands.
+        let stale = attempt(&two, 1, AttemptOutcome::Delivered, NextStep::Delivered, 2);
+        assert_eq!(store.record_attempt(stale).await.unwrap(), AttemptSettled::Superseded);
+        let (status, attempts, ..) = row(&path, &two);
+        assert_eq!((status.as_str(), attempts), ("pending", 0), "nothing of the stale attempt is stored");
+        let current = attempt(&two, 1, AttemptOutcome::Transient, NextStep::RetryAt(now + 5_000), new_token);
+        assert_eq!(store.record_attempt(current).await.unwrap(), AttemptSettled::Recorded);
+        let (status, attempts, _, until, due) = row(&path, &two);
+        assert_eq!((status.as_str(), attempts, until, due), ("pending", 1, None, Some(now + 5_000)));
+        // Now a retry, due later.
+        assert!(!store.has_due("a".into(), DueClass::Retry, now + 4_000).await.unwrap());
+        assert!(store.has_due("a".into(), DueClass::Retry, now + 5_000).await.unwrap());
+        let (retry, _) =
+            store.claim_due("a".into(), DueClass::Retry, 10, now + 5_000, now + 40_000, vec![]).await.unwrap();
+        assert_eq!((retry.len(), retry[0].delivery.attempts), (1, 1));
+        let attempts_rows: i64 =
+            store.read(|c| c.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(attempts_rows, 1, "only the current owner's attempt was written");
+    }
+
+    #[tokio::test]
+    async fn released_and_restarted_claims_are_due_at_once() {
+        let (_dir, store, path) = open_at();
+        let far = now_ms() + 3_600_000;
+        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], far).await.unwrap();
+        let now = now_ms();
+        assert!(!store.has_due("a".into(), DueClass::First, now).await.unwrap(), "claimed at recording");
+        store.release_leases(vec![(delivery_id(1, "a"), FIRST_LEASE_TOKEN), (delivery_id(2, "a"), 99)]).await.unwrap();
+        assert_eq!(row(&path, &delivery_id(1, "a")).3, None, "released");
+        assert_eq!(row(&path, &delivery_id(2, "a")).3, Some(far), "a wrong token releases nothing");
+        let restarted = store.release_all_leases().await.unwrap();
+        assert_eq!(restarted, [(delivery_id(2, "a"), "a".to_owned())]);
+        let (claimed, _) = store.claim_due("a".into(), DueClass::First, 10, now, now + 1_000, vec![]).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert!(store.renew_lease(delivery_id(1, "a"), claimed[0].lease.token, now + 9_000).await.unwrap());
+        assert!(!store.renew_lease(delivery_id(1, "a"), 1, now + 9_000).await.unwrap(), "fenced");
+    }
+
+    #[tokio::test]
+    async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
+        let (_dir, store, path) = open_at();
+        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], 1).await.unwrap();
+        let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
+        let dead = NextStep::DeadLetter(DeadLetterReason::RetriesExhausted);
+        store.record_attempt(attempt(&one, 1, AttemptOutcome::Transient, dead, 1)).await.unwrap();
+        let later = now_ms() + 3_600_000;
+        store.record_attempt(attempt(&two, 1, AttemptOutcome::Transient, NextStep::RetryAt(later), 1)).await.unwrap();
+
+        let replayed = store.replay(one.clone(), "ops".into(), true).await.unwrap();
+        assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
+        let (status, ..) = row(&path, &one);
+        assert_eq!(status, "pending");
+        let (claimed, _) =
+            store.claim_due("a".into(), DueClass::First, 10, now_ms(), now_ms() + 1_000, vec![]).await.unwrap();
+        assert_eq!(claimed.len(), 1, "a replayed delivery is a first attempt again (fresh schedule)");
+        assert_eq!(claimed[0].delivery.attempts, 0);
+        assert_eq!(
+            store.replay(one.clone(), "ops".into(), true).await.unwrap(),
+            ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: false },
+            "an attempt holds it now"
+        );
+        assert_eq!(
+            store.replay(two.clone(), "ops".into(), true).await.unwrap(),
+            ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true },
+            "a retry waiting for later is made due now"
+        );
+        assert!(row(&path, &two).4.unwrap() <= now_ms());
+        assert_eq!(store.replay("dlv_missing".into(), "ops".into(), true).await.unwrap(), ReplayOutcome::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_same_database() {
+        let (_dir, store, path) = open_at();
+        let second = Store::open(&path, SqliteSynchronous::Full).err().unwrap();
+        assert!(matches!(second, StoreError::InUse { .. }), "{second:?}");
+        assert!(second.to_string().contains("in use by another inlet-worker"), "{second}");
+        drop(store);
+        // Let the writer thread drop its connection; the lock goes with the last handle.
+        Store::open(&path, SqliteSynchronous::Full).expect("free once the first store is gone");
     }
 
     #[tokio::test]
     async fn pruning_never_hands_a_delivery_id_out_again() {
         let (_dir, store) = open();
-        let delivered = |n: i64| AttemptRecord {
-            delivery_id: delivery_id(n, "a"),
-            attempt: 1,
-            started_at_ms: 5,
-            duration_ms: 1,
-            outcome: AttemptOutcome::Delivered,
-            status_code: Some(200),
-            error: None,
-            response_snippet: None,
-            next: NextStep::Delivered,
-        };
-        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])]).await.unwrap();
-        store.record_attempt(delivered(1)).await.unwrap();
-        store.record_attempt(delivered(2)).await.unwrap();
+        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], 1).await.unwrap();
+        for n in [1, 2] {
+            let delivered = attempt(&delivery_id(n, "a"), 1, AttemptOutcome::Delivered, NextStep::Delivered, 1);
+            store.record_attempt(delivered).await.unwrap();
+        }
         assert_eq!(store.prune(i64::MAX).await.unwrap(), 1, "all delivered, but the newest stays");
-        let results = store.record(vec![event("e3", "{}", &["a"])]).await.unwrap();
-        let Recorded::New { tasks } = &results[0] else { panic!("new") };
-        assert_eq!(tasks[0].delivery_id, delivery_id(3, "a"), "a fresh id, not one a destination saw");
+        let results = store.record(vec![event("e3", "{}", &["a"])], 1).await.unwrap();
+        let Recorded::New { deliveries } = &results[0] else { panic!("new") };
+        assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(3, "a"), "a fresh id, not one a destination saw");
     }
 
     #[tokio::test]
     async fn duplicates_and_conflicts_are_recognised() {
         let (_dir, store) = open();
         let results = store
-            .record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])])
+            .record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])], 1)
             .await
             .unwrap();
-        let Recorded::New { tasks } = &results[0] else { panic!("first is new") };
-        assert_eq!(tasks.len(), 2);
-        assert_eq!(tasks[0].delivery_id, delivery_id(1, "a"));
-        assert_eq!(results[1], Recorded::New { tasks: vec![] });
-        // Same batch duplicate: recognised, and its unattempted deliveries offered again.
-        assert!(matches!(&results[2], Recorded::Duplicate { conflict: false, tasks } if tasks.len() == 2));
+        let Recorded::New { deliveries } = &results[0] else { panic!("first is new") };
+        assert_eq!(deliveries.len(), 2);
+        assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(1, "a"));
+        assert_eq!(results[1], Recorded::New { deliveries: vec![] });
+        assert_eq!(results[2], Recorded::Duplicate { conflict: false }, "same batch duplicate");
 
-        let later = store.record(vec![event("e1", "{\"changed\":true}", &["a", "b"])]).await.unwrap();
-        assert!(matches!(&later[0], Recorded::Duplicate { conflict: true, .. }));
+        let later = store.record(vec![event("e1", "{\"changed\":true}", &["a", "b"])], 1).await.unwrap();
+        assert!(matches!(&later[0], Recorded::Duplicate { conflict: true }));
         let (duplicates, conflicts, unrouted): (i64, i64, String) = store
             .read(|c| {
                 let (d, k) =
@@ -1405,41 +1745,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn attempts_move_a_delivery_through_its_states_and_prune_keeps_dead_letters() {
-        let (_dir, store) = open();
-        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])]).await.unwrap();
-        let first = delivery_id(1, "a");
-        let second = delivery_id(2, "a");
-        let attempt = |id: &str, n: i64, outcome, next| AttemptRecord {
-            delivery_id: id.to_owned(),
-            attempt: n,
-            started_at_ms: 5,
-            duration_ms: 1,
-            outcome,
-            status_code: Some(500),
-            error: None,
-            response_snippet: Some("oops".into()),
-            next,
-        };
-        store.record_attempt(attempt(&first, 1, AttemptOutcome::Transient, NextStep::RetryAt(99))).await.unwrap();
-        store.record_attempt(attempt(&first, 2, AttemptOutcome::Delivered, NextStep::Delivered)).await.unwrap();
+    async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune_keeps_dead_letters() {
+        let (_dir, store, path) = open_at();
         store
-            .record_attempt(attempt(
-                &second,
-                1,
-                AttemptOutcome::Permanent,
-                NextStep::DeadLetter(DeadLetterReason::Permanent4xx),
-            ))
+            .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &[])], 1)
             .await
             .unwrap();
-        let sent = store.delivery_to_send(first.clone()).await.unwrap().unwrap();
-        assert_eq!((sent.status.as_str(), sent.attempts), ("delivered", 2));
+        let first = delivery_id(1, "a");
+        let second = delivery_id(2, "a");
+        store.record_attempt(attempt(&first, 1, AttemptOutcome::Transient, NextStep::RetryAt(99), 1)).await.unwrap();
+        let (claimed, _) = store.claim_due("a".into(), DueClass::Retry, 1, 100, 200, vec![]).await.unwrap();
+        let token = claimed[0].lease.token;
+        store.record_attempt(attempt(&first, 2, AttemptOutcome::Delivered, NextStep::Delivered, token)).await.unwrap();
+        let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
+        store.record_attempt(attempt(&second, 1, AttemptOutcome::Permanent, dead, 1)).await.unwrap();
+        let (status, attempts, ..) = row(&path, &first);
+        assert_eq!((status.as_str(), attempts), ("delivered", 2));
         let stats = store.stats().await.unwrap();
         assert_eq!((stats.dead_letters, stats.pending), (1, 0));
 
+        // The trigger-kept counts agree with a full count, before and after a prune.
+        let counts_agree = || async {
+            store
+                .read(|c| {
+                    let kept: Vec<(String, String, i64)> = c
+                        .prepare("SELECT destination, status, n FROM delivery_counts WHERE n > 0 ORDER BY 1, 2")?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<_, _>>()?;
+                    let counted: Vec<(String, String, i64)> = c
+                        .prepare("SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2 ORDER BY 1, 2")?
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<_, _>>()?;
+                    let events: (i64, i64) = c.query_row(
+                        "SELECT (SELECT sum(n) FROM event_counts), (SELECT count(*) FROM events)",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    Ok(kept == counted && events.0 == events.1)
+                })
+                .await
+                .unwrap()
+        };
+        assert!(counts_agree().await);
         let pruned = store.prune(i64::MAX).await.unwrap();
-        assert_eq!(pruned, 1, "only the fully delivered event is pruned");
-        assert!(store.delivery_to_send(first).await.unwrap().is_none());
-        assert!(store.delivery_to_send(second).await.unwrap().is_some(), "dead letters stay replayable");
+        assert_eq!(pruned, 1, "only the fully delivered event is pruned (the unrouted one is the newest)");
+        assert!(counts_agree().await);
+        let remaining: i64 =
+            store.read(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(remaining, 1, "dead letters stay replayable");
     }
 }

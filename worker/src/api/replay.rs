@@ -1,16 +1,7 @@
-//! Replays: put a delivery back to `pending` (one writer transaction, see
-//! `Store::prepare_replay`) and publish its task to `{delivery_subject_prefix}.{destination}`
-//! with `Nats-Msg-Id = {delivery_id}:replay:{n}`, unique per replay.
-//!
-//! **Exactly one task per replay.** Concurrent replays of one delivery are serialised by the
-//! single writer: one changes the state, the others find it pending. If the first one's publish
-//! was not yet confirmed (`replay_enqueued = 0`), they publish again with the *same* message id,
-//! which JetStream deduplicates; so a lost PubAck is repaired by retrying, and nothing is queued
-//! twice. The deliver loop drops tasks for deliveries that are not pending.
-//!
-//! **Repair.** If the publish fails (NATS down) the delivery stays `pending` with
-//! `replay_enqueued = 0`; [`Replayer::repair_loop`] publishes such tasks again (same message
-//! id) until JetStream confirms them, so a replay is never lost.
+//! Replays: put a delivery back to `pending`, due now (one writer transaction, see
+//! `Store::replay`), and wake its destination's scheduler. The store is the schedule, so a
+//! committed replay cannot be lost, and concurrent replays of one delivery are serialised by the
+//! single writer: one changes the state, the others find it pending.
 //!
 //! **Fresh schedule.** A replayed delivery gets the destination's full retry schedule again
 //! (`attempt_base`); attempt numbers in the attempts table continue.
@@ -23,21 +14,19 @@
 //! replay them one by one at a capped rate in a background task that can be cancelled; progress
 //! is kept in `bulk_replays`, and one audit row records who started it and how many.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream;
-use bytes::Bytes;
-use inlet_shared::envelope;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::types::{BulkReplay, DeadLetterFilter, Delivery, ReplayResult};
-use crate::store::{ReplayPrepared, Store, now_ms};
+use crate::deliver::Destination;
+use crate::store::{ReplayOutcome, Store, now_ms};
 
 /// Size of a dry run's sample.
 const SAMPLE: usize = 10;
@@ -50,9 +39,7 @@ struct Job {
 /// Replays deliveries; owns the running bulk replays.
 pub struct Replayer {
     store: Store,
-    js: jetstream::Context,
-    subject_prefix: String,
-    destinations: HashSet<String>,
+    destinations: Arc<HashMap<String, Arc<Destination>>>,
     max_rate: u32,
     max_bulk: u32,
     jobs: Mutex<HashMap<i64, Job>>,
@@ -64,9 +51,7 @@ impl Replayer {
     /// Builds the replayer.
     pub fn new(
         store: Store,
-        js: jetstream::Context,
-        subject_prefix: String,
-        destinations: HashSet<String>,
+        destinations: Arc<HashMap<String, Arc<Destination>>>,
         max_rate: u32,
         max_bulk: u32,
         shutdown: CancellationToken,
@@ -76,8 +61,6 @@ impl Replayer {
         Arc::new(Replayer {
             per_caller,
             store,
-            js,
-            subject_prefix,
             destinations,
             max_rate,
             max_bulk,
@@ -101,48 +84,23 @@ impl Replayer {
     ///
     /// # Errors
     ///
-    /// Unknown delivery, a destination no longer configured, the database or JetStream failing.
+    /// Unknown delivery, a destination no longer configured, the database failing.
     pub async fn replay(&self, delivery_id: &str, actor: &str, audit: bool) -> Result<ReplayResult, ApiError> {
-        let prepared = self.store.prepare_replay(delivery_id.to_owned(), actor.to_owned(), audit).await?;
-        let (destination, replay, new) = match prepared {
-            ReplayPrepared::NotFound => return Err(ApiError::NotFound),
-            ReplayPrepared::AlreadyPending => {
-                return Ok(ReplayResult {
-                    delivery_id: delivery_id.into(),
-                    result: "already_pending".into(),
-                    enqueued: false,
-                });
+        let outcome = self.store.replay(delivery_id.to_owned(), actor.to_owned(), audit).await?;
+        let (destination, result, enqueued) = match outcome {
+            ReplayOutcome::NotFound => return Err(ApiError::NotFound),
+            ReplayOutcome::AlreadyPending { destination, rescheduled } => {
+                (destination, if rescheduled { "rescheduled" } else { "already_pending" }, false)
             }
-            ReplayPrepared::Publish { destination, replay, new } => (destination, replay, new),
+            ReplayOutcome::Replayed { destination } => (destination, "enqueued", true),
         };
-        if !self.destinations.contains(&destination) {
-            // Left pending: if the destination comes back, a replay publishes the task then.
+        let Some(runtime) = self.destinations.get(&destination) else {
+            // Left pending: if the destination comes back, its scheduler finds it due.
             return Err(ApiError::Invalid(format!("destination `{destination}` is no longer configured")));
-        }
-        let enqueued = self.publish(delivery_id, &destination, replay).await?;
-        tracing::info!(delivery_id, replay, enqueued, new, "delivery replayed");
-        Ok(ReplayResult {
-            delivery_id: delivery_id.into(),
-            result: if enqueued { "enqueued" } else { "already_enqueued" }.into(),
-            enqueued,
-        })
-    }
-
-    /// Publishes the task of replay `replay` and records JetStream's confirmation; returns
-    /// whether it was new (not a duplicate of the same replay's task).
-    async fn publish(&self, delivery_id: &str, destination: &str, replay: i64) -> Result<bool, ApiError> {
-        let subject = format!("{}.{destination}", self.subject_prefix);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(envelope::HEADER_MSG_ID, format!("{delivery_id}:replay:{replay}").as_str());
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, Bytes::from(delivery_id.to_owned()))
-            .await
-            .map_err(|e| ApiError::Queue(e.to_string()))?
-            .await
-            .map_err(|e| ApiError::Queue(e.to_string()))?;
-        self.store.mark_replay_enqueued(delivery_id.to_owned(), replay).await?;
-        Ok(!ack.duplicate)
+        };
+        runtime.wake();
+        tracing::info!(delivery_id, result, "delivery replayed");
+        Ok(ReplayResult { delivery_id: delivery_id.into(), result: result.into(), enqueued })
     }
 
     /// Closes bulk replays left `running` by a previous process as `cancelled` (their remaining
@@ -161,44 +119,6 @@ impl Replayer {
             Ok(0) => {}
             Ok(n) => tracing::warn!(jobs = n, "bulk replays interrupted by a restart were closed as cancelled"),
             Err(error) => tracing::warn!(%error, "cannot close interrupted bulk replays"),
-        }
-    }
-
-    /// Publishes, every `every`, the tasks of replays JetStream has not confirmed (a publish
-    /// that failed or whose process died), with their original message ids.
-    pub async fn repair_loop(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
-        loop {
-            let unconfirmed: Result<Vec<(String, String, i64)>, _> = self
-                .store
-                .read(|c| {
-                    let mut statement = c.prepare(
-                        "SELECT id, destination, replays FROM deliveries INDEXED BY deliveries_replay_unconfirmed
-                         WHERE replay_enqueued = 0 AND status = 'pending' LIMIT 500",
-                    )?;
-                    let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                    rows.collect()
-                })
-                .await;
-            match unconfirmed {
-                Ok(list) => {
-                    for (delivery_id, destination, replay) in list {
-                        if !self.destinations.contains(&destination) {
-                            continue;
-                        }
-                        match self.publish(&delivery_id, &destination, replay).await {
-                            Ok(new) => tracing::info!(%delivery_id, replay, new, "unconfirmed replay task published"),
-                            Err(error) => {
-                                tracing::warn!(error = ?error, %delivery_id, "cannot publish replay task yet")
-                            }
-                        }
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "cannot look for unconfirmed replays"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
         }
     }
 

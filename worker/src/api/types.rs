@@ -488,10 +488,11 @@ pub struct AuditPage {
 pub struct ReplayResult {
     /// The delivery.
     pub delivery_id: ID,
-    /// `enqueued` (this call queued it), `already_enqueued` (a concurrent replay did) or
-    /// `already_pending` (it is waiting for its next attempt anyway).
+    /// `enqueued` (this call set it back to pending, due now), `rescheduled` (it was pending
+    /// and waiting for a later retry: now due at once) or `already_pending` (an attempt holds
+    /// it now, or it is due already).
     pub result: String,
-    /// Whether this call put a new task on the queue.
+    /// Whether this call set the delivery back to pending.
     pub enqueued: bool,
 }
 

@@ -13,4 +13,5 @@ mod github;
 mod login;
 mod metrics;
 mod operator_support;
+mod scheduling;
 mod support;

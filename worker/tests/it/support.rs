@@ -33,10 +33,12 @@ pub struct Received {
     pub at: std::time::Instant,
 }
 
-type Behaviour = Arc<dyn Fn(usize) -> (u16, Duration) + Send + Sync>;
+/// `(n, idempotency key, nth request with that key)`, all 0-based → (status, delay).
+type Behaviour = Arc<dyn Fn(usize, &str, usize) -> (u16, Duration) + Send + Sync>;
 
 /// An HTTP endpoint whose answer is programmable: `behaviour(n)` gives the status and delay of
-/// the n-th request (0-based). A 429 carries `Retry-After: 1`.
+/// the n-th request (0-based), or, with [`TestDestination::start_keyed`], of the n-th request for
+/// one delivery. A 429 carries `Retry-After: 1`.
 pub struct TestDestination {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
@@ -47,6 +49,13 @@ pub struct TestDestination {
 
 impl TestDestination {
     pub async fn start(behaviour: impl Fn(usize) -> (u16, Duration) + Send + Sync + 'static) -> TestDestination {
+        Self::start_keyed(move |n, _, _| behaviour(n)).await
+    }
+
+    /// Answers by delivery: `behaviour(n, idempotency key, nth request with that key)`.
+    pub async fn start_keyed(
+        behaviour: impl Fn(usize, &str, usize) -> (u16, Duration) + Send + Sync + 'static,
+    ) -> TestDestination {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -54,6 +63,7 @@ impl TestDestination {
         let count_tx = Arc::new(count_tx);
         let behaviour: Arc<Mutex<Behaviour>> = Arc::new(Mutex::new(Arc::new(behaviour)));
         let arrivals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let per_key: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let stop = CancellationToken::new();
         let (received_c, behaviour_c, stop_c) = (Arc::clone(&received), Arc::clone(&behaviour), stop.clone());
         tokio::spawn(async move {
@@ -62,23 +72,41 @@ impl TestDestination {
                     () = stop_c.cancelled() => return,
                     accepted = listener.accept() => accepted.unwrap(),
                 };
-                let (received, behaviour, count_tx, arrivals) =
-                    (Arc::clone(&received_c), Arc::clone(&behaviour_c), Arc::clone(&count_tx), Arc::clone(&arrivals));
+                let (received, behaviour, count_tx, arrivals, per_key) = (
+                    Arc::clone(&received_c),
+                    Arc::clone(&behaviour_c),
+                    Arc::clone(&count_tx),
+                    Arc::clone(&arrivals),
+                    Arc::clone(&per_key),
+                );
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let (received, behaviour, count_tx, arrivals) = (
+                        let (received, behaviour, count_tx, arrivals, per_key) = (
                             Arc::clone(&received),
                             Arc::clone(&behaviour),
                             Arc::clone(&count_tx),
                             Arc::clone(&arrivals),
+                            Arc::clone(&per_key),
                         );
                         async move {
                             let at = std::time::Instant::now();
                             let (parts, body) = request.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let n = arrivals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let key = parts
+                                .headers
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let nth = {
+                                let mut per_key = per_key.lock().unwrap();
+                                let seen = per_key.entry(key.clone()).or_insert(0);
+                                *seen += 1;
+                                *seen - 1
+                            };
                             let current = behaviour.lock().unwrap().clone();
-                            let (status, delay) = current(n);
+                            let (status, delay) = current(n, &key, nth);
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
                             }
@@ -107,7 +135,7 @@ impl TestDestination {
     }
 
     pub fn set_behaviour(&self, behaviour: impl Fn(usize) -> (u16, Duration) + Send + Sync + 'static) {
-        *self.behaviour.lock().unwrap() = Arc::new(behaviour);
+        *self.behaviour.lock().unwrap() = Arc::new(move |n, _: &str, _| behaviour(n));
     }
 
     pub fn url(&self) -> String {
@@ -219,7 +247,7 @@ pub async fn start_worker(config: Config, stop: &CancellationToken) -> WorkerAdd
 
 /// nats-server + ingest + worker, all real, in this process.
 pub struct Pipeline {
-    _nats: TestNats,
+    nats: TestNats,
     pub dir: tempfile::TempDir,
     pub ingest_addr: SocketAddr,
     pub ingest_admin: SocketAddr,
@@ -245,17 +273,11 @@ impl Pipeline {
         for url in [format!("http://{ingest_addr}/readyz"), format!("http://{worker_main}/readyz")] {
             wait_ok(&client, &url).await;
         }
-        Pipeline {
-            _nats: nats,
-            dir,
-            ingest_addr,
-            ingest_admin,
-            worker_admin,
-            worker_main,
-            client,
-            ingest_stop,
-            worker_stop,
-        }
+        Pipeline { nats, dir, ingest_addr, ingest_admin, worker_admin, worker_main, client, ingest_stop, worker_stop }
+    }
+
+    pub fn nats_url(&self) -> String {
+        self.nats.url()
     }
 
     pub fn database(&self) -> PathBuf {

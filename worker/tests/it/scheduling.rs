@@ -1,0 +1,275 @@
+//! A 2xx'd webhook is never lost and never stuck: delivery scheduling under ordinary destination
+//! failures (rate limits, failing first attempts, a class of events that always fails, an
+//! outage under load, back-pressure, authentication hiccups), a stalled worker, and a second
+//! worker started by mistake.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use inlet_shared::config::Config;
+use inlet_shared::test_util::TestNats;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Pipeline, TestDestination, config_text, send_github, start_ingest, wait_ok};
+
+/// Sends `n` signed webhooks (`{prefix}-{i}`) at `per_second`; each must be accepted.
+async fn send_paced(pipeline: &Pipeline, prefix: &str, n: usize, per_second: u64) {
+    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
+    for i in 0..n {
+        ticks.tick().await;
+        let status = pipeline.send(&format!("{prefix}-{i}"), "push", format!("{{\"n\":{i}}}").as_bytes()).await;
+        assert!(status == 202, "webhook {i} answered {status}");
+    }
+}
+
+/// Waits until `n` deliveries are `delivered` in SQLite.
+async fn wait_delivered(pipeline: &Pipeline, n: i64, within: Duration) {
+    pipeline
+        .wait_until(&format!("{n} deliveries delivered"), within, |c| {
+            c.query_row("SELECT count(*) FROM deliveries WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+                >= n
+        })
+        .await;
+}
+
+fn count(pipeline: &Pipeline, sql: &str) -> i64 {
+    pipeline.query(|c| c.query_row(sql, [], |r| r.get(0)))
+}
+
+/// The issue's minimal repro: a rate-limited destination whose first attempts fail. Attempts
+/// wait in the rate limiter longer than a broker's ack_wait; before the store scheduled
+/// deliveries, redelivered copies were acked as "already claimed" and 26 of 60 events were
+/// never delivered.
+#[tokio::test]
+async fn a_rate_limited_destination_failing_every_first_attempt_gets_every_event() {
+    let sink = TestDestination::start_keyed(|_, _, nth| (if nth == 0 { 500 } else { 200 }, Duration::ZERO)).await;
+    let extra = "timeout = \"2s\"\nrate_limit = { per_second = 5, burst = 5 }\nconcurrency = 32\n\
+                 breaker = { failure_threshold = 100000, cooldown = \"1s\" }\nretry_schedule = [\"1s\", \"1s\", \"1s\", \"1s\"]";
+    let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
+    let events = 40;
+    send_paced(&pipeline, "repro", events, 20).await;
+    wait_delivered(&pipeline, events as i64, Duration::from_secs(90)).await;
+    let keys = sink.delivered_keys();
+    assert_eq!(keys.len(), events, "every event delivered");
+    assert!(keys.values().all(|&n| n == 1), "each delivered once: {keys:?}");
+    assert_eq!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE status = 'pending'"), 0, "none stuck");
+    let second_attempts = count(&pipeline, "SELECT count(*) FROM attempts WHERE attempt = 2 AND outcome = 'delivered'");
+    assert_eq!(second_attempts, events as i64, "each on its second attempt");
+}
+
+/// 5 % of events always fail and wait for their retries (30 s away); the other 95 % must all
+/// be delivered promptly. A retry used to hold a delivery slot for its whole delay, so four
+/// failing events stopped a destination with concurrency 4.
+#[tokio::test]
+async fn a_class_of_events_that_always_fails_does_not_starve_the_others() {
+    // Every 20th event (by its row id in the delivery id `dlv_<row>_<destination>`).
+    let poison = |key: &str| {
+        key.strip_prefix("dlv_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|row| u64::from_str_radix(row, 16).ok())
+            .is_some_and(|row| row % 20 == 0)
+    };
+    let sink =
+        TestDestination::start_keyed(move |_, key, _| (if poison(key) { 500 } else { 200 }, Duration::ZERO)).await;
+    let extra = "concurrency = 4\nbreaker = { failure_threshold = 100000, cooldown = \"1s\" }\n\
+                 retry_schedule = [\"30s\", \"30s\", \"30s\"]";
+    let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
+    let events = 200;
+    send_paced(&pipeline, "mixed", events, 200).await;
+    // Which keys are poison depends on the delivery ids; count them from what the sink saw.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let failing: std::collections::HashSet<String> = sink
+            .received()
+            .iter()
+            .filter(|r| r.status == 500)
+            .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_owned())
+            .collect();
+        let delivered = sink.delivered_keys().len();
+        if delivered + failing.len() == events {
+            assert_eq!(failing.len(), events / 20, "every 20th event fails");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "healthy events starved: {delivered} delivered, {} failing, of {events}",
+            failing.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The failing ones wait for their retry in the store, holding nothing.
+    let waiting = count(&pipeline, "SELECT count(*) FROM deliveries WHERE status = 'pending' AND attempts = 1");
+    assert!(waiting > 0, "the poison events wait for their retries");
+}
+
+/// The destination is down for the first seconds of a steady load, then recovers: every
+/// accepted event is delivered exactly once, nothing stays pending.
+#[tokio::test]
+async fn an_outage_under_load_loses_nothing() {
+    let started = Instant::now();
+    let outage = Duration::from_secs(6);
+    let sink =
+        TestDestination::start(move |_| (if started.elapsed() < outage { 503 } else { 200 }, Duration::ZERO)).await;
+    let extra = "concurrency = 16\nbreaker = { failure_threshold = 5, cooldown = \"1s\" }\n\
+                 retry_schedule = [\"500ms\", \"1s\", \"2s\", \"4s\", \"4s\", \"4s\", \"4s\"]";
+    let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
+    let events = 600;
+    send_paced(&pipeline, "outage", events, 100).await;
+    wait_delivered(&pipeline, events as i64, Duration::from_secs(90)).await;
+    let keys = sink.delivered_keys();
+    assert_eq!(keys.len(), events);
+    assert!(keys.values().all(|&n| n == 1), "503s are answers: no duplicate sends");
+    assert_eq!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'"), 0);
+    assert!(count(&pipeline, "SELECT count(*) FROM attempts WHERE status_code = 503") > 0, "the outage was seen");
+}
+
+/// Five 429s with `Retry-After: 1` are back-pressure: the breaker (threshold 5, cooldown 60 s)
+/// must not open, and every event arrives about a second later, not after the cooldown.
+#[tokio::test]
+async fn a_429_with_retry_after_is_back_pressure_not_failure() {
+    let sink = TestDestination::start(|n| (if n < 6 { 429 } else { 200 }, Duration::ZERO)).await;
+    let extra = "concurrency = 2\nbreaker = { failure_threshold = 5, cooldown = \"60s\" }\nretry_schedule = [\"30s\", \"30s\", \"30s\", \"30s\"]";
+    let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
+    let sent = Instant::now();
+    for n in 0..6 {
+        assert_eq!(pipeline.send(&format!("busy-{n}"), "push", b"{}").await, 202);
+    }
+    wait_delivered(&pipeline, 6, Duration::from_secs(20)).await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "delivered after the Retry-After, not a cooldown or the schedule"
+    );
+    assert_eq!(pipeline.metric("inlet_worker_breaker_state", &[("destination", "sink")]).await, 0.0);
+    let keys = sink.delivered_keys();
+    assert_eq!(keys.len(), 6);
+}
+
+/// A destination answering 401 for a moment (its secret or clock out of step) is retried, not
+/// dead-lettered at once; a 401 that persists is dead-lettered after `auth_failure_attempts`.
+#[tokio::test]
+async fn authentication_failures_are_retried_before_dead_lettering() {
+    let sink = TestDestination::start_keyed(|_, key, nth| {
+        let status = if key.ends_with("_sink") && nth < 1 { 401 } else { 200 };
+        (status, Duration::ZERO)
+    })
+    .await;
+    let stuck = TestDestination::answering(403).await;
+    let fast = "retry_schedule = [\"100ms\", \"100ms\", \"100ms\", \"100ms\"]";
+    let pipeline = Pipeline::start(&[("sink", sink.url(), fast), ("stuck", stuck.url(), fast)]).await;
+    assert_eq!(pipeline.send("auth-1", "push", b"{}").await, 202);
+    pipeline
+        .wait_until("both settled", Duration::from_secs(20), |c| {
+            c.query_row("SELECT count(*) FROM deliveries WHERE status <> 'pending'", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+                == 2
+        })
+        .await;
+    let states: Vec<(String, String, i64, Option<String>)> = pipeline.query(|c| {
+        let mut statement =
+            c.prepare("SELECT destination, status, attempts, dead_letter_reason FROM deliveries ORDER BY destination")?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        rows.collect()
+    });
+    assert_eq!(states[0], ("sink".into(), "delivered".into(), 2, None), "a passing 401 is retried");
+    assert_eq!(
+        states[1],
+        ("stuck".into(), "dead_lettered".into(), 3, Some("permanent_4xx".into())),
+        "a lasting 403 is dead-lettered after the default 3 attempts"
+    );
+}
+
+/// The worker process stopped (SIGSTOP) for longer than `ack_wait` and the attempt timeout,
+/// while its requests are being answered: nothing is lost, no answer that arrived meanwhile is
+/// recorded as a timeout, and nothing is sent twice.
+#[tokio::test]
+async fn a_worker_stopped_longer_than_ack_wait_loses_nothing_and_times_no_answer_out() {
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("inlet.db");
+    let sink = TestDestination::start(|_| (200, Duration::from_millis(300))).await;
+    let mut text = config_text(&nats.url(), &database, &[("sink", sink.url(), "timeout = \"1s\"\nconcurrency = 4")]);
+    text = text
+        .replace("ack_wait = \"5s\"", "ack_wait = \"1s\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"");
+    let config_path = dir.path().join("inlet.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let config = Config::parse(&text, &BTreeMap::new()).unwrap();
+    let stop = CancellationToken::new();
+    let ingest = start_ingest(config, &stop).await.public;
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("http://{ingest}/readyz")).await;
+
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_inlet-worker"))
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = 40;
+    for n in 0..events {
+        assert_eq!(send_github(&client, ingest, &format!("stall-{n}"), "push", b"{}").await, 202);
+    }
+    sink.wait_for(4, Duration::from_secs(30)).await;
+    let pid = worker.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    // Requests in flight are answered (300 ms) while the worker cannot run.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let delivered = || {
+        let connection = rusqlite::Connection::open(&database).unwrap();
+        connection
+            .query_row("SELECT count(*) FROM deliveries WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    while delivered() < events as i64 {
+        assert!(Instant::now() < deadline, "only {} of {events} delivered", delivered());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let connection = rusqlite::Connection::open(&database).unwrap();
+    let timeouts: i64 =
+        connection.query_row("SELECT count(*) FROM attempts WHERE error = 'timeout'", [], |r| r.get(0)).unwrap();
+    assert_eq!(timeouts, 0, "answers that arrived during the stall were read, not timed out");
+    let keys = sink.delivered_keys();
+    assert_eq!(keys.len(), events);
+    assert!(keys.values().all(|&n| n == 1), "nothing sent twice: {keys:?}");
+    stop.cancel();
+}
+
+/// Two workers with their own databases on one NATS would split the events between two files:
+/// the second is refused at startup, naming the holder; the same database from a second
+/// process is refused too. The first keeps working.
+#[tokio::test]
+async fn a_second_worker_is_refused_at_startup() {
+    let sink = TestDestination::answering(200).await;
+    let pipeline = Pipeline::start(&[("sink", sink.url(), "")]).await;
+    for (database, expected) in [
+        (pipeline.dir.path().join("other.db"), "another inlet-worker consumes this intake stream"),
+        (pipeline.database(), "in use by another inlet-worker"),
+    ] {
+        let text = config_text(&pipeline.nats_url(), &database, &[("sink", sink.url(), "")]);
+        let config = Config::parse(&text, &BTreeMap::new()).unwrap();
+        let listeners = inlet_worker::Listeners {
+            main: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            Duration::from_secs(20),
+            inlet_worker::run(config, listeners, CancellationToken::new()),
+        )
+        .await
+        .expect("refused at startup, not left running");
+        let error = format!("{:#}", result.expect_err("a second worker must not start"));
+        assert!(error.contains(expected), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(10), "refused at once");
+    }
+    assert_eq!(pipeline.send("still-1", "push", b"{}").await, 202);
+    sink.wait_for(1, Duration::from_secs(20)).await;
+}

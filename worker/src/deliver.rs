@@ -23,7 +23,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,10 @@ pub struct Destination {
     retry_slots: Arc<Semaphore>,
     /// Deliveries just recorded, claimed for their first attempt, waiting for a slot.
     fresh: Mutex<FreshQueue>,
+    /// Set when the queue overflowed: until the store has no first attempt due any more, new
+    /// deliveries go through the store too, so they are attempted in the order they were
+    /// recorded instead of fresh ones overtaking a backlog forever.
+    backlog: AtomicBool,
     /// Deliveries this process holds now (waiting or being attempted): claims skip them.
     held: Mutex<HashSet<String>>,
     wake_first: Notify,
@@ -135,6 +139,7 @@ impl Destination {
             slots: Arc::new(Semaphore::new(concurrency)),
             retry_slots: Arc::new(Semaphore::new(concurrency.div_ceil(2))),
             fresh: Mutex::new(FreshQueue::default()),
+            backlog: AtomicBool::new(false),
             held: Mutex::new(HashSet::new()),
             wake_first: Notify::new(),
             wake_retry: Notify::new(),
@@ -154,10 +159,14 @@ impl Destination {
         let capacity = self.fresh_capacity();
         let mut refused = Vec::new();
         let mut accepted = 0;
+        if self.backlog.load(Ordering::SeqCst) {
+            return deliveries;
+        }
         if let Ok(mut queue) = self.fresh.lock() {
             for claimed in deliveries {
                 let size = claimed.delivery.body.len();
-                if queue.entries.len() >= capacity || queue.bytes + size > FRESH_BYTES {
+                if !refused.is_empty() || queue.entries.len() >= capacity || queue.bytes + size > FRESH_BYTES {
+                    self.backlog.store(true, Ordering::SeqCst);
                     refused.push(claimed);
                     continue;
                 }
@@ -370,7 +379,12 @@ async fn next_delivery(
                     Err(error) => tracing::warn!(%error, destination = %name, "cannot claim due deliveries; retrying"),
                 }
             }
-            Ok(false) => {}
+            Ok(false) => {
+                if class == DueClass::First {
+                    // Caught up with what overflowed: new deliveries may be handed over again.
+                    destination.backlog.store(false, Ordering::SeqCst);
+                }
+            }
             Err(error) => tracing::warn!(%error, destination = %name, "cannot look for due deliveries; retrying"),
         }
         // Nothing to do now: wait to be told, or until the next retry this process knows of,

@@ -221,12 +221,12 @@ async fn individually(js: &jetstream::Context, group: Vec<Pending>) {
     }
     for (future, deadline, reply) in sent {
         let result = match future {
-            Err(error) => Err(classify(error.kind())),
+            Err(error) => Err(classify(&error)),
             Ok(ack) => {
                 let wait = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                 match tokio::time::timeout(wait, ack).await {
                     Err(_) => Err(PublishFailure::Timeout),
-                    Ok(Err(error)) => Err(classify(error.kind())),
+                    Ok(Err(error)) => Err(classify(&error)),
                     Ok(Ok(ack)) if ack.duplicate => Ok(Stored::Duplicate(ack.sequence)),
                     Ok(Ok(ack)) => Ok(Stored::New(ack.sequence)),
                 }

@@ -10,6 +10,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use inlet_shared::signature::SignatureError;
 
+use crate::publish::PublishFailure;
+
 /// Why a webhook was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -48,9 +50,31 @@ pub enum IngestError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// JetStream cannot store events now (a storage limit reached, or writes failing), said by
+    /// the server or already known from earlier publishes. Temporary: space comes back as
+    /// events age out or are purged, so the sender should retry.
+    #[error("event could not be stored: the event store is full or failing ({reason})")]
+    StoreFull {
+        /// Which limit or failure (`stream_full`, `server_storage_full`, …).
+        reason: &'static str,
+        /// When to try again.
+        retry_after: Duration,
+    },
 }
 
 impl IngestError {
+    /// Why a publish got no PubAck, as the answer to the request. `limit` is the source's body
+    /// limit, named in the 413 of a message JetStream can never store.
+    pub fn from_publish(failure: PublishFailure, limit: usize, retry_after: Duration) -> IngestError {
+        match failure {
+            PublishFailure::TooLarge => IngestError::TooLarge { limit },
+            PublishFailure::StoreFull(_) => IngestError::StoreFull { reason: failure.as_str(), retry_after },
+            PublishFailure::Disconnected | PublishFailure::Timeout | PublishFailure::Failed => {
+                IngestError::Unavailable { reason: failure.as_str(), retry_after }
+            }
+        }
+    }
+
     /// The only place in `ingest` that knows HTTP status codes for failures.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -64,7 +88,7 @@ impl IngestError {
             IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::BodyRead(_) => StatusCode::BAD_REQUEST,
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Unavailable { .. } | IngestError::StoreFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -82,6 +106,7 @@ impl IngestError {
             IngestError::BodyRead(_) => "body_read_error",
             IngestError::RateLimited { .. } => "rate_limited",
             IngestError::Unavailable { .. } => "unavailable",
+            IngestError::StoreFull { .. } => "store_full",
         }
     }
 
@@ -91,9 +116,9 @@ impl IngestError {
         let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         let mut response = json_response(status, &body);
         let retry_after = match &self {
-            IngestError::RateLimited { retry_after } | IngestError::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            IngestError::RateLimited { retry_after }
+            | IngestError::Unavailable { retry_after, .. }
+            | IngestError::StoreFull { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
         if let Some(delay) = retry_after {

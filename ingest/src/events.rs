@@ -20,6 +20,13 @@ pub const SECRET_MATCHES: &str = "inlet_ingest_secret_matches_total";
 pub const IN_FLIGHT: &str = "inlet_ingest_requests_in_flight";
 /// Whether the NATS connection is up (1) or not (0), as seen at the last readiness check.
 pub const NATS_CONNECTED: &str = "inlet_ingest_nats_connected";
+/// Whether JetStream stores events (1) or is known to be full or failing (0); see `health`.
+pub const STORE_AVAILABLE: &str = "inlet_ingest_store_available";
+/// Publishes JetStream did not acknowledge, by reason (requests answered at once while the
+/// store is failing are not publishes and are not counted here).
+pub const PUBLISH_FAILURES: &str = "inlet_ingest_publish_failures_total";
+/// Store probes run while the store was failing, by outcome (`available`, `failing`).
+pub const STORE_PROBES: &str = "inlet_ingest_store_probes_total";
 
 /// Messages per JetStream commit in `fsync` mode (1 = a single publish).
 pub const BATCH_MESSAGES: &str = "inlet_ingest_batch_messages";
@@ -40,6 +47,9 @@ pub fn describe() {
     describe_counter!(SECRET_MATCHES, "Verified requests by source and index of the secret that matched.");
     describe_gauge!(IN_FLIGHT, "Webhook requests being handled now.");
     describe_gauge!(NATS_CONNECTED, "1 when the NATS connection is up, else 0.");
+    describe_gauge!(STORE_AVAILABLE, "1 while JetStream stores events, 0 while it is known to be full or failing.");
+    describe_counter!(PUBLISH_FAILURES, "JetStream publishes without a PubAck, by reason.");
+    describe_counter!(STORE_PROBES, "Probes of a failing JetStream store, by outcome.");
     describe_histogram!(BATCH_MESSAGES, "Messages per JetStream commit in fsync mode (1 is a single publish).");
     describe_histogram!(BATCH_COMMIT_DURATION, Unit::Seconds, "Time to commit one atomic batch in fsync mode.");
     describe_counter!(BATCH_FALLBACKS, "Atomic batches that fell back to individual publishes, by reason.");
@@ -61,6 +71,7 @@ pub const OUTCOMES: &[&str] = &[
     "body_read_error",
     "rate_limited",
     "unavailable",
+    "store_full",
 ];
 
 /// Every `reason` label value of [`SIGNATURE_FAILURES`].
@@ -124,6 +135,16 @@ impl SourceMetrics {
 pub fn unknown_source(elapsed: Duration) {
     metrics::counter!(REQUESTS, "source" => UNKNOWN_SOURCE_LABEL, "outcome" => "unknown_source").increment(1);
     metrics::histogram!(REQUEST_DURATION, "source" => UNKNOWN_SOURCE_LABEL).record(elapsed.as_secs_f64());
+}
+
+/// A publish to `stream` got no PubAck.
+pub fn publish_failed(stream: &str, failure: crate::publish::PublishFailure) {
+    metrics::counter!(PUBLISH_FAILURES, "stream" => stream.to_owned(), "reason" => failure.as_str()).increment(1);
+}
+
+/// A probe of the failing store behind `stream` ended with `outcome` (`available` or `failing`).
+pub fn store_probed(stream: &str, outcome: &'static str) {
+    metrics::counter!(STORE_PROBES, "stream" => stream.to_owned(), "outcome" => outcome).increment(1);
 }
 
 /// A publish was acknowledged after `elapsed`.

@@ -111,20 +111,37 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<
     Ok(response)
 }
 
+/// Ready when connected, the stream answers, and JetStream is not known to be failing to store
+/// (`health`); a 503 says why in `reason`.
 async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
-    let ready = state.publisher.is_ready().await;
-    metrics::gauge!(events::NATS_CONNECTED).set(if state.publisher.is_connected() { 1.0 } else { 0.0 });
-    if ready {
-        json_response(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
-    } else {
-        let mut response = json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "status": "not_ready", "nats_connected": state.publisher.is_connected() }),
-        );
-        if let Ok(value) = header::HeaderValue::from_str(&state.retry_after.as_secs().max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+    let connected = state.publisher.is_connected();
+    metrics::gauge!(events::NATS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    let failing = state.publisher.health().failing();
+    let not_ready = match failing {
+        Some(store) => Some(serde_json::json!({
+            "status": "not_ready",
+            "reason": store.reason.as_str(),
+            "failing_for_seconds": store.for_how_long.as_secs(),
+            "probes": store.probes,
+            "nats_connected": connected,
+        })),
+        None if !connected => {
+            Some(serde_json::json!({ "status": "not_ready", "reason": "nats_disconnected", "nats_connected": false }))
         }
-        response
+        None if !state.publisher.is_ready().await => {
+            Some(serde_json::json!({ "status": "not_ready", "reason": "stream_unavailable", "nats_connected": true }))
+        }
+        None => None,
+    };
+    match not_ready {
+        None => json_response(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+        Some(body) => {
+            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+            if let Ok(value) = header::HeaderValue::from_str(&state.retry_after.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
     }
 }
 
@@ -167,6 +184,10 @@ async fn webhook(state: &AppState, name: &str, request: Request<Incoming>) -> Re
                 IngestError::Unavailable { reason, .. } => {
                     tracing::warn!(source = %source.name, reason, "webhook not stored; answered 503");
                 }
+                // The store's state changes are logged once (`health`), not for every request.
+                IngestError::StoreFull { reason, .. } => {
+                    tracing::debug!(source = %source.name, reason, "webhook not stored, the store is full; answered 503");
+                }
                 other => {
                     tracing::debug!(source = %source.name, code = other.code(), "webhook rejected")
                 }
@@ -205,8 +226,7 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
     match state.publisher.publish(source.subject.clone(), headers, body).await {
         Ok(Stored::New(sequence)) => Ok(Accepted::Stored { event_id: identity.id, sequence }),
         Ok(Stored::Duplicate(sequence)) => Ok(Accepted::Duplicate { event_id: identity.id, sequence }),
-        Err(crate::publish::PublishFailure::TooLarge) => Err(IngestError::TooLarge { limit: source.max_body_bytes }),
-        Err(failure) => Err(IngestError::Unavailable { reason: failure.as_str(), retry_after: state.retry_after }),
+        Err(failure) => Err(IngestError::from_publish(failure, source.max_body_bytes, state.retry_after)),
     }
 }
 

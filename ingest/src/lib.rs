@@ -6,12 +6,15 @@
 //! safe.
 //!
 //! Modules: `http` (routes, body limits, the request pipeline), `publish` (JetStream and the
-//! PubAck), `error` (every failure and its one HTTP mapping), `events` (metrics).
+//! PubAck), `health` (whether JetStream can store now: readiness, answering 503 at once while
+//! it cannot, the store probe), `batch` (group commit), `error` (every failure and its one HTTP
+//! mapping), `events` (metrics).
 #![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod http;
 pub mod publish;
 
@@ -75,13 +78,20 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let client = inlet_shared::nats::connect(&config.nats, "inlet-ingest").await?;
     let fsync = config.stream.durability == inlet_shared::config::Durability::Fsync;
-    let publisher = publish::Publisher::new(client, config.stream.name.clone(), config.ingest.publish_timeout, fsync);
+    let probe = publish::ProbeTarget {
+        subject: config.stream.probe_subject(),
+        largest_event_bytes: config.largest_event_bytes(),
+    };
+    let publisher =
+        publish::Publisher::new(client, config.stream.name.clone(), config.ingest.publish_timeout, fsync, probe);
     inlet_shared::nats::ensure_stream(publisher.jetstream(), &config.stream, config.nats.startup_timeout).await?;
     if fsync {
         let monitoring_url = config.nats.monitoring_url.as_deref().unwrap_or_default();
         publish::verify_fsync_server(&publisher, monitoring_url).await?;
         tracing::info!("durability fsync: group commit into atomic batches");
     }
+
+    let probe_task = tokio::spawn(Arc::clone(publisher.health()).run_probe(publisher.clone(), shutdown.clone()));
 
     let state = Arc::new(http::AppState {
         sources,
@@ -105,6 +115,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         serve(listeners.public, public_service, options, shutdown.clone()),
         serve(listeners.admin, admin_service, admin_options, shutdown),
     );
+    // A probe in progress has nothing left to report to.
+    probe_task.abort();
     if !drained {
         tracing::warn!(grace = ?options.shutdown_grace, "shutdown grace elapsed with requests still in flight");
     }

@@ -2,14 +2,30 @@
 //!
 //! A request is answered 2xx only when [`Publisher::publish`] returned `Ok`, which means the
 //! PubAck arrived: the server stored the message (or recognised it as a duplicate of a stored
-//! one). Any other result becomes a 503 so the sender retries; a retry carries the same
-//! `Nats-Msg-Id`, so a message that was stored after all is reported as a duplicate, never
-//! stored twice.
+//! one). Any other result becomes a 503 so the sender retries (a 413 for a message that could
+//! never be stored); a retry carries the same `Nats-Msg-Id`, so a message that was stored after
+//! all is reported as a duplicate, never stored twice.
+//!
+//! JetStream's refusals are told apart by their error codes, as nats-server 2.15.1 answers
+//! them (measured; `ingest/tests/it/store_full.rs`, `docs/operations.md`):
+//!
+//! | situation | answer |
+//! |---|---|
+//! | stream at `max_bytes` (discard new), or an event larger than the whole stream | 10077 "maximum bytes exceeded", at once |
+//! | the server's `jetstream.max_file_store` reached | 10023 "insufficient resources", at once |
+//! | the account's JetStream storage limit reached | 10002 "resource limits exceeded for account", at once |
+//! | the disk full (ENOSPC) | no answer at all: the publish times out; the stream keeps failing every write, even after space returns, until nats-server restarts |
+//! | message over the stream's `max_msg_size` / headers over 64 KiB | 10054 / 10097 |
+//!
+//! What the store's state means for the next requests lives in [`crate::health`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use async_nats::jetstream::{self, context::PublishError, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
+
+use crate::health::StoreHealth;
 
 /// What JetStream said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,22 +43,65 @@ pub enum PublishFailure {
     Disconnected,
     /// No PubAck within the deadline.
     Timeout,
-    /// Message too large for the server's `max_payload`.
+    /// Message too large for the server's `max_payload` or the stream's message limits: it can
+    /// never be stored.
     TooLarge,
+    /// JetStream cannot store anything (more) right now; it may later.
+    StoreFull(StoreFull),
     /// Any other server or client error (no stream, no responders, …).
     Failed,
 }
 
+/// Which storage limit or failure JetStream reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFull {
+    /// The intake stream's own `max_bytes` (or message count) is reached (10077 "maximum … exceeded").
+    StreamLimit,
+    /// The server's JetStream file store limit, `max_file_store` (10023, 10047).
+    ServerLimit,
+    /// The account's JetStream storage limit (10002).
+    AccountLimit,
+    /// Writing failed (10077 with an I/O error, or the stream reports a sticky write error:
+    /// after ENOSPC nats-server needs a restart before the stream writes again).
+    WriteFailed,
+}
+
+/// Every `reason` label value of [`crate::events::PUBLISH_FAILURES`].
+pub const FAILURE_REASONS: &[&str] = &[
+    "nats_disconnected",
+    "puback_timeout",
+    "exceeds_max_payload",
+    "stream_full",
+    "server_storage_full",
+    "account_storage_full",
+    "store_write_failed",
+    "publish_failed",
+];
+
 impl PublishFailure {
-    /// Short label for logs and metrics.
+    /// Short label for logs, metrics and answers (one of [`FAILURE_REASONS`]).
     pub fn as_str(self) -> &'static str {
         match self {
             PublishFailure::Disconnected => "nats_disconnected",
             PublishFailure::Timeout => "puback_timeout",
             PublishFailure::TooLarge => "exceeds_max_payload",
+            PublishFailure::StoreFull(StoreFull::StreamLimit) => "stream_full",
+            PublishFailure::StoreFull(StoreFull::ServerLimit) => "server_storage_full",
+            PublishFailure::StoreFull(StoreFull::AccountLimit) => "account_storage_full",
+            PublishFailure::StoreFull(StoreFull::WriteFailed) => "store_write_failed",
             PublishFailure::Failed => "publish_failed",
         }
     }
+}
+
+/// How the store probe judges the intake stream.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    /// The subject the probe purges: in the stream, never used by an event
+    /// (`StreamConfig::probe_subject`).
+    pub subject: String,
+    /// Room the stream must have for the largest event ingest accepts (`Config::largest_event_bytes`).
+    pub largest_event_bytes: u64,
 }
 
 /// A connected JetStream publisher.
@@ -54,19 +113,33 @@ pub struct Publisher {
     deadline: Duration,
     /// Group commit, in `fsync` durability mode.
     batcher: Option<crate::batch::Batcher>,
+    health: Arc<StoreHealth>,
+    probe: ProbeTarget,
 }
 
 impl Publisher {
     /// Wraps a connected client; `group_commit` turns on the batcher (`fsync` durability).
-    pub fn new(client: async_nats::Client, stream_name: String, deadline: Duration, group_commit: bool) -> Publisher {
+    pub fn new(
+        client: async_nats::Client,
+        stream_name: String,
+        deadline: Duration,
+        group_commit: bool,
+        probe: ProbeTarget,
+    ) -> Publisher {
         let js = jetstream::new(client.clone());
         let batcher = group_commit.then(|| crate::batch::Batcher::start(client.clone(), js.clone(), &stream_name));
-        Publisher { client, js, stream_name, deadline, batcher }
+        let health = StoreHealth::new(&stream_name);
+        Publisher { client, js, stream_name, deadline, batcher, health, probe }
     }
 
     /// The JetStream context.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
+    }
+
+    /// The store's health as publishes and probes found it.
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
     }
 
     /// Whether the client is connected now.
@@ -98,6 +171,25 @@ impl Publisher {
         if !self.is_connected() {
             return Err(PublishFailure::Disconnected);
         }
+        // Fail fast while the store is known to be failing (except for the periodic trial).
+        self.health.admit()?;
+        let result = self.publish_now(subject, headers, body).await;
+        match result {
+            Ok(stored) => self.health.record(Ok(matches!(stored, Stored::New(_)))),
+            Err(failure) => {
+                crate::events::publish_failed(&self.stream_name, failure);
+                self.health.record(Err(failure));
+            }
+        }
+        result
+    }
+
+    async fn publish_now(
+        &self,
+        subject: String,
+        headers: async_nats::HeaderMap,
+        body: Bytes,
+    ) -> Result<Stored, PublishFailure> {
         let started = Instant::now();
         if let Some(batcher) = &self.batcher {
             let stored = batcher.publish(subject, headers, body, started + self.deadline).await?;
@@ -106,22 +198,97 @@ impl Publisher {
         }
         let message = PublishMessage::build().payload(body).headers(headers);
         let attempt = async {
-            let ack_future = self.js.send_publish(subject, message).await.map_err(|e| classify(e.kind()))?;
-            let ack = ack_future.await.map_err(|e| classify(e.kind()))?;
+            let ack_future = self.js.send_publish(subject, message).await.map_err(|e| classify(&e))?;
+            let ack = ack_future.await.map_err(|e| classify(&e))?;
             Ok::<_, PublishFailure>(ack)
         };
         let ack = tokio::time::timeout(self.deadline, attempt).await.map_err(|_| PublishFailure::Timeout)??;
         crate::events::published(started.elapsed());
         Ok(if ack.duplicate { Stored::Duplicate(ack.sequence) } else { Stored::New(ack.sequence) })
     }
+
+    /// Checks, without storing anything, whether the intake stream could store an event now:
+    /// it answers, it has room under its own limits for the largest event, the account has room
+    /// under its storage limit, and it has no sticky write error. The last is asked by purging
+    /// [`ProbeTarget::subject`], a subject no event uses: a no-op, which nats-server answers
+    /// with the stream's write error when it has one (10051 "write …: no space left on device"
+    /// after ENOSPC, measured on 2.15.1) — the only way to see that state without the server's
+    /// monitoring port. Publishing into the stream to find out would hand the worker junk.
+    ///
+    /// # Errors
+    ///
+    /// The [`PublishFailure`] that a publish would most likely meet.
+    pub async fn probe(&self) -> Result<(), PublishFailure> {
+        if !self.is_connected() {
+            return Err(PublishFailure::Disconnected);
+        }
+        let room = self.probe.largest_event_bytes;
+        let attempt = async {
+            let stream = self.js.get_stream(&self.stream_name).await.map_err(|_| PublishFailure::Failed)?;
+            let info = stream.cached_info();
+            let (config, state) = (&info.config, &info.state);
+            let bytes_full = config.max_bytes > 0 && state.bytes.saturating_add(room) > config.max_bytes.unsigned_abs();
+            let messages_full = config.max_messages > 0 && state.messages >= config.max_messages.unsigned_abs();
+            if bytes_full || messages_full {
+                return Err(PublishFailure::StoreFull(StoreFull::StreamLimit));
+            }
+            let account = self.js.query_account().await.map_err(|_| PublishFailure::Failed)?;
+            if let Some(limit) = account.limits.max_storage.filter(|limit| *limit > 0)
+                && account.storage.saturating_add(room) > limit.unsigned_abs()
+            {
+                return Err(PublishFailure::StoreFull(StoreFull::AccountLimit));
+            }
+            match stream.purge().filter(self.probe.subject.clone()).await {
+                Ok(_) => Ok(()),
+                Err(error) => match error.kind() {
+                    jetstream::stream::PurgeErrorKind::TimedOut => Err(PublishFailure::Timeout),
+                    // JSStreamGeneralErrorF: the store's sticky write error. Other refusals
+                    // (e.g. a purge denied by a `deny_purge` set out of band) say nothing
+                    // about the store.
+                    jetstream::stream::PurgeErrorKind::JetStream(api) if api.error_code().0 == 10051 => {
+                        tracing::debug!(error = %api, "store probe: the stream reports a write error");
+                        Err(PublishFailure::StoreFull(StoreFull::WriteFailed))
+                    }
+                    _ => Err(PublishFailure::Failed),
+                },
+            }
+        };
+        tokio::time::timeout(PROBE_TIMEOUT, attempt).await.map_err(|_| PublishFailure::Timeout)?
+    }
 }
 
+/// How long one probe may take in total.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Maps async-nats publish errors to our failure kinds.
-pub(crate) fn classify(kind: PublishErrorKind) -> PublishFailure {
-    match kind {
+pub(crate) fn classify(error: &PublishError) -> PublishFailure {
+    match error.kind() {
         PublishErrorKind::TimedOut => PublishFailure::Timeout,
         PublishErrorKind::BrokenPipe => PublishFailure::Disconnected,
         PublishErrorKind::MaxPayloadExceeded => PublishFailure::TooLarge,
+        _ => std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .map_or(PublishFailure::Failed, |api| classify_api(api.error_code().0, api.to_string().as_str())),
+    }
+}
+
+/// Maps a JetStream API error (code and description) to our failure kinds.
+pub(crate) fn classify_api(code: u64, description: &str) -> PublishFailure {
+    match code {
+        // JSStreamStoreFailedF carries the store's own error text: the stream's discard-new
+        // limits, a message over the store's internal maximum, or a failed write.
+        10077 if description.contains("maximum bytes exceeded") || description.contains("maximum messages") => {
+            PublishFailure::StoreFull(StoreFull::StreamLimit)
+        }
+        10077 if description.contains("message too large") => PublishFailure::TooLarge,
+        10077 => PublishFailure::StoreFull(StoreFull::WriteFailed),
+        // JSInsufficientResourcesErr, JSStorageResourcesExceededErr: the server's limit.
+        10023 | 10047 => PublishFailure::StoreFull(StoreFull::ServerLimit),
+        // JSAccountResourcesExceededErr: a 400 from the server, but the account frees up as
+        // events age out or are purged, so it is temporary like the others.
+        10002 => PublishFailure::StoreFull(StoreFull::AccountLimit),
+        // JSStreamMessageExceedsMaximumErr, JSStreamHeaderExceedsMaximumErr: never storable.
+        10054 | 10097 => PublishFailure::TooLarge,
         _ => PublishFailure::Failed,
     }
 }
@@ -232,5 +399,38 @@ mod tests {
         assert!(!version_at_least("2.14.6", (2, 15, 0)));
         assert!(!version_at_least("2.9.10", (2, 15, 0)));
         assert!(!version_at_least("garbage", (2, 15, 0)));
+    }
+
+    #[test]
+    fn jetstream_refusals_are_told_apart() {
+        // The answers measured from nats-server 2.15.1 (see the module docs).
+        let stream_full = PublishFailure::StoreFull(StoreFull::StreamLimit);
+        assert_eq!(classify_api(10077, "maximum bytes exceeded (code 503, error code 10077)"), stream_full);
+        assert_eq!(classify_api(10077, "maximum messages exceeded"), stream_full);
+        assert_eq!(classify_api(10077, "message too large"), PublishFailure::TooLarge);
+        assert_eq!(
+            classify_api(10077, "write …/1.blk: no space left on device"),
+            PublishFailure::StoreFull(StoreFull::WriteFailed)
+        );
+        assert_eq!(classify_api(10023, "insufficient resources"), PublishFailure::StoreFull(StoreFull::ServerLimit));
+        assert_eq!(
+            classify_api(10002, "resource limits exceeded for account"),
+            PublishFailure::StoreFull(StoreFull::AccountLimit)
+        );
+        assert_eq!(classify_api(10054, "message size exceeds maximum allowed"), PublishFailure::TooLarge);
+        assert_eq!(classify_api(10097, "header size exceeds maximum allowed of 64k"), PublishFailure::TooLarge);
+        assert_eq!(classify_api(10059, "stream not found"), PublishFailure::Failed);
+        for failure in [
+            PublishFailure::Disconnected,
+            PublishFailure::Timeout,
+            PublishFailure::TooLarge,
+            stream_full,
+            PublishFailure::StoreFull(StoreFull::ServerLimit),
+            PublishFailure::StoreFull(StoreFull::AccountLimit),
+            PublishFailure::StoreFull(StoreFull::WriteFailed),
+            PublishFailure::Failed,
+        ] {
+            assert!(FAILURE_REASONS.contains(&failure.as_str()), "{failure:?}");
+        }
     }
 }

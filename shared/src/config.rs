@@ -374,12 +374,24 @@ pub struct StreamConfig {
     /// JetStream deduplicates `Nats-Msg-Id` within this window.
     #[serde(with = "duration_str")]
     pub duplicate_window: Duration,
-    /// Messages older than this are removed from the stream (SQLite keeps its own retention).
+    /// Every event stays in the stream for this long after it was published, recorded by the
+    /// worker or not (it can be read back and replayed from there); then JetStream removes it.
+    /// SQLite keeps its own retention. The stream therefore holds about `max_age` × intake
+    /// rate: size the store for it, or bound it with `max_bytes`.
     #[serde(with = "duration_str")]
     pub max_age: Duration,
+    /// Most bytes the stream may hold; `None` (the default) is unlimited. When reached,
+    /// JetStream refuses new events (discard policy `new`) and ingest answers 503 until space
+    /// returns (events age out past `max_age`, or an operator purges): the stream never makes
+    /// room by dropping events it already acknowledged.
+    pub max_bytes: Option<u64>,
     /// What a 2xx from ingest promises. See [`Durability`].
     pub durability: Durability,
 }
+
+/// Bytes a stored event may need beyond its body: NATS headers (the server refuses more than
+/// 64 KiB of them), the subject, and the file store's record framing.
+pub const EVENT_OVERHEAD_BYTES: u64 = 64 * 1024 + 4 * 1024;
 
 /// When ingest may answer 2xx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -404,6 +416,7 @@ impl Default for StreamConfig {
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             max_age: Duration::from_secs(7 * 86_400),
+            max_bytes: None,
         }
     }
 }
@@ -421,6 +434,12 @@ impl StreamConfig {
     /// worker deletes it at startup (its tasks are redundant with the store).
     pub fn deliveries_stream_name(&self) -> String {
         format!("{}_DELIVERIES", self.name)
+    }
+    /// A subject inside the stream that no event is ever published on: events go to
+    /// `{subject_prefix}.{source}`, one token after the prefix, and this has two. Ingest's
+    /// store probe purges it (a no-op) to learn whether the stream can still write.
+    pub fn probe_subject(&self) -> String {
+        format!("{}._inlet.probe", self.subject_prefix)
     }
 }
 
@@ -771,6 +790,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The largest stored size of one event ingest may accept: the largest body limit (of
+    /// `ingest.max_body_bytes` and every source's own) plus [`EVENT_OVERHEAD_BYTES`].
+    pub fn largest_event_bytes(&self) -> u64 {
+        let largest_body =
+            self.sources.iter().filter_map(|s| s.max_body_bytes).fold(self.ingest.max_body_bytes, usize::max);
+        u64::try_from(largest_body).unwrap_or(u64::MAX).saturating_add(EVENT_OVERHEAD_BYTES)
+    }
+
     /// Checks cross-field rules that types cannot express.
     fn validate(&self) -> Result<(), ConfigError> {
         check_token("stream.name", &self.stream.name, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-')?;
@@ -931,6 +958,29 @@ impl Config {
                     ));
                 }
             }
+        }
+        self.validate_stream_size()
+    }
+
+    /// `stream.max_bytes`, once the body limits it depends on are known to be valid.
+    fn validate_stream_size(&self) -> Result<(), ConfigError> {
+        let Some(max_bytes) = self.stream.max_bytes else { return Ok(()) };
+        if i64::try_from(max_bytes).is_err() {
+            return Err(ConfigError::invalid("stream.max_bytes", format!("must be at most {}", i64::MAX)));
+        }
+        // JetStream answers an event larger than the whole stream exactly like a full stream
+        // (10077 "maximum bytes exceeded", measured on 2.15.1): ingest would answer 503 and the
+        // sender would retry an event that can never be stored.
+        let needed = self.largest_event_bytes();
+        if max_bytes < needed {
+            return Err(ConfigError::invalid(
+                "stream.max_bytes",
+                format!(
+                    "must be at least {needed}: the largest body limit (ingest.max_body_bytes and every \
+                     sources[].max_body_bytes) plus {EVENT_OVERHEAD_BYTES} bytes of headers, so that every \
+                     event ingest accepts fits into the empty stream"
+                ),
+            ));
         }
         Ok(())
     }

@@ -99,6 +99,11 @@ pub fn stream_config(config: &StreamConfig) -> stream::Config {
         storage: stream::StorageType::File,
         duplicate_window: config.duplicate_window,
         max_age: config.max_age,
+        max_bytes: config.max_bytes.and_then(|bytes| i64::try_from(bytes).ok()).unwrap_or(-1),
+        // At a size limit, refuse new events (ingest answers 503, the sender retries later).
+        // `Old` would make room by deleting the oldest events: acknowledged webhooks, maybe not
+        // yet recorded by the worker, gone without a trace. Without a limit it changes nothing.
+        discard: stream::DiscardPolicy::New,
         num_replicas: config.replicas,
         allow_direct: true,
         // Group commit sends concurrent requests as one atomic batch (one fsync).
@@ -129,6 +134,17 @@ pub async fn ensure_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_refuses_new_events_at_its_size_limit_and_is_unlimited_by_default() {
+        let unlimited = stream_config(&StreamConfig::default());
+        assert_eq!(unlimited.max_bytes, -1);
+        assert_eq!(unlimited.discard, stream::DiscardPolicy::New);
+        let bounded = stream_config(&StreamConfig { max_bytes: Some(1 << 30), ..StreamConfig::default() });
+        assert_eq!(bounded.max_bytes, 1 << 30);
+        assert_eq!(bounded.discard, stream::DiscardPolicy::New, "never DiscardOld with a size limit");
+        assert_eq!(bounded.retention, stream::RetentionPolicy::Limits);
+    }
 
     #[test]
     fn a_cluster_url_list_is_split() {

@@ -5,6 +5,10 @@
 //! project-local install (`.tools/nats/bin/nats-server`, put there by
 //! `scripts/install-nats-server.sh`), else `PATH`. A missing binary fails the test with a
 //! message saying how to install it; tests are never skipped.
+//!
+//! [`TestNats::start_on_tmpfs`] runs the server in its own user and mount namespace
+//! (`unshare -rm`, no privileges needed) with its store on a small tmpfs, so a test can fill
+//! the disk for real (ENOSPC) through [`TestNats::store_seen_from_outside`].
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::io::{BufRead, BufReader};
@@ -37,7 +41,30 @@ pub struct TestNats {
     store: tempfile::TempDir,
     extra_config: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Set when the server runs on a tmpfs in its own namespace.
+    tmpfs: Option<Tmpfs>,
 }
+
+/// A server on a tmpfs: `child` is the namespace's shell, which restarts nats-server whenever
+/// it exits (same port, same store) until the `stop` file exists. The tmpfs lives as long as
+/// the namespace, i.e. as long as the shell.
+struct Tmpfs {
+    /// (client port, monitor port) each time a server instance is ready. In a mutex only so
+    /// that `TestNats` stays `Sync` (tests share it across tasks).
+    ready: Mutex<mpsc::Receiver<(u16, Option<u16>)>>,
+}
+
+/// Runs inside the namespace: $1 the mount point, $2 the control directory (port, pid and
+/// stop files, config), $3 the nats-server binary, $4 the tmpfs size in MiB.
+const TMPFS_SCRIPT: &str = r#"set -e
+mount -t tmpfs -o "size=$4m,mode=0700" inlet-test-nats "$1"
+set +e
+while [ ! -e "$2/stop" ]; do
+  "$3" -js -a 127.0.0.1 -p "$(cat "$2/port" 2>/dev/null || echo -1)" -sd "$1" -c "$2/extra.conf" &
+  echo $! > "$2/nats.pid"
+  wait $!
+done
+"#;
 
 impl TestNats {
     /// Starts a server with JetStream on a free loopback port.
@@ -55,9 +82,79 @@ impl TestNats {
             store,
             extra_config: extra_config.map(str::to_owned),
             log: Arc::default(),
+            tmpfs: None,
         };
         nats.spawn(None);
         nats
+    }
+
+    /// Starts a server whose store is a tmpfs of `size_mib` MiB in its own user and mount
+    /// namespace (`unshare -rm`), so that filling it gives nats-server a real ENOSPC. JetStream's
+    /// own `max_file_store` is set far above the tmpfs, so the disk fills first.
+    /// [`TestNats::restart`] restarts nats-server inside the namespace, keeping the tmpfs.
+    pub fn start_on_tmpfs(size_mib: u32) -> TestNats {
+        let store = tempfile::tempdir().expect("temp store dir");
+        let mount = store.path().join("js");
+        std::fs::create_dir(&mount).expect("mount point");
+        std::fs::write(store.path().join("extra.conf"), "jetstream { max_file_store: 64GB }\n").expect("nats config");
+        let spawned = Command::new("unshare")
+            .args(["-rm", "sh", "-c", TMPFS_SCRIPT, "sh"])
+            .arg(&mount)
+            .arg(store.path())
+            .arg(nats_server_bin())
+            .arg(size_mib.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = spawned.unwrap_or_else(|e| {
+            panic!("this test needs util-linux `unshare` on PATH to give nats-server a small tmpfs: {e}")
+        });
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (ready_tx, ready) = mpsc::channel();
+        read_log(child.stderr.take().expect("piped stderr"), Arc::clone(&log), ready_tx);
+        let mut nats = TestNats {
+            child: Some(child),
+            port: 0,
+            monitor_port: None,
+            store,
+            extra_config: None,
+            log,
+            tmpfs: Some(Tmpfs { ready: Mutex::new(ready) }),
+        };
+        nats.await_tmpfs_server();
+        std::fs::write(nats.store.path().join("port"), nats.port.to_string()).expect("port file");
+        assert!(nats.store_seen_from_outside().is_some_and(|p| p.exists()), "the tmpfs store is reachable");
+        nats
+    }
+
+    /// For a server on a tmpfs: its store directory as this process sees it, through
+    /// `/proc/<pid>/root` of the namespace (files written there fill the tmpfs).
+    pub fn store_seen_from_outside(&self) -> Option<PathBuf> {
+        let (_, shell) = (self.tmpfs.as_ref()?, self.child.as_ref()?);
+        let mount = self.store.path().join("js");
+        Some(PathBuf::from(format!("/proc/{}/root", shell.id())).join(mount.strip_prefix("/").ok()?))
+    }
+
+    fn await_tmpfs_server(&mut self) {
+        let Some(tmpfs) = &self.tmpfs else { return };
+        let ready = tmpfs.ready.lock().map(|ready| ready.recv_timeout(Duration::from_secs(30)));
+        match ready.unwrap_or(Err(mpsc::RecvTimeoutError::Disconnected)) {
+            Ok((port, monitor)) => {
+                self.port = port;
+                self.monitor_port = monitor;
+            }
+            Err(_) => panic!(
+                "nats-server on a tmpfs did not become ready within 30 s. This needs unprivileged user namespaces \
+                 (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0). Output:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// The pid of the namespaced nats-server instance running now.
+    fn tmpfs_server_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.store.path().join("nats.pid")).ok()?.trim().parse().ok()
     }
 
     /// Starts a server that fsyncs before every ack (`sync_interval: always`), with its HTTP
@@ -81,16 +178,36 @@ impl TestNats {
         self.port
     }
 
-    /// `kill -9` the server (no clean shutdown), and wait for it to be gone.
+    /// `kill -9` the server (no clean shutdown), and wait for it to be gone. On a tmpfs, the
+    /// tmpfs goes with it.
     pub fn kill(&mut self) {
+        if self.tmpfs.is_some() {
+            // Stop the restart loop first, then the instance it runs.
+            let _ = std::fs::write(self.store.path().join("stop"), "");
+            if let Some(mut shell) = self.child.take() {
+                let _ = shell.kill();
+                let _ = shell.wait();
+                if let Some(pid) = self.tmpfs_server_pid() {
+                    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                }
+            }
+            return;
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts the server again on the same port with the same store directory.
+    /// Starts the server again on the same port with the same store directory (`kill -9`
+    /// first). On a tmpfs, only nats-server restarts; the namespace and its tmpfs stay.
     pub fn restart(&mut self) {
+        if self.tmpfs.is_some() {
+            let pid = self.tmpfs_server_pid().expect("a running namespaced nats-server");
+            assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+            self.await_tmpfs_server();
+            return;
+        }
         self.kill();
         self.spawn(Some(self.port));
     }
@@ -125,27 +242,7 @@ impl TestNats {
         });
         let stderr = child.stderr.take().expect("piped stderr");
         let (ready_tx, ready_rx) = mpsc::channel::<(u16, Option<u16>)>();
-        let log = Arc::clone(&self.log);
-        std::thread::spawn(move || {
-            let mut port = None;
-            let mut monitor = None;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                    port = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
-                }
-                if let Some(rest) = line.split("Starting http monitor on ").nth(1) {
-                    monitor = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
-                }
-                if line.contains("Server is ready")
-                    && let Some(port) = port
-                {
-                    let _ = ready_tx.send((port, monitor));
-                }
-                if let Ok(mut lines) = log.lock() {
-                    lines.push(line);
-                }
-            }
-        });
+        read_log(stderr, Arc::clone(&self.log), ready_tx);
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
             Ok((found, monitor)) => {
                 self.port = found;
@@ -158,6 +255,31 @@ impl TestNats {
         }
         self.child = Some(child);
     }
+}
+
+/// Collects a server's log lines and sends (client port, monitor port) each time an instance
+/// says it is ready.
+fn read_log(stderr: std::process::ChildStderr, log: Arc<Mutex<Vec<String>>>, ready: mpsc::Sender<(u16, Option<u16>)>) {
+    std::thread::spawn(move || {
+        let mut port = None;
+        let mut monitor = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                port = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            }
+            if let Some(rest) = line.split("Starting http monitor on ").nth(1) {
+                monitor = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            }
+            if line.contains("Server is ready")
+                && let Some(port) = port
+            {
+                let _ = ready.send((port, monitor));
+            }
+            if let Ok(mut lines) = log.lock() {
+                lines.push(line);
+            }
+        }
+    });
 }
 
 impl Drop for TestNats {

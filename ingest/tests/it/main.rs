@@ -6,4 +6,5 @@ mod group_commit;
 mod kinds;
 mod outage;
 mod rejections;
+mod store_full;
 mod support;

@@ -46,9 +46,20 @@ shutdown_grace = "5s"
 }
 
 pub async fn spawn_ingest(extra: &str) -> TestIngest {
+    spawn_ingest_with(extra, &[]).await
+}
+
+/// [`spawn_ingest`] with `INLET__…` overrides.
+pub async fn spawn_ingest_with(extra: &str, overrides: &[(&str, &str)]) -> TestIngest {
     let nats = TestNats::start();
-    let config = Config::parse(&config_text(&nats.url(), extra), &BTreeMap::new()).expect("test config");
-    start(config, nats).await
+    start(test_config(&nats, extra, overrides), nats).await
+}
+
+/// The test config for `nats` plus `extra`, with `INLET__…` `overrides` (for keys the defaults
+/// already set, e.g. `INLET__INGEST__PUBLISH_TIMEOUT`).
+pub fn test_config(nats: &TestNats, extra: &str, overrides: &[(&str, &str)]) -> Config {
+    let env: BTreeMap<String, String> = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    Config::parse(&config_text(&nats.url(), extra), &env).expect("test config")
 }
 
 pub async fn start(config: Config, nats: TestNats) -> TestIngest {

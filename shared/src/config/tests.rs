@@ -289,3 +289,23 @@ fn fsync_durability_needs_the_monitoring_url() {
     assert_eq!(config.stream.durability, Durability::Fsync);
     check_invalid("[stream]\ndurability = \"always\"\n", &[], "stream.durability", "unknown variant");
 }
+
+#[test]
+fn stream_max_bytes_is_optional_and_must_hold_the_largest_event() {
+    let unlimited = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    assert_eq!(unlimited.stream.max_bytes, None, "unlimited unless configured");
+    // The default body limit (1,000,000) plus the header allowance.
+    assert_eq!(unlimited.largest_event_bytes(), 1_000_000 + EVENT_OVERHEAD_BYTES);
+
+    let bounded = Config::parse(&format!("[stream]\nmax_bytes = 10737418240\n{MINIMAL}"), &BTreeMap::new()).unwrap();
+    assert_eq!(bounded.stream.max_bytes, Some(10_737_418_240));
+
+    check_invalid(&format!("[stream]\nmax_bytes = 1000000\n{MINIMAL}"), &[], "stream.max_bytes", "at least 1069632");
+    // A source with a larger own limit raises the floor.
+    let text = "[stream]\nmax_bytes = 2000000\n[[sources]]\nname = \"big\"\nkind = \"github\"\nsecrets = [\"x\"]\n\
+                max_body_bytes = 4000000\n";
+    check_invalid(text, &[], "stream.max_bytes", "sources[].max_body_bytes");
+    check_invalid("[stream]\nmax_bytes = -1\n", &[], "stream.max_bytes", "invalid value");
+    let overrides = env(&[("INLET__STREAM__MAX_BYTES", "5000000")]);
+    assert_eq!(Config::parse(MINIMAL, &overrides).unwrap().stream.max_bytes, Some(5_000_000));
+}

@@ -8,7 +8,11 @@
 //! - `bare`: a bare hyper server that reads the body and answers 202 (the machine's HTTP
 //!   ceiling, to compare ingest against).
 //! - `sink`: a destination that answers 200 and counts deliveries by `Idempotency-Key`, with
-//!   receipt-to-delivery latency from `Inlet-Received-At`; `GET /stats` returns JSON.
+//!   receipt-to-delivery latency from `Inlet-Received-At`; `GET /stats` returns JSON, `GET /keys`
+//!   every key answered 2xx (with its count) and the poison and late keys. Optional pathologies
+//!   (`scripts/soak`): periodic outage (503), random 429 with `Retry-After`, poison deliveries
+//!   (always 500), a slow answer, a late first answer. Per-key choices hash the key, so a
+//!   delivery behaves the same on every attempt and in every run.
 //! - `commit`: atomic batches of N envelope-shaped messages straight into JetStream, one batch
 //!   in flight, no HTTP: what the broker alone commits on this machine, the bound on ingest's
 //!   group commit (`scripts/bench --only commit`).
@@ -54,12 +58,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
-    /// Counting destination.
-    Sink {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-    },
+    /// Counting destination, optionally with pathologies (without flags: always 200).
+    Sink(SinkArgs),
     /// Atomic batch commits straight into JetStream (no HTTP).
     Commit(CommitArgs),
 }
@@ -75,6 +75,71 @@ struct CommitArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
+}
+
+#[derive(clap::Args, Clone)]
+struct SinkArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Outage period in seconds: answers 503 during the first --outage-for seconds of every
+    /// period, counted from the sink's start.
+    #[arg(long, requires = "outage_for")]
+    outage_every: Option<f64>,
+    /// Outage length in seconds within each --outage-every period.
+    #[arg(long, requires = "outage_every")]
+    outage_for: Option<f64>,
+    /// Fraction of requests (random, not per key) answered 429 with `Retry-After`.
+    #[arg(long, default_value_t = 0.0)]
+    throttle_ratio: f64,
+    /// The `Retry-After` of a 429, in seconds.
+    #[arg(long, default_value_t = 1)]
+    retry_after: u64,
+    /// Fraction of deliveries (per key) that always answer 500.
+    #[arg(long, default_value_t = 0.0)]
+    poison_ratio: f64,
+    /// Every answer is delayed this long (a slow destination).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Fraction of deliveries (per key) whose first request is answered 200 only after
+    /// --late-ms (past the sender's timeout: the 200 is late, the sender retries).
+    #[arg(long, default_value_t = 0.0)]
+    late_ratio: f64,
+    /// How late a late first answer is, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    late_ms: u64,
+}
+
+impl SinkArgs {
+    fn faults(&self) -> anyhow::Result<Faults> {
+        for (name, ratio) in [
+            ("--throttle-ratio", self.throttle_ratio),
+            ("--poison-ratio", self.poison_ratio),
+            ("--late-ratio", self.late_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&ratio) {
+                bail!("{name} must be in [0, 1]");
+            }
+        }
+        let outage = match (self.outage_every, self.outage_for) {
+            (Some(every), Some(length)) => {
+                if !(every.is_finite() && every > 0.0 && (0.0..=every).contains(&length)) {
+                    bail!("--outage-every must be > 0 and --outage-for within [0, --outage-every]");
+                }
+                Some((Duration::from_secs_f64(every), Duration::from_secs_f64(length)))
+            }
+            _ => None,
+        };
+        Ok(Faults {
+            outage,
+            throttle_ratio: self.throttle_ratio,
+            retry_after: self.retry_after,
+            poison_ratio: self.poison_ratio,
+            delay: Duration::from_millis(self.delay_ms),
+            late_ratio: self.late_ratio,
+            late: Duration::from_millis(self.late_ms),
+        })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -128,8 +193,8 @@ struct SendArgs {
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Send(args) => send(args).await,
-        Command::Bare { listen } => serve(listen, Arc::new(Sink::new()?), false).await,
-        Command::Sink { listen } => serve(listen, Arc::new(Sink::new()?), true).await,
+        Command::Bare { listen } => serve(listen, Arc::new(Sink::new(Faults::default())?), false).await,
+        Command::Sink(args) => serve(args.listen, Arc::new(Sink::new(args.faults()?)?), true).await,
         Command::Commit(args) => commit(args).await,
     }
 }
@@ -423,30 +488,99 @@ async fn post(
     }
 }
 
+/// The sink's pathologies; the default is none (every delivery answered 200 at once).
+#[derive(Default)]
+struct Faults {
+    /// (period, outage length): 503 during the first `length` of every `period`.
+    outage: Option<(Duration, Duration)>,
+    throttle_ratio: f64,
+    retry_after: u64,
+    poison_ratio: f64,
+    delay: Duration,
+    late_ratio: f64,
+    late: Duration,
+}
+
+/// What the sink saw of one `Idempotency-Key`.
+#[derive(Default)]
+struct KeyState {
+    requests: u32,
+    /// Requests answered 2xx.
+    ok: u32,
+    poison: bool,
+    late: bool,
+}
+
 /// Counting state of `sink` (and `bare`, which only counts requests).
 struct Sink {
+    faults: Faults,
+    started: Instant,
+    /// splitmix64 state for the random (not per key) 429s.
+    random: AtomicU64,
     received: AtomicU64,
-    keys: Mutex<HashMap<String, u32>>,
+    late_first: AtomicU64,
+    keys: Mutex<HashMap<String, KeyState>>,
+    statuses: Mutex<BTreeMap<u16, u64>>,
     latency: Mutex<Histogram<u64>>,
     first_at: Mutex<Option<Instant>>,
     last_at: Mutex<Option<Instant>>,
 }
 
+/// A fixed fraction in [0, 1) of `key`, the same in every process and run (`DefaultHasher::new`
+/// has fixed keys); `salt` makes the poison and late choices independent of each other.
+fn key_fraction(key: &str, salt: &str) -> f64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    salt.hash(&mut hasher);
+    key.hash(&mut hasher);
+    (hasher.finish() >> 11) as f64 / (1_u64 << 53) as f64
+}
+
 impl Sink {
-    fn new() -> anyhow::Result<Sink> {
+    fn new(faults: Faults) -> anyhow::Result<Sink> {
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         Ok(Sink {
+            faults,
+            started: Instant::now(),
+            random: AtomicU64::new(seed),
             received: AtomicU64::new(0),
+            late_first: AtomicU64::new(0),
             keys: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000, 3)?),
             first_at: Mutex::new(None),
             last_at: Mutex::new(None),
         })
     }
 
+    /// A random fraction in [0, 1) (splitmix64).
+    fn random_fraction(&self) -> f64 {
+        let mut z = self.random.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1_u64 << 53) as f64
+    }
+
+    fn in_outage(&self) -> bool {
+        self.faults.outage.is_some_and(|(period, length)| {
+            let into = self.started.elapsed().as_nanos() % period.as_nanos().max(1);
+            into < length.as_nanos()
+        })
+    }
+
     fn stats(&self) -> serde_json::Value {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let unique = keys.len() as u64;
-        let duplicates: u64 = keys.values().map(|n| u64::from(n.saturating_sub(1))).sum();
+        let unique = keys.values().filter(|k| k.ok > 0).count() as u64;
+        let duplicates: u64 = keys.values().map(|k| u64::from(k.ok.saturating_sub(1))).sum();
+        let duplicate_keys = keys.values().filter(|k| k.ok > 1).count() as u64;
+        let duplicate_keys_late = keys.values().filter(|k| k.ok > 1 && k.late).count() as u64;
+        let poison = keys.values().filter(|k| k.poison).count() as u64;
+        let seen = keys.len() as u64;
+        drop(keys);
+        let statuses = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
+        let status_counts: BTreeMap<String, u64> = statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        drop(statuses);
         let latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
         let first = *self.first_at.lock().unwrap_or_else(|e| e.into_inner());
         let last = *self.last_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -466,15 +600,76 @@ impl Sink {
                 "p99": latency.value_at_quantile(0.99) as f64,
                 "max": latency.max() as f64,
             },
+            "seen": seen,
+            "duplicate_keys": duplicate_keys,
+            "duplicate_keys_late": duplicate_keys_late,
+            "poison": poison,
+            "late_first": self.late_first.load(Ordering::Relaxed),
+            "status_counts": status_counts,
         })
+    }
+
+    /// Every key answered 2xx with its count, and the poison and late keys seen.
+    fn keys(&self) -> serde_json::Value {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let delivered: BTreeMap<&str, u32> =
+            keys.iter().filter(|(_, k)| k.ok > 0).map(|(key, k)| (key.as_str(), k.ok)).collect();
+        let poison: Vec<&str> = keys.iter().filter(|(_, k)| k.poison).map(|(key, _)| key.as_str()).collect();
+        let late: Vec<&str> = keys.iter().filter(|(_, k)| k.late).map(|(key, _)| key.as_str()).collect();
+        serde_json::json!({ "delivered": delivered, "poison": poison, "late": late })
     }
 
     fn reset(&self) {
         self.received.store(0, Ordering::Relaxed);
+        self.late_first.store(0, Ordering::Relaxed);
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.statuses.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.latency.lock().unwrap_or_else(|e| e.into_inner()).reset();
         *self.first_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.last_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Decides the answer to one delivery request and counts it: (status, extra wait before
+    /// answering). The effect is counted when decided, as a receiver that processes first and
+    /// answers after: a late 200 whose sender already gave up still counts as delivered.
+    fn answer(&self, key: Option<&str>) -> (u16, Duration) {
+        let faults = &self.faults;
+        let mut wait = faults.delay;
+        let status = if self.in_outage() {
+            503
+        } else if faults.throttle_ratio > 0.0 && self.random_fraction() < faults.throttle_ratio {
+            429
+        } else if key.is_some_and(|key| faults.poison_ratio > 0.0 && key_fraction(key, "poison") < faults.poison_ratio)
+        {
+            500
+        } else {
+            200
+        };
+        let Some(key) = key else {
+            self.count_status(status);
+            return (status, wait);
+        };
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let state = keys.entry(key.to_owned()).or_default();
+        state.requests += 1;
+        if status == 500 {
+            state.poison = true;
+        }
+        if status == 200 {
+            if state.requests == 1 && faults.late_ratio > 0.0 && key_fraction(key, "late") < faults.late_ratio {
+                state.late = true;
+                wait += faults.late;
+                self.late_first.fetch_add(1, Ordering::Relaxed);
+            }
+            state.ok += 1;
+        }
+        drop(keys);
+        self.count_status(status);
+        (status, wait)
+    }
+
+    fn count_status(&self, status: u16) {
+        *self.statuses.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_insert(0) += 1;
     }
 }
 
@@ -510,6 +705,7 @@ async fn handle(
     };
     match (request.method().as_str(), request.uri().path()) {
         ("GET", "/stats") => return respond(200, sink.stats().to_string()),
+        ("GET", "/keys") => return respond(200, sink.keys().to_string()),
         ("POST", "/reset") => {
             sink.reset();
             return respond(200, "{}".into());
@@ -528,11 +724,11 @@ async fn handle(
         first.get_or_insert(now);
     }
     *sink.last_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
-    if let Some(key) = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
-        *sink.keys.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_owned()).or_insert(0) += 1;
-    }
-    if let Some(received_at) =
-        parts.headers.get("inlet-received-at").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok())
+    let key = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let (status, wait) = sink.answer(key);
+    if status == 200
+        && let Some(received_at) =
+            parts.headers.get("inlet-received-at").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok())
     {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         let _ = sink
@@ -541,5 +737,12 @@ async fn handle(
             .unwrap_or_else(|e| e.into_inner())
             .record(u64::try_from((now_ms - received_at).max(1)).unwrap_or(1));
     }
-    respond(200, String::new())
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    let mut response = respond(status, String::new());
+    if status == 429 {
+        response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(sink.faults.retry_after));
+    }
+    response
 }

@@ -11,8 +11,10 @@
 //! claimed again (counted in `inlet_worker_deliveries_restarted_total` and logged).
 //!
 //! **Separate capacity.** First attempts may use all `concurrency` slots; retries at most half
-//! of them (rounded up), so at least half are always free for fresh events, and a class of
-//! events that always fails cannot starve the rest. A retry holds no slot while it waits.
+//! of them (rounded up: with `concurrency = 1` they share the one slot), so the rest are always
+//! free for fresh events, and a class of events that always fails cannot starve the others. A
+//! retry holds no slot while it waits, and a retry that fails again does not count towards
+//! opening the breaker (first attempts and probes do).
 //!
 //! **Back-pressure is not failure.** A 429 neither opens the breaker nor counts against it; its
 //! `Retry-After` pauses the whole destination (as asked) and schedules that delivery's retry.
@@ -307,7 +309,7 @@ async fn schedule(
             }
         }
         let (destination, store) = (Arc::clone(&destination), store.clone());
-        tracker.spawn(attempt(destination, store, claimed, [Some(permit), class_permit]));
+        tracker.spawn(attempt(destination, store, claimed, probe, [Some(permit), class_permit]));
     }
     // Shutdown: what was claimed but not started goes back at once (a restart claims it again).
     if class == DueClass::First {
@@ -353,8 +355,10 @@ async fn next_delivery(
             }
         }
         let now = now_ms();
-        if class == DueClass::Retry && destination.next_retry_ms.load(Ordering::SeqCst) <= now {
-            destination.next_retry_ms.store(i64::MAX, Ordering::SeqCst);
+        let hinted = destination.next_retry_ms.load(Ordering::SeqCst);
+        if class == DueClass::Retry && hinted <= now {
+            // Only the hint just read: one set meanwhile stays.
+            let _ = destination.next_retry_ms.compare_exchange(hinted, i64::MAX, Ordering::SeqCst, Ordering::SeqCst);
         }
         match store.has_due(name.clone(), class, now).await {
             Ok(true) => {
@@ -438,17 +442,22 @@ async fn attempt(
     destination: Arc<Destination>,
     store: Store,
     claimed: Claimed,
+    probe: bool,
     _permits: [Option<OwnedSemaphorePermit>; 2],
 ) {
     let delivery_id = claimed.delivery.delivery_id.clone();
-    run_attempt(&destination, &store, claimed).await;
+    run_attempt(&destination, &store, claimed, probe).await;
     destination.release(&delivery_id);
 }
 
-async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed) {
+async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed, probe: bool) {
     let Claimed { delivery, mut lease } = claimed;
     let delivery_id = delivery.delivery_id.as_str();
     if !lease_is_long_enough(destination, store, delivery_id, &mut lease).await {
+        if probe {
+            // Not sent: the next call may probe instead (else the breaker waits for ever).
+            destination.breaker.release_probe();
+        }
         return;
     }
 
@@ -462,13 +471,20 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed)
     match response.status {
         // Back-pressure, not failure: neither counts for nor against the breaker.
         Some(429) => {
-            destination.breaker.release_probe();
+            if probe {
+                destination.breaker.release_probe();
+            }
             if let Some(wait) = response.retry_after {
                 destination.pause(wait);
             }
         }
         // Any other answer but a 5xx means the destination is up.
         Some(status) if status < 500 => destination.breaker_changed(destination.breaker.record(true, now)),
+        // A retry failing again says more about its event than about the destination: retries
+        // of a class of events that always fails come in bursts, and let count they opened the
+        // breaker again right after every successful probe, starving every other event (seen in
+        // the soak). Failures of first attempts and of the probe open it; an outage fails those.
+        _ if outcome == AttemptOutcome::Transient && !probe && delivery.attempts > 0 => {}
         _ => destination.breaker_changed(destination.breaker.record(outcome != AttemptOutcome::Transient, now)),
     }
     destination.metrics.attempt(outcome, elapsed);

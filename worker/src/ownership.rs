@@ -55,6 +55,10 @@ pub enum LeaseError {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct Holder {
     database_id: String,
+    /// This process's random nonce: a copy of the same database in another process (a
+    /// restored file, a volume shared where file locks are not) is a different holder.
+    #[serde(default)]
+    instance: String,
     database: String,
     host: String,
     pid: u32,
@@ -132,6 +136,7 @@ impl WorkerLease {
         let key = config.worker.consumer.clone();
         let holder = Holder {
             database_id,
+            instance: format!("{:032x}", rand::random::<u128>()),
             database: config.worker.database.display().to_string(),
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
@@ -140,12 +145,14 @@ impl WorkerLease {
         };
         let value = Bytes::from(serde_json::to_vec(&holder).map_err(|e| nats_error(e.to_string()))?);
         let mut lease = WorkerLease { store, bucket, key, holder, value, revision: 0 };
-        lease.take().await?;
+        lease.take(true).await?;
         Ok(lease)
     }
 
-    /// Creates the key, or takes it over when it is this database's own (a restart).
-    async fn take(&mut self) -> Result<(), LeaseError> {
+    /// Creates the key, or takes it over when it is this database's own and `at_startup` (a
+    /// restart: the database's file lock proves the previous process is gone). While running,
+    /// a key held by any other process means the lease was lost.
+    async fn take(&mut self, at_startup: bool) -> Result<(), LeaseError> {
         match self.store.create(&self.key, self.value.clone()).await {
             Ok(revision) => {
                 self.revision = revision;
@@ -164,7 +171,10 @@ impl WorkerLease {
         };
         let current: Option<Holder> = serde_json::from_slice(&entry.value).ok();
         match current {
-            Some(current) if current.database_id == self.holder.database_id => {
+            Some(current)
+                if current.database_id == self.holder.database_id
+                    && (at_startup || current.instance == self.holder.instance) =>
+            {
                 // Our own database's lease, left by a process that is gone (we hold the
                 // database's file lock): take it over.
                 self.revision = self
@@ -190,21 +200,25 @@ impl WorkerLease {
     /// Renews the lease until `shutdown`; when another database's worker has taken it (this
     /// one could not renew for longer than [`LEASE_TTL`]), cancels `lost` and returns the error.
     pub async fn keep(mut self, shutdown: CancellationToken, lost: CancellationToken) -> Option<LeaseError> {
+        let mut first = true;
         loop {
+            // The first renewal at once: startup may have taken a good part of the lease.
+            let wait = if first { Duration::ZERO } else { RENEW_EVERY };
+            first = false;
             tokio::select! {
                 () = shutdown.cancelled() => {
                     // Let a replacement start at once.
                     let _ = self.store.delete_expect_revision(&self.key, Some(self.revision)).await;
                     return None;
                 }
-                () = tokio::time::sleep(RENEW_EVERY) => {}
+                () = tokio::time::sleep(wait) => {}
             }
             match self.store.update(&self.key, self.value.clone(), self.revision).await {
                 Ok(revision) => self.revision = revision,
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     // Expired (NATS unreachable or this process stalled for too long), and
                     // maybe taken by another worker: take it again if it is free or ours.
-                    match self.take().await {
+                    match self.take(false).await {
                         Ok(()) => tracing::warn!("worker lease had expired; taken again"),
                         Err(error @ LeaseError::HeldByAnother { .. }) => {
                             tracing::error!(%error, "lost the worker lease; stopping");

@@ -586,14 +586,26 @@ impl Store {
         lease_until_ms: i64,
         skip: Vec<String>,
     ) -> Result<(Vec<Claimed>, Vec<String>), StoreError> {
-        let claimed: Vec<(String, Lease, bool)> =
-            self.write(move |c| claim_due(c, &destination, class, limit, now_ms, lease_until_ms, &skip)).await?;
+        let claimed: Vec<(String, Lease, bool)> = self
+            .write(move |c| {
+                let skip: std::collections::HashSet<String> = skip.into_iter().collect();
+                claim_due(c, &destination, class, limit, now_ms, lease_until_ms, &skip)
+            })
+            .await?;
         if claimed.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
         let restarted: Vec<String> = claimed.iter().filter(|(_, _, r)| *r).map(|(id, _, _)| id.clone()).collect();
         let ids: Vec<String> = claimed.iter().map(|(id, _, _)| id.clone()).collect();
-        let mut deliveries = self.read(move |c| read_deliveries_to_send(c, &ids)).await?;
+        let mut deliveries = match self.read(move |c| read_deliveries_to_send(c, &ids)).await {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                // Give the claims back, or they would wait out their lease.
+                let leases = claimed.iter().map(|(id, lease, _)| (id.clone(), lease.token)).collect();
+                let _ = self.release_leases(leases).await;
+                return Err(error);
+            }
+        };
         let mut out = Vec::with_capacity(claimed.len());
         for (id, lease, _) in claimed {
             // A delivery pruned between the claim and the read is simply gone.
@@ -930,7 +942,7 @@ fn claim_due(
     limit: usize,
     now_ms: i64,
     lease_until_ms: i64,
-    skip: &[String],
+    skip: &std::collections::HashSet<String>,
 ) -> Result<Vec<(String, Lease, bool)>, rusqlite::Error> {
     let wanted = i64::try_from(limit.saturating_add(skip.len())).unwrap_or(i64::MAX);
     let candidates: Vec<(String, Option<i64>)> = connection

@@ -296,3 +296,32 @@ async fn a_backlog_larger_than_the_in_memory_handover_is_delivered_in_full() {
     // The overflow really went through the store: claimed there (a second fencing token).
     assert!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE lease_token >= 2") > 0, "no overflow happened");
 }
+
+/// Retries of a class of events that always fails come in bursts; they must not open the
+/// breaker (threshold 3, cooldown 60 s) and hold back the healthy events arriving meanwhile.
+/// Found by the soak: each successful probe was followed within milliseconds by a burst of
+/// failing retries that opened the breaker again, one healthy delivery per cooldown.
+#[tokio::test]
+async fn failing_retries_do_not_open_the_breaker_on_healthy_traffic() {
+    let poison = |key: &str| {
+        key.strip_prefix("dlv_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|row| u64::from_str_radix(row, 16).ok())
+            .is_some_and(|row| row % 5 == 0)
+    };
+    let sink =
+        TestDestination::start_keyed(move |_, key, _| (if poison(key) { 500 } else { 200 }, Duration::ZERO)).await;
+    let extra = "concurrency = 8\nbreaker = { failure_threshold = 3, cooldown = \"60s\" }\n\
+                 retry_schedule = [\"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\"]";
+    let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
+    let events = 200;
+    send_paced(&pipeline, "burst", events, 50).await;
+    pipeline
+        .wait_until("every healthy event delivered", Duration::from_secs(20), |c| {
+            c.query_row("SELECT count(*) FROM deliveries WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+                == (events - events / 5) as i64
+        })
+        .await;
+    assert_eq!(pipeline.metric("inlet_worker_breaker_state", &[("destination", "sink")]).await, 0.0);
+}

@@ -127,6 +127,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         events::restarted(&destination, 1);
     }
 
+    let configured = config.destinations.iter().map(|d| d.name.clone()).collect();
+    for (destination, count) in store.dead_letter_unconfigured(configured).await? {
+        tracing::warn!(%destination, count, "pending deliveries to a destination no longer configured were dead-lettered (unknown_destination)");
+    }
+
     let lease_lost = CancellationToken::new();
     let worker_shutdown = shutdown.child_token();
     let tracker = TaskTracker::new();

@@ -689,6 +689,36 @@ impl Store {
         .await
     }
 
+    /// At startup: pending deliveries to destinations no longer configured can never be
+    /// attempted; they are dead-lettered (`unknown_destination`, replayable once the destination
+    /// is back) instead of staying pending for ever. Returns how many, per destination.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn dead_letter_unconfigured(&self, configured: Vec<String>) -> Result<Vec<(String, i64)>, StoreError> {
+        self.write(move |c| {
+            let stranded: Vec<(String, i64)> = c
+                .prepare("SELECT destination, count(*) FROM deliveries WHERE status = 'pending' GROUP BY destination")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<(String, i64)>, _>>()?
+                .into_iter()
+                .filter(|(destination, _)| !configured.contains(destination))
+                .collect();
+            let now = now_ms();
+            for (destination, _) in &stranded {
+                c.execute(
+                    "UPDATE deliveries SET status = 'dead_lettered', dead_letter_reason = ?2, updated_at_ms = ?3,
+                         lease_until_ms = NULL
+                     WHERE status = 'pending' AND destination = ?1",
+                    params![destination, DeadLetterReason::UnknownDestination.as_str(), now],
+                )?;
+            }
+            Ok(stranded)
+        })
+        .await
+    }
+
     /// This database's identity (random, made once by the migration).
     ///
     /// # Errors
@@ -1700,6 +1730,23 @@ mod tests {
         );
         assert!(row(&path, &two).4.unwrap() <= now_ms());
         assert_eq!(store.replay("dlv_missing".into(), "ops".into(), true).await.unwrap(), ReplayOutcome::NotFound);
+    }
+
+    #[tokio::test]
+    async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_pending() {
+        let (_dir, store, path) = open_at();
+        store.record(vec![event("e1", "{}", &["kept", "gone"])], 1).await.unwrap();
+        let stranded = store.dead_letter_unconfigured(vec!["kept".into()]).await.unwrap();
+        assert_eq!(stranded, [("gone".to_owned(), 1)]);
+        assert_eq!(row(&path, &delivery_id(1, "gone")).0, "dead_lettered");
+        assert_eq!(row(&path, &delivery_id(1, "kept")).0, "pending");
+        let reason: String = store
+            .read(|c| {
+                c.query_row("SELECT dead_letter_reason FROM deliveries WHERE destination = 'gone'", [], |r| r.get(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(reason, "unknown_destination");
     }
 
     #[tokio::test]

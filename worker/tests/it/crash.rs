@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{TestDestination, config_text, send_github, start_ingest, wait_ok};
 
-fn spawn_worker(config_path: &std::path::Path) -> Child {
+pub(crate) fn spawn_worker(config_path: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_inlet-worker"))
         .arg("--config")
         .arg(config_path)

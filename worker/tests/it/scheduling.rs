@@ -4,7 +4,7 @@
 //! worker started by mistake.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use inlet_shared::config::Config;
@@ -12,6 +12,17 @@ use inlet_shared::test_util::TestNats;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Pipeline, TestDestination, config_text, send_github, start_ingest, wait_ok};
+
+/// Whether a delivery belongs to every `n`-th event, by the event's row id in the delivery id
+/// (`dlv_<row, hex>_<destination>`): a class of events that a destination always fails.
+fn every_nth_event(n: u64) -> impl Fn(&str) -> bool + Send + Sync + Copy + 'static {
+    move |key: &str| {
+        key.strip_prefix("dlv_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|row| u64::from_str_radix(row, 16).ok())
+            .is_some_and(|row| row % n == 0)
+    }
+}
 
 /// Sends `n` signed webhooks (`{prefix}-{i}`) at `per_second`; each must be accepted.
 async fn send_paced(pipeline: &Pipeline, prefix: &str, n: usize, per_second: u64) {
@@ -64,13 +75,7 @@ async fn a_rate_limited_destination_failing_every_first_attempt_gets_every_event
 /// failing events stopped a destination with concurrency 4.
 #[tokio::test]
 async fn a_class_of_events_that_always_fails_does_not_starve_the_others() {
-    // Every 20th event (by its row id in the delivery id `dlv_<row>_<destination>`).
-    let poison = |key: &str| {
-        key.strip_prefix("dlv_")
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|row| u64::from_str_radix(row, 16).ok())
-            .is_some_and(|row| row % 20 == 0)
-    };
+    let poison = every_nth_event(20);
     let sink =
         TestDestination::start_keyed(move |_, key, _| (if poison(key) { 500 } else { 200 }, Duration::ZERO)).await;
     let extra = "concurrency = 4\nbreaker = { failure_threshold = 100000, cooldown = \"1s\" }\n\
@@ -200,14 +205,7 @@ async fn a_worker_stopped_longer_than_ack_wait_loses_nothing_and_times_no_answer
     let client = reqwest::Client::new();
     wait_ok(&client, &format!("http://{ingest}/readyz")).await;
 
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_inlet-worker"))
-        .arg("--config")
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = crate::crash::spawn_worker(&config_path);
     let events = 40;
     for n in 0..events {
         assert_eq!(send_github(&client, ingest, &format!("stall-{n}"), "push", b"{}").await, 202);
@@ -303,12 +301,7 @@ async fn a_backlog_larger_than_the_in_memory_handover_is_delivered_in_full() {
 /// failing retries that opened the breaker again, one healthy delivery per cooldown.
 #[tokio::test]
 async fn failing_retries_do_not_open_the_breaker_on_healthy_traffic() {
-    let poison = |key: &str| {
-        key.strip_prefix("dlv_")
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|row| u64::from_str_radix(row, 16).ok())
-            .is_some_and(|row| row % 5 == 0)
-    };
+    let poison = every_nth_event(5);
     let sink =
         TestDestination::start_keyed(move |_, key, _| (if poison(key) { 500 } else { 200 }, Duration::ZERO)).await;
     let extra = "concurrency = 8\nbreaker = { failure_threshold = 3, cooldown = \"60s\" }\n\

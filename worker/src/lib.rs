@@ -123,7 +123,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // Claims left by a previous process of this database: it is gone (the file lock says so),
     // so its attempts start again now rather than when their leases would have expired.
     for (delivery_id, destination) in store.release_all_leases().await? {
-        tracing::warn!(%delivery_id, %destination, "delivery restarted: a previous process ended during its attempt");
+        tracing::warn!(%delivery_id, %destination, "delivery restarted: a previous process ended while it held the delivery (waiting or in its attempt)");
         events::restarted(&destination, 1);
     }
 

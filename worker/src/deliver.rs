@@ -726,6 +726,14 @@ mod tests {
         inlet_shared::config::Config::parse(&text, &Default::default()).unwrap().destinations.remove(0)
     }
 
+    /// How far in the future a retry was scheduled.
+    fn retry_in(next: NextStep) -> Duration {
+        match next {
+            NextStep::RetryAt(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+
     #[test]
     fn statuses_are_classified() {
         let config = destination(&[1], "");
@@ -766,10 +774,6 @@ mod tests {
     #[test]
     fn schedule_then_dead_letter() {
         let config = destination(&[10, 20], "");
-        let retry_in = |next: NextStep| match next {
-            NextStep::RetryAt(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
-            other => panic!("expected a retry, got {other:?}"),
-        };
         let delay = retry_in(next_step(&config, 1, AttemptOutcome::Transient, Some(500), None));
         assert!(delay >= Duration::from_secs(8) && delay <= Duration::from_secs(11), "{delay:?}");
         assert!(retry_in(next_step(&config, 2, AttemptOutcome::Transient, Some(500), None)) >= Duration::from_secs(17));
@@ -786,10 +790,6 @@ mod tests {
     #[test]
     fn a_429_retry_after_is_honoured_as_asked_and_other_retry_afters_only_lengthen() {
         let config = destination(&[30], "");
-        let retry_in = |next: NextStep| match next {
-            NextStep::RetryAt(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
-            other => panic!("expected a retry, got {other:?}"),
-        };
         let asked = retry_in(next_step(&config, 1, AttemptOutcome::Transient, Some(429), Some(Duration::from_secs(5))));
         assert!(asked <= Duration::from_secs(5) && asked >= Duration::from_secs(4), "{asked:?}");
         let longer =

@@ -528,6 +528,16 @@ pub struct WorkerConfig {
     /// How often gauges (dead-letter backlog, consumer lag, oldest undelivered) are refreshed.
     #[serde(with = "duration_str")]
     pub stats_interval: Duration,
+    /// How long a client of the main listener (API, console, sign-in, health) may take to send
+    /// its first byte and then its request headers; also how long a connection may stay open
+    /// with no request in flight.
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// How long a client of the main listener may take to send a request body (then `408`).
+    #[serde(with = "duration_str")]
+    pub body_read_timeout: Duration,
+    /// Open connections on the main listener at most; further ones wait in the accept queue.
+    pub max_connections: usize,
 }
 
 /// SQLite durability setting.
@@ -567,6 +577,9 @@ impl Default for WorkerConfig {
             delivery_concurrency: 32,
             sqlite_synchronous: SqliteSynchronous::Full,
             stats_interval: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
         }
     }
 }
@@ -845,6 +858,11 @@ impl Config {
             return Err(ConfigError::invalid("worker.delivery_concurrency", "must be between 1 and 10000"));
         }
         positive("worker.stats_interval", self.worker.stats_interval)?;
+        positive("worker.header_read_timeout", self.worker.header_read_timeout)?;
+        positive("worker.body_read_timeout", self.worker.body_read_timeout)?;
+        if self.worker.max_connections == 0 {
+            return Err(ConfigError::invalid("worker.max_connections", "must be at least 1"));
+        }
         positive("worker.retention", self.worker.retention)?;
         if self.worker.max_ack_pending < 1 {
             return Err(ConfigError::invalid("worker.max_ack_pending", "must be at least 1"));

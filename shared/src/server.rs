@@ -7,6 +7,7 @@
 //! accepting, lets in-flight requests finish within a grace period, then closes.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -14,22 +15,27 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Per-listener connection settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    /// Time a client has to send its first byte, and then complete request headers (HTTP/1).
+    /// Time a client has to send its first byte, and then complete request headers (HTTP/1);
+    /// also how long a connection may stay open with no request in flight (both protocols).
     pub header_read_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace: Duration,
 }
+
+/// Concurrent HTTP/2 streams one connection may open (hyper's default is 200). Each stream
+/// can hold a request body, so this bounds what one connection can make the process buffer.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains.
 ///
@@ -48,9 +54,15 @@ where
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
+    // Cancelled when the grace period is over: connections still open are then dropped.
+    let force_close = CancellationToken::new();
     let permits = Arc::new(Semaphore::new(options.max_connections));
 
     loop {
@@ -76,9 +88,9 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let (builder, service, watcher, shutdown) =
-            (Arc::clone(&builder), service.clone(), graceful.watcher(), shutdown.clone());
-        tokio::spawn(async move {
+        let (builder, service, shutdown, force_close) =
+            (Arc::clone(&builder), service.clone(), shutdown.clone(), force_close.clone());
+        connections.spawn(async move {
             let _permit = permit;
             // hyper's header-read timeout only starts once the HTTP version has been sniffed
             // from the first bytes, so a client that connects and sends nothing would keep its
@@ -93,14 +105,150 @@ where
                 // Silent past the timeout, closed, or broken: dropping the stream closes it.
                 return;
             }
-            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(error = %error, "connection ended with an error");
-            }
+            let activity = Arc::new(Activity::default());
+            let service = Tracked { inner: service, activity: Arc::clone(&activity) };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            serve_connection(connection, &activity, options.header_read_timeout, &shutdown, &force_close).await;
         });
     }
     drop(listener);
-    tokio::time::timeout(options.shutdown_grace, graceful.shutdown()).await.is_ok()
+    connections.close();
+    let drained = tokio::time::timeout(options.shutdown_grace, connections.wait()).await.is_ok();
+    force_close.cancel();
+    drained
+}
+
+/// Drives one connection to its end. It is closed gracefully (HTTP/2 `GOAWAY`; HTTP/1 after the
+/// response in flight) when it has had no request in flight for `idle_timeout` — hyper's
+/// header-read timeout covers HTTP/1 heads only, and an HTTP/2 client that answers pings would
+/// otherwise hold its `max_connections` slot forever — or when the process shuts down. A
+/// connection still open after an idle close and another `idle_timeout` with nothing in flight
+/// (a client that never acknowledges the `GOAWAY`) is dropped, as is every one at `force_close`.
+async fn serve_connection<C>(
+    connection: C,
+    activity: &Activity,
+    idle_timeout: Duration,
+    shutdown: &CancellationToken,
+    force_close: &CancellationToken,
+) where
+    C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConnection,
+{
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+                return;
+            }
+            () = activity.idle_for(idle_timeout) => {
+                if closing {
+                    return;
+                }
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = shutdown.cancelled(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = force_close.cancelled() => return,
+        }
+    }
+}
+
+/// A connection that can be asked to finish what is in flight and close.
+trait GracefulConnection {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulConnection for auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        auto::Connection::graceful_shutdown(self);
+    }
+}
+
+/// How many requests a connection has in flight, and a signal when that changes.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    changed: Notify,
+}
+
+impl Activity {
+    /// Completes once nothing has been in flight for `period` without interruption.
+    async fn idle_for(&self, period: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the count is read, so a change in between is not missed.
+            changed.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                if tokio::time::timeout(period, changed).await.is_err() {
+                    return;
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+/// A request in flight on its connection, from its head to its response.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.changed.notify_waiters();
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// The service of one connection, counting its requests in flight.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Tracked<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<B>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::start(&self.activity);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        })
+    }
 }
 
 /// Listen backlog asked of the kernel (which caps it at `net.core.somaxconn`). Connections

@@ -341,3 +341,27 @@ pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// An HTTP/2 client connection (h2c, prior knowledge) to `addr`, kept open by its driver task,
+/// which answers the server's pings like a well-behaved client and ends when the server closes
+/// the connection.
+///
+/// # Panics
+///
+/// When the connection or the HTTP/2 handshake fails.
+#[cfg(feature = "runtime")]
+pub async fn h2c_connect(
+    addr: std::net::SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<String>, tokio::task::JoinHandle<()>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, driver)
+}

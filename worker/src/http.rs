@@ -1,17 +1,24 @@
 //! The worker's HTTP surface. Main listener: an axum [`Router`] with `GET /healthz`,
 //! `GET /readyz`, and (when `[console] enabled`) the operator plane: `/graphql` (`api`),
 //! `/auth/*` (`auth`), `/console` (`console`). Admin listener: `GET /metrics` only.
+//!
+//! Every request body on the main listener is read here, before any route sees it, within
+//! `worker.body_read_timeout` (else `408`) and [`MAX_REQUEST_BODY_BYTES`] (else `413`): a client
+//! that declares a body and never sends it would otherwise hold its connection slot forever.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::{Body, HttpBody as _};
+use axum::extract::{Request as AxumRequest, State};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::get;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -32,8 +39,13 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     response
 }
 
-/// The main listener's routes: health, plus `operator` (API, login, console) when enabled.
-pub fn router(health: Arc<Health>, operator: Option<Router>) -> Router {
+/// Largest request body the main listener reads (the GraphQL API's limit; nothing else there
+/// takes a body).
+pub const MAX_REQUEST_BODY_BYTES: usize = crate::api::MAX_BODY_BYTES;
+
+/// The main listener's routes: health, plus `operator` (API, login, console) when enabled;
+/// request bodies bounded by `body_read_timeout` and [`MAX_REQUEST_BODY_BYTES`].
+pub fn router(health: Arc<Health>, operator: Option<Router>, body_read_timeout: Duration) -> Router {
     let base = Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
@@ -42,9 +54,42 @@ pub fn router(health: Arc<Health>, operator: Option<Router>) -> Router {
         Some(operator) => base.merge(operator),
         None => base,
     };
-    router.fallback(|| async {
-        (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": "not_found" }))).into_response()
-    })
+    router
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": "not_found" }))).into_response()
+        })
+        .layer(middleware::from_fn(move |request: AxumRequest, next: Next| {
+            read_body_first(request, next, body_read_timeout)
+        }))
+}
+
+/// Reads the whole request body within `timeout` and [`MAX_REQUEST_BODY_BYTES`], then hands the
+/// request on with the body in memory.
+async fn read_body_first(request: AxumRequest, next: Next, timeout: Duration) -> AxumResponse {
+    let (parts, body) = request.into_parts();
+    if body.is_end_stream() {
+        return next.run(AxumRequest::from_parts(parts, body)).await;
+    }
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|declared| declared > MAX_REQUEST_BODY_BYTES as u64) {
+        return body_refused(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_REQUEST_BODY_BYTES).collect()).await {
+        Err(_elapsed) => body_refused(StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            body_refused(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        }
+        Ok(Err(_broken)) => body_refused(StatusCode::BAD_REQUEST, "body_unreadable"),
+        Ok(Ok(collected)) => next.run(AxumRequest::from_parts(parts, Body::from(collected.to_bytes()))).await,
+    }
+}
+
+fn body_refused(status: StatusCode, error: &'static str) -> AxumResponse {
+    let mut response = (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+    // The rest of the body may still be on its way: do not try to read the next request after it.
+    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> AxumResponse {

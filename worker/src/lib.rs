@@ -181,13 +181,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     };
     let health = Arc::new(http::Health { client, store: store.clone() });
     let options = ServeOptions {
-        header_read_timeout: Duration::from_secs(10),
-        max_connections: 1024,
+        header_read_timeout: config.worker.header_read_timeout,
+        max_connections: config.worker.max_connections,
         shutdown_grace: config.worker.shutdown_grace,
     };
     let (main_addr, admin_addr) = listeners.addresses()?;
     tracing::info!(%main_addr, %admin_addr, destinations = destinations.len(), "inlet-worker running");
-    let main_service = TowerToHyperService::new(http::router(health, operator));
+    let main_service = TowerToHyperService::new(http::router(health, operator, config.worker.body_read_timeout));
     let admin_service = service_fn(move |request| http::handle_admin(metrics.clone(), request));
     tokio::join!(
         serve(listeners.main, main_service, options, shutdown.clone()),

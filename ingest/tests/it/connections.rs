@@ -334,6 +334,73 @@ async fn silent_and_idle_connections_are_closed_after_the_header_timeout_freeing
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
 }
 
+/// HTTP/2 connections that answer pings but open no stream are closed after the header timeout
+/// (hyper's own header timeout applies to HTTP/1 only): those that served a request and those
+/// that never opened a stream alike, so h2c clients cannot hold the cap.
+#[tokio::test]
+async fn idle_http2_connections_are_closed_after_the_header_timeout_freeing_their_slots() {
+    const CAP: usize = 4;
+    let nats = TestNats::start();
+    let ingest = IngestProcess::start(&nats, &format!("max_connections = {CAP}\nheader_read_timeout = \"1s\"")).await;
+
+    let mut drivers = Vec::new();
+    for index in 0..CAP {
+        let (mut sender, driver) = inlet_shared::test_util::h2c_connect(ingest.addr).await;
+        if index % 2 == 0 {
+            let request = http::Request::get(format!("http://{}/healthz", ingest.addr)).body(String::new()).unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+        }
+        // The handle stays alive (it would close the connection when dropped); only the
+        // server may end it.
+        drivers.push((sender, driver));
+    }
+    // A sender arriving now waits behind them.
+    let mut waiting = TcpStream::connect(ingest.addr).await.unwrap();
+    waiting.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
+
+    for (_sender, driver) in &mut drivers {
+        tokio::time::timeout(Duration::from_secs(60), driver)
+            .await
+            .expect("an idle HTTP/2 connection was not closed after the header timeout")
+            .unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), waiting.read_to_end(&mut answer))
+        .await
+        .expect("the waiting sender was never served")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    // The last answer's EOF may reach us a moment before ingest has dropped that socket.
+    eventually("ingest holds no connection", async || ingest.connections() == 0).await;
+}
+
+/// One HTTP/2 connection may open at most `MAX_STREAMS_PER_CONNECTION` streams at once (hyper's
+/// default is 200), each of which can hold a request body: the server's first SETTINGS frame
+/// says so, and a conforming client keeps to it.
+#[tokio::test]
+async fn an_http2_connection_may_open_only_a_bounded_number_of_streams() {
+    const SETTINGS: u8 = 0x4;
+    const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    let nats = TestNats::start();
+    let ingest = IngestProcess::start(&nats, "").await;
+    let mut stream = TcpStream::connect(ingest.addr).await.unwrap();
+    // Client preface, then an empty SETTINGS frame.
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    stream.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(head[3], SETTINGS, "the server's first frame is not SETTINGS: {head:?}");
+    let length = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload).await.unwrap();
+    let advertised = payload
+        .chunks_exact(6)
+        .find(|entry| u16::from_be_bytes([entry[0], entry[1]]) == MAX_CONCURRENT_STREAMS)
+        .map(|entry| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]));
+    assert_eq!(advertised, Some(inlet_shared::server::MAX_STREAMS_PER_CONNECTION));
+}
+
 /// Oversized bodies cost at most the limit per request: sixteen senders each try to stream
 /// 64 MiB (chunked, no length) at a 1 MiB limit; each is cut off, and the process's memory grows
 /// with the limit per concurrent request, not with what the senders tried to send.

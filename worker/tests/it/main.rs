@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod disk_full;
 mod github;
+mod listener;
 mod login;
 mod metrics;
 mod operator_support;

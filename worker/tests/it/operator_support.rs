@@ -101,6 +101,8 @@ pub struct Options {
     pub console_extra: String,
     /// Extra TOML appended at the end (e.g. `[console.github]`).
     pub tail: String,
+    /// Extra `[worker]` keys.
+    pub worker_extra: String,
 }
 
 impl OperatorPipeline {
@@ -112,7 +114,11 @@ impl OperatorPipeline {
         let public_url = format!("http://{worker}");
         let provider =
             if options.oidc { Some(Provider::start(&format!("{public_url}/auth/callback")).await) } else { None };
-        let mut text = config_text(&nats.url(), &dir.path().join("inlet.db"), destinations);
+        let mut text = config_text(&nats.url(), &dir.path().join("inlet.db"), destinations).replacen(
+            "[worker]\n",
+            &format!("[worker]\n{}\n", options.worker_extra),
+            1,
+        );
         text.push_str(&format!(
             "\n[console]\npublic_url = \"{public_url}\"\nbootstrap_token = \"{ADMIN_TOKEN}\"\n{}\n\
              [console.access]\nadmins = [\"admin@example.com\"]\noperators = [\"ops@example.com\"]\n\

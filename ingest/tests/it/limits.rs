@@ -152,3 +152,75 @@ async fn readiness_asks_nats_at_most_about_once_a_second_however_often_it_is_cal
     let bound = elapsed.as_secs() + 2;
     assert!(asked <= bound, "{asked} JetStream API requests for 500 /readyz calls in {elapsed:?} (bound {bound})");
 }
+
+/// One h2c connection multiplexing many ~1 MB webhooks, each sending all but its last byte and
+/// then stalling: the bodies held at once are bounded by `ingest.max_buffered_body_bytes`, not by
+/// streams × body limit. Those beyond the budget get 503 `busy` with `Retry-After` at once
+/// (their bodies unread), the process's memory stays near the budget, and once the stalled
+/// ones time out (408) genuine webhooks are accepted.
+#[tokio::test]
+async fn many_large_bodies_over_one_http2_connection_are_bounded_by_the_body_budget() {
+    use futures::StreamExt as _;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    const STREAMS: usize = 100;
+    const BODY: usize = 1_000_000;
+    const BUDGET: usize = 8 * BODY;
+    let nats = inlet_shared::test_util::TestNats::start();
+    let settings = format!("max_buffered_body_bytes = {BUDGET}\nbody_read_timeout = \"3s\"");
+    let ingest = crate::connections::IngestProcess::start(&nats, &settings).await;
+    assert_eq!(ingest.post_signed("evt_budget_warmup").await, 202);
+    let rss_base = ingest.rss_kib();
+
+    let tcp = tokio::net::TcpStream::connect(ingest.addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let requests = (0..STREAMS).map(|n| {
+        let mut sender = sender.clone();
+        async move {
+            // All but the last byte of the declared length, then nothing: held until the body
+            // read timeout, as an attacker would.
+            let sent = bytes::Bytes::from(vec![b'x'; BODY - 1]);
+            let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(sent))])
+                .chain(futures::stream::pending());
+            let request = http::Request::post(format!("http://{}/webhooks/idle", ingest.addr))
+                .header("content-type", "application/json")
+                .header("content-length", BODY)
+                .header("stripe-signature", format!("t={},v1={}", now(), "0".repeat(64)))
+                .body(StreamBody::new(frames))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap_or_else(|e| panic!("stream {n}: {e}"));
+            let status = response.status().as_u16();
+            let retry_after = response.headers().contains_key("retry-after");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (status, retry_after, json["error"].as_str().unwrap_or_default().to_owned())
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let rss_after = ingest.rss_kib();
+    let timed_out = answers.iter().filter(|(status, _, _)| *status == 408).count();
+    let busy: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 503).collect();
+    eprintln!(
+        "{STREAMS} stalled streams of {BODY} bytes on one h2c connection, budget {BUDGET}: {timed_out} read until \
+         the timeout, {} busy; VmRSS {rss_base} KiB before, {rss_after} KiB after",
+        busy.len()
+    );
+    assert_eq!(timed_out + busy.len(), STREAMS, "{answers:?}\n{}", ingest.log());
+    assert!(timed_out <= BUDGET / BODY, "{timed_out} bodies were read at once, more than the budget holds");
+    assert!(busy.iter().all(|(_, retry_after, error)| *retry_after && error == "busy"), "{busy:?}");
+    // Unbounded, every stream's body is held at once: ~STREAMS × BODY (150 streams took
+    // 31 → 187 MiB, never returned). Bounded: a few times the budget (each body's buffer,
+    // hyper's, allocator slack), whatever the number of streams.
+    let grown_kib = rss_after.saturating_sub(rss_base);
+    let bound_kib = (4 * BUDGET / 1024) as u64;
+    assert!(grown_kib <= bound_kib, "VmRSS grew {grown_kib} KiB; the bound is 4 × the budget ({bound_kib} KiB)");
+
+    // The budget is returned: genuine webhooks are accepted afterwards.
+    for n in 0..3 {
+        assert_eq!(ingest.post_signed(&format!("evt_budget_after_{n}")).await, 202);
+    }
+}

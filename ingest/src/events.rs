@@ -28,6 +28,9 @@ pub const PUBLISH_FAILURES: &str = "inlet_ingest_publish_failures_total";
 /// Store probes run while the store was failing, by outcome (`available`, `failing`).
 pub const STORE_PROBES: &str = "inlet_ingest_store_probes_total";
 
+/// Bytes of request bodies held now, against `ingest.max_buffered_body_bytes`.
+pub const BUFFERED_BODY_BYTES: &str = "inlet_ingest_buffered_body_bytes";
+
 /// Messages per JetStream commit in `fsync` mode (1 = a single publish).
 pub const BATCH_MESSAGES: &str = "inlet_ingest_batch_messages";
 /// Time to commit one atomic batch.
@@ -50,6 +53,11 @@ pub fn describe() {
     describe_gauge!(STORE_AVAILABLE, "1 while JetStream stores events, 0 while it is known to be full or failing.");
     describe_counter!(PUBLISH_FAILURES, "JetStream publishes without a PubAck, by reason.");
     describe_counter!(STORE_PROBES, "Probes of a failing JetStream store, by outcome.");
+    describe_gauge!(
+        BUFFERED_BODY_BYTES,
+        Unit::Bytes,
+        "Bytes of request bodies held now (reserved against ingest.max_buffered_body_bytes)."
+    );
     describe_histogram!(BATCH_MESSAGES, "Messages per JetStream commit in fsync mode (1 is a single publish).");
     describe_histogram!(BATCH_COMMIT_DURATION, Unit::Seconds, "Time to commit one atomic batch in fsync mode.");
     describe_counter!(BATCH_FALLBACKS, "Atomic batches that fell back to individual publishes, by reason.");
@@ -67,9 +75,12 @@ pub const OUTCOMES: &[&str] = &[
     "missing_signature",
     "bad_signature",
     "too_large",
+    "headers_too_large",
     "body_timeout",
     "body_read_error",
     "rate_limited",
+    "too_many_failures",
+    "busy",
     "unavailable",
     "store_full",
 ];

@@ -304,7 +304,12 @@ mod tests {
     #[test]
     fn only_storage_failures_and_timeouts_count() {
         let health = StoreHealth::new("TEST");
-        for failure in [PublishFailure::TooLarge, PublishFailure::Disconnected, PublishFailure::Failed] {
+        for failure in [
+            PublishFailure::TooLarge,
+            PublishFailure::HeadersTooLarge,
+            PublishFailure::Disconnected,
+            PublishFailure::Failed,
+        ] {
             health.record(Err(failure));
             assert!(health.failing().is_none(), "{failure:?}");
         }

@@ -1,15 +1,21 @@
 //! The receiver's HTTP surface: `POST /webhooks/{source}`, `GET /healthz`, `GET /readyz` on the
 //! public listener, `GET /metrics` on the admin listener.
 //!
-//! A webhook goes through, in order: source lookup, rate limit, body read (bounded in size and
-//! time, never buffering past the limit), signature verification over the raw bytes, event
-//! identity, then publish. The body is parsed only after it verified, and only where the
-//! provider puts the event id in it (Stripe, Slack) or for Slack's `url_verification`.
+//! A webhook goes through, in order: source lookup, the size of the headers to store (431),
+//! body read (bounded in size and time, never buffering past the limit, and reserved against
+//! the process-wide body budget), signature verification over the raw bytes, the source's rate
+//! limit, event identity, then publish. The body is parsed only after it verified, and only
+//! where the provider puts the event id in it (Stripe, Slack) or for Slack's `url_verification`.
+//!
+//! The rate limit comes after verification so that only genuine requests spend it: otherwise
+//! anyone could keep a source at 429. Requests failing verification have a limit of their own
+//! per source (`ingest.failure_rate_limit`), which genuine requests never consult.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -17,11 +23,12 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use inlet_shared::config::{Config, SourceConfig};
+use inlet_shared::config::{Config, RateLimit, SourceConfig};
 use inlet_shared::envelope;
-use inlet_shared::signature::{SchemeKind, Verifier};
+use inlet_shared::signature::{SchemeKind, SignatureError, Verifier};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::budget::{BodyBudget, Reservation};
 use crate::error::{IngestError, json_response};
 use crate::events;
 use crate::publish::{Publisher, Stored};
@@ -31,7 +38,12 @@ pub struct SourceRuntime {
     name: String,
     verifier: Verifier,
     max_body_bytes: usize,
+    /// `rate_limit`: spent by verified requests only.
     limiter: Option<DefaultDirectRateLimiter>,
+    /// `ingest.failure_rate_limit`: spent by requests that fail verification.
+    failure_limiter: DefaultDirectRateLimiter,
+    /// Whether failing requests are being answered 429 (logged once per episode, not per request).
+    failures_limited: AtomicBool,
     subject: String,
     /// Lowercase header names not to store: signatures and credentials.
     dropped_headers: Vec<String>,
@@ -46,11 +58,10 @@ impl SourceRuntime {
     /// When the source's secrets cannot be used (config validation already rejects that).
     pub fn new(source: &SourceConfig, config: &Config) -> Result<SourceRuntime, inlet_shared::signature::KeyError> {
         let verifier = source.verifier()?;
-        let limiter = source.rate_limit.and_then(|rate| {
-            let per_second = NonZeroU32::new(rate.per_second)?;
-            let burst = NonZeroU32::new(rate.burst())?;
-            Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
-        });
+        let limiter = source.rate_limit.and_then(rate_limiter);
+        // Config validation keeps both numbers at least 1; the fallback is never used.
+        let failure_limiter = rate_limiter(config.ingest.failure_rate_limit)
+            .unwrap_or_else(|| RateLimiter::direct(Quota::per_second(NonZeroU32::MIN)));
         let mut dropped_headers: Vec<String> =
             envelope::DROPPED_REQUEST_HEADERS.iter().map(|h| (*h).to_owned()).collect();
         dropped_headers.extend(verifier.signature_header_names());
@@ -59,11 +70,47 @@ impl SourceRuntime {
             verifier,
             max_body_bytes: source.max_body_bytes.unwrap_or(config.ingest.max_body_bytes),
             limiter,
+            failure_limiter,
+            failures_limited: AtomicBool::new(false),
             subject: config.stream.subject_for(&source.name),
             dropped_headers,
             metrics: events::SourceMetrics::new(&source.name, source.secrets.len()),
         })
     }
+
+    /// The answer to a request that failed verification: the signature error while the
+    /// source's failure limit allows, else 429 (still counted by reason, but not logged).
+    fn verification_failed(&self, error: SignatureError) -> IngestError {
+        match self.failure_limiter.check() {
+            Ok(()) => {
+                if self.failures_limited.swap(false, Ordering::Relaxed) {
+                    tracing::info!(source = %self.name, "signature failures back under ingest.failure_rate_limit");
+                }
+                IngestError::Signature(error)
+            }
+            Err(not_until) => {
+                self.metrics.signature_rejected(error.reason());
+                if !self.failures_limited.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        source = %self.name,
+                        "signature failures over ingest.failure_rate_limit: answering them 429 and no longer \
+                         logging each (verified requests are not affected)"
+                    );
+                }
+                IngestError::TooManyFailures { retry_after: wait_time(&not_until) }
+            }
+        }
+    }
+}
+
+fn rate_limiter(rate: RateLimit) -> Option<DefaultDirectRateLimiter> {
+    let per_second = NonZeroU32::new(rate.per_second)?;
+    let burst = NonZeroU32::new(rate.burst())?;
+    Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
+}
+
+fn wait_time(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> Duration {
+    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
 }
 
 /// Shared state of the public listener.
@@ -76,6 +123,8 @@ pub struct AppState {
     pub body_read_timeout: Duration,
     /// `ingest.retry_after`.
     pub retry_after: Duration,
+    /// `ingest.max_buffered_body_bytes`.
+    pub body_budget: BodyBudget,
     /// The in-flight gauge handle.
     pub in_flight: metrics::Gauge,
 }
@@ -176,6 +225,8 @@ async fn webhook(state: &AppState, name: &str, request: Request<Incoming>) -> Re
         Err(error) => {
             source.metrics.request_finished(error.code(), started.elapsed());
             match &error {
+                // Counted by reason already; logging each would let a flood fill the logs.
+                IngestError::TooManyFailures { .. } => {}
                 IngestError::Signature(reason) => {
                     // Anyone on the internet can trigger this: debug level, counted in metrics.
                     source.metrics.signature_rejected(reason.reason());
@@ -201,18 +252,22 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
     if request.method() != Method::POST {
         return Err(IngestError::MethodNotAllowed);
     }
+    let (parts, body) = request.into_parts();
+    // Before the body is read: headers that can never be stored are refused for free.
+    let original_headers = original_headers(source, &parts.headers)?;
+    // Held until the answer is decided: the body is in memory until the publish is done.
+    let (body, _reservation) = read_body(body, &parts.headers, source.max_body_bytes, state).await?;
+    let received_at = SystemTime::now();
+
+    let verified = match source.verifier.verify(&parts.headers, &body, received_at) {
+        Ok(verified) => verified,
+        Err(error) => return Err(source.verification_failed(error)),
+    };
     if let Some(limiter) = &source.limiter
         && let Err(not_until) = limiter.check()
     {
-        let retry_after =
-            not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-        return Err(IngestError::RateLimited { retry_after });
+        return Err(IngestError::RateLimited { retry_after: wait_time(&not_until) });
     }
-    let (parts, body) = request.into_parts();
-    let body = read_body(body, &parts.headers, source.max_body_bytes, state.body_read_timeout).await?;
-    let received_at = SystemTime::now();
-
-    let verified = source.verifier.verify(&parts.headers, &body, received_at)?;
     source.metrics.secret_matched(verified.secret_index());
     let identity = verified.identify(&parts.headers, &body);
 
@@ -222,7 +277,8 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
         return Ok(Accepted::Challenge(challenge));
     }
 
-    let headers = nats_headers(source, &parts.headers, &identity, verified.secret_index(), received_at);
+    let headers =
+        nats_headers(source, &parts.headers, &original_headers, &identity, verified.secret_index(), received_at);
     match state.publisher.publish(source.subject.clone(), headers, body).await {
         Ok(Stored::New(sequence)) => Ok(Accepted::Stored { event_id: identity.id, sequence }),
         Ok(Stored::Duplicate(sequence)) => Ok(Accepted::Duplicate { event_id: identity.id, sequence }),
@@ -230,14 +286,16 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
     }
 }
 
-/// Reads at most `limit` bytes within `timeout`; a declared or actual larger body is rejected
-/// as soon as that is known, without reading the rest.
+/// Reads at most `limit` bytes within `body_read_timeout`; a declared or actual larger body is
+/// rejected as soon as that is known, without reading the rest. The bytes are reserved against
+/// the body budget before they are read (the declared length at once, else chunk by chunk);
+/// without room the request is refused at once, `Busy`.
 async fn read_body(
     mut body: Incoming,
     headers: &HeaderMap,
     limit: usize,
-    timeout: Duration,
-) -> Result<Bytes, IngestError> {
+    state: &AppState,
+) -> Result<(Bytes, Reservation), IngestError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if let Some(declared) = declared
@@ -245,7 +303,17 @@ async fn read_body(
     {
         return Err(IngestError::TooLarge { limit });
     }
-    let capacity = declared.map_or(8 * 1024, |d| usize::try_from(d).unwrap_or(limit)).min(limit);
+    let busy = IngestError::Busy { retry_after: state.retry_after };
+    let mut reservation = state.body_budget.reservation();
+    // hyper ends a body at its Content-Length (HTTP/1) or refuses a longer one (HTTP/2), so
+    // the declared length covers the whole body.
+    let declared = declared.and_then(|d| usize::try_from(d).ok());
+    if let Some(declared) = declared
+        && !reservation.grow(declared)
+    {
+        return Err(busy);
+    }
+    let capacity = declared.unwrap_or(8 * 1024).min(limit);
     let read = async {
         // A body that arrives in one frame (the common case) is used as is, without a copy.
         let mut first: Option<Bytes> = None;
@@ -256,6 +324,9 @@ async fn read_body(
                 let received = first.as_ref().map_or(0, Bytes::len) + buffer.len();
                 if received + data.len() > limit {
                     return Err(IngestError::TooLarge { limit });
+                }
+                if declared.is_none() && !reservation.grow(data.len()) {
+                    return Err(busy);
                 }
                 match first.take() {
                     None if buffer.is_empty() => first = Some(data),
@@ -270,7 +341,40 @@ async fn read_body(
         }
         Ok(first.unwrap_or_else(|| buffer.freeze()))
     };
-    tokio::time::timeout(timeout, read).await.map_err(|_| IngestError::BodyTimeout(timeout))?
+    let timeout = state.body_read_timeout;
+    let body = tokio::time::timeout(timeout, read).await.map_err(|_| IngestError::BodyTimeout(timeout))??;
+    Ok((body, reservation))
+}
+
+/// The most bytes of the request's headers kept with an event (the JSON of
+/// `Inlet-Original-Headers`). JetStream stores at most 64 KiB of headers per message, and the
+/// other Inlet headers (content type, ids, type: each bounded) must fit beside it; no provider
+/// sends a tenth of this.
+pub const MAX_ORIGINAL_HEADERS_BYTES: usize = 32 * 1024;
+
+/// The request headers kept with the event, as the JSON of `Inlet-Original-Headers`: all but
+/// signatures, credentials and hop-by-hop headers.
+///
+/// # Errors
+///
+/// [`IngestError::HeadersTooLarge`] beyond [`MAX_ORIGINAL_HEADERS_BYTES`]: such an event could
+/// never be stored, so it is refused with a 4xx rather than refused by JetStream.
+fn original_headers(source: &SourceRuntime, request_headers: &HeaderMap) -> Result<String, IngestError> {
+    let kept: Vec<(&str, &str)> = request_headers
+        .iter()
+        .filter(|(name, _)| !source.dropped_headers.iter().any(|dropped| dropped == name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect();
+    let too_large = IngestError::HeadersTooLarge { limit: MAX_ORIGINAL_HEADERS_BYTES };
+    // Cheap lower bound first, so an oversized head is not serialised at all.
+    if kept.iter().map(|(name, value)| name.len() + value.len()).sum::<usize>() > MAX_ORIGINAL_HEADERS_BYTES {
+        return Err(too_large);
+    }
+    let json = serde_json::to_string(&kept).unwrap_or_default();
+    if json.len() > MAX_ORIGINAL_HEADERS_BYTES {
+        return Err(too_large);
+    }
+    Ok(json)
 }
 
 /// Slack's `url_verification` request: `{"type":"url_verification","challenge":"…"}`.
@@ -285,6 +389,7 @@ fn slack_challenge(body: &[u8]) -> Option<String> {
 fn nats_headers(
     source: &SourceRuntime,
     request_headers: &HeaderMap,
+    original_headers: &str,
     identity: &inlet_shared::signature::EventIdentity,
     secret_index: usize,
     received_at: SystemTime,
@@ -305,13 +410,8 @@ fn nats_headers(
     if let Some(content_type) = request_headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         headers.insert(envelope::HEADER_CONTENT_TYPE, content_type);
     }
-    let kept: Vec<(&str, &str)> = request_headers
-        .iter()
-        .filter(|(name, _)| !source.dropped_headers.iter().any(|dropped| dropped == name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
-        .collect();
-    if let Ok(json) = serde_json::to_string(&kept) {
-        headers.insert(envelope::HEADER_ORIGINAL_HEADERS, json.as_str());
+    if !original_headers.is_empty() {
+        headers.insert(envelope::HEADER_ORIGINAL_HEADERS, original_headers);
     }
     headers
 }

@@ -7,11 +7,12 @@
 //!
 //! Modules: `http` (routes, body limits, the request pipeline), `publish` (JetStream and the
 //! PubAck), `health` (whether JetStream can store now: readiness, answering 503 at once while
-//! it cannot, the store probe), `batch` (group commit), `error` (every failure and its one HTTP
-//! mapping), `events` (metrics).
+//! it cannot, the store probe), `batch` (group commit), `budget` (the memory budget for request
+//! bodies), `error` (every failure and its one HTTP mapping), `events` (metrics).
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod budget;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -98,6 +99,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         publisher,
         body_read_timeout: config.ingest.body_read_timeout,
         retry_after: config.ingest.retry_after,
+        body_budget: budget::BodyBudget::new(config.ingest.max_buffered_body_bytes),
         in_flight: metrics::gauge!(events::IN_FLIGHT),
     });
     let options = ServeOptions {

@@ -2,9 +2,10 @@
 //!
 //! A request is answered 2xx only when [`Publisher::publish`] returned `Ok`, which means the
 //! PubAck arrived: the server stored the message (or recognised it as a duplicate of a stored
-//! one). Any other result becomes a 503 so the sender retries (a 413 for a message that could
-//! never be stored); a retry carries the same `Nats-Msg-Id`, so a message that was stored after
-//! all is reported as a duplicate, never stored twice.
+//! one). Any other result becomes a 503 so the sender retries (a retry carries the same
+//! `Nats-Msg-Id`, so a message that was stored after all is reported as a duplicate, never
+//! stored twice) — except a refusal of a message that can never be stored (too large, headers
+//! too large): that is a 413 or 431, so the sender stops instead of retrying for ever.
 //!
 //! JetStream's refusals are told apart by their error codes, as nats-server 2.15.1 answers
 //! them (measured; `ingest/tests/it/store_full.rs`, `docs/operations.md`):
@@ -15,7 +16,7 @@
 //! | the server's `jetstream.max_file_store` reached | 10023 "insufficient resources", at once |
 //! | the account's JetStream storage limit reached | 10002 "resource limits exceeded for account", at once |
 //! | the disk full (ENOSPC) | no answer at all: the publish times out; the stream keeps failing every write, even after space returns, until nats-server restarts |
-//! | message over the stream's `max_msg_size` / headers over 64 KiB | 10054 / 10097 |
+//! | message over the stream's `max_msg_size` / headers over 64 KiB | 10054 / 10097 (413 / 431, permanent) |
 //!
 //! What the store's state means for the next requests lives in [`crate::health`].
 
@@ -46,6 +47,9 @@ pub enum PublishFailure {
     /// Message too large for the server's `max_payload` or the stream's message limits: it can
     /// never be stored.
     TooLarge,
+    /// The message's headers are over what JetStream stores with a message (64 KiB, 10097): it
+    /// can never be stored.
+    HeadersTooLarge,
     /// JetStream cannot store anything (more) right now; it may later.
     StoreFull(StoreFull),
     /// Any other server or client error (no stream, no responders, …).
@@ -71,6 +75,7 @@ pub const FAILURE_REASONS: &[&str] = &[
     "nats_disconnected",
     "puback_timeout",
     "exceeds_max_payload",
+    "headers_too_large",
     "stream_full",
     "server_storage_full",
     "account_storage_full",
@@ -85,6 +90,7 @@ impl PublishFailure {
             PublishFailure::Disconnected => "nats_disconnected",
             PublishFailure::Timeout => "puback_timeout",
             PublishFailure::TooLarge => "exceeds_max_payload",
+            PublishFailure::HeadersTooLarge => "headers_too_large",
             PublishFailure::StoreFull(StoreFull::StreamLimit) => "stream_full",
             PublishFailure::StoreFull(StoreFull::ServerLimit) => "server_storage_full",
             PublishFailure::StoreFull(StoreFull::AccountLimit) => "account_storage_full",
@@ -115,7 +121,13 @@ pub struct Publisher {
     batcher: Option<crate::batch::Batcher>,
     health: Arc<StoreHealth>,
     probe: ProbeTarget,
+    /// The last readiness answer and when it was found (see [`Publisher::is_ready`]).
+    readiness: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
 }
+
+/// How long a readiness answer is reused. `/readyz` is public: asking JetStream for stream info
+/// on every call let a client spend the NATS server's CPU (5,000 calls/s took half a core).
+pub const READINESS_CACHE: Duration = Duration::from_secs(1);
 
 impl Publisher {
     /// Wraps a connected client; `group_commit` turns on the batcher (`fsync` durability).
@@ -129,7 +141,7 @@ impl Publisher {
         let js = jetstream::new(client.clone());
         let batcher = group_commit.then(|| crate::batch::Batcher::start(client.clone(), js.clone(), &stream_name));
         let health = StoreHealth::new(&stream_name);
-        Publisher { client, js, stream_name, deadline, batcher, health, probe }
+        Publisher { client, js, stream_name, deadline, batcher, health, probe, readiness: Arc::default() }
     }
 
     /// The JetStream context.
@@ -147,12 +159,26 @@ impl Publisher {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// Connected and the stream answers an info request within a second.
+    /// Connected and the stream answers an info request within a second. The answer is reused
+    /// for [`READINESS_CACHE`], and callers arriving while it is being found wait for it rather
+    /// than asking again, so NATS sees at most about one stream info request per interval however
+    /// often this is called. The connection state is always current.
     pub async fn is_ready(&self) -> bool {
         if !self.is_connected() {
             return false;
         }
-        matches!(tokio::time::timeout(Duration::from_secs(1), self.js.get_stream(&self.stream_name)).await, Ok(Ok(_)))
+        let mut last = self.readiness.lock().await;
+        if let Some((at, ready)) = *last
+            && at.elapsed() < READINESS_CACHE
+        {
+            return ready;
+        }
+        let ready = matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.js.get_stream(&self.stream_name)).await,
+            Ok(Ok(_))
+        );
+        *last = Some((Instant::now(), ready));
+        ready
     }
 
     /// Publishes and waits for the PubAck, within the configured deadline in total.
@@ -287,8 +313,10 @@ pub(crate) fn classify_api(code: u64, description: &str) -> PublishFailure {
         // JSAccountResourcesExceededErr: a 400 from the server, but the account frees up as
         // events age out or are purged, so it is temporary like the others.
         10002 => PublishFailure::StoreFull(StoreFull::AccountLimit),
-        // JSStreamMessageExceedsMaximumErr, JSStreamHeaderExceedsMaximumErr: never storable.
-        10054 | 10097 => PublishFailure::TooLarge,
+        // JSStreamMessageExceedsMaximumErr, JSStreamHeaderExceedsMaximumErr: never storable,
+        // so a 4xx (413, 431): a 503 would have the sender retry it for ever.
+        10054 => PublishFailure::TooLarge,
+        10097 => PublishFailure::HeadersTooLarge,
         _ => PublishFailure::Failed,
     }
 }
@@ -418,12 +446,13 @@ mod tests {
             PublishFailure::StoreFull(StoreFull::AccountLimit)
         );
         assert_eq!(classify_api(10054, "message size exceeds maximum allowed"), PublishFailure::TooLarge);
-        assert_eq!(classify_api(10097, "header size exceeds maximum allowed of 64k"), PublishFailure::TooLarge);
+        assert_eq!(classify_api(10097, "header size exceeds maximum allowed of 64k"), PublishFailure::HeadersTooLarge);
         assert_eq!(classify_api(10059, "stream not found"), PublishFailure::Failed);
         for failure in [
             PublishFailure::Disconnected,
             PublishFailure::Timeout,
             PublishFailure::TooLarge,
+            PublishFailure::HeadersTooLarge,
             stream_full,
             PublishFailure::StoreFull(StoreFull::ServerLimit),
             PublishFailure::StoreFull(StoreFull::AccountLimit),

@@ -389,6 +389,10 @@ pub struct StreamConfig {
     pub durability: Durability,
 }
 
+/// The largest `ingest.max_buffered_body_bytes` (1 TiB): far beyond any machine, and within
+/// what a semaphore of bytes can count.
+pub const MAX_BODY_BUDGET: usize = 1 << 40;
+
 /// Bytes a stored event may need beyond its body: NATS headers (the server refuses more than
 /// 64 KiB of them), the subject, and the file store's record framing.
 pub const EVENT_OVERHEAD_BYTES: u64 = 64 * 1024 + 4 * 1024;
@@ -471,6 +475,17 @@ pub struct IngestConfig {
     /// Value of `Retry-After` on 503 answers.
     #[serde(with = "duration_str")]
     pub retry_after: Duration,
+    /// Requests per source that may fail verification (bad, missing or stale signature), a
+    /// token bucket per source; default 10 per second with a burst of 100. Beyond it, further
+    /// failing requests get `429` with `Retry-After` instead of 401/400 and are not logged one
+    /// by one. Verified requests never consult it, so junk cannot lock out genuine webhooks;
+    /// a source's own `rate_limit` counts verified requests only.
+    pub failure_rate_limit: RateLimit,
+    /// Bytes of request bodies ingest holds in memory at once, over all connections and
+    /// streams (HTTP/2 multiplies requests per connection); default 256 MiB. A request whose
+    /// body would exceed it gets `503` `{"error":"busy"}` with `Retry-After` at once (its body
+    /// is not read). Must be at least the largest body limit, so that every accepted size fits.
+    pub max_buffered_body_bytes: usize,
 }
 
 impl Default for IngestConfig {
@@ -486,6 +501,12 @@ impl Default for IngestConfig {
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
             retry_after: Duration::from_secs(5),
+            // A genuine sender rarely fails verification; a burst of 100 covers a secret
+            // rotated out of order, 10/s keeps the counters and logs of a flood cheap.
+            failure_rate_limit: RateLimit { per_second: 10, burst: Some(100) },
+            // 256 bodies at the default 1 MB limit: far above genuine concurrency, far below a
+            // process's memory.
+            max_buffered_body_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -849,6 +870,9 @@ impl Config {
         if self.ingest.max_connections == 0 {
             return Err(ConfigError::invalid("ingest.max_connections", "must be at least 1"));
         }
+        if self.ingest.failure_rate_limit.per_second == 0 || self.ingest.failure_rate_limit.burst() == 0 {
+            return Err(ConfigError::invalid("ingest.failure_rate_limit", "per_second and burst must be at least 1"));
+        }
         if self.worker.batch_size == 0 || self.worker.batch_size > 10_000 {
             return Err(ConfigError::invalid("worker.batch_size", "must be between 1 and 10000"));
         }
@@ -977,7 +1001,25 @@ impl Config {
                 }
             }
         }
+        self.validate_body_budget()?;
         self.validate_stream_size()
+    }
+
+    /// `ingest.max_buffered_body_bytes`, once the body limits it depends on are known to be valid.
+    fn validate_body_budget(&self) -> Result<(), ConfigError> {
+        let largest_body =
+            self.sources.iter().filter_map(|s| s.max_body_bytes).fold(self.ingest.max_body_bytes, usize::max);
+        // A budget below one body would refuse the largest accepted body (503 busy) for ever.
+        if self.ingest.max_buffered_body_bytes < largest_body || self.ingest.max_buffered_body_bytes > MAX_BODY_BUDGET {
+            return Err(ConfigError::invalid(
+                "ingest.max_buffered_body_bytes",
+                format!(
+                    "must be at least {largest_body} (the largest body limit: ingest.max_body_bytes and every \
+                     sources[].max_body_bytes) and at most {MAX_BODY_BUDGET}"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `stream.max_bytes`, once the body limits it depends on are known to be valid.

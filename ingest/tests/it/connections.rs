@@ -18,10 +18,11 @@ use crate::support::{STREAM, now};
 
 const SECRET: &str = "whsec_test_secret";
 
-/// `inlet-ingest` as a child process, so its memory can be read from `/proc/<pid>`.
-struct IngestProcess {
+/// `inlet-ingest` as a child process, so its memory can be read from `/proc/<pid>` (also used
+/// by `limits.rs`).
+pub(crate) struct IngestProcess {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -30,7 +31,7 @@ struct IngestProcess {
 impl IngestProcess {
     /// Starts the binary on free ports with `ingest` settings added to a one-source config, and
     /// waits until `/readyz` answers 200.
-    async fn start(nats: &TestNats, ingest: &str) -> IngestProcess {
+    pub(crate) async fn start(nats: &TestNats, ingest: &str) -> IngestProcess {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inlet.toml");
         let config = format!(
@@ -82,7 +83,7 @@ impl IngestProcess {
     }
 
     /// Resident memory (VmRSS) in KiB.
-    fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
@@ -119,7 +120,7 @@ impl IngestProcess {
     }
 
     /// POSTs a correctly signed Stripe event and returns the status.
-    async fn post_signed(&self, event: &str) -> u16 {
+    pub(crate) async fn post_signed(&self, event: &str) -> u16 {
         let body = format!("{{\"id\":\"{event}\",\"type\":\"idle.test\"}}");
         let mut request = self.client.post(format!("http://{}/webhooks/idle", self.addr)).body(body.clone());
         for (name, value) in sign::stripe(SECRET, now(), body.as_bytes()) {
@@ -128,7 +129,7 @@ impl IngestProcess {
         request.send().await.unwrap().status().as_u16()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().map(|lines| lines.join("\n")).unwrap_or_default()
     }
 }

@@ -4,6 +4,7 @@
 mod connections;
 mod group_commit;
 mod kinds;
+mod limits;
 mod outage;
 mod rejections;
 mod store_full;

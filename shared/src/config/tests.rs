@@ -309,3 +309,38 @@ fn stream_max_bytes_is_optional_and_must_hold_the_largest_event() {
     let overrides = env(&[("INLET__STREAM__MAX_BYTES", "5000000")]);
     assert_eq!(Config::parse(MINIMAL, &overrides).unwrap().stream.max_bytes, Some(5_000_000));
 }
+
+#[test]
+fn failure_rate_limit_has_a_default_and_must_be_positive() {
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    assert_eq!(config.ingest.failure_rate_limit.per_second, 10);
+    assert_eq!(config.ingest.failure_rate_limit.burst(), 100);
+    let custom =
+        Config::parse(&format!("[ingest]\nfailure_rate_limit = {{ per_second = 2 }}\n{MINIMAL}"), &BTreeMap::new())
+            .unwrap();
+    assert_eq!(custom.ingest.failure_rate_limit.burst(), 2, "burst defaults to per_second");
+    check_invalid(
+        &format!("[ingest]\nfailure_rate_limit = {{ per_second = 0 }}\n{MINIMAL}"),
+        &[],
+        "ingest.failure_rate_limit",
+        "at least 1",
+    );
+}
+
+#[test]
+fn max_buffered_body_bytes_must_hold_the_largest_body() {
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    assert_eq!(config.ingest.max_buffered_body_bytes, 256 * 1024 * 1024);
+    check_invalid(
+        &format!("[ingest]\nmax_buffered_body_bytes = 999999\n{MINIMAL}"),
+        &[],
+        "ingest.max_buffered_body_bytes",
+        "at least 1000000",
+    );
+    // A source with a larger own limit raises the floor.
+    let text = "[ingest]\nmax_buffered_body_bytes = 2000000\n[[sources]]\nname = \"big\"\nkind = \"github\"\n\
+                secrets = [\"x\"]\nmax_body_bytes = 4000000\n";
+    check_invalid(text, &[], "ingest.max_buffered_body_bytes", "sources[].max_body_bytes");
+    let overrides = env(&[("INLET__INGEST__MAX_BUFFERED_BODY_BYTES", "1000000")]);
+    assert_eq!(Config::parse(MINIMAL, &overrides).unwrap().ingest.max_buffered_body_bytes, 1_000_000);
+}

@@ -153,13 +153,13 @@ async fn readiness_asks_nats_at_most_about_once_a_second_however_often_it_is_cal
     assert!(asked <= bound, "{asked} JetStream API requests for 500 /readyz calls in {elapsed:?} (bound {bound})");
 }
 
-/// One h2c connection multiplexing many ~1 MB webhooks, each sending all but its last byte and
+/// A few h2c connections multiplexing many ~1 MB webhooks, each sending all but its last byte and
 /// then stalling: the bodies held at once are bounded by `ingest.max_buffered_body_bytes`, not by
 /// streams × body limit. Those beyond the budget get 503 `busy` with `Retry-After` at once
 /// (their bodies unread), the process's memory stays near the budget, and once the stalled
 /// ones time out (408) genuine webhooks are accepted.
 #[tokio::test]
-async fn many_large_bodies_over_one_http2_connection_are_bounded_by_the_body_budget() {
+async fn many_large_bodies_over_http2_connections_are_bounded_by_the_body_budget() {
     use futures::StreamExt as _;
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::Frame;
@@ -174,12 +174,18 @@ async fn many_large_bodies_over_one_http2_connection_are_bounded_by_the_body_bud
     assert_eq!(ingest.post_signed("evt_budget_warmup").await, 202);
     let rss_base = ingest.rss_kib();
 
-    let tcp = tokio::net::TcpStream::connect(ingest.addr).await.unwrap();
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(connection);
+    // Each connection may open `MAX_STREAMS_PER_CONNECTION` streams at once: use a few.
+    let per_connection = inlet_shared::server::MAX_STREAMS_PER_CONNECTION as usize;
+    let mut senders = Vec::new();
+    for _ in 0..STREAMS.div_ceil(per_connection) {
+        let tcp = tokio::net::TcpStream::connect(ingest.addr).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(connection);
+        senders.push(sender);
+    }
     let requests = (0..STREAMS).map(|n| {
-        let mut sender = sender.clone();
+        let mut sender = senders[n / per_connection].clone();
         async move {
             // All but the last byte of the declared length, then nothing: held until the body
             // read timeout, as an attacker would.
@@ -205,7 +211,7 @@ async fn many_large_bodies_over_one_http2_connection_are_bounded_by_the_body_bud
     let timed_out = answers.iter().filter(|(status, _, _)| *status == 408).count();
     let busy: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 503).collect();
     eprintln!(
-        "{STREAMS} stalled streams of {BODY} bytes on one h2c connection, budget {BUDGET}: {timed_out} read until \
+        "{STREAMS} stalled streams of {BODY} bytes on h2c connections, budget {BUDGET}: {timed_out} read until \
          the timeout, {} busy; VmRSS {rss_base} KiB before, {rss_after} KiB after",
         busy.len()
     );

@@ -296,6 +296,9 @@ fn nats_headers(
     headers.insert(envelope::HEADER_SOURCE, source.name.as_str());
     headers.insert(envelope::HEADER_EVENT_ID, identity.id.as_str());
     headers.insert(envelope::HEADER_ID_ORIGIN, identity.origin.as_str());
+    if let Some(provider_id) = &identity.provider_id {
+        headers.insert(envelope::HEADER_PROVIDER_EVENT_ID, provider_id.as_str());
+    }
     if let Some(event_type) = &identity.event_type {
         headers.insert(envelope::HEADER_EVENT_TYPE, event_type.as_str());
     }

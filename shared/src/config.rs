@@ -371,7 +371,10 @@ pub struct StreamConfig {
     pub subject_prefix: String,
     /// Number of replicas (1 for a single server, 3 in the production cluster).
     pub replicas: usize,
-    /// JetStream deduplicates `Nats-Msg-Id` within this window.
+    /// JetStream deduplicates `Nats-Msg-Id` within this window. It must be at least twice every
+    /// signed-timestamp source's `tolerance`, so that a replay the verifier still accepts is
+    /// always recognised as a duplicate. JetStream keeps one entry per message of the window in
+    /// memory: a longer window costs memory in proportion to the intake rate.
     #[serde(with = "duration_str")]
     pub duplicate_window: Duration,
     /// Every event stays in the stream for this long after it was published, recorded by the
@@ -388,6 +391,12 @@ pub struct StreamConfig {
     /// What a 2xx from ingest promises. See [`Durability`].
     pub durability: Durability,
 }
+
+/// Default `stream.duplicate_window`: twice the default source `tolerance`.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * DEFAULT_TOLERANCE.as_secs());
+
+/// Default source `tolerance`.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// Bytes a stored event may need beyond its body: NATS headers (the server refuses more than
 /// 64 KiB of them), the subject, and the file store's record framing.
@@ -414,7 +423,8 @@ impl Default for StreamConfig {
             name: "INLET".into(),
             subject_prefix: "inlet.events".into(),
             replicas: 1,
-            duplicate_window: Duration::from_secs(120),
+            // Twice the default tolerance (5 min): see `validate`.
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             max_age: Duration::from_secs(7 * 86_400),
             max_bytes: None,
         }
@@ -641,7 +651,7 @@ pub struct SourceConfig {
 }
 
 fn default_tolerance() -> Duration {
-    Duration::from_secs(300)
+    DEFAULT_TOLERANCE
 }
 
 impl SourceConfig {
@@ -653,6 +663,35 @@ impl SourceConfig {
     pub fn verifier(&self) -> Result<Verifier, crate::signature::KeyError> {
         let secrets: Vec<&str> = self.secrets.iter().map(Secret::expose).collect();
         Verifier::new(self.kind, &secrets, self.tolerance, self.hmac.clone())
+    }
+
+    /// What this source's signature cannot stop, for ingest to warn about at startup: `None`
+    /// when it signs both the event id and a timestamp (a replay verifies only within the
+    /// tolerance, and is then a duplicate of the signed id). `duplicate_window` is
+    /// `stream.duplicate_window`.
+    pub fn replay_warning(&self, duplicate_window: Duration) -> Option<String> {
+        let verifier = self.verifier().ok()?;
+        let window = crate::duration::format(duplicate_window);
+        let name = &self.name;
+        let kind = self.kind.as_str();
+        let advice = if self.kind == SchemeKind::Hmac { " (sign {id} and {timestamp} in signed_payload)" } else { "" };
+        match (verifier.signs_event_id(), verifier.signs_timestamp()) {
+            (true, true) => None,
+            (false, false) => Some(format!(
+                "source `{name}` (kind {kind}): the signature covers neither the event id nor a timestamp{advice}. \
+                 Events are deduplicated on the body hash, so a captured request sent again under a new id or \
+                 type header is a duplicate within stream.duplicate_window ({window}), but it verifies for ever: \
+                 sent again later, it is stored again. Different events with identical bodies are merged."
+            )),
+            (false, true) => Some(format!(
+                "source `{name}` (kind {kind}): the signature does not cover the event id{advice}. Events are \
+                 deduplicated on the body hash, so different events with identical bodies are merged."
+            )),
+            (true, false) => Some(format!(
+                "source `{name}` (kind {kind}): the signature covers no timestamp{advice}. A captured request \
+                 verifies for ever: sent again after stream.duplicate_window ({window}), it is stored again."
+            )),
+        }
     }
 }
 
@@ -813,6 +852,13 @@ impl Config {
             return Err(ConfigError::invalid("stream.replicas", "must be between 1 and 5"));
         }
         positive("stream.duplicate_window", self.stream.duplicate_window)?;
+        // JetStream refuses a stream whose duplicate window is longer than its max_age.
+        if self.stream.duplicate_window > self.stream.max_age {
+            return Err(ConfigError::invalid(
+                "stream.duplicate_window",
+                format!("must not be longer than stream.max_age ({})", crate::duration::format(self.stream.max_age)),
+            ));
+        }
         if self.stream.durability == Durability::Fsync {
             match self.nats.monitoring_url.as_deref() {
                 None => {
@@ -885,9 +931,25 @@ impl Config {
             {
                 return Err(ConfigError::invalid(key("rate_limit"), "per_second and burst must be at least 1"));
             }
-            source
+            let verifier = source
                 .verifier()
                 .map_err(|e| ConfigError::invalid(format!("sources[{index}].secrets[{}]", e.index), e.message))?;
+            // A signed timestamp is accepted from `tolerance` before to `tolerance` after it, so a
+            // captured request verifies during a span of twice the tolerance; only a duplicate
+            // window covering that span makes every replay the verifier accepts a duplicate.
+            if verifier.signs_timestamp() && source.tolerance.saturating_mul(2) > self.stream.duplicate_window {
+                return Err(ConfigError::invalid(
+                    key("tolerance"),
+                    format!(
+                        "{} is more than half of stream.duplicate_window ({}): a replay accepted within the \
+                         tolerance could be stored again; lower the tolerance or set stream.duplicate_window \
+                         to at least {}",
+                        crate::duration::format(source.tolerance),
+                        crate::duration::format(self.stream.duplicate_window),
+                        crate::duration::format(source.tolerance.saturating_mul(2)),
+                    ),
+                ));
+            }
         }
 
         let mut destination_names = HashSet::new();

@@ -19,10 +19,16 @@ pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 pub const HEADER_VERSION: &str = "Inlet-Envelope";
 /// Source name from the config.
 pub const HEADER_SOURCE: &str = "Inlet-Source";
-/// Provider event id (or a derived `sha256:` id).
+/// The dedup id: the signed provider event id, or a derived `sha256:` (body) or `id-sha256:`
+/// (hashed provider id) id.
 pub const HEADER_EVENT_ID: &str = "Inlet-Event-Id";
-/// Where the event id came from: `provider`, `hashed_provider_id`, `body_sha256`.
+/// Where the event id came from: `provider`, `hashed_provider_id`, `body_sha256`,
+/// `body_sha256_unsigned_id`.
 pub const HEADER_ID_ORIGIN: &str = "Inlet-Id-Origin";
+/// The provider's event id as sent when the signature does not cover it (origin
+/// `body_sha256_unsigned_id`: GitHub, Shopify, `hmac` recipes without `{id}`), for display and
+/// correlation; never a dedup key. Added within envelope version 1: readers ignore it.
+pub const HEADER_PROVIDER_EVENT_ID: &str = "Inlet-Provider-Event-Id";
 /// Provider event type, when it has one.
 pub const HEADER_EVENT_TYPE: &str = "Inlet-Event-Type";
 /// When ingest received the request, Unix milliseconds.
@@ -75,8 +81,10 @@ pub fn json_schema() -> Value {
             HEADER_VERSION: { "const": ENVELOPE_VERSION },
             HEADER_SOURCE: { "type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "description": "source name from the config" },
             HEADER_EVENT_ID: { "type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$",
-                               "description": "provider event id, or `sha256:<hex>` when the provider gives none (see Inlet-Id-Origin)" },
-            HEADER_ID_ORIGIN: { "enum": ["provider", "hashed_provider_id", "body_sha256"] },
+                               "description": "dedup id: the signed provider event id, `sha256:<hex>` of the body when the provider gives none or does not sign it, or `id-sha256:<hex>` of a provider id unusable as is (see Inlet-Id-Origin)" },
+            HEADER_ID_ORIGIN: { "enum": ["provider", "hashed_provider_id", "body_sha256", "body_sha256_unsigned_id"] },
+            HEADER_PROVIDER_EVENT_ID: { "type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$",
+                                        "description": "the provider's event id as sent, when the signature does not cover it (Inlet-Id-Origin `body_sha256_unsigned_id`); for display, never a dedup key" },
             HEADER_EVENT_TYPE: string("provider event type, when the provider has one"),
             HEADER_RECEIVED_AT: { "type": "string", "pattern": "^[0-9]+$", "description": "Unix milliseconds when ingest received the request" },
             HEADER_SCHEME: { "enum": ["stripe", "standard", "github", "shopify", "slack", "hmac"] },

@@ -6,5 +6,6 @@ mod group_commit;
 mod kinds;
 mod outage;
 mod rejections;
+mod replays;
 mod store_full;
 mod support;

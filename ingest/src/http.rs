@@ -35,6 +35,8 @@ pub struct SourceRuntime {
     subject: String,
     /// Lowercase header names not to store: signatures and credentials.
     dropped_headers: Vec<String>,
+    /// Headers stored with the value `<redacted>` (`ingest.redact_headers`).
+    redacted_headers: envelope::HeaderPatterns,
     metrics: events::SourceMetrics,
 }
 
@@ -61,8 +63,20 @@ impl SourceRuntime {
             limiter,
             subject: config.stream.subject_for(&source.name),
             dropped_headers,
+            redacted_headers: config.ingest.redact_headers.clone(),
             metrics: events::SourceMetrics::new(&source.name, source.secrets.len()),
         })
+    }
+}
+
+impl SourceRuntime {
+    /// The value of a kept request header as stored: [`envelope::REDACTED_VALUE`] for a header
+    /// `ingest.redact_headers` names, else the value when it is text.
+    fn stored_value<'a>(&self, name: &header::HeaderName, value: &'a header::HeaderValue) -> Option<&'a str> {
+        if self.redacted_headers.matches(name.as_str()) {
+            return Some(envelope::REDACTED_VALUE);
+        }
+        value.to_str().ok()
     }
 }
 
@@ -311,7 +325,7 @@ fn nats_headers(
     let kept: Vec<(&str, &str)> = request_headers
         .iter()
         .filter(|(name, _)| !source.dropped_headers.iter().any(|dropped| dropped == name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .filter_map(|(name, value)| Some((name.as_str(), source.stored_value(name, value)?)))
         .collect();
     if let Ok(json) = serde_json::to_string(&kept) {
         headers.insert(envelope::HEADER_ORIGINAL_HEADERS, json.as_str());

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::duration::{serde_str as duration_str, serde_str_list as duration_list};
+use crate::envelope::HeaderPatterns;
 use crate::signature::{HmacRecipe, SchemeKind, Verifier};
 
 /// Environment variables starting with this prefix override config keys.
@@ -481,6 +482,10 @@ pub struct IngestConfig {
     /// Value of `Retry-After` on 503 answers.
     #[serde(with = "duration_str")]
     pub retry_after: Duration,
+    /// Request headers stored with their name but the value `<redacted>` (stored headers are
+    /// shown to every viewer): exact names, `*suffix`, `prefix*` or `*`, case-insensitive.
+    /// Setting it replaces the default list ([`crate::envelope::DEFAULT_REDACTED_HEADERS`]).
+    pub redact_headers: HeaderPatterns,
 }
 
 impl Default for IngestConfig {
@@ -496,6 +501,7 @@ impl Default for IngestConfig {
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
             retry_after: Duration::from_secs(5),
+            redact_headers: HeaderPatterns::default_redacted(),
         }
     }
 }

@@ -8,4 +8,5 @@ mod outage;
 mod rejections;
 mod replays;
 mod store_full;
+mod stored_headers;
 mod support;

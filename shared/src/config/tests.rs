@@ -391,3 +391,35 @@ signed_payload = "{id}.{body}"
     assert!(warning("unsigned-id").unwrap().contains("does not cover the event id (sign {id}"));
     assert!(warning("no-timestamp").unwrap().contains("covers no timestamp"));
 }
+
+#[test]
+fn redacted_headers_default_to_credential_like_names_and_can_be_replaced() {
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    assert_eq!(config.ingest.redact_headers, crate::envelope::HeaderPatterns::default_redacted());
+    assert!(config.ingest.redact_headers.matches("x-api-key"));
+
+    let text = format!("[ingest]\nredact_headers = [\"X-Acme-*\", \"x-internal\"]\n{MINIMAL}");
+    let config = Config::parse(&text, &BTreeMap::new()).unwrap();
+    assert!(
+        config.ingest.redact_headers.matches("x-acme-session") && config.ingest.redact_headers.matches("x-internal")
+    );
+    assert!(!config.ingest.redact_headers.matches("x-api-key"), "the list replaces the defaults");
+    let none = Config::parse(&format!("[ingest]\nredact_headers = []\n{MINIMAL}"), &BTreeMap::new()).unwrap();
+    assert!(!none.ingest.redact_headers.matches("x-api-key"));
+
+    check_invalid(
+        "[ingest]\nredact_headers = [\"x-ok\", \"x-*-key\"]\n",
+        &[],
+        "ingest.redact_headers",
+        "entry 1 `x-*-key`",
+    );
+    check_invalid("[ingest]\nredact_headers = [\"has space\"]\n", &[], "ingest.redact_headers", "not a header name");
+    check_invalid("[ingest]\nredact_headers = \"x-api-key\"\n", &[], "ingest.redact_headers", "");
+}
+
+#[test]
+fn the_example_config_shows_the_default_redacted_headers() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/inlet.example.toml");
+    let config = Config::parse(&std::fs::read_to_string(path).unwrap(), &BTreeMap::new()).unwrap();
+    assert_eq!(config.ingest.redact_headers, crate::envelope::HeaderPatterns::default_redacted());
+}

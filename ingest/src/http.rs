@@ -47,6 +47,8 @@ pub struct SourceRuntime {
     subject: String,
     /// Lowercase header names not to store: signatures and credentials.
     dropped_headers: Vec<String>,
+    /// Headers stored with the value `<redacted>` (`ingest.redact_headers`).
+    redacted_headers: envelope::HeaderPatterns,
     metrics: events::SourceMetrics,
 }
 
@@ -74,6 +76,7 @@ impl SourceRuntime {
             failures_limited: AtomicBool::new(false),
             subject: config.stream.subject_for(&source.name),
             dropped_headers,
+            redacted_headers: config.ingest.redact_headers.clone(),
             metrics: events::SourceMetrics::new(&source.name, source.secrets.len()),
         })
     }
@@ -111,6 +114,17 @@ fn rate_limiter(rate: RateLimit) -> Option<DefaultDirectRateLimiter> {
 
 fn wait_time(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> Duration {
     not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()))
+}
+
+impl SourceRuntime {
+    /// The value of a kept request header as stored: [`envelope::REDACTED_VALUE`] for a header
+    /// `ingest.redact_headers` names, else the value when it is text.
+    fn stored_value<'a>(&self, name: &header::HeaderName, value: &'a header::HeaderValue) -> Option<&'a str> {
+        if self.redacted_headers.matches(name.as_str()) {
+            return Some(envelope::REDACTED_VALUE);
+        }
+        value.to_str().ok()
+    }
 }
 
 /// Shared state of the public listener.
@@ -363,7 +377,7 @@ fn original_headers(source: &SourceRuntime, request_headers: &HeaderMap) -> Resu
     let kept: Vec<(&str, &str)> = request_headers
         .iter()
         .filter(|(name, _)| !source.dropped_headers.iter().any(|dropped| dropped == name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .filter_map(|(name, value)| Some((name.as_str(), source.stored_value(name, value)?)))
         .collect();
     let too_large = IngestError::HeadersTooLarge { limit: MAX_ORIGINAL_HEADERS_BYTES };
     // Cheap lower bound first, so an oversized head is not serialised at all.
@@ -401,6 +415,9 @@ fn nats_headers(
     headers.insert(envelope::HEADER_SOURCE, source.name.as_str());
     headers.insert(envelope::HEADER_EVENT_ID, identity.id.as_str());
     headers.insert(envelope::HEADER_ID_ORIGIN, identity.origin.as_str());
+    if let Some(provider_id) = &identity.provider_id {
+        headers.insert(envelope::HEADER_PROVIDER_EVENT_ID, provider_id.as_str());
+    }
     if let Some(event_type) = &identity.event_type {
         headers.insert(envelope::HEADER_EVENT_TYPE, event_type.as_str());
     }

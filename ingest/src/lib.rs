@@ -74,6 +74,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let mut sources = HashMap::new();
     for source in &config.sources {
         let runtime = http::SourceRuntime::new(source, &config).with_context(|| format!("source {}", source.name))?;
+        if let Some(warning) = source.replay_warning(config.stream.duplicate_window) {
+            tracing::warn!(source = %source.name, "{warning}");
+        }
         sources.insert(source.name.clone(), runtime);
     }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::duration::{serde_str as duration_str, serde_str_list as duration_list};
+use crate::envelope::HeaderPatterns;
 use crate::signature::{HmacRecipe, SchemeKind, Verifier};
 
 /// Environment variables starting with this prefix override config keys.
@@ -371,7 +372,10 @@ pub struct StreamConfig {
     pub subject_prefix: String,
     /// Number of replicas (1 for a single server, 3 in the production cluster).
     pub replicas: usize,
-    /// JetStream deduplicates `Nats-Msg-Id` within this window.
+    /// JetStream deduplicates `Nats-Msg-Id` within this window. It must be at least twice every
+    /// signed-timestamp source's `tolerance`, so that a replay the verifier still accepts is
+    /// always recognised as a duplicate. JetStream keeps one entry per message of the window in
+    /// memory: a longer window costs memory in proportion to the intake rate.
     #[serde(with = "duration_str")]
     pub duplicate_window: Duration,
     /// Every event stays in the stream for this long after it was published, recorded by the
@@ -392,6 +396,11 @@ pub struct StreamConfig {
 /// The largest `ingest.max_buffered_body_bytes` (1 TiB): far beyond any machine, and within
 /// what a semaphore of bytes can count.
 pub const MAX_BODY_BUDGET: usize = 1 << 40;
+/// Default `stream.duplicate_window`: twice the default source `tolerance`.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * DEFAULT_TOLERANCE.as_secs());
+
+/// Default source `tolerance`.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 /// Bytes a stored event may need beyond its body: NATS headers (the server refuses more than
 /// 64 KiB of them), the subject, and the file store's record framing.
@@ -418,7 +427,8 @@ impl Default for StreamConfig {
             name: "INLET".into(),
             subject_prefix: "inlet.events".into(),
             replicas: 1,
-            duplicate_window: Duration::from_secs(120),
+            // Twice the default tolerance (5 min): see `validate`.
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             max_age: Duration::from_secs(7 * 86_400),
             max_bytes: None,
         }
@@ -486,6 +496,10 @@ pub struct IngestConfig {
     /// body would exceed it gets `503` `{"error":"busy"}` with `Retry-After` at once (its body
     /// is not read). Must be at least the largest body limit, so that every accepted size fits.
     pub max_buffered_body_bytes: usize,
+    /// Request headers stored with their name but the value `<redacted>` (stored headers are
+    /// shown to every viewer): exact names, `*suffix`, `prefix*` or `*`, case-insensitive.
+    /// Setting it replaces the default list ([`crate::envelope::DEFAULT_REDACTED_HEADERS`]).
+    pub redact_headers: HeaderPatterns,
 }
 
 impl Default for IngestConfig {
@@ -507,6 +521,7 @@ impl Default for IngestConfig {
             // 256 bodies at the default 1 MB limit: far above genuine concurrency, far below a
             // process's memory.
             max_buffered_body_bytes: 256 * 1024 * 1024,
+            redact_headers: HeaderPatterns::default_redacted(),
         }
     }
 }
@@ -675,7 +690,7 @@ pub struct SourceConfig {
 }
 
 fn default_tolerance() -> Duration {
-    Duration::from_secs(300)
+    DEFAULT_TOLERANCE
 }
 
 impl SourceConfig {
@@ -687,6 +702,35 @@ impl SourceConfig {
     pub fn verifier(&self) -> Result<Verifier, crate::signature::KeyError> {
         let secrets: Vec<&str> = self.secrets.iter().map(Secret::expose).collect();
         Verifier::new(self.kind, &secrets, self.tolerance, self.hmac.clone())
+    }
+
+    /// What this source's signature cannot stop, for ingest to warn about at startup: `None`
+    /// when it signs both the event id and a timestamp (a replay verifies only within the
+    /// tolerance, and is then a duplicate of the signed id). `duplicate_window` is
+    /// `stream.duplicate_window`.
+    pub fn replay_warning(&self, duplicate_window: Duration) -> Option<String> {
+        let verifier = self.verifier().ok()?;
+        let window = crate::duration::format(duplicate_window);
+        let name = &self.name;
+        let kind = self.kind.as_str();
+        let advice = if self.kind == SchemeKind::Hmac { " (sign {id} and {timestamp} in signed_payload)" } else { "" };
+        match (verifier.signs_event_id(), verifier.signs_timestamp()) {
+            (true, true) => None,
+            (false, false) => Some(format!(
+                "source `{name}` (kind {kind}): the signature covers neither the event id nor a timestamp{advice}. \
+                 Events are deduplicated on the body hash, so a captured request sent again under a new id or \
+                 type header is a duplicate within stream.duplicate_window ({window}), but it verifies for ever: \
+                 sent again later, it is stored again. Different events with identical bodies are merged."
+            )),
+            (false, true) => Some(format!(
+                "source `{name}` (kind {kind}): the signature does not cover the event id{advice}. Events are \
+                 deduplicated on the body hash, so different events with identical bodies are merged."
+            )),
+            (true, false) => Some(format!(
+                "source `{name}` (kind {kind}): the signature covers no timestamp{advice}. A captured request \
+                 verifies for ever: sent again after stream.duplicate_window ({window}), it is stored again."
+            )),
+        }
     }
 }
 
@@ -847,6 +891,13 @@ impl Config {
             return Err(ConfigError::invalid("stream.replicas", "must be between 1 and 5"));
         }
         positive("stream.duplicate_window", self.stream.duplicate_window)?;
+        // JetStream refuses a stream whose duplicate window is longer than its max_age.
+        if self.stream.duplicate_window > self.stream.max_age {
+            return Err(ConfigError::invalid(
+                "stream.duplicate_window",
+                format!("must not be longer than stream.max_age ({})", crate::duration::format(self.stream.max_age)),
+            ));
+        }
         if self.stream.durability == Durability::Fsync {
             match self.nats.monitoring_url.as_deref() {
                 None => {
@@ -927,9 +978,25 @@ impl Config {
             {
                 return Err(ConfigError::invalid(key("rate_limit"), "per_second and burst must be at least 1"));
             }
-            source
+            let verifier = source
                 .verifier()
                 .map_err(|e| ConfigError::invalid(format!("sources[{index}].secrets[{}]", e.index), e.message))?;
+            // A signed timestamp is accepted from `tolerance` before to `tolerance` after it, so a
+            // captured request verifies during a span of twice the tolerance; only a duplicate
+            // window covering that span makes every replay the verifier accepts a duplicate.
+            if verifier.signs_timestamp() && source.tolerance.saturating_mul(2) > self.stream.duplicate_window {
+                return Err(ConfigError::invalid(
+                    key("tolerance"),
+                    format!(
+                        "{} is more than half of stream.duplicate_window ({}): a replay accepted within the \
+                         tolerance could be stored again; lower the tolerance or set stream.duplicate_window \
+                         to at least {}",
+                        crate::duration::format(source.tolerance),
+                        crate::duration::format(self.stream.duplicate_window),
+                        crate::duration::format(source.tolerance.saturating_mul(2)),
+                    ),
+                ));
+            }
         }
 
         let mut destination_names = HashSet::new();

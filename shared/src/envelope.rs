@@ -19,10 +19,16 @@ pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 pub const HEADER_VERSION: &str = "Inlet-Envelope";
 /// Source name from the config.
 pub const HEADER_SOURCE: &str = "Inlet-Source";
-/// Provider event id (or a derived `sha256:` id).
+/// The dedup id: the signed provider event id, or a derived `sha256:` (body) or `id-sha256:`
+/// (hashed provider id) id.
 pub const HEADER_EVENT_ID: &str = "Inlet-Event-Id";
-/// Where the event id came from: `provider`, `hashed_provider_id`, `body_sha256`.
+/// Where the event id came from: `provider`, `hashed_provider_id`, `body_sha256`,
+/// `body_sha256_unsigned_id`.
 pub const HEADER_ID_ORIGIN: &str = "Inlet-Id-Origin";
+/// The provider's event id as sent when the signature does not cover it (origin
+/// `body_sha256_unsigned_id`: GitHub, Shopify, `hmac` recipes without `{id}`), for display and
+/// correlation; never a dedup key. Added within envelope version 1: readers ignore it.
+pub const HEADER_PROVIDER_EVENT_ID: &str = "Inlet-Provider-Event-Id";
 /// Provider event type, when it has one.
 pub const HEADER_EVENT_TYPE: &str = "Inlet-Event-Type";
 /// When ingest received the request, Unix milliseconds.
@@ -34,7 +40,8 @@ pub const HEADER_SECRET_INDEX: &str = "Inlet-Secret-Index";
 /// The request's `Content-Type`, delivered unchanged.
 pub const HEADER_CONTENT_TYPE: &str = "Inlet-Content-Type";
 /// JSON array of `[name, value]` pairs: the sender's request headers, minus signatures,
-/// credentials and hop-by-hop headers.
+/// credentials and hop-by-hop headers; the value of headers matching `ingest.redact_headers` is
+/// [`REDACTED_VALUE`].
 pub const HEADER_ORIGINAL_HEADERS: &str = "Inlet-Original-Headers";
 
 /// Message id JetStream deduplicates on.
@@ -60,6 +67,94 @@ pub const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+/// Value stored in `Inlet-Original-Headers` in place of a redacted header's.
+pub const REDACTED_VALUE: &str = "<redacted>";
+
+/// Default `ingest.redact_headers`: request headers that commonly carry credentials, stored with
+/// their name and [`REDACTED_VALUE`] (the stored headers are shown to every viewer). The
+/// `authorization`, `cookie` and `proxy-authorization` headers are dropped altogether
+/// ([`DROPPED_REQUEST_HEADERS`]), and so is the signature header of the source's own kind.
+pub const DEFAULT_REDACTED_HEADERS: &[&str] = &[
+    "*-key",
+    "*-token",
+    "*-secret",
+    "*-password",
+    "*-apikey",
+    "*-authorization",
+    "*-signature",
+    "apikey",
+    "token",
+    "secret",
+    "password",
+];
+
+/// Header-name patterns, case-insensitive: `x-api-key` (exactly), `*-token` (ending in),
+/// `x-acme-*` (starting with) or `*` (every header). Config: `ingest.redact_headers`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct HeaderPatterns {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+    suffixes: Vec<String>,
+    every: bool,
+}
+
+impl HeaderPatterns {
+    /// Parses `patterns`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first pattern that is not a header name with at most one `*`, at its
+    /// start or end.
+    pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<HeaderPatterns, String> {
+        let mut parsed = HeaderPatterns::default();
+        for (index, pattern) in patterns.iter().enumerate() {
+            let pattern = pattern.as_ref().to_ascii_lowercase();
+            if pattern == "*" {
+                parsed.every = true;
+                continue;
+            }
+            let (text, list) = if let Some(suffix) = pattern.strip_prefix('*') {
+                (suffix, &mut parsed.suffixes)
+            } else if let Some(prefix) = pattern.strip_suffix('*') {
+                (prefix, &mut parsed.prefixes)
+            } else {
+                (pattern.as_str(), &mut parsed.exact)
+            };
+            if text.is_empty() || text.contains('*') || http::HeaderName::from_bytes(text.as_bytes()).is_err() {
+                return Err(format!(
+                    "entry {index} `{pattern}` is not a header name, `*suffix`, `prefix*` or `*` (one `*`, at the start or end)"
+                ));
+            }
+            list.push(text.to_owned());
+        }
+        Ok(parsed)
+    }
+
+    /// The built-in [`DEFAULT_REDACTED_HEADERS`].
+    pub fn default_redacted() -> HeaderPatterns {
+        // The defaults are valid (a unit test says so); an empty set would be the fallback.
+        HeaderPatterns::parse(DEFAULT_REDACTED_HEADERS).unwrap_or_default()
+    }
+
+    /// Whether header `name` matches one of the patterns (compared case-insensitively).
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        self.every
+            || self.exact.contains(&name)
+            || self.prefixes.iter().any(|prefix| name.starts_with(prefix.as_str()))
+            || self.suffixes.iter().any(|suffix| name.ends_with(suffix.as_str()))
+    }
+}
+
+impl TryFrom<Vec<String>> for HeaderPatterns {
+    type Error = String;
+
+    fn try_from(patterns: Vec<String>) -> Result<Self, Self::Error> {
+        HeaderPatterns::parse(&patterns)
+    }
+}
+
 /// JSON Schema describing the header set (committed as `schemas/envelope.v1.json`).
 pub fn json_schema() -> Value {
     let string = |description: &str| json!({ "type": "string", "description": description });
@@ -75,14 +170,16 @@ pub fn json_schema() -> Value {
             HEADER_VERSION: { "const": ENVELOPE_VERSION },
             HEADER_SOURCE: { "type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "description": "source name from the config" },
             HEADER_EVENT_ID: { "type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$",
-                               "description": "provider event id, or `sha256:<hex>` when the provider gives none (see Inlet-Id-Origin)" },
-            HEADER_ID_ORIGIN: { "enum": ["provider", "hashed_provider_id", "body_sha256"] },
+                               "description": "dedup id: the signed provider event id, `sha256:<hex>` of the body when the provider gives none or does not sign it, or `id-sha256:<hex>` of a provider id unusable as is (see Inlet-Id-Origin)" },
+            HEADER_ID_ORIGIN: { "enum": ["provider", "hashed_provider_id", "body_sha256", "body_sha256_unsigned_id"] },
+            HEADER_PROVIDER_EVENT_ID: { "type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$",
+                                        "description": "the provider's event id as sent, when the signature does not cover it (Inlet-Id-Origin `body_sha256_unsigned_id`); for display, never a dedup key" },
             HEADER_EVENT_TYPE: string("provider event type, when the provider has one"),
             HEADER_RECEIVED_AT: { "type": "string", "pattern": "^[0-9]+$", "description": "Unix milliseconds when ingest received the request" },
             HEADER_SCHEME: { "enum": ["stripe", "standard", "github", "shopify", "slack", "hmac"] },
             HEADER_SECRET_INDEX: { "type": "string", "pattern": "^[0-9]+$", "description": "0-based index of the configured secret that matched" },
             HEADER_CONTENT_TYPE: string("the request's Content-Type"),
-            HEADER_ORIGINAL_HEADERS: string("JSON array of [name, value] pairs: request headers without signatures, credentials and hop-by-hop headers"),
+            HEADER_ORIGINAL_HEADERS: string("JSON array of [name, value] pairs: request headers without signatures, credentials and hop-by-hop headers; headers matching `ingest.redact_headers` have the value `<redacted>`"),
         },
         "additionalProperties": true,
     })
@@ -107,6 +204,61 @@ mod tests {
             committed, actual,
             "schemas/envelope.v1.json is stale: run UPDATE_SCHEMAS=1 cargo test -p inlet-shared"
         );
+    }
+
+    #[test]
+    fn credential_like_headers_are_redacted_by_default_and_identity_headers_are_not() {
+        let defaults = HeaderPatterns::default_redacted();
+        assert_eq!(HeaderPatterns::parse(DEFAULT_REDACTED_HEADERS), Ok(defaults.clone()), "the defaults parse");
+        for name in [
+            "X-Api-Key",
+            "api-key",
+            "apikey",
+            "x-apikey",
+            "X-Auth-Token",
+            "x-access-token",
+            "x-csrf-token",
+            "x-amz-security-token",
+            "ocp-apim-subscription-key",
+            "x-client-secret",
+            "x-forwarded-authorization",
+            "stripe-signature",
+            "token",
+        ] {
+            assert!(defaults.matches(name), "{name} should be redacted");
+        }
+        for name in [
+            "x-shopify-webhook-id",
+            "x-shopify-topic",
+            "x-shopify-shop-domain",
+            "x-github-delivery",
+            "x-github-event",
+            "x-github-hook-id",
+            "webhook-id",
+            "webhook-timestamp",
+            "svix-id",
+            "x-slack-request-timestamp",
+            "user-agent",
+            "content-type",
+            "x-request-id",
+            "x-keyboard",
+        ] {
+            assert!(!defaults.matches(name), "{name} should be kept");
+        }
+    }
+
+    #[test]
+    fn header_patterns_are_exact_prefix_suffix_or_everything() {
+        let patterns = HeaderPatterns::parse(&["X-Acme-*", "*-Sig", "exact"]).unwrap();
+        assert!(patterns.matches("x-acme-anything") && patterns.matches("X-ACME-X"));
+        assert!(patterns.matches("my-sig") && patterns.matches("exact"));
+        assert!(!patterns.matches("exactly") && !patterns.matches("sig") && !patterns.matches("x-acme"));
+        assert!(HeaderPatterns::parse(&["*"]).unwrap().matches("anything"));
+        assert!(!HeaderPatterns::parse::<&str>(&[]).unwrap().matches("x-api-key"));
+        for bad in ["", "*x*", "a*b", "has space", "**", "x:y"] {
+            let error = HeaderPatterns::parse(&["ok", bad]).unwrap_err();
+            assert!(error.starts_with("entry 1 "), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -376,11 +376,18 @@ const SVIX_NAMES: StandardNames =
 #[derive(Debug, Clone)]
 enum IdentSource {
     Stripe,
-    Standard { id_header: &'static str },
+    Standard {
+        id_header: &'static str,
+    },
     Github,
     Shopify,
     Slack,
-    Hmac { id_header: Option<HeaderName>, type_header: Option<HeaderName> },
+    /// `id_signed`: the template has `{id}`, so the id header is covered by the signature.
+    Hmac {
+        id_header: Option<HeaderName>,
+        type_header: Option<HeaderName>,
+        id_signed: bool,
+    },
 }
 
 /// Proof that a request passed verification; only [`Verifier::verify`] creates one.
@@ -394,12 +401,18 @@ pub struct Verified {
 /// Who the provider says this event is, derived after verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventIdentity {
-    /// Dedup key: the provider id (1–128 ASCII graphic characters) or `sha256:<hex>`.
+    /// Dedup key: the signed provider id (1–128 ASCII graphic characters, never starting with
+    /// `sha256:` or `id-sha256:`), `id-sha256:<hex>` of an unsafe signed provider id, or
+    /// `sha256:<hex>` of the body. The three forms never collide.
     pub id: String,
     /// Where `id` came from.
     pub origin: IdOrigin,
     /// The provider's event type, if it gives a usable one (1–128 ASCII graphic characters).
     pub event_type: Option<String>,
+    /// The provider's event id as sent, when the signature does not cover it and `id` is
+    /// therefore the body hash ([`IdOrigin::BodyHashUnsignedId`]): for display and correlation
+    /// only. `None` otherwise, and when it is not 1–128 ASCII graphic characters.
+    pub provider_id: Option<String>,
 }
 
 /// Where an [`EventIdentity::id`] came from.
@@ -407,20 +420,28 @@ pub struct EventIdentity {
 pub enum IdOrigin {
     /// The provider's own event id, verbatim.
     Provider,
-    /// The provider's id was unsafe as a header value (too long, spaces, non-ASCII), so it was
-    /// replaced by `sha256:` + hex of its bytes.
+    /// The provider's (signed) id was unsafe as a header value (too long, spaces, non-ASCII) or
+    /// spelled like a derived id (`sha256:…`, `id-sha256:…`), so it was replaced by
+    /// `id-sha256:` + hex of its bytes.
     HashedProviderId,
     /// The provider gave no id; `sha256:` + hex of the body. Identical bodies then dedup together.
     BodyHash,
+    /// The provider gave an id the signature does not cover (GitHub, Shopify, `hmac` recipes
+    /// without `{id}`): anyone holding a captured request could send it again under a new id,
+    /// so the id is `sha256:` + hex of the body, as for [`IdOrigin::BodyHash`], and the
+    /// provider's id is kept in [`EventIdentity::provider_id`].
+    BodyHashUnsignedId,
 }
 
 impl IdOrigin {
-    /// Metric/header label: `provider`, `hashed_provider_id`, `body_sha256`.
+    /// Metric/header label: `provider`, `hashed_provider_id`, `body_sha256`,
+    /// `body_sha256_unsigned_id`.
     pub fn as_str(self) -> &'static str {
         match self {
             IdOrigin::Provider => "provider",
             IdOrigin::HashedProviderId => "hashed_provider_id",
             IdOrigin::BodyHash => "body_sha256",
+            IdOrigin::BodyHashUnsignedId => "body_sha256_unsigned_id",
         }
     }
 }
@@ -469,9 +490,40 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     B64_LENIENT.decode(text).ok()
 }
 
-/// `sha256:` + lowercase hex SHA-256 of `bytes`.
+/// Prefix of body-hash ids ([`IdOrigin::BodyHash`], [`IdOrigin::BodyHashUnsignedId`]).
+const BODY_HASH_PREFIX: &str = "sha256:";
+/// Prefix of hashed provider ids ([`IdOrigin::HashedProviderId`]).
+const HASHED_ID_PREFIX: &str = "id-sha256:";
+
+/// `sha256:` + lowercase hex SHA-256 of `bytes`: the id of a body.
 fn sha256_id(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(<Sha256 as Digest>::digest(bytes)))
+    format!("{BODY_HASH_PREFIX}{}", hex::encode(<Sha256 as Digest>::digest(bytes)))
+}
+
+/// The event id of a body deduplicated on its hash ([`IdOrigin::BodyHash`],
+/// [`IdOrigin::BodyHashUnsignedId`]): `sha256:` + lowercase hex SHA-256 of `body`.
+pub fn body_id(body: &[u8]) -> String {
+    sha256_id(body)
+}
+
+/// `id-sha256:` + lowercase hex SHA-256 of `bytes`: the id standing for an unusable provider id.
+/// A prefix of its own, so that it can never equal the id of a body.
+fn hashed_provider_id(bytes: &[u8]) -> String {
+    format!("{HASHED_ID_PREFIX}{}", hex::encode(<Sha256 as Digest>::digest(bytes)))
+}
+
+/// The dedup id of a signed, non-empty provider id: verbatim when it is a safe token that is not
+/// spelled like a derived id, else hashed. A provider id `sha256:<hex of some body>` must not be
+/// taken for that body's id (nor `id-sha256:…` for a hashed one).
+fn provider_id_identity(raw: Vec<u8>) -> (String, IdOrigin) {
+    let derived_looking = raw.starts_with(BODY_HASH_PREFIX.as_bytes()) || raw.starts_with(HASHED_ID_PREFIX.as_bytes());
+    if !is_safe_token(&raw) || derived_looking {
+        return (hashed_provider_id(&raw), IdOrigin::HashedProviderId);
+    }
+    match String::from_utf8(raw) {
+        Ok(id) => (id, IdOrigin::Provider),
+        Err(e) => (hashed_provider_id(e.as_bytes()), IdOrigin::HashedProviderId),
+    }
 }
 
 /// True if `bytes` is usable verbatim as a NATS header value and message id.
@@ -527,6 +579,29 @@ impl Verifier {
     /// The provider recipe this verifier implements.
     pub fn kind(&self) -> SchemeKind {
         self.kind
+    }
+
+    /// Whether the signature covers a timestamp that is checked against the tolerance (Stripe,
+    /// Standard, Slack, and recipes with a `timestamp_header`). Without one, a captured request
+    /// verifies for ever.
+    pub fn signs_timestamp(&self) -> bool {
+        match self.kind {
+            SchemeKind::Stripe | SchemeKind::Standard | SchemeKind::Slack => true,
+            SchemeKind::Github | SchemeKind::Shopify => false,
+            SchemeKind::Hmac => self.recipe.as_ref().is_some_and(|r| r.timestamp_header.is_some()),
+        }
+    }
+
+    /// Whether the provider's event id is covered by the signature (Stripe and Slack: in the
+    /// body; Standard: `webhook-id` is signed; recipes whose template has `{id}`). When it is not
+    /// (GitHub, Shopify, recipes without `{id}`), [`Verified::identify`] deduplicates on the body
+    /// hash instead, since anyone who captured a request could send it again with a new id.
+    pub fn signs_event_id(&self) -> bool {
+        match self.kind {
+            SchemeKind::Stripe | SchemeKind::Standard | SchemeKind::Slack => true,
+            SchemeKind::Github | SchemeKind::Shopify => false,
+            SchemeKind::Hmac => self.recipe.as_ref().is_some_and(|r| r.template.contains(&TemplatePart::Id)),
+        }
     }
 
     /// Verifies `body` (the raw bytes as received) against `headers` at time `now`.
@@ -752,7 +827,11 @@ fn recipe_presented<'a>(
         parts,
         candidates: vec![sig],
         timestamp,
-        source: IdentSource::Hmac { id_header: recipe.id_header.clone(), type_header: recipe.type_header.clone() },
+        source: IdentSource::Hmac {
+            id_header: recipe.id_header.clone(),
+            type_header: recipe.type_header.clone(),
+            id_signed: uses_id,
+        },
     })
 }
 
@@ -817,15 +896,18 @@ impl Verified {
 
     /// The provider's event identity. `body` must be the body that was verified.
     ///
-    /// id: Standard → `webhook-id`/`svix-id` (the one that was signed); GitHub →
-    /// `X-GitHub-Delivery`; Shopify → `X-Shopify-Webhook-Id` (or `Shopify-Webhook-Id`); Stripe →
-    /// body `"id"`; Slack → body `"event_id"`; Hmac → the recipe's `id_header`. Without one
-    /// (missing, empty, non-JSON body, non-string field) the id is `sha256:` + hex SHA-256 of the
-    /// body ([`IdOrigin::BodyHash`]). A provider id longer than 128 bytes or with anything but ASCII
-    /// graphic characters is replaced by `sha256:` + hex SHA-256 of its bytes
-    /// ([`IdOrigin::HashedProviderId`]), so it is always safe as a NATS header and message id.
+    /// id: Standard → `webhook-id`/`svix-id` (the one that was signed); Stripe → body `"id"`;
+    /// Slack → body `"event_id"`; Hmac whose template signs `{id}` → the recipe's `id_header`.
+    /// Without one (missing, empty, non-JSON body, non-string field) the id is `sha256:` + hex
+    /// SHA-256 of the body ([`IdOrigin::BodyHash`]). A provider id longer than 128 bytes, with
+    /// anything but ASCII graphic characters, or starting with `sha256:`/`id-sha256:` is replaced
+    /// by `id-sha256:` + hex SHA-256 of its bytes ([`IdOrigin::HashedProviderId`]), so it is
+    /// always safe as a NATS header and message id and never equals a body hash.
     ///
-    /// Note that for GitHub and Shopify the id header is not covered by the signature.
+    /// GitHub (`X-GitHub-Delivery`), Shopify (`X-Shopify-Webhook-Id`) and recipes without `{id}`
+    /// (`id_header`) send an id the signature does not cover: the id is then the body hash
+    /// ([`IdOrigin::BodyHashUnsignedId`]) and the provider's id only [`EventIdentity::provider_id`],
+    /// so a captured request sent again under a new id is still the same event.
     ///
     /// event_type: Stripe/Standard → body `"type"`; GitHub → `X-GitHub-Event`; Shopify →
     /// `X-Shopify-Topic` (or `Shopify-Topic`); Slack → body `"event"."type"`, else `"type"`; Hmac →
@@ -858,24 +940,32 @@ impl Verified {
                     .or_else(|| json_str(json.as_ref(), "type"));
                 (json_str(json.as_ref(), "event_id"), event_type)
             }
-            IdentSource::Hmac { id_header, type_header } => (
+            IdentSource::Hmac { id_header, type_header, .. } => (
                 id_header.as_ref().and_then(|n| headers.get(n)).map(trimmed),
                 type_header.as_ref().and_then(|n| headers.get(n)).map(trimmed),
             ),
         };
+        let id_signed = match &self.source {
+            IdentSource::Github | IdentSource::Shopify => false,
+            IdentSource::Hmac { id_signed, .. } => *id_signed,
+            IdentSource::Stripe | IdentSource::Standard { .. } | IdentSource::Slack => true,
+        };
 
         // An empty id is treated as absent: hashing it would give every such event the same id and
         // dedup would silently drop all but the first.
-        let (id, origin) = match raw_id.filter(|v| !v.is_empty()) {
-            Some(v) if is_safe_token(&v) => match String::from_utf8(v) {
-                Ok(id) => (id, IdOrigin::Provider),
-                Err(e) => (sha256_id(e.as_bytes()), IdOrigin::HashedProviderId),
-            },
-            Some(v) => (sha256_id(&v), IdOrigin::HashedProviderId),
-            None => (sha256_id(body), IdOrigin::BodyHash),
+        let (id, origin, provider_id) = match raw_id.filter(|v| !v.is_empty()) {
+            Some(v) if id_signed => {
+                let (id, origin) = provider_id_identity(v);
+                (id, origin, None)
+            }
+            Some(v) => {
+                let shown = Some(v).filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
+                (sha256_id(body), IdOrigin::BodyHashUnsignedId, shown)
+            }
+            None => (sha256_id(body), IdOrigin::BodyHash, None),
         };
         let event_type = raw_type.filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
-        EventIdentity { id, origin, event_type }
+        EventIdentity { id, origin, event_type, provider_id }
     }
 }
 
@@ -1576,7 +1666,12 @@ mod tests {
         let id = identify(&v, &sign::stripe(STRIPE_SECRET, 5, body), body, 5);
         assert_eq!(
             id,
-            EventIdentity { id: "evt_1".into(), origin: IdOrigin::Provider, event_type: Some("invoice.paid".into()) }
+            EventIdentity {
+                id: "evt_1".into(),
+                origin: IdOrigin::Provider,
+                event_type: Some("invoice.paid".into()),
+                provider_id: None,
+            }
         );
         for body in [&br#"{"object":"event"}"#[..], b"not json", br#"{"id":7}"#, br#"["id"]"#, br#"{"id":""}"#] {
             let id = identify(&v, &sign::stripe(STRIPE_SECRET, 5, body), body, 5);
@@ -1598,19 +1693,23 @@ mod tests {
         let id = identify(&std, &sign::standard(STD1_SECRET, "msg_9", 7, b"raw"), b"raw", 7);
         assert_eq!((id.id.as_str(), id.event_type), ("msg_9", None));
 
+        // GitHub and Shopify do not sign their id header: the dedup key is the body hash, the
+        // delivery id is kept for display only, and the type still comes from its header.
         let gh = verifier(SchemeKind::Github, &[GH_SECRET]);
         let h = sign::github(GH_SECRET, "72d3162e-cc78-11e3-81ab-4c9367dc0958", "push", GH_BODY);
         let id = identify(&gh, &h, GH_BODY, 0);
-        assert_eq!(id.id, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
-        assert_eq!(id.origin, IdOrigin::Provider);
+        assert_eq!(id.id, sha256_id(GH_BODY));
+        assert_eq!(id.origin, IdOrigin::BodyHashUnsignedId);
+        assert_eq!(id.provider_id.as_deref(), Some("72d3162e-cc78-11e3-81ab-4c9367dc0958"));
         assert_eq!(id.event_type.as_deref(), Some("push"));
         let id = identify(&gh, &without(&h, "X-GitHub-Delivery"), GH_BODY, 0);
-        assert_eq!(id.origin, IdOrigin::BodyHash);
+        assert_eq!((id.id, id.origin, id.provider_id), (sha256_id(GH_BODY), IdOrigin::BodyHash, None));
 
         let shop = verifier(SchemeKind::Shopify, &["hush"]);
         let body = br#"{"id":123}"#;
         let id = identify(&shop, &sign::shopify("hush", "b54557e4-bdd9", "orders/create", body), body, 0);
-        assert_eq!((id.id.as_str(), id.origin), ("b54557e4-bdd9", IdOrigin::Provider));
+        assert_eq!((id.id, id.origin), (sha256_id(body), IdOrigin::BodyHashUnsignedId));
+        assert_eq!(id.provider_id.as_deref(), Some("b54557e4-bdd9"));
         assert_eq!(id.event_type.as_deref(), Some("orders/create"));
         let newer = pairs(&[
             ("Shopify-Hmac-Sha256", SHOP_SIG),
@@ -1618,7 +1717,7 @@ mod tests {
             ("Shopify-Topic", "products/update"),
         ]);
         let id = identify(&shop, &newer, body, 0);
-        assert_eq!((id.id.as_str(), id.event_type.as_deref()), ("w-2", Some("products/update")));
+        assert_eq!((id.provider_id.as_deref(), id.event_type.as_deref()), (Some("w-2"), Some("products/update")));
 
         let slack = verifier(SchemeKind::Slack, &["s"]);
         let body = br#"{"event_id":"Ev08","type":"event_callback","event":{"type":"app_mention"}}"#;
@@ -1660,35 +1759,68 @@ mod tests {
 
     #[test]
     fn identify_unsafe_provider_ids_are_hashed() {
-        let gh = verifier(SchemeKind::Github, &[GH_SECRET]);
+        let std = verifier(SchemeKind::Standard, &[STD1_SECRET]);
         let long = "a".repeat(129);
         let max = "b".repeat(128);
+        let long_type = format!(r#"{{"type":"{long}"}}"#);
         for (raw, origin) in [
             ("has space", IdOrigin::HashedProviderId),
             (long.as_str(), IdOrigin::HashedProviderId),
             (max.as_str(), IdOrigin::Provider),
         ] {
-            let h = sign::github(GH_SECRET, raw, &long, GH_BODY);
-            let id = identify(&gh, &h, GH_BODY, 0);
+            let h = sign::standard(STD1_SECRET, raw, 7, long_type.as_bytes());
+            let id = identify(&std, &h, long_type.as_bytes(), 7);
             assert_eq!(id.origin, origin, "{raw}");
             if origin == IdOrigin::HashedProviderId {
-                assert_eq!(id.id, sha256_id(raw.as_bytes()));
+                assert_eq!(id.id, hashed_provider_id(raw.as_bytes()));
             } else {
                 assert_eq!(id.id, raw);
             }
             // Over-long event type is dropped, not hashed.
             assert_eq!(id.event_type, None);
         }
-        // Non-UTF-8 id bytes in a header.
+        // Non-UTF-8 bytes in an unsigned id header: the body hash is the key, nothing is shown.
+        let gh = verifier(SchemeKind::Github, &[GH_SECRET]);
         let mut h = map(&sign::github(GH_SECRET, "x", "push", GH_BODY));
         h.insert("x-github-delivery", HeaderValue::from_bytes(b"id\xff").unwrap());
         let id = gh.verify(&h, GH_BODY, at(0)).unwrap().identify(&h, GH_BODY);
-        assert_eq!((id.id, id.origin), (sha256_id(b"id\xff"), IdOrigin::HashedProviderId));
+        assert_eq!((id.id, id.origin, id.provider_id), (sha256_id(GH_BODY), IdOrigin::BodyHashUnsignedId, None));
         // Stripe body id with a space.
         let stripe = verifier(SchemeKind::Stripe, &["s"]);
         let body = br#"{"id":"evt 1","type":"a b"}"#;
         let id = identify(&stripe, &sign::stripe("s", 1, body), body, 1);
-        assert_eq!((id.id, id.origin, id.event_type), (sha256_id(b"evt 1"), IdOrigin::HashedProviderId, None));
+        assert_eq!((id.id, id.origin, id.event_type), (hashed_provider_id(b"evt 1"), IdOrigin::HashedProviderId, None));
+    }
+
+    #[test]
+    fn a_provider_id_spelled_like_a_derived_id_never_equals_one() {
+        // Event B has no id, so its id is the hash of its body. Event A is another event whose
+        // provider id is spelled exactly like B's id: taken verbatim, the two would dedup
+        // together and B (or A) would be dropped as a duplicate of the other.
+        let stripe = verifier(SchemeKind::Stripe, &["s"]);
+        let body_b = br#"{"object":"event","type":"charge.succeeded"}"#;
+        let b = identify(&stripe, &sign::stripe("s", 1, body_b), body_b, 1);
+        assert_eq!((b.id.as_str(), b.origin), (sha256_id(body_b).as_str(), IdOrigin::BodyHash));
+        let body_a = format!(r#"{{"id":"{}","type":"charge.succeeded"}}"#, b.id);
+        let a = identify(&stripe, &sign::stripe("s", 1, body_a.as_bytes()), body_a.as_bytes(), 1);
+        assert_ne!(a.id, b.id);
+        assert_eq!((a.id, a.origin), (hashed_provider_id(b.id.as_bytes()), IdOrigin::HashedProviderId));
+        // Hashed ids have a prefix of their own: an id spelled like one is hashed again, and a
+        // hashed id can never equal a body hash, whatever the body.
+        let spelled = hashed_provider_id(b"evt 1");
+        let body_c = format!(r#"{{"id":"{spelled}"}}"#);
+        let c = identify(&stripe, &sign::stripe("s", 1, body_c.as_bytes()), body_c.as_bytes(), 1);
+        assert_eq!((c.id, c.origin), (hashed_provider_id(spelled.as_bytes()), IdOrigin::HashedProviderId));
+        let raw = "x y";
+        let body_d = format!(r#"{{"id":"{raw}"}}"#);
+        let d = identify(&stripe, &sign::stripe("s", 1, body_d.as_bytes()), body_d.as_bytes(), 1);
+        let e = identify(&stripe, &sign::stripe("s", 1, raw.as_bytes()), raw.as_bytes(), 1);
+        assert_eq!((d.origin, e.origin), (IdOrigin::HashedProviderId, IdOrigin::BodyHash));
+        assert_ne!(d.id, e.id, "the hash of id `x y` and of body `x y` are different ids");
+        // Ids that merely contain the text elsewhere are still verbatim.
+        let body_f = br#"{"id":"evt_sha256:1"}"#;
+        let f = identify(&stripe, &sign::stripe("s", 1, body_f), body_f, 1);
+        assert_eq!((f.id.as_str(), f.origin), ("evt_sha256:1", IdOrigin::Provider));
     }
 
     // ---- generic hmac recipe ----
@@ -1719,14 +1851,25 @@ mod tests {
             let ok = check(&v, &h, body, now).unwrap();
             assert_eq!(ok.secret_index(), 1, "{template}");
             assert_eq!(ok.timestamp(), r.timestamp_header.as_ref().map(|_| now));
-            assert_eq!(
-                ok.identify(&map(&h), body),
+            // The id header is the dedup key only when the template signs it.
+            let expected = if template.contains("{id}") {
                 EventIdentity {
                     id: "evt-42".into(),
                     origin: IdOrigin::Provider,
                     event_type: Some("thing.happened".into()),
+                    provider_id: None,
                 }
-            );
+            } else {
+                EventIdentity {
+                    id: sha256_id(body),
+                    origin: IdOrigin::BodyHashUnsignedId,
+                    event_type: Some("thing.happened".into()),
+                    provider_id: Some("evt-42".into()),
+                }
+            };
+            assert_eq!(ok.identify(&map(&h), body), expected, "{template}");
+            assert_eq!(v.signs_event_id(), template.contains("{id}"));
+            assert_eq!(v.signs_timestamp(), template.contains("{timestamp}"));
             assert_eq!(check(&v, &h, &flip(body), now).unwrap_err(), SignatureError::Mismatch);
             if r.timestamp_header.is_some() {
                 assert_eq!(check(&v, &h, body, now + 301).unwrap_err(), SignatureError::Stale);
@@ -1892,7 +2035,18 @@ mod tests {
         assert_eq!(IdOrigin::Provider.as_str(), "provider");
         assert_eq!(IdOrigin::HashedProviderId.as_str(), "hashed_provider_id");
         assert_eq!(IdOrigin::BodyHash.as_str(), "body_sha256");
+        assert_eq!(IdOrigin::BodyHashUnsignedId.as_str(), "body_sha256_unsigned_id");
         assert_eq!(SchemeKind::Standard.as_str(), "standard");
+        for (kind, signs_id, signs_timestamp) in [
+            (SchemeKind::Stripe, true, true),
+            (SchemeKind::Standard, true, true),
+            (SchemeKind::Slack, true, true),
+            (SchemeKind::Github, false, false),
+            (SchemeKind::Shopify, false, false),
+        ] {
+            let v = verifier(kind, &[STD1_SECRET]);
+            assert_eq!((v.signs_event_id(), v.signs_timestamp()), (signs_id, signs_timestamp), "{kind:?}");
+        }
         assert_eq!(
             verifier(SchemeKind::Standard, &[STD1_SECRET]).signature_header_names(),
             vec!["webhook-signature".to_owned(), "svix-signature".to_owned()]

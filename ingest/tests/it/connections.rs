@@ -105,9 +105,13 @@ impl IngestProcess {
             .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
             .filter_map(|link| link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
             .collect();
+        // `/proc/net/tcp` is read in several chunks while thousands of connects change the
+        // table, so a socket can be listed twice: count each inode once.
+        let mut seen = HashSet::new();
         tcp_sockets()
             .into_iter()
             .filter(|s| s.local_port == self.addr.port() && s.state != LISTEN && inodes.contains(&s.inode))
+            .filter(|s| seen.insert(s.inode))
             .collect()
     }
 

@@ -62,7 +62,9 @@ async fn send(client: &reqwest::Client, ingest: &TestIngest, source: &str, id: &
     }
 }
 
-/// Every message's `Inlet-Event-Id`, in stream order.
+/// Every message's delivery id, in stream order: `Inlet-Provider-Event-Id`, since GitHub does
+/// not sign its delivery id and `Inlet-Event-Id` is the body hash (each delivery here has a body
+/// of its own).
 async fn stored_ids(ingest: &TestIngest, source: &str) -> Vec<String> {
     let js = ingest.jetstream().await;
     let mut stream = js.get_stream(stream_name(source)).await.unwrap();
@@ -70,7 +72,7 @@ async fn stored_ids(ingest: &TestIngest, source: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for sequence in 1..=last {
         if let Ok(message) = stream.get_raw_message(sequence).await {
-            ids.push(message.headers.get(envelope::HEADER_EVENT_ID).unwrap().as_str().to_owned());
+            ids.push(message.headers.get(envelope::HEADER_PROVIDER_EVENT_ID).unwrap().as_str().to_owned());
         }
     }
     ids

@@ -2,7 +2,7 @@
 //! bytes and the metadata headers; the same event twice is stored once.
 
 use inlet_shared::envelope;
-use inlet_shared::signature::{HmacRecipe, sign};
+use inlet_shared::signature::{HmacRecipe, body_id, sign};
 
 use crate::support::{header, now, spawn_ingest};
 
@@ -56,7 +56,9 @@ struct Case {
     source: &'static str,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
-    event_id: &'static str,
+    event_id: String,
+    /// `Inlet-Provider-Event-Id`: the provider's id when the signature does not cover it.
+    provider_event_id: Option<&'static str>,
     event_type: Option<&'static str>,
     secret_index: &'static str,
 }
@@ -76,7 +78,8 @@ fn cases() -> Vec<Case> {
             source: "stripe",
             headers: sign::stripe("whsec_test_secret", t, &stripe_body),
             body: stripe_body,
-            event_id: "evt_1",
+            event_id: "evt_1".into(),
+            provider_event_id: None,
             event_type: Some("payment_intent.succeeded"),
             secret_index: "1",
         },
@@ -84,7 +87,8 @@ fn cases() -> Vec<Case> {
             source: "svix",
             headers: sign::standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_abc", t, &svix_body),
             body: svix_body,
-            event_id: "msg_abc",
+            event_id: "msg_abc".into(),
+            provider_event_id: None,
             event_type: Some("invoice.paid"),
             secret_index: "0",
         },
@@ -96,16 +100,19 @@ fn cases() -> Vec<Case> {
                 "ping",
                 &github_body,
             ),
+            // `X-GitHub-Delivery` is not signed: the body hash is the dedup key.
+            event_id: body_id(&github_body),
             body: github_body,
-            event_id: "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+            provider_event_id: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958"),
             event_type: Some("ping"),
             secret_index: "0",
         },
         Case {
             source: "shopify",
             headers: sign::shopify("hush", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043", "orders/create", &shopify_body),
+            event_id: body_id(&shopify_body),
             body: shopify_body,
-            event_id: "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+            provider_event_id: Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"),
             event_type: Some("orders/create"),
             secret_index: "0",
         },
@@ -113,7 +120,8 @@ fn cases() -> Vec<Case> {
             source: "slack",
             headers: sign::slack("8f742231b10e8888abcd99yyyzzz85a5", t, &slack_body),
             body: slack_body,
-            event_id: "Ev123",
+            event_id: "Ev123".into(),
+            provider_event_id: None,
             event_type: Some("app_mention"),
             secret_index: "0",
         },
@@ -121,7 +129,8 @@ fn cases() -> Vec<Case> {
             source: "acme",
             headers: sign::hmac(&acme_recipe(), "acme-secret", Some(t), Some("dlv-9"), &acme_body),
             body: acme_body,
-            event_id: "dlv-9",
+            event_id: "dlv-9".into(),
+            provider_event_id: None,
             event_type: None,
             secret_index: "0",
         },
@@ -143,7 +152,13 @@ async fn every_kind_lands_in_the_stream_with_exact_bytes_and_metadata() {
         assert_eq!(message.payload.as_ref(), case.body.as_slice(), "{}: bytes changed", case.source);
         assert_eq!(message.subject.as_str(), format!("inlet.events.{}", case.source));
         assert_eq!(header(&message, envelope::HEADER_SOURCE).as_deref(), Some(case.source));
-        assert_eq!(header(&message, envelope::HEADER_EVENT_ID).as_deref(), Some(case.event_id));
+        assert_eq!(header(&message, envelope::HEADER_EVENT_ID), Some(case.event_id.clone()));
+        assert_eq!(
+            header(&message, envelope::HEADER_PROVIDER_EVENT_ID).as_deref(),
+            case.provider_event_id,
+            "{}",
+            case.source
+        );
         assert_eq!(header(&message, envelope::HEADER_EVENT_TYPE).as_deref(), case.event_type, "{}", case.source);
         assert_eq!(
             header(&message, envelope::HEADER_SCHEME).as_deref(),

@@ -7,5 +7,7 @@ mod kinds;
 mod limits;
 mod outage;
 mod rejections;
+mod replays;
 mod store_full;
+mod stored_headers;
 mod support;

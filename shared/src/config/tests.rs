@@ -344,3 +344,117 @@ fn max_buffered_body_bytes_must_hold_the_largest_body() {
     let overrides = env(&[("INLET__INGEST__MAX_BUFFERED_BODY_BYTES", "1000000")]);
     assert_eq!(Config::parse(MINIMAL, &overrides).unwrap().ingest.max_buffered_body_bytes, 1_000_000);
 }
+
+#[test]
+fn the_duplicate_window_covers_every_replay_the_tolerance_accepts() {
+    // Defaults agree: a signed timestamp verifies from `tolerance` before to `tolerance` after
+    // it, and every replay in that span is still inside the duplicate window.
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    assert_eq!(config.sources[0].tolerance, Duration::from_secs(300));
+    assert_eq!(config.stream.duplicate_window, Duration::from_secs(600));
+    assert!(config.stream.duplicate_window >= 2 * config.sources[0].tolerance);
+
+    // The old default window (2m) with the default tolerance is refused, naming the source key.
+    let old_window = format!("[stream]\nduplicate_window = \"2m\"\n{MINIMAL}");
+    check_invalid(&old_window, &[], "sources[0].tolerance", "stream.duplicate_window (2m)");
+    check_invalid(&format!("{MINIMAL}tolerance = \"6m\"\n"), &[], "sources[0].tolerance", "at least 12m");
+    Config::parse(&format!("[stream]\nduplicate_window = \"12m\"\n{MINIMAL}tolerance = \"6m\"\n"), &BTreeMap::new())
+        .unwrap();
+
+    // Kinds that sign no timestamp have nothing to replay within: their tolerance is unused.
+    let unsigned = "[stream]\nduplicate_window = \"2m\"\n[[sources]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"s\"]\n\
+                    [[sources]]\nname = \"acme\"\nkind = \"hmac\"\nsecrets = [\"s\"]\n[sources.hmac]\nheader = \"X-Sig\"\n";
+    Config::parse(unsigned, &BTreeMap::new()).unwrap();
+    let signed_recipe = format!("{unsigned}timestamp_header = \"X-Ts\"\nsigned_payload = \"{{timestamp}}.{{body}}\"\n");
+    check_invalid(&signed_recipe, &[], "sources[1].tolerance", "more than half");
+
+    // JetStream refuses a window longer than the stream's max_age.
+    check_invalid("[stream]\nmax_age = \"5m\"\n", &[], "stream.duplicate_window", "stream.max_age (5m)");
+}
+
+#[test]
+fn sources_whose_signature_cannot_stop_a_replay_are_warned_about() {
+    let text = r#"
+[[sources]]
+name = "stripe"
+kind = "stripe"
+secrets = ["whsec_test_secret"]
+[[sources]]
+name = "gh"
+kind = "github"
+secrets = ["s"]
+[[sources]]
+name = "shop"
+kind = "shopify"
+secrets = ["s"]
+[[sources]]
+name = "signed"
+kind = "hmac"
+secrets = ["s"]
+[sources.hmac]
+header = "X-Sig"
+timestamp_header = "X-Ts"
+id_header = "X-Id"
+signed_payload = "{id}.{timestamp}.{body}"
+[[sources]]
+name = "unsigned-id"
+kind = "hmac"
+secrets = ["s"]
+[sources.hmac]
+header = "X-Sig"
+timestamp_header = "X-Ts"
+id_header = "X-Id"
+signed_payload = "{timestamp}.{body}"
+[[sources]]
+name = "no-timestamp"
+kind = "hmac"
+secrets = ["s"]
+[sources.hmac]
+header = "X-Sig"
+id_header = "X-Id"
+signed_payload = "{id}.{body}"
+"#;
+    let config = Config::parse(text, &BTreeMap::new()).unwrap();
+    let warning = |name: &str| config.source(name).unwrap().replay_warning(config.stream.duplicate_window);
+    assert_eq!(warning("stripe"), None);
+    assert_eq!(warning("signed"), None);
+    for name in ["gh", "shop"] {
+        let text = warning(name).unwrap();
+        assert!(text.contains("neither the event id nor a timestamp"), "{text}");
+        assert!(text.contains("body hash") && text.contains("(10m)"), "{text}");
+    }
+    assert!(warning("unsigned-id").unwrap().contains("does not cover the event id (sign {id}"));
+    assert!(warning("no-timestamp").unwrap().contains("covers no timestamp"));
+}
+
+#[test]
+fn redacted_headers_default_to_credential_like_names_and_can_be_replaced() {
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    assert_eq!(config.ingest.redact_headers, crate::envelope::HeaderPatterns::default_redacted());
+    assert!(config.ingest.redact_headers.matches("x-api-key"));
+
+    let text = format!("[ingest]\nredact_headers = [\"X-Acme-*\", \"x-internal\"]\n{MINIMAL}");
+    let config = Config::parse(&text, &BTreeMap::new()).unwrap();
+    assert!(
+        config.ingest.redact_headers.matches("x-acme-session") && config.ingest.redact_headers.matches("x-internal")
+    );
+    assert!(!config.ingest.redact_headers.matches("x-api-key"), "the list replaces the defaults");
+    let none = Config::parse(&format!("[ingest]\nredact_headers = []\n{MINIMAL}"), &BTreeMap::new()).unwrap();
+    assert!(!none.ingest.redact_headers.matches("x-api-key"));
+
+    check_invalid(
+        "[ingest]\nredact_headers = [\"x-ok\", \"x-*-key\"]\n",
+        &[],
+        "ingest.redact_headers",
+        "entry 1 `x-*-key`",
+    );
+    check_invalid("[ingest]\nredact_headers = [\"has space\"]\n", &[], "ingest.redact_headers", "not a header name");
+    check_invalid("[ingest]\nredact_headers = \"x-api-key\"\n", &[], "ingest.redact_headers", "");
+}
+
+#[test]
+fn the_example_config_shows_the_default_redacted_headers() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/inlet.example.toml");
+    let config = Config::parse(&std::fs::read_to_string(path).unwrap(), &BTreeMap::new()).unwrap();
+    assert_eq!(config.ingest.redact_headers, crate::envelope::HeaderPatterns::default_redacted());
+}

@@ -40,9 +40,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Sha256, Sha512};
 
 use super::{
-    B64, HmacAlgorithm, HmacRecipe, Presented, SchemeKind, SignatureEncoding, SignatureError, TemplatePart, Verified,
-    Verifier, github_presented, is_safe_token, parse_template, recipe_presented, sha256_id, shopify_presented, sign,
-    slack_presented, standard_presented, stripe_presented,
+    B64, HmacAlgorithm, HmacRecipe, IdOrigin, Presented, SchemeKind, SignatureEncoding, SignatureError, TemplatePart,
+    Verified, Verifier, github_presented, hashed_provider_id, is_safe_token, parse_template, recipe_presented,
+    sha256_id, shopify_presented, sign, slack_presented, standard_presented, stripe_presented,
 };
 
 /// A fuzz target: panics when the input breaks a property.
@@ -417,11 +417,13 @@ impl Provider {
     }
 }
 
-/// The dedup id [`Verified::identify`] must derive from a signed provider id.
+/// The dedup id [`Verified::identify`] must derive from a signed provider id: verbatim when it
+/// is a safe token not spelled like a derived id, else `id-sha256:` + hex of its bytes.
 fn expected_id(raw: &[u8]) -> String {
+    let derived_looking = raw.starts_with(b"sha256:") || raw.starts_with(b"id-sha256:");
     match std::str::from_utf8(raw) {
-        Ok(id) if is_safe_token(raw) => id.to_owned(),
-        _ => sha256_id(raw),
+        Ok(id) if is_safe_token(raw) && !derived_looking => id.to_owned(),
+        _ => hashed_provider_id(raw),
     }
 }
 
@@ -429,15 +431,26 @@ fn describe(data: &[u8]) -> String {
     String::from_utf8_lossy(data).into_owned()
 }
 
-/// The shape [`Verified::identify`] promises: a safe token or `sha256:` + 64 hex, and a type that
-/// is a safe token.
+/// The shape [`Verified::identify`] promises: `sha256:` + 64 hex (a body), `id-sha256:` + 64 hex
+/// (a hashed provider id) or a safe token spelled like neither; and a type that is a safe token.
 fn check_identity_shape(verified: &Verified, headers: &HeaderMap, body: &[u8]) -> String {
     let identity = verified.identify(headers, body);
-    let hashed = identity
-        .id
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-    assert!(hashed || is_safe_token(identity.id.as_bytes()), "unsafe event id {:?}", identity.id);
+    let hashed = |prefix: &str| {
+        identity
+            .id
+            .strip_prefix(prefix)
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    };
+    let verbatim = is_safe_token(identity.id.as_bytes())
+        && !identity.id.starts_with("sha256:")
+        && !identity.id.starts_with("id-sha256:");
+    assert!(hashed("sha256:") || hashed("id-sha256:") || verbatim, "unsafe event id {:?}", identity.id);
+    if matches!(identity.origin, IdOrigin::BodyHash | IdOrigin::BodyHashUnsignedId) {
+        assert_eq!(identity.id, sha256_id(body), "a body-hash id is the body's hash");
+    }
+    if let Some(shown) = &identity.provider_id {
+        assert!(is_safe_token(shown.as_bytes()), "unsafe provider id {shown:?}");
+    }
     if let Some(event_type) = &identity.event_type {
         assert!(is_safe_token(event_type.as_bytes()), "unsafe event type {event_type:?}");
     }

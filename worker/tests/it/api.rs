@@ -245,7 +245,7 @@ async fn events_paginate_and_filter_and_dataloaders_keep_reads_flat() {
     let destinations =
         pipeline.gql("{ destinations { name breakerState delivered } sources { name kind } }", json!({})).await;
     assert_eq!(destinations["destinations"], json!([{"name": "sink", "breakerState": "closed", "delivered": 25}]));
-    assert_eq!(destinations["sources"], json!([{"name": "gh", "kind": "github"}]));
+    assert_eq!(destinations["sources"], json!([{"name": "gh", "kind": "hmac"}]));
 }
 
 #[tokio::test]

@@ -102,7 +102,8 @@ where
                 peeked = tokio::time::timeout(options.header_read_timeout, stream.peek(&mut first)) => peeked,
             };
             if !matches!(first_byte, Ok(Ok(read)) if read > 0) {
-                // Silent past the timeout, closed, or broken: dropping the stream closes it.
+                // Silent past the timeout, closed, or broken: close it before its slot is freed.
+                drop(stream);
                 return;
             }
             let activity = Arc::new(Activity::default());

@@ -85,6 +85,14 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1): `bearer`, `BEARER` and `Bearer` are the same; one or more spaces follow it.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -444,8 +452,8 @@ impl Auth {
     /// A bearer token that is not valid (never falls back to the cookie), or a database failure.
     pub async fn principal(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-            let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or(AuthError::BadToken)?;
-            return self.from_bearer(token.trim()).await.map(Some);
+            let token = value.to_str().ok().and_then(bearer_token).ok_or(AuthError::BadToken)?;
+            return self.from_bearer(token).await.map(Some);
         }
         match cookie(headers, SESSION_COOKIE) {
             Some(value) => self.from_session(&value).await,
@@ -650,6 +658,16 @@ mod tests {
         headers.insert(http::header::COOKIE, http::HeaderValue::from_static("a=1; __Host-inlet_session=xyz; b=2"));
         assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("xyz"));
         assert_eq!(cookie(&headers, LOGIN_COOKIE), None);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc", " Bearer abc "] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
     }
 
     #[test]

@@ -76,22 +76,34 @@ async fn graphql_accepts_only_json_posts_with_valid_credentials() {
         .unwrap();
     assert_eq!(batch.status(), 400);
 
-    // Anonymous callers see nothing: no data, no introspection, no suggestions.
-    let anonymous = |query: &'static str| {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let response = client.post(url).json(&json!({ "query": query })).send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.unwrap()
-        }
-    };
-    assert_eq!(anonymous("{ me { role } }").await["data"]["me"], Value::Null);
-    assert_eq!(code(&anonymous("{ counts { events } }").await), "UNAUTHENTICATED");
-    let introspection = anonymous("{ __schema { types { name } } }").await;
-    assert_eq!(introspection["data"]["__schema"], Value::Null, "{introspection}");
-    let typo = anonymous("{ countz { events } }").await;
-    assert!(!typo.to_string().contains("Did you mean"), "no suggestions: {typo}");
+    // Anonymous callers are answered 401 from the headers alone, whatever the query: no data,
+    // no introspection, no suggestions, no parsing.
+    for query in
+        ["{ me { role } }", "{ counts { events } }", "{ __schema { types { name } } }", "{ countz { events } }"]
+    {
+        let response = client.post(&url).json(&json!({ "query": query })).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{query}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(code(&answer), "UNAUTHENTICATED", "{answer}");
+        assert!(answer.get("data").is_none(), "{answer}");
+    }
+    let unparseable = client.post(&url).header("content-type", "application/json").body("{{{").send().await.unwrap();
+    assert_eq!(unparseable.status(), 401, "the body of an anonymous caller is not even read");
+
+    // The bearer scheme is case-insensitive (RFC 9110).
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = client
+            .post(&url)
+            .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .json(&json!({"query": "{ me { role } }"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["data"]["me"]["role"], "admin", "{scheme}: {answer}");
+    }
 
     // Authenticated callers may introspect.
     let schema = pipeline.gql("{ __schema { queryType { name } } }", json!({})).await;
@@ -162,6 +174,100 @@ async fn depth_and_complexity_bombs_are_rejected_before_any_resolver_runs() {
 
     let too_big = pipeline.gql_as(ADMIN_TOKEN, "{ events(first: 1000) { nodes { id } } }", json!({})).await;
     assert!(too_big["errors"].is_array(), "{too_big}");
+}
+
+/// The fragment-spread bomb: about a kilobyte of fragments, each spreading the next one twice
+/// (2^22 fields expanded). Anonymous, it is answered from the headers; signed in, the cost
+/// check refuses it after a linear pass, before async-graphql's validation walks it; either
+/// way within a few milliseconds, and the worker's runtime stays free to answer `/healthz`.
+#[tokio::test]
+async fn a_fragment_spread_bomb_is_refused_cheaply_and_health_answers_meanwhile() {
+    let pipeline = OperatorPipeline::start(&[], Options::default()).await;
+    let bomb = inlet_worker::api::cost::fragment_bomb(22);
+    assert!(bomb.len() < 1_200, "{}", bomb.len());
+    let body = json!({ "query": bomb });
+    let send = |token: Option<&'static str>| {
+        let request = pipeline.client.post(pipeline.url("/graphql")).json(&body);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move {
+            let started = std::time::Instant::now();
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap();
+            (status, code(&answer), started.elapsed())
+        }
+    };
+
+    let (status, anonymous, elapsed) = send(None).await;
+    assert_eq!((status, anonymous.as_str()), (401, "UNAUTHENTICATED"));
+    assert!(elapsed < Duration::from_secs(1), "anonymous bomb took {elapsed:?}");
+
+    // Four at once (more than the runtime's threads) while /healthz is asked.
+    let bombs = futures::future::join_all((0..4).map(|_| send(Some(ADMIN_TOKEN))));
+    let health = async {
+        let started = std::time::Instant::now();
+        let status = pipeline.client.get(pipeline.url("/healthz")).send().await.unwrap().status();
+        (status, started.elapsed())
+    };
+    let (answers, (health_status, health_elapsed)) = tokio::join!(bombs, health);
+    for (status, code, elapsed) in answers {
+        assert_eq!((status, code.as_str()), (400, "QUERY_TOO_COSTLY"));
+        assert!(elapsed < Duration::from_secs(1), "signed-in bomb took {elapsed:?}");
+    }
+    assert_eq!(health_status, 200);
+    assert!(health_elapsed < Duration::from_secs(1), "/healthz took {health_elapsed:?}");
+
+    // Ordinary documents with fragments still work.
+    let data = pipeline.gql("query { ...M } fragment M on Query { me { role } }", json!({})).await;
+    assert_eq!(data["me"]["role"], "admin");
+}
+
+/// Bodies are priced: a page of events with their contents is over the complexity limit
+/// (refused before any read), one event's content works whatever its size, and one answer
+/// carries at most 8 MiB of contents beyond that.
+#[tokio::test]
+async fn event_contents_are_priced_and_budgeted_per_answer() {
+    let pipeline = OperatorPipeline::start(&[], Options::default()).await;
+    for n in 0..3 {
+        assert_eq!(pipeline.send(&format!("big-{n}"), "push", format!("{{\"n\":{n}}}").as_bytes()).await, 202);
+    }
+    let listed = pipeline
+        .wait_for("three events", "{ events { nodes { id } } }", json!({}), |d| {
+            d["events"]["nodes"].as_array().is_some_and(|n| n.len() == 3)
+        })
+        .await;
+    let ids: Vec<String> =
+        listed["events"]["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_owned()).collect();
+
+    let aliases =
+        "{ a: events(first: 100) { nodes { content { body } } } b: events(first: 100) { nodes { content { body } } } }";
+    let answer = pipeline.gql_as(ADMIN_TOKEN, aliases, json!({})).await;
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("too complex"), "{answer}");
+    assert_eq!(answer["extensions"]["sqlReads"], 0, "refused before any body is read");
+    let page = pipeline.gql_as(ADMIN_TOKEN, "{ events(first: 5) { nodes { content { body } } } }", json!({})).await;
+    assert!(page["errors"][0]["message"].as_str().unwrap().contains("too complex"), "{page}");
+
+    let one = pipeline.gql("query($id: ID!) { event(id: $id) { content { body } } }", json!({"id": ids[0]})).await;
+    assert!(one["event"]["content"]["body"].as_str().unwrap().starts_with("{\"n\":"), "{one}");
+
+    // Three stored bodies of 5 MiB: one fits, two do not.
+    let big = 5 * 1024 * 1024;
+    let updated = pipeline.query(|c| c.execute("UPDATE events SET body = zeroblob(?1)", [big]));
+    assert_eq!(updated, 3);
+    let single =
+        pipeline.gql("query($id: ID!) { event(id: $id) { content { bodyBytes } } }", json!({"id": ids[0]})).await;
+    assert_eq!(single["event"]["content"]["bodyBytes"], big, "one content of any size");
+    let three = "query($a: ID!, $b: ID!, $c: ID!) { a: event(id: $a) { content { bodyBytes } } b: event(id: $b) { content { bodyBytes } } c: event(id: $c) { content { bodyBytes } } }";
+    let answer = pipeline.gql_as(ADMIN_TOKEN, three, json!({"a": ids[0], "b": ids[1], "c": ids[2]})).await;
+    let served: Vec<&Value> =
+        ["a", "b", "c"].iter().map(|k| &answer["data"][k]["content"]["bodyBytes"]).filter(|v| !v.is_null()).collect();
+    assert_eq!(served, [&json!(big)], "the first content only: {answer}");
+    let errors = answer["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{answer}");
+    assert!(errors.iter().all(|e| e["extensions"]["code"] == "RESPONSE_TOO_LARGE"), "{answer}");
 }
 
 #[tokio::test]

@@ -274,7 +274,7 @@ async fn a_session_cookie_planted_before_sign_in_is_not_adopted() {
         if planted == made_up {
             assert_eq!(session["authenticated"], false, "{session}");
             assert_eq!(session_owner(&planted), None, "no session stored under the made-up value");
-            assert_eq!((status, me), (200, serde_json::Value::Null), "the made-up value is anonymous");
+            assert_eq!((status, me), (401, serde_json::Value::Null), "the made-up value is anonymous");
         } else {
             // Still the attacker's own viewer session, not upgraded to the admin who signed in.
             assert_eq!(session["actor"], "someone@viewers.example", "{session}");
@@ -291,7 +291,7 @@ async fn a_session_cookie_planted_before_sign_in_is_not_adopted() {
         assert_eq!(flows, 0, "the login flow is single-use");
         let (session, status, me) = as_cookie(login_flow, csrf).await;
         assert_eq!(session["authenticated"], false, "{session}");
-        assert_eq!((status, me), (200, serde_json::Value::Null));
+        assert_eq!((status, me), (401, serde_json::Value::Null));
     }
     let sessions: i64 = pipeline.query(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)));
     assert_eq!(sessions, 3, "the attacker's and one new session per victim sign-in, nothing else");

@@ -353,3 +353,217 @@ mod tests {
         check(&block).unwrap();
     }
 }
+
+/// GraphQL documents, fuzzed: a seeded generator (stable, part of `cargo test`;
+/// `INLET_FUZZ_SEED` and `INLET_FUZZ_ITERATIONS` replay or widen a run) and the committed
+/// documents in `worker/tests/graphql_documents/`, all through one oracle: [`check`] never
+/// panics, its work is linear in the document's length, and its verdict is the one a naive
+/// expansion (bounded by the cap, so it stays cheap) reaches.
+#[cfg(test)]
+mod fuzzing {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::collections::HashMap;
+
+    use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+    use async_graphql::{Name, Positioned};
+
+    use super::{CostError, MAX_EXPANDED, check};
+
+    /// Naive expansion, stopping once past `budget` (it returns `None` then, as for a cycle).
+    fn naive(
+        document: &ExecutableDocument,
+        set: &Positioned<SelectionSet>,
+        path: &mut Vec<Name>,
+        budget: &mut u64,
+    ) -> Option<u64> {
+        let mut size = 0u64;
+        for item in &set.node.items {
+            *budget = budget.checked_sub(1)?;
+            size += 1;
+            size += match &item.node {
+                Selection::Field(field) => naive(document, &field.node.selection_set, path, budget)?,
+                Selection::InlineFragment(fragment) => naive(document, &fragment.node.selection_set, path, budget)?,
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.node.fragment_name.node;
+                    match document.fragments.get(name) {
+                        None => 0,
+                        Some(_) if path.contains(name) => return None,
+                        Some(definition) => {
+                            path.push(name.clone());
+                            let inner = naive(document, &definition.node.selection_set, path, budget);
+                            path.pop();
+                            inner?
+                        }
+                    }
+                }
+            };
+        }
+        Some(size)
+    }
+
+    /// The oracle for one document; returns the verdict.
+    pub(super) fn document(query: &str) -> Result<(), CostError> {
+        let verdict = check(query);
+        let length = query.len() as u64;
+        if let Ok((_, cost)) = &verdict {
+            assert!(cost.steps <= 3 * length + 16, "work not linear: {cost:?} for {length} bytes");
+        }
+        let parsed = match (&verdict, async_graphql::parser::parse_query(query)) {
+            (_, Ok(parsed)) => parsed,
+            (Ok(_), Err(_)) => panic!("accepted what does not parse: {query}"),
+            (Err(error), Err(_)) => return Err(error.clone()),
+        };
+        // Within the cap, every operation and every fragment on its own.
+        let mut operations = 0u64;
+        let mut within = true;
+        let mut budget = MAX_EXPANDED;
+        for (_, operation) in parsed.operations.iter() {
+            match naive(&parsed, &operation.node.selection_set, &mut Vec::new(), &mut budget) {
+                Some(size) => operations += size,
+                None => within = false,
+            }
+        }
+        let fragments: HashMap<&Name, Option<u64>> = parsed
+            .fragments
+            .iter()
+            .map(|(name, definition)| {
+                let mut budget = MAX_EXPANDED;
+                (name, naive(&parsed, &definition.node.selection_set, &mut vec![name.clone()], &mut budget))
+            })
+            .collect();
+        within &= operations <= MAX_EXPANDED && fragments.values().all(Option::is_some);
+        match &verdict {
+            Ok((_, cost)) => {
+                assert!(within, "accepted, yet the naive expansion is past the cap or cyclic: {query}");
+                assert_eq!(cost.expanded, operations, "{query}");
+            }
+            Err(CostError::TooLargeExpanded | CostError::FragmentCycle) => {
+                assert!(!within, "refused, yet the naive expansion is {operations}: {query}");
+            }
+            Err(_) => {}
+        }
+        verdict.map(|_| ())
+    }
+
+    /// xorshift64*: small, deterministic, enough to shape documents.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    const FIELDS: &[&str] = &["me", "counts", "events", "deliveries", "content", "__typename", "id", "role"];
+
+    fn selection_set(rng: &mut Rng, depth: u32, fragments: usize, own: usize, out: &mut String) {
+        out.push_str("{ ");
+        for _ in 0..=rng.below(4) {
+            match rng.below(10) {
+                0..=2 if fragments > 0 => {
+                    // Mostly towards later fragments (a DAG, possibly a bomb), now and then anywhere
+                    // (cycles).
+                    let target = if rng.below(8) == 0 {
+                        rng.below(fragments as u64) as usize
+                    } else {
+                        own + 1 + rng.below(fragments.saturating_sub(own + 1).max(1) as u64) as usize
+                    };
+                    let times = 1 + rng.below(3);
+                    for _ in 0..times {
+                        out.push_str(&format!("...F{target} "));
+                    }
+                }
+                3 if depth > 0 => {
+                    out.push_str("... on Query ");
+                    selection_set(rng, depth - 1, fragments, own, out);
+                }
+                _ => {
+                    if rng.below(4) == 0 {
+                        out.push_str(&format!("a{}: ", rng.below(100)));
+                    }
+                    out.push_str(FIELDS[rng.below(FIELDS.len() as u64) as usize]);
+                    match rng.below(6) {
+                        0 => out.push_str("(first: 3, filter: { text: \"}{][)(\" }) "),
+                        1 => {
+                            let depth = if rng.below(30) == 0 { rng.below(60) } else { rng.below(6) } as usize;
+                            out.push_str(&format!("(x: {}1{}) ", "[".repeat(depth), "]".repeat(depth)));
+                        }
+                        2 => out.push_str(" # } { comment\n"),
+                        _ => out.push(' '),
+                    }
+                    if depth > 0 && rng.below(2) == 0 {
+                        selection_set(rng, depth - 1, fragments, own, out);
+                    }
+                }
+            }
+        }
+        out.push_str("} ");
+    }
+
+    fn generate(rng: &mut Rng) -> String {
+        let fragments = rng.below(40) as usize;
+        let mut out = String::new();
+        for operation in 0..=rng.below(3) {
+            out.push_str(&format!("query Q{operation} "));
+            selection_set(rng, 3, fragments, usize::MAX - 1, &mut out);
+        }
+        for own in 0..fragments {
+            out.push_str(&format!("fragment F{own} on Query "));
+            selection_set(rng, 2, fragments, own, &mut out);
+        }
+        // Byte-level damage now and then: the parser's error paths, unbalanced brackets.
+        if rng.below(4) == 0 && !out.is_empty() {
+            let at = rng.below(out.len() as u64) as usize;
+            if out.is_char_boundary(at) {
+                let junk = ["{", "}", "[", "\"", "\"\"\"", "#", "...", "\\", "fragment", ")"];
+                out.insert_str(at, junk[rng.below(junk.len() as u64) as usize]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn generated_documents_are_judged_in_linear_work_and_agree_with_a_naive_expansion() {
+        let seed = std::env::var("INLET_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x9E37_79B9_7F4A_7C15);
+        let iterations = std::env::var("INLET_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+        let mut rng = Rng(seed | 1);
+        let mut verdicts: HashMap<String, usize> = HashMap::new();
+        for case in 0..iterations {
+            let query = generate(&mut rng);
+            let outcome = std::panic::catch_unwind(|| document(&query));
+            let verdict = match outcome.unwrap_or_else(|_| panic!("seed {seed}, case {case}: {query}")) {
+                Ok(_) => "accepted".to_owned(),
+                Err(CostError::Syntax(_)) => "syntax".to_owned(),
+                Err(error) => format!("{error:?}"),
+            };
+            *verdicts.entry(verdict).or_default() += 1;
+        }
+        eprintln!("graphql documents (seed {seed}): {verdicts:?}");
+        // The generator reaches both sides of every cap that matters here.
+        for verdict in ["accepted", "TooLargeExpanded", "FragmentCycle", "TooDeep"] {
+            assert!(verdicts.get(verdict).is_some_and(|n| *n >= iterations / 50), "{verdict}: {verdicts:?}");
+        }
+    }
+
+    /// The committed documents (bombs, cycles, deep nesting, the console's own queries).
+    #[test]
+    fn committed_graphql_documents_replay() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/graphql_documents");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        assert!(files.len() >= 5, "{}", dir.display());
+        for file in files {
+            let query = std::fs::read_to_string(&file).unwrap();
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            let verdict = document(&query).map_err(|e| e.code());
+            let expected = if name.starts_with("refused-") { Err("QUERY_TOO_COSTLY") } else { Ok(()) };
+            assert_eq!(verdict, expected, "{name}");
+        }
+    }
+}

@@ -268,6 +268,38 @@ async fn answer(api: &Api, request: Request) -> Result<Response, Refusal> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    /// Every query the console sends passes the cost check and the schema's depth and
+    /// complexity limits (an event's `content` is priced high: the event view must still fit).
+    #[tokio::test]
+    async fn the_consoles_queries_pass_the_cost_check_and_the_limits() {
+        let script = include_str!("../console/app.js");
+        let mut queries = Vec::new();
+        for (open, close) in [("gql('", '\''), ("gql(`", '`'), ("= `query", '`')] {
+            for (at, _) in script.match_indices(open) {
+                let start = at + open.len() - if open.starts_with('=') { 5 } else { 0 };
+                let rest = &script[start..];
+                let end = rest.find(close).unwrap();
+                queries.push(rest[..end].to_owned());
+            }
+        }
+        assert!(queries.len() >= 15, "{queries:?}");
+        let schema = super::schema::builder().finish();
+        for query in queries {
+            let (document, cost) = super::cost::check(&query).unwrap_or_else(|e| panic!("{query}: {e:?}"));
+            assert!(cost.expanded < 100, "{query}: {cost:?}");
+            let mut request = async_graphql::Request::new(query.clone());
+            request.set_parsed_query(document);
+            let response = schema.execute(request).await;
+            for error in &response.errors {
+                // Without a caller or variables, resolvers and variables fail; the limits must not.
+                let message = error.message.to_ascii_lowercase();
+                for limit in ["too complex", "too deep", "recursion depth", "parse", "directives"] {
+                    assert!(!message.contains(limit), "{query}: {}", error.message);
+                }
+            }
+        }
+    }
+
     /// `schemas/graphql/schema.graphql` is the exported SDL; `UPDATE_SCHEMAS=1` rewrites it.
     #[test]
     fn graphql_schema_is_fresh() {

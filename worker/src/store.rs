@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "0007_kept_tokens", include_str!("../../schemas/sql/0007_kept_tokens.sql")),
     (8, "0008_drop_redundant_index", include_str!("../../schemas/sql/0008_drop_redundant_index.sql")),
     (9, "0009_scheduler", include_str!("../../schemas/sql/0009_scheduler.sql")),
+    (10, "0010_drop_login_flows", include_str!("../../schemas/sql/0010_drop_login_flows.sql")),
 ];
 
 /// Why a store operation failed.

@@ -23,6 +23,8 @@ pub enum ApiError {
     Queue(String),
     /// Too many replays from this caller right now.
     RateLimited,
+    /// The answer would carry more stored content than one answer may.
+    ResponseTooLarge,
 }
 
 impl From<StoreError> for ApiError {
@@ -42,6 +44,9 @@ impl ApiError {
             ApiError::Store(_) => "the database is unavailable".into(),
             ApiError::Queue(_) => "the delivery queue is unavailable".into(),
             ApiError::RateLimited => "too many replays; try again in a moment".into(),
+            ApiError::ResponseTooLarge => {
+                "this answer already carries 8 MiB of event contents; ask for fewer at a time".into()
+            }
         }
     }
 
@@ -55,6 +60,7 @@ impl ApiError {
             ApiError::Store(_) => "UNAVAILABLE",
             ApiError::Queue(_) => "UNAVAILABLE",
             ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::ResponseTooLarge => "RESPONSE_TOO_LARGE",
         }
     }
 }

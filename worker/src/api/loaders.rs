@@ -26,6 +26,32 @@ impl Reads {
     }
 }
 
+/// Bytes of stored bodies and headers one answer may carry in all. The first event's content
+/// is allowed whatever its size, so any single event can be read.
+pub const MAX_CONTENT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Stored bodies and headers handed out while answering one request, priced before they are
+/// loaded: the first is always allowed; each further one only while the total stays within
+/// [`MAX_CONTENT_BYTES`].
+#[derive(Debug, Default, Clone)]
+pub struct ContentBudget(Arc<std::sync::Mutex<(u32, u64)>>);
+
+impl ContentBudget {
+    /// Takes `bytes` from the budget, or says no (and takes nothing).
+    pub fn take(&self, bytes: u64) -> bool {
+        let Ok(mut spent) = self.0.lock() else {
+            return false;
+        };
+        let (count, total) = *spent;
+        let after = total.saturating_add(bytes);
+        if count > 0 && after > MAX_CONTENT_BYTES {
+            return false;
+        }
+        *spent = (count.saturating_add(1), after);
+        true
+    }
+}
+
 /// Loader errors must be `Clone`.
 pub type LoadError = Arc<StoreError>;
 
@@ -143,5 +169,22 @@ impl async_graphql::dataloader::Loader<i64> for EventsById {
             })
             .await
             .map_err(Arc::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ContentBudget, MAX_CONTENT_BYTES};
+
+    #[test]
+    fn the_first_body_always_fits_and_later_ones_only_within_the_budget() {
+        let budget = ContentBudget::default();
+        assert!(budget.take(3 * MAX_CONTENT_BYTES), "one body of any size");
+        assert!(!budget.take(1), "nothing after an oversized first one");
+        let budget = ContentBudget::default();
+        assert!(budget.take(MAX_CONTENT_BYTES / 2));
+        assert!(budget.take(MAX_CONTENT_BYTES / 2));
+        assert!(!budget.take(1), "the budget is spent");
+        assert!(budget.clone().take(0), "an empty one still fits");
     }
 }

@@ -1,19 +1,25 @@
 //! The operator API: GraphQL at `POST /graphql` on the worker's main listener.
 //!
-//! Request rules, checked before any resolver runs (in this order):
+//! Request rules, checked before any resolver runs, cheapest first:
 //! - `POST` only (`GET` answers 405: no queries, let alone mutations, in URLs);
 //! - `Content-Type: application/json` only (`text/plain`, forms and multipart, which browsers
 //!   send cross-site without a preflight, answer 415);
-//! - a bearer token must be valid (401); a session cookie needs the session's CSRF token in
-//!   `X-CSRF-Token` (403);
-//! - one operation per request (batches answer 400), body at most 64 KiB;
-//! - depth and complexity limits; introspection and field suggestions only for authenticated
-//!   callers / never.
+//! - credentials, from the headers alone: no bearer token and no session answers 401 without
+//!   reading the body (nothing is answered to anonymous callers); a bearer token must be valid
+//!   (401); a session cookie needs the session's CSRF token in `X-CSRF-Token` (403);
+//! - one operation per request (batches answer 400), body at most 64 KiB (413);
+//! - the document's cost before async-graphql validates it ([`cost`]: nesting, fragments,
+//!   selections, aliases, and the size with fragment spreads expanded, memoised): 400;
+//! - depth and complexity limits (an event's `content` is priced so that a page of them is
+//!   refused); introspection only for authenticated callers, field suggestions never;
+//! - at most [`MAX_EXECUTIONS`] requests execute at once, each for at most
+//!   [`EXECUTION_TIMEOUT`].
 //!
 //! Resolvers check the role (`viewer` reads, `operator` replays, `admin` manages tokens) and
 //! map failures through [`error::ApiError`]. Each response reports `extensions.sqlReads`, the
 //! number of SQL reads it took (DataLoaders keep it flat as pages grow).
 
+pub mod cost;
 pub mod error;
 pub mod loaders;
 pub mod replay;
@@ -22,11 +28,12 @@ pub mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::dataloader::DataLoader;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -35,11 +42,17 @@ use crate::auth::{Auth, AuthError, CSRF_HEADER, Via, constant_time_eq};
 use crate::deliver::Destination as RuntimeDestination;
 use crate::store::Store;
 use error::ApiError;
-use loaders::{AttemptsByDelivery, DeliveriesByEvent, EventsById, Reads};
+use loaders::{AttemptsByDelivery, ContentBudget, DeliveriesByEvent, EventsById, Reads};
 use schema::ApiSchema;
 
 /// Largest accepted GraphQL request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Requests executing at once; more wait for a slot.
+pub const MAX_EXECUTIONS: usize = 16;
+/// How long a request waits for an execution slot before it is refused (503 `BUSY`).
+pub const SLOT_WAIT: Duration = Duration::from_secs(10);
+/// How long one execution may take (503 `TIMEOUT`).
+pub const EXECUTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What resolvers use, shared by all requests.
 pub struct Services {
@@ -63,13 +76,14 @@ pub struct Api {
     schema: ApiSchema,
     auth: Arc<Auth>,
     services: Arc<Services>,
+    executions: tokio::sync::Semaphore,
 }
 
 impl Api {
     /// Builds the schema with its limits.
     pub fn new(auth: Arc<Auth>, services: Arc<Services>) -> Arc<Api> {
         let schema = schema::builder().data(Arc::clone(&services)).finish();
-        Arc::new(Api { schema, auth, services })
+        Arc::new(Api { schema, auth, services, executions: tokio::sync::Semaphore::new(MAX_EXECUTIONS) })
     }
 }
 
@@ -84,6 +98,89 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/graphql", post(graphql).fallback(method_not_allowed))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
+}
+
+/// Why a request was answered before any resolver ran: the one mapping from transport
+/// refusals to HTTP statuses and `extensions.code`.
+#[derive(Debug)]
+enum Refusal {
+    /// Not `application/json` (415).
+    UnsupportedMediaType,
+    /// No credentials at all (401): answered before the body is read.
+    Unauthenticated,
+    /// A bearer token that is unknown or revoked (401).
+    BadToken,
+    /// A session cookie without its CSRF token (403).
+    Csrf,
+    /// The database is unavailable (503).
+    Unavailable,
+    /// The body is not one GraphQL request as a JSON object (400).
+    NotOneRequest,
+    /// The body could not be read: too large (413) or broken (400).
+    Body(StatusCode),
+    /// The document is malformed or would cost too much to validate (400).
+    Cost(cost::CostError),
+    /// Every execution slot stayed busy (503).
+    Busy,
+    /// Execution ran past [`EXECUTION_TIMEOUT`] (503).
+    Timeout,
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::Unauthenticated | Refusal::BadToken => StatusCode::UNAUTHORIZED,
+            Refusal::Csrf => StatusCode::FORBIDDEN,
+            Refusal::Unavailable | Refusal::Busy | Refusal::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NotOneRequest | Refusal::Cost(_) => StatusCode::BAD_REQUEST,
+            Refusal::Body(status) => *status,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Refusal::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Refusal::Unauthenticated | Refusal::BadToken => "UNAUTHENTICATED",
+            Refusal::Csrf => "CSRF",
+            Refusal::Unavailable => "UNAVAILABLE",
+            Refusal::NotOneRequest => "BAD_REQUEST",
+            Refusal::Body(status) if *status == StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+            Refusal::Body(_) => "BAD_REQUEST",
+            Refusal::Cost(error) => error.code(),
+            Refusal::Busy => "BUSY",
+            Refusal::Timeout => "TIMEOUT",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refusal::UnsupportedMediaType => "Content-Type must be application/json".into(),
+            Refusal::Unauthenticated => "authentication required: a bearer token or a console session".into(),
+            Refusal::BadToken => "invalid or revoked API token".into(),
+            Refusal::Csrf => "missing or wrong X-CSRF-Token header".into(),
+            Refusal::Unavailable => "the database is unavailable".into(),
+            Refusal::NotOneRequest => "expected one GraphQL request as a JSON object".into(),
+            Refusal::Body(status) if *status == StatusCode::PAYLOAD_TOO_LARGE => {
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+            }
+            Refusal::Body(_) => "cannot read the request body".into(),
+            Refusal::Cost(error) => error.message(),
+            Refusal::Busy => "too many API requests at once; try again in a moment".into(),
+            Refusal::Timeout => "the request took too long".into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = error_body(self.status(), self.code(), &self.message());
+        if self.status() == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme it wants.
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
 }
 
 fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
@@ -107,59 +204,101 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn graphql(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !is_json(&headers) {
-        return error_body(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "Content-Type must be application/json",
-        );
+async fn graphql(State(api): State<Arc<Api>>, request: Request) -> Response {
+    match answer(&api, request).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
-    let principal = match api.auth.principal(&headers).await {
-        Ok(principal) => principal,
-        Err(AuthError::BadToken) => {
-            return error_body(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "invalid or revoked API token");
-        }
+}
+
+/// Cheapest checks first: headers (media type, credentials, CSRF) before the body is read, the
+/// body before it is parsed, the document's cost before async-graphql validates it.
+async fn answer(api: &Api, request: Request) -> Result<Response, Refusal> {
+    let (parts, body) = request.into_parts();
+    if !is_json(&parts.headers) {
+        return Err(Refusal::UnsupportedMediaType);
+    }
+    let principal = match api.auth.principal(&parts.headers).await {
+        Ok(Some(principal)) => principal,
+        // No query is meant for anonymous callers (the console asks `/auth/session`): nothing
+        // of the body is read, let alone parsed.
+        Ok(None) => return Err(Refusal::Unauthenticated),
+        Err(AuthError::BadToken) => return Err(Refusal::BadToken),
         Err(AuthError::Store(error)) => {
             tracing::error!(%error, "cannot authenticate");
-            return error_body(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the database is unavailable");
+            return Err(Refusal::Unavailable);
         }
     };
-    if let Some(principal) = &principal
-        && let Via::Session { csrf_token } = &principal.via
-    {
-        let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Via::Session { csrf_token } = &principal.via {
+        let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !constant_time_eq(sent, csrf_token) {
-            return error_body(StatusCode::FORBIDDEN, "CSRF", "missing or wrong X-CSRF-Token header");
+            return Err(Refusal::Csrf);
         }
     }
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(_) => {
-            return error_body(StatusCode::BAD_REQUEST, "BAD_REQUEST", "expected one GraphQL request as a JSON object");
-        }
-    };
+    let body = Bytes::from_request(Request::from_parts(parts, body), &())
+        .await
+        .map_err(|rejection| Refusal::Body(rejection.status()))?;
+    let mut request: async_graphql::Request = serde_json::from_slice(&body).map_err(|_| Refusal::NotOneRequest)?;
+    let (document, _) = cost::check(&request.query).map_err(Refusal::Cost)?;
+    request.set_parsed_query(document);
+
     let reads = Reads::default();
     let store = api.services.store.clone();
-    let mut request = request
+    let request = request
         .data(reads.clone())
+        .data(ContentBudget::default())
         .data(DataLoader::new(DeliveriesByEvent { store: store.clone(), reads: reads.clone() }, tokio::spawn))
         .data(DataLoader::new(AttemptsByDelivery { store: store.clone(), reads: reads.clone() }, tokio::spawn))
-        .data(DataLoader::new(EventsById { store, reads: reads.clone() }, tokio::spawn));
-    match principal {
-        Some(principal) => request = request.data(principal),
-        None => request = request.disable_introspection(),
-    }
-    let mut response = api.schema.execute(request).await;
+        .data(DataLoader::new(EventsById { store, reads: reads.clone() }, tokio::spawn))
+        .data(principal);
+    let _slot = tokio::time::timeout(SLOT_WAIT, api.executions.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or(Refusal::Busy)?;
+    let mut response =
+        tokio::time::timeout(EXECUTION_TIMEOUT, api.schema.execute(request)).await.map_err(|_| Refusal::Timeout)?;
     response.extensions.insert("sqlReads".into(), async_graphql::Value::from(reads.get() as u64));
     let mut http_response = axum::Json(response).into_response();
     http_response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    http_response
+    Ok(http_response)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    /// Every query the console sends passes the cost check and the schema's depth and
+    /// complexity limits (an event's `content` is priced high: the event view must still fit).
+    #[tokio::test]
+    async fn the_consoles_queries_pass_the_cost_check_and_the_limits() {
+        let script = include_str!("../console/app.js");
+        let mut queries = Vec::new();
+        for (open, close) in [("gql('", '\''), ("gql(`", '`'), ("= `query", '`')] {
+            for (at, _) in script.match_indices(open) {
+                let start = at + open.len() - if open.starts_with('=') { 5 } else { 0 };
+                let rest = &script[start..];
+                let end = rest.find(close).unwrap();
+                queries.push(rest[..end].to_owned());
+            }
+        }
+        assert!(queries.len() >= 15, "{queries:?}");
+        let schema = super::schema::builder().finish();
+        for query in queries {
+            let (document, cost) = super::cost::check(&query).unwrap_or_else(|e| panic!("{query}: {e:?}"));
+            assert!(cost.expanded < 100, "{query}: {cost:?}");
+            let mut request = async_graphql::Request::new(query.clone());
+            request.set_parsed_query(document);
+            let response = schema.execute(request).await;
+            for error in &response.errors {
+                // Without a caller or variables, resolvers and variables fail; the limits must not.
+                let message = error.message.to_ascii_lowercase();
+                for limit in ["too complex", "too deep", "recursion depth", "parse", "directives"] {
+                    assert!(!message.contains(limit), "{query}: {}", error.message);
+                }
+            }
+        }
+    }
 
     /// `schemas/graphql/schema.graphql` is the exported SDL; `UPDATE_SCHEMAS=1` rewrites it.
     #[test]

@@ -6,9 +6,13 @@
 //! **Fresh schedule.** A replayed delivery gets the destination's full retry schedule again
 //! (`attempt_base`); attempt numbers in the attempts table continue.
 //!
-//! **Rate limits.** Replays asked for one by one are limited per caller to
-//! `console.max_replay_rate` per second (burst the same); bulk replays pace themselves at their
-//! capped rate instead.
+//! **Rate limits.** `console.max_replay_rate` per second is a cap per *destination*, shared by
+//! every replay path: single replays, replays of an event, and every bulk job at once (one
+//! limiter per destination; sustained rate at most the cap, after a burst of one second's
+//! worth), so six jobs aimed at one destination re-queue no more than one job could. A bulk job waits for its destination's turn (and paces
+//! itself at its own `ratePerSecond` as well); a replay asked for by a caller waits at most
+//! [`CALLER_WAIT`], then answers `RATE_LIMITED`. Replays asked for one by one are also limited
+//! per caller to `max_replay_rate` per second (burst the same).
 //!
 //! **Bulk replays** select dead letters by filter (at most `console.max_bulk_replay`), then
 //! replay them one by one at a capped rate in a background task that can be cancelled; progress
@@ -31,6 +35,9 @@ use crate::store::{ReplayOutcome, Store, now_ms};
 /// Size of a dry run's sample.
 const SAMPLE: usize = 10;
 
+/// How long a replay asked for by a caller waits for its destination's turn.
+pub const CALLER_WAIT: Duration = Duration::from_secs(2);
+
 struct Job {
     cancel: CancellationToken,
     finished: watch::Receiver<bool>,
@@ -45,6 +52,9 @@ pub struct Replayer {
     jobs: Mutex<HashMap<i64, Job>>,
     shutdown: CancellationToken,
     per_caller: governor::DefaultKeyedRateLimiter<String>,
+    /// `max_replay_rate` per destination across every replay path (keys: configured
+    /// destinations only).
+    per_destination: governor::DefaultKeyedRateLimiter<String>,
 }
 
 impl Replayer {
@@ -58,8 +68,10 @@ impl Replayer {
     ) -> Arc<Replayer> {
         let rate = NonZeroU32::new(max_rate).unwrap_or(NonZeroU32::MIN);
         let per_caller = governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(rate));
+        let per_destination = governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(rate));
         Arc::new(Replayer {
             per_caller,
+            per_destination,
             store,
             destinations,
             max_rate,
@@ -80,12 +92,38 @@ impl Replayer {
         if admitted { Ok(()) } else { Err(ApiError::RateLimited) }
     }
 
-    /// Replays one delivery on behalf of `actor` (audited when `audit`).
+    /// Replays one delivery on behalf of `actor` (audited when `audit`), asked for by a caller:
+    /// waits at most [`CALLER_WAIT`] for the destination's turn.
     ///
     /// # Errors
     ///
-    /// Unknown delivery, a destination no longer configured, the database failing.
+    /// Unknown delivery, the destination's replay rate spent, a destination no longer
+    /// configured, the database failing.
     pub async fn replay(&self, delivery_id: &str, actor: &str, audit: bool) -> Result<ReplayResult, ApiError> {
+        let id = delivery_id.to_owned();
+        let destination: Option<String> = self
+            .store
+            .read(move |c| {
+                c.query_row("SELECT destination FROM deliveries WHERE id = ?1", [id], |r| r.get(0)).optional()
+            })
+            .await?;
+        let destination = destination.ok_or(ApiError::NotFound)?;
+        if tokio::time::timeout(CALLER_WAIT, self.turn(&destination)).await.is_err() {
+            return Err(ApiError::RateLimited);
+        }
+        self.replay_now(delivery_id, actor, audit).await
+    }
+
+    /// Waits for `destination`'s next replay slot (at once for a destination that is no longer
+    /// configured: its replay fails anyway, and no limiter key is made for it).
+    async fn turn(&self, destination: &str) {
+        if let Some((name, _)) = self.destinations.get_key_value(destination) {
+            self.per_destination.until_key_ready(name).await;
+        }
+    }
+
+    /// Replays one delivery now (the caller took the destination's turn).
+    async fn replay_now(&self, delivery_id: &str, actor: &str, audit: bool) -> Result<ReplayResult, ApiError> {
         let outcome = self.store.replay(delivery_id.to_owned(), actor.to_owned(), audit).await?;
         let (destination, result, enqueued) = match outcome {
             ReplayOutcome::NotFound => return Err(ApiError::NotFound),
@@ -169,15 +207,16 @@ impl Replayer {
         };
         let w = filter.to_where();
         let limit = i64::from(self.max_bulk) + 1;
-        let ids: Vec<String> = self
+        let ids: Vec<(String, String)> = self
             .store
             .read(move |c| {
                 let sql = format!(
-                    "SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_rowid {} ORDER BY d.rowid LIMIT {limit}",
+                    "SELECT d.id, d.destination FROM deliveries d JOIN events e ON e.id = d.event_rowid {}
+                     ORDER BY d.rowid LIMIT {limit}",
                     w.sql()
                 );
                 let mut statement = c.prepare(&sql)?;
-                let rows = statement.query_map(params_from_iter(w.params.iter()), |r| r.get(0))?;
+                let rows = statement.query_map(params_from_iter(w.params.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect()
             })
             .await?;
@@ -229,18 +268,31 @@ impl Replayer {
         Ok(job)
     }
 
-    async fn run_bulk(&self, job_id: i64, ids: Vec<String>, rate: u32, actor: String, cancel: CancellationToken) {
+    async fn run_bulk(
+        &self,
+        job_id: i64,
+        ids: Vec<(String, String)>,
+        rate: u32,
+        actor: String,
+        cancel: CancellationToken,
+    ) {
         let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut done, mut enqueued, mut failed) = (0i64, 0i64, 0i64);
         let mut status = "finished";
-        for id in ids {
+        for (id, destination) in ids {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => { status = "cancelled"; break; }
                 _ = ticks.tick() => {}
             }
-            match self.replay(&id, &format!("{actor} (bulk {job_id})"), false).await {
+            // The destination's turn, shared with every other job and caller.
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => { status = "cancelled"; break; }
+                () = self.turn(&destination) => {}
+            }
+            match self.replay_now(&id, &format!("{actor} (bulk {job_id})"), false).await {
                 Ok(result) => enqueued += i64::from(result.enqueued),
                 Err(error) => {
                     failed += 1;

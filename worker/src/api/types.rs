@@ -7,8 +7,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rusqlite::types::Value;
 
 use super::error::ApiError;
-use super::loaders::{AttemptsByDelivery, DeliveriesByEvent, EventsById, Reads};
+use super::loaders::{AttemptsByDelivery, ContentBudget, DeliveriesByEvent, EventsById, Reads};
 use super::services;
+
+/// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four
+/// (a page of events with their contents is refused before anything is read).
+pub const CONTENT_COMPLEXITY: usize = super::schema::MAX_COMPLEXITY / 5;
 
 /// Page size when `first` is not given, and the largest allowed.
 pub const DEFAULT_PAGE: i32 = 20;
@@ -122,27 +126,40 @@ impl Event {
         Ok(loader.load_one(self.rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?.unwrap_or_default())
     }
 
-    /// Headers and body (one read; ask for it on one event at a time).
-    #[graphql(complexity = 20)]
+    /// Headers and body (ask for it on one event at a time). Priced high (a list of events
+    /// with their contents is over the complexity limit), and one answer carries at most
+    /// 8 MiB of contents beyond its first: past that, this field fails with
+    /// `RESPONSE_TOO_LARGE` and nothing more is loaded.
+    #[graphql(complexity = "CONTENT_COMPLEXITY + child_complexity")]
     async fn content(&self, ctx: &Context<'_>) -> Result<EventContent> {
         let rowid = self.rowid;
         ctx.data_unchecked::<Reads>().add();
+        let budget = ctx.data_unchecked::<ContentBudget>().clone();
         let content = services(ctx)?
             .store
             .read(move |c| {
+                // The size first: an answer over its budget never loads the body.
+                let size: i64 = c.query_row(
+                    "SELECT length(CAST(body AS BLOB)) + length(CAST(headers_json AS BLOB)) FROM events WHERE id = ?1",
+                    [rowid],
+                    |r| r.get(0),
+                )?;
+                if !budget.take(u64::try_from(size).unwrap_or(u64::MAX)) {
+                    return Ok(None);
+                }
                 c.query_row("SELECT headers_json, body, body_sha256 FROM events WHERE id = ?1", [rowid], |r| {
                     let body: Vec<u8> = r.get(1)?;
-                    Ok(EventContent {
+                    Ok(Some(EventContent {
                         headers_json: r.get(0)?,
                         body_bytes: i64::try_from(body.len()).unwrap_or(i64::MAX),
                         body: String::from_utf8_lossy(&body).into_owned(),
                         body_sha256: r.get(2)?,
-                    })
+                    }))
                 })
             })
             .await
             .map_err(ApiError::from)?;
-        Ok(content)
+        Ok(content.ok_or(ApiError::ResponseTooLarge)?)
     }
 }
 

@@ -57,6 +57,13 @@ impl TokenCipher {
         Ok(TokenCipher { keys: built })
     }
 
+    /// A cipher with one key drawn at random now, kept only in memory (values it seals open
+    /// in this process only).
+    pub fn ephemeral(id: &str) -> TokenCipher {
+        let key = aes_gcm::Key::<Aes256Gcm>::generate();
+        TokenCipher { keys: vec![(id.to_owned(), Aes256Gcm::new(&key))] }
+    }
+
     /// Seals `plaintext`, bound to `aad`.
     ///
     /// # Errors
@@ -118,6 +125,14 @@ mod tests {
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         assert!(cipher.open(std::str::from_utf8(&tampered).unwrap(), "oauth_account:github:1").is_err());
         assert!(matches!(cipher.open("plain", "x"), Err(CipherError::Open)));
+    }
+
+    #[test]
+    fn ephemeral_keys_differ_per_cipher() {
+        let (a, b) = (TokenCipher::ephemeral("flow"), TokenCipher::ephemeral("flow"));
+        let sealed = a.seal("state", "login_flow:oidc").unwrap();
+        assert_eq!(a.open(&sealed, "login_flow:oidc").unwrap(), "state");
+        assert!(matches!(b.open(&sealed, "login_flow:oidc"), Err(CipherError::Open)), "another process's key");
     }
 
     #[test]

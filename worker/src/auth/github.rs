@@ -13,9 +13,8 @@ use inlet_shared::config::{GithubConfig, Role};
 use openidconnect::url::form_urlencoded;
 use serde::Deserialize;
 
-use super::oidc::{CallbackQuery, LoginError, callback_code, take_checked_flow};
-use super::{FlowEnd, Identity, LoginFlow, flow_expiry, random_token, save_flow};
-use crate::store::Store;
+use super::oidc::{CallbackQuery, LoginError, callback_code, checked_flow};
+use super::{FlowEnd, FlowSeal, Identity, LoginFlow, flow_expiry, random_token};
 
 /// The GitHub relying party.
 pub struct GithubLogin {
@@ -99,14 +98,14 @@ impl GithubLogin {
         }
     }
 
-    /// Starts a login: stores the flow; returns (GitHub authorize URL, login cookie value).
+    /// Starts a login: returns (GitHub authorize URL, login cookie value: the sealed flow).
     ///
     /// # Errors
     ///
-    /// When the database fails.
+    /// When the flow cannot be sealed.
     pub async fn begin(
         &self,
-        store: &Store,
+        flows: &FlowSeal,
         return_to: String,
         link_user_id: Option<i64>,
     ) -> Result<(String, String), LoginError> {
@@ -133,7 +132,7 @@ impl GithubLogin {
             expires_at_ms: flow_expiry(),
             link_user_id,
         };
-        let cookie_value = save_flow(store, flow).await?;
+        let cookie_value = flows.seal(&flow).map_err(|_| LoginError::Seal)?;
         Ok((url, cookie_value))
     }
 
@@ -161,11 +160,11 @@ impl GithubLogin {
     /// [`LoginError`] for every way the callback can be wrong.
     pub async fn finish(
         &self,
-        store: &Store,
+        flows: &FlowSeal,
         login_cookie: Option<String>,
         query: &CallbackQuery,
     ) -> Result<(Identity, FlowEnd), LoginError> {
-        let flow = take_checked_flow(store, login_cookie, "github", query).await?;
+        let flow = checked_flow(flows, login_cookie, "github", query)?;
         let code = callback_code(query)?;
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("client_id", &self.config.client_id)

@@ -1,6 +1,7 @@
 //! Who is calling the operator plane: API tokens (`Authorization: Bearer`), console sessions
-//! (a `__Host-` cookie naming a server-side session), and the OIDC login that creates sessions
-//! (`oidc`, routes in `routes`).
+//! (a `__Host-` cookie naming a server-side session), and the OIDC and GitHub logins that
+//! create sessions (`oidc`, `github`, routes in `routes`). A login in progress is no server
+//! state: it travels sealed in its own `__Host-` cookie ([`LoginFlow`]).
 //!
 //! Only SHA-256 hashes of tokens and session ids are stored; the values exist in the client's
 //! hands alone. Every comparison of a secret value is constant-time. Roles come from
@@ -24,7 +25,7 @@ use crate::store::{Store, StoreError, now_ms};
 
 /// Name of the session cookie (`__Host-`: Secure, `Path=/`, no `Domain`).
 pub const SESSION_COOKIE: &str = "__Host-inlet_session";
-/// Name of the short-lived cookie that binds a login in progress to this browser.
+/// Name of the short-lived cookie that carries a login in progress (sealed) in this browser.
 pub const LOGIN_COOKIE: &str = "__Host-inlet_login";
 /// Header carrying the session's CSRF token on cookie-authenticated POSTs.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -85,6 +86,14 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1): `bearer`, `BEARER` and `Bearer` are the same; one or more spaces follow it.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -129,6 +138,8 @@ pub struct Auth {
     pub github: Option<github::GithubLogin>,
     /// Seals kept provider tokens (`[console] token_keys`); without it none is kept.
     cipher: Option<crypto::TokenCipher>,
+    /// Seals logins in progress into the login cookie.
+    flows: FlowSeal,
 }
 
 /// Associated data binding a sealed token to its provider account.
@@ -161,8 +172,12 @@ pub struct Identity {
 /// How long a login may take between leaving for the provider and coming back.
 pub const LOGIN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// A login in progress, kept server-side (`login_flows`), keyed by the hash of the login
-/// cookie's random value: state, nonce and PKCE verifier never reach the browser's storage.
+/// A login in progress. It travels in the login cookie, sealed (AES-256-GCM, bound to its
+/// provider), so starting a login costs the server no state: an anonymous `GET /auth/login`
+/// writes nothing. The browser holds it without being able to read or alter it (`state`,
+/// `nonce` and the PKCE verifier stay secret); the callback clears the cookie, and the
+/// authorization code it redeems is single-use at the provider, so a login completes once.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct LoginFlow {
     /// `oidc` or `github`: the callback must come from the same provider.
     pub provider: String,
@@ -175,60 +190,37 @@ pub(crate) struct LoginFlow {
     pub link_user_id: Option<i64>,
 }
 
-/// Stores a new login flow; returns the login cookie's value.
-pub(crate) async fn save_flow(store: &Store, flow: LoginFlow) -> Result<String, StoreError> {
-    let cookie_value = random_token(32);
-    let id_hash = sha256_hex(&cookie_value);
-    store
-        .write(move |c| {
-            c.execute("DELETE FROM login_flows WHERE expires_at_ms <= ?1", [now_ms()])?;
-            c.execute(
-                "INSERT INTO login_flows (id_hash, provider, state, nonce, pkce_verifier, return_to, expires_at_ms,
-                                          link_user_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    id_hash,
-                    flow.provider,
-                    flow.state,
-                    flow.nonce,
-                    flow.pkce_verifier,
-                    flow.return_to,
-                    flow.expires_at_ms,
-                    flow.link_user_id
-                ],
-            )
-        })
-        .await?;
-    Ok(cookie_value)
+/// Seals login flows into the login cookie's value and opens them again. The key is drawn at
+/// startup and never stored: a login started before a restart must be started again.
+pub struct FlowSeal(crypto::TokenCipher);
+
+impl FlowSeal {
+    /// A seal with a fresh random key.
+    pub fn new() -> FlowSeal {
+        FlowSeal(crypto::TokenCipher::ephemeral("flow"))
+    }
+
+    fn aad(provider: &str) -> String {
+        format!("login_flow:{provider}")
+    }
+
+    /// The login cookie's value for `flow`.
+    pub(crate) fn seal(&self, flow: &LoginFlow) -> Result<String, crypto::CipherError> {
+        let plain = serde_json::to_string(flow).map_err(|_| crypto::CipherError::Open)?;
+        self.0.seal(&plain, &Self::aad(&flow.provider))
+    }
+
+    /// The flow in a login cookie sealed here for `provider`, if it is one.
+    pub(crate) fn open(&self, cookie_value: &str, provider: &str) -> Option<LoginFlow> {
+        let plain = self.0.open(cookie_value, &Self::aad(provider)).ok()?;
+        serde_json::from_str::<LoginFlow>(&plain).ok().filter(|flow| flow.provider == provider)
+    }
 }
 
-/// Takes (reads and deletes: single use) the flow named by a login cookie value.
-pub(crate) async fn take_flow(store: &Store, cookie_value: &str) -> Result<Option<LoginFlow>, StoreError> {
-    let id_hash = sha256_hex(cookie_value);
-    store
-        .write(move |c| {
-            let flow = c
-                .query_row(
-                    "SELECT provider, state, nonce, pkce_verifier, return_to, expires_at_ms, link_user_id
-                     FROM login_flows WHERE id_hash = ?1",
-                    [&id_hash],
-                    |r| {
-                        Ok(LoginFlow {
-                            provider: r.get(0)?,
-                            state: r.get(1)?,
-                            nonce: r.get(2)?,
-                            pkce_verifier: r.get(3)?,
-                            return_to: r.get(4)?,
-                            expires_at_ms: r.get(5)?,
-                            link_user_id: r.get(6)?,
-                        })
-                    },
-                )
-                .optional()?;
-            c.execute("DELETE FROM login_flows WHERE id_hash = ?1", [&id_hash])?;
-            Ok(flow)
-        })
-        .await
+impl Default for FlowSeal {
+    fn default() -> Self {
+        FlowSeal::new()
+    }
 }
 
 /// Expiry of a flow started now.
@@ -286,7 +278,7 @@ impl Auth {
         github: Option<github::GithubLogin>,
         cipher: Option<crypto::TokenCipher>,
     ) -> Arc<Auth> {
-        Arc::new(Auth { store, config, oidc, github, cipher })
+        Arc::new(Auth { store, config, oidc, github, cipher, flows: FlowSeal::new() })
     }
 
     /// The console config.
@@ -444,8 +436,8 @@ impl Auth {
     /// A bearer token that is not valid (never falls back to the cookie), or a database failure.
     pub async fn principal(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-            let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or(AuthError::BadToken)?;
-            return self.from_bearer(token.trim()).await.map(Some);
+            let token = value.to_str().ok().and_then(bearer_token).ok_or(AuthError::BadToken)?;
+            return self.from_bearer(token).await.map(Some);
         }
         match cookie(headers, SESSION_COOKIE) {
             Some(value) => self.from_session(&value).await,
@@ -613,9 +605,9 @@ impl Auth {
         Ok(())
     }
 
-    /// Store access for the login flow.
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+    /// The seal of logins in progress.
+    pub(crate) fn flows(&self) -> &FlowSeal {
+        &self.flows
     }
 }
 
@@ -650,6 +642,37 @@ mod tests {
         headers.insert(http::header::COOKIE, http::HeaderValue::from_static("a=1; __Host-inlet_session=xyz; b=2"));
         assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("xyz"));
         assert_eq!(cookie(&headers, LOGIN_COOKIE), None);
+    }
+
+    #[test]
+    fn login_flows_open_only_where_and_for_whom_they_were_sealed() {
+        let flow = || LoginFlow {
+            provider: "github".into(),
+            state: "s".into(),
+            nonce: String::new(),
+            pkce_verifier: "v".into(),
+            return_to: "/console".into(),
+            expires_at_ms: flow_expiry(),
+            link_user_id: Some(7),
+        };
+        let seal = FlowSeal::new();
+        let sealed = seal.seal(&flow()).unwrap_or_default();
+        assert!(!sealed.contains("/console") && !sealed.contains("\"state\""), "{sealed}");
+        let opened = seal.open(&sealed, "github").map(|f| (f.state, f.pkce_verifier, f.link_user_id));
+        assert_eq!(opened, Some(("s".into(), "v".into(), Some(7))));
+        assert!(seal.open(&sealed, "oidc").is_none(), "bound to its provider");
+        assert!(FlowSeal::new().open(&sealed, "github").is_none(), "another process's key");
+        assert!(seal.open("v1.flow.AAAA", "github").is_none());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc", " Bearer abc "] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! OpenID Connect sign-in (authorization code + PKCE S256 + `state` + `nonce`) with any
 //! provider found by discovery, using `openidconnect` over our own reqwest 0.13 client.
 //!
-//! The login in progress lives server-side (`login_flows`), keyed by the hash of a random value
-//! in a short-lived `__Host-` cookie, so `state`, `nonce` and the PKCE verifier are bound to
-//! the browser that started the login and used once (the row is deleted when the callback
-//! arrives, whatever happens next). The ID token is verified against the provider's JWKS:
+//! The login in progress travels sealed (AES-256-GCM, key drawn at startup) in a short-lived
+//! `__Host-` cookie, so `state`, `nonce` and the PKCE verifier are bound to the browser that
+//! started the login, unreadable there, and cost the server nothing; the callback clears the
+//! cookie whatever happens next, and the code it redeems is single-use at the provider. The ID token is verified against the provider's JWKS:
 //! signature, `iss`, `aud`, `exp` and `nonce`. The redirect URI is exactly
 //! `{console.public_url}/auth/callback`.
 
@@ -20,8 +20,8 @@ use openidconnect::{
 };
 use tokio::sync::Mutex;
 
-use super::{FlowEnd, Identity, LoginFlow, constant_time_eq, flow_expiry, save_flow, take_flow};
-use crate::store::{Store, now_ms};
+use super::{FlowEnd, FlowSeal, Identity, LoginFlow, constant_time_eq, flow_expiry};
+use crate::store::now_ms;
 /// How long discovery metadata (and its JWKS) is reused.
 const METADATA_TTL: Duration = Duration::from_secs(300);
 
@@ -83,9 +83,9 @@ pub enum LoginError {
     /// The provider gave no verified email address.
     #[error("the identity provider did not confirm an email address")]
     NoVerifiedEmail,
-    /// The database failed.
-    #[error("the database is unavailable")]
-    Store(#[from] crate::store::StoreError),
+    /// The login flow could not be sealed into its cookie.
+    #[error("cannot start the sign-in")]
+    Seal,
 }
 
 /// The OIDC relying party.
@@ -153,14 +153,14 @@ impl OidcLogin {
         .set_redirect_uri(self.redirect_uri.clone())
     }
 
-    /// Starts a login: stores the flow and returns (provider URL, login cookie value).
+    /// Starts a login: returns (provider URL, login cookie value: the sealed flow).
     ///
     /// # Errors
     ///
-    /// When the provider cannot be discovered or the database fails.
+    /// When the provider cannot be discovered.
     pub async fn begin(
         &self,
-        store: &Store,
+        flows: &FlowSeal,
         return_to: String,
         link_user_id: Option<i64>,
     ) -> Result<(String, String), LoginError> {
@@ -181,23 +181,23 @@ impl OidcLogin {
             expires_at_ms: flow_expiry(),
             link_user_id,
         };
-        let cookie_value = save_flow(store, flow).await?;
+        let cookie_value = flows.seal(&flow).map_err(|_| LoginError::Seal)?;
         Ok((url.to_string(), cookie_value))
     }
 
     /// Finishes a login from the callback's query: returns the verified identity and where to
-    /// go next. The flow is consumed first, so a callback URL works at most once.
+    /// go next. The caller clears the login cookie whatever the outcome.
     ///
     /// # Errors
     ///
     /// [`LoginError`] for every way the callback can be wrong.
     pub async fn finish(
         &self,
-        store: &Store,
+        flows: &FlowSeal,
         login_cookie: Option<String>,
         query: &CallbackQuery,
     ) -> Result<(Identity, FlowEnd), LoginError> {
-        let flow = take_checked_flow(store, login_cookie, "oidc", query).await?;
+        let flow = checked_flow(flows, login_cookie, "oidc", query)?;
         if let Some(iss) = &query.iss
             && iss.trim_end_matches('/') != self.config.issuer.trim_end_matches('/')
         {
@@ -273,20 +273,17 @@ pub struct CallbackQuery {
     pub error: Option<String>,
 }
 
-/// Consumes the login flow the cookie names (first, so a callback URL works at most once) and
-/// checks that it belongs to `provider`, has not expired, and that the callback's `state`
-/// matches it (constant time). Shared by every provider's callback.
-pub(crate) async fn take_checked_flow(
-    store: &Store,
+/// Opens the login flow sealed in the cookie and checks that it belongs to `provider`, has not
+/// expired, and that the callback's `state` matches it (constant time). Shared by every
+/// provider's callback.
+pub(crate) fn checked_flow(
+    flows: &FlowSeal,
     login_cookie: Option<String>,
     provider: &str,
     query: &CallbackQuery,
 ) -> Result<LoginFlow, LoginError> {
     let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
-    let flow = take_flow(store, &login_cookie)
-        .await?
-        .filter(|flow| flow.provider == provider)
-        .ok_or(LoginError::NoLoginInProgress)?;
+    let flow = flows.open(&login_cookie, provider).ok_or(LoginError::NoLoginInProgress)?;
     if flow.expires_at_ms <= now_ms() {
         return Err(LoginError::Expired);
     }

@@ -96,21 +96,21 @@ async fn login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -
     let Some(oidc) = &auth.oidc else {
         return not_configured();
     };
-    started(oidc.begin(auth.store(), local_path(query.return_to.as_deref()), None).await)
+    started(oidc.begin(auth.flows(), local_path(query.return_to.as_deref()), None).await)
 }
 
 async fn github_login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -> Response {
     let Some(github) = &auth.github else {
         return not_configured();
     };
-    started(github.begin(auth.store(), local_path(query.return_to.as_deref()), None).await)
+    started(github.begin(auth.flows(), local_path(query.return_to.as_deref()), None).await)
 }
 
 async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query): Query<CallbackQuery>) -> Response {
     let Some(oidc) = &auth.oidc else {
         return not_configured();
     };
-    let result = oidc.finish(auth.store(), cookie(&headers, LOGIN_COOKIE), &query).await;
+    let result = oidc.finish(auth.flows(), cookie(&headers, LOGIN_COOKIE), &query).await;
     finished(&auth, &headers, result).await
 }
 
@@ -122,7 +122,7 @@ async fn github_callback(
     let Some(github) = &auth.github else {
         return not_configured();
     };
-    let result = github.finish(auth.store(), cookie(&headers, LOGIN_COOKIE), &query).await;
+    let result = github.finish(auth.flows(), cookie(&headers, LOGIN_COOKIE), &query).await;
     finished(&auth, &headers, result).await
 }
 
@@ -141,7 +141,7 @@ async fn finished(auth: &Auth, headers: &HeaderMap, result: Result<(Identity, Fl
                 _ => tracing::warn!(%error, "sign-in failed"),
             }
             let status = match error {
-                LoginError::Store(_) | LoginError::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
+                LoginError::Seal | LoginError::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             };
             let mut response = page(status, "Sign-in failed", &error.to_string());
@@ -246,8 +246,8 @@ async fn link(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query): Q
     };
     let return_to = local_path(Some(query.return_to.as_deref().unwrap_or("/console#account")));
     let started = match (query.provider.as_str(), &auth.oidc, &auth.github) {
-        ("oidc", Some(oidc), _) => oidc.begin(auth.store(), return_to, principal.user_id).await,
-        ("github", _, Some(github)) => github.begin(auth.store(), return_to, principal.user_id).await,
+        ("oidc", Some(oidc), _) => oidc.begin(auth.flows(), return_to, principal.user_id).await,
+        ("github", _, Some(github)) => github.begin(auth.flows(), return_to, principal.user_id).await,
         _ => return (StatusCode::NOT_FOUND, "no such sign-in provider").into_response(),
     };
     match started {

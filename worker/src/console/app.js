@@ -38,6 +38,11 @@ async function gql(query, variables = {}) {
     headers: { 'content-type': 'application/json', 'x-csrf-token': session.csrf },
     body: JSON.stringify({ query, variables }),
   });
+  if (response.status === 401) {
+    // The session ended (logout elsewhere, expiry): back to the sign-in page.
+    location.reload();
+    throw new Error('signed out');
+  }
   const answer = await response.json().catch(() => ({ errors: [{ message: `HTTP ${response.status}` }] }));
   if (answer.errors && answer.errors.length) throw new Error(answer.errors.map((e) => e.message).join('; '));
   return answer.data;

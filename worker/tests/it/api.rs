@@ -76,22 +76,34 @@ async fn graphql_accepts_only_json_posts_with_valid_credentials() {
         .unwrap();
     assert_eq!(batch.status(), 400);
 
-    // Anonymous callers see nothing: no data, no introspection, no suggestions.
-    let anonymous = |query: &'static str| {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let response = client.post(url).json(&json!({ "query": query })).send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.unwrap()
-        }
-    };
-    assert_eq!(anonymous("{ me { role } }").await["data"]["me"], Value::Null);
-    assert_eq!(code(&anonymous("{ counts { events } }").await), "UNAUTHENTICATED");
-    let introspection = anonymous("{ __schema { types { name } } }").await;
-    assert_eq!(introspection["data"]["__schema"], Value::Null, "{introspection}");
-    let typo = anonymous("{ countz { events } }").await;
-    assert!(!typo.to_string().contains("Did you mean"), "no suggestions: {typo}");
+    // Anonymous callers are answered 401 from the headers alone, whatever the query: no data,
+    // no introspection, no suggestions, no parsing.
+    for query in
+        ["{ me { role } }", "{ counts { events } }", "{ __schema { types { name } } }", "{ countz { events } }"]
+    {
+        let response = client.post(&url).json(&json!({ "query": query })).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{query}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(code(&answer), "UNAUTHENTICATED", "{answer}");
+        assert!(answer.get("data").is_none(), "{answer}");
+    }
+    let unparseable = client.post(&url).header("content-type", "application/json").body("{{{").send().await.unwrap();
+    assert_eq!(unparseable.status(), 401, "the body of an anonymous caller is not even read");
+
+    // The bearer scheme is case-insensitive (RFC 9110).
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = client
+            .post(&url)
+            .header("authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .json(&json!({"query": "{ me { role } }"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["data"]["me"]["role"], "admin", "{scheme}: {answer}");
+    }
 
     // Authenticated callers may introspect.
     let schema = pipeline.gql("{ __schema { queryType { name } } }", json!({})).await;
@@ -162,6 +174,100 @@ async fn depth_and_complexity_bombs_are_rejected_before_any_resolver_runs() {
 
     let too_big = pipeline.gql_as(ADMIN_TOKEN, "{ events(first: 1000) { nodes { id } } }", json!({})).await;
     assert!(too_big["errors"].is_array(), "{too_big}");
+}
+
+/// The fragment-spread bomb: about a kilobyte of fragments, each spreading the next one twice
+/// (2^22 fields expanded). Anonymous, it is answered from the headers; signed in, the cost
+/// check refuses it after a linear pass, before async-graphql's validation walks it; either
+/// way within a few milliseconds, and the worker's runtime stays free to answer `/healthz`.
+#[tokio::test]
+async fn a_fragment_spread_bomb_is_refused_cheaply_and_health_answers_meanwhile() {
+    let pipeline = OperatorPipeline::start(&[], Options::default()).await;
+    let bomb = inlet_worker::api::cost::fragment_bomb(22);
+    assert!(bomb.len() < 1_200, "{}", bomb.len());
+    let body = json!({ "query": bomb });
+    let send = |token: Option<&'static str>| {
+        let request = pipeline.client.post(pipeline.url("/graphql")).json(&body);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move {
+            let started = std::time::Instant::now();
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap();
+            (status, code(&answer), started.elapsed())
+        }
+    };
+
+    let (status, anonymous, elapsed) = send(None).await;
+    assert_eq!((status, anonymous.as_str()), (401, "UNAUTHENTICATED"));
+    assert!(elapsed < Duration::from_secs(1), "anonymous bomb took {elapsed:?}");
+
+    // Four at once (more than the runtime's threads) while /healthz is asked.
+    let bombs = futures::future::join_all((0..4).map(|_| send(Some(ADMIN_TOKEN))));
+    let health = async {
+        let started = std::time::Instant::now();
+        let status = pipeline.client.get(pipeline.url("/healthz")).send().await.unwrap().status();
+        (status, started.elapsed())
+    };
+    let (answers, (health_status, health_elapsed)) = tokio::join!(bombs, health);
+    for (status, code, elapsed) in answers {
+        assert_eq!((status, code.as_str()), (400, "QUERY_TOO_COSTLY"));
+        assert!(elapsed < Duration::from_secs(1), "signed-in bomb took {elapsed:?}");
+    }
+    assert_eq!(health_status, 200);
+    assert!(health_elapsed < Duration::from_secs(1), "/healthz took {health_elapsed:?}");
+
+    // Ordinary documents with fragments still work.
+    let data = pipeline.gql("query { ...M } fragment M on Query { me { role } }", json!({})).await;
+    assert_eq!(data["me"]["role"], "admin");
+}
+
+/// Bodies are priced: a page of events with their contents is over the complexity limit
+/// (refused before any read), one event's content works whatever its size, and one answer
+/// carries at most 8 MiB of contents beyond that.
+#[tokio::test]
+async fn event_contents_are_priced_and_budgeted_per_answer() {
+    let pipeline = OperatorPipeline::start(&[], Options::default()).await;
+    for n in 0..3 {
+        assert_eq!(pipeline.send(&format!("big-{n}"), "push", format!("{{\"n\":{n}}}").as_bytes()).await, 202);
+    }
+    let listed = pipeline
+        .wait_for("three events", "{ events { nodes { id } } }", json!({}), |d| {
+            d["events"]["nodes"].as_array().is_some_and(|n| n.len() == 3)
+        })
+        .await;
+    let ids: Vec<String> =
+        listed["events"]["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_owned()).collect();
+
+    let aliases =
+        "{ a: events(first: 100) { nodes { content { body } } } b: events(first: 100) { nodes { content { body } } } }";
+    let answer = pipeline.gql_as(ADMIN_TOKEN, aliases, json!({})).await;
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("too complex"), "{answer}");
+    assert_eq!(answer["extensions"]["sqlReads"], 0, "refused before any body is read");
+    let page = pipeline.gql_as(ADMIN_TOKEN, "{ events(first: 5) { nodes { content { body } } } }", json!({})).await;
+    assert!(page["errors"][0]["message"].as_str().unwrap().contains("too complex"), "{page}");
+
+    let one = pipeline.gql("query($id: ID!) { event(id: $id) { content { body } } }", json!({"id": ids[0]})).await;
+    assert!(one["event"]["content"]["body"].as_str().unwrap().starts_with("{\"n\":"), "{one}");
+
+    // Three stored bodies of 5 MiB: one fits, two do not.
+    let big = 5 * 1024 * 1024;
+    let updated = pipeline.query(|c| c.execute("UPDATE events SET body = zeroblob(?1)", [big]));
+    assert_eq!(updated, 3);
+    let single =
+        pipeline.gql("query($id: ID!) { event(id: $id) { content { bodyBytes } } }", json!({"id": ids[0]})).await;
+    assert_eq!(single["event"]["content"]["bodyBytes"], big, "one content of any size");
+    let three = "query($a: ID!, $b: ID!, $c: ID!) { a: event(id: $a) { content { bodyBytes } } b: event(id: $b) { content { bodyBytes } } c: event(id: $c) { content { bodyBytes } } }";
+    let answer = pipeline.gql_as(ADMIN_TOKEN, three, json!({"a": ids[0], "b": ids[1], "c": ids[2]})).await;
+    let served: Vec<&Value> =
+        ["a", "b", "c"].iter().map(|k| &answer["data"][k]["content"]["bodyBytes"]).filter(|v| !v.is_null()).collect();
+    assert_eq!(served, [&json!(big)], "the first content only: {answer}");
+    let errors = answer["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{answer}");
+    assert!(errors.iter().all(|e| e["extensions"]["code"] == "RESPONSE_TOO_LARGE"), "{answer}");
 }
 
 #[tokio::test]
@@ -379,6 +485,67 @@ async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_c
             ("bulk_replay".to_owned(), 6)
         ]
     );
+}
+
+/// `max_replay_rate` is a cap per destination, not per job: four bulk jobs started together
+/// against one destination re-queue at most the cap per second between them. At the cap, 80
+/// deliveries take at least 60 intervals after a burst of 20 (3 s); four jobs each paced at
+/// the cap alone take 19 intervals (under 1 s).
+#[tokio::test]
+async fn concurrent_bulk_replays_share_their_destinations_rate_cap() {
+    const RATE: i64 = 20;
+    const JOBS: usize = 4;
+    const EACH: usize = 20;
+    let sink = TestDestination::answering(400).await;
+    let pipeline = OperatorPipeline::start(
+        &[("sink", sink.url(), "")],
+        Options { console_extra: format!("max_replay_rate = {RATE}"), ..Options::default() },
+    )
+    .await;
+    for job in 0..JOBS {
+        for n in 0..EACH {
+            assert_eq!(pipeline.send(&format!("job{job}-{n:02}"), "push", b"{}").await, 202);
+        }
+    }
+    let total = (JOBS * EACH) as i64;
+    pipeline
+        .wait_for("dead letters", "{ counts { deadLettered } }", json!({}), |d| d["counts"]["deadLettered"] == total)
+        .await;
+    sink.set_behaviour(|_| (200, Duration::ZERO));
+
+    let bulk =
+        "mutation($f: DeadLetterFilter!) { bulkReplay(filter: $f, dryRun: false) { job { id total ratePerSecond } } }";
+    let started = futures::future::join_all(
+        (0..JOBS).map(|job| pipeline.gql(bulk, json!({"f": {"destination": "sink", "text": format!("job{job}-")}}))),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for answer in &started {
+        let job = &answer["bulkReplay"]["job"];
+        assert_eq!((job["total"].as_i64(), job["ratePerSecond"].as_i64()), (Some(EACH as i64), Some(RATE)), "{answer}");
+        ids.push(job["id"].clone());
+    }
+    for id in &ids {
+        let done = pipeline
+            .wait_for(
+                "bulk replay finished",
+                "query($id: ID!) { bulkReplay(id: $id) { status enqueued } }",
+                json!({"id": id}),
+                |d| d["bulkReplay"]["status"] != "running",
+            )
+            .await;
+        assert_eq!(done["bulkReplay"], json!({"status": "finished", "enqueued": EACH}), "{done}");
+    }
+    let (first_started, last_finished): (i64, i64) = pipeline.query(|c| {
+        c.query_row("SELECT min(created_at_ms), max(finished_at_ms) FROM bulk_replays", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    });
+    let span_ms = last_finished - first_started;
+    // A second's worth goes at once, each later one an interval after the previous; 80 % of
+    // that is the bound (timer granularity), still 2.5 times what four jobs paced alone take.
+    let floor_ms = (total - RATE) * 1_000 / RATE * 8 / 10;
+    assert!(span_ms >= floor_ms, "{total} replays in {span_ms} ms: over {RATE}/s to one destination");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Console sign-in against a real OpenID provider (oidc-provider on loopback): the happy path
 //! with the session cookie's attributes, CSRF, logout; and every way a callback can be wrong.
 
+use futures::StreamExt as _;
 use serde_json::json;
 
 use crate::operator_support::{Browser, OperatorPipeline, Options};
@@ -178,6 +179,87 @@ async fn return_to_never_leaves_the_site() {
     }
 }
 
+/// Starting a sign-in costs the server no state: the login in progress travels sealed in its
+/// cookie. A thousand anonymous `GET /auth/login` commit nothing to the database (SQLite's
+/// `data_version`, seen from another connection, changes with any commit) and add no row, and
+/// each answer carries a `__Host-` login cookie that the browser cannot read into.
+#[tokio::test]
+async fn anonymous_login_starts_write_nothing_to_the_database() {
+    let pipeline = pipeline().await;
+    let database = pipeline.dir.path().join("inlet.db");
+    let rows = |c: &rusqlite::Connection| -> rusqlite::Result<i64> {
+        let tables: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        assert!(!tables.iter().any(|t| t == "login_flows"), "no table of logins in progress: {tables:?}");
+        tables.iter().map(|t| c.query_row(&format!("SELECT count(*) FROM \"{t}\""), [], |r| r.get::<_, i64>(0))).sum()
+    };
+    // One start first: provider discovery and anything else the first call does once.
+    let first = pipeline.client.get(pipeline.url("/auth/login")).send().await.unwrap();
+    assert_eq!(first.status(), 303);
+    let watcher = rusqlite::Connection::open(&database).unwrap();
+    let version = |c: &rusqlite::Connection| -> i64 { c.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap() };
+    let (before_version, before_rows) = (version(&watcher), rows(&watcher).unwrap());
+
+    let starts = futures::stream::iter(0..1_000)
+        .map(|n| {
+            let request = pipeline.client.get(pipeline.url(&format!("/auth/login?return_to=/console%23{n}")));
+            async move { request.send().await.unwrap() }
+        })
+        .buffer_unordered(16);
+    let cookies: Vec<String> = starts
+        .map(|response| {
+            assert_eq!(response.status(), 303);
+            let cookie = response
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .find(|c| c.starts_with("__Host-inlet_login="))
+                .expect("a login cookie");
+            assert!(cookie.ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600"), "{cookie}");
+            cookie
+        })
+        .collect()
+        .await;
+    assert_eq!(cookies.len(), 1_000);
+    let sealed = cookies[0].split(';').next().unwrap();
+    assert!(!sealed.contains("console"), "sealed: the return path is not readable in the cookie: {sealed}");
+    assert!(sealed.len() < 2_000, "well under a browser's cookie limit: {}", sealed.len());
+
+    assert_eq!(version(&watcher), before_version, "no commit to the database");
+    assert_eq!(rows(&watcher).unwrap(), before_rows, "no row added");
+}
+
+/// A login cookie that was not sealed by this worker — made up, altered, or sealed for the
+/// other provider — finishes nothing.
+#[tokio::test]
+async fn a_forged_or_altered_login_cookie_is_no_login_in_progress() {
+    let pipeline = pipeline().await;
+    let mut browser = Browser::new();
+    let callback = browser.login_until_callback(&pipeline, "/console", "admin@example.com").await;
+    let site = pipeline.url("/");
+    let genuine = browser.cookie(&site, "__Host-inlet_login").unwrap();
+    let mut altered = genuine.clone().into_bytes();
+    let last = altered.len() - 3;
+    altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    for forged in ["made-up".to_owned(), altered, genuine.replacen("v1.", "v2.", 1)] {
+        let hop = pipeline
+            .client
+            .get(&callback)
+            .header("cookie", format!("__Host-inlet_login={forged}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(hop.status(), 400, "{forged}");
+        assert!(hop.text().await.unwrap().contains("no sign-in in progress"), "{forged}");
+    }
+    // The genuine one still works (nothing above used it up).
+    assert_eq!(browser.get(&callback).await.status, 303);
+}
+
 /// Session fixation: a session cookie planted in the browser before sign-in — a value the
 /// attacker made up, or the attacker's own valid session — is never adopted or upgraded. The
 /// sign-in issues a new value, only its hash is stored, and the planted value stays what it was.
@@ -274,7 +356,7 @@ async fn a_session_cookie_planted_before_sign_in_is_not_adopted() {
         if planted == made_up {
             assert_eq!(session["authenticated"], false, "{session}");
             assert_eq!(session_owner(&planted), None, "no session stored under the made-up value");
-            assert_eq!((status, me), (200, serde_json::Value::Null), "the made-up value is anonymous");
+            assert_eq!((status, me), (401, serde_json::Value::Null), "the made-up value is anonymous");
         } else {
             // Still the attacker's own viewer session, not upgraded to the admin who signed in.
             assert_eq!(session["actor"], "someone@viewers.example", "{session}");
@@ -283,15 +365,18 @@ async fn a_session_cookie_planted_before_sign_in_is_not_adopted() {
             assert_eq!(status, 403, "the victim's CSRF token does not fit the attacker's session");
         }
 
-        // The pre-login id is used up: its flow row is gone, and it is no session.
+        // The pre-login id is used up: the browser is told to drop it, and a copy of it
+        // replayed with the same callback completes nothing (the code it carried is spent at
+        // the provider). It is no session either.
         assert!(landed.set_cookies.iter().any(|c| c.starts_with(&format!("{LOGIN}=;")) && c.ends_with("Max-Age=0")));
-        let login_hash = hash(&login_flow);
-        let flows: i64 = pipeline
-            .query(|c| c.query_row("SELECT count(*) FROM login_flows WHERE id_hash = ?1", [login_hash], |r| r.get(0)));
-        assert_eq!(flows, 0, "the login flow is single-use");
+        let replayed =
+            pipeline.client.get(&callback).header("cookie", format!("{LOGIN}={login_flow}")).send().await.unwrap();
+        assert_eq!(replayed.status(), 400, "the login flow is single-use");
+        assert!(!replayed.headers().get_all("set-cookie").iter().any(|c| c.to_str().unwrap().starts_with(SESSION)));
+        assert!(replayed.text().await.unwrap().contains("did not accept the authorization code"));
         let (session, status, me) = as_cookie(login_flow, csrf).await;
         assert_eq!(session["authenticated"], false, "{session}");
-        assert_eq!((status, me), (200, serde_json::Value::Null));
+        assert_eq!((status, me), (401, serde_json::Value::Null));
     }
     let sessions: i64 = pipeline.query(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)));
     assert_eq!(sessions, 3, "the attacker's and one new session per victim sign-in, nothing else");

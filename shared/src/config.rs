@@ -720,7 +720,8 @@ impl SourceConfig {
                 "source `{name}` (kind {kind}): the signature covers neither the event id nor a timestamp{advice}. \
                  Events are deduplicated on the body hash, so a captured request sent again under a new id or \
                  type header is a duplicate within stream.duplicate_window ({window}), but it verifies for ever: \
-                 sent again later, it is stored again. Different events with identical bodies are merged."
+                 sent again later, it is stored in the stream again (the worker still records it as a duplicate \
+                 while it keeps the event, worker.retention). Different events with identical bodies are merged."
             )),
             (false, true) => Some(format!(
                 "source `{name}` (kind {kind}): the signature does not cover the event id{advice}. Events are \

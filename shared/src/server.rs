@@ -120,7 +120,10 @@ where
 }
 
 /// Drives one connection to its end. It is closed gracefully (HTTP/2 `GOAWAY`; HTTP/1 after the
-/// response in flight) when it has had no request in flight for `idle_timeout` — hyper's
+/// response in flight) when it has had no request in flight for `idle_timeout` — a request is
+/// in flight from its head until its handler answered; a response still being written counts
+/// as idle, so a client that does not read its answer has at most two `idle_timeout`s for it —
+/// hyper's
 /// header-read timeout covers HTTP/1 heads only, and an HTTP/2 client that answers pings would
 /// otherwise hold its `max_connections` slot forever — or when the process shuts down. A
 /// connection still open after an idle close and another `idle_timeout` with nothing in flight

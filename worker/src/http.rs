@@ -2,9 +2,11 @@
 //! `GET /readyz`, and (when `[console] enabled`) the operator plane: `/graphql` (`api`),
 //! `/auth/*` (`auth`), `/console` (`console`). Admin listener: `GET /metrics` only.
 //!
-//! Every request body on the main listener is read here, before any route sees it, within
-//! `worker.body_read_timeout` (else `408`) and [`MAX_REQUEST_BODY_BYTES`] (else `413`): a client
-//! that declares a body and never sends it would otherwise hold its connection slot forever.
+//! Every request body on the main listener is read within `worker.body_read_timeout` (else
+//! `408`) and [`MAX_REQUEST_BODY_BYTES`] (else `413`) by [`read_bounded`]: a client that declares
+//! a body and never sends it would otherwise hold its connection slot forever. The GraphQL API
+//! reads its own, after the caller's credentials (so anonymous bodies are never buffered); every
+//! other route gets it read here before it runs.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -63,30 +65,71 @@ pub fn router(health: Arc<Health>, operator: Option<Router>, body_read_timeout: 
         }))
 }
 
-/// Reads the whole request body within `timeout` and [`MAX_REQUEST_BODY_BYTES`], then hands the
-/// request on with the body in memory.
-async fn read_body_first(request: AxumRequest, next: Next, timeout: Duration) -> AxumResponse {
-    let (parts, body) = request.into_parts();
-    if body.is_end_stream() {
-        return next.run(AxumRequest::from_parts(parts, body)).await;
-    }
-    let declared =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|declared| declared > MAX_REQUEST_BODY_BYTES as u64) {
-        return body_refused(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    }
-    match tokio::time::timeout(timeout, Limited::new(body, MAX_REQUEST_BODY_BYTES).collect()).await {
-        Err(_elapsed) => body_refused(StatusCode::REQUEST_TIMEOUT, "body_timeout"),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            body_refused(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+/// Why a request body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Declared or sent beyond [`MAX_REQUEST_BODY_BYTES`] (413).
+    TooLarge,
+    /// Not complete within `worker.body_read_timeout` (408).
+    Timeout,
+    /// The connection broke while it was read (400).
+    Broken,
+}
+
+impl BodyError {
+    /// The HTTP status it is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Broken => StatusCode::BAD_REQUEST,
         }
-        Ok(Err(_broken)) => body_refused(StatusCode::BAD_REQUEST, "body_unreadable"),
-        Ok(Ok(collected)) => next.run(AxumRequest::from_parts(parts, Body::from(collected.to_bytes()))).await,
+    }
+
+    /// The error code in the answer.
+    pub fn code(self) -> &'static str {
+        match self {
+            BodyError::TooLarge => "payload_too_large",
+            BodyError::Timeout => "body_timeout",
+            BodyError::Broken => "body_unreadable",
+        }
     }
 }
 
-fn body_refused(status: StatusCode, error: &'static str) -> AxumResponse {
-    let mut response = (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+/// Reads a whole request body within `timeout` and [`MAX_REQUEST_BODY_BYTES`]; a declared length
+/// over the limit is refused before anything is read.
+pub async fn read_bounded(body: Body, headers: &http::HeaderMap, timeout: Duration) -> Result<Bytes, BodyError> {
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|declared| declared > MAX_REQUEST_BODY_BYTES as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_REQUEST_BODY_BYTES).collect()).await {
+        Err(_elapsed) => Err(BodyError::Timeout),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Ok(Err(_broken)) => Err(BodyError::Broken),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Reads the whole request body (see [`read_bounded`]), then hands the request on with the body
+/// in memory; `/graphql` reads its own after checking the caller.
+async fn read_body_first(request: AxumRequest, next: Next, timeout: Duration) -> AxumResponse {
+    if request.uri().path() == crate::api::PATH {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match read_bounded(body, &parts.headers, timeout).await {
+        Ok(body) => next.run(AxumRequest::from_parts(parts, Body::from(body))).await,
+        Err(error) => body_refused(error),
+    }
+}
+
+fn body_refused(error: BodyError) -> AxumResponse {
+    let mut response = (error.status(), axum::Json(serde_json::json!({ "error": error.code() }))).into_response();
     // The rest of the body may still be on its way: do not try to read the next request after it.
     response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     response

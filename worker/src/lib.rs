@@ -252,7 +252,7 @@ fn operator_routes(
         .map(|s| api::types::Source { name: s.name.clone(), kind: s.kind.as_str().into() })
         .collect();
     let services = Arc::new(api::Services { store, replayer: Arc::clone(&replayer), destinations, sources });
-    let api = api::Api::new(Arc::clone(&auth), services);
+    let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
     Ok((api::router(api).merge(auth::routes::router(auth)).merge(console::router()), replayer))
 }
 

@@ -32,14 +32,14 @@ use std::time::Duration;
 
 use async_graphql::dataloader::DataLoader;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use crate::auth::{Auth, AuthError, CSRF_HEADER, Via, constant_time_eq};
 use crate::deliver::Destination as RuntimeDestination;
+use crate::http::{BodyError, read_bounded};
 use crate::store::Store;
 use error::ApiError;
 use loaders::{AttemptsByDelivery, ContentBudget, DeliveriesByEvent, EventsById, Reads};
@@ -77,13 +77,20 @@ pub struct Api {
     auth: Arc<Auth>,
     services: Arc<Services>,
     executions: tokio::sync::Semaphore,
+    body_read_timeout: Duration,
 }
 
 impl Api {
     /// Builds the schema with its limits.
-    pub fn new(auth: Arc<Auth>, services: Arc<Services>) -> Arc<Api> {
+    pub fn new(auth: Arc<Auth>, services: Arc<Services>, body_read_timeout: Duration) -> Arc<Api> {
         let schema = schema::builder().data(Arc::clone(&services)).finish();
-        Arc::new(Api { schema, auth, services, executions: tokio::sync::Semaphore::new(MAX_EXECUTIONS) })
+        Arc::new(Api {
+            schema,
+            auth,
+            services,
+            executions: tokio::sync::Semaphore::new(MAX_EXECUTIONS),
+            body_read_timeout,
+        })
     }
 }
 
@@ -92,10 +99,13 @@ pub fn sdl() -> String {
     schema::builder().finish().sdl()
 }
 
+/// Where the API is served.
+pub const PATH: &str = "/graphql";
+
 /// `POST /graphql`.
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
-        .route("/graphql", post(graphql).fallback(method_not_allowed))
+        .route(PATH, post(graphql).fallback(method_not_allowed))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
@@ -116,8 +126,8 @@ enum Refusal {
     Unavailable,
     /// The body is not one GraphQL request as a JSON object (400).
     NotOneRequest,
-    /// The body could not be read: too large (413) or broken (400).
-    Body(StatusCode),
+    /// The body could not be read: too large (413), too slow (408) or broken (400).
+    Body(BodyError),
     /// The document is malformed or would cost too much to validate (400).
     Cost(cost::CostError),
     /// Every execution slot stayed busy (503).
@@ -134,7 +144,7 @@ impl Refusal {
             Refusal::Csrf => StatusCode::FORBIDDEN,
             Refusal::Unavailable | Refusal::Busy | Refusal::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::NotOneRequest | Refusal::Cost(_) => StatusCode::BAD_REQUEST,
-            Refusal::Body(status) => *status,
+            Refusal::Body(error) => error.status(),
         }
     }
 
@@ -145,8 +155,9 @@ impl Refusal {
             Refusal::Csrf => "CSRF",
             Refusal::Unavailable => "UNAVAILABLE",
             Refusal::NotOneRequest => "BAD_REQUEST",
-            Refusal::Body(status) if *status == StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
-            Refusal::Body(_) => "BAD_REQUEST",
+            Refusal::Body(BodyError::TooLarge) => "PAYLOAD_TOO_LARGE",
+            Refusal::Body(BodyError::Timeout) => "BODY_TIMEOUT",
+            Refusal::Body(BodyError::Broken) => "BAD_REQUEST",
             Refusal::Cost(error) => error.code(),
             Refusal::Busy => "BUSY",
             Refusal::Timeout => "TIMEOUT",
@@ -161,10 +172,9 @@ impl Refusal {
             Refusal::Csrf => "missing or wrong X-CSRF-Token header".into(),
             Refusal::Unavailable => "the database is unavailable".into(),
             Refusal::NotOneRequest => "expected one GraphQL request as a JSON object".into(),
-            Refusal::Body(status) if *status == StatusCode::PAYLOAD_TOO_LARGE => {
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes")
-            }
-            Refusal::Body(_) => "cannot read the request body".into(),
+            Refusal::Body(BodyError::TooLarge) => format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            Refusal::Body(BodyError::Timeout) => "the request body did not arrive in time".into(),
+            Refusal::Body(BodyError::Broken) => "cannot read the request body".into(),
             Refusal::Cost(error) => error.message(),
             Refusal::Busy => "too many API requests at once; try again in a moment".into(),
             Refusal::Timeout => "the request took too long".into(),
@@ -235,9 +245,7 @@ async fn answer(api: &Api, request: Request) -> Result<Response, Refusal> {
             return Err(Refusal::Csrf);
         }
     }
-    let body = Bytes::from_request(Request::from_parts(parts, body), &())
-        .await
-        .map_err(|rejection| Refusal::Body(rejection.status()))?;
+    let body = read_bounded(body, &parts.headers, api.body_read_timeout).await.map_err(Refusal::Body)?;
     let mut request: async_graphql::Request = serde_json::from_slice(&body).map_err(|_| Refusal::NotOneRequest)?;
     let (document, _) = cost::check(&request.query).map_err(Refusal::Cost)?;
     request.set_parsed_query(document);

@@ -28,6 +28,9 @@ pub enum CipherError {
     /// Not a sealed value, tampered with, or bound to another row.
     #[error("cannot open sealed value")]
     Open,
+    /// The value could not be sealed (the AEAD refused, or it could not be serialised).
+    #[error("cannot seal value")]
+    Seal,
 }
 
 /// AES-256-GCM with key ids.
@@ -74,7 +77,7 @@ impl TokenCipher {
         let nonce = Nonce::generate();
         let sealed = cipher
             .encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: aad.as_bytes() })
-            .map_err(|_| CipherError::Open)?;
+            .map_err(|_| CipherError::Seal)?;
         let mut blob = Vec::with_capacity(NONCE_BYTES + sealed.len());
         blob.extend_from_slice(nonce.as_slice());
         blob.extend_from_slice(&sealed);

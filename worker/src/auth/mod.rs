@@ -206,7 +206,7 @@ impl FlowSeal {
 
     /// The login cookie's value for `flow`.
     pub(crate) fn seal(&self, flow: &LoginFlow) -> Result<String, crypto::CipherError> {
-        let plain = serde_json::to_string(flow).map_err(|_| crypto::CipherError::Open)?;
+        let plain = serde_json::to_string(flow).map_err(|_| crypto::CipherError::Seal)?;
         self.0.seal(&plain, &Self::aad(&flow.provider))
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::operator_support::{OperatorPipeline, Options};
+use crate::operator_support::{ADMIN_TOKEN, OperatorPipeline, Options};
 
 const CAP: usize = 4;
 
@@ -26,20 +26,26 @@ async fn answer(stream: &mut TcpStream, what: &str) -> String {
 }
 
 /// `POST /graphql` announcing a body that never comes is answered 408 after
-/// `worker.body_read_timeout` and its connection closed: as many of them as the connection cap
-/// no longer lock out the API, the console and the probes.
+/// `worker.body_read_timeout` and its connection closed (an anonymous one 401 at once, its body
+/// never read): as many of them as the connection cap no longer lock out the API, the console
+/// and the probes.
 #[tokio::test]
 async fn a_body_that_never_arrives_is_answered_408_and_its_slot_freed() {
     let pipeline = capped_worker().await;
+    let head = |authorization: &str| {
+        format!(
+            "POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{authorization}Content-Length: 100\r\n\r\n{{"
+        )
+    };
+    let mut anonymous = TcpStream::connect(pipeline.worker).await.unwrap();
+    anonymous.write_all(head("").as_bytes()).await.unwrap();
+    let answer_anonymous = answer(&mut anonymous, "an anonymous stalled body").await;
+    assert!(answer_anonymous.starts_with("HTTP/1.1 401"), "{answer_anonymous}");
+
     let mut stalled = Vec::new();
     for _ in 0..CAP {
         let mut stream = TcpStream::connect(pipeline.worker).await.unwrap();
-        stream
-            .write_all(
-                b"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
-            )
-            .await
-            .unwrap();
+        stream.write_all(head(&format!("Authorization: Bearer {ADMIN_TOKEN}\r\n")).as_bytes()).await.unwrap();
         stalled.push(stream);
     }
     // A probe arriving now waits behind them.
@@ -49,7 +55,7 @@ async fn a_body_that_never_arrives_is_answered_408_and_its_slot_freed() {
     for stream in &mut stalled {
         let answer = answer(stream, "a stalled body").await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        assert!(answer.contains("body_timeout"), "{answer}");
+        assert!(answer.contains("BODY_TIMEOUT"), "{answer}");
     }
     let answer = answer(&mut probe, "the waiting probe").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -64,26 +70,42 @@ async fn bodies_over_the_limit_are_answered_413() {
     let mut declared = TcpStream::connect(pipeline.worker).await.unwrap();
     declared
         .write_all(
-            b"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
+            format!(
+                "POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+                 Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 100000000\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();
     let answer_declared = answer(&mut declared, "a declared oversized body").await;
     assert!(answer_declared.starts_with("HTTP/1.1 413"), "{answer_declared}");
 
-    let mut chunked = TcpStream::connect(pipeline.worker).await.unwrap();
-    chunked
-        .write_all(b"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .await
-        .unwrap();
-    let chunk = vec![b' '; 16 * 1024];
-    for _ in 0..5 {
-        chunked.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
-        chunked.write_all(&chunk).await.unwrap();
-        chunked.write_all(b"\r\n").await.unwrap();
+    // Streamed to the API (which reads after the credentials) and to any other route (read
+    // before the route runs).
+    for (path, authorization) in
+        [("/graphql", format!("Authorization: Bearer {ADMIN_TOKEN}\r\n")), ("/auth/logout", String::new())]
+    {
+        let mut chunked = TcpStream::connect(pipeline.worker).await.unwrap();
+        chunked
+            .write_all(
+                format!(
+                    "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{authorization}\
+                     Transfer-Encoding: chunked\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let chunk = vec![b' '; 16 * 1024];
+        for _ in 0..5 {
+            chunked.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
+            chunked.write_all(&chunk).await.unwrap();
+            chunked.write_all(b"\r\n").await.unwrap();
+        }
+        let answer_chunked = answer(&mut chunked, "a streamed oversized body").await;
+        assert!(answer_chunked.starts_with("HTTP/1.1 413"), "{path}: {answer_chunked}");
     }
-    let answer_chunked = answer(&mut chunked, "a streamed oversized body").await;
-    assert!(answer_chunked.starts_with("HTTP/1.1 413"), "{answer_chunked}");
 }
 
 /// An HTTP/2 connection that answers pings but has no request in flight is closed after

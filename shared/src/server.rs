@@ -7,9 +7,9 @@
 //! accepting, lets in-flight requests finish within a grace period, then closes.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -106,7 +106,7 @@ where
                 drop(stream);
                 return;
             }
-            let activity = Arc::new(Activity::default());
+            let activity = Arc::new(Activity::new());
             let service = Tracked { inner: service, activity: Arc::clone(&activity) };
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             serve_connection(connection, &activity, options.header_read_timeout, &shutdown, &force_close).await;
@@ -184,28 +184,43 @@ where
     }
 }
 
-/// How many requests a connection has in flight, and a signal when that changes.
-#[derive(Default)]
+/// How many requests a connection has in flight, and when that last changed. Requests only
+/// update two atomics; the watchdog ([`Activity::idle_for`]) looks at them when its timer fires,
+/// so a busy connection costs no wake-up per request.
 struct Activity {
     in_flight: AtomicUsize,
-    changed: Notify,
+    /// Milliseconds since `since` when a request last started or finished.
+    last_change_ms: AtomicU64,
+    since: Instant,
 }
 
 impl Activity {
-    /// Completes once nothing has been in flight for `period` without interruption.
+    fn new() -> Activity {
+        Activity { in_flight: AtomicUsize::new(0), last_change_ms: AtomicU64::new(0), since: Instant::now() }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_change_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing has been in flight for `period` (noticed at most one `period`
+    /// late when a request ends while the watchdog sleeps through a busy spell).
     async fn idle_for(&self, period: Duration) {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            // Registered before the count is read, so a change in between is not missed.
-            changed.as_mut().enable();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
-                if tokio::time::timeout(period, changed).await.is_err() {
-                    return;
-                }
+            // The count first (pairs with the release in `InFlight::drop`), so a count of zero
+            // comes with the time its last request finished.
+            let busy = self.in_flight.load(Ordering::Acquire) > 0;
+            let last_change = self.since + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
+            let now = Instant::now();
+            let wake = if busy {
+                now + period
+            } else if now >= last_change + period {
+                return;
             } else {
-                changed.await;
-            }
+                last_change + period
+            };
+            tokio::time::sleep_until(wake.into()).await;
         }
     }
 }
@@ -215,16 +230,17 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn start(activity: &Arc<Activity>) -> InFlight {
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.changed.notify_waiters();
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
         InFlight(Arc::clone(activity))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_waiters();
+        // Touched first: the watchdog must not see zero in flight with the old time.
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -28,7 +28,7 @@ use inlet_shared::envelope;
 use inlet_shared::signature::{SchemeKind, SignatureError, Verifier};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::budget::{BodyBudget, Reservation};
+use crate::budget::{BodyBudget, BodyBuffer, Reservation};
 use crate::error::{IngestError, json_response};
 use crate::events;
 use crate::publish::{Publisher, Stored};
@@ -301,9 +301,9 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
 }
 
 /// Reads at most `limit` bytes within `body_read_timeout`; a declared or actual larger body is
-/// rejected as soon as that is known, without reading the rest. The bytes are reserved against
-/// the body budget before they are read (the declared length at once, else chunk by chunk);
-/// without room the request is refused at once, `Busy`.
+/// rejected as soon as that is known, without reading the rest. What the body holds is reserved
+/// against the body budget as it arrives, never what it only declares (which costs a sender
+/// nothing); without room the request is refused at once, `Busy`.
 async fn read_body(
     mut body: Incoming,
     headers: &HeaderMap,
@@ -317,47 +317,24 @@ async fn read_body(
     {
         return Err(IngestError::TooLarge { limit });
     }
-    let busy = IngestError::Busy { retry_after: state.retry_after };
-    let mut reservation = state.body_budget.reservation();
-    // hyper ends a body at its Content-Length (HTTP/1) or refuses a longer one (HTTP/2), so
-    // the declared length covers the whole body.
-    let declared = declared.and_then(|d| usize::try_from(d).ok());
-    if let Some(declared) = declared
-        && !reservation.grow(declared)
-    {
-        return Err(busy);
-    }
-    let capacity = declared.unwrap_or(8 * 1024).min(limit);
-    let read = async {
-        // A body that arrives in one frame (the common case) is used as is, without a copy.
-        let mut first: Option<Bytes> = None;
-        let mut buffer = BytesMut::new();
+    let mut buffer = BodyBuffer::new(&state.body_budget, declared, limit);
+    let read = async move {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(IngestError::BodyRead)?;
             if let Ok(data) = frame.into_data() {
-                let received = first.as_ref().map_or(0, Bytes::len) + buffer.len();
-                if received + data.len() > limit {
+                if buffer.received() + data.len() > limit {
                     return Err(IngestError::TooLarge { limit });
                 }
-                if declared.is_none() && !reservation.grow(data.len()) {
-                    return Err(busy);
-                }
-                match first.take() {
-                    None if buffer.is_empty() => first = Some(data),
-                    None => buffer.extend_from_slice(&data),
-                    Some(earlier) => {
-                        buffer.reserve(capacity.max(earlier.len() + data.len()));
-                        buffer.extend_from_slice(&earlier);
-                        buffer.extend_from_slice(&data);
-                    }
+                if !buffer.push(data) {
+                    return Err(IngestError::Busy { retry_after: state.retry_after });
                 }
             }
         }
-        Ok(first.unwrap_or_else(|| buffer.freeze()))
+        Ok(buffer)
     };
     let timeout = state.body_read_timeout;
-    let body = tokio::time::timeout(timeout, read).await.map_err(|_| IngestError::BodyTimeout(timeout))??;
-    Ok((body, reservation))
+    let buffer = tokio::time::timeout(timeout, read).await.map_err(|_| IngestError::BodyTimeout(timeout))??;
+    Ok(buffer.finish())
 }
 
 /// The most bytes of the request's headers kept with an event (the JSON of

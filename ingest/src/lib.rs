@@ -97,12 +97,24 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let probe_task = tokio::spawn(Arc::clone(publisher.health()).run_probe(publisher.clone(), shutdown.clone()));
 
+    let largest_body =
+        config.sources.iter().filter_map(|s| s.max_body_bytes).fold(config.ingest.max_body_bytes, usize::max);
+    let body_budget = budget::BodyBudget::new(config.ingest.max_buffered_body_bytes, largest_body);
+    if body_budget.small_slice() < budget::SMALL_BODY_BYTES {
+        tracing::warn!(
+            max_buffered_body_bytes = config.ingest.max_buffered_body_bytes,
+            largest_body,
+            "ingest.max_buffered_body_bytes leaves no room kept for small bodies beside the largest body: large \
+             or stalled bodies can hold all of it and keep small webhooks out (503 busy); raise it to at least \
+             the largest body limit plus 1000000"
+        );
+    }
     let state = Arc::new(http::AppState {
         sources,
         publisher,
         body_read_timeout: config.ingest.body_read_timeout,
         retry_after: config.ingest.retry_after,
-        body_budget: budget::BodyBudget::new(config.ingest.max_buffered_body_bytes),
+        body_budget,
         in_flight: metrics::gauge!(events::IN_FLIGHT),
     });
     let options = ServeOptions {

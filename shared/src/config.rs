@@ -492,9 +492,13 @@ pub struct IngestConfig {
     /// a source's own `rate_limit` counts verified requests only.
     pub failure_rate_limit: RateLimit,
     /// Bytes of request bodies ingest holds in memory at once, over all connections and
-    /// streams (HTTP/2 multiplies requests per connection); default 256 MiB. A request whose
-    /// body would exceed it gets `503` `{"error":"busy"}` with `Retry-After` at once (its body
-    /// is not read). Must be at least the largest body limit, so that every accepted size fits.
+    /// streams (HTTP/2 multiplies requests per connection); default 256 MiB. A body reserves
+    /// what it holds as it arrives (never its declared length up front); one that finds no room
+    /// gets `503` `{"error":"busy"}` with `Retry-After` at once (the rest of it is not read). An
+    /// eighth of it (at least 1,000,000 bytes, but never so much that the largest body no
+    /// longer fits beside it) is kept for bodies of at most 64 KiB, so that large or stalled
+    /// bodies cannot lock genuine webhooks out. Must be at least the largest body limit, so
+    /// that every accepted size fits.
     pub max_buffered_body_bytes: usize,
     /// Request headers stored with their name but the value `<redacted>` (stored headers are
     /// shown to every viewer): exact names, `*suffix`, `prefix*` or `*`, case-insensitive.

@@ -450,8 +450,8 @@ async fn oversized_streamed_bodies_cost_at_most_the_limit_per_request() {
         ATTEMPTED >> 20,
         LIMIT >> 20
     );
-    // Per request: the body buffer (≤ the limit, its capacity doubling up to it, the old and new
-    // allocation briefly both alive), hyper's read buffer and allocator slack — a few times the
+    // Per request: the body's chunks (≤ the limit, allocated as it arrives), hyper's read buffer
+    // and allocator slack — a few times the
     // limit (measured 2.7–4.1 MiB at 1 MiB, debug build). Buffering what the senders tried would
     // take 1 GiB.
     let budget_kib = (SENDERS * LIMIT / 1024) as u64 * 6;

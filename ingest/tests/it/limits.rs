@@ -153,79 +153,143 @@ async fn readiness_asks_nats_at_most_about_once_a_second_however_often_it_is_cal
     assert!(asked <= bound, "{asked} JetStream API requests for 500 /readyz calls in {elapsed:?} (bound {bound})");
 }
 
-/// A few h2c connections multiplexing many ~1 MB webhooks, each sending all but its last byte and
-/// then stalling: the bodies held at once are bounded by `ingest.max_buffered_body_bytes`, not by
-/// streams × body limit. Those beyond the budget get 503 `busy` with `Retry-After` at once
-/// (their bodies unread), the process's memory stays near the budget, and once the stalled
-/// ones time out (408) genuine webhooks are accepted.
+/// Eight h2c connections, each with its 32 streams (`MAX_STREAMS_PER_CONNECTION`) open on
+/// webhooks declaring 1 MB: half send nothing at all, half send all but the last byte; then all
+/// stall, as an attacker who knows only a source's name would. The bodies held at once are
+/// bounded by `ingest.max_buffered_body_bytes`, not by streams × body limit: a stream reserves
+/// only what has arrived, so the silent ones hold nothing, and the sending ones beyond the budget
+/// get 503 `busy` with `Retry-After` as soon as a part of their body finds no room (the rest
+/// unread); the process's memory stays near the budget. And *while* all of them are held,
+/// genuine small webhooks are accepted: large bodies may not use the slice of the budget kept
+/// for small ones. (Before, the declared length was reserved up front: the silent streams alone
+/// filled the budget and every webhook was refused `busy` until they timed out.)
 #[tokio::test]
 async fn many_large_bodies_over_http2_connections_are_bounded_by_the_body_budget() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
     use futures::StreamExt as _;
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::Frame;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    const STREAMS: usize = 100;
+    const CONNECTIONS: usize = 8;
     const BODY: usize = 1_000_000;
     const BUDGET: usize = 8 * BODY;
+    const GENUINE: usize = 20;
+    // Long enough that the stall is still held while the genuine webhooks are sent.
+    const READ_TIMEOUT: Duration = Duration::from_secs(10);
     let nats = inlet_shared::test_util::TestNats::start();
-    let settings = format!("max_buffered_body_bytes = {BUDGET}\nbody_read_timeout = \"3s\"");
-    let ingest = crate::connections::IngestProcess::start(&nats, &settings).await;
+    let settings = format!("max_buffered_body_bytes = {BUDGET}\nbody_read_timeout = \"{}s\"", READ_TIMEOUT.as_secs());
+    let ingest = Arc::new(crate::connections::IngestProcess::start(&nats, &settings).await);
     assert_eq!(ingest.post_signed("evt_budget_warmup").await, 202);
     let rss_base = ingest.rss_kib();
 
-    // Each connection may open `MAX_STREAMS_PER_CONNECTION` streams at once: use a few.
     let per_connection = inlet_shared::server::MAX_STREAMS_PER_CONNECTION as usize;
+    let streams = CONNECTIONS * per_connection;
     let mut senders = Vec::new();
-    for _ in 0..STREAMS.div_ceil(per_connection) {
+    for _ in 0..CONNECTIONS {
         let tcp = tokio::net::TcpStream::connect(ingest.addr).await.unwrap();
         let (sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
         tokio::spawn(connection);
         senders.push(sender);
     }
-    let requests = (0..STREAMS).map(|n| {
-        let mut sender = senders[n / per_connection].clone();
-        async move {
-            // All but the last byte of the declared length, then nothing: held until the body
-            // read timeout, as an attacker would.
-            let sent = bytes::Bytes::from(vec![b'x'; BODY - 1]);
-            let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(sent))])
-                .chain(futures::stream::pending());
-            let request = http::Request::post(format!("http://{}/webhooks/idle", ingest.addr))
-                .header("content-type", "application/json")
-                .header("content-length", BODY)
-                .header("stripe-signature", format!("t={},v1={}", now(), "0".repeat(64)))
-                .body(StreamBody::new(frames))
-                .unwrap();
-            let response = sender.send_request(request).await.unwrap_or_else(|e| panic!("stream {n}: {e}"));
-            let status = response.status().as_u16();
-            let retry_after = response.headers().contains_key("retry-after");
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            (status, retry_after, json["error"].as_str().unwrap_or_default().to_owned())
+    let answered_sending = Arc::new(AtomicUsize::new(0));
+    let answered_silent = Arc::new(AtomicUsize::new(0));
+    let sent = bytes::Bytes::from(vec![b'x'; BODY - 1]);
+    let started = Instant::now();
+    let requests: Vec<_> = (0..streams)
+        .map(|n| {
+            let mut sender = senders[n / per_connection].clone();
+            // Every other stream on each connection sends nothing; the others all but the last
+            // byte of the declared length. Then nothing: held until the body read timeout.
+            let silent = n % 2 == 0;
+            let answered = Arc::clone(if silent { &answered_silent } else { &answered_sending });
+            let first = (!silent).then(|| Ok::<_, std::convert::Infallible>(Frame::data(sent.clone())));
+            let addr = ingest.addr;
+            tokio::spawn(async move {
+                let frames = futures::stream::iter(first).chain(futures::stream::pending());
+                let request = http::Request::post(format!("http://{addr}/webhooks/idle"))
+                    .header("content-type", "application/json")
+                    .header("content-length", BODY)
+                    .header("stripe-signature", format!("t={},v1={}", now(), "0".repeat(64)))
+                    .body(StreamBody::new(frames))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap_or_else(|e| panic!("stream {n}: {e}"));
+                let status = response.status().as_u16();
+                let retry_after = response.headers().contains_key("retry-after");
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                answered.fetch_add(1, Ordering::SeqCst);
+                (silent, status, retry_after, json["error"].as_str().unwrap_or_default().to_owned())
+            })
+        })
+        .collect();
+
+    // The stall is in place once the sending streams the budget has no room for have been
+    // refused: at most a budget's worth of them is left, and no answer came for a second.
+    let mut last = (0, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answered = answered_sending.load(Ordering::SeqCst);
+        if answered != last.0 {
+            last = (answered, Instant::now());
+        } else if answered >= streams / 2 - BUDGET / BODY && last.1.elapsed() >= Duration::from_secs(1) {
+            break;
         }
+        assert!(started.elapsed() < READ_TIMEOUT / 2, "the stall never settled: {answered} sending streams answered");
+    }
+    let rss_stalled = ingest.rss_kib();
+
+    // Genuine small webhooks, all at once, while every stalled stream is still held.
+    let genuine = (0..GENUINE).map(|n| {
+        let ingest = Arc::clone(&ingest);
+        async move { ingest.post_signed(&format!("evt_budget_during_{n}")).await }
     });
-    let answers = futures::future::join_all(requests).await;
+    let statuses = futures::future::join_all(genuine).await;
+    let genuine_done = started.elapsed();
+    assert!(
+        statuses.iter().all(|status| *status == 202),
+        "genuine webhooks during the stall (after {genuine_done:?}): {statuses:?}\n{}",
+        ingest.log()
+    );
+    // No stalled stream can have timed out yet: they were all still held.
+    assert!(genuine_done < READ_TIMEOUT, "the genuine webhooks took until {genuine_done:?}, past the stall");
+    assert_eq!(answered_silent.load(Ordering::SeqCst), 0, "silent streams hold nothing, so none is refused");
+
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
     let rss_after = ingest.rss_kib();
-    let timed_out = answers.iter().filter(|(status, _, _)| *status == 408).count();
-    let busy: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 503).collect();
+    let (silent, sending): (Vec<_>, Vec<_>) = answers.into_iter().partition(|(silent, ..)| *silent);
+    assert!(silent.iter().all(|(_, status, ..)| *status == 408), "silent streams reserve nothing: {silent:?}");
+    let timed_out = sending.iter().filter(|(_, status, ..)| *status == 408).count();
+    let busy: Vec<_> = sending.iter().filter(|(_, status, ..)| *status == 503).collect();
     eprintln!(
-        "{STREAMS} stalled streams of {BODY} bytes on h2c connections, budget {BUDGET}: {timed_out} read until \
-         the timeout, {} busy; VmRSS {rss_base} KiB before, {rss_after} KiB after",
+        "{streams} stalled streams declaring {BODY} bytes on {CONNECTIONS} h2c connections (half silent), budget \
+         {BUDGET}: {timed_out} sending streams read until the timeout, {} busy; {GENUINE} genuine webhooks \
+         answered {genuine_done:?} in; VmRSS {rss_base} KiB before, {rss_stalled} KiB stalled, {rss_after} KiB after",
         busy.len()
     );
-    assert_eq!(timed_out + busy.len(), STREAMS, "{answers:?}\n{}", ingest.log());
-    assert!(timed_out <= BUDGET / BODY, "{timed_out} bodies were read at once, more than the budget holds");
-    assert!(busy.iter().all(|(_, retry_after, error)| *retry_after && error == "busy"), "{busy:?}");
-    // Unbounded, every stream's body is held at once: ~STREAMS × BODY (150 streams took
+    assert_eq!(timed_out + busy.len(), sending.len(), "{sending:?}\n{}", ingest.log());
+    // An eighth of the budget (here one body's worth) is kept for small bodies: the large ones
+    // can hold only the rest. And the stall did hold it: some bodies were read in full, the
+    // others refused.
+    let shared = BUDGET - BUDGET / 8;
+    assert!(timed_out <= shared / BODY, "{timed_out} bodies were read at once, more than the budget holds for them");
+    assert!(timed_out >= 1 && !busy.is_empty(), "the stall never filled the budget: {sending:?}");
+    assert!(busy.iter().all(|(_, _, retry_after, error)| *retry_after && error == "busy"), "{busy:?}");
+    // Unbounded, every stream's body is held at once: ~streams × BODY (150 streams took
     // 31 → 187 MiB, never returned). Bounded: a few times the budget (each body's buffer,
     // hyper's, allocator slack), whatever the number of streams.
-    let grown_kib = rss_after.saturating_sub(rss_base);
+    let grown_kib = rss_stalled.max(rss_after).saturating_sub(rss_base);
     let bound_kib = (4 * BUDGET / 1024) as u64;
     assert!(grown_kib <= bound_kib, "VmRSS grew {grown_kib} KiB; the bound is 4 × the budget ({bound_kib} KiB)");
 
-    // The budget is returned: genuine webhooks are accepted afterwards.
+    // The budget is returned: genuine webhooks are still accepted afterwards.
     for n in 0..3 {
         assert_eq!(ingest.post_signed(&format!("evt_budget_after_{n}")).await, 202);
     }

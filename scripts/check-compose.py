@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks docker-compose.yml against the production shape the README promises, without Docker.
+"""Checks docker-compose.yml against the production shape docs/operations.md describes, without Docker.
 
 Development and CI machines have no Docker engine, so the stack is never started by the tests.
 This checks what `docker compose config` would not: a three-node NATS cluster on the pinned

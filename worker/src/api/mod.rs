@@ -9,7 +9,9 @@
 //!   (401); a session cookie needs the session's CSRF token in `X-CSRF-Token` (403);
 //! - one operation per request (batches answer 400), body at most 64 KiB (413);
 //! - the document's cost before async-graphql validates it ([`cost`]: nesting, fragments,
-//!   selections, aliases, and the size with fragment spreads expanded, memoised): 400;
+//!   selections, aliases, arguments per field, directives per place, input values, and the
+//!   size with fragment spreads expanded, each expansion charged its input values, memoised):
+//!   400;
 //! - depth and complexity limits (an event's `content` is priced so that a page of them is
 //!   refused); introspection only for authenticated callers, field suggestions never;
 //! - at most [`MAX_EXECUTIONS`] requests execute at once, each for at most

@@ -225,6 +225,66 @@ async fn a_fragment_spread_bomb_is_refused_cheaply_and_health_answers_meanwhile(
     assert_eq!(data["me"]["role"], "admin");
 }
 
+/// The argument bomb: two fragments selecting `me` with the same 4,001 arguments, both spread
+/// in each of 160 inline fragments (about 57 KB, under the body limit, and within every cap on
+/// selections and expansion). Merging the two fields compares their arguments pairwise, with a
+/// linear search for each, in every one of the 160 selection sets: over a billion string
+/// comparisons of synchronous validation, which the execution timeout cannot interrupt. The
+/// cost check refuses it (too many arguments) before validation, within milliseconds, and the
+/// runtime stays free to answer `/healthz`; at the cap of arguments per field, the same shape
+/// is refused for its expanded size, each expansion being charged its arguments.
+#[tokio::test]
+async fn an_argument_bomb_is_refused_cheaply_and_health_answers_meanwhile() {
+    let pipeline = OperatorPipeline::start(&[], Options::default()).await;
+    let bomb = inlet_worker::api::cost::argument_bomb(4_001, 160);
+    let body = serde_json::to_vec(&json!({ "query": bomb })).unwrap();
+    assert!(body.len() < inlet_worker::api::MAX_BODY_BYTES, "{}", body.len());
+    let send = |query: String| {
+        let request =
+            pipeline.client.post(pipeline.url("/graphql")).bearer_auth(ADMIN_TOKEN).json(&json!({ "query": query }));
+        async move {
+            let started = std::time::Instant::now();
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap();
+            (status, answer, started.elapsed())
+        }
+    };
+
+    // Two at once while /healthz is asked (the worker runs on this test's one-thread runtime:
+    // a bomb validated there would hold up everything else). Parsing 63 KiB is most of the
+    // time taken (about 120 ms each in a debug build).
+    let bombs = futures::future::join_all((0..2).map(|_| send(bomb.clone())));
+    let health = async {
+        let started = std::time::Instant::now();
+        let status = pipeline.client.get(pipeline.url("/healthz")).send().await.unwrap().status();
+        (status, started.elapsed())
+    };
+    let (answers, (health_status, health_elapsed)) = tokio::join!(bombs, health);
+    for (status, answer, elapsed) in answers {
+        assert_eq!((status, code(&answer).as_str()), (400, "QUERY_TOO_COSTLY"), "{answer}");
+        assert!(answer["errors"][0]["message"].as_str().unwrap().contains("arguments"), "{answer}");
+        assert!(elapsed < Duration::from_secs(1), "signed-in argument bomb took {elapsed:?}");
+    }
+    assert_eq!(health_status, 200);
+    assert!(health_elapsed < Duration::from_secs(1), "/healthz took {health_elapsed:?}");
+
+    let (status, answer, elapsed) = send(inlet_worker::api::cost::argument_bomb(16, 160)).await;
+    assert_eq!((status, code(&answer).as_str()), (400, "QUERY_TOO_COSTLY"), "{answer}");
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("once fragments are expanded"), "{answer}");
+    assert!(elapsed < Duration::from_secs(1), "argument bomb at the cap took {elapsed:?}");
+
+    // Arguments and directives within the caps still work.
+    let data = pipeline
+        .gql(
+            "query($skip: Boolean = false) { events(first: 3) { nodes { id @skip(if: $skip) } } me { role } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["me"]["role"], "admin");
+    assert!(data["events"]["nodes"].is_array(), "{data}");
+}
+
 /// Bodies are priced: a page of events with their contents is over the complexity limit
 /// (refused before any read), one event's content works whatever its size, and one answer
 /// carries at most 8 MiB of contents beyond that.

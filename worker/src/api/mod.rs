@@ -236,7 +236,7 @@ async fn answer(api: &Api, request: Request) -> Result<Response, Refusal> {
         // of the body is read, let alone parsed.
         Ok(None) => return Err(Refusal::Unauthenticated),
         Err(AuthError::BadToken) => return Err(Refusal::BadToken),
-        Err(AuthError::Store(error)) => {
+        Err(error @ (AuthError::Store(_) | AuthError::Seal(_))) => {
             tracing::error!(%error, "cannot authenticate");
             return Err(Refusal::Unavailable);
         }

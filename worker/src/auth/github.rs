@@ -68,7 +68,7 @@ impl GithubLogin {
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("inlet/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+            .map_err(|e| LoginError::ProviderApi(e.to_string()))?;
         Ok(GithubLogin { config, redirect_uri: format!("{public_url}/auth/github/callback"), http, org_role })
     }
 
@@ -145,12 +145,12 @@ impl GithubLogin {
             .header("X-GitHub-Api-Version", "2022-11-28")
             .send()
             .await
-            .map_err(|e| LoginError::Discovery(format!("GitHub API {path}: {e}")))?;
+            .map_err(|e| LoginError::ProviderApi(format!("GitHub API {path}: {e}")))?;
         if !response.status().is_success() {
             return Err(LoginError::TokenExchange(format!("GitHub API {path}: HTTP {}", response.status())));
         }
-        let bytes = response.bytes().await.map_err(|e| LoginError::Discovery(e.to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| LoginError::Discovery(format!("GitHub API {path}: {e}")))
+        let bytes = response.bytes().await.map_err(|e| LoginError::ProviderApi(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| LoginError::ProviderApi(format!("GitHub API {path}: {e}")))
     }
 
     /// Finishes a login from the callback's query: returns the identity and where to go next.
@@ -181,8 +181,8 @@ impl GithubLogin {
             .body(body)
             .send()
             .await
-            .map_err(|e| LoginError::Discovery(e.to_string()))?;
-        let bytes = response.bytes().await.map_err(|e| LoginError::Discovery(e.to_string()))?;
+            .map_err(|e| LoginError::ProviderApi(e.to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| LoginError::ProviderApi(e.to_string()))?;
         let answer: TokenAnswer =
             serde_json::from_slice(&bytes).map_err(|_| LoginError::TokenExchange("unreadable token answer".into()))?;
         // GitHub reports a refused code with 200 and an `error` field.

@@ -66,6 +66,9 @@ pub enum AuthError {
     /// The bearer token is unknown or revoked.
     #[error("invalid or revoked API token")]
     BadToken,
+    /// A provider token could not be sealed for keeping.
+    #[error("cannot seal the provider token: {0}")]
+    Seal(#[from] crypto::CipherError),
 }
 
 /// `n` random bytes, base64url without padding.
@@ -451,7 +454,7 @@ impl Auth {
     ///
     /// # Errors
     ///
-    /// A database failure.
+    /// A database failure, or a provider token that cannot be sealed.
     pub async fn sign_in(&self, identity: Identity) -> Result<Option<NewSession>, AuthError> {
         // A provider account linked to an Inlet user signs in as that user: the user's own
         // address decides the role (the allowlist stays the source of truth at every login).
@@ -483,7 +486,7 @@ impl Auth {
             match (&self.cipher, &identity.access_token) {
                 (Some(cipher), Some(token)) => {
                     let aad = token_aad(&identity.provider, &identity.subject);
-                    let sealed = cipher.seal(token.expose(), &aad).map_err(|_| AuthError::BadToken)?;
+                    let sealed = cipher.seal(token.expose(), &aad)?;
                     let recheck = now_ms().saturating_add(i64::try_from(limit.as_millis()).unwrap_or(i64::MAX));
                     kept = Some((sealed, recheck));
                 }

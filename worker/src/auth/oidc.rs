@@ -74,6 +74,9 @@ pub enum LoginError {
     /// The provider cannot be reached or its metadata is unusable.
     #[error("the identity provider is unavailable")]
     Discovery(String),
+    /// A call to the provider's API (GitHub's user and email endpoints) failed.
+    #[error("the identity provider's API is unavailable")]
+    ProviderApi(String),
     /// The code was refused at the token endpoint (reused, wrong verifier, wrong client).
     #[error("the identity provider did not accept the authorization code")]
     TokenExchange(String),

@@ -135,13 +135,18 @@ async fn finished(auth: &Auth, headers: &HeaderMap, result: Result<(Identity, Fl
         Err(error) => {
             // The detail (never a token) goes to the log; the page says what kind of failure.
             match &error {
-                LoginError::TokenExchange(detail) | LoginError::IdToken(detail) | LoginError::Discovery(detail) => {
+                LoginError::TokenExchange(detail)
+                | LoginError::IdToken(detail)
+                | LoginError::Discovery(detail)
+                | LoginError::ProviderApi(detail) => {
                     tracing::warn!(%error, detail, "sign-in failed")
                 }
                 _ => tracing::warn!(%error, "sign-in failed"),
             }
             let status = match error {
-                LoginError::Seal | LoginError::Discovery(_) => StatusCode::SERVICE_UNAVAILABLE,
+                LoginError::Seal | LoginError::Discovery(_) | LoginError::ProviderApi(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 _ => StatusCode::BAD_REQUEST,
             };
             let mut response = page(status, "Sign-in failed", &error.to_string());
@@ -172,7 +177,7 @@ async fn finished(auth: &Auth, headers: &HeaderMap, result: Result<(Identity, Fl
         ),
         Err(error) => {
             tracing::error!(%error, "cannot store the session");
-            page(StatusCode::SERVICE_UNAVAILABLE, "Sign-in failed", "The database is unavailable.")
+            page(StatusCode::SERVICE_UNAVAILABLE, "Sign-in failed", "The session could not be stored; try again.")
         }
     };
     if let Ok(value) = HeaderValue::from_str(&clear_login) {

@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::events;
+use crate::metric_names;
 use crate::publish::{PublishFailure, Stored, classify};
 
 /// Most messages per atomic batch (the server's default limit).
@@ -87,8 +87,8 @@ impl Batcher {
     pub fn start(client: async_nats::Client, js: jetstream::Context, stream: &str) -> Batcher {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let metrics = BatchMetrics {
-            messages: metrics::histogram!(events::BATCH_MESSAGES, "stream" => stream.to_owned()),
-            commit: metrics::histogram!(events::BATCH_COMMIT_DURATION, "stream" => stream.to_owned()),
+            messages: metrics::histogram!(metric_names::BATCH_MESSAGES, "stream" => stream.to_owned()),
+            commit: metrics::histogram!(metric_names::BATCH_COMMIT_DURATION, "stream" => stream.to_owned()),
             stream: stream.to_owned(),
         };
         tokio::spawn(run(client, js, receiver, metrics));
@@ -164,7 +164,7 @@ async fn run(
             }
             Err(error) => {
                 let reason = fallback_reason(&error);
-                metrics::counter!(events::BATCH_FALLBACKS, "stream" => metrics.stream.clone(), "reason" => reason)
+                metrics::counter!(metric_names::BATCH_FALLBACKS, "stream" => metrics.stream.clone(), "reason" => reason)
                     .increment(1);
                 tracing::debug!(reason, size = group.len(), "atomic batch failed; publishing individually");
                 let batch = std::mem::take(&mut group);

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::events;
+use crate::metric_names;
 
 /// A body that holds at most this much (and declares no more) may use the slice of the budget
 /// kept for small bodies. Provider webhooks are a few KiB, well under it.
@@ -70,7 +70,7 @@ impl BodyBudget {
     pub fn new(capacity: usize, largest_body: usize) -> BodyBudget {
         let capacity = capacity.min(Semaphore::MAX_PERMITS);
         let small_slice = (capacity / 8).max(MIN_SMALL_SLICE).min(capacity.saturating_sub(largest_body));
-        let in_use = metrics::gauge!(events::BUFFERED_BODY_BYTES);
+        let in_use = metrics::gauge!(metric_names::BUFFERED_BODY_BYTES);
         BodyBudget {
             shared: Arc::new(Semaphore::new(capacity - small_slice)),
             small: Arc::new(Semaphore::new(small_slice)),

@@ -226,7 +226,7 @@ mod tests {
             IngestError::Busy { retry_after: retry },
         ];
         for error in errors {
-            assert!(crate::events::OUTCOMES.contains(&error.code()), "{}", error.code());
+            assert!(crate::metric_names::OUTCOMES.contains(&error.code()), "{}", error.code());
             let wants_retry = error.status() == StatusCode::TOO_MANY_REQUESTS || error.status().is_server_error();
             let response = error.into_response();
             assert_eq!(response.headers().contains_key(header::RETRY_AFTER), wants_retry);

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::events;
+use crate::metric_names;
 use crate::publish::{PublishFailure, Publisher, StoreFull};
 
 /// How often a failing store is probed, and how often a trial request is let through while
@@ -77,7 +77,7 @@ pub struct StoreHealth {
 impl StoreHealth {
     /// The store behind `stream`, assumed available until a publish says otherwise.
     pub fn new(stream: &str) -> Arc<StoreHealth> {
-        let available = metrics::gauge!(events::STORE_AVAILABLE, "stream" => stream.to_owned());
+        let available = metrics::gauge!(metric_names::STORE_AVAILABLE, "stream" => stream.to_owned());
         available.set(1.0);
         Arc::new(StoreHealth { state: watch::Sender::new(None), available, stream: stream.to_owned() })
     }
@@ -156,13 +156,13 @@ impl StoreHealth {
     fn probed(&self, outcome: Result<(), PublishFailure>) {
         let failure = match outcome {
             Ok(()) => {
-                events::store_probed(&self.stream, "available");
+                metric_names::store_probed(&self.stream, "available");
                 self.recovered("probe");
                 return;
             }
             Err(failure) => failure,
         };
-        events::store_probed(&self.stream, "failing");
+        metric_names::store_probed(&self.stream, "failing");
         tracing::debug!(reason = failure.as_str(), "store probe: still failing");
         let sees_cause = probe_sees_cause(failure);
         self.state.send_if_modified(|state| {

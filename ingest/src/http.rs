@@ -30,7 +30,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::budget::{BodyBudget, BodyBuffer, Reservation};
 use crate::error::{IngestError, json_response};
-use crate::events;
+use crate::metric_names;
 use crate::publish::{Publisher, Stored};
 
 /// What a configured source needs at request time.
@@ -49,7 +49,7 @@ pub struct SourceRuntime {
     dropped_headers: Vec<String>,
     /// Headers stored with the value `<redacted>` (`ingest.redact_headers`).
     redacted_headers: envelope::HeaderPatterns,
-    metrics: events::SourceMetrics,
+    metrics: metric_names::SourceMetrics,
 }
 
 impl SourceRuntime {
@@ -77,7 +77,7 @@ impl SourceRuntime {
             subject: config.stream.subject_for(&source.name),
             dropped_headers,
             redacted_headers: config.ingest.redact_headers.clone(),
-            metrics: events::SourceMetrics::new(&source.name, source.secrets.len()),
+            metrics: metric_names::SourceMetrics::new(&source.name, source.secrets.len()),
         })
     }
 
@@ -178,7 +178,7 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<
 /// (`health`); a 503 says why in `reason`.
 async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
     let connected = state.publisher.is_connected();
-    metrics::gauge!(events::NATS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    metrics::gauge!(metric_names::NATS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
     let failing = state.publisher.health().failing();
     let not_ready = match failing {
         Some(store) => Some(serde_json::json!({
@@ -210,9 +210,9 @@ async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
 
 async fn webhook(state: &AppState, name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let _in_flight = events::InFlight::start(&state.in_flight);
+    let _in_flight = metric_names::InFlight::start(&state.in_flight);
     let Some(source) = state.sources.get(name) else {
-        events::unknown_source(started.elapsed());
+        metric_names::unknown_source(started.elapsed());
         return IngestError::UnknownSource.into_response();
     };
     let result = accept(state, source, request).await;

@@ -14,9 +14,9 @@
 pub mod batch;
 pub mod budget;
 pub mod error;
-pub mod events;
 pub mod health;
 pub mod http;
+pub mod metric_names;
 pub mod publish;
 
 use std::collections::HashMap;
@@ -69,7 +69,7 @@ impl Listeners {
 /// When NATS cannot be reached or the stream cannot be set up within `nats.startup_timeout`.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics_handle();
-    events::describe();
+    metric_names::describe();
 
     let mut sources = HashMap::new();
     for source in &config.sources {
@@ -115,7 +115,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         body_read_timeout: config.ingest.body_read_timeout,
         retry_after: config.ingest.retry_after,
         body_budget,
-        in_flight: metrics::gauge!(events::IN_FLIGHT),
+        in_flight: metrics::gauge!(metric_names::IN_FLIGHT),
     });
     let options = ServeOptions {
         header_read_timeout: config.ingest.header_read_timeout,

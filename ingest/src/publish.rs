@@ -70,7 +70,7 @@ pub enum StoreFull {
     WriteFailed,
 }
 
-/// Every `reason` label value of [`crate::events::PUBLISH_FAILURES`].
+/// Every `reason` label value of [`crate::metric_names::PUBLISH_FAILURES`].
 pub const FAILURE_REASONS: &[&str] = &[
     "nats_disconnected",
     "puback_timeout",
@@ -203,7 +203,7 @@ impl Publisher {
         match result {
             Ok(stored) => self.health.record(Ok(matches!(stored, Stored::New(_)))),
             Err(failure) => {
-                crate::events::publish_failed(&self.stream_name, failure);
+                crate::metric_names::publish_failed(&self.stream_name, failure);
                 self.health.record(Err(failure));
             }
         }
@@ -219,7 +219,7 @@ impl Publisher {
         let started = Instant::now();
         if let Some(batcher) = &self.batcher {
             let stored = batcher.publish(subject, headers, body, started + self.deadline).await?;
-            crate::events::published(started.elapsed());
+            crate::metric_names::published(started.elapsed());
             return Ok(stored);
         }
         let message = PublishMessage::build().payload(body).headers(headers);
@@ -229,7 +229,7 @@ impl Publisher {
             Ok::<_, PublishFailure>(ack)
         };
         let ack = tokio::time::timeout(self.deadline, attempt).await.map_err(|_| PublishFailure::Timeout)??;
-        crate::events::published(started.elapsed());
+        crate::metric_names::published(started.elapsed());
         Ok(if ack.duplicate { Stored::Duplicate(ack.sequence) } else { Stored::New(ack.sequence) })
     }
 

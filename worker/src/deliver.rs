@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
-use crate::events;
+use crate::metric_names;
 use crate::store::{
     AttemptOutcome, AttemptRecord, AttemptSettled, Claimed, DeadLetterReason, DeliveryToSend, DueClass, Lease,
     NextStep, Store, now_ms,
@@ -78,7 +78,7 @@ pub struct Destination {
     pub breaker: Breaker,
     limiter: Option<DefaultDirectRateLimiter>,
     client: reqwest::Client,
-    metrics: events::DestinationMetrics,
+    metrics: metric_names::DestinationMetrics,
     concurrency: usize,
     /// Attempts in flight, both classes.
     slots: Arc<Semaphore>,
@@ -128,8 +128,9 @@ impl Destination {
             Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
         });
         let breaker = Breaker::new(config.breaker.failure_threshold, config.breaker.cooldown);
-        metrics::gauge!(events::BREAKER_STATE, "destination" => config.name.clone()).set(BreakerState::Closed.gauge());
-        let metrics = events::DestinationMetrics::new(&config.name);
+        metrics::gauge!(metric_names::BREAKER_STATE, "destination" => config.name.clone())
+            .set(BreakerState::Closed.gauge());
+        let metrics = metric_names::DestinationMetrics::new(&config.name);
         let concurrency = concurrency.max(1);
         Ok(Destination {
             config,
@@ -246,7 +247,7 @@ impl Destination {
     fn breaker_changed(&self, state: Option<BreakerState>) {
         if let Some(state) = state {
             tracing::warn!(destination = %self.config.name, state = state.as_str(), "circuit breaker changed state");
-            metrics::gauge!(events::BREAKER_STATE, "destination" => self.config.name.clone()).set(state.gauge());
+            metrics::gauge!(metric_names::BREAKER_STATE, "destination" => self.config.name.clone()).set(state.gauge());
         }
     }
 }
@@ -370,7 +371,7 @@ async fn next_delivery(
                             tracing::warn!(%delivery_id, destination = %name, "delivery restarted: its previous attempt's lease expired without a result");
                         }
                         if !restarted.is_empty() {
-                            events::restarted(name, restarted.len() as u64);
+                            metric_names::restarted(name, restarted.len() as u64);
                         }
                         for claimed in &claimed {
                             destination.hold(&claimed.delivery.delivery_id);
@@ -425,7 +426,7 @@ async fn admitted(destination: &Destination) -> bool {
             Admission::Allowed => return false,
             Admission::Probe => return true,
             Admission::Denied(wait) => {
-                metrics::counter!(events::BREAKER_POSTPONED, "destination" => destination.config.name.clone())
+                metrics::counter!(metric_names::BREAKER_POSTPONED, "destination" => destination.config.name.clone())
                     .increment(1);
                 tokio::time::sleep(wait + jitter(Duration::from_millis(100))).await;
             }
@@ -516,7 +517,7 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
                     attempt = attempt_number,
                     "attempt result dropped: the delivery was claimed again meanwhile"
                 );
-                events::superseded(&destination.config.name);
+                metric_names::superseded(&destination.config.name);
                 return;
             }
             Err(error) if tries < RECORD_TRIES => {
@@ -538,14 +539,14 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
             destination.metrics.delivered(Duration::from_millis(u64::try_from(receipt_age_ms).unwrap_or(0)));
         }
         NextStep::RetryAt(at) => {
-            metrics::counter!(events::RETRIES, "destination" => name.clone()).increment(1);
+            metrics::counter!(metric_names::RETRIES, "destination" => name.clone()).increment(1);
             destination.hint_retry(at);
         }
         NextStep::DeadLetter(reason) => {
             tracing::warn!(delivery_id, destination = %name, reason = reason.as_str(), "delivery dead-lettered");
-            metrics::counter!(events::DELIVERIES, "destination" => name.clone(), "outcome" => "dead_lettered")
+            metrics::counter!(metric_names::DELIVERIES, "destination" => name.clone(), "outcome" => "dead_lettered")
                 .increment(1);
-            metrics::counter!(events::DEAD_LETTERED, "destination" => name.clone(), "reason" => reason.as_str())
+            metrics::counter!(metric_names::DEAD_LETTERED, "destination" => name.clone(), "reason" => reason.as_str())
                 .increment(1);
         }
     }

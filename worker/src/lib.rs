@@ -21,8 +21,8 @@ pub mod auth;
 pub mod breaker;
 pub mod console;
 pub mod deliver;
-pub mod events;
 pub mod http;
+pub mod metric_names;
 pub mod ownership;
 pub mod pull;
 pub mod record;
@@ -83,7 +83,7 @@ impl Listeners {
 /// When the database cannot be opened, or NATS, the streams or consumers cannot be set up.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics_handle();
-    events::describe();
+    metric_names::describe();
 
     let database = config.worker.database.clone();
     let synchronous = config.worker.sqlite_synchronous;
@@ -124,7 +124,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // so its attempts start again now rather than when their leases would have expired.
     for (delivery_id, destination) in store.release_all_leases().await? {
         tracing::warn!(%delivery_id, %destination, "delivery restarted: a previous process ended while it held the delivery (waiting or in its attempt)");
-        events::restarted(&destination, 1);
+        metric_names::restarted(&destination, 1);
     }
 
     let configured = config.destinations.iter().map(|d| d.name.clone()).collect();
@@ -265,17 +265,17 @@ async fn stats_loop(
     loop {
         match store.stats().await {
             Ok(stats) => {
-                metrics::gauge!(events::DEAD_LETTER_BACKLOG).set(stats.dead_letters as f64);
-                metrics::gauge!(events::PENDING_DELIVERIES).set(stats.pending as f64);
+                metrics::gauge!(metric_names::DEAD_LETTER_BACKLOG).set(stats.dead_letters as f64);
+                metrics::gauge!(metric_names::PENDING_DELIVERIES).set(stats.pending as f64);
                 let age = stats
                     .oldest_pending_received_at_ms
                     .map_or(0.0, |at| (store::now_ms().saturating_sub(at)).max(0) as f64 / 1000.0);
-                metrics::gauge!(events::OLDEST_PENDING_AGE).set(age);
+                metrics::gauge!(metric_names::OLDEST_PENDING_AGE).set(age);
             }
             Err(error) => tracing::warn!(%error, "cannot read stats"),
         }
         if let Ok(info) = consumer.info().await {
-            metrics::gauge!(events::CONSUMER_PENDING).set(info.num_pending as f64);
+            metrics::gauge!(metric_names::CONSUMER_PENDING).set(info.num_pending as f64);
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

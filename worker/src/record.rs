@@ -19,7 +19,7 @@ use inlet_shared::envelope;
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::Destination;
-use crate::events;
+use crate::metric_names;
 use crate::routes::Router;
 use crate::store::{Claimed, NewEvent, Recorded, Store, now_ms};
 
@@ -140,7 +140,7 @@ impl Recorder {
                     // No key to record it under: terminate it so it cannot block the stream.
                     // It stays in the stream for inspection.
                     tracing::error!(%error, subject = %message.subject, "invalid message terminated");
-                    events::event("_invalid", "invalid");
+                    metric_names::event("_invalid", "invalid");
                     let _ = message.ack_with(AckKind::Term).await;
                 }
             }
@@ -163,7 +163,7 @@ impl Recorder {
                 return None;
             }
         };
-        metrics::histogram!(events::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(metric_names::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
 
         let mut fresh: HashMap<&str, Vec<Claimed>> = HashMap::new();
         // Counted per batch: one labelled counter lookup per (source, outcome), not per event.
@@ -189,7 +189,7 @@ impl Recorder {
             *counts.entry((source.as_str(), outcome)).or_default() += 1;
         }
         for ((source, outcome), n) in counts {
-            events::events(source, outcome, n);
+            metric_names::events(source, outcome, n);
         }
         let mut refused = Vec::new();
         for (name, claimed) in fresh {

@@ -1136,15 +1136,15 @@ fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Command>) -> 
         None => {
             let commit_started = std::time::Instant::now();
             let committed = transaction.commit();
-            metrics::histogram!(crate::events::DB_COMMIT).record(commit_started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::metric_names::DB_COMMIT).record(commit_started.elapsed().as_secs_f64());
             if let Err(error) = &committed {
                 tracing::error!(%error, "write transaction failed to commit; nothing of this group is recorded");
             }
             committed.is_ok()
         }
     };
-    metrics::histogram!(crate::events::DB_GROUP).record(answers.len() as f64);
-    metrics::histogram!(crate::events::DB_GROUP_DURATION).record(group_started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metric_names::DB_GROUP).record(answers.len() as f64);
+    metrics::histogram!(crate::metric_names::DB_GROUP_DURATION).record(group_started.elapsed().as_secs_f64());
     for answer in answers {
         // A receiver that went away (cancelled caller) is fine to ignore: the write stands.
         match answer {

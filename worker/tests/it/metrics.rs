@@ -142,14 +142,14 @@ async fn deploy_prometheus_config_alert_rules_and_dashboard_use_real_metrics() {
 /// Metrics that only appear after their first sample in a mode this test does not run.
 fn known_but_lazy(family: &str) -> bool {
     [
-        inlet_ingest::events::BATCH_MESSAGES,
-        inlet_ingest::events::BATCH_COMMIT_DURATION,
-        inlet_ingest::events::BATCH_FALLBACKS,
-        inlet_ingest::events::NATS_CONNECTED,
-        inlet_ingest::events::PUBLISH_DURATION,
-        inlet_worker::events::BREAKER_STATE,
-        inlet_worker::events::DEAD_LETTERED,
-        inlet_worker::events::END_TO_END,
+        inlet_ingest::metric_names::BATCH_MESSAGES,
+        inlet_ingest::metric_names::BATCH_COMMIT_DURATION,
+        inlet_ingest::metric_names::BATCH_FALLBACKS,
+        inlet_ingest::metric_names::NATS_CONNECTED,
+        inlet_ingest::metric_names::PUBLISH_DURATION,
+        inlet_worker::metric_names::BREAKER_STATE,
+        inlet_worker::metric_names::DEAD_LETTERED,
+        inlet_worker::metric_names::END_TO_END,
     ]
     .contains(&family)
 }

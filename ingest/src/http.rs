@@ -24,7 +24,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use inlet_shared::config::{Config, RateLimit, SourceConfig};
-use inlet_shared::envelope;
+use inlet_shared::envelope::{self, Envelope};
 use inlet_shared::signature::{SchemeKind, SignatureError, Verifier};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -385,27 +385,23 @@ fn nats_headers(
     secret_index: usize,
     received_at: SystemTime,
 ) -> async_nats::HeaderMap {
-    let received_ms = received_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let envelope = Envelope {
+        source: source.name.clone(),
+        event_id: identity.id.clone(),
+        id_origin: identity.origin,
+        provider_event_id: identity.provider_id.clone(),
+        event_type: identity.event_type.clone(),
+        received_at_ms: received_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        scheme: source.verifier.kind(),
+        secret_index,
+        content_type: request_headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        original_headers: Some(original_headers.to_owned()).filter(|json| !json.is_empty()),
+    };
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(envelope::HEADER_MSG_ID, envelope::message_id(&source.name, &identity.id).as_str());
-    headers.insert(envelope::HEADER_VERSION, envelope::ENVELOPE_VERSION);
-    headers.insert(envelope::HEADER_SOURCE, source.name.as_str());
-    headers.insert(envelope::HEADER_EVENT_ID, identity.id.as_str());
-    headers.insert(envelope::HEADER_ID_ORIGIN, identity.origin.as_str());
-    if let Some(provider_id) = &identity.provider_id {
-        headers.insert(envelope::HEADER_PROVIDER_EVENT_ID, provider_id.as_str());
-    }
-    if let Some(event_type) = &identity.event_type {
-        headers.insert(envelope::HEADER_EVENT_TYPE, event_type.as_str());
-    }
-    headers.insert(envelope::HEADER_RECEIVED_AT, received_ms.to_string().as_str());
-    headers.insert(envelope::HEADER_SCHEME, source.verifier.kind().as_str());
-    headers.insert(envelope::HEADER_SECRET_INDEX, secret_index.to_string().as_str());
-    if let Some(content_type) = request_headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        headers.insert(envelope::HEADER_CONTENT_TYPE, content_type);
-    }
-    if !original_headers.is_empty() {
-        headers.insert(envelope::HEADER_ORIGINAL_HEADERS, original_headers);
+    for (name, value) in envelope.to_headers() {
+        headers.insert(name, value.as_str());
     }
     headers
 }

@@ -10,6 +10,8 @@
 
 use serde_json::{Value, json};
 
+use crate::signature::{IdOrigin, SchemeKind};
+
 /// Current envelope version, carried in [`HEADER_VERSION`].
 pub const ENVELOPE_VERSION: &str = "1";
 
@@ -188,6 +190,108 @@ pub fn json_schema() -> Value {
     })
 }
 
+/// The envelope of one intake message: everything ingest established about a webhook, carried
+/// in the message's NATS headers ([`Envelope::to_headers`]) and read back by the worker
+/// ([`Envelope::from_headers`]), which refuses a message that lacks a header the schema marks
+/// required rather than guessing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Source name from the config.
+    pub source: String,
+    /// The dedup id (see [`HEADER_EVENT_ID`]).
+    pub event_id: String,
+    /// Where the event id came from.
+    pub id_origin: IdOrigin,
+    /// The provider's id when the signature does not cover it (see [`HEADER_PROVIDER_EVENT_ID`]).
+    pub provider_event_id: Option<String>,
+    /// The provider's event type, when it has one.
+    pub event_type: Option<String>,
+    /// When ingest received the request, Unix milliseconds.
+    pub received_at_ms: u64,
+    /// Which scheme verified it.
+    pub scheme: SchemeKind,
+    /// Which configured secret matched (0-based).
+    pub secret_index: usize,
+    /// The request's `Content-Type`.
+    pub content_type: Option<String>,
+    /// JSON array of the kept request headers (see [`HEADER_ORIGINAL_HEADERS`]).
+    pub original_headers: Option<String>,
+}
+
+/// Why a message's headers are not an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// A required header is absent or empty.
+    #[error("envelope header {0} is missing")]
+    Missing(&'static str),
+    /// A header's value is not what the schema allows (or another envelope version).
+    #[error("envelope header {0} is not valid")]
+    Invalid(&'static str),
+}
+
+impl Envelope {
+    /// The message id JetStream deduplicates on.
+    pub fn message_id(&self) -> String {
+        message_id(&self.source, &self.event_id)
+    }
+
+    /// The NATS headers of the message, in a stable order.
+    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            (HEADER_MSG_ID, self.message_id()),
+            (HEADER_VERSION, ENVELOPE_VERSION.to_owned()),
+            (HEADER_SOURCE, self.source.clone()),
+            (HEADER_EVENT_ID, self.event_id.clone()),
+            (HEADER_ID_ORIGIN, self.id_origin.as_str().to_owned()),
+        ];
+        let optional = [
+            (HEADER_PROVIDER_EVENT_ID, &self.provider_event_id),
+            (HEADER_EVENT_TYPE, &self.event_type),
+            (HEADER_CONTENT_TYPE, &self.content_type),
+            (HEADER_ORIGINAL_HEADERS, &self.original_headers),
+        ];
+        headers.extend([
+            (HEADER_RECEIVED_AT, self.received_at_ms.to_string()),
+            (HEADER_SCHEME, self.scheme.as_str().to_owned()),
+            (HEADER_SECRET_INDEX, self.secret_index.to_string()),
+        ]);
+        headers.extend(optional.into_iter().filter_map(|(name, value)| Some((name, value.clone()?))));
+        headers
+    }
+
+    /// Reads an envelope through `get` (a header's value by name).
+    ///
+    /// # Errors
+    ///
+    /// [`EnvelopeError`] naming the first required header that is missing or invalid; optional
+    /// headers that are absent are `None`.
+    pub fn from_headers<'a>(get: impl Fn(&'static str) -> Option<&'a str>) -> Result<Envelope, EnvelopeError> {
+        let required =
+            |name: &'static str| get(name).filter(|value| !value.is_empty()).ok_or(EnvelopeError::Missing(name));
+        let optional = |name: &'static str| get(name).map(str::to_owned);
+        if required(HEADER_VERSION)? != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Invalid(HEADER_VERSION));
+        }
+        required(HEADER_MSG_ID)?;
+        Ok(Envelope {
+            source: required(HEADER_SOURCE)?.to_owned(),
+            event_id: required(HEADER_EVENT_ID)?.to_owned(),
+            id_origin: IdOrigin::parse(required(HEADER_ID_ORIGIN)?).ok_or(EnvelopeError::Invalid(HEADER_ID_ORIGIN))?,
+            provider_event_id: optional(HEADER_PROVIDER_EVENT_ID),
+            event_type: optional(HEADER_EVENT_TYPE),
+            received_at_ms: required(HEADER_RECEIVED_AT)?
+                .parse()
+                .map_err(|_| EnvelopeError::Invalid(HEADER_RECEIVED_AT))?,
+            scheme: SchemeKind::parse(required(HEADER_SCHEME)?).ok_or(EnvelopeError::Invalid(HEADER_SCHEME))?,
+            secret_index: required(HEADER_SECRET_INDEX)?
+                .parse()
+                .map_err(|_| EnvelopeError::Invalid(HEADER_SECRET_INDEX))?,
+            content_type: optional(HEADER_CONTENT_TYPE),
+            original_headers: optional(HEADER_ORIGINAL_HEADERS),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -261,6 +365,71 @@ mod tests {
         for bad in ["", "*x*", "a*b", "has space", "**", "x:y"] {
             let error = HeaderPatterns::parse(&["ok", bad]).unwrap_err();
             assert!(error.starts_with("entry 1 "), "{bad}: {error}");
+        }
+    }
+
+    fn sample() -> Envelope {
+        Envelope {
+            source: "gh".into(),
+            event_id: "sha256:ab".into(),
+            id_origin: IdOrigin::BodyHashUnsignedId,
+            provider_event_id: Some("72d3162e".into()),
+            event_type: Some("push".into()),
+            received_at_ms: 1_764_000_000_123,
+            scheme: SchemeKind::Github,
+            secret_index: 1,
+            content_type: Some("application/json".into()),
+            original_headers: Some("[[\"x-github-event\",\"push\"]]".into()),
+        }
+    }
+
+    fn read(headers: &[(&'static str, String)]) -> Result<Envelope, EnvelopeError> {
+        Envelope::from_headers(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()))
+    }
+
+    #[test]
+    fn an_envelope_round_trips_through_its_headers() {
+        let full = sample();
+        assert_eq!(read(&full.to_headers()).unwrap(), full);
+        let bare = Envelope {
+            provider_event_id: None,
+            event_type: None,
+            content_type: None,
+            original_headers: None,
+            id_origin: IdOrigin::Provider,
+            scheme: SchemeKind::Stripe,
+            ..sample()
+        };
+        assert_eq!(read(&bare.to_headers()).unwrap(), bare);
+        let names: Vec<&str> = full.to_headers().iter().map(|(name, _)| *name).collect();
+        let schema = json_schema();
+        for required in schema["required"].as_array().unwrap() {
+            assert!(names.contains(&required.as_str().unwrap()), "{required} not written");
+        }
+    }
+
+    #[test]
+    fn required_headers_are_never_defaulted() {
+        let schema = json_schema();
+        for required in schema["required"].as_array().unwrap() {
+            let required = required.as_str().unwrap();
+            let without: Vec<_> = sample().to_headers().into_iter().filter(|(name, _)| *name != required).collect();
+            let error = read(&without).unwrap_err();
+            assert!(matches!(error, EnvelopeError::Missing(name) if name == required), "{required}: {error:?}");
+        }
+        for (header, value) in [
+            (HEADER_VERSION, "2"),
+            (HEADER_ID_ORIGIN, "guessed"),
+            (HEADER_SCHEME, "md5"),
+            (HEADER_SECRET_INDEX, "-1"),
+            (HEADER_RECEIVED_AT, "yesterday"),
+        ] {
+            let headers: Vec<_> = sample()
+                .to_headers()
+                .into_iter()
+                .map(|(name, v)| (name, if name == header { value.to_owned() } else { v }))
+                .collect();
+            assert_eq!(read(&headers), Err(EnvelopeError::Invalid(header)));
         }
     }
 

@@ -59,6 +59,20 @@ impl SchemeKind {
             SchemeKind::Hmac => "hmac",
         }
     }
+
+    /// The kind named `name` (as [`SchemeKind::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<SchemeKind> {
+        [
+            SchemeKind::Stripe,
+            SchemeKind::Standard,
+            SchemeKind::Github,
+            SchemeKind::Shopify,
+            SchemeKind::Slack,
+            SchemeKind::Hmac,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == name)
+    }
 }
 
 /// How the signature bytes are written in the header of a generic [`HmacRecipe`].
@@ -443,6 +457,13 @@ impl IdOrigin {
             IdOrigin::BodyHash => "body_sha256",
             IdOrigin::BodyHashUnsignedId => "body_sha256_unsigned_id",
         }
+    }
+
+    /// The origin named `name` (as [`IdOrigin::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<IdOrigin> {
+        [IdOrigin::Provider, IdOrigin::HashedProviderId, IdOrigin::BodyHash, IdOrigin::BodyHashUnsignedId]
+            .into_iter()
+            .find(|origin| origin.as_str() == name)
     }
 }
 

@@ -40,37 +40,36 @@ pub struct Recorder {
 
 /// Why a message cannot be recorded at all (it is terminated, not retried).
 #[derive(Debug, thiserror::Error)]
-#[error("message lacks envelope header {0}")]
-pub struct InvalidMessage(&'static str);
+pub enum InvalidMessage {
+    /// The message has no headers.
+    #[error("message has no envelope headers")]
+    NoHeaders,
+    /// A required envelope header is missing or invalid.
+    #[error(transparent)]
+    Envelope(#[from] envelope::EnvelopeError),
+}
 
 /// Reads the envelope headers of a stream message.
 ///
 /// # Errors
 ///
-/// [`InvalidMessage`] naming the missing header.
+/// [`InvalidMessage`] naming the missing or invalid header.
 pub fn parse_message(message: &jetstream::Message, router: &Router) -> Result<NewEvent, InvalidMessage> {
-    let headers = message.headers.as_ref().ok_or(InvalidMessage("(no headers)"))?;
-    let get = |name: &'static str| headers.get(name).map(|v| v.as_str().to_owned());
-    let required = |name: &'static str| get(name).filter(|v| !v.is_empty()).ok_or(InvalidMessage(name));
-    let source = required(envelope::HEADER_SOURCE)?;
-    let event_id = required(envelope::HEADER_EVENT_ID)?;
-    let event_type = get(envelope::HEADER_EVENT_TYPE);
-    let received_at_ms = required(envelope::HEADER_RECEIVED_AT)?
-        .parse::<i64>()
-        .map_err(|_| InvalidMessage(envelope::HEADER_RECEIVED_AT))?;
+    let headers = message.headers.as_ref().ok_or(InvalidMessage::NoHeaders)?;
+    let envelope = envelope::Envelope::from_headers(|name| headers.get(name).map(|v| v.as_str()))?;
     let stream_sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
-    let destinations = router.destinations(&source, event_type.as_deref());
+    let destinations = router.destinations(&envelope.source, envelope.event_type.as_deref());
     Ok(NewEvent {
-        id_origin: get(envelope::HEADER_ID_ORIGIN).unwrap_or_else(|| "provider".into()),
-        scheme: get(envelope::HEADER_SCHEME).unwrap_or_default(),
-        secret_index: get(envelope::HEADER_SECRET_INDEX).and_then(|v| v.parse().ok()).unwrap_or(0),
-        content_type: get(envelope::HEADER_CONTENT_TYPE),
-        headers_json: get(envelope::HEADER_ORIGINAL_HEADERS).unwrap_or_else(|| "[]".into()),
+        id_origin: envelope.id_origin.as_str().to_owned(),
+        scheme: envelope.scheme.as_str().to_owned(),
+        secret_index: i64::try_from(envelope.secret_index).unwrap_or(i64::MAX),
+        content_type: envelope.content_type,
+        headers_json: envelope.original_headers.unwrap_or_else(|| "[]".into()),
         body: Bytes::copy_from_slice(&message.payload),
-        source,
-        event_id,
-        event_type,
-        received_at_ms,
+        received_at_ms: i64::try_from(envelope.received_at_ms).unwrap_or(i64::MAX),
+        source: envelope.source,
+        event_id: envelope.event_id,
+        event_type: envelope.event_type,
         stream_sequence,
         destinations,
     })

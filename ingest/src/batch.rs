@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metric_names;
-use crate::publish::{PublishFailure, Stored, classify};
+use crate::pub_ack::{PublishFailure, Stored, classify};
 
 /// Most messages per atomic batch (the server's default limit).
 pub const MAX_BATCH: usize = 1000;

@@ -10,7 +10,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use inlet_shared::signature::SignatureError;
 
-use crate::publish::PublishFailure;
+use crate::pub_ack::PublishFailure;
 
 /// The most bytes of headers JetStream stores with one message (nats-server refuses more with
 /// 10097); named in the 431 when a publish is refused for that.
@@ -190,7 +190,7 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<F
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::publish::StoreFull;
+    use crate::pub_ack::StoreFull;
 
     #[test]
     fn a_publish_that_can_never_succeed_is_a_4xx_and_only_temporary_failures_are_503() {
@@ -212,7 +212,7 @@ mod tests {
         }
         // JetStream's "headers over 64 KiB" (10097) is the permanent 431.
         assert_eq!(
-            status(crate::publish::classify_api(10097, "header size exceeds maximum allowed of 64k")),
+            status(crate::pub_ack::classify_api(10097, "header size exceeds maximum allowed of 64k")),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
     }

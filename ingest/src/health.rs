@@ -35,7 +35,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::metric_names;
-use crate::publish::{PublishFailure, Publisher, StoreFull};
+use crate::pub_ack::{PublishFailure, StoreFull};
+use crate::publish::Publisher;
 
 /// How often a failing store is probed, and how often a trial request is let through while
 /// the probe cannot tell.

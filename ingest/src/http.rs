@@ -31,7 +31,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::budget::{BodyBudget, BodyBuffer, Reservation};
 use crate::error::{IngestError, json_response};
 use crate::metric_names;
-use crate::publish::{Publisher, Stored};
+use crate::pub_ack::Stored;
+use crate::publish::Publisher;
 
 /// What a configured source needs at request time.
 pub struct SourceRuntime {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod metric_names;
+pub mod pub_ack;
 pub mod publish;
 
 use std::collections::HashMap;

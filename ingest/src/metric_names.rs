@@ -149,7 +149,7 @@ pub fn unknown_source(elapsed: Duration) {
 }
 
 /// A publish to `stream` got no PubAck.
-pub fn publish_failed(stream: &str, failure: crate::publish::PublishFailure) {
+pub fn publish_failed(stream: &str, failure: crate::pub_ack::PublishFailure) {
     metrics::counter!(PUBLISH_FAILURES, "stream" => stream.to_owned(), "reason" => failure.as_str()).increment(1);
 }
 

@@ -11,14 +11,14 @@
 //! bodies), `error` (every failure and its one HTTP mapping), `events` (metrics).
 #![forbid(unsafe_code)]
 
-pub mod batch;
-pub mod budget;
-pub mod error;
-pub mod health;
-pub mod http;
+mod batch;
+mod budget;
+mod error;
+mod health;
+mod http;
 pub mod metric_names;
-pub mod pub_ack;
-pub mod publish;
+mod pub_ack;
+mod publish;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

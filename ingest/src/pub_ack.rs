@@ -47,6 +47,7 @@ pub enum StoreFull {
 }
 
 /// Every `reason` label value of [`crate::metric_names::PUBLISH_FAILURES`].
+#[cfg(test)]
 pub const FAILURE_REASONS: &[&str] = &[
     "nats_disconnected",
     "puback_timeout",
@@ -60,7 +61,7 @@ pub const FAILURE_REASONS: &[&str] = &[
 ];
 
 impl PublishFailure {
-    /// Short label for logs, metrics and answers (one of [`FAILURE_REASONS`]).
+    /// Short label for logs, metrics and answers (one of `FAILURE_REASONS`).
     pub fn as_str(self) -> &'static str {
         match self {
             PublishFailure::Disconnected => "nats_disconnected",

@@ -17,16 +17,16 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod auth;
-pub mod breaker;
-pub mod console;
-pub mod deliver;
-pub mod http;
+mod auth;
+mod breaker;
+mod console;
+mod deliver;
+mod http;
 pub mod metric_names;
-pub mod ownership;
-pub mod pull;
-pub mod record;
-pub mod routes;
+mod ownership;
+mod pull;
+mod record;
+mod routes;
 pub mod store;
 
 use std::collections::HashMap;

@@ -116,13 +116,6 @@ impl Recorder {
         while settling.join_next().await.is_some() {}
     }
 
-    /// Records one batch and acks it, in order.
-    pub async fn process_batch(&self, messages: Vec<jetstream::Message>) {
-        if let Some(recorded) = self.record_batch(messages).await {
-            ack_all(recorded).await;
-        }
-    }
-
     /// Records one batch in one transaction and hands its new deliveries over. Messages that
     /// cannot be recorded are settled here (terminated when invalid, NAKed when the database
     /// failed); the recorded ones come back, to be acked.

@@ -257,9 +257,9 @@ pub struct FlowEnd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Linked {
     /// Now linked to the user.
-    Linked,
+    Now,
     /// It was already linked to this user.
-    AlreadyLinked,
+    Already,
     /// It belongs to another Inlet user: refused.
     OtherUser,
 }
@@ -294,7 +294,7 @@ impl Auth {
     /// # Errors
     ///
     /// Unknown or revoked token, or a database failure.
-    pub async fn from_bearer(&self, token: &str) -> Result<Principal, AuthError> {
+    pub async fn bearer_principal(&self, token: &str) -> Result<Principal, AuthError> {
         if let Some(bootstrap) = &self.config.bootstrap_token
             && constant_time_eq(token, bootstrap.expose())
         {
@@ -342,7 +342,7 @@ impl Auth {
     /// # Errors
     ///
     /// A database failure.
-    pub async fn from_session(&self, cookie_value: &str) -> Result<Option<Principal>, AuthError> {
+    pub async fn session_principal(&self, cookie_value: &str) -> Result<Option<Principal>, AuthError> {
         let hash = sha256_hex(cookie_value);
         let now = now_ms();
         let found: Option<SessionRow> = self
@@ -440,10 +440,10 @@ impl Auth {
     pub async fn principal(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
         if let Some(value) = headers.get(http::header::AUTHORIZATION) {
             let token = value.to_str().ok().and_then(bearer_token).ok_or(AuthError::BadToken)?;
-            return self.from_bearer(token).await.map(Some);
+            return self.bearer_principal(token).await.map(Some);
         }
         match cookie(headers, SESSION_COOKIE) {
-            Some(value) => self.from_session(&value).await,
+            Some(value) => self.session_principal(&value).await,
             None => Ok(None),
         }
     }
@@ -573,7 +573,7 @@ impl Auth {
                     )
                     .optional()?;
                 match owner {
-                    Some(owner) if owner == user_id => Ok(Linked::AlreadyLinked),
+                    Some(owner) if owner == user_id => Ok(Linked::Already),
                     Some(_) => Ok(Linked::OtherUser),
                     None => {
                         let now = now_ms();
@@ -589,7 +589,7 @@ impl Auth {
                              VALUES (?1, ?2, 'link_account', ?3, 1, ?4)",
                             params![now, actor, identity.provider, identity.email],
                         )?;
-                        Ok(Linked::Linked)
+                        Ok(Linked::Now)
                     }
                 }
             })

@@ -196,7 +196,7 @@ fn with_cookie(mut response: Response, set: &str) -> Response {
 /// The end of a linking login: the browser must still hold a session of the user who asked.
 async fn linked(auth: &Auth, headers: &HeaderMap, user_id: i64, identity: Identity, return_to: &str) -> Response {
     let current = match cookie(headers, SESSION_COOKIE) {
-        Some(value) => auth.from_session(&value).await.ok().flatten(),
+        Some(value) => auth.session_principal(&value).await.ok().flatten(),
         None => None,
     };
     if current.and_then(|p| p.user_id) != Some(user_id) {
@@ -207,7 +207,7 @@ async fn linked(auth: &Auth, headers: &HeaderMap, user_id: i64, identity: Identi
         );
     }
     match auth.link(user_id, identity).await {
-        Ok(Linked::Linked | Linked::AlreadyLinked) => redirect(&local_path(Some(return_to)), &[]),
+        Ok(Linked::Now | Linked::Already) => redirect(&local_path(Some(return_to)), &[]),
         Ok(Linked::OtherUser) => page(
             StatusCode::CONFLICT,
             "Linking failed",
@@ -224,7 +224,7 @@ async fn linked(auth: &Auth, headers: &HeaderMap, user_id: i64, identity: Identi
 async fn session_user(auth: &Auth, headers: &HeaderMap) -> Result<Principal, StatusCode> {
     let value = cookie(headers, SESSION_COOKIE).ok_or(StatusCode::UNAUTHORIZED)?;
     let principal = auth
-        .from_session(&value)
+        .session_principal(&value)
         .await
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?
         .ok_or(StatusCode::UNAUTHORIZED)?;
@@ -279,7 +279,7 @@ async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
         return StatusCode::NO_CONTENT.into_response();
     };
     // Logging out is a state change: the CSRF token must come with it.
-    match auth.from_session(&value).await {
+    match auth.session_principal(&value).await {
         Ok(Some(principal)) => {
             let Via::Session { csrf_token } = principal.via else {
                 return StatusCode::FORBIDDEN.into_response();
@@ -315,7 +315,7 @@ async fn session(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response 
         logins.push(serde_json::json!({ "provider": "github", "url": "/auth/github/login", "label": github.label() }));
     }
     let body = match cookie(&headers, SESSION_COOKIE) {
-        Some(value) => match auth.from_session(&value).await {
+        Some(value) => match auth.session_principal(&value).await {
             Ok(Some(principal)) => {
                 let csrf = match &principal.via {
                     Via::Session { csrf_token } => csrf_token.clone(),

@@ -8,9 +8,15 @@
 //! `[console.access]` at each login; an address listed nowhere gets no account.
 
 pub mod crypto;
+mod flow;
 pub mod github;
 pub mod oidc;
 pub mod routes;
+mod web;
+
+pub use flow::{FlowEnd, FlowSeal, LOGIN_TTL};
+pub(crate) use flow::{LoginFlow, flow_expiry};
+pub use web::{bearer_token, cookie, local_path, set_cookie};
 
 use std::sync::Arc;
 
@@ -89,48 +95,6 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
-/// (RFC 9110 §11.1): `bearer`, `BEARER` and `Bearer` are the same; one or more spaces follow it.
-pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim_start_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
-}
-
-/// A `Set-Cookie` value: `__Host-` rules (Secure, `Path=/`, no Domain), HttpOnly, SameSite=Lax
-/// (the login callback is a cross-site top-level navigation; POSTs are guarded by the CSRF
-/// token). `max_age` 0 deletes the cookie.
-pub fn set_cookie(name: &str, value: &str, max_age_seconds: u64) -> String {
-    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}")
-}
-
-/// `return_to` made safe: a local absolute path, or the console. Rejects scheme-relative
-/// (`//host`), backslash tricks and control characters, so a login never redirects off-site.
-pub fn local_path(return_to: Option<&str>) -> String {
-    const DEFAULT: &str = "/console";
-    let Some(path) = return_to else {
-        return DEFAULT.to_owned();
-    };
-    let safe = path.starts_with('/')
-        && !path.starts_with("//")
-        && !path.contains('\\')
-        && path.len() <= 512
-        && !path.chars().any(|c| c.is_control() || c.is_whitespace());
-    if safe { path.to_owned() } else { DEFAULT.to_owned() }
-}
-
 /// The authentication service: tokens, sessions, users.
 pub struct Auth {
     store: Store,
@@ -172,65 +136,6 @@ pub struct Identity {
     pub access_token: Option<inlet_shared::config::Secret>,
 }
 
-/// How long a login may take between leaving for the provider and coming back.
-pub const LOGIN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// A login in progress. It travels in the login cookie, sealed (AES-256-GCM, bound to its
-/// provider), so starting a login costs the server no state: an anonymous `GET /auth/login`
-/// writes nothing. The browser holds it without being able to read or alter it (`state`,
-/// `nonce` and the PKCE verifier stay secret); the callback clears the cookie, and the
-/// authorization code it redeems is single-use at the provider, so a login completes once.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct LoginFlow {
-    /// `oidc` or `github`: the callback must come from the same provider.
-    pub provider: String,
-    pub state: String,
-    pub nonce: String,
-    pub pkce_verifier: String,
-    pub return_to: String,
-    pub expires_at_ms: i64,
-    /// Set when the login links an account to this (signed-in) user instead of signing in.
-    pub link_user_id: Option<i64>,
-}
-
-/// Seals login flows into the login cookie's value and opens them again. The key is drawn at
-/// startup and never stored: a login started before a restart must be started again.
-pub struct FlowSeal(crypto::TokenCipher);
-
-impl FlowSeal {
-    /// A seal with a fresh random key.
-    pub fn new() -> FlowSeal {
-        FlowSeal(crypto::TokenCipher::ephemeral("flow"))
-    }
-
-    fn aad(provider: &str) -> String {
-        format!("login_flow:{provider}")
-    }
-
-    /// The login cookie's value for `flow`.
-    pub(crate) fn seal(&self, flow: &LoginFlow) -> Result<String, crypto::CipherError> {
-        let plain = serde_json::to_string(flow).map_err(|_| crypto::CipherError::Seal)?;
-        self.0.seal(&plain, &Self::aad(&flow.provider))
-    }
-
-    /// The flow in a login cookie sealed here for `provider`, if it is one.
-    pub(crate) fn open(&self, cookie_value: &str, provider: &str) -> Option<LoginFlow> {
-        let plain = self.0.open(cookie_value, &Self::aad(provider)).ok()?;
-        serde_json::from_str::<LoginFlow>(&plain).ok().filter(|flow| flow.provider == provider)
-    }
-}
-
-impl Default for FlowSeal {
-    fn default() -> Self {
-        FlowSeal::new()
-    }
-}
-
-/// Expiry of a flow started now.
-pub(crate) fn flow_expiry() -> i64 {
-    now_ms().saturating_add(i64::try_from(LOGIN_TTL.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// A session as read for authentication.
 struct SessionRow {
     email: String,
@@ -241,16 +146,6 @@ struct SessionRow {
     token_sealed: Option<String>,
     provider: Option<String>,
     subject: Option<String>,
-}
-
-/// Where a finished login goes: back to `return_to`, signed in or (with `link_user_id`) with
-/// the provider account linked to that user.
-#[derive(Debug, Clone)]
-pub struct FlowEnd {
-    /// Local path to go back to.
-    pub return_to: String,
-    /// The user the account is to be linked to.
-    pub link_user_id: Option<i64>,
 }
 
 /// What linking a provider account did.

@@ -395,6 +395,78 @@ pub struct Store {
     _lock: Arc<std::fs::File>,
 }
 
+/// What an audit row records (`audit_log.action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    /// A delivery replayed by an operator.
+    ReplayDelivery,
+    /// A bulk replay started.
+    BulkReplay,
+    /// A bulk replay cancelled.
+    CancelBulkReplay,
+    /// A console sign-in.
+    SignIn,
+    /// A session ended by the worker (the membership no longer holds).
+    SessionEnded,
+    /// A provider account linked to a user.
+    LinkAccount,
+    /// A provider account unlinked.
+    UnlinkAccount,
+    /// An API token created.
+    CreateApiToken,
+    /// An API token revoked.
+    RevokeApiToken,
+}
+
+impl AuditAction {
+    /// The value stored in `audit_log.action`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::ReplayDelivery => "replay_delivery",
+            AuditAction::BulkReplay => "bulk_replay",
+            AuditAction::CancelBulkReplay => "cancel_bulk_replay",
+            AuditAction::SignIn => "sign_in",
+            AuditAction::SessionEnded => "session_ended",
+            AuditAction::LinkAccount => "link_account",
+            AuditAction::UnlinkAccount => "unlink_account",
+            AuditAction::CreateApiToken => "create_api_token",
+            AuditAction::RevokeApiToken => "revoke_api_token",
+        }
+    }
+}
+
+/// One audit row, written in the caller's transaction (a change and its audit row commit
+/// together): the one place the audit insert is spelled.
+pub struct AuditRow<'a> {
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// Who: an email address or an API token's name.
+    pub actor: &'a str,
+    /// What.
+    pub action: AuditAction,
+    /// On what.
+    pub target: &'a str,
+    /// How many things it affected.
+    pub count: i64,
+    /// Free text, if any.
+    pub detail: Option<&'a str>,
+}
+
+impl AuditRow<'_> {
+    /// Writes the row on `connection` (inside the caller's transaction).
+    ///
+    /// # Errors
+    ///
+    /// When the insert fails.
+    pub fn write(&self, connection: &rusqlite::Connection) -> rusqlite::Result<()> {
+        connection.execute(
+            "INSERT INTO audit_log (at_ms, actor, action, target, count, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![self.at_ms, self.actor, self.action.as_str(), self.target, self.count, self.detail],
+        )?;
+        Ok(())
+    }
+}
+
 /// Current time, Unix ms.
 pub fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -797,11 +869,15 @@ impl Store {
                 params![delivery_id, now],
             )?;
             if audit {
-                connection.execute(
-                    "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
-                     VALUES (?1, ?2, 'replay_delivery', ?3, 1, ?4)",
-                    params![now, actor, delivery_id, format!("previous status {status}")],
-                )?;
+                AuditRow {
+                    at_ms: now,
+                    actor: &actor,
+                    action: AuditAction::ReplayDelivery,
+                    target: &delivery_id,
+                    count: 1,
+                    detail: Some(&format!("previous status {status}")),
+                }
+                .write(connection)?;
             }
             Ok(ReplayOutcome::Replayed { destination })
         })

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::ApiError;
 use super::types::{BulkReplay, DeadLetterFilter, Delivery, ReplayResult};
 use crate::deliver::Destination;
-use crate::store::{ReplayOutcome, Store, now_ms};
+use crate::store::{AuditAction, AuditRow, ReplayOutcome, Store, now_ms};
 
 /// Size of a dry run's sample.
 const SAMPLE: usize = 10;
@@ -239,11 +239,15 @@ impl Replayer {
                     params![job_actor, job_filter, rate, total, now],
                 )?;
                 let id = c.last_insert_rowid();
-                c.execute(
-                    "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
-                     VALUES (?1, ?2, 'bulk_replay', ?3, ?4, ?5)",
-                    params![now, job_actor, format!("bulk_replay:{id}"), total, job_filter],
-                )?;
+                AuditRow {
+                    at_ms: now,
+                    actor: &job_actor,
+                    action: AuditAction::BulkReplay,
+                    target: &format!("bulk_replay:{id}"),
+                    count: total,
+                    detail: Some(&job_filter),
+                }
+                .write(c)?;
                 c.query_row(
                     &format!("SELECT {} FROM bulk_replays WHERE id = ?1", BulkReplay::COLUMNS),
                     [id],
@@ -358,11 +362,15 @@ impl Replayer {
                     )
                     .optional()?;
                 if job.is_some() {
-                    c.execute(
-                        "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
-                         VALUES (?1, ?2, 'cancel_bulk_replay', ?3, 1, ?4)",
-                        params![now_ms(), actor, format!("bulk_replay:{job_id}"), was_running],
-                    )?;
+                    AuditRow {
+                        at_ms: now_ms(),
+                        actor: &actor,
+                        action: AuditAction::CancelBulkReplay,
+                        target: &format!("bulk_replay:{job_id}"),
+                        count: 1,
+                        detail: Some(was_running),
+                    }
+                    .write(c)?;
                 }
                 Ok(job)
             })

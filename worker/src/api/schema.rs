@@ -10,7 +10,7 @@ use super::loaders::Reads;
 use super::services;
 use super::types::*;
 use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
-use crate::store::now_ms;
+use crate::store::{AuditAction, AuditRow, now_ms};
 
 /// Deepest query accepted.
 pub const MAX_DEPTH: usize = 10;
@@ -415,10 +415,15 @@ impl Mutation {
                     return Ok(Err("the last sign-in method cannot be unlinked"));
                 }
                 c.execute("DELETE FROM oauth_accounts WHERE id = ?1", [link_id])?;
-                c.execute(
-                    "INSERT INTO audit_log (at_ms, actor, action, target, count) VALUES (?1, ?2, 'unlink_account', ?3, 1)",
-                    params![now_ms(), actor, provider],
-                )?;
+                AuditRow {
+                    at_ms: now_ms(),
+                    actor: &actor,
+                    action: AuditAction::UnlinkAccount,
+                    target: &provider,
+                    count: 1,
+                    detail: None,
+                }
+                .write(c)?;
                 Ok(Ok(LinkedAccount::all_of(c, user_id)?))
             })
             .await
@@ -445,11 +450,15 @@ impl Mutation {
                     params![name, hash, role.as_str(), actor, now],
                 )?;
                 let id = c.last_insert_rowid();
-                c.execute(
-                    "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
-                     VALUES (?1, ?2, 'create_api_token', ?3, 1, ?4)",
-                    params![now, actor, format!("api_token:{id}"), format!("{name} ({})", role.as_str())],
-                )?;
+                AuditRow {
+                    at_ms: now,
+                    actor: &actor,
+                    action: AuditAction::CreateApiToken,
+                    target: &format!("api_token:{id}"),
+                    count: 1,
+                    detail: Some(&format!("{name} ({})", role.as_str())),
+                }
+                .write(c)?;
                 c.query_row(&format!("SELECT {} FROM api_tokens WHERE id = ?1", ApiToken::COLUMNS), [id], ApiToken::from_row)
             })
             .await
@@ -471,13 +480,22 @@ impl Mutation {
                     params![id, now],
                 )?;
                 if changed == 1 {
-                    c.execute(
-                        "INSERT INTO audit_log (at_ms, actor, action, target, count) VALUES (?1, ?2, 'revoke_api_token', ?3, 1)",
-                        params![now, actor, format!("api_token:{id}")],
-                    )?;
+                    AuditRow {
+                        at_ms: now,
+                        actor: &actor,
+                        action: AuditAction::RevokeApiToken,
+                        target: &format!("api_token:{id}"),
+                        count: 1,
+                        detail: None,
+                    }
+                    .write(c)?;
                 }
-                c.query_row(&format!("SELECT {} FROM api_tokens WHERE id = ?1", ApiToken::COLUMNS), [id], ApiToken::from_row)
-                    .optional()
+                c.query_row(
+                    &format!("SELECT {} FROM api_tokens WHERE id = ?1", ApiToken::COLUMNS),
+                    [id],
+                    ApiToken::from_row,
+                )
+                .optional()
             })
             .await
             .map_err(ApiError::from)?;

@@ -27,7 +27,7 @@ use inlet_shared::config::{ConsoleConfig, Role};
 use rusqlite::{OptionalExtension, params};
 use subtle::ConstantTimeEq;
 
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{AuditAction, AuditRow, Store, StoreError, now_ms};
 
 /// Name of the session cookie (`__Host-`: Secure, `Path=/`, no `Domain`).
 pub const SESSION_COOKIE: &str = "__Host-inlet_session";
@@ -314,11 +314,15 @@ impl Auth {
                         "UPDATE oauth_accounts SET token_sealed = NULL WHERE provider = ?1 AND subject = ?2",
                         params![provider, subject],
                     )?;
-                    c.execute(
-                        "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
-                         VALUES (?1, ?2, 'session_ended', 'membership', 1, 'no longer a member of an allowed organisation')",
-                        params![now_ms(), email],
-                    )?;
+                    AuditRow {
+                        at_ms: now_ms(),
+                        actor: &email,
+                        action: AuditAction::SessionEnded,
+                        target: "membership",
+                        count: 1,
+                        detail: Some("no longer a member of an allowed organisation"),
+                    }
+                    .write(c)?;
                 }
                 Ok(())
             })
@@ -440,10 +444,15 @@ impl Auth {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![hash, user_id, csrf_token, now, now.saturating_add(ttl_ms), account_id, recheck_at],
                 )?;
-                c.execute(
-                    "INSERT INTO audit_log (at_ms, actor, action, target, count) VALUES (?1, ?2, 'sign_in', ?3, 1)",
-                    params![now, email, identity.provider],
-                )?;
+                AuditRow {
+                    at_ms: now,
+                    actor: &email,
+                    action: AuditAction::SignIn,
+                    target: &identity.provider,
+                    count: 1,
+                    detail: None,
+                }
+                .write(c)?;
                 Ok(())
             })
             .await?;
@@ -479,11 +488,15 @@ impl Auth {
                         )?;
                         let actor: String =
                             c.query_row("SELECT email FROM users WHERE id = ?1", [user_id], |r| r.get(0))?;
-                        c.execute(
-                            "INSERT INTO audit_log (at_ms, actor, action, target, count, detail)
-                             VALUES (?1, ?2, 'link_account', ?3, 1, ?4)",
-                            params![now, actor, identity.provider, identity.email],
-                        )?;
+                        AuditRow {
+                            at_ms: now,
+                            actor: &actor,
+                            action: AuditAction::LinkAccount,
+                            target: &identity.provider,
+                            count: 1,
+                            detail: Some(&identity.email),
+                        }
+                        .write(c)?;
                         Ok(Linked::Now)
                     }
                 }

@@ -9,6 +9,24 @@ cd "$root"
 config="${INLET_CONFIG:-config/inlet.example.toml}"
 nats_port="${NATS_PORT:-4222}"
 
+# Before anything starts (a second nats-server would open the same var/nats store): every port
+# the example setup listens on must be free, or the message names it.
+python3 - "$nats_port" 8080 9180 8090 9181 8091 8099 <<'PY' || exit 1
+import socket, sys
+names = {0: "nats-server", 1: "inlet-ingest", 2: "inlet-ingest metrics", 3: "inlet-worker",
+         4: "inlet-worker metrics", 5: "the development sign-in provider", 6: "the demo destination"}
+busy = []
+for index, port in enumerate(sys.argv[1:]):
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex(("127.0.0.1", int(port))) == 0:
+            busy.append(f"  127.0.0.1:{port} ({names[index]})")
+if busy:
+    print("Inlet cannot start: these ports are already in use (is scripts/run.sh already running?):", file=sys.stderr)
+    print("\n".join(busy), file=sys.stderr)
+    sys.exit(1)
+PY
+
 nats_bin="$(scripts/install-nats-server.sh)"
 echo "building inlet-ingest and inlet-worker (first build takes a few minutes)..."
 cargo build --release --bins --locked -q

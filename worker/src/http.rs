@@ -45,24 +45,36 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
 /// takes a body).
 pub const MAX_REQUEST_BODY_BYTES: usize = crate::api::MAX_BODY_BYTES;
 
+/// The operator plane's routes.
+pub struct OperatorRoutes {
+    /// `/graphql`: reads its own body, after the caller's credentials.
+    pub api: Router,
+    /// Sign-in and the console: their bodies are read before they run.
+    pub pages: Router,
+}
+
 /// The main listener's routes: health, plus `operator` (API, login, console) when enabled;
 /// request bodies bounded by `body_read_timeout` and [`MAX_REQUEST_BODY_BYTES`].
-pub fn router(health: Arc<Health>, operator: Option<Router>, body_read_timeout: Duration) -> Router {
+pub fn router(health: Arc<Health>, operator: Option<OperatorRoutes>, body_read_timeout: Duration) -> Router {
     let base = Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .with_state(health);
-    let router = match operator {
-        Some(operator) => base.merge(operator),
-        None => base,
+    let (base, api) = match operator {
+        Some(OperatorRoutes { api, pages }) => (base.merge(pages), Some(api)),
+        None => (base, None),
     };
-    router
+    let bodies_read_first = base
         .fallback(|| async {
             (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": "not_found" }))).into_response()
         })
         .layer(middleware::from_fn(move |request: AxumRequest, next: Next| {
             read_body_first(request, next, body_read_timeout)
-        }))
+        }));
+    match api {
+        Some(api) => api.merge(bodies_read_first),
+        None => bodies_read_first,
+    }
 }
 
 /// Why a request body was not read.
@@ -116,11 +128,8 @@ pub async fn read_bounded(body: Body, headers: &http::HeaderMap, timeout: Durati
 }
 
 /// Reads the whole request body (see [`read_bounded`]), then hands the request on with the body
-/// in memory; `/graphql` reads its own after checking the caller.
+/// in memory.
 async fn read_body_first(request: AxumRequest, next: Next, timeout: Duration) -> AxumResponse {
-    if request.uri().path() == crate::api::PATH {
-        return next.run(request).await;
-    }
     let (parts, body) = request.into_parts();
     match read_bounded(body, &parts.headers, timeout).await {
         Ok(body) => next.run(AxumRequest::from_parts(parts, Body::from(body))).await,

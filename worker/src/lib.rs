@@ -211,7 +211,7 @@ fn operator_routes(
     store: store::Store,
     destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
     shutdown: CancellationToken,
-) -> anyhow::Result<(axum::Router, Arc<api::replay::Replayer>)> {
+) -> anyhow::Result<(http::OperatorRoutes, Arc<api::replay::Replayer>)> {
     let console = &config.console;
     let oidc = match (&console.oidc, &console.public_url) {
         (Some(oidc), Some(public_url)) => Some(
@@ -253,7 +253,9 @@ fn operator_routes(
         .collect();
     let services = Arc::new(api::Services { store, replayer: Arc::clone(&replayer), destinations, sources });
     let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
-    Ok((api::router(api).merge(auth::routes::router(auth)).merge(console::router()), replayer))
+    let routes =
+        http::OperatorRoutes { api: api::router(api), pages: auth::routes::router(auth).merge(console::router()) };
+    Ok((routes, replayer))
 }
 
 async fn stats_loop(

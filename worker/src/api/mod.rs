@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use async_graphql::dataloader::DataLoader;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -106,10 +106,7 @@ pub const PATH: &str = "/graphql";
 
 /// `POST /graphql`.
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .route(PATH, post(graphql).fallback(method_not_allowed))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(api)
+    Router::new().route(PATH, post(graphql).fallback(method_not_allowed)).with_state(api)
 }
 
 /// Why a request was answered before any resolver ran: the one mapping from transport

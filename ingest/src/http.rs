@@ -293,7 +293,7 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
     }
 
     let headers =
-        nats_headers(source, &parts.headers, &original_headers, &identity, verified.secret_index(), received_at);
+        nats_headers(source, &parts.headers, original_headers, &identity, verified.secret_index(), received_at);
     match state.publisher.publish(source.subject.clone(), headers, body).await {
         Ok(Stored::New(sequence)) => Ok(Accepted::Stored { event_id: identity.id, sequence }),
         Ok(Stored::Duplicate(sequence)) => Ok(Accepted::Duplicate { event_id: identity.id, sequence }),
@@ -381,7 +381,7 @@ fn slack_challenge(body: &[u8]) -> Option<String> {
 fn nats_headers(
     source: &SourceRuntime,
     request_headers: &HeaderMap,
-    original_headers: &str,
+    original_headers: String,
     identity: &inlet_shared::signature::EventIdentity,
     secret_index: usize,
     received_at: SystemTime,
@@ -398,11 +398,11 @@ fn nats_headers(
         scheme: source.verifier.kind(),
         secret_index,
         content_type: request_headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
-        original_headers: Some(original_headers.to_owned()).filter(|json| !json.is_empty()),
+        original_headers: Some(original_headers).filter(|json| !json.is_empty()),
     };
     let mut headers = async_nats::HeaderMap::new();
     for (name, value) in envelope.to_headers() {
-        headers.insert(name, value.as_str());
+        headers.insert(name, value.as_ref());
     }
     headers
 }

@@ -10,6 +10,8 @@
 
 use serde_json::{Value, json};
 
+use std::borrow::Cow;
+
 use crate::signature::{IdOrigin, SchemeKind};
 
 /// Current envelope version, carried in [`HEADER_VERSION`].
@@ -235,14 +237,15 @@ impl Envelope {
         message_id(&self.source, &self.event_id)
     }
 
-    /// The NATS headers of the message, in a stable order.
-    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+    /// The NATS headers of the message, in a stable order (borrowed where they can be: the
+    /// stored request headers may be 32 KiB).
+    pub fn to_headers(&self) -> Vec<(&'static str, Cow<'_, str>)> {
         let mut headers = vec![
-            (HEADER_MSG_ID, self.message_id()),
-            (HEADER_VERSION, ENVELOPE_VERSION.to_owned()),
-            (HEADER_SOURCE, self.source.clone()),
-            (HEADER_EVENT_ID, self.event_id.clone()),
-            (HEADER_ID_ORIGIN, self.id_origin.as_str().to_owned()),
+            (HEADER_MSG_ID, Cow::Owned(self.message_id())),
+            (HEADER_VERSION, Cow::Borrowed(ENVELOPE_VERSION)),
+            (HEADER_SOURCE, Cow::Borrowed(self.source.as_str())),
+            (HEADER_EVENT_ID, Cow::Borrowed(self.event_id.as_str())),
+            (HEADER_ID_ORIGIN, Cow::Borrowed(self.id_origin.as_str())),
         ];
         let optional = [
             (HEADER_PROVIDER_EVENT_ID, &self.provider_event_id),
@@ -251,11 +254,11 @@ impl Envelope {
             (HEADER_ORIGINAL_HEADERS, &self.original_headers),
         ];
         headers.extend([
-            (HEADER_RECEIVED_AT, self.received_at_ms.to_string()),
-            (HEADER_SCHEME, self.scheme.as_str().to_owned()),
-            (HEADER_SECRET_INDEX, self.secret_index.to_string()),
+            (HEADER_RECEIVED_AT, Cow::Owned(self.received_at_ms.to_string())),
+            (HEADER_SCHEME, Cow::Borrowed(self.scheme.as_str())),
+            (HEADER_SECRET_INDEX, Cow::Owned(self.secret_index.to_string())),
         ]);
-        headers.extend(optional.into_iter().filter_map(|(name, value)| Some((name, value.clone()?))));
+        headers.extend(optional.into_iter().filter_map(|(name, value)| Some((name, Cow::Borrowed(value.as_deref()?)))));
         headers
     }
 
@@ -383,8 +386,8 @@ mod tests {
         }
     }
 
-    fn read(headers: &[(&'static str, String)]) -> Result<Envelope, EnvelopeError> {
-        Envelope::from_headers(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()))
+    fn read(headers: &[(&'static str, Cow<'_, str>)]) -> Result<Envelope, EnvelopeError> {
+        Envelope::from_headers(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_ref()))
     }
 
     #[test]
@@ -411,9 +414,10 @@ mod tests {
     #[test]
     fn required_headers_are_never_defaulted() {
         let schema = json_schema();
+        let envelope = sample();
         for required in schema["required"].as_array().unwrap() {
             let required = required.as_str().unwrap();
-            let without: Vec<_> = sample().to_headers().into_iter().filter(|(name, _)| *name != required).collect();
+            let without: Vec<_> = envelope.to_headers().into_iter().filter(|(name, _)| *name != required).collect();
             let error = read(&without).unwrap_err();
             assert!(matches!(error, EnvelopeError::Missing(name) if name == required), "{required}: {error:?}");
         }
@@ -424,10 +428,10 @@ mod tests {
             (HEADER_SECRET_INDEX, "-1"),
             (HEADER_RECEIVED_AT, "yesterday"),
         ] {
-            let headers: Vec<_> = sample()
+            let headers: Vec<_> = envelope
                 .to_headers()
                 .into_iter()
-                .map(|(name, v)| (name, if name == header { value.to_owned() } else { v }))
+                .map(|(name, v)| (name, if name == header { Cow::Borrowed(value) } else { v }))
                 .collect();
             assert_eq!(read(&headers), Err(EnvelopeError::Invalid(header)));
         }

@@ -159,5 +159,5 @@ destinations = ["sink"]
 }
 
 fn store_now() -> i64 {
-    inlet_worker::store::now_ms()
+    inlet_worker::model::UnixMs::now().0
 }

@@ -38,10 +38,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::metric_names;
-use crate::store::{
-    AttemptOutcome, AttemptRecord, AttemptSettled, Claimed, DeadLetterReason, DeliveryToSend, DueClass, Lease,
-    NextStep, Store, now_ms,
-};
+use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, UnixMs};
+use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, Store};
 
 /// Longest `Retry-After` honoured for a delivery's retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -91,7 +89,7 @@ pub struct Destination {
     /// recorded instead of fresh ones overtaking a backlog forever.
     backlog: AtomicBool,
     /// Deliveries this process holds now (waiting or being attempted): claims skip them.
-    held: Mutex<HashSet<String>>,
+    held: Mutex<HashSet<DeliveryId>>,
     wake_first: Notify,
     wake_retry: Notify,
     /// The earliest retry this process scheduled, Unix ms, so a short delay is not rounded up
@@ -210,24 +208,24 @@ impl Destination {
         taken
     }
 
-    fn hold(&self, delivery_id: &str) {
+    fn hold(&self, delivery_id: &DeliveryId) {
         if let Ok(mut held) = self.held.lock() {
-            held.insert(delivery_id.to_owned());
+            held.insert(delivery_id.clone());
         }
     }
 
-    fn release(&self, delivery_id: &str) {
+    fn release(&self, delivery_id: &DeliveryId) {
         if let Ok(mut held) = self.held.lock() {
             held.remove(delivery_id);
         }
     }
 
-    fn held(&self) -> Vec<String> {
+    fn held(&self) -> Vec<DeliveryId> {
         self.held.lock().map(|held| held.iter().cloned().collect()).unwrap_or_default()
     }
 
-    fn hint_retry(&self, at_ms: i64) {
-        self.next_retry_ms.fetch_min(at_ms, Ordering::SeqCst);
+    fn hint_retry(&self, at: UnixMs) {
+        self.next_retry_ms.fetch_min(at.0, Ordering::SeqCst);
         self.wake_retry.notify_one();
     }
 
@@ -316,7 +314,8 @@ async fn schedule(
     if class == DueClass::First {
         waiting.extend(destination.take_fresh(usize::MAX));
     }
-    let leases: Vec<(String, i64)> = waiting.iter().map(|c| (c.delivery.delivery_id.clone(), c.lease.token)).collect();
+    let leases: Vec<(DeliveryId, _)> =
+        waiting.iter().map(|c| (c.delivery.delivery_id.clone(), c.lease.token)).collect();
     for claimed in &waiting {
         destination.release(&claimed.delivery.delivery_id);
     }
@@ -355,15 +354,15 @@ async fn next_delivery(
                 continue;
             }
         }
-        let now = now_ms();
+        let now = UnixMs::now();
         let hinted = destination.next_retry_ms.load(Ordering::SeqCst);
-        if class == DueClass::Retry && hinted <= now {
+        if class == DueClass::Retry && hinted <= now.0 {
             // Only the hint just read: one set meanwhile stays.
             let _ = destination.next_retry_ms.compare_exchange(hinted, i64::MAX, Ordering::SeqCst, Ordering::SeqCst);
         }
         match store.has_due(name.clone(), class, now).await {
             Ok(true) => {
-                let lease_until = now.saturating_add(duration_ms(destination.lease()));
+                let lease_until = now.plus(destination.lease());
                 let skip = destination.held();
                 match store.claim_due(name.clone(), class, batch, now, lease_until, skip).await {
                     Ok((claimed, restarted)) => {
@@ -398,7 +397,7 @@ async fn next_delivery(
             DueClass::First => IDLE_POLL,
             DueClass::Retry => {
                 let next = destination.next_retry_ms.load(Ordering::SeqCst);
-                let until_next = u64::try_from(next.saturating_sub(now_ms())).unwrap_or(0);
+                let until_next = u64::try_from(next.saturating_sub(UnixMs::now().0)).unwrap_or(0);
                 IDLE_POLL.min(Duration::from_millis(until_next.max(1)))
             }
         };
@@ -434,10 +433,6 @@ async fn admitted(destination: &Destination) -> bool {
     }
 }
 
-fn duration_ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// One attempt, holding its slot permits; the delivery is released from `held` at the end.
 async fn attempt(
     destination: Arc<Destination>,
@@ -453,7 +448,7 @@ async fn attempt(
 
 async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed, probe: bool) {
     let Claimed { delivery, mut lease } = claimed;
-    let delivery_id = delivery.delivery_id.as_str();
+    let delivery_id = &delivery.delivery_id;
     if !lease_is_long_enough(destination, store, delivery_id, &mut lease).await {
         if probe {
             // Not sent: the next call may probe instead (else the breaker waits for ever).
@@ -463,7 +458,7 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
     }
 
     let attempt_number = delivery.attempts + 1;
-    let started_at_ms = now_ms();
+    let started_at = UnixMs::now();
     let started = Instant::now();
     let response = send(destination, &delivery, attempt_number).await;
     let elapsed = started.elapsed();
@@ -494,7 +489,7 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
     let record = AttemptRecord {
         delivery_id: delivery.delivery_id.clone(),
         attempt: attempt_number,
-        started_at_ms,
+        started_at,
         duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
         outcome,
         status_code: response.status,
@@ -513,7 +508,7 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
                 // expired): that owner's result stands. The destination may see this delivery
                 // twice, with the same Idempotency-Key.
                 tracing::warn!(
-                    delivery_id,
+                    %delivery_id,
                     attempt = attempt_number,
                     "attempt result dropped: the delivery was claimed again meanwhile"
                 );
@@ -521,13 +516,13 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
                 return;
             }
             Err(error) if tries < RECORD_TRIES => {
-                tracing::error!(%error, delivery_id, "cannot record attempt; trying again");
+                tracing::error!(%error, %delivery_id, "cannot record attempt; trying again");
                 tokio::time::sleep(Duration::from_secs(u64::from(tries))).await;
             }
             Err(error) => {
                 // Left to the lease: when it expires the delivery is attempted again, with the
                 // same Idempotency-Key, so a destination that got it drops the repeat.
-                tracing::error!(%error, delivery_id, "cannot record attempt; the delivery is attempted again when its lease expires");
+                tracing::error!(%error, %delivery_id, "cannot record attempt; the delivery is attempted again when its lease expires");
                 return;
             }
         }
@@ -535,15 +530,14 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
     let name = &destination.config.name;
     match next {
         NextStep::Delivered => {
-            let receipt_age_ms = now_ms().saturating_sub(delivery.received_at_ms).max(0);
-            destination.metrics.delivered(Duration::from_millis(u64::try_from(receipt_age_ms).unwrap_or(0)));
+            destination.metrics.delivered(UnixMs::now().since(delivery.received_at));
         }
         NextStep::RetryAt(at) => {
             metrics::counter!(metric_names::RETRIES, "destination" => name.clone()).increment(1);
             destination.hint_retry(at);
         }
         NextStep::DeadLetter(reason) => {
-            tracing::warn!(delivery_id, destination = %name, reason = reason.as_str(), "delivery dead-lettered");
+            tracing::warn!(%delivery_id, destination = %name, reason = reason.as_str(), "delivery dead-lettered");
             metrics::counter!(metric_names::DELIVERIES, "destination" => name.clone(), "outcome" => "dead_lettered")
                 .increment(1);
             metrics::counter!(metric_names::DEAD_LETTERED, "destination" => name.clone(), "reason" => reason.as_str())
@@ -554,24 +548,28 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
 
 /// Makes sure the lease outlasts the attempt (renewing it when waiting used it up); false when
 /// the delivery was claimed by someone else meanwhile or the store cannot say.
-async fn lease_is_long_enough(destination: &Destination, store: &Store, delivery_id: &str, lease: &mut Lease) -> bool {
-    let needed = duration_ms(destination.config.timeout + STALL_GRACE + LEASE_SLACK);
-    let now = now_ms();
-    if lease.until_ms.saturating_sub(now) >= needed {
+async fn lease_is_long_enough(
+    destination: &Destination,
+    store: &Store,
+    delivery_id: &DeliveryId,
+    lease: &mut Lease,
+) -> bool {
+    let now = UnixMs::now();
+    if lease.until >= now.plus(destination.config.timeout + STALL_GRACE + LEASE_SLACK) {
         return true;
     }
-    let until_ms = now.saturating_add(duration_ms(destination.lease()));
-    match store.renew_lease(delivery_id.to_owned(), lease.token, until_ms).await {
+    let until = now.plus(destination.lease());
+    match store.renew_lease(delivery_id.clone(), lease.token, until).await {
         Ok(true) => {
-            lease.until_ms = until_ms;
+            lease.until = until;
             true
         }
         Ok(false) => {
-            tracing::warn!(delivery_id, "not attempted: the delivery was claimed again while it waited here");
+            tracing::warn!(%delivery_id, "not attempted: the delivery was claimed again while it waited here");
             false
         }
         Err(error) => {
-            tracing::warn!(%error, delivery_id, "cannot renew the lease; the delivery is attempted once it expires");
+            tracing::warn!(%error, %delivery_id, "cannot renew the lease; the delivery is attempted once it expires");
             false
         }
     }
@@ -601,7 +599,7 @@ pub fn next_step(
                         (_, Some(asked)) => asked.min(MAX_RETRY_AFTER).max(jittered),
                         (_, None) => jittered,
                     };
-                    NextStep::RetryAt(now_ms().saturating_add(duration_ms(delay)))
+                    NextStep::RetryAt(UnixMs::now().plus(delay))
                 }
             }
         }
@@ -638,23 +636,26 @@ pub fn classify(config: &DestinationConfig, status: Option<u16>, attempt_number:
 }
 
 async fn send(destination: &Destination, delivery: &DeliveryToSend, attempt_number: i64) -> AttemptResult {
-    let timestamp = now_ms() / 1000;
+    let timestamp = UnixMs::now().0 / 1000;
     let mut request = destination
         .client
         .post(&destination.config.url)
         .header(reqwest::header::CONTENT_TYPE, delivery.content_type.as_deref().unwrap_or("application/octet-stream"))
-        .header("Idempotency-Key", &delivery.delivery_id)
-        .header("Inlet-Delivery-Id", &delivery.delivery_id)
+        .header("Idempotency-Key", delivery.delivery_id.as_str())
+        .header("Inlet-Delivery-Id", delivery.delivery_id.as_str())
         .header("Inlet-Delivery-Attempt", attempt_number.to_string())
         .header("Inlet-Source", &delivery.source)
         .header("Inlet-Event-Id", &delivery.event_id)
-        .header("Inlet-Received-At", delivery.received_at_ms.to_string());
+        .header("Inlet-Received-At", delivery.received_at.0.to_string());
     if let Some(event_type) = &delivery.event_type {
         request = request.header("Inlet-Event-Type", event_type);
     }
-    for (name, value) in
-        sign::standard(destination.config.signing_secret.expose(), &delivery.delivery_id, timestamp, &delivery.body)
-    {
+    for (name, value) in sign::standard(
+        destination.config.signing_secret.expose(),
+        delivery.delivery_id.as_str(),
+        timestamp,
+        &delivery.body,
+    ) {
         request = request.header(name, value);
     }
     let exchange = async {
@@ -730,7 +731,7 @@ mod tests {
     /// How far in the future a retry was scheduled.
     fn retry_in(next: NextStep) -> Duration {
         match next {
-            NextStep::RetryAt(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+            NextStep::RetryAt(at) => at.since(UnixMs::now()),
             other => panic!("expected a retry, got {other:?}"),
         }
     }

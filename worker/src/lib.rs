@@ -23,6 +23,7 @@ mod console;
 mod deliver;
 mod http;
 pub mod metric_names;
+pub mod model;
 mod ownership;
 mod pull;
 mod record;
@@ -41,6 +42,8 @@ use hyper_util::service::TowerToHyperService;
 use inlet_shared::config::Config;
 use inlet_shared::server::{ServeOptions, metrics_handle, serve};
 use tokio::net::TcpListener;
+
+use crate::model::UnixMs;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -269,9 +272,7 @@ async fn stats_loop(
             Ok(stats) => {
                 metrics::gauge!(metric_names::DEAD_LETTER_BACKLOG).set(stats.dead_letters as f64);
                 metrics::gauge!(metric_names::PENDING_DELIVERIES).set(stats.pending as f64);
-                let age = stats
-                    .oldest_pending_received_at_ms
-                    .map_or(0.0, |at| (store::now_ms().saturating_sub(at)).max(0) as f64 / 1000.0);
+                let age = stats.oldest_pending_received_at.map_or(0.0, |at| UnixMs::now().since(at).as_secs_f64());
                 metrics::gauge!(metric_names::OLDEST_PENDING_AGE).set(age);
             }
             Err(error) => tracing::warn!(%error, "cannot read stats"),
@@ -288,8 +289,7 @@ async fn stats_loop(
 
 async fn prune_loop(store: store::Store, retention: Duration, shutdown: CancellationToken) {
     loop {
-        let cutoff = store::now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        match store.prune(cutoff).await {
+        match store.prune(UnixMs::now().minus(retention)).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "pruned events past retention"),
             Err(error) => tracing::warn!(%error, "prune failed"),

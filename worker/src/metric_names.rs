@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::store::AttemptOutcome;
+use crate::model::AttemptOutcome;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Events read from the stream, by source and outcome (`recorded`, `unrouted`, `duplicate`,

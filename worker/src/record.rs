@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deliver::Destination;
 use crate::metric_names;
+use crate::model::UnixMs;
 use crate::routes::Router;
-use crate::store::{Claimed, NewEvent, Recorded, Store, now_ms};
+use crate::store::{Claimed, NewEvent, Recorded, Store};
 
 /// Batches recorded but not yet acked, at most.
 const MAX_SETTLING: usize = 4;
@@ -60,13 +61,13 @@ pub fn parse_message(message: &jetstream::Message, router: &Router) -> Result<Ne
     let stream_sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
     let destinations = router.destinations(&envelope.source, envelope.event_type.as_deref());
     Ok(NewEvent {
-        id_origin: envelope.id_origin.as_str().to_owned(),
-        scheme: envelope.scheme.as_str().to_owned(),
+        id_origin: envelope.id_origin,
+        scheme: envelope.scheme,
         secret_index: i64::try_from(envelope.secret_index).unwrap_or(i64::MAX),
         content_type: envelope.content_type,
         headers_json: envelope.original_headers.unwrap_or_else(|| "[]".into()),
         body: Bytes::copy_from_slice(&message.payload),
-        received_at_ms: i64::try_from(envelope.received_at_ms).unwrap_or(i64::MAX),
+        received_at: UnixMs(i64::try_from(envelope.received_at_ms).unwrap_or(i64::MAX)),
         source: envelope.source,
         event_id: envelope.event_id,
         event_type: envelope.event_type,
@@ -144,8 +145,8 @@ impl Recorder {
         // Only the keys are needed after the write; the events themselves (bodies, headers) move
         // into the store instead of being copied.
         let keys: Vec<(String, String)> = events.iter().map(|e| (e.source.clone(), e.event_id.clone())).collect();
-        let lease_until_ms = now_ms().saturating_add(self.first_lease_ms());
-        let recorded = match self.store.record(events, lease_until_ms).await {
+        let lease_until = UnixMs::now().plus(self.first_lease());
+        let recorded = match self.store.record(events, lease_until).await {
             Ok(recorded) => recorded,
             Err(error) => {
                 tracing::error!(%error, "cannot record batch; messages will be redelivered");
@@ -209,9 +210,8 @@ impl Recorder {
     }
 
     /// How long the claim on a just-recorded delivery lasts: the longest destination lease.
-    fn first_lease_ms(&self) -> i64 {
-        let longest = self.destinations.values().map(|d| d.lease()).max().unwrap_or_default();
-        i64::try_from(longest.as_millis()).unwrap_or(i64::MAX)
+    fn first_lease(&self) -> Duration {
+        self.destinations.values().map(|d| d.lease()).max().unwrap_or_default()
     }
 }
 

@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::ApiError;
 use super::types::{BulkReplay, DeadLetterFilter, Delivery, ReplayResult};
 use crate::deliver::Destination;
-use crate::store::{AuditAction, AuditRow, ReplayOutcome, Store, now_ms};
+use crate::model::{AuditAction, DeliveryId, UnixMs};
+use crate::store::{AuditRow, ReplayOutcome, Store};
 
 /// Size of a dry run's sample.
 const SAMPLE: usize = 10;
@@ -124,7 +125,8 @@ impl Replayer {
 
     /// Replays one delivery now (the caller took the destination's turn).
     async fn replay_now(&self, delivery_id: &str, actor: &str, audit: bool) -> Result<ReplayResult, ApiError> {
-        let outcome = self.store.replay(delivery_id.to_owned(), actor.to_owned(), audit).await?;
+        let outcome =
+            self.store.replay(DeliveryId::from_stored(delivery_id.to_owned()), actor.to_owned(), audit).await?;
         let (destination, result, enqueued) = match outcome {
             ReplayOutcome::NotFound => return Err(ApiError::NotFound),
             ReplayOutcome::AlreadyPending { destination, rescheduled } => {
@@ -149,7 +151,7 @@ impl Replayer {
             .write(|c| {
                 c.execute(
                     "UPDATE bulk_replays SET status = 'cancelled', finished_at_ms = ?1 WHERE status = 'running'",
-                    [now_ms()],
+                    [UnixMs::now().0],
                 )
             })
             .await;
@@ -232,7 +234,7 @@ impl Replayer {
         let job = self
             .store
             .write(move |c| {
-                let now = now_ms();
+                let now = UnixMs::now().0;
                 c.execute(
                     "INSERT INTO bulk_replays (actor, filter_json, rate_per_second, total, status, created_at_ms)
                      VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
@@ -240,7 +242,7 @@ impl Replayer {
                 )?;
                 let id = c.last_insert_rowid();
                 AuditRow {
-                    at_ms: now,
+                    at: UnixMs(now),
                     actor: &job_actor,
                     action: AuditAction::BulkReplay,
                     target: &format!("bulk_replay:{id}"),
@@ -325,7 +327,7 @@ impl Replayer {
             .write(move |c| {
                 c.execute(
                     "UPDATE bulk_replays SET done = ?2, enqueued = ?3, status = ?4, finished_at_ms = ?5 WHERE id = ?1",
-                    params![job_id, done, enqueued, status, now_ms()],
+                    params![job_id, done, enqueued, status, UnixMs::now().0],
                 )
             })
             .await;
@@ -363,7 +365,7 @@ impl Replayer {
                     .optional()?;
                 if job.is_some() {
                     AuditRow {
-                        at_ms: now_ms(),
+                        at: UnixMs::now(),
                         actor: &actor,
                         action: AuditAction::CancelBulkReplay,
                         target: &format!("bulk_replay:{job_id}"),

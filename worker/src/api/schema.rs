@@ -10,7 +10,8 @@ use super::loaders::Reads;
 use super::services;
 use super::types::*;
 use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
-use crate::store::{AuditAction, AuditRow, now_ms};
+use crate::model::{AuditAction, UnixMs};
+use crate::store::AuditRow;
 
 /// Deepest query accepted.
 pub const MAX_DEPTH: usize = 10;
@@ -416,7 +417,7 @@ impl Mutation {
                 }
                 c.execute("DELETE FROM oauth_accounts WHERE id = ?1", [link_id])?;
                 AuditRow {
-                    at_ms: now_ms(),
+                    at: UnixMs::now(),
                     actor: &actor,
                     action: AuditAction::UnlinkAccount,
                     target: &provider,
@@ -444,14 +445,14 @@ impl Mutation {
         let api_token = services(ctx)?
             .store
             .write(move |c| {
-                let now = now_ms();
+                let now = UnixMs::now().0;
                 c.execute(
                     "INSERT INTO api_tokens (name, token_hash, role, created_by, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![name, hash, role.as_str(), actor, now],
                 )?;
                 let id = c.last_insert_rowid();
                 AuditRow {
-                    at_ms: now,
+                    at: UnixMs(now),
                     actor: &actor,
                     action: AuditAction::CreateApiToken,
                     target: &format!("api_token:{id}"),
@@ -474,14 +475,14 @@ impl Mutation {
         let token = services(ctx)?
             .store
             .write(move |c| {
-                let now = now_ms();
+                let now = UnixMs::now().0;
                 let changed = c.execute(
                     "UPDATE api_tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
                     params![id, now],
                 )?;
                 if changed == 1 {
                     AuditRow {
-                        at_ms: now,
+                        at: UnixMs(now),
                         actor: &actor,
                         action: AuditAction::RevokeApiToken,
                         target: &format!("api_token:{id}"),

@@ -1,7 +1,7 @@
 //! A login in progress, sealed into its own `__Host-` cookie (no server state before sign-in).
 
 use super::crypto;
-use crate::store::now_ms;
+use crate::model::UnixMs;
 
 /// How long a login may take between leaving for the provider and coming back.
 pub const LOGIN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -59,7 +59,7 @@ impl Default for FlowSeal {
 
 /// Expiry of a flow started now.
 pub(crate) fn flow_expiry() -> i64 {
-    now_ms().saturating_add(i64::try_from(LOGIN_TTL.as_millis()).unwrap_or(i64::MAX))
+    UnixMs::now().0.saturating_add(i64::try_from(LOGIN_TTL.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Where a finished login goes: back to `return_to`, signed in or (with `link_user_id`) with

@@ -27,7 +27,8 @@ use inlet_shared::config::{ConsoleConfig, Role};
 use rusqlite::{OptionalExtension, params};
 use subtle::ConstantTimeEq;
 
-use crate::store::{AuditAction, AuditRow, Store, StoreError, now_ms};
+use crate::model::{AuditAction, UnixMs};
+use crate::store::{AuditRow, Store, StoreError};
 
 /// Name of the session cookie (`__Host-`: Secure, `Path=/`, no `Domain`).
 pub const SESSION_COOKIE: &str = "__Host-inlet_session";
@@ -218,7 +219,7 @@ impl Auth {
         let (id, name, role, last_used) = found.ok_or(AuthError::BadToken)?;
         let role = Role::parse(&role).ok_or(AuthError::BadToken)?;
         // "Last used" to the minute: at most one write per token per minute, whatever the load.
-        let now = now_ms();
+        let now = UnixMs::now().0;
         if last_used.is_none_or(|at| now.saturating_sub(at) >= 60_000) {
             let store = self.store.clone();
             tokio::spawn(async move {
@@ -239,7 +240,7 @@ impl Auth {
     /// A database failure.
     pub async fn session_principal(&self, cookie_value: &str) -> Result<Option<Principal>, AuthError> {
         let hash = sha256_hex(cookie_value);
-        let now = now_ms();
+        let now = UnixMs::now().0;
         let found: Option<SessionRow> = self
             .store
             .read(move |c| {
@@ -302,7 +303,8 @@ impl Auth {
             },
             None => false,
         };
-        let next = now_ms().saturating_add(i64::try_from(github.membership_ttl().as_millis()).unwrap_or(i64::MAX));
+        let next =
+            UnixMs::now().0.saturating_add(i64::try_from(github.membership_ttl().as_millis()).unwrap_or(i64::MAX));
         let (provider, subject, email) = (row.provider.clone(), row.subject.clone(), row.email.clone());
         self.store
             .write(move |c| {
@@ -315,7 +317,7 @@ impl Auth {
                         params![provider, subject],
                     )?;
                     AuditRow {
-                        at_ms: now_ms(),
+                        at: UnixMs::now(),
                         actor: &email,
                         action: AuditAction::SessionEnded,
                         target: "membership",
@@ -386,7 +388,7 @@ impl Auth {
                 (Some(cipher), Some(token)) => {
                     let aad = token_aad(&identity.provider, &identity.subject);
                     let sealed = cipher.seal(token.expose(), &aad)?;
-                    let recheck = now_ms().saturating_add(i64::try_from(limit.as_millis()).unwrap_or(i64::MAX));
+                    let recheck = UnixMs::now().0.saturating_add(i64::try_from(limit.as_millis()).unwrap_or(i64::MAX));
                     kept = Some((sealed, recheck));
                 }
                 _ => ttl = ttl.min(limit),
@@ -398,7 +400,7 @@ impl Auth {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         self.store
             .write(move |c| {
-                let now = now_ms();
+                let now = UnixMs::now().0;
                 // A provider account already linked to a user signs in as that user.
                 let linked: Option<i64> = c
                     .query_row(
@@ -445,7 +447,7 @@ impl Auth {
                     params![hash, user_id, csrf_token, now, now.saturating_add(ttl_ms), account_id, recheck_at],
                 )?;
                 AuditRow {
-                    at_ms: now,
+                    at: UnixMs(now),
                     actor: &email,
                     action: AuditAction::SignIn,
                     target: &identity.provider,
@@ -480,7 +482,7 @@ impl Auth {
                     Some(owner) if owner == user_id => Ok(Linked::Already),
                     Some(_) => Ok(Linked::OtherUser),
                     None => {
-                        let now = now_ms();
+                        let now = UnixMs::now().0;
                         c.execute(
                             "INSERT INTO oauth_accounts (user_id, provider, subject, email, created_at_ms)
                              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -489,7 +491,7 @@ impl Auth {
                         let actor: String =
                             c.query_row("SELECT email FROM users WHERE id = ?1", [user_id], |r| r.get(0))?;
                         AuditRow {
-                            at_ms: now,
+                            at: UnixMs(now),
                             actor: &actor,
                             action: AuditAction::LinkAccount,
                             target: &identity.provider,

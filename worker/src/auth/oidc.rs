@@ -21,7 +21,7 @@ use openidconnect::{
 use tokio::sync::Mutex;
 
 use super::{FlowEnd, FlowSeal, Identity, LoginFlow, constant_time_eq, flow_expiry};
-use crate::store::now_ms;
+use crate::model::UnixMs;
 /// How long discovery metadata (and its JWKS) is reused.
 const METADATA_TTL: Duration = Duration::from_secs(300);
 
@@ -287,7 +287,7 @@ pub(crate) fn checked_flow(
 ) -> Result<LoginFlow, LoginError> {
     let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
     let flow = flows.open(&login_cookie, provider).ok_or(LoginError::NoLoginInProgress)?;
-    if flow.expires_at_ms <= now_ms() {
+    if flow.expires_at_ms <= UnixMs::now().0 {
         return Err(LoginError::Expired);
     }
     if !constant_time_eq(query.state.as_deref().unwrap_or(""), &flow.state) {

@@ -1,0 +1,226 @@
+//! Recording events: one transaction per batch, each event with one delivery per destination its
+//! routes select (due now, claimed for the first attempt by the recording process), duplicates
+//! and conflicts counted on the stored event; and pruning past `worker.retention`.
+
+use bytes::Bytes;
+use inlet_shared::signature::{IdOrigin, SchemeKind};
+use rusqlite::params;
+use tokio::sync::oneshot;
+
+use super::deliveries::{Claimed, DeliveryToSend, Lease};
+use super::writer::Command;
+use super::{Store, StoreError};
+use crate::model::{DeliveryId, DeliveryStatus, EventRowId, LeaseToken, RouteStatus, UnixMs};
+
+/// One event to record, as read from the stream.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Source name.
+    pub source: String,
+    /// Provider event id.
+    pub event_id: String,
+    /// Where the event id came from.
+    pub id_origin: IdOrigin,
+    /// Event type, if any.
+    pub event_type: Option<String>,
+    /// Which scheme verified it.
+    pub scheme: SchemeKind,
+    /// Which secret matched.
+    pub secret_index: i64,
+    /// Ingest's receipt time.
+    pub received_at: UnixMs,
+    /// Stream sequence of the message.
+    pub stream_sequence: u64,
+    /// Original `Content-Type`.
+    pub content_type: Option<String>,
+    /// JSON array of the kept request headers.
+    pub headers_json: String,
+    /// The raw body.
+    pub body: Bytes,
+    /// Destinations the routes select (empty: unrouted).
+    pub destinations: Vec<String>,
+}
+
+/// What recording one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// First time seen: recorded with these new deliveries (empty when unrouted), each already
+    /// claimed for its first attempt by this process.
+    New {
+        /// The new deliveries.
+        deliveries: Vec<Claimed>,
+    },
+    /// Seen before (a provider redelivery, or our own redelivery after a crash). Its
+    /// deliveries are already scheduled in the store.
+    Duplicate {
+        /// The stored body differs: recorded as a conflict, not merged.
+        conflict: bool,
+    },
+}
+
+/// What recording one event did, as the writer sees it (before the deliveries' bodies are
+/// attached).
+pub(super) enum RecordedRow {
+    New(Vec<(DeliveryId, String)>),
+    Duplicate { conflict: bool },
+}
+
+pub(super) fn body_sha256(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(body))
+}
+
+pub(super) fn record_events(
+    connection: &rusqlite::Connection,
+    events: &[NewEvent],
+    now: UnixMs,
+    lease_until: UnixMs,
+) -> Result<Vec<RecordedRow>, rusqlite::Error> {
+    let mut insert_event = connection.prepare_cached(
+        "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
+                             recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256, route_status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (source, event_id) DO NOTHING",
+    )?;
+    // Due now and already claimed by this process for the first attempt (token 1).
+    let mut insert_delivery = connection.prepare_cached(
+        "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms, next_attempt_at_ms,
+                                 lease_token, lease_until_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+    )?;
+    let mut existing =
+        connection.prepare_cached("SELECT id, body_sha256 FROM events WHERE source = ?1 AND event_id = ?2")?;
+    let mut bump = connection
+        .prepare_cached("UPDATE events SET duplicates = duplicates + ?2, conflicts = conflicts + ?3 WHERE id = ?1")?;
+
+    let mut results = Vec::with_capacity(events.len());
+    for event in events {
+        let sha = body_sha256(&event.body);
+        let route_status = if event.destinations.is_empty() { RouteStatus::Unrouted } else { RouteStatus::Routed };
+        let inserted = insert_event.execute(params![
+            event.source,
+            event.event_id,
+            event.id_origin.as_str(),
+            event.event_type,
+            event.scheme.as_str(),
+            event.secret_index,
+            event.received_at,
+            now,
+            i64::try_from(event.stream_sequence).unwrap_or(i64::MAX),
+            event.content_type,
+            event.headers_json,
+            event.body.as_ref(),
+            sha,
+            route_status,
+        ])?;
+        if inserted == 1 {
+            let rowid = EventRowId(connection.last_insert_rowid());
+            let mut ids = Vec::with_capacity(event.destinations.len());
+            for destination in &event.destinations {
+                let id = DeliveryId::of(rowid, destination);
+                insert_delivery.execute(params![
+                    id,
+                    rowid,
+                    destination,
+                    DeliveryStatus::Pending,
+                    now,
+                    LeaseToken::FIRST,
+                    lease_until
+                ])?;
+                ids.push((id, destination.clone()));
+            }
+            results.push(RecordedRow::New(ids));
+        } else {
+            let (rowid, stored_sha): (i64, String) =
+                existing.query_row(params![event.source, event.event_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let conflict = stored_sha != sha;
+            bump.execute(params![rowid, i64::from(!conflict), i64::from(conflict)])?;
+            results.push(RecordedRow::Duplicate { conflict });
+        }
+    }
+    Ok(results)
+}
+
+pub(super) fn prune(connection: &rusqlite::Connection, cutoff: UnixMs) -> Result<usize, rusqlite::Error> {
+    // The newest event always stays: SQLite hands out max(rowid) + 1, so deleting it would hand
+    // its row id out again, and with it its delivery ids, which destinations keep as
+    // `Idempotency-Key`: a new event would look like a repeat of an old one.
+    connection.execute(
+        "DELETE FROM events WHERE received_at_ms < ?1 AND id < (SELECT max(id) FROM events)
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = events.id AND d.status != 'delivered')",
+        [cutoff],
+    )
+}
+
+impl Store {
+    /// Records a batch of events in one transaction; returns one result per event, in order.
+    /// New deliveries are claimed for their first attempt by this process until
+    /// `lease_until`, and come back with what is needed to send them (no read back).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction failed: nothing of the batch is recorded.
+    pub async fn record(&self, events: Vec<NewEvent>, lease_until: UnixMs) -> Result<Vec<Recorded>, StoreError> {
+        // What a first attempt needs of each routed event; the events themselves move to the
+        // writer.
+        let sendable: Vec<Option<NewEvent>> = events
+            .iter()
+            .map(|event| {
+                (!event.destinations.is_empty()).then(|| NewEvent {
+                    source: event.source.clone(),
+                    event_id: event.event_id.clone(),
+                    event_type: event.event_type.clone(),
+                    content_type: event.content_type.clone(),
+                    body: event.body.clone(),
+                    // Not needed to send: left out rather than copied (the headers may be 32 KiB).
+                    headers_json: String::new(),
+                    destinations: Vec::new(),
+                    ..*event
+                })
+            })
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(Command::Record { events, lease_until, reply }).await.map_err(|_| StoreError::WriterGone)?;
+        let rows = answer.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(rows
+            .into_iter()
+            .zip(sendable)
+            .map(|(row, sendable)| match (row, sendable) {
+                (RecordedRow::New(ids), Some(event)) => Recorded::New {
+                    deliveries: ids
+                        .into_iter()
+                        .map(|(delivery_id, destination)| Claimed {
+                            delivery: DeliveryToSend {
+                                delivery_id,
+                                destination,
+                                attempts: 0,
+                                source: event.source.clone(),
+                                event_id: event.event_id.clone(),
+                                event_type: event.event_type.clone(),
+                                content_type: event.content_type.clone(),
+                                received_at: event.received_at,
+                                body: event.body.clone(),
+                            },
+                            lease: Lease { token: LeaseToken::FIRST, until: lease_until },
+                        })
+                        .collect(),
+                },
+                (RecordedRow::New(_), None) => Recorded::New { deliveries: Vec::new() },
+                (RecordedRow::Duplicate { conflict }, _) => Recorded::Duplicate { conflict },
+            })
+            .collect())
+    }
+
+    /// Deletes events received before `cutoff` whose deliveries are all delivered (or that
+    /// were unrouted). Dead-lettered and pending work is never pruned, nor the newest event (so
+    /// row ids, and with them delivery ids, are never handed out twice).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction failed.
+    pub async fn prune(&self, cutoff: UnixMs) -> Result<usize, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(Command::Prune { cutoff, reply }).await.map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}

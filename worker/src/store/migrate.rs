@@ -1,0 +1,45 @@
+//! Schema migrations: `schemas/sql/NNNN_*.sql`, applied in order at startup, each in its own
+//! transaction, recorded in `schema_migrations`.
+
+use rusqlite::params;
+
+use crate::model::UnixMs;
+
+/// Migrations in order: (version, name, SQL). Mirrors the files in `schemas/sql/`.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "0001_init", include_str!("../../../schemas/sql/0001_init.sql")),
+    (2, "0002_operator", include_str!("../../../schemas/sql/0002_operator.sql")),
+    (3, "0003_login_provider", include_str!("../../../schemas/sql/0003_login_provider.sql")),
+    (4, "0004_login_link", include_str!("../../../schemas/sql/0004_login_link.sql")),
+    (5, "0005_dead_letter_order", include_str!("../../../schemas/sql/0005_dead_letter_order.sql")),
+    (6, "0006_replay_repair", include_str!("../../../schemas/sql/0006_replay_repair.sql")),
+    (7, "0007_kept_tokens", include_str!("../../../schemas/sql/0007_kept_tokens.sql")),
+    (8, "0008_drop_redundant_index", include_str!("../../../schemas/sql/0008_drop_redundant_index.sql")),
+    (9, "0009_scheduler", include_str!("../../../schemas/sql/0009_scheduler.sql")),
+    (10, "0010_drop_login_flows", include_str!("../../../schemas/sql/0010_drop_login_flows.sql")),
+];
+
+pub(super) fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)",
+    )?;
+    for (version, name, sql) in MIGRATIONS {
+        let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let applied: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+            [version],
+            |row| row.get(0),
+        )?;
+        if !applied {
+            transaction.execute_batch(sql)?;
+            transaction.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
+                params![version, name, UnixMs::now()],
+            )?;
+            tracing::info!(version, name, "applied database migration");
+        }
+        transaction.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,532 @@
+//! The store's own tests: the writer's group semantics, the WAL, migrations, and the delivery
+//! schedule against a real SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use inlet_shared::config::SqliteSynchronous;
+use tokio::sync::oneshot;
+
+use super::deliveries::{AttemptRecord, AttemptSettled, DueClass, Lease, NextStep};
+use super::events::{NewEvent, Recorded};
+use super::replays::ReplayOutcome;
+use super::wal::checkpoint;
+use super::wal::restart_wal_if_wanted;
+use super::writer::{Command, TypedWrite, execute_group};
+use super::{MIGRATIONS, Store, StoreError};
+use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, UnixMs};
+use bytes::Bytes;
+use inlet_shared::signature::{IdOrigin, SchemeKind};
+
+fn delivery_id(event: i64, destination: &str) -> DeliveryId {
+    DeliveryId::of(EventRowId(event), destination)
+}
+
+fn now_ms() -> i64 {
+    UnixMs::now().0
+}
+
+/// Readers that never stop (deliveries read all the time) kept a passive-only checkpoint from
+/// ever letting the WAL start over: the file grew without bound. With the RESTART step the
+/// WAL stays near its threshold while far more than that is written.
+#[test]
+fn the_wal_starts_over_under_steady_reads() {
+    const RESTART_AFTER_FRAMES: i64 = 256; // 1 MiB of 4 KiB pages
+    const WRITTEN: usize = 48 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let wal = dir.path().join("wal.db-wal");
+    let open = || {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA busy_timeout = 5000;
+                 PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 1048576;",
+            )
+            .unwrap();
+        connection
+    };
+    let writer = open();
+    writer.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, blob BLOB NOT NULL)").unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    // Short read transactions, back to back, as the delivery loop makes them.
+    let reader = {
+        let (done, reader) = (Arc::clone(&done), open());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                reader.execute_batch("BEGIN").unwrap();
+                reader.query_row("SELECT count(*) FROM t", [], |row| row.get::<_, i64>(0)).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+                reader.execute_batch("COMMIT").unwrap();
+            }
+        })
+    };
+    let wal_restart = Arc::new(AtomicBool::new(false));
+    let checkpointer = {
+        let (done, wal_restart, connection) = (Arc::clone(&done), Arc::clone(&wal_restart), open());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                checkpoint(&connection, RESTART_AFTER_FRAMES, &wal_restart).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let blob = vec![7u8; 16 * 1024];
+    let mut largest_wal = 0;
+    for _ in 0..WRITTEN / blob.len() {
+        // One commit per write, then what the writer loop does between groups.
+        writer.execute("INSERT INTO t (blob) VALUES (?1)", [&blob]).unwrap();
+        restart_wal_if_wanted(&writer, &wal_restart);
+        largest_wal = largest_wal.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    done.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    checkpointer.join().unwrap();
+    // Bounded by the threshold plus what is written while a RESTART waits or the checkpoint
+    // thread waits for a core (usually under 16 MiB; a loaded machine stretches it), not by
+    // the 48 MiB written: without the RESTART step it passed 70 MiB.
+    assert!(largest_wal < (WRITTEN / 2) as u64, "the WAL grew to {largest_wal} bytes while {WRITTEN} were written");
+}
+
+fn event(id: &str, body: &str, destinations: &[&str]) -> NewEvent {
+    NewEvent {
+        source: "src".into(),
+        event_id: id.into(),
+        id_origin: IdOrigin::Provider,
+        event_type: Some("t".into()),
+        scheme: SchemeKind::Github,
+        secret_index: 0,
+        received_at: UnixMs(1_000),
+        stream_sequence: 1,
+        content_type: Some("application/json".into()),
+        headers_json: "[]".into(),
+        body: Bytes::from(body.to_owned()),
+        destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+    }
+}
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("nested/inlet.db"), SqliteSynchronous::Full).unwrap();
+    (dir, store)
+}
+
+/// A boxed write job's work.
+type Work = Box<dyn FnOnce(&rusqlite::Connection) -> Result<(), rusqlite::Error> + Send>;
+
+/// A group of operator-style writes for [`execute_group`], with their answers.
+fn writes(works: Vec<Work>) -> (Vec<Command>, Vec<oneshot::Receiver<Result<(), StoreError>>>) {
+    works
+        .into_iter()
+        .map(|work| {
+            let (reply, answer) = oneshot::channel();
+            (Command::Write(Box::new(TypedWrite { work, reply })), answer)
+        })
+        .unzip()
+}
+
+fn rows(connection: &rusqlite::Connection) -> Vec<String> {
+    let mut statement = connection.prepare("SELECT v FROM t ORDER BY v").unwrap();
+    statement.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+fn insert(value: &'static str) -> Work {
+    Box::new(move |c| c.execute("INSERT INTO t (v) VALUES (?1)", [value]).map(drop))
+}
+
+/// SQLite rolls the whole transaction back by itself after some I/O and disk-full errors
+/// (here done by hand, the same end state). The commands after it in the group must not run
+/// on in autocommit mode, each committing alone: the group fails as a whole.
+#[test]
+fn a_transaction_sqlite_rolled_back_takes_the_rest_of_the_group_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut connection = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v TEXT)").unwrap();
+    let (group, mut answers) =
+        writes(vec![insert("before"), Box::new(|c| c.execute_batch("ROLLBACK")), insert("after")]);
+    assert!(!execute_group(&mut connection, group), "the group did not commit");
+    for answer in &mut answers {
+        assert!(answer.try_recv().unwrap().is_err(), "every command is told it failed");
+    }
+    assert!(rows(&connection).is_empty(), "nothing of the group is stored: {:?}", rows(&connection));
+
+    let (group, mut answers) = writes(vec![insert("later")]);
+    assert!(execute_group(&mut connection, group));
+    assert!(answers[0].try_recv().unwrap().is_ok());
+    assert_eq!(rows(&connection), ["later"]);
+}
+
+/// SQLITE_FULL inside one command (a real one: `max_page_count` reached) fails the whole group,
+/// so the writer reports it (readiness) and every command is retried, not half of them.
+#[test]
+fn a_full_database_inside_a_command_fails_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut connection = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    connection.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v TEXT)").unwrap();
+    let pages: i64 = connection.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    connection.execute_batch(&format!("PRAGMA max_page_count = {}", pages + 4)).unwrap();
+    let big = Box::new(|c: &rusqlite::Connection| {
+        c.execute("INSERT INTO t (v) VALUES (?1)", ["x".repeat(64 * 1024)]).map(drop)
+    });
+    let (group, mut answers) = writes(vec![insert("before"), big, insert("after")]);
+    assert!(!execute_group(&mut connection, group), "a disk-full error fails the group");
+    let full = answers[1].try_recv().unwrap().unwrap_err();
+    assert!(
+        matches!(&full, StoreError::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)),
+        "{full:?}"
+    );
+    for index in [0, 2] {
+        assert!(answers[index].try_recv().unwrap().is_err(), "command {index} is retried too");
+    }
+    assert!(rows(&connection).is_empty(), "{:?}", rows(&connection));
+}
+
+/// Every file in `schemas/sql/` is a listed migration and vice versa, in order.
+#[test]
+fn migrations_match_the_schema_folder() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/sql");
+    let mut files: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sql"))
+        .collect();
+    files.sort();
+    let listed: Vec<String> = MIGRATIONS.iter().map(|(_, name, _)| format!("{name}.sql")).collect();
+    assert_eq!(files, listed, "schemas/sql and store::MIGRATIONS disagree");
+    for (index, (version, name, _)) in MIGRATIONS.iter().enumerate() {
+        assert_eq!(*version, index as i64 + 1);
+        assert!(name.starts_with(&format!("{version:04}_")));
+    }
+}
+
+#[tokio::test]
+async fn pragmas_are_read_back_from_a_live_connection() {
+    let (_dir, store) = open();
+    let (mode, synchronous, foreign_keys, busy): (String, i64, i64, i64) = store
+        .read(|c| {
+            Ok((
+                c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                c.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+                c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?,
+                c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(synchronous, 2, "FULL");
+    assert_eq!(foreign_keys, 1);
+    assert!(busy > 0);
+}
+
+#[tokio::test]
+async fn reopening_does_not_reapply_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inlet.db");
+    drop(Store::open(&path, SqliteSynchronous::Full).unwrap());
+    let store = Store::open(&path, SqliteSynchronous::Full).unwrap();
+    let count: i64 =
+        store.read(|c| c.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))).await.unwrap();
+    assert_eq!(count, MIGRATIONS.len() as i64);
+}
+
+/// A delivery's row, for the tests: (status, attempts, lease token, lease until, due at).
+fn row(store_path: &Path, id: &DeliveryId) -> (String, i64, i64, Option<i64>, Option<i64>) {
+    let c = rusqlite::Connection::open(store_path).unwrap();
+    c.query_row(
+        "SELECT status, attempts, lease_token, lease_until_ms, next_attempt_at_ms FROM deliveries WHERE id = ?1",
+        [id.as_str()],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )
+    .unwrap()
+}
+
+fn attempt(id: &DeliveryId, n: i64, outcome: AttemptOutcome, next: NextStep, lease_token: i64) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: id.clone(),
+        attempt: n,
+        started_at: UnixMs(5),
+        duration_ms: 1,
+        outcome,
+        status_code: Some(if outcome == AttemptOutcome::Delivered { 200 } else { 500 }),
+        error: None,
+        response_snippet: Some("oops".into()),
+        next,
+        lease_token: LeaseToken(lease_token),
+    }
+}
+
+fn open_at() -> (tempfile::TempDir, Store, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/inlet.db");
+    let store = Store::open(&path, SqliteSynchronous::Full).unwrap();
+    (dir, store, path)
+}
+
+#[tokio::test]
+async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them() {
+    let (_dir, store, path) = open_at();
+    let results = store
+        .record(vec![event("e1", "{\"n\":1}", &["a", "b"]), event("e2", "{}", &[])], UnixMs(60_000))
+        .await
+        .unwrap();
+    let Recorded::New { deliveries } = &results[0] else { panic!("new") };
+    assert_eq!(deliveries.len(), 2);
+    for (claimed, destination) in deliveries.iter().zip(["a", "b"]) {
+        assert_eq!(claimed.lease, Lease { token: LeaseToken::FIRST, until: UnixMs(60_000) });
+        let d = &claimed.delivery;
+        assert_eq!((d.destination.as_str(), d.attempts, d.event_id.as_str()), (destination, 0, "e1"));
+        assert_eq!((d.received_at, &d.body[..]), (UnixMs(1_000), &b"{\"n\":1}"[..]));
+        let (status, attempts, token, until, due) = row(&path, &d.delivery_id);
+        assert_eq!((status.as_str(), attempts, token, until), ("pending", 0, 1, Some(60_000)));
+        assert!(due.is_some(), "due at once");
+    }
+    assert_eq!(results[1], Recorded::New { deliveries: vec![] }, "unrouted");
+    // A duplicate hands nothing over: its deliveries are scheduled in the store already.
+    let again = store.record(vec![event("e1", "{\"n\":1}", &["a"])], UnixMs(60_000)).await.unwrap();
+    assert_eq!(again[0], Recorded::Duplicate { conflict: false });
+}
+
+#[tokio::test]
+async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_record_over_a_newer_one() {
+    let (_dir, store, path) = open_at();
+    store
+        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &["b"])], UnixMs(1_000))
+        .await
+        .unwrap();
+    let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
+    let now = now_ms();
+    // Claimed at recording until 1_000 (long past): both are due for `a`, e1 skipped as held.
+    let (claimed, restarted) = store
+        .claim_due("a".into(), DueClass::First, 10, UnixMs(now), UnixMs(now + 30_000), vec![one.clone()])
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|c| &c.delivery.delivery_id).collect::<Vec<_>>(), [&two]);
+    assert_eq!(restarted, std::slice::from_ref(&two), "its recording-time lease had expired without a result");
+    assert_eq!(claimed[0].lease.token, LeaseToken(2), "a new fencing token");
+    assert_eq!(claimed[0].delivery.body.as_ref(), b"{}");
+    assert!(store.has_due("a".into(), DueClass::First, UnixMs(now)).await.unwrap(), "e1 is still due, only skipped");
+    let (again, _) =
+        store.claim_due("a".into(), DueClass::First, 10, UnixMs(now), UnixMs(now + 30_000), vec![]).await.unwrap();
+    assert_eq!(again.len(), 1, "e2's lease is live: only e1 is claimed");
+    assert_eq!(again[0].delivery.delivery_id, one);
+    assert!(!store.has_due("a".into(), DueClass::First, UnixMs(now)).await.unwrap());
+    assert!(store.has_due("b".into(), DueClass::First, UnixMs(now)).await.unwrap(), "destinations are separate");
+    assert!(!store.has_due("b".into(), DueClass::Retry, UnixMs(now)).await.unwrap(), "classes are separate");
+
+    // e2's claim expires while its owner is stalled; a new claim takes it over.
+    let (taken, restarted) = store
+        .claim_due("a".into(), DueClass::First, 10, UnixMs(now + 31_000), UnixMs(now + 60_000), vec![])
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2);
+    assert_eq!(restarted.len(), 2);
+    let new_token = taken.iter().find(|c| c.delivery.delivery_id == two).unwrap().lease.token;
+    assert_eq!(new_token, LeaseToken(3));
+    // The stale owner's result is dropped, the new owner's stands.
+    let stale = attempt(&two, 1, AttemptOutcome::Delivered, NextStep::Delivered, 2);
+    assert_eq!(store.record_attempt(stale).await.unwrap(), AttemptSettled::Superseded);
+    let (status, attempts, ..) = row(&path, &two);
+    assert_eq!((status.as_str(), attempts), ("pending", 0), "nothing of the stale attempt is stored");
+    let current = attempt(&two, 1, AttemptOutcome::Transient, NextStep::RetryAt(UnixMs(now + 5_000)), new_token.0);
+    assert_eq!(store.record_attempt(current).await.unwrap(), AttemptSettled::Recorded);
+    let (status, attempts, _, until, due) = row(&path, &two);
+    assert_eq!((status.as_str(), attempts, until, due), ("pending", 1, None, Some(now + 5_000)));
+    // Now a retry, due later.
+    assert!(!store.has_due("a".into(), DueClass::Retry, UnixMs(now + 4_000)).await.unwrap());
+    assert!(store.has_due("a".into(), DueClass::Retry, UnixMs(now + 5_000)).await.unwrap());
+    let (retry, _) = store
+        .claim_due("a".into(), DueClass::Retry, 10, UnixMs(now + 5_000), UnixMs(now + 40_000), vec![])
+        .await
+        .unwrap();
+    assert_eq!((retry.len(), retry[0].delivery.attempts), (1, 1));
+    let attempts_rows: i64 =
+        store.read(|c| c.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))).await.unwrap();
+    assert_eq!(attempts_rows, 1, "only the current owner's attempt was written");
+}
+
+#[tokio::test]
+async fn released_and_restarted_claims_are_due_at_once() {
+    let (_dir, store, path) = open_at();
+    let far = UnixMs(now_ms() + 3_600_000);
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], far).await.unwrap();
+    let now = now_ms();
+    assert!(!store.has_due("a".into(), DueClass::First, UnixMs(now)).await.unwrap(), "claimed at recording");
+    store
+        .release_leases(vec![(delivery_id(1, "a"), LeaseToken::FIRST), (delivery_id(2, "a"), LeaseToken(99))])
+        .await
+        .unwrap();
+    assert_eq!(row(&path, &delivery_id(1, "a")).3, None, "released");
+    assert_eq!(row(&path, &delivery_id(2, "a")).3, Some(far.0), "a wrong token releases nothing");
+    let restarted = store.release_all_leases().await.unwrap();
+    assert_eq!(restarted, [(delivery_id(2, "a"), "a".to_owned())]);
+    let (claimed, _) =
+        store.claim_due("a".into(), DueClass::First, 10, UnixMs(now), UnixMs(now + 1_000), vec![]).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(store.renew_lease(delivery_id(1, "a"), claimed[0].lease.token, UnixMs(now + 9_000)).await.unwrap());
+    assert!(!store.renew_lease(delivery_id(1, "a"), LeaseToken(1), UnixMs(now + 9_000)).await.unwrap(), "fenced");
+}
+
+#[tokio::test]
+async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
+    let (_dir, store, path) = open_at();
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
+    let dead = NextStep::DeadLetter(DeadLetterReason::RetriesExhausted);
+    store.record_attempt(attempt(&one, 1, AttemptOutcome::Transient, dead, 1)).await.unwrap();
+    let later = now_ms() + 3_600_000;
+    store
+        .record_attempt(attempt(&two, 1, AttemptOutcome::Transient, NextStep::RetryAt(UnixMs(later)), 1))
+        .await
+        .unwrap();
+
+    let replayed = store.replay(one.clone(), "ops".into(), true).await.unwrap();
+    assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
+    let (status, ..) = row(&path, &one);
+    assert_eq!(status, "pending");
+    let (claimed, _) = store
+        .claim_due("a".into(), DueClass::First, 10, UnixMs(now_ms()), UnixMs(now_ms() + 1_000), vec![])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "a replayed delivery is a first attempt again (fresh schedule)");
+    assert_eq!(claimed[0].delivery.attempts, 0);
+    assert_eq!(
+        store.replay(one.clone(), "ops".into(), true).await.unwrap(),
+        ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: false },
+        "an attempt holds it now"
+    );
+    assert_eq!(
+        store.replay(two.clone(), "ops".into(), true).await.unwrap(),
+        ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true },
+        "a retry waiting for later is made due now"
+    );
+    assert!(row(&path, &two).4.unwrap() <= now_ms());
+    assert_eq!(
+        store.replay(DeliveryId::from_stored("dlv_missing".into()), "ops".into(), true).await.unwrap(),
+        ReplayOutcome::NotFound
+    );
+}
+
+#[tokio::test]
+async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_pending() {
+    let (_dir, store, path) = open_at();
+    store.record(vec![event("e1", "{}", &["kept", "gone"])], UnixMs(1)).await.unwrap();
+    let stranded = store.dead_letter_unconfigured(vec!["kept".into()]).await.unwrap();
+    assert_eq!(stranded, [("gone".to_owned(), 1)]);
+    assert_eq!(row(&path, &delivery_id(1, "gone")).0, "dead_lettered");
+    assert_eq!(row(&path, &delivery_id(1, "kept")).0, "pending");
+    let reason: String = store
+        .read(|c| c.query_row("SELECT dead_letter_reason FROM deliveries WHERE destination = 'gone'", [], |r| r.get(0)))
+        .await
+        .unwrap();
+    assert_eq!(reason, "unknown_destination");
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_database() {
+    let (_dir, store, path) = open_at();
+    let second = Store::open(&path, SqliteSynchronous::Full).err().unwrap();
+    assert!(matches!(second, StoreError::InUse { .. }), "{second:?}");
+    assert!(second.to_string().contains("in use by another inlet-worker"), "{second}");
+    drop(store);
+    // Let the writer thread drop its connection; the lock goes with the last handle.
+    Store::open(&path, SqliteSynchronous::Full).expect("free once the first store is gone");
+}
+
+#[tokio::test]
+async fn pruning_never_hands_a_delivery_id_out_again() {
+    let (_dir, store) = open();
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    for n in [1, 2] {
+        let delivered = attempt(&delivery_id(n, "a"), 1, AttemptOutcome::Delivered, NextStep::Delivered, 1);
+        store.record_attempt(delivered).await.unwrap();
+    }
+    assert_eq!(store.prune(UnixMs(i64::MAX)).await.unwrap(), 1, "all delivered, but the newest stays");
+    let results = store.record(vec![event("e3", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    let Recorded::New { deliveries } = &results[0] else { panic!("new") };
+    assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(3, "a"), "a fresh id, not one a destination saw");
+}
+
+#[tokio::test]
+async fn duplicates_and_conflicts_are_recognised() {
+    let (_dir, store) = open();
+    let results = store
+        .record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])], UnixMs(1))
+        .await
+        .unwrap();
+    let Recorded::New { deliveries } = &results[0] else { panic!("first is new") };
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(1, "a"));
+    assert_eq!(results[1], Recorded::New { deliveries: vec![] });
+    assert_eq!(results[2], Recorded::Duplicate { conflict: false }, "same batch duplicate");
+
+    let later = store.record(vec![event("e1", "{\"changed\":true}", &["a", "b"])], UnixMs(1)).await.unwrap();
+    assert!(matches!(&later[0], Recorded::Duplicate { conflict: true }));
+    let (duplicates, conflicts, unrouted): (i64, i64, String) = store
+        .read(|c| {
+            let (d, k) = c.query_row("SELECT duplicates, conflicts FROM events WHERE event_id = 'e1'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            let u = c.query_row("SELECT route_status FROM events WHERE event_id = 'e2'", [], |r| r.get(0))?;
+            Ok((d, k, u))
+        })
+        .await
+        .unwrap();
+    assert_eq!((duplicates, conflicts, unrouted.as_str()), (1, 1, "unrouted"));
+}
+
+#[tokio::test]
+async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune_keeps_dead_letters() {
+    let (_dir, store, path) = open_at();
+    store
+        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &[])], UnixMs(1))
+        .await
+        .unwrap();
+    let first = delivery_id(1, "a");
+    let second = delivery_id(2, "a");
+    store
+        .record_attempt(attempt(&first, 1, AttemptOutcome::Transient, NextStep::RetryAt(UnixMs(99)), 1))
+        .await
+        .unwrap();
+    let (claimed, _) = store.claim_due("a".into(), DueClass::Retry, 1, UnixMs(100), UnixMs(200), vec![]).await.unwrap();
+    let token = claimed[0].lease.token.0;
+    store.record_attempt(attempt(&first, 2, AttemptOutcome::Delivered, NextStep::Delivered, token)).await.unwrap();
+    let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
+    store.record_attempt(attempt(&second, 1, AttemptOutcome::Permanent, dead, 1)).await.unwrap();
+    let (status, attempts, ..) = row(&path, &first);
+    assert_eq!((status.as_str(), attempts), ("delivered", 2));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.dead_letters, stats.pending), (1, 0));
+
+    // The trigger-kept counts agree with a full count, before and after a prune.
+    let counts_agree = || async {
+        store
+            .read(|c| {
+                let kept: Vec<(String, String, i64)> = c
+                    .prepare("SELECT destination, status, n FROM delivery_counts WHERE n > 0 ORDER BY 1, 2")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?;
+                let counted: Vec<(String, String, i64)> = c
+                    .prepare("SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2 ORDER BY 1, 2")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?;
+                let events: (i64, i64) =
+                    c.query_row("SELECT (SELECT sum(n) FROM event_counts), (SELECT count(*) FROM events)", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                Ok(kept == counted && events.0 == events.1)
+            })
+            .await
+            .unwrap()
+    };
+    assert!(counts_agree().await);
+    let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();
+    assert_eq!(pruned, 1, "only the fully delivered event is pruned (the unrouted one is the newest)");
+    assert!(counts_agree().await);
+    let remaining: i64 =
+        store.read(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))).await.unwrap();
+    assert_eq!(remaining, 1, "dead letters stay replayable");
+}

@@ -36,7 +36,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metric_names;
 use crate::pub_ack::{PublishFailure, StoreFull};
-use crate::publish::Publisher;
 
 /// How often a failing store is probed, and how often a trial request is let through while
 /// the probe cannot tell.
@@ -195,9 +194,14 @@ impl StoreHealth {
         }
     }
 
-    /// Probes the store while it is failing: at once, then every [`PROBE_INTERVAL`], until it
-    /// recovers; until `shutdown`.
-    pub async fn run_probe(self: Arc<Self>, publisher: Publisher, shutdown: CancellationToken) {
+    /// Probes the store with `probe` (`Publisher::probe`, passed in so that health needs
+    /// nothing of the publisher it informs) while it is failing: at once, then every
+    /// [`PROBE_INTERVAL`], until it recovers; until `shutdown`.
+    pub async fn run_probe<F, P>(self: Arc<Self>, probe: P, shutdown: CancellationToken)
+    where
+        P: Fn() -> F,
+        F: Future<Output = Result<(), PublishFailure>>,
+    {
         let mut changes = self.state.subscribe();
         loop {
             tokio::select! {
@@ -205,7 +209,7 @@ impl StoreHealth {
                 () = shutdown.cancelled() => return,
             }
             while self.failing().is_some() {
-                self.probed(publisher.probe().await);
+                self.probed(probe().await);
                 tokio::select! {
                     () = tokio::time::sleep(PROBE_INTERVAL) => {}
                     () = shutdown.cancelled() => return,

@@ -96,7 +96,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tracing::info!("durability fsync: group commit into atomic batches");
     }
 
-    let probe_task = tokio::spawn(Arc::clone(publisher.health()).run_probe(publisher.clone(), shutdown.clone()));
+    let probe_task = {
+        let prober = publisher.clone();
+        let probe = move || {
+            let prober = prober.clone();
+            async move { prober.probe().await }
+        };
+        tokio::spawn(Arc::clone(publisher.health()).run_probe(probe, shutdown.clone()))
+    };
 
     let largest_body =
         config.sources.iter().filter_map(|s| s.max_body_bytes).fold(config.ingest.max_body_bytes, usize::max);

@@ -41,9 +41,9 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     response
 }
 
-/// Largest request body the main listener reads (the GraphQL API's limit; nothing else there
-/// takes a body).
-pub const MAX_REQUEST_BODY_BYTES: usize = crate::api::MAX_BODY_BYTES;
+/// Largest request body the main listener reads (also the GraphQL API's limit: nothing else
+/// there takes a body).
+pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
 
 /// The operator plane's routes.
 pub struct OperatorRoutes {

@@ -47,8 +47,8 @@ use error::ApiError;
 use loaders::{AttemptsByDelivery, ContentBudget, DeliveriesByEvent, EventsById, Reads};
 use schema::ApiSchema;
 
-/// Largest accepted GraphQL request body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest accepted GraphQL request body: the main listener's limit.
+pub const MAX_BODY_BYTES: usize = crate::http::MAX_REQUEST_BODY_BYTES;
 /// Requests executing at once; more wait for a slot.
 pub const MAX_EXECUTIONS: usize = 16;
 /// How long a request waits for an execution slot before it is refused (503 `BUSY`).

@@ -229,12 +229,13 @@ pub enum FsyncCheckError {
     )]
     NotSyncAlways(String),
     /// The monitoring endpoint did not answer usefully.
-    #[error("cannot read {url}/varz to check sync_interval: {reason}")]
+    #[error("cannot read {url}/varz to check sync_interval")]
     Monitoring {
         /// `nats.monitoring_url`.
         url: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: BoxError,
     },
     /// The stream does not accept atomic batches.
     #[error("stream {0} does not allow atomic publish (allow_atomic)")]
@@ -255,7 +256,7 @@ pub async fn verify_fsync_server(publisher: &Publisher, monitoring_url: &str) ->
     let url = monitoring_url.trim_end_matches('/').to_owned();
     let varz = http_get_json(&format!("{url}/varz"))
         .await
-        .map_err(|reason| FsyncCheckError::Monitoring { url: url.clone(), reason })?;
+        .map_err(|source| FsyncCheckError::Monitoring { url: url.clone(), source })?;
     let sync_always =
         varz.pointer("/jetstream/config/sync_always").and_then(serde_json::Value::as_bool).unwrap_or(false);
     if !sync_always {
@@ -283,30 +284,31 @@ pub fn version_at_least(version: &str, minimum: (u64, u64, u64)) -> bool {
     }
 }
 
+/// Any error, kept whole (with its own causes) for the startup message.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A small GET for the monitoring endpoint (plain http on a trusted network).
-async fn http_get_json(url: &str) -> Result<serde_json::Value, String> {
+async fn http_get_json(url: &str) -> Result<serde_json::Value, BoxError> {
     use http_body_util::BodyExt;
-    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let uri: http::Uri = url.parse()?;
     let authority = uri.authority().ok_or("URL has no host")?.to_string();
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = tokio::net::TcpStream::connect(&authority).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         let request = http::Request::get(path)
             .header(http::header::HOST, authority.as_str())
-            .body(http_body_util::Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            .body(http_body_util::Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
         if !response.status().is_success() {
-            return Err(format!("status {}", response.status()));
+            return Err(format!("status {}", response.status()).into());
         }
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(serde_json::from_slice(&body)?)
     };
-    tokio::time::timeout(Duration::from_secs(5), attempt).await.map_err(|_| "timed out".to_owned())?
+    tokio::time::timeout(Duration::from_secs(5), attempt).await.map_err(|_| BoxError::from("timed out"))?
 }
 
 #[cfg(test)]

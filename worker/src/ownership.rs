@@ -42,12 +42,13 @@ pub enum LeaseError {
         ttl: Duration,
     },
     /// NATS refused or failed.
-    #[error("cannot use the worker lease bucket `{bucket}`: {message}")]
+    #[error("cannot use the worker lease bucket `{bucket}`")]
     Nats {
         /// The bucket.
         bucket: String,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -121,7 +122,8 @@ impl WorkerLease {
         database_id: String,
     ) -> Result<WorkerLease, LeaseError> {
         let bucket = bucket_name(config);
-        let nats_error = |message: String| LeaseError::Nats { bucket: bucket.clone(), message };
+        let nats_error =
+            |source: Box<dyn std::error::Error + Send + Sync>| LeaseError::Nats { bucket: bucket.clone(), source };
         let store = js
             .create_key_value(kv::Config {
                 bucket: bucket.clone(),
@@ -132,7 +134,7 @@ impl WorkerLease {
                 ..Default::default()
             })
             .await
-            .map_err(|e| nats_error(e.to_string()))?;
+            .map_err(|e| nats_error(e.into()))?;
         let key = config.worker.consumer.clone();
         let holder = Holder {
             database_id,
@@ -143,7 +145,7 @@ impl WorkerLease {
                 .unwrap_or_else(|_| "unknown".into()),
             pid: std::process::id(),
         };
-        let value = Bytes::from(serde_json::to_vec(&holder).map_err(|e| nats_error(e.to_string()))?);
+        let value = Bytes::from(serde_json::to_vec(&holder).map_err(|e| nats_error(e.into()))?);
         let mut lease = WorkerLease { store, bucket, key, holder, value, revision: 0 };
         lease.take(true).await?;
         Ok(lease)
@@ -159,13 +161,13 @@ impl WorkerLease {
                 return Ok(());
             }
             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {}
-            Err(error) => return Err(self.nats_error(error.to_string())),
+            Err(error) => return Err(self.nats_error(error.into())),
         }
-        let entry = self.store.entry(&self.key).await.map_err(|e| self.nats_error(e.to_string()))?;
+        let entry = self.store.entry(&self.key).await.map_err(|e| self.nats_error(e.into()))?;
         let Some(entry) = entry else {
             // Expired between the two calls: try once more from the start.
             let revision =
-                self.store.create(&self.key, self.value.clone()).await.map_err(|e| self.nats_error(e.to_string()))?;
+                self.store.create(&self.key, self.value.clone()).await.map_err(|e| self.nats_error(e.into()))?;
             self.revision = revision;
             return Ok(());
         };
@@ -181,7 +183,7 @@ impl WorkerLease {
                     .store
                     .update(&self.key, self.value.clone(), entry.revision)
                     .await
-                    .map_err(|e| self.nats_error(e.to_string()))?;
+                    .map_err(|e| self.nats_error(e.into()))?;
                 Ok(())
             }
             current => Err(LeaseError::HeldByAnother {
@@ -193,8 +195,8 @@ impl WorkerLease {
         }
     }
 
-    fn nats_error(&self, message: String) -> LeaseError {
-        LeaseError::Nats { bucket: self.bucket.clone(), message }
+    fn nats_error(&self, source: Box<dyn std::error::Error + Send + Sync>) -> LeaseError {
+        LeaseError::Nats { bucket: self.bucket.clone(), source }
     }
 
     /// Renews the lease until `shutdown`; when another database's worker has taken it (this

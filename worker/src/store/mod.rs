@@ -85,12 +85,15 @@ pub enum StoreError {
         path: String,
     },
     /// Opening or migrating failed.
-    #[error("cannot open database {path}: {message}")]
+    #[error("cannot open database {path}: {step} failed")]
     Open {
         /// The database path.
         path: String,
-        /// What went wrong.
-        message: String,
+        /// Which step of opening failed.
+        step: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -133,11 +136,15 @@ impl Store {
     ///
     /// [`StoreError::Open`] when the file cannot be opened or migrated.
     pub fn open(path: &Path, synchronous: SqliteSynchronous) -> Result<Store, StoreError> {
-        let open_error = |message: String| StoreError::Open { path: path.display().to_string(), message };
+        let open_error = |step: &str, source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.display().to_string(),
+            step: step.to_owned(),
+            source,
+        };
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|e| open_error(e.to_string()))?;
+            std::fs::create_dir_all(parent).map_err(|e| open_error("creating its directory", e.into()))?;
         }
         // One worker process per database file: an exclusive lock on `<database>.lock`, held for
         // the store's life and released by the kernel if the process dies (so a crashed worker
@@ -152,28 +159,28 @@ impl Store {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| open_error(format!("cannot open lock file {}: {e}", lock_path.display())))?;
+            .map_err(|e| open_error(&format!("opening lock file {}", lock_path.display()), e.into()))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(StoreError::InUse { path: path.display().to_string() });
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(open_error(format!("cannot lock {}: {e}", lock_path.display())));
+                return Err(open_error(&format!("locking {}", lock_path.display()), e.into()));
             }
         }
         // WAL mode and migrations on one connection first: WAL is persistent, and switching to
         // it from several pooled connections opening at once made some of them fail with
         // "database is locked" at startup.
         {
-            let mut connection = rusqlite::Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+            let mut connection = rusqlite::Connection::open(path).map_err(|e| open_error("opening", e.into()))?;
             connection
                 .execute_batch(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;",
                     BUSY_TIMEOUT.as_millis()
                 ))
-                .map_err(|e| open_error(e.to_string()))?;
-            migrate(&mut connection).map_err(|e| open_error(format!("migration failed: {e}")))?;
+                .map_err(|e| open_error("switching to WAL", e.into()))?;
+            migrate(&mut connection).map_err(|e| open_error("migration", e.into()))?;
         }
         let pragmas = format!(
             "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
@@ -185,13 +192,13 @@ impl Store {
             .max_size(POOL_SIZE)
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
-            .map_err(|e| open_error(e.to_string()))?;
-        let writer_connection = pool.get().map_err(|e| open_error(e.to_string()))?;
+            .map_err(|e| open_error("opening the connection pool", e.into()))?;
+        let writer_connection = pool.get().map_err(|e| open_error("taking the writer's connection", e.into()))?;
         // Checkpoints run on their own thread (below), not inside the writer's commits, where
         // they would stall every group behind a database-file fsync.
         writer_connection
             .execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_KEPT_BYTES};"))
-            .map_err(|e| open_error(format!("cannot configure checkpoints: {e}")))?;
+            .map_err(|e| open_error("configuring checkpoints", e.into()))?;
         let (sender, receiver) = mpsc::channel(4096);
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = Arc::clone(&writer_alive);
@@ -205,13 +212,13 @@ impl Store {
                 writer_loop(writer_connection, receiver, &failing, &restart_wanted);
                 alive.store(false, Ordering::SeqCst);
             })
-            .map_err(|e| open_error(format!("cannot start writer thread: {e}")))?;
+            .map_err(|e| open_error("starting the writer thread", e.into()))?;
         let checkpoint_pool = pool.clone();
         let running = Arc::clone(&writer_alive);
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpoint_pool, &running, &wal_restart))
-            .map_err(|e| open_error(format!("cannot start checkpoint thread: {e}")))?;
+            .map_err(|e| open_error("starting the checkpoint thread", e.into()))?;
         // The writer and the checkpoint thread hold one connection each.
         let read_permits = Arc::new(tokio::sync::Semaphore::new(POOL_SIZE as usize - 2));
         Ok(Store { pool, writer: sender, writer_alive, writes_failing, read_permits, _lock: Arc::new(lock) })

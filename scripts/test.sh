@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (README, .ci/run): formatting, lints, every test.
-# Installs what the tests need (the pinned nats-server) into git-ignored project folders first.
+# Installs what the tests need (the pinned nats-server and cargo-deny) into git-ignored project
+# folders first.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +11,7 @@ NATS_SERVER_BIN="$(scripts/install-nats-server.sh)"
 export NATS_SERVER_BIN
 PROMTOOL_BIN="$(scripts/install-promtool.sh)"
 export PROMTOOL_BIN
+CARGO_DENY_BIN="$(scripts/install-cargo-deny.sh)"   # built from crates.io once (~3 min on 2 cores)
 scripts/install-test-tools.sh   # node deps of scripts/e2e (OpenID provider, Chromium driver) and Debian chromium
 
 echo "== deploy files"
@@ -18,5 +20,18 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo deny"
+"$CARGO_DENY_BIN" --locked check licenses bans sources
+# Advisories need the RustSec database, a git clone from GitHub that this machine may not reach:
+# they are checked when it can be fetched within a minute, and skipped, saying why, when not.
+deny_fetch_rc=0
+deny_fetch="$(timeout 60 "$CARGO_DENY_BIN" fetch db 2>&1)" || deny_fetch_rc=$?
+if [ "$deny_fetch_rc" -eq 0 ]; then
+    timeout 300 "$CARGO_DENY_BIN" --locked check advisories
+else
+    why="timed out after 60 s"
+    [ "$deny_fetch_rc" -eq 124 ] || why="$(printf '%s\n' "$deny_fetch" | grep -m1 '^fatal:' || printf '%s\n' "$deny_fetch" | tail -n1)"
+    echo "cargo deny: advisories SKIPPED, the RustSec advisory database could not be fetched: $why"
+fi
 echo "== cargo test"
 cargo test --workspace --locked

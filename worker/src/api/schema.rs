@@ -10,7 +10,7 @@ use super::loaders::Reads;
 use super::services;
 use super::types::*;
 use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
-use crate::model::{ApiTokenId, LinkedAccountId, UserId};
+use crate::model::{ApiTokenId, LinkedAccountId};
 use crate::store::Unlinked;
 
 /// Deepest query accepted.
@@ -307,7 +307,7 @@ impl Query {
     async fn my_accounts(&self, ctx: &Context<'_>) -> Result<Vec<LinkedAccount>> {
         let user_id = require(ctx, Role::Viewer)?.user_id.ok_or(ApiError::Invalid("only for console users".into()))?;
         ctx.data_unchecked::<Reads>().add();
-        let accounts = services(ctx)?.store.linked_accounts(UserId(user_id)).await.map_err(ApiError::from)?;
+        let accounts = services(ctx)?.store.linked_accounts(user_id).await.map_err(ApiError::from)?;
         Ok(accounts.into_iter().map(LinkedAccount::from).collect())
     }
 
@@ -392,7 +392,7 @@ impl Mutation {
         let link_id = LinkedAccountId(parse_id(&id)?);
         let outcome = services(ctx)?
             .store
-            .unlink_account(UserId(user_id), link_id, principal.actor.clone())
+            .unlink_account(user_id, link_id, principal.actor.clone())
             .await
             .map_err(ApiError::from)?;
         match outcome {

@@ -13,8 +13,11 @@ use inlet_shared::config::{GithubConfig, Role};
 use openidconnect::url::form_urlencoded;
 use serde::Deserialize;
 
-use super::oidc::{CallbackQuery, LoginError, callback_code, checked_flow};
-use super::{FlowEnd, FlowSeal, Identity, LoginFlow, flow_expiry, random_token};
+use super::{
+    CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, callback_code, checked_flow, flow_expiry,
+    random_token,
+};
+use crate::model::UserId;
 
 /// The GitHub relying party.
 pub struct GithubLogin {
@@ -107,7 +110,7 @@ impl GithubLogin {
         &self,
         flows: &FlowSeal,
         return_to: String,
-        link_user_id: Option<i64>,
+        link_user_id: Option<UserId>,
     ) -> Result<(String, String), LoginError> {
         let state = random_token(24);
         let verifier = random_token(32);
@@ -129,7 +132,7 @@ impl GithubLogin {
             nonce: String::new(),
             pkce_verifier: verifier,
             return_to,
-            expires_at_ms: flow_expiry(),
+            expires_at: flow_expiry(),
             link_user_id,
         };
         let cookie_value = flows.seal(&flow).map_err(|_| LoginError::Seal)?;

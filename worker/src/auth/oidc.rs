@@ -20,8 +20,11 @@ use openidconnect::{
 };
 use tokio::sync::Mutex;
 
-use super::{FlowEnd, FlowSeal, Identity, LoginFlow, constant_time_eq, flow_expiry};
-use crate::model::UnixMs;
+use super::{
+    CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, callback_code, checked_flow, flow_expiry,
+};
+use crate::model::UserId;
+
 /// How long discovery metadata (and its JWKS) is reused.
 const METADATA_TTL: Duration = Duration::from_secs(300);
 
@@ -51,44 +54,6 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
             Ok(built)
         })
     }
-}
-
-/// Why a login did not produce an identity. Each maps to a page in `routes`.
-#[derive(Debug, thiserror::Error)]
-pub enum LoginError {
-    /// The callback came without the login cookie, or for a login already used or unknown.
-    #[error("no sign-in in progress in this browser (it expired, was already used, or started elsewhere)")]
-    NoLoginInProgress,
-    /// The login took too long.
-    #[error("the sign-in took too long; please start again")]
-    Expired,
-    /// `state` differs from the one sent: a forged or crossed callback.
-    #[error("the sign-in response does not belong to this sign-in (state mismatch)")]
-    StateMismatch,
-    /// The authorization response names another issuer (RFC 9207 mix-up defence).
-    #[error("the sign-in response comes from an unexpected issuer")]
-    IssuerMismatch,
-    /// The provider answered with an error.
-    #[error("the identity provider refused the sign-in ({0})")]
-    Provider(String),
-    /// The provider cannot be reached or its metadata is unusable.
-    #[error("the identity provider is unavailable")]
-    Discovery(String),
-    /// A call to the provider's API (GitHub's user and email endpoints) failed.
-    #[error("the identity provider's API is unavailable")]
-    ProviderApi(String),
-    /// The code was refused at the token endpoint (reused, wrong verifier, wrong client).
-    #[error("the identity provider did not accept the authorization code")]
-    TokenExchange(String),
-    /// The ID token is missing or fails verification (signature, iss, aud, exp, nonce).
-    #[error("the identity token could not be verified")]
-    IdToken(String),
-    /// The provider gave no verified email address.
-    #[error("the identity provider did not confirm an email address")]
-    NoVerifiedEmail,
-    /// The login flow could not be sealed into its cookie.
-    #[error("cannot start the sign-in")]
-    Seal,
 }
 
 /// The OIDC relying party.
@@ -165,7 +130,7 @@ impl OidcLogin {
         &self,
         flows: &FlowSeal,
         return_to: String,
-        link_user_id: Option<i64>,
+        link_user_id: Option<UserId>,
     ) -> Result<(String, String), LoginError> {
         let client = self.client(self.metadata(false).await?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -181,7 +146,7 @@ impl OidcLogin {
             nonce: nonce.secret().clone(),
             pkce_verifier: verifier.secret().clone(),
             return_to,
-            expires_at_ms: flow_expiry(),
+            expires_at: flow_expiry(),
             link_user_id,
         };
         let cookie_value = flows.seal(&flow).map_err(|_| LoginError::Seal)?;
@@ -261,46 +226,4 @@ impl OidcLogin {
         };
         Ok((identity, FlowEnd { return_to: flow.return_to, link_user_id: flow.link_user_id }))
     }
-}
-
-/// The callback's query parameters.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct CallbackQuery {
-    /// Authorization code.
-    pub code: Option<String>,
-    /// Echoed state.
-    pub state: Option<String>,
-    /// RFC 9207 issuer identifier.
-    pub iss: Option<String>,
-    /// Provider error code.
-    pub error: Option<String>,
-}
-
-/// Opens the login flow sealed in the cookie and checks that it belongs to `provider`, has not
-/// expired, and that the callback's `state` matches it (constant time). Shared by every
-/// provider's callback.
-pub(crate) fn checked_flow(
-    flows: &FlowSeal,
-    login_cookie: Option<String>,
-    provider: &str,
-    query: &CallbackQuery,
-) -> Result<LoginFlow, LoginError> {
-    let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
-    let flow = flows.open(&login_cookie, provider).ok_or(LoginError::NoLoginInProgress)?;
-    if flow.expires_at_ms <= UnixMs::now().0 {
-        return Err(LoginError::Expired);
-    }
-    if !constant_time_eq(query.state.as_deref().unwrap_or(""), &flow.state) {
-        return Err(LoginError::StateMismatch);
-    }
-    Ok(flow)
-}
-
-/// The authorization code of a callback, or the provider's `error` reduced to a safe label.
-pub(crate) fn callback_code(query: &CallbackQuery) -> Result<String, LoginError> {
-    if let Some(error) = &query.error {
-        let safe: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
-        return Err(LoginError::Provider(safe));
-    }
-    query.code.clone().ok_or_else(|| LoginError::Provider("no code".into()))
 }

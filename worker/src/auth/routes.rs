@@ -12,11 +12,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::oidc::{CallbackQuery, LoginError};
 use super::{
-    Auth, CSRF_HEADER, FlowEnd, Identity, LOGIN_COOKIE, LOGIN_TTL, Linked, Principal, SESSION_COOKIE, Via,
-    constant_time_eq, cookie, local_path, set_cookie,
+    Auth, CSRF_HEADER, CallbackQuery, FlowEnd, Identity, LOGIN_COOKIE, LOGIN_TTL, LoginError, Principal,
+    SESSION_COOKIE, Via, constant_time_eq, cookie, local_path, set_cookie,
 };
+use crate::model::UserId;
+use crate::store::Linked;
 
 /// The `/auth/*` routes.
 pub fn router(auth: Arc<Auth>) -> Router {
@@ -194,7 +195,7 @@ fn with_cookie(mut response: Response, set: &str) -> Response {
 }
 
 /// The end of a linking login: the browser must still hold a session of the user who asked.
-async fn linked(auth: &Auth, headers: &HeaderMap, user_id: i64, identity: Identity, return_to: &str) -> Response {
+async fn linked(auth: &Auth, headers: &HeaderMap, user_id: UserId, identity: Identity, return_to: &str) -> Response {
     let current = match cookie(headers, SESSION_COOKIE) {
         Some(value) => auth.session_principal(&value).await.ok().flatten(),
         None => None,

@@ -83,7 +83,8 @@ pub enum AuthError {
     Seal(#[from] crypto::CipherError),
 }
 
-/// Why a login did not produce an identity. Each maps to a page in `routes`.
+/// Why a login did not produce an identity. Each maps to a page in `routes`; the page shows
+/// the variant's message, the log also its [`ProviderFailure`].
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
     /// The callback came without the login cookie, or for a login already used or unknown.
@@ -98,27 +99,85 @@ pub enum LoginError {
     /// The authorization response names another issuer (RFC 9207 mix-up defence).
     #[error("the sign-in response comes from an unexpected issuer")]
     IssuerMismatch,
-    /// The provider answered with an error.
+    /// The provider answered with an error (its error code, reduced to a safe label).
     #[error("the identity provider refused the sign-in ({0})")]
     Provider(String),
-    /// The provider cannot be reached or its metadata is unusable.
+    /// The OpenID provider cannot be reached or its metadata is unusable.
     #[error("the identity provider is unavailable")]
-    Discovery(String),
-    /// A call to the provider's API (GitHub's user and email endpoints) failed.
+    Discovery(#[source] ProviderFailure),
+    /// A call to the provider's API failed: GitHub's token, user, email and organisation
+    /// endpoints (unreachable, or an unreadable answer).
     #[error("the identity provider's API is unavailable")]
-    ProviderApi(String),
-    /// The code was refused at the token endpoint (reused, wrong verifier, wrong client).
+    ProviderApi(#[source] ProviderFailure),
+    /// The code was refused at the token endpoint (reused, wrong verifier, wrong client), or
+    /// the provider no longer accepts the access token.
     #[error("the identity provider did not accept the authorization code")]
-    TokenExchange(String),
+    TokenExchange(#[source] ProviderFailure),
     /// The ID token is missing or fails verification (signature, iss, aud, exp, nonce).
     #[error("the identity token could not be verified")]
-    IdToken(String),
+    IdToken(#[source] ProviderFailure),
     /// The provider gave no verified email address.
     #[error("the identity provider did not confirm an email address")]
     NoVerifiedEmail,
     /// The login flow could not be sealed into its cookie.
     #[error("cannot start the sign-in")]
     Seal,
+    /// The login cannot be set up at startup (its HTTP client or redirect URI).
+    #[error("cannot set up the sign-in")]
+    Setup(#[source] ProviderFailure),
+}
+
+impl LoginError {
+    /// What went wrong talking to the provider, with every underlying cause, for the log
+    /// (never a secret: see [`ProviderFailure`]).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            LoginError::Discovery(failure)
+            | LoginError::ProviderApi(failure)
+            | LoginError::TokenExchange(failure)
+            | LoginError::IdToken(failure)
+            | LoginError::Setup(failure) => Some(failure.chain()),
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong talking to a provider: what was being done, and the error behind it kept as
+/// the source (not flattened to text, which lost the cause: "Request failed" without the
+/// connection error behind it).
+///
+/// Never built from anything that may hold a secret: answers that may carry tokens are reduced
+/// to a fixed description before they get here, and URLs that reach it carry none.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct ProviderFailure {
+    what: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ProviderFailure {
+    /// `what` failed because of `source`.
+    pub fn new(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ProviderFailure { what: what.into(), source: Some(source.into()) }
+    }
+
+    /// `what` failed, and there is no more to it.
+    pub fn because(what: impl Into<String>) -> Self {
+        ProviderFailure { what: what.into(), source: None }
+    }
+
+    /// This failure and every cause behind it, `: `-separated.
+    pub fn chain(&self) -> String {
+        let mut text = self.what.clone();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            cause = error.source();
+        }
+        text
+    }
 }
 
 /// The authentication service: tokens, sessions, users.
@@ -172,5 +231,23 @@ impl Auth {
     /// The seal of logins in progress.
     pub(crate) fn flows(&self) -> &FlowSeal {
         &self.flows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_failure_keeps_its_cause_for_the_log_and_the_page_shows_only_the_kind() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let error = LoginError::Discovery(ProviderFailure::new("discovery", refused));
+        assert_eq!(error.to_string(), "the identity provider is unavailable");
+        assert_eq!(error.detail().as_deref(), Some("discovery: connection refused"));
+        let source = std::error::Error::source(&error).and_then(std::error::Error::source);
+        assert_eq!(source.map(ToString::to_string).as_deref(), Some("connection refused"), "the cause is kept");
+        let refused = LoginError::TokenExchange(ProviderFailure::because("unreadable token answer"));
+        assert_eq!(refused.detail().as_deref(), Some("unreadable token answer"));
+        assert_eq!(LoginError::Expired.detail(), None);
     }
 }

@@ -21,7 +21,8 @@ use openidconnect::{
 use tokio::sync::Mutex;
 
 use super::{
-    CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, callback_code, checked_flow, flow_expiry,
+    CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, ProviderFailure, callback_code, checked_flow,
+    flow_expiry,
 };
 use crate::model::UserId;
 
@@ -32,10 +33,11 @@ const METADATA_TTL: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct OidcHttp(reqwest::Client);
 
-/// An HTTP failure talking to the provider.
+/// An HTTP failure talking to the provider (reqwest's error, with its cause: the connection
+/// error behind "error sending request").
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct OidcHttpError(String);
+#[error(transparent)]
+pub struct OidcHttpError(#[from] reqwest::Error);
 
 impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
     type Error = OidcHttpError;
@@ -43,11 +45,11 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
 
     fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let request = reqwest::Request::try_from(request).map_err(|e| OidcHttpError(e.to_string()))?;
-            let response = self.0.execute(request).await.map_err(|e| OidcHttpError(e.to_string()))?;
+            let request = reqwest::Request::try_from(request)?;
+            let response = self.0.execute(request).await?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(|e| OidcHttpError(e.to_string()))?;
+            let body = response.bytes().await?;
             let mut built = http::Response::new(body.to_vec());
             *built.status_mut() = status;
             *built.headers_mut() = headers;
@@ -72,12 +74,12 @@ impl OidcLogin {
     /// When the redirect URI is not a URL or the HTTP client cannot be built.
     pub fn new(config: OidcConfig, public_url: &str) -> Result<OidcLogin, LoginError> {
         let redirect_uri = RedirectUrl::new(format!("{public_url}/auth/callback"))
-            .map_err(|e| LoginError::Discovery(format!("redirect URI: {e}")))?;
+            .map_err(|e| LoginError::Setup(ProviderFailure::new("redirect URI", e)))?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+            .map_err(|e| LoginError::Setup(ProviderFailure::new("HTTP client", e)))?;
         Ok(OidcLogin { config, redirect_uri, http: OidcHttp(client), metadata: Mutex::new(None) })
     }
 
@@ -94,10 +96,11 @@ impl OidcLogin {
         {
             return Ok(metadata.clone());
         }
-        let issuer = IssuerUrl::new(self.config.issuer.clone()).map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| LoginError::Discovery(ProviderFailure::new("issuer URL", e)))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+            .map_err(|e| LoginError::Discovery(ProviderFailure::new("discovery", e)))?;
         *cached = Some((metadata.clone(), Instant::now()));
         Ok(metadata)
     }
@@ -176,12 +179,12 @@ impl OidcLogin {
         let client = self.client(self.metadata(false).await?);
         let tokens = client
             .exchange_code(AuthorizationCode::new(code))
-            .map_err(|e| LoginError::Discovery(e.to_string()))?
+            .map_err(|e| LoginError::Discovery(ProviderFailure::new("token endpoint", e)))?
             .set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier))
             .request_async(&self.http)
             .await
-            .map_err(|e| LoginError::TokenExchange(e.to_string()))?;
-        let id_token = tokens.id_token().ok_or_else(|| LoginError::IdToken("no id_token".into()))?;
+            .map_err(token_exchange_error)?;
+        let id_token = tokens.id_token().ok_or_else(|| LoginError::IdToken(ProviderFailure::because("no id_token")))?;
         let nonce = Nonce::new(flow.nonce);
         let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
             Ok(claims) => claims.clone(),
@@ -190,7 +193,7 @@ impl OidcLogin {
                 let client = self.client(self.metadata(true).await?);
                 id_token
                     .claims(&client.id_token_verifier(), &nonce)
-                    .map_err(|_| LoginError::IdToken(first.to_string()))?
+                    .map_err(|_| LoginError::IdToken(ProviderFailure::new("ID token", first)))?
                     .clone()
             }
         };
@@ -206,7 +209,7 @@ impl OidcLogin {
                 .map_err(|_| LoginError::NoVerifiedEmail)?
                 .request_async(&self.http)
                 .await
-                .map_err(|e| LoginError::IdToken(format!("userinfo: {e}")))?;
+                .map_err(|e| LoginError::IdToken(ProviderFailure::new("userinfo", e)))?;
             email = info.email().map(|e| e.as_str().to_owned());
             verified = info.email_verified();
             name = name.or_else(|| info.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_owned()));
@@ -225,5 +228,50 @@ impl OidcLogin {
             access_token: None,
         };
         Ok((identity, FlowEnd { return_to: flow.return_to, link_user_id: flow.link_user_id }))
+    }
+}
+
+/// The token endpoint's refusal or failure. An answer that cannot be parsed may hold tokens, so
+/// neither it nor the parser's message (which can quote it) is kept: only where it went wrong.
+fn token_exchange_error(
+    error: openidconnect::RequestTokenError<
+        OidcHttpError,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> LoginError {
+    use openidconnect::RequestTokenError;
+    let failure = match error {
+        RequestTokenError::Parse(parse, _answer) => {
+            ProviderFailure::because(format!("token endpoint: unreadable answer (at {})", parse.path()))
+        }
+        other => ProviderFailure::new("token endpoint", other),
+    };
+    LoginError::TokenExchange(failure)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use inlet_shared::config::{OidcConfig, Secret};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_provider_is_logged_with_the_connection_error_behind_it() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = OidcConfig {
+            issuer: format!("http://127.0.0.1:{port}"),
+            client_id: "inlet".into(),
+            client_secret: Secret::new("client-secret"),
+            label: "Sign in".into(),
+        };
+        let login = OidcLogin::new(config, "https://inlet.example").unwrap();
+        let error = login.begin(&FlowSeal::new(), "/console".into(), None).await.err().unwrap();
+        assert!(matches!(error, LoginError::Discovery(_)), "{error:?}");
+        let detail = error.detail().unwrap();
+        // Flattened with to_string(), this was "Request failed" and nothing more.
+        assert!(detail.starts_with("discovery: Request failed: "), "{detail}");
+        assert!(detail.contains(&format!("127.0.0.1:{port}")) && detail.to_lowercase().contains("connect"), "{detail}");
+        assert!(!detail.contains("client-secret"));
     }
 }

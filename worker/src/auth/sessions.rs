@@ -76,13 +76,25 @@ impl Auth {
         };
         let token = session.account.as_ref().and_then(|linked| {
             let sealed = linked.token_sealed.as_deref()?;
-            cipher.open(sealed, &token_aad(&linked.account)).ok()
+            match cipher.open(sealed, &token_aad(&linked.account)) {
+                Ok(token) => Some(token),
+                Err(error) => {
+                    // Say why the session ends: most likely the key that sealed it was removed
+                    // from `[console] token_keys`.
+                    tracing::warn!(%error, "cannot open the kept provider token; the session ends");
+                    None
+                }
+            }
         });
         let member = match token {
             Some(token) => match github.still_member(&token).await {
                 Ok(member) => member,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot re-check organisation membership; refusing this request");
+                    tracing::warn!(
+                        %error,
+                        detail = error.detail().unwrap_or_default(),
+                        "cannot re-check organisation membership; refusing this request"
+                    );
                     return Ok(false);
                 }
             },

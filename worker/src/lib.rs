@@ -217,9 +217,9 @@ fn operator_routes(
 ) -> anyhow::Result<(http::OperatorRoutes, Arc<api::replay::Replayer>)> {
     let console = &config.console;
     let oidc = match (&console.oidc, &console.public_url) {
-        (Some(oidc), Some(public_url)) => Some(
-            auth::oidc::OidcLogin::new(oidc.clone(), public_url).map_err(|e| anyhow::anyhow!("console.oidc: {e}"))?,
-        ),
+        (Some(oidc), Some(public_url)) => {
+            Some(auth::oidc::OidcLogin::new(oidc.clone(), public_url).context("console.oidc")?)
+        }
         _ => None,
     };
     if let Some(oidc) = &console.oidc
@@ -231,7 +231,7 @@ fn operator_routes(
     let github = match (&console.github, &console.public_url) {
         (Some(github), Some(public_url)) => Some(
             auth::github::GithubLogin::new(github.clone(), public_url, console.access.domain_role)
-                .map_err(|e| anyhow::anyhow!("console.github: {e}"))?,
+                .context("console.github")?,
         ),
         _ => None,
     };

@@ -10,8 +10,8 @@ use super::loaders::Reads;
 use super::services;
 use super::types::*;
 use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
-use crate::model::{AuditAction, UnixMs};
-use crate::store::AuditRow;
+use crate::model::{ApiTokenId, LinkedAccountId};
+use crate::store::Unlinked;
 
 /// Deepest query accepted.
 pub const MAX_DEPTH: usize = 10;
@@ -307,22 +307,16 @@ impl Query {
     async fn my_accounts(&self, ctx: &Context<'_>) -> Result<Vec<LinkedAccount>> {
         let user_id = require(ctx, Role::Viewer)?.user_id.ok_or(ApiError::Invalid("only for console users".into()))?;
         ctx.data_unchecked::<Reads>().add();
-        Ok(services(ctx)?.store.read(move |c| LinkedAccount::all_of(c, user_id)).await.map_err(ApiError::from)?)
+        let accounts = services(ctx)?.store.linked_accounts(user_id).await.map_err(ApiError::from)?;
+        Ok(accounts.into_iter().map(LinkedAccount::from).collect())
     }
 
     /// API tokens (admin).
     async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiToken>> {
         require(ctx, Role::Admin)?;
         ctx.data_unchecked::<Reads>().add();
-        Ok(services(ctx)?
-            .store
-            .read(|c| {
-                let mut statement = c.prepare(&format!("SELECT {} FROM api_tokens ORDER BY id", ApiToken::COLUMNS))?;
-                let rows = statement.query_map([], ApiToken::from_row)?;
-                rows.collect()
-            })
-            .await
-            .map_err(ApiError::from)?)
+        let tokens = services(ctx)?.store.api_tokens().await.map_err(ApiError::from)?;
+        Ok(tokens.into_iter().map(ApiToken::from).collect())
     }
 }
 
@@ -395,41 +389,17 @@ impl Mutation {
     async fn unlink_account(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<LinkedAccount>> {
         let principal = require(ctx, Role::Viewer)?;
         let user_id = principal.user_id.ok_or(ApiError::Invalid("only for console users".into()))?;
-        let link_id = parse_id(&id)?;
-        let actor = principal.actor.clone();
-        let outcome: Result<Vec<LinkedAccount>, &'static str> = services(ctx)?
+        let link_id = LinkedAccountId(parse_id(&id)?);
+        let outcome = services(ctx)?
             .store
-            .write(move |c| {
-                let count: i64 =
-                    c.query_row("SELECT count(*) FROM oauth_accounts WHERE user_id = ?1", [user_id], |r| r.get(0))?;
-                let provider: Option<String> = c
-                    .query_row(
-                        "SELECT provider FROM oauth_accounts WHERE id = ?1 AND user_id = ?2",
-                        params![link_id, user_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let Some(provider) = provider else {
-                    return Ok(Err("no such linked account"));
-                };
-                if count <= 1 {
-                    return Ok(Err("the last sign-in method cannot be unlinked"));
-                }
-                c.execute("DELETE FROM oauth_accounts WHERE id = ?1", [link_id])?;
-                AuditRow {
-                    at: UnixMs::now(),
-                    actor: &actor,
-                    action: AuditAction::UnlinkAccount,
-                    target: &provider,
-                    count: 1,
-                    detail: None,
-                }
-                .write(c)?;
-                Ok(Ok(LinkedAccount::all_of(c, user_id)?))
-            })
+            .unlink_account(user_id, link_id, principal.actor.clone())
             .await
             .map_err(ApiError::from)?;
-        Ok(outcome.map_err(|why| ApiError::Invalid(why.into()))?)
+        match outcome {
+            Unlinked::Done(accounts) => Ok(accounts.into_iter().map(LinkedAccount::from).collect()),
+            Unlinked::NoSuchAccount => Err(ApiError::Invalid("no such linked account".into()).into()),
+            Unlinked::LastAccount => Err(ApiError::Invalid("the last sign-in method cannot be unlinked".into()).into()),
+        }
     }
 
     /// Creates an API token (admin). The value is in this answer only.
@@ -440,67 +410,20 @@ impl Mutation {
         }
         let token = format!("{TOKEN_PREFIX}{}", random_token(32));
         let hash = sha256_hex(&token);
-        let role: Role = role.into();
-        let actor = principal.actor.clone();
-        let api_token = services(ctx)?
+        let created = services(ctx)?
             .store
-            .write(move |c| {
-                let now = UnixMs::now().0;
-                c.execute(
-                    "INSERT INTO api_tokens (name, token_hash, role, created_by, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![name, hash, role.as_str(), actor, now],
-                )?;
-                let id = c.last_insert_rowid();
-                AuditRow {
-                    at: UnixMs(now),
-                    actor: &actor,
-                    action: AuditAction::CreateApiToken,
-                    target: &format!("api_token:{id}"),
-                    count: 1,
-                    detail: Some(&format!("{name} ({})", role.as_str())),
-                }
-                .write(c)?;
-                c.query_row(&format!("SELECT {} FROM api_tokens WHERE id = ?1", ApiToken::COLUMNS), [id], ApiToken::from_row)
-            })
+            .create_api_token(name, hash, role.into(), principal.actor.clone())
             .await
             .map_err(ApiError::from)?;
-        Ok(CreatedApiToken { token, api_token })
+        Ok(CreatedApiToken { token, api_token: created.into() })
     }
 
     /// Revokes an API token (admin); it stops working at once.
     async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> Result<ApiToken> {
         let principal = require(ctx, Role::Admin)?;
-        let id = parse_id(&id)?;
-        let actor = principal.actor.clone();
-        let token = services(ctx)?
-            .store
-            .write(move |c| {
-                let now = UnixMs::now().0;
-                let changed = c.execute(
-                    "UPDATE api_tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
-                    params![id, now],
-                )?;
-                if changed == 1 {
-                    AuditRow {
-                        at: UnixMs(now),
-                        actor: &actor,
-                        action: AuditAction::RevokeApiToken,
-                        target: &format!("api_token:{id}"),
-                        count: 1,
-                        detail: None,
-                    }
-                    .write(c)?;
-                }
-                c.query_row(
-                    &format!("SELECT {} FROM api_tokens WHERE id = ?1", ApiToken::COLUMNS),
-                    [id],
-                    ApiToken::from_row,
-                )
-                .optional()
-            })
-            .await
-            .map_err(ApiError::from)?;
-        Ok(token.ok_or(ApiError::NotFound)?)
+        let id = ApiTokenId(parse_id(&id)?);
+        let token = services(ctx)?.store.revoke_api_token(id, principal.actor.clone()).await.map_err(ApiError::from)?;
+        Ok(token.map(ApiToken::from).ok_or(ApiError::NotFound)?)
     }
 }
 

@@ -9,6 +9,7 @@ use rusqlite::types::Value;
 use super::error::ApiError;
 use super::loaders::{AttemptsByDelivery, ContentBudget, DeliveriesByEvent, EventsById, Reads};
 use super::services;
+use crate::store::{ApiTokenRow, LinkedAccountRow};
 
 /// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four
 /// (a page of events with their contents is refused before anything is read).
@@ -613,21 +614,17 @@ pub struct ApiToken {
     pub last_used_ms: Option<i64>,
 }
 
-impl ApiToken {
-    /// Columns read by [`ApiToken::from_row`].
-    pub const COLUMNS: &'static str = "id, name, role, created_by, created_at_ms, revoked_at_ms, last_used_ms";
-
-    /// Reads a row of [`ApiToken::COLUMNS`].
-    pub fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
-        Ok(ApiToken {
-            id: ID(r.get::<_, i64>(0)?.to_string()),
-            name: r.get(1)?,
-            role: r.get(2)?,
-            created_by: r.get(3)?,
-            created_at_ms: r.get(4)?,
-            revoked_at_ms: r.get(5)?,
-            last_used_ms: r.get(6)?,
-        })
+impl From<ApiTokenRow> for ApiToken {
+    fn from(row: ApiTokenRow) -> Self {
+        ApiToken {
+            id: ID(row.id.0.to_string()),
+            name: row.name,
+            role: row.role.as_str().into(),
+            created_by: row.created_by,
+            created_at_ms: row.created_at.0,
+            revoked_at_ms: row.revoked_at.map(|at| at.0),
+            last_used_ms: row.last_used.map(|at| at.0),
+        }
     }
 }
 
@@ -662,19 +659,13 @@ pub struct LinkedAccount {
     pub created_at_ms: i64,
 }
 
-impl LinkedAccount {
-    /// Every sign-in method linked to `user_id`, oldest first.
-    pub fn all_of(c: &rusqlite::Connection, user_id: i64) -> rusqlite::Result<Vec<LinkedAccount>> {
-        let mut statement =
-            c.prepare("SELECT id, provider, email, created_at_ms FROM oauth_accounts WHERE user_id = ?1 ORDER BY id")?;
-        let rows = statement.query_map([user_id], |r| {
-            Ok(LinkedAccount {
-                id: ID(r.get::<_, i64>(0)?.to_string()),
-                provider: r.get(1)?,
-                email: r.get(2)?,
-                created_at_ms: r.get(3)?,
-            })
-        })?;
-        rows.collect()
+impl From<LinkedAccountRow> for LinkedAccount {
+    fn from(row: LinkedAccountRow) -> Self {
+        LinkedAccount {
+            id: ID(row.id.0.to_string()),
+            provider: row.provider,
+            email: row.email,
+            created_at_ms: row.created_at.0,
+        }
     }
 }

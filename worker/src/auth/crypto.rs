@@ -1,4 +1,5 @@
-//! Encryption at rest of the provider tokens the worker keeps (AES-256-GCM).
+//! Secret values: random tokens, their stored SHA-256, constant-time comparison, and
+//! encryption at rest of the provider tokens the worker keeps (AES-256-GCM).
 //!
 //! A sealed value is `v1.{key_id}.{base64url(nonce ‖ ciphertext+tag)}` with a random 96-bit
 //! nonce per value; the associated data binds it to its row (e.g. `oauth_account:github:583231`),
@@ -11,7 +12,27 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+use subtle::ConstantTimeEq;
+
 const NONCE_BYTES: usize = 12;
+
+/// `n` random bytes, base64url without padding.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::fill(&mut buffer[..]);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// Hex SHA-256 (how tokens and session ids are stored).
+pub fn sha256_hex(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+/// Constant-time equality of two strings (length is not secret).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
 
 /// Why sealing or opening failed. Never says more (no oracle).
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +135,16 @@ mod tests {
 
     const K1: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
     const K2: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="; // 32 bytes
+
+    #[test]
+    fn tokens_are_random_and_compared_in_constant_time() {
+        let (a, b) = (random_token(32), random_token(32));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(constant_time_eq(&a, &a.clone()));
+        assert!(!constant_time_eq(&a, &b));
+        assert!(!constant_time_eq("abc", "abcd"));
+    }
 
     #[test]
     fn sealed_tokens_open_only_with_their_key_and_row() {

@@ -13,8 +13,11 @@ use inlet_shared::config::{GithubConfig, Role};
 use openidconnect::url::form_urlencoded;
 use serde::Deserialize;
 
-use super::oidc::{CallbackQuery, LoginError, callback_code, checked_flow};
-use super::{FlowEnd, FlowSeal, Identity, LoginFlow, flow_expiry, random_token};
+use super::{
+    CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, ProviderFailure, callback_code, checked_flow,
+    flow_expiry, random_token,
+};
+use crate::model::UserId;
 
 /// The GitHub relying party.
 pub struct GithubLogin {
@@ -68,7 +71,7 @@ impl GithubLogin {
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("inlet/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| LoginError::ProviderApi(e.to_string()))?;
+            .map_err(|e| LoginError::Setup(ProviderFailure::new("HTTP client", e)))?;
         Ok(GithubLogin { config, redirect_uri: format!("{public_url}/auth/github/callback"), http, org_role })
     }
 
@@ -107,7 +110,7 @@ impl GithubLogin {
         &self,
         flows: &FlowSeal,
         return_to: String,
-        link_user_id: Option<i64>,
+        link_user_id: Option<UserId>,
     ) -> Result<(String, String), LoginError> {
         let state = random_token(24);
         let verifier = random_token(32);
@@ -129,7 +132,7 @@ impl GithubLogin {
             nonce: String::new(),
             pkce_verifier: verifier,
             return_to,
-            expires_at_ms: flow_expiry(),
+            expires_at: flow_expiry(),
             link_user_id,
         };
         let cookie_value = flows.seal(&flow).map_err(|_| LoginError::Seal)?;
@@ -145,12 +148,21 @@ impl GithubLogin {
             .header("X-GitHub-Api-Version", "2022-11-28")
             .send()
             .await
-            .map_err(|e| LoginError::ProviderApi(format!("GitHub API {path}: {e}")))?;
+            .map_err(|e| LoginError::ProviderApi(ProviderFailure::new(format!("GitHub API {path}"), e)))?;
         if !response.status().is_success() {
-            return Err(LoginError::TokenExchange(format!("GitHub API {path}: HTTP {}", response.status())));
+            return Err(LoginError::TokenExchange(ProviderFailure::because(format!(
+                "GitHub API {path}: HTTP {}",
+                response.status()
+            ))));
         }
-        let bytes = response.bytes().await.map_err(|e| LoginError::ProviderApi(e.to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| LoginError::ProviderApi(format!("GitHub API {path}: {e}")))
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| LoginError::ProviderApi(ProviderFailure::new(format!("GitHub API {path}"), e)))?;
+        // These answers (user, emails, organisations) hold no token: the parser's message may
+        // quote them.
+        serde_json::from_slice(&bytes)
+            .map_err(|e| LoginError::ProviderApi(ProviderFailure::new(format!("GitHub API {path}"), e)))
     }
 
     /// Finishes a login from the callback's query: returns the identity and where to go next.
@@ -181,14 +193,21 @@ impl GithubLogin {
             .body(body)
             .send()
             .await
-            .map_err(|e| LoginError::ProviderApi(e.to_string()))?;
-        let bytes = response.bytes().await.map_err(|e| LoginError::ProviderApi(e.to_string()))?;
-        let answer: TokenAnswer =
-            serde_json::from_slice(&bytes).map_err(|_| LoginError::TokenExchange("unreadable token answer".into()))?;
+            .map_err(|e| LoginError::ProviderApi(ProviderFailure::new("GitHub token endpoint", e)))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| LoginError::ProviderApi(ProviderFailure::new("GitHub token endpoint", e)))?;
+        // The answer may hold the token, and the parser's message can quote it: neither is kept.
+        let answer: TokenAnswer = serde_json::from_slice(&bytes)
+            .map_err(|_| LoginError::TokenExchange(ProviderFailure::because("unreadable token answer")))?;
         // GitHub reports a refused code with 200 and an `error` field.
         let token = match (answer.access_token, answer.error) {
             (Some(token), None) => token,
-            (_, error) => return Err(LoginError::TokenExchange(error.unwrap_or_else(|| "no access_token".into()))),
+            (_, error) => {
+                let error = error.unwrap_or_else(|| "no access_token".into());
+                return Err(LoginError::TokenExchange(ProviderFailure::because(error)));
+            }
         };
 
         let user: User = self.api(&token, "/user").await?;

@@ -20,8 +20,12 @@ use openidconnect::{
 };
 use tokio::sync::Mutex;
 
-use super::{FlowEnd, FlowSeal, Identity, LoginFlow, constant_time_eq, flow_expiry};
-use crate::model::UnixMs;
+use super::{
+    CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, ProviderFailure, callback_code, checked_flow,
+    flow_expiry,
+};
+use crate::model::UserId;
+
 /// How long discovery metadata (and its JWKS) is reused.
 const METADATA_TTL: Duration = Duration::from_secs(300);
 
@@ -29,10 +33,11 @@ const METADATA_TTL: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub struct OidcHttp(reqwest::Client);
 
-/// An HTTP failure talking to the provider.
+/// An HTTP failure talking to the provider (reqwest's error, with its cause: the connection
+/// error behind "error sending request").
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct OidcHttpError(String);
+#[error(transparent)]
+pub struct OidcHttpError(#[from] reqwest::Error);
 
 impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
     type Error = OidcHttpError;
@@ -40,55 +45,17 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
 
     fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let request = reqwest::Request::try_from(request).map_err(|e| OidcHttpError(e.to_string()))?;
-            let response = self.0.execute(request).await.map_err(|e| OidcHttpError(e.to_string()))?;
+            let request = reqwest::Request::try_from(request)?;
+            let response = self.0.execute(request).await?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(|e| OidcHttpError(e.to_string()))?;
+            let body = response.bytes().await?;
             let mut built = http::Response::new(body.to_vec());
             *built.status_mut() = status;
             *built.headers_mut() = headers;
             Ok(built)
         })
     }
-}
-
-/// Why a login did not produce an identity. Each maps to a page in `routes`.
-#[derive(Debug, thiserror::Error)]
-pub enum LoginError {
-    /// The callback came without the login cookie, or for a login already used or unknown.
-    #[error("no sign-in in progress in this browser (it expired, was already used, or started elsewhere)")]
-    NoLoginInProgress,
-    /// The login took too long.
-    #[error("the sign-in took too long; please start again")]
-    Expired,
-    /// `state` differs from the one sent: a forged or crossed callback.
-    #[error("the sign-in response does not belong to this sign-in (state mismatch)")]
-    StateMismatch,
-    /// The authorization response names another issuer (RFC 9207 mix-up defence).
-    #[error("the sign-in response comes from an unexpected issuer")]
-    IssuerMismatch,
-    /// The provider answered with an error.
-    #[error("the identity provider refused the sign-in ({0})")]
-    Provider(String),
-    /// The provider cannot be reached or its metadata is unusable.
-    #[error("the identity provider is unavailable")]
-    Discovery(String),
-    /// A call to the provider's API (GitHub's user and email endpoints) failed.
-    #[error("the identity provider's API is unavailable")]
-    ProviderApi(String),
-    /// The code was refused at the token endpoint (reused, wrong verifier, wrong client).
-    #[error("the identity provider did not accept the authorization code")]
-    TokenExchange(String),
-    /// The ID token is missing or fails verification (signature, iss, aud, exp, nonce).
-    #[error("the identity token could not be verified")]
-    IdToken(String),
-    /// The provider gave no verified email address.
-    #[error("the identity provider did not confirm an email address")]
-    NoVerifiedEmail,
-    /// The login flow could not be sealed into its cookie.
-    #[error("cannot start the sign-in")]
-    Seal,
 }
 
 /// The OIDC relying party.
@@ -107,12 +74,12 @@ impl OidcLogin {
     /// When the redirect URI is not a URL or the HTTP client cannot be built.
     pub fn new(config: OidcConfig, public_url: &str) -> Result<OidcLogin, LoginError> {
         let redirect_uri = RedirectUrl::new(format!("{public_url}/auth/callback"))
-            .map_err(|e| LoginError::Discovery(format!("redirect URI: {e}")))?;
+            .map_err(|e| LoginError::Setup(ProviderFailure::new("redirect URI", e)))?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+            .map_err(|e| LoginError::Setup(ProviderFailure::new("HTTP client", e)))?;
         Ok(OidcLogin { config, redirect_uri, http: OidcHttp(client), metadata: Mutex::new(None) })
     }
 
@@ -129,10 +96,11 @@ impl OidcLogin {
         {
             return Ok(metadata.clone());
         }
-        let issuer = IssuerUrl::new(self.config.issuer.clone()).map_err(|e| LoginError::Discovery(e.to_string()))?;
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| LoginError::Discovery(ProviderFailure::new("issuer URL", e)))?;
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| LoginError::Discovery(e.to_string()))?;
+            .map_err(|e| LoginError::Discovery(ProviderFailure::new("discovery", e)))?;
         *cached = Some((metadata.clone(), Instant::now()));
         Ok(metadata)
     }
@@ -165,7 +133,7 @@ impl OidcLogin {
         &self,
         flows: &FlowSeal,
         return_to: String,
-        link_user_id: Option<i64>,
+        link_user_id: Option<UserId>,
     ) -> Result<(String, String), LoginError> {
         let client = self.client(self.metadata(false).await?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -181,7 +149,7 @@ impl OidcLogin {
             nonce: nonce.secret().clone(),
             pkce_verifier: verifier.secret().clone(),
             return_to,
-            expires_at_ms: flow_expiry(),
+            expires_at: flow_expiry(),
             link_user_id,
         };
         let cookie_value = flows.seal(&flow).map_err(|_| LoginError::Seal)?;
@@ -211,12 +179,12 @@ impl OidcLogin {
         let client = self.client(self.metadata(false).await?);
         let tokens = client
             .exchange_code(AuthorizationCode::new(code))
-            .map_err(|e| LoginError::Discovery(e.to_string()))?
+            .map_err(|e| LoginError::Discovery(ProviderFailure::new("token endpoint", e)))?
             .set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier))
             .request_async(&self.http)
             .await
-            .map_err(|e| LoginError::TokenExchange(e.to_string()))?;
-        let id_token = tokens.id_token().ok_or_else(|| LoginError::IdToken("no id_token".into()))?;
+            .map_err(token_exchange_error)?;
+        let id_token = tokens.id_token().ok_or_else(|| LoginError::IdToken(ProviderFailure::because("no id_token")))?;
         let nonce = Nonce::new(flow.nonce);
         let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
             Ok(claims) => claims.clone(),
@@ -225,7 +193,7 @@ impl OidcLogin {
                 let client = self.client(self.metadata(true).await?);
                 id_token
                     .claims(&client.id_token_verifier(), &nonce)
-                    .map_err(|_| LoginError::IdToken(first.to_string()))?
+                    .map_err(|_| LoginError::IdToken(ProviderFailure::new("ID token", first)))?
                     .clone()
             }
         };
@@ -241,7 +209,7 @@ impl OidcLogin {
                 .map_err(|_| LoginError::NoVerifiedEmail)?
                 .request_async(&self.http)
                 .await
-                .map_err(|e| LoginError::IdToken(format!("userinfo: {e}")))?;
+                .map_err(|e| LoginError::IdToken(ProviderFailure::new("userinfo", e)))?;
             email = info.email().map(|e| e.as_str().to_owned());
             verified = info.email_verified();
             name = name.or_else(|| info.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_owned()));
@@ -263,44 +231,47 @@ impl OidcLogin {
     }
 }
 
-/// The callback's query parameters.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct CallbackQuery {
-    /// Authorization code.
-    pub code: Option<String>,
-    /// Echoed state.
-    pub state: Option<String>,
-    /// RFC 9207 issuer identifier.
-    pub iss: Option<String>,
-    /// Provider error code.
-    pub error: Option<String>,
+/// The token endpoint's refusal or failure. An answer that cannot be parsed may hold tokens, so
+/// neither it nor the parser's message (which can quote it) is kept: only where it went wrong.
+fn token_exchange_error(
+    error: openidconnect::RequestTokenError<
+        OidcHttpError,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> LoginError {
+    use openidconnect::RequestTokenError;
+    let failure = match error {
+        RequestTokenError::Parse(parse, _answer) => {
+            ProviderFailure::because(format!("token endpoint: unreadable answer (at {})", parse.path()))
+        }
+        other => ProviderFailure::new("token endpoint", other),
+    };
+    LoginError::TokenExchange(failure)
 }
 
-/// Opens the login flow sealed in the cookie and checks that it belongs to `provider`, has not
-/// expired, and that the callback's `state` matches it (constant time). Shared by every
-/// provider's callback.
-pub(crate) fn checked_flow(
-    flows: &FlowSeal,
-    login_cookie: Option<String>,
-    provider: &str,
-    query: &CallbackQuery,
-) -> Result<LoginFlow, LoginError> {
-    let login_cookie = login_cookie.ok_or(LoginError::NoLoginInProgress)?;
-    let flow = flows.open(&login_cookie, provider).ok_or(LoginError::NoLoginInProgress)?;
-    if flow.expires_at_ms <= UnixMs::now().0 {
-        return Err(LoginError::Expired);
-    }
-    if !constant_time_eq(query.state.as_deref().unwrap_or(""), &flow.state) {
-        return Err(LoginError::StateMismatch);
-    }
-    Ok(flow)
-}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use inlet_shared::config::{OidcConfig, Secret};
 
-/// The authorization code of a callback, or the provider's `error` reduced to a safe label.
-pub(crate) fn callback_code(query: &CallbackQuery) -> Result<String, LoginError> {
-    if let Some(error) = &query.error {
-        let safe: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
-        return Err(LoginError::Provider(safe));
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_provider_is_logged_with_the_connection_error_behind_it() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = OidcConfig {
+            issuer: format!("http://127.0.0.1:{port}"),
+            client_id: "inlet".into(),
+            client_secret: Secret::new("client-secret"),
+            label: "Sign in".into(),
+        };
+        let login = OidcLogin::new(config, "https://inlet.example").unwrap();
+        let error = login.begin(&FlowSeal::new(), "/console".into(), None).await.err().unwrap();
+        assert!(matches!(error, LoginError::Discovery(_)), "{error:?}");
+        let detail = error.detail().unwrap();
+        // Flattened with to_string(), this was "Request failed" and nothing more.
+        assert!(detail.starts_with("discovery: Request failed: "), "{detail}");
+        assert!(detail.contains(&format!("127.0.0.1:{port}")) && detail.to_lowercase().contains("connect"), "{detail}");
+        assert!(!detail.contains("client-secret"));
     }
-    query.code.clone().ok_or_else(|| LoginError::Provider("no code".into()))
 }

@@ -12,11 +12,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::oidc::{CallbackQuery, LoginError};
 use super::{
-    Auth, CSRF_HEADER, FlowEnd, Identity, LOGIN_COOKIE, LOGIN_TTL, Linked, Principal, SESSION_COOKIE, Via,
-    constant_time_eq, cookie, local_path, set_cookie,
+    Auth, CSRF_HEADER, CallbackQuery, FlowEnd, Identity, LOGIN_COOKIE, LOGIN_TTL, LoginError, Principal,
+    SESSION_COOKIE, Via, constant_time_eq, cookie, local_path, set_cookie,
 };
+use crate::model::UserId;
+use crate::store::Linked;
 
 /// The `/auth/*` routes.
 pub fn router(auth: Arc<Auth>) -> Router {
@@ -86,7 +87,7 @@ fn started(result: Result<(String, String), LoginError>) -> Response {
     match result {
         Ok((url, login_cookie)) => redirect(&url, &[set_cookie(LOGIN_COOKIE, &login_cookie, LOGIN_TTL.as_secs())]),
         Err(error) => {
-            tracing::warn!(%error, "cannot start sign-in");
+            tracing::warn!(%error, detail = error.detail().unwrap_or_default(), "cannot start sign-in");
             page(StatusCode::SERVICE_UNAVAILABLE, "Sign-in unavailable", &error.to_string())
         }
     }
@@ -134,17 +135,12 @@ async fn finished(auth: &Auth, headers: &HeaderMap, result: Result<(Identity, Fl
         Ok(found) => found,
         Err(error) => {
             // The detail (never a token) goes to the log; the page says what kind of failure.
-            match &error {
-                LoginError::TokenExchange(detail)
-                | LoginError::IdToken(detail)
-                | LoginError::Discovery(detail)
-                | LoginError::ProviderApi(detail) => {
-                    tracing::warn!(%error, detail, "sign-in failed")
-                }
-                _ => tracing::warn!(%error, "sign-in failed"),
+            match error.detail() {
+                Some(detail) => tracing::warn!(%error, detail, "sign-in failed"),
+                None => tracing::warn!(%error, "sign-in failed"),
             }
             let status = match error {
-                LoginError::Seal | LoginError::Discovery(_) | LoginError::ProviderApi(_) => {
+                LoginError::Seal | LoginError::Discovery(_) | LoginError::ProviderApi(_) | LoginError::Setup(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 _ => StatusCode::BAD_REQUEST,
@@ -194,7 +190,7 @@ fn with_cookie(mut response: Response, set: &str) -> Response {
 }
 
 /// The end of a linking login: the browser must still hold a session of the user who asked.
-async fn linked(auth: &Auth, headers: &HeaderMap, user_id: i64, identity: Identity, return_to: &str) -> Response {
+async fn linked(auth: &Auth, headers: &HeaderMap, user_id: UserId, identity: Identity, return_to: &str) -> Response {
     let current = match cookie(headers, SESSION_COOKIE) {
         Some(value) => auth.session_principal(&value).await.ok().flatten(),
         None => None,
@@ -262,7 +258,7 @@ async fn link(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query): Q
             response
         }
         Err(error) => {
-            tracing::warn!(%error, "cannot start linking");
+            tracing::warn!(%error, detail = error.detail().unwrap_or_default(), "cannot start linking");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }

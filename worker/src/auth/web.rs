@@ -44,3 +44,48 @@ pub fn local_path(return_to: Option<&str>) -> String {
         && !path.chars().any(|c| c.is_control() || c.is_whitespace());
     if safe { path.to_owned() } else { DEFAULT.to_owned() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{LOGIN_COOKIE, SESSION_COOKIE};
+
+    #[test]
+    fn return_to_stays_on_this_site() {
+        assert_eq!(local_path(Some("/console#/events")), "/console#/events");
+        assert_eq!(local_path(Some("/console?x=1")), "/console?x=1");
+        for hostile in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "javascript:alert(1)",
+            "/ok\nLocation: x",
+            "",
+        ] {
+            let safe = local_path(Some(hostile));
+            assert_eq!(safe, "/console", "{hostile:?}");
+        }
+        assert_eq!(local_path(None), "/console");
+    }
+
+    #[test]
+    fn cookies_are_host_prefixed_and_parsed() {
+        let header = set_cookie(SESSION_COOKIE, "abc", 60);
+        assert_eq!(header, "__Host-inlet_session=abc; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60");
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::COOKIE, http::HeaderValue::from_static("a=1; __Host-inlet_session=xyz; b=2"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("xyz"));
+        assert_eq!(cookie(&headers, LOGIN_COOKIE), None);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR  abc", " Bearer abc "] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", "abc", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
+}

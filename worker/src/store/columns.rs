@@ -1,7 +1,8 @@
 //! How the model's types are stored: ids and times as integers or text, each status as its
 //! label. The one place a model type meets a SQLite column.
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use inlet_shared::config::Role;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, Type, ValueRef};
 
 use crate::model::{
     ApiTokenId, AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, DeadLetterReason, DeliveryId,
@@ -59,4 +60,14 @@ impl FromSql for DeliveryId {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         String::column_result(value).map(DeliveryId::from_stored)
     }
+}
+
+/// A role column. `Role` is inlet-shared's, so rusqlite's traits cannot be implemented for it
+/// here (orphan rule): rows read it through this, and write `role.as_str()`. An unknown label
+/// is a read error, never a default (the schema's CHECK admits only the three labels).
+pub(super) fn role_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Role> {
+    let label: String = row.get(index)?;
+    Role::parse(&label).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(index, Type::Text, format!("unknown role {label:?}").into())
+    })
 }

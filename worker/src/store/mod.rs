@@ -28,8 +28,11 @@ mod deliveries;
 mod events;
 mod migrate;
 mod replays;
+mod sessions;
 #[cfg(test)]
 mod tests;
+mod tokens;
+mod users;
 mod wal;
 mod writer;
 
@@ -48,6 +51,9 @@ pub use events::{NewEvent, Recorded};
 pub use migrate::MIGRATIONS;
 use migrate::migrate;
 pub use replays::ReplayOutcome;
+pub use sessions::{KeptToken, SessionAccount, SessionRow, SignIn};
+pub use tokens::ApiTokenRow;
+pub use users::{Linked, LinkedAccountRow, ProviderAccount, Unlinked};
 use wal::{WAL_KEPT_BYTES, checkpoint_loop};
 use writer::{Command, TypedWrite, writer_loop};
 

@@ -1,0 +1,340 @@
+//! Console sessions, keyed by the SHA-256 (hex) of the cookie value: signing in (one
+//! transaction for the user, the linked account, the session and the audit row), looking a
+//! session up, re-checking a provider-side membership, signing out.
+
+use std::time::Duration;
+
+use inlet_shared::config::Role;
+use rusqlite::{OptionalExtension, params};
+
+use super::audit::AuditRow;
+use super::columns::role_at;
+use super::users::{self, ProviderAccount};
+use super::{Store, StoreError};
+use crate::model::{AuditAction, UnixMs, UserId};
+
+/// A live session, as read to authenticate a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// The signed-in user.
+    pub user: UserId,
+    /// The user's email (the audit log's actor).
+    pub email: String,
+    /// The user's role.
+    pub role: Role,
+    /// The session's CSRF token.
+    pub csrf_token: String,
+    /// When the provider-side membership that admitted the session must be checked again.
+    pub recheck_at: Option<UnixMs>,
+    /// The provider account the session signed in with (none for sessions older than
+    /// migration 0007, or when the account was unlinked since).
+    pub account: Option<SessionAccount>,
+}
+
+/// The provider account a session signed in with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAccount {
+    /// Which account.
+    pub account: ProviderAccount,
+    /// Its provider token, sealed, when one is kept to re-check the membership.
+    pub token_sealed: Option<String>,
+}
+
+/// A provider token kept (sealed) for a session admitted only through a provider-side
+/// membership, and when that membership is due to be checked again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptToken {
+    /// The token, sealed for its account.
+    pub sealed: String,
+    /// When to check the membership again.
+    pub recheck_at: UnixMs,
+}
+
+/// A verified, admitted sign-in to record.
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    /// The provider account signing in.
+    pub account: ProviderAccount,
+    /// The user's address: of the user the account is linked to, else the one the provider
+    /// verified (lower-cased).
+    pub email: String,
+    /// Display name, if the provider gave one.
+    pub name: Option<String>,
+    /// The role the allowlist (or the provider-side membership) grants.
+    pub role: Role,
+    /// The provider token to keep; `None` drops one kept before.
+    pub kept_token: Option<KeptToken>,
+    /// SHA-256 (hex) of the new session's cookie value.
+    pub session_hash: String,
+    /// The new session's CSRF token.
+    pub csrf_token: String,
+    /// How long the new session lasts.
+    pub ttl: Duration,
+}
+
+impl Store {
+    /// Records a sign-in in one transaction: a provider account already linked to a user
+    /// signs in as that user (role, login time and name updated); otherwise the user with
+    /// that address is created or updated and the account linked to it. The kept token is
+    /// stored on the account, expired sessions are swept, the new session is stored, and the
+    /// audit row written.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn sign_in(&self, sign_in: SignIn) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let SignIn { account, email, name, role, kept_token, session_hash, csrf_token, ttl } = sign_in;
+            let now = UnixMs::now();
+            let user = match users::owner_of(c, &account)? {
+                Some(user) => {
+                    users::record_login(c, user, role, now, name.as_deref())?;
+                    user
+                }
+                None => users::create_user_with(c, &email, name.as_deref(), role, now, &account)?,
+            };
+            let link = users::link_id_of(c, &account)?;
+            let (sealed, recheck_at) =
+                kept_token.map_or((None, None), |kept| (Some(kept.sealed), Some(kept.recheck_at)));
+            users::keep_token(c, link, sealed.as_deref())?;
+            c.execute("DELETE FROM sessions WHERE expires_at_ms <= ?1", [now])?;
+            c.execute(
+                "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at_ms, expires_at_ms, oauth_account_id,
+                                       recheck_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![session_hash, user, csrf_token, now, now.plus(ttl), link, recheck_at],
+            )?;
+            AuditRow {
+                at: now,
+                actor: &email,
+                action: AuditAction::SignIn,
+                target: &account.provider,
+                count: 1,
+                detail: None,
+            }
+            .write(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The session whose cookie value hashes to `session_hash`, unless it has expired by `now`.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn live_session(&self, session_hash: String, now: UnixMs) -> Result<Option<SessionRow>, StoreError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT u.id, u.email, u.role, s.csrf_token, s.recheck_at_ms, a.provider, a.subject, a.token_sealed
+                 FROM sessions s JOIN users u ON u.id = s.user_id
+                 LEFT JOIN oauth_accounts a ON a.id = s.oauth_account_id
+                 WHERE s.id_hash = ?1 AND s.expires_at_ms > ?2",
+                params![session_hash, now],
+                |r| {
+                    // provider and subject are NOT NULL: both are present exactly when the
+                    // session's account is.
+                    let provider: Option<String> = r.get(5)?;
+                    let subject: Option<String> = r.get(6)?;
+                    let token_sealed: Option<String> = r.get(7)?;
+                    Ok(SessionRow {
+                        user: r.get(0)?,
+                        email: r.get(1)?,
+                        role: role_at(r, 2)?,
+                        csrf_token: r.get(3)?,
+                        recheck_at: r.get(4)?,
+                        account: provider.zip(subject).map(|(provider, subject)| SessionAccount {
+                            account: ProviderAccount { provider, subject },
+                            token_sealed,
+                        }),
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// The membership behind session `session_hash` still holds: check it again at
+    /// `recheck_at`.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub async fn schedule_session_recheck(&self, session_hash: String, recheck_at: UnixMs) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute("UPDATE sessions SET recheck_at_ms = ?2 WHERE id_hash = ?1", params![session_hash, recheck_at])
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The membership behind session `session_hash` no longer holds: the session ends, the
+    /// token kept on its `account` is dropped, and the audit row (actor `email`) is written,
+    /// in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn end_lapsed_session(
+        &self,
+        session_hash: String,
+        account: Option<ProviderAccount>,
+        email: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute("DELETE FROM sessions WHERE id_hash = ?1", [&session_hash])?;
+            if let Some(account) = &account {
+                users::drop_token(c, account)?;
+            }
+            AuditRow {
+                at: UnixMs::now(),
+                actor: &email,
+                action: AuditAction::SessionEnded,
+                target: "membership",
+                count: 1,
+                detail: Some("no longer a member of an allowed organisation"),
+            }
+            .write(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes session `session_hash` (signing out: its cookie is useless afterwards).
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub async fn delete_session(&self, session_hash: String) -> Result<(), StoreError> {
+        self.write(move |c| c.execute("DELETE FROM sessions WHERE id_hash = ?1", [session_hash])).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use inlet_shared::config::{Role, SqliteSynchronous};
+
+    use super::{KeptToken, SessionAccount, SignIn};
+    use crate::model::{LinkedAccountId, UnixMs};
+    use crate::store::{Linked, ProviderAccount, Store, Unlinked};
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("inlet.db"), SqliteSynchronous::Full).unwrap();
+        (dir, store)
+    }
+
+    fn account(provider: &str, subject: &str) -> ProviderAccount {
+        ProviderAccount { provider: provider.into(), subject: subject.into() }
+    }
+
+    fn sign_in(account: ProviderAccount, email: &str, role: Role, session: &str) -> SignIn {
+        SignIn {
+            account,
+            email: email.into(),
+            name: Some("Ada".into()),
+            role,
+            kept_token: None,
+            session_hash: session.into(),
+            csrf_token: format!("csrf-{session}"),
+            ttl: Duration::from_secs(3600),
+        }
+    }
+
+    async fn actions(store: &Store) -> Vec<String> {
+        store
+            .read(|c| {
+                let mut statement = c.prepare("SELECT action FROM audit_log ORDER BY id")?;
+                let rows = statement.query_map([], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_creates_the_user_its_link_and_a_live_session_and_a_returning_account_keeps_its_user() {
+        let (_dir, store) = open();
+        let oidc = account("oidc", "sub-1");
+        store.sign_in(sign_in(oidc.clone(), "ada@x", Role::Viewer, "s1")).await.unwrap();
+        let session = store.live_session("s1".into(), UnixMs::now()).await.unwrap().unwrap();
+        assert_eq!(
+            (session.email.as_str(), session.role, session.csrf_token.as_str()),
+            ("ada@x", Role::Viewer, "csrf-s1")
+        );
+        assert_eq!(session.account, Some(SessionAccount { account: oidc.clone(), token_sealed: None }));
+        assert_eq!(session.recheck_at, None);
+        assert_eq!(store.linked_user_email(oidc.clone()).await.unwrap().as_deref(), Some("ada@x"));
+        assert_eq!(store.live_session("s1".into(), UnixMs::now().plus(Duration::from_secs(3601))).await.unwrap(), None);
+
+        // The same provider account signs in as the same user, with the role granted now.
+        store.sign_in(sign_in(oidc.clone(), "other@x", Role::Admin, "s2")).await.unwrap();
+        let again = store.live_session("s2".into(), UnixMs::now()).await.unwrap().unwrap();
+        assert_eq!((again.user, again.email.as_str(), again.role), (session.user, "ada@x", Role::Admin));
+        assert_eq!(actions(&store).await, ["sign_in", "sign_in"]);
+
+        store.delete_session("s2".into()).await.unwrap();
+        assert_eq!(store.live_session("s2".into(), UnixMs::now()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_membership_ends_the_session_and_drops_the_kept_token() {
+        let (_dir, store) = open();
+        let github = account("github", "42");
+        let recheck_at = UnixMs::now().plus(Duration::from_secs(60));
+        let mut kept = sign_in(github.clone(), "org@x", Role::Viewer, "s1");
+        kept.kept_token = Some(KeptToken { sealed: "v1.k.sealed".into(), recheck_at });
+        store.sign_in(kept).await.unwrap();
+        let session = store.live_session("s1".into(), UnixMs::now()).await.unwrap().unwrap();
+        assert_eq!(session.recheck_at, Some(recheck_at));
+        assert_eq!(session.account.unwrap().token_sealed.as_deref(), Some("v1.k.sealed"));
+
+        store.schedule_session_recheck("s1".into(), UnixMs(7)).await.unwrap();
+        assert_eq!(store.live_session("s1".into(), UnixMs::now()).await.unwrap().unwrap().recheck_at, Some(UnixMs(7)));
+
+        store.end_lapsed_session("s1".into(), Some(github.clone()), "org@x".into()).await.unwrap();
+        assert_eq!(store.live_session("s1".into(), UnixMs::now()).await.unwrap(), None);
+        let token: Option<String> = store
+            .read(|c| {
+                c.query_row("SELECT token_sealed FROM oauth_accounts WHERE provider = 'github'", [], |r| r.get(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(token, None);
+        assert_eq!(actions(&store).await, ["sign_in", "session_ended"]);
+    }
+
+    #[tokio::test]
+    async fn accounts_link_to_one_user_and_the_last_one_stays() {
+        let (_dir, store) = open();
+        store.sign_in(sign_in(account("oidc", "a"), "ada@x", Role::Viewer, "s1")).await.unwrap();
+        store.sign_in(sign_in(account("oidc", "b"), "bob@x", Role::Viewer, "s2")).await.unwrap();
+        let ada = store.live_session("s1".into(), UnixMs::now()).await.unwrap().unwrap().user;
+        let github = account("github", "7");
+        assert_eq!(store.link_account(ada, github.clone(), "Ada@X".into()).await.unwrap(), Linked::Now);
+        assert_eq!(store.link_account(ada, github.clone(), "Ada@X".into()).await.unwrap(), Linked::Already);
+        assert_eq!(store.link_account(ada, account("oidc", "b"), "b@x".into()).await.unwrap(), Linked::OtherUser);
+        let linked = store.linked_accounts(ada).await.unwrap();
+        let seen: Vec<(&str, Option<&str>)> =
+            linked.iter().map(|a| (a.provider.as_str(), a.email.as_deref())).collect();
+        assert_eq!(seen, [("oidc", Some("ada@x")), ("github", Some("Ada@X"))]);
+
+        let bob = store.live_session("s2".into(), UnixMs::now()).await.unwrap().unwrap().user;
+        assert_eq!(store.unlink_account(bob, linked[0].id, "bob@x".into()).await.unwrap(), Unlinked::NoSuchAccount);
+        assert_eq!(
+            store.unlink_account(ada, LinkedAccountId(999), "ada@x".into()).await.unwrap(),
+            Unlinked::NoSuchAccount
+        );
+        let Unlinked::Done(left) = store.unlink_account(ada, linked[0].id, "ada@x".into()).await.unwrap() else {
+            panic!("unlinked");
+        };
+        assert_eq!(left, linked[1..]);
+        assert_eq!(store.unlink_account(ada, linked[1].id, "ada@x".into()).await.unwrap(), Unlinked::LastAccount);
+        assert_eq!(actions(&store).await, ["sign_in", "sign_in", "link_account", "unlink_account"]);
+    }
+}

@@ -1,0 +1,267 @@
+//! Users of the console and the provider accounts linked to them (`oauth_accounts`), with the
+//! provider token kept sealed on an account. A provider account belongs to at most one user;
+//! a user keeps at least one.
+//!
+//! The statements that sign-in needs run inside its transaction ([`Store::sign_in`]); linking,
+//! unlinking and listing are operations of their own.
+
+use inlet_shared::config::Role;
+use rusqlite::{OptionalExtension, params};
+
+use super::audit::AuditRow;
+use super::{Store, StoreError};
+use crate::model::{AuditAction, LinkedAccountId, UnixMs, UserId};
+
+/// An account at a sign-in provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderAccount {
+    /// `oidc` or `github`.
+    pub provider: String,
+    /// The account's subject at the provider.
+    pub subject: String,
+}
+
+/// A provider account linked to a user, as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedAccountRow {
+    /// The link's id.
+    pub id: LinkedAccountId,
+    /// `oidc` or `github`.
+    pub provider: String,
+    /// The email the provider gave when it was linked.
+    pub email: Option<String>,
+    /// When it was linked.
+    pub created_at: UnixMs,
+}
+
+/// What linking a provider account did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    /// Now linked to the user.
+    Now,
+    /// It was already linked to this user.
+    Already,
+    /// It belongs to another user: refused.
+    OtherUser,
+}
+
+/// What unlinking a provider account did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlinked {
+    /// Unlinked; the user's remaining accounts.
+    Done(Vec<LinkedAccountRow>),
+    /// The user has no such linked account.
+    NoSuchAccount,
+    /// It is the user's last one: refused (the user could not sign in any more).
+    LastAccount,
+}
+
+/// The user `account` is linked to, if any.
+pub(super) fn owner_of(
+    connection: &rusqlite::Connection,
+    account: &ProviderAccount,
+) -> rusqlite::Result<Option<UserId>> {
+    connection
+        .query_row(
+            "SELECT user_id FROM oauth_accounts WHERE provider = ?1 AND subject = ?2",
+            params![account.provider, account.subject],
+            |r| r.get(0),
+        )
+        .optional()
+}
+
+/// The id of the link of `account` (which must exist).
+pub(super) fn link_id_of(
+    connection: &rusqlite::Connection,
+    account: &ProviderAccount,
+) -> rusqlite::Result<LinkedAccountId> {
+    connection.query_row(
+        "SELECT id FROM oauth_accounts WHERE provider = ?1 AND subject = ?2",
+        params![account.provider, account.subject],
+        |r| r.get(0),
+    )
+}
+
+/// A returning user's sign-in: role (from the allowlist, at every login), time and name (if
+/// the provider gave one).
+pub(super) fn record_login(
+    connection: &rusqlite::Connection,
+    user: UserId,
+    role: Role,
+    at: UnixMs,
+    name: Option<&str>,
+) -> rusqlite::Result<()> {
+    connection.execute(
+        "UPDATE users SET role = ?2, last_login_ms = ?3, name = coalesce(?4, name) WHERE id = ?1",
+        params![user, role.as_str(), at, name],
+    )?;
+    Ok(())
+}
+
+/// The user with `email`, created or (same address) given `role` and the login time; then
+/// `account` linked to it.
+pub(super) fn create_user_with(
+    connection: &rusqlite::Connection,
+    email: &str,
+    name: Option<&str>,
+    role: Role,
+    at: UnixMs,
+    account: &ProviderAccount,
+) -> rusqlite::Result<UserId> {
+    connection.execute(
+        "INSERT INTO users (email, name, role, created_at_ms, last_login_ms) VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (email) DO UPDATE SET role = excluded.role, last_login_ms = excluded.last_login_ms",
+        params![email, name, role.as_str(), at],
+    )?;
+    let user: UserId = connection.query_row("SELECT id FROM users WHERE email = ?1", [email], |r| r.get(0))?;
+    insert_link(connection, user, account, email, at)?;
+    Ok(user)
+}
+
+fn insert_link(
+    connection: &rusqlite::Connection,
+    user: UserId,
+    account: &ProviderAccount,
+    email: &str,
+    at: UnixMs,
+) -> rusqlite::Result<()> {
+    connection.execute(
+        "INSERT INTO oauth_accounts (user_id, provider, subject, email, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![user, account.provider, account.subject, email, at],
+    )?;
+    Ok(())
+}
+
+/// Keeps `sealed` (a provider token sealed for this account) on link `id`; `None` drops it.
+pub(super) fn keep_token(
+    connection: &rusqlite::Connection,
+    id: LinkedAccountId,
+    sealed: Option<&str>,
+) -> rusqlite::Result<()> {
+    connection.execute("UPDATE oauth_accounts SET token_sealed = ?2 WHERE id = ?1", params![id, sealed])?;
+    Ok(())
+}
+
+/// Drops the token kept on `account`, if any.
+pub(super) fn drop_token(connection: &rusqlite::Connection, account: &ProviderAccount) -> rusqlite::Result<()> {
+    connection.execute(
+        "UPDATE oauth_accounts SET token_sealed = NULL WHERE provider = ?1 AND subject = ?2",
+        params![account.provider, account.subject],
+    )?;
+    Ok(())
+}
+
+fn linked_accounts_of(connection: &rusqlite::Connection, user: UserId) -> rusqlite::Result<Vec<LinkedAccountRow>> {
+    let mut statement = connection
+        .prepare("SELECT id, provider, email, created_at_ms FROM oauth_accounts WHERE user_id = ?1 ORDER BY id")?;
+    let rows = statement.query_map([user], |r| {
+        Ok(LinkedAccountRow { id: r.get(0)?, provider: r.get(1)?, email: r.get(2)?, created_at: r.get(3)? })
+    })?;
+    rows.collect()
+}
+
+impl Store {
+    /// The email of the user `account` is linked to, if it is linked.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn linked_user_email(&self, account: ProviderAccount) -> Result<Option<String>, StoreError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT u.email FROM oauth_accounts a JOIN users u ON u.id = a.user_id
+                 WHERE a.provider = ?1 AND a.subject = ?2",
+                params![account.provider, account.subject],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Links `account` (which gave `email`) to `user`, with its audit row, unless it is linked
+    /// already (to this user or another: a provider account belongs to at most one user).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn link_account(
+        &self,
+        user: UserId,
+        account: ProviderAccount,
+        email: String,
+    ) -> Result<Linked, StoreError> {
+        self.write(move |c| match owner_of(c, &account)? {
+            Some(owner) if owner == user => Ok(Linked::Already),
+            Some(_) => Ok(Linked::OtherUser),
+            None => {
+                let now = UnixMs::now();
+                insert_link(c, user, &account, &email, now)?;
+                let actor: String = c.query_row("SELECT email FROM users WHERE id = ?1", [user], |r| r.get(0))?;
+                AuditRow {
+                    at: now,
+                    actor: &actor,
+                    action: AuditAction::LinkAccount,
+                    target: &account.provider,
+                    count: 1,
+                    detail: Some(&email),
+                }
+                .write(c)?;
+                Ok(Linked::Now)
+            }
+        })
+        .await
+    }
+
+    /// Every provider account linked to `user`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn linked_accounts(&self, user: UserId) -> Result<Vec<LinkedAccountRow>, StoreError> {
+        self.read(move |c| linked_accounts_of(c, user)).await
+    }
+
+    /// Unlinks `user`'s linked account `id` for `actor`, with its audit row, unless it is the
+    /// user's last one.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn unlink_account(
+        &self,
+        user: UserId,
+        id: LinkedAccountId,
+        actor: String,
+    ) -> Result<Unlinked, StoreError> {
+        self.write(move |c| {
+            let count: i64 =
+                c.query_row("SELECT count(*) FROM oauth_accounts WHERE user_id = ?1", [user], |r| r.get(0))?;
+            let provider: Option<String> = c
+                .query_row(
+                    "SELECT provider FROM oauth_accounts WHERE id = ?1 AND user_id = ?2",
+                    params![id, user],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(provider) = provider else {
+                return Ok(Unlinked::NoSuchAccount);
+            };
+            if count <= 1 {
+                return Ok(Unlinked::LastAccount);
+            }
+            c.execute("DELETE FROM oauth_accounts WHERE id = ?1", [id])?;
+            AuditRow {
+                at: UnixMs::now(),
+                actor: &actor,
+                action: AuditAction::UnlinkAccount,
+                target: &provider,
+                count: 1,
+                detail: None,
+            }
+            .write(c)?;
+            Ok(Unlinked::Done(linked_accounts_of(c, user)?))
+        })
+        .await
+    }
+}

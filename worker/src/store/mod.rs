@@ -27,6 +27,9 @@ mod columns;
 mod deliveries;
 mod events;
 mod migrate;
+mod operator;
+#[cfg(test)]
+mod operator_tests;
 mod replays;
 #[cfg(test)]
 mod tests;
@@ -47,7 +50,11 @@ pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, Due
 pub use events::{NewEvent, Recorded};
 pub use migrate::MIGRATIONS;
 use migrate::migrate;
-pub use replays::ReplayOutcome;
+pub use operator::{
+    AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
+    EventSelection, EventStatusFilter, Page, PageRequest, ReasonFilter, StatusCounts, Totals,
+};
+pub use replays::{BulkProgress, BulkReplayRow, NewBulkReplay, ReplayOutcome};
 use wal::{WAL_KEPT_BYTES, checkpoint_loop};
 use writer::{Command, TypedWrite, writer_loop};
 

@@ -54,6 +54,11 @@ pub const MAX_EXECUTIONS: usize = 16;
 pub const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// How long one execution may take (503 `TIMEOUT`).
 pub const EXECUTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deepest query accepted.
+pub const MAX_DEPTH: usize = 10;
+/// Highest query complexity accepted (lists count as `first × child`). Here rather than in
+/// `schema`, which applies it, because `types` prices fields against it too.
+pub const MAX_COMPLEXITY: usize = 5_000;
 
 /// What resolvers use, shared by all requests.
 pub struct Services {

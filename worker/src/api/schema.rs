@@ -6,17 +6,12 @@ use rusqlite::{OptionalExtension, params};
 
 use super::error::ApiError;
 use super::loaders::Reads;
-use super::services;
 use super::types::*;
+use super::{MAX_COMPLEXITY, MAX_DEPTH, services};
 use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
 use crate::model::{AuditAction, BulkReplayId, DeliveryId, EventRowId, UnixMs};
 use crate::replay::BulkRequest;
 use crate::store::AuditRow;
-
-/// Deepest query accepted.
-pub const MAX_DEPTH: usize = 10;
-/// Highest query complexity accepted (lists count as `first × child`).
-pub const MAX_COMPLEXITY: usize = 5_000;
 
 /// The API schema.
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;

@@ -19,7 +19,7 @@ use crate::store::{
 
 /// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four
 /// (a page of events with their contents is refused before anything is read).
-pub const CONTENT_COMPLEXITY: usize = super::schema::MAX_COMPLEXITY / 5;
+pub const CONTENT_COMPLEXITY: usize = super::MAX_COMPLEXITY / 5;
 
 /// Page size when `first` is not given, and the largest allowed.
 pub const DEFAULT_PAGE: i32 = 20;

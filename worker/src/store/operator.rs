@@ -343,6 +343,7 @@ impl DeadLetterSelection {
         }
         match self.reason {
             Some(ReasonFilter::Is(reason)) => w.add("d.dead_letter_reason = ?", vec![Box::new(reason)]),
+            // No stored row has a label that is no reason: select nothing.
             Some(ReasonFilter::Unknown) => w.add("0", vec![]),
             None => {}
         }

@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::metric_names;
-use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, UnixMs};
+use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryStatus, UnixMs};
 use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, Store};
 
 /// Longest `Retry-After` honoured for a delivery's retry.
@@ -538,7 +538,7 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
         }
         NextStep::DeadLetter(reason) => {
             tracing::warn!(%delivery_id, destination = %name, reason = reason.as_str(), "delivery dead-lettered");
-            metrics::counter!(metric_names::DELIVERIES, "destination" => name.clone(), "outcome" => "dead_lettered")
+            metrics::counter!(metric_names::DELIVERIES, "destination" => name.clone(), "outcome" => DeliveryStatus::DeadLettered.as_str())
                 .increment(1);
             metrics::counter!(metric_names::DEAD_LETTERED, "destination" => name.clone(), "reason" => reason.as_str())
                 .increment(1);

@@ -9,7 +9,7 @@
 //! consumer (`ownership`: a lease in NATS; the database's own file lock).
 //!
 //! The operator plane shares the main listener: the GraphQL API (`api`), login (`auth`) and
-//! the console page (`console`).
+//! the console page (`console`); replays (`replay`) are a service of their own the API calls.
 //!
 //! Invariants: a message is acked only after the transaction that recorded it committed;
 //! the worker is the only process that writes its SQLite file; an attempt's result is recorded
@@ -27,6 +27,7 @@ pub mod model;
 mod ownership;
 mod pull;
 mod record;
+mod replay;
 mod routes;
 pub mod store;
 
@@ -214,7 +215,7 @@ fn operator_routes(
     store: store::Store,
     destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
     shutdown: CancellationToken,
-) -> anyhow::Result<(http::OperatorRoutes, Arc<api::replay::Replayer>)> {
+) -> anyhow::Result<(http::OperatorRoutes, Arc<replay::Replayer>)> {
     let console = &config.console;
     let oidc = match (&console.oidc, &console.public_url) {
         (Some(oidc), Some(public_url)) => {
@@ -242,7 +243,7 @@ fn operator_routes(
         Some(auth::crypto::TokenCipher::new(keys).map_err(|e| anyhow::anyhow!("console.token_keys: {e}"))?)
     };
     let auth = auth::Auth::new(store.clone(), console.clone(), oidc, github, cipher);
-    let replayer = api::replay::Replayer::new(
+    let replayer = replay::Replayer::new(
         store.clone(),
         Arc::clone(&destinations),
         console.max_replay_rate,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::model::AttemptOutcome;
+use crate::model::{AttemptOutcome, DeliveryStatus};
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Events read from the stream, by source and outcome (`recorded`, `unrouted`, `duplicate`,
@@ -109,11 +109,11 @@ impl DestinationMetrics {
     pub fn new(destination: &str) -> DestinationMetrics {
         let attempts = |outcome: &'static str| metrics::counter!(ATTEMPTS, "destination" => destination.to_owned(), "outcome" => outcome);
         DestinationMetrics {
-            attempts_delivered: attempts("delivered"),
-            attempts_transient: attempts("transient"),
-            attempts_permanent: attempts("permanent"),
+            attempts_delivered: attempts(AttemptOutcome::Delivered.as_str()),
+            attempts_transient: attempts(AttemptOutcome::Transient.as_str()),
+            attempts_permanent: attempts(AttemptOutcome::Permanent.as_str()),
             attempt_duration: metrics::histogram!(ATTEMPT_DURATION, "destination" => destination.to_owned()),
-            delivered: metrics::counter!(DELIVERIES, "destination" => destination.to_owned(), "outcome" => "delivered"),
+            delivered: metrics::counter!(DELIVERIES, "destination" => destination.to_owned(), "outcome" => DeliveryStatus::Delivered.as_str()),
             end_to_end: metrics::histogram!(END_TO_END, "destination" => destination.to_owned()),
         }
     }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deliver::Destination;
 use crate::metric_names;
-use crate::model::UnixMs;
+use crate::model::{RouteStatus, UnixMs};
 use crate::routes::Router;
 use crate::store::{Claimed, NewEvent, Recorded, Store};
 
@@ -163,7 +163,7 @@ impl Recorder {
         let mut counts: std::collections::BTreeMap<(&str, &'static str), u64> = std::collections::BTreeMap::new();
         for ((source, event_id), result) in keys.iter().zip(recorded) {
             let outcome = match result {
-                Recorded::New { deliveries } if deliveries.is_empty() => "unrouted",
+                Recorded::New { deliveries } if deliveries.is_empty() => RouteStatus::Unrouted.as_str(),
                 Recorded::New { deliveries } => {
                     for claimed in deliveries {
                         if let Some((name, _)) = self.destinations.get_key_value(claimed.delivery.destination.as_str())

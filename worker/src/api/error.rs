@@ -4,6 +4,7 @@
 //! `ApiError` deliberately does not implement `Display`: async-graphql converts anything
 //! displayable into an error by its text alone, which would skip this mapping.
 
+use crate::replay::ReplayError;
 use crate::store::StoreError;
 
 /// Why an API operation failed.
@@ -65,9 +66,29 @@ impl ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(error: rusqlite::Error) -> Self {
-        ApiError::Store(StoreError::Sqlite(error))
+/// The replay service's failures, as the API reports them.
+impl From<ReplayError> for ApiError {
+    fn from(error: ReplayError) -> Self {
+        match error {
+            ReplayError::NotFound => ApiError::NotFound,
+            ReplayError::RateLimited => ApiError::RateLimited,
+            ReplayError::DestinationGone(destination) => {
+                ApiError::Invalid(format!("destination `{destination}` is no longer configured"))
+            }
+            ReplayError::TooManyMatches(max) => {
+                ApiError::Invalid(format!("more than {max} dead letters match; narrow the filter"))
+            }
+            ReplayError::BadRate => ApiError::Invalid("ratePerSecond must be at least 1".into()),
+            ReplayError::Store(error) => ApiError::Store(error),
+        }
+    }
+}
+
+/// Lets resolvers use `?` on the replay service's results: through the mapping above, never
+/// by text.
+impl From<ReplayError> for async_graphql::Error {
+    fn from(error: ReplayError) -> Self {
+        ApiError::from(error).into()
     }
 }
 

@@ -1,15 +1,14 @@
-//! DataLoaders: deliveries by event, attempts by delivery, events by row id. One SQL read per
+//! DataLoaders: deliveries by event, attempts by delivery, events by row id. One store read per
 //! batch of keys, whatever the page size (no N+1). Built per request, with the request's
-//! [`Reads`] counter, which the response reports as `extensions.sqlReads`.
+//! [`Reads`] counter, which the response reports as `extensions.sqlReads`. They load the
+//! store's rows; the GraphQL types are made from them by the resolvers (`types`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rusqlite::params_from_iter;
-
-use super::types::{Attempt, Delivery, Event};
-use crate::store::{Store, StoreError};
+use crate::model::{DeliveryId, EventRowId};
+use crate::store::{AttemptRow, DeliveryRow, EventRow, Store, StoreError};
 
 /// SQL reads made while answering one request.
 #[derive(Debug, Default, Clone)]
@@ -55,10 +54,6 @@ impl ContentBudget {
 /// Loader errors must be `Clone`.
 pub type LoadError = Arc<StoreError>;
 
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(",")
-}
-
 /// Deliveries of an event (key: event row id).
 pub struct DeliveriesByEvent {
     /// Database.
@@ -67,31 +62,13 @@ pub struct DeliveriesByEvent {
     pub reads: Reads,
 }
 
-impl async_graphql::dataloader::Loader<i64> for DeliveriesByEvent {
-    type Value = Vec<Delivery>;
+impl async_graphql::dataloader::Loader<EventRowId> for DeliveriesByEvent {
+    type Value = Vec<DeliveryRow>;
     type Error = LoadError;
 
-    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Vec<Delivery>>, LoadError> {
+    async fn load(&self, keys: &[EventRowId]) -> Result<HashMap<EventRowId, Vec<DeliveryRow>>, LoadError> {
         self.reads.add();
-        let keys = keys.to_vec();
-        self.store
-            .read(move |c| {
-                let sql = format!(
-                    "SELECT {} FROM deliveries d WHERE d.event_rowid IN ({}) ORDER BY d.destination",
-                    Delivery::COLUMNS,
-                    placeholders(keys.len())
-                );
-                let mut statement = c.prepare(&sql)?;
-                let rows = statement.query_map(params_from_iter(keys.iter()), Delivery::from_row)?;
-                let mut map: HashMap<i64, Vec<Delivery>> = HashMap::new();
-                for row in rows {
-                    let delivery = row?;
-                    map.entry(delivery.event_rowid).or_default().push(delivery);
-                }
-                Ok(map)
-            })
-            .await
-            .map_err(Arc::new)
+        self.store.deliveries_of_events(keys.to_vec()).await.map_err(Arc::new)
     }
 }
 
@@ -103,44 +80,13 @@ pub struct AttemptsByDelivery {
     pub reads: Reads,
 }
 
-impl async_graphql::dataloader::Loader<String> for AttemptsByDelivery {
-    type Value = Vec<Attempt>;
+impl async_graphql::dataloader::Loader<DeliveryId> for AttemptsByDelivery {
+    type Value = Vec<AttemptRow>;
     type Error = LoadError;
 
-    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Vec<Attempt>>, LoadError> {
+    async fn load(&self, keys: &[DeliveryId]) -> Result<HashMap<DeliveryId, Vec<AttemptRow>>, LoadError> {
         self.reads.add();
-        let keys = keys.to_vec();
-        self.store
-            .read(move |c| {
-                let sql = format!(
-                    "SELECT delivery_id, attempt, started_at_ms, duration_ms, outcome, status_code, error, response_snippet
-                     FROM attempts WHERE delivery_id IN ({}) ORDER BY attempt",
-                    placeholders(keys.len())
-                );
-                let mut statement = c.prepare(&sql)?;
-                let rows = statement.query_map(params_from_iter(keys.iter()), |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        Attempt {
-                            attempt: r.get(1)?,
-                            started_at_ms: r.get(2)?,
-                            duration_ms: r.get(3)?,
-                            outcome: r.get(4)?,
-                            status_code: r.get(5)?,
-                            error: r.get(6)?,
-                            response_snippet: r.get(7)?,
-                        },
-                    ))
-                })?;
-                let mut map: HashMap<String, Vec<Attempt>> = HashMap::new();
-                for row in rows {
-                    let (id, attempt) = row?;
-                    map.entry(id).or_default().push(attempt);
-                }
-                Ok(map)
-            })
-            .await
-            .map_err(Arc::new)
+        self.store.attempts_of_deliveries(keys.to_vec()).await.map_err(Arc::new)
     }
 }
 
@@ -152,23 +98,13 @@ pub struct EventsById {
     pub reads: Reads,
 }
 
-impl async_graphql::dataloader::Loader<i64> for EventsById {
-    type Value = Event;
+impl async_graphql::dataloader::Loader<EventRowId> for EventsById {
+    type Value = EventRow;
     type Error = LoadError;
 
-    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Event>, LoadError> {
+    async fn load(&self, keys: &[EventRowId]) -> Result<HashMap<EventRowId, EventRow>, LoadError> {
         self.reads.add();
-        let keys = keys.to_vec();
-        self.store
-            .read(move |c| {
-                let sql =
-                    format!("SELECT {} FROM events e WHERE e.id IN ({})", Event::COLUMNS, placeholders(keys.len()));
-                let mut statement = c.prepare(&sql)?;
-                let rows = statement.query_map(params_from_iter(keys.iter()), Event::from_row)?;
-                rows.map(|row| row.map(|event| (event.rowid, event))).collect()
-            })
-            .await
-            .map_err(Arc::new)
+        self.store.events_by_id(keys.to_vec()).await.map_err(Arc::new)
     }
 }
 

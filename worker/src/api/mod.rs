@@ -24,7 +24,6 @@
 pub mod cost;
 pub mod error;
 pub mod loaders;
-pub mod replay;
 pub mod schema;
 pub mod types;
 
@@ -55,13 +54,18 @@ pub const MAX_EXECUTIONS: usize = 16;
 pub const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// How long one execution may take (503 `TIMEOUT`).
 pub const EXECUTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deepest query accepted.
+pub const MAX_DEPTH: usize = 10;
+/// Highest query complexity accepted (lists count as `first × child`). Here rather than in
+/// `schema`, which applies it, because `types` prices fields against it too.
+pub const MAX_COMPLEXITY: usize = 5_000;
 
 /// What resolvers use, shared by all requests.
 pub struct Services {
     /// Database.
     pub store: Store,
     /// Replays.
-    pub replayer: Arc<replay::Replayer>,
+    pub replayer: Arc<crate::replay::Replayer>,
     /// The worker's live destinations (for breaker state).
     pub destinations: Arc<HashMap<String, Arc<RuntimeDestination>>>,
     /// Configured sources.
@@ -305,6 +309,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The console's reason filter and the schema's descriptions offer exactly the model's
+    /// dead-letter reasons (`unknown_destination` included: the store constructs it).
+    #[test]
+    fn the_dead_letter_reasons_offered_are_the_models() {
+        use crate::model::DeadLetterReason;
+        let labels: Vec<&str> = DeadLetterReason::ALL.iter().map(|r| r.as_str()).collect();
+        let quoted: Vec<String> = labels.iter().map(|l| format!("'{l}'")).collect();
+        let console = include_str!("../console/app.js");
+        assert!(console.contains(&format!("[{}].map((r) => h('option'", quoted.join(", "))), "console/app.js");
+        let ticked: Vec<String> = labels.iter().map(|l| format!("`{l}`")).collect();
+        let (last, rest) = ticked.split_last().unwrap();
+        let described = format!("{} or {last}", rest.join(", "));
+        assert_eq!(
+            super::sdl().matches(&described).count(),
+            2,
+            "DeadLetterFilter.reason and Delivery.deadLetterReason"
+        );
+    }
+
+    /// A bulk replay keeps its filter as the caller gave it, in the input's own field names with
+    /// every field present; a reason that is no reason selects nothing (it is not refused).
+    #[test]
+    fn a_bulk_replays_filter_is_kept_as_given_and_an_unknown_reason_selects_nothing() {
+        use crate::model::DeadLetterReason;
+        use crate::store::ReasonFilter;
+        let filter = super::types::DeadLetterFilter {
+            destination: Some("sink".into()),
+            reason: Some("permanent_4xx".into()),
+            dead_after_ms: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            filter.to_json(),
+            r#"{"destination":"sink","source":null,"eventType":null,"reason":"permanent_4xx","deadAfterMs":5,"deadBeforeMs":null,"text":null}"#
+        );
+        let selection = filter.selection();
+        assert_eq!(selection.reason, Some(ReasonFilter::Is(DeadLetterReason::Permanent4xx)));
+        assert_eq!(selection.dead_after, Some(crate::model::UnixMs(5)));
+        let unknown = super::types::DeadLetterFilter { reason: Some("Permanent_4xx".into()), ..Default::default() };
+        assert_eq!(unknown.selection().reason, Some(ReasonFilter::Unknown));
     }
 
     /// `schemas/graphql/schema.graphql` is the exported SDL; `UPDATE_SCHEMAS=1` rewrites it.

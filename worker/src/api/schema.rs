@@ -2,21 +2,15 @@
 
 use async_graphql::{Context, EmptySubscription, ID, Object, Result, Schema};
 use inlet_shared::config::Role;
-use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::error::ApiError;
 use super::loaders::Reads;
-use super::services;
 use super::types::*;
+use super::{MAX_COMPLEXITY, MAX_DEPTH, services};
 use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
-use crate::model::{ApiTokenId, LinkedAccountId};
+use crate::model::{ApiTokenId, BulkReplayId, DeliveryId, EventRowId, LinkedAccountId};
+use crate::replay::BulkRequest;
 use crate::store::Unlinked;
-
-/// Deepest query accepted.
-pub const MAX_DEPTH: usize = 10;
-/// Highest query complexity accepted (lists count as `first × child`).
-pub const MAX_COMPLEXITY: usize = 5_000;
 
 /// The API schema.
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -57,73 +51,6 @@ fn parse_id(id: &ID) -> Result<i64, ApiError> {
 /// Queries.
 pub struct Query;
 
-/// One row by key: `SELECT {columns} FROM {from} WHERE {key_column} = ?1`.
-async fn fetch_one<T, K>(
-    ctx: &Context<'_>,
-    columns: &'static str,
-    from: &'static str,
-    key_column: &'static str,
-    key: K,
-    from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Option<T>>
-where
-    T: Send + 'static,
-    K: rusqlite::ToSql + Send + 'static,
-{
-    ctx.data_unchecked::<Reads>().add();
-    Ok(services(ctx)?
-        .store
-        .read(move |c| {
-            c.query_row(&format!("SELECT {columns} FROM {from} WHERE {key_column} = ?1"), [key], from_row).optional()
-        })
-        .await
-        .map_err(ApiError::from)?)
-}
-
-/// What one cursor-paginated list selects: `SELECT {columns} FROM {from} … ORDER BY {key} DESC`,
-/// with `key` also the cursor.
-struct PageQuery {
-    columns: &'static str,
-    from: &'static str,
-    key: &'static str,
-}
-
-/// One page, newest first, plus whether another page follows (one extra row is read to know).
-async fn fetch_page<T: Send + 'static>(
-    ctx: &Context<'_>,
-    query: PageQuery,
-    mut w: Where,
-    first: Option<i32>,
-    after: Option<String>,
-    from_row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<(Vec<T>, bool)> {
-    let size = page_size(first)?;
-    if let Some(after) = after {
-        w.add(&format!("{} < ?", query.key), [Value::from(decode_cursor(&after)?)]);
-    }
-    ctx.data_unchecked::<Reads>().add();
-    let mut nodes = services(ctx)?
-        .store
-        .read(move |c| {
-            let sql = format!(
-                "SELECT {} FROM {} {} ORDER BY {} DESC LIMIT {}",
-                query.columns,
-                query.from,
-                w.sql(),
-                query.key,
-                size + 1
-            );
-            let mut statement = c.prepare(&sql)?;
-            let rows = statement.query_map(params_from_iter(w.params.iter()), from_row)?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(ApiError::from)?;
-    let has_next_page = nodes.len() > size;
-    nodes.truncate(size);
-    Ok((nodes, has_next_page))
-}
-
 #[Object]
 impl Query {
     /// Who is calling (null when not signed in).
@@ -141,24 +68,34 @@ impl Query {
         after: Option<String>,
     ) -> Result<EventPage> {
         require(ctx, Role::Viewer)?;
-        let query = PageQuery { columns: Event::COLUMNS, from: "events e", key: "e.id" };
-        let (nodes, has_next_page) =
-            fetch_page(ctx, query, filter.unwrap_or_default().to_where(), first, after, Event::from_row).await?;
-        let end_cursor = nodes.last().map(|e| encode_cursor(e.rowid));
-        Ok(EventPage { nodes, page_info: PageInfo { has_next_page, end_cursor } })
+        let page = page_request(first, after.as_deref())?;
+        ctx.data_unchecked::<Reads>().add();
+        let found = services(ctx)?
+            .store
+            .events_page(filter.unwrap_or_default().selection(), page)
+            .await
+            .map_err(ApiError::from)?;
+        let end_cursor = found.rows.last().map(|e| encode_cursor(e.cursor()));
+        let nodes = found.rows.into_iter().map(Event::from).collect();
+        Ok(EventPage { nodes, page_info: PageInfo { has_next_page: found.has_more, end_cursor } })
     }
 
     /// One event by its id.
     async fn event(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Event>> {
         require(ctx, Role::Viewer)?;
-        let rowid = parse_id(&id)?;
-        fetch_one(ctx, Event::COLUMNS, "events e", "e.id", rowid, Event::from_row).await
+        let rowid = EventRowId(parse_id(&id)?);
+        ctx.data_unchecked::<Reads>().add();
+        let event = services(ctx)?.store.event(rowid).await.map_err(ApiError::from)?;
+        Ok(event.map(Event::from))
     }
 
     /// One delivery by its id.
     async fn delivery(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Delivery>> {
         require(ctx, Role::Viewer)?;
-        fetch_one(ctx, Delivery::COLUMNS, "deliveries d", "d.id", id.to_string(), Delivery::from_row).await
+        ctx.data_unchecked::<Reads>().add();
+        let delivery =
+            services(ctx)?.store.delivery(DeliveryId::from_stored(id.to_string())).await.map_err(ApiError::from)?;
+        Ok(delivery.map(Delivery::from))
     }
 
     /// Dead-lettered deliveries, most recent first.
@@ -171,48 +108,23 @@ impl Query {
         after: Option<String>,
     ) -> Result<DeliveryPage> {
         require(ctx, Role::Viewer)?;
-        let query = PageQuery {
-            columns: Delivery::COLUMNS,
-            from: "deliveries d JOIN events e ON e.id = d.event_rowid",
-            key: "d.rowid",
-        };
-        let (nodes, has_next_page) =
-            fetch_page(ctx, query, filter.unwrap_or_default().to_where(), first, after, Delivery::from_row).await?;
-        let end_cursor = nodes.last().map(|d| encode_cursor(d.cursor_rowid));
-        Ok(DeliveryPage { nodes, page_info: PageInfo { has_next_page, end_cursor } })
+        let page = page_request(first, after.as_deref())?;
+        ctx.data_unchecked::<Reads>().add();
+        let found = services(ctx)?
+            .store
+            .dead_letters_page(filter.unwrap_or_default().selection(), page)
+            .await
+            .map_err(ApiError::from)?;
+        let end_cursor = found.rows.last().map(|d| encode_cursor(d.cursor));
+        let nodes = found.rows.into_iter().map(Delivery::from).collect();
+        Ok(DeliveryPage { nodes, page_info: PageInfo { has_next_page: found.has_more, end_cursor } })
     }
 
     /// Events and deliveries by state.
     async fn counts(&self, ctx: &Context<'_>) -> Result<Counts> {
         require(ctx, Role::Viewer)?;
         ctx.data_unchecked::<Reads>().add();
-        Ok(services(ctx)?
-            .store
-            .read(|c| {
-                // Kept up to date by triggers (schemas/sql/0009): a few rows, not a scan of every
-                // event and delivery kept for the retention period.
-                let (events, unrouted) = c.query_row(
-                    "SELECT coalesce(sum(n), 0), coalesce(sum(n) FILTER (WHERE route_status = 'unrouted'), 0)
-                     FROM event_counts",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                let mut counts = Counts { events, unrouted, ..Counts::default() };
-                let mut statement = c.prepare_cached("SELECT status, sum(n) FROM delivery_counts GROUP BY status")?;
-                let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-                for row in rows {
-                    let (status, n) = row?;
-                    match status.as_str() {
-                        "pending" => counts.pending = n,
-                        "delivered" => counts.delivered = n,
-                        "dead_lettered" => counts.dead_lettered = n,
-                        _ => {}
-                    }
-                }
-                Ok(counts)
-            })
-            .await
-            .map_err(ApiError::from)?)
+        Ok(services(ctx)?.store.totals().await.map_err(ApiError::from)?.into())
     }
 
     /// Configured sources.
@@ -226,31 +138,20 @@ impl Query {
         require(ctx, Role::Viewer)?;
         let services = services(ctx)?;
         ctx.data_unchecked::<Reads>().add();
-        let counts: Vec<(String, String, i64)> = services
-            .store
-            .read(|c| {
-                // Kept up to date by triggers: a few rows, whatever the retention.
-                let mut statement = c.prepare_cached("SELECT destination, status, n FROM delivery_counts")?;
-                let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                rows.collect()
-            })
-            .await
-            .map_err(ApiError::from)?;
+        let counts = services.store.destination_counts().await.map_err(ApiError::from)?;
         let now = std::time::Instant::now();
         let mut destinations: Vec<Destination> = services
             .destinations
             .values()
             .map(|d| {
-                let count = |status: &str| {
-                    counts.iter().filter(|(n, s, _)| *n == d.config.name && s == status).map(|(_, _, n)| *n).sum()
-                };
+                let count = counts.get(&d.config.name).copied().unwrap_or_default();
                 Destination {
                     name: d.config.name.clone(),
                     url: redact_url(&d.config.url),
                     breaker_state: d.breaker.state(now).as_str().into(),
-                    pending: count("pending"),
-                    dead_lettered: count("dead_lettered"),
-                    delivered: count("delivered"),
+                    pending: count.pending,
+                    dead_lettered: count.dead_lettered,
+                    delivered: count.delivered,
                 }
             })
             .collect();
@@ -262,45 +163,21 @@ impl Query {
     #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn audit_log(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<AuditPage> {
         require(ctx, Role::Viewer)?;
-        let size = page_size(first)?;
-        let before = match after {
-            Some(cursor) => decode_cursor(&cursor)?,
-            None => i64::MAX,
-        };
+        let page = page_request(first, after.as_deref())?;
         ctx.data_unchecked::<Reads>().add();
-        let mut nodes = services(ctx)?
-            .store
-            .read(move |c| {
-                let mut statement = c.prepare(
-                    "SELECT id, at_ms, actor, action, target, count, detail FROM audit_log WHERE id < ?1
-                     ORDER BY id DESC LIMIT ?2",
-                )?;
-                let rows = statement.query_map(params![before, i64::try_from(size + 1).unwrap_or(101)], |r| {
-                    Ok(AuditEntry {
-                        id: ID(r.get::<_, i64>(0)?.to_string()),
-                        at_ms: r.get(1)?,
-                        actor: r.get(2)?,
-                        action: r.get(3)?,
-                        target: r.get(4)?,
-                        count: r.get(5)?,
-                        detail: r.get(6)?,
-                    })
-                })?;
-                rows.collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .map_err(ApiError::from)?;
-        let has_next_page = nodes.len() > size;
-        nodes.truncate(size);
-        let end_cursor = nodes.last().and_then(|n| n.id.parse().ok()).map(encode_cursor);
-        Ok(AuditPage { nodes, page_info: PageInfo { has_next_page, end_cursor } })
+        let found = services(ctx)?.store.audit_page(page).await.map_err(ApiError::from)?;
+        let end_cursor = found.rows.last().map(|n| encode_cursor(n.cursor()));
+        let nodes = found.rows.into_iter().map(AuditEntry::from).collect();
+        Ok(AuditPage { nodes, page_info: PageInfo { has_next_page: found.has_more, end_cursor } })
     }
 
     /// One bulk replay job.
     async fn bulk_replay(&self, ctx: &Context<'_>, id: ID) -> Result<Option<BulkReplay>> {
         require(ctx, Role::Viewer)?;
-        let id = parse_id(&id)?;
-        fetch_one(ctx, BulkReplay::COLUMNS, "bulk_replays", "id", id, BulkReplay::from_row).await
+        let id = BulkReplayId(parse_id(&id)?);
+        ctx.data_unchecked::<Reads>().add();
+        let job = services(ctx)?.store.bulk_replay(id).await.map_err(ApiError::from)?;
+        Ok(job.map(BulkReplay::from))
     }
 
     /// The sign-in methods linked to the caller's account (console sessions only).
@@ -329,33 +206,17 @@ impl Mutation {
     /// Concurrent replays of the same delivery queue it once.
     async fn replay_delivery(&self, ctx: &Context<'_>, id: ID) -> Result<ReplayResult> {
         let principal = require(ctx, Role::Operator)?;
-        let services = services(ctx)?;
-        services.replayer.admit(&principal.actor)?;
-        Ok(services.replayer.replay(id.as_str(), &principal.actor, true).await?)
+        let replayed =
+            services(ctx)?.replayer.replay(DeliveryId::from_stored(id.to_string()), &principal.actor).await?;
+        Ok(replayed.into())
     }
 
     /// Re-queues every dead-lettered delivery of one event.
     async fn replay_event(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<ReplayResult>> {
         let principal = require(ctx, Role::Operator)?;
-        let rowid = parse_id(&id)?;
-        let services = services(ctx)?;
-        services.replayer.admit(&principal.actor)?;
-        let ids: Vec<String> = services
-            .store
-            .read(move |c| {
-                let mut statement = c.prepare(
-                    "SELECT id FROM deliveries WHERE event_rowid = ?1 AND status = 'dead_lettered' ORDER BY destination",
-                )?;
-                let rows = statement.query_map([rowid], |r| r.get(0))?;
-                rows.collect()
-            })
-            .await
-            .map_err(ApiError::from)?;
-        let mut results = Vec::with_capacity(ids.len());
-        for delivery_id in ids {
-            results.push(services.replayer.replay(&delivery_id, &principal.actor, true).await?);
-        }
-        Ok(results)
+        let event = EventRowId(parse_id(&id)?);
+        let replayed = services(ctx)?.replayer.replay_event(event, &principal.actor).await?;
+        Ok(replayed.into_iter().map(ReplayResult::from).collect())
     }
 
     /// Replays the dead letters matching `filter`. With `dryRun: true` nothing happens: the
@@ -370,19 +231,26 @@ impl Mutation {
     ) -> Result<BulkReplayPlan> {
         let principal = require(ctx, Role::Operator)?;
         let services = services(ctx)?;
-        let (count, sample) = services.replayer.preview(&filter).await?;
+        let (count, sample) = services.replayer.preview(filter.selection()).await?;
+        let sample = sample.into_iter().map(Delivery::from).collect();
         if dry_run {
             return Ok(BulkReplayPlan { dry_run, count, sample, job: None });
         }
-        let job = services.replayer.start_bulk(filter, rate_per_second, principal.actor.clone()).await?;
-        Ok(BulkReplayPlan { dry_run, count: job.total, sample, job: Some(job) })
+        let request = BulkRequest {
+            selection: filter.selection(),
+            filter_json: filter.to_json(),
+            rate_per_second,
+            actor: principal.actor.clone(),
+        };
+        let job = services.replayer.start_bulk(request).await?;
+        Ok(BulkReplayPlan { dry_run, count: job.total, sample, job: Some(job.into()) })
     }
 
     /// Stops a running bulk replay; deliveries already re-queued stay queued.
     async fn cancel_bulk_replay(&self, ctx: &Context<'_>, id: ID) -> Result<BulkReplay> {
         let principal = require(ctx, Role::Operator)?;
-        let id = parse_id(&id)?;
-        Ok(services(ctx)?.replayer.cancel_bulk(id, principal.actor.clone()).await?)
+        let id = BulkReplayId(parse_id(&id)?);
+        Ok(services(ctx)?.replayer.cancel_bulk(id, principal.actor.clone()).await?.into())
     }
 
     /// Unlinks one of the caller's sign-in methods; the last one cannot be unlinked.

@@ -1,19 +1,25 @@
-//! GraphQL object, input and enum types, the rows they are read from, and the SQL filters.
+//! GraphQL object, input and enum types: made from the store's rows (`From`), and the filters
+//! turned into the store's selections. The wire format (field names, strings, nullability,
+//! cursors) is the API's; the store's types never reach it.
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Result, SimpleObject};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rusqlite::types::Value;
 
 use super::error::ApiError;
 use super::loaders::{AttemptsByDelivery, ContentBudget, DeliveriesByEvent, EventsById, Reads};
 use super::services;
-use crate::store::{ApiTokenRow, LinkedAccountRow};
+use crate::model::{DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
+use crate::replay::{ReplayEffect, Replayed};
+use crate::store::{
+    ApiTokenRow, AttemptRow, AuditLogEntry, BulkReplayRow, ContentRead, Cursor, DeadLetterSelection, DeliveryRow,
+    EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, ReasonFilter, Totals,
+};
 
 /// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four
 /// (a page of events with their contents is refused before anything is read).
-pub const CONTENT_COMPLEXITY: usize = super::schema::MAX_COMPLEXITY / 5;
+pub const CONTENT_COMPLEXITY: usize = super::MAX_COMPLEXITY / 5;
 
 /// Page size when `first` is not given, and the largest allowed.
 pub const DEFAULT_PAGE: i32 = 20;
@@ -29,19 +35,27 @@ pub fn page_size(first: Option<i32>) -> Result<usize, ApiError> {
     Ok(usize::try_from(first).unwrap_or(1))
 }
 
-/// Opaque cursor of a row id.
-pub fn encode_cursor(rowid: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("r:{rowid}"))
+/// A store cursor as the API hands it out: opaque text.
+pub fn encode_cursor(cursor: Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("r:{}", cursor.0))
 }
 
-/// Row id from an opaque cursor.
-pub fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
+/// The store cursor of an opaque cursor.
+pub fn decode_cursor(cursor: &str) -> Result<Cursor, ApiError> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|text| text.strip_prefix("r:").and_then(|n| n.parse().ok()))
+        .map(Cursor)
         .ok_or_else(|| ApiError::Invalid("malformed cursor".into()))
+}
+
+/// The page `first` and `after` ask for (checked in that order).
+pub fn page_request(first: Option<i32>, after: Option<&str>) -> Result<PageRequest, ApiError> {
+    let limit = page_size(first)?;
+    let after = after.map(decode_cursor).transpose()?;
+    Ok(PageRequest { after, limit })
 }
 
 /// Pagination state of a list.
@@ -58,7 +72,7 @@ pub struct PageInfo {
 #[graphql(complex)]
 pub struct Event {
     #[graphql(skip)]
-    pub rowid: i64,
+    pub rowid: EventRowId,
     /// Inlet's id of the event.
     pub id: ID,
     /// Source name.
@@ -81,27 +95,21 @@ pub struct Event {
     pub scheme: String,
 }
 
-impl Event {
-    /// Columns read by [`Event::from_row`], table alias `e`.
-    pub const COLUMNS: &'static str = "e.id, e.source, e.event_id, e.event_type, e.received_at_ms, e.content_type, \
-                                       e.route_status, e.duplicates, e.conflicts, e.scheme";
-
-    /// Reads a row of [`Event::COLUMNS`].
-    pub fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
-        let rowid: i64 = row.get(0)?;
-        Ok(Event {
-            rowid,
-            id: ID(rowid.to_string()),
-            source: row.get(1)?,
-            event_id: row.get(2)?,
-            event_type: row.get(3)?,
-            received_at_ms: row.get(4)?,
-            content_type: row.get(5)?,
-            route_status: row.get(6)?,
-            duplicates: row.get(7)?,
-            conflicts: row.get(8)?,
-            scheme: row.get(9)?,
-        })
+impl From<EventRow> for Event {
+    fn from(row: EventRow) -> Event {
+        Event {
+            rowid: row.id,
+            id: ID(row.id.0.to_string()),
+            source: row.source,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            received_at_ms: row.received_at.0,
+            content_type: row.content_type,
+            route_status: row.route_status.as_str().into(),
+            duplicates: row.duplicates,
+            conflicts: row.conflicts,
+            scheme: row.scheme,
+        }
     }
 }
 
@@ -118,13 +126,25 @@ pub struct EventContent {
     pub body_sha256: String,
 }
 
+impl From<EventContentRow> for EventContent {
+    fn from(row: EventContentRow) -> EventContent {
+        EventContent {
+            headers_json: row.headers_json,
+            body_bytes: i64::try_from(row.body.len()).unwrap_or(i64::MAX),
+            body: String::from_utf8_lossy(&row.body).into_owned(),
+            body_sha256: row.body_sha256,
+        }
+    }
+}
+
 #[ComplexObject]
 impl Event {
     /// Its deliveries, one per routed destination.
     #[graphql(complexity = "5 * child_complexity")]
     async fn deliveries(&self, ctx: &Context<'_>) -> Result<Vec<Delivery>> {
         let loader = ctx.data_unchecked::<DataLoader<DeliveriesByEvent>>();
-        Ok(loader.load_one(self.rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?.unwrap_or_default())
+        let rows = loader.load_one(self.rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
+        Ok(rows.unwrap_or_default().into_iter().map(Delivery::from).collect())
     }
 
     /// Headers and body (ask for it on one event at a time). Priced high (a list of events
@@ -133,34 +153,18 @@ impl Event {
     /// `RESPONSE_TOO_LARGE` and nothing more is loaded.
     #[graphql(complexity = "CONTENT_COMPLEXITY + child_complexity")]
     async fn content(&self, ctx: &Context<'_>) -> Result<EventContent> {
-        let rowid = self.rowid;
         ctx.data_unchecked::<Reads>().add();
         let budget = ctx.data_unchecked::<ContentBudget>().clone();
+        // The size is priced first: an answer over its budget never loads the body.
         let content = services(ctx)?
             .store
-            .read(move |c| {
-                // The size first: an answer over its budget never loads the body.
-                let size: i64 = c.query_row(
-                    "SELECT length(CAST(body AS BLOB)) + length(CAST(headers_json AS BLOB)) FROM events WHERE id = ?1",
-                    [rowid],
-                    |r| r.get(0),
-                )?;
-                if !budget.take(u64::try_from(size).unwrap_or(u64::MAX)) {
-                    return Ok(None);
-                }
-                c.query_row("SELECT headers_json, body, body_sha256 FROM events WHERE id = ?1", [rowid], |r| {
-                    let body: Vec<u8> = r.get(1)?;
-                    Ok(Some(EventContent {
-                        headers_json: r.get(0)?,
-                        body_bytes: i64::try_from(body.len()).unwrap_or(i64::MAX),
-                        body: String::from_utf8_lossy(&body).into_owned(),
-                        body_sha256: r.get(2)?,
-                    }))
-                })
-            })
+            .event_content(self.rowid, move |size| budget.take(size))
             .await
             .map_err(ApiError::from)?;
-        Ok(content.ok_or(ApiError::ResponseTooLarge)?)
+        match content {
+            ContentRead::Loaded(row) => Ok(row.into()),
+            ContentRead::OverBudget => Err(ApiError::ResponseTooLarge.into()),
+        }
     }
 }
 
@@ -174,9 +178,7 @@ pub fn unwrap_arc(error: std::sync::Arc<crate::store::StoreError>) -> crate::sto
 #[graphql(complex)]
 pub struct Delivery {
     #[graphql(skip)]
-    pub event_rowid: i64,
-    #[graphql(skip)]
-    pub cursor_rowid: i64,
+    pub event_rowid: EventRowId,
     /// Delivery id (also the `Idempotency-Key` and `webhook-id` sent).
     pub id: ID,
     /// Destination name.
@@ -203,30 +205,23 @@ pub struct Delivery {
     pub next_attempt_at_ms: Option<i64>,
 }
 
-impl Delivery {
-    /// Columns read by [`Delivery::from_row`], table alias `d`.
-    pub const COLUMNS: &'static str = "d.id, d.event_rowid, d.destination, d.status, d.attempts, d.replays, \
-                                       d.last_status_code, d.last_error, d.dead_letter_reason, d.created_at_ms, \
-                                       d.updated_at_ms, d.delivered_at_ms, d.next_attempt_at_ms, d.rowid";
-
-    /// Reads a row of [`Delivery::COLUMNS`].
-    pub fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
-        Ok(Delivery {
-            id: ID(row.get::<_, String>(0)?),
-            event_rowid: row.get(1)?,
-            destination: row.get(2)?,
-            status: row.get(3)?,
-            attempt_count: row.get(4)?,
-            replays: row.get(5)?,
-            last_status_code: row.get(6)?,
-            last_error: row.get(7)?,
-            dead_letter_reason: row.get(8)?,
-            created_at_ms: row.get(9)?,
-            updated_at_ms: row.get(10)?,
-            delivered_at_ms: row.get(11)?,
-            next_attempt_at_ms: row.get(12)?,
-            cursor_rowid: row.get(13)?,
-        })
+impl From<DeliveryRow> for Delivery {
+    fn from(row: DeliveryRow) -> Delivery {
+        Delivery {
+            id: ID(row.id.into_string()),
+            event_rowid: row.event,
+            destination: row.destination,
+            status: row.status.as_str().into(),
+            attempt_count: row.attempts,
+            replays: row.replays,
+            last_status_code: row.last_status_code.map(i64::from),
+            last_error: row.last_error,
+            dead_letter_reason: row.dead_letter_reason.map(|reason| reason.as_str().into()),
+            created_at_ms: row.created_at.0,
+            updated_at_ms: row.updated_at.0,
+            delivered_at_ms: row.delivered_at.map(|at| at.0),
+            next_attempt_at_ms: row.next_attempt_at.map(|at| at.0),
+        }
     }
 }
 
@@ -236,17 +231,16 @@ impl Delivery {
     #[graphql(complexity = "5 * child_complexity")]
     async fn attempts(&self, ctx: &Context<'_>) -> Result<Vec<Attempt>> {
         let loader = ctx.data_unchecked::<DataLoader<AttemptsByDelivery>>();
-        Ok(loader.load_one(self.id.to_string()).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?.unwrap_or_default())
+        let id = DeliveryId::from_stored(self.id.to_string());
+        let rows = loader.load_one(id).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
+        Ok(rows.unwrap_or_default().into_iter().map(Attempt::from).collect())
     }
 
     /// The event delivered.
     async fn event(&self, ctx: &Context<'_>) -> Result<Event> {
         let loader = ctx.data_unchecked::<DataLoader<EventsById>>();
-        Ok(loader
-            .load_one(self.event_rowid)
-            .await
-            .map_err(|e| ApiError::Store(unwrap_arc(e)))?
-            .ok_or(ApiError::NotFound)?)
+        let row = loader.load_one(self.event_rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
+        Ok(row.ok_or(ApiError::NotFound)?.into())
     }
 }
 
@@ -267,6 +261,20 @@ pub struct Attempt {
     pub error: Option<String>,
     /// First bytes of the response body.
     pub response_snippet: Option<String>,
+}
+
+impl From<AttemptRow> for Attempt {
+    fn from(row: AttemptRow) -> Attempt {
+        Attempt {
+            attempt: row.attempt,
+            started_at_ms: row.started_at.0,
+            duration_ms: row.duration_ms,
+            outcome: row.outcome.as_str().into(),
+            status_code: row.status_code.map(i64::from),
+            error: row.error,
+            response_snippet: row.response_snippet,
+        }
+    }
 }
 
 /// A page of events, newest first.
@@ -337,98 +345,47 @@ pub struct DeadLetterFilter {
     pub text: Option<String>,
 }
 
-/// A `WHERE` clause under construction.
-#[derive(Default)]
-pub struct Where {
-    clauses: Vec<String>,
-    /// Positional parameters.
-    pub params: Vec<Value>,
-}
-
-impl Where {
-    /// Adds `clause` with `?` placeholders for `values`.
-    pub fn add(&mut self, clause: &str, values: impl IntoIterator<Item = Value>) {
-        self.clauses.push(clause.to_owned());
-        self.params.extend(values);
-    }
-
-    /// `WHERE a AND b…` or an empty string.
-    pub fn sql(&self) -> String {
-        if self.clauses.is_empty() { String::new() } else { format!("WHERE {}", self.clauses.join(" AND ")) }
-    }
-}
-
-/// `LIKE` pattern matching `text` literally anywhere.
-pub fn contains_pattern(text: &str) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
 impl EventFilter {
-    /// The filter as SQL over `events e`.
-    pub fn to_where(&self) -> Where {
-        let mut w = Where::default();
-        if let Some(source) = &self.source {
-            w.add("e.source = ?", [Value::from(source.clone())]);
+    /// The filter as the store's selection.
+    pub fn selection(self) -> EventSelection {
+        EventSelection {
+            source: self.source,
+            event_type: self.event_type,
+            status: self.status.map(|status| match status {
+                EventStatus::Pending => EventStatusFilter::HasDelivery(DeliveryStatus::Pending),
+                EventStatus::Delivered => EventStatusFilter::HasDelivery(DeliveryStatus::Delivered),
+                EventStatus::DeadLettered => EventStatusFilter::HasDelivery(DeliveryStatus::DeadLettered),
+                EventStatus::Unrouted => EventStatusFilter::Unrouted,
+            }),
+            received_after: self.received_after_ms.map(UnixMs),
+            received_before: self.received_before_ms.map(UnixMs),
+            text: self.text,
         }
-        if let Some(event_type) = &self.event_type {
-            w.add("e.event_type = ?", [Value::from(event_type.clone())]);
-        }
-        match self.status {
-            Some(EventStatus::Unrouted) => w.add("e.route_status = 'unrouted'", []),
-            Some(status) => {
-                let label = match status {
-                    EventStatus::Pending => "pending",
-                    EventStatus::Delivered => "delivered",
-                    _ => "dead_lettered",
-                };
-                w.add(
-                    "EXISTS (SELECT 1 FROM deliveries x WHERE x.event_rowid = e.id AND x.status = ?)",
-                    [Value::from(label.to_owned())],
-                );
-            }
-            None => {}
-        }
-        if let Some(after) = self.received_after_ms {
-            w.add("e.received_at_ms >= ?", [Value::from(after)]);
-        }
-        if let Some(before) = self.received_before_ms {
-            w.add("e.received_at_ms < ?", [Value::from(before)]);
-        }
-        if let Some(text) = self.text.as_deref().filter(|t| !t.is_empty()) {
-            w.add("e.event_id LIKE ? ESCAPE '\\'", [Value::from(contains_pattern(text))]);
-        }
-        w
     }
 }
 
 impl DeadLetterFilter {
-    /// The filter as SQL over `deliveries d JOIN events e`.
-    pub fn to_where(&self) -> Where {
-        let mut w = Where::default();
-        w.add("d.status = 'dead_lettered'", []);
-        if let Some(destination) = &self.destination {
-            w.add("d.destination = ?", [Value::from(destination.clone())]);
+    /// The filter as the store's selection. `reason` is free text: a label that is no
+    /// [`DeadLetterReason`] selects nothing (as it always has), it is not refused.
+    pub fn selection(&self) -> DeadLetterSelection {
+        DeadLetterSelection {
+            destination: self.destination.clone(),
+            source: self.source.clone(),
+            event_type: self.event_type.clone(),
+            reason: self
+                .reason
+                .as_deref()
+                .map(|label| DeadLetterReason::parse(label).map_or(ReasonFilter::Unknown, ReasonFilter::Is)),
+            dead_after: self.dead_after_ms.map(UnixMs),
+            dead_before: self.dead_before_ms.map(UnixMs),
+            text: self.text.clone(),
         }
-        if let Some(source) = &self.source {
-            w.add("e.source = ?", [Value::from(source.clone())]);
-        }
-        if let Some(event_type) = &self.event_type {
-            w.add("e.event_type = ?", [Value::from(event_type.clone())]);
-        }
-        if let Some(reason) = &self.reason {
-            w.add("d.dead_letter_reason = ?", [Value::from(reason.clone())]);
-        }
-        if let Some(after) = self.dead_after_ms {
-            w.add("d.updated_at_ms >= ?", [Value::from(after)]);
-        }
-        if let Some(before) = self.dead_before_ms {
-            w.add("d.updated_at_ms < ?", [Value::from(before)]);
-        }
-        if let Some(text) = self.text.as_deref().filter(|t| !t.is_empty()) {
-            w.add("e.event_id LIKE ? ESCAPE '\\'", [Value::from(contains_pattern(text))]);
-        }
-        w
+    }
+
+    /// The filter as a bulk replay job keeps it (`filter_json`, and its audit row's detail):
+    /// the input's own field names, every field present (`null` when not given).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
     }
 }
 
@@ -445,6 +402,18 @@ pub struct Counts {
     pub delivered: i64,
     /// Deliveries dead-lettered.
     pub dead_lettered: i64,
+}
+
+impl From<Totals> for Counts {
+    fn from(totals: Totals) -> Counts {
+        Counts {
+            events: totals.events,
+            unrouted: totals.unrouted,
+            pending: totals.deliveries.pending,
+            delivered: totals.deliveries.delivered,
+            dead_lettered: totals.deliveries.dead_lettered,
+        }
+    }
 }
 
 /// A configured source.
@@ -492,6 +461,20 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+impl From<AuditLogEntry> for AuditEntry {
+    fn from(row: AuditLogEntry) -> AuditEntry {
+        AuditEntry {
+            id: ID(row.id.to_string()),
+            at_ms: row.at.0,
+            actor: row.actor,
+            action: row.action.as_str().into(),
+            target: row.target,
+            count: row.count,
+            detail: row.detail,
+        }
+    }
+}
+
 /// A page of audit rows, newest first.
 #[derive(SimpleObject, Debug)]
 pub struct AuditPage {
@@ -512,6 +495,16 @@ pub struct ReplayResult {
     pub result: String,
     /// Whether this call set the delivery back to pending.
     pub enqueued: bool,
+}
+
+impl From<Replayed> for ReplayResult {
+    fn from(replayed: Replayed) -> ReplayResult {
+        ReplayResult {
+            delivery_id: ID(replayed.delivery_id.into_string()),
+            result: replayed.effect.as_str().into(),
+            enqueued: replayed.effect == ReplayEffect::Enqueued,
+        }
+    }
 }
 
 /// A bulk replay job.
@@ -539,25 +532,20 @@ pub struct BulkReplay {
     pub finished_at_ms: Option<i64>,
 }
 
-impl BulkReplay {
-    /// Columns read by [`BulkReplay::from_row`].
-    pub const COLUMNS: &'static str =
-        "id, actor, filter_json, rate_per_second, total, done, enqueued, status, created_at_ms, finished_at_ms";
-
-    /// Reads a row of [`BulkReplay::COLUMNS`].
-    pub fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BulkReplay> {
-        Ok(BulkReplay {
-            id: ID(r.get::<_, i64>(0)?.to_string()),
-            actor: r.get(1)?,
-            filter_json: r.get(2)?,
-            rate_per_second: r.get(3)?,
-            total: r.get(4)?,
-            done: r.get(5)?,
-            enqueued: r.get(6)?,
-            status: r.get(7)?,
-            created_at_ms: r.get(8)?,
-            finished_at_ms: r.get(9)?,
-        })
+impl From<BulkReplayRow> for BulkReplay {
+    fn from(row: BulkReplayRow) -> BulkReplay {
+        BulkReplay {
+            id: ID(row.id.0.to_string()),
+            actor: row.actor,
+            filter_json: row.filter_json,
+            rate_per_second: i64::from(row.rate_per_second),
+            total: row.total,
+            done: row.done,
+            enqueued: row.enqueued,
+            status: row.status.as_str().into(),
+            created_at_ms: row.created_at.0,
+            finished_at_ms: row.finished_at.map(|at| at.0),
+        }
     }
 }
 

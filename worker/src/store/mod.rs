@@ -27,6 +27,9 @@ mod columns;
 mod deliveries;
 mod events;
 mod migrate;
+mod operator;
+#[cfg(test)]
+mod operator_tests;
 mod replays;
 mod sessions;
 #[cfg(test)]
@@ -50,7 +53,11 @@ pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, Due
 pub use events::{NewEvent, Recorded};
 pub use migrate::MIGRATIONS;
 use migrate::migrate;
-pub use replays::ReplayOutcome;
+pub use operator::{
+    AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
+    EventSelection, EventStatusFilter, Page, PageRequest, ReasonFilter, StatusCounts, Totals,
+};
+pub use replays::{BulkProgress, BulkReplayRow, NewBulkReplay, ReplayOutcome};
 pub use sessions::{KeptToken, SessionAccount, SessionRow, SignIn};
 pub use tokens::ApiTokenRow;
 pub use users::{Linked, LinkedAccountRow, ProviderAccount, Unlinked};
@@ -252,7 +259,7 @@ impl Store {
     /// # Errors
     ///
     /// When `work` fails, the commit fails, or the writer is gone.
-    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
@@ -270,7 +277,7 @@ impl Store {
     /// # Errors
     ///
     /// When no connection is available, the query fails, or the task fails.
-    pub(crate) async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,

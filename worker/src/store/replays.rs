@@ -1,10 +1,14 @@
-//! Replaying one delivery: back to pending, due now, with its audit row in the same transaction.
+//! Replays: one delivery back to pending, due now, with its audit row in the same transaction;
+//! what a replay selects (an event's dead letters, a bulk selection with its count and sample);
+//! and bulk replay jobs (created with their audit row, progress, end, cancellation, and closing
+//! at startup those a previous process left running).
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::audit::AuditRow;
+use super::operator::{DELIVERY_COLUMNS, DeadLetterSelection, DeliveryRow, delivery_row};
 use super::{Store, StoreError};
-use crate::model::{AuditAction, DeliveryId, DeliveryStatus, UnixMs};
+use crate::model::{AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
 
 /// What a replay found and did (see [`Store::replay`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +28,78 @@ pub enum ReplayOutcome {
         /// Its destination.
         destination: String,
     },
+}
+
+/// A bulk replay job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkReplayRow {
+    /// Job id.
+    pub id: BulkReplayId,
+    /// Who started it.
+    pub actor: String,
+    /// Its selection as the caller gave it, JSON.
+    pub filter_json: String,
+    /// Effective rate cap, per second.
+    pub rate_per_second: u32,
+    /// Deliveries selected.
+    pub total: i64,
+    /// Deliveries processed.
+    pub done: i64,
+    /// Deliveries actually re-queued.
+    pub enqueued: i64,
+    /// Where it stands.
+    pub status: BulkReplayStatus,
+    /// Started.
+    pub created_at: UnixMs,
+    /// Ended.
+    pub finished_at: Option<UnixMs>,
+}
+
+/// A bulk replay job to create (see [`Store::create_bulk_replay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBulkReplay {
+    /// Who starts it.
+    pub actor: String,
+    /// Its selection as the caller gave it, JSON (kept as given, and the audit row's detail).
+    pub filter_json: String,
+    /// Effective rate cap, per second.
+    pub rate_per_second: u32,
+    /// Deliveries selected.
+    pub total: i64,
+}
+
+/// How far a bulk replay job got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BulkProgress {
+    /// Deliveries processed.
+    pub done: i64,
+    /// Deliveries actually re-queued.
+    pub enqueued: i64,
+}
+
+/// Columns read by [`bulk_replay_row`].
+const BULK_REPLAY_COLUMNS: &str =
+    "id, actor, filter_json, rate_per_second, total, done, enqueued, status, created_at_ms, finished_at_ms";
+
+fn bulk_replay_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BulkReplayRow> {
+    Ok(BulkReplayRow {
+        id: r.get(0)?,
+        actor: r.get(1)?,
+        filter_json: r.get(2)?,
+        rate_per_second: r.get(3)?,
+        total: r.get(4)?,
+        done: r.get(5)?,
+        enqueued: r.get(6)?,
+        status: r.get(7)?,
+        created_at: r.get(8)?,
+        finished_at: r.get(9)?,
+    })
+}
+
+fn read_bulk_replay(connection: &rusqlite::Connection, id: BulkReplayId) -> rusqlite::Result<Option<BulkReplayRow>> {
+    connection
+        .query_row(&format!("SELECT {BULK_REPLAY_COLUMNS} FROM bulk_replays WHERE id = ?1"), [id], bulk_replay_row)
+        .optional()
 }
 
 impl Store {
@@ -79,6 +155,210 @@ impl Store {
                 .write(connection)?;
             }
             Ok(ReplayOutcome::Replayed { destination })
+        })
+        .await
+    }
+
+    /// The destination of a delivery, if it exists.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn delivery_destination(&self, id: DeliveryId) -> Result<Option<String>, StoreError> {
+        self.read(move |c| {
+            c.query_row("SELECT destination FROM deliveries WHERE id = ?1", [id], |r| r.get(0)).optional()
+        })
+        .await
+    }
+
+    /// The dead-lettered deliveries of one event, by destination.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn dead_letters_of_event(&self, event: EventRowId) -> Result<Vec<DeliveryId>, StoreError> {
+        self.read(move |c| {
+            let mut statement =
+                c.prepare("SELECT id FROM deliveries WHERE event_rowid = ?1 AND status = ?2 ORDER BY destination")?;
+            let rows = statement.query_map(params![event, DeliveryStatus::DeadLettered], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// How many dead letters `selection` takes, and the first `sample` of them, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn preview_dead_letters(
+        &self,
+        selection: DeadLetterSelection,
+        sample: usize,
+    ) -> Result<(i64, Vec<DeliveryRow>), StoreError> {
+        self.read(move |c| {
+            let w = selection.to_where();
+            let count: i64 = c.query_row(
+                &format!("SELECT count(*) FROM deliveries d JOIN events e ON e.id = d.event_rowid {}", w.sql()),
+                params_from_iter(w.params()),
+                |r| r.get(0),
+            )?;
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_rowid {}
+                 ORDER BY d.rowid LIMIT {sample}",
+                w.sql()
+            );
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(params_from_iter(w.params()), delivery_row)?;
+            Ok((count, rows.collect::<Result<Vec<_>, _>>()?))
+        })
+        .await
+    }
+
+    /// The first `limit` dead letters `selection` takes, oldest first, with their destinations:
+    /// what a bulk replay goes through.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn select_dead_letters(
+        &self,
+        selection: DeadLetterSelection,
+        limit: usize,
+    ) -> Result<Vec<(DeliveryId, String)>, StoreError> {
+        self.read(move |c| {
+            let w = selection.to_where();
+            let sql = format!(
+                "SELECT d.id, d.destination FROM deliveries d JOIN events e ON e.id = d.event_rowid {}
+                 ORDER BY d.rowid LIMIT {limit}",
+                w.sql()
+            );
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(params_from_iter(w.params()), |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// One bulk replay job.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn bulk_replay(&self, id: BulkReplayId) -> Result<Option<BulkReplayRow>, StoreError> {
+        self.read(move |c| read_bulk_replay(c, id)).await
+    }
+
+    /// Creates a `running` bulk replay job, with its audit row (who, how many, the selection) in
+    /// the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn create_bulk_replay(&self, job: NewBulkReplay) -> Result<BulkReplayRow, StoreError> {
+        self.write(move |c| {
+            let now = UnixMs::now();
+            c.execute(
+                "INSERT INTO bulk_replays (actor, filter_json, rate_per_second, total, status, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![job.actor, job.filter_json, job.rate_per_second, job.total, BulkReplayStatus::Running, now],
+            )?;
+            let id = BulkReplayId(c.last_insert_rowid());
+            AuditRow {
+                at: now,
+                actor: &job.actor,
+                action: AuditAction::BulkReplay,
+                target: &format!("bulk_replay:{}", id.0),
+                count: job.total,
+                detail: Some(&job.filter_json),
+            }
+            .write(c)?;
+            read_bulk_replay(c, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+        })
+        .await
+    }
+
+    /// Records how far a running bulk replay got.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn bulk_replay_progress(&self, id: BulkReplayId, progress: BulkProgress) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE bulk_replays SET done = ?2, enqueued = ?3 WHERE id = ?1",
+                params![id, progress.done, progress.enqueued],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the end of a bulk replay: its last progress, `status`, and when.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn finish_bulk_replay(
+        &self,
+        id: BulkReplayId,
+        progress: BulkProgress,
+        status: BulkReplayStatus,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE bulk_replays SET done = ?2, enqueued = ?3, status = ?4, finished_at_ms = ?5 WHERE id = ?1",
+                params![id, progress.done, progress.enqueued, status, UnixMs::now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Audits an operator's cancellation of a bulk replay (the job itself is stopped, and its
+    /// end recorded, by its runner) and returns the job as it stands; `None` (and no audit row)
+    /// when there is no such job.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn audit_bulk_replay_cancel(
+        &self,
+        id: BulkReplayId,
+        actor: String,
+        was_running: bool,
+    ) -> Result<Option<BulkReplayRow>, StoreError> {
+        self.write(move |c| {
+            let job = read_bulk_replay(c, id)?;
+            if job.is_some() {
+                AuditRow {
+                    at: UnixMs::now(),
+                    actor: &actor,
+                    action: AuditAction::CancelBulkReplay,
+                    target: &format!("bulk_replay:{}", id.0),
+                    count: 1,
+                    detail: Some(if was_running { "was running" } else { "was not running" }),
+                }
+                .write(c)?;
+            }
+            Ok(job)
+        })
+        .await
+    }
+
+    /// At startup: bulk replays left `running` by a previous process are closed as `cancelled`
+    /// (their remaining deliveries are still dead letters and can be replayed again). Returns
+    /// how many.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn close_interrupted_bulk_replays(&self) -> Result<usize, StoreError> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE bulk_replays SET status = ?2, finished_at_ms = ?3 WHERE status = ?1",
+                params![BulkReplayStatus::Running, BulkReplayStatus::Cancelled, UnixMs::now()],
+            )
         })
         .await
     }

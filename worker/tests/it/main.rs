@@ -9,6 +9,7 @@ mod console;
 mod crash;
 mod delivery;
 mod disk_full;
+mod floor_plan;
 mod github;
 mod listener;
 mod login;

@@ -1,0 +1,368 @@
+//! Replays: put a delivery back to `pending`, due now (one writer transaction, see
+//! `Store::replay`), and wake its destination's scheduler. The store is the schedule, so a
+//! committed replay cannot be lost, and concurrent replays of one delivery are serialised by the
+//! single writer: one changes the state, the others find it pending.
+//!
+//! **Fresh schedule.** A replayed delivery gets the destination's full retry schedule again
+//! (`attempt_base`); attempt numbers in the attempts table continue.
+//!
+//! **Rate limits.** `console.max_replay_rate` per second is a cap per *destination*, shared by
+//! every replay path: single replays, replays of an event, and every bulk job at once (one
+//! limiter per destination; sustained rate at most the cap, after a burst of one second's
+//! worth), so six jobs aimed at one destination re-queue no more than one job could. A bulk job
+//! waits for its destination's turn (and paces itself at its own `ratePerSecond` as well); a
+//! replay asked for by a caller waits at most [`CALLER_WAIT`], then fails
+//! [`ReplayError::RateLimited`]. Replays asked for by a caller are also limited per caller to
+//! `max_replay_rate` per second (burst the same).
+//!
+//! **Bulk replays** select dead letters (at most `console.max_bulk_replay`), then replay them
+//! one by one at a capped rate in a background task that can be cancelled; progress is kept in
+//! the job's row, and one audit row records who started it and how many.
+//!
+//! A service of its own, not part of the API: it speaks the store's selections and rows, and
+//! the API maps its [`ReplayError`] to GraphQL errors.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::deliver::Destination;
+use crate::model::{BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId};
+use crate::store::{
+    BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, Store, StoreError,
+};
+
+/// Size of a preview's sample.
+const SAMPLE: usize = 10;
+
+/// How long a replay asked for by a caller waits for its destination's turn.
+pub const CALLER_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a replay failed.
+///
+/// Deliberately not `Display`: async-graphql turns anything displayable into an error by its
+/// text alone, which would skip the API's one mapping of these (`api::error`).
+#[derive(Debug)]
+pub enum ReplayError {
+    /// No such delivery or bulk replay job.
+    NotFound,
+    /// The caller asked for too many replays, or the destination's replay rate stayed spent.
+    RateLimited,
+    /// The delivery's destination is no longer configured (the delivery is left pending: if
+    /// the destination comes back, its scheduler finds it due).
+    DestinationGone(String),
+    /// More dead letters match a bulk replay than `console.max_bulk_replay`.
+    TooManyMatches(u32),
+    /// A bulk replay's rate below one per second.
+    BadRate,
+    /// The database failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for ReplayError {
+    fn from(error: StoreError) -> Self {
+        ReplayError::Store(error)
+    }
+}
+
+/// What replaying one delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayEffect {
+    /// Set back to pending, due now.
+    Enqueued,
+    /// It was pending, waiting for a later retry: now due at once.
+    Rescheduled,
+    /// It was pending and an attempt holds it now, or it was due already: nothing changed.
+    AlreadyPending,
+}
+
+impl ReplayEffect {
+    /// Its label (the API's `ReplayResult.result`, and logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayEffect::Enqueued => "enqueued",
+            ReplayEffect::Rescheduled => "rescheduled",
+            ReplayEffect::AlreadyPending => "already_pending",
+        }
+    }
+}
+
+/// One delivery replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// What the replay did.
+    pub effect: ReplayEffect,
+}
+
+/// A bulk replay to start (see [`Replayer::start_bulk`]).
+#[derive(Debug, Clone)]
+pub struct BulkRequest {
+    /// Which dead letters.
+    pub selection: DeadLetterSelection,
+    /// The selection as the caller gave it, JSON: kept in the job's row and its audit row.
+    pub filter_json: String,
+    /// Per second; `None`: `console.max_replay_rate`, and never more than that.
+    pub rate_per_second: Option<i32>,
+    /// Who asks.
+    pub actor: String,
+}
+
+struct Job {
+    cancel: CancellationToken,
+    finished: watch::Receiver<bool>,
+}
+
+/// Replays deliveries; owns the running bulk replays.
+pub struct Replayer {
+    store: Store,
+    destinations: Arc<HashMap<String, Arc<Destination>>>,
+    max_rate: u32,
+    max_bulk: u32,
+    jobs: Mutex<HashMap<BulkReplayId, Job>>,
+    shutdown: CancellationToken,
+    per_caller: governor::DefaultKeyedRateLimiter<String>,
+    /// `max_replay_rate` per destination across every replay path (keys: configured
+    /// destinations only).
+    per_destination: governor::DefaultKeyedRateLimiter<String>,
+}
+
+impl Replayer {
+    /// Builds the replayer.
+    pub fn new(
+        store: Store,
+        destinations: Arc<HashMap<String, Arc<Destination>>>,
+        max_rate: u32,
+        max_bulk: u32,
+        shutdown: CancellationToken,
+    ) -> Arc<Replayer> {
+        let rate = NonZeroU32::new(max_rate).unwrap_or(NonZeroU32::MIN);
+        let per_caller = governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(rate));
+        let per_destination = governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(rate));
+        Arc::new(Replayer {
+            per_caller,
+            per_destination,
+            store,
+            destinations,
+            max_rate,
+            max_bulk,
+            jobs: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// Admits one caller-requested replay under the per-caller rate limit.
+    fn admit(&self, actor: &str) -> Result<(), ReplayError> {
+        let admitted = self.per_caller.check_key(&actor.to_owned()).is_ok();
+        self.per_caller.retain_recent();
+        if admitted { Ok(()) } else { Err(ReplayError::RateLimited) }
+    }
+
+    /// Replays one delivery asked for by `actor` (audited): under the caller's rate limit, and
+    /// waiting at most [`CALLER_WAIT`] for the destination's turn.
+    ///
+    /// # Errors
+    ///
+    /// The caller over its limit, an unknown delivery, the destination's replay rate spent, a
+    /// destination no longer configured, the database failing.
+    pub async fn replay(&self, delivery_id: DeliveryId, actor: &str) -> Result<Replayed, ReplayError> {
+        self.admit(actor)?;
+        self.replay_for_caller(delivery_id, actor).await
+    }
+
+    /// Replays every dead-lettered delivery of one event, by destination, asked for by `actor`
+    /// (one admission under the caller's rate limit; each delivery audited).
+    ///
+    /// # Errors
+    ///
+    /// As [`Replayer::replay`], for the first delivery that fails (the ones before it stay
+    /// replayed).
+    pub async fn replay_event(&self, event: EventRowId, actor: &str) -> Result<Vec<Replayed>, ReplayError> {
+        self.admit(actor)?;
+        let ids = self.store.dead_letters_of_event(event).await?;
+        let mut replayed = Vec::with_capacity(ids.len());
+        for delivery_id in ids {
+            replayed.push(self.replay_for_caller(delivery_id, actor).await?);
+        }
+        Ok(replayed)
+    }
+
+    /// One audited replay for a caller: waits at most [`CALLER_WAIT`] for the destination's turn.
+    async fn replay_for_caller(&self, delivery_id: DeliveryId, actor: &str) -> Result<Replayed, ReplayError> {
+        let destination = self.store.delivery_destination(delivery_id.clone()).await?.ok_or(ReplayError::NotFound)?;
+        if tokio::time::timeout(CALLER_WAIT, self.turn(&destination)).await.is_err() {
+            return Err(ReplayError::RateLimited);
+        }
+        self.replay_now(delivery_id, actor, true).await
+    }
+
+    /// Waits for `destination`'s next replay slot (at once for a destination that is no longer
+    /// configured: its replay fails anyway, and no limiter key is made for it).
+    async fn turn(&self, destination: &str) {
+        if let Some((name, _)) = self.destinations.get_key_value(destination) {
+            self.per_destination.until_key_ready(name).await;
+        }
+    }
+
+    /// Replays one delivery now (the caller took the destination's turn).
+    async fn replay_now(&self, delivery_id: DeliveryId, actor: &str, audit: bool) -> Result<Replayed, ReplayError> {
+        let outcome = self.store.replay(delivery_id.clone(), actor.to_owned(), audit).await?;
+        let (destination, effect) = match outcome {
+            ReplayOutcome::NotFound => return Err(ReplayError::NotFound),
+            ReplayOutcome::AlreadyPending { destination, rescheduled } => {
+                (destination, if rescheduled { ReplayEffect::Rescheduled } else { ReplayEffect::AlreadyPending })
+            }
+            ReplayOutcome::Replayed { destination } => (destination, ReplayEffect::Enqueued),
+        };
+        let Some(runtime) = self.destinations.get(&destination) else {
+            return Err(ReplayError::DestinationGone(destination));
+        };
+        runtime.wake();
+        tracing::info!(delivery_id = delivery_id.as_str(), result = effect.as_str(), "delivery replayed");
+        Ok(Replayed { delivery_id, effect })
+    }
+
+    /// Closes bulk replays left `running` by a previous process as `cancelled` (their remaining
+    /// deliveries are still dead letters and can be replayed again). Call before serving.
+    pub async fn close_interrupted_bulk_replays(&self) {
+        match self.store.close_interrupted_bulk_replays().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "bulk replays interrupted by a restart were closed as cancelled"),
+            Err(error) => tracing::warn!(%error, "cannot close interrupted bulk replays"),
+        }
+    }
+
+    /// Dead letters `selection` takes: (count, first few).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn preview(&self, selection: DeadLetterSelection) -> Result<(i64, Vec<DeliveryRow>), ReplayError> {
+        Ok(self.store.preview_dead_letters(selection, SAMPLE).await?)
+    }
+
+    /// Starts a bulk replay of the dead letters `request` selects, at most its rate per second
+    /// (capped by `console.max_replay_rate`).
+    ///
+    /// # Errors
+    ///
+    /// A rate below one, too many matches, or the database failing.
+    pub async fn start_bulk(self: &Arc<Self>, request: BulkRequest) -> Result<BulkReplayRow, ReplayError> {
+        let BulkRequest { selection, filter_json, rate_per_second, actor } = request;
+        let rate = match rate_per_second {
+            None => self.max_rate,
+            Some(rate) if rate >= 1 => u32::try_from(rate).unwrap_or(u32::MAX).min(self.max_rate),
+            Some(_) => return Err(ReplayError::BadRate),
+        };
+        // One more than allowed, to know whether the selection is too large.
+        let ids = self.store.select_dead_letters(selection, self.max_bulk as usize + 1).await?;
+        if ids.len() > self.max_bulk as usize {
+            return Err(ReplayError::TooManyMatches(self.max_bulk));
+        }
+        let total = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+        let job = self
+            .store
+            .create_bulk_replay(NewBulkReplay { actor: actor.clone(), filter_json, rate_per_second: rate, total })
+            .await?;
+        let job_id = job.id;
+        let cancel = self.shutdown.child_token();
+        let (done_tx, finished) = watch::channel(false);
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.insert(job_id, Job { cancel: cancel.clone(), finished });
+        }
+        let replayer = Arc::clone(self);
+        tokio::spawn(async move {
+            replayer.run_bulk(job_id, ids, rate, actor, cancel).await;
+            if let Ok(mut jobs) = replayer.jobs.lock() {
+                jobs.remove(&job_id);
+            }
+            let _ = done_tx.send(true);
+        });
+        Ok(job)
+    }
+
+    async fn run_bulk(
+        &self,
+        job_id: BulkReplayId,
+        ids: Vec<(DeliveryId, String)>,
+        rate: u32,
+        actor: String,
+        cancel: CancellationToken,
+    ) {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut progress = BulkProgress::default();
+        let mut failed = 0i64;
+        let mut status = BulkReplayStatus::Finished;
+        let item_actor = format!("{actor} (bulk {})", job_id.0);
+        for (id, destination) in ids {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => { status = BulkReplayStatus::Cancelled; break; }
+                _ = ticks.tick() => {}
+            }
+            // The destination's turn, shared with every other job and caller.
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => { status = BulkReplayStatus::Cancelled; break; }
+                () = self.turn(&destination) => {}
+            }
+            let delivery_id = id.clone();
+            match self.replay_now(id, &item_actor, false).await {
+                Ok(replayed) => progress.enqueued += i64::from(replayed.effect == ReplayEffect::Enqueued),
+                Err(error) => {
+                    failed += 1;
+                    tracing::warn!(
+                        ?error,
+                        delivery_id = delivery_id.as_str(),
+                        job_id = job_id.0,
+                        "bulk replay item failed"
+                    );
+                }
+            }
+            progress.done += 1;
+            if let Err(error) = self.store.bulk_replay_progress(job_id, progress).await {
+                tracing::warn!(%error, job_id = job_id.0, "cannot record bulk replay progress");
+            }
+        }
+        if status == BulkReplayStatus::Finished && failed > 0 && progress.enqueued == 0 {
+            status = BulkReplayStatus::Failed;
+        }
+        if let Err(error) = self.store.finish_bulk_replay(job_id, progress, status).await {
+            tracing::error!(%error, job_id = job_id.0, "cannot record the end of a bulk replay");
+        }
+        tracing::info!(
+            job_id = job_id.0,
+            done = progress.done,
+            enqueued = progress.enqueued,
+            failed,
+            status = status.as_str(),
+            "bulk replay ended"
+        );
+    }
+
+    /// Cancels a running bulk replay and waits (briefly) until it stopped; audited whether or
+    /// not it was still running.
+    ///
+    /// # Errors
+    ///
+    /// Unknown job, or the database failing.
+    pub async fn cancel_bulk(&self, job_id: BulkReplayId, actor: String) -> Result<BulkReplayRow, ReplayError> {
+        let running = self.jobs.lock().ok().and_then(|jobs| {
+            jobs.get(&job_id).map(|job| {
+                job.cancel.cancel();
+                job.finished.clone()
+            })
+        });
+        let was_running = running.is_some();
+        if let Some(mut finished) = running {
+            let _ = tokio::time::timeout(Duration::from_secs(10), finished.wait_for(|done| *done)).await;
+        }
+        self.store.audit_bulk_replay_cancel(job_id, actor, was_running).await?.ok_or(ReplayError::NotFound)
+    }
+}

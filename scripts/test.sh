@@ -10,6 +10,8 @@ NATS_SERVER_BIN="$(scripts/install-nats-server.sh)"
 export NATS_SERVER_BIN
 PROMTOOL_BIN="$(scripts/install-promtool.sh)"
 export PROMTOOL_BIN
+INLET_PG_BIN="$(scripts/install-postgres.sh)"   # PostgreSQL server binaries (Debian package when missing)
+export INLET_PG_BIN
 scripts/install-test-tools.sh   # node deps of scripts/e2e (OpenID provider, Chromium driver) and Debian chromium
 
 echo "== deploy files"

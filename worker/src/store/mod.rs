@@ -27,6 +27,7 @@ mod columns;
 mod deliveries;
 mod events;
 mod migrate;
+pub mod postgres;
 mod replays;
 #[cfg(test)]
 mod tests;

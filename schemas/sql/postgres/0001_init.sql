@@ -1,7 +1,7 @@
 -- Inlet worker schema for PostgreSQL (15+), version 1: the end state of the SQLite migrations
 -- schemas/sql/0001_init.sql … 0010_drop_login_flows.sql in one file (nothing ran on PostgreSQL
 -- before it). Same tables, same columns, same unique keys, checks and indexes, with these
--- differences (tested against a fresh SQLite store: store/postgres/tests.rs):
+-- differences (tested against a fresh SQLite store in worker/src/store/postgres/tests.rs):
 --
 --   * Every SQLite INTEGER is BIGINT (the Rust side reads i64, as from SQLite; timestamps stay
 --     Unix milliseconds), except the 0/1 flag deliveries.replay_enqueued, which is BOOLEAN.

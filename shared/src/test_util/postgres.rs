@@ -404,6 +404,24 @@ mod tests {
         assert!(!data_dir.exists(), "dropping removes the cluster");
     }
 
+    /// A port taken between choosing it and the server binding it is recognised (`start`
+    /// then tries another one).
+    #[test]
+    fn a_taken_port_is_told_apart() {
+        let mut postgres = TestPostgres::start();
+        postgres.stop();
+        let _taken = std::net::TcpListener::bind(("127.0.0.1", postgres.port())).unwrap();
+        let error = postgres.spawn().unwrap_err();
+        assert!(error.contains("could not bind"), "{error}");
+        assert!(postgres.pid().is_none());
+    }
+
+    #[test]
+    fn it_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<TestPostgres>();
+    }
+
     /// The way without a `postgres` user: an unprivileged id in a user namespace.
     #[test]
     fn a_server_in_a_user_namespace_works_too() {

@@ -12,6 +12,8 @@ export NATS_SERVER_BIN
 PROMTOOL_BIN="$(scripts/install-promtool.sh)"
 export PROMTOOL_BIN
 CARGO_DENY_BIN="$(scripts/install-cargo-deny.sh)"   # built from crates.io once (~3 min on 2 cores)
+INLET_PG_BIN="$(scripts/install-postgres.sh)"   # PostgreSQL server binaries (Debian package when missing)
+export INLET_PG_BIN
 scripts/install-test-tools.sh   # node deps of scripts/e2e (OpenID provider, Chromium driver) and Debian chromium
 
 echo "== deploy files"

@@ -9,6 +9,9 @@
 //! [`TestNats::start_on_tmpfs`] runs the server in its own user and mount namespace
 //! (`unshare -rm`, no privileges needed) with its store on a small tmpfs, so a test can fill
 //! the disk for real (ENOSPC) through [`TestNats::store_seen_from_outside`].
+//!
+//! [`TestPostgres`] runs a real PostgreSQL server (its own `initdb` cluster, free port), stopped
+//! on drop; see [`postgres`].
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::io::{BufRead, BufReader};
@@ -17,6 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+pub mod postgres;
+pub use postgres::TestPostgres;
 
 /// The nats-server release the project pins (scripts, tests and docker-compose use it).
 pub const NATS_SERVER_VERSION: &str = "2.15.1";

@@ -30,6 +30,7 @@ mod migrate;
 mod operator;
 #[cfg(test)]
 mod operator_tests;
+pub mod postgres;
 mod replays;
 mod sessions;
 #[cfg(test)]

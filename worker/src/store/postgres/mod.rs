@@ -1,0 +1,101 @@
+//! The PostgreSQL store backend (issue #15), first part: the connection pool and the schema
+//! migrations (`schemas/sql/postgres/`). Nothing in the worker uses it yet; SQLite stays the
+//! store the worker runs on.
+//!
+//! **Crates.** tokio-postgres with deadpool-postgres (`shared/docs/scale-out.md` §3.4): one
+//! connection pipelines the queries polled at once on it, and `prepare_cached` keeps each
+//! statement prepared per connection. The pool recycles with [`RecyclingMethod::Verified`]:
+//! an idle connection answers an empty query before it is handed out again, so a connection
+//! that died with a database restart is replaced instead of failing its next caller (the
+//! default `Fast` only looks at whether the client noticed the close).
+//!
+//! **PgBouncer (transaction pooling).** The migrations lock a table inside a transaction, never
+//! a session advisory lock. The statement timeout travels in the `options` startup parameter,
+//! which PgBouncer refuses unless told otherwise: behind it, pass a zero timeout and set it on
+//! the role (`ALTER ROLE … SET statement_timeout = …`). TLS is not wired yet (`NoTls`).
+
+pub mod migrate;
+#[cfg(test)]
+mod tests;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use deadpool_postgres::Pool;
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
+pub use migrate::{MIGRATIONS, migrate};
+use tokio_postgres::NoTls;
+
+/// How long opening one connection (TCP, startup, authentication) may take: the URL's
+/// `connect_timeout` when it has one, and the pool's limit for creating a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a caller waits for a free pooled connection before it gets an error.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the `Verified` check of an idle connection may take before it is dropped.
+pub const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a PostgreSQL store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL does not parse (not shown: it may hold a password).
+    #[error("invalid PostgreSQL URL")]
+    Url(#[source] tokio_postgres::Error),
+    /// The pool could not be built.
+    #[error("cannot build the PostgreSQL connection pool")]
+    Build(#[from] deadpool_postgres::BuildError),
+    /// No connection from the pool (the server is unreachable, or every connection is busy
+    /// for longer than [`WAIT_TIMEOUT`]).
+    #[error("no PostgreSQL connection")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// PostgreSQL said no.
+    #[error("PostgreSQL error")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A migration's SQL failed (its transaction was rolled back: nothing of it is applied).
+    #[error("PostgreSQL migration {name} failed")]
+    Migration {
+        /// The migration, e.g. `0001_init`.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// A pool of at most `pool_size` (at least 1) connections to `url`
+/// (`postgres://user:password@host:port/database?…`, libpq's keys), recycled with
+/// [`RecyclingMethod::Verified`]. Each connection's statements are cancelled after
+/// `statement_timeout`, unless it is zero: then the server's (or the role's) setting holds.
+/// Connections open on first use: this never touches the network.
+///
+/// # Errors
+///
+/// [`PgError::Url`] when the URL does not parse, [`PgError::Build`] when the pool cannot be built.
+pub fn connect(url: &str, pool_size: usize, statement_timeout: Duration) -> Result<Pool, PgError> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(PgError::Url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("inlet-worker");
+    }
+    if !statement_timeout.is_zero() {
+        // After any options the URL has, so that this one wins.
+        let setting = format!("-c statement_timeout={}", statement_timeout.as_millis());
+        let options = match config.get_options() {
+            Some(options) if !options.trim().is_empty() => format!("{options} {setting}"),
+            _ => setting,
+        };
+        config.options(options);
+    }
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+    let pool = Pool::builder(manager)
+        .max_size(pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .wait_timeout(Some(WAIT_TIMEOUT))
+        .recycle_timeout(Some(RECYCLE_TIMEOUT))
+        .build()?;
+    Ok(pool)
+}

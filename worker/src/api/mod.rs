@@ -22,10 +22,10 @@
 //! number of SQL reads it took (DataLoaders keep it flat as pages grow).
 
 pub mod cost;
-pub mod error;
-pub mod loaders;
-pub mod schema;
-pub mod types;
+mod error;
+mod loaders;
+mod schema;
+pub(crate) mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;

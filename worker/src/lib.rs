@@ -29,7 +29,7 @@ mod pull;
 mod record;
 mod replay;
 mod routes;
-pub mod store;
+mod store;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

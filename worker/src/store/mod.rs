@@ -30,6 +30,9 @@ mod migrate;
 mod operator;
 #[cfg(test)]
 mod operator_tests;
+// Built up (issue #15) before `run` can choose it: only its tests use it so far. The `expect`
+// fails the build once the backend is wired, so this line goes then.
+#[cfg_attr(not(test), expect(dead_code, unused_imports, reason = "the PostgreSQL backend is not wired into run yet"))]
 pub mod postgres;
 mod replays;
 mod sessions;
@@ -49,17 +52,15 @@ use inlet_shared::config::SqliteSynchronous;
 use r2d2_sqlite::SqliteConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
-pub use audit::AuditRow;
 pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
 pub use events::{NewEvent, Recorded};
-pub use migrate::MIGRATIONS;
 use migrate::migrate;
 pub use operator::{
     AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
-    EventSelection, EventStatusFilter, Page, PageRequest, ReasonFilter, StatusCounts, Totals,
+    EventSelection, EventStatusFilter, PageRequest, ReasonFilter, Totals,
 };
 pub use replays::{BulkProgress, BulkReplayRow, NewBulkReplay, ReplayOutcome};
-pub use sessions::{KeptToken, SessionAccount, SessionRow, SignIn};
+pub use sessions::{KeptToken, SessionRow, SignIn};
 pub use tokens::ApiTokenRow;
 pub use users::{Linked, LinkedAccountRow, ProviderAccount, Unlinked};
 use wal::{WAL_KEPT_BYTES, checkpoint_loop};

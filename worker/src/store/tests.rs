@@ -12,11 +12,12 @@ use tokio::sync::oneshot;
 
 use super::deliveries::{AttemptRecord, AttemptSettled, DueClass, Lease, NextStep};
 use super::events::{NewEvent, Recorded};
+use super::migrate::MIGRATIONS;
 use super::replays::ReplayOutcome;
 use super::wal::checkpoint;
 use super::wal::restart_wal_if_wanted;
 use super::writer::{Command, TypedWrite, execute_group};
-use super::{MIGRATIONS, Store, StoreError};
+use super::{Store, StoreError};
 use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, UnixMs};
 use bytes::Bytes;
 use inlet_shared::signature::{IdOrigin, SchemeKind};

@@ -43,3 +43,24 @@ pub(super) fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusql
     }
     Ok(())
 }
+
+/// Test helper for both backends: every `.sql` file in `folder` (under `schemas/`) is a listed
+/// migration and vice versa, numbered in order, each listed text the file's.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(super) fn assert_migrations_match_folder(folder: &str, migrations: &[(i64, &str, &str)]) {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(folder);
+    let mut files: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sql"))
+        .collect();
+    files.sort();
+    let listed: Vec<String> = migrations.iter().map(|(_, name, _)| format!("{name}.sql")).collect();
+    assert_eq!(files, listed, "{} and its MIGRATIONS disagree", folder.display());
+    for (index, (version, name, sql)) in migrations.iter().enumerate() {
+        assert_eq!(*version, i64::try_from(index).unwrap() + 1);
+        assert!(name.starts_with(&format!("{version:04}_")));
+        assert_eq!(std::fs::read_to_string(folder.join(format!("{name}.sql"))).unwrap(), *sql);
+    }
+}

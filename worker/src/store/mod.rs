@@ -320,3 +320,13 @@ impl Store {
         .await
     }
 }
+
+/// A fresh store in a new temp dir (in a directory the store has to create), for the store's
+/// own tests; the dir goes when the returned handle is dropped.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("nested/inlet.db"), SqliteSynchronous::Full).unwrap();
+    (dir, store)
+}

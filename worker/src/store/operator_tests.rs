@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use inlet_shared::config::SqliteSynchronous;
 use inlet_shared::signature::{IdOrigin, SchemeKind};
 
 use super::deliveries::{AttemptRecord, NextStep};
@@ -20,11 +19,7 @@ use crate::model::{
     EventRowId, LeaseToken, RouteStatus, UnixMs,
 };
 
-fn open() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("inlet.db"), SqliteSynchronous::Full).unwrap();
-    (dir, store)
-}
+use super::open_temp as open;
 
 fn event(id: &str, destinations: &[&str]) -> NewEvent {
     NewEvent {

@@ -217,17 +217,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use std::time::Duration;
 
-    use inlet_shared::config::{Role, SqliteSynchronous};
+    use inlet_shared::config::Role;
 
     use super::{KeptToken, SessionAccount, SignIn};
     use crate::model::{LinkedAccountId, UnixMs};
     use crate::store::{Linked, ProviderAccount, Store, Unlinked};
 
-    fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("inlet.db"), SqliteSynchronous::Full).unwrap();
-        (dir, store)
-    }
+    use crate::store::open_temp as open;
 
     fn account(provider: &str, subject: &str) -> ProviderAccount {
         ProviderAccount { provider: provider.into(), subject: subject.into() }

@@ -109,11 +109,7 @@ fn event(id: &str, body: &str, destinations: &[&str]) -> NewEvent {
     }
 }
 
-fn open() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("nested/inlet.db"), SqliteSynchronous::Full).unwrap();
-    (dir, store)
-}
+use super::open_temp as open;
 
 /// A boxed write job's work.
 type Work = Box<dyn FnOnce(&rusqlite::Connection) -> Result<(), rusqlite::Error> + Send>;
@@ -188,19 +184,7 @@ fn a_full_database_inside_a_command_fails_the_group() {
 /// Every file in `schemas/sql/` is a listed migration and vice versa, in order.
 #[test]
 fn migrations_match_the_schema_folder() {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/sql");
-    let mut files: Vec<String> = std::fs::read_dir(&folder)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".sql"))
-        .collect();
-    files.sort();
-    let listed: Vec<String> = MIGRATIONS.iter().map(|(_, name, _)| format!("{name}.sql")).collect();
-    assert_eq!(files, listed, "schemas/sql and store::MIGRATIONS disagree");
-    for (index, (version, name, _)) in MIGRATIONS.iter().enumerate() {
-        assert_eq!(*version, index as i64 + 1);
-        assert!(name.starts_with(&format!("{version:04}_")));
-    }
+    super::migrate::assert_migrations_match_folder("sql", MIGRATIONS);
 }
 
 #[tokio::test]

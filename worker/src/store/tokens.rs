@@ -164,16 +164,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use inlet_shared::config::{Role, SqliteSynchronous};
+    use inlet_shared::config::Role;
 
     use crate::model::ApiTokenId;
     use crate::store::Store;
 
-    fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("inlet.db"), SqliteSynchronous::Full).unwrap();
-        (dir, store)
-    }
+    use crate::store::open_temp as open;
 
     async fn audited(store: &Store) -> Vec<(String, String, String, Option<String>)> {
         store

@@ -66,20 +66,7 @@ fn sqlite_store(dir: &Path) -> Store {
 
 #[test]
 fn migrations_match_the_schema_folder() {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/sql/postgres");
-    let mut files: Vec<String> = std::fs::read_dir(&folder)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".sql"))
-        .collect();
-    files.sort();
-    let listed: Vec<String> = MIGRATIONS.iter().map(|(_, name, _)| format!("{name}.sql")).collect();
-    assert_eq!(files, listed, "schemas/sql/postgres and store::postgres::MIGRATIONS disagree");
-    for (index, (version, name, sql)) in MIGRATIONS.iter().enumerate() {
-        assert_eq!(*version, index as i64 + 1);
-        assert!(name.starts_with(&format!("{version:04}_")));
-        assert_eq!(std::fs::read_to_string(folder.join(format!("{name}.sql"))).unwrap(), *sql);
-    }
+    crate::store::migrate::assert_migrations_match_folder("sql/postgres", MIGRATIONS);
 }
 
 /// Same tables and columns as a fresh SQLite store (types differ), same primary and unique

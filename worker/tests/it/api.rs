@@ -451,6 +451,13 @@ async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enq
         done["delivery"]["attempts"].as_array().unwrap().iter().map(|a| a["attempt"].as_i64().unwrap()).collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5, 6], "attempt history is kept across the replay");
     assert_eq!(flaky.count(), 6, "exactly three requests after the replay");
+    // The destination was told the same attempt numbers the API shows, after the replay too.
+    let sent: Vec<i64> = flaky
+        .received()
+        .iter()
+        .map(|r| r.headers["inlet-delivery-attempt"].to_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sent, numbers, "Inlet-Delivery-Attempt is the attempt's number in the API");
     let delivered = flaky.delivered_keys();
     assert_eq!(delivered.get(&id), Some(&1), "the Idempotency-Key is the same delivery id");
 

@@ -129,9 +129,13 @@ impl Store {
             };
             let now = UnixMs::now();
             if status == DeliveryStatus::Pending {
+                // No due time at all is a delivery no scheduler would ever claim (left so by the
+                // delivery task stream of old, whose tasks expired after `worker.retention`):
+                // made due as well, so a replay always recovers a pending delivery.
                 let rescheduled = connection.execute(
                     "UPDATE deliveries SET next_attempt_at_ms = ?2, updated_at_ms = ?2
-                     WHERE id = ?1 AND next_attempt_at_ms > ?2 AND (lease_until_ms IS NULL OR lease_until_ms < ?2)",
+                     WHERE id = ?1 AND (next_attempt_at_ms IS NULL OR next_attempt_at_ms > ?2)
+                       AND (lease_until_ms IS NULL OR lease_until_ms < ?2)",
                     params![delivery_id, now],
                 )? == 1;
                 return Ok(ReplayOutcome::AlreadyPending { destination, rescheduled });

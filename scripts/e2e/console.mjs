@@ -1,8 +1,10 @@
 // Drives the Inlet console in headless Chromium (Debian's /usr/bin/chromium through
 // playwright-core; Playwright never downloads a browser here) like an operator would:
-// sign in at the OpenID provider, find a dead-lettered event, replay it, see it delivered.
+// sign in at the OpenID provider, find a dead-lettered event, replay it, see it delivered; with
+// --bulk-text, bulk-replay the dead letters whose event id contains it (dry run, then confirm
+// the previewed selection) and see the job finish.
 //
-//   node console.mjs --url http://127.0.0.1:PORT --email admin@example.com --event-id EVT [--screenshot out.png]
+//   node console.mjs --url http://127.0.0.1:PORT --email admin@example.com --event-id EVT [--bulk-text T] [--screenshot out.png]
 //
 // Prints {"ok":true,...} and exits 0 on success; prints the failure (and saves a screenshot if
 // asked) and exits 1 otherwise.
@@ -17,6 +19,7 @@ const { values: args } = parseArgs({
     url: { type: 'string' },
     email: { type: 'string' },
     'event-id': { type: 'string' },
+    'bulk-text': { type: 'string' },
     screenshot: { type: 'string' },
   },
 });
@@ -63,6 +66,18 @@ try {
   await row.locator('a.event-link').click();
   await page.locator('.delivery .delivery-status .status.delivered').waitFor();
   step('delivered');
+  if (args['bulk-text']) {
+    await page.locator('nav a[href="#dead-letters"]').click();
+    await page.locator('#dead-filters input[name=text]').fill(args['bulk-text']);
+    await page.locator('#dead-filters button[type=submit]').click();
+    await page.locator('#bulk-preview').click();
+    await page.locator('#bulk-count').filter({ hasText: 'Dry run: 1 dead letters match' }).waitFor();
+    step('bulk previewed');
+    await page.locator('#bulk-start').click();
+    await page.locator('#bulk-status').filter({ hasText: 'finished' }).waitFor();
+    await page.locator('#bulk-status').filter({ hasText: '1/1 processed, 1 re-queued' }).waitFor();
+    step('bulk replayed');
+  }
   // Provider-controlled text (event ids, payloads) must never run as markup.
   await page.locator('nav a[href="#events"]').click();
   await page.locator('tr[data-event-id]').nth(2).waitFor();

@@ -816,6 +816,18 @@ impl DestinationConfig {
     pub fn max_attempts(&self) -> u32 {
         u32::try_from(self.retry_schedule.len()).unwrap_or(u32::MAX - 1).saturating_add(1)
     }
+
+    /// How long a delivery that follows the retry schedule may stay pending: the schedule's
+    /// delays with their jitter at its upper bound (+10 %), plus one `timeout` per attempt.
+    /// `worker.retention` must be at least this (a `Retry-After` may lengthen a retry further;
+    /// pruning never removes an event with a pending delivery, so that only keeps it longer).
+    /// Rounded up to a whole minute, so it reads well in the error that names it.
+    pub fn longest_pending(&self) -> Duration {
+        let delays = self.retry_schedule.iter().fold(Duration::ZERO, |total, delay| total.saturating_add(*delay));
+        let jittered = delays.saturating_add(delays / 10);
+        let longest = jittered.saturating_add(self.timeout.saturating_mul(self.max_attempts()));
+        Duration::from_secs(longest.as_secs().saturating_add(u64::from(longest.subsec_nanos() > 0)).div_ceil(60) * 60)
+    }
 }
 
 /// `[[routes]]`.
@@ -1047,6 +1059,19 @@ impl Config {
             }
             if destination.auth_failure_attempts == 0 {
                 return Err(ConfigError::invalid(key("auth_failure_attempts"), "must be at least 1"));
+            }
+            let pending_at_most = destination.longest_pending();
+            if self.worker.retention < pending_at_most {
+                return Err(ConfigError::invalid(
+                    "worker.retention",
+                    format!(
+                        "{} is shorter than a delivery to destination `{}` may stay pending ({}: its retry_schedule \
+                         plus 10 % jitter and one timeout per attempt); set worker.retention to at least that",
+                        crate::duration::format(self.worker.retention),
+                        destination.name,
+                        crate::duration::format(pending_at_most),
+                    ),
+                ));
             }
         }
 

@@ -457,10 +457,13 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
         return;
     }
 
+    // The retry schedule counts from the latest replay (a replay starts a fresh schedule); the
+    // header carries the attempt's stored number, which continues across replays, so the
+    // destination, the console and the API name an attempt alike.
     let attempt_number = delivery.attempts + 1;
     let started_at = UnixMs::now();
     let started = Instant::now();
-    let response = send(destination, &delivery, attempt_number).await;
+    let response = send(destination, &delivery, delivery.attempt_base + attempt_number).await;
     let elapsed = started.elapsed();
     let now = Instant::now();
     let outcome = classify(&destination.config, response.status, attempt_number);
@@ -635,7 +638,9 @@ pub fn classify(config: &DestinationConfig, status: Option<u16>, attempt_number:
     }
 }
 
-async fn send(destination: &Destination, delivery: &DeliveryToSend, attempt_number: i64) -> AttemptResult {
+/// Sends one attempt; `stored_attempt` is its number in the attempts table (continuing across
+/// replays), sent as `Inlet-Delivery-Attempt`.
+async fn send(destination: &Destination, delivery: &DeliveryToSend, stored_attempt: i64) -> AttemptResult {
     let timestamp = UnixMs::now().0 / 1000;
     let mut request = destination
         .client
@@ -643,7 +648,7 @@ async fn send(destination: &Destination, delivery: &DeliveryToSend, attempt_numb
         .header(reqwest::header::CONTENT_TYPE, delivery.content_type.as_deref().unwrap_or("application/octet-stream"))
         .header("Idempotency-Key", delivery.delivery_id.as_str())
         .header("Inlet-Delivery-Id", delivery.delivery_id.as_str())
-        .header("Inlet-Delivery-Attempt", attempt_number.to_string())
+        .header("Inlet-Delivery-Attempt", stored_attempt.to_string())
         .header("Inlet-Source", &delivery.source)
         .header("Inlet-Event-Id", &delivery.event_id)
         .header("Inlet-Received-At", delivery.received_at.0.to_string());

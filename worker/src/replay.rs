@@ -39,6 +39,9 @@ use crate::store::{
 /// Size of a preview's sample.
 const SAMPLE: usize = 10;
 
+/// How long a bulk replay's dry run can be confirmed.
+pub const PREVIEW_VALID_FOR: Duration = Duration::from_secs(15 * 60);
+
 /// How long a replay asked for by a caller waits for its destination's turn.
 pub const CALLER_WAIT: Duration = Duration::from_secs(2);
 
@@ -59,6 +62,13 @@ pub enum ReplayError {
     TooManyMatches(u32),
     /// A bulk replay's rate below one per second.
     BadRate,
+    /// A bulk replay confirmed with a preview token that is unknown or expired.
+    PreviewUnknown,
+    /// A bulk replay confirmed with a filter other than its preview's.
+    PreviewFilterChanged,
+    /// The previewed dead letters are no longer all there (some were replayed or dismissed
+    /// meanwhile): (previewed, still selected). Nothing was replayed; preview again.
+    SelectionChanged(i64, i64),
     /// The database failed.
     Store(StoreError),
 }
@@ -111,6 +121,20 @@ pub struct BulkRequest {
     pub rate_per_second: Option<i32>,
     /// Who asks.
     pub actor: String,
+    /// The dry run's token (see [`Replayer::preview`]): the job replays exactly the dead
+    /// letters it counted. `None`: what the selection takes now.
+    pub preview_token: Option<String>,
+}
+
+/// A bulk replay's dry run (see [`Replayer::preview`]).
+#[derive(Debug, Clone)]
+pub struct BulkPreviewed {
+    /// Dead letters it selects.
+    pub count: i64,
+    /// The first few of them.
+    pub sample: Vec<DeliveryRow>,
+    /// Confirms exactly this selection (for [`PREVIEW_VALID_FOR`]).
+    pub token: String,
 }
 
 struct Job {
@@ -237,13 +261,27 @@ impl Replayer {
         }
     }
 
-    /// Dead letters `selection` takes: (count, first few).
+    /// A bulk replay's dry run: the dead letters `selection` takes now (count, first few),
+    /// kept in the store under a token; confirming with it replays exactly those (dead letters
+    /// arriving later are not part of it). Kept in the store, not signed with a process key, so
+    /// any worker serving the API on the same database can confirm it.
     ///
     /// # Errors
     ///
-    /// When the read fails.
-    pub async fn preview(&self, selection: DeadLetterSelection) -> Result<(i64, Vec<DeliveryRow>), ReplayError> {
-        Ok(self.store.preview_dead_letters(selection, SAMPLE).await?)
+    /// When the database fails.
+    pub async fn preview(
+        &self,
+        selection: DeadLetterSelection,
+        filter_json: String,
+        actor: &str,
+    ) -> Result<BulkPreviewed, ReplayError> {
+        let expires_at = crate::model::UnixMs::now().plus(PREVIEW_VALID_FOR);
+        let kept = self.store.create_bulk_preview(selection.clone(), filter_json, actor.to_owned(), expires_at).await?;
+        let sample = match kept.max_updated_at {
+            Some(bound) => self.store.preview_dead_letters(selection, Some(bound), SAMPLE).await?.1,
+            None => Vec::new(),
+        };
+        Ok(BulkPreviewed { count: kept.total, sample, token: kept.token })
     }
 
     /// Starts a bulk replay of the dead letters `request` selects, at most its rate per second
@@ -251,19 +289,50 @@ impl Replayer {
     ///
     /// # Errors
     ///
-    /// A rate below one, too many matches, or the database failing.
-    pub async fn start_bulk(self: &Arc<Self>, request: BulkRequest) -> Result<BulkReplayRow, ReplayError> {
-        let BulkRequest { selection, filter_json, rate_per_second, actor } = request;
+    /// A rate below one, too many matches, a preview token that no longer stands (see
+    /// [`BulkRequest::preview_token`]), or the database failing.
+    pub async fn start_bulk(
+        self: &Arc<Self>,
+        request: BulkRequest,
+    ) -> Result<(BulkReplayRow, Vec<DeliveryRow>), ReplayError> {
+        let BulkRequest { selection, filter_json, rate_per_second, actor, preview_token } = request;
         let rate = match rate_per_second {
             None => self.max_rate,
             Some(rate) if rate >= 1 => u32::try_from(rate).unwrap_or(u32::MAX).min(self.max_rate),
             Some(_) => return Err(ReplayError::BadRate),
         };
         // One more than allowed, to know whether the selection is too large.
-        let ids = self.store.select_dead_letters(selection, self.max_bulk as usize + 1).await?;
+        let limit = self.max_bulk as usize + 1;
+        let mut seen_until = None;
+        let ids = match preview_token {
+            None => self.store.select_dead_letters(selection.clone(), None, limit).await?,
+            Some(token) => {
+                let preview = self.store.bulk_preview(token).await?.ok_or(ReplayError::PreviewUnknown)?;
+                if preview.filter_json != filter_json {
+                    return Err(ReplayError::PreviewFilterChanged);
+                }
+                // Only dead letters the preview saw: none newer than its newest.
+                seen_until = preview.max_updated_at;
+                let ids = match seen_until {
+                    Some(bound) => self.store.select_dead_letters(selection.clone(), Some(bound), limit).await?,
+                    None => Vec::new(),
+                };
+                let still = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+                if still != preview.total {
+                    return Err(ReplayError::SelectionChanged(preview.total, still));
+                }
+                ids
+            }
+        };
         if ids.len() > self.max_bulk as usize {
             return Err(ReplayError::TooManyMatches(self.max_bulk));
         }
+        // The first few, as the job finds them (before it replays any).
+        let sample = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.store.preview_dead_letters(selection, seen_until, SAMPLE).await?.1
+        };
         let total = i64::try_from(ids.len()).unwrap_or(i64::MAX);
         let job = self
             .store
@@ -283,7 +352,7 @@ impl Replayer {
             }
             let _ = done_tx.send(true);
         });
-        Ok(job)
+        Ok((job, sample))
     }
 
     async fn run_bulk(

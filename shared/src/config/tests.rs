@@ -69,6 +69,37 @@ fn invalid_value_is_named() {
     );
 }
 
+/// Issue #16: a retention shorter than a destination's retry schedule is refused, naming
+/// `worker.retention` and the destination; a retention that covers it is accepted.
+#[test]
+fn a_retention_shorter_than_a_retry_schedule_is_refused() {
+    let destination = |schedule: &str| {
+        format!(
+            "{MINIMAL}\n[[destinations]]\nname = \"slow\"\nurl = \"http://127.0.0.1:1/\"\n\
+             signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\ntimeout = \"10s\"\n\
+             retry_schedule = [{schedule}]\n"
+        )
+    };
+    let with_retention =
+        |retention: &str, schedule: &str| format!("[worker]\nretention = \"{retention}\"\n{}", destination(schedule));
+    // 1 h + 2 h of delays, +10 % jitter, 3 attempts × 10 s: 3 h 18 m 30 s, rounded up to 199 m.
+    let schedule = "\"1h\", \"2h\"";
+    check_invalid(&with_retention("3h", schedule), &[], "worker.retention", "destination `slow`");
+    check_invalid(&with_retention("198m", schedule), &[], "worker.retention", "at least that");
+    Config::parse(&with_retention("199m", schedule), &BTreeMap::new()).unwrap();
+    // The default schedule (about 27.6 h) against the default retention (30 d), and a day.
+    Config::parse(&destination("\"5s\", \"5m\", \"30m\", \"2h\", \"5h\", \"10h\", \"10h\""), &BTreeMap::new()).unwrap();
+    check_invalid(
+        &format!(
+            "[worker]\nretention = \"1d\"\n{}",
+            destination("\"5s\", \"5m\", \"30m\", \"2h\", \"5h\", \"10h\", \"10h\"")
+        ),
+        &[],
+        "worker.retention",
+        "1d is shorter",
+    );
+}
+
 #[test]
 fn missing_required_key_is_named() {
     check_invalid("[[sources]]\nname = \"a\"\nkind = \"github\"\n", &[], "sources[0]", "missing field `secrets`");

@@ -26,6 +26,9 @@ pub enum ApiError {
     RateLimited,
     /// The answer would carry more stored content than one answer may.
     ResponseTooLarge,
+    /// A bulk replay's preview no longer stands (unknown or expired token, another filter, or
+    /// the previewed dead letters changed): nothing was done; preview again.
+    PreviewStale(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::ResponseTooLarge => {
                 "this answer already carries 8 MiB of event contents; ask for fewer at a time".into()
             }
+            ApiError::PreviewStale(why) => format!("{why}; nothing was replayed: preview (dry run) again"),
         }
     }
 
@@ -62,6 +66,7 @@ impl ApiError {
             ApiError::Queue(_) => "UNAVAILABLE",
             ApiError::RateLimited => "RATE_LIMITED",
             ApiError::ResponseTooLarge => "RESPONSE_TOO_LARGE",
+            ApiError::PreviewStale(_) => "PREVIEW_STALE",
         }
     }
 }
@@ -79,6 +84,13 @@ impl From<ReplayError> for ApiError {
                 ApiError::Invalid(format!("more than {max} dead letters match; narrow the filter"))
             }
             ReplayError::BadRate => ApiError::Invalid("ratePerSecond must be at least 1".into()),
+            ReplayError::PreviewUnknown => ApiError::PreviewStale("the preview token is unknown or expired".into()),
+            ReplayError::PreviewFilterChanged => {
+                ApiError::PreviewStale("the filter is not the one the preview token was given for".into())
+            }
+            ReplayError::SelectionChanged(previewed, now) => ApiError::PreviewStale(format!(
+                "the preview counted {previewed} dead letters, {now} of them are still dead letters"
+            )),
             ReplayError::Store(error) => ApiError::Store(error),
         }
     }

@@ -220,30 +220,43 @@ impl Mutation {
     }
 
     /// Replays the dead letters matching `filter`. With `dryRun: true` nothing happens: the
-    /// answer is the count and a sample. Otherwise a job starts, re-queuing at most
-    /// `ratePerSecond` (capped by `console.max_replay_rate`) deliveries per second.
+    /// answer is the count, a sample and a `previewToken` (valid 15 minutes). Otherwise a job
+    /// starts, re-queuing at most `ratePerSecond` (capped by `console.max_replay_rate`)
+    /// deliveries per second. With `previewToken` (and the same filter) the job replays exactly
+    /// the dead letters that dry run counted, never one that arrived later; when they changed
+    /// meanwhile, or the filter differs, it is refused (`PREVIEW_STALE`) and nothing happens.
+    /// Without it, the job takes what the filter selects now.
     async fn bulk_replay(
         &self,
         ctx: &Context<'_>,
         filter: DeadLetterFilter,
         dry_run: bool,
         rate_per_second: Option<i32>,
+        preview_token: Option<String>,
     ) -> Result<BulkReplayPlan> {
         let principal = require(ctx, Role::Operator)?;
         let services = services(ctx)?;
-        let (count, sample) = services.replayer.preview(filter.selection()).await?;
-        let sample = sample.into_iter().map(Delivery::from).collect();
         if dry_run {
-            return Ok(BulkReplayPlan { dry_run, count, sample, job: None });
+            let previewed = services.replayer.preview(filter.selection(), filter.to_json(), &principal.actor).await?;
+            let sample = previewed.sample.into_iter().map(Delivery::from).collect();
+            return Ok(BulkReplayPlan {
+                dry_run,
+                count: previewed.count,
+                sample,
+                job: None,
+                preview_token: Some(previewed.token),
+            });
         }
         let request = BulkRequest {
             selection: filter.selection(),
             filter_json: filter.to_json(),
             rate_per_second,
             actor: principal.actor.clone(),
+            preview_token,
         };
-        let job = services.replayer.start_bulk(request).await?;
-        Ok(BulkReplayPlan { dry_run, count: job.total, sample, job: Some(job.into()) })
+        let (job, sample) = services.replayer.start_bulk(request).await?;
+        let sample = sample.into_iter().map(Delivery::from).collect();
+        Ok(BulkReplayPlan { dry_run, count: job.total, sample, job: Some(job.into()), preview_token: None })
     }
 
     /// Stops a running bulk replay; deliveries already re-queued stay queued.

@@ -560,6 +560,9 @@ pub struct BulkReplayPlan {
     pub sample: Vec<Delivery>,
     /// The job (absent for a dry run).
     pub job: Option<BulkReplay>,
+    /// A dry run's token: pass it back with the same filter to replay exactly what this dry
+    /// run counted (valid 15 minutes; absent when a job started).
+    pub preview_token: Option<String>,
 }
 
 /// Operator roles.

@@ -210,11 +210,16 @@ async function deadLettersView() {
   form.addEventListener('submit', (event) => { event.preventDefault(); load().catch(showError); });
   const rate = h('input', { type: 'number', min: 1, value: 10, name: 'rate', id: 'bulk-rate' });
   const preview = h('button', { type: 'button', id: 'bulk-preview', onclick: async () => {
-    const { bulkReplay } = await gql(`mutation($f: DeadLetterFilter!) { bulkReplay(filter: $f, dryRun: true) { count sample { id destination event { eventId } } } }`, { f: filter() });
+    // The confirmation replays exactly what this dry run counted: its filter and its token
+    // (dead letters arriving later are left out; if the previewed ones changed, it is refused).
+    const previewed = filter();
+    const { bulkReplay } = await gql(`mutation($f: DeadLetterFilter!) { bulkReplay(filter: $f, dryRun: true) { count previewToken sample { id destination event { eventId } } } }`, { f: previewed });
     const start = h('button', { type: 'button', className: 'primary', id: 'bulk-start', disabled: bulkReplay.count === 0, onclick: async () => {
-      const started = await gql(`mutation($f: DeadLetterFilter!, $r: Int) { bulkReplay(filter: $f, dryRun: false, ratePerSecond: $r) { job { id total ratePerSecond } } }`,
-        { f: filter(), r: Number(rate.value) || null });
-      await followJob(started.bulkReplay.job.id, load);
+      try {
+        const started = await gql(`mutation($f: DeadLetterFilter!, $r: Int, $t: String!) { bulkReplay(filter: $f, dryRun: false, ratePerSecond: $r, previewToken: $t) { job { id total ratePerSecond } } }`,
+          { f: previewed, r: Number(rate.value) || null, t: bulkReplay.previewToken });
+        await followJob(started.bulkReplay.job.id, load);
+      } catch (error) { showError(error); }
     } }, `Replay ${bulkReplay.count} dead letters`);
     bulk.replaceChildren(h('h2', {}, 'Bulk replay'), h('p', { id: 'bulk-count' }, `Dry run: ${bulkReplay.count} dead letters match. First ones:`),
       h('ul', {}, bulkReplay.sample.map((s) => h('li', { className: 'mono' }, `${s.event.eventId} → ${s.destination}`))),

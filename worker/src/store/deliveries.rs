@@ -96,6 +96,10 @@ pub struct DeliveryToSend {
     /// Attempts made since the delivery was created or last replayed (a replay starts a fresh
     /// retry schedule; the attempts table keeps numbering on, see `record_attempt`).
     pub attempts: i64,
+    /// Attempts made before the latest replay (0 when never replayed): the attempts table's
+    /// number for the next attempt is `attempt_base + attempts + 1`, and so is the
+    /// `Inlet-Delivery-Attempt` header.
+    pub attempt_base: i64,
     /// Source name.
     pub source: String,
     /// Provider event id.
@@ -161,7 +165,7 @@ fn read_deliveries_to_send(
     // Cached: this runs once per claimed delivery.
     let mut statement = connection.prepare_cached(
         "SELECT d.id, d.destination, d.attempts - d.attempt_base, e.source, e.event_id, e.event_type,
-                e.content_type, e.received_at_ms, e.body
+                e.content_type, e.received_at_ms, e.body, d.attempt_base
          FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
     )?;
     let mut found = HashMap::with_capacity(ids.len());
@@ -178,6 +182,7 @@ fn read_deliveries_to_send(
                     content_type: row.get(6)?,
                     received_at: row.get(7)?,
                     body: row.get::<_, Vec<u8>>(8)?.into(),
+                    attempt_base: row.get(9)?,
                 })
             })
             .optional()?;

@@ -194,6 +194,7 @@ impl Store {
                                 delivery_id,
                                 destination,
                                 attempts: 0,
+                                attempt_base: 0,
                                 source: event.source.clone(),
                                 event_id: event.event_id.clone(),
                                 event_type: event.event_type.clone(),

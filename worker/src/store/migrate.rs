@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "0008_drop_redundant_index", include_str!("../../../schemas/sql/0008_drop_redundant_index.sql")),
     (9, "0009_scheduler", include_str!("../../../schemas/sql/0009_scheduler.sql")),
     (10, "0010_drop_login_flows", include_str!("../../../schemas/sql/0010_drop_login_flows.sql")),
+    (11, "0011_bulk_replay_previews", include_str!("../../../schemas/sql/0011_bulk_replay_previews.sql")),
 ];
 
 pub(super) fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {

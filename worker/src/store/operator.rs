@@ -267,7 +267,7 @@ pub(super) struct Where {
 
 impl Where {
     /// Adds `clause` with one `?` placeholder per value.
-    fn add(&mut self, clause: &str, values: Vec<Box<dyn ToSql + Send>>) {
+    pub(super) fn add(&mut self, clause: &str, values: Vec<Box<dyn ToSql + Send>>) {
         self.clauses.push(clause.to_owned());
         self.params.extend(values);
     }

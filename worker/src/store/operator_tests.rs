@@ -115,10 +115,12 @@ async fn dead_letters_page_newest_first_by_cursor_and_an_unknown_reason_selects_
     assert_eq!(count(DeadLetterSelection { dead_after: Some(UnixMs(i64::MAX)), ..Default::default() }).await, 0);
 
     // A bulk replay's view of the same selection: oldest first.
-    let (total, sample) =
-        store.preview_dead_letters(DeadLetterSelection { reason: permanent, ..Default::default() }, 2).await.unwrap();
+    let (total, sample) = store
+        .preview_dead_letters(DeadLetterSelection { reason: permanent, ..Default::default() }, None, 2)
+        .await
+        .unwrap();
     assert_eq!((total, sample.iter().map(|d| &d.id).collect::<Vec<_>>()), (3, vec![&ids[0], &ids[2]]));
-    let selected = store.select_dead_letters(DeadLetterSelection::default(), 10).await.unwrap();
+    let selected = store.select_dead_letters(DeadLetterSelection::default(), None, 10).await.unwrap();
     assert_eq!(selected[3], (ids[3].clone(), "b".to_owned()));
     assert_eq!(store.dead_letters_of_event(EventRowId(2)).await.unwrap(), [ids[1].clone()]);
     assert_eq!(store.delivery_destination(ids[3].clone()).await.unwrap().as_deref(), Some("b"));

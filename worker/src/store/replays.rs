@@ -55,6 +55,22 @@ pub struct BulkReplayRow {
     pub finished_at: Option<UnixMs>,
 }
 
+/// A bulk replay's dry run as kept (see [`Store::create_bulk_preview`]): confirming it replays
+/// exactly the dead letters it counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkPreview {
+    /// The random token the dry run answered with.
+    pub token: String,
+    /// Its selection as the caller gave it, JSON.
+    pub filter_json: String,
+    /// Dead letters it counted.
+    pub total: i64,
+    /// The newest of them (`updated_at_ms`); `None` when there were none.
+    pub max_updated_at: Option<UnixMs>,
+    /// Until when it can be confirmed.
+    pub expires_at: UnixMs,
+}
+
 /// A bulk replay job to create (see [`Store::create_bulk_replay`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBulkReplay {
@@ -129,9 +145,13 @@ impl Store {
             };
             let now = UnixMs::now();
             if status == DeliveryStatus::Pending {
+                // No due time at all is a delivery no scheduler would ever claim (left so by the
+                // delivery task stream of old, whose tasks expired after `worker.retention`):
+                // made due as well, so a replay always recovers a pending delivery.
                 let rescheduled = connection.execute(
                     "UPDATE deliveries SET next_attempt_at_ms = ?2, updated_at_ms = ?2
-                     WHERE id = ?1 AND next_attempt_at_ms > ?2 AND (lease_until_ms IS NULL OR lease_until_ms < ?2)",
+                     WHERE id = ?1 AND (next_attempt_at_ms IS NULL OR next_attempt_at_ms > ?2)
+                       AND (lease_until_ms IS NULL OR lease_until_ms < ?2)",
                     params![delivery_id, now],
                 )? == 1;
                 return Ok(ReplayOutcome::AlreadyPending { destination, rescheduled });
@@ -186,7 +206,8 @@ impl Store {
         .await
     }
 
-    /// How many dead letters `selection` takes, and the first `sample` of them, oldest first.
+    /// How many dead letters `selection` takes, and the first `sample` of them, oldest first
+    /// (with `seen_until`, only those last changed at or before it).
     ///
     /// # Errors
     ///
@@ -194,10 +215,14 @@ impl Store {
     pub async fn preview_dead_letters(
         &self,
         selection: DeadLetterSelection,
+        seen_until: Option<UnixMs>,
         sample: usize,
     ) -> Result<(i64, Vec<DeliveryRow>), StoreError> {
         self.read(move |c| {
-            let w = selection.to_where();
+            let mut w = selection.to_where();
+            if let Some(bound) = seen_until {
+                w.add("d.updated_at_ms <= ?", vec![Box::new(bound)]);
+            }
             let count: i64 = c.query_row(
                 &format!("SELECT count(*) FROM deliveries d JOIN events e ON e.id = d.event_rowid {}", w.sql()),
                 params_from_iter(w.params()),
@@ -215,8 +240,74 @@ impl Store {
         .await
     }
 
+    /// Keeps a bulk replay's dry run (one writer transaction): how many dead letters
+    /// `selection` takes now, and the newest of them (`updated_at_ms`), under a new random
+    /// token valid until `expires_at`; expired previews are removed on the way. Returns the
+    /// preview as kept.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn create_bulk_preview(
+        &self,
+        selection: DeadLetterSelection,
+        filter_json: String,
+        actor: String,
+        expires_at: UnixMs,
+    ) -> Result<BulkPreview, StoreError> {
+        self.write(move |c| {
+            let now = UnixMs::now();
+            c.execute("DELETE FROM bulk_replay_previews WHERE expires_at_ms <= ?1", [now])?;
+            let w = selection.to_where();
+            let (total, max_updated_at): (i64, Option<UnixMs>) = c.query_row(
+                &format!(
+                    "SELECT count(*), max(d.updated_at_ms) FROM deliveries d JOIN events e ON e.id = d.event_rowid {}",
+                    w.sql()
+                ),
+                params_from_iter(w.params()),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let token: String = c.query_row(
+                "INSERT INTO bulk_replay_previews
+                     (token, actor, filter_json, total, max_updated_at_ms, created_at_ms, expires_at_ms)
+                 VALUES ('brp_' || lower(hex(randomblob(24))), ?1, ?2, ?3, ?4, ?5, ?6) RETURNING token",
+                params![actor, filter_json, total, max_updated_at, now, expires_at],
+                |r| r.get(0),
+            )?;
+            Ok(BulkPreview { token, filter_json, total, max_updated_at, expires_at })
+        })
+        .await
+    }
+
+    /// The unexpired preview kept under `token`, if any.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn bulk_preview(&self, token: String) -> Result<Option<BulkPreview>, StoreError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT token, filter_json, total, max_updated_at_ms, expires_at_ms FROM bulk_replay_previews
+                 WHERE token = ?1 AND expires_at_ms > ?2",
+                params![token, UnixMs::now()],
+                |r| {
+                    Ok(BulkPreview {
+                        token: r.get(0)?,
+                        filter_json: r.get(1)?,
+                        total: r.get(2)?,
+                        max_updated_at: r.get(3)?,
+                        expires_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
     /// The first `limit` dead letters `selection` takes, oldest first, with their destinations:
-    /// what a bulk replay goes through.
+    /// what a bulk replay goes through. With `seen_until`, only those last changed at or before
+    /// it (a preview's bound: dead letters that arrived after the preview are not taken).
     ///
     /// # Errors
     ///
@@ -224,10 +315,14 @@ impl Store {
     pub async fn select_dead_letters(
         &self,
         selection: DeadLetterSelection,
+        seen_until: Option<UnixMs>,
         limit: usize,
     ) -> Result<Vec<(DeliveryId, String)>, StoreError> {
         self.read(move |c| {
-            let w = selection.to_where();
+            let mut w = selection.to_where();
+            if let Some(bound) = seen_until {
+                w.add("d.updated_at_ms <= ?", vec![Box::new(bound)]);
+            }
             let sql = format!(
                 "SELECT d.id, d.destination FROM deliveries d JOIN events e ON e.id = d.event_rowid {}
                  ORDER BY d.rowid LIMIT {limit}",

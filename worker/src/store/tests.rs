@@ -515,3 +515,40 @@ async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune
         store.read(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))).await.unwrap();
     assert_eq!(remaining, 1, "dead letters stay replayable");
 }
+
+/// Issue #16: a retry due after `worker.retention` must outlive the prune, and a pending
+/// delivery nobody will attempt (no due time: the state deliveries were left in when their retry
+/// tasks expired from the old delivery stream, whose `max_age` was `worker.retention`) must be
+/// recoverable by a replay instead of answering "already pending" for ever.
+#[tokio::test]
+async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_is_replayable() {
+    let (_dir, store, _path) = open_at();
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    let waiting = delivery_id(1, "a");
+    let stuck = delivery_id(2, "a");
+    let later = UnixMs(now_ms() + 3_600_000);
+    store.record_attempt(attempt(&waiting, 1, AttemptOutcome::Transient, NextStep::RetryAt(later), 1)).await.unwrap();
+    store.record_attempt(attempt(&stuck, 1, AttemptOutcome::Transient, NextStep::RetryAt(later), 1)).await.unwrap();
+    // Every event is past retention: neither has a delivery that is done, so neither goes.
+    assert_eq!(store.prune(UnixMs(i64::MAX)).await.unwrap(), 0, "pending work is never pruned");
+    let (claimed, _) =
+        store.claim_due("a".into(), DueClass::Retry, 10, later, UnixMs(later.0 + 1000), vec![]).await.unwrap();
+    assert_eq!(claimed.len(), 2, "both retries are still claimable when due");
+    store
+        .release_leases(claimed.iter().map(|c| (c.delivery.delivery_id.clone(), c.lease.token)).collect())
+        .await
+        .unwrap();
+
+    // Stuck: pending with no due time, so no scheduler ever claims it.
+    let id = stuck.clone();
+    store
+        .write(move |c| c.execute("UPDATE deliveries SET next_attempt_at_ms = NULL WHERE id = ?1", [&id]))
+        .await
+        .unwrap();
+    let outcome = store.replay(stuck.clone(), "test".into(), true).await.unwrap();
+    assert_eq!(outcome, ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true });
+    let (claimed, _) =
+        store.claim_due("a".into(), DueClass::Retry, 10, UnixMs::now(), UnixMs(now_ms() + 1000), vec![]).await.unwrap();
+    let ids: Vec<&DeliveryId> = claimed.iter().map(|c| &c.delivery.delivery_id).collect();
+    assert_eq!(ids, [&stuck], "the replay made it due at once");
+}

@@ -451,6 +451,13 @@ async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enq
         done["delivery"]["attempts"].as_array().unwrap().iter().map(|a| a["attempt"].as_i64().unwrap()).collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5, 6], "attempt history is kept across the replay");
     assert_eq!(flaky.count(), 6, "exactly three requests after the replay");
+    // The destination was told the same attempt numbers the API shows, after the replay too.
+    let sent: Vec<i64> = flaky
+        .received()
+        .iter()
+        .map(|r| r.headers["inlet-delivery-attempt"].to_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sent, numbers, "Inlet-Delivery-Attempt is the attempt's number in the API");
     let delivered = flaky.delivered_keys();
     assert_eq!(delivered.get(&id), Some(&1), "the Idempotency-Key is the same delivery id");
 
@@ -544,6 +551,74 @@ async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_c
             ("cancel_bulk_replay".to_owned(), 1),
             ("bulk_replay".to_owned(), 6)
         ]
+    );
+}
+
+/// Issue #16: a bulk replay confirmed with its dry run's token replays exactly what the dry run
+/// counted: not a dead letter that arrived after it, not under another filter, and not when
+/// the previewed dead letters changed meanwhile.
+#[tokio::test]
+async fn a_confirmed_bulk_replay_replays_exactly_what_its_dry_run_previewed() {
+    let sink = TestDestination::answering(400).await;
+    let pipeline = OperatorPipeline::start(
+        &[("sink", sink.url(), "")],
+        Options { console_extra: "max_replay_rate = 200".into(), ..Options::default() },
+    )
+    .await;
+    let dead = |n: i64| move |d: &Value| d["counts"]["deadLettered"] == n;
+    for n in 0..3 {
+        assert_eq!(pipeline.send(&format!("seen-{n}"), "push", b"{}").await, 202);
+    }
+    pipeline.wait_for("three dead letters", "{ counts { deadLettered } }", json!({}), dead(3)).await;
+    let bulk = "mutation($f: DeadLetterFilter!, $dry: Boolean!, $t: String) {
+        bulkReplay(filter: $f, dryRun: $dry, previewToken: $t) { count previewToken job { id total } } }";
+    let filter = json!({"destination": "sink"});
+    let dry = pipeline.gql(bulk, json!({"f": filter, "dry": true})).await;
+    assert_eq!(dry["bulkReplay"]["count"], 3, "{dry}");
+    let token = dry["bulkReplay"]["previewToken"].as_str().unwrap().to_owned();
+
+    // A fourth dead letter after the preview.
+    assert_eq!(pipeline.send("late", "push", b"{}").await, 202);
+    pipeline.wait_for("four dead letters", "{ counts { deadLettered } }", json!({}), dead(4)).await;
+    sink.set_behaviour(|_| (200, Duration::ZERO));
+
+    // Another filter, or a token that is no preview's: refused, nothing replayed.
+    let other = json!({"destination": "sink", "reason": "permanent_4xx"});
+    let refused = pipeline.gql_as(ADMIN_TOKEN, bulk, json!({"f": other, "dry": false, "t": token})).await;
+    assert_eq!(code(&refused), "PREVIEW_STALE", "{refused}");
+    let forged = pipeline.gql_as(ADMIN_TOKEN, bulk, json!({"f": filter, "dry": false, "t": "brp_0000"})).await;
+    assert_eq!(code(&forged), "PREVIEW_STALE", "{forged}");
+
+    let confirmed = pipeline.gql(bulk, json!({"f": filter, "dry": false, "t": token})).await;
+    assert_eq!(confirmed["bulkReplay"]["count"], 3, "{confirmed}");
+    assert_eq!(confirmed["bulkReplay"]["job"]["total"], 3, "{confirmed}");
+    let finished = pipeline
+        .wait_for(
+            "bulk replay finished",
+            "query($id: ID!) { bulkReplay(id: $id) { status done enqueued } }",
+            json!({"id": confirmed["bulkReplay"]["job"]["id"]}),
+            |d| d["bulkReplay"]["status"] != "running",
+        )
+        .await;
+    assert_eq!(finished["bulkReplay"], json!({"status": "finished", "done": 3, "enqueued": 3}));
+    pipeline
+        .wait_for("the previewed three delivered", "{ counts { delivered deadLettered } }", json!({}), |d| {
+            d["counts"] == json!({"delivered": 3, "deadLettered": 1})
+        })
+        .await;
+    let left = pipeline.gql("{ deadLetters { nodes { event { eventId } } } }", json!({})).await;
+    let left = left["deadLetters"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(left.len(), 1);
+    assert!(left[0]["event"]["eventId"].as_str().unwrap().contains("late"), "{left:?}");
+    assert_eq!(sink.delivered_keys().len(), 3, "never the fourth");
+
+    // The previewed dead letters are gone now: the same token is refused, nothing replayed.
+    let again = pipeline.gql_as(ADMIN_TOKEN, bulk, json!({"f": filter, "dry": false, "t": token})).await;
+    assert_eq!(code(&again), "PREVIEW_STALE", "{again}");
+    assert_eq!(
+        pipeline.gql("{ counts { deadLettered } }", json!({})).await["counts"]["deadLettered"],
+        1,
+        "the late dead letter stays"
     );
 }
 

@@ -1,6 +1,6 @@
 //! The console in headless Chromium (Debian's, driven by `scripts/e2e/console.mjs` through
 //! playwright-core): sign in at a real OpenID provider, find a dead-lettered event, replay it,
-//! see it delivered.
+//! see it delivered; bulk-replay another through its dry run's preview token.
 
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
         tokio::process::Command::new("node")
             .arg(e2e_script("console.mjs"))
             .args(["--url", &pipeline.url(""), "--email", "ops@example.com", "--event-id", "evt-console-1"])
+            .args(["--bulk-text", "evt-console-2"])
             .arg("--screenshot")
             .arg(&screenshot)
             .kill_on_drop(true)
@@ -48,13 +49,21 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
     assert!(output.status.success(), "console.mjs failed:\n{stdout}\n{stderr}");
     eprintln!("console run: {stdout}");
 
-    // What the browser saw is what happened: delivered once, the other dead letters untouched,
-    // the replay audited with the operator's address.
-    assert_eq!(destination.delivered_keys().len(), 1);
+    // What the browser saw is what happened: the replayed one and the bulk-replayed one
+    // delivered once each, the hostile one untouched, both replays audited with the operator's
+    // address.
+    pipeline
+        .wait_for("the bulk-replayed one delivered", "{ counts { delivered } }", json!({}), |d| {
+            d["counts"]["delivered"] == 2
+        })
+        .await;
+    assert_eq!(destination.delivered_keys().len(), 2);
     let state =
         pipeline.gql("{ counts { delivered deadLettered } auditLog { nodes { actor action } } }", json!({})).await;
-    assert_eq!(state["counts"], json!({"delivered": 1, "deadLettered": 2}));
+    assert_eq!(state["counts"], json!({"delivered": 2, "deadLettered": 1}));
     let replay =
         state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "replay_delivery").cloned();
     assert_eq!(replay, Some(json!({"actor": "ops@example.com", "action": "replay_delivery"})));
+    let bulk = state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "bulk_replay").cloned();
+    assert_eq!(bulk, Some(json!({"actor": "ops@example.com", "action": "bulk_replay"})));
 }

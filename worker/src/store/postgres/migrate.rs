@@ -21,8 +21,10 @@ use super::{PgError, Pool};
 use crate::model::UnixMs;
 
 /// Migrations in order: (version, name, SQL). Mirrors the files in `schemas/sql/postgres/`.
-pub const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "0001_init", include_str!("../../../../schemas/sql/postgres/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "0001_init", include_str!("../../../../schemas/sql/postgres/0001_init.sql")),
+    (2, "0002_bulk_replay_previews", include_str!("../../../../schemas/sql/postgres/0002_bulk_replay_previews.sql")),
+];
 
 /// The ledger of applied migrations (same columns as SQLite's).
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

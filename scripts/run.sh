@@ -157,7 +157,9 @@ if [ "$login" = 1 ]; then
     DEV_IDP_PORT="$idp_port" WORKER_PUBLIC_URL="http://127.0.0.1:${worker_port}" scripts/dev-idp.sh >var/log/dev-idp.log 2>&1 &
     started $! "the development sign-in provider (scripts/dev-idp.sh)" var/log/dev-idp.log
     # The worker discovers the provider at startup: wait for it.
-    ready $! 300 "$idp_port" "http://127.0.0.1:${idp_port}/.well-known/openid-configuration"
+    python3 scripts/run_check.py ready "${name_of[$!]}" $! "${log_of[$!]}" 300 "$idp_port" \
+        "http://127.0.0.1:${idp_port}/.well-known/openid-configuration" ||
+        { echo "(scripts/run.sh --no-login runs without it: no console sign-in, an API token instead)" >&2; exit 1; }
 fi
 
 target/release/inlet-ingest --config "$config" > >(tee var/log/ingest.log) 2>&1 &

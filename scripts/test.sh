@@ -18,6 +18,8 @@ scripts/install-test-tools.sh   # node deps of scripts/e2e (OpenID provider, Chr
 
 echo "== deploy files"
 python3 scripts/check-compose.py
+echo "== scripts/run.sh (options, readiness checks; nothing built or started)"
+scripts/test-run-sh.sh
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"

@@ -48,11 +48,19 @@ fn startup_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBackoff::from_millis(2).factor(50).max_delay(Duration::from_secs(2)).map(jitter)
 }
 
+/// How often a failing startup connection is reported (the first failure is reported at once).
+const CONNECT_WARN_EVERY: Duration = Duration::from_secs(5);
+
 /// Connects (retrying until `startup_timeout`). The client reconnects on its own afterwards.
+///
+/// Every failed attempt is retried; the first one, and then one every few seconds, is logged at
+/// warn with the URL and the error, so an unreachable server is named at once instead of after
+/// the whole `startup_timeout`.
 ///
 /// # Errors
 ///
-/// [`NatsSetupError::Connect`] or [`NatsSetupError::Timeout`].
+/// [`NatsSetupError::Connect`] (with the last attempt's error) or [`NatsSetupError::Timeout`]
+/// (no attempt finished at all).
 pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nats::Client, NatsSetupError> {
     let servers = server_addresses(&config.url)?;
     let attempt = || async {
@@ -64,13 +72,44 @@ pub async fn connect(config: &NatsConfig, client_name: &str) -> Result<async_nat
             .connect(servers.clone())
             .await
     };
-    match tokio::time::timeout(config.startup_timeout, Retry::start(startup_backoff(), attempt)).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(source)) => {
-            Err(NatsSetupError::Connect { url: config.url.clone(), timeout: config.startup_timeout, source })
+    let deadline = tokio::time::Instant::now() + config.startup_timeout;
+    let mut backoff = startup_backoff();
+    let mut last_error = None;
+    let mut last_warned: Option<tokio::time::Instant> = None;
+    let mut failed: u32 = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(client)) => {
+                if failed > 0 {
+                    tracing::info!(url = %config.url, failed_attempts = failed, "connected to NATS");
+                }
+                return Ok(client);
+            }
+            Ok(Err(error)) => {
+                failed += 1;
+                if last_warned.is_none_or(|at| at.elapsed() >= CONNECT_WARN_EVERY) {
+                    last_warned = Some(tokio::time::Instant::now());
+                    tracing::warn!(
+                        url = %config.url,
+                        error = %error,
+                        failed_attempts = failed,
+                        "cannot connect to NATS; retrying until nats.startup_timeout ({:?})",
+                        config.startup_timeout
+                    );
+                }
+                last_error = Some(error);
+            }
+            Err(_) => break,
         }
-        Err(_) => Err(NatsSetupError::Timeout(config.startup_timeout)),
+        let delay = backoff.next().unwrap_or(Duration::from_secs(2));
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(delay)).await.is_err() {
+            break;
+        }
     }
+    Err(match last_error {
+        Some(source) => NatsSetupError::Connect { url: config.url.clone(), timeout: config.startup_timeout, source },
+        None => NatsSetupError::Timeout(config.startup_timeout),
+    })
 }
 
 /// Parses `nats.url`: one URL or a comma-separated list (a cluster's seed servers).
@@ -134,6 +173,19 @@ pub async fn ensure_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_retried_then_named_with_the_last_error() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = NatsConfig {
+            url: format!("nats://127.0.0.1:{closed}"),
+            startup_timeout: Duration::from_millis(700),
+            ..NatsConfig::default()
+        };
+        let error = connect(&config, "test").await.unwrap_err();
+        assert!(matches!(error, NatsSetupError::Connect { .. }), "not a bare timeout: {error:?}");
+        assert!(error.to_string().contains(&config.url), "{error}");
+    }
 
     #[test]
     fn the_stream_refuses_new_events_at_its_size_limit_and_is_unlimited_by_default() {

@@ -27,6 +27,52 @@ use crate::store::{Claimed, NewEvent, Recorded, Store};
 /// Batches recorded but not yet acked, at most.
 const MAX_SETTLING: usize = 4;
 
+/// Events no route matched are logged at info one line each, at most this many per
+/// [`UNROUTED_LOG_WINDOW`]; the rest are counted and reported with the next logged line (all
+/// are in `inlet_worker_events_total{outcome="unrouted"}` and stored as unrouted).
+const UNROUTED_LOG_BURST: u32 = 10;
+/// See [`UNROUTED_LOG_BURST`].
+const UNROUTED_LOG_WINDOW: Duration = Duration::from_secs(60);
+
+/// The state of the unrouted-event log's rate limit.
+struct UnroutedLog {
+    window_start: Option<Instant>,
+    logged: u32,
+    not_logged: u64,
+}
+
+static UNROUTED_LOG: std::sync::Mutex<UnroutedLog> =
+    std::sync::Mutex::new(UnroutedLog { window_start: None, logged: 0, not_logged: 0 });
+
+/// Logs one event no route matched (rate-limited, see [`UNROUTED_LOG_BURST`]).
+fn log_unrouted(source: &str, event_id: &str, event_type: Option<&str>) {
+    let mut log = UNROUTED_LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = Instant::now();
+    if log.window_start.is_none_or(|start| now.duration_since(start) >= UNROUTED_LOG_WINDOW) {
+        log.window_start = Some(now);
+        log.logged = 0;
+    }
+    if log.logged >= UNROUTED_LOG_BURST {
+        log.not_logged += 1;
+        return;
+    }
+    log.logged += 1;
+    let not_logged = std::mem::take(&mut log.not_logged);
+    drop(log);
+    let event_type = event_type.unwrap_or("(none)");
+    if not_logged == 0 {
+        tracing::info!(source, event_type, event_id, "no route matches this event: stored as unrouted, not delivered");
+    } else {
+        tracing::info!(
+            source,
+            event_type,
+            event_id,
+            unrouted_not_logged = not_logged,
+            "no route matches this event: stored as unrouted, not delivered (earlier unrouted events not logged, rate limit)"
+        );
+    }
+}
+
 /// What the recording loop needs.
 pub struct Recorder {
     /// Database.
@@ -144,7 +190,8 @@ impl Recorder {
         let started = Instant::now();
         // Only the keys are needed after the write; the events themselves (bodies, headers) move
         // into the store instead of being copied.
-        let keys: Vec<(String, String)> = events.iter().map(|e| (e.source.clone(), e.event_id.clone())).collect();
+        let keys: Vec<(String, String, Option<String>)> =
+            events.iter().map(|e| (e.source.clone(), e.event_id.clone(), e.event_type.clone())).collect();
         let lease_until = UnixMs::now().plus(self.first_lease());
         let recorded = match self.store.record(events, lease_until).await {
             Ok(recorded) => recorded,
@@ -161,9 +208,12 @@ impl Recorder {
         let mut fresh: HashMap<&str, Vec<Claimed>> = HashMap::new();
         // Counted per batch: one labelled counter lookup per (source, outcome), not per event.
         let mut counts: std::collections::BTreeMap<(&str, &'static str), u64> = std::collections::BTreeMap::new();
-        for ((source, event_id), result) in keys.iter().zip(recorded) {
+        for ((source, event_id, event_type), result) in keys.iter().zip(recorded) {
             let outcome = match result {
-                Recorded::New { deliveries } if deliveries.is_empty() => RouteStatus::Unrouted.as_str(),
+                Recorded::New { deliveries } if deliveries.is_empty() => {
+                    log_unrouted(source, event_id, event_type.as_deref());
+                    RouteStatus::Unrouted.as_str()
+                }
                 Recorded::New { deliveries } => {
                     for claimed in deliveries {
                         if let Some((name, _)) = self.destinations.get_key_value(claimed.delivery.destination.as_str())

@@ -41,6 +41,10 @@ fn example_config_in_repo_is_valid() {
     let text = std::fs::read_to_string(path).unwrap();
     let config = Config::parse(&text, &BTreeMap::new()).unwrap();
     assert!(config.sources.len() >= 5, "the example shows every kind");
+    for source in &config.sources {
+        // scripts/run.sh's demo: a webhook to any example source reaches the demo destination.
+        assert!(config.routes.iter().any(|r| r.source == source.name), "example source {} has no route", source.name);
+    }
 }
 
 #[test]

@@ -171,6 +171,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         router: routes::Router::new(&config.routes),
         destinations: Arc::clone(&destinations),
         batch_size: config.worker.batch_size,
+        unrouted_log: record::UnroutedLog::default(),
     });
     tracker.spawn(Arc::clone(&recorder).run(recording_consumer.clone(), shutdown.clone()));
     tracker.spawn(stats_loop(store.clone(), recording_consumer, config.worker.stats_interval, shutdown.clone()));

@@ -9,12 +9,15 @@
 //! their claims are released at the next start (or expire).
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use bytes::Bytes;
 use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use inlet_shared::envelope;
 use tokio_util::sync::CancellationToken;
 
@@ -27,49 +30,52 @@ use crate::store::{Claimed, NewEvent, Recorded, Store};
 /// Batches recorded but not yet acked, at most.
 const MAX_SETTLING: usize = 4;
 
-/// Events no route matched are logged at info one line each, at most this many per
-/// [`UNROUTED_LOG_WINDOW`]; the rest are counted and reported with the next logged line (all
-/// are in `inlet_worker_events_total{outcome="unrouted"}` and stored as unrouted).
-const UNROUTED_LOG_BURST: u32 = 10;
-/// See [`UNROUTED_LOG_BURST`].
-const UNROUTED_LOG_WINDOW: Duration = Duration::from_secs(60);
+/// Events no route matched are logged at info one line each: a burst of
+/// [`UNROUTED_LOG_BURST`], then one per [`UNROUTED_LOG_BURST`]th of a minute; the rest are
+/// counted and reported with the next logged line (all are in
+/// `inlet_worker_events_total{outcome="unrouted"}` and stored as unrouted).
+const UNROUTED_LOG_BURST: NonZeroU32 = NonZeroU32::MIN.saturating_add(9);
 
-/// The state of the unrouted-event log's rate limit.
-struct UnroutedLog {
-    window_start: Option<Instant>,
-    logged: u32,
-    not_logged: u64,
+/// The unrouted-event log's rate limit, and how many lines it held back since the last one.
+pub struct UnroutedLog {
+    limiter: DefaultDirectRateLimiter,
+    not_logged: AtomicU64,
 }
 
-static UNROUTED_LOG: std::sync::Mutex<UnroutedLog> =
-    std::sync::Mutex::new(UnroutedLog { window_start: None, logged: 0, not_logged: 0 });
+impl Default for UnroutedLog {
+    fn default() -> Self {
+        UnroutedLog {
+            limiter: RateLimiter::direct(Quota::per_minute(UNROUTED_LOG_BURST)),
+            not_logged: AtomicU64::new(0),
+        }
+    }
+}
 
-/// Logs one event no route matched (rate-limited, see [`UNROUTED_LOG_BURST`]).
-fn log_unrouted(source: &str, event_id: &str, event_type: Option<&str>) {
-    let mut log = UNROUTED_LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let now = Instant::now();
-    if log.window_start.is_none_or(|start| now.duration_since(start) >= UNROUTED_LOG_WINDOW) {
-        log.window_start = Some(now);
-        log.logged = 0;
-    }
-    if log.logged >= UNROUTED_LOG_BURST {
-        log.not_logged += 1;
-        return;
-    }
-    log.logged += 1;
-    let not_logged = std::mem::take(&mut log.not_logged);
-    drop(log);
-    let event_type = event_type.unwrap_or("(none)");
-    if not_logged == 0 {
-        tracing::info!(source, event_type, event_id, "no route matches this event: stored as unrouted, not delivered");
-    } else {
-        tracing::info!(
-            source,
-            event_type,
-            event_id,
-            unrouted_not_logged = not_logged,
-            "no route matches this event: stored as unrouted, not delivered (earlier unrouted events not logged, rate limit)"
-        );
+impl UnroutedLog {
+    /// Logs one event no route matched, unless the rate limit holds it back.
+    fn log(&self, source: &str, event_id: &str, event_type: Option<&str>) {
+        if self.limiter.check().is_err() {
+            self.not_logged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let not_logged = self.not_logged.swap(0, Ordering::Relaxed);
+        let event_type = event_type.unwrap_or("(none)");
+        if not_logged == 0 {
+            tracing::info!(
+                source,
+                event_type,
+                event_id,
+                "no route matches this event: stored as unrouted, not delivered"
+            );
+        } else {
+            tracing::info!(
+                source,
+                event_type,
+                event_id,
+                unrouted_not_logged = not_logged,
+                "no route matches this event: stored as unrouted, not delivered (earlier unrouted events not logged, rate limit)"
+            );
+        }
     }
 }
 
@@ -83,6 +89,8 @@ pub struct Recorder {
     pub destinations: Arc<HashMap<String, Arc<Destination>>>,
     /// Messages per batch.
     pub batch_size: usize,
+    /// The rate limit of the unrouted-event log line.
+    pub unrouted_log: UnroutedLog,
 }
 
 /// Why a message cannot be recorded at all (it is terminated, not retried).
@@ -211,7 +219,7 @@ impl Recorder {
         for ((source, event_id, event_type), result) in keys.iter().zip(recorded) {
             let outcome = match result {
                 Recorded::New { deliveries } if deliveries.is_empty() => {
-                    log_unrouted(source, event_id, event_type.as_deref());
+                    self.unrouted_log.log(source, event_id, event_type.as_deref());
                     RouteStatus::Unrouted.as_str()
                 }
                 Recorded::New { deliveries } => {

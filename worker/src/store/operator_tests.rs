@@ -3,9 +3,6 @@
 //! counts, and bulk replay jobs with their audit rows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bytes::Bytes;
-use inlet_shared::signature::{IdOrigin, SchemeKind};
-
 use super::deliveries::{AttemptRecord, NextStep};
 use super::events::NewEvent;
 use super::operator::{
@@ -21,21 +18,9 @@ use crate::model::{
 
 use super::open_temp as open;
 
+/// An event whose body names its id (the store's `event` fixture).
 fn event(id: &str, destinations: &[&str]) -> NewEvent {
-    NewEvent {
-        source: "src".into(),
-        event_id: id.into(),
-        id_origin: IdOrigin::Provider,
-        event_type: Some("push".into()),
-        scheme: SchemeKind::Github,
-        secret_index: 0,
-        received_at: UnixMs(1_000),
-        stream_sequence: 1,
-        content_type: Some("application/json".into()),
-        headers_json: "[]".into(),
-        body: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
-        destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
-    }
+    super::tests::event(id, &format!("{{\"id\":\"{id}\"}}"), destinations)
 }
 
 /// Dead-letters a freshly recorded delivery (still under its first claim) after one attempt.

@@ -92,7 +92,8 @@ fn the_wal_starts_over_under_steady_reads() {
     assert!(largest_wal < (WRITTEN / 2) as u64, "the WAL grew to {largest_wal} bytes while {WRITTEN} were written");
 }
 
-fn event(id: &str, body: &str, destinations: &[&str]) -> NewEvent {
+/// A recorded-to-be event from source `src`, type `t`, received at 1 s.
+pub(super) fn event(id: &str, body: &str, destinations: &[&str]) -> NewEvent {
     NewEvent {
         source: "src".into(),
         event_id: id.into(),

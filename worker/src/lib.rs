@@ -91,7 +91,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let database = config.worker.database.clone();
     let synchronous = config.worker.sqlite_synchronous;
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&database, synchronous))
+    let store = tokio::task::spawn_blocking(move || store::Store::open_sqlite(&database, synchronous))
         .await
         .context("database open task failed")??;
 

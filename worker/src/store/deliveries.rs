@@ -8,8 +8,9 @@ use bytes::Bytes;
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::StoreError;
+use super::sqlite::Sqlite;
 use super::writer::Command;
-use super::{Store, StoreError};
 use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryStatus, LeaseToken, UnixMs};
 
 /// The lease under which one process owns a delivery's next attempt.
@@ -253,27 +254,13 @@ pub(super) fn record_attempt(
     Ok(AttemptSettled::Recorded)
 }
 
-impl Store {
-    /// Records an attempt and the delivery's new state, fenced by the attempt's lease token.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction failed.
+impl Sqlite {
     pub async fn record_attempt(&self, record: AttemptRecord) -> Result<AttemptSettled, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer.send(Command::Attempt { record, reply }).await.map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Claims up to `limit` of `destination`'s pending deliveries of `class` that are due at
-    /// `now` and have no live lease, oldest due first, skipping `skip` (attempts this process
-    /// is making or holds queued), each until `lease_until`; returns them with what is needed
-    /// to send them, and how many of them had a lease that expired (an owner that died or
-    /// stalled: restarted).
-    ///
-    /// # Errors
-    ///
-    /// When the claim's transaction or the read fails.
     pub async fn claim_due(
         &self,
         destination: String,
@@ -313,12 +300,6 @@ impl Store {
         Ok((out, restarted))
     }
 
-    /// Whether `destination` has a pending delivery of `class` due at `now` with no live
-    /// lease. A read: an idle scheduler asks this, and only goes to the writer to claim.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn has_due(&self, destination: String, class: DueClass, now: UnixMs) -> Result<bool, StoreError> {
         self.read(move |c| {
             c.prepare_cached(
@@ -331,12 +312,6 @@ impl Store {
         .await
     }
 
-    /// Extends a lease this process holds; false when it was taken over (the attempt must not
-    /// start).
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn renew_lease(
         &self,
         delivery_id: DeliveryId,
@@ -353,12 +328,6 @@ impl Store {
         .await
     }
 
-    /// Gives up leases this process holds without attempting (its queue was full): the
-    /// deliveries are due again at once, for whoever claims them.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn release_leases(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError> {
         self.write(move |c| {
             let mut release = c.prepare_cached(
@@ -372,13 +341,6 @@ impl Store {
         .await
     }
 
-    /// At startup: every lease in the file belongs to a process that is gone (one process per
-    /// database, see the lock in [`Store::open`]), so each leased pending delivery is released
-    /// to be claimed at once. Returns them as (delivery id, destination): attempts restarted.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn release_all_leases(&self) -> Result<Vec<(DeliveryId, String)>, StoreError> {
         self.write(|c| {
             let mut statement = c.prepare(
@@ -391,13 +353,6 @@ impl Store {
         .await
     }
 
-    /// At startup: pending deliveries to destinations no longer configured can never be
-    /// attempted; they are dead-lettered (`unknown_destination`, replayable once the destination
-    /// is back) instead of staying pending for ever. Returns how many, per destination.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn dead_letter_unconfigured(&self, configured: Vec<String>) -> Result<Vec<(String, i64)>, StoreError> {
         self.write(move |c| {
             let stranded: Vec<(String, i64)> = c

@@ -7,9 +7,10 @@ use inlet_shared::signature::{IdOrigin, SchemeKind};
 use rusqlite::params;
 use tokio::sync::oneshot;
 
+use super::StoreError;
 use super::deliveries::{Claimed, DeliveryToSend, Lease};
+use super::sqlite::Sqlite;
 use super::writer::Command;
-use super::{Store, StoreError};
 use crate::model::{DeliveryId, DeliveryStatus, EventRowId, LeaseToken, RouteStatus, UnixMs};
 
 /// One event to record, as read from the stream.
@@ -152,14 +153,7 @@ pub(super) fn prune(connection: &rusqlite::Connection, cutoff: UnixMs) -> Result
     )
 }
 
-impl Store {
-    /// Records a batch of events in one transaction; returns one result per event, in order.
-    /// New deliveries are claimed for their first attempt by this process until
-    /// `lease_until`, and come back with what is needed to send them (no read back).
-    ///
-    /// # Errors
-    ///
-    /// When the transaction failed: nothing of the batch is recorded.
+impl Sqlite {
     pub async fn record(&self, events: Vec<NewEvent>, lease_until: UnixMs) -> Result<Vec<Recorded>, StoreError> {
         // What a first attempt needs of each routed event; the events themselves move to the
         // writer.
@@ -212,13 +206,6 @@ impl Store {
             .collect())
     }
 
-    /// Deletes events received before `cutoff` whose deliveries are all delivered (or that
-    /// were unrouted). Dead-lettered and pending work is never pruned, nor the newest event (so
-    /// row ids, and with them delivery ids, are never handed out twice).
-    ///
-    /// # Errors
-    ///
-    /// When the transaction failed.
     pub async fn prune(&self, cutoff: UnixMs) -> Result<usize, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer.send(Command::Prune { cutoff, reply }).await.map_err(|_| StoreError::WriterGone)?;

@@ -1,4 +1,12 @@
-//! The worker's SQLite database: schema migrations, the single writer, and reads.
+//! Everything the worker keeps: events, deliveries and their schedule, attempts, dead letters,
+//! replays, audit, users, sessions and API tokens. [`Store`] is the one face the rest of the
+//! worker sees (its operations are in `operations.rs`); behind it runs one of two backends,
+//! chosen by `[store] backend`: SQLite (the default: one file, one worker) or PostgreSQL
+//! (`postgres/`: any number of workers on one database). Each concern's types and its SQLite
+//! queries share a file (`events.rs`, `deliveries.rs`, …); the PostgreSQL queries of the same
+//! concern are in `postgres/<concern>.rs`.
+//!
+//! What follows is how the SQLite backend works.
 //!
 //! **One writer.** Every write goes through one dedicated thread that owns one connection and
 //! coalesces whatever commands are queued into one `BEGIN IMMEDIATE … COMMIT` (group commit).
@@ -22,20 +30,49 @@
 //! `synchronous` (FULL by default). Migrations live in `schemas/sql/` and are applied in order
 //! at startup, each in its own transaction, recorded in `schema_migrations`.
 
+/// Store tests that hold on both backends: each `async fn name(store: Store) { … }` becomes
+/// a module `name` with two tests, `sqlite` (a fresh file) and `postgres` (a fresh server of
+/// its own, stopped when the test ends).
+#[cfg(test)]
+macro_rules! on_each_backend {
+    ($($(#[$meta:meta])* async fn $name:ident($store:ident: Store) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                $(#[$meta])*
+                async fn run($store: crate::store::Store) $body
+
+                #[tokio::test]
+                async fn sqlite() {
+                    let (_dir, store) = crate::store::open_temp();
+                    run(store).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let (_server, store) = crate::store::open_temp_postgres().await;
+                    run(store).await;
+                }
+            }
+        )*
+    };
+}
+
 mod audit;
 mod columns;
 mod deliveries;
 mod events;
 mod migrate;
+mod operations;
 mod operator;
 #[cfg(test)]
 mod operator_tests;
-// Built up (issue #15) before `run` can choose it: only its tests use it so far. The `expect`
-// fails the build once the backend is wired, so this line goes then.
-#[cfg_attr(not(test), expect(dead_code, unused_imports, reason = "the PostgreSQL backend is not wired into run yet"))]
 pub mod postgres;
 mod replays;
 mod sessions;
+mod sqlite;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -44,32 +81,109 @@ mod wal;
 mod writer;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use inlet_shared::config::SqliteSynchronous;
-use r2d2_sqlite::SqliteConnectionManager;
-use tokio::sync::{mpsc, oneshot};
 
 pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
 pub use events::{NewEvent, Recorded};
-use migrate::migrate;
 pub use operator::{
     AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
     EventSelection, EventStatusFilter, PageRequest, ReasonFilter, Totals,
 };
+use postgres::Postgres;
 pub use replays::{BulkProgress, BulkReplayRow, NewBulkReplay, ReplayOutcome};
 pub use sessions::{KeptToken, SessionRow, SignIn};
+use sqlite::Sqlite;
 pub use tokens::ApiTokenRow;
 pub use users::{Linked, LinkedAccountRow, ProviderAccount, Unlinked};
-use wal::{WAL_KEPT_BYTES, checkpoint_loop};
-use writer::{Command, TypedWrite, writer_loop};
 
 use crate::model::UnixMs;
 
-/// Pooled SQLite connections: the writer, the checkpoint thread, and readers.
-const POOL_SIZE: u32 = 8;
+/// Handle to the store: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+/// The engine behind a [`Store`].
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Sqlite),
+    Postgres(Postgres),
+}
+
+impl Store {
+    /// Opens (creating) a SQLite database, applies migrations and starts the writer thread.
+    /// Blocking: call it from `spawn_blocking`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InUse`] when another process holds the file, [`StoreError::Open`] when
+    /// it cannot be opened or migrated.
+    pub fn open_sqlite(path: &Path, synchronous: SqliteSynchronous) -> Result<Store, StoreError> {
+        Ok(Store { backend: Backend::Sqlite(Sqlite::open(path, synchronous)?) })
+    }
+
+    /// Connects to PostgreSQL at `url` with a pool of `pool_size` connections, each statement
+    /// cancelled after `statement_timeout` (zero: the server's setting), and applies the
+    /// migrations not applied yet (once, also when several workers start together).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Postgres`] when the URL is invalid, the server cannot be reached or a
+    /// migration fails.
+    pub async fn connect_postgres(
+        url: &str,
+        pool_size: usize,
+        statement_timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        Ok(Store { backend: Backend::Postgres(Postgres::connect(url, pool_size, statement_timeout).await?) })
+    }
+
+    /// Whether the store takes writes: the SQLite writer is running and its last group
+    /// committed; PostgreSQL's last write did not fail for want of a connection.
+    pub fn is_healthy(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(store) => store.is_healthy(),
+            Backend::Postgres(store) => store.is_healthy(),
+        }
+    }
+
+    /// This database's identity (random, made once by the first migration).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn identity(&self) -> Result<String, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.identity().await,
+            Backend::Postgres(store) => store.identity().await,
+        }
+    }
+
+    /// Dead-letter backlog, pending count and the oldest pending receipt time.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.stats().await,
+            Backend::Postgres(store) => store.stats().await,
+        }
+    }
+
+    /// The SQLite backend, for tests that look at its tables.
+    #[cfg(test)]
+    #[allow(clippy::panic)]
+    fn sqlite(&self) -> &Sqlite {
+        match &self.backend {
+            Backend::Sqlite(store) => store,
+            Backend::Postgres(_) => panic!("a SQLite store was expected"),
+        }
+    }
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +213,13 @@ pub enum StoreError {
         /// The database path.
         path: String,
     },
+    /// PostgreSQL (or the pool in front of it) said no.
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
+    /// Not built on PostgreSQL yet (issue #15, in progress): the backend is not selectable
+    /// until no operation answers this.
+    #[error("{0} is not available on PostgreSQL yet")]
+    NotOnPostgresYet(&'static str),
     /// Opening or migrating failed.
     #[error("cannot open database {path}: {step} failed")]
     Open {
@@ -123,210 +244,22 @@ pub struct Stats {
     pub oldest_pending_received_at: Option<UnixMs>,
 }
 
-/// Handle to the database: cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    pool: r2d2::Pool<SqliteConnectionManager>,
-    writer: mpsc::Sender<Command>,
-    writer_alive: Arc<AtomicBool>,
-    /// Set while the writer's transactions fail (database locked, disk full): readiness reports
-    /// it, and nothing is acked meanwhile because no commit succeeds.
-    writes_failing: Arc<AtomicBool>,
-    /// One permit per pooled connection. Without it every concurrent delivery's read became a
-    /// blocking thread waiting for a connection: 120+ threads under load, each with its own
-    /// stack and allocator heap (the worker's memory grew with them) and a context switch.
-    read_permits: Arc<tokio::sync::Semaphore>,
-    /// The open lock file: held for the store's life, so a second process cannot open the
-    /// same database (released by the kernel when the process dies).
-    _lock: Arc<std::fs::File>,
-}
-
-/// Every pooled connection's busy timeout (set in the pool's connection init).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl Store {
-    /// Opens (creating) the database, applies migrations and starts the writer thread.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Open`] when the file cannot be opened or migrated.
-    pub fn open(path: &Path, synchronous: SqliteSynchronous) -> Result<Store, StoreError> {
-        let open_error = |step: &str, source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
-            path: path.display().to_string(),
-            step: step.to_owned(),
-            source,
-        };
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| open_error("creating its directory", e.into()))?;
-        }
-        // One worker process per database file: an exclusive lock on `<database>.lock`, held for
-        // the store's life and released by the kernel if the process dies (so a crashed worker
-        // restarts at once, while a second process is refused before it touches anything).
-        let lock_path = {
-            let mut name = path.as_os_str().to_owned();
-            name.push(".lock");
-            std::path::PathBuf::from(name)
-        };
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| open_error(&format!("opening lock file {}", lock_path.display()), e.into()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::InUse { path: path.display().to_string() });
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(open_error(&format!("locking {}", lock_path.display()), e.into()));
-            }
-        }
-        // WAL mode and migrations on one connection first: WAL is persistent, and switching to
-        // it from several pooled connections opening at once made some of them fail with
-        // "database is locked" at startup.
-        {
-            let mut connection = rusqlite::Connection::open(path).map_err(|e| open_error("opening", e.into()))?;
-            connection
-                .execute_batch(&format!(
-                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;",
-                    BUSY_TIMEOUT.as_millis()
-                ))
-                .map_err(|e| open_error("switching to WAL", e.into()))?;
-            migrate(&mut connection).map_err(|e| open_error("migration", e.into()))?;
-        }
-        let pragmas = format!(
-            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
-            BUSY_TIMEOUT.as_millis(),
-            synchronous.as_str()
-        );
-        let manager = SqliteConnectionManager::file(path).with_init(move |c| c.execute_batch(&pragmas));
-        let pool = r2d2::Pool::builder()
-            .max_size(POOL_SIZE)
-            .connection_timeout(Duration::from_secs(10))
-            .build(manager)
-            .map_err(|e| open_error("opening the connection pool", e.into()))?;
-        let writer_connection = pool.get().map_err(|e| open_error("taking the writer's connection", e.into()))?;
-        // Checkpoints run on their own thread (below), not inside the writer's commits, where
-        // they would stall every group behind a database-file fsync.
-        writer_connection
-            .execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_KEPT_BYTES};"))
-            .map_err(|e| open_error("configuring checkpoints", e.into()))?;
-        let (sender, receiver) = mpsc::channel(4096);
-        let writer_alive = Arc::new(AtomicBool::new(true));
-        let alive = Arc::clone(&writer_alive);
-        let writes_failing = Arc::new(AtomicBool::new(false));
-        let failing = Arc::clone(&writes_failing);
-        let wal_restart = Arc::new(AtomicBool::new(false));
-        let restart_wanted = Arc::clone(&wal_restart);
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || {
-                writer_loop(writer_connection, receiver, &failing, &restart_wanted);
-                alive.store(false, Ordering::SeqCst);
-            })
-            .map_err(|e| open_error("starting the writer thread", e.into()))?;
-        let checkpoint_pool = pool.clone();
-        let running = Arc::clone(&writer_alive);
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpoint_pool, &running, &wal_restart))
-            .map_err(|e| open_error("starting the checkpoint thread", e.into()))?;
-        // The writer and the checkpoint thread hold one connection each.
-        let read_permits = Arc::new(tokio::sync::Semaphore::new(POOL_SIZE as usize - 2));
-        Ok(Store { pool, writer: sender, writer_alive, writes_failing, read_permits, _lock: Arc::new(lock) })
-    }
-
-    /// Whether the writer thread is running.
-    pub fn is_healthy(&self) -> bool {
-        self.writer_alive.load(Ordering::SeqCst)
-            && !self.writer.is_closed()
-            && !self.writes_failing.load(Ordering::SeqCst)
-    }
-
-    /// This database's identity (random, made once by the migration).
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
-    pub async fn identity(&self) -> Result<String, StoreError> {
-        self.read(|c| c.query_row("SELECT id FROM store_identity", [], |r| r.get(0))).await
-    }
-
-    /// Runs `work` through the single writer, in the next group transaction (in its own
-    /// savepoint: an error undoes only this work). Answers after the commit.
-    ///
-    /// # Errors
-    ///
-    /// When `work` fails, the commit fails, or the writer is gone.
-    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(Command::Write(Box::new(TypedWrite { work, reply })))
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
-    }
-
-    /// Runs `read` on a pooled connection on the blocking pool.
-    ///
-    /// # Errors
-    ///
-    /// When no connection is available, the query fails, or the task fails.
-    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error> + Send + 'static,
-    {
-        let pool = self.pool.clone();
-        let _permit = self.read_permits.acquire().await.map_err(|_| StoreError::Join)?;
-        tokio::task::spawn_blocking(move || {
-            let connection = pool.get()?;
-            Ok(read(&connection)?)
-        })
-        .await
-        .map_err(|_| StoreError::Join)?
-    }
-
-    /// Dead-letter backlog, pending count and the oldest pending receipt time.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
-    pub async fn stats(&self) -> Result<Stats, StoreError> {
-        self.read(|connection| {
-            let (dead_letters, pending) = connection.query_row(
-                "SELECT coalesce(sum(n) FILTER (WHERE status = 'dead_lettered'), 0),
-                        coalesce(sum(n) FILTER (WHERE status = 'pending'), 0)
-                 FROM delivery_counts",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            // Pending deliveries only (the due-time index holds nothing else).
-            let oldest = connection.query_row(
-                "SELECT min(e.received_at_ms) FROM deliveries d INDEXED BY deliveries_due
-                 JOIN events e ON e.id = d.event_rowid WHERE d.status = 'pending'",
-                [],
-                |r| r.get(0),
-            )?;
-            Ok(Stats { dead_letters, pending, oldest_pending_received_at: oldest })
-        })
-        .await
-    }
-}
-
 /// A fresh store in a new temp dir (in a directory the store has to create), for the store's
 /// own tests; the dir goes when the returned handle is dropped.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 fn open_temp() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("nested/inlet.db"), SqliteSynchronous::Full).unwrap();
+    let store = Store::open_sqlite(&dir.path().join("nested/inlet.db"), SqliteSynchronous::Full).unwrap();
     (dir, store)
+}
+
+/// A fresh PostgreSQL store on a server of its own; the server stops when the returned handle
+/// is dropped.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+async fn open_temp_postgres() -> (inlet_shared::test_util::TestPostgres, Store) {
+    let server = tokio::task::spawn_blocking(inlet_shared::test_util::TestPostgres::start).await.unwrap();
+    let store = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
+    (server, store)
 }

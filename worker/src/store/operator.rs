@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use rusqlite::types::ToSql;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
-use super::{Store, StoreError};
+use super::StoreError;
+use super::sqlite::Sqlite;
 use crate::model::{
     AttemptOutcome, AuditAction, DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, RouteStatus, UnixMs,
 };
@@ -428,12 +429,7 @@ fn read_page<T>(
     Ok(Page { rows, has_more })
 }
 
-impl Store {
-    /// A page of the events matching `selection`, newest first.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
+impl Sqlite {
     pub async fn events_page(
         &self,
         selection: EventSelection,
@@ -442,11 +438,6 @@ impl Store {
         self.read(move |c| read_page(c, EVENT_COLUMNS, "events e", "e.id", selection.to_where(), page, event_row)).await
     }
 
-    /// One event.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn event(&self, id: EventRowId) -> Result<Option<EventRow>, StoreError> {
         self.read(move |c| {
             c.query_row(&format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1"), [id], event_row).optional()
@@ -454,11 +445,6 @@ impl Store {
         .await
     }
 
-    /// The events `ids` that exist, in one read.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn events_by_id(&self, ids: Vec<EventRowId>) -> Result<HashMap<EventRowId, EventRow>, StoreError> {
         self.read(move |c| {
             let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.id IN ({})", placeholders(ids.len()));
@@ -469,12 +455,6 @@ impl Store {
         .await
     }
 
-    /// An event's stored headers and body, priced first: `admit` is given their size in bytes,
-    /// and only when it agrees is the body loaded (an answer over its budget never loads it).
-    ///
-    /// # Errors
-    ///
-    /// When the read fails, or the event does not exist.
     pub async fn event_content<F>(&self, id: EventRowId, admit: F) -> Result<ContentRead, StoreError>
     where
         F: FnOnce(u64) -> bool + Send + 'static,
@@ -499,11 +479,6 @@ impl Store {
         .await
     }
 
-    /// One delivery.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryRow>, StoreError> {
         self.read(move |c| {
             c.query_row(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = ?1"), [id], delivery_row)
@@ -512,11 +487,6 @@ impl Store {
         .await
     }
 
-    /// The deliveries of each of `events`, by destination, in one read.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn deliveries_of_events(
         &self,
         events: Vec<EventRowId>,
@@ -538,11 +508,6 @@ impl Store {
         .await
     }
 
-    /// The attempts of each of `deliveries`, oldest first, in one read.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn attempts_of_deliveries(
         &self,
         deliveries: Vec<DeliveryId>,
@@ -578,11 +543,6 @@ impl Store {
         .await
     }
 
-    /// A page of the dead letters matching `selection`, most recent first.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn dead_letters_page(
         &self,
         selection: DeadLetterSelection,
@@ -595,11 +555,6 @@ impl Store {
         .await
     }
 
-    /// Events and deliveries by state.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn totals(&self) -> Result<Totals, StoreError> {
         self.read(|c| {
             // Kept up to date by triggers (schemas/sql/0009): a few rows, not a scan of every
@@ -620,11 +575,6 @@ impl Store {
         .await
     }
 
-    /// Deliveries by state for each destination that has any.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn destination_counts(&self) -> Result<HashMap<String, StatusCounts>, StoreError> {
         self.read(|c| {
             // Kept up to date by triggers: a few rows, whatever the retention.
@@ -639,11 +589,6 @@ impl Store {
         .await
     }
 
-    /// A page of the audit log, newest first.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn audit_page(&self, page: PageRequest) -> Result<Page<AuditLogEntry>, StoreError> {
         self.read(move |c| {
             let before = page.after.map_or(i64::MAX, |Cursor(id)| id);

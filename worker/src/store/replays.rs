@@ -5,9 +5,10 @@
 
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
+use super::StoreError;
 use super::audit::AuditRow;
 use super::operator::{DELIVERY_COLUMNS, DeadLetterSelection, DeliveryRow, delivery_row};
-use super::{Store, StoreError};
+use super::sqlite::Sqlite;
 use crate::model::{AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
 
 /// What a replay found and did (see [`Store::replay`]).
@@ -118,16 +119,7 @@ fn read_bulk_replay(connection: &rusqlite::Connection, id: BulkReplayId) -> rusq
         .optional()
 }
 
-impl Store {
-    /// Replays a delivery (one writer transaction): a dead-lettered or delivered delivery goes
-    /// back to `pending`, due now, with a fresh retry schedule (`attempt_base` = attempts so far)
-    /// and its replay counter bumped; the audit row is written in the same transaction. A
-    /// pending one that no attempt holds now is made due now. Two concurrent replays of one
-    /// delivery are serialised here, so only one of them changes anything.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
+impl Sqlite {
     pub async fn replay(
         &self,
         delivery_id: DeliveryId,
@@ -179,11 +171,6 @@ impl Store {
         .await
     }
 
-    /// The destination of a delivery, if it exists.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn delivery_destination(&self, id: DeliveryId) -> Result<Option<String>, StoreError> {
         self.read(move |c| {
             c.query_row("SELECT destination FROM deliveries WHERE id = ?1", [id], |r| r.get(0)).optional()
@@ -191,11 +178,6 @@ impl Store {
         .await
     }
 
-    /// The dead-lettered deliveries of one event, by destination.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn dead_letters_of_event(&self, event: EventRowId) -> Result<Vec<DeliveryId>, StoreError> {
         self.read(move |c| {
             let mut statement =
@@ -206,12 +188,6 @@ impl Store {
         .await
     }
 
-    /// How many dead letters `selection` takes, and the first `sample` of them, oldest first
-    /// (with `seen_until`, only those last changed at or before it).
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn preview_dead_letters(
         &self,
         selection: DeadLetterSelection,
@@ -240,14 +216,6 @@ impl Store {
         .await
     }
 
-    /// Keeps a bulk replay's dry run (one writer transaction): how many dead letters
-    /// `selection` takes now, and the newest of them (`updated_at_ms`), under a new random
-    /// token valid until `expires_at`; expired previews are removed on the way. Returns the
-    /// preview as kept.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn create_bulk_preview(
         &self,
         selection: DeadLetterSelection,
@@ -279,11 +247,6 @@ impl Store {
         .await
     }
 
-    /// The unexpired preview kept under `token`, if any.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn bulk_preview(&self, token: String) -> Result<Option<BulkPreview>, StoreError> {
         self.read(move |c| {
             c.query_row(
@@ -305,13 +268,6 @@ impl Store {
         .await
     }
 
-    /// The first `limit` dead letters `selection` takes, oldest first, with their destinations:
-    /// what a bulk replay goes through. With `seen_until`, only those last changed at or before
-    /// it (a preview's bound: dead letters that arrived after the preview are not taken).
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn select_dead_letters(
         &self,
         selection: DeadLetterSelection,
@@ -335,21 +291,10 @@ impl Store {
         .await
     }
 
-    /// One bulk replay job.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn bulk_replay(&self, id: BulkReplayId) -> Result<Option<BulkReplayRow>, StoreError> {
         self.read(move |c| read_bulk_replay(c, id)).await
     }
 
-    /// Creates a `running` bulk replay job, with its audit row (who, how many, the selection) in
-    /// the same transaction.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn create_bulk_replay(&self, job: NewBulkReplay) -> Result<BulkReplayRow, StoreError> {
         self.write(move |c| {
             let now = UnixMs::now();
@@ -373,11 +318,6 @@ impl Store {
         .await
     }
 
-    /// Records how far a running bulk replay got.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn bulk_replay_progress(&self, id: BulkReplayId, progress: BulkProgress) -> Result<(), StoreError> {
         self.write(move |c| {
             c.execute(
@@ -389,11 +329,6 @@ impl Store {
         .await
     }
 
-    /// Records the end of a bulk replay: its last progress, `status`, and when.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn finish_bulk_replay(
         &self,
         id: BulkReplayId,
@@ -410,13 +345,6 @@ impl Store {
         .await
     }
 
-    /// Audits an operator's cancellation of a bulk replay (the job itself is stopped, and its
-    /// end recorded, by its runner) and returns the job as it stands; `None` (and no audit row)
-    /// when there is no such job.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn audit_bulk_replay_cancel(
         &self,
         id: BulkReplayId,
@@ -441,13 +369,6 @@ impl Store {
         .await
     }
 
-    /// At startup: bulk replays left `running` by a previous process are closed as `cancelled`
-    /// (their remaining deliveries are still dead letters and can be replayed again). Returns
-    /// how many.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn close_interrupted_bulk_replays(&self) -> Result<usize, StoreError> {
         self.write(|c| {
             c.execute(

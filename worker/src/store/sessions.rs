@@ -7,10 +7,11 @@ use std::time::Duration;
 use inlet_shared::config::Role;
 use rusqlite::{OptionalExtension, params};
 
+use super::StoreError;
 use super::audit::AuditRow;
 use super::columns::role_at;
+use super::sqlite::Sqlite;
 use super::users::{self, ProviderAccount};
-use super::{Store, StoreError};
 use crate::model::{AuditAction, UnixMs, UserId};
 
 /// A live session, as read to authenticate a request.
@@ -72,16 +73,7 @@ pub struct SignIn {
     pub ttl: Duration,
 }
 
-impl Store {
-    /// Records a sign-in in one transaction: a provider account already linked to a user
-    /// signs in as that user (role, login time and name updated); otherwise the user with
-    /// that address is created or updated and the account linked to it. The kept token is
-    /// stored on the account, expired sessions are swept, the new session is stored, and the
-    /// audit row written.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
+impl Sqlite {
     pub async fn sign_in(&self, sign_in: SignIn) -> Result<(), StoreError> {
         self.write(move |c| {
             let SignIn { account, email, name, role, kept_token, session_hash, csrf_token, ttl } = sign_in;
@@ -118,11 +110,6 @@ impl Store {
         .await
     }
 
-    /// The session whose cookie value hashes to `session_hash`, unless it has expired by `now`.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn live_session(&self, session_hash: String, now: UnixMs) -> Result<Option<SessionRow>, StoreError> {
         self.read(move |c| {
             c.query_row(
@@ -155,12 +142,6 @@ impl Store {
         .await
     }
 
-    /// The membership behind session `session_hash` still holds: check it again at
-    /// `recheck_at`.
-    ///
-    /// # Errors
-    ///
-    /// When the write fails.
     pub async fn schedule_session_recheck(&self, session_hash: String, recheck_at: UnixMs) -> Result<(), StoreError> {
         self.write(move |c| {
             c.execute("UPDATE sessions SET recheck_at_ms = ?2 WHERE id_hash = ?1", params![session_hash, recheck_at])
@@ -169,13 +150,6 @@ impl Store {
         Ok(())
     }
 
-    /// The membership behind session `session_hash` no longer holds: the session ends, the
-    /// token kept on its `account` is dropped, and the audit row (actor `email`) is written,
-    /// in one transaction.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn end_lapsed_session(
         &self,
         session_hash: String,
@@ -201,11 +175,6 @@ impl Store {
         .await
     }
 
-    /// Deletes session `session_hash` (signing out: its cookie is useless afterwards).
-    ///
-    /// # Errors
-    ///
-    /// When the write fails.
     pub async fn delete_session(&self, session_hash: String) -> Result<(), StoreError> {
         self.write(move |c| c.execute("DELETE FROM sessions WHERE id_hash = ?1", [session_hash])).await?;
         Ok(())
@@ -244,6 +213,7 @@ mod tests {
 
     async fn actions(store: &Store) -> Vec<String> {
         store
+            .sqlite()
             .read(|c| {
                 let mut statement = c.prepare("SELECT action FROM audit_log ORDER BY id")?;
                 let rows = statement.query_map([], |r| r.get(0))?;
@@ -296,6 +266,7 @@ mod tests {
         store.end_lapsed_session("s1".into(), Some(github.clone()), "org@x".into()).await.unwrap();
         assert_eq!(store.live_session("s1".into(), UnixMs::now()).await.unwrap(), None);
         let token: Option<String> = store
+            .sqlite()
             .read(|c| {
                 c.query_row("SELECT token_sealed FROM oauth_accounts WHERE provider = 'github'", [], |r| r.get(0))
             })

@@ -192,6 +192,7 @@ fn migrations_match_the_schema_folder() {
 async fn pragmas_are_read_back_from_a_live_connection() {
     let (_dir, store) = open();
     let (mode, synchronous, foreign_keys, busy): (String, i64, i64, i64) = store
+        .sqlite()
         .read(|c| {
             Ok((
                 c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
@@ -212,10 +213,10 @@ async fn pragmas_are_read_back_from_a_live_connection() {
 async fn reopening_does_not_reapply_migrations() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inlet.db");
-    drop(Store::open(&path, SqliteSynchronous::Full).unwrap());
-    let store = Store::open(&path, SqliteSynchronous::Full).unwrap();
+    drop(Store::open_sqlite(&path, SqliteSynchronous::Full).unwrap());
+    let store = Store::open_sqlite(&path, SqliteSynchronous::Full).unwrap();
     let count: i64 =
-        store.read(|c| c.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))).await.unwrap();
+        store.sqlite().read(|c| c.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))).await.unwrap();
     assert_eq!(count, MIGRATIONS.len() as i64);
 }
 
@@ -248,7 +249,7 @@ fn attempt(id: &DeliveryId, n: i64, outcome: AttemptOutcome, next: NextStep, lea
 fn open_at() -> (tempfile::TempDir, Store, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/inlet.db");
-    let store = Store::open(&path, SqliteSynchronous::Full).unwrap();
+    let store = Store::open_sqlite(&path, SqliteSynchronous::Full).unwrap();
     (dir, store, path)
 }
 
@@ -330,7 +331,7 @@ async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_recor
         .unwrap();
     assert_eq!((retry.len(), retry[0].delivery.attempts), (1, 1));
     let attempts_rows: i64 =
-        store.read(|c| c.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))).await.unwrap();
+        store.sqlite().read(|c| c.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))).await.unwrap();
     assert_eq!(attempts_rows, 1, "only the current owner's attempt was written");
 }
 
@@ -405,6 +406,7 @@ async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_
     assert_eq!(row(&path, &delivery_id(1, "gone")).0, "dead_lettered");
     assert_eq!(row(&path, &delivery_id(1, "kept")).0, "pending");
     let reason: String = store
+        .sqlite()
         .read(|c| c.query_row("SELECT dead_letter_reason FROM deliveries WHERE destination = 'gone'", [], |r| r.get(0)))
         .await
         .unwrap();
@@ -414,12 +416,12 @@ async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_
 #[tokio::test]
 async fn a_second_process_cannot_open_the_same_database() {
     let (_dir, store, path) = open_at();
-    let second = Store::open(&path, SqliteSynchronous::Full).err().unwrap();
+    let second = Store::open_sqlite(&path, SqliteSynchronous::Full).err().unwrap();
     assert!(matches!(second, StoreError::InUse { .. }), "{second:?}");
     assert!(second.to_string().contains("in use by another inlet-worker"), "{second}");
     drop(store);
     // Let the writer thread drop its connection; the lock goes with the last handle.
-    Store::open(&path, SqliteSynchronous::Full).expect("free once the first store is gone");
+    Store::open_sqlite(&path, SqliteSynchronous::Full).expect("free once the first store is gone");
 }
 
 #[tokio::test]
@@ -452,6 +454,7 @@ async fn duplicates_and_conflicts_are_recognised() {
     let later = store.record(vec![event("e1", "{\"changed\":true}", &["a", "b"])], UnixMs(1)).await.unwrap();
     assert!(matches!(&later[0], Recorded::Duplicate { conflict: true }));
     let (duplicates, conflicts, unrouted): (i64, i64, String) = store
+        .sqlite()
         .read(|c| {
             let (d, k) = c.query_row("SELECT duplicates, conflicts FROM events WHERE event_id = 'e1'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -490,6 +493,7 @@ async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune
     // The trigger-kept counts agree with a full count, before and after a prune.
     let counts_agree = || async {
         store
+            .sqlite()
             .read(|c| {
                 let kept: Vec<(String, String, i64)> = c
                     .prepare("SELECT destination, status, n FROM delivery_counts WHERE n > 0 ORDER BY 1, 2")?
@@ -513,7 +517,7 @@ async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune
     assert_eq!(pruned, 1, "only the fully delivered event is pruned (the unrouted one is the newest)");
     assert!(counts_agree().await);
     let remaining: i64 =
-        store.read(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))).await.unwrap();
+        store.sqlite().read(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))).await.unwrap();
     assert_eq!(remaining, 1, "dead letters stay replayable");
 }
 
@@ -543,6 +547,7 @@ async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_
     // Stuck: pending with no due time, so no scheduler ever claims it.
     let id = stuck.clone();
     store
+        .sqlite()
         .write(move |c| c.execute("UPDATE deliveries SET next_attempt_at_ms = NULL WHERE id = ?1", [&id]))
         .await
         .unwrap();

@@ -5,9 +5,10 @@
 use inlet_shared::config::Role;
 use rusqlite::{OptionalExtension, params};
 
+use super::StoreError;
 use super::audit::AuditRow;
 use super::columns::role_at;
-use super::{Store, StoreError};
+use super::sqlite::Sqlite;
 use crate::model::{ApiTokenId, AuditAction, UnixMs};
 
 /// The columns [`ApiTokenRow::from_row`] reads, in its order.
@@ -53,12 +54,7 @@ fn token_by_id(connection: &rusqlite::Connection, id: ApiTokenId) -> rusqlite::R
         .optional()
 }
 
-impl Store {
-    /// The token whose SHA-256 (hex) is `token_hash`, unless it is unknown or revoked.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
+impl Sqlite {
     pub async fn live_api_token(&self, token_hash: String) -> Result<Option<ApiTokenRow>, StoreError> {
         self.read(move |c| {
             c.query_row(
@@ -71,22 +67,12 @@ impl Store {
         .await
     }
 
-    /// Records that token `id` was used at `at`.
-    ///
-    /// # Errors
-    ///
-    /// When the write fails.
     pub async fn touch_api_token(&self, id: ApiTokenId, at: UnixMs) -> Result<(), StoreError> {
         self.write(move |c| c.execute("UPDATE api_tokens SET last_used_ms = ?2 WHERE id = ?1", params![id, at]))
             .await?;
         Ok(())
     }
 
-    /// Every API token, revoked ones included, oldest first.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>, StoreError> {
         self.read(|c| {
             let mut statement = c.prepare(&format!("SELECT {COLUMNS} FROM api_tokens ORDER BY id"))?;
@@ -96,12 +82,6 @@ impl Store {
         .await
     }
 
-    /// Stores a new token (by its hash) created by `actor`, with its audit row, and answers its
-    /// record.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn create_api_token(
         &self,
         name: String,
@@ -130,12 +110,6 @@ impl Store {
         .await
     }
 
-    /// Revokes token `id` for `actor` (it stops authenticating at once), with its audit row
-    /// when it was live. Answers its record, `None` when there is no such token.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn revoke_api_token(&self, id: ApiTokenId, actor: String) -> Result<Option<ApiTokenRow>, StoreError> {
         self.write(move |c| {
             let now = UnixMs::now();
@@ -173,6 +147,7 @@ mod tests {
 
     async fn audited(store: &Store) -> Vec<(String, String, String, Option<String>)> {
         store
+            .sqlite()
             .read(|c| {
                 let mut statement = c.prepare("SELECT actor, action, target, detail FROM audit_log ORDER BY id")?;
                 let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;

@@ -8,8 +8,9 @@
 use inlet_shared::config::Role;
 use rusqlite::{OptionalExtension, params};
 
+use super::StoreError;
 use super::audit::AuditRow;
-use super::{Store, StoreError};
+use super::sqlite::Sqlite;
 use crate::model::{AuditAction, LinkedAccountId, UnixMs, UserId};
 
 /// An account at a sign-in provider.
@@ -160,12 +161,7 @@ fn linked_accounts_of(connection: &rusqlite::Connection, user: UserId) -> rusqli
     rows.collect()
 }
 
-impl Store {
-    /// The email of the user `account` is linked to, if it is linked.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
+impl Sqlite {
     pub async fn linked_user_email(&self, account: ProviderAccount) -> Result<Option<String>, StoreError> {
         self.read(move |c| {
             c.query_row(
@@ -179,12 +175,6 @@ impl Store {
         .await
     }
 
-    /// Links `account` (which gave `email`) to `user`, with its audit row, unless it is linked
-    /// already (to this user or another: a provider account belongs to at most one user).
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn link_account(
         &self,
         user: UserId,
@@ -213,21 +203,10 @@ impl Store {
         .await
     }
 
-    /// Every provider account linked to `user`, oldest first.
-    ///
-    /// # Errors
-    ///
-    /// When the read fails.
     pub async fn linked_accounts(&self, user: UserId) -> Result<Vec<LinkedAccountRow>, StoreError> {
         self.read(move |c| linked_accounts_of(c, user)).await
     }
 
-    /// Unlinks `user`'s linked account `id` for `actor`, with its audit row, unless it is the
-    /// user's last one.
-    ///
-    /// # Errors
-    ///
-    /// When the transaction fails.
     pub async fn unlink_account(
         &self,
         user: UserId,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 
-use super::BUSY_TIMEOUT;
+use super::sqlite::BUSY_TIMEOUT;
 
 /// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`], without blocking the
 /// writer (PASSIVE), so the WAL stays small while commits only append to it.

@@ -1,6 +1,6 @@
-//! The PostgreSQL store backend (issue #15), first part: the connection pool and the schema
-//! migrations (`schemas/sql/postgres/`). Nothing in the worker uses it yet; SQLite stays the
-//! store the worker runs on.
+//! The PostgreSQL store backend (issue #15): the connection pool, the schema migrations
+//! (`schemas/sql/postgres/`), and one file per concern with that concern's queries (the
+//! operations' contracts are in `store/operations.rs`).
 //!
 //! **Crates.** tokio-postgres with deadpool-postgres (`shared/docs/scale-out.md` §3.4): one
 //! connection pipelines the queries polled at once on it, and `prepare_cached` keeps each
@@ -14,16 +14,28 @@
 //! which PgBouncer refuses unless told otherwise: behind it, pass a zero timeout and set it on
 //! the role (`ALTER ROLE … SET statement_timeout = …`). TLS is not wired yet (`NoTls`).
 
+mod columns;
+mod deliveries;
+mod events;
 pub mod migrate;
+mod operator;
+mod replays;
+mod sessions;
 #[cfg(test)]
 mod tests;
+mod tokens;
+mod users;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use deadpool_postgres::Pool;
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
-pub use migrate::{MIGRATIONS, migrate};
+#[cfg(test)]
+use migrate::MIGRATIONS;
+use migrate::migrate;
 use tokio_postgres::NoTls;
 
 /// How long opening one connection (TCP, startup, authentication) may take: the URL's
@@ -52,6 +64,9 @@ pub enum PgError {
     /// PostgreSQL said no.
     #[error("PostgreSQL error")]
     Postgres(#[from] tokio_postgres::Error),
+    /// A stored value the model refuses (an unknown label): a read error, never a default.
+    #[error("PostgreSQL holds a value the worker does not know: {0}")]
+    Refused(String),
     /// A migration's SQL failed (its transaction was rolled back: nothing of it is applied).
     #[error("PostgreSQL migration {name} failed")]
     Migration {
@@ -98,4 +113,35 @@ pub fn connect(url: &str, pool_size: usize, statement_timeout: Duration) -> Resu
         .recycle_timeout(Some(RECYCLE_TIMEOUT))
         .build()?;
     Ok(pool)
+}
+
+/// The PostgreSQL backend: a connection pool; cheap to clone.
+#[derive(Clone)]
+pub(super) struct Postgres {
+    pool: Pool,
+    /// Set while writes fail for want of a connection (the server is down or restarting):
+    /// readiness reports it; cleared by the next write that gets through.
+    writes_failing: Arc<AtomicBool>,
+}
+
+impl Postgres {
+    /// A pool to `url` (see [`connect`]), migrated.
+    pub(super) async fn connect(url: &str, pool_size: usize, statement_timeout: Duration) -> Result<Postgres, PgError> {
+        let pool = connect(url, pool_size, statement_timeout)?;
+        migrate(&pool).await?;
+        Ok(Postgres { pool, writes_failing: Arc::new(AtomicBool::new(false)) })
+    }
+
+    pub(super) fn is_healthy(&self) -> bool {
+        !self.writes_failing.load(Ordering::SeqCst)
+    }
+
+    pub(super) async fn identity(&self) -> Result<String, crate::store::StoreError> {
+        let _ = &self.pool;
+        Err(crate::store::StoreError::NotOnPostgresYet("identity"))
+    }
+
+    pub(super) async fn stats(&self) -> Result<crate::store::Stats, crate::store::StoreError> {
+        Err(crate::store::StoreError::NotOnPostgresYet("stats"))
+    }
 }

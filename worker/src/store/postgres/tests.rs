@@ -36,6 +36,7 @@ async fn rows(pool: &Pool, sql: &str) -> BTreeSet<Vec<String>> {
 /// Rows of one query against a SQLite store, every column as text.
 async fn sqlite_rows(store: &Store, sql: &'static str) -> BTreeSet<Vec<String>> {
     store
+        .sqlite()
         .read(move |c| {
             let mut statement = c.prepare(sql)?;
             let width = statement.column_count();
@@ -61,7 +62,7 @@ fn set(items: &[&[&str]]) -> BTreeSet<Vec<String>> {
 
 /// A fresh SQLite store (every SQLite migration applied), for comparison.
 fn sqlite_store(dir: &Path) -> Store {
-    Store::open(&dir.join("inlet.db"), SqliteSynchronous::Normal).unwrap()
+    Store::open_sqlite(&dir.join("inlet.db"), SqliteSynchronous::Normal).unwrap()
 }
 
 #[test]

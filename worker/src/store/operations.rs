@@ -1,0 +1,384 @@
+//! The store's operations, one per line of business: each runs on the backend the worker was
+//! started with. What an operation promises is written here, once; how each engine keeps the
+//! promise is in `store/<concern>.rs` (SQLite) and `store/postgres/<concern>.rs` (PostgreSQL).
+
+use std::collections::HashMap;
+
+use inlet_shared::config::Role;
+
+use super::operator::{Page, StatusCounts};
+use super::replays::BulkPreview;
+use super::{
+    ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend, BulkProgress, BulkReplayRow,
+    Claimed, ContentRead, DeadLetterSelection, DeliveryRow, DueClass, EventRow, EventSelection, Linked,
+    LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOutcome, SessionRow,
+    SignIn, Store, StoreError, Totals, Unlinked,
+};
+use crate::model::{
+    ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
+};
+
+/// Forwards each listed operation to the backend.
+macro_rules! forward {
+    ($(
+        $(#[$meta:meta])*
+        pub async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
+    )*) => {
+        impl Store {
+            $(
+                $(#[$meta])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    match &self.backend {
+                        Backend::Sqlite(store) => store.$name($($arg),*).await,
+                        Backend::Postgres(store) => store.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+forward! {
+    // events
+    /// Records a batch of events in one transaction; returns one result per event, in order.
+    /// New deliveries are claimed for their first attempt by this process until
+    /// `lease_until`, and come back with what is needed to send them (no read back).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction failed: nothing of the batch is recorded.
+    pub async fn record(&self, events: Vec<NewEvent>, lease_until: UnixMs) -> Result<Vec<Recorded>, StoreError>;
+    /// Deletes events received before `cutoff` whose deliveries are all delivered (or that
+    /// were unrouted). Dead-lettered and pending work is never pruned, nor the newest event (so
+    /// row ids, and with them delivery ids, are never handed out twice).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction failed.
+    pub async fn prune(&self, cutoff: UnixMs) -> Result<usize, StoreError>;
+    // deliveries
+    /// Records an attempt and the delivery's new state, fenced by the attempt's lease token.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction failed.
+    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<AttemptSettled, StoreError>;
+    /// Claims up to `limit` of `destination`'s pending deliveries of `class` that are due at
+    /// `now` and have no live lease, oldest due first, skipping `skip` (attempts this process
+    /// is making or holds queued), each until `lease_until`; returns them with what is needed
+    /// to send them, and how many of them had a lease that expired (an owner that died or
+    /// stalled: restarted).
+    ///
+    /// # Errors
+    ///
+    /// When the claim's transaction or the read fails.
+    pub async fn claim_due(&self, destination: String, class: DueClass, limit: usize, now: UnixMs, lease_until: UnixMs, skip: Vec<DeliveryId>) -> Result<(Vec<Claimed>, Vec<DeliveryId>), StoreError>;
+    /// Whether `destination` has a pending delivery of `class` due at `now` with no live
+    /// lease. A read: an idle scheduler asks this, and only goes to the writer to claim.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn has_due(&self, destination: String, class: DueClass, now: UnixMs) -> Result<bool, StoreError>;
+    /// Extends a lease this process holds; false when it was taken over (the attempt must not
+    /// start).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn renew_lease(&self, delivery_id: DeliveryId, token: LeaseToken, until: UnixMs) -> Result<bool, StoreError>;
+    /// Gives up leases this process holds without attempting (its queue was full): the
+    /// deliveries are due again at once, for whoever claims them.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn release_leases(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError>;
+    /// At startup: every lease in the file belongs to a process that is gone (one process per
+    /// database, see the lock in [`Store::open`]), so each leased pending delivery is released
+    /// to be claimed at once. Returns them as (delivery id, destination): attempts restarted.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn release_all_leases(&self) -> Result<Vec<(DeliveryId, String)>, StoreError>;
+    /// At startup: pending deliveries to destinations no longer configured can never be
+    /// attempted; they are dead-lettered (`unknown_destination`, replayable once the destination
+    /// is back) instead of staying pending for ever. Returns how many, per destination.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn dead_letter_unconfigured(&self, configured: Vec<String>) -> Result<Vec<(String, i64)>, StoreError>;
+    // operator
+    /// A page of the events matching `selection`, newest first.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn events_page(&self, selection: EventSelection, page: PageRequest) -> Result<Page<EventRow>, StoreError>;
+    /// One event.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn event(&self, id: EventRowId) -> Result<Option<EventRow>, StoreError>;
+    /// The events `ids` that exist, in one read.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn events_by_id(&self, ids: Vec<EventRowId>) -> Result<HashMap<EventRowId, EventRow>, StoreError>;
+    /// One delivery.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryRow>, StoreError>;
+    /// The deliveries of each of `events`, by destination, in one read.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn deliveries_of_events(&self, events: Vec<EventRowId>) -> Result<HashMap<EventRowId, Vec<DeliveryRow>>, StoreError>;
+    /// The attempts of each of `deliveries`, oldest first, in one read.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn attempts_of_deliveries(&self, deliveries: Vec<DeliveryId>) -> Result<HashMap<DeliveryId, Vec<AttemptRow>>, StoreError>;
+    /// A page of the dead letters matching `selection`, most recent first.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn dead_letters_page(&self, selection: DeadLetterSelection, page: PageRequest) -> Result<Page<DeliveryRow>, StoreError>;
+    /// Events and deliveries by state.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn totals(&self) -> Result<Totals, StoreError>;
+    /// Deliveries by state for each destination that has any.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn destination_counts(&self) -> Result<HashMap<String, StatusCounts>, StoreError>;
+    /// A page of the audit log, newest first.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn audit_page(&self, page: PageRequest) -> Result<Page<AuditLogEntry>, StoreError>;
+    // replays
+    /// Replays a delivery (one writer transaction): a dead-lettered or delivered delivery goes
+    /// back to `pending`, due now, with a fresh retry schedule (`attempt_base` = attempts so far)
+    /// and its replay counter bumped; the audit row is written in the same transaction. A
+    /// pending one that no attempt holds now is made due now. Two concurrent replays of one
+    /// delivery are serialised here, so only one of them changes anything.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn replay(&self, delivery_id: DeliveryId, actor: String, audit: bool) -> Result<ReplayOutcome, StoreError>;
+    /// The destination of a delivery, if it exists.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn delivery_destination(&self, id: DeliveryId) -> Result<Option<String>, StoreError>;
+    /// The dead-lettered deliveries of one event, by destination.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn dead_letters_of_event(&self, event: EventRowId) -> Result<Vec<DeliveryId>, StoreError>;
+    /// How many dead letters `selection` takes, and the first `sample` of them, oldest first
+    /// (with `seen_until`, only those last changed at or before it).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn preview_dead_letters(&self, selection: DeadLetterSelection, seen_until: Option<UnixMs>, sample: usize) -> Result<(i64, Vec<DeliveryRow>), StoreError>;
+    /// Keeps a bulk replay's dry run (one writer transaction): how many dead letters
+    /// `selection` takes now, and the newest of them (`updated_at_ms`), under a new random
+    /// token valid until `expires_at`; expired previews are removed on the way. Returns the
+    /// preview as kept.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn create_bulk_preview(&self, selection: DeadLetterSelection, filter_json: String, actor: String, expires_at: UnixMs) -> Result<BulkPreview, StoreError>;
+    /// The unexpired preview kept under `token`, if any.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn bulk_preview(&self, token: String) -> Result<Option<BulkPreview>, StoreError>;
+    /// The first `limit` dead letters `selection` takes, oldest first, with their destinations:
+    /// what a bulk replay goes through. With `seen_until`, only those last changed at or before
+    /// it (a preview's bound: dead letters that arrived after the preview are not taken).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn select_dead_letters(&self, selection: DeadLetterSelection, seen_until: Option<UnixMs>, limit: usize) -> Result<Vec<(DeliveryId, String)>, StoreError>;
+    /// One bulk replay job.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn bulk_replay(&self, id: BulkReplayId) -> Result<Option<BulkReplayRow>, StoreError>;
+    /// Creates a `running` bulk replay job, with its audit row (who, how many, the selection) in
+    /// the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn create_bulk_replay(&self, job: NewBulkReplay) -> Result<BulkReplayRow, StoreError>;
+    /// Records how far a running bulk replay got.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn bulk_replay_progress(&self, id: BulkReplayId, progress: BulkProgress) -> Result<(), StoreError>;
+    /// Records the end of a bulk replay: its last progress, `status`, and when.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn finish_bulk_replay(&self, id: BulkReplayId, progress: BulkProgress, status: BulkReplayStatus) -> Result<(), StoreError>;
+    /// Audits an operator's cancellation of a bulk replay (the job itself is stopped, and its
+    /// end recorded, by its runner) and returns the job as it stands; `None` (and no audit row)
+    /// when there is no such job.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn audit_bulk_replay_cancel(&self, id: BulkReplayId, actor: String, was_running: bool) -> Result<Option<BulkReplayRow>, StoreError>;
+    /// At startup: bulk replays left `running` by a previous process are closed as `cancelled`
+    /// (their remaining deliveries are still dead letters and can be replayed again). Returns
+    /// how many.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn close_interrupted_bulk_replays(&self) -> Result<usize, StoreError>;
+    // sessions
+    /// Records a sign-in in one transaction: a provider account already linked to a user
+    /// signs in as that user (role, login time and name updated); otherwise the user with
+    /// that address is created or updated and the account linked to it. The kept token is
+    /// stored on the account, expired sessions are swept, the new session is stored, and the
+    /// audit row written.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn sign_in(&self, sign_in: SignIn) -> Result<(), StoreError>;
+    /// The session whose cookie value hashes to `session_hash`, unless it has expired by `now`.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn live_session(&self, session_hash: String, now: UnixMs) -> Result<Option<SessionRow>, StoreError>;
+    /// The membership behind session `session_hash` still holds: check it again at
+    /// `recheck_at`.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub async fn schedule_session_recheck(&self, session_hash: String, recheck_at: UnixMs) -> Result<(), StoreError>;
+    /// The membership behind session `session_hash` no longer holds: the session ends, the
+    /// token kept on its `account` is dropped, and the audit row (actor `email`) is written,
+    /// in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn end_lapsed_session(&self, session_hash: String, account: Option<ProviderAccount>, email: String) -> Result<(), StoreError>;
+    /// Deletes session `session_hash` (signing out: its cookie is useless afterwards).
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub async fn delete_session(&self, session_hash: String) -> Result<(), StoreError>;
+    // tokens
+    /// The token whose SHA-256 (hex) is `token_hash`, unless it is unknown or revoked.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn live_api_token(&self, token_hash: String) -> Result<Option<ApiTokenRow>, StoreError>;
+    /// Records that token `id` was used at `at`.
+    ///
+    /// # Errors
+    ///
+    /// When the write fails.
+    pub async fn touch_api_token(&self, id: ApiTokenId, at: UnixMs) -> Result<(), StoreError>;
+    /// Every API token, revoked ones included, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>, StoreError>;
+    /// Stores a new token (by its hash) created by `actor`, with its audit row, and answers its
+    /// record.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn create_api_token(&self, name: String, token_hash: String, role: Role, actor: String) -> Result<ApiTokenRow, StoreError>;
+    /// Revokes token `id` for `actor` (it stops authenticating at once), with its audit row
+    /// when it was live. Answers its record, `None` when there is no such token.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn revoke_api_token(&self, id: ApiTokenId, actor: String) -> Result<Option<ApiTokenRow>, StoreError>;
+    // users
+    /// The email of the user `account` is linked to, if it is linked.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn linked_user_email(&self, account: ProviderAccount) -> Result<Option<String>, StoreError>;
+    /// Links `account` (which gave `email`) to `user`, with its audit row, unless it is linked
+    /// already (to this user or another: a provider account belongs to at most one user).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn link_account(&self, user: UserId, account: ProviderAccount, email: String) -> Result<Linked, StoreError>;
+    /// Every provider account linked to `user`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn linked_accounts(&self, user: UserId) -> Result<Vec<LinkedAccountRow>, StoreError>;
+    /// Unlinks `user`'s linked account `id` for `actor`, with its audit row, unless it is the
+    /// user's last one.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn unlink_account(&self, user: UserId, id: LinkedAccountId, actor: String) -> Result<Unlinked, StoreError>;
+}
+
+impl Store {
+    /// An event's stored headers and body, priced first: `admit` is given their size in bytes,
+    /// and only when it agrees is the body loaded (an answer over its budget never loads it).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails, or the event does not exist.
+    pub async fn event_content<F>(&self, id: EventRowId, admit: F) -> Result<ContentRead, StoreError>
+    where
+        F: FnOnce(u64) -> bool + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Sqlite(store) => store.event_content(id, admit).await,
+            Backend::Postgres(store) => store.event_content(id, admit).await,
+        }
+    }
+}

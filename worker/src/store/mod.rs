@@ -30,33 +30,27 @@
 //! `synchronous` (FULL by default). Migrations live in `schemas/sql/` and are applied in order
 //! at startup, each in its own transaction, recorded in `schema_migrations`.
 
-/// Store tests that hold on both backends: each `async fn name(store: Store) { … }` becomes
-/// a module `name` with two tests, `sqlite` (a fresh file) and `postgres` (a fresh server of
-/// its own, stopped when the test ends).
+/// Store tests that hold on both backends: for each listed `async fn name(store: Store)`, a
+/// module `name` with two tests, `sqlite` (a fresh file) and `postgres` (a fresh server of its
+/// own, stopped when the test ends).
 #[cfg(test)]
 macro_rules! on_each_backend {
-    ($($(#[$meta:meta])* async fn $name:ident($store:ident: Store) $body:block)*) => {
+    ($($name:ident),+ $(,)?) => {
         $(
             mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                $(#[$meta])*
-                async fn run($store: crate::store::Store) $body
-
                 #[tokio::test]
                 async fn sqlite() {
                     let (_dir, store) = crate::store::open_temp();
-                    run(store).await;
+                    super::$name(store).await;
                 }
 
                 #[tokio::test]
                 async fn postgres() {
                     let (_server, store) = crate::store::open_temp_postgres().await;
-                    run(store).await;
+                    super::$name(store).await;
                 }
             }
-        )*
+        )+
     };
 }
 

@@ -141,25 +141,17 @@ mod tests {
     use inlet_shared::config::Role;
 
     use crate::model::ApiTokenId;
-    use crate::store::Store;
+    use crate::store::{PageRequest, Store};
 
-    use crate::store::open_temp as open;
-
+    /// The audit log, oldest first: (actor, action, target, detail).
     async fn audited(store: &Store) -> Vec<(String, String, String, Option<String>)> {
-        store
-            .sqlite()
-            .read(|c| {
-                let mut statement = c.prepare("SELECT actor, action, target, detail FROM audit_log ORDER BY id")?;
-                let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-                rows.collect()
-            })
-            .await
-            .unwrap()
+        let page = store.audit_page(PageRequest { after: None, limit: 100 }).await.unwrap();
+        page.rows.into_iter().rev().map(|r| (r.actor, r.action.as_str().to_owned(), r.target, r.detail)).collect()
     }
 
-    #[tokio::test]
-    async fn tokens_are_found_by_hash_until_revoked_and_every_change_is_audited_once() {
-        let (_dir, store) = open();
+    on_each_backend!(tokens_are_found_by_hash_until_revoked_and_every_change_is_audited_once);
+
+    async fn tokens_are_found_by_hash_until_revoked_and_every_change_is_audited_once(store: Store) {
         let created =
             store.create_api_token("ci".into(), "hash-1".into(), Role::Operator, "admin@x".into()).await.unwrap();
         assert_eq!(

@@ -87,7 +87,6 @@ impl<'a> FromSql<'a> for DeliveryId {
 /// A role column. `Role` is inlet-shared's, so tokio-postgres's traits cannot be implemented
 /// for it here (orphan rule): rows read it through this, and write `role.as_str()`. An unknown
 /// label is a read error, never a default.
-#[expect(dead_code, reason = "used as the users, sessions and tokens land on PostgreSQL")]
 pub(super) fn role_at(row: &Row, index: usize) -> Result<Role, PgError> {
     let label: &str = row.try_get(index)?;
     Role::parse(label).ok_or_else(|| PgError::Refused(format!("unknown role {label:?}")))

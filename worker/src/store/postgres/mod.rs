@@ -14,6 +14,7 @@
 //! which PgBouncer refuses unless told otherwise: behind it, pass a zero timeout and set it on
 //! the role (`ALTER ROLE … SET statement_timeout = …`). TLS is not wired yet (`NoTls`).
 
+mod audit;
 mod columns;
 mod deliveries;
 mod events;
@@ -134,6 +135,34 @@ impl Postgres {
 
     pub(super) fn is_healthy(&self) -> bool {
         !self.writes_failing.load(Ordering::SeqCst)
+    }
+
+    /// A pooled connection for a read.
+    async fn client(&self) -> Result<deadpool_postgres::Object, PgError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Runs `work` in one transaction on a pooled connection and commits it; a write that
+    /// cannot get a connection, or loses it, marks the store unhealthy until a write commits.
+    async fn write<T, F>(&self, work: F) -> Result<T, PgError>
+    where
+        F: AsyncFnOnce(&deadpool_postgres::Transaction<'_>) -> Result<T, PgError>,
+    {
+        let result = async {
+            let mut client = self.pool.get().await?;
+            let transaction = client.transaction().await?;
+            let value = work(&transaction).await?;
+            transaction.commit().await?;
+            Ok(value)
+        }
+        .await;
+        match &result {
+            Ok(_) => self.writes_failing.store(false, Ordering::SeqCst),
+            Err(PgError::Pool(_)) => self.writes_failing.store(true, Ordering::SeqCst),
+            Err(PgError::Postgres(e)) if e.is_closed() => self.writes_failing.store(true, Ordering::SeqCst),
+            Err(_) => {}
+        }
+        result
     }
 
     pub(super) async fn identity(&self) -> Result<String, crate::store::StoreError> {

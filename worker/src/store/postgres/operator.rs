@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use inlet_shared::config::Role;
 
-use super::Postgres;
+use super::{PgError, Postgres};
 use crate::model::{
     ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
 };
@@ -13,9 +13,9 @@ use crate::store::operator::{Page, StatusCounts};
 use crate::store::replays::BulkPreview;
 use crate::store::{
     ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, BulkProgress, BulkReplayRow, Claimed,
-    ContentRead, DeadLetterSelection, DeliveryRow, DueClass, EventRow, EventSelection, Linked, LinkedAccountRow,
-    NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOutcome, SessionRow, SignIn, StoreError,
-    Totals, Unlinked,
+    ContentRead, Cursor, DeadLetterSelection, DeliveryRow, DueClass, EventRow, EventSelection, Linked,
+    LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOutcome, SessionRow,
+    SignIn, StoreError, Totals, Unlinked,
 };
 
 impl Postgres {
@@ -75,7 +75,33 @@ impl Postgres {
         Err(StoreError::NotOnPostgresYet("destination_counts"))
     }
     pub async fn audit_page(&self, page: PageRequest) -> Result<Page<AuditLogEntry>, StoreError> {
-        let _ = page;
-        Err(StoreError::NotOnPostgresYet("audit_page"))
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, at_ms, actor, action, target, count, detail FROM audit_log WHERE id < $1
+                 ORDER BY id DESC LIMIT $2",
+            )
+            .await
+            .map_err(PgError::from)?;
+        let before = page.after.map_or(i64::MAX, |Cursor(id)| id);
+        let limit = i64::try_from(page.limit + 1).unwrap_or(i64::MAX);
+        let rows = client.query(&statement, &[&before, &limit]).await.map_err(PgError::from)?;
+        let mut rows = rows
+            .iter()
+            .map(|r| {
+                Ok(AuditLogEntry {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    target: r.try_get(4)?,
+                    count: r.try_get(5)?,
+                    detail: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<Vec<_>, PgError>>()?;
+        let has_more = rows.len() > page.limit;
+        rows.truncate(page.limit);
+        Ok(Page { rows, has_more })
     }
 }

@@ -93,6 +93,9 @@ pub struct Config {
     /// The worker.
     #[serde(default)]
     pub worker: WorkerConfig,
+    /// Where the worker keeps events, deliveries and the operator plane's state.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Logging.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -580,6 +583,46 @@ pub struct WorkerConfig {
     pub max_connections: usize,
 }
 
+/// `[store]`: which database the worker keeps its state in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite` (default: the file `worker.database`, one worker) or `postgres` (`store.url`,
+    /// any number of workers).
+    pub backend: StoreBackend,
+    /// PostgreSQL only: `postgres://user:password@host:port/database` (libpq's keys also work,
+    /// e.g. `?sslmode=disable`). Holds a password: use `{ env = "…" }`.
+    pub url: Option<Secret>,
+    /// PostgreSQL only: connections per worker process.
+    pub pool_size: usize,
+    /// PostgreSQL only: each statement is cancelled after this long (`0s`: the server's or the
+    /// role's setting holds, which is what PgBouncer in transaction mode needs).
+    #[serde(with = "duration_str")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sqlite,
+            url: None,
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The worker's database engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One SQLite file per worker (`worker.database`).
+    #[default]
+    Sqlite,
+    /// One PostgreSQL database shared by any number of workers (`store.url`).
+    Postgres,
+}
+
 /// SQLite durability setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -956,6 +999,7 @@ impl Config {
             return Err(ConfigError::invalid("worker.max_connections", "must be at least 1"));
         }
         positive("worker.retention", self.worker.retention)?;
+        self.validate_store()?;
         if self.worker.max_ack_pending < 1 {
             return Err(ConfigError::invalid("worker.max_ack_pending", "must be at least 1"));
         }
@@ -1103,6 +1147,34 @@ impl Config {
     }
 
     /// `ingest.max_buffered_body_bytes`, once the body limits it depends on are known to be valid.
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        match (self.store.backend, &self.store.url) {
+            (StoreBackend::Postgres, None) => {
+                return Err(ConfigError::invalid(
+                    "store.url",
+                    "required with store.backend = \"postgres\" (e.g. url = { env = \"INLET_DATABASE_URL\" })",
+                ));
+            }
+            (StoreBackend::Postgres, Some(url))
+                if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) =>
+            {
+                // The value is not echoed: it may hold a password.
+                return Err(ConfigError::invalid("store.url", "must be a postgres:// or postgresql:// URL"));
+            }
+            (StoreBackend::Sqlite, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "store.url",
+                    "is set but store.backend is \"sqlite\" (set backend = \"postgres\" to use it)",
+                ));
+            }
+            _ => {}
+        }
+        if self.store.pool_size == 0 || self.store.pool_size > 1_000 {
+            return Err(ConfigError::invalid("store.pool_size", "must be between 1 and 1000"));
+        }
+        Ok(())
+    }
+
     fn validate_body_budget(&self) -> Result<(), ConfigError> {
         let largest_body =
             self.sources.iter().filter_map(|s| s.max_body_bytes).fold(self.ingest.max_body_bytes, usize::max);

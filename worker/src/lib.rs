@@ -89,11 +89,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let metrics = metrics_handle();
     metric_names::describe();
 
-    let database = config.worker.database.clone();
-    let synchronous = config.worker.sqlite_synchronous;
-    let store = tokio::task::spawn_blocking(move || store::Store::open_sqlite(&database, synchronous))
-        .await
-        .context("database open task failed")??;
+    let store = store::Store::open(&config).await?;
 
     let client = inlet_shared::nats::connect(&config.nats, "inlet-worker").await?;
     let js = jetstream::new(client.clone());

@@ -493,3 +493,44 @@ fn the_example_config_shows_the_default_redacted_headers() {
     let config = Config::parse(&std::fs::read_to_string(path).unwrap(), &BTreeMap::new()).unwrap();
     assert_eq!(config.ingest.redact_headers, crate::envelope::HeaderPatterns::default_redacted());
 }
+
+/// Issue #15: `[store]` defaults to SQLite; PostgreSQL needs a `postgres://` URL (from the
+/// environment in production); a URL without the backend, or a bad one, is refused naming
+/// `store.url`, without echoing the value (it may hold a password).
+#[test]
+fn the_store_section_names_its_keys_and_never_echoes_the_url() {
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    assert_eq!(config.store.backend, StoreBackend::Sqlite);
+    let postgres = |url: &str| format!("{MINIMAL}\n[store]\nbackend = \"postgres\"\n{url}");
+    let config = Config::parse(
+        &postgres("url = { env = \"DB_URL\" }\npool_size = 4\nstatement_timeout = \"0s\"\n"),
+        &env(&[("DB_URL", "postgres://inlet:hunter2@db:5432/inlet")]),
+    )
+    .unwrap();
+    assert_eq!(config.store.backend, StoreBackend::Postgres);
+    assert_eq!(config.store.url.as_ref().map(Secret::expose), Some("postgres://inlet:hunter2@db:5432/inlet"));
+    assert_eq!((config.store.pool_size, config.store.statement_timeout), (4, Duration::ZERO));
+    assert!(!format!("{config:?}").contains("hunter2"), "Debug redacts the URL");
+
+    check_invalid(&postgres(""), &[], "store.url", "required with store.backend = \"postgres\"");
+    match Config::parse(&postgres("url = \"mysql://root:hunter2@db/inlet\"\n"), &BTreeMap::new()) {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "store.url");
+            assert!(message.contains("postgres://") && !message.contains("hunter2"), "{message}");
+        }
+        other => panic!("expected store.url to be refused, got {other:?}"),
+    }
+    check_invalid(
+        &format!("{MINIMAL}\n[store]\nurl = \"postgres://db/inlet\"\n"),
+        &[],
+        "store.url",
+        "store.backend is \"sqlite\"",
+    );
+    check_invalid(
+        &postgres("url = \"postgres://db/inlet\"\npool_size = 0\n"),
+        &[],
+        "store.pool_size",
+        "between 1 and 1000",
+    );
+    check_invalid(&format!("{MINIMAL}\n[store]\nbackend = \"mysql\"\n"), &[], "store.backend", "unknown variant");
+}

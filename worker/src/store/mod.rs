@@ -77,7 +77,7 @@ mod writer;
 use std::path::Path;
 use std::time::Duration;
 
-use inlet_shared::config::SqliteSynchronous;
+use inlet_shared::config::{SqliteSynchronous, StoreBackend};
 
 pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
 pub use events::{NewEvent, Recorded};
@@ -108,6 +108,28 @@ enum Backend {
 }
 
 impl Store {
+    /// Opens the store `[store]` names: the SQLite file `worker.database` (on the blocking
+    /// pool), or the PostgreSQL database at `store.url`, migrated either way.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open_sqlite`] and [`Store::connect_postgres`].
+    pub async fn open(config: &inlet_shared::config::Config) -> Result<Store, StoreError> {
+        match (config.store.backend, &config.store.url) {
+            (StoreBackend::Postgres, Some(url)) => {
+                Store::connect_postgres(url.expose(), config.store.pool_size, config.store.statement_timeout).await
+            }
+            // Validation refuses postgres without a URL; SQLite is the default.
+            _ => {
+                let database = config.worker.database.clone();
+                let synchronous = config.worker.sqlite_synchronous;
+                tokio::task::spawn_blocking(move || Store::open_sqlite(&database, synchronous))
+                    .await
+                    .map_err(|_| StoreError::Join)?
+            }
+        }
+    }
+
     /// Opens (creating) a SQLite database, applies migrations and starts the writer thread.
     /// Blocking: call it from `spawn_blocking`.
     ///

@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::metric_names;
 use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryStatus, UnixMs};
+use crate::ownership::placement::Holding;
 use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, Store};
 
 /// Longest `Retry-After` honoured for a delivery's retry.
@@ -97,6 +98,9 @@ pub struct Destination {
     next_retry_ms: AtomicI64,
     /// No attempt before this (a 429's `Retry-After`).
     paused_until: Mutex<Option<Instant>>,
+    /// Whether this worker holds the destination now: only the holder claims and attempts
+    /// (several workers on one store; with SQLite the one worker always does).
+    holding: Holding,
 }
 
 #[derive(Default)]
@@ -111,7 +115,7 @@ impl Destination {
     /// # Errors
     ///
     /// When the HTTP client cannot be built.
-    pub fn new(config: DestinationConfig, concurrency: usize) -> Result<Destination, reqwest::Error> {
+    pub fn new(config: DestinationConfig, concurrency: usize, holding: Holding) -> Result<Destination, reqwest::Error> {
         let client = reqwest::Client::builder()
             // Receivers must not bounce deliveries to other hosts.
             .redirect(reqwest::redirect::Policy::none())
@@ -146,6 +150,7 @@ impl Destination {
             wake_retry: Notify::new(),
             next_retry_ms: AtomicI64::new(i64::MAX),
             paused_until: Mutex::new(None),
+            holding,
         })
     }
 
@@ -183,6 +188,11 @@ impl Destination {
             self.wake_first.notify_one();
         }
         refused
+    }
+
+    /// Whether this worker holds the destination now (see [`Holding`]).
+    pub fn is_held(&self) -> bool {
+        self.holding.is_held()
     }
 
     /// Wakes the schedulers: something became due (a replay, released leases).
@@ -343,6 +353,14 @@ async fn next_delivery(
         }
         if shutdown.is_cancelled() {
             return None;
+        }
+        if !destination.holding.is_held() {
+            // Another worker holds the destination: claim nothing until this one takes it.
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = destination.holding.wait_held() => {}
+            }
+            continue;
         }
         let batch = match class {
             DueClass::First => destination.slots.available_permits().max(1),

@@ -38,13 +38,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
+use futures::StreamExt as _;
 use hyper::service::service_fn;
 use hyper_util::service::TowerToHyperService;
-use inlet_shared::config::Config;
+use inlet_shared::config::{Config, StoreBackend};
 use inlet_shared::server::{ServeOptions, metrics_handle, serve};
 use tokio::net::TcpListener;
 
 use crate::model::UnixMs;
+use crate::ownership::placement::{Holding, Placement};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -93,8 +95,22 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let client = inlet_shared::nats::connect(&config.nats, "inlet-worker").await?;
     let js = jetstream::new(client.clone());
-    // Before anything is consumed: one worker per intake consumer.
-    let lease = ownership::WorkerLease::acquire(&js, &config, store.identity().await?).await?;
+    let shared_store = config.store.backend == StoreBackend::Postgres;
+    // Before anything is consumed. SQLite: one worker per intake consumer. PostgreSQL: any
+    // number, each destination and the periodic jobs held by one of them at a time.
+    let lease = if shared_store {
+        None
+    } else {
+        Some(ownership::WorkerLease::acquire(&js, &config, store.identity().await?).await?)
+    };
+    let destination_names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
+    let (placement, mut holdings, jobs) = if shared_store {
+        let (placement, holdings, jobs) =
+            Placement::new(&js, &config.stream.name, config.stream.replicas, &destination_names).await?;
+        (Some(placement), holdings, jobs)
+    } else {
+        (None, HashMap::new(), Holding::always())
+    };
     inlet_shared::nats::ensure_stream(&js, &config.stream, config.nats.startup_timeout).await?;
     let intake = js.get_stream(&config.stream.name).await.context("intake stream")?;
     if config.worker.delivery_subject_prefix.is_some() {
@@ -135,10 +151,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let lease_lost = CancellationToken::new();
     let worker_shutdown = shutdown.child_token();
     let tracker = TaskTracker::new();
-    let lease_task = {
+    let lease_task = lease.map(|lease| {
         let (shutdown, lost) = (worker_shutdown.clone(), lease_lost.clone());
         tokio::spawn(lease.keep(shutdown, lost))
-    };
+    });
     {
         let (lost, shutdown) = (lease_lost.clone(), worker_shutdown.clone());
         tokio::spawn(async move {
@@ -154,13 +170,41 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         let name = destination_config.name.clone();
         let concurrency = destination_config.concurrency.unwrap_or(config.worker.delivery_concurrency);
         let destination = Arc::new(
-            deliver::Destination::new(destination_config.clone(), concurrency)
-                .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?,
+            deliver::Destination::new(
+                destination_config.clone(),
+                concurrency,
+                holdings.remove(&name).unwrap_or_else(Holding::always),
+            )
+            .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?,
         );
         destinations.insert(name, Arc::clone(&destination));
         tracker.spawn(deliver::run(destination, store.clone(), shutdown.clone()));
     }
     let destinations = Arc::new(destinations);
+
+    // Several workers: the holder of a destination is woken when another recorded deliveries
+    // for it (it also looks every second on its own).
+    let wake_subject = format!("_INLET.{}.wake", config.stream.name);
+    if shared_store {
+        let mut wakes = client.subscribe(wake_subject.clone()).await.context("cannot subscribe to peer wake-ups")?;
+        let destinations = Arc::clone(&destinations);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    message = wakes.next() => message,
+                };
+                let Some(message) = message else { return };
+                if let Some(destination) = std::str::from_utf8(&message.payload).ok().and_then(|n| destinations.get(n))
+                {
+                    destination.wake();
+                }
+            }
+        });
+    }
+    let placement_stop = CancellationToken::new();
+    let placement_task = placement.map(|placement| tokio::spawn(placement.run(placement_stop.clone())));
 
     let recorder = Arc::new(record::Recorder {
         store: store.clone(),
@@ -168,10 +212,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         destinations: Arc::clone(&destinations),
         batch_size: config.worker.batch_size,
         unrouted_log: record::UnroutedLog::default(),
+        peers: shared_store.then(|| record::PeerWake { client: client.clone(), subject: wake_subject.clone() }),
     });
     tracker.spawn(Arc::clone(&recorder).run(recording_consumer.clone(), shutdown.clone()));
     tracker.spawn(stats_loop(store.clone(), recording_consumer, config.worker.stats_interval, shutdown.clone()));
-    tracker.spawn(prune_loop(store.clone(), config.worker.retention, shutdown.clone()));
+    tracker.spawn(prune_loop(store.clone(), config.worker.retention, jobs, shutdown.clone()));
 
     let operator = if config.console.enabled {
         let (routes, replayer) = operator_routes(&config, store.clone(), Arc::clone(&destinations), shutdown.clone())?;
@@ -199,7 +244,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tracing::warn!(grace = ?config.worker.shutdown_grace, "shutdown grace elapsed with deliveries in flight");
     }
     shutdown.cancel();
-    if let Ok(Some(lost)) = lease_task.await {
+    // Last: the attempts above have ended, so handing the destinations back now lets another
+    // worker take them at once without two sending at the same time.
+    placement_stop.cancel();
+    if let Some(task) = placement_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    if let Some(task) = lease_task
+        && let Ok(Some(lost)) = task.await
+    {
         return Err(lost.into());
     }
     tracing::info!("inlet-worker stopped");
@@ -285,8 +338,13 @@ async fn stats_loop(
     }
 }
 
-async fn prune_loop(store: store::Store, retention: Duration, shutdown: CancellationToken) {
+async fn prune_loop(store: store::Store, retention: Duration, jobs: Holding, shutdown: CancellationToken) {
     loop {
+        // One worker prunes at a time (several workers on one store).
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = jobs.wait_held() => {}
+        }
         match store.prune(UnixMs::now().minus(retention)).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "pruned events past retention"),

@@ -8,6 +8,8 @@
 //! old process is gone), while any other database waits for the lease to expire
 //! ([`LEASE_TTL`] after the holder stopped renewing) and is refused meanwhile.
 
+pub mod placement;
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};

@@ -91,6 +91,19 @@ pub struct Recorder {
     pub batch_size: usize,
     /// The rate limit of the unrouted-event log line.
     pub unrouted_log: UnroutedLog,
+    /// With several workers on one store: how to wake the worker that holds a destination.
+    pub peers: Option<PeerWake>,
+}
+
+/// Wakes the other workers sharing the store: a NATS message naming a destination that has new
+/// due deliveries, so its holder claims them now rather than at its next look (within a
+/// second).
+#[derive(Clone)]
+pub struct PeerWake {
+    /// The worker's NATS connection.
+    pub client: async_nats::Client,
+    /// Where every worker listens (see `lib.rs`).
+    pub subject: String,
 }
 
 /// Why a message cannot be recorded at all (it is terminated, not retried).
@@ -243,24 +256,38 @@ impl Recorder {
             metric_names::events(source, outcome, n);
         }
         let mut refused = Vec::new();
+        let mut elsewhere = Vec::new();
         for (name, claimed) in fresh {
             if let Some(destination) = self.destinations.get(name) {
-                refused.extend(
-                    destination.offer_fresh(claimed).into_iter().map(|c| (c.delivery.delivery_id, c.lease.token)),
-                );
+                // Another worker holds this destination (several workers on one store): it
+                // attempts them, so its limits hold in total.
+                let refused_here = if destination.is_held() {
+                    destination.offer_fresh(claimed)
+                } else {
+                    elsewhere.push(name.to_owned());
+                    claimed
+                };
+                refused.extend(refused_here.into_iter().map(|c| (c.delivery.delivery_id, c.lease.token)));
             }
         }
         if !refused.is_empty() {
-            // A destination's queue is full (a backlog): these become due for its scheduler to
-            // claim from the store when it gets to them.
+            // A destination's queue is full (a backlog), or another worker holds it: these
+            // become due for its scheduler to claim from the store.
             let store = self.store.clone();
             let destinations = Arc::clone(&self.destinations);
+            let peers = self.peers.clone();
             tokio::spawn(async move {
                 if let Err(error) = store.release_leases(refused).await {
                     tracing::warn!(%error, "cannot release first-attempt claims; they are taken again when they expire");
                 }
                 for destination in destinations.values() {
                     destination.wake();
+                }
+                if let Some(peers) = peers {
+                    for name in elsewhere {
+                        // Best effort: the holder also looks every second.
+                        let _ = peers.client.publish(peers.subject.clone(), name.into()).await;
+                    }
                 }
             });
         }

@@ -188,44 +188,20 @@ mod tests {
 
     use inlet_shared::config::Role;
 
-    use super::{KeptToken, SessionAccount, SignIn};
+    use super::{KeptToken, SessionAccount};
     use crate::model::{LinkedAccountId, UnixMs};
-    use crate::store::{Linked, ProviderAccount, Store, Unlinked};
+    use crate::store::users::tests::{account, actions, sign_in, two_workers_on_one_database};
+    use crate::store::{Linked, Store, Unlinked};
 
-    use crate::store::open_temp as open;
+    on_each_backend!(
+        a_sign_in_creates_the_user_its_link_and_a_live_session_and_a_returning_account_keeps_its_user,
+        a_lapsed_membership_ends_the_session_and_drops_the_kept_token,
+        accounts_link_to_one_user_and_the_last_one_stays,
+    );
 
-    fn account(provider: &str, subject: &str) -> ProviderAccount {
-        ProviderAccount { provider: provider.into(), subject: subject.into() }
-    }
-
-    fn sign_in(account: ProviderAccount, email: &str, role: Role, session: &str) -> SignIn {
-        SignIn {
-            account,
-            email: email.into(),
-            name: Some("Ada".into()),
-            role,
-            kept_token: None,
-            session_hash: session.into(),
-            csrf_token: format!("csrf-{session}"),
-            ttl: Duration::from_secs(3600),
-        }
-    }
-
-    async fn actions(store: &Store) -> Vec<String> {
-        store
-            .sqlite()
-            .read(|c| {
-                let mut statement = c.prepare("SELECT action FROM audit_log ORDER BY id")?;
-                let rows = statement.query_map([], |r| r.get(0))?;
-                rows.collect()
-            })
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_sign_in_creates_the_user_its_link_and_a_live_session_and_a_returning_account_keeps_its_user() {
-        let (_dir, store) = open();
+    async fn a_sign_in_creates_the_user_its_link_and_a_live_session_and_a_returning_account_keeps_its_user(
+        store: Store,
+    ) {
         let oidc = account("oidc", "sub-1");
         store.sign_in(sign_in(oidc.clone(), "ada@x", Role::Viewer, "s1")).await.unwrap();
         let session = store.live_session("s1".into(), UnixMs::now()).await.unwrap().unwrap();
@@ -242,20 +218,22 @@ mod tests {
         store.sign_in(sign_in(oidc.clone(), "other@x", Role::Admin, "s2")).await.unwrap();
         let again = store.live_session("s2".into(), UnixMs::now()).await.unwrap().unwrap();
         assert_eq!((again.user, again.email.as_str(), again.role), (session.user, "ada@x", Role::Admin));
+        assert_eq!(store.linked_accounts(session.user).await.unwrap().len(), 1);
         assert_eq!(actions(&store).await, ["sign_in", "sign_in"]);
 
         store.delete_session("s2".into()).await.unwrap();
         assert_eq!(store.live_session("s2".into(), UnixMs::now()).await.unwrap(), None);
+        assert!(store.live_session("s1".into(), UnixMs::now()).await.unwrap().is_some(), "only that session ends");
     }
 
-    #[tokio::test]
-    async fn a_lapsed_membership_ends_the_session_and_drops_the_kept_token() {
-        let (_dir, store) = open();
+    async fn a_lapsed_membership_ends_the_session_and_drops_the_kept_token(store: Store) {
         let github = account("github", "42");
         let recheck_at = UnixMs::now().plus(Duration::from_secs(60));
-        let mut kept = sign_in(github.clone(), "org@x", Role::Viewer, "s1");
-        kept.kept_token = Some(KeptToken { sealed: "v1.k.sealed".into(), recheck_at });
-        store.sign_in(kept).await.unwrap();
+        for session in ["s1", "s2"] {
+            let mut kept = sign_in(github.clone(), "org@x", Role::Viewer, session);
+            kept.kept_token = Some(KeptToken { sealed: "v1.k.sealed".into(), recheck_at });
+            store.sign_in(kept).await.unwrap();
+        }
         let session = store.live_session("s1".into(), UnixMs::now()).await.unwrap().unwrap();
         assert_eq!(session.recheck_at, Some(recheck_at));
         assert_eq!(session.account.unwrap().token_sealed.as_deref(), Some("v1.k.sealed"));
@@ -265,20 +243,14 @@ mod tests {
 
         store.end_lapsed_session("s1".into(), Some(github.clone()), "org@x".into()).await.unwrap();
         assert_eq!(store.live_session("s1".into(), UnixMs::now()).await.unwrap(), None);
-        let token: Option<String> = store
-            .sqlite()
-            .read(|c| {
-                c.query_row("SELECT token_sealed FROM oauth_accounts WHERE provider = 'github'", [], |r| r.get(0))
-            })
-            .await
-            .unwrap();
-        assert_eq!(token, None);
-        assert_eq!(actions(&store).await, ["sign_in", "session_ended"]);
+        // The token was kept on the account, which the other session signed in with too: it
+        // sees it gone.
+        let other = store.live_session("s2".into(), UnixMs::now()).await.unwrap().unwrap();
+        assert_eq!(other.account, Some(SessionAccount { account: github, token_sealed: None }));
+        assert_eq!(actions(&store).await, ["sign_in", "sign_in", "session_ended"]);
     }
 
-    #[tokio::test]
-    async fn accounts_link_to_one_user_and_the_last_one_stays() {
-        let (_dir, store) = open();
+    async fn accounts_link_to_one_user_and_the_last_one_stays(store: Store) {
         store.sign_in(sign_in(account("oidc", "a"), "ada@x", Role::Viewer, "s1")).await.unwrap();
         store.sign_in(sign_in(account("oidc", "b"), "bob@x", Role::Viewer, "s2")).await.unwrap();
         let ada = store.live_session("s1".into(), UnixMs::now()).await.unwrap().unwrap().user;
@@ -302,6 +274,34 @@ mod tests {
         };
         assert_eq!(left, linked[1..]);
         assert_eq!(store.unlink_account(ada, linked[1].id, "ada@x".into()).await.unwrap(), Unlinked::LastAccount);
+        assert_eq!(store.linked_accounts(ada).await.unwrap(), linked[1..]);
+        // The session signed in with the unlinked account ended with it.
+        assert_eq!(store.live_session("s1".into(), UnixMs::now()).await.unwrap(), None);
         assert_eq!(actions(&store).await, ["sign_in", "sign_in", "link_account", "unlink_account"]);
+    }
+
+    /// Two tabs (or two workers behind a load balancer) sign the same new person in at the same
+    /// moment: both sign-ins succeed, as one user with one linked account.
+    #[tokio::test]
+    async fn two_workers_signing_the_same_new_person_in_at_once_make_one_user_with_one_link() {
+        let (_server, first, second) = two_workers_on_one_database().await;
+        for round in 0..5 {
+            let person = account("oidc", &format!("sub-{round}"));
+            let email = format!("p{round}@x");
+            let (a, b) = tokio::join!(
+                first.sign_in(sign_in(person.clone(), &email, Role::Viewer, &format!("a{round}"))),
+                second.sign_in(sign_in(person.clone(), &email, Role::Admin, &format!("b{round}"))),
+            );
+            a.unwrap();
+            b.unwrap();
+            let a = first.live_session(format!("a{round}"), UnixMs::now()).await.unwrap().unwrap();
+            let b = second.live_session(format!("b{round}"), UnixMs::now()).await.unwrap().unwrap();
+            assert_eq!(a.user, b.user, "one user");
+            assert_eq!((a.email.as_str(), b.email.as_str()), (email.as_str(), email.as_str()));
+            let linked = first.linked_accounts(a.user).await.unwrap();
+            assert_eq!(linked.len(), 1, "one link");
+            assert_eq!(first.linked_user_email(person).await.unwrap(), Some(email));
+        }
+        assert_eq!(actions(&first).await.len(), 10);
     }
 }

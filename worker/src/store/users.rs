@@ -244,3 +244,114 @@ impl Sqlite {
         .await
     }
 }
+
+/// Fixtures shared with the sessions tests, and the races of linking and unlinking.
+#[cfg(test)]
+pub(super) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use inlet_shared::config::Role;
+    use inlet_shared::test_util::TestPostgres;
+
+    use super::{Linked, ProviderAccount, Unlinked};
+    use crate::model::UnixMs;
+    use crate::store::{PageRequest, SignIn, Store};
+
+    pub(in crate::store) fn account(provider: &str, subject: &str) -> ProviderAccount {
+        ProviderAccount { provider: provider.into(), subject: subject.into() }
+    }
+
+    /// A sign-in of `account` with `email`, as session `session` (CSRF token `csrf-{session}`).
+    pub(in crate::store) fn sign_in(account: ProviderAccount, email: &str, role: Role, session: &str) -> SignIn {
+        SignIn {
+            account,
+            email: email.into(),
+            name: Some("Ada".into()),
+            role,
+            kept_token: None,
+            session_hash: session.into(),
+            csrf_token: format!("csrf-{session}"),
+            ttl: Duration::from_secs(3600),
+        }
+    }
+
+    /// The audit log's actions, oldest first.
+    pub(in crate::store) async fn actions(store: &Store) -> Vec<String> {
+        let page = store.audit_page(PageRequest { after: None, limit: 100 }).await.unwrap();
+        page.rows.into_iter().rev().map(|r| r.action.as_str().to_owned()).collect()
+    }
+
+    /// Two workers' stores (two pools) on one fresh PostgreSQL database.
+    pub(in crate::store) async fn two_workers_on_one_database() -> (TestPostgres, Store, Store) {
+        let server = tokio::task::spawn_blocking(TestPostgres::start).await.unwrap();
+        let first = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
+        let second = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
+        (server, first, second)
+    }
+
+    /// A signed-in user (session `s-{email}`): its id.
+    async fn user(store: &Store, subject: &str, email: &str) -> crate::model::UserId {
+        let session = format!("s-{email}");
+        store.sign_in(sign_in(account("oidc", subject), email, Role::Viewer, &session)).await.unwrap();
+        store.live_session(session, UnixMs::now()).await.unwrap().unwrap().user
+    }
+
+    /// Two workers unlink a user's last two accounts at the same moment: one of them is refused,
+    /// so the user can still sign in.
+    #[tokio::test]
+    async fn two_workers_unlinking_the_last_two_accounts_at_once_leave_one() {
+        let (_server, first, second) = two_workers_on_one_database().await;
+        for round in 0..5 {
+            let email = format!("u{round}@x");
+            let user = user(&first, &format!("sub-{round}"), &email).await;
+            let github = account("github", &format!("gh-{round}"));
+            assert_eq!(first.link_account(user, github, email.clone()).await.unwrap(), Linked::Now);
+            let linked = first.linked_accounts(user).await.unwrap();
+            assert_eq!(linked.len(), 2);
+            let (a, b) = tokio::join!(
+                first.unlink_account(user, linked[0].id, email.clone()),
+                second.unlink_account(user, linked[1].id, email.clone()),
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            let left = first.linked_accounts(user).await.unwrap();
+            assert_eq!(left.len(), 1, "round {round}: {a:?}, {b:?}");
+            let refused = [&a, &b].into_iter().filter(|outcome| **outcome == Unlinked::LastAccount).count();
+            assert_eq!(refused, 1, "round {round}: {a:?}, {b:?}");
+            assert!([a, b].contains(&Unlinked::Done(left)));
+        }
+    }
+
+    /// Two workers link one provider account at the same moment, to two users or twice to the
+    /// same one: it ends linked once, and the loser is told so.
+    #[tokio::test]
+    async fn two_workers_linking_one_account_at_once_link_it_once() {
+        let (_server, first, second) = two_workers_on_one_database().await;
+        let ada = user(&first, "ada", "ada@x").await;
+        let bob = user(&first, "bob", "bob@x").await;
+        for round in 0..5 {
+            let github = account("github", &format!("gh-{round}"));
+            let (to_ada, to_bob) = tokio::join!(
+                first.link_account(ada, github.clone(), "gh@x".into()),
+                second.link_account(bob, github.clone(), "gh@x".into()),
+            );
+            let mut outcomes = [to_ada.unwrap(), to_bob.unwrap()];
+            outcomes.sort_by_key(|outcome| *outcome != Linked::Now);
+            assert_eq!(outcomes, [Linked::Now, Linked::OtherUser]);
+            let owner = first.linked_user_email(github.clone()).await.unwrap().unwrap();
+            assert!(owner == "ada@x" || owner == "bob@x");
+
+            let twice = account("github", &format!("again-{round}"));
+            let (a, b) = tokio::join!(
+                first.link_account(ada, twice.clone(), "gh@x".into()),
+                second.link_account(ada, twice.clone(), "gh@x".into()),
+            );
+            let mut outcomes = [a.unwrap(), b.unwrap()];
+            outcomes.sort_by_key(|outcome| *outcome != Linked::Now);
+            assert_eq!(outcomes, [Linked::Now, Linked::Already]);
+        }
+        let ada_accounts = first.linked_accounts(ada).await.unwrap().len();
+        let bob_accounts = first.linked_accounts(bob).await.unwrap().len();
+        assert_eq!(ada_accounts + bob_accounts, 2 + 5 + 5, "each account linked once");
+    }
+}

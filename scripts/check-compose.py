@@ -3,8 +3,10 @@
 
 Development and CI machines have no Docker engine, so the stack is never started by the tests.
 This checks what `docker compose config` would not: a three-node NATS cluster on the pinned
-version, whose configs route to each other; two ingest replicas and one worker running the right
-commands, with health checks and Prometheus targets on the ports their config sets; Prometheus
+version, whose configs route to each other; two ingest replicas and two workers running the right
+commands, with health checks and Prometheus targets on the ports their config sets; the workers
+sharing one PostgreSQL service (named volume, health check, waited for) with its password from
+the environment; operator ports bound to loopback only; Prometheus
 loading the alert rules; Grafana provisioned with the dashboard; every mounted file present; a
 multi-stage Dockerfile whose final image runs as a non-root user. When `docker compose` is
 installed, `docker compose config --quiet` runs too.
@@ -121,12 +123,13 @@ def main():
         check(monitoring and health and f"127.0.0.1:{monitoring.group(1)}/healthz" in health,
               f"{name}: no enabled healthcheck probing /healthz on its monitoring port (inlet waits for service_healthy)")
 
-    # Inlet: two ingest replicas and one worker, on the cluster, with 3 replicas per stream.
+    # Inlet: two ingest replicas and two workers, on the cluster, with 3 replicas per stream.
     ingest = sorted(name for name in services if name.startswith("ingest-"))
     check(ingest == ["ingest-1", "ingest-2"], f"expected services ingest-1 and ingest-2, found {ingest}")
-    check("worker" in services, "no worker service")
+    workers = sorted(name for name in services if name.startswith("worker"))
+    check(workers == ["worker-1", "worker-2"], f"expected services worker-1 and worker-2, found {workers}")
     targets = {}
-    for name in ingest + ["worker"]:
+    for name in ingest + workers:
         service = services.get(name, {})
         binary = "inlet-ingest" if name.startswith("ingest") else "inlet-worker"
         check((service.get("command") or [None])[0] == binary, f"{name}: command does not run {binary}")
@@ -149,10 +152,26 @@ def main():
         check(admin and port_of(admin) in [str(p) for p in service.get("expose") or []],
               f"{name}: admin (metrics) port of {admin} is not exposed")
         targets[name] = f"{name}:{port_of(admin)}"
-    database = environment_of(services.get("worker", {})).get("INLET__WORKER__DATABASE", "")
-    check(any(not source.startswith("./") and target and database.startswith(target.rstrip("/") + "/")
-              for source, target in volumes_of(services.get("worker", {}))),
-          f"worker: the database {database} is not on a named volume")
+    # PostgreSQL: the workers' shared store, on a named volume, healthy before they start.
+    postgres = services.get("postgres", {})
+    check(re.fullmatch(r"postgres:(1[5-9]|[2-9]\d)(\.\d+)*(-\w+)?", str(postgres.get("image", ""))),
+          f"postgres: image {postgres.get('image')} is not PostgreSQL 15 or later")
+    check(any(not source.startswith("./") and target == "/var/lib/postgresql/data"
+              for source, target in volumes_of(postgres)), "postgres: its data directory is not on a named volume")
+    check("pg_isready" in (health_test(postgres) or ""), "postgres: no enabled pg_isready healthcheck")
+    check(not postgres.get("ports"), "postgres: publishes a port (keep it on the compose network)")
+    password = environment_of(postgres).get("POSTGRES_PASSWORD", "")
+    check(password.startswith("${"), "postgres: POSTGRES_PASSWORD is not taken from the environment")
+    for name in workers:
+        service = services.get(name, {})
+        env = environment_of(service)
+        check(env.get("INLET__STORE__BACKEND") == "postgres", f"{name}: INLET__STORE__BACKEND is not postgres")
+        check(re.match(r"postgres(ql)?://[^@]*@postgres:5432/", env.get("INLET__STORE__URL", "")),
+              f"{name}: INLET__STORE__URL does not point at the postgres service")
+        check((service.get("depends_on") or {}).get("postgres", {}).get("condition") == "service_healthy",
+              f"{name}: does not wait for postgres to be healthy")
+        for port in service.get("ports") or []:
+            check(str(port).startswith("127.0.0.1:"), f"{name}: publishes {port} beyond loopback (the operator API)")
 
     # Prometheus: scrapes every Inlet process on its admin port and loads the alert rules.
     prometheus = services.get("prometheus", {})

@@ -109,6 +109,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             Placement::new(&js, &config.stream.name, config.stream.replicas, &destination_names).await?;
         (Some(placement), holdings, jobs)
     } else {
+        for name in &destination_names {
+            metric_names::held(Some(name), true);
+        }
+        metric_names::held(None, true);
         (None, HashMap::new(), Holding::always())
     };
     inlet_shared::nats::ensure_stream(&js, &config.stream, config.nats.startup_timeout).await?;

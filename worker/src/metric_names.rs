@@ -46,6 +46,11 @@ pub const OLDEST_PENDING_AGE: &str = "inlet_worker_oldest_pending_age_seconds";
 pub const RESTARTED: &str = "inlet_worker_deliveries_restarted_total";
 /// Attempt results dropped because the delivery had been claimed again meanwhile, by destination.
 pub const SUPERSEDED: &str = "inlet_worker_attempts_superseded_total";
+/// Whether this worker holds a destination now (1) or another worker does (0), by destination;
+/// with SQLite the one worker always holds all.
+pub const DESTINATION_HELD: &str = "inlet_worker_destination_held";
+/// Whether this worker runs the periodic jobs (pruning) now.
+pub const JOBS_HELD: &str = "inlet_worker_jobs_held";
 
 /// Registers HELP text for every metric.
 pub fn describe() {
@@ -65,6 +70,11 @@ pub fn describe() {
     describe_gauge!(DEAD_LETTER_BACKLOG, "Dead-lettered deliveries stored (replayable).");
     describe_gauge!(PENDING_DELIVERIES, "Deliveries not yet delivered or dead-lettered.");
     describe_gauge!(CONSUMER_PENDING, "Stream messages not yet fetched by the recording consumer.");
+    describe_gauge!(
+        DESTINATION_HELD,
+        "1 while this worker holds the destination (claims and attempts its deliveries)."
+    );
+    describe_gauge!(JOBS_HELD, "1 while this worker runs the periodic jobs (pruning).");
     describe_gauge!(OLDEST_PENDING_AGE, Unit::Seconds, "Age of the oldest event with a pending delivery.");
     describe_counter!(
         RESTARTED,
@@ -76,6 +86,15 @@ pub fn describe() {
 /// `n` deliveries of `destination` were restarted (see [`RESTARTED`]).
 pub fn restarted(destination: &str, n: u64) {
     metrics::counter!(RESTARTED, "destination" => destination.to_owned()).increment(n);
+}
+
+/// Whether this worker holds `destination` (`None`: the periodic jobs) now.
+pub fn held(destination: Option<&str>, held: bool) {
+    let value = if held { 1.0 } else { 0.0 };
+    match destination {
+        Some(name) => metrics::gauge!(DESTINATION_HELD, "destination" => name.to_owned()).set(value),
+        None => metrics::gauge!(JOBS_HELD).set(value),
+    }
 }
 
 /// An attempt's result for `destination` was superseded (see [`SUPERSEDED`]).

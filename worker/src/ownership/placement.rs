@@ -43,6 +43,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::LeaseError;
+use crate::metric_names;
 
 /// How long a key lives without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
@@ -97,11 +98,20 @@ impl Holding {
 /// One item a worker may hold: a destination, or the periodic jobs.
 struct Item {
     key: String,
+    /// The destination's name (`None`: the jobs), for the metric.
+    destination: Option<String>,
     holding: Holding,
     /// The revision this worker last wrote, while it holds the key.
     revision: Option<u64>,
     /// Rounds in a row this worker found the key free.
     seen_free: u32,
+}
+
+impl Item {
+    fn set(&self, held: bool) {
+        self.holding.set(held);
+        metric_names::held(self.destination.as_deref(), held);
+    }
 }
 
 /// The placement of this worker among the others: run it with [`Placement::run`].
@@ -152,10 +162,25 @@ impl Placement {
         for name in destinations {
             let holding = Holding::default();
             holdings.insert(name.clone(), holding.clone());
-            items.push(Item { key: destination_key(name), holding, revision: None, seen_free: 0 });
+            items.push(Item {
+                key: destination_key(name),
+                destination: Some(name.clone()),
+                holding,
+                revision: None,
+                seen_free: 0,
+            });
         }
         let jobs = Holding::default();
-        items.push(Item { key: JOBS_KEY.to_owned(), holding: jobs.clone(), revision: None, seen_free: 0 });
+        items.push(Item {
+            key: JOBS_KEY.to_owned(),
+            destination: None,
+            holding: jobs.clone(),
+            revision: None,
+            seen_free: 0,
+        });
+        for item in &items {
+            metric_names::held(item.destination.as_deref(), false);
+        }
         Ok((Placement { kv, bucket, instance, value, items }, holdings, jobs))
     }
 
@@ -173,7 +198,7 @@ impl Placement {
         }
         for item in &mut self.items {
             if let Some(revision) = item.revision.take() {
-                item.holding.set(false);
+                item.set(false);
                 let _ = self.kv.delete_expect_revision(&item.key, Some(revision)).await;
             }
         }
@@ -208,7 +233,7 @@ impl Placement {
         match item.revision {
             Some(revision) if !mine => {
                 // Its preferred worker is live and another: stop first, then free the key.
-                item.holding.set(false);
+                item.set(false);
                 item.revision = None;
                 let _ = kv.delete_expect_revision(&item.key, Some(revision)).await;
                 tracing::info!(item = %item.key, "handed back to its preferred worker");
@@ -216,7 +241,7 @@ impl Placement {
             Some(revision) => match kv.update(&item.key, value.clone(), revision).await {
                 Ok(next) => item.revision = Some(next),
                 Err(error) => {
-                    item.holding.set(false);
+                    item.set(false);
                     item.revision = None;
                     tracing::warn!(item = %item.key, %error, "lost the lease (expired or taken over); stopped");
                 }
@@ -230,7 +255,7 @@ impl Placement {
                     Ok(revision) => {
                         item.revision = Some(revision);
                         item.seen_free = 0;
-                        item.holding.set(true);
+                        item.set(true);
                         tracing::info!(item = %item.key, "took the lease");
                     }
                     Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => item.seen_free = 0,

@@ -259,7 +259,9 @@ forward! {
     pub async fn audit_bulk_replay_cancel(&self, id: BulkReplayId, actor: String, was_running: bool) -> Result<Option<BulkReplayRow>, StoreError>;
     /// At startup: bulk replays left `running` by a previous process are closed as `cancelled`
     /// (their remaining deliveries are still dead letters and can be replayed again). Returns
-    /// how many.
+    /// how many. SQLite only: on PostgreSQL a `running` job may be a live worker's, so none is
+    /// closed (returns 0) and a job whose worker died stays `running`; known gap, to be closed
+    /// by a lease on the job (issue #15, N workers).
     ///
     /// # Errors
     ///

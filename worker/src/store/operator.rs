@@ -238,7 +238,7 @@ pub struct StatusCounts {
 }
 
 impl StatusCounts {
-    fn add(&mut self, status: DeliveryStatus, n: i64) {
+    pub(super) fn add(&mut self, status: DeliveryStatus, n: i64) {
         let count = match status {
             DeliveryStatus::Pending => &mut self.pending,
             DeliveryStatus::Delivered => &mut self.delivered,
@@ -292,7 +292,7 @@ impl Where {
 }
 
 /// `LIKE` pattern matching `text` literally anywhere (with `ESCAPE '\'`).
-fn contains_pattern(text: &str) -> String {
+pub(super) fn contains_pattern(text: &str) -> String {
     let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("%{escaped}%")
 }
@@ -362,8 +362,8 @@ impl DeadLetterSelection {
 }
 
 /// Columns read by [`event_row`], table alias `e`.
-const EVENT_COLUMNS: &str = "e.id, e.source, e.event_id, e.event_type, e.received_at_ms, e.content_type, \
-                             e.route_status, e.duplicates, e.conflicts, e.scheme";
+pub(super) const EVENT_COLUMNS: &str = "e.id, e.source, e.event_id, e.event_type, e.received_at_ms, e.content_type, \
+                                        e.route_status, e.duplicates, e.conflicts, e.scheme";
 
 fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {

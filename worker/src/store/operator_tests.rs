@@ -1,7 +1,12 @@
-//! Tests of the operator plane's store operations against a real SQLite file: pages, cursors
-//! and selections, the DataLoaders' batched reads, content priced before it is loaded, the
-//! counts, and bulk replay jobs with their audit rows.
+//! Tests of the operator plane's store operations on both backends: pages, cursors and
+//! selections, the DataLoaders' batched reads, content priced before it is loaded, the counts,
+//! replays, bulk replay previews and jobs with their audit rows; and, on PostgreSQL, replays
+//! by two workers at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use inlet_shared::test_util::TestPostgres;
 
 use super::deliveries::{AttemptRecord, NextStep};
 use super::events::NewEvent;
@@ -9,14 +14,57 @@ use super::operator::{
     ContentRead, Cursor, DeadLetterSelection, EventSelection, EventStatusFilter, PageRequest, ReasonFilter,
     StatusCounts,
 };
-use super::replays::{BulkProgress, NewBulkReplay};
-use super::{Store, StoreError};
+use super::replays::{BulkProgress, NewBulkReplay, ReplayOutcome};
+use super::{Backend, Store, StoreError};
 use crate::model::{
     AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, DeadLetterReason, DeliveryId, DeliveryStatus,
     EventRowId, LeaseToken, RouteStatus, UnixMs,
 };
 
-use super::open_temp as open;
+/// Each listed `async fn name(store: Store, ids: Vec<DeliveryId>)` runs on a fresh store
+/// holding the four dead letters of [`dead_letters`] (`ids`), in three tests: `sqlite` and
+/// `postgres` record them through the store's operations (as [`on_each_backend!`] does), and
+/// `postgres_seeded_with_sql` inserts the same rows with plain SQL, so that these reads are
+/// checked on PostgreSQL whatever the state of recording there.
+macro_rules! with_dead_letters {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    let (_dir, store) = crate::store::open_temp();
+                    let ids = super::dead_letters(&store).await;
+                    super::$name(store, ids).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let (_server, store) = crate::store::open_temp_postgres().await;
+                    let ids = super::dead_letters(&store).await;
+                    super::$name(store, ids).await;
+                }
+
+                #[tokio::test]
+                async fn postgres_seeded_with_sql() {
+                    let (server, store) = crate::store::open_temp_postgres().await;
+                    let ids = super::dead_letters_with_sql(&server.url()).await;
+                    super::$name(store, ids).await;
+                }
+            }
+        )+
+    };
+}
+
+with_dead_letters!(
+    dead_letters_page_newest_first_by_cursor_and_an_unknown_reason_selects_nothing,
+    events_filter_by_state_and_the_batched_reads_group_by_key,
+    content_is_priced_before_it_is_loaded,
+    totals_and_destination_counts_come_from_the_kept_counts,
+    a_replay_requeues_a_dead_letter_once_with_its_audit_row,
+    a_bulk_preview_is_kept_under_its_token_until_it_expires,
+);
+
+on_each_backend!(a_bulk_replay_job_is_created_with_its_audit_row_and_closed_at_startup_on_sqlite);
 
 /// An event whose body names its id (the store's `event` fixture).
 fn event(id: &str, destinations: &[&str]) -> NewEvent {
@@ -42,29 +90,90 @@ async fn dead_letter(store: &Store, id: &DeliveryId, reason: DeadLetterReason) {
         .unwrap();
 }
 
-/// Four dead letters (three to `a`, one to `b`), one delivered-nowhere event.
-async fn dead_letters() -> (tempfile::TempDir, Store, Vec<DeliveryId>) {
-    let (dir, store) = open();
+/// The fixture's dead letters: (event row, destination, reason).
+const DEAD_LETTERS: [(i64, &str, DeadLetterReason); 4] = [
+    (1, "a", DeadLetterReason::Permanent4xx),
+    (2, "a", DeadLetterReason::RetriesExhausted),
+    (3, "a", DeadLetterReason::Permanent4xx),
+    (4, "b", DeadLetterReason::Permanent4xx),
+];
+
+/// Records four dead letters (three to `a`, one to `b`) and one unrouted event (row 5,
+/// received at 0); returns the dead letters' ids.
+async fn dead_letters(store: &Store) -> Vec<DeliveryId> {
     let events = vec![event("e1", &["a"]), event("e2", &["a"]), event("e3", &["a"]), event("e4", &["b"])];
-    store.record(events, UnixMs::now().plus(std::time::Duration::from_secs(60))).await.unwrap();
+    store.record(events, UnixMs::now().plus(Duration::from_secs(60))).await.unwrap();
     store.record(vec![NewEvent { received_at: UnixMs(0), ..event("unrouted", &[]) }], UnixMs(0)).await.unwrap();
-    let ids: Vec<DeliveryId> =
-        [(1, "a"), (2, "a"), (3, "a"), (4, "b")].iter().map(|(e, d)| DeliveryId::of(EventRowId(*e), d)).collect();
-    let reasons = [
-        DeadLetterReason::Permanent4xx,
-        DeadLetterReason::RetriesExhausted,
-        DeadLetterReason::Permanent4xx,
-        DeadLetterReason::Permanent4xx,
-    ];
-    for (id, reason) in ids.iter().zip(reasons) {
-        dead_letter(&store, id, reason).await;
+    let mut ids = Vec::new();
+    for (event, destination, reason) in DEAD_LETTERS {
+        let id = DeliveryId::of(EventRowId(event), destination);
+        dead_letter(store, &id, reason).await;
+        ids.push(id);
     }
-    (dir, store, ids)
+    ids
 }
 
-#[tokio::test]
-async fn dead_letters_page_newest_first_by_cursor_and_an_unknown_reason_selects_nothing() {
-    let (_dir, store, ids) = dead_letters().await;
+/// The rows [`dead_letters`] leaves, inserted with plain SQL into the PostgreSQL database at
+/// `url` (the counters follow by their triggers); returns the dead letters' ids.
+async fn dead_letters_with_sql(url: &str) -> Vec<DeliveryId> {
+    let pool = super::postgres::connect(url, 1, Duration::ZERO).unwrap();
+    let client = pool.get().await.unwrap();
+    let now = UnixMs::now();
+    let events = [
+        ("e1", 1_000, RouteStatus::Routed),
+        ("e2", 1_000, RouteStatus::Routed),
+        ("e3", 1_000, RouteStatus::Routed),
+        ("e4", 1_000, RouteStatus::Routed),
+        ("unrouted", 0, RouteStatus::Unrouted),
+    ];
+    for (event_id, received_at, route_status) in events {
+        let body = format!("{{\"id\":\"{event_id}\"}}").into_bytes();
+        client
+            .execute(
+                "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
+                                     recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256,
+                                     route_status)
+                 VALUES ('src', $1, 'provider', 't', 'github', 0, $2, $3, 1, 'application/json', '[]', $4,
+                         encode(sha256($4), 'hex'), $5)",
+                &[&event_id, &UnixMs(received_at), &now, &body, &route_status],
+            )
+            .await
+            .unwrap();
+    }
+    let mut ids = Vec::new();
+    for (event, destination, reason) in DEAD_LETTERS {
+        let id = DeliveryId::of(EventRowId(event), destination);
+        client
+            .execute(
+                "INSERT INTO deliveries (id, event_rowid, destination, status, attempts, created_at_ms, updated_at_ms,
+                                         last_status_code, dead_letter_reason, lease_token)
+                 VALUES ($1, $2, $3, 'dead_lettered', 1, $4, $4, 410, $5, 1)",
+                &[&id, &EventRowId(event), &destination, &now, &reason],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO attempts (delivery_id, attempt, started_at_ms, duration_ms, outcome, status_code,
+                                       response_snippet)
+                 VALUES ($1, 1, 2000, 3, 'permanent', 410, 'gone')",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+fn is_sqlite(store: &Store) -> bool {
+    matches!(store.backend, Backend::Sqlite(_))
+}
+
+async fn dead_letters_page_newest_first_by_cursor_and_an_unknown_reason_selects_nothing(
+    store: Store,
+    ids: Vec<DeliveryId>,
+) {
     let all = DeadLetterSelection::default();
     let first = store.dead_letters_page(all.clone(), PageRequest { after: None, limit: 3 }).await.unwrap();
     let listed: Vec<&DeliveryId> = first.rows.iter().map(|d| &d.id).collect();
@@ -96,6 +205,7 @@ async fn dead_letters_page_newest_first_by_cursor_and_an_unknown_reason_selects_
     );
     assert_eq!(count(DeadLetterSelection { reason: Some(ReasonFilter::Unknown), ..Default::default() }).await, 0);
     assert_eq!(count(DeadLetterSelection { text: Some("e_".into()), ..Default::default() }).await, 0, "literal");
+    assert_eq!(count(DeadLetterSelection { text: Some("E2".into()), ..Default::default() }).await, 1, "any case");
     assert_eq!(count(DeadLetterSelection { text: Some(String::new()), ..Default::default() }).await, 4, "no condition");
     assert_eq!(count(DeadLetterSelection { dead_after: Some(UnixMs(i64::MAX)), ..Default::default() }).await, 0);
 
@@ -111,9 +221,7 @@ async fn dead_letters_page_newest_first_by_cursor_and_an_unknown_reason_selects_
     assert_eq!(store.delivery_destination(ids[3].clone()).await.unwrap().as_deref(), Some("b"));
 }
 
-#[tokio::test]
-async fn events_filter_by_state_and_the_batched_reads_group_by_key() {
-    let (_dir, store, ids) = dead_letters().await;
+async fn events_filter_by_state_and_the_batched_reads_group_by_key(store: Store, ids: Vec<DeliveryId>) {
     let page = |selection: EventSelection| {
         let store = store.clone();
         async move {
@@ -162,9 +270,7 @@ async fn events_filter_by_state_and_the_batched_reads_group_by_key() {
     assert_eq!(delivery.next_attempt_at, None);
 }
 
-#[tokio::test]
-async fn content_is_priced_before_it_is_loaded() {
-    let (_dir, store, _) = dead_letters().await;
+async fn content_is_priced_before_it_is_loaded(store: Store, _: Vec<DeliveryId>) {
     let asked = std::sync::Arc::new(std::sync::Mutex::new(None));
     let seen = std::sync::Arc::clone(&asked);
     let answer = store
@@ -181,12 +287,11 @@ async fn content_is_priced_before_it_is_loaded() {
     };
     assert_eq!((content.body.as_slice(), content.headers_json.as_str()), (&b"{\"id\":\"e1\"}"[..], "[]"));
     assert_eq!(content.body_sha256.len(), 64);
-    assert!(matches!(store.event_content(EventRowId(99), |_| true).await, Err(StoreError::Sqlite(_))), "as before");
+    let missing = store.event_content(EventRowId(99), |_| true).await;
+    assert!(matches!(missing, Err(StoreError::Sqlite(_) | StoreError::Postgres(_))), "an error, as before");
 }
 
-#[tokio::test]
-async fn totals_and_destination_counts_come_from_the_kept_counts() {
-    let (_dir, store, _) = dead_letters().await;
+async fn totals_and_destination_counts_come_from_the_kept_counts(store: Store, _: Vec<DeliveryId>) {
     let totals = store.totals().await.unwrap();
     assert_eq!((totals.events, totals.unrouted), (5, 1));
     assert_eq!(totals.deliveries, StatusCounts { pending: 0, delivered: 0, dead_lettered: 4 });
@@ -195,9 +300,68 @@ async fn totals_and_destination_counts_come_from_the_kept_counts() {
     assert_eq!(counts["b"].dead_lettered, 1);
 }
 
-#[tokio::test]
-async fn a_bulk_replay_job_is_created_with_its_audit_row_and_closed_at_startup_when_left_running() {
-    let (_dir, store) = open();
+async fn a_replay_requeues_a_dead_letter_once_with_its_audit_row(store: Store, ids: Vec<DeliveryId>) {
+    let before = UnixMs::now();
+    let replayed = store.replay(ids[0].clone(), "ops@x".into(), true).await.unwrap();
+    assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
+    let row = store.delivery(ids[0].clone()).await.unwrap().unwrap();
+    assert_eq!((row.status, row.replays, row.attempts, row.dead_letter_reason), (DeliveryStatus::Pending, 1, 1, None));
+    assert!(row.next_attempt_at.unwrap() >= before, "due now");
+    assert!(
+        matches!(
+            store.replay(ids[0].clone(), "ops@x".into(), true).await.unwrap(),
+            ReplayOutcome::AlreadyPending { ref destination, .. } if destination == "a"
+        ),
+        "replayed once"
+    );
+    assert_eq!(store.delivery(ids[0].clone()).await.unwrap().unwrap().replays, 1);
+    // A bulk job's item is not audited one by one.
+    let unaudited = store.replay(ids[3].clone(), "ops@x (bulk 1)".into(), false).await.unwrap();
+    assert_eq!(unaudited, ReplayOutcome::Replayed { destination: "b".into() });
+    let missing = store.replay(DeliveryId::from_stored("dlv_missing".into()), "ops@x".into(), true).await.unwrap();
+    assert_eq!(missing, ReplayOutcome::NotFound);
+
+    let audit = store.audit_page(PageRequest { after: None, limit: 10 }).await.unwrap();
+    let audited: Vec<_> =
+        audit.rows.iter().map(|r| (r.action, r.actor.as_str(), r.target.as_str(), r.detail.as_deref())).collect();
+    assert_eq!(
+        audited,
+        [(AuditAction::ReplayDelivery, "ops@x", ids[0].as_str(), Some("previous status dead_lettered"))]
+    );
+    let totals = store.totals().await.unwrap();
+    assert_eq!(totals.deliveries, StatusCounts { pending: 2, delivered: 0, dead_lettered: 2 });
+    let left = store.dead_letters_page(DeadLetterSelection::default(), PageRequest { after: None, limit: 10 }).await;
+    assert_eq!(left.unwrap().rows.iter().map(|d| &d.id).collect::<Vec<_>>(), [&ids[2], &ids[1]]);
+}
+
+async fn a_bulk_preview_is_kept_under_its_token_until_it_expires(store: Store, ids: Vec<DeliveryId>) {
+    let permanent =
+        DeadLetterSelection { reason: Some(ReasonFilter::Is(DeadLetterReason::Permanent4xx)), ..Default::default() };
+    let expires_at = UnixMs::now().plus(Duration::from_secs(600));
+    let kept = store.create_bulk_preview(permanent.clone(), "{}".into(), "ops@x".into(), expires_at).await.unwrap();
+    assert_eq!((kept.total, kept.expires_at, kept.filter_json.as_str()), (3, expires_at, "{}"));
+    assert!(kept.token.starts_with("brp_") && kept.token.len() == 4 + 48, "{}", kept.token);
+    assert_eq!(store.bulk_preview(kept.token.clone()).await.unwrap(), Some(kept.clone()));
+    assert_eq!(store.bulk_preview("brp_unknown".into()).await.unwrap(), None);
+
+    // Bounded by the newest dead letter the preview counted (`seen_until`).
+    let bound = kept.max_updated_at.unwrap();
+    let selected = store.select_dead_letters(permanent.clone(), Some(bound), 10).await.unwrap();
+    assert_eq!(selected.iter().map(|(id, _)| id).collect::<Vec<_>>(), [&ids[0], &ids[2], &ids[3]]);
+    let before_all = UnixMs(bound.0 - 1_000_000);
+    assert!(store.select_dead_letters(permanent.clone(), Some(before_all), 10).await.unwrap().is_empty());
+    assert_eq!(store.preview_dead_letters(permanent.clone(), Some(before_all), 10).await.unwrap(), (0, vec![]));
+    assert_eq!(store.select_dead_letters(permanent.clone(), None, 2).await.unwrap().len(), 2, "the limit");
+
+    let nothing = DeadLetterSelection { destination: Some("none".into()), ..Default::default() };
+    let empty = store.create_bulk_preview(nothing, "{}".into(), "ops@x".into(), expires_at).await.unwrap();
+    assert_eq!((empty.total, empty.max_updated_at), (0, None));
+    assert_ne!(empty.token, kept.token);
+    let expired = store.create_bulk_preview(permanent, "{}".into(), "ops@x".into(), UnixMs(1)).await.unwrap();
+    assert_eq!(store.bulk_preview(expired.token).await.unwrap(), None, "expired");
+}
+
+async fn a_bulk_replay_job_is_created_with_its_audit_row_and_closed_at_startup_on_sqlite(store: Store) {
     let filter_json = "{\"destination\":\"a\"}".to_owned();
     let job = store
         .create_bulk_replay(NewBulkReplay {
@@ -219,10 +383,16 @@ async fn a_bulk_replay_job_is_created_with_its_audit_row_and_closed_at_startup_w
     let cancelled = store.audit_bulk_replay_cancel(job.id, "ops@x".into(), false).await.unwrap();
     assert_eq!(cancelled.map(|j| j.status), Some(BulkReplayStatus::Running), "the runner records the end");
     assert_eq!(store.audit_bulk_replay_cancel(BulkReplayId(99), "ops@x".into(), true).await.unwrap(), None);
-    assert_eq!(store.close_interrupted_bulk_replays().await.unwrap(), 1);
-    let closed = store.bulk_replay(job.id).await.unwrap().unwrap();
-    assert_eq!(closed.status, BulkReplayStatus::Cancelled);
-    assert!(closed.finished_at.is_some());
+    let closed = store.close_interrupted_bulk_replays().await.unwrap();
+    let after = store.bulk_replay(job.id).await.unwrap().unwrap();
+    if is_sqlite(&store) {
+        // One process owns a SQLite file: a job running at startup was left by the last one.
+        assert_eq!((closed, after.status), (1, BulkReplayStatus::Cancelled));
+        assert!(after.finished_at.is_some());
+    } else {
+        // Another worker may be running it right now: left alone (see the operation's contract).
+        assert_eq!((closed, after.status, after.finished_at), (0, BulkReplayStatus::Running, None));
+    }
     store.finish_bulk_replay(job.id, BulkProgress { done: 3, enqueued: 2 }, BulkReplayStatus::Finished).await.unwrap();
     assert_eq!(store.bulk_replay(job.id).await.unwrap().unwrap().status, BulkReplayStatus::Finished);
 
@@ -238,4 +408,160 @@ async fn a_bulk_replay_job_is_created_with_its_audit_row_and_closed_at_startup_w
         (started.target.clone(), started.detail.as_deref()),
         (format!("bulk_replay:{}", job.id.0), Some(filter_json.as_str()))
     );
+}
+
+/// Two fresh stores (two workers' pools) on one new PostgreSQL database seeded by
+/// [`dead_letters_with_sql`], and a pool of the test's own on it.
+async fn two_workers() -> (TestPostgres, Store, Store, super::postgres::Pool, Vec<DeliveryId>) {
+    let server = tokio::task::spawn_blocking(TestPostgres::start).await.unwrap();
+    let one = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
+    let two = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
+    let ids = dead_letters_with_sql(&server.url()).await;
+    let pool = super::postgres::connect(&server.url(), 2, Duration::ZERO).unwrap();
+    (server, one, two, pool, ids)
+}
+
+/// Waits until `n` sessions of this database wait for a lock (what the test set up: no timing
+/// involved); fails after 10 s.
+async fn until_waiting_for_locks(pool: &super::postgres::Pool, n: i64) {
+    let client = pool.get().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{waiting} of {n} sessions wait for a lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two workers replay the same dead letter at the same moment: both are held at the start by a
+/// lock on its row (so both begin before either decides), then let go together. Exactly one
+/// replays it: one replay counted, one audit row.
+#[tokio::test]
+async fn two_workers_replaying_one_dead_letter_at_once_replay_it_once() {
+    let (_server, one, two, pool, ids) = two_workers().await;
+    let id = ids[1].clone();
+    let mut holder = pool.get().await.unwrap();
+    let hold = holder.transaction().await.unwrap();
+    hold.execute("SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE", &[&id]).await.unwrap();
+    let replays = [one, two].map(|store| {
+        let id = id.clone();
+        tokio::spawn(async move { store.replay(id, "ops@x".into(), true).await.unwrap() })
+    });
+    until_waiting_for_locks(&pool, 2).await;
+    hold.commit().await.unwrap();
+    let mut outcomes = Vec::new();
+    for replay in replays {
+        outcomes.push(replay.await.unwrap());
+    }
+    let replayed = outcomes.iter().filter(|o| **o == ReplayOutcome::Replayed { destination: "a".into() }).count();
+    let pending = outcomes.iter().filter(|o| matches!(o, ReplayOutcome::AlreadyPending { .. })).count();
+    assert_eq!((replayed, pending), (1, 1), "{outcomes:?}");
+    let client = pool.get().await.unwrap();
+    let row = client.query_one("SELECT replays, replay_enqueued FROM deliveries WHERE id = $1", &[&id]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (1, true));
+    let audited: i64 = client
+        .query_one("SELECT count(*) FROM audit_log WHERE action = 'replay_delivery' AND target = $1", &[&id.as_str()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1);
+}
+
+/// What SQLite's `a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry` and the
+/// stuck-delivery test check, on PostgreSQL with the states set by SQL: a pending delivery is
+/// made due now unless an attempt holds it, and a delivered one is replayed with a fresh
+/// schedule (`attempt_base`).
+#[tokio::test]
+async fn a_replay_makes_a_pending_delivery_due_unless_held_and_gives_a_replayed_one_a_fresh_schedule() {
+    let (_server, store, _, pool, ids) = two_workers().await;
+    let client = pool.get().await.unwrap();
+    let later = UnixMs::now().plus(Duration::from_secs(3600));
+    let set = "UPDATE deliveries SET status = 'pending', dead_letter_reason = NULL, next_attempt_at_ms = $2,
+                   lease_until_ms = $3
+               WHERE id = $1";
+    let none: Option<UnixMs> = None;
+    client.execute(set, &[&ids[0], &Some(later), &none]).await.unwrap(); // waiting for a later retry
+    client.execute(set, &[&ids[1], &Some(later), &Some(later)]).await.unwrap(); // held by an attempt
+    client.execute(set, &[&ids[2], &none, &none]).await.unwrap(); // stuck: no due time at all
+    client
+        .execute(
+            "UPDATE deliveries SET status = 'delivered', dead_letter_reason = NULL, attempts = 3 WHERE id = $1",
+            &[&ids[3]],
+        )
+        .await
+        .unwrap();
+
+    let now = UnixMs::now();
+    let outcomes = [
+        store.replay(ids[0].clone(), "ops".into(), true).await.unwrap(),
+        store.replay(ids[1].clone(), "ops".into(), true).await.unwrap(),
+        store.replay(ids[2].clone(), "ops".into(), true).await.unwrap(),
+    ];
+    let pending = |rescheduled| ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled };
+    assert_eq!(outcomes, [pending(true), pending(false), pending(true)]);
+    for (id, due_now) in [(&ids[0], true), (&ids[1], false), (&ids[2], true)] {
+        let due = store.delivery(id.clone()).await.unwrap().unwrap().next_attempt_at.unwrap();
+        assert_eq!(due.0 <= UnixMs::now().0 && due.0 >= now.0, due_now, "{id}");
+    }
+
+    assert_eq!(
+        store.replay(ids[3].clone(), "ops".into(), true).await.unwrap(),
+        ReplayOutcome::Replayed { destination: "b".into() }
+    );
+    let row = client
+        .query_one("SELECT status, attempt_base, replays, lease_until_ms FROM deliveries WHERE id = $1", &[&ids[3]])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2), row.get::<_, Option<i64>>(3)),
+        ("pending".to_owned(), 3, 1, None)
+    );
+    let audit = store.audit_page(PageRequest { after: None, limit: 10 }).await.unwrap();
+    let details: Vec<_> = audit.rows.iter().map(|r| r.detail.as_deref()).collect();
+    assert_eq!(details, [Some("previous status delivered")], "only the replay that changed something is audited");
+}
+
+/// Two workers making previews at once, both sweeping the same expired one: both succeed.
+#[tokio::test]
+async fn two_workers_sweeping_the_same_expired_preview_both_make_theirs() {
+    let (_server, one, two, pool, _) = two_workers().await;
+    let all = DeadLetterSelection::default();
+    let expired = one.create_bulk_preview(all.clone(), "{}".into(), "ops".into(), UnixMs(1)).await.unwrap();
+    let mut holder = pool.get().await.unwrap();
+    let hold = holder.transaction().await.unwrap();
+    hold.execute("SELECT 1 FROM bulk_replay_previews WHERE token = $1 FOR UPDATE", &[&expired.token]).await.unwrap();
+    let expires_at = UnixMs::now().plus(Duration::from_secs(600));
+    let previews = [one, two].map(|store| {
+        let all = all.clone();
+        tokio::spawn(
+            async move { store.create_bulk_preview(all, "{}".into(), "ops".into(), expires_at).await.unwrap() },
+        )
+    });
+    until_waiting_for_locks(&pool, 2).await;
+    hold.commit().await.unwrap();
+    for preview in previews {
+        assert_eq!(preview.await.unwrap().total, 4);
+    }
+    let tokens: Vec<String> = pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT token FROM bulk_replay_previews", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    assert!(!tokens.contains(&expired.token), "swept");
 }

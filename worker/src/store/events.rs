@@ -66,6 +66,37 @@ pub(super) enum RecordedRow {
     Duplicate { conflict: bool },
 }
 
+/// What recording `event` did, as callers see it: a new event's deliveries come back claimed
+/// for their first attempt until `lease_until` (token 1), with what is needed to send them (no
+/// read back). `event` may be `None` for an unrouted one (it has no deliveries). Both backends
+/// answer through this, so they answer alike.
+pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, lease_until: UnixMs) -> Recorded {
+    match (row, event) {
+        (RecordedRow::New(ids), Some(event)) => Recorded::New {
+            deliveries: ids
+                .into_iter()
+                .map(|(delivery_id, destination)| Claimed {
+                    delivery: DeliveryToSend {
+                        delivery_id,
+                        destination,
+                        attempts: 0,
+                        attempt_base: 0,
+                        source: event.source.clone(),
+                        event_id: event.event_id.clone(),
+                        event_type: event.event_type.clone(),
+                        content_type: event.content_type.clone(),
+                        received_at: event.received_at,
+                        body: event.body.clone(),
+                    },
+                    lease: Lease { token: LeaseToken::FIRST, until: lease_until },
+                })
+                .collect(),
+        },
+        (RecordedRow::New(_), None) => Recorded::New { deliveries: Vec::new() },
+        (RecordedRow::Duplicate { conflict }, _) => Recorded::Duplicate { conflict },
+    }
+}
+
 pub(super) fn body_sha256(body: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(body))
@@ -176,34 +207,7 @@ impl Sqlite {
         let (reply, answer) = oneshot::channel();
         self.writer.send(Command::Record { events, lease_until, reply }).await.map_err(|_| StoreError::WriterGone)?;
         let rows = answer.await.map_err(|_| StoreError::WriterGone)??;
-        Ok(rows
-            .into_iter()
-            .zip(sendable)
-            .map(|(row, sendable)| match (row, sendable) {
-                (RecordedRow::New(ids), Some(event)) => Recorded::New {
-                    deliveries: ids
-                        .into_iter()
-                        .map(|(delivery_id, destination)| Claimed {
-                            delivery: DeliveryToSend {
-                                delivery_id,
-                                destination,
-                                attempts: 0,
-                                attempt_base: 0,
-                                source: event.source.clone(),
-                                event_id: event.event_id.clone(),
-                                event_type: event.event_type.clone(),
-                                content_type: event.content_type.clone(),
-                                received_at: event.received_at,
-                                body: event.body.clone(),
-                            },
-                            lease: Lease { token: LeaseToken::FIRST, until: lease_until },
-                        })
-                        .collect(),
-                },
-                (RecordedRow::New(_), None) => Recorded::New { deliveries: Vec::new() },
-                (RecordedRow::Duplicate { conflict }, _) => Recorded::Duplicate { conflict },
-            })
-            .collect())
+        Ok(rows.into_iter().zip(sendable).map(|(row, event)| recorded(row, event.as_ref(), lease_until)).collect())
     }
 
     pub async fn prune(&self, cutoff: UnixMs) -> Result<usize, StoreError> {

@@ -94,9 +94,12 @@ forward! {
     ///
     /// When the transaction fails.
     pub async fn release_leases(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError>;
-    /// At startup: every lease in the file belongs to a process that is gone (one process per
-    /// database, see the lock in [`Store::open`]), so each leased pending delivery is released
-    /// to be claimed at once. Returns them as (delivery id, destination): attempts restarted.
+    /// At startup, on SQLite: every lease in the file belongs to a process that is gone (one
+    /// process per database, see the lock in [`Store::open_sqlite`]), so each leased pending
+    /// delivery is released to be claimed at once. Returns them as (delivery id, destination):
+    /// attempts restarted. On PostgreSQL it releases nothing and returns nothing: the leases
+    /// there may be other live workers' (their attempts under way); a dead worker's claims
+    /// come back when their leases expire.
     ///
     /// # Errors
     ///

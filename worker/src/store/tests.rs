@@ -1,13 +1,15 @@
-//! The store's own tests: the writer's group semantics, the WAL, migrations, and the delivery
-//! schedule against a real SQLite file.
+//! The store's own tests: the writer's group semantics, the WAL and migrations against a real
+//! SQLite file, and recording and the delivery schedule on both backends (several workers on
+//! one PostgreSQL database at the end).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use inlet_shared::config::SqliteSynchronous;
+use inlet_shared::test_util::TestPostgres;
+use rusqlite::types::ValueRef;
 use tokio::sync::oneshot;
 
 use super::deliveries::{AttemptRecord, AttemptSettled, DueClass, Lease, NextStep};
@@ -17,7 +19,7 @@ use super::replays::ReplayOutcome;
 use super::wal::checkpoint;
 use super::wal::restart_wal_if_wanted;
 use super::writer::{Command, TypedWrite, execute_group};
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, UnixMs};
 use bytes::Bytes;
 use inlet_shared::signature::{IdOrigin, SchemeKind};
@@ -220,15 +222,57 @@ async fn reopening_does_not_reapply_migrations() {
     assert_eq!(count, MIGRATIONS.len() as i64);
 }
 
+/// Whether `store` runs on PostgreSQL, where a few answers differ by design (said where).
+fn on_postgres(store: &Store) -> bool {
+    matches!(store.backend, Backend::Postgres(_))
+}
+
+/// The rows of `sql` (SQL both engines take), each column as text (`None`: NULL).
+async fn peek(store: &Store, sql: String) -> Vec<Vec<Option<String>>> {
+    match &store.backend {
+        Backend::Sqlite(sqlite) => sqlite
+            .read(move |c| {
+                let mut statement = c.prepare(&sql)?;
+                let width = statement.column_count();
+                let rows = statement.query_map([], |row| {
+                    (0..width)
+                        .map(|i| {
+                            Ok(match row.get_ref(i)? {
+                                ValueRef::Null => None,
+                                ValueRef::Integer(n) => Some(n.to_string()),
+                                ValueRef::Real(x) => Some(x.to_string()),
+                                ValueRef::Text(text) | ValueRef::Blob(text) => {
+                                    Some(String::from_utf8_lossy(text).into_owned())
+                                }
+                            })
+                        })
+                        .collect()
+                })?;
+                rows.collect()
+            })
+            .await
+            .unwrap(),
+        Backend::Postgres(postgres) => postgres.peek(&sql).await.unwrap(),
+    }
+}
+
+/// The one value `sql` selects, as a number.
+async fn peek_number(store: &Store, sql: &str) -> i64 {
+    let rows = peek(store, sql.to_owned()).await;
+    rows[0][0].as_deref().unwrap_or("0").parse().unwrap()
+}
+
 /// A delivery's row, for the tests: (status, attempts, lease token, lease until, due at).
-fn row(store_path: &Path, id: &DeliveryId) -> (String, i64, i64, Option<i64>, Option<i64>) {
-    let c = rusqlite::Connection::open(store_path).unwrap();
-    c.query_row(
-        "SELECT status, attempts, lease_token, lease_until_ms, next_attempt_at_ms FROM deliveries WHERE id = ?1",
-        [id.as_str()],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+async fn row(store: &Store, id: &DeliveryId) -> (String, i64, i64, Option<i64>, Option<i64>) {
+    let rows = peek(
+        store,
+        format!(
+            "SELECT status, attempts, lease_token, lease_until_ms, next_attempt_at_ms FROM deliveries WHERE id = '{id}'"
+        ),
     )
-    .unwrap()
+    .await;
+    let number = |i: usize| rows[0][i].as_deref().map(|n| n.parse::<i64>().unwrap());
+    (rows[0][0].clone().unwrap(), number(1).unwrap(), number(2).unwrap(), number(3), number(4))
 }
 
 fn attempt(id: &DeliveryId, n: i64, outcome: AttemptOutcome, next: NextStep, lease_token: i64) -> AttemptRecord {
@@ -246,16 +290,19 @@ fn attempt(id: &DeliveryId, n: i64, outcome: AttemptOutcome, next: NextStep, lea
     }
 }
 
-fn open_at() -> (tempfile::TempDir, Store, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nested/inlet.db");
-    let store = Store::open_sqlite(&path, SqliteSynchronous::Full).unwrap();
-    (dir, store, path)
-}
+on_each_backend!(
+    new_deliveries_come_back_claimed_with_what_is_needed_to_send_them,
+    only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_record_over_a_newer_one,
+    released_claims_are_due_at_once_and_renewing_is_fenced,
+    leases_left_at_startup_are_released_on_sqlite_only,
+    pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_pending,
+    pruning_never_hands_a_delivery_id_out_again,
+    duplicates_and_conflicts_are_recognised,
+    attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune_keeps_dead_letters,
+    the_identity_is_made_once,
+);
 
-#[tokio::test]
-async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them() {
-    let (_dir, store, path) = open_at();
+async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them(store: Store) {
     let results = store
         .record(vec![event("e1", "{\"n\":1}", &["a", "b"]), event("e2", "{}", &[])], UnixMs(60_000))
         .await
@@ -265,9 +312,10 @@ async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them() {
     for (claimed, destination) in deliveries.iter().zip(["a", "b"]) {
         assert_eq!(claimed.lease, Lease { token: LeaseToken::FIRST, until: UnixMs(60_000) });
         let d = &claimed.delivery;
+        assert_eq!(d.delivery_id, delivery_id(1, destination));
         assert_eq!((d.destination.as_str(), d.attempts, d.event_id.as_str()), (destination, 0, "e1"));
         assert_eq!((d.received_at, &d.body[..]), (UnixMs(1_000), &b"{\"n\":1}"[..]));
-        let (status, attempts, token, until, due) = row(&path, &d.delivery_id);
+        let (status, attempts, token, until, due) = row(&store, &d.delivery_id).await;
         assert_eq!((status.as_str(), attempts, token, until), ("pending", 0, 1, Some(60_000)));
         assert!(due.is_some(), "due at once");
     }
@@ -277,9 +325,7 @@ async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them() {
     assert_eq!(again[0], Recorded::Duplicate { conflict: false });
 }
 
-#[tokio::test]
-async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_record_over_a_newer_one() {
-    let (_dir, store, path) = open_at();
+async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_record_over_a_newer_one(store: Store) {
     store
         .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &["b"])], UnixMs(1_000))
         .await
@@ -316,11 +362,11 @@ async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_recor
     // The stale owner's result is dropped, the new owner's stands.
     let stale = attempt(&two, 1, AttemptOutcome::Delivered, NextStep::Delivered, 2);
     assert_eq!(store.record_attempt(stale).await.unwrap(), AttemptSettled::Superseded);
-    let (status, attempts, ..) = row(&path, &two);
+    let (status, attempts, ..) = row(&store, &two).await;
     assert_eq!((status.as_str(), attempts), ("pending", 0), "nothing of the stale attempt is stored");
     let current = attempt(&two, 1, AttemptOutcome::Transient, NextStep::RetryAt(UnixMs(now + 5_000)), new_token.0);
     assert_eq!(store.record_attempt(current).await.unwrap(), AttemptSettled::Recorded);
-    let (status, attempts, _, until, due) = row(&path, &two);
+    let (status, attempts, _, until, due) = row(&store, &two).await;
     assert_eq!((status.as_str(), attempts, until, due), ("pending", 1, None, Some(now + 5_000)));
     // Now a retry, due later.
     assert!(!store.has_due("a".into(), DueClass::Retry, UnixMs(now + 4_000)).await.unwrap());
@@ -330,14 +376,14 @@ async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_recor
         .await
         .unwrap();
     assert_eq!((retry.len(), retry[0].delivery.attempts), (1, 1));
-    let attempts_rows: i64 =
-        store.sqlite().read(|c| c.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))).await.unwrap();
-    assert_eq!(attempts_rows, 1, "only the current owner's attempt was written");
+    assert_eq!(
+        peek(&store, "SELECT attempt, status_code, response_snippet FROM attempts".into()).await,
+        [[Some("1".to_owned()), Some("500".to_owned()), Some("oops".to_owned())]],
+        "only the current owner's attempt was written"
+    );
 }
 
-#[tokio::test]
-async fn released_and_restarted_claims_are_due_at_once() {
-    let (_dir, store, path) = open_at();
+async fn released_claims_are_due_at_once_and_renewing_is_fenced(store: Store) {
     let far = UnixMs(now_ms() + 3_600_000);
     store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], far).await.unwrap();
     let now = now_ms();
@@ -346,20 +392,153 @@ async fn released_and_restarted_claims_are_due_at_once() {
         .release_leases(vec![(delivery_id(1, "a"), LeaseToken::FIRST), (delivery_id(2, "a"), LeaseToken(99))])
         .await
         .unwrap();
-    assert_eq!(row(&path, &delivery_id(1, "a")).3, None, "released");
-    assert_eq!(row(&path, &delivery_id(2, "a")).3, Some(far.0), "a wrong token releases nothing");
-    let restarted = store.release_all_leases().await.unwrap();
-    assert_eq!(restarted, [(delivery_id(2, "a"), "a".to_owned())]);
-    let (claimed, _) =
+    assert_eq!(row(&store, &delivery_id(1, "a")).await.3, None, "released");
+    assert_eq!(row(&store, &delivery_id(2, "a")).await.3, Some(far.0), "a wrong token releases nothing");
+    let (claimed, restarted) =
         store.claim_due("a".into(), DueClass::First, 10, UnixMs(now), UnixMs(now + 1_000), vec![]).await.unwrap();
-    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed.len(), 1);
+    assert!(restarted.is_empty(), "a released lease is not an owner that died");
     assert!(store.renew_lease(delivery_id(1, "a"), claimed[0].lease.token, UnixMs(now + 9_000)).await.unwrap());
+    assert_eq!(row(&store, &delivery_id(1, "a")).await.3, Some(now + 9_000));
     assert!(!store.renew_lease(delivery_id(1, "a"), LeaseToken(1), UnixMs(now + 9_000)).await.unwrap(), "fenced");
 }
 
+/// On SQLite every lease left at startup is a dead process's: released at once. On PostgreSQL
+/// other live workers hold theirs: nothing is released (a dead worker's come back when they
+/// expire).
+async fn leases_left_at_startup_are_released_on_sqlite_only(store: Store) {
+    let far = UnixMs(now_ms() + 3_600_000);
+    store.record(vec![event("e1", "{}", &["a"])], far).await.unwrap();
+    let restarted = store.release_all_leases().await.unwrap();
+    let now = UnixMs::now();
+    if on_postgres(&store) {
+        assert_eq!(restarted, []);
+        assert_eq!(row(&store, &delivery_id(1, "a")).await.3, Some(far.0), "still held");
+        assert!(!store.has_due("a".into(), DueClass::First, now).await.unwrap());
+        assert!(store.has_due("a".into(), DueClass::First, UnixMs(far.0 + 1)).await.unwrap(), "once it expires");
+    } else {
+        assert_eq!(restarted, [(delivery_id(1, "a"), "a".to_owned())]);
+        assert!(store.has_due("a".into(), DueClass::First, now).await.unwrap());
+    }
+}
+
+async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_pending(store: Store) {
+    store.record(vec![event("e1", "{}", &["kept", "gone"]), event("e2", "{}", &["gone"])], UnixMs(1)).await.unwrap();
+    let stranded = store.dead_letter_unconfigured(vec!["kept".into()]).await.unwrap();
+    assert_eq!(stranded, [("gone".to_owned(), 2)]);
+    assert_eq!(row(&store, &delivery_id(1, "gone")).await.0, "dead_lettered");
+    assert_eq!(row(&store, &delivery_id(1, "kept")).await.0, "pending");
+    let reasons = peek(&store, "SELECT DISTINCT dead_letter_reason FROM deliveries WHERE destination = 'gone'".into());
+    assert_eq!(reasons.await, [[Some("unknown_destination".to_owned())]]);
+    assert_eq!(store.dead_letter_unconfigured(vec!["kept".into()]).await.unwrap(), [], "nothing left to do");
+    assert_eq!(store.stats().await.unwrap().dead_letters, 2);
+}
+
+/// SQLite keeps the newest event (it would hand its row id out again); PostgreSQL's identity
+/// never does, so there every done event goes.
+async fn pruning_never_hands_a_delivery_id_out_again(store: Store) {
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    for n in [1, 2] {
+        let delivered = attempt(&delivery_id(n, "a"), 1, AttemptOutcome::Delivered, NextStep::Delivered, 1);
+        store.record_attempt(delivered).await.unwrap();
+    }
+    let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();
+    assert_eq!(pruned, if on_postgres(&store) { 2 } else { 1 }, "all delivered; on SQLite the newest stays");
+    let results = store.record(vec![event("e3", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    let Recorded::New { deliveries } = &results[0] else { panic!("new") };
+    assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(3, "a"), "a fresh id, not one a destination saw");
+}
+
+async fn duplicates_and_conflicts_are_recognised(store: Store) {
+    let results = store
+        .record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])], UnixMs(1))
+        .await
+        .unwrap();
+    let Recorded::New { deliveries } = &results[0] else { panic!("first is new") };
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(1, "a"));
+    assert_eq!(results[1], Recorded::New { deliveries: vec![] });
+    assert_eq!(results[2], Recorded::Duplicate { conflict: false }, "same batch duplicate");
+
+    let later = store
+        .record(vec![event("e1", "{\"changed\":true}", &["a", "b"]), event("e1", "{}", &["a", "b"])], UnixMs(1))
+        .await
+        .unwrap();
+    assert_eq!(later, [Recorded::Duplicate { conflict: true }, Recorded::Duplicate { conflict: false }]);
+    let stored = peek(&store, "SELECT event_id, duplicates, conflicts, route_status FROM events ORDER BY id".into());
+    let text = |values: &[&str]| values.iter().map(|v| Some((*v).to_owned())).collect::<Vec<_>>();
+    assert_eq!(stored.await, [text(&["e1", "2", "1", "routed"]), text(&["e2", "0", "0", "unrouted"])]);
+    assert_eq!(peek_number(&store, "SELECT count(*) FROM deliveries").await, 2, "a duplicate adds no delivery");
+}
+
+async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune_keeps_dead_letters(store: Store) {
+    store
+        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &[])], UnixMs(1))
+        .await
+        .unwrap();
+    let first = delivery_id(1, "a");
+    let second = delivery_id(2, "a");
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.dead_letters, stats.pending, stats.oldest_pending_received_at), (0, 2, Some(UnixMs(1_000))));
+    store
+        .record_attempt(attempt(&first, 1, AttemptOutcome::Transient, NextStep::RetryAt(UnixMs(99)), 1))
+        .await
+        .unwrap();
+    let (claimed, _) = store.claim_due("a".into(), DueClass::Retry, 1, UnixMs(100), UnixMs(200), vec![]).await.unwrap();
+    let token = claimed[0].lease.token.0;
+    store.record_attempt(attempt(&first, 2, AttemptOutcome::Delivered, NextStep::Delivered, token)).await.unwrap();
+    let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
+    store.record_attempt(attempt(&second, 1, AttemptOutcome::Permanent, dead, 1)).await.unwrap();
+    let (status, attempts, ..) = row(&store, &first).await;
+    assert_eq!((status.as_str(), attempts), ("delivered", 2));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.dead_letters, stats.pending, stats.oldest_pending_received_at), (1, 0, None));
+
+    // The trigger-kept counts (summed over PostgreSQL's slots) agree with a full count, before
+    // and after a prune.
+    let counts_agree = || async {
+        let kept = peek(
+            &store,
+            "SELECT destination, status, sum(n) FROM delivery_counts GROUP BY 1, 2 HAVING sum(n) > 0 ORDER BY 1, 2"
+                .into(),
+        )
+        .await;
+        let counted =
+            peek(&store, "SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2 ORDER BY 1, 2".into())
+                .await;
+        let events = peek(&store, "SELECT (SELECT sum(n) FROM event_counts), (SELECT count(*) FROM events)".into());
+        let events = events.await;
+        kept == counted && events[0][0] == events[0][1]
+    };
+    assert!(counts_agree().await);
+    let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();
+    if on_postgres(&store) {
+        assert_eq!(pruned, 2, "the fully delivered event and the unrouted one");
+    } else {
+        assert_eq!(pruned, 1, "only the fully delivered event is pruned (the unrouted one is the newest)");
+    }
+    assert!(counts_agree().await);
+    let remaining = peek(&store, "SELECT id, status FROM deliveries".into()).await;
+    assert_eq!(
+        remaining,
+        [[Some(second.to_string()), Some("dead_lettered".to_owned())]],
+        "dead letters stay replayable"
+    );
+}
+
+async fn the_identity_is_made_once(store: Store) {
+    let identity = store.identity().await.unwrap();
+    assert_eq!(identity.len(), 32, "{identity}");
+    assert!(identity.bytes().all(|b| b.is_ascii_hexdigit()), "{identity}");
+    assert_eq!(store.identity().await.unwrap(), identity);
+}
+
+// SQLite only from here: replays are not on PostgreSQL in this branch, and the rest is SQLite's
+// own (its file lock, a row edited by hand).
+
 #[tokio::test]
 async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
-    let (_dir, store, path) = open_at();
+    let (_dir, store) = open();
     store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
     let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
     let dead = NextStep::DeadLetter(DeadLetterReason::RetriesExhausted);
@@ -372,7 +551,7 @@ async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
 
     let replayed = store.replay(one.clone(), "ops".into(), true).await.unwrap();
     assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
-    let (status, ..) = row(&path, &one);
+    let (status, ..) = row(&store, &one).await;
     assert_eq!(status, "pending");
     let (claimed, _) = store
         .claim_due("a".into(), DueClass::First, 10, UnixMs(now_ms()), UnixMs(now_ms() + 1_000), vec![])
@@ -390,7 +569,7 @@ async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
         ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true },
         "a retry waiting for later is made due now"
     );
-    assert!(row(&path, &two).4.unwrap() <= now_ms());
+    assert!(row(&store, &two).await.4.unwrap() <= now_ms());
     assert_eq!(
         store.replay(DeliveryId::from_stored("dlv_missing".into()), "ops".into(), true).await.unwrap(),
         ReplayOutcome::NotFound
@@ -398,24 +577,10 @@ async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
 }
 
 #[tokio::test]
-async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_pending() {
-    let (_dir, store, path) = open_at();
-    store.record(vec![event("e1", "{}", &["kept", "gone"])], UnixMs(1)).await.unwrap();
-    let stranded = store.dead_letter_unconfigured(vec!["kept".into()]).await.unwrap();
-    assert_eq!(stranded, [("gone".to_owned(), 1)]);
-    assert_eq!(row(&path, &delivery_id(1, "gone")).0, "dead_lettered");
-    assert_eq!(row(&path, &delivery_id(1, "kept")).0, "pending");
-    let reason: String = store
-        .sqlite()
-        .read(|c| c.query_row("SELECT dead_letter_reason FROM deliveries WHERE destination = 'gone'", [], |r| r.get(0)))
-        .await
-        .unwrap();
-    assert_eq!(reason, "unknown_destination");
-}
-
-#[tokio::test]
 async fn a_second_process_cannot_open_the_same_database() {
-    let (_dir, store, path) = open_at();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/inlet.db");
+    let store = Store::open_sqlite(&path, SqliteSynchronous::Full).unwrap();
     let second = Store::open_sqlite(&path, SqliteSynchronous::Full).err().unwrap();
     assert!(matches!(second, StoreError::InUse { .. }), "{second:?}");
     assert!(second.to_string().contains("in use by another inlet-worker"), "{second}");
@@ -424,110 +589,13 @@ async fn a_second_process_cannot_open_the_same_database() {
     Store::open_sqlite(&path, SqliteSynchronous::Full).expect("free once the first store is gone");
 }
 
-#[tokio::test]
-async fn pruning_never_hands_a_delivery_id_out_again() {
-    let (_dir, store) = open();
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
-    for n in [1, 2] {
-        let delivered = attempt(&delivery_id(n, "a"), 1, AttemptOutcome::Delivered, NextStep::Delivered, 1);
-        store.record_attempt(delivered).await.unwrap();
-    }
-    assert_eq!(store.prune(UnixMs(i64::MAX)).await.unwrap(), 1, "all delivered, but the newest stays");
-    let results = store.record(vec![event("e3", "{}", &["a"])], UnixMs(1)).await.unwrap();
-    let Recorded::New { deliveries } = &results[0] else { panic!("new") };
-    assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(3, "a"), "a fresh id, not one a destination saw");
-}
-
-#[tokio::test]
-async fn duplicates_and_conflicts_are_recognised() {
-    let (_dir, store) = open();
-    let results = store
-        .record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])], UnixMs(1))
-        .await
-        .unwrap();
-    let Recorded::New { deliveries } = &results[0] else { panic!("first is new") };
-    assert_eq!(deliveries.len(), 2);
-    assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(1, "a"));
-    assert_eq!(results[1], Recorded::New { deliveries: vec![] });
-    assert_eq!(results[2], Recorded::Duplicate { conflict: false }, "same batch duplicate");
-
-    let later = store.record(vec![event("e1", "{\"changed\":true}", &["a", "b"])], UnixMs(1)).await.unwrap();
-    assert!(matches!(&later[0], Recorded::Duplicate { conflict: true }));
-    let (duplicates, conflicts, unrouted): (i64, i64, String) = store
-        .sqlite()
-        .read(|c| {
-            let (d, k) = c.query_row("SELECT duplicates, conflicts FROM events WHERE event_id = 'e1'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            let u = c.query_row("SELECT route_status FROM events WHERE event_id = 'e2'", [], |r| r.get(0))?;
-            Ok((d, k, u))
-        })
-        .await
-        .unwrap();
-    assert_eq!((duplicates, conflicts, unrouted.as_str()), (1, 1, "unrouted"));
-}
-
-#[tokio::test]
-async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune_keeps_dead_letters() {
-    let (_dir, store, path) = open_at();
-    store
-        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &[])], UnixMs(1))
-        .await
-        .unwrap();
-    let first = delivery_id(1, "a");
-    let second = delivery_id(2, "a");
-    store
-        .record_attempt(attempt(&first, 1, AttemptOutcome::Transient, NextStep::RetryAt(UnixMs(99)), 1))
-        .await
-        .unwrap();
-    let (claimed, _) = store.claim_due("a".into(), DueClass::Retry, 1, UnixMs(100), UnixMs(200), vec![]).await.unwrap();
-    let token = claimed[0].lease.token.0;
-    store.record_attempt(attempt(&first, 2, AttemptOutcome::Delivered, NextStep::Delivered, token)).await.unwrap();
-    let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
-    store.record_attempt(attempt(&second, 1, AttemptOutcome::Permanent, dead, 1)).await.unwrap();
-    let (status, attempts, ..) = row(&path, &first);
-    assert_eq!((status.as_str(), attempts), ("delivered", 2));
-    let stats = store.stats().await.unwrap();
-    assert_eq!((stats.dead_letters, stats.pending), (1, 0));
-
-    // The trigger-kept counts agree with a full count, before and after a prune.
-    let counts_agree = || async {
-        store
-            .sqlite()
-            .read(|c| {
-                let kept: Vec<(String, String, i64)> = c
-                    .prepare("SELECT destination, status, n FROM delivery_counts WHERE n > 0 ORDER BY 1, 2")?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<Result<_, _>>()?;
-                let counted: Vec<(String, String, i64)> = c
-                    .prepare("SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2 ORDER BY 1, 2")?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<Result<_, _>>()?;
-                let events: (i64, i64) =
-                    c.query_row("SELECT (SELECT sum(n) FROM event_counts), (SELECT count(*) FROM events)", [], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?;
-                Ok(kept == counted && events.0 == events.1)
-            })
-            .await
-            .unwrap()
-    };
-    assert!(counts_agree().await);
-    let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();
-    assert_eq!(pruned, 1, "only the fully delivered event is pruned (the unrouted one is the newest)");
-    assert!(counts_agree().await);
-    let remaining: i64 =
-        store.sqlite().read(|c| c.query_row("SELECT count(*) FROM deliveries", [], |r| r.get(0))).await.unwrap();
-    assert_eq!(remaining, 1, "dead letters stay replayable");
-}
-
 /// Issue #16: a retry due after `worker.retention` must outlive the prune, and a pending
 /// delivery nobody will attempt (no due time: the state deliveries were left in when their retry
 /// tasks expired from the old delivery stream, whose `max_age` was `worker.retention`) must be
 /// recoverable by a replay instead of answering "already pending" for ever.
 #[tokio::test]
 async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_is_replayable() {
-    let (_dir, store, _path) = open_at();
+    let (_dir, store) = open();
     store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
     let waiting = delivery_id(1, "a");
     let stuck = delivery_id(2, "a");
@@ -557,4 +625,179 @@ async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_
         store.claim_due("a".into(), DueClass::Retry, 10, UnixMs::now(), UnixMs(now_ms() + 1000), vec![]).await.unwrap();
     let ids: Vec<&DeliveryId> = claimed.iter().map(|c| &c.delivery.delivery_id).collect();
     assert_eq!(ids, [&stuck], "the replay made it due at once");
+}
+
+// PostgreSQL only from here: several workers on one database.
+
+/// Two workers (two pools) on one fresh PostgreSQL database.
+async fn two_workers() -> (TestPostgres, Store, Store) {
+    let server = tokio::task::spawn_blocking(TestPostgres::start).await.unwrap();
+    let url = server.url();
+    let connect = || Store::connect_postgres(&url, 4, Duration::from_secs(10));
+    let (one, two) = tokio::join!(connect(), connect());
+    (server, one.unwrap(), two.unwrap())
+}
+
+/// A provider's redelivery reaches two workers at once: each event is recorded once, and the
+/// other worker sees it as a duplicate. The second worker has the batch in the opposite order,
+/// and both are made to meet in the middle: a third connection holds the middle event
+/// (inserted, not committed) until both wait for it. Were the keys not inserted in one order,
+/// each worker would then wait for a key the other inserted (a deadlock: one batch fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_recording_one_batch_at_once_record_each_event_once() {
+    let (server, one, two) = two_workers().await;
+    let batch: Vec<NewEvent> =
+        (0..40).map(|n| event(&format!("e{n}"), "{}", if n % 4 == 0 { &[] } else { &["a", "b"] })).collect();
+    let reversed: Vec<NewEvent> = batch.iter().rev().cloned().collect();
+
+    let pool = super::postgres::connect(&server.url(), 1, Duration::ZERO).unwrap();
+    let mut blocker = pool.get().await.unwrap();
+    let holding = blocker.transaction().await.unwrap();
+    holding
+        .batch_execute(
+            "INSERT INTO events (source, event_id, id_origin, scheme, secret_index, received_at_ms, recorded_at_ms,
+                                 stream_sequence, headers_json, body, body_sha256, route_status)
+             VALUES ('src', 'e20', 'provider', 'github', 0, 1, 1, 1, '[]', '', '', 'routed')",
+        )
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let (one, batch) = (one.clone(), batch.clone());
+        async move { one.record(batch, UnixMs(1)).await }
+    });
+    let second = tokio::spawn({
+        let two = two.clone();
+        async move { two.record(reversed, UnixMs(1)).await }
+    });
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    let started = std::time::Instant::now();
+    while peek_number(&one, waiting).await < 2 {
+        assert!(started.elapsed() < Duration::from_secs(30), "both workers wait for the held event");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    holding.rollback().await.unwrap();
+
+    let first = first.await.unwrap().unwrap();
+    let mut second = second.await.unwrap().unwrap();
+    second.reverse();
+    for ((recorded, seen), event) in first.iter().zip(&second).zip(&batch) {
+        match (recorded, seen) {
+            (Recorded::New { deliveries }, Recorded::Duplicate { conflict: false })
+            | (Recorded::Duplicate { conflict: false }, Recorded::New { deliveries }) => {
+                assert_eq!(deliveries.len(), event.destinations.len(), "{}", event.event_id);
+            }
+            other => panic!("{}: recorded once and seen once as a duplicate, not {other:?}", event.event_id),
+        }
+    }
+    let totals = peek(&one, "SELECT count(*), sum(duplicates), sum(conflicts) FROM events".into()).await;
+    assert_eq!(totals, [[Some("40".to_owned()), Some("40".to_owned()), Some("0".to_owned())]]);
+    assert_eq!(peek_number(&two, "SELECT count(*) FROM deliveries").await, 60);
+    assert_eq!(one.stats().await.unwrap().pending, 60, "the kept counts agree");
+    assert_eq!(one.identity().await.unwrap(), two.identity().await.unwrap(), "one database");
+}
+
+/// Two workers claim one destination's 50 due deliveries at once, a few at a time: each is
+/// claimed by exactly one of them, under the next fencing token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_claiming_one_destination_claim_each_due_delivery_once() {
+    let (_server, one, two) = two_workers().await;
+    let batch: Vec<NewEvent> = (0..50).map(|n| event(&format!("e{n}"), "{}", &["a"])).collect();
+    // Claimed at recording until 1 ms: long expired, so all 50 are due.
+    one.record(batch, UnixMs(1)).await.unwrap();
+    let now = UnixMs::now();
+    let claim_all = async |store: &Store| {
+        let mut mine = Vec::new();
+        loop {
+            let (claimed, restarted) =
+                store.claim_due("a".into(), DueClass::First, 7, now, UnixMs(now.0 + 60_000), vec![]).await.unwrap();
+            if claimed.is_empty() {
+                return mine;
+            }
+            assert_eq!(restarted.len(), claimed.len(), "each had its recording-time lease, expired");
+            for claim in claimed {
+                assert_eq!(claim.lease.token, LeaseToken(2));
+                assert_eq!(claim.delivery.body.as_ref(), b"{}");
+                mine.push(claim.delivery.delivery_id);
+            }
+        }
+    };
+    let (mut claimed, by_two) = tokio::join!(claim_all(&one), claim_all(&two));
+    claimed.extend(by_two);
+    let distinct: std::collections::HashSet<&DeliveryId> = claimed.iter().collect();
+    assert_eq!((claimed.len(), distinct.len()), (50, 50), "every delivery claimed exactly once");
+    assert!(!one.has_due("a".into(), DueClass::First, now).await.unwrap());
+}
+
+/// A worker that stalled past its lease cannot record over the worker that took the delivery
+/// over, nor renew its lease; the new owner's result stands.
+#[tokio::test]
+async fn a_stale_owner_on_another_worker_is_superseded() {
+    let (_server, one, two) = two_workers().await;
+    one.record(vec![event("e1", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    let id = delivery_id(1, "a");
+    let now = now_ms();
+    let (taken, restarted) =
+        two.claim_due("a".into(), DueClass::First, 10, UnixMs(now), UnixMs(now + 60_000), vec![]).await.unwrap();
+    assert_eq!((taken.len(), restarted), (1, vec![id.clone()]));
+    assert_eq!(taken[0].lease.token, LeaseToken(2));
+    assert!(!one.renew_lease(id.clone(), LeaseToken::FIRST, UnixMs(now + 90_000)).await.unwrap(), "fenced");
+    let stale = one.record_attempt(attempt(&id, 1, AttemptOutcome::Delivered, NextStep::Delivered, 1));
+    let current =
+        two.record_attempt(attempt(&id, 1, AttemptOutcome::Transient, NextStep::RetryAt(UnixMs(now + 5_000)), 2));
+    let (stale, current) = tokio::join!(stale, current);
+    assert_eq!((stale.unwrap(), current.unwrap()), (AttemptSettled::Superseded, AttemptSettled::Recorded));
+    assert_eq!(row(&one, &id).await, ("pending".to_owned(), 1, 2, None, Some(now + 5_000)));
+    let attempts = peek(&one, "SELECT attempt, outcome FROM attempts".into()).await;
+    assert_eq!(attempts, [[Some("1".to_owned()), Some("transient".to_owned())]], "only the new owner's attempt");
+}
+
+/// Pruning goes in batches (here 2 events per transaction) until fewer remain, keeps pending
+/// and dead-lettered work and what was received after the cutoff, and keeps the counts. A
+/// delivery replayed while the prune looks at its event (here: made pending by a transaction
+/// that commits only once the prune waits for it) keeps its event.
+#[tokio::test]
+async fn pruning_goes_in_batches_and_keeps_work_not_done() {
+    let (server, store) = super::open_temp_postgres().await;
+    let names = ["a-pending", "b-dead", "c-done", "d-replayed"];
+    store.record(names.iter().map(|name| event(name, "{}", &["a"])).collect(), UnixMs(1)).await.unwrap();
+    let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
+    store.record_attempt(attempt(&delivery_id(2, "a"), 1, AttemptOutcome::Permanent, dead, 1)).await.unwrap();
+    for n in [3, 4] {
+        let delivered = attempt(&delivery_id(n, "a"), 1, AttemptOutcome::Delivered, NextStep::Delivered, 1);
+        store.record_attempt(delivered).await.unwrap();
+    }
+    let unrouted: Vec<NewEvent> = (0..11).map(|n| event(&format!("unrouted-{n}"), "{}", &[])).collect();
+    store.record(unrouted, UnixMs(1)).await.unwrap();
+    let recent = NewEvent { received_at: UnixMs(5_000), ..event("recent", "{}", &[]) };
+    store.record(vec![recent], UnixMs(1)).await.unwrap();
+
+    let pool = super::postgres::connect(&server.url(), 1, Duration::ZERO).unwrap();
+    let mut replayer = pool.get().await.unwrap();
+    let replay = replayer.transaction().await.unwrap();
+    let replayed = delivery_id(4, "a");
+    replay.execute("UPDATE deliveries SET status = 'pending' WHERE id = $1", &[&replayed.as_str()]).await.unwrap();
+    let Backend::Postgres(postgres) = &store.backend else { panic!("a PostgreSQL store") };
+    let prune = tokio::spawn({
+        let postgres = postgres.clone();
+        async move { postgres.prune_in_batches(UnixMs(2_000), 2).await }
+    });
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    let started = std::time::Instant::now();
+    while peek_number(&store, waiting).await < 1 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the prune waits for the replayed delivery");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    replay.commit().await.unwrap();
+
+    let pruned = prune.await.unwrap().unwrap();
+    assert_eq!(pruned, 12, "the delivered event and the 11 unrouted ones, 2 at a time");
+    let kept = peek(&store, "SELECT event_id FROM events ORDER BY id".into()).await;
+    let kept: Vec<&str> = kept.iter().map(|row| row[0].as_deref().unwrap()).collect();
+    assert_eq!(kept, ["a-pending", "b-dead", "d-replayed", "recent"]);
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.dead_letters, stats.pending), (1, 2));
+    assert_eq!(peek_number(&store, "SELECT sum(n) FROM event_counts").await, 4, "the kept counts follow");
+    assert_eq!(postgres.prune_in_batches(UnixMs(2_000), 2).await.unwrap(), 0, "nothing more to do");
 }

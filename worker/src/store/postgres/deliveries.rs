@@ -1,28 +1,101 @@
-//! Deliveries on PostgreSQL.
+//! The delivery schedule on PostgreSQL: claims under a lease with a fencing token, and attempts
+//! recorded under it (see `store/deliveries.rs` for the contract).
 
-#![allow(unused_imports, unused_variables, clippy::unused_async)]
-use std::collections::HashMap;
+use tokio_postgres::Row;
 
-use inlet_shared::config::Role;
+use super::{PgError, Postgres};
+use crate::model::{DeadLetterReason, DeliveryId, DeliveryStatus, LeaseToken, UnixMs};
+use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, StoreError};
 
-use super::Postgres;
-use crate::model::{
-    ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
-};
-use crate::store::operator::{Page, StatusCounts};
-use crate::store::replays::BulkPreview;
-use crate::store::{
-    ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, BulkProgress, BulkReplayRow, Claimed,
-    ContentRead, DeadLetterSelection, DeliveryRow, DueClass, EventRow, EventSelection, Linked, LinkedAccountRow,
-    NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOutcome, SessionRow, SignIn, StoreError,
-    Totals, Unlinked,
-};
+/// What makes a delivery of destination `$1` and class `$2` (retry: true) due at `$3`: pending,
+/// past its due time, and no live lease. `status` stays a literal so that the partial index
+/// `deliveries_due` (`WHERE status = 'pending'`) applies to every plan.
+const DUE: &str = "status = 'pending' AND destination = $1 AND (attempts > attempt_base) = $2
+    AND next_attempt_at_ms <= $3 AND (lease_until_ms IS NULL OR lease_until_ms < $3)";
+
+/// A claimed delivery as the claim's statement returns it.
+fn claimed_row(row: &Row, until: UnixMs) -> Result<(Claimed, bool), PgError> {
+    let body: Vec<u8> = row.try_get(8)?;
+    let delivery = DeliveryToSend {
+        delivery_id: row.try_get(0)?,
+        destination: row.try_get(1)?,
+        attempts: row.try_get(2)?,
+        source: row.try_get(3)?,
+        event_id: row.try_get(4)?,
+        event_type: row.try_get(5)?,
+        content_type: row.try_get(6)?,
+        received_at: row.try_get(7)?,
+        body: body.into(),
+        attempt_base: row.try_get(9)?,
+    };
+    let lease = Lease { token: row.try_get(10)?, until };
+    Ok((Claimed { delivery, lease }, row.try_get(11)?))
+}
 
 impl Postgres {
     pub async fn record_attempt(&self, record: AttemptRecord) -> Result<AttemptSettled, StoreError> {
-        let _ = record;
-        Err(StoreError::NotOnPostgresYet("record_attempt"))
+        let now = UnixMs::now();
+        let (status, next_attempt_at, delivered_at, reason) = match record.next {
+            NextStep::Delivered => (DeliveryStatus::Delivered, None, Some(now), None),
+            NextStep::RetryAt(at) => (DeliveryStatus::Pending, Some(at), None, None),
+            NextStep::DeadLetter(reason) => (DeliveryStatus::DeadLettered, None, None, Some(reason)),
+        };
+        let status_code = record.status_code.map(i64::from);
+        // Fenced, as on SQLite: only the holder of the delivery's current lease token moves it
+        // on, and its attempt row is written in the same statement, numbered from the
+        // `attempt_base` of the row it updated. A stale owner's update matches nothing, so
+        // nothing is inserted either: no row comes back.
+        let inserted = self
+            .write(async |t| {
+                let statement = t
+                    .prepare_cached(
+                        "WITH moved AS (
+                             UPDATE deliveries SET status = $2, attempts = greatest(attempts, $3 + attempt_base),
+                                 updated_at_ms = $4, next_attempt_at_ms = $5,
+                                 delivered_at_ms = coalesce($6, delivered_at_ms), last_status_code = $7,
+                                 last_error = $8, dead_letter_reason = $9, lease_until_ms = NULL
+                             WHERE id = $1 AND lease_token = $10 AND status = 'pending'
+                             RETURNING id, attempt_base
+                         )
+                         INSERT INTO attempts (delivery_id, attempt, started_at_ms, duration_ms, outcome, status_code,
+                                               error, response_snippet)
+                         SELECT id, $3 + attempt_base, $11::bigint, $12::bigint, $13::text, $7, $8, $14::text FROM moved
+                         ON CONFLICT (delivery_id, attempt) DO UPDATE SET
+                             started_at_ms = excluded.started_at_ms, duration_ms = excluded.duration_ms,
+                             outcome = excluded.outcome, status_code = excluded.status_code, error = excluded.error,
+                             response_snippet = excluded.response_snippet",
+                    )
+                    .await?;
+                Ok(t.execute(
+                    &statement,
+                    &[
+                        &record.delivery_id,
+                        &status,
+                        &record.attempt,
+                        &now,
+                        &next_attempt_at,
+                        &delivered_at,
+                        &status_code,
+                        &record.error,
+                        &reason,
+                        &record.lease_token,
+                        &record.started_at,
+                        &record.duration_ms,
+                        &record.outcome,
+                        &record.response_snippet,
+                    ],
+                )
+                .await?)
+            })
+            .await?;
+        Ok(if inserted == 0 { AttemptSettled::Superseded } else { AttemptSettled::Recorded })
     }
+
+    /// Safe with several workers claiming one destination at once: the due rows are locked as
+    /// they are selected, and rows another claim holds are skipped (`SKIP LOCKED`), so each due
+    /// delivery is claimed by exactly one of them. A row a claim took since this statement's
+    /// snapshot is checked again under its lock, and no longer due. Claim and read are one
+    /// statement: the events' bodies come back with the claims.
     pub async fn claim_due(
         &self,
         destination: String,
@@ -32,31 +105,159 @@ impl Postgres {
         lease_until: UnixMs,
         skip: Vec<DeliveryId>,
     ) -> Result<(Vec<Claimed>, Vec<DeliveryId>), StoreError> {
-        let _ = (destination, class, limit, now, lease_until, skip);
-        Err(StoreError::NotOnPostgresYet("claim_due"))
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let retry = class == DueClass::Retry;
+        let rows = self
+            .write(async |t| {
+                let statement = t
+                    .prepare_cached(&format!(
+                        "WITH due AS (
+                             SELECT id, lease_until_ms FROM deliveries WHERE {DUE} AND id <> ALL($6)
+                             ORDER BY next_attempt_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED
+                         ), claimed AS (
+                             UPDATE deliveries d SET lease_token = d.lease_token + 1, lease_until_ms = $5
+                             FROM due WHERE d.id = due.id
+                             RETURNING d.id, d.destination, d.attempts, d.attempt_base, d.event_rowid, d.lease_token,
+                                       d.next_attempt_at_ms, due.lease_until_ms IS NOT NULL AS restarted
+                         )
+                         SELECT c.id, c.destination, c.attempts - c.attempt_base, e.source, e.event_id, e.event_type,
+                                e.content_type, e.received_at_ms, e.body, c.attempt_base, c.lease_token, c.restarted
+                         FROM claimed c JOIN events e ON e.id = c.event_rowid
+                         ORDER BY c.next_attempt_at_ms, c.id"
+                    ))
+                    .await?;
+                Ok(t.query(&statement, &[&destination, &retry, &now, &limit, &lease_until, &skip]).await?)
+            })
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut restarted = Vec::new();
+        for row in &rows {
+            let (claim, had_lease) = claimed_row(row, lease_until)?;
+            if had_lease {
+                restarted.push(claim.delivery.delivery_id.clone());
+            }
+            claimed.push(claim);
+        }
+        Ok((claimed, restarted))
     }
+
     pub async fn has_due(&self, destination: String, class: DueClass, now: UnixMs) -> Result<bool, StoreError> {
-        let _ = (destination, class, now);
-        Err(StoreError::NotOnPostgresYet("has_due"))
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!("SELECT EXISTS (SELECT 1 FROM deliveries WHERE {DUE})"))
+            .await
+            .map_err(PgError::from)?;
+        let row = client.query_one(&statement, &[&destination, &(class == DueClass::Retry), &now]).await;
+        Ok(row.and_then(|row| row.try_get(0)).map_err(PgError::from)?)
     }
+
     pub async fn renew_lease(
         &self,
         delivery_id: DeliveryId,
         token: LeaseToken,
         until: UnixMs,
     ) -> Result<bool, StoreError> {
-        let _ = (delivery_id, token, until);
-        Err(StoreError::NotOnPostgresYet("renew_lease"))
+        let changed = self
+            .write(async |t| {
+                let statement = t
+                    .prepare_cached(
+                        "UPDATE deliveries SET lease_until_ms = $3
+                         WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+                    )
+                    .await?;
+                Ok(t.execute(&statement, &[&delivery_id, &token, &until]).await?)
+            })
+            .await?;
+        Ok(changed == 1)
     }
+
     pub async fn release_leases(&self, leases: Vec<(DeliveryId, LeaseToken)>) -> Result<(), StoreError> {
-        let _ = leases;
-        Err(StoreError::NotOnPostgresYet("release_leases"))
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let (ids, tokens): (Vec<DeliveryId>, Vec<LeaseToken>) = leases.into_iter().unzip();
+        self.write(async |t| {
+            let statement = t
+                .prepare_cached(
+                    "UPDATE deliveries d SET lease_until_ms = NULL
+                     FROM unnest($1::text[], $2::bigint[]) AS released (id, lease_token)
+                     WHERE d.id = released.id AND d.lease_token = released.lease_token AND d.status = 'pending'",
+                )
+                .await?;
+            t.execute(&statement, &[&ids, &tokens]).await?;
+            Ok(())
+        })
+        .await?;
+        Ok(())
     }
+
+    /// Releases nothing. On SQLite one process owns the file, so every lease in it at startup
+    /// is a dead process's; on PostgreSQL the other leases are other live workers' (whose
+    /// attempts are under way), and releasing them would start those attempts twice. A dead
+    /// worker's deliveries are claimed again once their leases expire.
     pub async fn release_all_leases(&self) -> Result<Vec<(DeliveryId, String)>, StoreError> {
-        Err(StoreError::NotOnPostgresYet("release_all_leases"))
+        Ok(Vec::new())
     }
+
+    /// One destination at a time, in byte order (the order recording inserts deliveries in), so
+    /// the `delivery_counts` rows are locked in one order. Two workers doing this at once:
+    /// the second waits for the first's rows, finds them dead-lettered already and changes
+    /// nothing; each reports what it changed.
     pub async fn dead_letter_unconfigured(&self, configured: Vec<String>) -> Result<Vec<(String, i64)>, StoreError> {
-        let _ = configured;
-        Err(StoreError::NotOnPostgresYet("dead_letter_unconfigured"))
+        Ok(self
+            .write(async |t| {
+                let select = t
+                    .prepare_cached(
+                        "SELECT destination FROM deliveries WHERE status = 'pending' AND destination <> ALL($1)
+                         GROUP BY destination",
+                    )
+                    .await?;
+                let mut stranded: Vec<String> = t
+                    .query(&select, &[&configured])
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get(0))
+                    .collect::<Result<_, _>>()?;
+                stranded.sort_unstable();
+                let update = t
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = $2, dead_letter_reason = $3, updated_at_ms = $4,
+                             lease_until_ms = NULL
+                         WHERE status = 'pending' AND destination = $1",
+                    )
+                    .await?;
+                let now = UnixMs::now();
+                let mut dead_lettered = Vec::with_capacity(stranded.len());
+                for destination in stranded {
+                    let changed = t
+                        .execute(
+                            &update,
+                            &[&destination, &DeliveryStatus::DeadLettered, &DeadLetterReason::UnknownDestination, &now],
+                        )
+                        .await?;
+                    if changed > 0 {
+                        dead_lettered.push((destination, i64::try_from(changed).unwrap_or(i64::MAX)));
+                    }
+                }
+                Ok(dead_lettered)
+            })
+            .await?)
+    }
+
+    /// For the store's tests: the rows of `sql`, each column as text (`None`: NULL).
+    #[cfg(test)]
+    pub(in crate::store) async fn peek(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        let client = self.client().await?;
+        Ok(client
+            .simple_query(sql)
+            .await?
+            .iter()
+            .filter_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect())
     }
 }

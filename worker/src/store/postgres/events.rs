@@ -1,30 +1,313 @@
-//! Events on PostgreSQL.
+//! Recording events and pruning them on PostgreSQL (see `store/events.rs` for the contract).
 
-#![allow(unused_imports, unused_variables, clippy::unused_async)]
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use inlet_shared::config::Role;
+use super::{PgError, Postgres};
+use crate::model::{DeliveryId, DeliveryStatus, EventRowId, RouteStatus, UnixMs};
+use crate::store::events::{RecordedRow, body_sha256, recorded};
+use crate::store::{NewEvent, Recorded, StoreError};
 
-use super::Postgres;
-use crate::model::{
-    ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
-};
-use crate::store::operator::{Page, StatusCounts};
-use crate::store::replays::BulkPreview;
-use crate::store::{
-    ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, BulkProgress, BulkReplayRow, Claimed,
-    ContentRead, DeadLetterSelection, DeliveryRow, DueClass, EventRow, EventSelection, Linked, LinkedAccountRow,
-    NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOutcome, SessionRow, SignIn, StoreError,
-    Totals, Unlinked,
-};
+/// Events pruned per transaction: a long backlog is pruned in many short transactions, so one
+/// prune never holds locks, or holds back vacuum, for the whole of it.
+const PRUNE_BATCH: usize = 5_000;
+
+type Transaction<'a> = deadpool_postgres::Transaction<'a>;
 
 impl Postgres {
     pub async fn record(&self, events: Vec<NewEvent>, lease_until: UnixMs) -> Result<Vec<Recorded>, StoreError> {
-        let _ = (events, lease_until);
-        Err(StoreError::NotOnPostgresYet("record"))
+        let rows = self.write(async |t| record_events(t, &events, UnixMs::now(), lease_until).await).await?;
+        Ok(rows.into_iter().zip(&events).map(|(row, event)| recorded(row, Some(event), lease_until)).collect())
     }
+
     pub async fn prune(&self, cutoff: UnixMs) -> Result<usize, StoreError> {
-        let _ = cutoff;
-        Err(StoreError::NotOnPostgresYet("prune"))
+        Ok(self.prune_in_batches(cutoff, PRUNE_BATCH).await?)
     }
+
+    /// [`Postgres::prune`], `batch` events per transaction. Unlike SQLite, the newest event is
+    /// pruned too: an identity column never hands a value out twice (SQLite's rowid is
+    /// max(rowid) + 1), so a delivery id cannot come back whatever is deleted.
+    pub(in crate::store) async fn prune_in_batches(&self, cutoff: UnixMs, batch: usize) -> Result<usize, PgError> {
+        let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+        let mut after = i64::MIN;
+        let mut pruned = 0;
+        loop {
+            let (candidates, deleted) = self.write(async |t| prune_batch(t, cutoff, after, limit).await).await?;
+            pruned += deleted;
+            match candidates.last() {
+                // A full batch: more may follow, after the last one looked at (those kept because
+                // their work is not done are not looked at again).
+                Some(&last) if candidates.len() >= batch => after = last,
+                _ => return Ok(pruned),
+            }
+        }
+    }
+}
+
+/// Records `events` in the caller's transaction; one result per event, in order.
+///
+/// Several workers may record the same events at once (a redelivery): `ON CONFLICT DO NOTHING`
+/// makes the second wait for the first to commit, then skip, so each event is recorded once and
+/// the other worker sees a duplicate. Two batches that insert overlapping keys in different
+/// orders would each wait for the other's key (a deadlock), so every batch inserts its events
+/// in one order, by (routed first, source, event id), and their deliveries by destination: the
+/// keys, and the counter rows the triggers lock (`event_counts`, `delivery_counts`), are taken
+/// in the same order by every batch. Results keep the caller's order; row ids (and so delivery
+/// ids) follow the insert order, where SQLite's follow the caller's.
+async fn record_events(
+    t: &Transaction<'_>,
+    events: &[NewEvent],
+    now: UnixMs,
+    lease_until: UnixMs,
+) -> Result<Vec<RecordedRow>, PgError> {
+    let shas: Vec<String> = events.iter().map(|event| body_sha256(&event.body)).collect();
+    // The first of a key in the batch is inserted; a later one is its duplicate (as on SQLite,
+    // which records them one after the other).
+    let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        first_of_key.entry((event.source.as_str(), event.event_id.as_str())).or_insert(index);
+    }
+    let mut insert_order: Vec<usize> = first_of_key.values().copied().collect();
+    insert_order.sort_by(|&a, &b| {
+        let key = |i: usize| (events[i].destinations.is_empty(), &events[i].source, &events[i].event_id);
+        key(a).cmp(&key(b))
+    });
+    let rowids = insert_events(t, events, &shas, &insert_order, now).await?;
+
+    let mut new_deliveries: HashMap<usize, Vec<(DeliveryId, String)>> = HashMap::with_capacity(rowids.len());
+    for (&index, &rowid) in &rowids {
+        let ids = events[index].destinations.iter().map(|d| (DeliveryId::of(rowid, d), d.clone())).collect();
+        new_deliveries.insert(index, ids);
+    }
+    let duplicates: Vec<usize> = (0..events.len()).filter(|index| !rowids.contains_key(index)).collect();
+    // Independent of each other: sent together (one connection pipelines them).
+    let (stored, ()) = futures::try_join!(
+        bump_duplicates(t, events, &shas, &duplicates),
+        insert_deliveries(t, &rowids, &new_deliveries, now, lease_until),
+    )?;
+
+    Ok((0..events.len())
+        .map(|index| match new_deliveries.remove(&index) {
+            Some(ids) => RecordedRow::New(ids),
+            None => {
+                let event = &events[index];
+                // Missing only when a prune deleted the stored event between our insert, which
+                // saw it, and this read: an old, fully delivered event seen again.
+                let conflict = stored
+                    .get(&(event.source.clone(), event.event_id.clone()))
+                    .is_some_and(|stored_sha| *stored_sha != shas[index]);
+                RecordedRow::Duplicate { conflict }
+            }
+        })
+        .collect())
+}
+
+/// Inserts the events at `order` (in that order); returns the row id of each one inserted (the
+/// others were stored already), by index in `events`.
+async fn insert_events(
+    t: &Transaction<'_>,
+    events: &[NewEvent],
+    shas: &[String],
+    order: &[usize],
+    now: UnixMs,
+) -> Result<HashMap<usize, EventRowId>, PgError> {
+    let statement = t
+        .prepare_cached(
+            "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
+                                 recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256,
+                                 route_status)
+             SELECT source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms, $14::bigint,
+                    stream_sequence, content_type, headers_json, body, body_sha256, route_status
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+                         $8::bigint[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[])
+                  WITH ORDINALITY AS e (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
+                                        stream_sequence, content_type, headers_json, body, body_sha256, route_status,
+                                        position)
+             ORDER BY position
+             ON CONFLICT (source, event_id) DO NOTHING
+             RETURNING id, source, event_id",
+        )
+        .await?;
+    let column = |f: &dyn Fn(&NewEvent) -> &str| order.iter().map(|&i| f(&events[i])).collect::<Vec<&str>>();
+    let optional = |f: &dyn Fn(&NewEvent) -> Option<&str>| order.iter().map(|&i| f(&events[i])).collect::<Vec<_>>();
+    let sources = column(&|e| &e.source);
+    let event_ids = column(&|e| &e.event_id);
+    let id_origins = column(&|e| e.id_origin.as_str());
+    let event_types = optional(&|e| e.event_type.as_deref());
+    let schemes = column(&|e| e.scheme.as_str());
+    let secret_indexes: Vec<i64> = order.iter().map(|&i| events[i].secret_index).collect();
+    let received: Vec<UnixMs> = order.iter().map(|&i| events[i].received_at).collect();
+    let sequences: Vec<i64> =
+        order.iter().map(|&i| i64::try_from(events[i].stream_sequence).unwrap_or(i64::MAX)).collect();
+    let content_types = optional(&|e| e.content_type.as_deref());
+    let headers = column(&|e| &e.headers_json);
+    let bodies: Vec<&[u8]> = order.iter().map(|&i| events[i].body.as_ref()).collect();
+    let event_shas: Vec<&str> = order.iter().map(|&i| shas[i].as_str()).collect();
+    let route_statuses: Vec<RouteStatus> = order
+        .iter()
+        .map(|&i| if events[i].destinations.is_empty() { RouteStatus::Unrouted } else { RouteStatus::Routed })
+        .collect();
+    let rows = t
+        .query(
+            &statement,
+            &[
+                &sources,
+                &event_ids,
+                &id_origins,
+                &event_types,
+                &schemes,
+                &secret_indexes,
+                &received,
+                &sequences,
+                &content_types,
+                &headers,
+                &bodies,
+                &event_shas,
+                &route_statuses,
+                &now,
+            ],
+        )
+        .await?;
+    let index_of: HashMap<(&str, &str), usize> =
+        order.iter().map(|&i| ((events[i].source.as_str(), events[i].event_id.as_str()), i)).collect();
+    let mut inserted = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (source, event_id): (&str, &str) = (row.try_get(1)?, row.try_get(2)?);
+        if let Some(&index) = index_of.get(&(source, event_id)) {
+            inserted.insert(index, row.try_get(0)?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// Inserts the new events' deliveries: due now, claimed by this worker for the first attempt
+/// (token 1) until `lease_until`. By destination, so the `delivery_counts` rows are locked in
+/// the same order by every batch.
+async fn insert_deliveries(
+    t: &Transaction<'_>,
+    rowids: &HashMap<usize, EventRowId>,
+    new_deliveries: &HashMap<usize, Vec<(DeliveryId, String)>>,
+    now: UnixMs,
+    lease_until: UnixMs,
+) -> Result<(), PgError> {
+    let mut rows: Vec<(&str, &DeliveryId, EventRowId)> = new_deliveries
+        .iter()
+        .flat_map(|(index, ids)| ids.iter().map(move |(id, destination)| (destination.as_str(), id, rowids[index])))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort_unstable();
+    let statement = t
+        .prepare_cached(
+            "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
+                                     next_attempt_at_ms, lease_token, lease_until_ms)
+             SELECT id, event_rowid, destination, $4::text, $5::bigint, $5, $5, $6::bigint, $7::bigint
+             FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS d (id, event_rowid, destination, position)
+             ORDER BY position
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let ids: Vec<&DeliveryId> = rows.iter().map(|(_, id, _)| *id).collect();
+    let event_rowids: Vec<EventRowId> = rows.iter().map(|(_, _, rowid)| *rowid).collect();
+    let destinations: Vec<&str> = rows.iter().map(|(destination, _, _)| *destination).collect();
+    let first = crate::model::LeaseToken::FIRST;
+    t.execute(&statement, &[&ids, &event_rowids, &destinations, &DeliveryStatus::Pending, &now, &first, &lease_until])
+        .await?;
+    Ok(())
+}
+
+/// Counts the events at `duplicates` on their stored twins (a duplicate, or a conflict when the
+/// body differs) and returns the stored bodies' hashes by (source, event id). The twins are
+/// locked in id order first, so two batches bumping the same events never wait for each other
+/// in a cycle.
+async fn bump_duplicates(
+    t: &Transaction<'_>,
+    events: &[NewEvent],
+    shas: &[String],
+    duplicates: &[usize],
+) -> Result<HashMap<(String, String), String>, PgError> {
+    if duplicates.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let lock = t
+        .prepare_cached(
+            "SELECT id, source, event_id, body_sha256 FROM events
+             WHERE (source, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             ORDER BY id FOR UPDATE",
+        )
+        .await?;
+    let sources: Vec<&str> = duplicates.iter().map(|&i| events[i].source.as_str()).collect();
+    let event_ids: Vec<&str> = duplicates.iter().map(|&i| events[i].event_id.as_str()).collect();
+    let mut stored: HashMap<(String, String), (i64, String)> = HashMap::with_capacity(duplicates.len());
+    for row in t.query(&lock, &[&sources, &event_ids]).await? {
+        stored.insert((row.try_get(1)?, row.try_get(2)?), (row.try_get(0)?, row.try_get(3)?));
+    }
+    // Per stored event (one may be seen several times in a batch): (duplicates, conflicts).
+    let mut bumps: HashMap<i64, (i64, i64)> = HashMap::with_capacity(stored.len());
+    for &index in duplicates {
+        let key = (events[index].source.clone(), events[index].event_id.clone());
+        if let Some((id, stored_sha)) = stored.get(&key) {
+            let bump = bumps.entry(*id).or_default();
+            if *stored_sha == shas[index] {
+                bump.0 += 1;
+            } else {
+                bump.1 += 1;
+            }
+        }
+    }
+    let bump = t
+        .prepare_cached(
+            "UPDATE events SET duplicates = duplicates + seen.more_duplicates, conflicts = conflicts + seen.more_conflicts
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS seen (id, more_duplicates, more_conflicts)
+             WHERE events.id = seen.id",
+        )
+        .await?;
+    let ids: Vec<i64> = bumps.keys().copied().collect();
+    let more_duplicates: Vec<i64> = ids.iter().map(|id| bumps[id].0).collect();
+    let more_conflicts: Vec<i64> = ids.iter().map(|id| bumps[id].1).collect();
+    t.execute(&bump, &[&ids, &more_duplicates, &more_conflicts]).await?;
+    Ok(stored.into_iter().map(|(key, (_, sha))| (key, sha)).collect())
+}
+
+/// One prune transaction: up to `limit` events after `after` received before `cutoff` with no
+/// delivery left to do (unrouted, or all delivered), oldest first; returns them (the
+/// candidates) and how many were deleted.
+///
+/// A replay can move a delivered delivery back to pending at any moment (on SQLite the single
+/// writer orders it before or after the prune). So the candidates' deliveries are locked and
+/// their status read again under the lock: an event whose delivery was replayed meanwhile is
+/// kept, and a replay that comes later finds it locked until this commits. Events another
+/// transaction holds (another worker's prune, a duplicate being counted) are skipped.
+async fn prune_batch(
+    t: &Transaction<'_>,
+    cutoff: UnixMs,
+    after: i64,
+    limit: i64,
+) -> Result<(Vec<i64>, usize), PgError> {
+    let select = t
+        .prepare_cached(
+            "SELECT id FROM events e
+             WHERE id > $2 AND received_at_ms < $1
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = e.id AND d.status <> 'delivered')
+             ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        )
+        .await?;
+    let candidates: Vec<i64> =
+        t.query(&select, &[&cutoff, &after, &limit]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+    if candidates.is_empty() {
+        return Ok((candidates, 0));
+    }
+    let lock = t
+        .prepare_cached("SELECT event_rowid, status FROM deliveries WHERE event_rowid = ANY($1) ORDER BY id FOR UPDATE")
+        .await?;
+    let mut busy = HashSet::new();
+    for row in t.query(&lock, &[&candidates]).await? {
+        if row.try_get::<_, DeliveryStatus>(1)? != DeliveryStatus::Delivered {
+            busy.insert(row.try_get::<_, i64>(0)?);
+        }
+    }
+    let doomed: Vec<i64> = candidates.iter().copied().filter(|id| !busy.contains(id)).collect();
+    let delete = t.prepare_cached("DELETE FROM events WHERE id = ANY($1)").await?;
+    let deleted = t.execute(&delete, &[&doomed]).await?;
+    Ok((candidates, usize::try_from(deleted).unwrap_or(usize::MAX)))
 }

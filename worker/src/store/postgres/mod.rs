@@ -166,11 +166,30 @@ impl Postgres {
     }
 
     pub(super) async fn identity(&self) -> Result<String, crate::store::StoreError> {
-        let _ = &self.pool;
-        Err(crate::store::StoreError::NotOnPostgresYet("identity"))
+        let client = self.client().await?;
+        let row = client.query_one("SELECT id FROM store_identity", &[]).await.map_err(PgError::from)?;
+        Ok(row.try_get(0).map_err(PgError::from)?)
     }
 
+    /// From the kept counts (summed over their slots) and, for the oldest pending receipt time,
+    /// the pending deliveries (the due-time index holds nothing else).
     pub(super) async fn stats(&self) -> Result<crate::store::Stats, crate::store::StoreError> {
-        Err(crate::store::StoreError::NotOnPostgresYet("stats"))
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT coalesce(sum(n) FILTER (WHERE status = 'dead_lettered'), 0)::bigint,
+                        coalesce(sum(n) FILTER (WHERE status = 'pending'), 0)::bigint,
+                        (SELECT min(e.received_at_ms) FROM deliveries d JOIN events e ON e.id = d.event_rowid
+                         WHERE d.status = 'pending')
+                 FROM delivery_counts",
+            )
+            .await
+            .map_err(PgError::from)?;
+        let row = client.query_one(&statement, &[]).await.map_err(PgError::from)?;
+        Ok(crate::store::Stats {
+            dead_letters: row.try_get(0).map_err(PgError::from)?,
+            pending: row.try_get(1).map_err(PgError::from)?,
+            oldest_pending_received_at: row.try_get(2).map_err(PgError::from)?,
+        })
     }
 }

@@ -39,3 +39,6 @@ else
 fi
 echo "== cargo test"
 cargo test --workspace --locked
+# TODO(#15): enable once every store operation runs on PostgreSQL
+# echo "== worker integration suite on PostgreSQL"
+# INLET_TEST_STORE=postgres cargo test --locked -p inlet-worker --test it -- --skip sqlite_only

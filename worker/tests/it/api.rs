@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::operator_support::{ADMIN_TOKEN, OperatorPipeline, Options};
-use crate::support::TestDestination;
+use crate::support::{TestDestination, sql_text};
 
 const FAST_RETRIES: &str = "retry_schedule = [\"100ms\", \"100ms\"]";
 
@@ -120,12 +120,12 @@ async fn roles_decide_what_tokens_may_do_and_revoked_tokens_stop_working() {
     let operator_token = operator["token"].as_str().unwrap();
     assert!(viewer_token.starts_with("inlet_"));
 
-    let stored: Vec<String> = pipeline.query(|c| {
-        let mut s = c.prepare("SELECT token_hash FROM api_tokens")?;
-        let rows = s.query_map([], |r| r.get(0))?;
-        rows.collect()
-    });
-    assert!(stored.iter().all(|hash| hash.len() == 64 && !hash.contains(viewer_token)), "only hashes are stored");
+    let stored = pipeline.store.rows("SELECT token_hash FROM api_tokens").await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(
+        stored.iter().all(|hash| hash[0].as_ref().is_some_and(|h| h.len() == 64 && !h.contains(viewer_token))),
+        "only hashes are stored: {stored:?}"
+    );
 
     let me = pipeline.gql_as(viewer_token, "{ me { actor role } counts { events } }", json!({})).await;
     assert_eq!(me["data"]["me"], json!({"actor": "token:dashboards", "role": "viewer"}));
@@ -315,7 +315,7 @@ async fn event_contents_are_priced_and_budgeted_per_answer() {
 
     // Three stored bodies of 5 MiB: one fits, two do not.
     let big = 5 * 1024 * 1024;
-    let updated = pipeline.query(|c| c.execute("UPDATE events SET body = zeroblob(?1)", [big]));
+    let updated = pipeline.store.execute(&format!("UPDATE events SET body = {}", pipeline.store.zero_bytes(big))).await;
     assert_eq!(updated, 3);
     let single =
         pipeline.gql("query($id: ID!) { event(id: $id) { content { bodyBytes } } }", json!({"id": ids[0]})).await;
@@ -671,12 +671,7 @@ async fn concurrent_bulk_replays_share_their_destinations_rate_cap() {
             .await;
         assert_eq!(done["bulkReplay"], json!({"status": "finished", "enqueued": EACH}), "{done}");
     }
-    let (first_started, last_finished): (i64, i64) = pipeline.query(|c| {
-        c.query_row("SELECT min(created_at_ms), max(finished_at_ms) FROM bulk_replays", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-    });
-    let span_ms = last_finished - first_started;
+    let span_ms = pipeline.store.scalar_i64("SELECT max(finished_at_ms) - min(created_at_ms) FROM bulk_replays").await;
     // A second's worth goes at once, each later one an interval after the previous; 80 % of
     // that is the bound (timer granularity), still 2.5 times what four jobs paced alone take.
     let floor_ms = (total - RATE) * 1_000 / RATE * 8 / 10;
@@ -721,13 +716,14 @@ async fn a_due_delivery_nobody_announced_is_found_by_the_scheduler() {
         .await;
     let id = dead["deadLetters"]["nodes"][0]["id"].as_str().unwrap().to_owned();
     sink.set_behaviour(|_| (200, Duration::ZERO));
-    let marked = pipeline.query(|c| {
-        c.execute(
+    let marked = pipeline
+        .store
+        .execute(&format!(
             "UPDATE deliveries SET status = 'pending', replays = 1, attempt_base = attempts,
-                 dead_letter_reason = NULL, next_attempt_at_ms = 0, lease_until_ms = NULL WHERE id = ?1",
-            [&id],
-        )
-    });
+                 dead_letter_reason = NULL, next_attempt_at_ms = 0, lease_until_ms = NULL WHERE id = {}",
+            sql_text(&id)
+        ))
+        .await;
     assert_eq!(marked, 1);
     let done = pipeline
         .wait_for("delivered by the scheduler", DELIVERY_STATE, json!({ "id": id }), |d| {

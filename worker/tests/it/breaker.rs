@@ -27,11 +27,12 @@ async fn breaker_opens_stops_calling_half_opens_and_closes_without_spending_the_
     // Let the destination recover; the breaker's probe finds out and closes it.
     dead.set_behaviour(|_| (200, Duration::ZERO));
     pipeline
-        .wait_until("all delivered", Duration::from_secs(30), |c| {
-            c.query_row("SELECT count(*) FROM deliveries WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0))
-                .unwrap()
-                == 4
-        })
+        .store
+        .wait_until(
+            "all delivered",
+            Duration::from_secs(30),
+            "SELECT count(*) = 4 FROM deliveries WHERE status = 'delivered'",
+        )
         .await;
     assert_eq!(pipeline.metric("inlet_worker_breaker_state", &[("destination", "dead")]).await, 0.0, "closed again");
 
@@ -44,10 +45,10 @@ async fn breaker_opens_stops_calling_half_opens_and_closes_without_spending_the_
     let next = received.iter().map(|r| r.at).filter(|at| *at > opened_at).min().unwrap();
     assert!(next - opened_at >= Duration::from_millis(900), "called {:?} after opening", next - opened_at);
     // Nothing was dead-lettered: postponements did not spend attempts.
-    let dead_lettered: i64 = pipeline
-        .query(|c| c.query_row("SELECT count(*) FROM deliveries WHERE status = 'dead_lettered'", [], |r| r.get(0)));
+    let dead_lettered =
+        pipeline.store.scalar_i64("SELECT count(*) FROM deliveries WHERE status = 'dead_lettered'").await;
     assert_eq!(dead_lettered, 0);
-    let max_attempts: i64 = pipeline.query(|c| c.query_row("SELECT max(attempts) FROM deliveries", [], |r| r.get(0)));
+    let max_attempts = pipeline.store.scalar_i64("SELECT max(attempts) FROM deliveries").await;
     assert!(max_attempts <= 3, "at most the failures before opening plus the probe: {max_attempts}");
 }
 

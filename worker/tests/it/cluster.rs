@@ -10,7 +10,7 @@ use inlet_shared::config::Config;
 use inlet_shared::test_util::TestNatsCluster;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{IngestAddrs, TestDestination, config_text, send_github, start_ingest, start_worker};
+use crate::support::{IngestAddrs, TestDestination, TestStore, config_text, send_github, start_ingest, start_worker};
 
 /// The server name of the current leader of `stream`, once there is one.
 async fn leader(js: &async_nats::jetstream::Context, stream: &str) -> String {
@@ -32,7 +32,8 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_no_acknowledged
     let mut cluster = TestNatsCluster::start(3);
     let destination = TestDestination::answering(200).await;
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(&cluster.urls(), &dir.path().join("inlet.db"), &[("sink", destination.url(), "")])
+    let store = TestStore::start_in(dir.path());
+    let text = config_text(&cluster.urls(), &store, &[("sink", destination.url(), "")])
         .replace("startup_timeout = \"10s\"", "startup_timeout = \"60s\"")
         .replace("[ingest]", "[stream]\nreplicas = 3\n[ingest]");
     let config = Config::parse(&text, &BTreeMap::new()).unwrap();

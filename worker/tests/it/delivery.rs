@@ -2,9 +2,21 @@
 
 use std::time::Duration;
 
-use crate::support::{Pipeline, TestDestination, inlet_signature_valid};
+use crate::support::{Pipeline, TestDestination, inlet_signature_valid, row};
 
 const FAST_RETRIES: &str = "retry_schedule = [\"100ms\", \"100ms\"]";
+
+/// Waits until the test's one delivery is dead-lettered.
+async fn wait_dead_lettered(pipeline: &Pipeline) {
+    pipeline
+        .store
+        .wait_until(
+            "dead-lettered",
+            Duration::from_secs(20),
+            "SELECT count(*) = 1 FROM deliveries WHERE status = 'dead_lettered'",
+        )
+        .await;
+}
 
 #[tokio::test]
 async fn exactly_one_delivery_per_event_per_destination_with_duplicates_mixed_in() {
@@ -27,11 +39,12 @@ async fn exactly_one_delivery_per_event_per_destination_with_duplicates_mixed_in
     first.wait_for(events, Duration::from_secs(30)).await;
     second.wait_for(events, Duration::from_secs(30)).await;
     pipeline
-        .wait_until("all deliveries recorded as delivered", Duration::from_secs(10), |c| {
-            c.query_row("SELECT count(*) FROM deliveries WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0))
-                .unwrap()
-                == 2 * events as i64
-        })
+        .store
+        .wait_until(
+            "all deliveries recorded as delivered",
+            Duration::from_secs(10),
+            &format!("SELECT count(*) = {} FROM deliveries WHERE status = 'delivered'", 2 * events),
+        )
         .await;
 
     for destination in [&first, &second] {
@@ -49,16 +62,15 @@ async fn exactly_one_delivery_per_event_per_destination_with_duplicates_mixed_in
             assert_eq!(received.body, format!("{{\"n\":{n},\"text\":\"caf\u{e9}\"}}").as_bytes(), "original bytes");
         }
     }
-    let (events_rows, duplicates, unrouted): (i64, i64, String) = pipeline.query(|c| {
-        Ok((
-            c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
-            c.query_row("SELECT sum(duplicates) FROM events", [], |r| r.get(0))?,
-            c.query_row("SELECT route_status FROM events WHERE event_id = 'd-unrouted'", [], |r| r.get(0))?,
-        ))
-    });
-    assert_eq!(events_rows, events as i64 + 1);
-    assert_eq!(duplicates, 0, "provider retries were absorbed by JetStream's window before reaching SQLite");
-    assert_eq!(unrouted, "unrouted");
+    let store = &pipeline.store;
+    assert_eq!(store.scalar_i64("SELECT count(*) FROM events").await, events as i64 + 1);
+    assert_eq!(
+        store.scalar_i64("SELECT sum(duplicates) FROM events").await,
+        0,
+        "provider retries were absorbed by JetStream's window before reaching the store"
+    );
+    let unrouted = store.scalar("SELECT route_status FROM events WHERE event_id = 'd-unrouted'").await;
+    assert_eq!(unrouted.as_deref(), Some("unrouted"));
 }
 
 #[tokio::test]
@@ -68,21 +80,20 @@ async fn a_destination_failing_twice_then_succeeding_gets_it_on_the_third_attemp
     assert_eq!(pipeline.send("d-1", "push", b"{\"a\":1}").await, 202);
     flaky.wait_for(3, Duration::from_secs(20)).await;
     pipeline
-        .wait_until("delivered", Duration::from_secs(10), |c| {
-            c.query_row("SELECT status FROM deliveries", [], |r| r.get::<_, String>(0)).is_ok_and(|s| s == "delivered")
-        })
+        .store
+        .wait_until(
+            "delivered",
+            Duration::from_secs(10),
+            "SELECT count(*) = 1 FROM deliveries WHERE status = 'delivered'",
+        )
         .await;
-    let attempts: Vec<(i64, String, Option<i64>)> = pipeline.query(|c| {
-        let mut statement = c.prepare("SELECT attempt, outcome, status_code FROM attempts ORDER BY attempt")?;
-        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect()
-    });
+    let attempts = pipeline.store.rows("SELECT attempt, outcome, status_code FROM attempts ORDER BY attempt").await;
     assert_eq!(
         attempts,
         vec![
-            (1, "transient".to_owned(), Some(503)),
-            (2, "transient".to_owned(), Some(503)),
-            (3, "delivered".to_owned(), Some(200))
+            row(&[Some("1"), Some("transient"), Some("503")]),
+            row(&[Some("2"), Some("transient"), Some("503")]),
+            row(&[Some("3"), Some("delivered"), Some("200")]),
         ]
     );
     assert_eq!(flaky.delivered_keys().len(), 1);
@@ -93,22 +104,12 @@ async fn always_500_is_dead_lettered_after_exactly_the_configured_attempts() {
     let broken = TestDestination::answering(500).await;
     let pipeline = Pipeline::start(&[("broken", broken.url(), FAST_RETRIES)]).await;
     assert_eq!(pipeline.send("d-500", "push", b"{}").await, 202);
-    pipeline
-        .wait_until("dead-lettered", Duration::from_secs(20), |c| {
-            c.query_row("SELECT status FROM deliveries", [], |r| r.get::<_, String>(0))
-                .is_ok_and(|s| s == "dead_lettered")
-        })
-        .await;
-    let (attempts, reason, last_status): (i64, String, i64) = pipeline.query(|c| {
-        c.query_row("SELECT attempts, dead_letter_reason, last_status_code FROM deliveries", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-    });
-    assert_eq!((attempts, reason.as_str(), last_status), (3, "retries_exhausted", 500));
+    wait_dead_lettered(&pipeline).await;
+    let dead = pipeline.store.row("SELECT attempts, dead_letter_reason, last_status_code FROM deliveries").await;
+    assert_eq!(dead, row(&[Some("3"), Some("retries_exhausted"), Some("500")]));
     assert_eq!(broken.count(), 3, "no attempt beyond the schedule");
     // The event itself stays, with its history, replayable.
-    let kept: i64 = pipeline.query(|c| c.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0)));
-    assert_eq!(kept, 3);
+    assert_eq!(pipeline.store.scalar_i64("SELECT count(*) FROM attempts").await, 3);
     // The metrics say so too.
     let mut dead = 0.0;
     for _ in 0..100 {
@@ -132,16 +133,9 @@ async fn a_400_is_dead_lettered_at_once_as_permanent() {
     let rejecting = TestDestination::answering(400).await;
     let pipeline = Pipeline::start(&[("rejecting", rejecting.url(), FAST_RETRIES)]).await;
     assert_eq!(pipeline.send("d-400", "push", b"{}").await, 202);
-    pipeline
-        .wait_until("dead-lettered", Duration::from_secs(20), |c| {
-            c.query_row("SELECT status FROM deliveries", [], |r| r.get::<_, String>(0))
-                .is_ok_and(|s| s == "dead_lettered")
-        })
-        .await;
-    let (attempts, reason): (i64, String) = pipeline.query(|c| {
-        c.query_row("SELECT attempts, dead_letter_reason FROM deliveries", [], |r| Ok((r.get(0)?, r.get(1)?)))
-    });
-    assert_eq!((attempts, reason.as_str()), (1, "permanent_4xx"));
+    wait_dead_lettered(&pipeline).await;
+    let dead = pipeline.store.row("SELECT attempts, dead_letter_reason FROM deliveries").await;
+    assert_eq!(dead, row(&[Some("1"), Some("permanent_4xx")]));
     assert_eq!(rejecting.count(), 1);
 }
 
@@ -152,12 +146,10 @@ async fn retry_after_from_the_destination_is_honoured() {
     assert_eq!(pipeline.send("d-429", "push", b"{}").await, 202);
     throttling.wait_for(2, Duration::from_secs(20)).await;
     pipeline
-        .wait_until("both attempts recorded", Duration::from_secs(10), |c| {
-            c.query_row("SELECT count(*) FROM attempts", [], |r| r.get::<_, i64>(0)).is_ok_and(|n| n == 2)
-        })
+        .store
+        .wait_until("both attempts recorded", Duration::from_secs(10), "SELECT count(*) = 2 FROM attempts")
         .await;
-    let gap: i64 = pipeline
-        .query(|c| c.query_row("SELECT max(started_at_ms) - min(started_at_ms) FROM attempts", [], |r| r.get(0)));
+    let gap = pipeline.store.scalar_i64("SELECT max(started_at_ms) - min(started_at_ms) FROM attempts").await;
     // The schedule says 10 ms, the 429 said `Retry-After: 1`: the longer wait wins.
     assert!(gap >= 900, "retry came after {gap} ms");
 }

@@ -14,6 +14,7 @@ use openidconnect::url::form_urlencoded;
 use serde_json::json;
 
 use crate::operator_support::{Browser, OperatorPipeline, Options};
+use crate::support::row;
 
 #[derive(Clone)]
 struct Account {
@@ -154,9 +155,8 @@ async fn a_github_user_with_a_listed_verified_email_signs_in() {
     assert_eq!(hop.location.as_deref(), Some(pipeline.url("/console").as_str()));
     let session = browser.session(&pipeline).await;
     assert_eq!((session["actor"].as_str(), session["role"].as_str()), (Some("ops@example.com"), Some("operator")));
-    let linked: (String, String) = pipeline
-        .query(|c| c.query_row("SELECT provider, subject FROM oauth_accounts", [], |r| Ok((r.get(0)?, r.get(1)?))));
-    assert_eq!(linked, ("github".to_owned(), "583231".to_owned()));
+    let linked = pipeline.store.row("SELECT provider, subject FROM oauth_accounts").await;
+    assert_eq!(linked, row(&[Some("github"), Some("583231")]));
     assert!(fake.lock().unwrap().codes.is_empty(), "the code was redeemed once");
 }
 
@@ -200,7 +200,7 @@ async fn github_sign_in_refuses_unverified_emails_forged_state_and_outsiders() {
     let callback = browser.get(&start.location.unwrap()).await.location.unwrap();
     let crossed = callback.replace("/auth/github/callback", "/auth/callback");
     assert_eq!(browser.get(&crossed).await.status, 404, "no OIDC provider configured here");
-    let users: i64 = pipeline.query(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get(0)));
+    let users = pipeline.store.scalar_i64("SELECT count(*) FROM users").await;
     assert_eq!(users, 1, "only the organisation member got an account");
 }
 
@@ -298,8 +298,7 @@ async fn with_token_keys_the_organisation_membership_is_rechecked_with_the_seale
     assert_eq!(hop.status, 303);
     let cookie = hop.set_cookies.iter().find(|c| c.starts_with("__Host-inlet_session=")).unwrap();
     assert!(cookie.ends_with("Max-Age=43200"), "a kept token allows the full session: {cookie}");
-    let sealed: String = pipeline
-        .query(|c| c.query_row("SELECT token_sealed FROM oauth_accounts WHERE subject = '9'", [], |r| r.get(0)));
+    let sealed = pipeline.store.scalar("SELECT token_sealed FROM oauth_accounts WHERE subject = '9'").await.unwrap();
     let token = fake.lock().unwrap().tokens.keys().next().unwrap().clone();
     assert!(sealed.starts_with("v1.k1.") && !sealed.contains(&token), "sealed at rest: {sealed}");
 
@@ -311,11 +310,7 @@ async fn with_token_keys_the_organisation_membership_is_rechecked_with_the_seale
         account.orgs.clear();
     }
     assert_eq!(browser.session(&pipeline).await["authenticated"], false);
-    let (sessions, kept): (i64, Option<String>) = pipeline.query(|c| {
-        Ok((
-            c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))?,
-            c.query_row("SELECT token_sealed FROM oauth_accounts WHERE subject = '9'", [], |r| r.get(0))?,
-        ))
-    });
+    let sessions = pipeline.store.scalar_i64("SELECT count(*) FROM sessions").await;
+    let kept = pipeline.store.scalar("SELECT token_sealed FROM oauth_accounts WHERE subject = '9'").await;
     assert_eq!((sessions, kept), (0, None));
 }

@@ -5,6 +5,7 @@ use futures::StreamExt as _;
 use serde_json::json;
 
 use crate::operator_support::{Browser, OperatorPipeline, Options};
+use crate::support::sql_text;
 
 async fn pipeline() -> OperatorPipeline {
     OperatorPipeline::start(&[], Options { oidc: true, ..Options::default() }).await
@@ -41,14 +42,11 @@ async fn an_allowlisted_user_signs_in_uses_the_api_with_csrf_and_logs_out() {
     assert_eq!(status, 200);
     assert_eq!(answer["data"]["me"], json!({"actor": "admin@example.com", "role": "admin"}));
 
-    let (users, accounts): (i64, i64) = pipeline.query(|c| {
-        Ok((
-            c.query_row("SELECT count(*) FROM users WHERE email = 'admin@example.com' AND role = 'admin'", [], |r| {
-                r.get(0)
-            })?,
-            c.query_row("SELECT count(*) FROM oauth_accounts WHERE provider = 'oidc'", [], |r| r.get(0))?,
-        ))
-    });
+    let users = pipeline
+        .store
+        .scalar_i64("SELECT count(*) FROM users WHERE email = 'admin@example.com' AND role = 'admin'")
+        .await;
+    let accounts = pipeline.store.scalar_i64("SELECT count(*) FROM oauth_accounts WHERE provider = 'oidc'").await;
     assert_eq!((users, accounts), (1, 1), "an Inlet user linked to the provider account");
 
     // Logout needs the CSRF token too, and invalidates the session server-side.
@@ -139,8 +137,7 @@ async fn id_tokens_with_a_wrong_audience_nonce_or_issuer_are_rejected() {
         assert!(hop.body.contains("identity token could not be verified"), "{claim}: {}", hop.body);
         assert!(!hop.set_cookies.iter().any(|c| c.starts_with("__Host-inlet_session=")), "{claim}");
     }
-    let sessions: i64 = pipeline.query(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)));
-    assert_eq!(sessions, 0);
+    assert_eq!(pipeline.store.scalar_i64("SELECT count(*) FROM sessions").await, 0);
 }
 
 #[tokio::test]
@@ -152,7 +149,7 @@ async fn an_unlisted_user_gets_a_not_authorised_page_and_no_account() {
     assert_eq!(hop.status, 403);
     assert!(hop.body.contains("Not authorised"), "{}", hop.body);
     assert!(!hop.set_cookies.iter().any(|c| c.starts_with("__Host-inlet_session=")));
-    let users: i64 = pipeline.query(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get(0)));
+    let users = pipeline.store.scalar_i64("SELECT count(*) FROM users").await;
     assert_eq!(users, 0, "no account for an unlisted address");
 
     // An address in an allowed domain signs in with the domain's role.
@@ -180,27 +177,21 @@ async fn return_to_never_leaves_the_site() {
 }
 
 /// Starting a sign-in costs the server no state: the login in progress travels sealed in its
-/// cookie. A thousand anonymous `GET /auth/login` commit nothing to the database (SQLite's
-/// `data_version`, seen from another connection, changes with any commit) and add no row, and
-/// each answer carries a `__Host-` login cookie that the browser cannot read into.
+/// cookie. A thousand anonymous `GET /auth/login` commit nothing to the database (see
+/// [`crate::support::TestStore::watch_writes`]) and add no row, and each answer carries a
+/// `__Host-` login cookie that the browser cannot read into.
 #[tokio::test]
 async fn anonymous_login_starts_write_nothing_to_the_database() {
     let pipeline = pipeline().await;
-    let database = pipeline.dir.path().join("inlet.db");
-    let rows = |c: &rusqlite::Connection| -> rusqlite::Result<i64> {
-        let tables: Vec<String> = c
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        assert!(!tables.iter().any(|t| t == "login_flows"), "no table of logins in progress: {tables:?}");
-        tables.iter().map(|t| c.query_row(&format!("SELECT count(*) FROM \"{t}\""), [], |r| r.get::<_, i64>(0))).sum()
-    };
+    let store = &pipeline.store;
+    let tables = store.tables().await;
+    assert!(tables.iter().any(|t| t == "sessions"), "the worker's tables: {tables:?}");
+    assert!(!tables.iter().any(|t| t == "login_flows"), "no table of logins in progress: {tables:?}");
     // One start first: provider discovery and anything else the first call does once.
     let first = pipeline.client.get(pipeline.url("/auth/login")).send().await.unwrap();
     assert_eq!(first.status(), 303);
-    let watcher = rusqlite::Connection::open(&database).unwrap();
-    let version = |c: &rusqlite::Connection| -> i64 { c.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap() };
-    let (before_version, before_rows) = (version(&watcher), rows(&watcher).unwrap());
+    let watch = store.watch_writes().await;
+    let before_rows = store.total_rows().await;
 
     let starts = futures::stream::iter(0..1_000)
         .map(|n| {
@@ -228,8 +219,8 @@ async fn anonymous_login_starts_write_nothing_to_the_database() {
     assert!(!sealed.contains("console"), "sealed: the return path is not readable in the cookie: {sealed}");
     assert!(sealed.len() < 2_000, "well under a browser's cookie limit: {}", sealed.len());
 
-    assert_eq!(version(&watcher), before_version, "no commit to the database");
-    assert_eq!(rows(&watcher).unwrap(), before_rows, "no row added");
+    assert!(!store.written_since(&watch).await, "no commit to the database");
+    assert_eq!(store.total_rows().await, before_rows, "no row added");
 }
 
 /// A login cookie that was not sealed by this worker — made up, altered, or sealed for the
@@ -274,17 +265,17 @@ async fn a_session_cookie_planted_before_sign_in_is_not_adopted() {
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(value.as_bytes()))
     };
-    let session_owner = |value: &str| -> Option<String> {
-        let id_hash = hash(value);
-        pipeline.query(|c| {
-            use rusqlite::OptionalExtension;
-            c.query_row(
-                "SELECT u.email FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = ?1",
-                [id_hash],
-                |r| r.get(0),
-            )
-            .optional()
-        })
+    let session_owner = |value: &str| {
+        let sql = format!(
+            "SELECT u.email FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = {}",
+            sql_text(&hash(value))
+        );
+        let store = &pipeline.store;
+        async move {
+            let mut rows = store.rows(&sql).await;
+            assert!(rows.len() <= 1, "{rows:?}");
+            rows.pop().map(|mut row| row.remove(0).unwrap())
+        }
     };
     // `GET /auth/session` and `{ me }` for a bare cookie value (CSRF token given, so only the
     // cookie can decide).
@@ -314,7 +305,7 @@ async fn a_session_cookie_planted_before_sign_in_is_not_adopted() {
     let callback = attacker.login_until_callback(&pipeline, "/console", "someone@viewers.example").await;
     assert_eq!(attacker.get(&callback).await.status, 303);
     let attacker_session = attacker.cookie(&site, SESSION).unwrap();
-    assert_eq!(session_owner(&attacker_session).as_deref(), Some("someone@viewers.example"));
+    assert_eq!(session_owner(&attacker_session).await.as_deref(), Some("someone@viewers.example"));
 
     let made_up = "attacker-chosen-session-value-0123456789abcdefABCDEF".to_owned();
     for planted in [made_up.clone(), attacker_session.clone()] {
@@ -342,26 +333,31 @@ async fn a_session_cookie_planted_before_sign_in_is_not_adopted() {
         );
         let csrf = session["csrfToken"].as_str().unwrap().to_owned();
         assert_eq!(
-            session_owner(&issued).as_deref(),
+            session_owner(&issued).await.as_deref(),
             Some("admin@example.com"),
             "stored under the hash of the new value"
         );
-        let raw: i64 = pipeline.query(|c| {
-            c.query_row("SELECT count(*) FROM sessions WHERE id_hash IN (?1, ?2)", [&issued, &planted], |r| r.get(0))
-        });
+        let raw = pipeline
+            .store
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM sessions WHERE id_hash IN ({}, {})",
+                sql_text(&issued),
+                sql_text(&planted)
+            ))
+            .await;
         assert_eq!(raw, 0, "cookie values are never stored as such");
 
         // The planted value did not become the victim's session, even with the victim's CSRF token.
         let (session, status, me) = as_cookie(planted.clone(), csrf.clone()).await;
         if planted == made_up {
             assert_eq!(session["authenticated"], false, "{session}");
-            assert_eq!(session_owner(&planted), None, "no session stored under the made-up value");
+            assert_eq!(session_owner(&planted).await, None, "no session stored under the made-up value");
             assert_eq!((status, me), (401, serde_json::Value::Null), "the made-up value is anonymous");
         } else {
             // Still the attacker's own viewer session, not upgraded to the admin who signed in.
             assert_eq!(session["actor"], "someone@viewers.example", "{session}");
             assert_eq!(session["role"], "viewer", "{session}");
-            assert_eq!(session_owner(&planted).as_deref(), Some("someone@viewers.example"));
+            assert_eq!(session_owner(&planted).await.as_deref(), Some("someone@viewers.example"));
             assert_eq!(status, 403, "the victim's CSRF token does not fit the attacker's session");
         }
 
@@ -378,6 +374,6 @@ async fn a_session_cookie_planted_before_sign_in_is_not_adopted() {
         assert_eq!(session["authenticated"], false, "{session}");
         assert_eq!((status, me), (401, serde_json::Value::Null));
     }
-    let sessions: i64 = pipeline.query(|c| c.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)));
+    let sessions = pipeline.store.scalar_i64("SELECT count(*) FROM sessions").await;
     assert_eq!(sessions, 3, "the attacker's and one new session per victim sign-in, nothing else");
 }

@@ -1,5 +1,18 @@
-//! Integration tests of `inlet-worker`: real nats-server, real SQLite file, real HTTP
-//! destinations started on loopback, events sent through a real `inlet-ingest`.
+//! Integration tests of `inlet-worker`: real nats-server, a real store, real HTTP destinations
+//! started on loopback, events sent through a real `inlet-ingest`.
+//!
+//! **Either store backend.** `INLET_TEST_STORE` chooses it: `sqlite` (the default when unset: a
+//! file in the test's temporary directory) or `postgres` (each pipeline gets a PostgreSQL server
+//! of its own, `inlet_shared::test_util::TestPostgres`, stopped when the test ends); anything
+//! else fails every test. The tests look into the store only through
+//! [`support::TestStore`] (plain SQL both engines accept, values read as text). The tests about
+//! SQLite itself are in `sqlite_only/`: they always run on SQLite, so the PostgreSQL run leaves
+//! them out:
+//!
+//! ```text
+//! cargo test -p inlet-worker --test it                                               # SQLite
+//! INLET_TEST_STORE=postgres cargo test -p inlet-worker --test it -- --skip sqlite_only  # PostgreSQL
+//! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
@@ -8,7 +21,6 @@ mod cluster;
 mod console;
 mod crash;
 mod delivery;
-mod disk_full;
 mod floor_plan;
 mod github;
 mod listener;
@@ -16,4 +28,5 @@ mod login;
 mod metrics;
 mod operator_support;
 mod scheduling;
+mod sqlite_only;
 mod support;

@@ -41,10 +41,12 @@ async fn live_scrapes_of_ingest_and_worker_pass_promtool_and_label_no_ids() {
     ok.wait_for(5, Duration::from_secs(20)).await;
     failing.wait_for(5, Duration::from_secs(20)).await;
     pipeline
-        .wait_until("every delivery settled", Duration::from_secs(20), |c| {
-            c.query_row("SELECT count(*) FROM deliveries WHERE status != 'pending'", [], |r| r.get::<_, i64>(0))
-                .is_ok_and(|n| n == 10)
-        })
+        .store
+        .wait_until(
+            "every delivery settled",
+            Duration::from_secs(20),
+            "SELECT count(*) = 10 FROM deliveries WHERE status <> 'pending'",
+        )
         .await;
 
     for (service, addr) in [("ingest", pipeline.ingest_admin), ("worker", pipeline.worker_admin)] {

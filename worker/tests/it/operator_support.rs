@@ -1,6 +1,6 @@
-//! Harness for the operator plane: the pipeline with a `[console]` section, GraphQL calls, a
-//! real OpenID provider (`scripts/e2e/provider.mjs`, oidc-provider on Node) and a small
-//! browser-like cookie jar for driving logins over HTTP.
+//! Harness for the operator plane: the pipeline with a `[console]` section (on the store backend
+//! `INLET_TEST_STORE` names), GraphQL calls, a real OpenID provider (`scripts/e2e/provider.mjs`,
+//! oidc-provider on Node) and a small browser-like cookie jar for driving logins over HTTP.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{config_text, send_github, wait_ok};
+use crate::support::{TestStore, config_text, send_github, wait_ok};
 
 /// The bootstrap admin token every operator pipeline is configured with.
 pub const ADMIN_TOKEN: &str = "test-bootstrap-token-0123456789abcdef";
@@ -85,6 +85,8 @@ impl Drop for Provider {
 pub struct OperatorPipeline {
     _nats: TestNats,
     pub dir: tempfile::TempDir,
+    /// The worker's store; the tests read its tables with [`TestStore::rows`] and friends.
+    pub store: TestStore,
     pub ingest: SocketAddr,
     pub worker: SocketAddr,
     pub client: reqwest::Client,
@@ -109,12 +111,13 @@ impl OperatorPipeline {
     pub async fn start(destinations: &[(&str, String, &str)], options: Options) -> OperatorPipeline {
         let nats = TestNats::start();
         let dir = tempfile::tempdir().unwrap();
+        let store = TestStore::start_in(dir.path());
         let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let worker = main.local_addr().unwrap();
         let public_url = format!("http://{worker}");
         let provider =
             if options.oidc { Some(Provider::start(&format!("{public_url}/auth/callback")).await) } else { None };
-        let mut text = config_text(&nats.url(), &dir.path().join("inlet.db"), destinations).replacen(
+        let mut text = config_text(&nats.url(), &store, destinations).replacen(
             "[worker]\n",
             &format!("[worker]\n{}\n", options.worker_extra),
             1,
@@ -138,7 +141,7 @@ impl OperatorPipeline {
         let ingest = crate::support::start_ingest(config.clone(), &stop).await.public;
         // The worker's main listener was bound above: its address is in the config (redirect URI).
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        tokio::spawn(inlet_worker::run(config, inlet_worker::Listeners { main, admin }, stop.clone()));
+        crate::support::run_worker(config, inlet_worker::Listeners { main, admin }, &stop);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .redirect(reqwest::redirect::Policy::none())
@@ -147,7 +150,7 @@ impl OperatorPipeline {
         for url in [format!("http://{ingest}/readyz"), format!("http://{worker}/readyz")] {
             wait_ok(&client, &url).await;
         }
-        OperatorPipeline { _nats: nats, dir, ingest, worker, client, provider, stop }
+        OperatorPipeline { _nats: nats, dir, store, ingest, worker, client, provider, stop }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -197,12 +200,6 @@ impl OperatorPipeline {
             assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: last {data}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// Runs `query` on the worker's SQLite file.
-    pub fn query<T>(&self, query: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> T {
-        let connection = rusqlite::Connection::open(self.dir.path().join("inlet.db")).unwrap();
-        query(&connection).unwrap()
     }
 }
 

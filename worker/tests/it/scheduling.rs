@@ -11,7 +11,7 @@ use inlet_shared::config::Config;
 use inlet_shared::test_util::TestNats;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Pipeline, TestDestination, config_text, send_github, start_ingest, wait_ok};
+use crate::support::{Pipeline, TestDestination, TestStore, config_text, row, send_github, start_ingest, wait_ok};
 
 /// Whether a delivery belongs to every `n`-th event, by the event's row id in the delivery id
 /// (`dlv_<row, hex>_<destination>`): a class of events that a destination always fails.
@@ -34,19 +34,14 @@ async fn send_paced(pipeline: &Pipeline, prefix: &str, n: usize, per_second: u64
     }
 }
 
-/// Waits until `n` deliveries are `delivered` in SQLite.
-async fn wait_delivered(pipeline: &Pipeline, n: i64, within: Duration) {
-    pipeline
-        .wait_until(&format!("{n} deliveries delivered"), within, |c| {
-            c.query_row("SELECT count(*) FROM deliveries WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0))
-                .unwrap()
-                >= n
-        })
-        .await;
+/// Waits until `n` deliveries are `delivered` in the store.
+async fn wait_delivered(store: &TestStore, n: i64, within: Duration) {
+    let sql = format!("SELECT count(*) >= {n} FROM deliveries WHERE status = 'delivered'");
+    store.wait_until(&format!("{n} deliveries delivered"), within, &sql).await;
 }
 
-fn count(pipeline: &Pipeline, sql: &str) -> i64 {
-    pipeline.query(|c| c.query_row(sql, [], |r| r.get(0)))
+async fn count(pipeline: &Pipeline, sql: &str) -> i64 {
+    pipeline.store.scalar_i64(sql).await
 }
 
 /// The minimal repro: a rate-limited destination whose first attempts fail. Attempts
@@ -61,12 +56,13 @@ async fn a_rate_limited_destination_failing_every_first_attempt_gets_every_event
     let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
     let events = 40;
     send_paced(&pipeline, "repro", events, 20).await;
-    wait_delivered(&pipeline, events as i64, Duration::from_secs(90)).await;
+    wait_delivered(&pipeline.store, events as i64, Duration::from_secs(90)).await;
     let keys = sink.delivered_keys();
     assert_eq!(keys.len(), events, "every event delivered");
     assert!(keys.values().all(|&n| n == 1), "each delivered once: {keys:?}");
-    assert_eq!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE status = 'pending'"), 0, "none stuck");
-    let second_attempts = count(&pipeline, "SELECT count(*) FROM attempts WHERE attempt = 2 AND outcome = 'delivered'");
+    assert_eq!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE status = 'pending'").await, 0, "none stuck");
+    let second_attempts =
+        count(&pipeline, "SELECT count(*) FROM attempts WHERE attempt = 2 AND outcome = 'delivered'").await;
     assert_eq!(second_attempts, events as i64, "each on its second attempt");
 }
 
@@ -105,7 +101,7 @@ async fn a_class_of_events_that_always_fails_does_not_starve_the_others() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The failing ones wait for their retry in the store, holding nothing.
-    let waiting = count(&pipeline, "SELECT count(*) FROM deliveries WHERE status = 'pending' AND attempts = 1");
+    let waiting = count(&pipeline, "SELECT count(*) FROM deliveries WHERE status = 'pending' AND attempts = 1").await;
     assert!(waiting > 0, "the poison events wait for their retries");
 }
 
@@ -122,12 +118,12 @@ async fn an_outage_under_load_loses_nothing() {
     let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
     let events = 600;
     send_paced(&pipeline, "outage", events, 100).await;
-    wait_delivered(&pipeline, events as i64, Duration::from_secs(90)).await;
+    wait_delivered(&pipeline.store, events as i64, Duration::from_secs(90)).await;
     let keys = sink.delivered_keys();
     assert_eq!(keys.len(), events);
     assert!(keys.values().all(|&n| n == 1), "503s are answers: no duplicate sends");
-    assert_eq!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'"), 0);
-    assert!(count(&pipeline, "SELECT count(*) FROM attempts WHERE status_code = 503") > 0, "the outage was seen");
+    assert_eq!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'").await, 0);
+    assert!(count(&pipeline, "SELECT count(*) FROM attempts WHERE status_code = 503").await > 0, "the outage was seen");
 }
 
 /// Five 429s with `Retry-After: 1` are back-pressure: the breaker (threshold 5, cooldown 60 s)
@@ -141,7 +137,7 @@ async fn a_429_with_retry_after_is_back_pressure_not_failure() {
     for n in 0..6 {
         assert_eq!(pipeline.send(&format!("busy-{n}"), "push", b"{}").await, 202);
     }
-    wait_delivered(&pipeline, 6, Duration::from_secs(20)).await;
+    wait_delivered(&pipeline.store, 6, Duration::from_secs(20)).await;
     assert!(
         sent.elapsed() < Duration::from_secs(20),
         "delivered after the Retry-After, not a cooldown or the schedule"
@@ -165,22 +161,21 @@ async fn authentication_failures_are_retried_before_dead_lettering() {
     let pipeline = Pipeline::start(&[("sink", sink.url(), fast), ("stuck", stuck.url(), fast)]).await;
     assert_eq!(pipeline.send("auth-1", "push", b"{}").await, 202);
     pipeline
-        .wait_until("both settled", Duration::from_secs(20), |c| {
-            c.query_row("SELECT count(*) FROM deliveries WHERE status <> 'pending'", [], |r| r.get::<_, i64>(0))
-                .unwrap()
-                == 2
-        })
+        .store
+        .wait_until(
+            "both settled",
+            Duration::from_secs(20),
+            "SELECT count(*) = 2 FROM deliveries WHERE status <> 'pending'",
+        )
         .await;
-    let states: Vec<(String, String, i64, Option<String>)> = pipeline.query(|c| {
-        let mut statement =
-            c.prepare("SELECT destination, status, attempts, dead_letter_reason FROM deliveries ORDER BY destination")?;
-        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        rows.collect()
-    });
-    assert_eq!(states[0], ("sink".into(), "delivered".into(), 2, None), "a passing 401 is retried");
+    let states = pipeline
+        .store
+        .rows("SELECT destination, status, attempts, dead_letter_reason FROM deliveries ORDER BY destination")
+        .await;
+    assert_eq!(states[0], row(&[Some("sink"), Some("delivered"), Some("2"), None]), "a passing 401 is retried");
     assert_eq!(
         states[1],
-        ("stuck".into(), "dead_lettered".into(), 3, Some("permanent_4xx".into())),
+        row(&[Some("stuck"), Some("dead_lettered"), Some("3"), Some("permanent_4xx")]),
         "a lasting 403 is dead-lettered after the default 3 attempts"
     );
 }
@@ -192,9 +187,9 @@ async fn authentication_failures_are_retried_before_dead_lettering() {
 async fn a_worker_stopped_longer_than_ack_wait_loses_nothing_and_times_no_answer_out() {
     let nats = TestNats::start();
     let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("inlet.db");
+    let store = TestStore::start_in(dir.path());
     let sink = TestDestination::start(|_| (200, Duration::from_millis(300))).await;
-    let mut text = config_text(&nats.url(), &database, &[("sink", sink.url(), "timeout = \"1s\"\nconcurrency = 4")]);
+    let mut text = config_text(&nats.url(), &store, &[("sink", sink.url(), "timeout = \"1s\"\nconcurrency = 4")]);
     text = text
         .replace("ack_wait = \"5s\"", "ack_wait = \"1s\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"");
     let config_path = dir.path().join("inlet.toml");
@@ -217,22 +212,10 @@ async fn a_worker_stopped_longer_than_ack_wait_loses_nothing_and_times_no_answer
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let delivered = || {
-        let connection = rusqlite::Connection::open(&database).unwrap();
-        connection
-            .query_row("SELECT count(*) FROM deliveries WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0))
-            .unwrap()
-    };
-    while delivered() < events as i64 {
-        assert!(Instant::now() < deadline, "only {} of {events} delivered", delivered());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_delivered(&store, events as i64, Duration::from_secs(60)).await;
     worker.kill().unwrap();
     worker.wait().unwrap();
-    let connection = rusqlite::Connection::open(&database).unwrap();
-    let timeouts: i64 =
-        connection.query_row("SELECT count(*) FROM attempts WHERE error = 'timeout'", [], |r| r.get(0)).unwrap();
+    let timeouts = store.scalar_i64("SELECT count(*) FROM attempts WHERE error = 'timeout'").await;
     assert_eq!(timeouts, 0, "answers that arrived during the stall were read, not timed out");
     let keys = sink.delivered_keys();
     assert_eq!(keys.len(), events);
@@ -240,36 +223,37 @@ async fn a_worker_stopped_longer_than_ack_wait_loses_nothing_and_times_no_answer
     stop.cancel();
 }
 
-/// Two workers with their own databases on one NATS would split the events between two files:
-/// the second is refused at startup, naming the holder; the same database from a second
-/// process is refused too. The first keeps working.
+/// Two workers with their own databases on one NATS would split the events between two
+/// databases: the second is refused at startup, naming the holder. The first keeps working.
+/// (The same SQLite file from a second process: `sqlite_only::file_lock`.)
 #[tokio::test]
-async fn a_second_worker_is_refused_at_startup() {
+async fn a_second_worker_with_its_own_database_is_refused_at_startup() {
     let sink = TestDestination::answering(200).await;
     let pipeline = Pipeline::start(&[("sink", sink.url(), "")]).await;
-    for (database, expected) in [
-        (pipeline.dir.path().join("other.db"), "another inlet-worker consumes this intake stream"),
-        (pipeline.database(), "in use by another inlet-worker"),
-    ] {
-        let text = config_text(&pipeline.nats_url(), &database, &[("sink", sink.url(), "")]);
-        let config = Config::parse(&text, &BTreeMap::new()).unwrap();
-        let listeners = inlet_worker::Listeners {
-            main: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        };
-        let started = Instant::now();
-        let result = tokio::time::timeout(
-            Duration::from_secs(20),
-            inlet_worker::run(config, listeners, CancellationToken::new()),
-        )
-        .await
-        .expect("refused at startup, not left running");
-        let error = format!("{:#}", result.expect_err("a second worker must not start"));
-        assert!(error.contains(expected), "{error}");
-        assert!(started.elapsed() < Duration::from_secs(10), "refused at once");
-    }
+    let other = pipeline.store.another("other");
+    let error = second_worker_error(&pipeline, &other, &sink).await;
+    assert!(error.contains("another inlet-worker consumes this intake stream"), "{error}");
     assert_eq!(pipeline.send("still-1", "push", b"{}").await, 202);
     sink.wait_for(1, Duration::from_secs(20)).await;
+}
+
+/// Starts a second in-process worker next to `pipeline`'s, on `store`; it must be refused at
+/// once: returns its error.
+pub(crate) async fn second_worker_error(pipeline: &Pipeline, store: &TestStore, sink: &TestDestination) -> String {
+    let text = config_text(&pipeline.nats_url(), store, &[("sink", sink.url(), "")]);
+    let config = Config::parse(&text, &BTreeMap::new()).unwrap();
+    let listeners = inlet_worker::Listeners {
+        main: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let started = Instant::now();
+    let result =
+        tokio::time::timeout(Duration::from_secs(20), inlet_worker::run(config, listeners, CancellationToken::new()))
+            .await
+            .expect("refused at startup, not left running");
+    let error = format!("{:#}", result.expect_err("a second worker must not start"));
+    assert!(started.elapsed() < Duration::from_secs(10), "refused at once: {error}");
+    error
 }
 
 /// More new deliveries than a destination keeps in memory (8 MiB of bodies): the overflow goes
@@ -286,13 +270,14 @@ async fn a_backlog_larger_than_the_in_memory_handover_is_delivered_in_full() {
     let statuses =
         futures::future::join_all(bodies.iter().map(|(id, body)| pipeline.send(id, "push", body.as_bytes()))).await;
     assert!(statuses.iter().all(|&s| s == 202), "{statuses:?}");
-    wait_delivered(&pipeline, events as i64, Duration::from_secs(60)).await;
+    wait_delivered(&pipeline.store, events as i64, Duration::from_secs(60)).await;
     let keys = sink.delivered_keys();
     assert_eq!(keys.len(), events);
     assert!(keys.values().all(|&n| n == 1), "each delivered once: {keys:?}");
-    assert_eq!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE status = 'pending'"), 0);
+    assert_eq!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE status = 'pending'").await, 0);
     // The overflow really went through the store: claimed there (a second fencing token).
-    assert!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE lease_token >= 2") > 0, "no overflow happened");
+    let overflow = count(&pipeline, "SELECT count(*) FROM deliveries WHERE lease_token >= 2").await;
+    assert!(overflow > 0, "no overflow happened");
 }
 
 /// Retries of a class of events that always fails come in bursts; they must not open the
@@ -310,11 +295,12 @@ async fn failing_retries_do_not_open_the_breaker_on_healthy_traffic() {
     let events = 200;
     send_paced(&pipeline, "burst", events, 50).await;
     pipeline
-        .wait_until("every healthy event delivered", Duration::from_secs(20), |c| {
-            c.query_row("SELECT count(*) FROM deliveries WHERE status = 'delivered'", [], |r| r.get::<_, i64>(0))
-                .unwrap()
-                == (events - events / 5) as i64
-        })
+        .store
+        .wait_until(
+            "every healthy event delivered",
+            Duration::from_secs(20),
+            &format!("SELECT count(*) = {} FROM deliveries WHERE status = 'delivered'", events - events / 5),
+        )
         .await;
     assert_eq!(pipeline.metric("inlet_worker_breaker_state", &[("destination", "sink")]).await, 0.0);
 }

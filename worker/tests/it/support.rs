@@ -1,10 +1,10 @@
-//! Test harness: a programmable HTTP destination, and the whole pipeline (nats-server, ingest
-//! and worker in-process) wired to it.
+//! Test harness: a programmable HTTP destination, the whole pipeline (nats-server, ingest and
+//! worker in-process) wired to it, and the worker's store on either backend ([`TestStore`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +15,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use inlet_shared::config::Config;
 use inlet_shared::signature::{HmacAlgorithm, HmacRecipe, SignatureEncoding, sign};
-use inlet_shared::test_util::TestNats;
+use inlet_shared::test_util::{TestNats, TestPostgres};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -176,8 +176,16 @@ impl Drop for TestDestination {
     }
 }
 
-/// Config with one GitHub-like source (`gh`, see [`gh_recipe`]) routed to `destinations` (name, url, extra keys).
-pub fn config_text(nats_url: &str, database: &std::path::Path, destinations: &[(&str, String, &str)]) -> String {
+/// Config with one GitHub-like source (`gh`, see [`gh_recipe`]) routed to `destinations` (name,
+/// url, extra keys), keeping its state in `store` (`worker.database` for SQLite, a `[store]`
+/// section for PostgreSQL).
+pub fn config_text(nats_url: &str, store: &TestStore, destinations: &[(&str, String, &str)]) -> String {
+    let (database, store_section) = match &store.kind {
+        Kind::Sqlite(path) => (format!("database = \"{}\"\n", path.display()), String::new()),
+        Kind::Postgres { url, .. } => {
+            (String::new(), format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 8\n"))
+        }
+    };
     let mut text = format!(
         r#"
 [nats]
@@ -186,12 +194,11 @@ startup_timeout = "10s"
 [ingest]
 publish_timeout = "5s"
 [worker]
-database = "{}"
-ack_wait = "5s"
+{database}ack_wait = "5s"
 stats_interval = "200ms"
 shutdown_grace = "5s"
 delivery_concurrency = 16
-
+{store_section}
 [[sources]]
 name = "gh"
 kind = "hmac"
@@ -202,8 +209,7 @@ prefix = "sha256="
 signed_payload = "{{id}}\n{{body}}"
 id_header = "X-GitHub-Delivery"
 type_header = "X-GitHub-Event"
-"#,
-        database.display()
+"#
     );
     let names: Vec<String> = destinations.iter().map(|(name, _, _)| format!("\"{name}\"")).collect();
     for (name, url, extra) in destinations {
@@ -247,14 +253,29 @@ pub async fn start_worker(config: Config, stop: &CancellationToken) -> WorkerAdd
     let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addrs = WorkerAddrs { main: main.local_addr().unwrap(), admin: admin.local_addr().unwrap() };
-    tokio::spawn(inlet_worker::run(config, inlet_worker::Listeners { main, admin }, stop.clone()));
+    run_worker(config, inlet_worker::Listeners { main, admin }, stop);
     addrs
 }
 
-/// nats-server + ingest + worker, all real, in this process.
+/// Runs `inlet-worker` in this process until `stop`; says why when it stops with an error
+/// (printed with the test's output: a worker that cannot start fails the test as not ready).
+pub fn run_worker(config: Config, listeners: inlet_worker::Listeners, stop: &CancellationToken) {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        if let Err(error) = inlet_worker::run(config, listeners, stop).await {
+            eprintln!("inlet-worker stopped with an error: {error:#}");
+        }
+    });
+}
+
+/// nats-server + ingest + worker, all real, in this process, on the store backend
+/// `INLET_TEST_STORE` names.
 pub struct Pipeline {
     nats: TestNats,
-    pub dir: tempfile::TempDir,
+    /// Holds the SQLite file.
+    _dir: tempfile::TempDir,
+    /// The worker's store; the tests read its tables with [`TestStore::rows`] and friends.
+    pub store: TestStore,
     pub ingest_addr: SocketAddr,
     pub ingest_admin: SocketAddr,
     pub worker_admin: SocketAddr,
@@ -266,9 +287,15 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start(destinations: &[(&str, String, &str)]) -> Pipeline {
+        Self::start_on(Backend::from_env(), destinations).await
+    }
+
+    /// On `backend` whatever `INLET_TEST_STORE` says (tests about SQLite itself).
+    pub async fn start_on(backend: Backend, destinations: &[(&str, String, &str)]) -> Pipeline {
         let nats = TestNats::start();
         let dir = tempfile::tempdir().unwrap();
-        let text = config_text(&nats.url(), &dir.path().join("inlet.db"), destinations);
+        let store = TestStore::start_on(backend, dir.path());
+        let text = config_text(&nats.url(), &store, destinations);
         let config = Config::parse(&text, &BTreeMap::new()).unwrap();
 
         let ingest_stop = CancellationToken::new();
@@ -279,15 +306,22 @@ impl Pipeline {
         for url in [format!("http://{ingest_addr}/readyz"), format!("http://{worker_main}/readyz")] {
             wait_ok(&client, &url).await;
         }
-        Pipeline { nats, dir, ingest_addr, ingest_admin, worker_admin, worker_main, client, ingest_stop, worker_stop }
+        Pipeline {
+            nats,
+            _dir: dir,
+            store,
+            ingest_addr,
+            ingest_admin,
+            worker_admin,
+            worker_main,
+            client,
+            ingest_stop,
+            worker_stop,
+        }
     }
 
     pub fn nats_url(&self) -> String {
         self.nats.url()
-    }
-
-    pub fn database(&self) -> PathBuf {
-        self.dir.path().join("inlet.db")
     }
 
     /// Sends a signed GitHub webhook; returns the HTTP status.
@@ -306,25 +340,6 @@ impl Pipeline {
             .await
             .unwrap();
         inlet_shared::test_util::metric_sample(&text, name, labels)
-    }
-
-    /// Runs `query` on the worker's SQLite file.
-    pub fn query<T>(&self, query: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> T {
-        let connection = rusqlite::Connection::open(self.database()).unwrap();
-        query(&connection).unwrap()
-    }
-
-    /// Polls SQLite until `condition` holds (the worker commits asynchronously).
-    pub async fn wait_until(&self, what: &str, within: Duration, condition: impl Fn(&rusqlite::Connection) -> bool) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let connection = rusqlite::Connection::open(self.database()).unwrap();
-            if condition(&connection) {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
     }
 }
 
@@ -393,4 +408,357 @@ pub fn inlet_signature_valid(received: &Received) -> bool {
     )
     .unwrap();
     verifier.verify(&received.headers, &received.body, SystemTime::now()).is_ok()
+}
+
+/// The store backend the suite runs on: `INLET_TEST_STORE` = `sqlite` (the default when unset)
+/// or `postgres`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// What `INLET_TEST_STORE` names.
+    ///
+    /// # Panics
+    ///
+    /// On any other value: a typo must not quietly run the suite on the default.
+    pub fn from_env() -> Backend {
+        match std::env::var("INLET_TEST_STORE") {
+            Err(std::env::VarError::NotPresent) => Backend::Sqlite,
+            Ok(value) if value == "sqlite" => Backend::Sqlite,
+            Ok(value) if value == "postgres" => Backend::Postgres,
+            Ok(value) => panic!("INLET_TEST_STORE={value:?}: expected `sqlite` (the default when unset) or `postgres`"),
+            Err(error) => panic!("INLET_TEST_STORE: {error}"),
+        }
+    }
+}
+
+/// One row of a query's answer, every value as text (`None` for NULL): see [`TestStore::rows`].
+pub type Row = Vec<Option<String>>;
+
+/// `Row` from string literals, for comparisons.
+pub fn row(values: &[Option<&str>]) -> Row {
+    values.iter().map(|value| value.map(str::to_owned)).collect()
+}
+
+/// `value` as an SQL string literal (both engines quote the same way).
+pub fn sql_text(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The database a test's workers keep their state in: a SQLite file, or a database on a real
+/// PostgreSQL server started for the test (stopped when the last `TestStore` on it is dropped, so
+/// keep it as long as the workers using it run). Emitted into the worker's config by
+/// [`config_text`]; read by the test with plain SQL that both engines accept ([`TestStore::rows`],
+/// [`TestStore::scalar_i64`], [`TestStore::wait_until`], [`TestStore::execute`]).
+///
+/// **Writing SQL for both.** Values come back as text: numbers as digits, NULL as `None`, a
+/// comparison as `1`/`0` (SQLite) or `t`/`f` (PostgreSQL) — [`TestStore::wait_until`] takes
+/// either. The flag `deliveries.replay_enqueued` is 0/1 on SQLite and a BOOLEAN on PostgreSQL:
+/// read it through `CASE WHEN replay_enqueued THEN 1 ELSE 0 END`. The counters `event_counts`
+/// and `delivery_counts` are split in slots on PostgreSQL: read them with `sum(n)` grouped by
+/// their key. `deliveries.rowid` exists on both (explicit on PostgreSQL). No `INDEXED BY`, no
+/// `PRAGMA`, no `sqlite_master`, no parameters (inline values with [`sql_text`]).
+pub struct TestStore {
+    kind: Kind,
+    /// PostgreSQL: the test's own session, opened at the first query.
+    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+enum Kind {
+    Sqlite(PathBuf),
+    Postgres { server: Arc<TestPostgres>, url: String },
+}
+
+impl TestStore {
+    /// On the backend `INLET_TEST_STORE` names: `dir/inlet.db`, or a new PostgreSQL server.
+    pub fn start_in(dir: &Path) -> TestStore {
+        Self::start_on(Backend::from_env(), dir)
+    }
+
+    /// On `backend`: `dir/inlet.db`, or a new PostgreSQL server (its database `inlet`).
+    pub fn start_on(backend: Backend, dir: &Path) -> TestStore {
+        match backend {
+            Backend::Sqlite => Self::new(Kind::Sqlite(dir.join("inlet.db"))),
+            Backend::Postgres => {
+                let server = TestPostgres::start();
+                let url = server.url();
+                Self::new(Kind::Postgres { server: Arc::new(server), url })
+            }
+        }
+    }
+
+    fn new(kind: Kind) -> TestStore {
+        TestStore { kind, client: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Another, empty database of the same backend: the file `{name}.db` next to this one, or a
+    /// new database `name` on the same server.
+    pub fn another(&self, name: &str) -> TestStore {
+        match &self.kind {
+            Kind::Sqlite(path) => Self::new(Kind::Sqlite(path.with_file_name(format!("{name}.db")))),
+            Kind::Postgres { server, .. } => {
+                let url = server.create_database(name);
+                Self::new(Kind::Postgres { server: Arc::clone(server), url })
+            }
+        }
+    }
+
+    /// The SQLite file (tests about SQLite itself).
+    ///
+    /// # Panics
+    ///
+    /// On PostgreSQL.
+    pub fn sqlite_path(&self) -> &Path {
+        match &self.kind {
+            Kind::Sqlite(path) => path,
+            Kind::Postgres { .. } => panic!("a SQLite store was expected"),
+        }
+    }
+
+    /// Runs one statement; returns its rows, every value as text. Panics when it fails.
+    pub async fn rows(&self, sql: &str) -> Vec<Row> {
+        match &self.kind {
+            Kind::Sqlite(path) => {
+                let connection = rusqlite::Connection::open(path).unwrap();
+                sqlite_rows(&connection, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+            }
+            Kind::Postgres { .. } => {
+                let messages = self.postgres(sql).await;
+                messages
+                    .iter()
+                    .filter_map(|message| match message {
+                        tokio_postgres::SimpleQueryMessage::Row(row) => {
+                            Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The one row of `sql`'s answer.
+    pub async fn row(&self, sql: &str) -> Row {
+        let mut rows = self.rows(sql).await;
+        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+        rows.remove(0)
+    }
+
+    /// The one value of `sql`'s answer, as text (`None`: NULL).
+    pub async fn scalar(&self, sql: &str) -> Option<String> {
+        let mut row = self.row(sql).await;
+        assert_eq!(row.len(), 1, "{sql}: {row:?}");
+        row.remove(0)
+    }
+
+    /// The one value of `sql`'s answer, an integer (not NULL).
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        let value = self.scalar(sql).await.unwrap_or_else(|| panic!("{sql}: NULL"));
+        value.parse().unwrap_or_else(|e| panic!("{sql}: {value:?} is no integer: {e}"))
+    }
+
+    /// Runs one statement that writes; returns how many rows it changed.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        match &self.kind {
+            Kind::Sqlite(path) => {
+                let connection = rusqlite::Connection::open(path).unwrap();
+                connection.execute(sql, []).unwrap_or_else(|e| panic!("{sql}: {e}")) as u64
+            }
+            Kind::Postgres { .. } => {
+                let messages = self.postgres(sql).await;
+                messages
+                    .iter()
+                    .find_map(|message| match message {
+                        tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| panic!("{sql}: no command completed"))
+            }
+        }
+    }
+
+    /// Polls until `condition`, one value that is a truth value (e.g. `SELECT count(*) = 4 FROM
+    /// deliveries WHERE …`), is true (the worker commits asynchronously).
+    pub async fn wait_until(&self, what: &str, within: Duration, condition: &str) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let value = self.scalar(condition).await;
+            match value.as_deref() {
+                Some("1" | "t" | "true") => return,
+                Some("0" | "f" | "false") | None => {}
+                Some(other) => panic!("{condition}: {other:?} is no truth value"),
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what} ({condition})");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// An SQL expression for `n` zero bytes (a body of that size).
+    pub fn zero_bytes(&self, n: usize) -> String {
+        match self.kind {
+            Kind::Sqlite(_) => format!("zeroblob({n})"),
+            Kind::Postgres { .. } => format!("decode(repeat('00', {n}), 'hex')"),
+        }
+    }
+
+    /// The names of the worker's tables.
+    pub async fn tables(&self) -> Vec<String> {
+        let sql = match self.kind {
+            Kind::Sqlite(_) => "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            Kind::Postgres { .. } => {
+                "SELECT table_name FROM information_schema.tables \
+                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+            }
+        };
+        self.rows(sql).await.into_iter().map(|mut row| row.remove(0).unwrap()).collect()
+    }
+
+    /// Rows in all the worker's tables together.
+    pub async fn total_rows(&self) -> i64 {
+        let mut total = 0;
+        for table in self.tables().await {
+            total += self.scalar_i64(&format!("SELECT count(*) FROM \"{table}\"")).await;
+        }
+        total
+    }
+
+    /// Starts watching for writes: [`TestStore::written_since`] then says whether any commit
+    /// wrote to the database meanwhile. SQLite: `PRAGMA data_version` on a connection kept open
+    /// (it changes with any commit by another connection). PostgreSQL: per table, its row count
+    /// and the newest writing transaction of its rows (`xmin`), so any row added, changed or
+    /// removed shows (the server's transaction counter would not do: autovacuum's ANALYZE takes
+    /// transaction ids of its own).
+    pub async fn watch_writes(&self) -> WriteWatch {
+        match &self.kind {
+            Kind::Sqlite(path) => {
+                let connection = rusqlite::Connection::open(path).unwrap();
+                let version = sqlite_data_version(&connection);
+                WriteWatch::Sqlite { connection, version }
+            }
+            Kind::Postgres { .. } => WriteWatch::Postgres { fingerprint: self.postgres_fingerprint().await },
+        }
+    }
+
+    /// Whether a commit wrote to the database since `watch` started.
+    pub async fn written_since(&self, watch: &WriteWatch) -> bool {
+        match watch {
+            WriteWatch::Sqlite { connection, version } => sqlite_data_version(connection) != *version,
+            WriteWatch::Postgres { fingerprint } => self.postgres_fingerprint().await != *fingerprint,
+        }
+    }
+
+    /// SQLite: `PRAGMA integrity_check` says `ok`. PostgreSQL: nothing to check from here (the
+    /// server owns its files; a killed client cannot leave them half-written).
+    pub fn assert_integrity(&self) {
+        if let Kind::Sqlite(path) = &self.kind {
+            let connection = rusqlite::Connection::open(path).unwrap();
+            let integrity: String = connection.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+            assert_eq!(integrity, "ok");
+        }
+    }
+
+    async fn postgres_fingerprint(&self) -> Vec<Row> {
+        let parts: Vec<String> = self
+            .tables()
+            .await
+            .iter()
+            .map(|table| format!("SELECT '{table}', count(*), max(xmin::text::bigint) FROM \"{table}\""))
+            .collect();
+        let mut fingerprint = self.rows(&parts.join(" UNION ALL ")).await;
+        fingerprint.sort();
+        fingerprint
+    }
+
+    /// Runs `sql` with the simple query protocol (every value comes back as text) on the test's
+    /// session, connecting (again) when there is none.
+    async fn postgres(&self, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
+        let Kind::Postgres { server, url } = &self.kind else { unreachable!("PostgreSQL only") };
+        let mut client = self.client.lock().await;
+        if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+            let (connected, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}\n{}", server.log()));
+            tokio::spawn(connection);
+            *client = Some(connected);
+        }
+        let client = client.as_ref().unwrap();
+        client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+/// See [`TestStore::watch_writes`].
+pub enum WriteWatch {
+    Sqlite { connection: rusqlite::Connection, version: i64 },
+    Postgres { fingerprint: Vec<Row> },
+}
+
+fn sqlite_data_version(connection: &rusqlite::Connection) -> i64 {
+    connection.query_row("PRAGMA data_version", [], |r| r.get(0)).unwrap()
+}
+
+/// Every value as text, as PostgreSQL's simple query protocol gives it (a BLOB as `\x` + hex).
+fn sqlite_rows(connection: &rusqlite::Connection, sql: &str) -> rusqlite::Result<Vec<Row>> {
+    use rusqlite::types::ValueRef;
+    let mut statement = connection.prepare(sql)?;
+    let columns = statement.column_count();
+    let rows = statement.query_map([], |r| {
+        (0..columns)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    ValueRef::Null => None,
+                    ValueRef::Integer(n) => Some(n.to_string()),
+                    ValueRef::Real(x) => Some(x.to_string()),
+                    ValueRef::Text(text) => Some(String::from_utf8_lossy(text).into_owned()),
+                    ValueRef::Blob(bytes) => Some(format!("\\x{}", hex::encode(bytes))),
+                })
+            })
+            .collect()
+    })?;
+    rows.collect()
+}
+
+mod tests {
+    use super::*;
+
+    /// The inspection harness gives the same text for the same statements on either backend,
+    /// and sees writes.
+    #[tokio::test]
+    async fn the_store_harness_reads_either_backend_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TestStore::start_in(dir.path());
+        store
+            .execute("CREATE TABLE probe (id BIGINT PRIMARY KEY, label TEXT, flag BOOLEAN NOT NULL, body BYTEA)")
+            .await;
+        let inserted = store
+            .execute(&format!(
+                "INSERT INTO probe VALUES (1, {}, true, {}), (2, NULL, false, {})",
+                sql_text("it's"),
+                store.zero_bytes(5),
+                store.zero_bytes(0)
+            ))
+            .await;
+        assert_eq!(inserted, 2);
+        let rows =
+            store.rows("SELECT id, label, CASE WHEN flag THEN 1 ELSE 0 END, length(body) FROM probe ORDER BY id").await;
+        assert_eq!(
+            rows,
+            [row(&[Some("1"), Some("it's"), Some("1"), Some("5")]), row(&[Some("2"), None, Some("0"), Some("0")])]
+        );
+        assert_eq!(store.scalar_i64("SELECT sum(id) FROM probe").await, 3);
+        assert_eq!(store.scalar("SELECT label FROM probe WHERE id = 2").await, None);
+        store.wait_until("two rows", Duration::from_secs(1), "SELECT count(*) = 2 FROM probe").await;
+        assert!(store.tables().await.contains(&"probe".to_owned()));
+        assert_eq!(store.total_rows().await, 2);
+
+        let watch = store.watch_writes().await;
+        assert!(!store.written_since(&watch).await, "nothing written yet");
+        assert_eq!(store.execute("UPDATE probe SET label = 'changed' WHERE id = 2").await, 1);
+        assert!(store.written_since(&watch).await, "an update is a write");
+
+        let other = store.another("other");
+        assert!(!other.tables().await.contains(&"probe".to_owned()), "another database is another database");
+    }
 }

@@ -19,7 +19,7 @@ use inlet_shared::test_util::{TestNats, metric_sample};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestDestination, config_text, send_github, start_ingest, wait_ok};
+use crate::support::{Backend, TestDestination, TestStore, config_text, send_github, start_ingest, wait_ok};
 
 /// Size of the tmpfs; the filler stops at ENOSPC, and refuses to write more than this (so a
 /// mount that did not happen can never fill the real disk).
@@ -187,7 +187,8 @@ async fn a_full_disk_stops_acking_reports_not_ready_and_resumes_without_loss() {
     let database_dir = dir.path().join("db");
     std::fs::create_dir(&database_dir).unwrap();
     let destination = TestDestination::answering(200).await;
-    let mut text = config_text(&nats.url(), &database_dir.join("inlet.db"), &[("sink", destination.url(), "")]);
+    let store = TestStore::start_on(Backend::Sqlite, &database_dir);
+    let mut text = config_text(&nats.url(), &store, &[("sink", destination.url(), "")]);
     text = text
         .replace("ack_wait = \"5s\"", "ack_wait = \"5s\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"");
     // JSON logs: the test reads the worker's bound addresses from its start line.

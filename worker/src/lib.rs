@@ -96,13 +96,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let client = inlet_shared::nats::connect(&config.nats, "inlet-worker").await?;
     let js = jetstream::new(client.clone());
     let shared_store = config.store.backend == StoreBackend::Postgres;
-    // Before anything is consumed. SQLite: one worker per intake consumer. PostgreSQL: any
-    // number, each destination and the periodic jobs held by one of them at a time.
-    let lease = if shared_store {
-        None
-    } else {
-        Some(ownership::WorkerLease::acquire(&js, &config, store.identity().await?).await?)
-    };
+    // Before anything is consumed: one database per intake consumer (SQLite: one worker;
+    // PostgreSQL: any number, each destination and the periodic jobs held by one of them at a
+    // time).
+    let lease = ownership::WorkerLease::acquire(&js, &config, store.identity().await?).await?;
     let destination_names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
     let (placement, mut holdings, jobs) = if shared_store {
         let (placement, holdings, jobs) =
@@ -140,8 +137,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         .await
         .context("cannot create the recording consumer")?;
 
-    // Claims left by a previous process of this database: it is gone (the file lock says so),
-    // so its attempts start again now rather than when their leases would have expired.
+    // SQLite: claims left by a previous process of this database; it is gone (the file lock
+    // says so), so its attempts start again now rather than when their leases would have
+    // expired. PostgreSQL: none (other workers' claims are live; a dead one's expire).
     for (delivery_id, destination) in store.release_all_leases().await? {
         tracing::warn!(%delivery_id, %destination, "delivery restarted: a previous process ended while it held the delivery (waiting or in its attempt)");
         metric_names::restarted(&destination, 1);
@@ -155,10 +153,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let lease_lost = CancellationToken::new();
     let worker_shutdown = shutdown.child_token();
     let tracker = TaskTracker::new();
-    let lease_task = lease.map(|lease| {
+    let lease_task = {
         let (shutdown, lost) = (worker_shutdown.clone(), lease_lost.clone());
         tokio::spawn(lease.keep(shutdown, lost))
-    });
+    };
     {
         let (lost, shutdown) = (lease_lost.clone(), worker_shutdown.clone());
         tokio::spawn(async move {
@@ -254,9 +252,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     if let Some(task) = placement_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    if let Some(task) = lease_task
-        && let Ok(Some(lost)) = task.await
-    {
+    if let Ok(Some(lost)) = lease_task.await {
         return Err(lost.into());
     }
     tracing::info!("inlet-worker stopped");

@@ -1,7 +1,9 @@
-//! One SQLite worker per intake consumer: a lease in NATS (a key-value bucket) that a worker
-//! holds while it runs and renews, so a second worker with its own database on the same NATS —
-//! which would split the events between two files and hand out colliding delivery ids — is
-//! refused at startup with an error that names the holder.
+//! One database per intake consumer: a lease in NATS (a key-value bucket) that a worker holds
+//! while it runs and renews, so a second worker with its own database on the same NATS —
+//! which would split the events between two databases and hand out colliding delivery ids — is
+//! refused at startup with an error that names the holder. With SQLite that is one worker;
+//! with PostgreSQL every worker of the same database shares the lease (it names the database,
+//! not the process), and [`placement`] decides which of them does what.
 //!
 //! The lease names the database it belongs to (`store_identity`): the same database restarted
 //! after a crash takes its own lease over at once (the database's file lock already proves the
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-use inlet_shared::config::Config;
+use inlet_shared::config::{Config, StoreBackend};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +77,8 @@ impl std::fmt::Display for Holder {
 
 /// A held lease.
 pub struct WorkerLease {
+    /// Several workers share one database (PostgreSQL): they all hold the lease together.
+    shared: bool,
     store: kv::Store,
     bucket: String,
     key: String,
@@ -141,14 +145,19 @@ impl WorkerLease {
         let holder = Holder {
             database_id,
             instance: format!("{:032x}", rand::random::<u128>()),
-            database: config.worker.database.display().to_string(),
+            database: match config.store.backend {
+                StoreBackend::Sqlite => config.worker.database.display().to_string(),
+                // Never the URL: it may hold a password.
+                StoreBackend::Postgres => "PostgreSQL (store.url)".to_owned(),
+            },
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_else(|_| "unknown".into()),
             pid: std::process::id(),
         };
         let value = Bytes::from(serde_json::to_vec(&holder).map_err(|e| nats_error(e.into()))?);
-        let mut lease = WorkerLease { store, bucket, key, holder, value, revision: 0 };
+        let shared = config.store.backend == StoreBackend::Postgres;
+        let mut lease = WorkerLease { shared, store, bucket, key, holder, value, revision: 0 };
         lease.take(true).await?;
         Ok(lease)
     }
@@ -175,6 +184,12 @@ impl WorkerLease {
         };
         let current: Option<Holder> = serde_json::from_slice(&entry.value).ok();
         match current {
+            Some(current) if self.shared && current.database_id == self.holder.database_id => {
+                // Another worker of the same PostgreSQL database: renew the lease for all.
+                self.revision =
+                    self.store.put(&self.key, self.value.clone()).await.map_err(|e| self.nats_error(e.into()))?;
+                Ok(())
+            }
             Some(current)
                 if current.database_id == self.holder.database_id
                     && (at_startup || current.instance == self.holder.instance) =>
@@ -211,11 +226,28 @@ impl WorkerLease {
             first = false;
             tokio::select! {
                 () = shutdown.cancelled() => {
-                    // Let a replacement start at once.
-                    let _ = self.store.delete_expect_revision(&self.key, Some(self.revision)).await;
+                    // Let a replacement start at once (unless other workers share the lease).
+                    if !self.shared {
+                        let _ = self.store.delete_expect_revision(&self.key, Some(self.revision)).await;
+                    }
                     return None;
                 }
                 () = tokio::time::sleep(wait) => {}
+            }
+            if self.shared {
+                // Shared by every worker of the database: each refreshes it while it names
+                // this database; created again when it expired; lost when another database's
+                // worker took it meanwhile.
+                match self.take(false).await {
+                    Ok(()) => {}
+                    Err(error @ LeaseError::HeldByAnother { .. }) => {
+                        tracing::error!(%error, "lost the worker lease; stopping");
+                        lost.cancel();
+                        return Some(error);
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot renew the worker lease yet; retrying"),
+                }
+                continue;
             }
             match self.store.update(&self.key, self.value.clone(), self.revision).await {
                 Ok(revision) => self.revision = revision,

@@ -6,6 +6,7 @@ mod api;
 mod breaker;
 mod cluster;
 mod console;
+mod copy_store;
 mod crash;
 mod delivery;
 mod disk_full;

@@ -31,6 +31,8 @@ mod replay;
 mod routes;
 mod store;
 
+pub use store::copy::{CopyError, CopySummary, copy_store};
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -56,6 +56,7 @@ macro_rules! on_each_backend {
 
 mod audit;
 mod columns;
+pub mod copy;
 mod deliveries;
 mod events;
 mod migrate;

@@ -19,6 +19,7 @@ mod api;
 mod breaker;
 mod cluster;
 mod console;
+mod copy_store;
 mod crash;
 mod delivery;
 mod floor_plan;

@@ -25,7 +25,8 @@ pub const ATTEMPT_DURATION: &str = "inlet_worker_delivery_attempt_duration_secon
 pub const END_TO_END: &str = "inlet_worker_receipt_to_delivery_seconds";
 /// SQLite batch commit time.
 pub const BATCH_COMMIT: &str = "inlet_worker_record_batch_duration_seconds";
-/// Time of one SQLite commit (the fsync, with `synchronous = FULL`).
+/// Time of one store commit (SQLite: the WAL fsync with `synchronous = FULL`; PostgreSQL: the
+/// `COMMIT` round trip, the server's WAL flush included).
 pub const DB_COMMIT: &str = "inlet_worker_db_commit_duration_seconds";
 /// Writer commands per SQLite transaction (group commit size).
 pub const DB_GROUP: &str = "inlet_worker_db_group_messages";
@@ -63,7 +64,7 @@ pub fn describe() {
     describe_histogram!(ATTEMPT_DURATION, Unit::Seconds, "Duration of one delivery attempt.");
     describe_histogram!(END_TO_END, Unit::Seconds, "Time from receipt at ingest to successful delivery.");
     describe_histogram!(BATCH_COMMIT, Unit::Seconds, "Time to record one fetched batch in SQLite.");
-    describe_histogram!(DB_COMMIT, Unit::Seconds, "Time of one SQLite commit.");
+    describe_histogram!(DB_COMMIT, Unit::Seconds, "Time of one store commit (SQLite or PostgreSQL).");
     describe_histogram!(DB_GROUP, "Writer commands per SQLite transaction.");
     describe_histogram!(DB_GROUP_DURATION, Unit::Seconds, "Time the writer spends on one transaction.");
     describe_gauge!(BREAKER_STATE, "Circuit breaker state per destination: 0 closed, 1 open, 2 half-open.");

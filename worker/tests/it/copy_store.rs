@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use inlet_shared::test_util::TestPostgres;
 
-use crate::support::config_text;
+use crate::support::{Backend, TestStore, config_text};
 
 const PASSWORD: &str = "pw-never-printed";
 
@@ -30,9 +30,10 @@ async fn copy_store_copies_once_prints_a_summary_and_never_the_url() {
     let url = server.url().replacen("postgres://inlet@", &format!("postgres://inlet:{PASSWORD}@"), 1);
     assert!(url.contains(PASSWORD));
     let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("inlet.db");
-    drop(rusqlite::Connection::open(&database).unwrap()); // an empty SQLite file: migrated by the copy
-    let mut text = config_text("nats://127.0.0.1:4222", &database, &[]);
+    // The source is SQLite whichever backend the suite runs on.
+    let source = TestStore::start_on(Backend::Sqlite, dir.path());
+    drop(rusqlite::Connection::open(source.sqlite_path()).unwrap()); // an empty SQLite file: migrated by the copy
+    let mut text = config_text("nats://127.0.0.1:4222", &source, &[]);
     text.push_str("\n[store]\nbackend = \"postgres\"\nurl = { env = \"INLET_TEST_TARGET_URL\" }\n");
     let config = dir.path().join("inlet.toml");
     std::fs::write(&config, text).unwrap();

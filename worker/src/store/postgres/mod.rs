@@ -79,6 +79,26 @@ pub enum PgError {
     },
 }
 
+impl PgError {
+    /// Whether the server is out of reach rather than refusing this statement: no connection,
+    /// a connection lost, or the server shutting down or starting (classes 08 and 57P).
+    fn is_unavailable(&self) -> bool {
+        match self {
+            PgError::Pool(_) => true,
+            PgError::Postgres(error) => {
+                error.is_closed()
+                    || error.code().is_some_and(|code| {
+                        let code = code.code();
+                        code.starts_with("08") || code.starts_with("57P")
+                    })
+                    || error.code().is_none()
+                        && std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A pool of at most `pool_size` (at least 1) connections to `url`
 /// (`postgres://user:password@host:port/database?…`, libpq's keys), recycled with
 /// [`RecyclingMethod::Verified`]. Each connection's statements are cancelled after
@@ -148,18 +168,24 @@ impl Postgres {
     where
         F: AsyncFnOnce(&deadpool_postgres::Transaction<'_>) -> Result<T, PgError>,
     {
-        let result = async {
+        let result: Result<T, PgError> = async {
             let mut client = self.pool.get().await?;
+            let started = std::time::Instant::now();
             let transaction = client.transaction().await?;
             let value = work(&transaction).await?;
+            let commit_started = std::time::Instant::now();
             transaction.commit().await?;
+            metrics::histogram!(crate::metric_names::DB_COMMIT).record(commit_started.elapsed().as_secs_f64());
+            // One operation per transaction (PostgreSQL groups commits on the server, not here):
+            // the same series as SQLite's writer groups, so one dashboard serves both.
+            metrics::histogram!(crate::metric_names::DB_GROUP).record(1.0);
+            metrics::histogram!(crate::metric_names::DB_GROUP_DURATION).record(started.elapsed().as_secs_f64());
             Ok(value)
         }
         .await;
         match &result {
             Ok(_) => self.writes_failing.store(false, Ordering::SeqCst),
-            Err(PgError::Pool(_)) => self.writes_failing.store(true, Ordering::SeqCst),
-            Err(PgError::Postgres(e)) if e.is_closed() => self.writes_failing.store(true, Ordering::SeqCst),
+            Err(error) if error.is_unavailable() => self.writes_failing.store(true, Ordering::SeqCst),
             Err(_) => {}
         }
         result

@@ -40,6 +40,7 @@ fi
 echo "== cargo test"
 cargo test --workspace --locked
 # The whole worker integration suite again on PostgreSQL (a server per test); the few tests about
-# SQLite itself (disk full, its file lock) live under `sqlite_only` and ran above.
+# SQLite itself (disk full, its file lock) live under `sqlite_only` and ran above, as did
+# `several_workers`, which always runs on PostgreSQL.
 echo "== worker integration suite on PostgreSQL"
-INLET_TEST_STORE=postgres cargo test --locked -p inlet-worker --test it -- --skip sqlite_only
+INLET_TEST_STORE=postgres cargo test --locked -p inlet-worker --test it -- --skip sqlite_only --skip several_workers

@@ -105,7 +105,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let destination_names: Vec<String> = config.destinations.iter().map(|d| d.name.clone()).collect();
     let (placement, mut holdings, jobs) = if shared_store {
         let (placement, holdings, jobs) =
-            Placement::new(&js, &config.stream.name, config.stream.replicas, &destination_names).await?;
+            Placement::new(&js, store.clone(), &config.stream.name, config.stream.replicas, &destination_names).await?;
         (Some(placement), holdings, jobs)
     } else {
         for name in &destination_names {

@@ -53,6 +53,9 @@ pub const DESTINATION_HELD: &str = "inlet_worker_destination_held";
 /// Whether this worker runs the periodic jobs (pruning) now.
 pub const JOBS_HELD: &str = "inlet_worker_jobs_held";
 
+/// Workers this worker sees live on its store (several workers on PostgreSQL).
+pub const PLACEMENT_WORKERS: &str = "inlet_worker_placement_workers";
+
 /// Registers HELP text for every metric.
 pub fn describe() {
     describe_counter!(EVENTS, "Events read from the stream by source and outcome.");
@@ -75,6 +78,7 @@ pub fn describe() {
         DESTINATION_HELD,
         "1 while this worker holds the destination (claims and attempts its deliveries)."
     );
+    describe_gauge!(PLACEMENT_WORKERS, "Workers sharing this worker's PostgreSQL store, as it last saw them.");
     describe_gauge!(JOBS_HELD, "1 while this worker runs the periodic jobs (pruning).");
     describe_gauge!(OLDEST_PENDING_AGE, Unit::Seconds, "Age of the oldest event with a pending delivery.");
     describe_counter!(
@@ -96,6 +100,11 @@ pub fn held(destination: Option<&str>, held: bool) {
         Some(name) => metrics::gauge!(DESTINATION_HELD, "destination" => name.to_owned()).set(value),
         None => metrics::gauge!(JOBS_HELD).set(value),
     }
+}
+
+/// How many workers this one sees live (see [`PLACEMENT_WORKERS`]).
+pub fn placement_workers(live: usize) {
+    metrics::gauge!(PLACEMENT_WORKERS).set(live as f64);
 }
 
 /// An attempt's result for `destination` was superseded (see [`SUPERSEDED`]).

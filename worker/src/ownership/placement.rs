@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::LeaseError;
 use crate::metric_names;
+use crate::store::Store;
 
 /// How long a key lives without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(6);
@@ -117,6 +118,7 @@ impl Item {
 /// The placement of this worker among the others: run it with [`Placement::run`].
 pub struct Placement {
     kv: kv::Store,
+    store: Store,
     bucket: String,
     instance: String,
     value: Bytes,
@@ -135,6 +137,7 @@ impl Placement {
     /// [`LeaseError::Nats`] when the bucket cannot be created or opened.
     pub async fn new(
         js: &jetstream::Context,
+        store: Store,
         stream: &str,
         replicas: usize,
         destinations: &[String],
@@ -181,7 +184,7 @@ impl Placement {
         for item in &items {
             metric_names::held(item.destination.as_deref(), false);
         }
-        Ok((Placement { kv, bucket, instance, value, items }, holdings, jobs))
+        Ok((Placement { kv, store, bucket, instance, value, items }, holdings, jobs))
     }
 
     /// Renews, takes and hands back items every [`RENEW_EVERY`] until `shutdown`, then hands
@@ -222,13 +225,14 @@ impl Placement {
             let mine = preferred.is_none_or(|p| p == self.instance);
             self.settle(index, mine).await;
         }
+        metric_names::placement_workers(live.len());
         Ok(())
     }
 
     /// Renews, takes or hands back one item. Errors leave the item as the store of keys says:
     /// an item whose renewal failed is dropped (another worker may hold it now).
     async fn settle(&mut self, index: usize, mine: bool) {
-        let (kv, value) = (&self.kv, &self.value);
+        let (kv, value, store) = (&self.kv, &self.value, &self.store);
         let item = &mut self.items[index];
         match item.revision {
             Some(revision) if !mine => {
@@ -251,10 +255,29 @@ impl Placement {
                 if !mine && item.seen_free <= ADOPT_AFTER {
                     return;
                 }
+                // A key handed back leaves a delete marker; one whose holder died (or stalled
+                // past the TTL) is gone altogether.
+                let holder_gone = matches!(kv.entry(&item.key).await, Ok(None));
                 match kv.create(&item.key, value.clone()).await {
                     Ok(revision) => {
                         item.revision = Some(revision);
                         item.seen_free = 0;
+                        if holder_gone && let Some(destination) = &item.destination {
+                            // Only a destination's holder claims its deliveries, so the leases
+                            // on them are the lost holder's: attempt them again now rather
+                            // than when those leases run out.
+                            match store.release_destination_leases(destination.clone()).await {
+                                Ok(released) => {
+                                    for delivery_id in &released {
+                                        tracing::warn!(%delivery_id, %destination, "delivery restarted: the worker that held its destination is gone");
+                                    }
+                                    metric_names::restarted(destination, released.len() as u64);
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%error, %destination, "cannot release the previous holder's claims; they are taken again when they expire");
+                                }
+                            }
+                        }
                         item.set(true);
                         tracing::info!(item = %item.key, "took the lease");
                     }

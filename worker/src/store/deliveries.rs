@@ -353,6 +353,18 @@ impl Sqlite {
         .await
     }
 
+    pub async fn release_destination_leases(&self, destination: String) -> Result<Vec<DeliveryId>, StoreError> {
+        self.write(move |c| {
+            let mut statement = c.prepare(
+                "UPDATE deliveries SET lease_until_ms = NULL
+                 WHERE destination = ?1 AND status = 'pending' AND lease_until_ms IS NOT NULL RETURNING id",
+            )?;
+            let rows = statement.query_map([destination], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     pub async fn dead_letter_unconfigured(&self, configured: Vec<String>) -> Result<Vec<(String, i64)>, StoreError> {
         self.write(move |c| {
             let stranded: Vec<(String, i64)> = c

@@ -105,6 +105,15 @@ forward! {
     ///
     /// When the transaction fails.
     pub async fn release_all_leases(&self) -> Result<Vec<(DeliveryId, String)>, StoreError>;
+    /// Releases the leases on `destination`'s pending deliveries, so they are claimed again at
+    /// once; returns them (attempts restarted). For a worker that has just taken the
+    /// destination over from one that died (several workers on one store): only the
+    /// destination's holder claims its deliveries, so every lease on them is the dead holder's.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn release_destination_leases(&self, destination: String) -> Result<Vec<DeliveryId>, StoreError>;
     /// At startup: pending deliveries to destinations no longer configured can never be
     /// attempted; they are dead-lettered (`unknown_destination`, replayable once the destination
     /// is back) instead of staying pending for ever. Returns how many, per destination.

@@ -29,5 +29,6 @@ mod login;
 mod metrics;
 mod operator_support;
 mod scheduling;
+mod several_workers;
 mod sqlite_only;
 mod support;

@@ -518,6 +518,18 @@ impl TestStore {
         }
     }
 
+    /// The PostgreSQL server, to stop or restart it.
+    ///
+    /// # Panics
+    ///
+    /// On SQLite, or when another `TestStore` shares the server.
+    pub fn postgres_server_mut(&mut self) -> &mut TestPostgres {
+        match &mut self.kind {
+            Kind::Postgres { server, .. } => Arc::get_mut(server).expect("no other TestStore on this server"),
+            Kind::Sqlite(_) => panic!("a PostgreSQL store was expected"),
+        }
+    }
+
     /// Runs one statement; returns its rows, every value as text. Panics when it fails.
     pub async fn rows(&self, sql: &str) -> Vec<Row> {
         match &self.kind {

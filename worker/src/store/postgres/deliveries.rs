@@ -199,6 +199,21 @@ impl Postgres {
         Ok(Vec::new())
     }
 
+    pub async fn release_destination_leases(&self, destination: String) -> Result<Vec<DeliveryId>, StoreError> {
+        Ok(self
+            .write(async |t| {
+                let statement = t
+                    .prepare_cached(
+                        "UPDATE deliveries SET lease_until_ms = NULL
+                         WHERE destination = $1 AND status = 'pending' AND lease_until_ms IS NOT NULL RETURNING id",
+                    )
+                    .await?;
+                let rows = t.query(&statement, &[&destination]).await?;
+                Ok(rows.iter().map(|row| row.try_get(0)).collect::<Result<Vec<DeliveryId>, _>>()?)
+            })
+            .await?)
+    }
+
     /// One destination at a time, in byte order (the order recording inserts deliveries in), so
     /// the `delivery_counts` rows are locked in one order. Two workers doing this at once:
     /// the second waits for the first's rows, finds them dead-lettered already and changes

@@ -26,6 +26,8 @@ const WORKER_FLOORS: &[&[&str]] = &[
 const CONFINED_CRATES: &[(&str, &[&str])] = &[
     ("rusqlite", &["store"]),
     ("r2d2", &["store"]),
+    ("tokio_postgres", &["store"]),
+    ("deadpool_postgres", &["store"]),
     ("async_graphql", &["api"]),
     // The intake consumer, the worker lease, and the health check's connection state.
     ("async_nats", &["record", "pull", "ownership", "http", "lib"]),

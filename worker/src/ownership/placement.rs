@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -106,6 +106,8 @@ struct Item {
     revision: Option<u64>,
     /// Rounds in a row this worker found the key free.
     seen_free: u32,
+    /// When this worker last wrote the key.
+    renewed_at: Instant,
 }
 
 impl Item {
@@ -171,6 +173,7 @@ impl Placement {
                 holding,
                 revision: None,
                 seen_free: 0,
+                renewed_at: Instant::now(),
             });
         }
         let jobs = Holding::default();
@@ -180,6 +183,7 @@ impl Placement {
             holding: jobs.clone(),
             revision: None,
             seen_free: 0,
+            renewed_at: Instant::now(),
         });
         for item in &items {
             metric_names::held(item.destination.as_deref(), false);
@@ -193,6 +197,14 @@ impl Placement {
         loop {
             if let Err(error) = self.round().await {
                 tracing::warn!(%error, bucket = %self.bucket, "placement round failed; holding nothing new until NATS answers");
+                // Unrenewed, a key may expire and another worker take the item: stop before
+                // that can happen. The revision stays, so a renewal that still succeeds later
+                // resumes without waiting for the key to expire.
+                for item in &mut self.items {
+                    if item.holding.is_held() && item.renewed_at.elapsed() >= LEASE_TTL - RENEW_EVERY {
+                        item.set(false);
+                    }
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -243,7 +255,12 @@ impl Placement {
                 tracing::info!(item = %item.key, "handed back to its preferred worker");
             }
             Some(revision) => match kv.update(&item.key, value.clone(), revision).await {
-                Ok(next) => item.revision = Some(next),
+                Ok(next) => {
+                    item.revision = Some(next);
+                    item.renewed_at = Instant::now();
+                    // Held again after a round that could not renew (see `run`).
+                    item.set(true);
+                }
                 Err(error) => {
                     item.set(false);
                     item.revision = None;
@@ -261,6 +278,7 @@ impl Placement {
                 match kv.create(&item.key, value.clone()).await {
                     Ok(revision) => {
                         item.revision = Some(revision);
+                        item.renewed_at = Instant::now();
                         item.seen_free = 0;
                         if holder_gone && let Some(destination) = &item.destination {
                             // Only a destination's holder claims its deliveries, so the leases

@@ -220,7 +220,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     });
     tracker.spawn(Arc::clone(&recorder).run(recording_consumer.clone(), shutdown.clone()));
     tracker.spawn(stats_loop(store.clone(), recording_consumer, config.worker.stats_interval, shutdown.clone()));
-    tracker.spawn(prune_loop(store.clone(), config.worker.retention, jobs, shutdown.clone()));
+    tracker.spawn(maintenance_loop(store.clone(), config.worker.retention, jobs, shutdown.clone()));
 
     let operator = if config.console.enabled {
         let (routes, replayer) = operator_routes(&config, store.clone(), Arc::clone(&destinations), shutdown.clone())?;
@@ -340,21 +340,35 @@ async fn stats_loop(
     }
 }
 
-async fn prune_loop(store: store::Store, retention: Duration, jobs: Holding, shutdown: CancellationToken) {
+/// How often the holder of the periodic jobs looks for bulk replays whose worker is gone (a
+/// lapsed lease: `replay::BULK_LEASE`), so one is closed within the lease and one tick.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
+
+/// How often events past retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The periodic jobs, on one worker at a time (the holder of `jobs`; with SQLite, the one
+/// worker): every tick, closing bulk replays whose lease lapsed; every hour, pruning.
+async fn maintenance_loop(store: store::Store, retention: Duration, jobs: Holding, shutdown: CancellationToken) {
+    let mut pruned_at: Option<tokio::time::Instant> = None;
     loop {
-        // One worker prunes at a time (several workers on one store).
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = jobs.wait_held() => {}
         }
-        match store.prune(UnixMs::now().minus(retention)).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "pruned events past retention"),
-            Err(error) => tracing::warn!(%error, "prune failed"),
+        replay::close_expired_bulk_replays(&store).await;
+        // At once when this worker first holds the jobs (started, or took them over), then hourly.
+        if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned_at = Some(tokio::time::Instant::now());
+            match store.prune(UnixMs::now().minus(retention)).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned events past retention"),
+                Err(error) => tracing::warn!(%error, "prune failed"),
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = tokio::time::sleep(MAINTENANCE_EVERY) => {}
         }
     }
 }

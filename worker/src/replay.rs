@@ -16,8 +16,17 @@
 //! `max_replay_rate` per second (burst the same).
 //!
 //! **Bulk replays** select dead letters (at most `console.max_bulk_replay`), then replay them
-//! one by one at a capped rate in a background task that can be cancelled; progress is kept in
-//! the job's row, and one audit row records who started it and how many.
+//! one by one at a capped rate in a background task of the worker whose API started them;
+//! progress is kept in the job's row, and one audit row records who started it and how many.
+//!
+//! **Several workers on one store.** The job's row is its truth, not the task: the runner holds
+//! a lease on the row ([`BULK_LEASE`]) and renews it before every replay and, while it waits for
+//! its pace or its destination's turn, at least every [`BULK_RENEW_EVERY`]. A cancel from any
+//! worker marks the row `cancelled`; the runner learns it at its next renewal (the store answers
+//! "no longer running") and stops before replaying another delivery. A runner whose worker died
+//! stops renewing: the holder of the periodic jobs closes the job as `cancelled` once its lease
+//! lapsed ([`close_expired_bulk_replays`]). Worker clocks must agree to well within
+//! `BULK_LEASE - BULK_RENEW_EVERY`.
 //!
 //! A service of its own, not part of the API: it speaks the store's selections and rows, and
 //! the API maps its [`ReplayError`] to GraphQL errors.
@@ -28,10 +37,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::Destination;
-use crate::model::{BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId};
+use crate::model::{BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, UnixMs};
 use crate::store::{
     BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, Store, StoreError,
 };
@@ -44,6 +54,14 @@ pub const PREVIEW_VALID_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// How long a replay asked for by a caller waits for its destination's turn.
 pub const CALLER_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a running bulk replay's lease lasts: a job whose runner has not renewed it for
+/// that long is taken for interrupted (its worker died or stalled) and closed.
+pub const BULK_LEASE: Duration = Duration::from_secs(30);
+
+/// How long a bulk replay's runner goes at most without renewing its lease (it also renews
+/// before every replay): a third of the lease, so two renewals may fail or come late.
+pub const BULK_RENEW_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a replay failed.
 ///
@@ -251,12 +269,17 @@ impl Replayer {
         Ok(Replayed { delivery_id, effect })
     }
 
-    /// Closes bulk replays left `running` by a previous process as `cancelled` (their remaining
-    /// deliveries are still dead letters and can be replayed again). Call before serving.
+    /// Closes bulk replays left `running` by a worker that is gone as `cancelled` (their
+    /// remaining deliveries are still dead letters and can be replayed again): on SQLite every
+    /// running job (a previous process's), on PostgreSQL those whose lease lapsed. Call before
+    /// serving.
     pub async fn close_interrupted_bulk_replays(&self) {
         match self.store.close_interrupted_bulk_replays().await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(jobs = n, "bulk replays interrupted by a restart were closed as cancelled"),
+            Ok(closed) if closed.is_empty() => {}
+            Ok(closed) => tracing::warn!(
+                jobs = ?job_ids(&closed),
+                "bulk replays interrupted by a restart were closed as cancelled"
+            ),
             Err(error) => tracing::warn!(%error, "cannot close interrupted bulk replays"),
         }
     }
@@ -275,7 +298,7 @@ impl Replayer {
         filter_json: String,
         actor: &str,
     ) -> Result<BulkPreviewed, ReplayError> {
-        let expires_at = crate::model::UnixMs::now().plus(PREVIEW_VALID_FOR);
+        let expires_at = UnixMs::now().plus(PREVIEW_VALID_FOR);
         let kept = self.store.create_bulk_preview(selection.clone(), filter_json, actor.to_owned(), expires_at).await?;
         let sample = match kept.max_updated_at {
             Some(bound) => self.store.preview_dead_letters(selection, Some(bound), SAMPLE).await?.1,
@@ -336,7 +359,13 @@ impl Replayer {
         let total = i64::try_from(ids.len()).unwrap_or(i64::MAX);
         let job = self
             .store
-            .create_bulk_replay(NewBulkReplay { actor: actor.clone(), filter_json, rate_per_second: rate, total })
+            .create_bulk_replay(NewBulkReplay {
+                actor: actor.clone(),
+                filter_json,
+                rate_per_second: rate,
+                total,
+                lease_until: UnixMs::now().plus(BULK_LEASE),
+            })
             .await?;
         let job_id = job.id;
         let cancel = self.shutdown.child_token();
@@ -369,17 +398,24 @@ impl Replayer {
         let mut failed = 0i64;
         let mut status = BulkReplayStatus::Finished;
         let item_actor = format!("{actor} (bulk {})", job_id.0);
+        // Created with a lease of `BULK_LEASE` just now.
+        let mut renew_at = Instant::now() + BULK_RENEW_EVERY;
         for (id, destination) in ids {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => { status = BulkReplayStatus::Cancelled; break; }
-                _ = ticks.tick() => {}
+            // The job's own pace, then the destination's turn (shared with every other job and
+            // caller); the lease is renewed meanwhile when that takes long.
+            let turn = async {
+                ticks.tick().await;
+                self.turn(&destination).await;
+            };
+            if !self.hold_while(job_id, progress, &mut renew_at, &cancel, turn).await {
+                status = BulkReplayStatus::Cancelled;
+                break;
             }
-            // The destination's turn, shared with every other job and caller.
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => { status = BulkReplayStatus::Cancelled; break; }
-                () = self.turn(&destination) => {}
+            // Renewed right before the replay: a cancel committed by any worker before this
+            // write stops the job before it replays another delivery.
+            if !self.renew(job_id, progress, &mut renew_at).await {
+                status = BulkReplayStatus::Cancelled;
+                break;
             }
             let delivery_id = id.clone();
             match self.replay_now(id, &item_actor, false).await {
@@ -395,13 +431,11 @@ impl Replayer {
                 }
             }
             progress.done += 1;
-            if let Err(error) = self.store.bulk_replay_progress(job_id, progress).await {
-                tracing::warn!(%error, job_id = job_id.0, "cannot record bulk replay progress");
-            }
         }
         if status == BulkReplayStatus::Finished && failed > 0 && progress.enqueued == 0 {
             status = BulkReplayStatus::Failed;
         }
+        // A job cancelled or closed in the store keeps that status: this records the progress.
         if let Err(error) = self.store.finish_bulk_replay(job_id, progress, status).await {
             tracing::error!(%error, job_id = job_id.0, "cannot record the end of a bulk replay");
         }
@@ -415,23 +449,89 @@ impl Replayer {
         );
     }
 
-    /// Cancels a running bulk replay and waits (briefly) until it stopped; audited whether or
-    /// not it was still running.
+    /// Waits for `ready`, renewing the job's lease whenever `renew_at` comes first. False when
+    /// the job must stop: cancelled here (or shutting down), or no longer running in the store.
+    async fn hold_while(
+        &self,
+        job_id: BulkReplayId,
+        progress: BulkProgress,
+        renew_at: &mut Instant,
+        cancel: &CancellationToken,
+        ready: impl Future<Output = ()>,
+    ) -> bool {
+        let mut ready = std::pin::pin!(ready);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return false,
+                () = &mut ready => return true,
+                () = tokio::time::sleep_until(*renew_at) => {
+                    if !self.renew(job_id, progress, renew_at).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records `progress` and renews the job's lease; false when the store says the job is no
+    /// longer running (cancelled from any worker, or closed because its lease lapsed). A failed
+    /// write keeps the job going: the next one tells, and until then nobody else replays its
+    /// deliveries (a job is never resumed by another worker), so going on risks nothing.
+    async fn renew(&self, job_id: BulkReplayId, progress: BulkProgress, renew_at: &mut Instant) -> bool {
+        *renew_at = Instant::now() + BULK_RENEW_EVERY;
+        match self.store.bulk_replay_progress(job_id, progress, UnixMs::now().plus(BULK_LEASE)).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(job_id = job_id.0, done = progress.done, "bulk replay cancelled in the store: stopping");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, job_id = job_id.0, "cannot record bulk replay progress");
+                true
+            }
+        }
+    }
+
+    /// Cancels a bulk replay from whichever worker serves the request: the store marks it
+    /// `cancelled` if it is running (audited whether or not it was), and its runner stops at
+    /// its next renewal wherever it runs. When this worker runs it, it is stopped at once and
+    /// waited for (briefly), so the answer shows its last progress.
     ///
     /// # Errors
     ///
     /// Unknown job, or the database failing.
     pub async fn cancel_bulk(&self, job_id: BulkReplayId, actor: String) -> Result<BulkReplayRow, ReplayError> {
-        let running = self.jobs.lock().ok().and_then(|jobs| {
+        let (job, was_running) = self.store.cancel_bulk_replay(job_id, actor).await?.ok_or(ReplayError::NotFound)?;
+        tracing::info!(job_id = job_id.0, was_running, "bulk replay cancelled");
+        let local = self.jobs.lock().ok().and_then(|jobs| {
             jobs.get(&job_id).map(|job| {
                 job.cancel.cancel();
                 job.finished.clone()
             })
         });
-        let was_running = running.is_some();
-        if let Some(mut finished) = running {
-            let _ = tokio::time::timeout(Duration::from_secs(10), finished.wait_for(|done| *done)).await;
-        }
-        self.store.audit_bulk_replay_cancel(job_id, actor, was_running).await?.ok_or(ReplayError::NotFound)
+        let Some(mut finished) = local else {
+            return Ok(job);
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), finished.wait_for(|done| *done)).await;
+        Ok(self.store.bulk_replay(job_id).await?.unwrap_or(job))
     }
+}
+
+/// Closes the bulk replays whose lease lapsed (their worker died or stalled) as `cancelled`,
+/// and says which. For the holder of the periodic jobs.
+pub async fn close_expired_bulk_replays(store: &Store) {
+    match store.close_expired_bulk_replays(UnixMs::now()).await {
+        Ok(closed) if closed.is_empty() => {}
+        Ok(closed) => tracing::warn!(
+            jobs = ?job_ids(&closed),
+            "bulk replays whose worker stopped renewing them were closed as cancelled"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot close interrupted bulk replays"),
+    }
+}
+
+/// Job ids as numbers, for logs.
+fn job_ids(jobs: &[BulkReplayId]) -> Vec<i64> {
+    jobs.iter().map(|job| job.0).collect()
 }

@@ -641,8 +641,13 @@ mod tests {
         store.sign_in(ada).await.unwrap();
         store.create_api_token("ci".into(), "token-hash-1".into(), Role::Operator, "ada@x".into()).await.unwrap();
         let filter_json = "{\"destination\":\"a\"}".to_owned();
-        let job =
-            NewBulkReplay { actor: "ada@x".into(), filter_json: filter_json.clone(), rate_per_second: 5, total: 1 };
+        let job = NewBulkReplay {
+            actor: "ada@x".into(),
+            filter_json: filter_json.clone(),
+            rate_per_second: 5,
+            total: 1,
+            lease_until: later,
+        };
         store.create_bulk_replay(job).await.unwrap();
         store.create_bulk_preview(DeadLetterSelection::default(), filter_json, "ada@x".into(), later).await.unwrap();
         path

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "0009_scheduler", include_str!("../../../schemas/sql/0009_scheduler.sql")),
     (10, "0010_drop_login_flows", include_str!("../../../schemas/sql/0010_drop_login_flows.sql")),
     (11, "0011_bulk_replay_previews", include_str!("../../../schemas/sql/0011_bulk_replay_previews.sql")),
+    (12, "0012_bulk_replay_lease", include_str!("../../../schemas/sql/0012_bulk_replay_lease.sql")),
 ];
 
 pub(super) fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {

@@ -242,43 +242,62 @@ forward! {
     ///
     /// When the read fails.
     pub async fn bulk_replay(&self, id: BulkReplayId) -> Result<Option<BulkReplayRow>, StoreError>;
-    /// Creates a `running` bulk replay job, with its audit row (who, how many, the selection) in
-    /// the same transaction.
+    /// Creates a `running` bulk replay job held by the calling worker until `job.lease_until`,
+    /// with its audit row (who, how many, the selection) in the same transaction.
     ///
     /// # Errors
     ///
     /// When the transaction fails.
     pub async fn create_bulk_replay(&self, job: NewBulkReplay) -> Result<BulkReplayRow, StoreError>;
-    /// Records how far a running bulk replay got.
+    /// Records how far a bulk replay got and, while it is `running`, extends its lease to
+    /// `lease_until` (its runner calls this with each step and on a timer while it waits).
+    /// Answers whether it is still `running`: false when it was cancelled (from any worker) or
+    /// closed because its lease lapsed, and the runner must stop. The progress is recorded
+    /// either way; the status is never changed here.
     ///
     /// # Errors
     ///
     /// When the transaction fails.
-    pub async fn bulk_replay_progress(&self, id: BulkReplayId, progress: BulkProgress) -> Result<(), StoreError>;
-    /// Records the end of a bulk replay: its last progress, `status`, and when.
+    pub async fn bulk_replay_progress(&self, id: BulkReplayId, progress: BulkProgress, lease_until: UnixMs) -> Result<bool, StoreError>;
+    /// Records the end of a bulk replay: its last progress, and, if it is still `running`,
+    /// `status` and when; a job cancelled or closed meanwhile keeps `cancelled` and its end
+    /// time. Its lease is dropped.
     ///
     /// # Errors
     ///
     /// When the transaction fails.
     pub async fn finish_bulk_replay(&self, id: BulkReplayId, progress: BulkProgress, status: BulkReplayStatus) -> Result<(), StoreError>;
-    /// Audits an operator's cancellation of a bulk replay (the job itself is stopped, and its
-    /// end recorded, by its runner) and returns the job as it stands; `None` (and no audit row)
-    /// when there is no such job.
+    /// An operator's cancellation of a bulk replay, from whichever worker serves the request
+    /// (one transaction; on PostgreSQL with the job's row locked): a `running` job becomes
+    /// `cancelled` (ended now, its lease dropped), and its runner, wherever it runs, learns it
+    /// at its next [`Store::bulk_replay_progress`]; the audit row says whether it was running.
+    /// Returns the job as it stands and whether it was running; `None` (and no audit row) when
+    /// there is no such job.
     ///
     /// # Errors
     ///
     /// When the transaction fails.
-    pub async fn audit_bulk_replay_cancel(&self, id: BulkReplayId, actor: String, was_running: bool) -> Result<Option<BulkReplayRow>, StoreError>;
-    /// At startup: bulk replays left `running` by a previous process are closed as `cancelled`
+    pub async fn cancel_bulk_replay(&self, id: BulkReplayId, actor: String) -> Result<Option<(BulkReplayRow, bool)>, StoreError>;
+    /// At startup: bulk replays a worker that is gone left `running` are closed as `cancelled`
     /// (their remaining deliveries are still dead letters and can be replayed again). Returns
-    /// how many. SQLite only: on PostgreSQL a `running` job may be a live worker's, so none is
-    /// closed (returns 0) and a job whose worker died stays `running`; known gap, to be closed
-    /// by a lease on the job (issue #15, N workers).
+    /// them. SQLite: every running job (one process per database, see the lock in
+    /// [`Store::open_sqlite`]: they were the previous process's, whatever their lease says).
+    /// PostgreSQL: only those whose lease lapsed, as [`Store::close_expired_bulk_replays`]
+    /// (the others are other live workers').
     ///
     /// # Errors
     ///
     /// When the transaction fails.
-    pub async fn close_interrupted_bulk_replays(&self) -> Result<usize, StoreError>;
+    pub async fn close_interrupted_bulk_replays(&self) -> Result<Vec<BulkReplayId>, StoreError>;
+    /// Closes as `cancelled` the `running` bulk replays whose lease lapsed before `now` (or that
+    /// have none: started by a worker older than the lease): their runner is gone or stalled,
+    /// and a stalled one stops at its next write. Returns them. Run periodically by the holder
+    /// of the periodic jobs.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn close_expired_bulk_replays(&self, now: UnixMs) -> Result<Vec<BulkReplayId>, StoreError>;
     // sessions
     /// Records a sign-in in one transaction: a provider account already linked to a user
     /// signs in as that user (role, login time and name updated); otherwise the user with

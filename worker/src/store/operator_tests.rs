@@ -64,7 +64,11 @@ with_dead_letters!(
     a_bulk_preview_is_kept_under_its_token_until_it_expires,
 );
 
-on_each_backend!(a_bulk_replay_job_is_created_with_its_audit_row_and_closed_at_startup_on_sqlite);
+on_each_backend!(
+    a_bulk_replay_job_is_created_with_its_audit_row_and_closed_at_startup_on_sqlite,
+    a_bulk_replay_whose_lease_lapsed_is_closed_and_a_renewed_one_is_not,
+    a_bulk_replay_cancelled_in_the_store_stops_its_runner_and_stays_cancelled,
+);
 
 /// An event whose body names its id (the store's `event` fixture).
 fn event(id: &str, destinations: &[&str]) -> NewEvent {
@@ -361,52 +365,145 @@ async fn a_bulk_preview_is_kept_under_its_token_until_it_expires(store: Store, i
     assert_eq!(store.bulk_preview(expired.token).await.unwrap(), None, "expired");
 }
 
+/// A bulk replay job to create, held until `lease_until`.
+fn new_job(total: i64, lease_until: UnixMs) -> NewBulkReplay {
+    NewBulkReplay {
+        actor: "ops@x".into(),
+        filter_json: "{\"destination\":\"a\"}".into(),
+        rate_per_second: 5,
+        total,
+        lease_until,
+    }
+}
+
 async fn a_bulk_replay_job_is_created_with_its_audit_row_and_closed_at_startup_on_sqlite(store: Store) {
     let filter_json = "{\"destination\":\"a\"}".to_owned();
-    let job = store
-        .create_bulk_replay(NewBulkReplay {
-            actor: "ops@x".into(),
-            filter_json: filter_json.clone(),
-            rate_per_second: 5,
-            total: 3,
-        })
-        .await
-        .unwrap();
+    let lease_until = UnixMs::now().plus(Duration::from_secs(600));
+    let job = store.create_bulk_replay(new_job(3, lease_until)).await.unwrap();
     assert_eq!(
-        (job.status, job.total, job.done, job.rate_per_second, job.finished_at),
-        (BulkReplayStatus::Running, 3, 0, 5, None)
+        (job.status, job.total, job.done, job.rate_per_second, job.finished_at, job.lease_until),
+        (BulkReplayStatus::Running, 3, 0, 5, None, Some(lease_until))
     );
-    store.bulk_replay_progress(job.id, BulkProgress { done: 2, enqueued: 1 }).await.unwrap();
+    assert!(store.bulk_replay_progress(job.id, BulkProgress { done: 2, enqueued: 1 }, lease_until).await.unwrap());
     let read = store.bulk_replay(job.id).await.unwrap().unwrap();
     assert_eq!((read.done, read.enqueued, read.filter_json.as_str()), (2, 1, filter_json.as_str()));
 
-    let cancelled = store.audit_bulk_replay_cancel(job.id, "ops@x".into(), false).await.unwrap();
-    assert_eq!(cancelled.map(|j| j.status), Some(BulkReplayStatus::Running), "the runner records the end");
-    assert_eq!(store.audit_bulk_replay_cancel(BulkReplayId(99), "ops@x".into(), true).await.unwrap(), None);
     let closed = store.close_interrupted_bulk_replays().await.unwrap();
     let after = store.bulk_replay(job.id).await.unwrap().unwrap();
     if is_sqlite(&store) {
-        // One process owns a SQLite file: a job running at startup was left by the last one.
-        assert_eq!((closed, after.status), (1, BulkReplayStatus::Cancelled));
+        // One process owns a SQLite file: a job running at startup was left by the last one,
+        // whatever its lease says.
+        assert_eq!((closed, after.status, after.lease_until), (vec![job.id], BulkReplayStatus::Cancelled, None));
         assert!(after.finished_at.is_some());
     } else {
-        // Another worker may be running it right now: left alone (see the operation's contract).
-        assert_eq!((closed, after.status, after.finished_at), (0, BulkReplayStatus::Running, None));
+        // Its lease is live: another worker is running it right now (see the contract).
+        assert_eq!((closed, after.status, after.finished_at), (vec![], BulkReplayStatus::Running, None));
     }
     store.finish_bulk_replay(job.id, BulkProgress { done: 3, enqueued: 2 }, BulkReplayStatus::Finished).await.unwrap();
-    assert_eq!(store.bulk_replay(job.id).await.unwrap().unwrap().status, BulkReplayStatus::Finished);
+    let ended = store.bulk_replay(job.id).await.unwrap().unwrap();
+    let status = if is_sqlite(&store) { BulkReplayStatus::Cancelled } else { BulkReplayStatus::Finished };
+    assert_eq!((ended.status, ended.done, ended.enqueued, ended.lease_until), (status, 3, 2, None));
+    assert!(ended.finished_at.is_some());
+
+    let cancelled = store.cancel_bulk_replay(job.id, "ops@x".into()).await.unwrap();
+    assert_eq!(cancelled.map(|(j, was_running)| (j.status, was_running)), Some((status, false)), "an ended job stays");
+    assert_eq!(store.cancel_bulk_replay(BulkReplayId(99), "ops@x".into()).await.unwrap(), None);
 
     let audit = store.audit_page(PageRequest { after: None, limit: 1 }).await.unwrap();
     assert!(audit.has_more);
     let cancel = &audit.rows[0];
     assert_eq!((cancel.action, cancel.detail.as_deref()), (AuditAction::CancelBulkReplay, Some("was not running")));
     let rest = store.audit_page(PageRequest { after: Some(cancel.cursor()), limit: 5 }).await.unwrap();
-    assert!(!rest.has_more);
+    assert!(!rest.has_more, "no audit row for an unknown job");
     let started = &rest.rows[0];
     assert_eq!((started.action, started.actor.as_str(), started.count), (AuditAction::BulkReplay, "ops@x", 3));
     assert_eq!(
         (started.target.clone(), started.detail.as_deref()),
         (format!("bulk_replay:{}", job.id.0), Some(filter_json.as_str()))
+    );
+}
+
+/// Issue #15: a job whose runner stopped renewing its lease is closed as `cancelled` by the
+/// periodic closing (on either backend); one renewed in time is left running, and its runner
+/// learns at its next write when it was closed.
+async fn a_bulk_replay_whose_lease_lapsed_is_closed_and_a_renewed_one_is_not(store: Store) {
+    let t = UnixMs::now();
+    let at = |seconds: i64| UnixMs(t.0 + seconds * 1000);
+    let lapsed = store.create_bulk_replay(new_job(4, at(10))).await.unwrap();
+    let renewed = store.create_bulk_replay(new_job(4, at(10))).await.unwrap();
+    let ended = store.create_bulk_replay(new_job(1, at(10))).await.unwrap();
+    store
+        .finish_bulk_replay(ended.id, BulkProgress { done: 1, enqueued: 1 }, BulkReplayStatus::Finished)
+        .await
+        .unwrap();
+
+    assert_eq!(store.close_expired_bulk_replays(at(5)).await.unwrap(), vec![], "both leases live");
+    // Renewing extends the lease (and records the progress).
+    let progress = BulkProgress { done: 2, enqueued: 2 };
+    assert!(store.bulk_replay_progress(renewed.id, progress, at(40)).await.unwrap());
+    assert_eq!(store.bulk_replay(renewed.id).await.unwrap().unwrap().lease_until, Some(at(40)));
+
+    assert_eq!(store.close_expired_bulk_replays(at(20)).await.unwrap(), vec![lapsed.id]);
+    let closed = store.bulk_replay(lapsed.id).await.unwrap().unwrap();
+    assert_eq!(
+        (closed.status, closed.finished_at, closed.lease_until),
+        (BulkReplayStatus::Cancelled, Some(at(20)), None)
+    );
+    let live = store.bulk_replay(renewed.id).await.unwrap().unwrap();
+    assert_eq!((live.status, live.done, live.finished_at), (BulkReplayStatus::Running, 2, None));
+    assert_eq!(store.bulk_replay(ended.id).await.unwrap().unwrap().status, BulkReplayStatus::Finished);
+
+    // A runner that stalled past its lease hears at its next write that it must stop; its
+    // progress is still recorded, and its end keeps `cancelled`.
+    assert!(!store.bulk_replay_progress(lapsed.id, BulkProgress { done: 1, enqueued: 1 }, at(50)).await.unwrap());
+    let stalled = store.bulk_replay(lapsed.id).await.unwrap().unwrap();
+    assert_eq!((stalled.status, stalled.done, stalled.lease_until), (BulkReplayStatus::Cancelled, 1, None));
+    store
+        .finish_bulk_replay(lapsed.id, BulkProgress { done: 1, enqueued: 1 }, BulkReplayStatus::Cancelled)
+        .await
+        .unwrap();
+    assert_eq!(store.bulk_replay(lapsed.id).await.unwrap().unwrap().finished_at, Some(at(20)), "closed when closed");
+
+    assert_eq!(store.close_expired_bulk_replays(at(41)).await.unwrap(), vec![renewed.id], "its lease lapsed too");
+    assert_eq!(store.close_expired_bulk_replays(at(100)).await.unwrap(), vec![], "closed once");
+}
+
+/// Issue #15: a cancel, from whichever worker, ends a running job in the store (with its audit
+/// row); the runner's next write answers "stop", and its final write records its progress
+/// without turning `cancelled` into `finished`.
+async fn a_bulk_replay_cancelled_in_the_store_stops_its_runner_and_stays_cancelled(store: Store) {
+    let lease = || UnixMs::now().plus(Duration::from_secs(30));
+    let job = store.create_bulk_replay(new_job(5, lease())).await.unwrap();
+    assert!(store.bulk_replay_progress(job.id, BulkProgress { done: 1, enqueued: 1 }, lease()).await.unwrap());
+
+    let (cancelled, was_running) = store.cancel_bulk_replay(job.id, "ops@y".into()).await.unwrap().unwrap();
+    assert!(was_running);
+    assert_eq!((cancelled.status, cancelled.done, cancelled.lease_until), (BulkReplayStatus::Cancelled, 1, None));
+    let cancelled_at = cancelled.finished_at.unwrap();
+
+    // The runner (another worker, maybe) finds out at its next write.
+    assert!(!store.bulk_replay_progress(job.id, BulkProgress { done: 2, enqueued: 2 }, lease()).await.unwrap());
+    store.finish_bulk_replay(job.id, BulkProgress { done: 2, enqueued: 2 }, BulkReplayStatus::Finished).await.unwrap();
+    let ended = store.bulk_replay(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (ended.status, ended.done, ended.enqueued, ended.finished_at, ended.lease_until),
+        (BulkReplayStatus::Cancelled, 2, 2, Some(cancelled_at), None)
+    );
+    assert_eq!(store.close_expired_bulk_replays(UnixMs::now().plus(Duration::from_secs(60))).await.unwrap(), vec![]);
+
+    // Cancelling again changes nothing and says so in the audit log.
+    let (again, was_running) = store.cancel_bulk_replay(job.id, "ops@y".into()).await.unwrap().unwrap();
+    assert_eq!((again, was_running), (ended, false));
+    let audit = store.audit_page(PageRequest { after: None, limit: 3 }).await.unwrap();
+    let cancels: Vec<_> =
+        audit.rows.iter().map(|row| (row.action, row.actor.as_str(), row.detail.as_deref())).collect();
+    assert_eq!(
+        cancels,
+        [
+            (AuditAction::CancelBulkReplay, "ops@y", Some("was not running")),
+            (AuditAction::CancelBulkReplay, "ops@y", Some("was running")),
+            (AuditAction::BulkReplay, "ops@x", Some("{\"destination\":\"a\"}")),
+        ]
     );
 }
 

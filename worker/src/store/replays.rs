@@ -1,7 +1,8 @@
 //! Replays: one delivery back to pending, due now, with its audit row in the same transaction;
 //! what a replay selects (an event's dead letters, a bulk selection with its count and sample);
-//! and bulk replay jobs (created with their audit row, progress, end, cancellation, and closing
-//! at startup those a previous process left running).
+//! and bulk replay jobs (created with their audit row and a lease, progress renewing the lease,
+//! end, cancellation from any worker, and closing those whose runner is gone: at startup those a
+//! previous process left running, periodically those whose lease lapsed).
 
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
@@ -54,6 +55,9 @@ pub struct BulkReplayRow {
     pub created_at: UnixMs,
     /// Ended.
     pub finished_at: Option<UnixMs>,
+    /// While running: until when its runner holds it (renewed as it goes; lapsed: the runner
+    /// is gone). `None` once ended.
+    pub lease_until: Option<UnixMs>,
 }
 
 /// A bulk replay's dry run as kept (see [`Store::create_bulk_preview`]): confirming it replays
@@ -83,6 +87,8 @@ pub struct NewBulkReplay {
     pub rate_per_second: u32,
     /// Deliveries selected.
     pub total: i64,
+    /// Until when the creating worker holds it: it renews the lease before then.
+    pub lease_until: UnixMs,
 }
 
 /// How far a bulk replay job got.
@@ -95,8 +101,8 @@ pub struct BulkProgress {
 }
 
 /// Columns read by [`bulk_replay_row`].
-const BULK_REPLAY_COLUMNS: &str =
-    "id, actor, filter_json, rate_per_second, total, done, enqueued, status, created_at_ms, finished_at_ms";
+const BULK_REPLAY_COLUMNS: &str = "id, actor, filter_json, rate_per_second, total, done, enqueued, status, \
+     created_at_ms, finished_at_ms, lease_until_ms";
 
 fn bulk_replay_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BulkReplayRow> {
     Ok(BulkReplayRow {
@@ -110,6 +116,7 @@ fn bulk_replay_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BulkReplayRow> {
         status: r.get(7)?,
         created_at: r.get(8)?,
         finished_at: r.get(9)?,
+        lease_until: r.get(10)?,
     })
 }
 
@@ -299,9 +306,18 @@ impl Sqlite {
         self.write(move |c| {
             let now = UnixMs::now();
             c.execute(
-                "INSERT INTO bulk_replays (actor, filter_json, rate_per_second, total, status, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![job.actor, job.filter_json, job.rate_per_second, job.total, BulkReplayStatus::Running, now],
+                "INSERT INTO bulk_replays
+                     (actor, filter_json, rate_per_second, total, status, created_at_ms, lease_until_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    job.actor,
+                    job.filter_json,
+                    job.rate_per_second,
+                    job.total,
+                    BulkReplayStatus::Running,
+                    now,
+                    job.lease_until
+                ],
             )?;
             let id = BulkReplayId(c.last_insert_rowid());
             AuditRow {
@@ -318,13 +334,25 @@ impl Sqlite {
         .await
     }
 
-    pub async fn bulk_replay_progress(&self, id: BulkReplayId, progress: BulkProgress) -> Result<(), StoreError> {
+    pub async fn bulk_replay_progress(
+        &self,
+        id: BulkReplayId,
+        progress: BulkProgress,
+        lease_until: UnixMs,
+    ) -> Result<bool, StoreError> {
         self.write(move |c| {
-            c.execute(
-                "UPDATE bulk_replays SET done = ?2, enqueued = ?3 WHERE id = ?1",
-                params![id, progress.done, progress.enqueued],
-            )?;
-            Ok(())
+            // One statement: the progress is recorded whatever the status, the lease only
+            // while running (a job cancelled or closed meanwhile holds none).
+            let status: Option<BulkReplayStatus> = c
+                .query_row(
+                    "UPDATE bulk_replays SET done = ?2, enqueued = ?3,
+                         lease_until_ms = CASE WHEN status = ?5 THEN ?4 ELSE NULL END
+                     WHERE id = ?1 RETURNING status",
+                    params![id, progress.done, progress.enqueued, lease_until, BulkReplayStatus::Running],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(status == Some(BulkReplayStatus::Running))
         })
         .await
     }
@@ -336,45 +364,76 @@ impl Sqlite {
         status: BulkReplayStatus,
     ) -> Result<(), StoreError> {
         self.write(move |c| {
+            // A job cancelled (or closed) meanwhile keeps that status and its end time.
             c.execute(
-                "UPDATE bulk_replays SET done = ?2, enqueued = ?3, status = ?4, finished_at_ms = ?5 WHERE id = ?1",
-                params![id, progress.done, progress.enqueued, status, UnixMs::now()],
+                "UPDATE bulk_replays SET done = ?2, enqueued = ?3, lease_until_ms = NULL,
+                     status = CASE WHEN status = ?6 THEN ?4 ELSE status END,
+                     finished_at_ms = CASE WHEN status = ?6 THEN ?5 ELSE finished_at_ms END
+                 WHERE id = ?1",
+                params![id, progress.done, progress.enqueued, status, UnixMs::now(), BulkReplayStatus::Running],
             )?;
             Ok(())
         })
         .await
     }
 
-    pub async fn audit_bulk_replay_cancel(
+    pub async fn cancel_bulk_replay(
         &self,
         id: BulkReplayId,
         actor: String,
-        was_running: bool,
-    ) -> Result<Option<BulkReplayRow>, StoreError> {
+    ) -> Result<Option<(BulkReplayRow, bool)>, StoreError> {
         self.write(move |c| {
-            let job = read_bulk_replay(c, id)?;
-            if job.is_some() {
-                AuditRow {
-                    at: UnixMs::now(),
-                    actor: &actor,
-                    action: AuditAction::CancelBulkReplay,
-                    target: &format!("bulk_replay:{}", id.0),
-                    count: 1,
-                    detail: Some(if was_running { "was running" } else { "was not running" }),
-                }
-                .write(c)?;
+            let Some(job) = read_bulk_replay(c, id)? else {
+                return Ok(None);
+            };
+            let now = UnixMs::now();
+            let was_running = job.status == BulkReplayStatus::Running;
+            if was_running {
+                c.execute(
+                    "UPDATE bulk_replays SET status = ?2, finished_at_ms = ?3, lease_until_ms = NULL WHERE id = ?1",
+                    params![id, BulkReplayStatus::Cancelled, now],
+                )?;
             }
-            Ok(job)
+            AuditRow {
+                at: now,
+                actor: &actor,
+                action: AuditAction::CancelBulkReplay,
+                target: &format!("bulk_replay:{}", id.0),
+                count: 1,
+                detail: Some(if was_running { "was running" } else { "was not running" }),
+            }
+            .write(c)?;
+            let job = read_bulk_replay(c, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            Ok(Some((job, was_running)))
         })
         .await
     }
 
-    pub async fn close_interrupted_bulk_replays(&self) -> Result<usize, StoreError> {
+    pub async fn close_interrupted_bulk_replays(&self) -> Result<Vec<BulkReplayId>, StoreError> {
+        // One process owns the file (its lock): every job running at startup was the last one's.
         self.write(|c| {
-            c.execute(
-                "UPDATE bulk_replays SET status = ?2, finished_at_ms = ?3 WHERE status = ?1",
-                params![BulkReplayStatus::Running, BulkReplayStatus::Cancelled, UnixMs::now()],
-            )
+            let mut statement = c.prepare(
+                "UPDATE bulk_replays SET status = ?2, finished_at_ms = ?3, lease_until_ms = NULL
+                 WHERE status = ?1 RETURNING id",
+            )?;
+            let rows = statement
+                .query_map(params![BulkReplayStatus::Running, BulkReplayStatus::Cancelled, UnixMs::now()], |r| {
+                    r.get(0)
+                })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub async fn close_expired_bulk_replays(&self, now: UnixMs) -> Result<Vec<BulkReplayId>, StoreError> {
+        self.write(move |c| {
+            let mut statement = c.prepare(
+                "UPDATE bulk_replays SET status = ?2, finished_at_ms = ?3, lease_until_ms = NULL
+                 WHERE status = ?1 AND (lease_until_ms IS NULL OR lease_until_ms < ?3) RETURNING id",
+            )?;
+            let rows = statement
+                .query_map(params![BulkReplayStatus::Running, BulkReplayStatus::Cancelled, now], |r| r.get(0))?;
+            rows.collect()
         })
         .await
     }

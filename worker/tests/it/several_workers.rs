@@ -1,20 +1,24 @@
 //! Several `inlet-worker` processes on one PostgreSQL database (issue #15): a destination's
 //! limits hold in total, not once per worker; a worker killed with SIGKILL, restarted, then the
 //! other killed: every event delivered once in effect, nothing dead-lettered; PostgreSQL
-//! restarted under load: workers report not ready, reconnect, lose nothing. These tests always
-//! use PostgreSQL (`test.sh` runs them once, with the SQLite pass of the suite).
+//! restarted under load: workers report not ready, reconnect, lose nothing; a bulk replay
+//! cancelled through another worker's API stops, and one whose worker was killed is closed by
+//! the other. These tests always use PostgreSQL (`test.sh` runs them once, with the SQLite
+//! pass of the suite).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use inlet_shared::config::Config;
 use inlet_shared::test_util::{TestNats, metric_sample};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::operator_support::ADMIN_TOKEN;
 use crate::support::{Backend, TestDestination, TestStore, config_text, send_github, start_ingest, wait_ok};
 
 /// A worker process; killed (SIGKILL) when dropped, also when the test fails.
@@ -22,6 +26,8 @@ struct WorkerProcess {
     child: Child,
     main: SocketAddr,
     admin: SocketAddr,
+    /// Its log lines (stdout and stderr) so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl WorkerProcess {
@@ -38,14 +44,16 @@ impl WorkerProcess {
             .spawn()
             .unwrap();
         let (addresses, found) = mpsc::channel();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
-            let addresses = addresses.clone();
+            let (addresses, log) = (addresses.clone(), Arc::clone(&log));
             // Drained to the end, so the worker never blocks on a full pipe.
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line.clone());
                     if line.contains("inlet-worker running") {
                         let field = |name: &str| -> Option<SocketAddr> {
                             let start = line.find(&format!("{name}="))? + name.len() + 1;
@@ -59,7 +67,20 @@ impl WorkerProcess {
             });
         }
         let (main, admin) = found.recv_timeout(Duration::from_secs(60)).expect("the worker did not start within 60 s");
-        WorkerProcess { child, main, admin }
+        WorkerProcess { child, main, admin, log }
+    }
+
+    /// Waits until a log line contains every one of `needles`; returns it.
+    async fn wait_for_log(&self, needles: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self.log.lock().unwrap().iter().find(|line| needles.iter().all(|n| line.contains(n))).cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no log line with {needles:?} within {within:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn kill(&mut self) {
@@ -94,13 +115,19 @@ struct Cluster {
 
 impl Cluster {
     async fn start(destinations: &[(&str, String, &str)]) -> Cluster {
+        Self::start_with(destinations, "").await
+    }
+
+    /// With `tail` appended to the workers' configuration (e.g. a `[console]` section).
+    async fn start_with(destinations: &[(&str, String, &str)], tail: &str) -> Cluster {
         let nats = TestNats::start();
         let dir = tempfile::tempdir().unwrap();
         let store = tokio::task::block_in_place(|| TestStore::start_on(Backend::Postgres, dir.path()));
-        let text = config_text(&nats.url(), &store, destinations).replace(
+        let mut text = config_text(&nats.url(), &store, destinations).replace(
             "ack_wait = \"5s\"",
             "ack_wait = \"2s\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"",
         );
+        text.push_str(tail);
         let config_path = dir.path().join("inlet.toml");
         std::fs::write(&config_path, &text).unwrap();
         let config = Config::parse(&text, &BTreeMap::new()).unwrap();
@@ -163,6 +190,29 @@ impl Cluster {
     async fn send(&self, delivery: &str) {
         assert_eq!(send_github(&self.client, self.ingest, delivery, "push", b"{\"n\":1}").await, 202);
     }
+
+    /// A GraphQL call to `worker`'s API as the bootstrap admin (see [`with_api`]); panics on
+    /// GraphQL errors; returns `data`.
+    async fn gql(&self, worker: &WorkerProcess, query: &str, variables: Value) -> Value {
+        let answer: Value = self
+            .client
+            .post(format!("http://{}/graphql", worker.main))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(answer.get("errors").is_none(), "GraphQL errors from {}: {answer}", worker.main);
+        answer["data"].clone()
+    }
+}
+
+/// The workers' operator API, with the bootstrap admin token.
+fn with_api() -> String {
+    format!("\n[console]\nbootstrap_token = \"{ADMIN_TOKEN}\"\n")
 }
 
 /// The most requests in any window of `width` (arrival times sorted).
@@ -306,4 +356,111 @@ async fn a_postgres_restart_under_load_loses_nothing() {
     let every = format!("SELECT count(*) = {events} FROM deliveries WHERE status = 'delivered'");
     cluster.store.wait_until("every delivery recorded", Duration::from_secs(30), &every).await;
     assert_eq!(cluster.store.scalar_i64("SELECT count(*) FROM events").await, events as i64);
+}
+
+/// Two workers, `count` dead letters to `sink` (it answers 400 until told otherwise), then 200.
+async fn two_workers_with_dead_letters(
+    sink: &TestDestination,
+    count: usize,
+) -> (Cluster, WorkerProcess, WorkerProcess) {
+    let cluster = Cluster::start_with(&[("sink", sink.url(), "")], &with_api()).await;
+    let first = cluster.spawn_worker().await;
+    let second = cluster.spawn_worker().await;
+    for n in 0..count {
+        cluster.send(&format!("bulk-{n}")).await;
+    }
+    let dead = format!("SELECT count(*) = {count} FROM deliveries WHERE status = 'dead_lettered'");
+    cluster.store.wait_until("every delivery dead-lettered", Duration::from_secs(30), &dead).await;
+    sink.set_behaviour(|_| (200, Duration::ZERO));
+    (cluster, first, second)
+}
+
+/// Starts a bulk replay of every dead letter through `worker`'s API at one per second; waits
+/// until it replayed at least one; returns its id.
+async fn start_slow_bulk_replay(cluster: &Cluster, worker: &WorkerProcess) -> String {
+    let started = cluster
+        .gql(
+            worker,
+            "mutation { bulkReplay(filter: {destination: \"sink\"}, dryRun: false, ratePerSecond: 1) { job { id status } } }",
+            json!({}),
+        )
+        .await;
+    let job = &started["bulkReplay"]["job"];
+    assert_eq!(job["status"], "running");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let replayed = format!("SELECT done >= 1 FROM bulk_replays WHERE id = {id}");
+    cluster.store.wait_until("the job replayed one", Duration::from_secs(30), &replayed).await;
+    id
+}
+
+/// Issue #15: a bulk replay runs in the worker whose API started it; cancelled through another
+/// worker's API (a load balancer's choice), it stops: its runner learns from the store at its
+/// next renewal, records its last progress and keeps `cancelled`; the rest stay dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_replay_cancelled_through_another_worker_stops() {
+    let sink = TestDestination::answering(400).await;
+    let total = 20;
+    let (cluster, first, second) = two_workers_with_dead_letters(&sink, total).await;
+    let id = start_slow_bulk_replay(&cluster, &first).await;
+
+    let cancel = "mutation($id: ID!) { cancelBulkReplay(id: $id) { status done total } }";
+    let cancelled = cluster.gql(&second, cancel, json!({ "id": id })).await["cancelBulkReplay"].clone();
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let done_at_cancel = cancelled["done"].as_i64().unwrap();
+
+    // The runner, on the first worker, stops because of the store (nothing reached its memory).
+    let job = format!("job_id={id} ");
+    first.wait_for_log(&["bulk replay cancelled in the store: stopping", &job], Duration::from_secs(20)).await;
+    first.wait_for_log(&["bulk replay ended", &job], Duration::from_secs(10)).await;
+    let state = format!("SELECT status, done, enqueued, lease_until_ms FROM bulk_replays WHERE id = {id}");
+    let row = cluster.store.row(&state).await;
+    assert_eq!((row[0].as_deref(), row[3].as_deref()), (Some("cancelled"), None), "{row:?}");
+    let done: i64 = row[1].as_deref().unwrap().parse().unwrap();
+    let enqueued: i64 = row[2].as_deref().unwrap().parse().unwrap();
+    // At most the replay that had passed its renewal when the cancel committed went on.
+    assert!(done >= done_at_cancel && done <= done_at_cancel + 1, "done {done} after {done_at_cancel} at the cancel");
+    assert!(done < total as i64, "the job stopped early");
+    let left = "SELECT count(*) FROM deliveries WHERE status = 'dead_lettered'";
+    assert_eq!(cluster.store.scalar_i64(left).await, total as i64 - enqueued, "the rest stay dead letters");
+    let detail = "SELECT detail FROM audit_log WHERE action = 'cancel_bulk_replay'";
+    assert_eq!(cluster.store.scalar(detail).await.as_deref(), Some("was running"));
+    let read =
+        cluster.gql(&first, "query($id: ID!) { bulkReplay(id: $id) { status done } }", json!({ "id": id })).await;
+    assert_eq!(read["bulkReplay"], json!({ "status": "cancelled", "done": done }), "either worker reads the same");
+}
+
+/// Issue #15: a bulk replay whose worker is killed (SIGKILL) stops renewing its lease; the
+/// other worker, holding the periodic jobs (or taking them over), closes it as `cancelled`
+/// once the lease lapsed: within the lease and a maintenance tick, never before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_replay_whose_worker_was_killed_is_closed_by_the_other() {
+    let sink = TestDestination::answering(400).await;
+    let total = 20;
+    let (cluster, mut first, second) = two_workers_with_dead_letters(&sink, total).await;
+    let id = start_slow_bulk_replay(&cluster, &first).await;
+
+    first.kill();
+    let killed_at = Instant::now();
+    let state = format!("SELECT status, done, lease_until_ms FROM bulk_replays WHERE id = {id}");
+    let at_kill = cluster.store.row(&state).await;
+    assert_eq!(at_kill[0].as_deref(), Some("running"), "{at_kill:?}");
+    let lease_until: i64 = at_kill[2].as_deref().unwrap().parse().unwrap();
+
+    // Lease 30 s (renewed at most a second before the kill) + a 10 s tick + taking the jobs
+    // over (6-8 s) when the killed worker held them.
+    let closed = format!("SELECT status = 'cancelled' FROM bulk_replays WHERE id = {id}");
+    cluster.store.wait_until("the job closed", Duration::from_secs(75), &closed).await;
+    let took = killed_at.elapsed();
+    second.wait_for_log(&["closed as cancelled", &format!("[{id}]")], Duration::from_secs(5)).await;
+    let row = cluster
+        .store
+        .row(&format!("SELECT done, finished_at_ms, lease_until_ms FROM bulk_replays WHERE id = {id}"))
+        .await;
+    assert_eq!(row[0], at_kill[1], "nothing replayed after the kill");
+    let finished_at: i64 = row[1].as_deref().unwrap().parse().unwrap();
+    assert!(finished_at > lease_until, "closed at {finished_at}, while its lease ran until {lease_until}");
+    assert_eq!(row[2], None);
+    eprintln!("bulk replay closed {took:?} after its worker was killed");
+    let read = cluster.gql(&second, "query($id: ID!) { bulkReplay(id: $id) { status } }", json!({ "id": id })).await;
+    assert_eq!(read["bulkReplay"]["status"], "cancelled");
 }

@@ -15,8 +15,8 @@ use crate::store::{
 };
 
 /// Columns read by [`bulk_replay_row`].
-const BULK_REPLAY_COLUMNS: &str =
-    "id, actor, filter_json, rate_per_second, total, done, enqueued, status, created_at_ms, finished_at_ms";
+const BULK_REPLAY_COLUMNS: &str = "id, actor, filter_json, rate_per_second, total, done, enqueued, status, \
+     created_at_ms, finished_at_ms, lease_until_ms";
 
 fn bulk_replay_row(r: &Row) -> Result<BulkReplayRow, PgError> {
     let rate: i64 = r.try_get(3)?;
@@ -31,6 +31,7 @@ fn bulk_replay_row(r: &Row) -> Result<BulkReplayRow, PgError> {
         status: r.try_get(7)?,
         created_at: r.try_get(8)?,
         finished_at: r.try_get(9)?,
+        lease_until: r.try_get(10)?,
     })
 }
 
@@ -240,13 +241,21 @@ impl Postgres {
                 let now = UnixMs::now();
                 let insert = t
                     .prepare_cached(&format!(
-                        "INSERT INTO bulk_replays (actor, filter_json, rate_per_second, total, status, created_at_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {BULK_REPLAY_COLUMNS}"
+                        "INSERT INTO bulk_replays
+                             (actor, filter_json, rate_per_second, total, status, created_at_ms, lease_until_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {BULK_REPLAY_COLUMNS}"
                     ))
                     .await?;
                 let rate = i64::from(job.rate_per_second);
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                    [&job.actor, &job.filter_json, &rate, &job.total, &BulkReplayStatus::Running, &now];
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                    &job.actor,
+                    &job.filter_json,
+                    &rate,
+                    &job.total,
+                    &BulkReplayStatus::Running,
+                    &now,
+                    &job.lease_until,
+                ];
                 let created = bulk_replay_row(&t.query_one(&insert, &params).await?)?;
                 AuditRow {
                     at: now,
@@ -263,14 +272,30 @@ impl Postgres {
             .await?)
     }
 
-    pub async fn bulk_replay_progress(&self, id: BulkReplayId, progress: BulkProgress) -> Result<(), StoreError> {
-        self.write(async |t| {
-            let statement = t.prepare_cached("UPDATE bulk_replays SET done = $2, enqueued = $3 WHERE id = $1").await?;
-            t.execute(&statement, &[&id, &progress.done, &progress.enqueued]).await?;
-            Ok(())
-        })
-        .await?;
-        Ok(())
+    pub async fn bulk_replay_progress(
+        &self,
+        id: BulkReplayId,
+        progress: BulkProgress,
+        lease_until: UnixMs,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .write(async |t| {
+                // One statement under the row's lock, so a cancel or a closing by another worker
+                // is either before it (answered here: not running, and no lease kept) or after.
+                let statement = t
+                    .prepare_cached(
+                        "UPDATE bulk_replays SET done = $2, enqueued = $3,
+                             lease_until_ms = CASE WHEN status = $5 THEN $4::BIGINT ELSE NULL END
+                         WHERE id = $1 RETURNING status",
+                    )
+                    .await?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                    [&id, &progress.done, &progress.enqueued, &lease_until, &BulkReplayStatus::Running];
+                let status: Option<BulkReplayStatus> =
+                    t.query_opt(&statement, &params).await?.map(|r| r.try_get(0)).transpose()?;
+                Ok(status == Some(BulkReplayStatus::Running))
+            })
+            .await?)
     }
 
     pub async fn finish_bulk_replay(
@@ -280,52 +305,88 @@ impl Postgres {
         status: BulkReplayStatus,
     ) -> Result<(), StoreError> {
         self.write(async |t| {
+            // A job cancelled (or closed) meanwhile keeps that status and its end time.
             let statement = t
                 .prepare_cached(
-                    "UPDATE bulk_replays SET done = $2, enqueued = $3, status = $4, finished_at_ms = $5 WHERE id = $1",
+                    "UPDATE bulk_replays SET done = $2, enqueued = $3, lease_until_ms = NULL,
+                         status = CASE WHEN status = $6 THEN $4 ELSE status END,
+                         finished_at_ms = CASE WHEN status = $6 THEN $5 ELSE finished_at_ms END
+                     WHERE id = $1",
                 )
                 .await?;
-            t.execute(&statement, &[&id, &progress.done, &progress.enqueued, &status, &UnixMs::now()]).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&id, &progress.done, &progress.enqueued, &status, &UnixMs::now(), &BulkReplayStatus::Running];
+            t.execute(&statement, &params).await?;
             Ok(())
         })
         .await?;
         Ok(())
     }
 
-    pub async fn audit_bulk_replay_cancel(
+    pub async fn cancel_bulk_replay(
         &self,
         id: BulkReplayId,
         actor: String,
-        was_running: bool,
-    ) -> Result<Option<BulkReplayRow>, StoreError> {
+    ) -> Result<Option<(BulkReplayRow, bool)>, StoreError> {
         Ok(self
             .write(async |t| {
-                let statement =
-                    t.prepare_cached(&format!("SELECT {BULK_REPLAY_COLUMNS} FROM bulk_replays WHERE id = $1")).await?;
-                let job = t.query_opt(&statement, &[&id]).await?.as_ref().map(bulk_replay_row).transpose()?;
-                if job.is_some() {
-                    AuditRow {
-                        at: UnixMs::now(),
-                        actor: &actor,
-                        action: AuditAction::CancelBulkReplay,
-                        target: &format!("bulk_replay:{}", id.0),
-                        count: 1,
-                        detail: Some(if was_running { "was running" } else { "was not running" }),
-                    }
-                    .write_pg(t)
+                // Locked until commit: the runner's progress write, another cancel or the closing
+                // of lapsed jobs waits here, then sees the status this one leaves.
+                let select = t
+                    .prepare_cached(&format!("SELECT {BULK_REPLAY_COLUMNS} FROM bulk_replays WHERE id = $1 FOR UPDATE"))
                     .await?;
+                let Some(job) = t.query_opt(&select, &[&id]).await?.as_ref().map(bulk_replay_row).transpose()? else {
+                    return Ok(None);
+                };
+                let now = UnixMs::now();
+                let was_running = job.status == BulkReplayStatus::Running;
+                let job = if was_running {
+                    let cancel = t
+                        .prepare_cached(&format!(
+                            "UPDATE bulk_replays SET status = $2, finished_at_ms = $3, lease_until_ms = NULL
+                             WHERE id = $1 RETURNING {BULK_REPLAY_COLUMNS}"
+                        ))
+                        .await?;
+                    bulk_replay_row(&t.query_one(&cancel, &[&id, &BulkReplayStatus::Cancelled, &now]).await?)?
+                } else {
+                    job
+                };
+                AuditRow {
+                    at: now,
+                    actor: &actor,
+                    action: AuditAction::CancelBulkReplay,
+                    target: &format!("bulk_replay:{}", id.0),
+                    count: 1,
+                    detail: Some(if was_running { "was running" } else { "was not running" }),
                 }
-                Ok(job)
+                .write_pg(t)
+                .await?;
+                Ok(Some((job, was_running)))
             })
             .await?)
     }
 
-    /// Closes nothing on PostgreSQL: other workers share the database, and a job left
-    /// `running` may be one a live worker is running right now; nothing in its row tells a
-    /// dead runner's job from a live one's yet. Known gap (issue #15): a job interrupted on
-    /// PostgreSQL stays `running` until the jobs get a lease (owner and expiry, renewed by the
-    /// runner) that lets any worker close an expired one.
-    pub async fn close_interrupted_bulk_replays(&self) -> Result<usize, StoreError> {
-        Ok(0)
+    /// At startup on PostgreSQL only the jobs whose lease lapsed are closed: the others are
+    /// other live workers' (see the operation's contract).
+    pub async fn close_interrupted_bulk_replays(&self) -> Result<Vec<BulkReplayId>, StoreError> {
+        self.close_expired_bulk_replays(UnixMs::now()).await
+    }
+
+    pub async fn close_expired_bulk_replays(&self, now: UnixMs) -> Result<Vec<BulkReplayId>, StoreError> {
+        Ok(self
+            .write(async |t| {
+                // Row locks again: a runner renewing at this moment either renewed first (its
+                // row no longer matches when re-checked) or finds it closed at its next write.
+                let statement = t
+                    .prepare_cached(
+                        "UPDATE bulk_replays SET status = $2, finished_at_ms = $3, lease_until_ms = NULL
+                         WHERE status = $1 AND (lease_until_ms IS NULL OR lease_until_ms < $3) RETURNING id",
+                    )
+                    .await?;
+                let rows =
+                    t.query(&statement, &[&BulkReplayStatus::Running, &BulkReplayStatus::Cancelled, &now]).await?;
+                Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<Vec<BulkReplayId>, _>>()?)
+            })
+            .await?)
     }
 }

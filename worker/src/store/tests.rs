@@ -300,7 +300,41 @@ on_each_backend!(
     duplicates_and_conflicts_are_recognised,
     attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune_keeps_dead_letters,
     the_identity_is_made_once,
+    results_recorded_at_once_are_each_fenced_by_their_own_token,
 );
+
+/// Results that arrive together (PostgreSQL records them as one group, SQLite in one writer
+/// transaction) are each fenced by their own token: a stale or unknown token changes nothing
+/// and is superseded, the current one moves its delivery on.
+async fn results_recorded_at_once_are_each_fenced_by_their_own_token(store: Store) {
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1_000)).await.unwrap();
+    let now = now_ms();
+    // Both recording-time claims (token 1) expired long ago: claimed again with token 2.
+    let (claimed, _) =
+        store.claim_due("a".into(), DueClass::First, 10, UnixMs(now), UnixMs(now + 30_000), vec![]).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
+    let retry_at = NextStep::RetryAt(UnixMs(now + 5_000));
+    let settled = futures::future::join_all([
+        store.record_attempt(attempt(&one, 1, AttemptOutcome::Delivered, NextStep::Delivered, 1)),
+        store.record_attempt(attempt(&one, 1, AttemptOutcome::Delivered, NextStep::Delivered, 2)),
+        store.record_attempt(attempt(&two, 1, AttemptOutcome::Transient, retry_at, 2)),
+        store.record_attempt(attempt(&two, 1, AttemptOutcome::Delivered, NextStep::Delivered, 7)),
+    ])
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect::<Vec<_>>();
+    assert_eq!(
+        settled,
+        [AttemptSettled::Superseded, AttemptSettled::Recorded, AttemptSettled::Recorded, AttemptSettled::Superseded]
+    );
+    let (status, attempts, ..) = row(&store, &one).await;
+    assert_eq!((status.as_str(), attempts), ("delivered", 1));
+    let (status, attempts, _, until, due) = row(&store, &two).await;
+    assert_eq!((status.as_str(), attempts, until, due), ("pending", 1, None, Some(now + 5_000)));
+    assert_eq!(peek_number(&store, "SELECT count(*) FROM attempts").await, 2, "one attempt row per recorded result");
+}
 
 async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them(store: Store) {
     let results = store

@@ -5,7 +5,7 @@ use tokio_postgres::Row;
 
 use super::{PgError, Postgres};
 use crate::model::{DeadLetterReason, DeliveryId, DeliveryStatus, LeaseToken, UnixMs};
-use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, StoreError};
+use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, StoreError};
 
 /// What makes a delivery of destination `$1` and class `$2` (retry: true) due at `$3`: pending,
 /// past its due time, and no live lease. `status` stays a literal so that the partial index
@@ -33,62 +33,11 @@ fn claimed_row(row: &Row, until: UnixMs) -> Result<(Claimed, bool), PgError> {
 }
 
 impl Postgres {
+    /// Through the grouping task (`attempts.rs`): one statement per group of results.
     pub async fn record_attempt(&self, record: AttemptRecord) -> Result<AttemptSettled, StoreError> {
-        let now = UnixMs::now();
-        let (status, next_attempt_at, delivered_at, reason) = match record.next {
-            NextStep::Delivered => (DeliveryStatus::Delivered, None, Some(now), None),
-            NextStep::RetryAt(at) => (DeliveryStatus::Pending, Some(at), None, None),
-            NextStep::DeadLetter(reason) => (DeliveryStatus::DeadLettered, None, None, Some(reason)),
-        };
-        let status_code = record.status_code.map(i64::from);
-        // Fenced, as on SQLite: only the holder of the delivery's current lease token moves it
-        // on, and its attempt row is written in the same statement, numbered from the
-        // `attempt_base` of the row it updated. A stale owner's update matches nothing, so
-        // nothing is inserted either: no row comes back.
-        let inserted = self
-            .write(async |t| {
-                let statement = t
-                    .prepare_cached(
-                        "WITH moved AS (
-                             UPDATE deliveries SET status = $2, attempts = greatest(attempts, $3 + attempt_base),
-                                 updated_at_ms = $4, next_attempt_at_ms = $5,
-                                 delivered_at_ms = coalesce($6, delivered_at_ms), last_status_code = $7,
-                                 last_error = $8, dead_letter_reason = $9, lease_until_ms = NULL
-                             WHERE id = $1 AND lease_token = $10 AND status = 'pending'
-                             RETURNING id, attempt_base
-                         )
-                         INSERT INTO attempts (delivery_id, attempt, started_at_ms, duration_ms, outcome, status_code,
-                                               error, response_snippet)
-                         SELECT id, $3 + attempt_base, $11::bigint, $12::bigint, $13::text, $7, $8, $14::text FROM moved
-                         ON CONFLICT (delivery_id, attempt) DO UPDATE SET
-                             started_at_ms = excluded.started_at_ms, duration_ms = excluded.duration_ms,
-                             outcome = excluded.outcome, status_code = excluded.status_code, error = excluded.error,
-                             response_snippet = excluded.response_snippet",
-                    )
-                    .await?;
-                Ok(t.execute(
-                    &statement,
-                    &[
-                        &record.delivery_id,
-                        &status,
-                        &record.attempt,
-                        &now,
-                        &next_attempt_at,
-                        &delivered_at,
-                        &status_code,
-                        &record.error,
-                        &reason,
-                        &record.lease_token,
-                        &record.started_at,
-                        &record.duration_ms,
-                        &record.outcome,
-                        &record.response_snippet,
-                    ],
-                )
-                .await?)
-            })
-            .await?;
-        Ok(if inserted == 0 { AttemptSettled::Superseded } else { AttemptSettled::Recorded })
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.attempts.send((record, reply)).await.map_err(|_| StoreError::WriterGone)?;
+        Ok(answer.await.map_err(|_| StoreError::WriterGone)??)
     }
 
     /// Safe with several workers claiming one destination at once: the due rows are locked as

@@ -14,6 +14,7 @@
 //! which PgBouncer refuses unless told otherwise: behind it, pass a zero timeout and set it on
 //! the role (`ALTER ROLE … SET statement_timeout = …`). TLS is not wired yet (`NoTls`).
 
+mod attempts;
 mod audit;
 mod columns;
 mod deliveries;
@@ -140,6 +141,8 @@ pub fn connect(url: &str, pool_size: usize, statement_timeout: Duration) -> Resu
 #[derive(Clone)]
 pub(super) struct Postgres {
     pool: Pool,
+    /// The task that records attempt results in groups (`attempts.rs`).
+    attempts: tokio::sync::mpsc::Sender<attempts::Queued>,
     /// Set while writes fail for want of a connection (the server is down or restarting):
     /// readiness reports it; cleared by the next write that gets through.
     writes_failing: Arc<AtomicBool>,
@@ -150,7 +153,10 @@ impl Postgres {
     pub(super) async fn connect(url: &str, pool_size: usize, statement_timeout: Duration) -> Result<Postgres, PgError> {
         let pool = connect(url, pool_size, statement_timeout)?;
         migrate(&pool).await?;
-        Ok(Postgres { pool, writes_failing: Arc::new(AtomicBool::new(false)) })
+        let writes_failing = Arc::new(AtomicBool::new(false));
+        let (queue, queued) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(attempts::attempt_writer(pool.clone(), queued, Arc::clone(&writes_failing)));
+        Ok(Postgres { pool, attempts: queue, writes_failing })
     }
 
     pub(super) fn is_healthy(&self) -> bool {

@@ -8,8 +8,9 @@
 //! accounts with their sealed provider tokens, sessions, API token hashes, bulk replays and their
 //! previews, the audit log, and the store identity. Secrets are copied as stored (sealed or
 //! hashed) and never printed. Not copied: `schema_migrations` (the target has its own) and the
-//! counter tables `event_counts` / `delivery_counts`, which the target's triggers fill as the
-//! rows arrive; before committing they are checked against SQLite's counters.
+//! counter tables `event_counts` / `delivery_counts`, which are counted once from the copied
+//! rows (their triggers are off during the copy: see `copy_tables`); before committing they are
+//! checked against SQLite's counters.
 //!
 //! **How.** The SQLite file is opened as a worker opens it: its lock file is taken, so a worker
 //! running on it makes the copy fail at once ([`StoreError::InUse`]) and no worker can start on
@@ -232,6 +233,18 @@ async fn copy_tables(sqlite: &Sqlite, transaction: &Transaction<'_>) -> Result<C
     }
     // The migration made the target an identity of its own; the SQLite store's is kept.
     transaction.execute("DELETE FROM store_identity", &[]).await.map_err(pg_error("store_identity"))?;
+    // The count triggers are off while the rows arrive, and the counts are written once after
+    // them: with the triggers on, every inserted event and delivery updates one counter row, and
+    // a million updates of one row inside one transaction walk an ever longer chain of its
+    // versions (a million events did not go in within 10 minutes that way; 30 s without). DDL
+    // is transactional: a copy that fails leaves the triggers on.
+    transaction
+        .batch_execute(
+            "ALTER TABLE events DISABLE TRIGGER event_counts_insert;
+             ALTER TABLE deliveries DISABLE TRIGGER delivery_counts_insert",
+        )
+        .await
+        .map_err(pg_error("event_counts"))?;
 
     let mut summary = CopySummary { tables: Vec::with_capacity(TABLES.len()) };
     for &table in TABLES {
@@ -247,6 +260,19 @@ async fn copy_tables(sqlite: &Sqlite, transaction: &Transaction<'_>) -> Result<C
         tracing::info!(table, rows = copied, "copied");
         summary.tables.push((table, copied));
     }
+    transaction
+        .batch_execute(
+            "INSERT INTO event_counts (route_status, slot, n)
+                 SELECT route_status, 0, count(*) FROM events GROUP BY 1
+                 ON CONFLICT (route_status, slot) DO UPDATE SET n = event_counts.n + excluded.n;
+             INSERT INTO delivery_counts (destination, status, slot, n)
+                 SELECT destination, status, 0, count(*) FROM deliveries GROUP BY 1, 2
+                 ON CONFLICT (destination, status, slot) DO UPDATE SET n = delivery_counts.n + excluded.n;
+             ALTER TABLE events ENABLE TRIGGER event_counts_insert;
+             ALTER TABLE deliveries ENABLE TRIGGER delivery_counts_insert",
+        )
+        .await
+        .map_err(pg_error("event_counts"))?;
     check_counters(sqlite, transaction).await?;
     move_sequences(transaction).await?;
     Ok(summary)
@@ -840,6 +866,11 @@ mod tests {
         )
         .await;
         assert_eq!(new_event, "7");
+        // The count triggers, off during the copy, are on again: the new unrouted event is counted.
+        let unrouted = "SELECT sum(n)::text FROM event_counts WHERE route_status = 'unrouted'";
+        let counted = pg_value(&pool, unrouted).await.parse::<i64>().unwrap();
+        let stored = pg_value(&pool, "SELECT count(*) FROM events WHERE route_status = 'unrouted'").await;
+        assert_eq!(counted.to_string(), stored, "counted {counted}, stored {stored}");
         let identities = pg_rows(
             &pool,
             "SELECT table_name, column_name FROM information_schema.columns WHERE is_identity = 'YES' AND table_schema = 'public'",

@@ -551,7 +551,7 @@ mod tests {
     use crate::store::deliveries::{AttemptRecord, AttemptSettled, DueClass, NextStep};
     use crate::store::events::NewEvent;
     use crate::store::operator::DeadLetterSelection;
-    use crate::store::postgres::{Pool, connect};
+    use crate::store::postgres::{Pool, connect, text_rows};
     use crate::store::replays::{NewBulkReplay, ReplayOutcome};
     use crate::store::sessions::KeptToken;
     use crate::store::tests::event;
@@ -681,19 +681,7 @@ mod tests {
 
     /// Rows of `sql` on PostgreSQL, every column as text (the simple query protocol).
     async fn pg_rows(pool: &Pool, sql: &str) -> BTreeSet<Vec<Option<String>>> {
-        let client = pool.get().await.unwrap();
-        client
-            .simple_query(sql)
-            .await
-            .unwrap()
-            .iter()
-            .filter_map(|message| match message {
-                tokio_postgres::SimpleQueryMessage::Row(row) => {
-                    Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
-                }
-                _ => None,
-            })
-            .collect()
+        text_rows(pool, sql).await.unwrap().into_iter().collect()
     }
 
     /// One value of `sql` on PostgreSQL.

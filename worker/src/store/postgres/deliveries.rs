@@ -207,21 +207,4 @@ impl Postgres {
             })
             .await?)
     }
-
-    /// For the store's tests: the rows of `sql`, each column as text (`None`: NULL).
-    #[cfg(test)]
-    pub(in crate::store) async fn peek(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
-        let client = self.client().await?;
-        Ok(client
-            .simple_query(sql)
-            .await?
-            .iter()
-            .filter_map(|message| match message {
-                tokio_postgres::SimpleQueryMessage::Row(row) => {
-                    Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
-                }
-                _ => None,
-            })
-            .collect())
-    }
 }

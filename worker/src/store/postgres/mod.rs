@@ -197,6 +197,12 @@ impl Postgres {
         result
     }
 
+    /// For the store's tests: the rows of `sql`, each column as text (`None`: NULL).
+    #[cfg(test)]
+    pub(in crate::store) async fn peek(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        text_rows(&self.pool, sql).await
+    }
+
     pub(super) async fn identity(&self) -> Result<String, crate::store::StoreError> {
         let client = self.client().await?;
         let row = client.query_one("SELECT id FROM store_identity", &[]).await.map_err(PgError::from)?;
@@ -224,4 +230,22 @@ impl Postgres {
             oldest_pending_received_at: row.try_get(2).map_err(PgError::from)?,
         })
     }
+}
+
+/// For tests: the rows of `sql` on `pool`, each column as text (`None`: NULL), read with the
+/// simple query protocol (which returns every value as text).
+#[cfg(test)]
+pub(in crate::store) async fn text_rows(pool: &Pool, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
+    let client = pool.get().await?;
+    Ok(client
+        .simple_query(sql)
+        .await?
+        .iter()
+        .filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect())
 }

@@ -18,19 +18,8 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Rows of one query as strings (every column read as text by the simple query protocol).
 async fn rows(pool: &Pool, sql: &str) -> BTreeSet<Vec<String>> {
-    let client = pool.get().await.unwrap();
-    client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|message| match message {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                Some((0..row.len()).map(|i| row.get(i).unwrap_or("").to_owned()).collect())
-            }
-            _ => None,
-        })
-        .collect()
+    let rows = super::text_rows(pool, sql).await.unwrap();
+    rows.into_iter().map(|row| row.into_iter().map(Option::unwrap_or_default).collect()).collect()
 }
 
 /// Rows of one query against a SQLite store, every column as text.

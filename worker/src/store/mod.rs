@@ -233,10 +233,6 @@ pub enum StoreError {
     /// PostgreSQL (or the pool in front of it) said no.
     #[error(transparent)]
     Postgres(#[from] postgres::PgError),
-    /// Not built on PostgreSQL yet (issue #15, in progress): the backend is not selectable
-    /// until no operation answers this.
-    #[error("{0} is not available on PostgreSQL yet")]
-    NotOnPostgresYet(&'static str),
     /// Opening or migrating failed.
     #[error("cannot open database {path}: {step} failed")]
     Open {

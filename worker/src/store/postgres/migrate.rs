@@ -79,8 +79,10 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i64>, PgError> {
 }
 
 /// `CREATE TABLE IF NOT EXISTS` is not safe against itself: of two sessions creating the table
-/// at once, the second waits for the first and then fails on the catalog's unique index (or
-/// finds the table). By then the first has committed, so once more finds it and does nothing.
+/// at once, the second waits for the first and then fails on a catalog's unique index: the
+/// table's (`duplicate_table`, or a bare `unique_violation`) or its row type's
+/// (`duplicate_object`: "type … already exists", seen when two workers started together), or
+/// finds the table. By then the first has committed, so once more finds it and does nothing.
 async fn create_ledger(client: &tokio_postgres::Client) -> Result<(), PgError> {
     let mut tries = 0;
     loop {
@@ -90,7 +92,8 @@ async fn create_ledger(client: &tokio_postgres::Client) -> Result<(), PgError> {
             Err(e)
                 if tries < 3
                     && (e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                        || e.code() == Some(&SqlState::DUPLICATE_TABLE)) =>
+                        || e.code() == Some(&SqlState::DUPLICATE_TABLE)
+                        || e.code() == Some(&SqlState::DUPLICATE_OBJECT)) =>
             {
                 tracing::debug!("schema_migrations was created concurrently; checking again");
             }

@@ -8,7 +8,7 @@
 //! there. A crash after the commit loses nothing either: the deliveries are in the store, and
 //! their claims are released at the next start (or expire).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ use crate::deliver::Destination;
 use crate::metric_names;
 use crate::model::{RouteStatus, UnixMs};
 use crate::routes::Router;
-use crate::store::{Claimed, NewEvent, Recorded, Store};
+use crate::store::{Claimed, FirstClaims, NewEvent, Recorded, Store};
 
 /// Batches recorded but not yet acked, at most.
 const MAX_SETTLING: usize = 4;
@@ -213,8 +213,12 @@ impl Recorder {
         // into the store instead of being copied.
         let keys: Vec<(String, String, Option<String>)> =
             events.iter().map(|e| (e.source.clone(), e.event_id.clone(), e.event_type.clone())).collect();
-        let lease_until = UnixMs::now().plus(self.first_lease());
-        let recorded = match self.store.record(events, lease_until).await {
+        // Deliveries to destinations another worker holds are left for it to claim: claiming
+        // them here only to release them would cost a second write each.
+        let held_elsewhere =
+            self.destinations.iter().filter(|(_, d)| !d.is_held()).map(|(name, _)| name.clone()).collect();
+        let claims = FirstClaims { until: UnixMs::now().plus(self.first_lease()), held_elsewhere };
+        let recorded = match self.store.record(events, claims).await {
             Ok(recorded) => recorded,
             Err(error) => {
                 tracing::error!(%error, "cannot record batch; messages will be redelivered");
@@ -227,15 +231,21 @@ impl Recorder {
         metrics::histogram!(metric_names::BATCH_COMMIT).record(started.elapsed().as_secs_f64());
 
         let mut fresh: HashMap<&str, Vec<Claimed>> = HashMap::new();
+        let mut elsewhere: BTreeSet<&str> = BTreeSet::new();
         // Counted per batch: one labelled counter lookup per (source, outcome), not per event.
         let mut counts: std::collections::BTreeMap<(&str, &'static str), u64> = std::collections::BTreeMap::new();
         for ((source, event_id, event_type), result) in keys.iter().zip(recorded) {
             let outcome = match result {
-                Recorded::New { deliveries } if deliveries.is_empty() => {
+                Recorded::New { deliveries, unclaimed } if deliveries.is_empty() && unclaimed.is_empty() => {
                     self.unrouted_log.log(source, event_id, event_type.as_deref());
                     RouteStatus::Unrouted.as_str()
                 }
-                Recorded::New { deliveries } => {
+                Recorded::New { deliveries, unclaimed } => {
+                    for destination in unclaimed {
+                        if let Some((name, _)) = self.destinations.get_key_value(destination.as_str()) {
+                            elsewhere.insert(name.as_str());
+                        }
+                    }
                     for claimed in deliveries {
                         if let Some((name, _)) = self.destinations.get_key_value(claimed.delivery.destination.as_str())
                         {
@@ -256,32 +266,34 @@ impl Recorder {
             metric_names::events(source, outcome, n);
         }
         let mut refused = Vec::new();
-        let mut elsewhere = Vec::new();
         for (name, claimed) in fresh {
             if let Some(destination) = self.destinations.get(name) {
-                // Another worker holds this destination (several workers on one store): it
-                // attempts them, so its limits hold in total.
+                // Another worker took this destination over while the batch was written
+                // (several workers on one store): it attempts them, so its limits hold in total.
                 let refused_here = if destination.is_held() {
                     destination.offer_fresh(claimed)
                 } else {
-                    elsewhere.push(name.to_owned());
+                    elsewhere.insert(name);
                     claimed
                 };
                 refused.extend(refused_here.into_iter().map(|c| (c.delivery.delivery_id, c.lease.token)));
             }
         }
-        if !refused.is_empty() {
+        let elsewhere: Vec<String> = elsewhere.into_iter().map(str::to_owned).collect();
+        if !refused.is_empty() || !elsewhere.is_empty() {
             // A destination's queue is full (a backlog), or another worker holds it: these
             // become due for its scheduler to claim from the store.
             let store = self.store.clone();
             let destinations = Arc::clone(&self.destinations);
             let peers = self.peers.clone();
             tokio::spawn(async move {
-                if let Err(error) = store.release_leases(refused).await {
-                    tracing::warn!(%error, "cannot release first-attempt claims; they are taken again when they expire");
-                }
-                for destination in destinations.values() {
-                    destination.wake();
+                if !refused.is_empty() {
+                    if let Err(error) = store.release_leases(refused).await {
+                        tracing::warn!(%error, "cannot release first-attempt claims; they are taken again when they expire");
+                    }
+                    for destination in destinations.values() {
+                        destination.wake();
+                    }
                 }
                 if let Some(peers) = peers {
                     for name in elsewhere {

@@ -549,7 +549,7 @@ mod tests {
     use super::{CopyError, TABLES, copy, copy_store, plain};
     use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, UnixMs};
     use crate::store::deliveries::{AttemptRecord, AttemptSettled, DueClass, NextStep};
-    use crate::store::events::NewEvent;
+    use crate::store::events::{FirstClaims, NewEvent};
     use crate::store::operator::DeadLetterSelection;
     use crate::store::postgres::{Pool, connect, text_rows};
     use crate::store::replays::{NewBulkReplay, ReplayOutcome};
@@ -605,7 +605,7 @@ mod tests {
         // Events 1 and 2, received long ago: pruned below once 2 is delivered.
         let old =
             |id: &str, destinations: &[&str]| NewEvent { received_at: UnixMs(0), ..event(id, "{}", destinations) };
-        store.record(vec![old("old-unrouted", &[]), old("old", &["a"])], later).await.unwrap();
+        store.record(vec![old("old-unrouted", &[]), old("old", &["a"])], FirstClaims::all(later)).await.unwrap();
         settle(&store, &delivery(2, "a"), 1, AttemptOutcome::Delivered, NextStep::Delivered, LeaseToken::FIRST).await;
         // Events 3..=6 (6: unrouted; 5: a body that is not UTF-8).
         let binary = NewEvent { body: bytes::Bytes::from_static(&[0, 159, 146, 150, 255]), ..event("e5", "", &["b"]) };
@@ -617,7 +617,7 @@ mod tests {
                     binary,
                     event("e6", "{}", &[]),
                 ],
-                later,
+                FirstClaims::all(later),
             )
             .await
             .unwrap();
@@ -899,7 +899,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inlet.db");
         let store = Store::open_sqlite(&path, SqliteSynchronous::Normal).unwrap();
-        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
+        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
         let set = |value: i64| {
             move |c: &rusqlite::Connection| c.execute("UPDATE deliveries SET replay_enqueued = ?1", [value])
         };

@@ -2,6 +2,8 @@
 //! routes select (due now, claimed for the first attempt by the recording process), duplicates
 //! and conflicts counted on the stored event; and pruning past `worker.retention`.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use inlet_shared::signature::{IdOrigin, SchemeKind};
 use rusqlite::params;
@@ -42,14 +44,45 @@ pub struct NewEvent {
     pub destinations: Vec<String>,
 }
 
+/// Which of a batch's new deliveries the recording worker claims for their first attempt.
+#[derive(Debug, Clone, Default)]
+pub struct FirstClaims {
+    /// Until when the claims last.
+    pub until: UnixMs,
+    /// Destinations another worker holds (several workers on one store): their new deliveries
+    /// are recorded due and unclaimed, for the holder to claim, instead of claimed here and
+    /// released at once (a second write per delivery). Empty with one worker.
+    pub held_elsewhere: HashSet<String>,
+}
+
+impl FirstClaims {
+    /// Claims every new delivery until `until`.
+    #[must_use]
+    pub fn all(until: UnixMs) -> Self {
+        Self { until, held_elsewhere: HashSet::new() }
+    }
+
+    /// Whether a new delivery to `destination` is claimed by the recording worker.
+    fn claims(&self, destination: &str) -> bool {
+        !self.held_elsewhere.contains(destination)
+    }
+
+    /// The lease a new delivery to `destination` is recorded with: none (due, free to claim)
+    /// when another worker holds the destination.
+    pub(super) fn lease_until(&self, destination: &str) -> Option<UnixMs> {
+        self.claims(destination).then_some(self.until)
+    }
+}
+
 /// What recording one event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// First time seen: recorded with these new deliveries (empty when unrouted), each already
-    /// claimed for its first attempt by this process.
+    /// First time seen: recorded with these new deliveries (both empty when unrouted).
     New {
-        /// The new deliveries.
+        /// The new deliveries claimed for their first attempt by this process.
         deliveries: Vec<Claimed>,
+        /// Destinations of new deliveries left unclaimed for the worker that holds them.
+        unclaimed: Vec<String>,
     },
     /// Seen before (a provider redelivery, or our own redelivery after a crash). Its
     /// deliveries are already scheduled in the store.
@@ -66,16 +99,19 @@ pub(super) enum RecordedRow {
     Duplicate { conflict: bool },
 }
 
-/// What recording `event` did, as callers see it: a new event's deliveries come back claimed
-/// for their first attempt until `lease_until` (token 1), with what is needed to send them (no
-/// read back). `event` may be `None` for an unrouted one (it has no deliveries). Both backends
-/// answer through this, so they answer alike.
-pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, lease_until: UnixMs) -> Recorded {
+/// What recording `event` did, as callers see it: a new event's deliveries that `claims` claims
+/// come back claimed for their first attempt (token 1), with what is needed to send them (no
+/// read back); the others by destination only. `event` may be `None` for an unrouted one (it
+/// has no deliveries). Both backends answer through this, so they answer alike.
+pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, claims: &FirstClaims) -> Recorded {
     match (row, event) {
-        (RecordedRow::New(ids), Some(event)) => Recorded::New {
-            deliveries: ids
-                .into_iter()
-                .map(|(delivery_id, destination)| Claimed {
+        (RecordedRow::New(ids), Some(event)) => {
+            let (mine, unclaimed): (Vec<_>, Vec<_>) =
+                ids.into_iter().partition(|(_, destination)| claims.claims(destination));
+            Recorded::New {
+                deliveries: mine
+                    .into_iter()
+                    .map(|(delivery_id, destination)| Claimed {
                     delivery: DeliveryToSend {
                         delivery_id,
                         destination,
@@ -88,11 +124,13 @@ pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, lease_until: 
                         received_at: event.received_at,
                         body: event.body.clone(),
                     },
-                    lease: Lease { token: LeaseToken::FIRST, until: lease_until },
-                })
-                .collect(),
-        },
-        (RecordedRow::New(_), None) => Recorded::New { deliveries: Vec::new() },
+                        lease: Lease { token: LeaseToken::FIRST, until: claims.until },
+                    })
+                    .collect(),
+                unclaimed: unclaimed.into_iter().map(|(_, destination)| destination).collect(),
+            }
+        }
+        (RecordedRow::New(_), None) => Recorded::New { deliveries: Vec::new(), unclaimed: Vec::new() },
         (RecordedRow::Duplicate { conflict }, _) => Recorded::Duplicate { conflict },
     }
 }
@@ -106,7 +144,7 @@ pub(super) fn record_events(
     connection: &rusqlite::Connection,
     events: &[NewEvent],
     now: UnixMs,
-    lease_until: UnixMs,
+    claims: &FirstClaims,
 ) -> Result<Vec<RecordedRow>, rusqlite::Error> {
     let mut insert_event = connection.prepare_cached(
         "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
@@ -114,7 +152,8 @@ pub(super) fn record_events(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (source, event_id) DO NOTHING",
     )?;
-    // Due now and already claimed by this process for the first attempt (token 1).
+    // Due now and, unless another worker holds the destination, already claimed by this
+    // process for the first attempt (token 1).
     let mut insert_delivery = connection.prepare_cached(
         "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms, next_attempt_at_ms,
                                  lease_token, lease_until_ms)
@@ -157,7 +196,7 @@ pub(super) fn record_events(
                     DeliveryStatus::Pending,
                     now,
                     LeaseToken::FIRST,
-                    lease_until
+                    claims.lease_until(destination)
                 ])?;
                 ids.push((id, destination.clone()));
             }
@@ -185,7 +224,7 @@ pub(super) fn prune(connection: &rusqlite::Connection, cutoff: UnixMs) -> Result
 }
 
 impl Sqlite {
-    pub async fn record(&self, events: Vec<NewEvent>, lease_until: UnixMs) -> Result<Vec<Recorded>, StoreError> {
+    pub async fn record(&self, events: Vec<NewEvent>, claims: FirstClaims) -> Result<Vec<Recorded>, StoreError> {
         // What a first attempt needs of each routed event; the events themselves move to the
         // writer.
         let sendable: Vec<Option<NewEvent>> = events
@@ -205,9 +244,11 @@ impl Sqlite {
             })
             .collect();
         let (reply, answer) = oneshot::channel();
-        self.writer.send(Command::Record { events, lease_until, reply }).await.map_err(|_| StoreError::WriterGone)?;
+        let claims = std::sync::Arc::new(claims);
+        let command = Command::Record { events, claims: std::sync::Arc::clone(&claims), reply };
+        self.writer.send(command).await.map_err(|_| StoreError::WriterGone)?;
         let rows = answer.await.map_err(|_| StoreError::WriterGone)??;
-        Ok(rows.into_iter().zip(sendable).map(|(row, event)| recorded(row, event.as_ref(), lease_until)).collect())
+        Ok(rows.into_iter().zip(sendable).map(|(row, event)| recorded(row, event.as_ref(), &claims)).collect())
     }
 
     pub async fn prune(&self, cutoff: UnixMs) -> Result<usize, StoreError> {

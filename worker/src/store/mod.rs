@@ -81,7 +81,7 @@ use std::time::Duration;
 use inlet_shared::config::{SqliteSynchronous, StoreBackend};
 
 pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
-pub use events::{NewEvent, Recorded};
+pub use events::{FirstClaims, NewEvent, Recorded};
 pub use operator::{
     AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
     EventSelection, EventStatusFilter, PageRequest, ReasonFilter, Totals,

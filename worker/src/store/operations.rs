@@ -10,7 +10,7 @@ use super::operator::{Page, StatusCounts};
 use super::replays::BulkPreview;
 use super::{
     ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend, BulkProgress, BulkReplayRow,
-    Claimed, ContentRead, DeadLetterSelection, DeliveryRow, DueClass, EventRow, EventSelection, Linked,
+    Claimed, ContentRead, DeadLetterSelection, FirstClaims, DeliveryRow, DueClass, EventRow, EventSelection, Linked,
     LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOutcome, SessionRow,
     SignIn, Store, StoreError, Totals, Unlinked,
 };
@@ -41,13 +41,14 @@ macro_rules! forward {
 forward! {
     // events
     /// Records a batch of events in one transaction; returns one result per event, in order.
-    /// New deliveries are claimed for their first attempt by this process until
-    /// `lease_until`, and come back with what is needed to send them (no read back).
+    /// New deliveries are claimed for their first attempt by this process as `claims` says, and
+    /// come back with what is needed to send them (no read back); those to destinations held
+    /// elsewhere are recorded due and unclaimed.
     ///
     /// # Errors
     ///
     /// When the transaction failed: nothing of the batch is recorded.
-    pub async fn record(&self, events: Vec<NewEvent>, lease_until: UnixMs) -> Result<Vec<Recorded>, StoreError>;
+    pub async fn record(&self, events: Vec<NewEvent>, claims: FirstClaims) -> Result<Vec<Recorded>, StoreError>;
     /// Deletes events received before `cutoff` whose deliveries are all delivered (or that
     /// were unrouted). Dead-lettered and pending work is never pruned, nor the newest event (so
     /// row ids, and with them delivery ids, are never handed out twice).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use inlet_shared::test_util::TestPostgres;
 
 use super::deliveries::{AttemptRecord, NextStep};
-use super::events::NewEvent;
+use super::events::{FirstClaims, NewEvent};
 use super::operator::{
     ContentRead, Cursor, DeadLetterSelection, EventSelection, EventStatusFilter, PageRequest, ReasonFilter,
     StatusCounts,
@@ -106,8 +106,8 @@ const DEAD_LETTERS: [(i64, &str, DeadLetterReason); 4] = [
 /// received at 0); returns the dead letters' ids.
 async fn dead_letters(store: &Store) -> Vec<DeliveryId> {
     let events = vec![event("e1", &["a"]), event("e2", &["a"]), event("e3", &["a"]), event("e4", &["b"])];
-    store.record(events, UnixMs::now().plus(Duration::from_secs(60))).await.unwrap();
-    store.record(vec![NewEvent { received_at: UnixMs(0), ..event("unrouted", &[]) }], UnixMs(0)).await.unwrap();
+    store.record(events, FirstClaims::all(UnixMs::now().plus(Duration::from_secs(60)))).await.unwrap();
+    store.record(vec![NewEvent { received_at: UnixMs(0), ..event("unrouted", &[]) }], FirstClaims::all(UnixMs(0))).await.unwrap();
     let mut ids = Vec::new();
     for (event, destination, reason) in DEAD_LETTERS {
         let id = DeliveryId::of(EventRowId(event), destination);

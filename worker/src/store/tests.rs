@@ -13,7 +13,7 @@ use rusqlite::types::ValueRef;
 use tokio::sync::oneshot;
 
 use super::deliveries::{AttemptRecord, AttemptSettled, DueClass, Lease, NextStep};
-use super::events::{NewEvent, Recorded};
+use super::events::{FirstClaims, NewEvent, Recorded};
 use super::migrate::MIGRATIONS;
 use super::replays::ReplayOutcome;
 use super::wal::checkpoint;
@@ -294,6 +294,7 @@ on_each_backend!(
     new_deliveries_come_back_claimed_with_what_is_needed_to_send_them,
     only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_record_over_a_newer_one,
     released_claims_are_due_at_once_and_renewing_is_fenced,
+    deliveries_to_destinations_held_elsewhere_are_recorded_unclaimed,
     leases_left_at_startup_are_released_on_sqlite_only,
     pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_pending,
     pruning_never_hands_a_delivery_id_out_again,
@@ -307,7 +308,7 @@ on_each_backend!(
 /// transaction) are each fenced by their own token: a stale or unknown token changes nothing
 /// and is superseded, the current one moves its delivery on.
 async fn results_recorded_at_once_are_each_fenced_by_their_own_token(store: Store) {
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1_000)).await.unwrap();
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1_000))).await.unwrap();
     let now = now_ms();
     // Both recording-time claims (token 1) expired long ago: claimed again with token 2.
     let (claimed, _) =
@@ -338,10 +339,10 @@ async fn results_recorded_at_once_are_each_fenced_by_their_own_token(store: Stor
 
 async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them(store: Store) {
     let results = store
-        .record(vec![event("e1", "{\"n\":1}", &["a", "b"]), event("e2", "{}", &[])], UnixMs(60_000))
+        .record(vec![event("e1", "{\"n\":1}", &["a", "b"]), event("e2", "{}", &[])], FirstClaims::all(UnixMs(60_000)))
         .await
         .unwrap();
-    let Recorded::New { deliveries } = &results[0] else { panic!("new") };
+    let Recorded::New { deliveries, .. } = &results[0] else { panic!("new") };
     assert_eq!(deliveries.len(), 2);
     for (claimed, destination) in deliveries.iter().zip(["a", "b"]) {
         assert_eq!(claimed.lease, Lease { token: LeaseToken::FIRST, until: UnixMs(60_000) });
@@ -353,15 +354,15 @@ async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them(store
         assert_eq!((status.as_str(), attempts, token, until), ("pending", 0, 1, Some(60_000)));
         assert!(due.is_some(), "due at once");
     }
-    assert_eq!(results[1], Recorded::New { deliveries: vec![] }, "unrouted");
+    assert_eq!(results[1], Recorded::New { deliveries: vec![], unclaimed: vec![] }, "unrouted");
     // A duplicate hands nothing over: its deliveries are scheduled in the store already.
-    let again = store.record(vec![event("e1", "{\"n\":1}", &["a"])], UnixMs(60_000)).await.unwrap();
+    let again = store.record(vec![event("e1", "{\"n\":1}", &["a"])], FirstClaims::all(UnixMs(60_000))).await.unwrap();
     assert_eq!(again[0], Recorded::Duplicate { conflict: false });
 }
 
 async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_record_over_a_newer_one(store: Store) {
     store
-        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &["b"])], UnixMs(1_000))
+        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &["b"])], FirstClaims::all(UnixMs(1_000)))
         .await
         .unwrap();
     let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
@@ -419,7 +420,7 @@ async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_recor
 
 async fn released_claims_are_due_at_once_and_renewing_is_fenced(store: Store) {
     let far = UnixMs(now_ms() + 3_600_000);
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], far).await.unwrap();
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(far)).await.unwrap();
     let now = now_ms();
     assert!(!store.has_due("a".into(), DueClass::First, UnixMs(now)).await.unwrap(), "claimed at recording");
     store
@@ -437,12 +438,34 @@ async fn released_claims_are_due_at_once_and_renewing_is_fenced(store: Store) {
     assert!(!store.renew_lease(delivery_id(1, "a"), LeaseToken(1), UnixMs(now + 9_000)).await.unwrap(), "fenced");
 }
 
+/// Several workers: a destination another worker holds gets its new deliveries due and
+/// unclaimed (no claim to release afterwards), said by name; the others come back claimed.
+async fn deliveries_to_destinations_held_elsewhere_are_recorded_unclaimed(store: Store) {
+    let far = UnixMs(now_ms() + 3_600_000);
+    let claims = FirstClaims { until: far, held_elsewhere: ["b".to_owned()].into() };
+    let results = store.record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &["b"])], claims).await.unwrap();
+    let Recorded::New { deliveries, unclaimed } = &results[0] else { panic!("new") };
+    assert_eq!((deliveries.len(), deliveries[0].delivery.destination.as_str()), (1, "a"));
+    assert_eq!(unclaimed, &["b"]);
+    let Recorded::New { deliveries, unclaimed } = &results[1] else { panic!("new") };
+    assert!(deliveries.is_empty(), "routed, but nothing claimed here");
+    assert_eq!(unclaimed, &["b"]);
+    assert_eq!(row(&store, &delivery_id(1, "a")).await.3, Some(far.0), "claimed by the recording worker");
+    assert_eq!(row(&store, &delivery_id(1, "b")).await.3, None, "left for the holder");
+    let now = UnixMs::now();
+    assert!(!store.has_due("a".into(), DueClass::First, now).await.unwrap());
+    let (claimed, restarted) =
+        store.claim_due("b".into(), DueClass::First, 10, now, UnixMs(now.0 + 1_000), vec![]).await.unwrap();
+    assert_eq!(claimed.len(), 2, "the holder claims them at once");
+    assert!(restarted.is_empty(), "never claimed, so not an owner that died");
+}
+
 /// On SQLite every lease left at startup is a dead process's: released at once. On PostgreSQL
 /// other live workers hold theirs: nothing is released (a dead worker's come back when they
 /// expire).
 async fn leases_left_at_startup_are_released_on_sqlite_only(store: Store) {
     let far = UnixMs(now_ms() + 3_600_000);
-    store.record(vec![event("e1", "{}", &["a"])], far).await.unwrap();
+    store.record(vec![event("e1", "{}", &["a"])], FirstClaims::all(far)).await.unwrap();
     let restarted = store.release_all_leases().await.unwrap();
     let now = UnixMs::now();
     if on_postgres(&store) {
@@ -457,7 +480,7 @@ async fn leases_left_at_startup_are_released_on_sqlite_only(store: Store) {
 }
 
 async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_pending(store: Store) {
-    store.record(vec![event("e1", "{}", &["kept", "gone"]), event("e2", "{}", &["gone"])], UnixMs(1)).await.unwrap();
+    store.record(vec![event("e1", "{}", &["kept", "gone"]), event("e2", "{}", &["gone"])], FirstClaims::all(UnixMs(1))).await.unwrap();
     let stranded = store.dead_letter_unconfigured(vec!["kept".into()]).await.unwrap();
     assert_eq!(stranded, [("gone".to_owned(), 2)]);
     assert_eq!(row(&store, &delivery_id(1, "gone")).await.0, "dead_lettered");
@@ -471,31 +494,31 @@ async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_
 /// SQLite keeps the newest event (it would hand its row id out again); PostgreSQL's identity
 /// never does, so there every done event goes.
 async fn pruning_never_hands_a_delivery_id_out_again(store: Store) {
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
     for n in [1, 2] {
         let delivered = attempt(&delivery_id(n, "a"), 1, AttemptOutcome::Delivered, NextStep::Delivered, 1);
         store.record_attempt(delivered).await.unwrap();
     }
     let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();
     assert_eq!(pruned, if on_postgres(&store) { 2 } else { 1 }, "all delivered; on SQLite the newest stays");
-    let results = store.record(vec![event("e3", "{}", &["a"])], UnixMs(1)).await.unwrap();
-    let Recorded::New { deliveries } = &results[0] else { panic!("new") };
+    let results = store.record(vec![event("e3", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
+    let Recorded::New { deliveries, .. } = &results[0] else { panic!("new") };
     assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(3, "a"), "a fresh id, not one a destination saw");
 }
 
 async fn duplicates_and_conflicts_are_recognised(store: Store) {
     let results = store
-        .record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])], UnixMs(1))
+        .record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])], FirstClaims::all(UnixMs(1)))
         .await
         .unwrap();
-    let Recorded::New { deliveries } = &results[0] else { panic!("first is new") };
+    let Recorded::New { deliveries, .. } = &results[0] else { panic!("first is new") };
     assert_eq!(deliveries.len(), 2);
     assert_eq!(deliveries[0].delivery.delivery_id, delivery_id(1, "a"));
-    assert_eq!(results[1], Recorded::New { deliveries: vec![] });
+    assert_eq!(results[1], Recorded::New { deliveries: vec![], unclaimed: vec![] });
     assert_eq!(results[2], Recorded::Duplicate { conflict: false }, "same batch duplicate");
 
     let later = store
-        .record(vec![event("e1", "{\"changed\":true}", &["a", "b"]), event("e1", "{}", &["a", "b"])], UnixMs(1))
+        .record(vec![event("e1", "{\"changed\":true}", &["a", "b"]), event("e1", "{}", &["a", "b"])], FirstClaims::all(UnixMs(1)))
         .await
         .unwrap();
     assert_eq!(later, [Recorded::Duplicate { conflict: true }, Recorded::Duplicate { conflict: false }]);
@@ -507,7 +530,7 @@ async fn duplicates_and_conflicts_are_recognised(store: Store) {
 
 async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune_keeps_dead_letters(store: Store) {
     store
-        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &[])], UnixMs(1))
+        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &[])], FirstClaims::all(UnixMs(1)))
         .await
         .unwrap();
     let first = delivery_id(1, "a");
@@ -573,7 +596,7 @@ async fn the_identity_is_made_once(store: Store) {
 #[tokio::test]
 async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
     let (_dir, store) = open();
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
     let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
     let dead = NextStep::DeadLetter(DeadLetterReason::RetriesExhausted);
     store.record_attempt(attempt(&one, 1, AttemptOutcome::Transient, dead, 1)).await.unwrap();
@@ -630,7 +653,7 @@ async fn a_second_process_cannot_open_the_same_database() {
 #[tokio::test]
 async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_is_replayable() {
     let (_dir, store) = open();
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
     let waiting = delivery_id(1, "a");
     let stuck = delivery_id(2, "a");
     let later = UnixMs(now_ms() + 3_600_000);
@@ -697,11 +720,11 @@ async fn two_workers_recording_one_batch_at_once_record_each_event_once() {
         .unwrap();
     let first = tokio::spawn({
         let (one, batch) = (one.clone(), batch.clone());
-        async move { one.record(batch, UnixMs(1)).await }
+        async move { one.record(batch, FirstClaims::all(UnixMs(1))).await }
     });
     let second = tokio::spawn({
         let two = two.clone();
-        async move { two.record(reversed, UnixMs(1)).await }
+        async move { two.record(reversed, FirstClaims::all(UnixMs(1))).await }
     });
     let waiting =
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
@@ -717,8 +740,8 @@ async fn two_workers_recording_one_batch_at_once_record_each_event_once() {
     second.reverse();
     for ((recorded, seen), event) in first.iter().zip(&second).zip(&batch) {
         match (recorded, seen) {
-            (Recorded::New { deliveries }, Recorded::Duplicate { conflict: false })
-            | (Recorded::Duplicate { conflict: false }, Recorded::New { deliveries }) => {
+            (Recorded::New { deliveries, .. }, Recorded::Duplicate { conflict: false })
+            | (Recorded::Duplicate { conflict: false }, Recorded::New { deliveries, .. }) => {
                 assert_eq!(deliveries.len(), event.destinations.len(), "{}", event.event_id);
             }
             other => panic!("{}: recorded once and seen once as a duplicate, not {other:?}", event.event_id),
@@ -738,7 +761,7 @@ async fn two_workers_claiming_one_destination_claim_each_due_delivery_once() {
     let (_server, one, two) = two_workers().await;
     let batch: Vec<NewEvent> = (0..50).map(|n| event(&format!("e{n}"), "{}", &["a"])).collect();
     // Claimed at recording until 1 ms: long expired, so all 50 are due.
-    one.record(batch, UnixMs(1)).await.unwrap();
+    one.record(batch, FirstClaims::all(UnixMs(1))).await.unwrap();
     let now = UnixMs::now();
     let claim_all = async |store: &Store| {
         let mut mine = Vec::new();
@@ -768,7 +791,7 @@ async fn two_workers_claiming_one_destination_claim_each_due_delivery_once() {
 #[tokio::test]
 async fn a_stale_owner_on_another_worker_is_superseded() {
     let (_server, one, two) = two_workers().await;
-    one.record(vec![event("e1", "{}", &["a"])], UnixMs(1)).await.unwrap();
+    one.record(vec![event("e1", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
     let id = delivery_id(1, "a");
     let now = now_ms();
     let (taken, restarted) =
@@ -794,7 +817,7 @@ async fn a_stale_owner_on_another_worker_is_superseded() {
 async fn pruning_goes_in_batches_and_keeps_work_not_done() {
     let (server, store) = super::open_temp_postgres().await;
     let names = ["a-pending", "b-dead", "c-done", "d-replayed"];
-    store.record(names.iter().map(|name| event(name, "{}", &["a"])).collect(), UnixMs(1)).await.unwrap();
+    store.record(names.iter().map(|name| event(name, "{}", &["a"])).collect(), FirstClaims::all(UnixMs(1))).await.unwrap();
     let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
     store.record_attempt(attempt(&delivery_id(2, "a"), 1, AttemptOutcome::Permanent, dead, 1)).await.unwrap();
     for n in [3, 4] {
@@ -802,9 +825,9 @@ async fn pruning_goes_in_batches_and_keeps_work_not_done() {
         store.record_attempt(delivered).await.unwrap();
     }
     let unrouted: Vec<NewEvent> = (0..11).map(|n| event(&format!("unrouted-{n}"), "{}", &[])).collect();
-    store.record(unrouted, UnixMs(1)).await.unwrap();
+    store.record(unrouted, FirstClaims::all(UnixMs(1))).await.unwrap();
     let recent = NewEvent { received_at: UnixMs(5_000), ..event("recent", "{}", &[]) };
-    store.record(vec![recent], UnixMs(1)).await.unwrap();
+    store.record(vec![recent], FirstClaims::all(UnixMs(1))).await.unwrap();
 
     let pool = super::postgres::connect(&server.url(), 1, Duration::ZERO).unwrap();
     let mut replayer = pool.get().await.unwrap();

@@ -20,7 +20,7 @@ pub(super) enum Command {
     Record {
         events: Vec<NewEvent>,
         /// Until when the new deliveries are claimed by this process, Unix ms.
-        lease_until: UnixMs,
+        claims: std::sync::Arc<super::events::FirstClaims>,
         reply: oneshot::Sender<Result<Vec<RecordedRow>, StoreError>>,
     },
     Attempt {
@@ -130,8 +130,8 @@ pub(super) fn execute_group(connection: &mut rusqlite::Connection, group: Vec<Co
         // Each command runs inside a savepoint so one failing command does not take the
         // others' writes with it.
         let failure = match command {
-            Command::Record { events, lease_until, reply } => {
-                let result = in_savepoint(&transaction, |tx| record_events(tx, &events, now, lease_until));
+            Command::Record { events, claims, reply } => {
+                let result = in_savepoint(&transaction, |tx| record_events(tx, &events, now, &claims));
                 let failure = storage_failure(&result);
                 answers.push(Answer::Record(reply, result));
                 failure

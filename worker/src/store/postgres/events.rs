@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use super::{PgError, Postgres};
 use crate::model::{DeliveryId, DeliveryStatus, EventRowId, RouteStatus, UnixMs};
 use crate::store::events::{RecordedRow, body_sha256, recorded};
-use crate::store::{NewEvent, Recorded, StoreError};
+use crate::store::{FirstClaims, NewEvent, Recorded, StoreError};
 
 /// Events pruned per transaction: a long backlog is pruned in many short transactions, so one
 /// prune never holds locks, or holds back vacuum, for the whole of it.
@@ -14,9 +14,9 @@ const PRUNE_BATCH: usize = 5_000;
 type Transaction<'a> = deadpool_postgres::Transaction<'a>;
 
 impl Postgres {
-    pub async fn record(&self, events: Vec<NewEvent>, lease_until: UnixMs) -> Result<Vec<Recorded>, StoreError> {
-        let rows = self.write(async |t| record_events(t, &events, UnixMs::now(), lease_until).await).await?;
-        Ok(rows.into_iter().zip(&events).map(|(row, event)| recorded(row, Some(event), lease_until)).collect())
+    pub async fn record(&self, events: Vec<NewEvent>, claims: FirstClaims) -> Result<Vec<Recorded>, StoreError> {
+        let rows = self.write(async |t| record_events(t, &events, UnixMs::now(), &claims).await).await?;
+        Ok(rows.into_iter().zip(&events).map(|(row, event)| recorded(row, Some(event), &claims)).collect())
     }
 
     pub async fn prune(&self, cutoff: UnixMs) -> Result<usize, StoreError> {
@@ -57,7 +57,7 @@ async fn record_events(
     t: &Transaction<'_>,
     events: &[NewEvent],
     now: UnixMs,
-    lease_until: UnixMs,
+    claims: &FirstClaims,
 ) -> Result<Vec<RecordedRow>, PgError> {
     let shas: Vec<String> = events.iter().map(|event| body_sha256(&event.body)).collect();
     // The first of a key in the batch is inserted; a later one is its duplicate (as on SQLite,
@@ -82,7 +82,7 @@ async fn record_events(
     // Independent of each other: sent together (one connection pipelines them).
     let (stored, ()) = futures::try_join!(
         bump_duplicates(t, events, &shas, &duplicates),
-        insert_deliveries(t, &rowids, &new_deliveries, now, lease_until),
+        insert_deliveries(t, &rowids, &new_deliveries, now, claims),
     )?;
 
     Ok((0..events.len())
@@ -179,15 +179,15 @@ async fn insert_events(
     Ok(inserted)
 }
 
-/// Inserts the new events' deliveries: due now, claimed by this worker for the first attempt
-/// (token 1) until `lease_until`. By destination, so the `delivery_counts` rows are locked in
-/// the same order by every batch.
+/// Inserts the new events' deliveries: due now and, unless another worker holds the
+/// destination, claimed by this worker for the first attempt (token 1). By destination, so the
+/// `delivery_counts` rows are locked in the same order by every batch.
 async fn insert_deliveries(
     t: &Transaction<'_>,
     rowids: &HashMap<usize, EventRowId>,
     new_deliveries: &HashMap<usize, Vec<(DeliveryId, String)>>,
     now: UnixMs,
-    lease_until: UnixMs,
+    claims: &FirstClaims,
 ) -> Result<(), PgError> {
     let mut rows: Vec<(&str, &DeliveryId, EventRowId)> = new_deliveries
         .iter()
@@ -201,8 +201,9 @@ async fn insert_deliveries(
         .prepare_cached(
             "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
                                      next_attempt_at_ms, lease_token, lease_until_ms)
-             SELECT id, event_rowid, destination, $4::text, $5::bigint, $5, $5, $6::bigint, $7::bigint
-             FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS d (id, event_rowid, destination, position)
+             SELECT id, event_rowid, destination, $4::text, $5::bigint, $5, $5, $6::bigint, lease_until_ms
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $7::bigint[])
+                  WITH ORDINALITY AS d (id, event_rowid, destination, lease_until_ms, position)
              ORDER BY position
              ON CONFLICT DO NOTHING",
         )
@@ -210,8 +211,9 @@ async fn insert_deliveries(
     let ids: Vec<&DeliveryId> = rows.iter().map(|(_, id, _)| *id).collect();
     let event_rowids: Vec<EventRowId> = rows.iter().map(|(_, _, rowid)| *rowid).collect();
     let destinations: Vec<&str> = rows.iter().map(|(destination, _, _)| *destination).collect();
+    let leases: Vec<Option<UnixMs>> = destinations.iter().map(|destination| claims.lease_until(destination)).collect();
     let first = crate::model::LeaseToken::FIRST;
-    t.execute(&statement, &[&ids, &event_rowids, &destinations, &DeliveryStatus::Pending, &now, &first, &lease_until])
+    t.execute(&statement, &[&ids, &event_rowids, &destinations, &DeliveryStatus::Pending, &now, &first, &leases])
         .await?;
     Ok(())
 }

@@ -2,7 +2,8 @@
 // playwright-core; Playwright never downloads a browser here) like an operator would:
 // sign in at the OpenID provider, find a dead-lettered event, replay it, see it delivered; with
 // --bulk-text, bulk-replay the dead letters whose event id contains it (dry run, then confirm
-// the previewed selection) and see the job finish.
+// the previewed selection) and see the job finish; filter events by a UTC time from a New York
+// browser; run a query in the API explorer (GraphiQL) without breaking its CSP.
 //
 //   node console.mjs --url http://127.0.0.1:PORT --email admin@example.com --event-id EVT [--bulk-text T] [--screenshot out.png]
 //
@@ -31,6 +32,8 @@ const profile = mkdtempSync(join(tmpdir(), 'inlet-chromium-'));
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
   headless: true,
+  // Not UTC: the console shows and takes times in UTC whatever the browser's zone.
+  timezoneId: 'America/New_York',
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync'],
 });
@@ -81,12 +84,31 @@ try {
   // Provider-controlled text (event ids, payloads) must never run as markup.
   await page.locator('nav a[href="#events"]').click();
   await page.locator('tr[data-event-id]').nth(2).waitFor();
+  // "Received after" takes the time as the table shows it (UTC), in a New York browser too.
+  const newest = page.locator('tr[data-event-id]').first();
+  const newestId = await newest.getAttribute('data-event-id');
+  const shown = (await newest.locator('td').first().innerText()).trim(); // 2026-12-03 16:04:05.123
+  await page.locator('#event-filters input[name=after]').fill(shown.slice(0, 19).replace(' ', 'T'));
+  await page.locator('#event-filters button[type=submit]').click(); // the list is busy until it has reloaded
+  await page.locator('#events-body[aria-busy=false]').waitFor();
+  if (await page.locator(`tr[data-event-id="${newestId}"]`).count() !== 1) throw new Error(`the filter (UTC ${shown}) hid the newest event`);
+  step('filtered by UTC time');
   await page.locator('tr[data-event-id]').first().click(); // the newest: the hostile one
   await page.locator('#payload').filter({ hasText: '<script>' }).waitFor();
   await page.locator('td').filter({ hasText: '<img src=x onerror' }).first().waitFor();
   if (await page.evaluate(() => window.pwned !== undefined)) throw new Error('hostile event text was executed');
   step('hostile text inert');
   if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+  // The API explorer (GraphiQL, served from this origin under a strict CSP): it runs a query
+  // through POST /graphql with the session, and nothing it loads breaks the policy.
+  await page.goto(`${args.url}/graphql`);
+  await page.locator('.graphiql-container').waitFor();
+  await page.locator('.graphiql-execute-button').click();
+  await page.locator('.graphiql-response').filter({ hasText: '"deadLettered"' }).waitFor();
+  const violations = logs.filter((line) => /Content Security Policy|Refused to/i.test(line));
+  if (violations.length) throw new Error(`the explorer broke its CSP: ${violations.join(' | ')}`);
+  step('explorer ran a query');
+  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, '-explorer.png') });
   console.log(JSON.stringify({ ok: true, ms: Math.round(performance.now() - started), steps }));
   await context.close();
   rmSync(profile, { recursive: true, force: true });

@@ -1,7 +1,8 @@
 //! The operator API: GraphQL at `POST /graphql` on the worker's main listener.
 //!
 //! Request rules, checked before any resolver runs, cheapest first:
-//! - `POST` only (`GET` answers 405: no queries, let alone mutations, in URLs);
+//! - `POST` only (`GET` answers 405: no queries, let alone mutations, in URLs; a signed-in
+//!   browser's `GET` gets the [`explorer`] page, which executes nothing itself);
 //! - `Content-Type: application/json` only (`text/plain`, forms and multipart, which browsers
 //!   send cross-site without a preflight, answer 415);
 //! - credentials, from the headers alone: no bearer token and no session answers 401 without
@@ -22,7 +23,9 @@
 //! number of SQL reads it took (DataLoaders keep it flat as pages grow).
 
 pub mod cost;
+mod enums;
 mod error;
+mod explorer;
 mod loaders;
 mod schema;
 pub(crate) mod types;
@@ -36,7 +39,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 
 use crate::auth::{Auth, AuthError, CSRF_HEADER, Via, constant_time_eq};
 use crate::deliver::Destination as RuntimeDestination;
@@ -84,6 +87,8 @@ pub struct Api {
     services: Arc<Services>,
     executions: tokio::sync::Semaphore,
     body_read_timeout: Duration,
+    /// The explorer's copy of the schema, made at its first use.
+    introspection: tokio::sync::OnceCell<String>,
 }
 
 impl Api {
@@ -96,6 +101,7 @@ impl Api {
             services,
             executions: tokio::sync::Semaphore::new(MAX_EXECUTIONS),
             body_read_timeout,
+            introspection: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -108,9 +114,12 @@ pub fn sdl() -> String {
 /// Where the API is served.
 pub const PATH: &str = "/graphql";
 
-/// `POST /graphql`.
+/// `POST /graphql`, and the explorer (`GET /graphql` from a signed-in browser).
 pub fn router(api: Arc<Api>) -> Router {
-    Router::new().route(PATH, post(graphql).fallback(method_not_allowed)).with_state(api)
+    Router::new()
+        .route(PATH, post(graphql).get(explorer::page).fallback(method_not_allowed))
+        .route(&format!("{}/{{file}}", explorer::ASSETS_PATH), get(explorer::asset))
+        .with_state(api)
 }
 
 /// Why a request was answered before any resolver ran: the one mapping from transport
@@ -311,46 +320,49 @@ mod tests {
         }
     }
 
-    /// The console's reason filter and the schema's descriptions offer exactly the model's
-    /// dead-letter reasons (`unknown_destination` included: the store constructs it).
+    /// The console's reason filter and the schema's `DeadLetterReason` enum offer exactly the
+    /// model's dead-letter reasons (`unknown_destination` included: the store constructs it).
     #[test]
     fn the_dead_letter_reasons_offered_are_the_models() {
         use crate::model::DeadLetterReason;
-        let labels: Vec<&str> = DeadLetterReason::ALL.iter().map(|r| r.as_str()).collect();
-        let quoted: Vec<String> = labels.iter().map(|l| format!("'{l}'")).collect();
+        let names: Vec<String> = DeadLetterReason::ALL.iter().map(|r| r.as_str().to_ascii_uppercase()).collect();
+        let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
         let console = include_str!("../console/app.js");
         assert!(console.contains(&format!("[{}].map((r) => h('option'", quoted.join(", "))), "console/app.js");
-        let ticked: Vec<String> = labels.iter().map(|l| format!("`{l}`")).collect();
-        let (last, rest) = ticked.split_last().unwrap();
-        let described = format!("{} or {last}", rest.join(", "));
-        assert_eq!(
-            super::sdl().matches(&described).count(),
-            2,
-            "DeadLetterFilter.reason and Delivery.deadLetterReason"
-        );
+        let sdl = super::sdl();
+        let start = sdl.find("enum DeadLetterReason {").unwrap();
+        let block = &sdl[start..start + sdl[start..].find('}').unwrap()];
+        let values: Vec<&str> = block
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            // Enum values; descriptions are prose in `"""` blocks.
+            .filter(|line| {
+                !line.is_empty() && line.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect();
+        assert_eq!(values, names);
     }
 
     /// A bulk replay keeps its filter as the caller gave it, in the input's own field names with
-    /// every field present; a reason that is no reason selects nothing (it is not refused).
+    /// every field present.
     #[test]
-    fn a_bulk_replays_filter_is_kept_as_given_and_an_unknown_reason_selects_nothing() {
-        use crate::model::DeadLetterReason;
-        use crate::store::ReasonFilter;
+    fn a_bulk_replays_filter_is_kept_as_given() {
+        use super::enums::{DateTime, DeadLetterReason};
+        use crate::model::UnixMs;
         let filter = super::types::DeadLetterFilter {
             destination: Some("sink".into()),
-            reason: Some("permanent_4xx".into()),
-            dead_after_ms: Some(5),
+            reason: Some(DeadLetterReason::Permanent4xx),
+            dead_after: Some(DateTime(UnixMs(5))),
             ..Default::default()
         };
         assert_eq!(
             filter.to_json(),
-            r#"{"destination":"sink","source":null,"eventType":null,"reason":"permanent_4xx","deadAfterMs":5,"deadBeforeMs":null,"text":null}"#
+            r#"{"destination":"sink","source":null,"eventType":null,"reason":"PERMANENT_4XX","deadAfter":"1970-01-01T00:00:00.005Z","deadBefore":null,"text":null}"#
         );
         let selection = filter.selection();
-        assert_eq!(selection.reason, Some(ReasonFilter::Is(DeadLetterReason::Permanent4xx)));
-        assert_eq!(selection.dead_after, Some(crate::model::UnixMs(5)));
-        let unknown = super::types::DeadLetterFilter { reason: Some("Permanent_4xx".into()), ..Default::default() };
-        assert_eq!(unknown.selection().reason, Some(ReasonFilter::Unknown));
+        assert_eq!(selection.reason, Some(crate::model::DeadLetterReason::Permanent4xx));
+        assert_eq!(selection.dead_after, Some(UnixMs(5)));
     }
 
     /// `schemas/graphql/schema.graphql` is the exported SDL; `UPDATE_SCHEMAS=1` rewrites it.

@@ -1,6 +1,11 @@
 //! The GraphQL root types: queries (viewer), replays (operator), API tokens (admin).
 
-use async_graphql::{Context, EmptySubscription, ID, Object, Result, Schema};
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextValidation};
+use async_graphql::{
+    Context, EmptySubscription, ErrorExtensionValues, ID, Object, Result, Schema, ServerError, ValidationResult,
+};
 use inlet_shared::config::Role;
 
 use super::error::ApiError;
@@ -15,14 +20,58 @@ use crate::store::Unlinked;
 /// The API schema.
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// The schema with its limits; `data` is added by the caller.
+/// The schema with its limits; `data` is added by the caller. Depth and complexity are judged by
+/// [`Limits`], which says by how much a query is over (async-graphql's own limits do not).
 pub fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query, Mutation, EmptySubscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+        .extension(Limits)
         .limit_recursive_depth(32)
         .limit_directives(8)
         .disable_suggestions()
+}
+
+/// The schema without the request limits, for the explorer's introspection answer only (made
+/// on the server from a fixed query, never from a caller's document).
+pub fn unlimited() -> ApiSchema {
+    Schema::build(Query, Mutation, EmptySubscription).finish()
+}
+
+/// Refuses a query over [`MAX_DEPTH`] or [`MAX_COMPLEXITY`] after validation (which measures
+/// both) and before any resolver runs, stating its cost and the limit in the message and in
+/// `extensions` (`code`, `cost` or `depth`, `limit`), so a client can tell how much to trim.
+struct Limits;
+
+impl ExtensionFactory for Limits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(Limits)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for Limits {
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await?;
+        let over = |code: &str, what: &str, measured: usize, limit: usize| {
+            let mut error = ServerError::new(format!("query is {what} {measured}, the limit is {limit}"), None);
+            let mut extensions = ErrorExtensionValues::default();
+            extensions.set("code", code);
+            extensions.set(if code == "TOO_COMPLEX" { "cost" } else { "depth" }, measured as u64);
+            extensions.set("limit", limit as u64);
+            error.extensions = Some(extensions);
+            vec![error]
+        };
+        if result.depth > MAX_DEPTH {
+            return Err(over("TOO_DEEP", "nested too deep: its depth is", result.depth, MAX_DEPTH));
+        }
+        if result.complexity > MAX_COMPLEXITY {
+            return Err(over("TOO_COMPLEX", "too complex: its cost is", result.complexity, MAX_COMPLEXITY));
+        }
+        Ok(result)
+    }
 }
 
 /// The caller, if their role is at least `role`.
@@ -55,7 +104,7 @@ pub struct Query;
 impl Query {
     /// Who is calling (null when not signed in).
     async fn me(&self, ctx: &Context<'_>) -> Option<Me> {
-        ctx.data_opt::<Principal>().map(|p| Me { actor: p.actor.clone(), role: p.role.as_str().into() })
+        ctx.data_opt::<Principal>().map(|p| Me { actor: p.actor.clone(), role: p.role.into() })
     }
 
     /// Events, newest first.
@@ -148,7 +197,7 @@ impl Query {
                 Destination {
                     name: d.config.name.clone(),
                     url: redact_url(&d.config.url),
-                    breaker_state: d.breaker.state(now).as_str().into(),
+                    breaker_state: d.breaker.state(now).into(),
                     pending: count.pending,
                     dead_lettered: count.dead_lettered,
                     delivered: count.delivered,

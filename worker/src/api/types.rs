@@ -7,14 +7,18 @@ use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Result, Simpl
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use super::enums::{
+    AttemptOutcome, AuditAction, BulkReplayStatus, DateTime, DeadLetterReason, DeliveryStatus, ReplayEffect,
+    RouteStatus,
+};
 use super::error::ApiError;
 use super::loaders::{AttemptsByDelivery, ContentBudget, DeliveriesByEvent, EventsById, Reads};
 use super::services;
-use crate::model::{DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
-use crate::replay::{ReplayEffect, Replayed};
+use crate::model::{DeliveryId, EventRowId};
+use crate::replay::Replayed;
 use crate::store::{
     ApiTokenRow, AttemptRow, AuditLogEntry, BulkReplayRow, ContentRead, Cursor, DeadLetterSelection, DeliveryRow,
-    EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, ReasonFilter, Totals,
+    EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, Totals,
 };
 
 /// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four
@@ -81,12 +85,12 @@ pub struct Event {
     pub event_id: String,
     /// Event type, when the provider gives one.
     pub event_type: Option<String>,
-    /// When ingest received it, Unix ms.
-    pub received_at_ms: i64,
+    /// When ingest received it.
+    pub received_at: DateTime,
     /// Original `Content-Type`.
     pub content_type: Option<String>,
-    /// `routed` or `unrouted`.
-    pub route_status: String,
+    /// Whether a route matched.
+    pub route_status: RouteStatus,
     /// Times the same event arrived again with the same body.
     pub duplicates: i64,
     /// Times the same event id arrived with a different body.
@@ -103,9 +107,9 @@ impl From<EventRow> for Event {
             source: row.source,
             event_id: row.event_id,
             event_type: row.event_type,
-            received_at_ms: row.received_at.0,
+            received_at: DateTime(row.received_at),
             content_type: row.content_type,
-            route_status: row.route_status.as_str().into(),
+            route_status: row.route_status.into(),
             duplicates: row.duplicates,
             conflicts: row.conflicts,
             scheme: row.scheme,
@@ -113,11 +117,20 @@ impl From<EventRow> for Event {
     }
 }
 
+/// One request header.
+#[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Its name, as received.
+    pub name: String,
+    /// Its value (credentials such as signatures are kept, cookies and authorization are not).
+    pub value: String,
+}
+
 /// The stored request: headers and body.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct EventContent {
-    /// Kept request headers, as a JSON array of `[name, value]` pairs.
-    pub headers_json: String,
+    /// Kept request headers, in the order received.
+    pub headers: Vec<Header>,
     /// The body as text (invalid UTF-8 replaced).
     pub body: String,
     /// Body size in bytes.
@@ -129,12 +142,22 @@ pub struct EventContent {
 impl From<EventContentRow> for EventContent {
     fn from(row: EventContentRow) -> EventContent {
         EventContent {
-            headers_json: row.headers_json,
+            headers: headers(&row.headers_json),
             body_bytes: i64::try_from(row.body.len()).unwrap_or(i64::MAX),
             body: String::from_utf8_lossy(&row.body).into_owned(),
             body_sha256: row.body_sha256,
         }
     }
+}
+
+/// The stored headers (a JSON array of `[name, value]` pairs) as the API gives them; the store
+/// writes nothing else, so anything unreadable is left out rather than failing the event.
+fn headers(json: &str) -> Vec<Header> {
+    serde_json::from_str::<Vec<(String, String)>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| Header { name, value })
+        .collect()
 }
 
 #[ComplexObject]
@@ -183,8 +206,8 @@ pub struct Delivery {
     pub id: ID,
     /// Destination name.
     pub destination: String,
-    /// `pending`, `delivered` or `dead_lettered`.
-    pub status: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
     /// Attempts made in all.
     pub attempt_count: i64,
     /// Times an operator replayed it.
@@ -193,16 +216,16 @@ pub struct Delivery {
     pub last_status_code: Option<i64>,
     /// Last error (timeouts, connection errors).
     pub last_error: Option<String>,
-    /// `permanent_4xx`, `retries_exhausted` or `unknown_destination` when dead-lettered.
-    pub dead_letter_reason: Option<String>,
-    /// Created, Unix ms.
-    pub created_at_ms: i64,
-    /// Last change (for a dead letter: when it was dead-lettered), Unix ms.
-    pub updated_at_ms: i64,
-    /// Delivered, Unix ms.
-    pub delivered_at_ms: Option<i64>,
-    /// Next scheduled attempt, Unix ms.
-    pub next_attempt_at_ms: Option<i64>,
+    /// Why, when dead-lettered.
+    pub dead_letter_reason: Option<DeadLetterReason>,
+    /// Created.
+    pub created_at: DateTime,
+    /// Last change (for a dead letter: when it was dead-lettered).
+    pub updated_at: DateTime,
+    /// Delivered.
+    pub delivered_at: Option<DateTime>,
+    /// Next scheduled attempt.
+    pub next_attempt_at: Option<DateTime>,
 }
 
 impl From<DeliveryRow> for Delivery {
@@ -211,16 +234,16 @@ impl From<DeliveryRow> for Delivery {
             id: ID(row.id.into_string()),
             event_rowid: row.event,
             destination: row.destination,
-            status: row.status.as_str().into(),
+            status: row.status.into(),
             attempt_count: row.attempts,
             replays: row.replays,
             last_status_code: row.last_status_code.map(i64::from),
             last_error: row.last_error,
-            dead_letter_reason: row.dead_letter_reason.map(|reason| reason.as_str().into()),
-            created_at_ms: row.created_at.0,
-            updated_at_ms: row.updated_at.0,
-            delivered_at_ms: row.delivered_at.map(|at| at.0),
-            next_attempt_at_ms: row.next_attempt_at.map(|at| at.0),
+            dead_letter_reason: row.dead_letter_reason.map(Into::into),
+            created_at: DateTime(row.created_at),
+            updated_at: DateTime(row.updated_at),
+            delivered_at: row.delivered_at.map(DateTime),
+            next_attempt_at: row.next_attempt_at.map(DateTime),
         }
     }
 }
@@ -249,12 +272,12 @@ impl Delivery {
 pub struct Attempt {
     /// 1-based number (continues across replays).
     pub attempt: i64,
-    /// Start, Unix ms.
-    pub started_at_ms: i64,
+    /// Started.
+    pub started_at: DateTime,
     /// Latency in ms.
     pub duration_ms: i64,
-    /// `delivered`, `transient` or `permanent`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
     /// HTTP status, if the destination answered.
     pub status_code: Option<i64>,
     /// Error (timeout, connection failed), if any.
@@ -267,9 +290,9 @@ impl From<AttemptRow> for Attempt {
     fn from(row: AttemptRow) -> Attempt {
         Attempt {
             attempt: row.attempt,
-            started_at_ms: row.started_at.0,
+            started_at: DateTime(row.started_at),
             duration_ms: row.duration_ms,
-            outcome: row.outcome.as_str().into(),
+            outcome: row.outcome.into(),
             status_code: row.status_code.map(i64::from),
             error: row.error,
             response_snippet: row.response_snippet,
@@ -317,10 +340,10 @@ pub struct EventFilter {
     pub event_type: Option<String>,
     /// Delivery state.
     pub status: Option<EventStatus>,
-    /// Received at or after, Unix ms.
-    pub received_after_ms: Option<i64>,
-    /// Received before, Unix ms.
-    pub received_before_ms: Option<i64>,
+    /// Received at or after.
+    pub received_after: Option<DateTime>,
+    /// Received before.
+    pub received_before: Option<DateTime>,
     /// Text contained in the provider's event id.
     pub text: Option<String>,
 }
@@ -335,12 +358,12 @@ pub struct DeadLetterFilter {
     pub source: Option<String>,
     /// Exact event type.
     pub event_type: Option<String>,
-    /// `permanent_4xx`, `retries_exhausted` or `unknown_destination`.
-    pub reason: Option<String>,
-    /// Dead-lettered at or after, Unix ms.
-    pub dead_after_ms: Option<i64>,
-    /// Dead-lettered before, Unix ms.
-    pub dead_before_ms: Option<i64>,
+    /// Why it was dead-lettered.
+    pub reason: Option<DeadLetterReason>,
+    /// Dead-lettered at or after.
+    pub dead_after: Option<DateTime>,
+    /// Dead-lettered before.
+    pub dead_before: Option<DateTime>,
     /// Text contained in the provider's event id.
     pub text: Option<String>,
 }
@@ -352,32 +375,28 @@ impl EventFilter {
             source: self.source,
             event_type: self.event_type,
             status: self.status.map(|status| match status {
-                EventStatus::Pending => EventStatusFilter::HasDelivery(DeliveryStatus::Pending),
-                EventStatus::Delivered => EventStatusFilter::HasDelivery(DeliveryStatus::Delivered),
-                EventStatus::DeadLettered => EventStatusFilter::HasDelivery(DeliveryStatus::DeadLettered),
+                EventStatus::Pending => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::Pending),
+                EventStatus::Delivered => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::Delivered),
+                EventStatus::DeadLettered => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::DeadLettered),
                 EventStatus::Unrouted => EventStatusFilter::Unrouted,
             }),
-            received_after: self.received_after_ms.map(UnixMs),
-            received_before: self.received_before_ms.map(UnixMs),
+            received_after: self.received_after.map(|at| at.0),
+            received_before: self.received_before.map(|at| at.0),
             text: self.text,
         }
     }
 }
 
 impl DeadLetterFilter {
-    /// The filter as the store's selection. `reason` is free text: a label that is no
-    /// [`DeadLetterReason`] selects nothing (as it always has), it is not refused.
+    /// The filter as the store's selection.
     pub fn selection(&self) -> DeadLetterSelection {
         DeadLetterSelection {
             destination: self.destination.clone(),
             source: self.source.clone(),
             event_type: self.event_type.clone(),
-            reason: self
-                .reason
-                .as_deref()
-                .map(|label| DeadLetterReason::parse(label).map_or(ReasonFilter::Unknown, ReasonFilter::Is)),
-            dead_after: self.dead_after_ms.map(UnixMs),
-            dead_before: self.dead_before_ms.map(UnixMs),
+            reason: self.reason.map(Into::into),
+            dead_after: self.dead_after.map(|at| at.0),
+            dead_before: self.dead_before.map(|at| at.0),
             text: self.text.clone(),
         }
     }
@@ -432,8 +451,8 @@ pub struct Destination {
     pub name: String,
     /// URL deliveries are POSTed to.
     pub url: String,
-    /// Circuit breaker: `closed`, `open` or `half_open`.
-    pub breaker_state: String,
+    /// Circuit breaker.
+    pub breaker_state: super::enums::BreakerState,
     /// Pending deliveries.
     pub pending: i64,
     /// Dead-lettered deliveries.
@@ -447,12 +466,12 @@ pub struct Destination {
 pub struct AuditEntry {
     /// Row id.
     pub id: ID,
-    /// When, Unix ms.
-    pub at_ms: i64,
+    /// When.
+    pub at: DateTime,
     /// Who (an email, or `token:{name}`).
     pub actor: String,
-    /// What (`replay_delivery`, `bulk_replay`, `cancel_bulk_replay`, `create_api_token`, …).
-    pub action: String,
+    /// What.
+    pub action: AuditAction,
     /// On what.
     pub target: String,
     /// How many.
@@ -465,9 +484,9 @@ impl From<AuditLogEntry> for AuditEntry {
     fn from(row: AuditLogEntry) -> AuditEntry {
         AuditEntry {
             id: ID(row.id.to_string()),
-            at_ms: row.at.0,
+            at: DateTime(row.at),
             actor: row.actor,
-            action: row.action.as_str().into(),
+            action: row.action.into(),
             target: row.target,
             count: row.count,
             detail: row.detail,
@@ -489,10 +508,8 @@ pub struct AuditPage {
 pub struct ReplayResult {
     /// The delivery.
     pub delivery_id: ID,
-    /// `enqueued` (this call set it back to pending, due now), `rescheduled` (it was pending
-    /// and waiting for a later retry: now due at once) or `already_pending` (an attempt holds
-    /// it now, or it is due already).
-    pub result: String,
+    /// What the replay did.
+    pub result: ReplayEffect,
     /// Whether this call set the delivery back to pending.
     pub enqueued: bool,
 }
@@ -501,8 +518,8 @@ impl From<Replayed> for ReplayResult {
     fn from(replayed: Replayed) -> ReplayResult {
         ReplayResult {
             delivery_id: ID(replayed.delivery_id.into_string()),
-            result: replayed.effect.as_str().into(),
-            enqueued: replayed.effect == ReplayEffect::Enqueued,
+            result: replayed.effect.into(),
+            enqueued: replayed.effect == crate::replay::ReplayEffect::Enqueued,
         }
     }
 }
@@ -524,12 +541,12 @@ pub struct BulkReplay {
     pub done: i64,
     /// Deliveries actually re-queued.
     pub enqueued: i64,
-    /// `running`, `finished`, `cancelled` or `failed`.
-    pub status: String,
-    /// Started, Unix ms.
-    pub created_at_ms: i64,
-    /// Ended, Unix ms.
-    pub finished_at_ms: Option<i64>,
+    /// Where it stands.
+    pub status: BulkReplayStatus,
+    /// Started.
+    pub created_at: DateTime,
+    /// Ended.
+    pub finished_at: Option<DateTime>,
 }
 
 impl From<BulkReplayRow> for BulkReplay {
@@ -542,9 +559,9 @@ impl From<BulkReplayRow> for BulkReplay {
             total: row.total,
             done: row.done,
             enqueued: row.enqueued,
-            status: row.status.as_str().into(),
-            created_at_ms: row.created_at.0,
-            finished_at_ms: row.finished_at.map(|at| at.0),
+            status: row.status.into(),
+            created_at: DateTime(row.created_at),
+            finished_at: row.finished_at.map(DateTime),
         }
     }
 }
@@ -567,6 +584,7 @@ pub struct BulkReplayPlan {
 
 /// Operator roles.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "inlet_shared::config::Role")]
 pub enum RoleName {
     /// Reads everything.
     Viewer,
@@ -574,16 +592,6 @@ pub enum RoleName {
     Operator,
     /// Also manages API tokens.
     Admin,
-}
-
-impl From<RoleName> for inlet_shared::config::Role {
-    fn from(role: RoleName) -> Self {
-        match role {
-            RoleName::Viewer => inlet_shared::config::Role::Viewer,
-            RoleName::Operator => inlet_shared::config::Role::Operator,
-            RoleName::Admin => inlet_shared::config::Role::Admin,
-        }
-    }
 }
 
 /// An API token (its value is shown once, at creation).
@@ -594,15 +602,15 @@ pub struct ApiToken {
     /// Name (audit log actor `token:{name}`).
     pub name: String,
     /// Role.
-    pub role: String,
+    pub role: RoleName,
     /// Who created it.
     pub created_by: String,
-    /// Created, Unix ms.
-    pub created_at_ms: i64,
-    /// Revoked, Unix ms.
-    pub revoked_at_ms: Option<i64>,
-    /// Last used, Unix ms.
-    pub last_used_ms: Option<i64>,
+    /// Created.
+    pub created_at: DateTime,
+    /// Revoked.
+    pub revoked_at: Option<DateTime>,
+    /// Last used.
+    pub last_used: Option<DateTime>,
 }
 
 impl From<ApiTokenRow> for ApiToken {
@@ -610,11 +618,11 @@ impl From<ApiTokenRow> for ApiToken {
         ApiToken {
             id: ID(row.id.0.to_string()),
             name: row.name,
-            role: row.role.as_str().into(),
+            role: row.role.into(),
             created_by: row.created_by,
-            created_at_ms: row.created_at.0,
-            revoked_at_ms: row.revoked_at.map(|at| at.0),
-            last_used_ms: row.last_used.map(|at| at.0),
+            created_at: DateTime(row.created_at),
+            revoked_at: row.revoked_at.map(DateTime),
+            last_used: row.last_used.map(DateTime),
         }
     }
 }
@@ -634,7 +642,7 @@ pub struct Me {
     /// Email or `token:{name}`.
     pub actor: String,
     /// Role.
-    pub role: String,
+    pub role: RoleName,
 }
 
 /// A sign-in method linked to the caller's Inlet account.
@@ -646,8 +654,8 @@ pub struct LinkedAccount {
     pub provider: String,
     /// Email the provider gave when it was linked.
     pub email: Option<String>,
-    /// Linked, Unix ms.
-    pub created_at_ms: i64,
+    /// Linked.
+    pub created_at: DateTime,
 }
 
 impl From<LinkedAccountRow> for LinkedAccount {
@@ -656,7 +664,7 @@ impl From<LinkedAccountRow> for LinkedAccount {
             id: ID(row.id.0.to_string()),
             provider: row.provider,
             email: row.email,
-            created_at_ms: row.created_at.0,
+            created_at: DateTime(row.created_at),
         }
     }
 }

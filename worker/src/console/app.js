@@ -21,8 +21,13 @@ function h(tag, attrs, ...children) {
 }
 
 const $ = (id) => document.getElementById(id);
-const time = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').replace('Z', '') : '');
-const chip = (status) => h('span', { className: `status ${status}` }, status.replace('_', ' '));
+// Timestamps come as RFC 3339 in UTC (`2026-12-03T16:04:05.123Z`) and are shown in UTC, labelled.
+const time = (at) => (at ? at.replace('T', ' ').replace('Z', '') : '');
+// The API's enum values (`DEAD_LETTERED`) as the console shows them (`dead lettered`).
+const label = (value) => value.toLowerCase().replaceAll('_', ' ');
+const chip = (status) => h('span', { className: `status ${status.toLowerCase()}` }, label(status));
+// A `datetime-local` value (`2026-12-03T16:04` or with seconds) read as UTC, in RFC 3339.
+const utc = (local) => `${local.length === 16 ? `${local}:00` : local}Z`;
 const canReplay = () => session.role === 'operator' || session.role === 'admin';
 
 function showError(error) {
@@ -72,7 +77,7 @@ async function refreshCounts() {
 
 const EVENTS = `query($filter: EventFilter, $after: String) {
   events(filter: $filter, first: 50, after: $after) {
-    nodes { id source eventId eventType receivedAtMs routeStatus deliveries { destination status } }
+    nodes { id source eventId eventType receivedAt routeStatus deliveries { destination status } }
     pageInfo { hasNextPage endCursor } } }`;
 
 async function eventsView() {
@@ -84,29 +89,32 @@ async function eventsView() {
     h('label', {}, 'Status', h('select', { name: 'status' }, h('option', { value: '' }, 'any'),
       ['PENDING', 'DELIVERED', 'DEAD_LETTERED', 'UNROUTED'].map((s) => h('option', { value: s }, s.toLowerCase())))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
-    h('label', {}, 'Received after', h('input', { name: 'after', type: 'datetime-local' })),
+    h('label', {}, 'Received after (UTC)', h('input', { name: 'after', type: 'datetime-local', step: 1 })),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
-  const body = h('tbody');
+  const body = h('tbody', { id: 'events-body' });
   const more = h('button', { type: 'button', hidden: true }, 'Load more');
   let cursor = null;
   const filter = () => {
     const data = new FormData(form);
     const f = {};
     for (const key of ['source', 'eventType', 'status', 'text']) if (data.get(key)) f[key] = data.get(key);
-    if (data.get('after')) f.receivedAfterMs = new Date(data.get('after')).getTime();
+    // The field is read as UTC, like every time the console shows (not the browser's zone).
+    if (data.get('after')) f.receivedAfter = utc(data.get('after'));
     return f;
   };
   const load = async (append) => {
+    body.setAttribute('aria-busy', 'true');
     const { events } = await gql(EVENTS, { filter: filter(), after: append ? cursor : null });
     const rows = events.nodes.map((e) => h('tr', { className: 'clickable', 'data-event-id': e.eventId,
       onclick: () => { location.hash = `#event/${e.id}`; } },
-    h('td', { className: 'mono' }, time(e.receivedAtMs)), h('td', {}, e.source), h('td', {}, e.eventType || ''),
+    h('td', { className: 'mono' }, time(e.receivedAt)), h('td', {}, e.source), h('td', {}, e.eventType || ''),
     h('td', { className: 'mono' }, e.eventId),
-    h('td', {}, e.routeStatus === 'unrouted' ? chip('unrouted') : e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
+    h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
     if (append) body.append(...rows); else body.replaceChildren(...rows);
     if (!append && !rows.length) body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, 'No events match.')));
     cursor = events.pageInfo.endCursor;
     more.hidden = !events.pageInfo.hasNextPage;
+    body.setAttribute('aria-busy', 'false');
   };
   form.addEventListener('submit', (event) => { event.preventDefault(); load(false).catch(showError); });
   more.addEventListener('click', () => load(true).catch(showError));
@@ -119,10 +127,10 @@ async function eventsView() {
 // ---- Event detail -------------------------------------------------------------------------
 
 const EVENT = `query($id: ID!) { event(id: $id) {
-  id source eventId eventType receivedAtMs contentType routeStatus duplicates conflicts scheme
-  content { headersJson body bodyBytes bodySha256 }
-  deliveries { id destination status attemptCount replays lastStatusCode lastError deadLetterReason nextAttemptAtMs
-    attempts { attempt startedAtMs durationMs outcome statusCode error responseSnippet } } } }`;
+  id source eventId eventType receivedAt contentType routeStatus duplicates conflicts scheme
+  content { headers { name value } body bodyBytes bodySha256 }
+  deliveries { id destination status attemptCount replays lastStatusCode lastError deadLetterReason nextAttemptAt
+    attempts { attempt startedAt durationMs outcome statusCode error responseSnippet } } } }`;
 
 function pretty(body, contentType) {
   if ((contentType || '').includes('json') || /^\s*[[{]/.test(body)) {
@@ -137,7 +145,7 @@ async function replayButton(deliveryId, after) {
     button.disabled = true;
     try {
       const { replayDelivery } = await gql('mutation($id: ID!) { replayDelivery(id: $id) { result enqueued } }', { id: deliveryId });
-      button.replaceWith(h('span', { className: 'replay-result' }, replayDelivery.result.replace('_', ' ')));
+      button.replaceWith(h('span', { className: 'replay-result' }, label(replayDelivery.result)));
       if (after) await after();
     } catch (error) { button.disabled = false; showError(error); }
   } }, 'Replay');
@@ -149,26 +157,24 @@ async function eventView(id) {
   const draw = async () => {
     const { event } = await gql(EVENT, { id });
     if (!event) { render(h('p', {}, 'No such event.')); return false; }
-    let headers = [];
-    try { headers = JSON.parse(event.content.headersJson); } catch { headers = []; }
     const deliveries = await Promise.all(event.deliveries.map(async (d) => h('div', { className: 'card delivery', 'data-destination': d.destination },
       h('h2', {}, d.destination, ' ', h('span', { className: 'delivery-status' }, chip(d.status)),
-        d.status !== 'pending' && canReplay() ? await replayButton(d.id, redraw) : null),
+        d.status !== 'PENDING' && canReplay() ? await replayButton(d.id, redraw) : null),
       h('p', { className: 'muted mono' }, `${d.id} · ${d.attemptCount} attempts · ${d.replays} replays`,
-        d.deadLetterReason ? ` · ${d.deadLetterReason}` : '', d.nextAttemptAtMs && d.status === 'pending' ? ` · next ${time(d.nextAttemptAtMs)}` : ''),
+        d.deadLetterReason ? ` · ${label(d.deadLetterReason)}` : '', d.nextAttemptAt && d.status === 'PENDING' ? ` · next ${time(d.nextAttemptAt)} UTC` : ''),
       h('table', {}, h('thead', {}, h('tr', {}, ['#', 'Started (UTC)', 'Latency', 'Outcome', 'Status', 'Error / response'].map((t) => h('th', {}, t)))),
-        h('tbody', {}, d.attempts.map((a) => h('tr', {}, h('td', {}, a.attempt), h('td', { className: 'mono' }, time(a.startedAtMs)),
-          h('td', {}, `${a.durationMs} ms`), h('td', {}, a.outcome), h('td', {}, a.statusCode ?? ''),
+        h('tbody', {}, d.attempts.map((a) => h('tr', {}, h('td', {}, a.attempt), h('td', { className: 'mono' }, time(a.startedAt)),
+          h('td', {}, `${a.durationMs} ms`), h('td', {}, label(a.outcome)), h('td', {}, a.statusCode ?? ''),
           h('td', { className: 'mono' }, a.error || a.responseSnippet || ''))))))));
     render(
       h('p', {}, h('a', { href: '#events' }, '← Events')),
       h('h1', {}, `${event.source} · ${event.eventType || '(no type)'} · `, h('span', { className: 'mono' }, event.eventId)),
-      h('p', { className: 'muted' }, `received ${time(event.receivedAtMs)} UTC · verified by ${event.scheme} · ${event.content.bodyBytes} bytes · `,
+      h('p', { className: 'muted' }, `received ${time(event.receivedAt)} UTC · verified by ${event.scheme} · ${event.content.bodyBytes} bytes · `,
         `duplicates ${event.duplicates} · conflicts ${event.conflicts} · sha256 ${event.content.bodySha256.slice(0, 16)}…`),
-      h('h2', {}, 'Deliveries'), event.routeStatus === 'unrouted' ? h('p', {}, chip('unrouted'), ' no route matched') : deliveries,
+      h('h2', {}, 'Deliveries'), event.routeStatus === 'UNROUTED' ? h('p', {}, chip('UNROUTED'), ' no route matched') : deliveries,
       h('h2', {}, 'Payload'), h('pre', { className: 'mono', id: 'payload' }, pretty(event.content.body, event.contentType)),
-      h('h2', {}, 'Headers'), h('table', {}, h('tbody', {}, headers.map(([k, v]) => h('tr', {}, h('td', { className: 'mono' }, k), h('td', { className: 'mono' }, v))))));
-    return event.deliveries.some((d) => d.status === 'pending');
+      h('h2', {}, 'Headers'), h('table', {}, h('tbody', {}, event.content.headers.map((header) => h('tr', {}, h('td', { className: 'mono' }, header.name), h('td', { className: 'mono' }, header.value))))));
+    return event.deliveries.some((d) => d.status === 'PENDING');
   };
   await redraw();
   every(2000, async () => { if (watching) await redraw(); });
@@ -177,7 +183,7 @@ async function eventView(id) {
 // ---- Dead letters -------------------------------------------------------------------------
 
 const DEAD = `query($filter: DeadLetterFilter, $after: String) { deadLetters(filter: $filter, first: 50, after: $after) {
-  nodes { id destination deadLetterReason attemptCount lastStatusCode lastError updatedAtMs event { id source eventId eventType } }
+  nodes { id destination deadLetterReason attemptCount lastStatusCode lastError updatedAt event { id source eventId eventType } }
   pageInfo { hasNextPage endCursor } } }`;
 
 async function deadLettersView() {
@@ -186,7 +192,7 @@ async function deadLettersView() {
     h('label', {}, 'Destination', h('select', { name: 'destination' }, h('option', { value: '' }, 'any'), destinations.map((d) => h('option', { value: d.name }, d.name)))),
     h('label', {}, 'Source', h('select', { name: 'source' }, h('option', { value: '' }, 'any'), sources.map((s) => h('option', { value: s.name }, s.name)))),
     h('label', {}, 'Reason', h('select', { name: 'reason' }, h('option', { value: '' }, 'any'),
-      ['permanent_4xx', 'retries_exhausted', 'unknown_destination'].map((r) => h('option', { value: r }, r)))),
+      ['PERMANENT_4XX', 'RETRIES_EXHAUSTED', 'UNKNOWN_DESTINATION'].map((r) => h('option', { value: r }, label(r))))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
   const filter = () => {
@@ -200,9 +206,9 @@ async function deadLettersView() {
   const load = async () => {
     const { deadLetters } = await gql(DEAD, { filter: filter() });
     const rows = await Promise.all(deadLetters.nodes.map(async (d) => h('tr', { 'data-event-id': d.event.eventId },
-      h('td', { className: 'mono' }, time(d.updatedAtMs)), h('td', {}, d.destination), h('td', {}, d.event.source),
+      h('td', { className: 'mono' }, time(d.updatedAt)), h('td', {}, d.destination), h('td', {}, d.event.source),
       h('td', { className: 'mono' }, h('a', { href: `#event/${d.event.id}`, className: 'event-link' }, d.event.eventId)),
-      h('td', {}, d.deadLetterReason), h('td', {}, `${d.attemptCount} · ${d.lastStatusCode ?? d.lastError ?? ''}`),
+      h('td', {}, label(d.deadLetterReason)), h('td', {}, `${d.attemptCount} · ${d.lastStatusCode ?? d.lastError ?? ''}`),
       h('td', {}, canReplay() ? await replayButton(d.id) : ''))));
     body.replaceChildren(...rows);
     if (!rows.length) body.append(h('tr', {}, h('td', { colspan: 7, className: 'muted' }, 'No dead letters match.')));
@@ -234,7 +240,7 @@ async function deadLettersView() {
     const poll = async () => {
       const { bulkReplay } = await gql('query($id: ID!) { bulkReplay(id: $id) { status total done enqueued ratePerSecond } }', { id: jobId });
       status.replaceChildren(chip(bulkReplay.status), ` ${bulkReplay.done}/${bulkReplay.total} processed, ${bulkReplay.enqueued} re-queued at ≤ ${bulkReplay.ratePerSecond}/s`);
-      if (bulkReplay.status !== 'running') { cancel.hidden = true; clearInterval(refreshTimer); await reload(); }
+      if (bulkReplay.status !== 'RUNNING') { cancel.hidden = true; clearInterval(refreshTimer); await reload(); }
     };
     await poll();
     every(1000, poll);
@@ -259,17 +265,17 @@ async function destinationsView() {
 }
 
 async function auditView() {
-  const { auditLog } = await gql('{ auditLog(first: 100) { nodes { atMs actor action target count detail } } }');
+  const { auditLog } = await gql('{ auditLog(first: 100) { nodes { at actor action target count detail } } }');
   render(h('h1', {}, 'Audit log'), h('table', {},
     h('thead', {}, h('tr', {}, ['When (UTC)', 'Who', 'What', 'Target', 'How many', 'Detail'].map((t) => h('th', {}, t)))),
-    h('tbody', {}, auditLog.nodes.map((n) => h('tr', {}, h('td', { className: 'mono' }, time(n.atMs)), h('td', {}, n.actor),
-      h('td', {}, n.action), h('td', { className: 'mono' }, n.target), h('td', {}, n.count), h('td', { className: 'mono' }, n.detail || ''))))));
+    h('tbody', {}, auditLog.nodes.map((n) => h('tr', {}, h('td', { className: 'mono' }, time(n.at)), h('td', {}, n.actor),
+      h('td', {}, label(n.action)), h('td', { className: 'mono' }, n.target), h('td', {}, n.count), h('td', { className: 'mono' }, n.detail || ''))))));
 }
 
 // ---- Account --------------------------------------------------------------------------------
 
 async function accountView() {
-  const { myAccounts } = await gql('{ myAccounts { id provider email createdAtMs } }');
+  const { myAccounts } = await gql('{ myAccounts { id provider email createdAt } }');
   const unlink = (id) => async () => {
     try { await gql('mutation($id: ID!) { unlinkAccount(id: $id) { id } }', { id }); await accountView(); } catch (error) { showError(error); }
   };
@@ -280,7 +286,7 @@ async function accountView() {
   };
   render(h('h1', {}, 'Your sign-in methods'),
     h('table', {}, h('thead', {}, h('tr', {}, ['Provider', 'Email', 'Linked (UTC)', ''].map((t) => h('th', {}, t)))),
-      h('tbody', {}, myAccounts.map((a) => h('tr', {}, h('td', {}, a.provider), h('td', {}, a.email || ''), h('td', { className: 'mono' }, time(a.createdAtMs)),
+      h('tbody', {}, myAccounts.map((a) => h('tr', {}, h('td', {}, a.provider), h('td', {}, a.email || ''), h('td', { className: 'mono' }, time(a.createdAt)),
         h('td', {}, myAccounts.length > 1 ? h('button', { type: 'button', className: 'danger', onclick: unlink(a.id) }, 'Unlink') : h('span', { className: 'muted' }, 'last method')))))),
     h('h2', {}, 'Link another'), session.logins.map((l) => h('button', { type: 'button', className: 'link-provider', onclick: link(l.provider) }, l.label)));
 }

@@ -899,7 +899,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inlet.db");
         let store = Store::open_sqlite(&path, SqliteSynchronous::Normal).unwrap();
-        store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
+        store
+            .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1)))
+            .await
+            .unwrap();
         let set = |value: i64| {
             move |c: &rusqlite::Connection| c.execute("UPDATE deliveries SET replay_enqueued = ?1", [value])
         };

@@ -112,18 +112,18 @@ pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, claims: &Firs
                 deliveries: mine
                     .into_iter()
                     .map(|(delivery_id, destination)| Claimed {
-                    delivery: DeliveryToSend {
-                        delivery_id,
-                        destination,
-                        attempts: 0,
-                        attempt_base: 0,
-                        source: event.source.clone(),
-                        event_id: event.event_id.clone(),
-                        event_type: event.event_type.clone(),
-                        content_type: event.content_type.clone(),
-                        received_at: event.received_at,
-                        body: event.body.clone(),
-                    },
+                        delivery: DeliveryToSend {
+                            delivery_id,
+                            destination,
+                            attempts: 0,
+                            attempt_base: 0,
+                            source: event.source.clone(),
+                            event_id: event.event_id.clone(),
+                            event_type: event.event_type.clone(),
+                            content_type: event.content_type.clone(),
+                            received_at: event.received_at,
+                            body: event.body.clone(),
+                        },
                         lease: Lease { token: LeaseToken::FIRST, until: claims.until },
                     })
                     .collect(),

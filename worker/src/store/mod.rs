@@ -84,7 +84,7 @@ pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, Due
 pub use events::{FirstClaims, NewEvent, Recorded};
 pub use operator::{
     AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
-    EventSelection, EventStatusFilter, PageRequest, ReasonFilter, Totals,
+    EventSelection, EventStatusFilter, PageRequest, Totals,
 };
 use postgres::Postgres;
 pub use replays::{BulkProgress, BulkReplayRow, NewBulkReplay, ReplayOutcome};

@@ -10,7 +10,7 @@ use super::operator::{Page, StatusCounts};
 use super::replays::BulkPreview;
 use super::{
     ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend, BulkProgress, BulkReplayRow,
-    Claimed, ContentRead, DeadLetterSelection, FirstClaims, DeliveryRow, DueClass, EventRow, EventSelection, Linked,
+    Claimed, ContentRead, DeadLetterSelection, DeliveryRow, DueClass, EventRow, EventSelection, FirstClaims, Linked,
     LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOutcome, SessionRow,
     SignIn, Store, StoreError, Totals, Unlinked,
 };

@@ -76,24 +76,13 @@ pub struct DeadLetterSelection {
     /// Exact event type.
     pub event_type: Option<String>,
     /// Why it was dead-lettered.
-    pub reason: Option<ReasonFilter>,
+    pub reason: Option<DeadLetterReason>,
     /// Dead-lettered at or after.
     pub dead_after: Option<UnixMs>,
     /// Dead-lettered before.
     pub dead_before: Option<UnixMs>,
     /// Text contained in the provider's event id (matched literally; empty: no condition).
     pub text: Option<String>,
-}
-
-/// The dead-letter reason a selection asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReasonFilter {
-    /// Dead-lettered for this reason.
-    Is(DeadLetterReason),
-    /// A label that is no reason: no dead letter has it, so nothing is selected. (The API takes
-    /// the reason as free text, and an unknown one has always selected nothing, never
-    /// everything.)
-    Unknown,
 }
 
 /// An event as the operator plane lists it (without its content).
@@ -342,11 +331,8 @@ impl DeadLetterSelection {
         if let Some(event_type) = &self.event_type {
             w.add("e.event_type = ?", vec![Box::new(event_type.clone())]);
         }
-        match self.reason {
-            Some(ReasonFilter::Is(reason)) => w.add("d.dead_letter_reason = ?", vec![Box::new(reason)]),
-            // No stored row has a label that is no reason: select nothing.
-            Some(ReasonFilter::Unknown) => w.add("0", vec![]),
-            None => {}
+        if let Some(reason) = self.reason {
+            w.add("d.dead_letter_reason = ?", vec![Box::new(reason)]);
         }
         if let Some(after) = self.dead_after {
             w.add("d.updated_at_ms >= ?", vec![Box::new(after)]);

@@ -11,8 +11,7 @@ use inlet_shared::test_util::TestPostgres;
 use super::deliveries::{AttemptRecord, NextStep};
 use super::events::{FirstClaims, NewEvent};
 use super::operator::{
-    ContentRead, Cursor, DeadLetterSelection, EventSelection, EventStatusFilter, PageRequest, ReasonFilter,
-    StatusCounts,
+    ContentRead, Cursor, DeadLetterSelection, EventSelection, EventStatusFilter, PageRequest, StatusCounts,
 };
 use super::replays::{BulkProgress, NewBulkReplay, ReplayOutcome};
 use super::{Backend, Store, StoreError};
@@ -107,7 +106,10 @@ const DEAD_LETTERS: [(i64, &str, DeadLetterReason); 4] = [
 async fn dead_letters(store: &Store) -> Vec<DeliveryId> {
     let events = vec![event("e1", &["a"]), event("e2", &["a"]), event("e3", &["a"]), event("e4", &["b"])];
     store.record(events, FirstClaims::all(UnixMs::now().plus(Duration::from_secs(60)))).await.unwrap();
-    store.record(vec![NewEvent { received_at: UnixMs(0), ..event("unrouted", &[]) }], FirstClaims::all(UnixMs(0))).await.unwrap();
+    store
+        .record(vec![NewEvent { received_at: UnixMs(0), ..event("unrouted", &[]) }], FirstClaims::all(UnixMs(0)))
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for (event, destination, reason) in DEAD_LETTERS {
         let id = DeliveryId::of(EventRowId(event), destination);
@@ -201,13 +203,12 @@ async fn dead_letters_page_newest_first_by_cursor_and_an_unknown_reason_selects_
         let store = store.clone();
         async move { store.dead_letters_page(selection, PageRequest { after: None, limit: 10 }).await.unwrap().rows.len() }
     };
-    let permanent = Some(ReasonFilter::Is(DeadLetterReason::Permanent4xx));
+    let permanent = Some(DeadLetterReason::Permanent4xx);
     assert_eq!(count(DeadLetterSelection { reason: permanent, ..Default::default() }).await, 3);
     assert_eq!(
         count(DeadLetterSelection { reason: permanent, destination: Some("a".into()), ..Default::default() }).await,
         2
     );
-    assert_eq!(count(DeadLetterSelection { reason: Some(ReasonFilter::Unknown), ..Default::default() }).await, 0);
     assert_eq!(count(DeadLetterSelection { text: Some("e_".into()), ..Default::default() }).await, 0, "literal");
     assert_eq!(count(DeadLetterSelection { text: Some("E2".into()), ..Default::default() }).await, 1, "any case");
     assert_eq!(count(DeadLetterSelection { text: Some(String::new()), ..Default::default() }).await, 4, "no condition");
@@ -339,8 +340,7 @@ async fn a_replay_requeues_a_dead_letter_once_with_its_audit_row(store: Store, i
 }
 
 async fn a_bulk_preview_is_kept_under_its_token_until_it_expires(store: Store, ids: Vec<DeliveryId>) {
-    let permanent =
-        DeadLetterSelection { reason: Some(ReasonFilter::Is(DeadLetterReason::Permanent4xx)), ..Default::default() };
+    let permanent = DeadLetterSelection { reason: Some(DeadLetterReason::Permanent4xx), ..Default::default() };
     let expires_at = UnixMs::now().plus(Duration::from_secs(600));
     let kept = store.create_bulk_preview(permanent.clone(), "{}".into(), "ops@x".into(), expires_at).await.unwrap();
     assert_eq!((kept.total, kept.expires_at, kept.filter_json.as_str()), (3, expires_at, "{}"));

@@ -308,7 +308,10 @@ on_each_backend!(
 /// transaction) are each fenced by their own token: a stale or unknown token changes nothing
 /// and is superseded, the current one moves its delivery on.
 async fn results_recorded_at_once_are_each_fenced_by_their_own_token(store: Store) {
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1_000))).await.unwrap();
+    store
+        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1_000)))
+        .await
+        .unwrap();
     let now = now_ms();
     // Both recording-time claims (token 1) expired long ago: claimed again with token 2.
     let (claimed, _) =
@@ -362,7 +365,10 @@ async fn new_deliveries_come_back_claimed_with_what_is_needed_to_send_them(store
 
 async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_record_over_a_newer_one(store: Store) {
     store
-        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &["b"])], FirstClaims::all(UnixMs(1_000)))
+        .record(
+            vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &["b"])],
+            FirstClaims::all(UnixMs(1_000)),
+        )
         .await
         .unwrap();
     let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
@@ -480,7 +486,10 @@ async fn leases_left_at_startup_are_released_on_sqlite_only(store: Store) {
 }
 
 async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_pending(store: Store) {
-    store.record(vec![event("e1", "{}", &["kept", "gone"]), event("e2", "{}", &["gone"])], FirstClaims::all(UnixMs(1))).await.unwrap();
+    store
+        .record(vec![event("e1", "{}", &["kept", "gone"]), event("e2", "{}", &["gone"])], FirstClaims::all(UnixMs(1)))
+        .await
+        .unwrap();
     let stranded = store.dead_letter_unconfigured(vec!["kept".into()]).await.unwrap();
     assert_eq!(stranded, [("gone".to_owned(), 2)]);
     assert_eq!(row(&store, &delivery_id(1, "gone")).await.0, "dead_lettered");
@@ -494,7 +503,10 @@ async fn pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_
 /// SQLite keeps the newest event (it would hand its row id out again); PostgreSQL's identity
 /// never does, so there every done event goes.
 async fn pruning_never_hands_a_delivery_id_out_again(store: Store) {
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
+    store
+        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1)))
+        .await
+        .unwrap();
     for n in [1, 2] {
         let delivered = attempt(&delivery_id(n, "a"), 1, AttemptOutcome::Delivered, NextStep::Delivered, 1);
         store.record_attempt(delivered).await.unwrap();
@@ -508,7 +520,10 @@ async fn pruning_never_hands_a_delivery_id_out_again(store: Store) {
 
 async fn duplicates_and_conflicts_are_recognised(store: Store) {
     let results = store
-        .record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])], FirstClaims::all(UnixMs(1)))
+        .record(
+            vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &[]), event("e1", "{}", &["a", "b"])],
+            FirstClaims::all(UnixMs(1)),
+        )
         .await
         .unwrap();
     let Recorded::New { deliveries, .. } = &results[0] else { panic!("first is new") };
@@ -518,7 +533,10 @@ async fn duplicates_and_conflicts_are_recognised(store: Store) {
     assert_eq!(results[2], Recorded::Duplicate { conflict: false }, "same batch duplicate");
 
     let later = store
-        .record(vec![event("e1", "{\"changed\":true}", &["a", "b"]), event("e1", "{}", &["a", "b"])], FirstClaims::all(UnixMs(1)))
+        .record(
+            vec![event("e1", "{\"changed\":true}", &["a", "b"]), event("e1", "{}", &["a", "b"])],
+            FirstClaims::all(UnixMs(1)),
+        )
         .await
         .unwrap();
     assert_eq!(later, [Recorded::Duplicate { conflict: true }, Recorded::Duplicate { conflict: false }]);
@@ -530,7 +548,10 @@ async fn duplicates_and_conflicts_are_recognised(store: Store) {
 
 async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune_keeps_dead_letters(store: Store) {
     store
-        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &[])], FirstClaims::all(UnixMs(1)))
+        .record(
+            vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &[])],
+            FirstClaims::all(UnixMs(1)),
+        )
         .await
         .unwrap();
     let first = delivery_id(1, "a");
@@ -596,7 +617,10 @@ async fn the_identity_is_made_once(store: Store) {
 #[tokio::test]
 async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
     let (_dir, store) = open();
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
+    store
+        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1)))
+        .await
+        .unwrap();
     let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
     let dead = NextStep::DeadLetter(DeadLetterReason::RetriesExhausted);
     store.record_attempt(attempt(&one, 1, AttemptOutcome::Transient, dead, 1)).await.unwrap();
@@ -653,7 +677,10 @@ async fn a_second_process_cannot_open_the_same_database() {
 #[tokio::test]
 async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_is_replayable() {
     let (_dir, store) = open();
-    store.record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
+    store
+        .record(vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"])], FirstClaims::all(UnixMs(1)))
+        .await
+        .unwrap();
     let waiting = delivery_id(1, "a");
     let stuck = delivery_id(2, "a");
     let later = UnixMs(now_ms() + 3_600_000);
@@ -817,7 +844,10 @@ async fn a_stale_owner_on_another_worker_is_superseded() {
 async fn pruning_goes_in_batches_and_keeps_work_not_done() {
     let (server, store) = super::open_temp_postgres().await;
     let names = ["a-pending", "b-dead", "c-done", "d-replayed"];
-    store.record(names.iter().map(|name| event(name, "{}", &["a"])).collect(), FirstClaims::all(UnixMs(1))).await.unwrap();
+    store
+        .record(names.iter().map(|name| event(name, "{}", &["a"])).collect(), FirstClaims::all(UnixMs(1)))
+        .await
+        .unwrap();
     let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
     store.record_attempt(attempt(&delivery_id(2, "a"), 1, AttemptOutcome::Permanent, dead, 1)).await.unwrap();
     for n in [3, 4] {

@@ -17,6 +17,49 @@ fn code(answer: &Value) -> String {
     answer["errors"][0]["extensions"]["code"].as_str().unwrap_or_default().to_owned()
 }
 
+/// The explorer page is for signed-in browsers: a browser without a session is sent to the
+/// console's sign-in, machines still get `405`, the schema needs a session, and the vendored
+/// files come gzipped under the page's strict CSP (a client that takes no gzip is told so).
+/// The signed-in path (GraphiQL running a query, no CSP violation) is `console.rs`'s browser run.
+#[tokio::test]
+async fn the_explorer_is_for_signed_in_browsers_and_its_files_come_under_a_strict_csp() {
+    let pipeline = OperatorPipeline::start(&[], Options::default()).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = client.get(pipeline.url("/graphql")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!((page.status().as_u16(), page.headers()["location"].to_str().unwrap()), (303, "/console"));
+    let with_token = client
+        .get(pipeline.url("/graphql"))
+        .header("accept", "text/html")
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 303, "a bearer token cannot drive a page: sign in");
+    let machine = client.get(pipeline.url("/graphql")).send().await.unwrap();
+    assert_eq!(machine.status(), 405);
+
+    let schema =
+        client.get(pipeline.url("/graphql/explorer/schema.json")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(schema.status(), 401);
+
+    let script = client
+        .get(pipeline.url("/graphql/explorer/graphiql.min.js"))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert_eq!(script.headers()["content-encoding"], "gzip");
+    let csp = script.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self';") && !csp.contains("unsafe"), "{csp}");
+    let bytes = script.bytes().await.unwrap();
+    assert_eq!(&bytes[..2], [0x1f, 0x8b], "gzip bytes as stored");
+    let plain = client.get(pipeline.url("/graphql/explorer/graphiql.min.js")).send().await.unwrap();
+    assert_eq!(plain.status(), 406);
+    let missing = client.get(pipeline.url("/graphql/explorer/nothing.js")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
 #[tokio::test]
 async fn graphql_accepts_only_json_posts_with_valid_credentials() {
     let pipeline = OperatorPipeline::start(&[], Options::default()).await;
@@ -102,7 +145,7 @@ async fn graphql_accepts_only_json_posts_with_valid_credentials() {
             .unwrap();
         assert_eq!(response.status(), 200, "{scheme}");
         let answer: Value = response.json().await.unwrap();
-        assert_eq!(answer["data"]["me"]["role"], "admin", "{scheme}: {answer}");
+        assert_eq!(answer["data"]["me"]["role"], "ADMIN", "{scheme}: {answer}");
     }
 
     // Authenticated callers may introspect.
@@ -128,7 +171,7 @@ async fn roles_decide_what_tokens_may_do_and_revoked_tokens_stop_working() {
     );
 
     let me = pipeline.gql_as(viewer_token, "{ me { actor role } counts { events } }", json!({})).await;
-    assert_eq!(me["data"]["me"], json!({"actor": "token:dashboards", "role": "viewer"}));
+    assert_eq!(me["data"]["me"], json!({"actor": "token:dashboards", "role": "VIEWER"}));
     let replay = "mutation { replayDelivery(id: \"dlv_x\") { result } }";
     assert_eq!(code(&pipeline.gql_as(viewer_token, replay, json!({})).await), "FORBIDDEN");
     assert_eq!(code(&pipeline.gql_as(operator_token, replay, json!({})).await), "NOT_FOUND", "operators may replay");
@@ -139,9 +182,8 @@ async fn roles_decide_what_tokens_may_do_and_revoked_tokens_stop_working() {
     assert_eq!(code(&pipeline.gql_as(operator_token, "{ apiTokens { id } }", json!({})).await), "FORBIDDEN");
 
     let id = viewer["apiToken"]["id"].as_str().unwrap();
-    let revoked =
-        pipeline.gql("mutation($id: ID!) { revokeApiToken(id: $id) { revokedAtMs } }", json!({"id": id})).await;
-    assert!(revoked["revokeApiToken"]["revokedAtMs"].is_i64());
+    let revoked = pipeline.gql("mutation($id: ID!) { revokeApiToken(id: $id) { revokedAt } }", json!({"id": id})).await;
+    assert!(revoked["revokeApiToken"]["revokedAt"].as_str().is_some_and(|at| at.ends_with('Z')));
     let after = pipeline
         .client
         .post(pipeline.url("/graphql"))
@@ -155,7 +197,7 @@ async fn roles_decide_what_tokens_may_do_and_revoked_tokens_stop_working() {
     let audit = pipeline.gql("{ auditLog(first: 10) { nodes { actor action target } } }", json!({})).await;
     let actions: Vec<&str> =
         audit["auditLog"]["nodes"].as_array().unwrap().iter().map(|n| n["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["revoke_api_token", "create_api_token", "create_api_token"]);
+    assert_eq!(actions, ["REVOKE_API_TOKEN", "CREATE_API_TOKEN", "CREATE_API_TOKEN"]);
     assert_eq!(audit["auditLog"]["nodes"][0]["actor"], "token:bootstrap");
 }
 
@@ -165,11 +207,23 @@ async fn depth_and_complexity_bombs_are_rejected_before_any_resolver_runs() {
     let deep = "{ deadLetters(first: 1) { nodes { event { deliveries { event { deliveries { event { deliveries { event { deliveries { id } } } } } } } } } } }";
     let answer = pipeline.gql_as(ADMIN_TOKEN, deep, json!({})).await;
     assert!(answer["errors"][0]["message"].as_str().unwrap().contains("nested too deep"), "{answer}");
+    let refusal = &answer["errors"][0]["extensions"];
+    assert_eq!((refusal["code"].as_str(), refusal["limit"].as_u64()), (Some("TOO_DEEP"), Some(10)), "{answer}");
+    assert!(refusal["depth"].as_u64().unwrap() > 10, "{answer}");
     assert_eq!(answer["extensions"]["sqlReads"], 0, "rejected before touching the database");
 
     let wide = "{ events(first: 100) { nodes { deliveries { attempts { attempt outcome statusCode error responseSnippet } } } } }";
     let answer = pipeline.gql_as(ADMIN_TOKEN, wide, json!({})).await;
-    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("too complex"), "{answer}");
+    // The refusal states the query's cost and the limit, so a client knows how much to trim.
+    let refusal = &answer["errors"][0]["extensions"];
+    let cost = refusal["cost"].as_u64().unwrap_or_else(|| panic!("{answer}"));
+    assert!(cost > 5_000, "{answer}");
+    assert_eq!((refusal["code"].as_str(), refusal["limit"].as_u64()), (Some("TOO_COMPLEX"), Some(5_000)), "{answer}");
+    assert_eq!(
+        answer["errors"][0]["message"],
+        format!("query is too complex: its cost is {cost}, the limit is 5000"),
+        "{answer}"
+    );
     assert_eq!(answer["extensions"]["sqlReads"], 0);
 
     let too_big = pipeline.gql_as(ADMIN_TOKEN, "{ events(first: 1000) { nodes { id } } }", json!({})).await;
@@ -222,7 +276,7 @@ async fn a_fragment_spread_bomb_is_refused_cheaply_and_health_answers_meanwhile(
 
     // Ordinary documents with fragments still work.
     let data = pipeline.gql("query { ...M } fragment M on Query { me { role } }", json!({})).await;
-    assert_eq!(data["me"]["role"], "admin");
+    assert_eq!(data["me"]["role"], "ADMIN");
 }
 
 /// The argument bomb: two fragments selecting `me` with the same 4,001 arguments, both spread
@@ -281,7 +335,7 @@ async fn an_argument_bomb_is_refused_cheaply_and_health_answers_meanwhile() {
             json!({}),
         )
         .await;
-    assert_eq!(data["me"]["role"], "admin");
+    assert_eq!(data["me"]["role"], "ADMIN");
     assert!(data["events"]["nodes"].is_array(), "{data}");
 }
 
@@ -385,7 +439,22 @@ async fn events_paginate_and_filter_and_dataloaders_keep_reads_flat() {
     assert_eq!(filtered(json!({"status": "UNROUTED"})).await, 1);
     assert_eq!(filtered(json!({"status": "DELIVERED", "source": "gh"})).await, 25);
     assert_eq!(filtered(json!({"status": "DEAD_LETTERED"})).await, 0);
-    assert_eq!(filtered(json!({"receivedAfterMs": 0, "receivedBeforeMs": 1})).await, 0);
+    assert_eq!(
+        filtered(json!({"receivedAfter": "1970-01-01T00:00:00Z", "receivedBefore": "1970-01-01T00:00:00.001Z"})).await,
+        0
+    );
+    assert_eq!(filtered(json!({"receivedAfter": "2000-01-01T00:00:00+02:00"})).await, 26, "any offset is understood");
+    let refused = pipeline
+        .gql_as(ADMIN_TOKEN, "{ deadLetters(filter: {reason: permanent_4xx}) { nodes { id } } }", json!({}))
+        .await;
+    assert!(
+        refused["errors"][0]["message"].as_str().unwrap().contains("permanent_4xx"),
+        "a value outside the enum: {refused}"
+    );
+    let refused = pipeline
+        .gql_as(ADMIN_TOKEN, "{ events(filter: {receivedAfter: \"yesterday\"}) { nodes { id } } }", json!({}))
+        .await;
+    assert!(refused["errors"][0]["message"].as_str().unwrap().contains("RFC 3339"), "{refused}");
 
     // DataLoader: the number of SQL reads does not grow with the page size.
     let nested =
@@ -400,17 +469,26 @@ async fn events_paginate_and_filter_and_dataloaders_keep_reads_flat() {
     let id = pipeline.gql("{ events(first: 1, filter: {text: \"evt-03\"}) { nodes { id } } }", json!({})).await["events"]["nodes"][0]["id"].clone();
     let detail = pipeline
         .gql(
-            "query($id: ID!) { event(id: $id) { eventType content { body bodyBytes headersJson } deliveries { destination status attempts { statusCode durationMs } } } }",
+            "query($id: ID!) { event(id: $id) { eventType receivedAt content { body bodyBytes headers { name value } } deliveries { destination status attempts { statusCode durationMs } } } }",
             json!({ "id": id }),
         )
         .await;
     let event = &detail["event"];
+    let received_at = event["receivedAt"].as_str().unwrap();
+    assert!(received_at.starts_with("20") && received_at.ends_with('Z'), "RFC 3339 in UTC: {received_at}");
     assert_eq!(event["content"]["body"], "{\"n\":3}");
-    assert_eq!(event["deliveries"][0]["status"], "delivered");
+    let headers = event["content"]["headers"].as_array().unwrap();
+    assert!(
+        headers
+            .iter()
+            .any(|h| h["name"].as_str().unwrap().eq_ignore_ascii_case("x-github-delivery") && h["value"] == "evt-03"),
+        "headers come as name/value pairs: {headers:?}"
+    );
+    assert_eq!(event["deliveries"][0]["status"], "DELIVERED");
     assert_eq!(event["deliveries"][0]["attempts"][0]["statusCode"], 200);
     let destinations =
         pipeline.gql("{ destinations { name breakerState delivered } sources { name kind } }", json!({})).await;
-    assert_eq!(destinations["destinations"], json!([{"name": "sink", "breakerState": "closed", "delivered": 25}]));
+    assert_eq!(destinations["destinations"], json!([{"name": "sink", "breakerState": "CLOSED", "delivered": 25}]));
     assert_eq!(destinations["sources"], json!([{"name": "gh", "kind": "hmac"}]));
 }
 
@@ -430,7 +508,7 @@ async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enq
         })
         .await;
     let delivery = &dead["deadLetters"]["nodes"][0];
-    assert_eq!(delivery["deadLetterReason"], "retries_exhausted");
+    assert_eq!(delivery["deadLetterReason"], "RETRIES_EXHAUSTED");
     assert_eq!(delivery["attemptCount"], 3);
     let id = delivery["id"].as_str().unwrap().to_owned();
 
@@ -442,7 +520,7 @@ async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enq
 
     let done = pipeline
         .wait_for("delivered after replay", DELIVERY_STATE, json!({ "id": id }), |d| {
-            d["delivery"]["status"] == "delivered"
+            d["delivery"]["status"] == "DELIVERED"
         })
         .await;
     assert_eq!(done["delivery"]["attemptCount"], 6);
@@ -463,10 +541,10 @@ async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enq
 
     // Replaying the delivered one again is allowed and audited.
     let again = pipeline.gql(replay, json!({ "id": id })).await;
-    assert_eq!(again["replayDelivery"]["result"], "enqueued");
+    assert_eq!(again["replayDelivery"]["result"], "ENQUEUED");
     let audit = pipeline.gql("{ auditLog { nodes { actor action target } } }", json!({})).await;
     let replays: Vec<&Value> =
-        audit["auditLog"]["nodes"].as_array().unwrap().iter().filter(|n| n["action"] == "replay_delivery").collect();
+        audit["auditLog"]["nodes"].as_array().unwrap().iter().filter(|n| n["action"] == "REPLAY_DELIVERY").collect();
     assert_eq!(replays.len(), 2, "one audit row per effective replay: {audit}");
     assert_eq!(replays[0]["actor"], "token:bootstrap");
     assert_eq!(replays[0]["target"], id.as_str());
@@ -490,7 +568,7 @@ async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_c
 
     let bulk = "mutation($f: DeadLetterFilter!, $dry: Boolean!, $rate: Int) {
         bulkReplay(filter: $f, dryRun: $dry, ratePerSecond: $rate) { dryRun count sample { id } job { id status total ratePerSecond } } }";
-    let filter = json!({"destination": "sink", "reason": "permanent_4xx"});
+    let filter = json!({"destination": "sink", "reason": "PERMANENT_4XX"});
     let dry = pipeline.gql(bulk, json!({"f": filter, "dry": true})).await;
     assert_eq!(dry["bulkReplay"]["count"], 6);
     assert_eq!(dry["bulkReplay"]["sample"].as_array().unwrap().len(), 6);
@@ -511,7 +589,7 @@ async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_c
     let cancelled = pipeline
         .gql("mutation($id: ID!) { cancelBulkReplay(id: $id) { status done total } }", json!({"id": job["id"]}))
         .await;
-    assert_eq!(cancelled["cancelBulkReplay"]["status"], "cancelled");
+    assert_eq!(cancelled["cancelBulkReplay"]["status"], "CANCELLED");
     let done_before_cancel = cancelled["cancelBulkReplay"]["done"].as_i64().unwrap();
     assert!(done_before_cancel < 6, "{cancelled}");
 
@@ -525,10 +603,10 @@ async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_c
             "bulk replay finished",
             "query($id: ID!) { bulkReplay(id: $id) { status done enqueued } }",
             json!({"id": job_id}),
-            |d| d["bulkReplay"]["status"] != "running",
+            |d| d["bulkReplay"]["status"] != "RUNNING",
         )
         .await;
-    assert_eq!(finished["bulkReplay"]["status"], "finished");
+    assert_eq!(finished["bulkReplay"]["status"], "FINISHED");
     assert_eq!(finished["bulkReplay"]["enqueued"], 6 - done_before_cancel);
     pipeline
         .wait_for("all delivered", "{ counts { delivered deadLettered } }", json!({}), |d| {
@@ -547,9 +625,9 @@ async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_c
     assert_eq!(
         actions,
         [
-            ("bulk_replay".to_owned(), 6 - done_before_cancel),
-            ("cancel_bulk_replay".to_owned(), 1),
-            ("bulk_replay".to_owned(), 6)
+            ("BULK_REPLAY".to_owned(), 6 - done_before_cancel),
+            ("CANCEL_BULK_REPLAY".to_owned(), 1),
+            ("BULK_REPLAY".to_owned(), 6)
         ]
     );
 }
@@ -583,7 +661,7 @@ async fn a_confirmed_bulk_replay_replays_exactly_what_its_dry_run_previewed() {
     sink.set_behaviour(|_| (200, Duration::ZERO));
 
     // Another filter, or a token that is no preview's: refused, nothing replayed.
-    let other = json!({"destination": "sink", "reason": "permanent_4xx"});
+    let other = json!({"destination": "sink", "reason": "PERMANENT_4XX"});
     let refused = pipeline.gql_as(ADMIN_TOKEN, bulk, json!({"f": other, "dry": false, "t": token})).await;
     assert_eq!(code(&refused), "PREVIEW_STALE", "{refused}");
     let forged = pipeline.gql_as(ADMIN_TOKEN, bulk, json!({"f": filter, "dry": false, "t": "brp_0000"})).await;
@@ -597,10 +675,10 @@ async fn a_confirmed_bulk_replay_replays_exactly_what_its_dry_run_previewed() {
             "bulk replay finished",
             "query($id: ID!) { bulkReplay(id: $id) { status done enqueued } }",
             json!({"id": confirmed["bulkReplay"]["job"]["id"]}),
-            |d| d["bulkReplay"]["status"] != "running",
+            |d| d["bulkReplay"]["status"] != "RUNNING",
         )
         .await;
-    assert_eq!(finished["bulkReplay"], json!({"status": "finished", "done": 3, "enqueued": 3}));
+    assert_eq!(finished["bulkReplay"], json!({"status": "FINISHED", "done": 3, "enqueued": 3}));
     pipeline
         .wait_for("the previewed three delivered", "{ counts { delivered deadLettered } }", json!({}), |d| {
             d["counts"] == json!({"delivered": 3, "deadLettered": 1})
@@ -666,10 +744,10 @@ async fn concurrent_bulk_replays_share_their_destinations_rate_cap() {
                 "bulk replay finished",
                 "query($id: ID!) { bulkReplay(id: $id) { status enqueued } }",
                 json!({"id": id}),
-                |d| d["bulkReplay"]["status"] != "running",
+                |d| d["bulkReplay"]["status"] != "RUNNING",
             )
             .await;
-        assert_eq!(done["bulkReplay"], json!({"status": "finished", "enqueued": EACH}), "{done}");
+        assert_eq!(done["bulkReplay"], json!({"status": "FINISHED", "enqueued": EACH}), "{done}");
     }
     let span_ms = pipeline.store.scalar_i64("SELECT max(finished_at_ms) - min(created_at_ms) FROM bulk_replays").await;
     // A second's worth goes at once, each later one an interval after the previous; 80 % of
@@ -727,7 +805,7 @@ async fn a_due_delivery_nobody_announced_is_found_by_the_scheduler() {
     assert_eq!(marked, 1);
     let done = pipeline
         .wait_for("delivered by the scheduler", DELIVERY_STATE, json!({ "id": id }), |d| {
-            d["delivery"]["status"] == "delivered"
+            d["delivery"]["status"] == "DELIVERED"
         })
         .await;
     assert_eq!(done["delivery"]["attemptCount"], 2);

@@ -62,8 +62,8 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
         pipeline.gql("{ counts { delivered deadLettered } auditLog { nodes { actor action } } }", json!({})).await;
     assert_eq!(state["counts"], json!({"delivered": 2, "deadLettered": 1}));
     let replay =
-        state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "replay_delivery").cloned();
-    assert_eq!(replay, Some(json!({"actor": "ops@example.com", "action": "replay_delivery"})));
-    let bulk = state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "bulk_replay").cloned();
-    assert_eq!(bulk, Some(json!({"actor": "ops@example.com", "action": "bulk_replay"})));
+        state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "REPLAY_DELIVERY").cloned();
+    assert_eq!(replay, Some(json!({"actor": "ops@example.com", "action": "REPLAY_DELIVERY"})));
+    let bulk = state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "BULK_REPLAY").cloned();
+    assert_eq!(bulk, Some(json!({"actor": "ops@example.com", "action": "BULK_REPLAY"})));
 }

@@ -279,7 +279,7 @@ async fn a_signed_in_user_links_github_signs_in_with_it_and_cannot_unlink_the_la
     let audit = pipeline.gql("{ auditLog { nodes { action } } }", json!({})).await;
     let actions: Vec<&str> =
         audit["auditLog"]["nodes"].as_array().unwrap().iter().map(|n| n["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["unlink_account", "sign_in", "link_account", "sign_in"]);
+    assert_eq!(actions, ["UNLINK_ACCOUNT", "SIGN_IN", "LINK_ACCOUNT", "SIGN_IN"]);
 }
 
 #[tokio::test]

@@ -40,7 +40,7 @@ async fn an_allowlisted_user_signs_in_uses_the_api_with_csrf_and_logs_out() {
     assert_eq!(status, 403);
     let (status, answer) = browser.gql(&pipeline, Some(&csrf), "{ me { actor role } }").await;
     assert_eq!(status, 200);
-    assert_eq!(answer["data"]["me"], json!({"actor": "admin@example.com", "role": "admin"}));
+    assert_eq!(answer["data"]["me"], json!({"actor": "admin@example.com", "role": "ADMIN"}));
 
     let users = pipeline
         .store

@@ -386,7 +386,7 @@ async fn start_slow_bulk_replay(cluster: &Cluster, worker: &WorkerProcess) -> St
         )
         .await;
     let job = &started["bulkReplay"]["job"];
-    assert_eq!(job["status"], "running");
+    assert_eq!(job["status"], "RUNNING");
     let id = job["id"].as_str().unwrap().to_owned();
     let replayed = format!("SELECT done >= 1 FROM bulk_replays WHERE id = {id}");
     cluster.store.wait_until("the job replayed one", Duration::from_secs(30), &replayed).await;
@@ -405,7 +405,7 @@ async fn a_bulk_replay_cancelled_through_another_worker_stops() {
 
     let cancel = "mutation($id: ID!) { cancelBulkReplay(id: $id) { status done total } }";
     let cancelled = cluster.gql(&second, cancel, json!({ "id": id })).await["cancelBulkReplay"].clone();
-    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
     let done_at_cancel = cancelled["done"].as_i64().unwrap();
 
     // The runner, on the first worker, stops because of the store (nothing reached its memory).
@@ -426,7 +426,7 @@ async fn a_bulk_replay_cancelled_through_another_worker_stops() {
     assert_eq!(cluster.store.scalar(detail).await.as_deref(), Some("was running"));
     let read =
         cluster.gql(&first, "query($id: ID!) { bulkReplay(id: $id) { status done } }", json!({ "id": id })).await;
-    assert_eq!(read["bulkReplay"], json!({ "status": "cancelled", "done": done }), "either worker reads the same");
+    assert_eq!(read["bulkReplay"], json!({"status": "CANCELLED", "done": done }), "either worker reads the same");
 }
 
 /// Issue #15: a bulk replay whose worker is killed (SIGKILL) stops renewing its lease; the
@@ -462,5 +462,5 @@ async fn a_bulk_replay_whose_worker_was_killed_is_closed_by_the_other() {
     assert_eq!(row[2], None);
     eprintln!("bulk replay closed {took:?} after its worker was killed");
     let read = cluster.gql(&second, "query($id: ID!) { bulkReplay(id: $id) { status } }", json!({ "id": id })).await;
-    assert_eq!(read["bulkReplay"]["status"], "cancelled");
+    assert_eq!(read["bulkReplay"]["status"], "CANCELLED");
 }

@@ -11,7 +11,7 @@ use crate::model::{DeliveryId, DeliveryStatus, EventRowId, RouteStatus};
 use crate::store::operator::{DELIVERY_COLUMNS, EVENT_COLUMNS, Page, StatusCounts, contains_pattern};
 use crate::store::{
     AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
-    EventSelection, EventStatusFilter, PageRequest, ReasonFilter, StoreError, Totals,
+    EventSelection, EventStatusFilter, PageRequest, StoreError, Totals,
 };
 
 /// A `WHERE` clause under construction with its parameters: the twin of SQLite's
@@ -90,11 +90,8 @@ pub(super) fn dead_letter_where(selection: &DeadLetterSelection) -> Where {
     if let Some(event_type) = &selection.event_type {
         w.add("e.event_type = $?", event_type.clone());
     }
-    match selection.reason {
-        Some(ReasonFilter::Is(reason)) => w.add("d.dead_letter_reason = $?", reason),
-        // No stored row has a label that is no reason: select nothing.
-        Some(ReasonFilter::Unknown) => w.clauses.push("false".to_owned()),
-        None => {}
+    if let Some(reason) = selection.reason {
+        w.add("d.dead_letter_reason = $?", reason);
     }
     if let Some(after) = selection.dead_after {
         w.add("d.updated_at_ms >= $?", after);

@@ -1,0 +1,156 @@
+//! The API's scalar and enums: the RFC 3339 `DateTime` every timestamp is given and taken as,
+//! and enums that each mirror one of the model's labelled enums (`remote`, so the two cannot
+//! drift: a variant added to the model and not here fails to compile).
+
+use async_graphql::{Enum, InputValueError, InputValueResult, Scalar, ScalarType, Value};
+use chrono::SecondsFormat;
+
+use crate::model::UnixMs;
+
+/// A point in time: RFC 3339. Given in UTC with millisecond precision
+/// (`2026-12-03T16:04:05.123Z`); taken with any offset. GraphQL's `Int` is 32-bit, too small for
+/// Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTime(pub UnixMs);
+
+#[Scalar(name = "DateTime", specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339")]
+impl ScalarType for DateTime {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match value {
+            Value::String(text) => chrono::DateTime::parse_from_rfc3339(&text)
+                .map(|at| DateTime(UnixMs(at.timestamp_millis())))
+                .map_err(|error| InputValueError::custom(format!("not an RFC 3339 date-time ({error})"))),
+            other => Err(InputValueError::expected_type(other)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.to_rfc3339())
+    }
+}
+
+impl DateTime {
+    /// `2026-12-03T16:04:05.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let at = chrono::DateTime::from_timestamp_millis(self.0.0).unwrap_or_default();
+        at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+/// As the API writes it (a bulk replay keeps its filter as JSON).
+impl serde::Serialize for DateTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[graphql(remote = "crate::model::DeliveryStatus")]
+pub enum DeliveryStatus {
+    /// Due now or later, or being attempted.
+    Pending,
+    /// The destination answered 2xx.
+    Delivered,
+    /// Given up on (see `DeadLetterReason`); replayable.
+    DeadLettered,
+}
+
+/// How one attempt ended.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::AttemptOutcome")]
+pub enum AttemptOutcome {
+    /// 2xx.
+    Delivered,
+    /// Worth retrying (5xx, 408, 429, timeout, connection error).
+    Transient,
+    /// Will not succeed by retrying (most 4xx).
+    Permanent,
+}
+
+/// Why a delivery was dead-lettered.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[graphql(remote = "crate::model::DeadLetterReason")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeadLetterReason {
+    /// The destination answered a 4xx that retrying cannot fix.
+    #[graphql(name = "PERMANENT_4XX")]
+    #[serde(rename = "PERMANENT_4XX")]
+    Permanent4xx,
+    /// Every scheduled attempt failed.
+    RetriesExhausted,
+    /// The destination was removed from the config (found pending at startup).
+    UnknownDestination,
+}
+
+/// Whether any route matched an event when it was recorded.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::RouteStatus")]
+pub enum RouteStatus {
+    /// At least one destination.
+    Routed,
+    /// No route matched: recorded, delivered nowhere.
+    Unrouted,
+}
+
+/// Where a bulk replay job stands.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::BulkReplayStatus")]
+pub enum BulkReplayStatus {
+    /// Replaying its selection.
+    Running,
+    /// Went through its whole selection.
+    Finished,
+    /// Stopped by an operator.
+    Cancelled,
+    /// Stopped by an error.
+    Failed,
+}
+
+/// What an audit row records.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::model::AuditAction")]
+pub enum AuditAction {
+    /// A delivery replayed by an operator.
+    ReplayDelivery,
+    /// A bulk replay started.
+    BulkReplay,
+    /// A bulk replay cancelled.
+    CancelBulkReplay,
+    /// A console sign-in.
+    SignIn,
+    /// A session ended by the worker (the membership no longer holds).
+    SessionEnded,
+    /// A provider account linked to a user.
+    LinkAccount,
+    /// A provider account unlinked.
+    UnlinkAccount,
+    /// An API token created.
+    CreateApiToken,
+    /// An API token revoked.
+    RevokeApiToken,
+}
+
+/// A circuit breaker's state.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::breaker::BreakerState")]
+pub enum BreakerState {
+    /// Calls flow.
+    Closed,
+    /// No calls until the cooldown ends.
+    Open,
+    /// One probe call allowed.
+    HalfOpen,
+}
+
+/// What replaying one delivery did.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::replay::ReplayEffect")]
+pub enum ReplayEffect {
+    /// Set back to pending, due now.
+    Enqueued,
+    /// It was pending, waiting for a later retry: now due at once.
+    Rescheduled,
+    /// It was pending and an attempt holds it now, or it was due already: nothing changed.
+    AlreadyPending,
+}

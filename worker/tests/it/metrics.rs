@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::{Pipeline, TestDestination};
 
-fn promtool() -> String {
+pub(crate) fn promtool() -> String {
     std::env::var("PROMTOOL_BIN").unwrap_or_else(|_| "promtool".to_owned())
 }
 
@@ -154,8 +154,10 @@ fn known_but_lazy(family: &str) -> bool {
         inlet_ingest::metric_names::BATCH_FALLBACKS,
         inlet_ingest::metric_names::NATS_CONNECTED,
         inlet_ingest::metric_names::PUBLISH_DURATION,
+        inlet_ingest::metric_names::PUBLISH_FAILURES,
         inlet_worker::metric_names::BREAKER_STATE,
         inlet_worker::metric_names::END_TO_END,
+        inlet_worker::metric_names::RESTARTED,
     ]
     .contains(&family)
 }

@@ -110,11 +110,18 @@ async fn deploy_prometheus_config_alert_rules_and_dashboard_use_real_metrics() {
     let pipeline = Pipeline::start(&[("ok", ok.url(), "")]).await;
     assert_eq!(pipeline.send("d-1", "push", b"{}").await, 202);
     ok.wait_for(1, Duration::from_secs(20)).await;
-    let scrape = pipeline.client.get(format!("http://{}/metrics", pipeline.worker_admin)).send().await.unwrap();
+    // The store-wide gauges appear with the stats loop's first round, which may come after the
+    // delivery (on PostgreSQL it sometimes did): wait for its last gauge.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let scrape = loop {
+        let url = format!("http://{}/metrics", pipeline.worker_admin);
+        let text = pipeline.client.get(url).send().await.unwrap().text().await.unwrap();
+        if text.contains("# TYPE inlet_worker_oldest_pending_age_seconds ") || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let exported: std::collections::HashSet<String> = scrape
-        .text()
-        .await
-        .unwrap()
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))

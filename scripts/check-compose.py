@@ -7,7 +7,7 @@ version, whose configs route to each other; two ingest replicas and two workers 
 commands, with health checks and Prometheus targets on the ports their config sets; the workers
 sharing one PostgreSQL service (named volume, health check, waited for) with its password from
 the environment; operator ports bound to loopback only; Prometheus
-loading the alert rules; Grafana provisioned with the dashboard; every mounted file present; a
+loading the alert rules and sending alerts to an Alertmanager service whose config amtool accepts; Grafana provisioned with the dashboard; every mounted file present; a
 multi-stage Dockerfile whose final image runs as a non-root user. When `docker compose` is
 installed, `docker compose config --quiet` runs too.
 
@@ -83,6 +83,66 @@ def yaml_files(folder):
 
 def without_comments(text):
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def flag(service, name, default):
+    """The value of `--name=value` in the service's command, or `default`."""
+    for arg in service.get("command") or []:
+        if str(arg).startswith(f"--{name}="):
+            return str(arg).split("=", 1)[1]
+    return default
+
+
+def receivers_of(route):
+    """Every receiver a route tree names."""
+    yield route.get("receiver")
+    for child in route.get("routes") or []:
+        yield from receivers_of(child)
+
+
+def check_alertmanager(services, prometheus_config):
+    """Prometheus sends its alerts to an Alertmanager service, on the port that service listens
+    on; its image is pinned, its port stays on loopback, and its config is one `amtool
+    check-config` accepts (only its structure is checked where amtool is missing)."""
+    targets = [target for manager in (prometheus_config.get("alerting") or {}).get("alertmanagers") or []
+               for sc in manager.get("static_configs") or [] for target in sc.get("targets") or []]
+    check(targets, "prometheus: no target in alerting.alertmanagers (alerts would reach no one)")
+    for target in targets:
+        host, _, port = str(target).rpartition(":")
+        service = services.get(host)
+        if not check(service, f"prometheus: alertmanager target {target} is not a compose service"):
+            continue
+        check(re.fullmatch(r"prom/alertmanager:v\d+\.\d+\.\d+", str(service.get("image", ""))),
+              f"{host}: image {service.get('image')} is not a pinned prom/alertmanager version")
+        check(port_of(flag(service, "web.listen-address", ":9093")) == port,
+              f"prometheus: alertmanager target {target} is not the port {host} listens on")
+        for published in service.get("ports") or []:
+            check(str(published).startswith("127.0.0.1:"), f"{host}: publishes {published} beyond loopback")
+        config_file = flag(service, "config.file", "/etc/alertmanager/alertmanager.yml")
+        source = {target: source for source, target in volumes_of(service)}.get(config_file, "")
+        if not check(source.startswith("./"), f"{host}: no config file mounted at {config_file}"):
+            continue
+        path = os.path.join(ROOT, source[2:])
+        amtool = os.environ.get("AMTOOL_BIN") or shutil.which("amtool")
+        if amtool:
+            result = subprocess.run([amtool, "check-config", path], capture_output=True, text=True)
+            check(result.returncode == 0, f"amtool check-config {source}: {(result.stdout + result.stderr).strip()}")
+            receiver = {}
+            for severity in ("page", "warn"):
+                routed = subprocess.run([amtool, "config", "routes", "test", f"--config.file={path}",
+                                         "alertname=InletAnyAlert", f"severity={severity}"], capture_output=True, text=True)
+                receiver[severity] = routed.stdout.strip()
+            check(receiver["page"] and receiver["page"] != receiver["warn"],
+                  f"{source}: alerts with severity=page do not reach a receiver of their own ({receiver})")
+        else:
+            print(f"check-compose: amtool not found (scripts/install-amtool.sh): {source} checked for structure only")
+            config = yaml.safe_load(read(source[2:])) or {}
+            names = [receiver.get("name") for receiver in config.get("receivers") or []]
+            check(len(names) == len(set(names)), f"{source}: receiver names are not unique")
+            route = config.get("route") or {}
+            check(route.get("receiver"), f"{source}: the top-level route has no receiver")
+            for name in receivers_of(route):
+                check(name is None or name in names, f"{source}: a route names receiver {name}, which is not defined")
 
 
 def main():
@@ -188,6 +248,7 @@ def main():
               "prometheus: deploy/prometheus/alerts.yml is not mounted and listed in rule_files")
         alerts = yaml.safe_load(read("deploy/prometheus/alerts.yml")) or {}
         check(any(group.get("rules") for group in alerts.get("groups") or []), "deploy/prometheus/alerts.yml has no rules")
+        check_alertmanager(services, config)
 
     # Grafana: the provisioned dashboards folder is the mounted one, and holds the dashboard.
     grafana = services.get("grafana", {})

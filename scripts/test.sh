@@ -11,6 +11,8 @@ NATS_SERVER_BIN="$(scripts/install-nats-server.sh)"
 export NATS_SERVER_BIN
 PROMTOOL_BIN="$(scripts/install-promtool.sh)"
 export PROMTOOL_BIN
+AMTOOL_BIN="$(scripts/install-amtool.sh)"   # check-compose.py checks the Alertmanager config with it
+export AMTOOL_BIN
 CARGO_DENY_BIN="$(scripts/install-cargo-deny.sh)"   # built from crates.io once (~3 min on 2 cores)
 INLET_PG_BIN="$(scripts/install-postgres.sh)"   # PostgreSQL server binaries (Debian package when missing)
 export INLET_PG_BIN

@@ -219,7 +219,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         peers: shared_store.then(|| record::PeerWake { client: client.clone(), subject: wake_subject.clone() }),
     });
     tracker.spawn(Arc::clone(&recorder).run(recording_consumer.clone(), shutdown.clone()));
-    tracker.spawn(stats_loop(store.clone(), recording_consumer, config.worker.stats_interval, shutdown.clone()));
+    tracker.spawn(stats_loop(
+        store.clone(),
+        client.clone(),
+        recording_consumer,
+        config.worker.stats_interval,
+        shutdown.clone(),
+    ));
     tracker.spawn(maintenance_loop(store.clone(), config.worker.retention, jobs, shutdown.clone()));
 
     let operator = if config.console.enabled {
@@ -316,11 +322,16 @@ fn operator_routes(
 
 async fn stats_loop(
     store: store::Store,
+    client: async_nats::Client,
     mut consumer: consumer::PullConsumer,
     every: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
+        metric_names::readiness(
+            store.is_healthy(),
+            client.connection_state() == async_nats::connection::State::Connected,
+        );
         match store.stats().await {
             Ok(stats) => {
                 metrics::gauge!(metric_names::DEAD_LETTER_BACKLOG).set(stats.dead_letters as f64);

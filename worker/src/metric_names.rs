@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::model::{AttemptOutcome, DeliveryStatus};
+use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryStatus};
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Events read from the stream, by source and outcome (`recorded`, `unrouted`, `duplicate`,
@@ -56,6 +56,13 @@ pub const JOBS_HELD: &str = "inlet_worker_jobs_held";
 /// Workers this worker sees live on its store (several workers on PostgreSQL).
 pub const PLACEMENT_WORKERS: &str = "inlet_worker_placement_workers";
 
+/// Whether the store takes writes (1) or not (0): what `/readyz` reports as `database_writer`,
+/// refreshed every `worker.stats_interval`.
+pub const STORE_AVAILABLE: &str = "inlet_worker_store_available";
+/// Whether the worker's NATS connection is up (1) or not (0), refreshed every
+/// `worker.stats_interval`.
+pub const NATS_CONNECTED: &str = "inlet_worker_nats_connected";
+
 /// Registers HELP text for every metric.
 pub fn describe() {
     describe_counter!(EVENTS, "Events read from the stream by source and outcome.");
@@ -81,11 +88,20 @@ pub fn describe() {
     describe_gauge!(PLACEMENT_WORKERS, "Workers sharing this worker's PostgreSQL store, as it last saw them.");
     describe_gauge!(JOBS_HELD, "1 while this worker runs the periodic jobs (pruning).");
     describe_gauge!(OLDEST_PENDING_AGE, Unit::Seconds, "Age of the oldest event with a pending delivery.");
+    describe_gauge!(STORE_AVAILABLE, "1 while the store takes writes, else 0 (as /readyz reports it).");
+    describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up, else 0.");
     describe_counter!(
         RESTARTED,
         "Deliveries claimed again after their previous attempt's lease ended without a result."
     );
     describe_counter!(SUPERSEDED, "Attempt results dropped because the delivery had been claimed again meanwhile.");
+}
+
+/// Whether the store takes writes and NATS is connected, as `/readyz` would answer now.
+pub fn readiness(store_available: bool, nats_connected: bool) {
+    let value = |up: bool| if up { 1.0 } else { 0.0 };
+    metrics::gauge!(STORE_AVAILABLE).set(value(store_available));
+    metrics::gauge!(NATS_CONNECTED).set(value(nats_connected));
 }
 
 /// `n` deliveries of `destination` were restarted (see [`RESTARTED`]).
@@ -136,6 +152,12 @@ pub struct DestinationMetrics {
 impl DestinationMetrics {
     /// Registers the handles for `destination`.
     pub fn new(destination: &str) -> DestinationMetrics {
+        // Dead letters are rare, and `increase()` cannot see a counter's first sample: registered
+        // at 0 here, the first dead letter of a destination raises the alert too.
+        for reason in DeadLetterReason::ALL {
+            metrics::counter!(DEAD_LETTERED, "destination" => destination.to_owned(), "reason" => reason.as_str())
+                .increment(0);
+        }
         let attempts = |outcome: &'static str| metrics::counter!(ATTEMPTS, "destination" => destination.to_owned(), "outcome" => outcome);
         DestinationMetrics {
             attempts_delivered: attempts(AttemptOutcome::Delivered.as_str()),

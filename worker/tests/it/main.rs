@@ -15,6 +15,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alerts;
 mod api;
 mod breaker;
 mod cluster;

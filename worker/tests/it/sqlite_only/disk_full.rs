@@ -213,6 +213,12 @@ async fn a_full_disk_stops_acking_reports_not_ready_and_resumes_without_loss() {
         metric_sample(&text, "inlet_worker_deliveries_total", &[("destination", "sink"), ("outcome", "delivered")])
             as usize
     };
+    // What the alert InletWorkerStoreUnavailable reads (refreshed every `stats_interval`).
+    let store_available = || async {
+        let text = client.get(&metrics).send().await.unwrap().text().await.unwrap();
+        assert!(text.contains("\ninlet_worker_store_available "), "no store gauge in:\n{text}");
+        metric_sample(&text, "inlet_worker_store_available", &[])
+    };
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let intake = js.get_stream(&config.stream.name).await.unwrap();
     let mut consumer: PullConsumer = intake.get_consumer(&config.worker.consumer).await.unwrap();
@@ -227,6 +233,8 @@ async fn a_full_disk_stops_acking_reports_not_ready_and_resumes_without_loss() {
         assert!(Instant::now() < deadline, "the first events were not delivered and acked:\n{}", worker.log_text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    assert_eq!(store_available().await, 1.0);
 
     // Fill the disk. Bodies larger than the WAL file: SQLite reuses a checkpointed WAL from its
     // start, so an event smaller than the WAL could still commit into space it already has.
@@ -272,6 +280,10 @@ async fn a_full_disk_stops_acking_reports_not_ready_and_resumes_without_loss() {
     assert_eq!(intake.clone().info().await.unwrap().state.messages, (before + during) as u64, "all kept in the stream");
     assert_eq!(destination.count(), before, "nothing recorded, so nothing delivered");
     assert_eq!(client.get(&readyz).send().await.unwrap().status(), 503);
+    while store_available().await != 0.0 {
+        assert!(Instant::now() < deadline, "inlet_worker_store_available never read 0:\n{}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         worker.logs.lock().unwrap().iter().any(|l| l.contains("database or disk is full")),
         "the failure is SQLite's SQLITE_FULL:\n{}",
@@ -288,6 +300,10 @@ async fn a_full_disk_stops_acking_reports_not_ready_and_resumes_without_loss() {
     }
     while client.get(&readyz).send().await.unwrap().status() != 200 {
         assert!(Instant::now() < deadline, "never ready again:\n{}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while store_available().await != 1.0 {
+        assert!(Instant::now() < deadline, "inlet_worker_store_available never read 1 again:\n{}", worker.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let keys = destination.delivered_keys();

@@ -50,7 +50,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid { key: key.into(), message: message.into() }
     }
 }
@@ -507,6 +507,45 @@ pub struct IngestConfig {
     /// shown to every viewer): exact names, `*suffix`, `prefix*` or `*`, case-insensitive.
     /// Setting it replaces the default list ([`crate::envelope::DEFAULT_REDACTED_HEADERS`]).
     pub redact_headers: HeaderPatterns,
+    /// `[ingest.tls]`: serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on `listen`; plain HTTP when
+    /// absent. The admin listener stays plain.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[ingest.tls]`, `[worker.tls]`: the listener serves HTTPS with this certificate. The files
+/// are read at startup (a missing or unusable file stops the process, naming the key) and
+/// again whenever their content changes: new connections get the new certificate, open ones
+/// keep theirs; a change that cannot be used (a half-written file, a key that does not match)
+/// keeps the certificate in use and is logged and counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain: the server's certificate first, then the
+    /// intermediates.
+    pub cert_file: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often both files are read to notice a new certificate.
+    #[serde(default = "default_tls_reload_interval", with = "duration_str")]
+    pub reload_interval: Duration,
+}
+
+/// Default `reload_interval` of `[ingest.tls]` and `[worker.tls]`.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+fn default_tls_reload_interval() -> Duration {
+    DEFAULT_TLS_RELOAD_INTERVAL
+}
+
+impl TlsConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        for (field, path) in [("cert_file", &self.cert_file), ("key_file", &self.key_file)] {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.{field}"), "must not be empty"));
+            }
+        }
+        positive(&format!("{key}.reload_interval"), self.reload_interval)
+    }
 }
 
 impl Default for IngestConfig {
@@ -529,6 +568,7 @@ impl Default for IngestConfig {
             // process's memory.
             max_buffered_body_bytes: 256 * 1024 * 1024,
             redact_headers: HeaderPatterns::default_redacted(),
+            tls: None,
         }
     }
 }
@@ -581,6 +621,9 @@ pub struct WorkerConfig {
     pub body_read_timeout: Duration,
     /// Open connections on the main listener at most; further ones wait in the accept queue.
     pub max_connections: usize,
+    /// `[worker.tls]`: serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on `listen`; plain HTTP when
+    /// absent. The admin listener stays plain.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[store]`: which database the worker keeps its state in.
@@ -663,6 +706,7 @@ impl Default for WorkerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            tls: None,
         }
     }
 }
@@ -981,6 +1025,9 @@ impl Config {
         if self.ingest.max_connections == 0 {
             return Err(ConfigError::invalid("ingest.max_connections", "must be at least 1"));
         }
+        if let Some(tls) = &self.ingest.tls {
+            tls.validate("ingest.tls")?;
+        }
         if self.ingest.failure_rate_limit.per_second == 0 || self.ingest.failure_rate_limit.burst() == 0 {
             return Err(ConfigError::invalid("ingest.failure_rate_limit", "per_second and burst must be at least 1"));
         }
@@ -997,6 +1044,9 @@ impl Config {
         positive("worker.body_read_timeout", self.worker.body_read_timeout)?;
         if self.worker.max_connections == 0 {
             return Err(ConfigError::invalid("worker.max_connections", "must be at least 1"));
+        }
+        if let Some(tls) = &self.worker.tls {
+            tls.validate("worker.tls")?;
         }
         positive("worker.retention", self.worker.retention)?;
         self.validate_store()?;

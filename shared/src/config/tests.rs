@@ -534,3 +534,56 @@ fn the_store_section_names_its_keys_and_never_echoes_the_url() {
     );
     check_invalid(&format!("{MINIMAL}\n[store]\nbackend = \"mysql\"\n"), &[], "store.backend", "unknown variant");
 }
+
+/// `[ingest.tls]` and `[worker.tls]`: both files required, a default reload interval, set by
+/// environment overrides too; invalid values name their key.
+#[test]
+fn tls_tables_need_both_files_and_name_their_keys() {
+    let config = Config::parse(
+        &format!("{MINIMAL}[ingest.tls]\ncert_file = \"/etc/inlet/tls.crt\"\nkey_file = \"/etc/inlet/tls.key\"\n"),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let tls = config.ingest.tls.unwrap();
+    assert_eq!(tls.cert_file, PathBuf::from("/etc/inlet/tls.crt"));
+    assert_eq!(tls.reload_interval, DEFAULT_TLS_RELOAD_INTERVAL);
+    assert!(config.worker.tls.is_none(), "plain HTTP is the default");
+
+    let config = Config::parse(
+        MINIMAL,
+        &env(&[
+            ("INLET__WORKER__TLS__CERT_FILE", "/run/secrets/worker.crt"),
+            ("INLET__WORKER__TLS__KEY_FILE", "/run/secrets/worker.key"),
+            ("INLET__WORKER__TLS__RELOAD_INTERVAL", "30s"),
+        ]),
+    )
+    .unwrap();
+    let tls = config.worker.tls.unwrap();
+    assert_eq!(tls.key_file, PathBuf::from("/run/secrets/worker.key"));
+    assert_eq!(tls.reload_interval, Duration::from_secs(30));
+
+    check_invalid(
+        &format!("{MINIMAL}[worker.tls]\ncert_file = \"a.crt\"\n"),
+        &[],
+        "worker.tls",
+        "missing field `key_file`",
+    );
+    check_invalid(
+        &format!("{MINIMAL}[ingest.tls]\ncert_file = \"\"\nkey_file = \"a.key\"\n"),
+        &[],
+        "ingest.tls.cert_file",
+        "must not be empty",
+    );
+    check_invalid(
+        &format!("{MINIMAL}[ingest.tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\nreload_interval = \"0s\"\n"),
+        &[],
+        "ingest.tls.reload_interval",
+        "greater than zero",
+    );
+    check_invalid(
+        &format!("{MINIMAL}[ingest.tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\nca_file = \"x\"\n"),
+        &[],
+        "ingest.tls.ca_file",
+        "unknown field",
+    );
+}

@@ -32,3 +32,4 @@ mod scheduling;
 mod several_workers;
 mod sqlite_only;
 mod support;
+mod tls;

@@ -156,6 +156,14 @@ async fn signed_webhooks_are_accepted_over_https_with_http2_by_alpn() {
     let retry = ingest.post_signed(&http1, "evt_tls_1").await;
     assert_eq!(retry.version(), reqwest::Version::HTTP_11);
     assert_eq!(retry.status(), 200, "{}", retry.text().await.unwrap());
+    // TLS 1.2 clients are served too (1.3 is what the clients above negotiated).
+    let tls12 = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ingest.ca.pem().as_bytes()).unwrap()])
+        .resolve(SERVER_NAME, ingest.addr)
+        .tls_version_max(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    assert_eq!(tls12.get(ingest.url("/healthz")).send().await.unwrap().status(), 200);
 
     // The certificate is really checked: a client trusting only the system's roots refuses it,
     // and plain HTTP is not served on the TLS port.

@@ -587,3 +587,66 @@ fn tls_tables_need_both_files_and_name_their_keys() {
         "unknown field",
     );
 }
+
+/// `store.url`'s `sslmode` (libpq's five) and `store.ca_file`: the verifying modes need the CA
+/// file, the others refuse it, and a bad mode names `store.url` without echoing it.
+#[test]
+fn postgres_sslmode_and_ca_file_go_together() {
+    let store = |url: &str, ca_file: Option<&str>| {
+        let ca = ca_file.map(|path| format!("ca_file = \"{path}\"\n")).unwrap_or_default();
+        format!("{MINIMAL}[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n{ca}")
+    };
+    let config =
+        Config::parse(&store("postgres://u:pw@db:5432/inlet?sslmode=verify-full", Some("/ca.pem")), &env(&[])).unwrap();
+    assert_eq!(config.store.ca_file, Some(PathBuf::from("/ca.pem")));
+    let config = Config::parse(
+        &store("postgres://u:pw@db/inlet", None),
+        &env(&[
+            ("INLET__STORE__URL", "postgres://u:pw@db/inlet?sslmode=verify-ca"),
+            ("INLET__STORE__CA_FILE", "/ca.pem"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.store.ca_file, Some(PathBuf::from("/ca.pem")));
+    Config::parse(&store("postgres://u:pw@db/inlet?sslmode=require", None), &env(&[])).unwrap();
+
+    check_invalid(
+        &store("postgres://u:secret@db/inlet?sslmode=verify-full", None),
+        &[],
+        "store.ca_file",
+        "is required with sslmode=verify-full",
+    );
+    check_invalid(
+        &store("postgres://u:secret@db/inlet", Some("/ca.pem")),
+        &[],
+        "store.ca_file",
+        "store.url says sslmode=prefer",
+    );
+    match Config::parse(&store("postgres://u:secret@db/inlet?application_name=x&sslmode=allow", None), &env(&[])) {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "store.url");
+            assert!(message.contains("sslmode must be"), "{message}");
+            assert!(!message.contains("secret"), "the URL was echoed: {message}");
+        }
+        other => panic!("expected store.url refused, got {other:?}"),
+    }
+    check_invalid(
+        &format!("{MINIMAL}[store]\nca_file = \"/ca.pem\"\n"),
+        &[],
+        "store.ca_file",
+        "store.backend is \"sqlite\"",
+    );
+
+    assert_eq!(
+        PgSslMode::split_from_url("postgres://h/db?application_name=a&sslmode=verify-ca&connect_timeout=3").unwrap(),
+        (PgSslMode::VerifyCa, "postgres://h/db?application_name=a&connect_timeout=3".to_owned())
+    );
+    assert_eq!(
+        PgSslMode::split_from_url("postgres://h/db?sslmode=disable").unwrap(),
+        (PgSslMode::Disable, "postgres://h/db".to_owned())
+    );
+    assert_eq!(
+        PgSslMode::split_from_url("postgres://h/db").unwrap(),
+        (PgSslMode::Prefer, "postgres://h/db".to_owned())
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use inlet_shared::test_util::tls::{Issued, TestCa, replace_file};
+use inlet_shared::test_util::tls::{Issued, TestCa};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -21,8 +21,17 @@ async fn health_and_the_api_are_served_over_https_and_a_replaced_certificate_is_
     let certificates = tempfile::tempdir().unwrap();
     let ca = TestCa::new("worker test CA");
     let (first, second) = (ca.issue(&[], 1, 2040), ca.issue(&["renewed.inlet.test"], 2, 2041));
-    let (cert_file, key_file) = first.write_to(certificates.path());
-    let tls = WorkerTls { cert_file: cert_file.clone(), key_file: key_file.clone(), ca_pem: ca.pem() };
+    // As a Kubernetes secret volume lays them out: `live` is a symlink to the current version's
+    // directory, swapped at once for a new one.
+    let (v1, v2, live) =
+        (certificates.path().join("v1"), certificates.path().join("v2"), certificates.path().join("live"));
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::create_dir(&v2).unwrap();
+    first.write_to(&v1);
+    second.write_to(&v2);
+    std::os::unix::fs::symlink(&v1, &live).unwrap();
+    let (cert_file, key_file) = (live.join("server.crt"), live.join("server.key"));
+    let tls = WorkerTls { cert_file: cert_file.clone(), key_file, ca_pem: ca.pem() };
     let pipeline = OperatorPipeline::start(&[], Options { tls: Some(tls), ..Options::default() }).await;
     assert!(pipeline.url("/").starts_with("https://"));
 
@@ -40,9 +49,11 @@ async fn health_and_the_api_are_served_over_https_and_a_replaced_certificate_is_
         reqwest::Client::builder().resolve(inlet_shared::test_util::tls::SERVER_NAME, pipeline.worker).build().unwrap();
     assert!(system_roots.get(pipeline.url("/healthz")).send().await.is_err());
 
-    // Replaced: new connections (a new client each) get the new certificate.
-    replace_file(&key_file, second.key_pem.as_bytes());
-    replace_file(&cert_file, second.cert_pem.as_bytes());
+    // Replaced: the symlink swapped to the new version; new connections (a new client each) get
+    // the new certificate.
+    let swapping = certificates.path().join("live.new");
+    std::os::unix::fs::symlink(&v2, &swapping).unwrap();
+    std::fs::rename(&swapping, &live).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let client = reqwest::Client::builder()
@@ -107,4 +118,49 @@ async fn unusable_certificate_files_stop_the_worker_naming_the_key() {
         assert!(error.downcast_ref::<inlet_shared::config::ConfigError>().is_some(), "exits 64: {message}");
         assert!(!dir.path().join("inlet.db").exists(), "the store was opened before the certificate was checked");
     }
+}
+
+/// The store over TLS: with `sslmode=verify-full` and the CA of PostgreSQL's certificate in
+/// `store.ca_file` the worker starts and is ready; with another CA it stops at startup, naming
+/// `store.ca_file`.
+#[tokio::test]
+async fn the_worker_reaches_postgresql_over_verified_tls_and_refuses_a_wrong_ca() {
+    let (ca, wrong) = (TestCa::new("PostgreSQL test CA"), TestCa::new("another CA"));
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, wrong_file) = (dir.path().join("ca.pem"), dir.path().join("wrong.pem"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&wrong_file, wrong.pem()).unwrap();
+    let certificate = ca.issue(&["127.0.0.1"], 3, 2040);
+    let server =
+        tokio::task::spawn_blocking(move || inlet_shared::test_util::TestPostgres::start_with_tls(&certificate))
+            .await
+            .unwrap();
+    let nats = inlet_shared::test_util::TestNats::start();
+    let config = |ca: &std::path::Path| {
+        let text = format!(
+            "[nats]\nurl = \"{}\"\nstartup_timeout = \"10s\"\n\
+             [store]\nbackend = \"postgres\"\nurl = \"{}?sslmode=verify-full\"\nca_file = \"{}\"\npool_size = 4\n",
+            nats.url(),
+            server.url(),
+            ca.display()
+        );
+        inlet_shared::config::Config::parse(&text, &Default::default()).unwrap()
+    };
+
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = tokio::time::timeout(
+        Duration::from_secs(60),
+        inlet_worker::run(config(&wrong_file), inlet_worker::Listeners { main, admin }, CancellationToken::new()),
+    )
+    .await
+    .expect("the worker did not stop")
+    .expect_err("the worker started trusting a CA that did not sign PostgreSQL's certificate");
+    let message = format!("{error:#}");
+    assert!(message.contains("store.ca_file") && message.contains("certificate was refused"), "{message}");
+
+    let stop = CancellationToken::new();
+    let addrs = crate::support::start_worker(config(&ca_file), &stop).await;
+    crate::support::wait_ok(&reqwest::Client::new(), &format!("http://{}/readyz", addrs.main)).await;
+    stop.cancel();
 }

@@ -71,6 +71,11 @@ impl Listeners {
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics_handle();
     metric_names::describe();
+    // Before anything else: a certificate that cannot be used stops startup, naming the key.
+    let tls = match &config.ingest.tls {
+        Some(files) => Some(inlet_shared::tls::ServerTls::load(files, "ingest.tls", metric_names::TLS)?),
+        None => None,
+    };
 
     let mut sources = HashMap::new();
     for source in &config.sources {
@@ -131,14 +136,18 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         shutdown_grace: config.ingest.shutdown_grace,
     };
     let (public_addr, admin_addr) = listeners.addresses()?;
-    tracing::info!(%public_addr, %admin_addr, sources = state.sources.len(), "inlet-ingest listening");
+    tracing::info!(%public_addr, %admin_addr, sources = state.sources.len(), tls = tls.is_some(), "inlet-ingest listening");
+    let acceptor = tls.as_ref().map(inlet_shared::tls::ServerTls::acceptor);
+    if let Some(tls) = tls {
+        tokio::spawn(tls.reload(shutdown.clone()));
+    }
 
     let public_service = service_fn(move |request| http::handle(Arc::clone(&state), request));
     let admin_service = service_fn(move |request| http::handle_admin(metrics.clone(), request));
     let admin_options = ServeOptions { max_connections: 64, ..options };
     let (drained, _) = tokio::join!(
-        serve(listeners.public, public_service, options, shutdown.clone()),
-        serve(listeners.admin, admin_service, admin_options, shutdown),
+        serve(listeners.public, public_service, options, acceptor, shutdown.clone()),
+        serve(listeners.admin, admin_service, admin_options, None, shutdown),
     );
     // A probe in progress has nothing left to report to.
     probe_task.abort();

@@ -38,6 +38,15 @@ pub const BATCH_COMMIT_DURATION: &str = "inlet_ingest_batch_commit_duration_seco
 /// Groups that fell back to individual publishes, by reason.
 pub const BATCH_FALLBACKS: &str = "inlet_ingest_batch_fallbacks_total";
 
+/// Changed `[ingest.tls]` certificate files that could not be used (the previous certificate
+/// stayed in use), by `cert_file`.
+pub const TLS_RELOAD_FAILURES: &str = "inlet_ingest_tls_reload_failures_total";
+/// Not-after time of the certificate the public listener serves, by `cert_file`.
+pub const TLS_CERTIFICATE_EXPIRY: &str = "inlet_ingest_tls_certificate_expiry_timestamp_seconds";
+/// Both, for `inlet_shared::tls`.
+pub const TLS: inlet_shared::tls::TlsMetricNames =
+    inlet_shared::tls::TlsMetricNames { reload_failures: TLS_RELOAD_FAILURES, expiry: TLS_CERTIFICATE_EXPIRY };
+
 /// Label used for requests to a source that is not configured.
 pub const UNKNOWN_SOURCE_LABEL: &str = "_unknown";
 
@@ -61,6 +70,15 @@ pub fn describe() {
     describe_histogram!(BATCH_MESSAGES, "Messages per JetStream commit in fsync mode (1 is a single publish).");
     describe_histogram!(BATCH_COMMIT_DURATION, Unit::Seconds, "Time to commit one atomic batch in fsync mode.");
     describe_counter!(BATCH_FALLBACKS, "Atomic batches that fell back to individual publishes, by reason.");
+    describe_counter!(
+        TLS_RELOAD_FAILURES,
+        "Changed TLS certificate files that could not be used (the previous certificate stays in use)."
+    );
+    describe_gauge!(
+        TLS_CERTIFICATE_EXPIRY,
+        Unit::Seconds,
+        "Not-after time (Unix seconds) of the TLS certificate the public listener serves."
+    );
 }
 
 /// Every `outcome` label value of [`REQUESTS`].

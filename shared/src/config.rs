@@ -50,7 +50,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid { key: key.into(), message: message.into() }
     }
 }
@@ -507,6 +507,45 @@ pub struct IngestConfig {
     /// shown to every viewer): exact names, `*suffix`, `prefix*` or `*`, case-insensitive.
     /// Setting it replaces the default list ([`crate::envelope::DEFAULT_REDACTED_HEADERS`]).
     pub redact_headers: HeaderPatterns,
+    /// `[ingest.tls]`: serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on `listen`; plain HTTP when
+    /// absent. The admin listener stays plain.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[ingest.tls]`, `[worker.tls]`: the listener serves HTTPS with this certificate. The files
+/// are read at startup (a missing or unusable file stops the process, naming the key) and
+/// again whenever their content changes: new connections get the new certificate, open ones
+/// keep theirs; a change that cannot be used (a half-written file, a key that does not match)
+/// keeps the certificate in use and is logged and counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain: the server's certificate first, then the
+    /// intermediates.
+    pub cert_file: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often both files are read to notice a new certificate.
+    #[serde(default = "default_tls_reload_interval", with = "duration_str")]
+    pub reload_interval: Duration,
+}
+
+/// Default `reload_interval` of `[ingest.tls]` and `[worker.tls]`.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+fn default_tls_reload_interval() -> Duration {
+    DEFAULT_TLS_RELOAD_INTERVAL
+}
+
+impl TlsConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        for (field, path) in [("cert_file", &self.cert_file), ("key_file", &self.key_file)] {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.{field}"), "must not be empty"));
+            }
+        }
+        positive(&format!("{key}.reload_interval"), self.reload_interval)
+    }
 }
 
 impl Default for IngestConfig {
@@ -529,6 +568,7 @@ impl Default for IngestConfig {
             // process's memory.
             max_buffered_body_bytes: 256 * 1024 * 1024,
             redact_headers: HeaderPatterns::default_redacted(),
+            tls: None,
         }
     }
 }
@@ -581,6 +621,9 @@ pub struct WorkerConfig {
     pub body_read_timeout: Duration,
     /// Open connections on the main listener at most; further ones wait in the accept queue.
     pub max_connections: usize,
+    /// `[worker.tls]`: serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on `listen`; plain HTTP when
+    /// absent. The admin listener stays plain.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[store]`: which database the worker keeps its state in.
@@ -590,9 +633,13 @@ pub struct StoreConfig {
     /// `sqlite` (default: the file `worker.database`, one worker) or `postgres` (`store.url`,
     /// any number of workers).
     pub backend: StoreBackend,
-    /// PostgreSQL only: `postgres://user:password@host:port/database` (libpq's keys also work,
-    /// e.g. `?sslmode=disable`). Holds a password: use `{ env = "…" }`.
+    /// PostgreSQL only: `postgres://user:password@host:port/database` (libpq's keys also work).
+    /// `?sslmode=` is libpq's: `disable`, `prefer` (the default), `require`, `verify-ca`,
+    /// `verify-full` (see [`PgSslMode`]). Holds a password: use `{ env = "…" }`.
     pub url: Option<Secret>,
+    /// PostgreSQL only: PEM file with the CA certificate(s) PostgreSQL's certificate must chain
+    /// to; required with `sslmode=verify-ca` or `verify-full`, and used by nothing else.
+    pub ca_file: Option<PathBuf>,
     /// PostgreSQL only: connections per worker process.
     pub pool_size: usize,
     /// PostgreSQL only: each statement is cancelled after this long (`0s`: the server's or the
@@ -606,6 +653,7 @@ impl Default for StoreConfig {
         StoreConfig {
             backend: StoreBackend::Sqlite,
             url: None,
+            ca_file: None,
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
         }
@@ -621,6 +669,73 @@ pub enum StoreBackend {
     Sqlite,
     /// One PostgreSQL database shared by any number of workers (`store.url`).
     Postgres,
+}
+
+/// libpq's `sslmode` in `store.url`: whether the PostgreSQL connection is encrypted, and what of
+/// the server's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgSslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, else plain; the certificate is not checked (libpq's
+    /// default, and Inlet's when the URL names none).
+    Prefer,
+    /// TLS always; the certificate is not checked (encryption against a passive listener only).
+    Require,
+    /// TLS, and the certificate must chain to `store.ca_file`.
+    VerifyCa,
+    /// TLS, the certificate must chain to `store.ca_file` and name the URL's host.
+    VerifyFull,
+}
+
+impl PgSslMode {
+    /// libpq's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PgSslMode::Disable => "disable",
+            PgSslMode::Prefer => "prefer",
+            PgSslMode::Require => "require",
+            PgSslMode::VerifyCa => "verify-ca",
+            PgSslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(value: &str) -> Option<PgSslMode> {
+        [PgSslMode::Disable, PgSslMode::Prefer, PgSslMode::Require, PgSslMode::VerifyCa, PgSslMode::VerifyFull]
+            .into_iter()
+            .find(|mode| mode.as_str() == value)
+    }
+
+    /// Whether the server's certificate is checked against `store.ca_file`.
+    pub fn verifies(self) -> bool {
+        matches!(self, PgSslMode::VerifyCa | PgSslMode::VerifyFull)
+    }
+
+    /// The `sslmode` of a `postgres://` URL (`prefer` when it names none) and the URL without
+    /// it (tokio-postgres knows only `disable`, `prefer` and `require`; the caller sets the mode).
+    ///
+    /// # Errors
+    ///
+    /// When `sslmode` has another value (the message does not echo the URL: it may hold a
+    /// password).
+    pub fn split_from_url(url: &str) -> Result<(PgSslMode, String), String> {
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((PgSslMode::Prefer, url.to_owned()));
+        };
+        let mut mode = PgSslMode::Prefer;
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            match pair.strip_prefix("sslmode=") {
+                Some(value) => {
+                    mode = PgSslMode::parse(value).ok_or_else(|| {
+                        "sslmode must be disable, prefer, require, verify-ca or verify-full".to_owned()
+                    })?;
+                }
+                None => kept.push(pair),
+            }
+        }
+        Ok((mode, if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }))
+    }
 }
 
 /// SQLite durability setting.
@@ -663,6 +778,7 @@ impl Default for WorkerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            tls: None,
         }
     }
 }
@@ -981,6 +1097,9 @@ impl Config {
         if self.ingest.max_connections == 0 {
             return Err(ConfigError::invalid("ingest.max_connections", "must be at least 1"));
         }
+        if let Some(tls) = &self.ingest.tls {
+            tls.validate("ingest.tls")?;
+        }
         if self.ingest.failure_rate_limit.per_second == 0 || self.ingest.failure_rate_limit.burst() == 0 {
             return Err(ConfigError::invalid("ingest.failure_rate_limit", "per_second and burst must be at least 1"));
         }
@@ -997,6 +1116,9 @@ impl Config {
         positive("worker.body_read_timeout", self.worker.body_read_timeout)?;
         if self.worker.max_connections == 0 {
             return Err(ConfigError::invalid("worker.max_connections", "must be at least 1"));
+        }
+        if let Some(tls) = &self.worker.tls {
+            tls.validate("worker.tls")?;
         }
         positive("worker.retention", self.worker.retention)?;
         self.validate_store()?;
@@ -1169,10 +1291,49 @@ impl Config {
             }
             _ => {}
         }
+        self.validate_store_tls()?;
         if self.store.pool_size == 0 || self.store.pool_size > 1_000 {
             return Err(ConfigError::invalid("store.pool_size", "must be between 1 and 1000"));
         }
         Ok(())
+    }
+
+    /// `store.url`'s `sslmode` against `store.ca_file`.
+    fn validate_store_tls(&self) -> Result<(), ConfigError> {
+        let ca_file = self.store.ca_file.as_ref();
+        if ca_file.is_some_and(|path| path.as_os_str().is_empty()) {
+            return Err(ConfigError::invalid("store.ca_file", "must not be empty"));
+        }
+        let Some(url) = self.store.url.as_ref().filter(|_| self.store.backend == StoreBackend::Postgres) else {
+            if ca_file.is_some() {
+                return Err(ConfigError::invalid(
+                    "store.ca_file",
+                    "is set but store.backend is \"sqlite\" (it is the CA of PostgreSQL's certificate)",
+                ));
+            }
+            return Ok(());
+        };
+        let (mode, _) =
+            PgSslMode::split_from_url(url.expose()).map_err(|message| ConfigError::invalid("store.url", message))?;
+        match (mode.verifies(), ca_file) {
+            (true, None) => Err(ConfigError::invalid(
+                "store.ca_file",
+                format!(
+                    "is required with sslmode={} in store.url: the PEM file of the CA that signed PostgreSQL's \
+                     certificate",
+                    mode.as_str()
+                ),
+            )),
+            (false, Some(_)) => Err(ConfigError::invalid(
+                "store.ca_file",
+                format!(
+                    "is used only with sslmode=verify-ca or verify-full, and store.url says sslmode={} (add \
+                     ?sslmode=verify-full to store.url to check PostgreSQL's certificate)",
+                    mode.as_str()
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn validate_body_budget(&self) -> Result<(), ConfigError> {

@@ -4,7 +4,7 @@
 //!
 //! Without features this crate does no I/O but read the configuration file (only in
 //! [`config::load_file`]). The `runtime` feature adds what both binaries run: the HTTP accept
-//! loop, the metrics recorder, the NATS connection and stream setup. Helpers that start real processes for tests live behind the
+//! loop (plain or HTTPS: `tls`), the metrics recorder, the NATS connection and stream setup. Helpers that start real processes for tests live behind the
 //! `test-util` feature.
 #![forbid(unsafe_code)]
 
@@ -18,6 +18,8 @@ pub mod telemetry;
 pub mod nats;
 #[cfg(feature = "runtime")]
 pub mod server;
+#[cfg(feature = "runtime")]
+pub mod tls;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

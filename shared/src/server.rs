@@ -5,6 +5,10 @@
 //! header-read timeout against slowloris, a cap on open connections (excess ones wait in the
 //! kernel's accept queue, so memory stays bounded), and graceful shutdown: on cancel it stops
 //! accepting, lets in-flight requests finish within a grace period, then closes.
+//!
+//! With TLS (`crate::tls`) every rule holds over the TLS stream: the handshake happens in the
+//! connection's task, holding its slot of the cap, and must finish within the header-read
+//! timeout; HTTP/2 or HTTP/1.1 is then what ALPN chose (the same auto-detection follows).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,10 +41,17 @@ pub struct ServeOptions {
 /// can hold a request body, so this bounds what one connection can make the process buffer.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 
-/// Serves `service` on `listener` until `shutdown` is cancelled, then drains.
+/// Serves `service` on `listener` until `shutdown` is cancelled, then drains; HTTPS when `tls`
+/// is given (its acceptor always hands out the certificate in use).
 ///
 /// Returns `true` when every connection finished within the grace period.
-pub async fn serve<S, B>(listener: TcpListener, service: S, options: ServeOptions, shutdown: CancellationToken) -> bool
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    options: ServeOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) -> bool
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -88,28 +99,57 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let (builder, service, shutdown, force_close) =
-            (Arc::clone(&builder), service.clone(), shutdown.clone(), force_close.clone());
+        let (builder, service, shutdown, force_close, tls) =
+            (Arc::clone(&builder), service.clone(), shutdown.clone(), force_close.clone(), tls.clone());
         connections.spawn(async move {
             let _permit = permit;
-            // hyper's header-read timeout only starts once the HTTP version has been sniffed
-            // from the first bytes, so a client that connects and sends nothing would keep its
-            // slot forever: enough of them and the cap locks every sender out. It gets the same
-            // time for its first byte (the whole head may so take up to twice the timeout).
-            let mut first = [0u8; 1];
-            let first_byte = tokio::select! {
-                () = shutdown.cancelled() => return,
-                peeked = tokio::time::timeout(options.header_read_timeout, stream.peek(&mut first)) => peeked,
-            };
-            if !matches!(first_byte, Ok(Ok(read)) if read > 0) {
-                // Silent past the timeout, closed, or broken: close it before its slot is freed.
-                drop(stream);
+            let idle_timeout = options.header_read_timeout;
+            let Some(acceptor) = tls else {
+                // hyper's header-read timeout only starts once the HTTP version has been sniffed
+                // from the first bytes, so a client that connects and sends nothing would keep
+                // its slot forever: enough of them and the cap locks every sender out. It gets
+                // the same time for its first byte (the whole head may so take up to twice the
+                // timeout).
+                let mut first = [0u8; 1];
+                let first_byte = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    peeked = tokio::time::timeout(idle_timeout, stream.peek(&mut first)) => peeked,
+                };
+                if !matches!(first_byte, Ok(Ok(read)) if read > 0) {
+                    // Silent past the timeout, closed, or broken: close it before its slot is freed.
+                    drop(stream);
+                    return;
+                }
+                let activity = Arc::new(Activity::new());
+                let service = Tracked { inner: service, activity: Arc::clone(&activity) };
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                serve_connection(connection, &activity, idle_timeout, &shutdown, &force_close).await;
                 return;
-            }
+            };
+            // The handshake holds this connection's slot: a client that opens TCP and never
+            // finishes it (or never starts it) is dropped after the header-read timeout. After
+            // it, a client that sends no request is closed by the idle rule of
+            // `serve_connection` (the TLS stream cannot be peeked for a first byte).
+            let handshake = tokio::select! {
+                () = shutdown.cancelled() => return,
+                handshake = tokio::time::timeout(idle_timeout, acceptor.accept(stream)) => handshake,
+            };
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(timeout = ?idle_timeout, "TLS handshake did not finish in time");
+                    return;
+                }
+            };
+            // Idle from the end of the handshake on.
             let activity = Arc::new(Activity::new());
             let service = Tracked { inner: service, activity: Arc::clone(&activity) };
             let connection = builder.serve_connection(TokioIo::new(stream), service);
-            serve_connection(connection, &activity, options.header_read_timeout, &shutdown, &force_close).await;
+            serve_connection(connection, &activity, idle_timeout, &shutdown, &force_close).await;
         });
     }
     drop(listener);
@@ -354,7 +394,8 @@ pub fn shutdown_on_signal() -> CancellationToken {
 
 /// The body of both binaries' `main`: load the config file, start logging, run until SIGINT or
 /// SIGTERM, and turn the outcome into an exit code (64 for an unusable configuration, naming
-/// the key; 1 for a runtime failure).
+/// the key — also when `run` fails with a [`crate::config::ConfigError`], e.g. a certificate
+/// file it names cannot be used; 1 for a runtime failure).
 pub async fn binary_main<F, Fut>(binary: &str, config_path: &std::path::Path, run: F) -> std::process::ExitCode
 where
     F: FnOnce(crate::config::Config, CancellationToken) -> Fut,
@@ -374,6 +415,12 @@ where
     }
     match run(config, shutdown_on_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Found only once files the configuration names were read (e.g. a TLS certificate).
+        Err(error) if error.downcast_ref::<crate::config::ConfigError>().is_some() => {
+            tracing::error!(error = format!("{error:#}"), "{binary}: invalid configuration");
+            eprintln!("{binary}: invalid configuration: {error:#}");
+            std::process::ExitCode::from(EX_USAGE)
+        }
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "{binary} failed");
             eprintln!("{binary}: {error:#}");

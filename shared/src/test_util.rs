@@ -12,6 +12,8 @@
 //!
 //! [`TestPostgres`] runs a real PostgreSQL server (its own `initdb` cluster, free port), stopped
 //! on drop; see [`postgres`].
+//!
+//! [`tls::TestCa`] makes a CA and server certificates (rcgen) for the HTTPS tests.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::io::{BufRead, BufReader};
@@ -22,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod postgres;
+pub mod tls;
 pub use postgres::TestPostgres;
 
 /// The nats-server release the project pins (scripts, tests and docker-compose use it).
@@ -334,6 +337,31 @@ impl TestNatsCluster {
     pub fn node(&mut self, name: &str) -> &mut TestNats {
         let index: usize = name.trim_start_matches('n').parse().expect("node name n<index>");
         &mut self.nodes[index - 1]
+    }
+}
+
+/// The `promtool` binary: `PROMTOOL_BIN`, else `promtool` on the `PATH`.
+pub fn promtool() -> String {
+    std::env::var("PROMTOOL_BIN").unwrap_or_else(|_| "promtool".to_owned())
+}
+
+/// Runs `promtool check metrics` (Prometheus's own linter) on `text`; returns its findings
+/// (empty when clean).
+pub fn promtool_findings(text: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); install it with scripts/install-promtool.sh"));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    if output.status.success() {
+        String::new()
+    } else {
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
     }
 }
 

@@ -92,6 +92,11 @@ impl Listeners {
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = metrics_handle();
     metric_names::describe();
+    // Before anything else: a certificate that cannot be used stops startup, naming the key.
+    let tls = match &config.worker.tls {
+        Some(files) => Some(inlet_shared::tls::ServerTls::load(files, "worker.tls", metric_names::TLS)?),
+        None => None,
+    };
 
     let store = store::Store::open(&config).await?;
 
@@ -242,12 +247,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         shutdown_grace: config.worker.shutdown_grace,
     };
     let (main_addr, admin_addr) = listeners.addresses()?;
-    tracing::info!(%main_addr, %admin_addr, destinations = destinations.len(), "inlet-worker running");
+    tracing::info!(%main_addr, %admin_addr, destinations = destinations.len(), tls = tls.is_some(), "inlet-worker running");
+    let acceptor = tls.as_ref().map(inlet_shared::tls::ServerTls::acceptor);
+    if let Some(tls) = tls {
+        tokio::spawn(tls.reload(shutdown.clone()));
+    }
     let main_service = TowerToHyperService::new(http::router(health, operator, config.worker.body_read_timeout));
     let admin_service = service_fn(move |request| http::handle_admin(metrics.clone(), request));
     tokio::join!(
-        serve(listeners.main, main_service, options, shutdown.clone()),
-        serve(listeners.admin, admin_service, ServeOptions { max_connections: 64, ..options }, shutdown.clone()),
+        serve(listeners.main, main_service, options, acceptor, shutdown.clone()),
+        serve(listeners.admin, admin_service, ServeOptions { max_connections: 64, ..options }, None, shutdown.clone()),
     );
     tracker.close();
     if tokio::time::timeout(config.worker.shutdown_grace, tracker.wait()).await.is_err() {

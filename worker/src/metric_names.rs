@@ -62,6 +62,14 @@ pub const STORE_AVAILABLE: &str = "inlet_worker_store_available";
 /// Whether the worker's NATS connection is up (1) or not (0), refreshed every
 /// `worker.stats_interval`.
 pub const NATS_CONNECTED: &str = "inlet_worker_nats_connected";
+/// Changed `[worker.tls]` certificate files that could not be used (the previous certificate
+/// stayed in use), by `cert_file`.
+pub const TLS_RELOAD_FAILURES: &str = "inlet_worker_tls_reload_failures_total";
+/// Not-after time of the certificate the main listener serves, by `cert_file`.
+pub const TLS_CERTIFICATE_EXPIRY: &str = "inlet_worker_tls_certificate_expiry_timestamp_seconds";
+/// Both, for `inlet_shared::tls`.
+pub const TLS: inlet_shared::tls::TlsMetricNames =
+    inlet_shared::tls::TlsMetricNames { reload_failures: TLS_RELOAD_FAILURES, expiry: TLS_CERTIFICATE_EXPIRY };
 
 /// Registers HELP text for every metric.
 pub fn describe() {
@@ -95,6 +103,15 @@ pub fn describe() {
         "Deliveries claimed again after their previous attempt's lease ended without a result."
     );
     describe_counter!(SUPERSEDED, "Attempt results dropped because the delivery had been claimed again meanwhile.");
+    describe_counter!(
+        TLS_RELOAD_FAILURES,
+        "Changed TLS certificate files that could not be used (the previous certificate stays in use)."
+    );
+    describe_gauge!(
+        TLS_CERTIFICATE_EXPIRY,
+        Unit::Seconds,
+        "Not-after time (Unix seconds) of the TLS certificate the main listener serves."
+    );
 }
 
 /// Whether the store takes writes and NATS is connected, as `/readyz` would answer now.

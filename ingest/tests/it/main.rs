@@ -11,3 +11,4 @@ mod replays;
 mod store_full;
 mod stored_headers;
 mod support;
+mod tls;

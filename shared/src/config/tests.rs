@@ -534,3 +534,119 @@ fn the_store_section_names_its_keys_and_never_echoes_the_url() {
     );
     check_invalid(&format!("{MINIMAL}\n[store]\nbackend = \"mysql\"\n"), &[], "store.backend", "unknown variant");
 }
+
+/// `[ingest.tls]` and `[worker.tls]`: both files required, a default reload interval, set by
+/// environment overrides too; invalid values name their key.
+#[test]
+fn tls_tables_need_both_files_and_name_their_keys() {
+    let config = Config::parse(
+        &format!("{MINIMAL}[ingest.tls]\ncert_file = \"/etc/inlet/tls.crt\"\nkey_file = \"/etc/inlet/tls.key\"\n"),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let tls = config.ingest.tls.unwrap();
+    assert_eq!(tls.cert_file, PathBuf::from("/etc/inlet/tls.crt"));
+    assert_eq!(tls.reload_interval, DEFAULT_TLS_RELOAD_INTERVAL);
+    assert!(config.worker.tls.is_none(), "plain HTTP is the default");
+
+    let config = Config::parse(
+        MINIMAL,
+        &env(&[
+            ("INLET__WORKER__TLS__CERT_FILE", "/run/secrets/worker.crt"),
+            ("INLET__WORKER__TLS__KEY_FILE", "/run/secrets/worker.key"),
+            ("INLET__WORKER__TLS__RELOAD_INTERVAL", "30s"),
+        ]),
+    )
+    .unwrap();
+    let tls = config.worker.tls.unwrap();
+    assert_eq!(tls.key_file, PathBuf::from("/run/secrets/worker.key"));
+    assert_eq!(tls.reload_interval, Duration::from_secs(30));
+
+    check_invalid(
+        &format!("{MINIMAL}[worker.tls]\ncert_file = \"a.crt\"\n"),
+        &[],
+        "worker.tls",
+        "missing field `key_file`",
+    );
+    check_invalid(
+        &format!("{MINIMAL}[ingest.tls]\ncert_file = \"\"\nkey_file = \"a.key\"\n"),
+        &[],
+        "ingest.tls.cert_file",
+        "must not be empty",
+    );
+    check_invalid(
+        &format!("{MINIMAL}[ingest.tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\nreload_interval = \"0s\"\n"),
+        &[],
+        "ingest.tls.reload_interval",
+        "greater than zero",
+    );
+    check_invalid(
+        &format!("{MINIMAL}[ingest.tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\nca_file = \"x\"\n"),
+        &[],
+        "ingest.tls.ca_file",
+        "unknown field",
+    );
+}
+
+/// `store.url`'s `sslmode` (libpq's five) and `store.ca_file`: the verifying modes need the CA
+/// file, the others refuse it, and a bad mode names `store.url` without echoing it.
+#[test]
+fn postgres_sslmode_and_ca_file_go_together() {
+    let store = |url: &str, ca_file: Option<&str>| {
+        let ca = ca_file.map(|path| format!("ca_file = \"{path}\"\n")).unwrap_or_default();
+        format!("{MINIMAL}[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n{ca}")
+    };
+    let config =
+        Config::parse(&store("postgres://u:pw@db:5432/inlet?sslmode=verify-full", Some("/ca.pem")), &env(&[])).unwrap();
+    assert_eq!(config.store.ca_file, Some(PathBuf::from("/ca.pem")));
+    let config = Config::parse(
+        &store("postgres://u:pw@db/inlet", None),
+        &env(&[
+            ("INLET__STORE__URL", "postgres://u:pw@db/inlet?sslmode=verify-ca"),
+            ("INLET__STORE__CA_FILE", "/ca.pem"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.store.ca_file, Some(PathBuf::from("/ca.pem")));
+    Config::parse(&store("postgres://u:pw@db/inlet?sslmode=require", None), &env(&[])).unwrap();
+
+    check_invalid(
+        &store("postgres://u:secret@db/inlet?sslmode=verify-full", None),
+        &[],
+        "store.ca_file",
+        "is required with sslmode=verify-full",
+    );
+    check_invalid(
+        &store("postgres://u:secret@db/inlet", Some("/ca.pem")),
+        &[],
+        "store.ca_file",
+        "store.url says sslmode=prefer",
+    );
+    match Config::parse(&store("postgres://u:secret@db/inlet?application_name=x&sslmode=allow", None), &env(&[])) {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "store.url");
+            assert!(message.contains("sslmode must be"), "{message}");
+            assert!(!message.contains("secret"), "the URL was echoed: {message}");
+        }
+        other => panic!("expected store.url refused, got {other:?}"),
+    }
+    check_invalid(
+        &format!("{MINIMAL}[store]\nca_file = \"/ca.pem\"\n"),
+        &[],
+        "store.ca_file",
+        "store.backend is \"sqlite\"",
+    );
+
+    assert_eq!(
+        PgSslMode::split_from_url("postgres://h/db?application_name=a&sslmode=verify-ca&connect_timeout=3").unwrap(),
+        (PgSslMode::VerifyCa, "postgres://h/db?application_name=a&connect_timeout=3".to_owned())
+    );
+    assert_eq!(
+        PgSslMode::split_from_url("postgres://h/db?sslmode=disable").unwrap(),
+        (PgSslMode::Disable, "postgres://h/db".to_owned())
+    );
+    assert_eq!(
+        PgSslMode::split_from_url("postgres://h/db").unwrap(),
+        (PgSslMode::Prefer, "postgres://h/db".to_owned())
+    );
+}

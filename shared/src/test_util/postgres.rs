@@ -151,18 +151,35 @@ impl TestPostgres {
     /// When PostgreSQL is not installed, or `initdb`, the start or `createdb` fails (the
     /// message holds their output).
     pub fn start() -> TestPostgres {
-        let dir = tempfile::Builder::new().prefix("inlet-pg-").tempdir().expect("temp dir for PostgreSQL");
-        let my_uid = std::fs::metadata(dir.path()).expect("temp dir metadata").uid();
-        Self::start_as(dir, RunAs::choose(my_uid))
+        Self::start_serving(None)
     }
 
-    fn start_as(dir: tempfile::TempDir, run_as: RunAs) -> TestPostgres {
+    /// As [`TestPostgres::start`], with `ssl = on` and `certificate` as the server's certificate
+    /// (clients may still connect without TLS: `pg_hba.conf` allows both).
+    ///
+    /// # Panics
+    ///
+    /// As [`TestPostgres::start`].
+    pub fn start_with_tls(certificate: &super::tls::Issued) -> TestPostgres {
+        Self::start_serving(Some(certificate))
+    }
+
+    fn start_serving(certificate: Option<&super::tls::Issued>) -> TestPostgres {
+        let dir = tempfile::Builder::new().prefix("inlet-pg-").tempdir().expect("temp dir for PostgreSQL");
+        let my_uid = std::fs::metadata(dir.path()).expect("temp dir metadata").uid();
+        Self::start_as(dir, RunAs::choose(my_uid), certificate)
+    }
+
+    fn start_as(dir: tempfile::TempDir, run_as: RunAs, certificate: Option<&super::tls::Issued>) -> TestPostgres {
         let bin = pg_bin_dir().unwrap_or_else(|e| panic!("{e}"));
         if let RunAs::User { uid, gid } = run_as {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("hand the temp dir to the postgres user");
         }
         let mut postgres = TestPostgres { dir, bin, run_as, port: 0, server: None, log: Arc::default() };
         postgres.initdb();
+        if let Some(certificate) = certificate {
+            postgres.serve_tls(certificate);
+        }
         // The port is free when chosen, but another process may take it before the server
         // binds it: then try another.
         let mut attempts = 0;
@@ -198,6 +215,25 @@ impl TestPostgres {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+
+    /// Puts `certificate` into the data directory as `server.crt` and `server.key` (owned by the
+    /// server's user, the key readable by it alone, as PostgreSQL demands) and turns `ssl` on.
+    fn serve_tls(&self, certificate: &super::tls::Issued) {
+        use std::io::Write as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = self.data_dir();
+        for (name, content) in [("server.crt", &certificate.cert_pem), ("server.key", &certificate.key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, content).expect("write the server's certificate");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+            if let RunAs::User { uid, gid } = self.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("hand the file to the postgres user");
+            }
+        }
+        let mut conf =
+            std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("open postgresql.conf");
+        writeln!(conf, "ssl = on").expect("turn ssl on");
     }
 
     /// Starts the postmaster on `self.port` and waits until it takes connections.
@@ -426,7 +462,7 @@ mod tests {
     #[test]
     fn a_server_in_a_user_namespace_works_too() {
         let dir = tempfile::Builder::new().prefix("inlet-pg-").tempdir().unwrap();
-        let postgres = TestPostgres::start_as(dir, RunAs::UserNamespace);
+        let postgres = TestPostgres::start_as(dir, RunAs::UserNamespace, None);
         let pid = postgres.pid().unwrap();
         assert!(accepts(postgres.port()));
         drop(postgres);

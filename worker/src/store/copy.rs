@@ -174,12 +174,15 @@ impl fmt::Display for CopySummary {
 /// [`CopyError::TargetNotPostgres`] when `[store] backend` is not `postgres`, else as [`copy`].
 pub async fn copy_store(config: &Config) -> Result<CopySummary, CopyError> {
     match (config.store.backend, &config.store.url) {
-        (StoreBackend::Postgres, Some(url)) => copy(&config.worker.database, url.expose()).await,
+        (StoreBackend::Postgres, Some(url)) => {
+            copy(&config.worker.database, url.expose(), config.store.ca_file.as_deref()).await
+        }
         _ => Err(CopyError::TargetNotPostgres),
     }
 }
 
-/// Copies the SQLite store at `database` into the PostgreSQL database at `url`.
+/// Copies the SQLite store at `database` into the PostgreSQL database at `url` (its `sslmode`
+/// checked against the CA in `ca_file`).
 ///
 /// # Errors
 ///
@@ -188,11 +191,11 @@ pub async fn copy_store(config: &Config) -> Result<CopySummary, CopyError> {
 /// the target cannot be reached or migrated; [`CopyError::TargetNotEmpty`] when it holds rows;
 /// the other variants when a table cannot be copied or checked. The target is unchanged
 /// (apart from its migrations) whenever an error is returned.
-pub async fn copy(database: &Path, url: &str) -> Result<CopySummary, CopyError> {
+pub async fn copy(database: &Path, url: &str, ca_file: Option<&Path>) -> Result<CopySummary, CopyError> {
     let sqlite = open_source(database.to_owned()).await?;
     // No statement timeout: copying a large table is one long COPY.
-    let pool = postgres::connect(url, 1, Duration::ZERO).map_err(CopyError::Target)?;
-    migrate(&pool).await.map_err(CopyError::Target)?;
+    let pool = postgres::connect(url, ca_file, 1, Duration::ZERO).map_err(CopyError::Target)?;
+    migrate(&pool).await.map_err(|error| CopyError::Target(error.explain_refused_certificate(url, ca_file)))?;
     let mut client = pool.get().await.map_err(|e| CopyError::Target(e.into()))?;
     let transaction = client.transaction().await.map_err(|e| CopyError::Target(e.into()))?;
     let summary = copy_tables(&sqlite, &transaction).await?;
@@ -771,18 +774,18 @@ mod tests {
 
         // A worker holds the file: refused before the target is touched.
         let held = Store::open_sqlite(&path, SqliteSynchronous::Normal).unwrap();
-        let refused = copy(&path, &url).await.unwrap_err();
+        let refused = copy(&path, &url, None).await.unwrap_err();
         assert!(matches!(&refused, CopyError::Source(StoreError::InUse { .. })), "{refused:?}");
-        let pool = connect(&url, 2, Duration::from_secs(10)).unwrap();
+        let pool = connect(&url, None, 2, Duration::from_secs(10)).unwrap();
         let tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'";
         assert_eq!(pg_value(&pool, tables).await, "0", "nothing was created on the target");
         drop(held);
         // A typo in worker.database is not an empty store.
         let missing = dir.path().join("missing.db");
-        assert!(matches!(copy(&missing, &url).await, Err(CopyError::NoSource { .. })));
+        assert!(matches!(copy(&missing, &url, None).await, Err(CopyError::NoSource { .. })));
         assert!(!missing.exists());
 
-        let summary = copy(&path, &url).await.unwrap();
+        let summary = copy(&path, &url, None).await.unwrap();
         assert_eq!(summary.tables.iter().map(|(table, _)| *table).collect::<Vec<_>>(), TABLES);
         assert_eq!(summary.rows("events"), 4, "{summary}");
         assert_eq!(summary.rows("deliveries"), 4, "{summary}");
@@ -874,7 +877,7 @@ mod tests {
         }
 
         // The people keep their access.
-        let moved = Store::connect_postgres(&url, 2, Duration::from_secs(10)).await.unwrap();
+        let moved = Store::connect_postgres(&url, None, 2, Duration::from_secs(10)).await.unwrap();
         let session = moved.live_session("session-hash-1".into(), UnixMs::now()).await.unwrap().unwrap();
         assert_eq!((session.email.as_str(), session.role), ("ada@x", Role::Admin));
         assert_eq!(session.account.unwrap().token_sealed.as_deref(), Some("v1.k1.sealed-token"));
@@ -883,7 +886,7 @@ mod tests {
 
         // Once is enough: the second copy finds rows and changes nothing.
         drop(sqlite);
-        let again = copy(&path, &url).await.unwrap_err();
+        let again = copy(&path, &url, None).await.unwrap_err();
         assert!(matches!(again, CopyError::TargetNotEmpty { table: "events" }), "{again:?}");
         assert!(again.to_string().starts_with("target is not empty"), "{again}");
         assert_eq!(pg_value(&pool, "SELECT count(*) FROM events").await, "5");
@@ -909,12 +912,12 @@ mod tests {
         store.sqlite().write(set(2)).await.unwrap();
         drop(store);
 
-        let failed = copy(&path, &url).await.unwrap_err();
+        let failed = copy(&path, &url, None).await.unwrap_err();
         match &failed {
             CopyError::Table { table: "deliveries", source: StoreError::Sqlite(_) } => {}
             other => panic!("{other:?}"),
         }
-        let pool = connect(&url, 1, Duration::from_secs(10)).unwrap();
+        let pool = connect(&url, None, 1, Duration::from_secs(10)).unwrap();
         assert_eq!(
             pg_value(&pool, "SELECT count(*) FROM events").await,
             "0",
@@ -927,7 +930,7 @@ mod tests {
 
         store.sqlite().write(set(0)).await.unwrap();
         drop(store);
-        let summary = copy(&path, &url).await.unwrap();
+        let summary = copy(&path, &url, None).await.unwrap();
         assert_eq!((summary.rows("events"), summary.rows("deliveries")), (2, 2));
         assert_eq!(pg_value(&pool, "SELECT count(*) FILTER (WHERE NOT replay_enqueued) FROM deliveries").await, "2");
     }

@@ -118,7 +118,13 @@ impl Store {
     pub async fn open(config: &inlet_shared::config::Config) -> Result<Store, StoreError> {
         match (config.store.backend, &config.store.url) {
             (StoreBackend::Postgres, Some(url)) => {
-                Store::connect_postgres(url.expose(), config.store.pool_size, config.store.statement_timeout).await
+                Store::connect_postgres(
+                    url.expose(),
+                    config.store.ca_file.as_deref(),
+                    config.store.pool_size,
+                    config.store.statement_timeout,
+                )
+                .await
             }
             // Validation refuses postgres without a URL; SQLite is the default.
             _ => {
@@ -142,7 +148,8 @@ impl Store {
         Ok(Store { backend: Backend::Sqlite(Sqlite::open(path, synchronous)?) })
     }
 
-    /// Connects to PostgreSQL at `url` with a pool of `pool_size` connections, each statement
+    /// Connects to PostgreSQL at `url` (its `sslmode` checked against the CA in `ca_file`) with a
+    /// pool of `pool_size` connections, each statement
     /// cancelled after `statement_timeout` (zero: the server's setting), and applies the
     /// migrations not applied yet (once, also when several workers start together).
     ///
@@ -152,10 +159,11 @@ impl Store {
     /// migration fails.
     pub async fn connect_postgres(
         url: &str,
+        ca_file: Option<&Path>,
         pool_size: usize,
         statement_timeout: Duration,
     ) -> Result<Store, StoreError> {
-        Ok(Store { backend: Backend::Postgres(Postgres::connect(url, pool_size, statement_timeout).await?) })
+        Ok(Store { backend: Backend::Postgres(Postgres::connect(url, ca_file, pool_size, statement_timeout).await?) })
     }
 
     /// Whether the store takes writes: the SQLite writer is running and its last group
@@ -273,6 +281,6 @@ fn open_temp() -> (tempfile::TempDir, Store) {
 #[allow(clippy::unwrap_used)]
 async fn open_temp_postgres() -> (inlet_shared::test_util::TestPostgres, Store) {
     let server = tokio::task::spawn_blocking(inlet_shared::test_util::TestPostgres::start).await.unwrap();
-    let store = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
+    let store = Store::connect_postgres(&server.url(), None, 4, Duration::from_secs(10)).await.unwrap();
     (server, store)
 }

@@ -122,7 +122,7 @@ async fn dead_letters(store: &Store) -> Vec<DeliveryId> {
 /// The rows [`dead_letters`] leaves, inserted with plain SQL into the PostgreSQL database at
 /// `url` (the counters follow by their triggers); returns the dead letters' ids.
 async fn dead_letters_with_sql(url: &str) -> Vec<DeliveryId> {
-    let pool = super::postgres::connect(url, 1, Duration::ZERO).unwrap();
+    let pool = super::postgres::connect(url, None, 1, Duration::ZERO).unwrap();
     let client = pool.get().await.unwrap();
     let now = UnixMs::now();
     let events = [
@@ -511,10 +511,10 @@ async fn a_bulk_replay_cancelled_in_the_store_stops_its_runner_and_stays_cancell
 /// [`dead_letters_with_sql`], and a pool of the test's own on it.
 async fn two_workers() -> (TestPostgres, Store, Store, super::postgres::Pool, Vec<DeliveryId>) {
     let server = tokio::task::spawn_blocking(TestPostgres::start).await.unwrap();
-    let one = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
-    let two = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
+    let one = Store::connect_postgres(&server.url(), None, 4, Duration::from_secs(10)).await.unwrap();
+    let two = Store::connect_postgres(&server.url(), None, 4, Duration::from_secs(10)).await.unwrap();
     let ids = dead_letters_with_sql(&server.url()).await;
-    let pool = super::postgres::connect(&server.url(), 2, Duration::ZERO).unwrap();
+    let pool = super::postgres::connect(&server.url(), None, 2, Duration::ZERO).unwrap();
     (server, one, two, pool, ids)
 }
 

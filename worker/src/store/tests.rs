@@ -717,7 +717,7 @@ async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_
 async fn two_workers() -> (TestPostgres, Store, Store) {
     let server = tokio::task::spawn_blocking(TestPostgres::start).await.unwrap();
     let url = server.url();
-    let connect = || Store::connect_postgres(&url, 4, Duration::from_secs(10));
+    let connect = || Store::connect_postgres(&url, None, 4, Duration::from_secs(10));
     let (one, two) = tokio::join!(connect(), connect());
     (server, one.unwrap(), two.unwrap())
 }
@@ -734,7 +734,7 @@ async fn two_workers_recording_one_batch_at_once_record_each_event_once() {
         (0..40).map(|n| event(&format!("e{n}"), "{}", if n % 4 == 0 { &[] } else { &["a", "b"] })).collect();
     let reversed: Vec<NewEvent> = batch.iter().rev().cloned().collect();
 
-    let pool = super::postgres::connect(&server.url(), 1, Duration::ZERO).unwrap();
+    let pool = super::postgres::connect(&server.url(), None, 1, Duration::ZERO).unwrap();
     let mut blocker = pool.get().await.unwrap();
     let holding = blocker.transaction().await.unwrap();
     holding
@@ -859,7 +859,7 @@ async fn pruning_goes_in_batches_and_keeps_work_not_done() {
     let recent = NewEvent { received_at: UnixMs(5_000), ..event("recent", "{}", &[]) };
     store.record(vec![recent], FirstClaims::all(UnixMs(1))).await.unwrap();
 
-    let pool = super::postgres::connect(&server.url(), 1, Duration::ZERO).unwrap();
+    let pool = super::postgres::connect(&server.url(), None, 1, Duration::ZERO).unwrap();
     let mut replayer = pool.get().await.unwrap();
     let replay = replayer.transaction().await.unwrap();
     let replayed = delivery_id(4, "a");

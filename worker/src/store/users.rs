@@ -285,8 +285,8 @@ pub(super) mod tests {
     /// Two workers' stores (two pools) on one fresh PostgreSQL database.
     pub(in crate::store) async fn two_workers_on_one_database() -> (TestPostgres, Store, Store) {
         let server = tokio::task::spawn_blocking(TestPostgres::start).await.unwrap();
-        let first = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
-        let second = Store::connect_postgres(&server.url(), 4, Duration::from_secs(10)).await.unwrap();
+        let first = Store::connect_postgres(&server.url(), None, 4, Duration::from_secs(10)).await.unwrap();
+        let second = Store::connect_postgres(&server.url(), None, 4, Duration::from_secs(10)).await.unwrap();
         (server, first, second)
     }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::metrics::promtool;
+use inlet_shared::test_util::promtool;
 
 /// Alerts that fire whatever the input, so no case can show them quiet.
 const ALWAYS_FIRING: &[&str] = &["InletWatchdog"];

@@ -33,3 +33,4 @@ mod scheduling;
 mod several_workers;
 mod sqlite_only;
 mod support;
+mod tls;

@@ -1,33 +1,12 @@
 //! Both services' `/metrics` pass `promtool check metrics` (Prometheus's own linter) on a live
 //! scrape after real traffic, and follow the conventions promtool does not check.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use inlet_shared::test_util::{promtool, promtool_findings};
+
 use crate::support::{Pipeline, TestDestination};
-
-pub(crate) fn promtool() -> String {
-    std::env::var("PROMTOOL_BIN").unwrap_or_else(|_| "promtool".to_owned())
-}
-
-/// Runs `promtool check metrics` on `text`; returns its findings (empty when clean).
-fn promtool_findings(text: &str) -> String {
-    let mut child = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); install it with scripts/install-promtool.sh"));
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    if output.status.success() {
-        String::new()
-    } else {
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-    }
-}
 
 #[tokio::test]
 async fn live_scrapes_of_ingest_and_worker_pass_promtool_and_label_no_ids() {

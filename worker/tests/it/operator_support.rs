@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use inlet_shared::config::Config;
 use inlet_shared::test_util::TestNats;
+use inlet_shared::test_util::tls::SERVER_NAME;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
@@ -89,6 +90,10 @@ pub struct OperatorPipeline {
     pub store: TestStore,
     pub ingest: SocketAddr,
     pub worker: SocketAddr,
+    /// The worker's admin listener (`/metrics`, plain HTTP).
+    pub worker_admin: SocketAddr,
+    /// `console.public_url`: `http://{worker}`, or `https://inlet.test:{port}` with TLS.
+    pub public_url: String,
     pub client: reqwest::Client,
     pub provider: Option<Provider>,
     stop: CancellationToken,
@@ -105,6 +110,17 @@ pub struct Options {
     pub tail: String,
     /// Extra `[worker]` keys.
     pub worker_extra: String,
+    /// Serve the main listener over HTTPS (`[worker.tls]`) with these files; the pipeline's
+    /// client then trusts only this CA, and `public_url` is `https://`.
+    pub tls: Option<WorkerTls>,
+}
+
+/// `[worker.tls]` of an operator pipeline.
+pub struct WorkerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA certificate (PEM) the client trusts.
+    pub ca_pem: String,
 }
 
 impl OperatorPipeline {
@@ -114,7 +130,10 @@ impl OperatorPipeline {
         let store = TestStore::start_in(dir.path());
         let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let worker = main.local_addr().unwrap();
-        let public_url = format!("http://{worker}");
+        let public_url = match &options.tls {
+            Some(_) => format!("https://{SERVER_NAME}:{}", worker.port()),
+            None => format!("http://{worker}"),
+        };
         let provider =
             if options.oidc { Some(Provider::start(&format!("{public_url}/auth/callback")).await) } else { None };
         let mut text = config_text(&nats.url(), &store, destinations).replacen(
@@ -135,26 +154,51 @@ impl OperatorPipeline {
             ));
         }
         text.push_str(&options.tail);
+        if let Some(tls) = &options.tls {
+            text.push_str(&format!(
+                "\n[worker.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nreload_interval = \"100ms\"\n",
+                tls.cert_file.display(),
+                tls.key_file.display()
+            ));
+        }
         let config = Config::parse(&text, &BTreeMap::new()).unwrap();
 
         let stop = CancellationToken::new();
         let ingest = crate::support::start_ingest(config.clone(), &stop).await.public;
         // The worker's main listener was bound above: its address is in the config (redirect URI).
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let worker_admin = admin.local_addr().unwrap();
         crate::support::run_worker(config, inlet_worker::Listeners { main, admin }, &stop);
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        for url in [format!("http://{ingest}/readyz"), format!("http://{worker}/readyz")] {
-            wait_ok(&client, &url).await;
+        let mut client =
+            reqwest::Client::builder().timeout(Duration::from_secs(20)).redirect(reqwest::redirect::Policy::none());
+        if let Some(tls) = &options.tls {
+            client = client
+                .tls_certs_only([reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).unwrap()])
+                .tls_info(true)
+                .resolve(SERVER_NAME, worker);
         }
-        OperatorPipeline { _nats: nats, dir, store, ingest, worker, client, provider, stop }
+        let client = client.build().unwrap();
+        let pipeline = OperatorPipeline {
+            _nats: nats,
+            dir,
+            store,
+            ingest,
+            worker,
+            worker_admin,
+            public_url,
+            client,
+            provider,
+            stop,
+        };
+        for url in [format!("http://{ingest}/readyz"), pipeline.url("/readyz")] {
+            wait_ok(&pipeline.client, &url).await;
+        }
+        pipeline
     }
 
+    /// `path` on the worker's main listener (`console.public_url` + `path`).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.worker)
+        format!("{}{path}", self.public_url)
     }
 
     /// Sends a signed GitHub webhook; returns the HTTP status.

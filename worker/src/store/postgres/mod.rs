@@ -12,7 +12,10 @@
 //! **PgBouncer (transaction pooling).** The migrations lock a table inside a transaction, never
 //! a session advisory lock. The statement timeout travels in the `options` startup parameter,
 //! which PgBouncer refuses unless told otherwise: behind it, pass a zero timeout and set it on
-//! the role (`ALTER ROLE … SET statement_timeout = …`). TLS is not wired yet (`NoTls`).
+//! the role (`ALTER ROLE … SET statement_timeout = …`).
+//!
+//! **TLS** (`tls.rs`): libpq's `sslmode` in the URL (`prefer` when absent), verified against
+//! `store.ca_file` in `verify-ca` and `verify-full`.
 
 mod attempts;
 mod audit;
@@ -25,9 +28,11 @@ mod replays;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod tokens;
 mod users;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,10 +40,10 @@ use std::time::Duration;
 
 pub use deadpool_postgres::Pool;
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
+use inlet_shared::config::PgSslMode;
 #[cfg(test)]
 use migrate::MIGRATIONS;
 use migrate::migrate;
-use tokio_postgres::NoTls;
 
 /// How long opening one connection (TCP, startup, authentication) may take: the URL's
 /// `connect_timeout` when it has one, and the pool's limit for creating a connection.
@@ -56,6 +61,25 @@ pub enum PgError {
     /// The URL does not parse (not shown: it may hold a password).
     #[error("invalid PostgreSQL URL")]
     Url(#[source] tokio_postgres::Error),
+    /// The URL's `sslmode` is none of libpq's five (config validation refuses it first).
+    #[error("store.url: {0}")]
+    SslMode(String),
+    /// `store.ca_file` cannot be used.
+    #[error("store.ca_file: {0}")]
+    CaFile(String),
+    /// The server's certificate does not verify against `store.ca_file`.
+    #[error(
+        "PostgreSQL's TLS certificate was refused: {reason} (store.url's sslmode={mode} checks it against the CA in \
+         store.ca_file = {ca_file})"
+    )]
+    Untrusted {
+        /// Why rustls refused it.
+        reason: String,
+        /// `verify-ca` or `verify-full`.
+        mode: &'static str,
+        /// The CA file it was checked against.
+        ca_file: String,
+    },
     /// The pool could not be built.
     #[error("cannot build the PostgreSQL connection pool")]
     Build(#[from] deadpool_postgres::BuildError),
@@ -81,6 +105,19 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// [`PgError::Untrusted`] when the server's certificate is why this happened (the first
+    /// connection of a pool to `url`, with `ca_file`), naming the settings to look at.
+    pub(super) fn explain_refused_certificate(self, url: &str, ca_file: Option<&Path>) -> PgError {
+        match tls::refused_certificate(&self) {
+            Some(reason) => PgError::Untrusted {
+                reason,
+                mode: PgSslMode::split_from_url(url).map_or("verify-full", |(mode, _)| mode.as_str()),
+                ca_file: ca_file.map_or_else(|| "(none)".to_owned(), |path| path.display().to_string()),
+            },
+            None => self,
+        }
+    }
+
     /// Whether the server is out of reach rather than refusing this statement: no connection,
     /// a connection lost, or the server shutting down or starting (classes 08 and 57P).
     fn is_unavailable(&self) -> bool {
@@ -102,15 +139,31 @@ impl PgError {
 
 /// A pool of at most `pool_size` (at least 1) connections to `url`
 /// (`postgres://user:password@host:port/database?…`, libpq's keys), recycled with
-/// [`RecyclingMethod::Verified`]. Each connection's statements are cancelled after
-/// `statement_timeout`, unless it is zero: then the server's (or the role's) setting holds.
-/// Connections open on first use: this never touches the network.
+/// [`RecyclingMethod::Verified`]. The URL's `sslmode` says whether connections are encrypted and
+/// whether the server's certificate must chain to the CA in `ca_file` (`tls.rs`). Each
+/// connection's statements are cancelled after `statement_timeout`, unless it is zero: then the
+/// server's (or the role's) setting holds. Connections open on first use: this never touches the
+/// network (it reads `ca_file`).
 ///
 /// # Errors
 ///
-/// [`PgError::Url`] when the URL does not parse, [`PgError::Build`] when the pool cannot be built.
-pub fn connect(url: &str, pool_size: usize, statement_timeout: Duration) -> Result<Pool, PgError> {
-    let mut config = tokio_postgres::Config::from_str(url).map_err(PgError::Url)?;
+/// [`PgError::Url`] when the URL does not parse, [`PgError::SslMode`] for an unknown `sslmode`,
+/// [`PgError::CaFile`] when the CA file is needed and unusable, [`PgError::Build`] when the pool
+/// cannot be built.
+pub fn connect(
+    url: &str,
+    ca_file: Option<&Path>,
+    pool_size: usize,
+    statement_timeout: Duration,
+) -> Result<Pool, PgError> {
+    let (ssl_mode, url) = PgSslMode::split_from_url(url).map_err(PgError::SslMode)?;
+    let mut config = tokio_postgres::Config::from_str(&url).map_err(PgError::Url)?;
+    config.ssl_mode(match ssl_mode {
+        PgSslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        PgSslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+    });
+    let tls = tls::connector(ssl_mode, ca_file)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -126,7 +179,7 @@ pub fn connect(url: &str, pool_size: usize, statement_timeout: Duration) -> Resu
         };
         config.options(options);
     }
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+    let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
     let pool = Pool::builder(manager)
         .max_size(pool_size.max(1))
         .runtime(Runtime::Tokio1)
@@ -150,9 +203,14 @@ pub(super) struct Postgres {
 
 impl Postgres {
     /// A pool to `url` (see [`connect`]), migrated.
-    pub(super) async fn connect(url: &str, pool_size: usize, statement_timeout: Duration) -> Result<Postgres, PgError> {
-        let pool = connect(url, pool_size, statement_timeout)?;
-        migrate(&pool).await?;
+    pub(super) async fn connect(
+        url: &str,
+        ca_file: Option<&Path>,
+        pool_size: usize,
+        statement_timeout: Duration,
+    ) -> Result<Postgres, PgError> {
+        let pool = connect(url, ca_file, pool_size, statement_timeout)?;
+        migrate(&pool).await.map_err(|error| error.explain_refused_certificate(url, ca_file))?;
         let writes_failing = Arc::new(AtomicBool::new(false));
         let (queue, queued) = tokio::sync::mpsc::channel(4096);
         tokio::spawn(attempts::attempt_writer(pool.clone(), queued, Arc::clone(&writes_failing)));

@@ -65,7 +65,7 @@ fn migrations_match_the_schema_folder() {
 #[tokio::test]
 async fn the_migrated_schema_is_the_sqlite_schema() {
     let postgres = TestPostgres::start();
-    let pool = connect(&postgres.url(), 2, STATEMENT_TIMEOUT).unwrap();
+    let pool = connect(&postgres.url(), None, 2, STATEMENT_TIMEOUT).unwrap();
     assert_eq!(migrate(&pool).await.unwrap(), vec![1, 2, 3]);
     let dir = tempfile::tempdir().unwrap();
     let sqlite = sqlite_store(dir.path());
@@ -171,7 +171,7 @@ async fn the_migrated_schema_is_the_sqlite_schema() {
 #[tokio::test]
 async fn status_checks_take_the_model_labels() {
     let postgres = TestPostgres::start();
-    let pool = connect(&postgres.url(), 1, STATEMENT_TIMEOUT).unwrap();
+    let pool = connect(&postgres.url(), None, 1, STATEMENT_TIMEOUT).unwrap();
     migrate(&pool).await.unwrap();
     let labels = |all: Vec<&'static str>| all.into_iter().map(str::to_owned).collect::<BTreeSet<String>>();
     let expected = [
@@ -217,7 +217,7 @@ async fn concurrent_migrations_apply_each_migration_once() {
     let tasks: Vec<_> = (0..WORKERS)
         .map(|_| {
             // Each worker has its own pool, as separate processes would.
-            let pool = connect(&url, 2, STATEMENT_TIMEOUT).unwrap();
+            let pool = connect(&url, None, 2, STATEMENT_TIMEOUT).unwrap();
             let start = Arc::clone(&start);
             tokio::spawn(async move {
                 // Connected before the barrier, so that they really start together.
@@ -235,7 +235,7 @@ async fn concurrent_migrations_apply_each_migration_once() {
     let all: Vec<i64> = MIGRATIONS.iter().map(|(version, _, _)| *version).collect();
     assert_eq!(applied, all, "each migration applied by exactly one worker");
 
-    let pool = connect(&url, 1, STATEMENT_TIMEOUT).unwrap();
+    let pool = connect(&url, None, 1, STATEMENT_TIMEOUT).unwrap();
     let recorded = rows(&pool, "SELECT version::text, name FROM schema_migrations").await;
     let expected: BTreeSet<Vec<String>> =
         MIGRATIONS.iter().map(|(version, name, _)| vec![version.to_string(), (*name).to_owned()]).collect();
@@ -249,7 +249,7 @@ async fn concurrent_migrations_apply_each_migration_once() {
 #[tokio::test]
 async fn the_pool_applies_the_statement_timeout_and_survives_a_restart() {
     let mut postgres = TestPostgres::start();
-    let pool = connect(&postgres.url(), 2, STATEMENT_TIMEOUT).unwrap();
+    let pool = connect(&postgres.url(), None, 2, STATEMENT_TIMEOUT).unwrap();
     assert_eq!(rows(&pool, "SHOW statement_timeout").await, set(&[&["1500ms"]]));
     let client = pool.get().await.unwrap();
     let error = client.simple_query("SELECT pg_sleep(5)").await.unwrap_err();

@@ -42,7 +42,7 @@ async fn health_and_the_api_are_served_over_https_and_a_replaced_certificate_is_
         assert_eq!(served(&response), first.cert_der);
     }
     let data = pipeline.gql("{ me { role } }", json!({})).await;
-    assert_eq!(data["me"]["role"], "admin", "{data}");
+    assert_eq!(data["me"]["role"], "ADMIN", "{data}");
 
     // The certificate is checked: a client trusting only the system's roots refuses it.
     let system_roots =

@@ -99,6 +99,15 @@ try {
   if (await page.evaluate(() => window.pwned !== undefined)) throw new Error('hostile event text was executed');
   step('hostile text inert');
   if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+  // Overview: one bar per minute of the last hour; the webhooks of this run are counted.
+  await page.locator('nav a[href="#overview"]').click();
+  await page.locator('[data-chart=received] svg rect').nth(59).waitFor();
+  const sum = async (kind) => (await page.locator(`[data-chart=${kind}] svg rect`).evaluateAll(
+    (bars) => bars.map((bar) => Number(bar.getAttribute('data-value'))))).reduce((a, b) => a + b, 0);
+  if (await sum('received') < 3) throw new Error(`the overview counts ${await sum('received')} received events`);
+  if (await sum('delivered') < 1) throw new Error('the overview counts no delivery');
+  step('overview charts');
+  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, '-overview.png'), fullPage: true });
   // The API explorer (GraphiQL, served from this origin under a strict CSP): it runs a query
   // through POST /graphql with the session, and nothing it loads breaks the policy.
   await page.goto(`${args.url}/graphql`);

@@ -8,6 +8,7 @@ use async_graphql::{
 };
 use inlet_shared::config::Role;
 
+use super::enums::DateTime;
 use super::error::ApiError;
 use super::loaders::Reads;
 use super::types::*;
@@ -15,7 +16,7 @@ use super::{MAX_COMPLEXITY, MAX_DEPTH, services};
 use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
 use crate::model::{ApiTokenId, BulkReplayId, DeliveryId, EventRowId, LinkedAccountId};
 use crate::replay::BulkRequest;
-use crate::store::Unlinked;
+use crate::store::{ActivityQuery, MAX_BUCKETS, Unlinked};
 
 /// The API schema.
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -72,6 +73,25 @@ impl Extension for Limits {
         }
         Ok(result)
     }
+}
+
+/// Longest range `activity` answers.
+const MAX_ACTIVITY_RANGE_MS: i64 = 31 * 86_400_000;
+
+/// The store's query for an activity range: whole-minute buckets, as few as keep the answer
+/// within [`MAX_BUCKETS`].
+fn activity_query(
+    from: DateTime,
+    to: DateTime,
+    source: Option<String>,
+    destination: Option<String>,
+) -> Result<ActivityQuery, ApiError> {
+    let span = to.0.0 - from.0.0;
+    if span <= 0 || span > MAX_ACTIVITY_RANGE_MS {
+        return Err(ApiError::Invalid("`to` must be after `from`, at most 31 days later".into()));
+    }
+    let minutes = (span + 60_000 * MAX_BUCKETS - 1) / (60_000 * MAX_BUCKETS);
+    Ok(ActivityQuery { from: from.0, to: to.0, bucket_ms: minutes.max(1) * 60_000, source, destination })
 }
 
 /// The caller, if their role is at least `role`.
@@ -174,6 +194,26 @@ impl Query {
         require(ctx, Role::Viewer)?;
         ctx.data_unchecked::<Reads>().add();
         Ok(services(ctx)?.store.totals().await.map_err(ApiError::from)?.into())
+    }
+
+    /// Activity per time bucket over `[from, to)` (at most 31 days): events received,
+    /// attempts that delivered and failed, deliveries dead-lettered, receipt-to-delivery time;
+    /// for one source and/or one destination when given. Buckets are whole minutes, as few as
+    /// keep the answer to at most 400 of them.
+    async fn activity(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime,
+        to: DateTime,
+        source: Option<String>,
+        destination: Option<String>,
+    ) -> Result<Activity> {
+        require(ctx, Role::Viewer)?;
+        let query = activity_query(from, to, source, destination)?;
+        ctx.data_unchecked::<Reads>().add();
+        let bucket_seconds = query.bucket_ms / 1_000;
+        let buckets = services(ctx)?.store.activity(query).await.map_err(ApiError::from)?;
+        Ok(Activity { bucket_seconds, buckets: buckets.into_iter().map(ActivityBucket::from).collect() })
     }
 
     /// Configured sources.

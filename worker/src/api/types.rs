@@ -435,6 +435,48 @@ impl From<Totals> for Counts {
     }
 }
 
+/// Activity over a range, bucket by bucket.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Activity {
+    /// Width of each bucket, seconds (whole minutes).
+    pub bucket_seconds: i64,
+    /// Every bucket of the range, oldest first, empty ones included.
+    pub buckets: Vec<ActivityBucket>,
+}
+
+/// One bucket of activity.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ActivityBucket {
+    /// Start of the bucket.
+    pub start: DateTime,
+    /// Events received.
+    pub received: i64,
+    /// Attempts that delivered.
+    pub delivered: i64,
+    /// Attempts that failed (transient or permanent).
+    pub failed: i64,
+    /// Deliveries dead-lettered in the bucket (and dead letters still).
+    pub dead_lettered: i64,
+    /// Receipt to delivery, mean, ms: deliveries delivered in the bucket without a replay.
+    pub latency_avg_ms: Option<f64>,
+    /// Receipt to delivery, slowest, ms (the same deliveries).
+    pub latency_max_ms: Option<i64>,
+}
+
+impl From<crate::store::ActivityBucket> for ActivityBucket {
+    fn from(bucket: crate::store::ActivityBucket) -> Self {
+        ActivityBucket {
+            start: DateTime(bucket.start),
+            received: bucket.received,
+            delivered: bucket.delivered,
+            failed: bucket.failed,
+            dead_lettered: bucket.dead_lettered,
+            latency_avg_ms: bucket.latency_avg_ms,
+            latency_max_ms: bucket.latency_max_ms,
+        }
+    }
+}
+
 /// A configured source.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct Source {

@@ -73,6 +73,71 @@ async function refreshCounts() {
   );
 }
 
+// ---- Overview: activity charts ----------------------------------------------------------
+
+const RANGES = { '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3 };
+const ACTIVITY = `query($from: DateTime!, $to: DateTime!, $source: String, $destination: String) {
+  activity(from: $from, to: $to, source: $source, destination: $destination) {
+    bucketSeconds buckets { start received delivered failed deadLettered latencyAvgMs latencyMaxMs } } }`;
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+// One bar per bucket, scaled to the range's peak; each bar's <title> says when and how many.
+function chart(title, kind, activity, value, unit) {
+  const width = 720;
+  const height = 110;
+  const values = activity.buckets.map(value);
+  const peak = Math.max(0, ...values);
+  const step = width / Math.max(1, values.length);
+  const bars = values.map((v, i) => {
+    const barHeight = peak ? Math.max(v ? 1 : 0, (v / peak) * (height - 4)) : 0;
+    return svg('rect', { x: (i * step).toFixed(2), y: (height - barHeight).toFixed(2), width: Math.max(1, step - 1).toFixed(2),
+      height: barHeight.toFixed(2), 'data-value': v }, svg('title', {}, `${time(activity.buckets[i].start)} UTC: ${Math.round(v)}${unit}`));
+  });
+  const total = values.reduce((a, b) => a + b, 0);
+  const summary = unit ? `peak ${Math.round(peak)}${unit}` : `${total} in all · peak ${peak} per ${activity.bucketSeconds / 60} min`;
+  return h('div', { className: 'card chart-card', 'data-chart': kind },
+    h('h2', {}, title, h('span', { className: 'muted' }, ` ${summary}`)),
+    svg('svg', { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: 'none', class: `chart ${kind}`, role: 'img', 'aria-label': `${title}, ${summary}` }, ...bars));
+}
+
+async function overviewView() {
+  const { sources, destinations } = await gql('{ sources { name } destinations { name } }');
+  const form = h('form', { className: 'filters', id: 'overview-filters' },
+    h('label', {}, 'Range', h('select', { name: 'range' }, Object.keys(RANGES).map((r) => h('option', { value: r }, `last ${r}`)))),
+    h('label', {}, 'Source', h('select', { name: 'source' }, h('option', { value: '' }, 'any'), sources.map((s) => h('option', { value: s.name }, s.name)))),
+    h('label', {}, 'Destination', h('select', { name: 'destination' }, h('option', { value: '' }, 'any'),
+      destinations.map((d) => h('option', { value: d.name }, d.name)))),
+    h('button', { type: 'submit', className: 'primary' }, 'Show'));
+  const charts = h('div', { id: 'charts' });
+  const range = h('p', { className: 'muted', id: 'overview-range' });
+  const draw = async () => {
+    const data = new FormData(form);
+    const to = new Date();
+    const from = new Date(to.getTime() - RANGES[data.get('range')]);
+    const { activity } = await gql(ACTIVITY, { from: from.toISOString(), to: to.toISOString(),
+      source: data.get('source') || null, destination: data.get('destination') || null });
+    range.textContent = `${time(from.toISOString())} – ${time(to.toISOString())} UTC, ${activity.bucketSeconds / 60} min per bar`;
+    charts.replaceChildren(
+      chart('Received', 'received', activity, (b) => b.received, ''),
+      chart('Delivered', 'delivered', activity, (b) => b.delivered, ''),
+      chart('Failed attempts', 'failed', activity, (b) => b.failed, ''),
+      chart('Dead-lettered', 'dead', activity, (b) => b.deadLettered, ''),
+      chart('Receipt to delivery, mean', 'latency', activity, (b) => b.latencyAvgMs || 0, ' ms'),
+      chart('Receipt to delivery, slowest', 'latency', activity, (b) => b.latencyMaxMs || 0, ' ms'));
+  };
+  form.addEventListener('submit', (event) => { event.preventDefault(); draw().catch(showError); });
+  render(h('h1', {}, 'Overview'), form, range, charts);
+  await draw();
+  every(30000, draw);
+}
+
 // ---- Events -------------------------------------------------------------------------------
 
 const EVENTS = `query($filter: EventFilter, $after: String) {
@@ -300,6 +365,7 @@ async function route() {
   for (const link of document.querySelectorAll('#nav a')) link.classList.toggle('active', hash.startsWith(link.getAttribute('href')));
   try {
     if (hash.startsWith('#event/')) await eventView(decodeURIComponent(hash.slice(7)));
+    else if (hash === '#overview') await overviewView();
     else if (hash === '#dead-letters') await deadLettersView();
     else if (hash === '#destinations') await destinationsView();
     else if (hash === '#audit') await auditView();

@@ -54,6 +54,7 @@ macro_rules! on_each_backend {
     };
 }
 
+mod activity;
 mod audit;
 mod columns;
 pub mod copy;
@@ -80,6 +81,7 @@ use std::time::Duration;
 
 use inlet_shared::config::{SqliteSynchronous, StoreBackend};
 
+pub use activity::{ActivityBucket, ActivityQuery, MAX_BUCKETS};
 pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
 pub use events::{FirstClaims, NewEvent, Recorded};
 pub use operator::{

@@ -9,10 +9,10 @@ use inlet_shared::config::Role;
 use super::operator::{Page, StatusCounts};
 use super::replays::BulkPreview;
 use super::{
-    ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend, BulkProgress, BulkReplayRow,
-    Claimed, ContentRead, DeadLetterSelection, DeliveryRow, DueClass, EventRow, EventSelection, FirstClaims, Linked,
-    LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOutcome, SessionRow,
-    SignIn, Store, StoreError, Totals, Unlinked,
+    ActivityBucket, ActivityQuery, ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend,
+    BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow, DueClass, EventRow,
+    EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount,
+    Recorded, ReplayOutcome, SessionRow, SignIn, Store, StoreError, Totals, Unlinked,
 };
 use crate::model::{
     ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
@@ -172,6 +172,12 @@ forward! {
     ///
     /// When the read fails.
     pub async fn totals(&self) -> Result<Totals, StoreError>;
+    /// Activity per time bucket over `query`'s range (every bucket, empty ones included).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn activity(&self, query: ActivityQuery) -> Result<Vec<ActivityBucket>, StoreError>;
     /// Deliveries by state for each destination that has any.
     ///
     /// # Errors

@@ -295,6 +295,7 @@ on_each_backend!(
     only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_record_over_a_newer_one,
     released_claims_are_due_at_once_and_renewing_is_fenced,
     deliveries_to_destinations_held_elsewhere_are_recorded_unclaimed,
+    activity_is_counted_per_bucket_for_the_whole_store_a_source_or_a_destination,
     leases_left_at_startup_are_released_on_sqlite_only,
     pending_deliveries_of_a_removed_destination_are_dead_lettered_not_left_pending,
     pruning_never_hands_a_delivery_id_out_again,
@@ -442,6 +443,64 @@ async fn released_claims_are_due_at_once_and_renewing_is_fenced(store: Store) {
     assert!(store.renew_lease(delivery_id(1, "a"), claimed[0].lease.token, UnixMs(now + 9_000)).await.unwrap());
     assert_eq!(row(&store, &delivery_id(1, "a")).await.3, Some(now + 9_000));
     assert!(!store.renew_lease(delivery_id(1, "a"), LeaseToken(1), UnixMs(now + 9_000)).await.unwrap(), "fenced");
+}
+
+/// The console's charts: events by receipt, attempts by start (delivered, failed, and the
+/// receipt-to-delivery time), dead letters by when they died, in every bucket of the range
+/// (empty ones too), and narrowed to a destination or a source.
+async fn activity_is_counted_per_bucket_for_the_whole_store_a_source_or_a_destination(store: Store) {
+    use crate::store::{ActivityBucket, ActivityQuery};
+    let t0 = now_ms() - 120_000;
+    let far = UnixMs(now_ms() + 3_600_000);
+    let at = |ms: i64| UnixMs(t0 + ms);
+    let events = vec![
+        NewEvent { received_at: at(10_000), ..event("e1", "{}", &["a", "b"]) },
+        NewEvent { received_at: at(70_000), ..event("e2", "{}", &["a"]) },
+    ];
+    store.record(events, FirstClaims::all(far)).await.unwrap();
+    let settle = |id: DeliveryId, n: i64, started: i64, duration_ms: i64, outcome: AttemptOutcome, next: NextStep| {
+        AttemptRecord { started_at: at(started), duration_ms, ..attempt(&id, n, outcome, next, 1) }
+    };
+    let (e1a, e1b, e2a) = (delivery_id(1, "a"), delivery_id(1, "b"), delivery_id(2, "a"));
+    for record in [
+        settle(e1a, 1, 20_000, 100, AttemptOutcome::Delivered, NextStep::Delivered),
+        settle(e1b.clone(), 1, 30_000, 5, AttemptOutcome::Transient, NextStep::RetryAt(at(79_000))),
+        settle(e1b, 2, 80_000, 5, AttemptOutcome::Permanent, NextStep::DeadLetter(DeadLetterReason::Permanent4xx)),
+        settle(e2a, 1, 75_000, 50, AttemptOutcome::Delivered, NextStep::Delivered),
+    ] {
+        assert_eq!(store.record_attempt(record).await.unwrap(), AttemptSettled::Recorded);
+    }
+    let query = |source: Option<&str>, destination: Option<&str>| ActivityQuery {
+        from: at(0),
+        to: at(180_000),
+        bucket_ms: 60_000,
+        source: source.map(Into::into),
+        destination: destination.map(Into::into),
+    };
+    let bucket = |n: i64, counts: [i64; 4], latency: Option<i64>| ActivityBucket {
+        start: at(n * 60_000),
+        received: counts[0],
+        delivered: counts[1],
+        failed: counts[2],
+        dead_lettered: counts[3],
+        latency_avg_ms: latency.map(|ms| ms as f64),
+        latency_max_ms: latency,
+    };
+    // The dead letter is stamped when it was recorded (now: the last bucket).
+    assert_eq!(
+        store.activity(query(None, None)).await.unwrap(),
+        [bucket(0, [1, 1, 1, 0], Some(10_100)), bucket(1, [1, 1, 1, 0], Some(5_050)), bucket(2, [0, 0, 0, 1], None)]
+    );
+    assert_eq!(
+        store.activity(query(None, Some("b"))).await.unwrap(),
+        [bucket(0, [1, 0, 1, 0], None), bucket(1, [0, 0, 1, 0], None), bucket(2, [0, 0, 0, 1], None)],
+        "an event counts for the destinations it was routed to"
+    );
+    assert_eq!(
+        store.activity(query(Some("elsewhere"), None)).await.unwrap(),
+        [bucket(0, [0; 4], None), bucket(1, [0; 4], None), bucket(2, [0; 4], None)]
+    );
+    assert_eq!(store.activity(query(Some("src"), None)).await.unwrap()[0], bucket(0, [1, 1, 1, 0], Some(10_100)));
 }
 
 /// Several workers: a destination another worker holds gets its new deliveries due and

@@ -456,6 +456,34 @@ async fn events_paginate_and_filter_and_dataloaders_keep_reads_flat() {
         .await;
     assert!(refused["errors"][0]["message"].as_str().unwrap().contains("RFC 3339"), "{refused}");
 
+    // Activity for the charts: the last hour in 60 one-minute buckets counts every event; a
+    // range the wrong way round or longer than 31 days is refused.
+    let activity = |from: String, to: String| {
+        let pipeline = &pipeline;
+        async move {
+            pipeline
+                .gql_as(
+                    ADMIN_TOKEN,
+                    "query($from: DateTime!, $to: DateTime!) { activity(from: $from, to: $to) { bucketSeconds buckets { received } } }",
+                    json!({ "from": from, "to": to }),
+                )
+                .await
+        }
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let rfc3339 = |unix: u64| {
+        let at = chrono::DateTime::from_timestamp(i64::try_from(unix).unwrap(), 0).unwrap();
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let hour = activity(rfc3339(now - 3_600), rfc3339(now + 1)).await;
+    let buckets = hour["data"]["activity"]["buckets"].as_array().unwrap_or_else(|| panic!("{hour}"));
+    assert_eq!((hour["data"]["activity"]["bucketSeconds"].as_i64(), buckets.len()), (Some(60), 61), "{hour}");
+    assert_eq!(buckets.iter().map(|b| b["received"].as_i64().unwrap()).sum::<i64>(), 26);
+    let backwards = activity(rfc3339(now), rfc3339(now - 60)).await;
+    assert!(backwards["errors"][0]["message"].as_str().unwrap().contains("after `from`"), "{backwards}");
+    let too_long = activity(rfc3339(now - 40 * 86_400), rfc3339(now)).await;
+    assert!(too_long["errors"][0]["message"].as_str().unwrap().contains("31 days"), "{too_long}");
+
     // DataLoader: the number of SQL reads does not grow with the page size.
     let nested =
         "query($n: Int) { events(first: $n) { nodes { eventId deliveries { status attempts { attempt outcome } } } } }";

@@ -17,6 +17,7 @@
 //! **TLS** (`tls.rs`): libpq's `sslmode` in the URL (`prefer` when absent), verified against
 //! `store.ca_file` in `verify-ca` and `verify-full`.
 
+mod activity;
 mod attempts;
 mod audit;
 mod columns;

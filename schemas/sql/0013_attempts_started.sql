@@ -1,0 +1,3 @@
+-- Inlet worker schema, version 13: attempts by start time, for the console's activity charts
+-- (issue #16), which count attempts per minute over a chosen range without scanning them all.
+CREATE INDEX attempts_started ON attempts (started_at_ms);

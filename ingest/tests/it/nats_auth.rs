@@ -1,0 +1,232 @@
+//! NATS credentials, permissions and TLS, against a real nats-server configured like the compose
+//! cluster (`deploy/nats/`): the real `inlet-ingest` binary fails at startup, at once and with a
+//! message naming the URL, the cause and the keys to check, when the server refuses its
+//! credentials or TLS fails, never showing a secret; and a user without permission to publish
+//! into the intake stream (a worker's, or another account's) cannot inject an event into it.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use inlet_shared::config::{Config, NatsConfig, StreamConfig};
+use inlet_shared::test_util::secure::{INGEST_PERMISSIONS, ServerTls, WORKER_PERMISSIONS, random_secret};
+use inlet_shared::test_util::{NatsUser, TestNats, TestPki};
+
+use crate::support::STREAM;
+
+/// How `inlet-ingest` ended: its exit code and what it printed on stderr.
+struct Exit {
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Runs the `inlet-ingest` binary with `nats_keys` in its `[nats]` section against `url`, and
+/// waits for it to exit. Its startup timeout is two minutes: exiting within the 20 s this waits
+/// means it did not retry a refusal until then.
+async fn ingest_exit(url: &str, nats_keys: &str) -> Exit {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inlet.toml");
+    let config = format!(
+        "[nats]\nurl = \"{url}\"\nstartup_timeout = \"120s\"\n{nats_keys}\
+         [ingest]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [[sources]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"gh-secret\"]\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_inlet-ingest"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let output =
+        tokio::time::timeout(Duration::from_secs(20), tokio::task::spawn_blocking(|| child.wait_with_output()));
+    let Ok(output) = output.await else {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        panic!("inlet-ingest kept retrying a refusal instead of failing at startup");
+    };
+    let output = output.unwrap().unwrap();
+    Exit { code: output.status.code(), stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+}
+
+#[tokio::test]
+async fn wrong_or_missing_credentials_fail_at_startup_naming_the_url_and_the_keys_to_check() {
+    let pki = TestPki::new();
+    let ingest = NatsUser::password("inlet-ingest", Some(INGEST_PERMISSIONS));
+    let worker = NatsUser::nkey(Some(WORKER_PERMISSIONS));
+    let nats = TestNats::start_secured(&[&ingest, &worker], &random_secret(), &pki, ServerTls::Off);
+    let url = nats.url();
+
+    let wrong = random_secret();
+    let exit = ingest_exit(&url, &format!("user = \"inlet-ingest\"\npassword = \"{wrong}\"\n")).await;
+    assert_eq!(exit.code, Some(1), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains(&format!("nats: authorization violation at {url} — check nats.user and nats.password")),
+        "{}",
+        exit.stderr
+    );
+    assert!(!exit.stderr.contains(&wrong), "the password is never shown: {}", exit.stderr);
+
+    let exit = ingest_exit(&url, "").await;
+    assert!(
+        exit.stderr.contains(&format!("nats: authorization violation at {url} — the server requires credentials")),
+        "{}",
+        exit.stderr
+    );
+
+    // An NKey the server does not know; its seed is never shown either.
+    let stranger = NatsUser::nkey(None);
+    let exit = ingest_exit(&url, &stranger.seed_file_key(pki.ca_file().parent().unwrap())).await;
+    assert!(
+        exit.stderr.contains(&format!("nats: authorization violation at {url} — check nats.nkey_seed_file")),
+        "{}",
+        exit.stderr
+    );
+    assert!(!exit.stderr.contains(stranger.secret()), "{}", exit.stderr);
+
+    // A file that cannot be used is invalid configuration (exit 64), named by its key.
+    let exit = ingest_exit(&url, "creds_file = \"/nonexistent/inlet.creds\"\n").await;
+    assert_eq!(exit.code, Some(64), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("config key `nats.creds_file`: cannot read /nonexistent/inlet.creds"),
+        "{}",
+        exit.stderr
+    );
+
+    assert!(nats.log().contains("authentication error"), "the server saw the refusals");
+}
+
+#[tokio::test]
+async fn tls_failures_fail_at_startup_naming_the_cause_and_the_keys_to_check() {
+    let pki = TestPki::new();
+    let ingest = NatsUser::password("inlet-ingest", Some(INGEST_PERMISSIONS));
+    let nats = TestNats::start_secured(&[&ingest], &random_secret(), &pki, ServerTls::Mutual);
+    let url = nats.url();
+    let credentials = ingest.config_keys();
+
+    // A CA that did not sign the server's certificate.
+    let other_ca = format!("tls_ca_file = {:?}\n", pki.other_ca_file());
+    let exit = ingest_exit(&url, &format!("{credentials}{other_ca}")).await;
+    assert_eq!(exit.code, Some(1), "{}", exit.stderr);
+    assert!(exit.stderr.contains(&format!("nats: TLS failure at {url}: invalid peer certificate")), "{}", exit.stderr);
+    assert!(exit.stderr.contains("check nats.tls_ca_file"), "{}", exit.stderr);
+
+    // The right CA, but no client certificate for a server that verifies clients.
+    let exit = ingest_exit(&url, &format!("{credentials}{}", pki.config_keys(false))).await;
+    assert!(exit.stderr.contains(&format!("nats: TLS failure at {url}")), "{}", exit.stderr);
+    assert!(exit.stderr.contains("check nats.tls_cert_file and nats.tls_key_file"), "{}", exit.stderr);
+
+    // A client that requires TLS, and a server without it.
+    let plain = TestNats::start_secured(&[&ingest], &random_secret(), &pki, ServerTls::Off);
+    let exit = ingest_exit(&plain.url(), &format!("{credentials}{}", pki.config_keys(false))).await;
+    assert!(exit.stderr.contains(&format!("nats: TLS failure at {}", plain.url())), "{}", exit.stderr);
+
+    // A client certificate file without a certificate in it: invalid configuration.
+    let not_pem = format!("tls_cert_file = {:?}\ntls_key_file = {:?}\n", pki.client_key_file(), pki.client_key_file());
+    let exit = ingest_exit(&url, &format!("{credentials}{}{not_pem}", pki.config_keys(false))).await;
+    assert_eq!(exit.code, Some(64), "{}", exit.stderr);
+    assert!(exit.stderr.contains("config key `nats.tls_cert_file`"), "{}", exit.stderr);
+}
+
+/// A client connected with `options`, and the server errors it is told about (permissions
+/// violations), in order.
+async fn client_with_errors(
+    options: async_nats::ConnectOptions,
+    url: String,
+) -> (async_nats::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (errors, received) = tokio::sync::mpsc::unbounded_channel();
+    let client = options
+        .event_callback(move |event| {
+            if let async_nats::Event::ServerError(error) = event {
+                let _ = errors.send(error.to_string());
+            }
+            std::future::ready(())
+        })
+        .connect(url)
+        .await
+        .unwrap();
+    (client, received)
+}
+
+/// Publishes one message on `subject` and waits for the server to say it refused it.
+async fn publish_refused(
+    client: &async_nats::Client,
+    errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    subject: &str,
+) -> Result<(), Vec<String>> {
+    client.publish(subject.to_owned(), "forged".into()).await.unwrap();
+    let expected = format!("Permissions Violation for Publish to \"{subject}\"");
+    let mut seen = Vec::new();
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(error) = errors.recv().await {
+            if error.contains(&expected) {
+                return;
+            }
+            seen.push(error);
+        }
+    });
+    refused.await.map_err(|_| seen)
+}
+
+#[tokio::test]
+async fn a_user_without_permission_cannot_inject_an_event_into_the_intake_stream() {
+    let pki = TestPki::new();
+    let passwords = [random_secret(), random_secret(), random_secret()];
+    let nats = TestNats::start_with_deploy_accounts(
+        &[
+            ("INLET_NATS_INGEST_PASSWORD", &passwords[0]),
+            ("INLET_NATS_WORKER_PASSWORD", &passwords[1]),
+            ("INLET_NATS_SYS_PASSWORD", &passwords[2]),
+        ],
+        &pki,
+        ServerTls::Off,
+    );
+    // The users of deploy/nats/accounts.conf.
+    let as_user = |name: &str, password: &str| {
+        let text = format!("[nats]\nurl = \"{}\"\nuser = \"{name}\"\npassword = \"{password}\"\n", nats.url());
+        Config::parse(&text, &BTreeMap::new()).unwrap().nats
+    };
+    let (ingest, worker, sys): (NatsConfig, NatsConfig, NatsConfig) =
+        (as_user("inlet-ingest", &passwords[0]), as_user("inlet-worker", &passwords[1]), as_user("sys", &passwords[2]));
+    // The worker's user sets up the stream, as a worker does.
+    let worker_client = inlet_shared::nats::connect(&worker, "test-worker").await.unwrap();
+    let stream = StreamConfig::default();
+    inlet_shared::nats::ensure_stream(&jetstream::new(worker_client.clone()), &stream, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let subject = stream.subject_for("gh");
+
+    // The worker's user may not publish there (nor may it with JetStream: no PubAck).
+    let worker_login = async_nats::ConnectOptions::with_user_and_password("inlet-worker".into(), passwords[1].clone());
+    let (forger, mut errors) = client_with_errors(worker_login, nats.url()).await;
+    publish_refused(&forger, &mut errors, &subject).await.expect("the server refuses the worker's publish");
+    let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(1)).build(forger.clone());
+    assert!(js.publish(subject.clone(), "forged".into()).await.unwrap().await.is_err(), "no PubAck");
+
+    // Ingest's user may not read the stream: it cannot create a consumer.
+    let ingest_login = async_nats::ConnectOptions::with_user_and_password("inlet-ingest".into(), passwords[0].clone());
+    let (reader, mut errors) = client_with_errors(ingest_login, nats.url()).await;
+    let create = format!("$JS.API.CONSUMER.CREATE.{STREAM}");
+    publish_refused(&reader, &mut errors, &create).await.expect("the server refuses ingest a consumer");
+
+    // Another account's user (the system account's) publishes into its own account, never
+    // into INLET's stream.
+    let sys_client = inlet_shared::nats::connect(&sys, "test-sys").await.unwrap();
+    sys_client.publish(subject.clone(), "forged".into()).await.unwrap();
+    sys_client.flush().await.unwrap();
+
+    let info = jetstream::new(worker_client.clone()).get_stream(STREAM).await.unwrap().info().await.unwrap().clone();
+    assert_eq!(info.state.messages, 0, "nothing landed in the intake stream");
+
+    // Ingest's user may (the check above could fail): one event stored.
+    let ingest_client = inlet_shared::nats::connect(&ingest, "test-ingest").await.unwrap();
+    let ack = jetstream::new(ingest_client.clone()).publish(subject.clone(), "genuine".into()).await.unwrap().await;
+    assert!(ack.is_ok(), "{ack:?}");
+    let info = jetstream::new(worker_client).get_stream(STREAM).await.unwrap().info().await.unwrap().clone();
+    assert_eq!(info.state.messages, 1);
+}

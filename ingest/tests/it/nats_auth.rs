@@ -22,13 +22,14 @@ struct Exit {
 }
 
 /// Runs the `inlet-ingest` binary with `nats_keys` in its `[nats]` section against `url`, and
-/// waits for it to exit. Its startup timeout is two minutes: exiting within the 20 s this waits
-/// means it did not retry a refusal until then.
+/// waits for it to exit. Its startup timeout is two minutes unless `nats_keys` sets one: exiting
+/// within the 20 s this waits means it did not retry a refusal until then.
 async fn ingest_exit(url: &str, nats_keys: &str) -> Exit {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inlet.toml");
+    let timeout = if nats_keys.contains("startup_timeout") { "" } else { "startup_timeout = \"120s\"\n" };
     let config = format!(
-        "[nats]\nurl = \"{url}\"\nstartup_timeout = \"120s\"\n{nats_keys}\
+        "[nats]\nurl = \"{url}\"\n{timeout}{nats_keys}\
          [ingest]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
          [[sources]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"gh-secret\"]\n"
     );
@@ -99,6 +100,16 @@ async fn wrong_or_missing_credentials_fail_at_startup_naming_the_url_and_the_key
     );
 
     assert!(nats.log().contains("authentication error"), "the server saw the refusals");
+
+    // The right credentials, but no worker set the stream up, and ingest's user may not: it
+    // waits for one until its startup timeout, then says so.
+    let exit = ingest_exit(&url, &format!("{}startup_timeout = \"3s\"\n", ingest.config_keys())).await;
+    assert_eq!(exit.code, Some(1), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("stream INLET is missing or differs from [stream], and creating or updating it got no answer within 3s: if a permissions violation was logged, this user may not"),
+        "{}",
+        exit.stderr
+    );
 }
 
 #[tokio::test]
@@ -175,24 +186,14 @@ async fn publish_refused(
 
 #[tokio::test]
 async fn a_user_without_permission_cannot_inject_an_event_into_the_intake_stream() {
-    let pki = TestPki::new();
-    let passwords = [random_secret(), random_secret(), random_secret()];
-    let nats = TestNats::start_with_deploy_accounts(
-        &[
-            ("INLET_NATS_INGEST_PASSWORD", &passwords[0]),
-            ("INLET_NATS_WORKER_PASSWORD", &passwords[1]),
-            ("INLET_NATS_SYS_PASSWORD", &passwords[2]),
-        ],
-        &pki,
-        ServerTls::Off,
-    );
+    let DeployAccounts { nats, ingest_password, worker_password } = DeployAccounts::start();
     // The users of deploy/nats/accounts.conf.
     let as_user = |name: &str, password: &str| {
         let text = format!("[nats]\nurl = \"{}\"\nuser = \"{name}\"\npassword = \"{password}\"\n", nats.url());
         Config::parse(&text, &BTreeMap::new()).unwrap().nats
     };
-    let (ingest, worker, sys): (NatsConfig, NatsConfig, NatsConfig) =
-        (as_user("inlet-ingest", &passwords[0]), as_user("inlet-worker", &passwords[1]), as_user("sys", &passwords[2]));
+    let (ingest, worker): (NatsConfig, NatsConfig) =
+        (as_user("inlet-ingest", &ingest_password), as_user("inlet-worker", &worker_password));
     // The worker's user sets up the stream, as a worker does.
     let worker_client = inlet_shared::nats::connect(&worker, "test-worker").await.unwrap();
     let stream = StreamConfig::default();
@@ -202,23 +203,19 @@ async fn a_user_without_permission_cannot_inject_an_event_into_the_intake_stream
     let subject = stream.subject_for("gh");
 
     // The worker's user may not publish there (nor may it with JetStream: no PubAck).
-    let worker_login = async_nats::ConnectOptions::with_user_and_password("inlet-worker".into(), passwords[1].clone());
+    let worker_login =
+        async_nats::ConnectOptions::with_user_and_password("inlet-worker".into(), worker_password.clone());
     let (forger, mut errors) = client_with_errors(worker_login, nats.url()).await;
     publish_refused(&forger, &mut errors, &subject).await.expect("the server refuses the worker's publish");
     let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(1)).build(forger.clone());
     assert!(js.publish(subject.clone(), "forged".into()).await.unwrap().await.is_err(), "no PubAck");
 
     // Ingest's user may not read the stream: it cannot create a consumer.
-    let ingest_login = async_nats::ConnectOptions::with_user_and_password("inlet-ingest".into(), passwords[0].clone());
+    let ingest_login =
+        async_nats::ConnectOptions::with_user_and_password("inlet-ingest".into(), ingest_password.clone());
     let (reader, mut errors) = client_with_errors(ingest_login, nats.url()).await;
     let create = format!("$JS.API.CONSUMER.CREATE.{STREAM}");
     publish_refused(&reader, &mut errors, &create).await.expect("the server refuses ingest a consumer");
-
-    // Another account's user (the system account's) publishes into its own account, never
-    // into INLET's stream.
-    let sys_client = inlet_shared::nats::connect(&sys, "test-sys").await.unwrap();
-    sys_client.publish(subject.clone(), "forged".into()).await.unwrap();
-    sys_client.flush().await.unwrap();
 
     let info = jetstream::new(worker_client.clone()).get_stream(STREAM).await.unwrap().info().await.unwrap().clone();
     assert_eq!(info.state.messages, 0, "nothing landed in the intake stream");
@@ -229,4 +226,72 @@ async fn a_user_without_permission_cannot_inject_an_event_into_the_intake_stream
     assert!(ack.is_ok(), "{ack:?}");
     let info = jetstream::new(worker_client).get_stream(STREAM).await.unwrap().info().await.unwrap().clone();
     assert_eq!(info.state.messages, 1);
+}
+
+/// The users of `deploy/nats/accounts.conf` and their passwords, on a server running it.
+struct DeployAccounts {
+    nats: TestNats,
+    ingest_password: String,
+    worker_password: String,
+}
+
+impl DeployAccounts {
+    fn start() -> DeployAccounts {
+        let (ingest_password, worker_password) = (random_secret(), random_secret());
+        let nats = TestNats::start_with_deploy_accounts(
+            &[
+                ("INLET_NATS_INGEST_PASSWORD", &ingest_password),
+                ("INLET_NATS_WORKER_PASSWORD", &worker_password),
+                ("INLET_NATS_SYS_PASSWORD", &random_secret()),
+            ],
+            &TestPki::new(),
+            ServerTls::Off,
+        );
+        DeployAccounts { nats, ingest_password, worker_password }
+    }
+}
+
+#[tokio::test]
+async fn with_only_its_own_permissions_ingest_sees_a_full_stream_and_its_probe_brings_readiness_back() {
+    let accounts = DeployAccounts::start();
+    let overrides = [
+        ("INLET__NATS__USER", "inlet-ingest"),
+        ("INLET__NATS__PASSWORD", accounts.ingest_password.as_str()),
+        ("INLET__STREAM__MAX_BYTES", "80000"),
+        // Events leave the stream after 10 s: space returns without anyone purging.
+        ("INLET__STREAM__MAX_AGE", "10s"),
+        ("INLET__STREAM__DUPLICATE_WINDOW", "1s"),
+        ("INLET__INGEST__MAX_BODY_BYTES", "4096"),
+    ];
+    let source = "[[sources]]\nname = \"full\"\nkind = \"github\"\nsecrets = [\"s3cr3t\"]\n";
+    let config = crate::support::test_config(&accounts.nats, source, &overrides);
+    // A worker's user sets the stream up; ingest's may not.
+    let mut worker = config.nats.clone();
+    (worker.user, worker.password) =
+        (Some("inlet-worker".into()), Some(inlet_shared::config::Secret::new(accounts.worker_password.clone())));
+    let worker = inlet_shared::nats::connect(&worker, "test-worker").await.unwrap();
+    inlet_shared::nats::ensure_stream(&jetstream::new(worker), &config.stream, Duration::from_secs(10)).await.unwrap();
+    let ingest = crate::support::start(config, accounts.nats).await;
+
+    let mut refused = None;
+    for n in 0..200 {
+        let body = format!("{{\"id\":\"{n}\",\"pad\":\"{}\"}}", "x".repeat(3000)).into_bytes();
+        let headers = inlet_shared::signature::sign::github("s3cr3t", &format!("fill-{n}"), "push", &body);
+        let response = ingest.post("full", &headers, &body).await;
+        if response.status() != 202 {
+            refused = Some(response.status().as_u16());
+            break;
+        }
+    }
+    assert_eq!(refused, Some(503), "the stream filled up");
+    let readiness = || async { ingest.client.get(ingest.url("/readyz")).send().await.unwrap().status().as_u16() };
+    assert_eq!(readiness().await, 503);
+    // No request comes: only the probe (stream info, account info, a purge of a subject no event
+    // uses: everything ingest's user may do) can see the space return.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while readiness().await != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "readiness never came back:\n{}", ingest.nats.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!ingest.nats.log().contains("Violation"), "{}", ingest.nats.log());
 }

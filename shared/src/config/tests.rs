@@ -221,9 +221,12 @@ fn deploy_config_for_docker_compose_is_valid() {
         ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
         ("GITHUB_WEBHOOK_SECRET", "x"),
         ("ORDERS_SIGNING_SECRET", "whsec_Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUhISE="),
+        ("INLET_NATS_USER", "inlet-ingest"),
+        ("INLET_NATS_PASSWORD", "change_me_ingest"),
     ]);
     let config = Config::parse(&text, &vars).unwrap();
     assert_eq!(config.stream.replicas, 3);
+    assert!(matches!(config.nats.auth(), NatsAuth::UserPassword("inlet-ingest", _)), "each service its own NATS user");
 }
 
 const CONSOLE: &str = r#"

@@ -38,13 +38,25 @@ fn with_nats_keys(text: &str, keys: &str) -> Config {
 
 /// Sends `count` events through ingest and waits until the destination got each one once; then
 /// checks that the server refused no operation of either service.
-async fn events_flow(nats: &TestNats, ingest: std::net::SocketAddr, destination: &TestDestination, count: usize) {
+async fn events_flow(
+    nats: &TestNats,
+    store: &TestStore,
+    ingest: std::net::SocketAddr,
+    destination: &TestDestination,
+    count: usize,
+) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     for n in 0..count {
         let status = send_github(&client, ingest, &format!("delivery-{n}"), "push", b"{\"n\":1}").await;
         assert_eq!(status, 202, "event {n}");
     }
-    destination.wait_for(count, Duration::from_secs(30)).await;
+    if !destination.reached(count, Duration::from_secs(30)).await {
+        let events = store.scalar_i64("SELECT count(*) FROM events").await;
+        let deliveries = store
+            .rows("SELECT status, attempts, lease_until_ms, next_attempt_at_ms FROM deliveries ORDER BY rowid")
+            .await;
+        panic!("{} of {count} delivered; {events} events recorded; deliveries: {deliveries:?}", destination.count());
+    }
     assert_eq!(destination.delivered_keys().len(), count, "each event delivered");
     let log = nats.log();
     let refused: Vec<&str> = log.lines().filter(|line| line.contains("Violation")).collect();
@@ -92,7 +104,7 @@ async fn ingest_and_two_workers_run_on_the_compose_accounts_and_permissions_over
     for worker in &workers {
         wait_ok(&client, &format!("http://{}/readyz", worker.main)).await;
     }
-    events_flow(&nats, ingest, &destination, 20).await;
+    events_flow(&nats, &store, ingest, &destination, 20).await;
 }
 
 #[tokio::test]
@@ -118,5 +130,5 @@ async fn ingest_and_a_worker_run_with_nkeys_over_mutual_tls() {
     // The worker set the stream up: ingest finds it as configured, and asks for nothing more.
     let ingest = start_ingest(ingest_config, &stop).await.public;
     wait_ok(&client, &format!("http://{ingest}/readyz")).await;
-    events_flow(&nats, ingest, &destination, 5).await;
+    events_flow(&nats, &store, ingest, &destination, 5).await;
 }

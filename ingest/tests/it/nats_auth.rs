@@ -1,8 +1,9 @@
 //! NATS credentials, permissions and TLS, against a real nats-server configured like the compose
 //! cluster (`deploy/nats/`): the real `inlet-ingest` binary fails at startup, at once and with a
 //! message naming the URL, the cause and the keys to check, when the server refuses its
-//! credentials or TLS fails, never showing a secret; and a user without permission to publish
-//! into the intake stream (a worker's, or another account's) cannot inject an event into it.
+//! credentials (a password, a token, an NKey) or TLS fails, never showing a secret; a user
+//! without permission to publish into the intake stream (a worker's) cannot inject an event into
+//! it; and ingest's own permissions are enough for its store probe.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -110,6 +111,21 @@ async fn wrong_or_missing_credentials_fail_at_startup_naming_the_url_and_the_key
         "{}",
         exit.stderr
     );
+}
+
+#[tokio::test]
+async fn a_token_authenticates_and_a_wrong_one_is_refused_naming_its_key() {
+    let token = random_secret();
+    let nats = TestNats::start_with_config(Some(&format!("authorization {{ token: \"{token}\" }}\n")));
+    let with_token = |token: &str| {
+        let text = format!("[nats]\nurl = \"{}\"\ntoken = \"{token}\"\n", nats.url());
+        Config::parse(&text, &BTreeMap::new()).unwrap().nats
+    };
+    let client = inlet_shared::nats::connect(&with_token(&token), "test").await.unwrap();
+    client.flush().await.unwrap();
+    let wrong = random_secret();
+    let error = inlet_shared::nats::connect(&with_token(&wrong), "test").await.unwrap_err().to_string();
+    assert_eq!(error, format!("nats: authorization violation at {} — check nats.token", nats.url()));
 }
 
 #[tokio::test]

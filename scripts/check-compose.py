@@ -8,7 +8,16 @@ commands, with health checks and Prometheus targets on the ports their config se
 sharing one PostgreSQL service (named volume, health check, waited for) with its password from
 the environment; operator ports bound to loopback only; Prometheus
 loading the alert rules and sending alerts to an Alertmanager service whose config amtool accepts; Grafana provisioned with the dashboard; every mounted file present; a
-multi-stage Dockerfile whose final image runs as a non-root user. When `docker compose` is
+multi-stage Dockerfile whose final image runs as a non-root user.
+
+Exposure and NATS security (docs/operations.md "What the compose file exposes", "NATS credentials
+and permissions"): no published port binds beyond the host's loopback except ingest's public one;
+every NATS node requires authentication from clients (accounts with a password or NKey per user,
+no anonymous user) and from the other nodes (cluster authorization, routes carrying its
+credentials); every service that connects to NATS has credentials, as its own user with the
+permission set of its role (permissions.conf), with the same password the NATS nodes are given.
+When a nats-server binary is at hand (NATS_SERVER_BIN, .tools/nats/bin), each node's config is
+checked with `nats-server -t` under the environment compose gives it. When `docker compose` is
 installed, `docker compose config --quiet` runs too.
 
 Usage: scripts/check-compose.py   (exit status 1 with one line per problem)
@@ -18,6 +27,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # PyYAML, installed by scripts/install-test-tools.sh when the interpreter lacks it.
@@ -145,6 +156,93 @@ def check_alertmanager(services, prometheus_config):
                 check(name is None or name in names, f"{source}: a route names receiver {name}, which is not defined")
 
 
+LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
+
+# The permission set (a variable of deploy/nats/permissions.conf) of each Inlet binary's NATS user.
+PERMISSION_SETS = {"inlet-ingest": "$INLET_INGEST_PERMISSIONS", "inlet-worker": "$INLET_WORKER_PERMISSIONS"}
+
+
+def published_ports(service):
+    """(host address, "" for every address; container port) of each published port, short or long syntax."""
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            yield str(port.get("host_ip") or ""), str(port.get("target", ""))
+            continue
+        text = str(port).split("/", 1)[0]
+        if text.startswith("["):  # [::1]:8080:80
+            host, _, rest = text[1:].partition("]:")
+            yield host, rest.rsplit(":", 1)[-1]
+            continue
+        parts = text.split(":")
+        yield (parts[0] if len(parts) == 3 else ""), parts[-1]
+
+
+def with_defaults(value):
+    """A compose value with each ${VAR:-default} replaced by its default (what compose runs without an .env)."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}", lambda m: m.group(1) or "", str(value))
+
+
+def nats_config(conf_path):
+    """A NATS server config (path relative to the repository) with its includes inlined, comments removed."""
+    text = without_comments(read(conf_path))
+
+    def inline(match):
+        included = os.path.join(os.path.dirname(conf_path), match.group(1))
+        if not check(os.path.exists(os.path.join(ROOT, included)), f"{conf_path}: includes {included}, which does not exist"):
+            return ""
+        return nats_config(included)
+
+    return re.sub(r'^\s*include\s+"?([^"\s]+)"?\s*$', inline, text, flags=re.M)
+
+
+def nats_users(conf):
+    """Each user of the config's accounts: (account, {key: value}) from `{ user: …, password: …, … }` entries."""
+    accounts = re.search(r"^accounts\s*\{(.*?)^\}", conf, re.M | re.S)
+    users = []
+    for account in re.finditer(r"^  (\w+)\s*\{(.*?)^  \}", accounts.group(1) if accounts else "", re.M | re.S):
+        for entry in re.finditer(r"\{([^{}]*)\}", account.group(2)):
+            fields = dict(re.findall(r"(\w+)\s*:\s*([^,\s}]+)", entry.group(1)))
+            if "user" in fields or "nkey" in fields:
+                users.append((account.group(1), fields))
+    return users
+
+
+def nats_server_bin():
+    candidates = [os.environ.get("NATS_SERVER_BIN"), os.path.join(ROOT, ".tools", "nats", "bin", "nats-server")]
+    return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
+
+
+def nats_server_accepts(name, conf_path, service, env):
+    """`nats-server -t` on the node's config, its mounts in place and compose's environment (defaults)."""
+    binary = nats_server_bin()
+    if not binary:
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        for source, target in volumes_of(service):
+            if source.startswith("./") and target.startswith("/etc/nats/"):
+                shutil.copy(os.path.join(ROOT, source[2:]), os.path.join(directory, target[len("/etc/nats/"):]))
+        values = {key: with_defaults(value) for key, value in env.items()}
+        result = subprocess.run([binary, "-t", "-c", os.path.join(directory, "nats-server.conf")], capture_output=True,
+                                text=True, env={"PATH": os.environ.get("PATH", ""), **values})
+        check(result.returncode == 0, f"{name}: nats-server -t refuses its config: {(result.stderr or result.stdout).strip()}")
+
+
+def inlet_nats_credentials(name, env):
+    """The [nats] section a service runs with: deploy/inlet.toml, INLET__NATS__* overrides, { env = … } resolved."""
+    with open(os.path.join(ROOT, "deploy", "inlet.toml"), "rb") as f:
+        section = dict(tomllib.load(f).get("nats") or {})
+    for key, value in env.items():
+        if key.startswith("INLET__NATS__"):
+            section[key[len("INLET__NATS__"):].lower()] = value
+    for key, value in list(section.items()):
+        if isinstance(value, dict) and set(value) == {"env"}:
+            if check(value["env"] in env, f"{name}: nats.{key} refers to {value['env']}, which it is not given"):
+                section[key] = env[value["env"]]
+            else:
+                section.pop(key)
+    return section
+
+
 def main():
     compose = yaml.safe_load(read("docker-compose.yml"))
     services = compose.get("services", {})
@@ -159,8 +257,9 @@ def main():
             else:
                 check(source in declared_volumes, f"{name}: named volume {source} is not declared")
 
-    # NATS: three nodes on the pinned version, each routing to all three.
+    # NATS: three nodes on the pinned version, each routing to all three, all requiring credentials.
     version = pinned_nats_version()
+    nats_passwords = {}  # user -> the compose value the NATS nodes get for its password
     nats = sorted(name for name in services if re.fullmatch(r"nats-\d+", name))
     check(nats == ["nats-1", "nats-2", "nats-3"], f"expected services nats-1..3, found {nats}")
     for name in nats:
@@ -170,14 +269,46 @@ def main():
         conf_mounts = [source for source, target in volumes_of(service) if target == "/etc/nats/nats-server.conf"]
         if not check(len(conf_mounts) == 1, f"{name}: no config mounted at /etc/nats/nats-server.conf"):
             continue
-        conf = without_comments(read(conf_mounts[0][2:]))
+        conf_path = conf_mounts[0][2:]
+        conf = nats_config(conf_path)
+        # Includes are relative to the config: each included file must be mounted beside it.
+        mounted = {target: source for source, target in volumes_of(service)}
+        for included in re.findall(r'^\s*include\s+"?([^"\s]+)"?', without_comments(read(conf_path)), re.M):
+            wanted = "./" + os.path.normpath(os.path.join(os.path.dirname(conf_path), included))
+            check(mounted.get(f"/etc/nats/{included}") == wanted, f"{name}: {wanted} is not mounted at /etc/nats/{included}")
         check(re.search(rf"^server_name:\s*{name}\s*$", conf, re.M), f"{name}: server_name is not {name}")
         check(re.search(r"^jetstream\s*\{", conf, re.M), f"{name}: JetStream is not enabled")
         cluster = re.search(r"^cluster\s*\{(.*?)^\}", conf, re.M | re.S)
         cluster = cluster.group(1) if cluster else ""
         check(re.search(r"listen:\s*0\.0\.0\.0:6222", cluster), f"{name}: the cluster does not listen on 0.0.0.0:6222")
-        for peer in nats:
-            check(f"nats://{peer}:6222" in cluster, f"{name}: no cluster route to {peer}")
+        env = environment_of(service)
+        # Routes bypass every client permission: the cluster port requires its own credentials,
+        # and each route URL (from the environment) carries them.
+        route_auth = re.search(r"authorization\s*\{[^}]*?user:\s*(\S+)[^}]*?password:\s*\$(\w+)[^}]*\}", cluster, re.S)
+        if check(route_auth, f"{name}: the cluster has no authorization {{ user, password from the environment }}"):
+            route_user, route_password = route_auth.group(1), env.get(route_auth.group(2), "")
+            check(route_password.startswith("${"), f"{name}: the route password is not taken from the environment")
+            routes = [env.get(var, "") for var in re.findall(r"\$(\w+)", cluster.split("routes", 1)[-1])]
+            for peer in nats:
+                check(f"nats://{route_user}:{route_password}@{peer}:6222" in routes,
+                      f"{name}: no cluster route to {peer} carrying the cluster's credentials")
+        # Clients: every user has a password (from the environment) or an NKey; nobody gets in without.
+        check(not re.search(r"^\s*no_auth_user\s*:", conf, re.M), f"{name}: no_auth_user admits clients without credentials")
+        check(not re.search(r"^authorization\s*\{", conf, re.M), f"{name}: use accounts, not a top-level authorization block")
+        users = nats_users(conf)
+        check(users, f"{name}: no users in accounts {{ }}: the server would admit clients without credentials")
+        system = re.search(r"^system_account:\s*(\w+)", conf, re.M)
+        for account, fields in users:
+            label = f"{name}: user {fields.get('user') or fields.get('nkey')} (account {account})"
+            password = fields.get("password", "")
+            check("nkey" in fields or (password.startswith("$") and env.get(password[1:], "").startswith("${")),
+                  f"{label} has neither an NKey nor a password from the environment")
+            if not (system and account == system.group(1)):
+                check(fields.get("permissions") in PERMISSION_SETS.values(),
+                      f"{label} has none of the permission sets {sorted(PERMISSION_SETS.values())}")
+            if "user" in fields:
+                nats_passwords[fields["user"]] = (fields.get("permissions"), env.get(password[1:]))
+        nats_server_accepts(name, conf_path, service, env)
         monitoring = re.search(r"^http:\s*(\d+)", conf, re.M)
         health = health_test(service)
         check(monitoring and health and f"127.0.0.1:{monitoring.group(1)}/healthz" in health,
@@ -200,6 +331,16 @@ def main():
         depends = service.get("depends_on") or {}
         check(isinstance(depends, dict) and all((depends.get(n) or {}).get("condition") == "service_healthy" for n in nats),
               f"{name}: does not wait for every NATS node to be healthy")
+        # Its own NATS user, with its role's permissions, and the password the NATS nodes have for it.
+        credentials = inlet_nats_credentials(name, env)
+        methods = [key for key in ("creds_file", "nkey_seed_file", "nkey_seed", "user", "token") if credentials.get(key)]
+        if check(methods, f"{name}: connects to NATS without credentials (nats.user and nats.password, …)"):
+            user = credentials.get("user")
+            permissions, password = nats_passwords.get(user, (None, None))
+            check(user is None or permissions == PERMISSION_SETS[binary],
+                  f"{name}: NATS user {user} does not have the permission set {PERMISSION_SETS[binary]}")
+            check(user is None or (password is not None and credentials.get("password") == password),
+                  f"{name}: its NATS password is not the one the NATS nodes are given for {user}")
         section = "INGEST" if binary == "inlet-ingest" else "WORKER"
         listen = env.get(f"INLET__{section}__LISTEN", "")
         admin = env.get(f"INLET__{section}__ADMIN_LISTEN", "")
@@ -212,6 +353,14 @@ def main():
         check(admin and port_of(admin) in [str(p) for p in service.get("expose") or []],
               f"{name}: admin (metrics) port of {admin} is not exposed")
         targets[name] = f"{name}:{port_of(admin)}"
+    # Exposure: nothing but ingest's public port is published beyond the host's loopback.
+    for name, service in services.items():
+        public = port_of(environment_of(service).get("INLET__INGEST__LISTEN", "")) if name.startswith("ingest-") else None
+        for host, container in published_ports(service):
+            check(host in LOOPBACK or (public and container == public),
+                  f"{name}: publishes port {container} on {host or 'every address'}; bind it to 127.0.0.1 "
+                  "(only ingest's public port may be reachable from other hosts)")
+
     # PostgreSQL: the workers' shared store, on a named volume, healthy before they start.
     postgres = services.get("postgres", {})
     check(re.fullmatch(r"postgres:(1[5-9]|[2-9]\d)(\.\d+)*(-\w+)?", str(postgres.get("image", ""))),

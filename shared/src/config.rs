@@ -55,10 +55,49 @@ impl ConfigError {
     }
 }
 
-/// A secret value (webhook signing secret, API key). Never printed by `Debug`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A secret value (webhook signing secret, API key, password). Never printed by `Debug`, and
+/// never echoed by a deserialization error (a value of the wrong type is not shown).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+                Ok(Secret(value.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Secret, E> {
+                Ok(Secret(value))
+            }
+            // serde's own message would quote the value (`invalid type: integer `123456``):
+            // an `INLET__…` override that looks like a number is read as one.
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+        }
+        fn not_a_string<E: serde::de::Error>() -> E {
+            E::custom(
+                "a secret must be a string (the value is not shown); a secret that looks like a number must be \
+                 quoted, or given as { env = \"NAME\" }",
+            )
+        }
+        deserializer.deserialize_any(Text)
+    }
+}
 
 impl Secret {
     /// Wraps a value (tests and programmatic configs).
@@ -352,6 +391,30 @@ pub struct NatsConfig {
     /// `http://127.0.0.1:8222`. Required with `stream.durability = "fsync"`: ingest reads
     /// `/varz` at startup to check that the server fsyncs before every ack.
     pub monitoring_url: Option<String>,
+    /// Authentication, one way at most: a credentials file (user JWT + NKey seed, as
+    /// `nsc generate creds` writes it; decentralised JWT auth).
+    pub creds_file: Option<PathBuf>,
+    /// A file holding an NKey user seed (`SU…`); the server lists its public key (`U…`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// An NKey user seed (`SU…`) itself; use `{ env = "…" }`.
+    pub nkey_seed: Option<Secret>,
+    /// User name, with `password`.
+    pub user: Option<String>,
+    /// Password of `user`; use `{ env = "…" }`. Sent to the server at every connect: use TLS
+    /// beyond a private network (an NKey or a creds file never sends its secret).
+    pub password: Option<Secret>,
+    /// An authorization token (`authorization { token: … }` on the server); use `{ env = "…" }`.
+    pub token: Option<Secret>,
+    /// Refuse to talk to the server without TLS. `tls_ca_file`, `tls_cert_file` and `tls://`
+    /// URLs imply it, so a configured certificate is never silently left unused.
+    pub tls_required: bool,
+    /// PEM file of the CA certificate(s) the server's certificate must chain to; only they are
+    /// trusted. Without it, the system's roots are.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (`verify: true` on the server), with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for NatsConfig {
@@ -361,6 +424,136 @@ impl Default for NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
             connect_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(30),
+            creds_file: None,
+            nkey_seed_file: None,
+            nkey_seed: None,
+            user: None,
+            password: None,
+            token: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+/// How a client authenticates to NATS (`[nats]`): at most one way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatsAuth<'a> {
+    /// No credentials.
+    None,
+    /// `creds_file`.
+    CredsFile(&'a Path),
+    /// `nkey_seed_file`.
+    NkeySeedFile(&'a Path),
+    /// `nkey_seed`.
+    NkeySeed(&'a Secret),
+    /// `user` and `password`.
+    UserPassword(&'a str, &'a Secret),
+    /// `token`.
+    Token(&'a Secret),
+}
+
+impl NatsAuth<'_> {
+    /// The keys to check when the server refuses these credentials.
+    pub fn keys(&self) -> &'static str {
+        match self {
+            NatsAuth::None => "",
+            NatsAuth::CredsFile(_) => "nats.creds_file",
+            NatsAuth::NkeySeedFile(_) => "nats.nkey_seed_file",
+            NatsAuth::NkeySeed(_) => "nats.nkey_seed",
+            NatsAuth::UserPassword(..) => "nats.user and nats.password",
+            NatsAuth::Token(_) => "nats.token",
+        }
+    }
+}
+
+impl NatsConfig {
+    /// The one way this client authenticates ([`Config::parse`] refused two at once).
+    pub fn auth(&self) -> NatsAuth<'_> {
+        if let Some(path) = &self.creds_file {
+            NatsAuth::CredsFile(path)
+        } else if let Some(path) = &self.nkey_seed_file {
+            NatsAuth::NkeySeedFile(path)
+        } else if let Some(seed) = &self.nkey_seed {
+            NatsAuth::NkeySeed(seed)
+        } else if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            NatsAuth::UserPassword(user, password)
+        } else if let Some(token) = &self.token {
+            NatsAuth::Token(token)
+        } else {
+            NatsAuth::None
+        }
+    }
+
+    /// Whether the client refuses a connection without TLS: `tls_required`, or implied by a CA
+    /// file, a client certificate or a `tls://` URL.
+    pub fn requires_tls(&self) -> bool {
+        self.tls_required
+            || self.tls_ca_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.url.split(',').any(|url| url.trim().starts_with("tls://"))
+    }
+
+    /// The `[nats]` rules types cannot express; every error names its key. Files are read
+    /// later, when connecting (`nats::connect` says which one cannot be used).
+    fn validate(&self) -> Result<(), ConfigError> {
+        positive("nats.connect_timeout", self.connect_timeout)?;
+        positive("nats.startup_timeout", self.startup_timeout)?;
+        let urls: Vec<&str> = self.url.split(',').map(str::trim).filter(|url| !url.is_empty()).collect();
+        if urls.is_empty() {
+            return Err(ConfigError::invalid("nats.url", "no server URL given"));
+        }
+        for url in urls {
+            let authority = url.split_once("://").map_or(url, |(_, rest)| rest).split('/').next().unwrap_or_default();
+            // The URL is logged and named in errors; credentials in it would be too. Not echoed.
+            if authority.contains('@') {
+                return Err(ConfigError::invalid(
+                    "nats.url",
+                    "must not hold credentials (they would be logged): use nats.user and nats.password, \
+                     nats.token, nats.nkey_seed_file or nats.creds_file",
+                ));
+            }
+        }
+        match (&self.user, &self.password) {
+            (Some(_), None) => return Err(ConfigError::invalid("nats.password", "is required with nats.user")),
+            (None, Some(_)) => return Err(ConfigError::invalid("nats.user", "is required with nats.password")),
+            (Some(user), Some(_)) if user.is_empty() || user.contains(char::is_whitespace) => {
+                return Err(ConfigError::invalid("nats.user", "must be a non-empty name without spaces"));
+            }
+            _ => {}
+        }
+        let configured: Vec<&str> = [
+            (self.creds_file.is_some(), "nats.creds_file"),
+            (self.nkey_seed_file.is_some(), "nats.nkey_seed_file"),
+            (self.nkey_seed.is_some(), "nats.nkey_seed"),
+            (self.user.is_some(), "nats.user"),
+            (self.token.is_some(), "nats.token"),
+        ]
+        .into_iter()
+        .filter_map(|(set, key)| set.then_some(key))
+        .collect();
+        if let [first, second, ..] = configured[..] {
+            return Err(ConfigError::invalid(
+                second,
+                format!(
+                    "cannot be combined with {first}: set one way to authenticate (nats.creds_file, \
+                     nats.nkey_seed_file, nats.nkey_seed, nats.user + nats.password or nats.token)"
+                ),
+            ));
+        }
+        for (secret, key) in
+            [(&self.nkey_seed, "nats.nkey_seed"), (&self.password, "nats.password"), (&self.token, "nats.token")]
+        {
+            if secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+                return Err(ConfigError::invalid(key, "must not be empty"));
+            }
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => Err(ConfigError::invalid("nats.tls_key_file", "is required with nats.tls_cert_file")),
+            (None, Some(_)) => Err(ConfigError::invalid("nats.tls_cert_file", "is required with nats.tls_key_file")),
+            _ => Ok(()),
         }
     }
 }
@@ -1054,6 +1247,7 @@ impl Config {
 
     /// Checks cross-field rules that types cannot express.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.nats.validate()?;
         check_token("stream.name", &self.stream.name, |c| c.is_ascii_alphanumeric() || c == '_' || c == '-')?;
         if self.stream.subject_prefix.is_empty()
             || self.stream.subject_prefix.split('.').any(|t| t.is_empty() || t.contains(['*', '>', ' ']))

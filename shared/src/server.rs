@@ -424,6 +424,10 @@ where
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "{binary} failed");
             eprintln!("{binary}: {error:#}");
+            // A `[nats]` file or seed found unusable only when connecting is invalid config too.
+            if error.downcast_ref::<crate::nats::NatsSetupError>().is_some_and(crate::nats::NatsSetupError::is_config) {
+                return std::process::ExitCode::from(EX_USAGE);
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -26,6 +26,10 @@ use std::time::Duration;
 pub mod postgres;
 pub mod tls;
 pub use postgres::TestPostgres;
+#[cfg(feature = "test-util")]
+pub mod secure;
+#[cfg(feature = "test-util")]
+pub use secure::{NatsUser, TestPki};
 
 /// The nats-server release the project pins (scripts, tests and docker-compose use it).
 pub const NATS_SERVER_VERSION: &str = "2.15.1";
@@ -49,6 +53,8 @@ pub struct TestNats {
     monitor_port: Option<u16>,
     store: tempfile::TempDir,
     extra_config: Option<String>,
+    /// Environment variables of the server process (values a config refers to as `$NAME`).
+    env: Vec<(String, String)>,
     log: Arc<Mutex<Vec<String>>>,
     /// Set when the server runs on a tmpfs in its own namespace.
     tmpfs: Option<Tmpfs>,
@@ -83,13 +89,23 @@ impl TestNats {
 
     /// Starts a server with an extra config file body (e.g. `jetstream { sync_interval: always }`).
     pub fn start_with_config(extra_config: Option<&str>) -> TestNats {
+        Self::start_with_files(extra_config, &[], &[])
+    }
+
+    /// Starts a server with config `extra_config`, beside which `files` (name, text) are written
+    /// first (for its `include`s), with `env` in its environment.
+    pub fn start_with_files(extra_config: Option<&str>, files: &[(&str, &str)], env: &[(&str, &str)]) -> TestNats {
         let store = tempfile::tempdir().expect("temp store dir");
+        for (name, text) in files {
+            std::fs::write(store.path().join(name), text).expect("write a file beside the nats config");
+        }
         let mut nats = TestNats {
             child: None,
             port: 0,
             monitor_port: None,
             store,
             extra_config: extra_config.map(str::to_owned),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             log: Arc::default(),
             tmpfs: None,
         };
@@ -128,6 +144,7 @@ impl TestNats {
             monitor_port: None,
             store,
             extra_config: None,
+            env: Vec::new(),
             log,
             tmpfs: Some(Tmpfs { ready: Mutex::new(ready) }),
         };
@@ -234,6 +251,7 @@ impl TestNats {
             .arg(port.map_or_else(|| "-1".to_owned(), |p| p.to_string()))
             .arg("-sd")
             .arg(self.store.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

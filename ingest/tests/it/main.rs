@@ -5,6 +5,7 @@ mod connections;
 mod group_commit;
 mod kinds;
 mod limits;
+mod nats_auth;
 mod outage;
 mod rejections;
 mod replays;

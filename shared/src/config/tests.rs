@@ -221,9 +221,12 @@ fn deploy_config_for_docker_compose_is_valid() {
         ("STRIPE_WEBHOOK_SECRET", "whsec_x"),
         ("GITHUB_WEBHOOK_SECRET", "x"),
         ("ORDERS_SIGNING_SECRET", "whsec_Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUhISE="),
+        ("INLET_NATS_USER", "inlet-ingest"),
+        ("INLET_NATS_PASSWORD", "change_me_ingest"),
     ]);
     let config = Config::parse(&text, &vars).unwrap();
     assert_eq!(config.stream.replicas, 3);
+    assert!(matches!(config.nats.auth(), NatsAuth::UserPassword("inlet-ingest", _)), "each service its own NATS user");
 }
 
 const CONSOLE: &str = r#"
@@ -649,4 +652,85 @@ fn postgres_sslmode_and_ca_file_go_together() {
         PgSslMode::split_from_url("postgres://h/db").unwrap(),
         (PgSslMode::Prefer, "postgres://h/db".to_owned())
     );
+}
+
+#[test]
+fn nats_takes_one_way_to_authenticate_and_names_the_key_of_any_other() {
+    let nats = |keys: &str| format!("{MINIMAL}\n[nats]\nurl = \"tls://nats-1:4222, tls://nats-2:4222\"\n{keys}");
+    let config = Config::parse(
+        &nats("user = \"inlet-ingest\"\npassword = { env = \"NATS_PASSWORD\" }\n"),
+        &env(&[("NATS_PASSWORD", "hunter2")]),
+    )
+    .unwrap();
+    assert!(matches!(config.nats.auth(), NatsAuth::UserPassword("inlet-ingest", p) if p.expose() == "hunter2"));
+    assert!(!format!("{config:?}").contains("hunter2"), "Debug redacts the password");
+    assert!(config.nats.requires_tls(), "tls:// URLs require TLS");
+    // Like every secret: from an INLET__ override too.
+    let config = Config::parse(
+        &nats("user = \"inlet-worker\"\n"),
+        &env(&[("INLET__NATS__PASSWORD", "from-env"), ("INLET__NATS__TLS_CA_FILE", "/etc/inlet/ca.pem")]),
+    )
+    .unwrap();
+    assert!(matches!(config.nats.auth(), NatsAuth::UserPassword(_, p) if p.expose() == "from-env"));
+    assert_eq!(config.nats.tls_ca_file.as_deref(), Some(Path::new("/etc/inlet/ca.pem")));
+    assert_eq!(Config::parse(MINIMAL, &BTreeMap::new()).unwrap().nats.auth(), NatsAuth::None);
+    assert!(!Config::parse(MINIMAL, &BTreeMap::new()).unwrap().nats.requires_tls());
+
+    check_invalid(
+        &nats("creds_file = \"a.creds\"\ntoken = \"t\"\n"),
+        &[],
+        "nats.token",
+        "cannot be combined with nats.creds_file",
+    );
+    check_invalid(
+        &nats("nkey_seed_file = \"seed\"\nuser = \"u\"\npassword = \"p\"\n"),
+        &[],
+        "nats.user",
+        "cannot be combined with nats.nkey_seed_file",
+    );
+    check_invalid(
+        &nats("nkey_seed_file = \"seed\"\nnkey_seed = \"SU\"\n"),
+        &[],
+        "nats.nkey_seed",
+        "cannot be combined",
+    );
+    check_invalid(&nats("user = \"u\"\n"), &[], "nats.password", "required with nats.user");
+    check_invalid(&nats("password = \"p\"\n"), &[], "nats.user", "required with nats.password");
+    check_invalid(&nats("token = \"\"\n"), &[], "nats.token", "must not be empty");
+    check_invalid(
+        &nats("tls_cert_file = \"client.pem\"\n"),
+        &[],
+        "nats.tls_key_file",
+        "required with nats.tls_cert_file",
+    );
+    check_invalid(
+        &nats("tls_key_file = \"client.key\"\n"),
+        &[],
+        "nats.tls_cert_file",
+        "required with nats.tls_key_file",
+    );
+    check_invalid(&nats("tls_verify = true\n"), &[], "nats.tls_verify", "unknown field");
+}
+
+#[test]
+fn nats_credentials_are_never_echoed_by_an_error() {
+    // In the URL they would be logged with it: refused, without repeating them.
+    match Config::parse(&format!("{MINIMAL}\n[nats]\nurl = \"nats://a:4222,nats://inlet:hunter2@b:4222\"\n"), &env(&[]))
+    {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "nats.url");
+            assert!(message.contains("nats.user and nats.password") && !message.contains("hunter2"), "{message}");
+        }
+        other => panic!("expected nats.url to be refused, got {other:?}"),
+    }
+    // A secret of the wrong type (an override that looks like a number is read as one) is
+    // refused without its value.
+    let text = format!("{MINIMAL}\n[nats]\nuser = \"u\"\n");
+    match Config::parse(&text, &env(&[("INLET__NATS__PASSWORD", "98765432")])) {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "nats.password");
+            assert!(message.contains("must be a string") && !message.contains("98765432"), "{message}");
+        }
+        other => panic!("expected nats.password to be refused, got {other:?}"),
+    }
 }

@@ -28,6 +28,7 @@ mod github;
 mod listener;
 mod login;
 mod metrics;
+mod nats_auth;
 mod operator_support;
 mod scheduling;
 mod several_workers;

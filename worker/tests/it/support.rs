@@ -152,9 +152,17 @@ impl TestDestination {
 
     /// Waits until at least `n` requests were answered.
     pub async fn wait_for(&self, n: usize, within: Duration) {
+        assert!(
+            self.reached(n, within).await,
+            "destination got {} requests, expected {n} within {within:?}",
+            self.count()
+        );
+    }
+
+    /// Whether at least `n` requests were answered within `within` (waiting for them).
+    pub async fn reached(&self, n: usize, within: Duration) -> bool {
         let mut count = self.count.clone();
-        let result = tokio::time::timeout(within, count.wait_for(|c| *c >= n)).await;
-        assert!(result.is_ok(), "destination got {} requests, expected {n} within {within:?}", self.count());
+        tokio::time::timeout(within, count.wait_for(|c| *c >= n)).await.is_ok()
     }
 
     /// Distinct Idempotency-Keys of 2xx-answered requests.

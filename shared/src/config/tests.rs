@@ -223,9 +223,15 @@ fn deploy_config_for_docker_compose_is_valid() {
         ("ORDERS_SIGNING_SECRET", "whsec_Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUhISE="),
         ("INLET_NATS_USER", "inlet-ingest"),
         ("INLET_NATS_PASSWORD", "change_me_ingest"),
+        ("INLET_OIDC_CLIENT_SECRET", "change_me"),
+        ("INLET_TOKEN_KEY", "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUhISE="),
     ]);
     let config = Config::parse(&text, &vars).unwrap();
     assert_eq!(config.stream.replicas, 3);
+    // The production shape has a way to sign in: its console and API are reachable.
+    assert!(config.console.enabled && config.console.oidc.is_some(), "an OpenID Connect sign-in (placeholders)");
+    assert_eq!(config.console.public_url.as_deref(), Some("https://inlet.example.com"));
+    assert_eq!(config.console.access.admins, ["admin@example.com"]);
     assert!(matches!(config.nats.auth(), NatsAuth::UserPassword("inlet-ingest", _)), "each service its own NATS user");
 }
 

@@ -26,8 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use opentelemetry::trace::SpanKind;
+
 use opentelemetry::trace::{
-    Link, Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
+    Link, Span as _, SpanBuilder, SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags, TraceId,
     TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue, Value};
@@ -225,6 +227,12 @@ impl Span {
         {
             span.set_attribute(KeyValue::new(key, value));
         }
+    }
+
+    /// Whether the span is recorded (tracing on and the trace sampled): attributes that cost
+    /// an allocation are worth making only then.
+    pub fn is_recording(&self) -> bool {
+        self.inner.as_ref().is_some_and(opentelemetry::trace::Span::is_recording)
     }
 
     /// Marks the span failed, with a short description of what failed (a reason code, never

@@ -898,10 +898,7 @@ impl TracesConfig {
                 ));
             }
             if value.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{KEY}.resource_attributes.{name}"),
-                    "must not be empty",
-                ));
+                return Err(ConfigError::invalid(format!("{KEY}.resource_attributes.{name}"), "must not be empty"));
             }
         }
         for (name, value) in &self.headers {

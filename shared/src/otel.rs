@@ -29,8 +29,8 @@ use bytes::Bytes;
 pub use opentelemetry::trace::SpanKind;
 
 use opentelemetry::trace::{
-    Link, Span as _, SpanBuilder, SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags, TraceId,
-    TraceState, Tracer as _, TracerProvider as _,
+    Link, Span as _, SpanBuilder, SpanContext, SpanId, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
@@ -194,10 +194,9 @@ impl Tracing {
         let exporting = Arc::clone(exporting);
         // The SDK's shutdown blocks until its thread has exported, and that export runs on
         // this runtime (`RuntimeClient`): block a blocking-pool thread, not a runtime one.
-        let stopped = tokio::task::spawn_blocking(move || {
-            exporting.provider.shutdown_with_timeout(exporting.shutdown_timeout)
-        })
-        .await;
+        let stopped =
+            tokio::task::spawn_blocking(move || exporting.provider.shutdown_with_timeout(exporting.shutdown_timeout))
+                .await;
         match stopped {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "traces: the last spans may not have been exported"),
@@ -262,7 +261,7 @@ impl Span {
     /// while it runs ([`tracing::Span::none`] without one).
     pub fn log_span(&self) -> tracing::Span {
         match self.trace_id() {
-            Some(trace_id) => tracing::info_span!("trace", trace_id),
+            Some(trace_id) => tracing::info_span!("trace", trace_id = %trace_id),
             None => tracing::Span::none(),
         }
     }
@@ -385,6 +384,52 @@ mod tests {
         ] {
             assert!(parse_traceparent(bad).is_none(), "{bad:?} accepted");
         }
+    }
+
+    /// What `telemetry::init` installs writes the `trace_id` of the span a log line was written
+    /// in, in both formats.
+    #[tokio::test]
+    async fn log_lines_written_inside_a_span_carry_its_trace_id() {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let config = TracesConfig {
+            enabled: true,
+            endpoint: "http://127.0.0.1:9/v1/traces".into(),
+            export_timeout: Duration::from_millis(200),
+            ..TracesConfig::default()
+        };
+        let tracing = Tracing::start(&config, "inlet-test").unwrap();
+        let span = tracing.root("receive", SpanKind::Server, &[]);
+        let trace_id = span.trace_id().unwrap();
+        let (text, json) = (Buffer::default(), Buffer::default());
+        let (text_writer, json_writer) = (text.clone(), json.clone());
+        let text_subscriber =
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || text_writer.clone()).finish();
+        let json_subscriber =
+            tracing_subscriber::fmt().json().with_current_span(false).with_writer(move || json_writer.clone()).finish();
+        for subscriber in [tracing::Dispatch::new(text_subscriber), tracing::Dispatch::new(json_subscriber)] {
+            tracing::dispatcher::with_default(&subscriber, || {
+                let _inside = span.log_span().entered();
+                tracing::warn!("inside the span");
+            });
+        }
+        let text = String::from_utf8(text.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains(&format!("trace{{trace_id={trace_id}}}")), "{text}");
+        let json = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        assert_eq!(line["spans"][0]["trace_id"], trace_id.as_str(), "{json}");
+        assert!(Span::none().log_span().is_none(), "no trace, no field");
+        drop(span);
+        tracing.shutdown().await;
     }
 
     #[tokio::test]

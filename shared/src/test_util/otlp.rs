@@ -161,7 +161,8 @@ impl State {
         for resource_spans in export.resource_spans {
             let attributes = resource_spans.resource.map(|r| r.attributes).unwrap_or_default();
             let attributes: Vec<(String, String)> = attributes.iter().map(text_pair).collect();
-            let service = attributes.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()).unwrap_or_default();
+            let service =
+                attributes.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()).unwrap_or_default();
             if resource.is_empty() {
                 resource.clone_from(&attributes);
             }

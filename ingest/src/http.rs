@@ -25,8 +25,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use inlet_shared::config::{Config, RateLimit, SourceConfig};
 use inlet_shared::envelope::{self, Envelope};
+use inlet_shared::otel::{self, Span, SpanKind, Tracing};
 use inlet_shared::signature::{SchemeKind, SignatureError, Verifier};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tracing::Instrument as _;
 
 use crate::budget::{BodyBudget, BodyBuffer, Reservation};
 use crate::error::{IngestError, json_response};
@@ -142,6 +144,8 @@ pub struct AppState {
     pub body_budget: BodyBudget,
     /// The in-flight gauge handle.
     pub in_flight: metrics::Gauge,
+    /// `[telemetry.traces]`: the receive, verify and publish spans.
+    pub tracing: Tracing,
 }
 
 /// What happened to an accepted webhook.
@@ -209,14 +213,69 @@ async fn readiness(state: &AppState) -> Response<Full<Bytes>> {
     }
 }
 
+/// One webhook, traced: the receive span is the root of the webhook's trace (a provider's
+/// `traceparent` is linked to it, never its parent: it is input from the internet), and the log
+/// lines written while it is handled carry its `trace_id`.
 async fn webhook(state: &AppState, name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let provider_context = if state.tracing.is_exporting() {
+        request.headers().get(otel::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(otel::parse_traceparent)
+    } else {
+        None
+    };
+    let mut span = state.tracing.root("receive", SpanKind::Server, provider_context.as_slice());
+    if span.is_recording() {
+        span.set("http.request.method", method_attribute(request.method()));
+        span.set("http.route", "/webhooks/{source}");
+        if state.sources.contains_key(name) {
+            span.set("inlet.source", name.to_owned());
+        }
+    }
+    let log_span = span.log_span();
+    let response = handle_webhook(state, name, request, &mut span).instrument(log_span).await;
+    span.set("http.response.status_code", i64::from(response.status().as_u16()));
+    if response.status().is_server_error() {
+        span.fail("5xx");
+    }
+    response
+}
+
+/// The request method as the HTTP semantic conventions spell it (`_OTHER` for any other).
+fn method_attribute(method: &Method) -> &'static str {
+    match *method {
+        Method::POST => "POST",
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "_OTHER",
+    }
+}
+
+async fn handle_webhook(
+    state: &AppState,
+    name: &str,
+    request: Request<Incoming>,
+    span: &mut Span,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let _in_flight = metric_names::InFlight::start(&state.in_flight);
     let Some(source) = state.sources.get(name) else {
         metric_names::unknown_source(started.elapsed());
+        span.set("inlet.outcome", IngestError::UnknownSource.code());
         return IngestError::UnknownSource.into_response();
     };
-    let result = accept(state, source, request).await;
+    let result = accept(state, source, request, span).await;
+    span.set(
+        "inlet.outcome",
+        match &result {
+            Ok(Accepted::Stored { .. }) => "accepted",
+            Ok(Accepted::Duplicate { .. }) => "duplicate",
+            Ok(Accepted::Challenge(_)) => "challenge",
+            Err(error) => error.code(),
+        },
+    );
     match result {
         Ok(accepted) => {
             let (status, body, outcome) = match accepted {
@@ -263,7 +322,12 @@ async fn webhook(state: &AppState, name: &str, request: Request<Incoming>) -> Re
     }
 }
 
-async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incoming>) -> Result<Accepted, IngestError> {
+async fn accept(
+    state: &AppState,
+    source: &SourceRuntime,
+    request: Request<Incoming>,
+    span: &mut Span,
+) -> Result<Accepted, IngestError> {
     if request.method() != Method::POST {
         return Err(IngestError::MethodNotAllowed);
     }
@@ -273,11 +337,20 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
     // Held until the answer is decided: the body is in memory until the publish is done.
     let (body, _reservation) = read_body(body, &parts.headers, source.max_body_bytes, state).await?;
     let received_at = SystemTime::now();
+    span.set("http.request.body.size", i64::try_from(body.len()).unwrap_or(i64::MAX));
 
+    let mut verify = state.tracing.child("verify", SpanKind::Internal, span);
+    verify.set("inlet.scheme", source.verifier.kind().as_str());
     let verified = match source.verifier.verify(&parts.headers, &body, received_at) {
         Ok(verified) => verified,
-        Err(error) => return Err(source.verification_failed(error)),
+        Err(error) => {
+            verify.set("inlet.verify.failure", error.reason());
+            verify.fail(error.reason());
+            return Err(source.verification_failed(error));
+        }
     };
+    verify.set("inlet.secret_index", i64::try_from(verified.secret_index()).unwrap_or(i64::MAX));
+    verify.end();
     if let Some(limiter) = &source.limiter
         && let Err(not_until) = limiter.check()
     {
@@ -285,6 +358,12 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
     }
     source.metrics.secret_matched(verified.secret_index());
     let identity = verified.identify(&parts.headers, &body);
+    if span.is_recording() {
+        span.set("inlet.event_id", identity.id.clone());
+        if let Some(event_type) = &identity.event_type {
+            span.set("inlet.event_type", event_type.clone());
+        }
+    }
 
     if source.verifier.kind() == SchemeKind::Slack
         && let Some(challenge) = slack_challenge(&body)
@@ -292,13 +371,43 @@ async fn accept(state: &AppState, source: &SourceRuntime, request: Request<Incom
         return Ok(Accepted::Challenge(challenge));
     }
 
-    let headers =
-        nats_headers(source, &parts.headers, original_headers, &identity, verified.secret_index(), received_at);
-    match state.publisher.publish(source.subject.clone(), headers, body).await {
+    // The worker's record span continues from this one, through the message's `traceparent`.
+    let mut publish = state.tracing.child("publish", SpanKind::Producer, span);
+    if publish.is_recording() {
+        publish.set("messaging.system", "nats");
+        publish.set("messaging.operation.type", "send");
+        publish.set("messaging.destination.name", source.subject.clone());
+    }
+    let event = EventHeaders {
+        original_headers,
+        secret_index: verified.secret_index(),
+        received_at,
+        traceparent: publish.traceparent(),
+    };
+    let headers = nats_headers(source, &parts.headers, &identity, event);
+    let published = state.publisher.publish(source.subject.clone(), headers, body).await;
+    match &published {
+        Ok(Stored::New(sequence) | Stored::Duplicate(sequence)) => {
+            publish.set("inlet.stream_sequence", i64::try_from(*sequence).unwrap_or(i64::MAX));
+            publish.set("inlet.duplicate", matches!(published, Ok(Stored::Duplicate(_))));
+        }
+        Err(failure) => publish.fail(failure.as_str()),
+    }
+    publish.end();
+    match published {
         Ok(Stored::New(sequence)) => Ok(Accepted::Stored { event_id: identity.id, sequence }),
         Ok(Stored::Duplicate(sequence)) => Ok(Accepted::Duplicate { event_id: identity.id, sequence }),
         Err(failure) => Err(IngestError::from_publish(failure, source.max_body_bytes, state.retry_after)),
     }
+}
+
+/// What the message's headers say besides the event's identity.
+struct EventHeaders {
+    original_headers: String,
+    secret_index: usize,
+    received_at: SystemTime,
+    /// The publish span's context (traces on).
+    traceparent: Option<String>,
 }
 
 /// Reads at most `limit` bytes within `body_read_timeout`; a declared or actual larger body is
@@ -381,11 +490,10 @@ fn slack_challenge(body: &[u8]) -> Option<String> {
 fn nats_headers(
     source: &SourceRuntime,
     request_headers: &HeaderMap,
-    original_headers: String,
     identity: &inlet_shared::signature::EventIdentity,
-    secret_index: usize,
-    received_at: SystemTime,
+    event: EventHeaders,
 ) -> async_nats::HeaderMap {
+    let EventHeaders { original_headers, secret_index, received_at, traceparent } = event;
     let envelope = Envelope {
         source: source.name.clone(),
         event_id: identity.id.clone(),
@@ -399,6 +507,7 @@ fn nats_headers(
         secret_index,
         content_type: request_headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
         original_headers: Some(original_headers).filter(|json| !json.is_empty()),
+        traceparent,
     };
     let mut headers = async_nats::HeaderMap::new();
     for (name, value) in envelope.to_headers() {

@@ -122,6 +122,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
              the largest body limit plus 1000000"
         );
     }
+    // Traces (`[telemetry.traces]`): off unless enabled; then the receive, verify and publish
+    // spans of every webhook are exported, and the worker's spans continue their traces.
+    let traces = inlet_shared::otel::Tracing::start(&config.telemetry.traces, "inlet-ingest")?;
     let state = Arc::new(http::AppState {
         sources,
         publisher,
@@ -129,6 +132,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         retry_after: config.ingest.retry_after,
         body_budget,
         in_flight: metrics::gauge!(metric_names::IN_FLIGHT),
+        tracing: traces.clone(),
     });
     let options = ServeOptions {
         header_read_timeout: config.ingest.header_read_timeout,
@@ -136,7 +140,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         shutdown_grace: config.ingest.shutdown_grace,
     };
     let (public_addr, admin_addr) = listeners.addresses()?;
-    tracing::info!(%public_addr, %admin_addr, sources = state.sources.len(), tls = tls.is_some(), "inlet-ingest listening");
+    tracing::info!(
+        %public_addr,
+        %admin_addr,
+        sources = state.sources.len(),
+        tls = tls.is_some(),
+        traces = traces.is_exporting(),
+        "inlet-ingest listening"
+    );
     let acceptor = tls.as_ref().map(inlet_shared::tls::ServerTls::acceptor);
     if let Some(tls) = tls {
         tokio::spawn(tls.reload(shutdown.clone()));
@@ -154,6 +165,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     if !drained {
         tracing::warn!(grace = ?options.shutdown_grace, "shutdown grace elapsed with requests still in flight");
     }
+    // The last spans (those of the requests just drained) are exported before the process ends.
+    traces.shutdown().await;
     tracing::info!("inlet-ingest stopped");
     Ok(())
 }

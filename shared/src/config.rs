@@ -995,11 +995,123 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// `tracing` filter directive; `RUST_LOG` overrides it.
     pub log_filter: String,
+    /// `[telemetry.traces]`: OpenTelemetry traces exported over OTLP; off by default.
+    pub traces: TracesConfig,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { log_format: LogFormat::Text, log_filter: "info".into() }
+        TelemetryConfig { log_format: LogFormat::Text, log_filter: "info".into(), traces: TracesConfig::default() }
+    }
+}
+
+/// The OTLP/HTTP traces endpoint the OpenTelemetry specification names as the default (a
+/// collector on the same host).
+pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";
+
+/// `[telemetry.traces]`: one trace per webhook, from the provider's request to the
+/// destination's answer, exported over OTLP/HTTP (protobuf) to `endpoint`. Off unless
+/// `enabled = true`: then no span is made, no `traceparent` is written or sent, and no exporter
+/// runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    /// Export traces.
+    pub enabled: bool,
+    /// The collector's OTLP/HTTP traces URL, path included (`…/v1/traces`): `http://` or
+    /// `https://` (HTTPS with the system's roots, through rustls).
+    pub endpoint: String,
+    /// Share of new traces kept, 0.0 to 1.0, decided where a trace starts (ingest, from its
+    /// trace id); the worker keeps what ingest kept (parent-based sampling).
+    pub sampling_ratio: f64,
+    /// `service.name` of the exported resource; defaults to the binary's name (`inlet-ingest`,
+    /// `inlet-worker`).
+    pub service_name: Option<String>,
+    /// More resource attributes, e.g. `{ "deployment.environment.name" = "production" }`.
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Headers sent with every export (a collector's API key: use `{ env = "…" }`).
+    pub headers: BTreeMap<String, Secret>,
+    /// How long one export request may take.
+    #[serde(with = "duration_str")]
+    pub export_timeout: Duration,
+    /// Finished spans wait at most this long before they are sent (in batches of up to 512).
+    #[serde(with = "duration_str")]
+    pub batch_delay: Duration,
+    /// Finished spans held waiting for export at most; beyond it new spans are dropped (a slow
+    /// or absent collector never slows webhooks down nor grows memory).
+    pub max_queued_spans: usize,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig {
+            enabled: false,
+            endpoint: DEFAULT_TRACES_ENDPOINT.into(),
+            sampling_ratio: 1.0,
+            service_name: None,
+            resource_attributes: BTreeMap::new(),
+            headers: BTreeMap::new(),
+            export_timeout: Duration::from_secs(10),
+            batch_delay: Duration::from_secs(5),
+            max_queued_spans: 2048,
+        }
+    }
+}
+
+impl TracesConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        const KEY: &str = "telemetry.traces";
+        let endpoint = &self.endpoint;
+        let authority = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"))
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+        if !matches!(authority, Some(authority) if !authority.is_empty())
+            || endpoint.contains(char::is_whitespace)
+            || endpoint.parse::<http::Uri>().is_err()
+        {
+            return Err(ConfigError::invalid(
+                format!("{KEY}.endpoint"),
+                "must be an http:// or https:// URL (the OTLP/HTTP traces URL, e.g. http://localhost:4318/v1/traces)",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            return Err(ConfigError::invalid(format!("{KEY}.sampling_ratio"), "must be between 0.0 and 1.0"));
+        }
+        if let Some(name) = &self.service_name
+            && name.trim().is_empty()
+        {
+            return Err(ConfigError::invalid(format!("{KEY}.service_name"), "must not be empty"));
+        }
+        for (name, value) in &self.resource_attributes {
+            if name.trim().is_empty() || name == "service.name" {
+                return Err(ConfigError::invalid(
+                    format!("{KEY}.resource_attributes"),
+                    format!("`{name}`: keys must be non-empty, and service.name is set by service_name"),
+                ));
+            }
+            if value.is_empty() {
+                return Err(ConfigError::invalid(format!("{KEY}.resource_attributes.{name}"), "must not be empty"));
+            }
+        }
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::invalid(format!("{KEY}.headers"), format!("`{name}` is not a header name")));
+            }
+            // The value is a secret: the message never echoes it.
+            if http::HeaderValue::from_str(value.expose()).is_err() {
+                return Err(ConfigError::invalid(
+                    format!("{KEY}.headers.{name}"),
+                    "is not a valid header value (visible ASCII only)",
+                ));
+            }
+        }
+        positive(&format!("{KEY}.export_timeout"), self.export_timeout)?;
+        positive(&format!("{KEY}.batch_delay"), self.batch_delay)?;
+        if !(1..=1_000_000).contains(&self.max_queued_spans) {
+            return Err(ConfigError::invalid(format!("{KEY}.max_queued_spans"), "must be between 1 and 1000000"));
+        }
+        Ok(())
     }
 }
 
@@ -1321,6 +1433,7 @@ impl Config {
         }
 
         self.validate_console()?;
+        self.telemetry.traces.validate()?;
 
         let mut source_names = HashSet::new();
         for (index, source) in self.sources.iter().enumerate() {

@@ -47,6 +47,11 @@ pub const HEADER_CONTENT_TYPE: &str = "Inlet-Content-Type";
 /// credentials and hop-by-hop headers; the value of headers matching `ingest.redact_headers` is
 /// [`REDACTED_VALUE`].
 pub const HEADER_ORIGINAL_HEADERS: &str = "Inlet-Original-Headers";
+/// W3C trace context of ingest's publish span, when traces are on (`[telemetry.traces]`): the
+/// worker's record span continues that trace. Inlet's own, never the provider's (a provider's
+/// `traceparent` is only linked, and stays among the stored request headers). Added within
+/// envelope version 1: readers ignore it, and an unusable value only starts a new trace.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
 
 /// Message id JetStream deduplicates on.
 pub fn message_id(source: &str, event_id: &str) -> String {
@@ -187,6 +192,8 @@ pub fn json_schema() -> Value {
             HEADER_SECRET_INDEX: { "type": "string", "pattern": "^[0-9]+$", "description": "0-based index of the configured secret that matched" },
             HEADER_CONTENT_TYPE: string("the request's Content-Type"),
             HEADER_ORIGINAL_HEADERS: string("JSON array of [name, value] pairs: request headers without signatures, credentials and hop-by-hop headers; headers matching `ingest.redact_headers` have the value `<redacted>`"),
+            HEADER_TRACEPARENT: { "type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                                  "description": "W3C trace context of ingest's publish span (traces on only); the worker's spans continue that trace. Never the provider's" },
         },
         "additionalProperties": true,
     })
@@ -218,6 +225,8 @@ pub struct Envelope {
     pub content_type: Option<String>,
     /// JSON array of the kept request headers (see [`HEADER_ORIGINAL_HEADERS`]).
     pub original_headers: Option<String>,
+    /// Ingest's trace context (see [`HEADER_TRACEPARENT`]).
+    pub traceparent: Option<String>,
 }
 
 /// Why a message's headers are not an envelope.
@@ -252,6 +261,7 @@ impl Envelope {
             (HEADER_EVENT_TYPE, &self.event_type),
             (HEADER_CONTENT_TYPE, &self.content_type),
             (HEADER_ORIGINAL_HEADERS, &self.original_headers),
+            (HEADER_TRACEPARENT, &self.traceparent),
         ];
         headers.extend([
             (HEADER_RECEIVED_AT, Cow::Owned(self.received_at_ms.to_string())),
@@ -291,6 +301,7 @@ impl Envelope {
                 .map_err(|_| EnvelopeError::Invalid(HEADER_SECRET_INDEX))?,
             content_type: optional(HEADER_CONTENT_TYPE),
             original_headers: optional(HEADER_ORIGINAL_HEADERS),
+            traceparent: optional(HEADER_TRACEPARENT),
         })
     }
 }
@@ -383,6 +394,7 @@ mod tests {
             secret_index: 1,
             content_type: Some("application/json".into()),
             original_headers: Some("[[\"x-github-event\",\"push\"]]".into()),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         }
     }
 
@@ -399,6 +411,7 @@ mod tests {
             event_type: None,
             content_type: None,
             original_headers: None,
+            traceparent: None,
             id_origin: IdOrigin::Provider,
             scheme: SchemeKind::Stripe,
             ..sample()

@@ -4,7 +4,7 @@
 //!
 //! Without features this crate does no I/O but read the configuration file (only in
 //! [`config::load_file`]). The `runtime` feature adds what both binaries run: the HTTP accept
-//! loop (plain or HTTPS: `tls`), the metrics recorder, the NATS connection and stream setup. Helpers that start real processes for tests live behind the
+//! loop (plain or HTTPS: `tls`), the metrics recorder, OpenTelemetry traces (`otel`), the NATS connection and stream setup. Helpers that start real processes for tests live behind the
 //! `test-util` feature.
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,8 @@ pub mod telemetry;
 
 #[cfg(feature = "runtime")]
 pub mod nats;
+#[cfg(feature = "runtime")]
+pub mod otel;
 #[cfg(feature = "runtime")]
 pub mod server;
 #[cfg(feature = "runtime")]

@@ -14,6 +14,9 @@
 //! on drop; see [`postgres`].
 //!
 //! [`tls::TestCa`] makes a CA and server certificates (rcgen) for the HTTPS tests.
+//!
+//! [`otlp::TestOtlp`] (with `runtime`) is an OTLP/HTTP receiver on a free port that decodes
+//! the exported spans with the official protobuf definitions.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::io::{BufRead, BufReader};
@@ -23,6 +26,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(feature = "runtime")]
+pub mod otlp;
 pub mod postgres;
 pub mod tls;
 pub use postgres::TestPostgres;

@@ -31,10 +31,12 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use inlet_shared::config::DestinationConfig;
+use inlet_shared::otel::{self, Span, SpanKind, Tracing};
 use inlet_shared::signature::sign;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::metric_names;
@@ -101,6 +103,11 @@ pub struct Destination {
     /// Whether this worker holds the destination now: only the holder claims and attempts
     /// (several workers on one store; with SQLite the one worker always does).
     holding: Holding,
+    /// `[telemetry.traces]`: one span per attempt, whose context the request carries on.
+    tracing: Tracing,
+    /// The URL's host and port, the attempt span's `server.address` and `server.port` (never
+    /// the whole URL: its path or query may hold a credential).
+    server: Option<(String, u16)>,
 }
 
 #[derive(Default)]
@@ -115,7 +122,12 @@ impl Destination {
     /// # Errors
     ///
     /// When the HTTP client cannot be built.
-    pub fn new(config: DestinationConfig, concurrency: usize, holding: Holding) -> Result<Destination, reqwest::Error> {
+    pub fn new(
+        config: DestinationConfig,
+        concurrency: usize,
+        holding: Holding,
+        tracing: Tracing,
+    ) -> Result<Destination, reqwest::Error> {
         let client = reqwest::Client::builder()
             // Receivers must not bounce deliveries to other hosts.
             .redirect(reqwest::redirect::Policy::none())
@@ -134,6 +146,9 @@ impl Destination {
             .set(BreakerState::Closed.gauge());
         let metrics = metric_names::DestinationMetrics::new(&config.name);
         let concurrency = concurrency.max(1);
+        let server = reqwest::Url::parse(&config.url)
+            .ok()
+            .and_then(|url| Some((url.host_str()?.to_owned(), url.port_or_known_default()?)));
         Ok(Destination {
             config,
             breaker,
@@ -151,6 +166,8 @@ impl Destination {
             next_retry_ms: AtomicI64::new(i64::MAX),
             paused_until: Mutex::new(None),
             holding,
+            tracing,
+            server,
         })
     }
 
@@ -475,13 +492,46 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
         return;
     }
 
+    let mut span = attempt_span(destination, &delivery);
+    let log_span = span.log_span();
+    send_and_record(destination, store, delivery, lease, probe, &mut span).instrument(log_span).await;
+}
+
+/// The span of one attempt: a client span under the event's record span (stored with the
+/// event), so retries and replays, whenever and by whichever worker, join the event's trace.
+fn attempt_span(destination: &Destination, delivery: &DeliveryToSend) -> Span {
+    let mut span = destination.tracing.child_of("attempt", SpanKind::Client, delivery.trace_context.as_deref());
+    if span.is_recording() {
+        span.set("http.request.method", "POST");
+        if let Some((host, port)) = &destination.server {
+            span.set("server.address", host.clone());
+            span.set("server.port", i64::from(*port));
+        }
+        span.set("inlet.destination", destination.config.name.clone());
+        span.set("inlet.delivery_id", delivery.delivery_id.as_str().to_owned());
+        span.set("inlet.source", delivery.source.clone());
+        span.set("inlet.event_id", delivery.event_id.clone());
+        span.set("inlet.attempt", delivery.attempt_base + delivery.attempts + 1);
+    }
+    span
+}
+
+async fn send_and_record(
+    destination: &Destination,
+    store: &Store,
+    delivery: DeliveryToSend,
+    lease: Lease,
+    probe: bool,
+    span: &mut Span,
+) {
+    let delivery_id = &delivery.delivery_id;
     // The retry schedule counts from the latest replay (a replay starts a fresh schedule); the
     // header carries the attempt's stored number, which continues across replays, so the
     // destination, the console and the API name an attempt alike.
     let attempt_number = delivery.attempts + 1;
     let started_at = UnixMs::now();
     let started = Instant::now();
-    let response = send(destination, &delivery, delivery.attempt_base + attempt_number).await;
+    let response = send(destination, &delivery, delivery.attempt_base + attempt_number, span.traceparent()).await;
     let elapsed = started.elapsed();
     let now = Instant::now();
     let outcome = classify(&destination.config, response.status, attempt_number);
@@ -505,6 +555,17 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
         _ => destination.breaker_changed(destination.breaker.record(outcome != AttemptOutcome::Transient, now)),
     }
     destination.metrics.attempt(outcome, elapsed);
+    if let Some(status) = response.status {
+        span.set("http.response.status_code", i64::from(status));
+    }
+    if let Some(error) = &response.error {
+        // One of a closed set ("timeout", "connection failed", "request failed").
+        span.set("error.type", error.clone());
+    }
+    span.set("inlet.outcome", outcome.as_str());
+    if outcome != AttemptOutcome::Delivered {
+        span.fail(outcome.as_str());
+    }
 
     let next = next_step(&destination.config, attempt_number, outcome, response.status, response.retry_after);
     let record = AttemptRecord {
@@ -519,6 +580,14 @@ async fn run_attempt(destination: &Destination, store: &Store, claimed: Claimed,
         next,
         lease_token: lease.token,
     };
+    span.set(
+        "inlet.next",
+        match next {
+            NextStep::Delivered => "delivered",
+            NextStep::RetryAt(_) => "retry",
+            NextStep::DeadLetter(_) => "dead_letter",
+        },
+    );
     let mut tries = 0;
     loop {
         tries += 1;
@@ -657,8 +726,14 @@ pub fn classify(config: &DestinationConfig, status: Option<u16>, attempt_number:
 }
 
 /// Sends one attempt; `stored_attempt` is its number in the attempts table (continuing across
-/// replays), sent as `Inlet-Delivery-Attempt`.
-async fn send(destination: &Destination, delivery: &DeliveryToSend, stored_attempt: i64) -> AttemptResult {
+/// replays), sent as `Inlet-Delivery-Attempt`; `traceparent` is the attempt span's context
+/// (traces on), so the destination's own trace continues Inlet's.
+async fn send(
+    destination: &Destination,
+    delivery: &DeliveryToSend,
+    stored_attempt: i64,
+    traceparent: Option<String>,
+) -> AttemptResult {
     let timestamp = UnixMs::now().0 / 1000;
     let mut request = destination
         .client
@@ -672,6 +747,9 @@ async fn send(destination: &Destination, delivery: &DeliveryToSend, stored_attem
         .header("Inlet-Received-At", delivery.received_at.0.to_string());
     if let Some(event_type) = &delivery.event_type {
         request = request.header("Inlet-Event-Type", event_type);
+    }
+    if let Some(traceparent) = traceparent {
+        request = request.header(otel::TRACEPARENT, traceparent);
     }
     for (name, value) in sign::standard(
         destination.config.signing_secret.expose(),

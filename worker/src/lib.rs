@@ -174,6 +174,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         });
     }
     let shutdown = worker_shutdown;
+    // Traces (`[telemetry.traces]`): off unless enabled; then every recorded event and every
+    // delivery attempt is a span of the trace ingest started for the webhook.
+    let traces = inlet_shared::otel::Tracing::start(&config.telemetry.traces, "inlet-worker")?;
     let mut destinations = HashMap::new();
     for destination_config in &config.destinations {
         let name = destination_config.name.clone();
@@ -183,6 +186,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
                 destination_config.clone(),
                 concurrency,
                 holdings.remove(&name).unwrap_or_else(Holding::always),
+                traces.clone(),
             )
             .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?,
         );
@@ -222,6 +226,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         batch_size: config.worker.batch_size,
         unrouted_log: record::UnroutedLog::default(),
         peers: shared_store.then(|| record::PeerWake { client: client.clone(), subject: wake_subject.clone() }),
+        tracing: traces.clone(),
+        consumer: config.worker.consumer.clone(),
     });
     tracker.spawn(Arc::clone(&recorder).run(recording_consumer.clone(), shutdown.clone()));
     tracker.spawn(stats_loop(
@@ -247,7 +253,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         shutdown_grace: config.worker.shutdown_grace,
     };
     let (main_addr, admin_addr) = listeners.addresses()?;
-    tracing::info!(%main_addr, %admin_addr, destinations = destinations.len(), tls = tls.is_some(), "inlet-worker running");
+    tracing::info!(
+        %main_addr,
+        %admin_addr,
+        destinations = destinations.len(),
+        tls = tls.is_some(),
+        traces = traces.is_exporting(),
+        "inlet-worker running"
+    );
     let acceptor = tls.as_ref().map(inlet_shared::tls::ServerTls::acceptor);
     if let Some(tls) = tls {
         tokio::spawn(tls.reload(shutdown.clone()));
@@ -269,6 +282,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     if let Some(task) = placement_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
+    // The spans of the last batches and attempts are exported before the process ends.
+    traces.shutdown().await;
     if let Ok(Some(lost)) = lease_task.await {
         return Err(lost.into());
     }

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use inlet_shared::envelope;
+use inlet_shared::otel::{Span, SpanKind, Tracing};
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::Destination;
@@ -93,6 +94,10 @@ pub struct Recorder {
     pub unrouted_log: UnroutedLog,
     /// With several workers on one store: how to wake the worker that holds a destination.
     pub peers: Option<PeerWake>,
+    /// `[telemetry.traces]`: one record span per event.
+    pub tracing: Tracing,
+    /// The intake consumer's name (`worker.consumer`), a span attribute.
+    pub consumer: String,
 }
 
 /// Wakes the other workers sharing the store: a NATS message naming a destination that has new
@@ -117,17 +122,21 @@ pub enum InvalidMessage {
     Envelope(#[from] envelope::EnvelopeError),
 }
 
-/// Reads the envelope headers of a stream message.
+/// Reads the envelope headers of a stream message: the event to record (without its trace
+/// context yet) and ingest's `traceparent`, when it wrote one.
 ///
 /// # Errors
 ///
 /// [`InvalidMessage`] naming the missing or invalid header.
-pub fn parse_message(message: &jetstream::Message, router: &Router) -> Result<NewEvent, InvalidMessage> {
+pub fn parse_message(
+    message: &jetstream::Message,
+    router: &Router,
+) -> Result<(NewEvent, Option<String>), InvalidMessage> {
     let headers = message.headers.as_ref().ok_or(InvalidMessage::NoHeaders)?;
     let envelope = envelope::Envelope::from_headers(|name| headers.get(name).map(|v| v.as_str()))?;
     let stream_sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
     let destinations = router.destinations(&envelope.source, envelope.event_type.as_deref());
-    Ok(NewEvent {
+    let event = NewEvent {
         id_origin: envelope.id_origin,
         scheme: envelope.scheme,
         secret_index: i64::try_from(envelope.secret_index).unwrap_or(i64::MAX),
@@ -140,7 +149,9 @@ pub fn parse_message(message: &jetstream::Message, router: &Router) -> Result<Ne
         event_type: envelope.event_type,
         stream_sequence,
         destinations,
-    })
+        trace_context: None,
+    };
+    Ok((event, envelope.traceparent))
 }
 
 impl Recorder {
@@ -190,9 +201,15 @@ impl Recorder {
     async fn record_batch(&self, messages: Vec<jetstream::Message>) -> Option<Vec<jetstream::Message>> {
         let mut events = Vec::with_capacity(messages.len());
         let mut valid = Vec::with_capacity(messages.len());
+        let mut spans = Vec::with_capacity(messages.len());
         for message in messages {
             match parse_message(&message, &self.router) {
-                Ok(event) => {
+                Ok((mut event, ingest_context)) => {
+                    // A child of ingest's publish span; its own context is stored with the event,
+                    // for the attempts to continue from.
+                    let span = self.record_span(&message, &event, ingest_context.as_deref());
+                    event.trace_context = span.traceparent();
+                    spans.push(span);
                     events.push(event);
                     valid.push(message);
                 }
@@ -221,6 +238,9 @@ impl Recorder {
         let recorded = match self.store.record(events, claims).await {
             Ok(recorded) => recorded,
             Err(error) => {
+                for span in &mut spans {
+                    span.fail("store_error");
+                }
                 tracing::error!(%error, "cannot record batch; messages will be redelivered");
                 for message in &valid {
                     let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
@@ -234,7 +254,11 @@ impl Recorder {
         let mut elsewhere: BTreeSet<&str> = BTreeSet::new();
         // Counted per batch: one labelled counter lookup per (source, outcome), not per event.
         let mut counts: std::collections::BTreeMap<(&str, &'static str), u64> = std::collections::BTreeMap::new();
-        for ((source, event_id, event_type), result) in keys.iter().zip(recorded) {
+        for (((source, event_id, event_type), result), span) in keys.iter().zip(recorded).zip(&mut spans) {
+            let _logged = span.log_span().entered();
+            if let Recorded::New { deliveries, unclaimed } = &result {
+                span.set("inlet.deliveries", i64::try_from(deliveries.len() + unclaimed.len()).unwrap_or(i64::MAX));
+            }
             let outcome = match result {
                 Recorded::New { deliveries, unclaimed } if deliveries.is_empty() && unclaimed.is_empty() => {
                     self.unrouted_log.log(source, event_id, event_type.as_deref());
@@ -257,6 +281,7 @@ impl Recorder {
                 Recorded::Duplicate { conflict: true } => "conflict",
                 Recorded::Duplicate { conflict: false } => "duplicate",
             };
+            span.set("inlet.outcome", outcome);
             if outcome == "conflict" {
                 tracing::warn!(%source, %event_id, "same event id with a different body; kept the first");
             }
@@ -304,6 +329,25 @@ impl Recorder {
             });
         }
         Some(valid)
+    }
+
+    /// The record span of one event: a consumer span under ingest's publish span (a new trace
+    /// when the message has no usable `traceparent`).
+    fn record_span(&self, message: &jetstream::Message, event: &NewEvent, ingest_context: Option<&str>) -> Span {
+        let mut span = self.tracing.child_of("record", SpanKind::Consumer, ingest_context);
+        if span.is_recording() {
+            span.set("messaging.system", "nats");
+            span.set("messaging.operation.type", "process");
+            span.set("messaging.destination.name", message.subject.to_string());
+            span.set("messaging.consumer.group.name", self.consumer.clone());
+            span.set("inlet.source", event.source.clone());
+            span.set("inlet.event_id", event.event_id.clone());
+            if let Some(event_type) = &event.event_type {
+                span.set("inlet.event_type", event_type.clone());
+            }
+            span.set("inlet.stream_sequence", i64::try_from(event.stream_sequence).unwrap_or(i64::MAX));
+        }
+        span
     }
 
     /// How long the claim on a just-recorded delivery lasts: the longest destination lease.

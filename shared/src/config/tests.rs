@@ -740,3 +740,59 @@ fn nats_credentials_are_never_echoed_by_an_error() {
         other => panic!("expected nats.password to be refused, got {other:?}"),
     }
 }
+
+/// Issue #19: traces are off by default; every `[telemetry.traces]` key is checked at startup,
+/// the failure naming it, and a header's value (a collector's key) is never echoed.
+#[test]
+fn traces_are_off_by_default_and_their_keys_are_checked() {
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    let traces = &config.telemetry.traces;
+    assert!(!traces.enabled, "off by default");
+    assert_eq!(traces.endpoint, DEFAULT_TRACES_ENDPOINT);
+    assert!((traces.sampling_ratio - 1.0).abs() < f64::EPSILON);
+
+    let on = format!(
+        "{MINIMAL}[telemetry.traces]\nenabled = true\nendpoint = \"https://collector.example:4318/v1/traces\"\n\
+         sampling_ratio = 0.25\nservice_name = \"edge-ingest\"\nexport_timeout = \"3s\"\nbatch_delay = \"200ms\"\n\
+         max_queued_spans = 100\n[telemetry.traces.resource_attributes]\n\"deployment.environment.name\" = \"prod\"\n\
+         [telemetry.traces.headers]\nx-api-key = {{ env = \"COLLECTOR_KEY\" }}\n"
+    );
+    let config = Config::parse(&on, &env(&[("COLLECTOR_KEY", "k-123")])).unwrap();
+    let traces = &config.telemetry.traces;
+    assert!(traces.enabled);
+    assert_eq!(traces.service_name.as_deref(), Some("edge-ingest"));
+    assert_eq!(traces.headers["x-api-key"].expose(), "k-123");
+    assert_eq!(traces.resource_attributes["deployment.environment.name"], "prod");
+    assert_eq!(traces.batch_delay, Duration::from_millis(200));
+    assert!(!format!("{config:?}").contains("k-123"), "the header value is a secret");
+
+    let section = |body: &str| format!("{MINIMAL}[telemetry.traces]\n{body}\n");
+    for (body, key, part) in [
+        ("endpoint = \"localhost:4318\"", "telemetry.traces.endpoint", "http:// or https://"),
+        ("endpoint = \"grpc://collector:4317\"", "telemetry.traces.endpoint", "http:// or https://"),
+        ("endpoint = \"http:///v1/traces\"", "telemetry.traces.endpoint", "http:// or https://"),
+        ("sampling_ratio = 1.5", "telemetry.traces.sampling_ratio", "between 0.0 and 1.0"),
+        ("sampling_ratio = -0.1", "telemetry.traces.sampling_ratio", "between 0.0 and 1.0"),
+        ("sampling_ratio = nan", "telemetry.traces.sampling_ratio", "between 0.0 and 1.0"),
+        ("service_name = \" \"", "telemetry.traces.service_name", "must not be empty"),
+        ("export_timeout = \"0s\"", "telemetry.traces.export_timeout", "greater than zero"),
+        ("batch_delay = \"0s\"", "telemetry.traces.batch_delay", "greater than zero"),
+        ("export_timeout = \"soon\"", "telemetry.traces.export_timeout", "whole number"),
+        ("max_queued_spans = 0", "telemetry.traces.max_queued_spans", "between 1 and 1000000"),
+        ("sampling = 0.5", "telemetry.traces.sampling", "unknown field `sampling`"),
+        ("resource_attributes = { \"service.name\" = \"x\" }", "telemetry.traces.resource_attributes", "service_name"),
+        ("headers = { \"bad header\" = \"v\" }", "telemetry.traces.headers", "not a header name"),
+    ] {
+        check_invalid(&section(body), &[], key, part);
+    }
+    match Config::parse(&section("headers = { x-api-key = \"line\\nbreak-s3cret\" }"), &BTreeMap::new()) {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "telemetry.traces.headers.x-api-key");
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+        other => panic!("expected the header value to be refused, got {other:?}"),
+    }
+    // A set variable overrides a key, as everywhere else.
+    let config = Config::parse(MINIMAL, &env(&[("INLET__TELEMETRY__TRACES__SAMPLING_RATIO", "0.5")])).unwrap();
+    assert!((config.telemetry.traces.sampling_ratio - 0.5).abs() < f64::EPSILON);
+}

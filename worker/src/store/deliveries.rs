@@ -113,6 +113,8 @@ pub struct DeliveryToSend {
     pub received_at: UnixMs,
     /// Raw body.
     pub body: Bytes,
+    /// The event's record span (`traceparent`), the parent of the attempt's span (traces on).
+    pub trace_context: Option<String>,
 }
 
 /// See [`Store::claim_due`].
@@ -166,7 +168,7 @@ fn read_deliveries_to_send(
     // Cached: this runs once per claimed delivery.
     let mut statement = connection.prepare_cached(
         "SELECT d.id, d.destination, d.attempts - d.attempt_base, e.source, e.event_id, e.event_type,
-                e.content_type, e.received_at_ms, e.body, d.attempt_base
+                e.content_type, e.received_at_ms, e.body, d.attempt_base, e.trace_context
          FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
     )?;
     let mut found = HashMap::with_capacity(ids.len());
@@ -184,6 +186,7 @@ fn read_deliveries_to_send(
                     received_at: row.get(7)?,
                     body: row.get::<_, Vec<u8>>(8)?.into(),
                     attempt_base: row.get(9)?,
+                    trace_context: row.get(10)?,
                 })
             })
             .optional()?;

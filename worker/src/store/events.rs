@@ -42,6 +42,8 @@ pub struct NewEvent {
     pub body: Bytes,
     /// Destinations the routes select (empty: unrouted).
     pub destinations: Vec<String>,
+    /// The record span's W3C `traceparent` (traces on): the parent of every attempt.
+    pub trace_context: Option<String>,
 }
 
 /// Which of a batch's new deliveries the recording worker claims for their first attempt.
@@ -123,6 +125,7 @@ pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, claims: &Firs
                             content_type: event.content_type.clone(),
                             received_at: event.received_at,
                             body: event.body.clone(),
+                            trace_context: event.trace_context.clone(),
                         },
                         lease: Lease { token: LeaseToken::FIRST, until: claims.until },
                     })
@@ -148,8 +151,9 @@ pub(super) fn record_events(
 ) -> Result<Vec<RecordedRow>, rusqlite::Error> {
     let mut insert_event = connection.prepare_cached(
         "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
-                             recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256, route_status)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                             recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256, route_status,
+                             trace_context)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT (source, event_id) DO NOTHING",
     )?;
     // Due now and, unless another worker holds the destination, already claimed by this
@@ -183,6 +187,7 @@ pub(super) fn record_events(
             event.body.as_ref(),
             sha,
             route_status,
+            event.trace_context,
         ])?;
         if inserted == 1 {
             let rowid = EventRowId(connection.last_insert_rowid());
@@ -239,6 +244,7 @@ impl Sqlite {
                     // Not needed to send: left out rather than copied (the headers may be 32 KiB).
                     headers_json: String::new(),
                     destinations: Vec::new(),
+                    trace_context: event.trace_context.clone(),
                     ..*event
                 })
             })

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "0011_bulk_replay_previews", include_str!("../../../schemas/sql/0011_bulk_replay_previews.sql")),
     (12, "0012_bulk_replay_lease", include_str!("../../../schemas/sql/0012_bulk_replay_lease.sql")),
     (13, "0013_attempts_started", include_str!("../../../schemas/sql/0013_attempts_started.sql")),
+    (14, "0014_trace_context", include_str!("../../../schemas/sql/0014_trace_context.sql")),
 ];
 
 pub(super) fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {

@@ -35,3 +35,4 @@ mod several_workers;
 mod sqlite_only;
 mod support;
 mod tls;
+mod traces;

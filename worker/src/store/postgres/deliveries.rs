@@ -27,6 +27,7 @@ fn claimed_row(row: &Row, until: UnixMs) -> Result<(Claimed, bool), PgError> {
         received_at: row.try_get(7)?,
         body: body.into(),
         attempt_base: row.try_get(9)?,
+        trace_context: row.try_get(12)?,
     };
     let lease = Lease { token: row.try_get(10)?, until };
     Ok((Claimed { delivery, lease }, row.try_get(11)?))
@@ -70,7 +71,8 @@ impl Postgres {
                                        d.next_attempt_at_ms, due.lease_until_ms IS NOT NULL AS restarted
                          )
                          SELECT c.id, c.destination, c.attempts - c.attempt_base, e.source, e.event_id, e.event_type,
-                                e.content_type, e.received_at_ms, e.body, c.attempt_base, c.lease_token, c.restarted
+                                e.content_type, e.received_at_ms, e.body, c.attempt_base, c.lease_token, c.restarted,
+                                e.trace_context
                          FROM claimed c JOIN events e ON e.id = c.event_rowid
                          ORDER BY c.next_attempt_at_ms, c.id"
                     ))

@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "0002_bulk_replay_previews", include_str!("../../../../schemas/sql/postgres/0002_bulk_replay_previews.sql")),
     (3, "0003_bulk_replay_lease", include_str!("../../../../schemas/sql/postgres/0003_bulk_replay_lease.sql")),
     (4, "0004_attempts_started", include_str!("../../../../schemas/sql/postgres/0004_attempts_started.sql")),
+    (5, "0005_trace_context", include_str!("../../../../schemas/sql/postgres/0005_trace_context.sql")),
 ];
 
 /// The ledger of applied migrations (same columns as SQLite's).

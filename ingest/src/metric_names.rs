@@ -70,15 +70,7 @@ pub fn describe() {
     describe_histogram!(BATCH_MESSAGES, "Messages per JetStream commit in fsync mode (1 is a single publish).");
     describe_histogram!(BATCH_COMMIT_DURATION, Unit::Seconds, "Time to commit one atomic batch in fsync mode.");
     describe_counter!(BATCH_FALLBACKS, "Atomic batches that fell back to individual publishes, by reason.");
-    describe_counter!(
-        TLS_RELOAD_FAILURES,
-        "Changed TLS certificate files that could not be used (the previous certificate stays in use)."
-    );
-    describe_gauge!(
-        TLS_CERTIFICATE_EXPIRY,
-        Unit::Seconds,
-        "Not-after time (Unix seconds) of the TLS certificate the public listener serves."
-    );
+    TLS.describe("public");
 }
 
 /// Every `outcome` label value of [`REQUESTS`].

@@ -42,6 +42,22 @@ pub struct TlsMetricNames {
     pub expiry: &'static str,
 }
 
+impl TlsMetricNames {
+    /// Registers both metrics' HELP text; `listener` names the listener that serves the
+    /// certificate (`public`, `main`).
+    pub fn describe(&self, listener: &str) {
+        metrics::describe_counter!(
+            self.reload_failures,
+            "Changed TLS certificate files that could not be used (the previous certificate stays in use)."
+        );
+        metrics::describe_gauge!(
+            self.expiry,
+            metrics::Unit::Seconds,
+            format!("Not-after time (Unix seconds) of the TLS certificate the {listener} listener serves.")
+        );
+    }
+}
+
 /// A listener's TLS: the acceptor its connections handshake with and the certificate in use.
 pub struct ServerTls {
     acceptor: tokio_rustls::TlsAcceptor,

@@ -103,15 +103,7 @@ pub fn describe() {
         "Deliveries claimed again after their previous attempt's lease ended without a result."
     );
     describe_counter!(SUPERSEDED, "Attempt results dropped because the delivery had been claimed again meanwhile.");
-    describe_counter!(
-        TLS_RELOAD_FAILURES,
-        "Changed TLS certificate files that could not be used (the previous certificate stays in use)."
-    );
-    describe_gauge!(
-        TLS_CERTIFICATE_EXPIRY,
-        Unit::Seconds,
-        "Not-after time (Unix seconds) of the TLS certificate the main listener serves."
-    );
+    TLS.describe("main");
 }
 
 /// Whether the store takes writes and NATS is connected, as `/readyz` would answer now.

@@ -84,14 +84,8 @@ async fn signed_in(api: &Api, headers: &HeaderMap) -> bool {
     matches!(api.auth.principal(headers).await, Ok(Some(principal)) if matches!(principal.via, Via::Session { .. }))
 }
 
-fn secured(mut response: Response, content_type: &'static str) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
+fn secured(response: Response, content_type: &'static str) -> Response {
+    crate::console::secured(response, content_type, CSP)
 }
 
 /// `GET /graphql`: the explorer for a browser with a session, the sign-in for one without, and

@@ -25,13 +25,19 @@ pub fn router() -> Router {
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
-    let mut response = body.into_response();
+    let mut response = secured(body.into_response(), content_type, CSP);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `response` with its content type and the headers every page and file of ours carries: the
+/// page's Content-Security-Policy, no sniffing, no referrer, no framing.
+pub(crate) fn secured(mut response: Response, content_type: &'static str, csp: &'static str) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }

@@ -45,7 +45,7 @@ impl serde::Serialize for DateTime {
 }
 
 /// Where a delivery stands.
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 #[graphql(remote = "crate::model::DeliveryStatus")]
 pub enum DeliveryStatus {
     /// Due now or later, or being attempted.

@@ -1,6 +1,7 @@
 // Drives the Inlet console in headless Chromium (Debian's /usr/bin/chromium through
 // playwright-core; Playwright never downloads a browser here) like an operator would:
-// sign in at the OpenID provider, find a dead-lettered event, replay it, see it delivered; with
+// sign in at the OpenID provider, find a dead-lettered event, replay it (confirming in a dialog
+// that shows what will be sent), see it delivered, cancel a replay of the delivered one; with
 // --bulk-text, bulk-replay the dead letters whose event id contains it (dry run, then confirm
 // the previewed selection) and see the job finish; filter events by a UTC time from a New York
 // browser; run a query in the API explorer (GraphiQL) without breaking its CSP.
@@ -44,6 +45,10 @@ const logs = [];
 page.on('console', (message) => logs.push(`${message.type()}: ${message.text()}`));
 page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
 const step = (name) => steps.push({ name, ms: Math.round(performance.now()) });
+// Screenshots of the views along the way (`--screenshot x.png` also keeps `x-<name>.png`).
+const shot = async (name) => {
+  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
+};
 const started = performance.now();
 
 try {
@@ -63,12 +68,28 @@ try {
   const row = page.locator(`tr[data-event-id="${args['event-id']}"]`);
   await row.waitFor();
   step('dead letter listed');
+  // A replay is confirmed in a dialog that shows what will be sent: destination, headers, body.
   await row.locator('button.replay').click();
+  const dialog = page.locator('dialog#replay-dialog[open]');
+  await dialog.locator('.plan-destination').filter({ hasText: 'orders' }).waitFor();
+  await dialog.locator('.plan-headers td').filter({ hasText: 'Idempotency-Key' }).waitFor();
+  await dialog.locator('.plan-body').filter({ hasText: '"order": 42' }).waitFor();
+  if (await row.locator('.replay-result').count() !== 0) throw new Error('replayed before it was confirmed');
+  await shot('replay-dialog');
+  await dialog.locator('button.confirm').click();
   await row.locator('.replay-result').filter({ hasText: 'enqueued' }).waitFor();
-  step('replayed');
+  step('replay confirmed');
   await row.locator('a.event-link').click();
   await page.locator('.delivery .delivery-status .status.delivered').waitFor();
   step('delivered');
+  // Replaying a delivered one warns that the destination gets it again; cancelling does nothing.
+  await page.locator('.delivery button.replay').click();
+  await page.locator('dialog#replay-dialog[open] #replay-warning').filter({ hasText: 'Already delivered' }).waitFor();
+  await shot('replay-delivered-warning');
+  await page.locator('dialog#replay-dialog[open] button.cancel').click();
+  await page.locator('dialog#replay-dialog').waitFor({ state: 'detached' });
+  await page.locator('.delivery button.replay:not([disabled])').waitFor();
+  step('replay of a delivered one cancelled');
   if (args['bulk-text']) {
     await page.locator('nav a[href="#dead-letters"]').click();
     await page.locator('#dead-filters input[name=text]').fill(args['bulk-text']);

@@ -265,6 +265,76 @@ impl Delivery {
         let row = loader.load_one(self.event_rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
         Ok(row.ok_or(ApiError::NotFound)?.into())
     }
+
+    /// The request its next attempt sends: after a replay, the first attempt of the new
+    /// schedule (what the console shows before it replays). The body is the event's, byte for
+    /// byte (`event { content { body } }`).
+    async fn next_request(&self, ctx: &Context<'_>) -> Result<PlannedRequest> {
+        let loader = ctx.data_unchecked::<DataLoader<EventsById>>();
+        let event = loader.load_one(self.event_rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
+        let event = event.ok_or(ApiError::NotFound)?;
+        // The attempts table numbers on across replays: the next one is the count so far + 1.
+        Ok(PlannedRequest::new(ctx, &event, &self.destination, Some(self.id.as_str()), self.attempt_count + 1)?)
+    }
+}
+
+/// A request Inlet sends, or would send: to whom, and with which headers. The body is the
+/// event's, byte for byte.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct PlannedRequest {
+    /// Destination name.
+    pub destination: String,
+    /// The URL it is POSTed to (without user info or query string); null when the destination
+    /// is no longer configured.
+    pub url: Option<String>,
+    /// Its `Inlet-Delivery-Attempt`.
+    pub attempt: i64,
+    /// Its headers, in the order sent. `webhook-timestamp` and `webhook-signature` are made as
+    /// it is sent (signed with the destination's secret, never shown), and the delivery id of
+    /// a delivery not created yet when it is created: their values are null.
+    pub headers: Vec<PlannedHeader>,
+}
+
+/// One header of a [`PlannedRequest`].
+#[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
+pub struct PlannedHeader {
+    /// Its name.
+    pub name: String,
+    /// Its value; null when it is made later (see `PlannedRequest.headers`).
+    pub value: Option<String>,
+}
+
+impl PlannedRequest {
+    /// What delivery `delivery_id` of `event` sends to `destination` as attempt `attempt`
+    /// (`None`: a delivery not created yet), from the same code that sends it.
+    pub fn new(
+        ctx: &Context<'_>,
+        event: &EventRow,
+        destination: &str,
+        delivery_id: Option<&str>,
+        attempt: i64,
+    ) -> Result<PlannedRequest, ApiError> {
+        let configured = services(ctx)?.destinations.get(destination);
+        let outgoing = crate::deliver::Outgoing {
+            delivery_id,
+            source: &event.source,
+            event_id: &event.event_id,
+            event_type: event.event_type.as_deref(),
+            content_type: event.content_type.as_deref(),
+            received_at: event.received_at,
+        };
+        let headers = outgoing
+            .headers(attempt)
+            .into_iter()
+            .map(|(name, value)| PlannedHeader { name: name.to_owned(), value })
+            .collect();
+        Ok(PlannedRequest {
+            destination: destination.to_owned(),
+            url: configured.map(|d| super::schema::redact_url(&d.config.url)),
+            attempt,
+            headers,
+        })
+    }
 }
 
 /// One attempt to deliver.

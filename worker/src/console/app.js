@@ -139,11 +139,64 @@ function pretty(body, contentType) {
   return body;
 }
 
-async function replayButton(deliveryId, after) {
+// A modal confirmation (a `<dialog>`): resolves true when confirmed, false when cancelled
+// (the Cancel button or Escape). Nothing happens before the operator has seen `content`.
+function confirmDialog({ id, title, content, confirm, danger }) {
+  return new Promise((resolve) => {
+    const dialog = h('dialog', { id, className: 'confirm', 'aria-labelledby': `${id}-title` });
+    const done = (confirmed) => { dialog.close(); dialog.remove(); resolve(confirmed); };
+    // Title and buttons stay in view; what is shown between them scrolls. Cancel has the focus.
+    dialog.append(h('h2', { id: `${id}-title` }, title), h('div', { className: 'dialog-content' }, content),
+      h('p', { className: 'actions' },
+        h('button', { type: 'button', className: 'cancel', autofocus: true, onclick: () => done(false) }, 'Cancel'),
+        h('button', { type: 'button', className: danger ? 'danger confirm' : 'primary confirm', onclick: () => done(true) }, confirm)));
+    dialog.addEventListener('cancel', (event) => { event.preventDefault(); done(false); });
+    document.body.append(dialog);
+    dialog.showModal();
+  });
+}
+
+// At most this much of a body is shown in a confirmation (the event view shows all of it).
+const SHOWN_BODY = 64 * 1024;
+
+// What a request will carry: destination, event, headers (those made later say when) and body.
+function requestView(plan, event) {
+  const later = (name) => (/^webhook-(timestamp|signature)$/i.test(name) ? 'made when sent (signed with the destination\'s secret)' : 'assigned when the delivery is created');
+  const body = event.content.body.length > SHOWN_BODY ? `${event.content.body.slice(0, SHOWN_BODY)}\n…` : pretty(event.content.body, event.contentType);
+  return [
+    h('dl', { className: 'plan' },
+      h('dt', {}, 'Destination'), h('dd', { className: 'plan-destination' }, plan.destination, ' ', h('span', { className: 'mono muted' }, plan.url || '(no longer configured)')),
+      h('dt', {}, 'Event'), h('dd', {}, `${event.source} · ${event.eventType || '(no type)'} · `, h('span', { className: 'mono' }, event.eventId), ` · received ${time(event.receivedAt)} UTC`),
+      h('dt', {}, 'Attempt'), h('dd', {}, `#${plan.attempt} (Inlet-Delivery-Attempt)`)),
+    h('h3', {}, 'Headers'),
+    h('table', { className: 'plan-headers' }, h('tbody', {}, plan.headers.map((header) => h('tr', {}, h('td', { className: 'mono' }, header.name),
+      header.value === null ? h('td', { className: 'muted' }, later(header.name)) : h('td', { className: 'mono' }, header.value))))),
+    h('h3', {}, `Body (${event.content.bodyBytes} bytes)`), h('pre', { className: 'mono plan-body' }, body)];
+}
+
+// A delivery with what replaying it sends: asked when its Replay button is pressed.
+const DELIVERY_PLAN = `query($id: ID!) { delivery(id: $id) {
+  id destination status attemptCount deliveredAt deadLetterReason
+  nextRequest { destination url attempt headers { name value } }
+  event { source eventId eventType receivedAt contentType content { body bodyBytes } } } }`;
+
+// Replays only after a confirmation that shows what will be sent: always (an operator replays
+// one delivery at a time and sees the body that goes out); for a delivered one it says that the
+// destination gets the event a second time.
+function replayButton(deliveryId, after) {
   return h('button', { type: 'button', className: 'replay', 'data-delivery': deliveryId, onclick: async (event) => {
     const button = event.currentTarget;
     button.disabled = true;
     try {
+      const { delivery } = await gql(DELIVERY_PLAN, { id: deliveryId });
+      if (!delivery) throw new Error(`delivery ${deliveryId} is gone`);
+      const state = {
+        DELIVERED: h('p', { className: 'warn', id: 'replay-warning' }, `Already delivered ${time(delivery.deliveredAt)} UTC: ${delivery.destination} will receive this event again, with the same Idempotency-Key.`),
+        DEAD_LETTERED: h('p', {}, `Dead-lettered (${label(delivery.deadLetterReason || 'UNKNOWN')}) after ${delivery.attemptCount} attempts; the replay starts a fresh retry schedule.`),
+      }[delivery.status];
+      const confirmed = await confirmDialog({ id: 'replay-dialog', title: `Replay ${delivery.id}?`, confirm: 'Replay',
+        content: [state, requestView(delivery.nextRequest, delivery.event)] });
+      if (!confirmed) { button.disabled = false; return; }
       const { replayDelivery } = await gql('mutation($id: ID!) { replayDelivery(id: $id) { result enqueued } }', { id: deliveryId });
       button.replaceWith(h('span', { className: 'replay-result' }, label(replayDelivery.result)));
       if (after) await after();
@@ -159,7 +212,7 @@ async function eventView(id) {
     if (!event) { render(h('p', {}, 'No such event.')); return false; }
     const deliveries = await Promise.all(event.deliveries.map(async (d) => h('div', { className: 'card delivery', 'data-destination': d.destination },
       h('h2', {}, d.destination, ' ', h('span', { className: 'delivery-status' }, chip(d.status)),
-        d.status !== 'PENDING' && canReplay() ? await replayButton(d.id, redraw) : null),
+        d.status !== 'PENDING' && canReplay() ? replayButton(d.id, redraw) : null),
       h('p', { className: 'muted mono' }, `${d.id} · ${d.attemptCount} attempts · ${d.replays} replays`,
         d.deadLetterReason ? ` · ${label(d.deadLetterReason)}` : '', d.nextAttemptAt && d.status === 'PENDING' ? ` · next ${time(d.nextAttemptAt)} UTC` : ''),
       h('table', {}, h('thead', {}, h('tr', {}, ['#', 'Started (UTC)', 'Latency', 'Outcome', 'Status', 'Error / response'].map((t) => h('th', {}, t)))),
@@ -209,7 +262,7 @@ async function deadLettersView() {
       h('td', { className: 'mono' }, time(d.updatedAt)), h('td', {}, d.destination), h('td', {}, d.event.source),
       h('td', { className: 'mono' }, h('a', { href: `#event/${d.event.id}`, className: 'event-link' }, d.event.eventId)),
       h('td', {}, label(d.deadLetterReason)), h('td', {}, `${d.attemptCount} · ${d.lastStatusCode ?? d.lastError ?? ''}`),
-      h('td', {}, canReplay() ? await replayButton(d.id) : ''))));
+      h('td', {}, canReplay() ? replayButton(d.id) : ''))));
     body.replaceChildren(...rows);
     if (!rows.length) body.append(h('tr', {}, h('td', { colspan: 7, className: 'muted' }, 'No dead letters match.')));
   };

@@ -492,6 +492,61 @@ async fn events_paginate_and_filter_and_dataloaders_keep_reads_flat() {
     assert_eq!(destinations["sources"], json!([{"name": "gh", "kind": "hmac"}]));
 }
 
+/// Issue #16: before a replay, the API says what it will send (what the console's confirmation
+/// shows): the destination, the attempt number and every header, the ones made as it is sent
+/// (the signature's timestamp and signature) without a value; the destination then gets exactly
+/// those, besides the transport's own.
+#[tokio::test]
+async fn a_deliverys_next_request_is_what_its_replay_sends() {
+    let sink = TestDestination::answering(200).await;
+    let pipeline = OperatorPipeline::start(&[("sink", sink.url(), "")], Options::default()).await;
+    assert_eq!(pipeline.send("plan-1", "push", b"{\"n\":1}").await, 202);
+    sink.wait_for(1, Duration::from_secs(30)).await;
+    let listed = pipeline
+        .wait_for("delivered", "{ events { nodes { deliveries { id status } } } }", json!({}), |d| {
+            d["events"]["nodes"][0]["deliveries"][0]["status"] == "DELIVERED"
+        })
+        .await;
+    let id = listed["events"]["nodes"][0]["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let plan = pipeline
+        .gql(
+            "query($id: ID!) { delivery(id: $id) { nextRequest { destination url attempt headers { name value } } } }",
+            json!({ "id": id }),
+        )
+        .await["delivery"]["nextRequest"]
+        .clone();
+    assert_eq!((plan["destination"].as_str(), plan["url"].as_str()), (Some("sink"), Some(sink.url().as_str())));
+    assert_eq!(plan["attempt"], 2, "{plan}");
+    let headers: Vec<(String, Option<String>)> = plan["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["name"].as_str().unwrap().to_ascii_lowercase(), h["value"].as_str().map(str::to_owned)))
+        .collect();
+    let later: Vec<&str> = headers.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(later, ["webhook-timestamp", "webhook-signature"], "{plan}");
+
+    let replayed = pipeline.gql("mutation($id: ID!) { replayDelivery(id: $id) { result } }", json!({ "id": id })).await;
+    assert_eq!(replayed["replayDelivery"]["result"], "ENQUEUED");
+    sink.wait_for(2, Duration::from_secs(30)).await;
+    let sent = &sink.received()[1];
+    for (name, value) in &headers {
+        let got = sent.headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert!(got.is_some(), "{name} was planned and not sent");
+        if let Some(value) = value {
+            assert_eq!(got.as_ref(), Some(value), "{name}");
+        }
+    }
+    let mut unplanned: Vec<&str> = sent
+        .headers
+        .keys()
+        .map(|name| name.as_str())
+        .filter(|name| !headers.iter().any(|(planned, _)| planned == name))
+        .collect();
+    unplanned.sort_unstable();
+    assert_eq!(unplanned, ["accept", "content-length", "host"], "only the transport's own headers are not planned");
+}
+
 #[tokio::test]
 async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enqueue_it_once() {
     // Three failures dead-letter it (1 + 2 retries); after the replay, two more failures and a

@@ -1,6 +1,8 @@
 //! The console in headless Chromium (Debian's, driven by `scripts/e2e/console.mjs` through
-//! playwright-core): sign in at a real OpenID provider, find a dead-lettered event, replay it,
-//! see it delivered; bulk-replay another through its dry run's preview token.
+//! playwright-core): sign in at a real OpenID provider, find a dead-lettered event, replay it
+//! after a confirmation that shows what will be sent, see it delivered, cancel a replay of the
+//! delivered one (warned that it was delivered); bulk-replay another through its dry run's
+//! preview token.
 
 use std::time::Duration;
 
@@ -61,9 +63,13 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
     let state =
         pipeline.gql("{ counts { delivered deadLettered } auditLog { nodes { actor action } } }", json!({})).await;
     assert_eq!(state["counts"], json!({"delivered": 2, "deadLettered": 1}));
-    let replay =
-        state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "REPLAY_DELIVERY").cloned();
-    assert_eq!(replay, Some(json!({"actor": "ops@example.com", "action": "REPLAY_DELIVERY"})));
+    let replays: Vec<&serde_json::Value> =
+        state["auditLog"]["nodes"].as_array().unwrap().iter().filter(|n| n["action"] == "REPLAY_DELIVERY").collect();
+    assert_eq!(
+        replays,
+        [&json!({"actor": "ops@example.com", "action": "REPLAY_DELIVERY"})],
+        "the confirmed replay, not the cancelled one"
+    );
     let bulk = state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "BULK_REPLAY").cloned();
     assert_eq!(bulk, Some(json!({"actor": "ops@example.com", "action": "BULK_REPLAY"})));
 }

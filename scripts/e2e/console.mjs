@@ -2,11 +2,13 @@
 // playwright-core; Playwright never downloads a browser here) like an operator would:
 // sign in at the OpenID provider, find a dead-lettered event, replay it (confirming in a dialog
 // that shows what will be sent), see it delivered, cancel a replay of the delivered one; with
+// --dismiss-event-id, dismiss that event's dead letter with a note and see it shown; with
 // --bulk-text, bulk-replay the dead letters whose event id contains it (dry run, then confirm
 // the previewed selection) and see the job finish; filter events by a UTC time from a New York
 // browser; run a query in the API explorer (GraphiQL) without breaking its CSP.
 //
-//   node console.mjs --url http://127.0.0.1:PORT --email admin@example.com --event-id EVT [--bulk-text T] [--screenshot out.png]
+//   node console.mjs --url http://127.0.0.1:PORT --email admin@example.com --event-id EVT [--bulk-text T]
+//                    [--dismiss-event-id EVT2] [--screenshot out.png]
 //
 // Prints {"ok":true,...} and exits 0 on success; prints the failure (and saves a screenshot if
 // asked) and exits 1 otherwise.
@@ -22,6 +24,7 @@ const { values: args } = parseArgs({
     email: { type: 'string' },
     'event-id': { type: 'string' },
     'bulk-text': { type: 'string' },
+    'dismiss-event-id': { type: 'string' },
     screenshot: { type: 'string' },
   },
 });
@@ -90,6 +93,26 @@ try {
   await page.locator('dialog#replay-dialog').waitFor({ state: 'detached' });
   await page.locator('.delivery button.replay:not([disabled])').waitFor();
   step('replay of a delivered one cancelled');
+  if (args['dismiss-event-id']) {
+    // Dismissing a dead letter: a dialog says what it means and takes a note; the dead letter
+    // leaves the list, and its event shows who dismissed it, when and why.
+    await page.locator('nav a[href="#dead-letters"]').click();
+    const doomed = page.locator(`tr[data-event-id="${args['dismiss-event-id']}"]`);
+    await doomed.locator('button.dismiss').click();
+    const dismissDialog = page.locator('dialog#dismiss-dialog[open]');
+    await dismissDialog.locator('#dismiss-note').fill('duplicate order, refunded by hand');
+    await shot('dismiss-dialog');
+    await dismissDialog.locator('button.confirm').click();
+    await doomed.waitFor({ state: 'detached' });
+    step('dead letter dismissed');
+    await page.locator('nav a[href="#events"]').click();
+    await page.locator(`tr[data-event-id="${args['dismiss-event-id']}"]`).click();
+    await page.locator('.delivery .delivery-status .status.dismissed').waitFor();
+    await page.locator('.delivery .dismissal').filter({ hasText: `Dismissed by ${args.email}` })
+      .filter({ hasText: 'duplicate order, refunded by hand' }).waitFor();
+    await shot('dismissed-event');
+    step('dismissal shown');
+  }
   if (args['bulk-text']) {
     await page.locator('nav a[href="#dead-letters"]').click();
     await page.locator('#dead-filters input[name=text]').fill(args['bulk-text']);

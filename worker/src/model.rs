@@ -139,6 +139,17 @@ labelled! {
         Delivered = "delivered",
         /// Given up on (see [`DeadLetterReason`]); replayable.
         DeadLettered = "dead_lettered",
+        /// A dead letter an operator resolved without delivering it: never attempted again, no
+        /// longer a dead letter, kept and pruned like a delivered one; replayable.
+        Dismissed = "dismissed",
+    }
+}
+
+impl DeliveryStatus {
+    /// Whether nothing is left to do for it (delivered, or dismissed by an operator): what
+    /// pruning past `worker.retention` may remove.
+    pub fn is_resolved(self) -> bool {
+        matches!(self, DeliveryStatus::Delivered | DeliveryStatus::Dismissed)
     }
 }
 
@@ -195,6 +206,8 @@ labelled! {
     pub enum AuditAction {
         /// A delivery replayed by an operator.
         ReplayDelivery = "replay_delivery",
+        /// A dead letter dismissed by an operator (resolved without delivery).
+        DismissDeadLetter = "dismiss_dead_letter",
         /// A bulk replay started.
         BulkReplay = "bulk_replay",
         /// A bulk replay cancelled.

@@ -16,7 +16,8 @@
 //! `max_replay_rate` per second (burst the same).
 //!
 //! **Bulk replays** select dead letters (at most `console.max_bulk_replay`), then replay them
-//! one by one at a capped rate in a background task of the worker whose API started them;
+//! one by one at a capped rate in a background task of the worker whose API started them (each
+//! only while it is still a dead letter: one replayed or dismissed meanwhile is left alone);
 //! progress is kept in the job's row, and one audit row records who started it and how many.
 //!
 //! **Several workers on one store.** The job's row is its truth, not the task: the runner holds
@@ -43,7 +44,8 @@ use tokio_util::sync::CancellationToken;
 use crate::deliver::Destination;
 use crate::model::{BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, UnixMs};
 use crate::store::{
-    BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, Store, StoreError,
+    BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, ReplayScope, Store,
+    StoreError,
 };
 
 /// Size of a preview's sample.
@@ -240,7 +242,8 @@ impl Replayer {
         if tokio::time::timeout(CALLER_WAIT, self.turn(&destination)).await.is_err() {
             return Err(ReplayError::RateLimited);
         }
-        self.replay_now(delivery_id, actor, true).await
+        // An operator's replay is never skipped (only a bulk item is, see `ReplayScope`).
+        self.replay_now(delivery_id, actor, ReplayScope::Operator).await?.ok_or(ReplayError::NotFound)
     }
 
     /// Waits for `destination`'s next replay slot (at once for a destination that is no longer
@@ -251,11 +254,25 @@ impl Replayer {
         }
     }
 
-    /// Replays one delivery now (the caller took the destination's turn).
-    async fn replay_now(&self, delivery_id: DeliveryId, actor: &str, audit: bool) -> Result<Replayed, ReplayError> {
-        let outcome = self.store.replay(delivery_id.clone(), actor.to_owned(), audit).await?;
+    /// Replays one delivery now (the caller took the destination's turn); `None` when it was a
+    /// bulk item that is no longer a dead letter (left alone).
+    async fn replay_now(
+        &self,
+        delivery_id: DeliveryId,
+        actor: &str,
+        scope: ReplayScope,
+    ) -> Result<Option<Replayed>, ReplayError> {
+        let outcome = self.store.replay(delivery_id.clone(), actor.to_owned(), scope).await?;
         let (destination, effect) = match outcome {
             ReplayOutcome::NotFound => return Err(ReplayError::NotFound),
+            ReplayOutcome::Skipped { status } => {
+                tracing::info!(
+                    delivery_id = delivery_id.as_str(),
+                    status = status.as_str(),
+                    "bulk replay item left alone: no longer a dead letter"
+                );
+                return Ok(None);
+            }
             ReplayOutcome::AlreadyPending { destination, rescheduled } => {
                 (destination, if rescheduled { ReplayEffect::Rescheduled } else { ReplayEffect::AlreadyPending })
             }
@@ -266,7 +283,7 @@ impl Replayer {
         };
         runtime.wake();
         tracing::info!(delivery_id = delivery_id.as_str(), result = effect.as_str(), "delivery replayed");
-        Ok(Replayed { delivery_id, effect })
+        Ok(Some(Replayed { delivery_id, effect }))
     }
 
     /// Closes bulk replays left `running` by a worker that is gone as `cancelled` (their
@@ -418,8 +435,10 @@ impl Replayer {
                 break;
             }
             let delivery_id = id.clone();
-            match self.replay_now(id, &item_actor, false).await {
-                Ok(replayed) => progress.enqueued += i64::from(replayed.effect == ReplayEffect::Enqueued),
+            match self.replay_now(id, &item_actor, ReplayScope::BulkItem).await {
+                Ok(replayed) => {
+                    progress.enqueued += i64::from(replayed.is_some_and(|r| r.effect == ReplayEffect::Enqueued));
+                }
                 Err(error) => {
                     failed += 1;
                     tracing::warn!(

@@ -226,6 +226,19 @@ pub struct Delivery {
     pub delivered_at: Option<DateTime>,
     /// Next scheduled attempt.
     pub next_attempt_at: Option<DateTime>,
+    /// Who dismissed it, when and why: set while it is `DISMISSED`.
+    pub dismissal: Option<Dismissal>,
+}
+
+/// A dead letter's dismissal: resolved by an operator without delivering it.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Dismissal {
+    /// Who (an email, or `token:{name}`).
+    pub by: String,
+    /// When.
+    pub at: DateTime,
+    /// Why, if they said.
+    pub note: Option<String>,
 }
 
 impl From<DeliveryRow> for Delivery {
@@ -244,6 +257,7 @@ impl From<DeliveryRow> for Delivery {
             updated_at: DateTime(row.updated_at),
             delivered_at: row.delivered_at.map(DateTime),
             next_attempt_at: row.next_attempt_at.map(DateTime),
+            dismissal: row.dismissal.map(|d| Dismissal { by: d.by, at: DateTime(d.at), note: d.note }),
         }
     }
 }
@@ -397,6 +411,8 @@ pub enum EventStatus {
     Delivered,
     /// Has a dead-lettered delivery.
     DeadLettered,
+    /// Has a dismissed delivery.
+    Dismissed,
     /// No route matched.
     Unrouted,
 }
@@ -448,6 +464,7 @@ impl EventFilter {
                 EventStatus::Pending => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::Pending),
                 EventStatus::Delivered => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::Delivered),
                 EventStatus::DeadLettered => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::DeadLettered),
+                EventStatus::Dismissed => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::Dismissed),
                 EventStatus::Unrouted => EventStatusFilter::Unrouted,
             }),
             received_after: self.received_after.map(|at| at.0),
@@ -491,6 +508,8 @@ pub struct Counts {
     pub delivered: i64,
     /// Deliveries dead-lettered.
     pub dead_lettered: i64,
+    /// Dead letters dismissed (not counted as dead-lettered).
+    pub dismissed: i64,
 }
 
 impl From<Totals> for Counts {
@@ -501,6 +520,7 @@ impl From<Totals> for Counts {
             pending: totals.deliveries.pending,
             delivered: totals.deliveries.delivered,
             dead_lettered: totals.deliveries.dead_lettered,
+            dismissed: totals.deliveries.dismissed,
         }
     }
 }
@@ -529,6 +549,8 @@ pub struct Destination {
     pub dead_lettered: i64,
     /// Delivered deliveries.
     pub delivered: i64,
+    /// Dismissed dead letters.
+    pub dismissed: i64,
 }
 
 /// One audit log row.

@@ -64,12 +64,13 @@ function every(ms, task) {
 }
 
 async function refreshCounts() {
-  const { counts } = await gql('{ counts { events unrouted pending delivered deadLettered } }');
+  const { counts } = await gql('{ counts { events unrouted pending delivered deadLettered dismissed } }');
   $('counts').replaceChildren(
     h('span', {}, `${counts.events} events`),
     h('span', {}, `${counts.pending} pending`),
     h('span', {}, `${counts.delivered} delivered`),
     h('span', { id: 'count-dead' }, `${counts.deadLettered} dead letters`),
+    h('span', { id: 'count-dismissed' }, `${counts.dismissed} dismissed`),
   );
 }
 
@@ -87,7 +88,7 @@ async function eventsView() {
       sources.map((s) => h('option', { value: s.name }, s.name)))),
     h('label', {}, 'Type', h('input', { name: 'eventType', placeholder: 'push' })),
     h('label', {}, 'Status', h('select', { name: 'status' }, h('option', { value: '' }, 'any'),
-      ['PENDING', 'DELIVERED', 'DEAD_LETTERED', 'UNROUTED'].map((s) => h('option', { value: s }, s.toLowerCase())))),
+      ['PENDING', 'DELIVERED', 'DEAD_LETTERED', 'DISMISSED', 'UNROUTED'].map((s) => h('option', { value: s }, label(s))))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
     h('label', {}, 'Received after (UTC)', h('input', { name: 'after', type: 'datetime-local', step: 1 })),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
@@ -126,10 +127,30 @@ async function eventsView() {
 
 // ---- Event detail -------------------------------------------------------------------------
 
+// Dismisses a dead letter (resolved without delivery) after a confirmation that says what that
+// means and takes an optional note; `after` runs once it is done.
+function dismissButton(deliveryId, after) {
+  return h('button', { type: 'button', className: 'dismiss', 'data-delivery': deliveryId, onclick: async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      const note = h('textarea', { name: 'note', id: 'dismiss-note', rows: 3, maxlength: 500, placeholder: 'e.g. the order was cancelled upstream' });
+      const confirmed = await confirmDialog({ id: 'dismiss-dialog', title: `Dismiss ${deliveryId}?`, confirm: 'Dismiss', danger: true, focus: note,
+        content: [h('p', {}, 'It is resolved without being delivered: it leaves the dead letters (their list, counts and bulk replays) and is never attempted again. It can still be replayed later. Your name, the time and the note go to the audit log.'),
+          h('label', { className: 'note' }, 'Note (optional, at most 500 characters)', note)] });
+      if (!confirmed) { button.disabled = false; return; }
+      await gql('mutation($id: ID!, $note: String) { dismissDeadLetter(id: $id, note: $note) { status } }', { id: deliveryId, note: note.value || null });
+      button.replaceWith(h('span', { className: 'dismiss-result' }, 'dismissed'));
+      if (after) await after();
+    } catch (error) { button.disabled = false; showError(error); }
+  } }, 'Dismiss');
+}
+
 const EVENT = `query($id: ID!) { event(id: $id) {
   id source eventId eventType receivedAt contentType routeStatus duplicates conflicts scheme
   content { headers { name value } body bodyBytes bodySha256 }
   deliveries { id destination status attemptCount replays lastStatusCode lastError deadLetterReason nextAttemptAt
+    dismissal { by at note }
     attempts { attempt startedAt durationMs outcome statusCode error responseSnippet } } } }`;
 
 function pretty(body, contentType) {
@@ -141,7 +162,7 @@ function pretty(body, contentType) {
 
 // A modal confirmation (a `<dialog>`): resolves true when confirmed, false when cancelled
 // (the Cancel button or Escape). Nothing happens before the operator has seen `content`.
-function confirmDialog({ id, title, content, confirm, danger }) {
+function confirmDialog({ id, title, content, confirm, danger, focus }) {
   return new Promise((resolve) => {
     const dialog = h('dialog', { id, className: 'confirm', 'aria-labelledby': `${id}-title` });
     const done = (confirmed) => { dialog.close(); dialog.remove(); resolve(confirmed); };
@@ -153,6 +174,7 @@ function confirmDialog({ id, title, content, confirm, danger }) {
     dialog.addEventListener('cancel', (event) => { event.preventDefault(); done(false); });
     document.body.append(dialog);
     dialog.showModal();
+    if (focus) focus.focus();
   });
 }
 
@@ -176,7 +198,7 @@ function requestView(plan, event) {
 
 // A delivery with what replaying it sends: asked when its Replay button is pressed.
 const DELIVERY_PLAN = `query($id: ID!) { delivery(id: $id) {
-  id destination status attemptCount deliveredAt deadLetterReason
+  id destination status attemptCount deliveredAt deadLetterReason dismissal { by at }
   nextRequest { destination url attempt headers { name value } }
   event { source eventId eventType receivedAt contentType content { body bodyBytes } } } }`;
 
@@ -193,6 +215,7 @@ function replayButton(deliveryId, after) {
       const state = {
         DELIVERED: h('p', { className: 'warn', id: 'replay-warning' }, `Already delivered ${time(delivery.deliveredAt)} UTC: ${delivery.destination} will receive this event again, with the same Idempotency-Key.`),
         DEAD_LETTERED: h('p', {}, `Dead-lettered (${label(delivery.deadLetterReason || 'UNKNOWN')}) after ${delivery.attemptCount} attempts; the replay starts a fresh retry schedule.`),
+        DISMISSED: h('p', { className: 'warn' }, `Dismissed by ${delivery.dismissal?.by} ${time(delivery.dismissal?.at)} UTC: replaying it ends the dismissal.`),
       }[delivery.status];
       const confirmed = await confirmDialog({ id: 'replay-dialog', title: `Replay ${delivery.id}?`, confirm: 'Replay',
         content: [state, requestView(delivery.nextRequest, delivery.event)] });
@@ -212,9 +235,11 @@ async function eventView(id) {
     if (!event) { render(h('p', {}, 'No such event.')); return false; }
     const deliveries = await Promise.all(event.deliveries.map(async (d) => h('div', { className: 'card delivery', 'data-destination': d.destination },
       h('h2', {}, d.destination, ' ', h('span', { className: 'delivery-status' }, chip(d.status)),
-        d.status !== 'PENDING' && canReplay() ? replayButton(d.id, redraw) : null),
+        d.status !== 'PENDING' && canReplay() ? replayButton(d.id, redraw) : null,
+        d.status === 'DEAD_LETTERED' && canReplay() ? dismissButton(d.id, redraw) : null),
       h('p', { className: 'muted mono' }, `${d.id} · ${d.attemptCount} attempts · ${d.replays} replays`,
         d.deadLetterReason ? ` · ${label(d.deadLetterReason)}` : '', d.nextAttemptAt && d.status === 'PENDING' ? ` · next ${time(d.nextAttemptAt)} UTC` : ''),
+      d.dismissal ? h('p', { className: 'dismissal' }, `Dismissed by ${d.dismissal.by} ${time(d.dismissal.at)} UTC`, d.dismissal.note ? `: ${d.dismissal.note}` : '') : null,
       h('table', {}, h('thead', {}, h('tr', {}, ['#', 'Started (UTC)', 'Latency', 'Outcome', 'Status', 'Error / response'].map((t) => h('th', {}, t)))),
         h('tbody', {}, d.attempts.map((a) => h('tr', {}, h('td', {}, a.attempt), h('td', { className: 'mono' }, time(a.startedAt)),
           h('td', {}, `${a.durationMs} ms`), h('td', {}, label(a.outcome)), h('td', {}, a.statusCode ?? ''),
@@ -262,7 +287,7 @@ async function deadLettersView() {
       h('td', { className: 'mono' }, time(d.updatedAt)), h('td', {}, d.destination), h('td', {}, d.event.source),
       h('td', { className: 'mono' }, h('a', { href: `#event/${d.event.id}`, className: 'event-link' }, d.event.eventId)),
       h('td', {}, label(d.deadLetterReason)), h('td', {}, `${d.attemptCount} · ${d.lastStatusCode ?? d.lastError ?? ''}`),
-      h('td', {}, canReplay() ? replayButton(d.id) : ''))));
+      h('td', { className: 'actions' }, canReplay() ? [replayButton(d.id), ' ', dismissButton(d.id, load)] : ''))));
     body.replaceChildren(...rows);
     if (!rows.length) body.append(h('tr', {}, h('td', { colspan: 7, className: 'muted' }, 'No dead letters match.')));
   };
@@ -307,11 +332,11 @@ async function deadLettersView() {
 
 async function destinationsView() {
   const draw = async () => {
-    const { destinations } = await gql('{ destinations { name url breakerState pending deadLettered delivered } }');
+    const { destinations } = await gql('{ destinations { name url breakerState pending deadLettered delivered dismissed } }');
     render(h('h1', {}, 'Destinations'), h('table', {},
-      h('thead', {}, h('tr', {}, ['Name', 'URL', 'Breaker', 'Pending', 'Dead letters', 'Delivered'].map((t) => h('th', {}, t)))),
+      h('thead', {}, h('tr', {}, ['Name', 'URL', 'Breaker', 'Pending', 'Dead letters', 'Delivered', 'Dismissed'].map((t) => h('th', {}, t)))),
       h('tbody', {}, destinations.map((d) => h('tr', {}, h('td', {}, d.name), h('td', { className: 'mono' }, d.url),
-        h('td', {}, chip(d.breakerState)), h('td', {}, d.pending), h('td', {}, d.deadLettered), h('td', {}, d.delivered))))));
+        h('td', {}, chip(d.breakerState)), h('td', {}, d.pending), h('td', {}, d.deadLettered), h('td', {}, d.delivered), h('td', {}, d.dismissed))))));
   };
   await draw();
   every(3000, draw);

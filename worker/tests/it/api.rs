@@ -605,6 +605,130 @@ async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enq
     assert_eq!(replays[0]["target"], id.as_str());
 }
 
+/// Issue #16: an operator dismisses a dead letter (resolved without delivery): audited with who,
+/// when and the note, shown as `DISMISSED` with its dismissal, out of the dead letters, their
+/// counts and bulk replays, never attempted again; a replay still takes it back. Viewers may
+/// not, and only a dead letter can be dismissed.
+#[tokio::test]
+async fn a_dismissed_dead_letter_is_resolved_without_delivery_audited_and_can_be_replayed_later() {
+    let sink = TestDestination::answering(400).await;
+    let pipeline = OperatorPipeline::start(&[("sink", sink.url(), "")], Options::default()).await;
+    for n in 0..3 {
+        assert_eq!(pipeline.send(&format!("dismiss-{n}"), "push", b"{}").await, 202);
+    }
+    let dead = pipeline
+        .wait_for("three dead letters", "{ deadLetters { nodes { id event { eventId } } } }", json!({}), |d| {
+            d["deadLetters"]["nodes"].as_array().is_some_and(|n| n.len() == 3)
+        })
+        .await;
+    let id_of = |event: &str| {
+        dead["deadLetters"]["nodes"].as_array().unwrap().iter().find(|n| n["event"]["eventId"] == event).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let dismissed_id = id_of("dismiss-0");
+    let create = "mutation($name: String!, $role: RoleName!) { createApiToken(name: $name, role: $role) { token } }";
+    let token = |name: &'static str, role: &'static str| {
+        let pipeline = &pipeline;
+        async move {
+            let created = pipeline.gql(create, json!({"name": name, "role": role})).await;
+            created["createApiToken"]["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let (viewer, operator) = (token("dashboards", "VIEWER").await, token("runbook", "OPERATOR").await);
+    let bulk = "mutation($f: DeadLetterFilter!, $dry: Boolean!, $t: String) {
+        bulkReplay(filter: $f, dryRun: $dry, previewToken: $t) { count previewToken job { id } } }";
+    let filter = json!({"destination": "sink"});
+    let previewed = pipeline.gql(bulk, json!({"f": filter, "dry": true})).await;
+    assert_eq!(previewed["bulkReplay"]["count"], 3);
+    let dismiss = "mutation($id: ID!, $note: String) {
+        dismissDeadLetter(id: $id, note: $note) { id status dismissal { by at note } attemptCount } }";
+    let note = json!({"id": dismissed_id, "note": "  order cancelled upstream "});
+    assert_eq!(code(&pipeline.gql_as(&viewer, dismiss, note.clone()).await), "FORBIDDEN");
+    let too_long = json!({"id": dismissed_id, "note": "x".repeat(501)});
+    assert_eq!(code(&pipeline.gql_as(&operator, dismiss, too_long).await), "BAD_USER_INPUT");
+
+    let answer = pipeline.gql_as(&operator, dismiss, note.clone()).await;
+    let dismissed = &answer["data"]["dismissDeadLetter"];
+    assert_eq!(dismissed["status"], "DISMISSED", "{answer}");
+    assert_eq!(dismissed["dismissal"]["by"], "token:runbook");
+    assert_eq!(dismissed["dismissal"]["note"], "order cancelled upstream");
+    assert!(dismissed["dismissal"]["at"].as_str().is_some_and(|at| at.ends_with('Z')), "{answer}");
+    let again = pipeline.gql_as(&operator, dismiss, note).await;
+    assert_eq!(code(&again), "BAD_USER_INPUT", "{again}");
+    assert!(again["errors"][0]["message"].as_str().unwrap().contains("this delivery is dismissed"), "{again}");
+    let unknown = pipeline.gql_as(&operator, dismiss, json!({"id": "dlv_missing"})).await;
+    assert_eq!(code(&unknown), "NOT_FOUND");
+
+    // Out of the dead letters and their counts; visible as dismissed.
+    let state = pipeline
+        .gql(
+            "{ counts { deadLettered dismissed } destinations { deadLettered dismissed }
+               deadLetters { nodes { id } } events(filter: { status: DISMISSED }) { nodes { eventId } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(state["counts"], json!({"deadLettered": 2, "dismissed": 1}));
+    assert_eq!(state["destinations"], json!([{"deadLettered": 2, "dismissed": 1}]));
+    let listed: Vec<&str> =
+        state["deadLetters"]["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert!(listed.len() == 2 && !listed.contains(&dismissed_id.as_str()), "{state}");
+    assert_eq!(state["events"]["nodes"], json!([{"eventId": "dismiss-0"}]));
+    let audit = pipeline.gql("{ auditLog(first: 1) { nodes { actor action target detail } } }", json!({})).await;
+    assert_eq!(
+        audit["auditLog"]["nodes"][0],
+        json!({"actor": "token:runbook", "action": "DISMISS_DEAD_LETTER", "target": dismissed_id,
+               "detail": "order cancelled upstream"})
+    );
+
+    // A dry run taken before the dismissal no longer stands; a bulk replay of every dead letter
+    // of the destination leaves it out; it is never sent.
+    sink.set_behaviour(|_| (200, Duration::ZERO));
+    let token = previewed["bulkReplay"]["previewToken"].clone();
+    let stale = pipeline.gql_as(ADMIN_TOKEN, bulk, json!({"f": filter, "dry": false, "t": token})).await;
+    assert_eq!(code(&stale), "PREVIEW_STALE", "{stale}");
+    assert_eq!(pipeline.gql(bulk, json!({"f": filter, "dry": true})).await["bulkReplay"]["count"], 2);
+    let job = pipeline.gql(bulk, json!({"f": filter, "dry": false})).await["bulkReplay"]["job"]["id"].clone();
+    pipeline
+        .wait_for(
+            "bulk replay finished",
+            "query($id: ID!) { bulkReplay(id: $id) { status enqueued } }",
+            json!({"id": job}),
+            |d| d["bulkReplay"]["status"] == "FINISHED",
+        )
+        .await;
+    pipeline.wait_for("two delivered", "{ counts { delivered } }", json!({}), |d| d["counts"]["delivered"] == 2).await;
+    assert!(!sink.delivered_keys().contains_key(&dismissed_id), "a dismissed dead letter is not sent");
+    let untouched = pipeline.gql(DELIVERY_STATE, json!({"id": dismissed_id})).await;
+    assert_eq!(
+        (&untouched["delivery"]["status"], &untouched["delivery"]["attemptCount"]),
+        (&json!("DISMISSED"), &json!(1))
+    );
+
+    // Someone changes their mind: a replay takes it back and delivers it.
+    let replay = "mutation($id: ID!) { replayDelivery(id: $id) { result } }";
+    assert_eq!(
+        pipeline.gql_as(&operator, replay, json!({"id": dismissed_id})).await["data"]["replayDelivery"]["result"],
+        "ENQUEUED"
+    );
+    let done = pipeline
+        .wait_for(
+            "the dismissed one delivered after a replay",
+            "query($id: ID!) { delivery(id: $id) { status dismissal { by } } }",
+            json!({"id": dismissed_id}),
+            |d| d["delivery"]["status"] == "DELIVERED",
+        )
+        .await;
+    assert_eq!(done["delivery"]["dismissal"], Value::Null, "its dismissal ended");
+    assert_eq!(sink.delivered_keys().get(&dismissed_id), Some(&1));
+    let audit = pipeline.gql("{ auditLog(first: 1) { nodes { action detail } } }", json!({})).await;
+    assert_eq!(
+        audit["auditLog"]["nodes"][0],
+        json!({"action": "REPLAY_DELIVERY", "detail": "previous status dismissed"})
+    );
+}
+
 #[tokio::test]
 async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_can_be_cancelled() {
     let sink = TestDestination::answering(400).await;

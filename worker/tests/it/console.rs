@@ -1,8 +1,8 @@
 //! The console in headless Chromium (Debian's, driven by `scripts/e2e/console.mjs` through
 //! playwright-core): sign in at a real OpenID provider, find a dead-lettered event, replay it
 //! after a confirmation that shows what will be sent, see it delivered, cancel a replay of the
-//! delivered one (warned that it was delivered); bulk-replay another through its dry run's
-//! preview token.
+//! delivered one (warned that it was delivered); dismiss another with a note and see the
+//! dismissal; bulk-replay another through its dry run's preview token.
 
 use std::time::Duration;
 
@@ -19,12 +19,13 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
             .await;
     assert_eq!(pipeline.send("evt-console-1", "push", b"{\"order\":42}").await, 202);
     assert_eq!(pipeline.send("evt-console-2", "push", b"{\"order\":43}").await, 202);
+    assert_eq!(pipeline.send("evt-console-3", "push", b"{\"order\":44}").await, 202);
     // Hostile text from a provider is shown as text, never run (the page checks `window.pwned`).
     let hostile = "<img src=x onerror=window.pwned=1>";
     let body = b"{\"note\":\"</pre><script>window.pwned=1</script>\"}";
     assert_eq!(pipeline.send(hostile, "push", body).await, 202);
     pipeline
-        .wait_for("three dead letters", "{ counts { deadLettered } }", json!({}), |d| d["counts"]["deadLettered"] == 3)
+        .wait_for("four dead letters", "{ counts { deadLettered } }", json!({}), |d| d["counts"]["deadLettered"] == 4)
         .await;
     destination.set_behaviour(|_| (200, Duration::ZERO));
 
@@ -37,7 +38,7 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
         tokio::process::Command::new("node")
             .arg(e2e_script("console.mjs"))
             .args(["--url", &pipeline.url(""), "--email", "ops@example.com", "--event-id", "evt-console-1"])
-            .args(["--bulk-text", "evt-console-2"])
+            .args(["--bulk-text", "evt-console-2", "--dismiss-event-id", "evt-console-3"])
             .arg("--screenshot")
             .arg(&screenshot)
             .kill_on_drop(true)
@@ -60,16 +61,30 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
         })
         .await;
     assert_eq!(destination.delivered_keys().len(), 2);
-    let state =
-        pipeline.gql("{ counts { delivered deadLettered } auditLog { nodes { actor action } } }", json!({})).await;
-    assert_eq!(state["counts"], json!({"delivered": 2, "deadLettered": 1}));
-    let replays: Vec<&serde_json::Value> =
-        state["auditLog"]["nodes"].as_array().unwrap().iter().filter(|n| n["action"] == "REPLAY_DELIVERY").collect();
+    let state = pipeline
+        .gql("{ counts { delivered deadLettered dismissed } auditLog { nodes { actor action detail } } }", json!({}))
+        .await;
+    assert_eq!(state["counts"], json!({"delivered": 2, "deadLettered": 1, "dismissed": 1}));
+    let dismissal =
+        state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "DISMISS_DEAD_LETTER").cloned();
+    assert_eq!(
+        dismissal,
+        Some(
+            json!({"actor": "ops@example.com", "action": "DISMISS_DEAD_LETTER", "detail": "duplicate order, refunded by hand"})
+        )
+    );
+    let replays: Vec<(&serde_json::Value, &serde_json::Value)> = state["auditLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["action"] == "REPLAY_DELIVERY")
+        .map(|n| (&n["actor"], &n["action"]))
+        .collect();
     assert_eq!(
         replays,
-        [&json!({"actor": "ops@example.com", "action": "REPLAY_DELIVERY"})],
+        [(&json!("ops@example.com"), &json!("REPLAY_DELIVERY"))],
         "the confirmed replay, not the cancelled one"
     );
-    let bulk = state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "BULK_REPLAY").cloned();
-    assert_eq!(bulk, Some(json!({"actor": "ops@example.com", "action": "BULK_REPLAY"})));
+    let bulk = state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "BULK_REPLAY");
+    assert_eq!(bulk.map(|n| &n["actor"]), Some(&json!("ops@example.com")));
 }

@@ -6,7 +6,7 @@
 --     a delivered delivery; a replay can still take it back.
 --   * replay_of, created_by: a delivery made by replaying an event to a destination (by an
 --     operator, not by the routes) says which delivery it replays (none when the event was
---     replayed as such) and who asked; its id is `dlv_<event>_<destination>.r<n>`. There may
+--     replayed as such) and who asked; its id is `dlv_<event>_<destination>~r<n>`. There may
 --     now be several deliveries of one event to one destination, so UNIQUE (event_rowid,
 --     destination) goes (a routed delivery's id is made of both, so routed ones stay unique),
 --     and deliveries_event serves the lookups by event (and the cascade from events).

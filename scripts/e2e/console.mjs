@@ -2,13 +2,15 @@
 // playwright-core; Playwright never downloads a browser here) like an operator would:
 // sign in at the OpenID provider, find a dead-lettered event, replay it (confirming in a dialog
 // that shows what will be sent), see it delivered, cancel a replay of the delivered one; with
-// --dismiss-event-id, dismiss that event's dead letter with a note and see it shown; with
+// --replay-to, replay the replayed event to that destination too and see the new delivery with
+// its lineage delivered; with --dismiss-event-id, dismiss that event's dead letter with a note
+// and see it shown; with
 // --bulk-text, bulk-replay the dead letters whose event id contains it (dry run, then confirm
 // the previewed selection) and see the job finish; filter events by a UTC time from a New York
 // browser; run a query in the API explorer (GraphiQL) without breaking its CSP.
 //
 //   node console.mjs --url http://127.0.0.1:PORT --email admin@example.com --event-id EVT [--bulk-text T]
-//                    [--dismiss-event-id EVT2] [--screenshot out.png]
+//                    [--dismiss-event-id EVT2] [--replay-to DESTINATION] [--screenshot out.png]
 //
 // Prints {"ok":true,...} and exits 0 on success; prints the failure (and saves a screenshot if
 // asked) and exits 1 otherwise.
@@ -25,6 +27,7 @@ const { values: args } = parseArgs({
     'event-id': { type: 'string' },
     'bulk-text': { type: 'string' },
     'dismiss-event-id': { type: 'string' },
+    'replay-to': { type: 'string' },
     screenshot: { type: 'string' },
   },
 });
@@ -93,6 +96,23 @@ try {
   await page.locator('dialog#replay-dialog').waitFor({ state: 'detached' });
   await page.locator('.delivery button.replay:not([disabled])').waitFor();
   step('replay of a delivered one cancelled');
+  if (args['replay-to']) {
+    // Replaying the event to another destination: pick it, see what goes there, confirm; a new
+    // delivery appears with its lineage and is delivered.
+    await page.locator('.delivery[data-destination="orders"] button.replay-to').click();
+    const toDialog = page.locator('dialog#replay-to-dialog[open]');
+    await toDialog.locator('#replay-to-destination').selectOption(args['replay-to']);
+    await toDialog.locator('.plan-destination').filter({ hasText: args['replay-to'] }).waitFor();
+    await toDialog.locator('.plan-headers tr').filter({ hasText: 'Idempotency-Key' }).filter({ hasText: 'assigned when the delivery is created' }).waitFor();
+    await toDialog.locator('.plan-body').filter({ hasText: '"order": 42' }).waitFor();
+    await shot('replay-to-dialog');
+    await toDialog.locator('button.confirm').click();
+    const replayed = page.locator(`.delivery[data-destination="${args['replay-to']}"]`);
+    await replayed.locator('.lineage').filter({ hasText: 'Replay of dlv_' }).filter({ hasText: `by ${args.email}` }).waitFor();
+    await replayed.locator('.delivery-status .status.delivered').waitFor();
+    await shot('replayed-to');
+    step('replayed to another destination');
+  }
   if (args['dismiss-event-id']) {
     // Dismissing a dead letter: a dialog says what it means and takes a note; the dead letter
     // leaves the list, and its event shows who dismissed it, when and why.

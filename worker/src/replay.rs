@@ -6,8 +6,13 @@
 //! **Fresh schedule.** A replayed delivery gets the destination's full retry schedule again
 //! (`attempt_base`); attempt numbers in the attempts table continue.
 //!
+//! **Replays to a destination** make a new delivery of an event to a configured destination,
+//! routed there or not (its own id, so its own `Idempotency-Key`; its lineage kept), and wake
+//! that destination; the delivery they start from is not touched.
+//!
 //! **Rate limits.** `console.max_replay_rate` per second is a cap per *destination*, shared by
-//! every replay path: single replays, replays of an event, and every bulk job at once (one
+//! every replay path: single replays, replays of an event, replays to a destination, and every
+//! bulk job at once (one
 //! limiter per destination; sustained rate at most the cap, after a burst of one second's
 //! worth), so six jobs aimed at one destination re-queue no more than one job could. A bulk job
 //! waits for its destination's turn (and paces itself at its own `ratePerSecond` as well); a
@@ -44,8 +49,8 @@ use tokio_util::sync::CancellationToken;
 use crate::deliver::Destination;
 use crate::model::{BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, UnixMs};
 use crate::store::{
-    BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, ReplayScope, Store,
-    StoreError,
+    BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOrigin, ReplayOutcome,
+    ReplayScope, Store, StoreError,
 };
 
 /// Size of a preview's sample.
@@ -78,6 +83,8 @@ pub enum ReplayError {
     /// The delivery's destination is no longer configured (the delivery is left pending: if
     /// the destination comes back, its scheduler finds it due).
     DestinationGone(String),
+    /// A replay to a destination that is not configured.
+    UnknownDestination(String),
     /// More dead letters match a bulk replay than `console.max_bulk_replay`.
     TooManyMatches(u32),
     /// A bulk replay's rate below one per second.
@@ -234,6 +241,43 @@ impl Replayer {
             replayed.push(self.replay_for_caller(delivery_id, actor).await?);
         }
         Ok(replayed)
+    }
+
+    /// Replays an event to `destination` (configured; the event routed there or not) as a new
+    /// delivery, asked for by `actor` (audited, with its lineage: see
+    /// [`Store::replay_to_destination`]). Limited like every replay a caller asks for: the
+    /// caller's rate, then at most [`CALLER_WAIT`] for the destination's turn.
+    ///
+    /// # Errors
+    ///
+    /// The caller over its limit, a destination not configured, the destination's replay rate
+    /// spent, an unknown delivery or event, the database failing.
+    pub async fn replay_to(
+        &self,
+        origin: ReplayOrigin,
+        destination: &str,
+        actor: &str,
+    ) -> Result<DeliveryRow, ReplayError> {
+        self.admit(actor)?;
+        let Some(runtime) = self.destinations.get(destination) else {
+            return Err(ReplayError::UnknownDestination(destination.to_owned()));
+        };
+        if tokio::time::timeout(CALLER_WAIT, self.turn(destination)).await.is_err() {
+            return Err(ReplayError::RateLimited);
+        }
+        let row = self
+            .store
+            .replay_to_destination(origin, destination.to_owned(), actor.to_owned())
+            .await?
+            .ok_or(ReplayError::NotFound)?;
+        runtime.wake();
+        tracing::info!(
+            delivery_id = row.id.as_str(),
+            replay_of = row.replay_of.as_ref().map(DeliveryId::as_str),
+            destination,
+            "event replayed to a destination"
+        );
+        Ok(row)
     }
 
     /// One audited replay for a caller: waits at most [`CALLER_WAIT`] for the destination's turn.

@@ -119,6 +119,9 @@ pub enum AuditAction {
     ReplayDelivery,
     /// A dead letter dismissed by an operator (resolved without delivery; `detail`: the note).
     DismissDeadLetter,
+    /// An event replayed to a destination by an operator (`target`: the new delivery;
+    /// `detail`: which delivery or event, to which destination).
+    ReplayToDestination,
     /// A bulk replay started.
     BulkReplay,
     /// A bulk replay cancelled.

@@ -15,7 +15,7 @@ use super::{MAX_COMPLEXITY, MAX_DEPTH, services};
 use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
 use crate::model::{ApiTokenId, BulkReplayId, DeliveryId, EventRowId, LinkedAccountId};
 use crate::replay::BulkRequest;
-use crate::store::{Dismissed, Unlinked};
+use crate::store::{Dismissed, ReplayOrigin, Unlinked};
 
 /// Longest note a dismissal takes.
 const MAX_NOTE_CHARS: usize = 500;
@@ -292,6 +292,30 @@ impl Mutation {
             ))
             .into()),
         }
+    }
+
+    /// Replays an event to a configured destination, routed there or not (e.g. staging): a new
+    /// delivery, due now, with its own id (so its own `Idempotency-Key`:
+    /// `dlv_<event>_<destination>~r<n>`, fixed for its retries), its lineage kept (`replayOf`:
+    /// `deliveryId` when given; `createdBy`: the caller; `createdAt`). Give exactly one of
+    /// `deliveryId` (that delivery's event; the delivery itself is not touched) and `eventId`.
+    /// Audited (`REPLAY_TO_DESTINATION`) and rate-limited like every replay
+    /// (`console.max_replay_rate`).
+    async fn replay_to_destination(
+        &self,
+        ctx: &Context<'_>,
+        destination: String,
+        delivery_id: Option<ID>,
+        event_id: Option<ID>,
+    ) -> Result<Delivery> {
+        let principal = require(ctx, Role::Operator)?;
+        let origin = match (delivery_id, event_id) {
+            (Some(id), None) => ReplayOrigin::Delivery(DeliveryId::from_stored(id.to_string())),
+            (None, Some(id)) => ReplayOrigin::Event(EventRowId(parse_id(&id)?)),
+            _ => return Err(ApiError::Invalid("give exactly one of deliveryId and eventId".into()).into()),
+        };
+        let row = services(ctx)?.replayer.replay_to(origin, &destination, &principal.actor).await?;
+        Ok(row.into())
     }
 
     /// Re-queues every dead-lettered delivery of one event.

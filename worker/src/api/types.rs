@@ -162,12 +162,25 @@ fn headers(json: &str) -> Vec<Header> {
 
 #[ComplexObject]
 impl Event {
-    /// Its deliveries, one per routed destination.
+    /// Its deliveries: one per routed destination, and those made by replaying it to a
+    /// destination (`replayToDestination`); by destination, oldest first.
     #[graphql(complexity = "5 * child_complexity")]
     async fn deliveries(&self, ctx: &Context<'_>) -> Result<Vec<Delivery>> {
         let loader = ctx.data_unchecked::<DataLoader<DeliveriesByEvent>>();
         let rows = loader.load_one(self.rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
         Ok(rows.unwrap_or_default().into_iter().map(Delivery::from).collect())
+    }
+
+    /// What `replayToDestination` would send to `destination` (a configured one): a new
+    /// delivery's first attempt, whose id (`Idempotency-Key`, `Inlet-Delivery-Id`, `webhook-id`)
+    /// is made when it is created. The body is this event's (`content { body }`).
+    async fn request_to(&self, ctx: &Context<'_>, destination: String) -> Result<PlannedRequest> {
+        if !services(ctx)?.destinations.contains_key(&destination) {
+            return Err(ApiError::Invalid(format!("no destination `{destination}` is configured")).into());
+        }
+        let loader = ctx.data_unchecked::<DataLoader<EventsById>>();
+        let event = loader.load_one(self.rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
+        Ok(PlannedRequest::new(ctx, &event.ok_or(ApiError::NotFound)?, &destination, None, 1)?)
     }
 
     /// Headers and body (ask for it on one event at a time). Priced high (a list of events
@@ -228,6 +241,12 @@ pub struct Delivery {
     pub next_attempt_at: Option<DateTime>,
     /// Who dismissed it, when and why: set while it is `DISMISSED`.
     pub dismissal: Option<Dismissal>,
+    /// For a delivery made by `replayToDestination` from a delivery: that delivery (of the same
+    /// event). Null otherwise.
+    pub replay_of: Option<ID>,
+    /// For a delivery made by `replayToDestination`: who asked (`createdAt` says when). Null for
+    /// the deliveries the routes made when the event was recorded.
+    pub created_by: Option<String>,
 }
 
 /// A dead letter's dismissal: resolved by an operator without delivering it.
@@ -258,6 +277,8 @@ impl From<DeliveryRow> for Delivery {
             delivered_at: row.delivered_at.map(DateTime),
             next_attempt_at: row.next_attempt_at.map(DateTime),
             dismissal: row.dismissal.map(|d| Dismissal { by: d.by, at: DateTime(d.at), note: d.note }),
+            replay_of: row.replay_of.map(|id| ID(id.into_string())),
+            created_by: row.created_by,
         }
     }
 }

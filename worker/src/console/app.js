@@ -110,7 +110,7 @@ async function eventsView() {
       onclick: () => { location.hash = `#event/${e.id}`; } },
     h('td', { className: 'mono' }, time(e.receivedAt)), h('td', {}, e.source), h('td', {}, e.eventType || ''),
     h('td', { className: 'mono' }, e.eventId),
-    h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
+    h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : null, e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
     if (append) body.append(...rows); else body.replaceChildren(...rows);
     if (!append && !rows.length) body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, 'No events match.')));
     cursor = events.pageInfo.endCursor;
@@ -126,6 +126,42 @@ async function eventsView() {
 }
 
 // ---- Event detail -------------------------------------------------------------------------
+
+// What replaying an event to a destination would send there.
+const REPLAY_TO_PLAN = `query($id: ID!, $destination: String!) { event(id: $id) {
+  source eventId eventType receivedAt contentType content { body bodyBytes }
+  requestTo(destination: $destination) { destination url attempt headers { name value } } } }`;
+
+// Replays an event (`deliveryId`: the one it starts from, kept as its lineage) to a destination
+// the operator picks, routed there or not, after a confirmation showing what will be sent there.
+function replayToButton({ eventId, deliveryId, from, text, after }) {
+  return h('button', { type: 'button', className: 'replay-to', 'data-delivery': deliveryId, onclick: async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      const { destinations } = await gql('{ destinations { name } }');
+      const names = destinations.map((d) => d.name);
+      const select = h('select', { id: 'replay-to-destination', name: 'destination' }, names.map((name) => h('option', { value: name }, name)));
+      select.value = names.find((name) => name !== from) || names[0] || '';
+      const plan = h('div', { id: 'replay-to-plan' });
+      const show = async () => {
+        const { event: planned } = await gql(REPLAY_TO_PLAN, { id: eventId, destination: select.value });
+        plan.replaceChildren(...requestView(planned.requestTo, planned));
+      };
+      select.addEventListener('change', () => show().catch(showError));
+      await show();
+      const confirmed = await confirmDialog({ id: 'replay-to-dialog', confirm: 'Replay', focus: select,
+        title: deliveryId ? `Replay ${deliveryId} to a destination` : 'Replay this event to a destination',
+        content: [h('p', {}, 'A new delivery of this event, with an Idempotency-Key of its own: the destination receives it even if it received this event before.',
+          deliveryId ? ' The delivery it starts from stays as it is.' : ''), h('label', { className: 'pick' }, 'Destination', select), plan] });
+      if (!confirmed) { button.disabled = false; return; }
+      await gql('mutation($d: ID, $e: ID, $to: String!) { replayToDestination(deliveryId: $d, eventId: $e, destination: $to) { id } }',
+        { d: deliveryId || null, e: deliveryId ? null : eventId, to: select.value });
+      button.disabled = false;
+      if (after) await after();
+    } catch (error) { button.disabled = false; showError(error); }
+  } }, text);
+}
 
 // Dismisses a dead letter (resolved without delivery) after a confirmation that says what that
 // means and takes an optional note; `after` runs once it is done.
@@ -150,7 +186,7 @@ const EVENT = `query($id: ID!) { event(id: $id) {
   id source eventId eventType receivedAt contentType routeStatus duplicates conflicts scheme
   content { headers { name value } body bodyBytes bodySha256 }
   deliveries { id destination status attemptCount replays lastStatusCode lastError deadLetterReason nextAttemptAt
-    dismissal { by at note }
+    dismissal { by at note } replayOf createdBy createdAt
     attempts { attempt startedAt durationMs outcome statusCode error responseSnippet } } } }`;
 
 function pretty(body, contentType) {
@@ -214,7 +250,7 @@ function replayButton(deliveryId, after) {
       if (!delivery) throw new Error(`delivery ${deliveryId} is gone`);
       const state = {
         DELIVERED: h('p', { className: 'warn', id: 'replay-warning' }, `Already delivered ${time(delivery.deliveredAt)} UTC: ${delivery.destination} will receive this event again, with the same Idempotency-Key.`),
-        DEAD_LETTERED: h('p', {}, `Dead-lettered (${label(delivery.deadLetterReason || 'UNKNOWN')}) after ${delivery.attemptCount} attempts; the replay starts a fresh retry schedule.`),
+        DEAD_LETTERED: h('p', {}, `Dead-lettered (${label(delivery.deadLetterReason || 'UNKNOWN')}) after ${delivery.attemptCount} attempt${delivery.attemptCount === 1 ? '' : 's'}; the replay starts a fresh retry schedule.`),
         DISMISSED: h('p', { className: 'warn' }, `Dismissed by ${delivery.dismissal?.by} ${time(delivery.dismissal?.at)} UTC: replaying it ends the dismissal.`),
       }[delivery.status];
       const confirmed = await confirmDialog({ id: 'replay-dialog', title: `Replay ${delivery.id}?`, confirm: 'Replay',
@@ -236,7 +272,10 @@ async function eventView(id) {
     const deliveries = await Promise.all(event.deliveries.map(async (d) => h('div', { className: 'card delivery', 'data-destination': d.destination },
       h('h2', {}, d.destination, ' ', h('span', { className: 'delivery-status' }, chip(d.status)),
         d.status !== 'PENDING' && canReplay() ? replayButton(d.id, redraw) : null,
-        d.status === 'DEAD_LETTERED' && canReplay() ? dismissButton(d.id, redraw) : null),
+        d.status === 'DEAD_LETTERED' && canReplay() ? dismissButton(d.id, redraw) : null,
+        canReplay() ? replayToButton({ eventId: event.id, deliveryId: d.id, from: d.destination, text: 'Replay to…', after: redraw }) : null),
+      d.createdBy ? h('p', { className: 'lineage' }, d.replayOf ? ['Replay of ', h('span', { className: 'mono' }, d.replayOf)] : 'Replay of this event',
+        ` to ${d.destination} by ${d.createdBy} ${time(d.createdAt)} UTC`) : null,
       h('p', { className: 'muted mono' }, `${d.id} · ${d.attemptCount} attempts · ${d.replays} replays`,
         d.deadLetterReason ? ` · ${label(d.deadLetterReason)}` : '', d.nextAttemptAt && d.status === 'PENDING' ? ` · next ${time(d.nextAttemptAt)} UTC` : ''),
       d.dismissal ? h('p', { className: 'dismissal' }, `Dismissed by ${d.dismissal.by} ${time(d.dismissal.at)} UTC`, d.dismissal.note ? `: ${d.dismissal.note}` : '') : null,
@@ -249,7 +288,8 @@ async function eventView(id) {
       h('h1', {}, `${event.source} · ${event.eventType || '(no type)'} · `, h('span', { className: 'mono' }, event.eventId)),
       h('p', { className: 'muted' }, `received ${time(event.receivedAt)} UTC · verified by ${event.scheme} · ${event.content.bodyBytes} bytes · `,
         `duplicates ${event.duplicates} · conflicts ${event.conflicts} · sha256 ${event.content.bodySha256.slice(0, 16)}…`),
-      h('h2', {}, 'Deliveries'), event.routeStatus === 'UNROUTED' ? h('p', {}, chip('UNROUTED'), ' no route matched') : deliveries,
+      h('h2', {}, 'Deliveries', canReplay() ? replayToButton({ eventId: event.id, text: 'Replay to a destination…', after: redraw }) : null),
+      event.routeStatus === 'UNROUTED' ? h('p', {}, chip('UNROUTED'), ' no route matched') : null, deliveries,
       h('h2', {}, 'Payload'), h('pre', { className: 'mono', id: 'payload' }, pretty(event.content.body, event.contentType)),
       h('h2', {}, 'Headers'), h('table', {}, h('tbody', {}, event.content.headers.map((header) => h('tr', {}, h('td', { className: 'mono' }, header.name), h('td', { className: 'mono' }, header.value))))));
     return event.deliveries.some((d) => d.status === 'PENDING');

@@ -11,8 +11,8 @@ use super::replays::BulkPreview;
 use super::{
     ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend, BulkProgress, BulkReplayRow,
     Claimed, ContentRead, DeadLetterSelection, DeliveryRow, Dismissed, DueClass, EventRow, EventSelection, FirstClaims,
-    Linked, LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOutcome,
-    ReplayScope, SessionRow, SignIn, Store, StoreError, Totals, Unlinked,
+    Linked, LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOrigin,
+    ReplayOutcome, ReplayScope, SessionRow, SignIn, Store, StoreError, Totals, Unlinked,
 };
 use crate::model::{
     ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
@@ -197,6 +197,18 @@ forward! {
     ///
     /// When the transaction fails.
     pub async fn replay(&self, delivery_id: DeliveryId, actor: String, scope: ReplayScope) -> Result<ReplayOutcome, StoreError>;
+    /// Replays an event to `destination` for `actor` (one transaction; on PostgreSQL under the
+    /// event row's lock): a new pending delivery, due now, never attempted, whose id is
+    /// [`DeliveryId::replayed_to`] (the event's `n`th such replay), keeping its lineage
+    /// (`replay_of`: the delivery of `origin`, if it is one; `created_by`: `actor`), with its
+    /// audit row. The origin's own delivery is not touched. `None` (and nothing written) when the
+    /// delivery or event does not exist. The destination is not checked here: the caller
+    /// replays only to configured ones.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn replay_to_destination(&self, origin: ReplayOrigin, destination: String, actor: String) -> Result<Option<DeliveryRow>, StoreError>;
     /// Dismisses a dead letter for `actor` (one transaction, on PostgreSQL under the row's
     /// lock): it becomes `dismissed` with who, when and `note`, and its audit row is written.
     /// A dismissed delivery is no dead letter: not listed, counted, previewed or selected as

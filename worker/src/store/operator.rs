@@ -168,6 +168,12 @@ pub struct DeliveryRow {
     pub next_attempt_at: Option<UnixMs>,
     /// Who dismissed it, when and why: set while it is dismissed.
     pub dismissal: Option<Dismissal>,
+    /// A delivery made by replaying its event to this destination: the delivery it replays
+    /// (`None` when the event was replayed as such, and for routed deliveries).
+    pub replay_of: Option<DeliveryId>,
+    /// A delivery made by replaying its event to this destination: who asked (`None` for the
+    /// deliveries the routes made when the event was recorded).
+    pub created_by: Option<String>,
     /// Its position in the dead-letter list.
     pub cursor: Cursor,
 }
@@ -394,7 +400,7 @@ fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_rowid, d.destination, d.status, d.attempts, d.replays, \
                                            d.last_status_code, d.last_error, d.dead_letter_reason, d.created_at_ms, \
                                            d.updated_at_ms, d.delivered_at_ms, d.next_attempt_at_ms, d.rowid, \
-                                           d.dismissed_by, d.dismissed_at_ms, d.dismiss_note";
+                                           d.dismissed_by, d.dismissed_at_ms, d.dismiss_note, d.replay_of, d.created_by";
 
 pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     Ok(DeliveryRow {
@@ -413,6 +419,8 @@ pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery
         next_attempt_at: row.get(12)?,
         cursor: Cursor(row.get(13)?),
         dismissal: Dismissal::of(row.get(14)?, row.get(15)?, row.get(16)?),
+        replay_of: row.get(17)?,
+        created_by: row.get(18)?,
     })
 }
 

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use inlet_shared::test_util::TestPostgres;
 
-use super::deliveries::{AttemptRecord, NextStep};
+use super::deliveries::{AttemptRecord, DueClass, NextStep};
 use super::events::{FirstClaims, NewEvent};
 use super::operator::{
     ContentRead, Cursor, DeadLetterSelection, EventSelection, EventStatusFilter, PageRequest, StatusCounts,
 };
-use super::replays::{BulkProgress, Dismissed, NewBulkReplay, ReplayOutcome, ReplayScope};
+use super::replays::{BulkProgress, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};
 use super::{Backend, Store, StoreError};
 use crate::model::{
     AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, DeadLetterReason, DeliveryId, DeliveryStatus,
@@ -62,6 +62,7 @@ with_dead_letters!(
     a_replay_requeues_a_dead_letter_once_with_its_audit_row,
     a_bulk_preview_is_kept_under_its_token_until_it_expires,
     a_dismissed_dead_letter_is_no_dead_letter_is_audited_and_can_be_replayed,
+    an_event_replayed_to_a_destination_is_a_new_delivery_with_its_lineage,
 );
 
 on_each_backend!(
@@ -438,6 +439,60 @@ async fn a_dismissed_dead_letter_is_no_dead_letter_is_audited_and_can_be_replaye
         [
             (AuditAction::ReplayDelivery, "ops@y", ids[0].as_str(), Some("previous status dismissed")),
             (AuditAction::DismissDeadLetter, "ops@x", ids[0].as_str(), Some("cancelled")),
+        ]
+    );
+}
+
+/// Issue #16: replaying an event to a destination makes a new pending delivery, due now, with an
+/// id of its own (numbered per event), its lineage (the delivery it replays, who asked, when)
+/// and its audit row; the delivery it starts from is untouched; its destination's scheduler
+/// claims it like any first attempt.
+async fn an_event_replayed_to_a_destination_is_a_new_delivery_with_its_lineage(store: Store, ids: Vec<DeliveryId>) {
+    let before = UnixMs::now();
+    let from_delivery = ReplayOrigin::Delivery(ids[0].clone());
+    let row = store.replay_to_destination(from_delivery, "b".into(), "ops@x".into()).await.unwrap().unwrap();
+    assert_eq!(row.id.as_str(), "dlv_000000000001_b~r1");
+    assert_eq!((row.event, row.destination.as_str(), row.status), (EventRowId(1), "b", DeliveryStatus::Pending));
+    assert_eq!((row.replay_of.as_ref(), row.created_by.as_deref()), (Some(&ids[0]), Some("ops@x")));
+    assert_eq!((row.attempts, row.replays, row.dismissal.clone()), (0, 0, None));
+    assert!(row.created_at >= before && row.next_attempt_at.is_some_and(|at| at <= UnixMs::now()), "due now");
+    assert_eq!(store.delivery(row.id.clone()).await.unwrap(), Some(row.clone()));
+    // The same event again, as such, to its own routed destination: another delivery.
+    let again = store.replay_to_destination(ReplayOrigin::Event(EventRowId(1)), "a".into(), "ops@y".into()).await;
+    let again = again.unwrap().unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.replay_of, again.created_by.as_deref()),
+        ("dlv_000000000001_a~r2", None, Some("ops@y"))
+    );
+    let untouched = store.delivery(ids[0].clone()).await.unwrap().unwrap();
+    assert_eq!((untouched.status, untouched.replays), (DeliveryStatus::DeadLettered, 0));
+    let missing = ReplayOrigin::Delivery(DeliveryId::from_stored("dlv_missing".into()));
+    assert_eq!(store.replay_to_destination(missing, "b".into(), "ops@x".into()).await.unwrap(), None);
+    let no_event = ReplayOrigin::Event(EventRowId(99));
+    assert_eq!(store.replay_to_destination(no_event, "b".into(), "ops@x".into()).await.unwrap(), None);
+
+    let listed = store.deliveries_of_events(vec![EventRowId(1)]).await.unwrap();
+    let listed: Vec<&str> = listed[&EventRowId(1)].iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(listed, [ids[0].as_str(), "dlv_000000000001_a~r2", "dlv_000000000001_b~r1"]);
+    let totals = store.totals().await.unwrap();
+    assert_eq!(totals.deliveries, StatusCounts { pending: 2, dead_lettered: 4, ..Default::default() });
+    let now = UnixMs::now();
+    let (claimed, _) =
+        store.claim_due("b".into(), DueClass::First, 10, now, now.plus(Duration::from_secs(30)), vec![]).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let sent = &claimed[0].delivery;
+    assert_eq!((&sent.delivery_id, sent.event_id.as_str(), sent.attempts), (&row.id, "e1", 0));
+    assert_eq!(sent.body.as_ref(), b"{\"id\":\"e1\"}");
+
+    let audit = store.audit_page(PageRequest { after: None, limit: 10 }).await.unwrap();
+    let audited: Vec<_> =
+        audit.rows.iter().map(|r| (r.action, r.actor.as_str(), r.target.as_str(), r.detail.as_deref())).collect();
+    let detail = format!("replay of {} to b", ids[0]);
+    assert_eq!(
+        audited,
+        [
+            (AuditAction::ReplayToDestination, "ops@y", "dlv_000000000001_a~r2", Some("replay of event 1 to a")),
+            (AuditAction::ReplayToDestination, "ops@x", "dlv_000000000001_b~r1", Some(detail.as_str())),
         ]
     );
 }

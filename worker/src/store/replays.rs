@@ -1,4 +1,5 @@
 //! Replays: one delivery back to pending, due now, with its audit row in the same transaction;
+//! an event replayed to a destination (a new delivery with its lineage and audit row);
 //! dismissing a dead letter (resolved without delivery, with its audit row); what a replay
 //! selects (an event's dead letters, a bulk selection with its count and sample);
 //! and bulk replay jobs (created with their audit row and a lease, progress renewing the lease,
@@ -48,6 +49,33 @@ pub enum ReplayOutcome {
         /// Its destination.
         destination: String,
     },
+}
+
+/// What an operator replays to a destination (see [`Store::replay_to_destination`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOrigin {
+    /// This delivery's event (the new delivery keeps it as `replay_of`).
+    Delivery(DeliveryId),
+    /// This event.
+    Event(EventRowId),
+}
+
+impl ReplayOrigin {
+    /// What the audit row says was replayed to `destination`.
+    pub(super) fn describe(&self, destination: &str) -> String {
+        match self {
+            ReplayOrigin::Delivery(id) => format!("replay of {id} to {destination}"),
+            ReplayOrigin::Event(event) => format!("replay of event {} to {destination}", event.0),
+        }
+    }
+
+    /// The delivery it replays, if it is one.
+    pub(super) fn delivery(&self) -> Option<&DeliveryId> {
+        match self {
+            ReplayOrigin::Delivery(id) => Some(id),
+            ReplayOrigin::Event(_) => None,
+        }
+    }
 }
 
 /// What dismissing a dead letter found and did (see [`Store::dismiss`]).
@@ -248,6 +276,53 @@ impl Sqlite {
                 delivery_row,
             )?;
             Ok(Dismissed::Done(Box::new(row)))
+        })
+        .await
+    }
+
+    pub async fn replay_to_destination(
+        &self,
+        origin: ReplayOrigin,
+        destination: String,
+        actor: String,
+    ) -> Result<Option<DeliveryRow>, StoreError> {
+        self.write(move |c| {
+            let event: Option<EventRowId> = match &origin {
+                ReplayOrigin::Delivery(id) => {
+                    c.query_row("SELECT event_rowid FROM deliveries WHERE id = ?1", [id], |r| r.get(0)).optional()?
+                }
+                ReplayOrigin::Event(event) => {
+                    c.query_row("SELECT id FROM events WHERE id = ?1", [event], |r| r.get(0)).optional()?
+                }
+            };
+            let Some(event) = event else {
+                return Ok(None);
+            };
+            // The single writer orders two replays of one event: each counts the other's.
+            let before: i64 = c.query_row(
+                "SELECT count(*) FROM deliveries WHERE event_rowid = ?1 AND created_by IS NOT NULL",
+                [event],
+                |r| r.get(0),
+            )?;
+            let id = DeliveryId::replayed_to(event, &destination, before + 1);
+            let now = UnixMs::now();
+            c.execute(
+                "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
+                                         next_attempt_at_ms, replay_of, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7)",
+                params![id, event, destination, DeliveryStatus::Pending, now, origin.delivery(), actor],
+            )?;
+            AuditRow {
+                at: now,
+                actor: &actor,
+                action: AuditAction::ReplayToDestination,
+                target: id.as_str(),
+                count: 1,
+                detail: Some(&origin.describe(&destination)),
+            }
+            .write(c)?;
+            c.query_row(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = ?1"), [&id], delivery_row)
+                .map(Some)
         })
         .await
     }

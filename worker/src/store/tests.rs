@@ -320,7 +320,7 @@ async fn a_version_12_store_keeps_its_deliveries_rowids_attempts_and_counts_thro
             let foreign_keys: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
             let second = c.execute(
                 "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms)
-                 VALUES ('dlv_000000000002_a.r1', 2, 'a', 'pending', 3, 3)",
+                 VALUES ('dlv_000000000002_a~r1', 2, 'a', 'pending', 3, 3)",
                 [],
             )?;
             c.execute("DELETE FROM events WHERE id = 1", [])?;

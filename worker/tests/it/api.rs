@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::operator_support::{ADMIN_TOKEN, OperatorPipeline, Options};
+use crate::operator_support::{ADMIN_TOKEN, OperatorPipeline, Options, unrouted_destination};
 use crate::support::{TestDestination, sql_text};
 
 const FAST_RETRIES: &str = "retry_schedule = [\"100ms\", \"100ms\"]";
@@ -729,6 +729,139 @@ async fn a_dismissed_dead_letter_is_resolved_without_delivery_audited_and_can_be
     );
 }
 
+/// Issue #16: an operator replays an event to another destination (staging, which no route
+/// selects), or again to its own: each time a new delivery with an id (so an `Idempotency-Key`)
+/// of its own, fixed for its attempts, its lineage visible (which delivery, by whom, when) and
+/// audited; the delivery it starts from is untouched. What it will send is readable first.
+/// Viewers may not; unknown destinations, deliveries and events are refused.
+#[tokio::test]
+async fn an_event_is_replayed_to_another_destination_as_a_new_delivery_with_its_lineage() {
+    let orders = TestDestination::answering(400).await;
+    let staging = TestDestination::answering(200).await;
+    let pipeline = OperatorPipeline::start(
+        &[("orders", orders.url(), "")],
+        Options { tail: unrouted_destination("staging", &staging.url()), ..Options::default() },
+    )
+    .await;
+    assert_eq!(pipeline.send("to-staging", "push", b"{\"order\":7}").await, 202);
+    let dead = pipeline
+        .wait_for("a dead letter", "{ deadLetters { nodes { id event { id } } } }", json!({}), |d| {
+            d["deadLetters"]["nodes"].as_array().is_some_and(|n| n.len() == 1)
+        })
+        .await;
+    let original = dead["deadLetters"]["nodes"][0]["id"].as_str().unwrap().to_owned();
+    let event = dead["deadLetters"]["nodes"][0]["event"]["id"].as_str().unwrap().to_owned();
+    let create = "mutation($name: String!, $role: RoleName!) { createApiToken(name: $name, role: $role) { token } }";
+    let viewer = pipeline.gql(create, json!({"name": "dashboards", "role": "VIEWER"})).await["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let operator =
+        pipeline.gql(create, json!({"name": "runbook", "role": "OPERATOR"})).await["createApiToken"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+    // What it will send: a first attempt, its id made when the delivery is.
+    let plan = pipeline
+        .gql(
+            "query($id: ID!) { event(id: $id) { requestTo(destination: \"staging\") {
+                 destination url attempt headers { name value } } } }",
+            json!({"id": event}),
+        )
+        .await["event"]["requestTo"]
+        .clone();
+    assert_eq!((plan["url"].as_str(), plan["attempt"].as_i64()), (Some(staging.url().as_str()), Some(1)));
+    let unknown: Vec<&str> = plan["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["value"].is_null())
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        unknown,
+        ["Idempotency-Key", "Inlet-Delivery-Id", "webhook-id", "webhook-timestamp", "webhook-signature"]
+    );
+
+    let replay =
+        "mutation($d: ID, $e: ID, $to: String!) { replayToDestination(deliveryId: $d, eventId: $e, destination: $to) {
+        id destination status replayOf createdBy createdAt event { eventId } } }";
+    let from_original = json!({"d": original, "to": "staging"});
+    assert_eq!(code(&pipeline.gql_as(&viewer, replay, from_original.clone()).await), "FORBIDDEN");
+    let answer = pipeline.gql_as(&operator, replay, from_original).await;
+    let made = &answer["data"]["replayToDestination"];
+    let first = made["id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
+    assert_eq!(first, format!("{}_staging~r1", original.strip_suffix("_orders").unwrap()));
+    assert_eq!(
+        (&made["destination"], &made["status"], &made["replayOf"], &made["createdBy"]),
+        (&json!("staging"), &json!("PENDING"), &json!(original), &json!("token:runbook"))
+    );
+    assert!(made["createdAt"].as_str().is_some_and(|at| at.ends_with('Z')), "{answer}");
+    assert_eq!(made["event"]["eventId"], "to-staging");
+    staging.wait_for(1, Duration::from_secs(30)).await;
+    let received = &staging.received()[0];
+    assert_eq!(received.headers["idempotency-key"], first.as_str(), "its own key");
+    assert_eq!(received.headers["webhook-id"], first.as_str());
+    assert_eq!(received.body.as_ref(), b"{\"order\":7}");
+    assert!(crate::support::inlet_signature_valid(received), "signed with staging's secret");
+
+    // Again, from the event: another new delivery, another key; and to its own destination.
+    orders.set_behaviour(|_| (200, Duration::ZERO));
+    let from_event = pipeline.gql_as(&operator, replay, json!({"e": event, "to": "staging"})).await;
+    let second = from_event["data"]["replayToDestination"]["id"].as_str().unwrap().to_owned();
+    assert!(second.ends_with("_staging~r2"), "{from_event}");
+    assert_eq!(from_event["data"]["replayToDestination"]["replayOf"], Value::Null);
+    let to_orders = pipeline.gql_as(&operator, replay, json!({"d": original, "to": "orders"})).await;
+    let third = to_orders["data"]["replayToDestination"]["id"].as_str().unwrap().to_owned();
+    assert!(third.ends_with("_orders~r3"), "{to_orders}");
+    let all = pipeline
+        .wait_for(
+            "the three replays delivered",
+            "query($id: ID!) { event(id: $id) { deliveries { id status attemptCount replayOf createdBy } } }",
+            json!({"id": event}),
+            |d| d["event"]["deliveries"].as_array().unwrap().iter().filter(|d| d["status"] == "DELIVERED").count() == 3,
+        )
+        .await;
+    let deliveries = all["event"]["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 4, "{all}");
+    let routed = deliveries.iter().find(|d| d["id"] == original.as_str()).unwrap();
+    assert_eq!(
+        (&routed["status"], &routed["attemptCount"], &routed["createdBy"]),
+        (&json!("DEAD_LETTERED"), &json!(1), &Value::Null),
+        "the delivery it started from is untouched"
+    );
+    assert_eq!(
+        staging.delivered_keys().keys().cloned().collect::<std::collections::BTreeSet<_>>(),
+        [first.clone(), second.clone()].into()
+    );
+    assert_eq!(orders.delivered_keys().get(&third), Some(&1));
+    assert_eq!(orders.delivered_keys().get(&original), None, "never under the original's key");
+
+    // Refusals.
+    let refusals = [
+        (json!({"d": original, "to": "nowhere"}), "BAD_USER_INPUT"),
+        (json!({"to": "staging"}), "BAD_USER_INPUT"),
+        (json!({"d": original, "e": event, "to": "staging"}), "BAD_USER_INPUT"),
+        (json!({"d": "dlv_missing", "to": "staging"}), "NOT_FOUND"),
+        (json!({"e": "999999", "to": "staging"}), "NOT_FOUND"),
+    ];
+    for (variables, expected) in refusals {
+        assert_eq!(code(&pipeline.gql_as(&operator, replay, variables.clone()).await), expected, "{variables}");
+    }
+
+    let audit = pipeline.gql("{ auditLog(first: 3) { nodes { actor action target detail } } }", json!({})).await;
+    let event_number = event.as_str();
+    assert_eq!(
+        audit["auditLog"]["nodes"],
+        json!([
+            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": third, "detail": format!("replay of {original} to orders")},
+            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": second, "detail": format!("replay of event {event_number} to staging")},
+            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": first, "detail": format!("replay of {original} to staging")},
+        ])
+    );
+}
+
 #[tokio::test]
 async fn bulk_replay_previews_with_a_dry_run_then_replays_at_a_capped_rate_and_can_be_cancelled() {
     let sink = TestDestination::answering(400).await;
@@ -957,6 +1090,9 @@ async fn replays_asked_one_by_one_are_rate_limited_per_caller() {
         .unwrap()
         .to_owned();
     assert_eq!(code(&pipeline.gql_as(&operator, replay, json!({})).await), "NOT_FOUND");
+    // A replay to a destination counts against the same budget as any other replay.
+    let to = "mutation { replayToDestination(eventId: \"1\", destination: \"nowhere\") { id } }";
+    assert_eq!(code(&pipeline.gql_as(ADMIN_TOKEN, to, json!({})).await), "RATE_LIMITED");
 }
 
 /// A delivery put back to pending with nobody told (a lost wake-up: the state a replay's commit

@@ -145,6 +145,8 @@ pub(super) fn delivery_row(row: &Row) -> Result<DeliveryRow, PgError> {
         next_attempt_at: row.try_get(12)?,
         cursor: Cursor(row.try_get(13)?),
         dismissal: Dismissal::of(row.try_get(14)?, row.try_get(15)?, row.try_get(16)?),
+        replay_of: row.try_get(17)?,
+        created_by: row.try_get(18)?,
     })
 }
 

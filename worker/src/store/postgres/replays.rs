@@ -9,7 +9,7 @@ use super::{PgError, Postgres};
 use crate::model::{AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
 use crate::store::audit::AuditRow;
 use crate::store::operator::DELIVERY_COLUMNS;
-use crate::store::replays::{BulkPreview, Dismissed, ReplayScope};
+use crate::store::replays::{BulkPreview, Dismissed, ReplayOrigin, ReplayScope};
 use crate::store::{
     BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, StoreError,
 };
@@ -168,6 +168,66 @@ impl Postgres {
                 .write_pg(t)
                 .await?;
                 Ok(Dismissed::Done(Box::new(delivery_row(&row)?)))
+            })
+            .await?)
+    }
+
+    pub async fn replay_to_destination(
+        &self,
+        origin: ReplayOrigin,
+        destination: String,
+        actor: String,
+    ) -> Result<Option<DeliveryRow>, StoreError> {
+        Ok(self
+            .write(async |t| {
+                let event: Option<EventRowId> = match &origin {
+                    ReplayOrigin::Delivery(id) => {
+                        let select = t.prepare_cached("SELECT event_rowid FROM deliveries WHERE id = $1").await?;
+                        t.query_opt(&select, &[id]).await?.map(|r| r.try_get(0)).transpose()?
+                    }
+                    ReplayOrigin::Event(event) => Some(*event),
+                };
+                let Some(event) = event else {
+                    return Ok(None);
+                };
+                // The event's row, locked until commit: two replays of one event (from any
+                // worker) number their deliveries one after the other, and a prune that took the
+                // event first has deleted it when this goes on (then there is nothing to replay).
+                // NO KEY UPDATE: recording's foreign key checks on the event are not held up.
+                let lock = t.prepare_cached("SELECT id FROM events WHERE id = $1 FOR NO KEY UPDATE").await?;
+                if t.query_opt(&lock, &[&event]).await?.is_none() {
+                    return Ok(None);
+                }
+                let count = t
+                    .prepare_cached("SELECT count(*) FROM deliveries WHERE event_rowid = $1 AND created_by IS NOT NULL")
+                    .await?;
+                let before: i64 = t.query_one(&count, &[&event]).await?.try_get(0)?;
+                let id = DeliveryId::replayed_to(event, &destination, before + 1);
+                let now = UnixMs::now();
+                let insert = t
+                    .prepare_cached(&format!(
+                        "INSERT INTO deliveries AS d (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
+                                                      next_attempt_at_ms, replay_of, created_by)
+                         VALUES ($1, $2, $3, $4, $5, $5, $5, $6, $7) RETURNING {DELIVERY_COLUMNS}"
+                    ))
+                    .await?;
+                let row = t
+                    .query_one(
+                        &insert,
+                        &[&id, &event, &destination, &DeliveryStatus::Pending, &now, &origin.delivery(), &actor],
+                    )
+                    .await?;
+                AuditRow {
+                    at: now,
+                    actor: &actor,
+                    action: AuditAction::ReplayToDestination,
+                    target: id.as_str(),
+                    count: 1,
+                    detail: Some(&origin.describe(&destination)),
+                }
+                .write_pg(t)
+                .await?;
+                Ok(Some(delivery_row(&row)?))
             })
             .await?)
     }

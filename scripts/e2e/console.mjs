@@ -1,11 +1,16 @@
 // Drives the Inlet console in headless Chromium (Debian's /usr/bin/chromium through
 // playwright-core; Playwright never downloads a browser here) like an operator would:
-// sign in at the OpenID provider, find a dead-lettered event, replay it, see it delivered; with
+// sign in at the OpenID provider, find a dead-lettered event, replay it (confirming in a dialog
+// that shows what will be sent), see it delivered, cancel a replay of the delivered one; with
+// --replay-to, replay the replayed event to that destination too and see the new delivery with
+// its lineage delivered; with --dismiss-event-id, dismiss that event's dead letter with a note
+// and see it shown; with
 // --bulk-text, bulk-replay the dead letters whose event id contains it (dry run, then confirm
 // the previewed selection) and see the job finish; filter events by a UTC time from a New York
 // browser; run a query in the API explorer (GraphiQL) without breaking its CSP.
 //
-//   node console.mjs --url http://127.0.0.1:PORT --email admin@example.com --event-id EVT [--bulk-text T] [--screenshot out.png]
+//   node console.mjs --url http://127.0.0.1:PORT --email admin@example.com --event-id EVT [--bulk-text T]
+//                    [--dismiss-event-id EVT2] [--replay-to DESTINATION] [--screenshot out.png]
 //
 // Prints {"ok":true,...} and exits 0 on success; prints the failure (and saves a screenshot if
 // asked) and exits 1 otherwise.
@@ -21,6 +26,8 @@ const { values: args } = parseArgs({
     email: { type: 'string' },
     'event-id': { type: 'string' },
     'bulk-text': { type: 'string' },
+    'dismiss-event-id': { type: 'string' },
+    'replay-to': { type: 'string' },
     screenshot: { type: 'string' },
   },
 });
@@ -44,6 +51,10 @@ const logs = [];
 page.on('console', (message) => logs.push(`${message.type()}: ${message.text()}`));
 page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
 const step = (name) => steps.push({ name, ms: Math.round(performance.now()) });
+// Screenshots of the views along the way (`--screenshot x.png` also keeps `x-<name>.png`).
+const shot = async (name) => {
+  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
+};
 const started = performance.now();
 
 try {
@@ -63,12 +74,65 @@ try {
   const row = page.locator(`tr[data-event-id="${args['event-id']}"]`);
   await row.waitFor();
   step('dead letter listed');
+  // A replay is confirmed in a dialog that shows what will be sent: destination, headers, body.
   await row.locator('button.replay').click();
+  const dialog = page.locator('dialog#replay-dialog[open]');
+  await dialog.locator('.plan-destination').filter({ hasText: 'orders' }).waitFor();
+  await dialog.locator('.plan-headers td').filter({ hasText: 'Idempotency-Key' }).waitFor();
+  await dialog.locator('.plan-body').filter({ hasText: '"order": 42' }).waitFor();
+  if (await row.locator('.replay-result').count() !== 0) throw new Error('replayed before it was confirmed');
+  await shot('replay-dialog');
+  await dialog.locator('button.confirm').click();
   await row.locator('.replay-result').filter({ hasText: 'enqueued' }).waitFor();
-  step('replayed');
+  step('replay confirmed');
   await row.locator('a.event-link').click();
   await page.locator('.delivery .delivery-status .status.delivered').waitFor();
   step('delivered');
+  // Replaying a delivered one warns that the destination gets it again; cancelling does nothing.
+  await page.locator('.delivery button.replay').click();
+  await page.locator('dialog#replay-dialog[open] #replay-warning').filter({ hasText: 'Already delivered' }).waitFor();
+  await shot('replay-delivered-warning');
+  await page.locator('dialog#replay-dialog[open] button.cancel').click();
+  await page.locator('dialog#replay-dialog').waitFor({ state: 'detached' });
+  await page.locator('.delivery button.replay:not([disabled])').waitFor();
+  step('replay of a delivered one cancelled');
+  if (args['replay-to']) {
+    // Replaying the event to another destination: pick it, see what goes there, confirm; a new
+    // delivery appears with its lineage and is delivered.
+    await page.locator('.delivery[data-destination="orders"] button.replay-to').click();
+    const toDialog = page.locator('dialog#replay-to-dialog[open]');
+    await toDialog.locator('#replay-to-destination').selectOption(args['replay-to']);
+    await toDialog.locator('.plan-destination').filter({ hasText: args['replay-to'] }).waitFor();
+    await toDialog.locator('.plan-headers tr').filter({ hasText: 'Idempotency-Key' }).filter({ hasText: 'assigned when the delivery is created' }).waitFor();
+    await toDialog.locator('.plan-body').filter({ hasText: '"order": 42' }).waitFor();
+    await shot('replay-to-dialog');
+    await toDialog.locator('button.confirm').click();
+    const replayed = page.locator(`.delivery[data-destination="${args['replay-to']}"]`);
+    await replayed.locator('.lineage').filter({ hasText: 'Replay of dlv_' }).filter({ hasText: `by ${args.email}` }).waitFor();
+    await replayed.locator('.delivery-status .status.delivered').waitFor();
+    await shot('replayed-to');
+    step('replayed to another destination');
+  }
+  if (args['dismiss-event-id']) {
+    // Dismissing a dead letter: a dialog says what it means and takes a note; the dead letter
+    // leaves the list, and its event shows who dismissed it, when and why.
+    await page.locator('nav a[href="#dead-letters"]').click();
+    const doomed = page.locator(`tr[data-event-id="${args['dismiss-event-id']}"]`);
+    await doomed.locator('button.dismiss').click();
+    const dismissDialog = page.locator('dialog#dismiss-dialog[open]');
+    await dismissDialog.locator('#dismiss-note').fill('duplicate order, refunded by hand');
+    await shot('dismiss-dialog');
+    await dismissDialog.locator('button.confirm').click();
+    await doomed.waitFor({ state: 'detached' });
+    step('dead letter dismissed');
+    await page.locator('nav a[href="#events"]').click();
+    await page.locator(`tr[data-event-id="${args['dismiss-event-id']}"]`).click();
+    await page.locator('.delivery .delivery-status .status.dismissed').waitFor();
+    await page.locator('.delivery .dismissal').filter({ hasText: `Dismissed by ${args.email}` })
+      .filter({ hasText: 'duplicate order, refunded by hand' }).waitFor();
+    await shot('dismissed-event');
+    step('dismissal shown');
+  }
   if (args['bulk-text']) {
     await page.locator('nav a[href="#dead-letters"]').click();
     await page.locator('#dead-filters input[name=text]').fill(args['bulk-text']);

@@ -134,7 +134,7 @@ impl Destination {
             .connect_timeout(config.connect_timeout)
             // No client-wide timeout: `send` times the attempt itself (see the module docs).
             .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("inlet/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()?;
         let limiter = config.rate_limit.and_then(|rate| {
             let per_second = NonZeroU32::new(rate.per_second)?;
@@ -725,6 +725,60 @@ pub fn classify(config: &DestinationConfig, status: Option<u16>, attempt_number:
     }
 }
 
+/// The `User-Agent` every attempt sends.
+pub const USER_AGENT: &str = concat!("inlet/", env!("CARGO_PKG_VERSION"));
+
+/// The Standard Webhooks headers of an attempt's signature (`sign::standard`), in the order it
+/// adds them: `webhook-id` (the delivery id), then the two made as the request is sent.
+pub const SIGNATURE_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
+
+/// What an attempt tells its destination besides the body: the one spelling of its headers, for
+/// sending and for showing an operator what a replay will send (`api`), so the two cannot drift.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The delivery id (`Idempotency-Key`, `Inlet-Delivery-Id`, `webhook-id`); `None` only in a
+    /// plan for a delivery not created yet (a replay to another destination), whose id is made
+    /// when it is.
+    pub delivery_id: Option<&'a str>,
+    /// Source name.
+    pub source: &'a str,
+    /// Provider event id.
+    pub event_id: &'a str,
+    /// Event type.
+    pub event_type: Option<&'a str>,
+    /// The event's original content type.
+    pub content_type: Option<&'a str>,
+    /// Ingest receipt time.
+    pub received_at: UnixMs,
+}
+
+impl Outgoing<'_> {
+    /// The headers of the attempt numbered `stored_attempt` (`Inlet-Delivery-Attempt`: its
+    /// number in the attempts table, continuing across replays), in the order they are sent,
+    /// the signature's last ([`SIGNATURE_HEADERS`]). A value is `None` when it is made only as
+    /// the request is sent (the signature's timestamp and signature), or when the delivery id is
+    /// not known yet.
+    pub fn headers(&self, stored_attempt: i64) -> Vec<(&'static str, Option<String>)> {
+        let id = self.delivery_id.map(str::to_owned);
+        let mut headers = vec![
+            ("Content-Type", Some(self.content_type.unwrap_or("application/octet-stream").to_owned())),
+            ("User-Agent", Some(USER_AGENT.to_owned())),
+            ("Idempotency-Key", id.clone()),
+            ("Inlet-Delivery-Id", id.clone()),
+            ("Inlet-Delivery-Attempt", Some(stored_attempt.to_string())),
+            ("Inlet-Source", Some(self.source.to_owned())),
+            ("Inlet-Event-Id", Some(self.event_id.to_owned())),
+            ("Inlet-Received-At", Some(self.received_at.0.to_string())),
+        ];
+        if let Some(event_type) = self.event_type {
+            headers.push(("Inlet-Event-Type", Some(event_type.to_owned())));
+        }
+        let [webhook_id, timestamp, signature] = SIGNATURE_HEADERS;
+        headers.extend([(webhook_id, id), (timestamp, None), (signature, None)]);
+        headers
+    }
+}
+
 /// Sends one attempt; `stored_attempt` is its number in the attempts table (continuing across
 /// replays), sent as `Inlet-Delivery-Attempt`; `traceparent` is the attempt span's context
 /// (traces on), so the destination's own trace continues Inlet's.
@@ -735,18 +789,20 @@ async fn send(
     traceparent: Option<String>,
 ) -> AttemptResult {
     let timestamp = UnixMs::now().0 / 1000;
-    let mut request = destination
-        .client
-        .post(&destination.config.url)
-        .header(reqwest::header::CONTENT_TYPE, delivery.content_type.as_deref().unwrap_or("application/octet-stream"))
-        .header("Idempotency-Key", delivery.delivery_id.as_str())
-        .header("Inlet-Delivery-Id", delivery.delivery_id.as_str())
-        .header("Inlet-Delivery-Attempt", stored_attempt.to_string())
-        .header("Inlet-Source", &delivery.source)
-        .header("Inlet-Event-Id", &delivery.event_id)
-        .header("Inlet-Received-At", delivery.received_at.0.to_string());
-    if let Some(event_type) = &delivery.event_type {
-        request = request.header("Inlet-Event-Type", event_type);
+    let outgoing = Outgoing {
+        delivery_id: Some(delivery.delivery_id.as_str()),
+        source: &delivery.source,
+        event_id: &delivery.event_id,
+        event_type: delivery.event_type.as_deref(),
+        content_type: delivery.content_type.as_deref(),
+        received_at: delivery.received_at,
+    };
+    let mut request = destination.client.post(&destination.config.url);
+    for (name, value) in outgoing.headers(stored_attempt) {
+        // The signature's own headers come from `sign::standard` below.
+        if let Some(value) = value.filter(|_| !SIGNATURE_HEADERS.contains(&name)) {
+            request = request.header(name, value);
+        }
     }
     if let Some(traceparent) = traceparent {
         request = request.header(otel::TRACEPARENT, traceparent);
@@ -900,6 +956,46 @@ mod tests {
         assert!(longer >= Duration::from_secs(119), "{longer:?}");
         let kept = retry_in(next_step(&config, 1, AttemptOutcome::Transient, Some(503), Some(Duration::from_secs(1))));
         assert!(kept >= Duration::from_secs(26), "{kept:?}");
+    }
+
+    /// The plan an operator is shown names the signature's headers as `sign::standard` makes
+    /// them, in its order, and the rest as `send` sends them.
+    #[test]
+    fn the_planned_headers_are_the_ones_sent() {
+        let signed = sign::standard("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "dlv_1", 1, b"{}");
+        let names: Vec<&str> = signed.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, SIGNATURE_HEADERS);
+        let outgoing = Outgoing {
+            delivery_id: Some("dlv_1"),
+            source: "github",
+            event_id: "e1",
+            event_type: None,
+            content_type: Some("application/json"),
+            received_at: UnixMs(5),
+        };
+        let headers = outgoing.headers(3);
+        let names: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "Content-Type",
+                "User-Agent",
+                "Idempotency-Key",
+                "Inlet-Delivery-Id",
+                "Inlet-Delivery-Attempt",
+                "Inlet-Source",
+                "Inlet-Event-Id",
+                "Inlet-Received-At",
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature"
+            ]
+        );
+        assert_eq!(headers[4].1.as_deref(), Some("3"));
+        assert_eq!(headers[8].1.as_deref(), Some("dlv_1"));
+        assert_eq!((headers[9].1.as_deref(), headers[10].1.as_deref()), (None, None), "made when sent");
+        let planned = Outgoing { delivery_id: None, ..outgoing }.headers(1);
+        assert_eq!(planned[2].1, None, "no id before the delivery exists");
     }
 
     #[tokio::test]

@@ -52,6 +52,17 @@ impl DeliveryId {
         DeliveryId(format!("dlv_{:012x}_{destination}", event.0))
     }
 
+    /// The id of the `n`th delivery made by replaying event `event` to `destination` (by an
+    /// operator, not by the routes): `dlv_<event>_<destination>~r<n>`, `n` counting from 1 over
+    /// that event's replays to destinations. Distinct from every routed delivery's id (no
+    /// destination name has a `~`) and from the event's other replays'; without a `.`, which
+    /// Standard Webhooks forbids in `webhook-id`; never handed out twice,
+    /// because an event's deliveries are only ever deleted with it and its row id is never
+    /// reused.
+    pub fn replayed_to(event: EventRowId, destination: &str, n: i64) -> DeliveryId {
+        DeliveryId(format!("dlv_{:012x}_{destination}~r{n}", event.0))
+    }
+
     /// An id as stored or given by a caller (not checked: an unknown id is simply not found).
     pub fn from_stored(id: String) -> DeliveryId {
         DeliveryId(id)
@@ -139,6 +150,17 @@ labelled! {
         Delivered = "delivered",
         /// Given up on (see [`DeadLetterReason`]); replayable.
         DeadLettered = "dead_lettered",
+        /// A dead letter an operator resolved without delivering it: never attempted again, no
+        /// longer a dead letter, kept and pruned like a delivered one; replayable.
+        Dismissed = "dismissed",
+    }
+}
+
+impl DeliveryStatus {
+    /// Whether nothing is left to do for it (delivered, or dismissed by an operator): what
+    /// pruning past `worker.retention` may remove.
+    pub fn is_resolved(self) -> bool {
+        matches!(self, DeliveryStatus::Delivered | DeliveryStatus::Dismissed)
     }
 }
 
@@ -195,6 +217,10 @@ labelled! {
     pub enum AuditAction {
         /// A delivery replayed by an operator.
         ReplayDelivery = "replay_delivery",
+        /// A dead letter dismissed by an operator (resolved without delivery).
+        DismissDeadLetter = "dismiss_dead_letter",
+        /// An event replayed to a destination by an operator: a new delivery.
+        ReplayToDestination = "replay_to_destination",
         /// A bulk replay started.
         BulkReplay = "bulk_replay",
         /// A bulk replay cancelled.
@@ -246,6 +272,9 @@ mod tests {
         let b = DeliveryId::of(EventRowId(10), "orders");
         assert_eq!(a.as_str(), "dlv_000000000009_orders");
         assert!(a < b);
+        let replayed = DeliveryId::replayed_to(EventRowId(9), "orders", 2);
+        assert_eq!(replayed.as_str(), "dlv_000000000009_orders~r2");
+        assert!(!replayed.as_str().contains('.'), "Standard Webhooks refuses a `.` in webhook-id");
     }
 
     #[test]

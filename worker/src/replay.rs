@@ -6,8 +6,13 @@
 //! **Fresh schedule.** A replayed delivery gets the destination's full retry schedule again
 //! (`attempt_base`); attempt numbers in the attempts table continue.
 //!
+//! **Replays to a destination** make a new delivery of an event to a configured destination,
+//! routed there or not (its own id, so its own `Idempotency-Key`; its lineage kept), and wake
+//! that destination; the delivery they start from is not touched.
+//!
 //! **Rate limits.** `console.max_replay_rate` per second is a cap per *destination*, shared by
-//! every replay path: single replays, replays of an event, and every bulk job at once (one
+//! every replay path: single replays, replays of an event, replays to a destination, and every
+//! bulk job at once (one
 //! limiter per destination; sustained rate at most the cap, after a burst of one second's
 //! worth), so six jobs aimed at one destination re-queue no more than one job could. A bulk job
 //! waits for its destination's turn (and paces itself at its own `ratePerSecond` as well); a
@@ -16,7 +21,8 @@
 //! `max_replay_rate` per second (burst the same).
 //!
 //! **Bulk replays** select dead letters (at most `console.max_bulk_replay`), then replay them
-//! one by one at a capped rate in a background task of the worker whose API started them;
+//! one by one at a capped rate in a background task of the worker whose API started them (each
+//! only while it is still a dead letter: one replayed or dismissed meanwhile is left alone);
 //! progress is kept in the job's row, and one audit row records who started it and how many.
 //!
 //! **Several workers on one store.** The job's row is its truth, not the task: the runner holds
@@ -43,7 +49,8 @@ use tokio_util::sync::CancellationToken;
 use crate::deliver::Destination;
 use crate::model::{BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, UnixMs};
 use crate::store::{
-    BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, Store, StoreError,
+    BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOrigin, ReplayOutcome,
+    ReplayScope, Store, StoreError,
 };
 
 /// Size of a preview's sample.
@@ -76,6 +83,8 @@ pub enum ReplayError {
     /// The delivery's destination is no longer configured (the delivery is left pending: if
     /// the destination comes back, its scheduler finds it due).
     DestinationGone(String),
+    /// A replay to a destination that is not configured.
+    UnknownDestination(String),
     /// More dead letters match a bulk replay than `console.max_bulk_replay`.
     TooManyMatches(u32),
     /// A bulk replay's rate below one per second.
@@ -234,13 +243,51 @@ impl Replayer {
         Ok(replayed)
     }
 
+    /// Replays an event to `destination` (configured; the event routed there or not) as a new
+    /// delivery, asked for by `actor` (audited, with its lineage: see
+    /// [`Store::replay_to_destination`]). Limited like every replay a caller asks for: the
+    /// caller's rate, then at most [`CALLER_WAIT`] for the destination's turn.
+    ///
+    /// # Errors
+    ///
+    /// The caller over its limit, a destination not configured, the destination's replay rate
+    /// spent, an unknown delivery or event, the database failing.
+    pub async fn replay_to(
+        &self,
+        origin: ReplayOrigin,
+        destination: &str,
+        actor: &str,
+    ) -> Result<DeliveryRow, ReplayError> {
+        self.admit(actor)?;
+        let Some(runtime) = self.destinations.get(destination) else {
+            return Err(ReplayError::UnknownDestination(destination.to_owned()));
+        };
+        if tokio::time::timeout(CALLER_WAIT, self.turn(destination)).await.is_err() {
+            return Err(ReplayError::RateLimited);
+        }
+        let row = self
+            .store
+            .replay_to_destination(origin, destination.to_owned(), actor.to_owned())
+            .await?
+            .ok_or(ReplayError::NotFound)?;
+        runtime.wake();
+        tracing::info!(
+            delivery_id = row.id.as_str(),
+            replay_of = row.replay_of.as_ref().map(DeliveryId::as_str),
+            destination,
+            "event replayed to a destination"
+        );
+        Ok(row)
+    }
+
     /// One audited replay for a caller: waits at most [`CALLER_WAIT`] for the destination's turn.
     async fn replay_for_caller(&self, delivery_id: DeliveryId, actor: &str) -> Result<Replayed, ReplayError> {
         let destination = self.store.delivery_destination(delivery_id.clone()).await?.ok_or(ReplayError::NotFound)?;
         if tokio::time::timeout(CALLER_WAIT, self.turn(&destination)).await.is_err() {
             return Err(ReplayError::RateLimited);
         }
-        self.replay_now(delivery_id, actor, true).await
+        // An operator's replay is never skipped (only a bulk item is, see `ReplayScope`).
+        self.replay_now(delivery_id, actor, ReplayScope::Operator).await?.ok_or(ReplayError::NotFound)
     }
 
     /// Waits for `destination`'s next replay slot (at once for a destination that is no longer
@@ -251,11 +298,25 @@ impl Replayer {
         }
     }
 
-    /// Replays one delivery now (the caller took the destination's turn).
-    async fn replay_now(&self, delivery_id: DeliveryId, actor: &str, audit: bool) -> Result<Replayed, ReplayError> {
-        let outcome = self.store.replay(delivery_id.clone(), actor.to_owned(), audit).await?;
+    /// Replays one delivery now (the caller took the destination's turn); `None` when it was a
+    /// bulk item that is no longer a dead letter (left alone).
+    async fn replay_now(
+        &self,
+        delivery_id: DeliveryId,
+        actor: &str,
+        scope: ReplayScope,
+    ) -> Result<Option<Replayed>, ReplayError> {
+        let outcome = self.store.replay(delivery_id.clone(), actor.to_owned(), scope).await?;
         let (destination, effect) = match outcome {
             ReplayOutcome::NotFound => return Err(ReplayError::NotFound),
+            ReplayOutcome::Skipped { status } => {
+                tracing::info!(
+                    delivery_id = delivery_id.as_str(),
+                    status = status.as_str(),
+                    "bulk replay item left alone: no longer a dead letter"
+                );
+                return Ok(None);
+            }
             ReplayOutcome::AlreadyPending { destination, rescheduled } => {
                 (destination, if rescheduled { ReplayEffect::Rescheduled } else { ReplayEffect::AlreadyPending })
             }
@@ -266,7 +327,7 @@ impl Replayer {
         };
         runtime.wake();
         tracing::info!(delivery_id = delivery_id.as_str(), result = effect.as_str(), "delivery replayed");
-        Ok(Replayed { delivery_id, effect })
+        Ok(Some(Replayed { delivery_id, effect }))
     }
 
     /// Closes bulk replays left `running` by a worker that is gone as `cancelled` (their
@@ -418,8 +479,10 @@ impl Replayer {
                 break;
             }
             let delivery_id = id.clone();
-            match self.replay_now(id, &item_actor, false).await {
-                Ok(replayed) => progress.enqueued += i64::from(replayed.effect == ReplayEffect::Enqueued),
+            match self.replay_now(id, &item_actor, ReplayScope::BulkItem).await {
+                Ok(replayed) => {
+                    progress.enqueued += i64::from(replayed.is_some_and(|r| r.effect == ReplayEffect::Enqueued));
+                }
                 Err(error) => {
                     failed += 1;
                     tracing::warn!(

@@ -54,6 +54,10 @@ pub enum DeliveryStatus {
     Delivered,
     /// Given up on (see `DeadLetterReason`); replayable.
     DeadLettered,
+    /// A dead letter an operator resolved without delivering it (see `Delivery.dismissal`):
+    /// never attempted again, no longer a dead letter, kept and pruned like a delivered one;
+    /// `replayDelivery` still takes it back.
+    Dismissed,
 }
 
 /// How one attempt ended.
@@ -113,6 +117,11 @@ pub enum BulkReplayStatus {
 pub enum AuditAction {
     /// A delivery replayed by an operator.
     ReplayDelivery,
+    /// A dead letter dismissed by an operator (resolved without delivery; `detail`: the note).
+    DismissDeadLetter,
+    /// An event replayed to a destination by an operator (`target`: the new delivery;
+    /// `detail`: which delivery or event, to which destination).
+    ReplayToDestination,
     /// A bulk replay started.
     BulkReplay,
     /// A bulk replay cancelled.

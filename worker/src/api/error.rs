@@ -80,6 +80,9 @@ impl From<ReplayError> for ApiError {
             ReplayError::DestinationGone(destination) => {
                 ApiError::Invalid(format!("destination `{destination}` is no longer configured"))
             }
+            ReplayError::UnknownDestination(destination) => {
+                ApiError::Invalid(format!("no destination `{destination}` is configured"))
+            }
             ReplayError::TooManyMatches(max) => {
                 ApiError::Invalid(format!("more than {max} dead letters match; narrow the filter"))
             }

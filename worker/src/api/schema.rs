@@ -16,7 +16,10 @@ use super::{MAX_COMPLEXITY, MAX_DEPTH, services};
 use crate::auth::{Principal, TOKEN_PREFIX, random_token, sha256_hex};
 use crate::model::{ApiTokenId, BulkReplayId, DeliveryId, EventRowId, LinkedAccountId};
 use crate::replay::BulkRequest;
-use crate::store::{ActivityQuery, MAX_BUCKETS, Unlinked};
+use crate::store::{ActivityQuery, Dismissed, MAX_BUCKETS, ReplayOrigin, Unlinked};
+
+/// Longest note a dismissal takes.
+const MAX_NOTE_CHARS: usize = 500;
 
 /// The API schema.
 pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -241,6 +244,7 @@ impl Query {
                     pending: count.pending,
                     dead_lettered: count.dead_lettered,
                     delivered: count.delivered,
+                    dismissed: count.dismissed,
                 }
             })
             .collect();
@@ -291,13 +295,67 @@ pub struct Mutation;
 
 #[Object]
 impl Mutation {
-    /// Re-queues one delivery (dead-lettered or delivered) with a fresh retry schedule.
-    /// Concurrent replays of the same delivery queue it once.
+    /// Re-queues one delivery (dead-lettered, delivered or dismissed: its dismissal ends) with a
+    /// fresh retry schedule. Concurrent replays of the same delivery queue it once.
     async fn replay_delivery(&self, ctx: &Context<'_>, id: ID) -> Result<ReplayResult> {
         let principal = require(ctx, Role::Operator)?;
         let replayed =
             services(ctx)?.replayer.replay(DeliveryId::from_stored(id.to_string()), &principal.actor).await?;
         Ok(replayed.into())
+    }
+
+    /// Dismisses a dead letter: resolved without delivering it, by the caller, with an optional
+    /// `note` (at most 500 characters). It becomes `DISMISSED`: no longer listed, counted or
+    /// bulk-replayed as a dead letter, never attempted again, kept and pruned like a delivered
+    /// delivery; `replayDelivery` still takes it back. Audited (`DISMISS_DEAD_LETTER`, the note
+    /// as detail). Anything but a dead letter is refused (`BAD_USER_INPUT`).
+    async fn dismiss_dead_letter(&self, ctx: &Context<'_>, id: ID, note: Option<String>) -> Result<Delivery> {
+        let principal = require(ctx, Role::Operator)?;
+        let note = note.map(|note| note.trim().to_owned()).filter(|note| !note.is_empty());
+        if note.as_ref().is_some_and(|note| note.chars().count() > MAX_NOTE_CHARS) {
+            return Err(ApiError::Invalid(format!("note must be at most {MAX_NOTE_CHARS} characters")).into());
+        }
+        let dismissed = services(ctx)?
+            .store
+            .dismiss(DeliveryId::from_stored(id.to_string()), principal.actor.clone(), note)
+            .await
+            .map_err(ApiError::from)?;
+        match dismissed {
+            Dismissed::Done(row) => {
+                tracing::info!(delivery_id = row.id.as_str(), "dead letter dismissed");
+                Ok(Delivery::from(*row))
+            }
+            Dismissed::NotFound => Err(ApiError::NotFound.into()),
+            Dismissed::NotDeadLettered(status) => Err(ApiError::Invalid(format!(
+                "only a dead letter can be dismissed; this delivery is {}",
+                status.as_str()
+            ))
+            .into()),
+        }
+    }
+
+    /// Replays an event to a configured destination, routed there or not (e.g. staging): a new
+    /// delivery, due now, with its own id (so its own `Idempotency-Key`:
+    /// `dlv_<event>_<destination>~r<n>`, fixed for its retries), its lineage kept (`replayOf`:
+    /// `deliveryId` when given; `createdBy`: the caller; `createdAt`). Give exactly one of
+    /// `deliveryId` (that delivery's event; the delivery itself is not touched) and `eventId`.
+    /// Audited (`REPLAY_TO_DESTINATION`) and rate-limited like every replay
+    /// (`console.max_replay_rate`).
+    async fn replay_to_destination(
+        &self,
+        ctx: &Context<'_>,
+        destination: String,
+        delivery_id: Option<ID>,
+        event_id: Option<ID>,
+    ) -> Result<Delivery> {
+        let principal = require(ctx, Role::Operator)?;
+        let origin = match (delivery_id, event_id) {
+            (Some(id), None) => ReplayOrigin::Delivery(DeliveryId::from_stored(id.to_string())),
+            (None, Some(id)) => ReplayOrigin::Event(EventRowId(parse_id(&id)?)),
+            _ => return Err(ApiError::Invalid("give exactly one of deliveryId and eventId".into()).into()),
+        };
+        let row = services(ctx)?.replayer.replay_to(origin, &destination, &principal.actor).await?;
+        Ok(row.into())
     }
 
     /// Re-queues every dead-lettered delivery of one event.

@@ -162,12 +162,25 @@ fn headers(json: &str) -> Vec<Header> {
 
 #[ComplexObject]
 impl Event {
-    /// Its deliveries, one per routed destination.
+    /// Its deliveries: one per routed destination, and those made by replaying it to a
+    /// destination (`replayToDestination`); by destination, oldest first.
     #[graphql(complexity = "5 * child_complexity")]
     async fn deliveries(&self, ctx: &Context<'_>) -> Result<Vec<Delivery>> {
         let loader = ctx.data_unchecked::<DataLoader<DeliveriesByEvent>>();
         let rows = loader.load_one(self.rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
         Ok(rows.unwrap_or_default().into_iter().map(Delivery::from).collect())
+    }
+
+    /// What `replayToDestination` would send to `destination` (a configured one): a new
+    /// delivery's first attempt, whose id (`Idempotency-Key`, `Inlet-Delivery-Id`, `webhook-id`)
+    /// is made when it is created. The body is this event's (`content { body }`).
+    async fn request_to(&self, ctx: &Context<'_>, destination: String) -> Result<PlannedRequest> {
+        if !services(ctx)?.destinations.contains_key(&destination) {
+            return Err(ApiError::Invalid(format!("no destination `{destination}` is configured")).into());
+        }
+        let loader = ctx.data_unchecked::<DataLoader<EventsById>>();
+        let event = loader.load_one(self.rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
+        Ok(PlannedRequest::new(ctx, &event.ok_or(ApiError::NotFound)?, &destination, None, 1)?)
     }
 
     /// Headers and body (ask for it on one event at a time). Priced high (a list of events
@@ -226,6 +239,25 @@ pub struct Delivery {
     pub delivered_at: Option<DateTime>,
     /// Next scheduled attempt.
     pub next_attempt_at: Option<DateTime>,
+    /// Who dismissed it, when and why: set while it is `DISMISSED`.
+    pub dismissal: Option<Dismissal>,
+    /// For a delivery made by `replayToDestination` from a delivery: that delivery (of the same
+    /// event). Null otherwise.
+    pub replay_of: Option<ID>,
+    /// For a delivery made by `replayToDestination`: who asked (`createdAt` says when). Null for
+    /// the deliveries the routes made when the event was recorded.
+    pub created_by: Option<String>,
+}
+
+/// A dead letter's dismissal: resolved by an operator without delivering it.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Dismissal {
+    /// Who (an email, or `token:{name}`).
+    pub by: String,
+    /// When.
+    pub at: DateTime,
+    /// Why, if they said.
+    pub note: Option<String>,
 }
 
 impl From<DeliveryRow> for Delivery {
@@ -244,6 +276,9 @@ impl From<DeliveryRow> for Delivery {
             updated_at: DateTime(row.updated_at),
             delivered_at: row.delivered_at.map(DateTime),
             next_attempt_at: row.next_attempt_at.map(DateTime),
+            dismissal: row.dismissal.map(|d| Dismissal { by: d.by, at: DateTime(d.at), note: d.note }),
+            replay_of: row.replay_of.map(|id| ID(id.into_string())),
+            created_by: row.created_by,
         }
     }
 }
@@ -264,6 +299,76 @@ impl Delivery {
         let loader = ctx.data_unchecked::<DataLoader<EventsById>>();
         let row = loader.load_one(self.event_rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
         Ok(row.ok_or(ApiError::NotFound)?.into())
+    }
+
+    /// The request its next attempt sends: after a replay, the first attempt of the new
+    /// schedule (what the console shows before it replays). The body is the event's, byte for
+    /// byte (`event { content { body } }`).
+    async fn next_request(&self, ctx: &Context<'_>) -> Result<PlannedRequest> {
+        let loader = ctx.data_unchecked::<DataLoader<EventsById>>();
+        let event = loader.load_one(self.event_rowid).await.map_err(|e| ApiError::Store(unwrap_arc(e)))?;
+        let event = event.ok_or(ApiError::NotFound)?;
+        // The attempts table numbers on across replays: the next one is the count so far + 1.
+        Ok(PlannedRequest::new(ctx, &event, &self.destination, Some(self.id.as_str()), self.attempt_count + 1)?)
+    }
+}
+
+/// A request Inlet sends, or would send: to whom, and with which headers. The body is the
+/// event's, byte for byte.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct PlannedRequest {
+    /// Destination name.
+    pub destination: String,
+    /// The URL it is POSTed to (without user info or query string); null when the destination
+    /// is no longer configured.
+    pub url: Option<String>,
+    /// Its `Inlet-Delivery-Attempt`.
+    pub attempt: i64,
+    /// Its headers, in the order sent. `webhook-timestamp` and `webhook-signature` are made as
+    /// it is sent (signed with the destination's secret, never shown), and the delivery id of
+    /// a delivery not created yet when it is created: their values are null.
+    pub headers: Vec<PlannedHeader>,
+}
+
+/// One header of a [`PlannedRequest`].
+#[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
+pub struct PlannedHeader {
+    /// Its name.
+    pub name: String,
+    /// Its value; null when it is made later (see `PlannedRequest.headers`).
+    pub value: Option<String>,
+}
+
+impl PlannedRequest {
+    /// What delivery `delivery_id` of `event` sends to `destination` as attempt `attempt`
+    /// (`None`: a delivery not created yet), from the same code that sends it.
+    pub fn new(
+        ctx: &Context<'_>,
+        event: &EventRow,
+        destination: &str,
+        delivery_id: Option<&str>,
+        attempt: i64,
+    ) -> Result<PlannedRequest, ApiError> {
+        let configured = services(ctx)?.destinations.get(destination);
+        let outgoing = crate::deliver::Outgoing {
+            delivery_id,
+            source: &event.source,
+            event_id: &event.event_id,
+            event_type: event.event_type.as_deref(),
+            content_type: event.content_type.as_deref(),
+            received_at: event.received_at,
+        };
+        let headers = outgoing
+            .headers(attempt)
+            .into_iter()
+            .map(|(name, value)| PlannedHeader { name: name.to_owned(), value })
+            .collect();
+        Ok(PlannedRequest {
+            destination: destination.to_owned(),
+            url: configured.map(|d| super::schema::redact_url(&d.config.url)),
+            attempt,
+            headers,
+        })
     }
 }
 
@@ -327,6 +432,8 @@ pub enum EventStatus {
     Delivered,
     /// Has a dead-lettered delivery.
     DeadLettered,
+    /// Has a dismissed delivery.
+    Dismissed,
     /// No route matched.
     Unrouted,
 }
@@ -378,6 +485,7 @@ impl EventFilter {
                 EventStatus::Pending => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::Pending),
                 EventStatus::Delivered => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::Delivered),
                 EventStatus::DeadLettered => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::DeadLettered),
+                EventStatus::Dismissed => EventStatusFilter::HasDelivery(crate::model::DeliveryStatus::Dismissed),
                 EventStatus::Unrouted => EventStatusFilter::Unrouted,
             }),
             received_after: self.received_after.map(|at| at.0),
@@ -421,6 +529,8 @@ pub struct Counts {
     pub delivered: i64,
     /// Deliveries dead-lettered.
     pub dead_lettered: i64,
+    /// Dead letters dismissed (not counted as dead-lettered).
+    pub dismissed: i64,
 }
 
 impl From<Totals> for Counts {
@@ -431,6 +541,7 @@ impl From<Totals> for Counts {
             pending: totals.deliveries.pending,
             delivered: totals.deliveries.delivered,
             dead_lettered: totals.deliveries.dead_lettered,
+            dismissed: totals.deliveries.dismissed,
         }
     }
 }
@@ -501,6 +612,8 @@ pub struct Destination {
     pub dead_lettered: i64,
     /// Delivered deliveries.
     pub delivered: i64,
+    /// Dismissed dead letters.
+    pub dismissed: i64,
 }
 
 /// One audit log row.

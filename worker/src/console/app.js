@@ -64,12 +64,13 @@ function every(ms, task) {
 }
 
 async function refreshCounts() {
-  const { counts } = await gql('{ counts { events unrouted pending delivered deadLettered } }');
+  const { counts } = await gql('{ counts { events unrouted pending delivered deadLettered dismissed } }');
   $('counts').replaceChildren(
     h('span', {}, `${counts.events} events`),
     h('span', {}, `${counts.pending} pending`),
     h('span', {}, `${counts.delivered} delivered`),
     h('span', { id: 'count-dead' }, `${counts.deadLettered} dead letters`),
+    h('span', { id: 'count-dismissed' }, `${counts.dismissed} dismissed`),
   );
 }
 
@@ -152,7 +153,7 @@ async function eventsView() {
       sources.map((s) => h('option', { value: s.name }, s.name)))),
     h('label', {}, 'Type', h('input', { name: 'eventType', placeholder: 'push' })),
     h('label', {}, 'Status', h('select', { name: 'status' }, h('option', { value: '' }, 'any'),
-      ['PENDING', 'DELIVERED', 'DEAD_LETTERED', 'UNROUTED'].map((s) => h('option', { value: s }, s.toLowerCase())))),
+      ['PENDING', 'DELIVERED', 'DEAD_LETTERED', 'DISMISSED', 'UNROUTED'].map((s) => h('option', { value: s }, label(s))))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
     h('label', {}, 'Received after (UTC)', h('input', { name: 'after', type: 'datetime-local', step: 1 })),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
@@ -174,7 +175,7 @@ async function eventsView() {
       onclick: () => { location.hash = `#event/${e.id}`; } },
     h('td', { className: 'mono' }, time(e.receivedAt)), h('td', {}, e.source), h('td', {}, e.eventType || ''),
     h('td', { className: 'mono' }, e.eventId),
-    h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
+    h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : null, e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
     if (append) body.append(...rows); else body.replaceChildren(...rows);
     if (!append && !rows.length) body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, 'No events match.')));
     cursor = events.pageInfo.endCursor;
@@ -191,10 +192,66 @@ async function eventsView() {
 
 // ---- Event detail -------------------------------------------------------------------------
 
+// What replaying an event to a destination would send there.
+const REPLAY_TO_PLAN = `query($id: ID!, $destination: String!) { event(id: $id) {
+  source eventId eventType receivedAt contentType content { body bodyBytes }
+  requestTo(destination: $destination) { destination url attempt headers { name value } } } }`;
+
+// Replays an event (`deliveryId`: the one it starts from, kept as its lineage) to a destination
+// the operator picks, routed there or not, after a confirmation showing what will be sent there.
+function replayToButton({ eventId, deliveryId, from, text, after }) {
+  return h('button', { type: 'button', className: 'replay-to', 'data-delivery': deliveryId, onclick: async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      const { destinations } = await gql('{ destinations { name } }');
+      const names = destinations.map((d) => d.name);
+      const select = h('select', { id: 'replay-to-destination', name: 'destination' }, names.map((name) => h('option', { value: name }, name)));
+      select.value = names.find((name) => name !== from) || names[0] || '';
+      const plan = h('div', { id: 'replay-to-plan' });
+      const show = async () => {
+        const { event: planned } = await gql(REPLAY_TO_PLAN, { id: eventId, destination: select.value });
+        plan.replaceChildren(...requestView(planned.requestTo, planned));
+      };
+      select.addEventListener('change', () => show().catch(showError));
+      await show();
+      const confirmed = await confirmDialog({ id: 'replay-to-dialog', confirm: 'Replay', focus: select,
+        title: deliveryId ? `Replay ${deliveryId} to a destination` : 'Replay this event to a destination',
+        content: [h('p', {}, 'A new delivery of this event, with an Idempotency-Key of its own: the destination receives it even if it received this event before.',
+          deliveryId ? ' The delivery it starts from stays as it is.' : ''), h('label', { className: 'pick' }, 'Destination', select), plan] });
+      if (!confirmed) { button.disabled = false; return; }
+      await gql('mutation($d: ID, $e: ID, $to: String!) { replayToDestination(deliveryId: $d, eventId: $e, destination: $to) { id } }',
+        { d: deliveryId || null, e: deliveryId ? null : eventId, to: select.value });
+      button.disabled = false;
+      if (after) await after();
+    } catch (error) { button.disabled = false; showError(error); }
+  } }, text);
+}
+
+// Dismisses a dead letter (resolved without delivery) after a confirmation that says what that
+// means and takes an optional note; `after` runs once it is done.
+function dismissButton(deliveryId, after) {
+  return h('button', { type: 'button', className: 'dismiss', 'data-delivery': deliveryId, onclick: async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      const note = h('textarea', { name: 'note', id: 'dismiss-note', rows: 3, maxlength: 500, placeholder: 'e.g. the order was cancelled upstream' });
+      const confirmed = await confirmDialog({ id: 'dismiss-dialog', title: `Dismiss ${deliveryId}?`, confirm: 'Dismiss', danger: true, focus: note,
+        content: [h('p', {}, 'It is resolved without being delivered: it leaves the dead letters (their list, counts and bulk replays) and is never attempted again. It can still be replayed later. Your name, the time and the note go to the audit log.'),
+          h('label', { className: 'note' }, 'Note (optional, at most 500 characters)', note)] });
+      if (!confirmed) { button.disabled = false; return; }
+      await gql('mutation($id: ID!, $note: String) { dismissDeadLetter(id: $id, note: $note) { status } }', { id: deliveryId, note: note.value || null });
+      button.replaceWith(h('span', { className: 'dismiss-result' }, 'dismissed'));
+      if (after) await after();
+    } catch (error) { button.disabled = false; showError(error); }
+  } }, 'Dismiss');
+}
+
 const EVENT = `query($id: ID!) { event(id: $id) {
   id source eventId eventType receivedAt contentType routeStatus duplicates conflicts scheme
   content { headers { name value } body bodyBytes bodySha256 }
   deliveries { id destination status attemptCount replays lastStatusCode lastError deadLetterReason nextAttemptAt
+    dismissal { by at note } replayOf createdBy createdAt
     attempts { attempt startedAt durationMs outcome statusCode error responseSnippet } } } }`;
 
 function pretty(body, contentType) {
@@ -204,11 +261,66 @@ function pretty(body, contentType) {
   return body;
 }
 
-async function replayButton(deliveryId, after) {
+// A modal confirmation (a `<dialog>`): resolves true when confirmed, false when cancelled
+// (the Cancel button or Escape). Nothing happens before the operator has seen `content`.
+function confirmDialog({ id, title, content, confirm, danger, focus }) {
+  return new Promise((resolve) => {
+    const dialog = h('dialog', { id, className: 'confirm', 'aria-labelledby': `${id}-title` });
+    const done = (confirmed) => { dialog.close(); dialog.remove(); resolve(confirmed); };
+    // Title and buttons stay in view; what is shown between them scrolls. Cancel has the focus.
+    dialog.append(h('h2', { id: `${id}-title` }, title), h('div', { className: 'dialog-content' }, content),
+      h('p', { className: 'actions' },
+        h('button', { type: 'button', className: 'cancel', autofocus: true, onclick: () => done(false) }, 'Cancel'),
+        h('button', { type: 'button', className: danger ? 'danger confirm' : 'primary confirm', onclick: () => done(true) }, confirm)));
+    dialog.addEventListener('cancel', (event) => { event.preventDefault(); done(false); });
+    document.body.append(dialog);
+    dialog.showModal();
+    if (focus) focus.focus();
+  });
+}
+
+// At most this much of a body is shown in a confirmation (the event view shows all of it).
+const SHOWN_BODY = 64 * 1024;
+
+// What a request will carry: destination, event, headers (those made later say when) and body.
+function requestView(plan, event) {
+  const later = (name) => (/^webhook-(timestamp|signature)$/i.test(name) ? 'made when sent (signed with the destination\'s secret)' : 'assigned when the delivery is created');
+  const body = event.content.body.length > SHOWN_BODY ? `${event.content.body.slice(0, SHOWN_BODY)}\n…` : pretty(event.content.body, event.contentType);
+  return [
+    h('dl', { className: 'plan' },
+      h('dt', {}, 'Destination'), h('dd', { className: 'plan-destination' }, plan.destination, ' ', h('span', { className: 'mono muted' }, plan.url || '(no longer configured)')),
+      h('dt', {}, 'Event'), h('dd', {}, `${event.source} · ${event.eventType || '(no type)'} · `, h('span', { className: 'mono' }, event.eventId), ` · received ${time(event.receivedAt)} UTC`),
+      h('dt', {}, 'Attempt'), h('dd', {}, `#${plan.attempt} (Inlet-Delivery-Attempt)`)),
+    h('h3', {}, 'Headers'),
+    h('table', { className: 'plan-headers' }, h('tbody', {}, plan.headers.map((header) => h('tr', {}, h('td', { className: 'mono' }, header.name),
+      header.value === null ? h('td', { className: 'muted' }, later(header.name)) : h('td', { className: 'mono' }, header.value))))),
+    h('h3', {}, `Body (${event.content.bodyBytes} bytes)`), h('pre', { className: 'mono plan-body' }, body)];
+}
+
+// A delivery with what replaying it sends: asked when its Replay button is pressed.
+const DELIVERY_PLAN = `query($id: ID!) { delivery(id: $id) {
+  id destination status attemptCount deliveredAt deadLetterReason dismissal { by at }
+  nextRequest { destination url attempt headers { name value } }
+  event { source eventId eventType receivedAt contentType content { body bodyBytes } } } }`;
+
+// Replays only after a confirmation that shows what will be sent: always (an operator replays
+// one delivery at a time and sees the body that goes out); for a delivered one it says that the
+// destination gets the event a second time.
+function replayButton(deliveryId, after) {
   return h('button', { type: 'button', className: 'replay', 'data-delivery': deliveryId, onclick: async (event) => {
     const button = event.currentTarget;
     button.disabled = true;
     try {
+      const { delivery } = await gql(DELIVERY_PLAN, { id: deliveryId });
+      if (!delivery) throw new Error(`delivery ${deliveryId} is gone`);
+      const state = {
+        DELIVERED: h('p', { className: 'warn', id: 'replay-warning' }, `Already delivered ${time(delivery.deliveredAt)} UTC: ${delivery.destination} will receive this event again, with the same Idempotency-Key.`),
+        DEAD_LETTERED: h('p', {}, `Dead-lettered (${label(delivery.deadLetterReason || 'UNKNOWN')}) after ${delivery.attemptCount} attempt${delivery.attemptCount === 1 ? '' : 's'}; the replay starts a fresh retry schedule.`),
+        DISMISSED: h('p', { className: 'warn' }, `Dismissed by ${delivery.dismissal?.by} ${time(delivery.dismissal?.at)} UTC: replaying it ends the dismissal.`),
+      }[delivery.status];
+      const confirmed = await confirmDialog({ id: 'replay-dialog', title: `Replay ${delivery.id}?`, confirm: 'Replay',
+        content: [state, requestView(delivery.nextRequest, delivery.event)] });
+      if (!confirmed) { button.disabled = false; return; }
       const { replayDelivery } = await gql('mutation($id: ID!) { replayDelivery(id: $id) { result enqueued } }', { id: deliveryId });
       button.replaceWith(h('span', { className: 'replay-result' }, label(replayDelivery.result)));
       if (after) await after();
@@ -224,9 +336,14 @@ async function eventView(id) {
     if (!event) { render(h('p', {}, 'No such event.')); return false; }
     const deliveries = await Promise.all(event.deliveries.map(async (d) => h('div', { className: 'card delivery', 'data-destination': d.destination },
       h('h2', {}, d.destination, ' ', h('span', { className: 'delivery-status' }, chip(d.status)),
-        d.status !== 'PENDING' && canReplay() ? await replayButton(d.id, redraw) : null),
+        d.status !== 'PENDING' && canReplay() ? replayButton(d.id, redraw) : null,
+        d.status === 'DEAD_LETTERED' && canReplay() ? dismissButton(d.id, redraw) : null,
+        canReplay() ? replayToButton({ eventId: event.id, deliveryId: d.id, from: d.destination, text: 'Replay to…', after: redraw }) : null),
+      d.createdBy ? h('p', { className: 'lineage' }, d.replayOf ? ['Replay of ', h('span', { className: 'mono' }, d.replayOf)] : 'Replay of this event',
+        ` to ${d.destination} by ${d.createdBy} ${time(d.createdAt)} UTC`) : null,
       h('p', { className: 'muted mono' }, `${d.id} · ${d.attemptCount} attempts · ${d.replays} replays`,
         d.deadLetterReason ? ` · ${label(d.deadLetterReason)}` : '', d.nextAttemptAt && d.status === 'PENDING' ? ` · next ${time(d.nextAttemptAt)} UTC` : ''),
+      d.dismissal ? h('p', { className: 'dismissal' }, `Dismissed by ${d.dismissal.by} ${time(d.dismissal.at)} UTC`, d.dismissal.note ? `: ${d.dismissal.note}` : '') : null,
       h('table', {}, h('thead', {}, h('tr', {}, ['#', 'Started (UTC)', 'Latency', 'Outcome', 'Status', 'Error / response'].map((t) => h('th', {}, t)))),
         h('tbody', {}, d.attempts.map((a) => h('tr', {}, h('td', {}, a.attempt), h('td', { className: 'mono' }, time(a.startedAt)),
           h('td', {}, `${a.durationMs} ms`), h('td', {}, label(a.outcome)), h('td', {}, a.statusCode ?? ''),
@@ -236,7 +353,8 @@ async function eventView(id) {
       h('h1', {}, `${event.source} · ${event.eventType || '(no type)'} · `, h('span', { className: 'mono' }, event.eventId)),
       h('p', { className: 'muted' }, `received ${time(event.receivedAt)} UTC · verified by ${event.scheme} · ${event.content.bodyBytes} bytes · `,
         `duplicates ${event.duplicates} · conflicts ${event.conflicts} · sha256 ${event.content.bodySha256.slice(0, 16)}…`),
-      h('h2', {}, 'Deliveries'), event.routeStatus === 'UNROUTED' ? h('p', {}, chip('UNROUTED'), ' no route matched') : deliveries,
+      h('h2', {}, 'Deliveries', canReplay() ? replayToButton({ eventId: event.id, text: 'Replay to a destination…', after: redraw }) : null),
+      event.routeStatus === 'UNROUTED' ? h('p', {}, chip('UNROUTED'), ' no route matched') : null, deliveries,
       h('h2', {}, 'Payload'), h('pre', { className: 'mono', id: 'payload' }, pretty(event.content.body, event.contentType)),
       h('h2', {}, 'Headers'), h('table', {}, h('tbody', {}, event.content.headers.map((header) => h('tr', {}, h('td', { className: 'mono' }, header.name), h('td', { className: 'mono' }, header.value))))));
     return event.deliveries.some((d) => d.status === 'PENDING');
@@ -274,7 +392,7 @@ async function deadLettersView() {
       h('td', { className: 'mono' }, time(d.updatedAt)), h('td', {}, d.destination), h('td', {}, d.event.source),
       h('td', { className: 'mono' }, h('a', { href: `#event/${d.event.id}`, className: 'event-link' }, d.event.eventId)),
       h('td', {}, label(d.deadLetterReason)), h('td', {}, `${d.attemptCount} · ${d.lastStatusCode ?? d.lastError ?? ''}`),
-      h('td', {}, canReplay() ? await replayButton(d.id) : ''))));
+      h('td', { className: 'actions' }, canReplay() ? [replayButton(d.id), ' ', dismissButton(d.id, load)] : ''))));
     body.replaceChildren(...rows);
     if (!rows.length) body.append(h('tr', {}, h('td', { colspan: 7, className: 'muted' }, 'No dead letters match.')));
   };
@@ -319,11 +437,11 @@ async function deadLettersView() {
 
 async function destinationsView() {
   const draw = async () => {
-    const { destinations } = await gql('{ destinations { name url breakerState pending deadLettered delivered } }');
+    const { destinations } = await gql('{ destinations { name url breakerState pending deadLettered delivered dismissed } }');
     render(h('h1', {}, 'Destinations'), h('table', {},
-      h('thead', {}, h('tr', {}, ['Name', 'URL', 'Breaker', 'Pending', 'Dead letters', 'Delivered'].map((t) => h('th', {}, t)))),
+      h('thead', {}, h('tr', {}, ['Name', 'URL', 'Breaker', 'Pending', 'Dead letters', 'Delivered', 'Dismissed'].map((t) => h('th', {}, t)))),
       h('tbody', {}, destinations.map((d) => h('tr', {}, h('td', {}, d.name), h('td', { className: 'mono' }, d.url),
-        h('td', {}, chip(d.breakerState)), h('td', {}, d.pending), h('td', {}, d.deadLettered), h('td', {}, d.delivered))))));
+        h('td', {}, chip(d.breakerState)), h('td', {}, d.pending), h('td', {}, d.deadLettered), h('td', {}, d.delivered), h('td', {}, d.dismissed))))));
   };
   await draw();
   every(3000, draw);

@@ -555,7 +555,7 @@ mod tests {
     use crate::store::events::{FirstClaims, NewEvent};
     use crate::store::operator::DeadLetterSelection;
     use crate::store::postgres::{Pool, connect, text_rows};
-    use crate::store::replays::{NewBulkReplay, ReplayOutcome};
+    use crate::store::replays::{NewBulkReplay, ReplayOutcome, ReplayScope};
     use crate::store::sessions::KeptToken;
     use crate::store::tests::event;
     use crate::store::users::tests::{account, sign_in};
@@ -646,7 +646,7 @@ mod tests {
         // 4→a dead-lettered, then replayed; 5→b stays pending under its recording-time claim.
         let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
         settle(&store, &delivery(4, "a"), 1, AttemptOutcome::Permanent, dead, LeaseToken::FIRST).await;
-        let replayed = store.replay(delivery(4, "a"), "ada@x".into(), true).await.unwrap();
+        let replayed = store.replay(delivery(4, "a"), "ada@x".into(), ReplayScope::Operator).await.unwrap();
         assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
         let (claimed, _) = store
             .claim_due(

@@ -223,7 +223,8 @@ pub(super) fn prune(connection: &rusqlite::Connection, cutoff: UnixMs) -> Result
     // `Idempotency-Key`: a new event would look like a repeat of an old one.
     connection.execute(
         "DELETE FROM events WHERE received_at_ms < ?1 AND id < (SELECT max(id) FROM events)
-           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = events.id AND d.status != 'delivered')",
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = events.id
+                           AND d.status NOT IN ('delivered', 'dismissed'))",
         [cutoff],
     )
 }

@@ -1,7 +1,7 @@
 //! Schema migrations: `schemas/sql/NNNN_*.sql`, applied in order at startup, each in its own
 //! transaction, recorded in `schema_migrations`.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use crate::model::UnixMs;
 
@@ -21,9 +21,24 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (12, "0012_bulk_replay_lease", include_str!("../../../schemas/sql/0012_bulk_replay_lease.sql")),
     (13, "0013_attempts_started", include_str!("../../../schemas/sql/0013_attempts_started.sql")),
     (14, "0014_trace_context", include_str!("../../../schemas/sql/0014_trace_context.sql")),
+    (15, "0015_dismiss_and_replay_to", include_str!("../../../schemas/sql/0015_dismiss_and_replay_to.sql")),
 ];
 
+/// Applies the migrations not applied yet.
+///
+/// Foreign keys are off while they run (a migration that rebuilds a table, as SQLite's
+/// documented way to change a constraint does, drops the old table: with them on, that would
+/// delete the rows referencing it), and each migration's transaction checks them before it
+/// commits (`PRAGMA foreign_key_check`: a violation fails the migration, which rolls back).
+/// They are on again afterwards; the pool's connections turn them on themselves.
 pub(super) fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    connection.execute_batch("PRAGMA foreign_keys = OFF")?;
+    let migrated = apply(connection);
+    connection.execute_batch("PRAGMA foreign_keys = ON")?;
+    migrated
+}
+
+fn apply(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
     connection.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)",
@@ -37,6 +52,15 @@ pub(super) fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusql
         )?;
         if !applied {
             transaction.execute_batch(sql)?;
+            let violation: Option<String> = transaction
+                .query_row("SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1", [], |row| row.get(0))
+                .optional()?;
+            if let Some(table) = violation {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                    Some(format!("migration {name} leaves rows of {table} whose foreign key points nowhere")),
+                ));
+            }
             transaction.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
                 params![version, name, UnixMs::now()],

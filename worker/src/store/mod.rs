@@ -89,7 +89,7 @@ pub use operator::{
     EventSelection, EventStatusFilter, PageRequest, Totals,
 };
 use postgres::Postgres;
-pub use replays::{BulkProgress, BulkReplayRow, NewBulkReplay, ReplayOutcome};
+pub use replays::{BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};
 pub use sessions::{KeptToken, SessionRow, SignIn};
 use sqlite::Sqlite;
 pub use tokens::ApiTokenRow;

@@ -10,9 +10,9 @@ use super::operator::{Page, StatusCounts};
 use super::replays::BulkPreview;
 use super::{
     ActivityBucket, ActivityQuery, ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend,
-    BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow, DueClass, EventRow,
+    BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow, Dismissed, DueClass, EventRow,
     EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount,
-    Recorded, ReplayOutcome, SessionRow, SignIn, Store, StoreError, Totals, Unlinked,
+    Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, SessionRow, SignIn, Store, StoreError, Totals, Unlinked,
 };
 use crate::model::{
     ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
@@ -49,8 +49,8 @@ forward! {
     ///
     /// When the transaction failed: nothing of the batch is recorded.
     pub async fn record(&self, events: Vec<NewEvent>, claims: FirstClaims) -> Result<Vec<Recorded>, StoreError>;
-    /// Deletes events received before `cutoff` whose deliveries are all delivered (or that
-    /// were unrouted). Dead-lettered and pending work is never pruned, nor the newest event (so
+    /// Deletes events received before `cutoff` whose deliveries are all resolved (delivered, or
+    /// dismissed by an operator), or that were unrouted. Dead-lettered and pending work is never pruned, nor the newest event (so
     /// row ids, and with them delivery ids, are never handed out twice).
     ///
     /// # Errors
@@ -191,16 +191,41 @@ forward! {
     /// When the read fails.
     pub async fn audit_page(&self, page: PageRequest) -> Result<Page<AuditLogEntry>, StoreError>;
     // replays
-    /// Replays a delivery (one writer transaction): a dead-lettered or delivered delivery goes
-    /// back to `pending`, due now, with a fresh retry schedule (`attempt_base` = attempts so far)
-    /// and its replay counter bumped; the audit row is written in the same transaction. A
-    /// pending one that no attempt holds now is made due now. Two concurrent replays of one
-    /// delivery are serialised here, so only one of them changes anything.
+    /// Replays a delivery (one writer transaction): a dead-lettered, delivered or dismissed
+    /// delivery goes back to `pending`, due now, with a fresh retry schedule (`attempt_base` =
+    /// attempts so far), its replay counter bumped and its dismissal (if any) ended; an
+    /// operator's replay writes its audit row in the same transaction. A pending one that no
+    /// attempt holds now is made due now. A bulk job's item ([`ReplayScope::BulkItem`]) is
+    /// replayed only while it is still a dead letter (otherwise `Skipped`). Two concurrent
+    /// replays of one delivery are serialised here, so only one of them changes anything.
     ///
     /// # Errors
     ///
     /// When the transaction fails.
-    pub async fn replay(&self, delivery_id: DeliveryId, actor: String, audit: bool) -> Result<ReplayOutcome, StoreError>;
+    pub async fn replay(&self, delivery_id: DeliveryId, actor: String, scope: ReplayScope) -> Result<ReplayOutcome, StoreError>;
+    /// Replays an event to `destination` for `actor` (one transaction; on PostgreSQL under the
+    /// event row's lock): a new pending delivery, due now, never attempted, whose id is
+    /// [`DeliveryId::replayed_to`] (the event's `n`th such replay), keeping its lineage
+    /// (`replay_of`: the delivery of `origin`, if it is one; `created_by`: `actor`), with its
+    /// audit row. The origin's own delivery is not touched. `None` (and nothing written) when the
+    /// delivery or event does not exist. The destination is not checked here: the caller
+    /// replays only to configured ones.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn replay_to_destination(&self, origin: ReplayOrigin, destination: String, actor: String) -> Result<Option<DeliveryRow>, StoreError>;
+    /// Dismisses a dead letter for `actor` (one transaction, on PostgreSQL under the row's
+    /// lock): it becomes `dismissed` with who, when and `note`, and its audit row is written.
+    /// A dismissed delivery is no dead letter: not listed, counted, previewed or selected as
+    /// one, never attempted again (only pending ones are), pruned like a delivered one, and an
+    /// operator's [`Store::replay`] still takes it back. Anything but a dead letter is left
+    /// alone (`NotDeadLettered`).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn dismiss(&self, delivery_id: DeliveryId, actor: String, note: Option<String>) -> Result<Dismissed, StoreError>;
     /// The destination of a delivery, if it exists.
     ///
     /// # Errors

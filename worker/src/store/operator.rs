@@ -166,8 +166,35 @@ pub struct DeliveryRow {
     pub delivered_at: Option<UnixMs>,
     /// Next scheduled attempt.
     pub next_attempt_at: Option<UnixMs>,
+    /// Who dismissed it, when and why: set while it is dismissed.
+    pub dismissal: Option<Dismissal>,
+    /// A delivery made by replaying its event to this destination: the delivery it replays
+    /// (`None` when the event was replayed as such, and for routed deliveries).
+    pub replay_of: Option<DeliveryId>,
+    /// A delivery made by replaying its event to this destination: who asked (`None` for the
+    /// deliveries the routes made when the event was recorded).
+    pub created_by: Option<String>,
     /// Its position in the dead-letter list.
     pub cursor: Cursor,
+}
+
+/// A dead letter's dismissal: resolved by an operator without delivering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dismissal {
+    /// Who.
+    pub by: String,
+    /// When.
+    pub at: UnixMs,
+    /// Why, if they said.
+    pub note: Option<String>,
+}
+
+impl Dismissal {
+    /// The dismissal of a row whose `dismissed_by`, `dismissed_at_ms` and `dismiss_note` were
+    /// read: there is one when who and when are set (both backends write the three together).
+    pub(super) fn of(by: Option<String>, at: Option<UnixMs>, note: Option<String>) -> Option<Dismissal> {
+        Some(Dismissal { by: by?, at: at?, note })
+    }
 }
 
 /// One attempt to deliver.
@@ -224,6 +251,8 @@ pub struct StatusCounts {
     pub delivered: i64,
     /// Dead-lettered.
     pub dead_lettered: i64,
+    /// Dismissed dead letters.
+    pub dismissed: i64,
 }
 
 impl StatusCounts {
@@ -232,6 +261,7 @@ impl StatusCounts {
             DeliveryStatus::Pending => &mut self.pending,
             DeliveryStatus::Delivered => &mut self.delivered,
             DeliveryStatus::DeadLettered => &mut self.dead_lettered,
+            DeliveryStatus::Dismissed => &mut self.dismissed,
         };
         *count += n;
     }
@@ -369,7 +399,8 @@ fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 /// Columns read by [`delivery_row`], table alias `d`.
 pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_rowid, d.destination, d.status, d.attempts, d.replays, \
                                            d.last_status_code, d.last_error, d.dead_letter_reason, d.created_at_ms, \
-                                           d.updated_at_ms, d.delivered_at_ms, d.next_attempt_at_ms, d.rowid";
+                                           d.updated_at_ms, d.delivered_at_ms, d.next_attempt_at_ms, d.rowid, \
+                                           d.dismissed_by, d.dismissed_at_ms, d.dismiss_note, d.replay_of, d.created_by";
 
 pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     Ok(DeliveryRow {
@@ -387,6 +418,9 @@ pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery
         delivered_at: row.get(11)?,
         next_attempt_at: row.get(12)?,
         cursor: Cursor(row.get(13)?),
+        dismissal: Dismissal::of(row.get(14)?, row.get(15)?, row.get(16)?),
+        replay_of: row.get(17)?,
+        created_by: row.get(18)?,
     })
 }
 
@@ -479,7 +513,7 @@ impl Sqlite {
     ) -> Result<HashMap<EventRowId, Vec<DeliveryRow>>, StoreError> {
         self.read(move |c| {
             let sql = format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.event_rowid IN ({}) ORDER BY d.destination",
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.event_rowid IN ({}) ORDER BY d.destination, d.rowid",
                 placeholders(events.len())
             );
             let mut statement = c.prepare(&sql)?;

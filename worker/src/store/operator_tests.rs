@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use inlet_shared::test_util::TestPostgres;
 
-use super::deliveries::{AttemptRecord, NextStep};
+use super::deliveries::{AttemptRecord, DueClass, NextStep};
 use super::events::{FirstClaims, NewEvent};
 use super::operator::{
     ContentRead, Cursor, DeadLetterSelection, EventSelection, EventStatusFilter, PageRequest, StatusCounts,
 };
-use super::replays::{BulkProgress, NewBulkReplay, ReplayOutcome};
+use super::replays::{BulkProgress, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};
 use super::{Backend, Store, StoreError};
 use crate::model::{
     AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, DeadLetterReason, DeliveryId, DeliveryStatus,
@@ -61,6 +61,8 @@ with_dead_letters!(
     totals_and_destination_counts_come_from_the_kept_counts,
     a_replay_requeues_a_dead_letter_once_with_its_audit_row,
     a_bulk_preview_is_kept_under_its_token_until_it_expires,
+    a_dismissed_dead_letter_is_no_dead_letter_is_audited_and_can_be_replayed,
+    an_event_replayed_to_a_destination_is_a_new_delivery_with_its_lineage,
 );
 
 on_each_backend!(
@@ -299,7 +301,7 @@ async fn content_is_priced_before_it_is_loaded(store: Store, _: Vec<DeliveryId>)
 async fn totals_and_destination_counts_come_from_the_kept_counts(store: Store, _: Vec<DeliveryId>) {
     let totals = store.totals().await.unwrap();
     assert_eq!((totals.events, totals.unrouted), (5, 1));
-    assert_eq!(totals.deliveries, StatusCounts { pending: 0, delivered: 0, dead_lettered: 4 });
+    assert_eq!(totals.deliveries, StatusCounts { dead_lettered: 4, ..Default::default() });
     let counts = store.destination_counts().await.unwrap();
     assert_eq!(counts["a"], StatusCounts { dead_lettered: 3, ..Default::default() });
     assert_eq!(counts["b"].dead_lettered, 1);
@@ -307,23 +309,26 @@ async fn totals_and_destination_counts_come_from_the_kept_counts(store: Store, _
 
 async fn a_replay_requeues_a_dead_letter_once_with_its_audit_row(store: Store, ids: Vec<DeliveryId>) {
     let before = UnixMs::now();
-    let replayed = store.replay(ids[0].clone(), "ops@x".into(), true).await.unwrap();
+    let replayed = store.replay(ids[0].clone(), "ops@x".into(), ReplayScope::Operator).await.unwrap();
     assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
     let row = store.delivery(ids[0].clone()).await.unwrap().unwrap();
     assert_eq!((row.status, row.replays, row.attempts, row.dead_letter_reason), (DeliveryStatus::Pending, 1, 1, None));
     assert!(row.next_attempt_at.unwrap() >= before, "due now");
     assert!(
         matches!(
-            store.replay(ids[0].clone(), "ops@x".into(), true).await.unwrap(),
+            store.replay(ids[0].clone(), "ops@x".into(), ReplayScope::Operator).await.unwrap(),
             ReplayOutcome::AlreadyPending { ref destination, .. } if destination == "a"
         ),
         "replayed once"
     );
     assert_eq!(store.delivery(ids[0].clone()).await.unwrap().unwrap().replays, 1);
     // A bulk job's item is not audited one by one.
-    let unaudited = store.replay(ids[3].clone(), "ops@x (bulk 1)".into(), false).await.unwrap();
+    let unaudited = store.replay(ids[3].clone(), "ops@x (bulk 1)".into(), ReplayScope::BulkItem).await.unwrap();
     assert_eq!(unaudited, ReplayOutcome::Replayed { destination: "b".into() });
-    let missing = store.replay(DeliveryId::from_stored("dlv_missing".into()), "ops@x".into(), true).await.unwrap();
+    let missing = store
+        .replay(DeliveryId::from_stored("dlv_missing".into()), "ops@x".into(), ReplayScope::Operator)
+        .await
+        .unwrap();
     assert_eq!(missing, ReplayOutcome::NotFound);
 
     let audit = store.audit_page(PageRequest { after: None, limit: 10 }).await.unwrap();
@@ -334,7 +339,7 @@ async fn a_replay_requeues_a_dead_letter_once_with_its_audit_row(store: Store, i
         [(AuditAction::ReplayDelivery, "ops@x", ids[0].as_str(), Some("previous status dead_lettered"))]
     );
     let totals = store.totals().await.unwrap();
-    assert_eq!(totals.deliveries, StatusCounts { pending: 2, delivered: 0, dead_lettered: 2 });
+    assert_eq!(totals.deliveries, StatusCounts { pending: 2, dead_lettered: 2, ..Default::default() });
     let left = store.dead_letters_page(DeadLetterSelection::default(), PageRequest { after: None, limit: 10 }).await;
     assert_eq!(left.unwrap().rows.iter().map(|d| &d.id).collect::<Vec<_>>(), [&ids[2], &ids[1]]);
 }
@@ -363,6 +368,133 @@ async fn a_bulk_preview_is_kept_under_its_token_until_it_expires(store: Store, i
     assert_ne!(empty.token, kept.token);
     let expired = store.create_bulk_preview(permanent, "{}".into(), "ops@x".into(), UnixMs(1)).await.unwrap();
     assert_eq!(store.bulk_preview(expired.token).await.unwrap(), None, "expired");
+}
+
+/// Issue #16: a dismissed dead letter is resolved without delivery, with who, when and a note in
+/// its row and its audit row; it leaves every dead-letter read (list, counts, a bulk replay's
+/// preview and selection, an event's dead letters), a bulk job's item leaves it alone, and an
+/// operator's replay takes it back (its dismissal ended). Only a dead letter can be dismissed.
+async fn a_dismissed_dead_letter_is_no_dead_letter_is_audited_and_can_be_replayed(store: Store, ids: Vec<DeliveryId>) {
+    let before = UnixMs::now();
+    let Dismissed::Done(row) = store.dismiss(ids[0].clone(), "ops@x".into(), Some("cancelled".into())).await.unwrap()
+    else {
+        panic!("dismissed")
+    };
+    assert_eq!((row.id.clone(), row.status), (ids[0].clone(), DeliveryStatus::Dismissed));
+    let dismissal = row.dismissal.clone().unwrap();
+    assert_eq!((dismissal.by.as_str(), dismissal.note.as_deref()), ("ops@x", Some("cancelled")));
+    assert!(dismissal.at >= before);
+    assert_eq!(row.dead_letter_reason, Some(DeadLetterReason::Permanent4xx), "why it was a dead letter stays");
+    assert_eq!(store.delivery(ids[0].clone()).await.unwrap(), Some(*row));
+    let again = store.dismiss(ids[0].clone(), "ops@y".into(), None).await.unwrap();
+    assert_eq!(again, Dismissed::NotDeadLettered(DeliveryStatus::Dismissed));
+    let missing = store.dismiss(DeliveryId::from_stored("dlv_missing".into()), "ops@x".into(), None).await.unwrap();
+    assert_eq!(missing, Dismissed::NotFound);
+
+    // No dead letter any more, anywhere.
+    let all = DeadLetterSelection::default();
+    let listed = store.dead_letters_page(all.clone(), PageRequest { after: None, limit: 10 }).await.unwrap();
+    assert_eq!(listed.rows.iter().map(|d| &d.id).collect::<Vec<_>>(), [&ids[3], &ids[2], &ids[1]]);
+    assert_eq!(store.preview_dead_letters(all.clone(), None, 10).await.unwrap().0, 3);
+    let selected = store.select_dead_letters(all.clone(), None, 10).await.unwrap();
+    assert!(selected.iter().all(|(id, _)| id != &ids[0]), "{selected:?}");
+    assert!(store.dead_letters_of_event(EventRowId(1)).await.unwrap().is_empty());
+    let kept = store.create_bulk_preview(all, "{}".into(), "ops@x".into(), UnixMs::now().plus(Duration::from_secs(60)));
+    assert_eq!(kept.await.unwrap().total, 3);
+    let totals = store.totals().await.unwrap();
+    assert_eq!(totals.deliveries, StatusCounts { dead_lettered: 3, dismissed: 1, ..Default::default() });
+    assert_eq!(
+        store.destination_counts().await.unwrap()["a"],
+        StatusCounts { dead_lettered: 2, dismissed: 1, ..Default::default() }
+    );
+    assert_eq!(store.stats().await.unwrap().dead_letters, 3, "the backlog gauge");
+    let dismissed = EventSelection {
+        status: Some(EventStatusFilter::HasDelivery(DeliveryStatus::Dismissed)),
+        ..Default::default()
+    };
+    let events = store.events_page(dismissed, PageRequest { after: None, limit: 10 }).await.unwrap();
+    assert_eq!(events.rows.iter().map(|e| e.id).collect::<Vec<_>>(), [EventRowId(1)]);
+
+    // A bulk job that selected it before it was dismissed leaves it alone (and one already
+    // pending again too); a dead letter it still replays.
+    let bulk = |id: &DeliveryId| store.replay(id.clone(), "ops@x (bulk 1)".into(), ReplayScope::BulkItem);
+    assert_eq!(bulk(&ids[0]).await.unwrap(), ReplayOutcome::Skipped { status: DeliveryStatus::Dismissed });
+    assert_eq!(bulk(&ids[1]).await.unwrap(), ReplayOutcome::Replayed { destination: "a".into() });
+    assert_eq!(bulk(&ids[1]).await.unwrap(), ReplayOutcome::Skipped { status: DeliveryStatus::Pending });
+    assert_eq!(store.delivery(ids[0].clone()).await.unwrap().unwrap().status, DeliveryStatus::Dismissed);
+    let pending = store.dismiss(ids[1].clone(), "ops@x".into(), None).await.unwrap();
+    assert_eq!(pending, Dismissed::NotDeadLettered(DeliveryStatus::Pending), "only dead letters");
+
+    // An operator changes their mind: replayed, no longer dismissed.
+    let replayed = store.replay(ids[0].clone(), "ops@y".into(), ReplayScope::Operator).await.unwrap();
+    assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
+    let row = store.delivery(ids[0].clone()).await.unwrap().unwrap();
+    assert_eq!((row.status, row.dismissal, row.replays), (DeliveryStatus::Pending, None, 1));
+
+    let audit = store.audit_page(PageRequest { after: None, limit: 10 }).await.unwrap();
+    let audited: Vec<_> =
+        audit.rows.iter().map(|r| (r.action, r.actor.as_str(), r.target.as_str(), r.detail.as_deref())).collect();
+    assert_eq!(
+        audited,
+        [
+            (AuditAction::ReplayDelivery, "ops@y", ids[0].as_str(), Some("previous status dismissed")),
+            (AuditAction::DismissDeadLetter, "ops@x", ids[0].as_str(), Some("cancelled")),
+        ]
+    );
+}
+
+/// Issue #16: replaying an event to a destination makes a new pending delivery, due now, with an
+/// id of its own (numbered per event), its lineage (the delivery it replays, who asked, when)
+/// and its audit row; the delivery it starts from is untouched; its destination's scheduler
+/// claims it like any first attempt.
+async fn an_event_replayed_to_a_destination_is_a_new_delivery_with_its_lineage(store: Store, ids: Vec<DeliveryId>) {
+    let before = UnixMs::now();
+    let from_delivery = ReplayOrigin::Delivery(ids[0].clone());
+    let row = store.replay_to_destination(from_delivery, "b".into(), "ops@x".into()).await.unwrap().unwrap();
+    assert_eq!(row.id.as_str(), "dlv_000000000001_b~r1");
+    assert_eq!((row.event, row.destination.as_str(), row.status), (EventRowId(1), "b", DeliveryStatus::Pending));
+    assert_eq!((row.replay_of.as_ref(), row.created_by.as_deref()), (Some(&ids[0]), Some("ops@x")));
+    assert_eq!((row.attempts, row.replays, row.dismissal.clone()), (0, 0, None));
+    assert!(row.created_at >= before && row.next_attempt_at.is_some_and(|at| at <= UnixMs::now()), "due now");
+    assert_eq!(store.delivery(row.id.clone()).await.unwrap(), Some(row.clone()));
+    // The same event again, as such, to its own routed destination: another delivery.
+    let again = store.replay_to_destination(ReplayOrigin::Event(EventRowId(1)), "a".into(), "ops@y".into()).await;
+    let again = again.unwrap().unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.replay_of, again.created_by.as_deref()),
+        ("dlv_000000000001_a~r2", None, Some("ops@y"))
+    );
+    let untouched = store.delivery(ids[0].clone()).await.unwrap().unwrap();
+    assert_eq!((untouched.status, untouched.replays), (DeliveryStatus::DeadLettered, 0));
+    let missing = ReplayOrigin::Delivery(DeliveryId::from_stored("dlv_missing".into()));
+    assert_eq!(store.replay_to_destination(missing, "b".into(), "ops@x".into()).await.unwrap(), None);
+    let no_event = ReplayOrigin::Event(EventRowId(99));
+    assert_eq!(store.replay_to_destination(no_event, "b".into(), "ops@x".into()).await.unwrap(), None);
+
+    let listed = store.deliveries_of_events(vec![EventRowId(1)]).await.unwrap();
+    let listed: Vec<&str> = listed[&EventRowId(1)].iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(listed, [ids[0].as_str(), "dlv_000000000001_a~r2", "dlv_000000000001_b~r1"]);
+    let totals = store.totals().await.unwrap();
+    assert_eq!(totals.deliveries, StatusCounts { pending: 2, dead_lettered: 4, ..Default::default() });
+    let now = UnixMs::now();
+    let (claimed, _) =
+        store.claim_due("b".into(), DueClass::First, 10, now, now.plus(Duration::from_secs(30)), vec![]).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let sent = &claimed[0].delivery;
+    assert_eq!((&sent.delivery_id, sent.event_id.as_str(), sent.attempts), (&row.id, "e1", 0));
+    assert_eq!(sent.body.as_ref(), b"{\"id\":\"e1\"}");
+
+    let audit = store.audit_page(PageRequest { after: None, limit: 10 }).await.unwrap();
+    let audited: Vec<_> =
+        audit.rows.iter().map(|r| (r.action, r.actor.as_str(), r.target.as_str(), r.detail.as_deref())).collect();
+    let detail = format!("replay of {} to b", ids[0]);
+    assert_eq!(
+        audited,
+        [
+            (AuditAction::ReplayToDestination, "ops@y", "dlv_000000000001_a~r2", Some("replay of event 1 to a")),
+            (AuditAction::ReplayToDestination, "ops@x", "dlv_000000000001_b~r1", Some(detail.as_str())),
+        ]
+    );
 }
 
 /// A bulk replay job to create, held until `lease_until`.
@@ -552,7 +684,7 @@ async fn two_workers_replaying_one_dead_letter_at_once_replay_it_once() {
     hold.execute("SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE", &[&id]).await.unwrap();
     let replays = [one, two].map(|store| {
         let id = id.clone();
-        tokio::spawn(async move { store.replay(id, "ops@x".into(), true).await.unwrap() })
+        tokio::spawn(async move { store.replay(id, "ops@x".into(), ReplayScope::Operator).await.unwrap() })
     });
     until_waiting_for_locks(&pool, 2).await;
     hold.commit().await.unwrap();
@@ -600,9 +732,9 @@ async fn a_replay_makes_a_pending_delivery_due_unless_held_and_gives_a_replayed_
 
     let now = UnixMs::now();
     let outcomes = [
-        store.replay(ids[0].clone(), "ops".into(), true).await.unwrap(),
-        store.replay(ids[1].clone(), "ops".into(), true).await.unwrap(),
-        store.replay(ids[2].clone(), "ops".into(), true).await.unwrap(),
+        store.replay(ids[0].clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
+        store.replay(ids[1].clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
+        store.replay(ids[2].clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
     ];
     let pending = |rescheduled| ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled };
     assert_eq!(outcomes, [pending(true), pending(false), pending(true)]);
@@ -612,7 +744,7 @@ async fn a_replay_makes_a_pending_delivery_due_unless_held_and_gives_a_replayed_
     }
 
     assert_eq!(
-        store.replay(ids[3].clone(), "ops".into(), true).await.unwrap(),
+        store.replay(ids[3].clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
         ReplayOutcome::Replayed { destination: "b".into() }
     );
     let row = client

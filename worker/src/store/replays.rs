@@ -1,5 +1,7 @@
 //! Replays: one delivery back to pending, due now, with its audit row in the same transaction;
-//! what a replay selects (an event's dead letters, a bulk selection with its count and sample);
+//! an event replayed to a destination (a new delivery with its lineage and audit row);
+//! dismissing a dead letter (resolved without delivery, with its audit row); what a replay
+//! selects (an event's dead letters, a bulk selection with its count and sample);
 //! and bulk replay jobs (created with their audit row and a lease, progress renewing the lease,
 //! end, cancellation from any worker, and closing those whose runner is gone: at startup those a
 //! previous process left running, periodically those whose lease lapsed).
@@ -12,11 +14,28 @@ use super::operator::{DELIVERY_COLUMNS, DeadLetterSelection, DeliveryRow, delive
 use super::sqlite::Sqlite;
 use crate::model::{AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
 
+/// Who replays a delivery, which decides what may be replayed (see [`Store::replay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayScope {
+    /// An operator, for this one delivery (audited): a delivered, dead-lettered or dismissed one
+    /// goes back to pending; a pending one is made due now.
+    Operator,
+    /// A bulk replay's job, for one of the dead letters it selected (the job has its own audit
+    /// row): only while it is still a dead letter. One replayed or dismissed meanwhile is left
+    /// alone (a dismissed dead letter is never attempted again by a bulk replay).
+    BulkItem,
+}
+
 /// What a replay found and did (see [`Store::replay`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplayOutcome {
     /// No such delivery.
     NotFound,
+    /// A bulk item that is no longer a dead letter: nothing changed.
+    Skipped {
+        /// What it is now.
+        status: DeliveryStatus,
+    },
     /// Already pending: nothing to change, but when no attempt holds it now it was made due at
     /// once (`rescheduled`), so an operator can always push a waiting delivery.
     AlreadyPending {
@@ -30,6 +49,44 @@ pub enum ReplayOutcome {
         /// Its destination.
         destination: String,
     },
+}
+
+/// What an operator replays to a destination (see [`Store::replay_to_destination`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOrigin {
+    /// This delivery's event (the new delivery keeps it as `replay_of`).
+    Delivery(DeliveryId),
+    /// This event.
+    Event(EventRowId),
+}
+
+impl ReplayOrigin {
+    /// What the audit row says was replayed to `destination`.
+    pub(super) fn describe(&self, destination: &str) -> String {
+        match self {
+            ReplayOrigin::Delivery(id) => format!("replay of {id} to {destination}"),
+            ReplayOrigin::Event(event) => format!("replay of event {} to {destination}", event.0),
+        }
+    }
+
+    /// The delivery it replays, if it is one.
+    pub(super) fn delivery(&self) -> Option<&DeliveryId> {
+        match self {
+            ReplayOrigin::Delivery(id) => Some(id),
+            ReplayOrigin::Event(_) => None,
+        }
+    }
+}
+
+/// What dismissing a dead letter found and did (see [`Store::dismiss`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dismissed {
+    /// Dismissed now; the delivery as it stands.
+    Done(Box<DeliveryRow>),
+    /// No such delivery.
+    NotFound,
+    /// It is not a dead letter (pending, delivered, or dismissed already): nothing changed.
+    NotDeadLettered(DeliveryStatus),
 }
 
 /// A bulk replay job.
@@ -131,7 +188,7 @@ impl Sqlite {
         &self,
         delivery_id: DeliveryId,
         actor: String,
-        audit: bool,
+        scope: ReplayScope,
     ) -> Result<ReplayOutcome, StoreError> {
         self.write(move |connection| {
             let row: Option<(DeliveryStatus, String)> = connection
@@ -142,6 +199,9 @@ impl Sqlite {
             let Some((status, destination)) = row else {
                 return Ok(ReplayOutcome::NotFound);
             };
+            if scope == ReplayScope::BulkItem && status != DeliveryStatus::DeadLettered {
+                return Ok(ReplayOutcome::Skipped { status });
+            }
             let now = UnixMs::now();
             if status == DeliveryStatus::Pending {
                 // No due time at all is a delivery no scheduler would ever claim (left so by the
@@ -155,14 +215,16 @@ impl Sqlite {
                 )? == 1;
                 return Ok(ReplayOutcome::AlreadyPending { destination, rescheduled });
             }
+            // A dismissed one's dismissal ends here (its audit row stays).
             connection.execute(
                 "UPDATE deliveries SET status = ?3, replays = replays + 1, replay_enqueued = 1,
                      attempt_base = attempts, next_attempt_at_ms = ?2, updated_at_ms = ?2,
-                     dead_letter_reason = NULL, lease_until_ms = NULL
+                     dead_letter_reason = NULL, lease_until_ms = NULL,
+                     dismissed_by = NULL, dismissed_at_ms = NULL, dismiss_note = NULL
                  WHERE id = ?1",
                 params![delivery_id, now, DeliveryStatus::Pending],
             )?;
-            if audit {
+            if scope == ReplayScope::Operator {
                 AuditRow {
                     at: now,
                     actor: &actor,
@@ -174,6 +236,93 @@ impl Sqlite {
                 .write(connection)?;
             }
             Ok(ReplayOutcome::Replayed { destination })
+        })
+        .await
+    }
+
+    pub async fn dismiss(
+        &self,
+        delivery_id: DeliveryId,
+        actor: String,
+        note: Option<String>,
+    ) -> Result<Dismissed, StoreError> {
+        self.write(move |c| {
+            let status: Option<DeliveryStatus> =
+                c.query_row("SELECT status FROM deliveries WHERE id = ?1", [&delivery_id], |r| r.get(0)).optional()?;
+            match status {
+                None => return Ok(Dismissed::NotFound),
+                Some(DeliveryStatus::DeadLettered) => {}
+                Some(status) => return Ok(Dismissed::NotDeadLettered(status)),
+            }
+            let now = UnixMs::now();
+            c.execute(
+                "UPDATE deliveries SET status = ?2, dismissed_by = ?3, dismissed_at_ms = ?4, dismiss_note = ?5,
+                     updated_at_ms = ?4
+                 WHERE id = ?1",
+                params![delivery_id, DeliveryStatus::Dismissed, actor, now, note],
+            )?;
+            AuditRow {
+                at: now,
+                actor: &actor,
+                action: AuditAction::DismissDeadLetter,
+                target: delivery_id.as_str(),
+                count: 1,
+                detail: note.as_deref(),
+            }
+            .write(c)?;
+            let row = c.query_row(
+                &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = ?1"),
+                [&delivery_id],
+                delivery_row,
+            )?;
+            Ok(Dismissed::Done(Box::new(row)))
+        })
+        .await
+    }
+
+    pub async fn replay_to_destination(
+        &self,
+        origin: ReplayOrigin,
+        destination: String,
+        actor: String,
+    ) -> Result<Option<DeliveryRow>, StoreError> {
+        self.write(move |c| {
+            let event: Option<EventRowId> = match &origin {
+                ReplayOrigin::Delivery(id) => {
+                    c.query_row("SELECT event_rowid FROM deliveries WHERE id = ?1", [id], |r| r.get(0)).optional()?
+                }
+                ReplayOrigin::Event(event) => {
+                    c.query_row("SELECT id FROM events WHERE id = ?1", [event], |r| r.get(0)).optional()?
+                }
+            };
+            let Some(event) = event else {
+                return Ok(None);
+            };
+            // The single writer orders two replays of one event: each counts the other's.
+            let before: i64 = c.query_row(
+                "SELECT count(*) FROM deliveries WHERE event_rowid = ?1 AND created_by IS NOT NULL",
+                [event],
+                |r| r.get(0),
+            )?;
+            let id = DeliveryId::replayed_to(event, &destination, before + 1);
+            let now = UnixMs::now();
+            c.execute(
+                "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
+                                         next_attempt_at_ms, replay_of, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7)",
+                params![id, event, destination, DeliveryStatus::Pending, now, origin.delivery(), actor],
+            )?;
+            AuditRow {
+                at: now,
+                actor: &actor,
+                action: AuditAction::ReplayToDestination,
+                target: id.as_str(),
+                count: 1,
+                detail: Some(&origin.describe(&destination)),
+            }
+            .write(c)?;
+            c.query_row(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = ?1"), [&id], delivery_row)
+                .map(Some)
         })
         .await
     }

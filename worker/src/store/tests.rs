@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::deliveries::{AttemptRecord, AttemptSettled, DueClass, Lease, NextStep};
 use super::events::{FirstClaims, NewEvent, Recorded};
 use super::migrate::MIGRATIONS;
-use super::replays::ReplayOutcome;
+use super::replays::{Dismissed, ReplayOutcome, ReplayScope};
 use super::wal::checkpoint;
 use super::wal::restart_wal_if_wanted;
 use super::writer::{Command, TypedWrite, execute_group};
@@ -223,6 +223,132 @@ async fn reopening_does_not_reapply_migrations() {
     assert_eq!(count, MIGRATIONS.len() as i64);
 }
 
+/// A SQLite database holding the schema of the first `version` migrations, as a worker of that
+/// version left it.
+fn database_at_version(path: &std::path::Path, version: i64) -> rusqlite::Connection {
+    let connection = rusqlite::Connection::open(path).unwrap();
+    connection
+        .execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE schema_migrations (
+                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)",
+        )
+        .unwrap();
+    for (number, name, sql) in MIGRATIONS.iter().filter(|(number, _, _)| *number <= version) {
+        connection.execute_batch(sql).unwrap();
+        connection
+            .execute("INSERT INTO schema_migrations VALUES (?1, ?2, 0)", rusqlite::params![number, name])
+            .unwrap();
+    }
+    connection
+}
+
+/// Issue #16: version 15 rebuilds the deliveries table (SQLite cannot change its status check
+/// in place). A store from version 14 keeps every delivery with its rowid (the API's cursors and
+/// the dead-letter order), its attempts and its counts; foreign keys still hold and cascade; and
+/// the table takes what version 15 is for: a dismissed status, a second delivery of one event
+/// to one destination.
+#[tokio::test]
+async fn a_version_14_store_keeps_its_deliveries_rowids_attempts_and_counts_through_the_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inlet.db");
+    let deliveries = "SELECT rowid, id, event_rowid, destination, status, attempts, replays, attempt_base, lease_token,
+                             next_attempt_at_ms, dead_letter_reason FROM deliveries ORDER BY rowid";
+    let read = |c: &rusqlite::Connection, sql: &str| -> Vec<String> {
+        let mut statement = c.prepare(sql).unwrap();
+        let width = statement.column_count();
+        statement
+            .query_map([], |row| {
+                Ok((0..width)
+                    .map(|i| match row.get_ref(i).unwrap() {
+                        ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = {
+        let c = database_at_version(&path, 14);
+        c.execute_batch(
+            "INSERT INTO events (id, source, event_id, id_origin, scheme, secret_index, received_at_ms, recorded_at_ms,
+                                 stream_sequence, headers_json, body, body_sha256, route_status)
+             VALUES (1, 's', 'e1', 'provider', 'github', 0, 1, 1, 1, '[]', x'7b7d', 'h', 'routed'),
+                    (2, 's', 'e2', 'provider', 'github', 0, 2, 2, 2, '[]', x'7b7d', 'h', 'routed');
+             INSERT INTO deliveries (rowid, id, event_rowid, destination, status, attempts, created_at_ms, updated_at_ms,
+                                     dead_letter_reason, replays, attempt_base, lease_token)
+             VALUES (7, 'dlv_000000000001_a', 1, 'a', 'dead_lettered', 2, 1, 5, 'permanent_4xx', 1, 1, 3);
+             INSERT INTO deliveries (rowid, id, event_rowid, destination, status, attempts, created_at_ms, updated_at_ms,
+                                     next_attempt_at_ms, lease_token)
+             VALUES (3, 'dlv_000000000002_a', 2, 'a', 'pending', 1, 2, 2, 9, 1);
+             INSERT INTO attempts (delivery_id, attempt, started_at_ms, duration_ms, outcome, status_code)
+             VALUES ('dlv_000000000001_a', 1, 1, 1, 'transient', 503), ('dlv_000000000001_a', 2, 3, 1, 'permanent', 410),
+                    ('dlv_000000000002_a', 1, 2, 1, 'transient', 500);",
+        )
+        .unwrap();
+        (
+            read(&c, deliveries),
+            read(&c, "SELECT * FROM attempts ORDER BY id"),
+            read(&c, "SELECT * FROM delivery_counts"),
+        )
+    };
+
+    let store = Store::open_sqlite(&path, SqliteSynchronous::Full).unwrap();
+    let after = store
+        .sqlite()
+        .read(move |c| {
+            Ok((
+                read(c, deliveries),
+                read(c, "SELECT * FROM attempts ORDER BY id"),
+                read(c, "SELECT * FROM delivery_counts"),
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(after, before);
+    let page = store.dead_letters_page(Default::default(), super::PageRequest { after: None, limit: 5 }).await.unwrap();
+    assert_eq!(page.rows.iter().map(|d| d.cursor).collect::<Vec<_>>(), [super::Cursor(7)], "the rowid is the cursor");
+    assert!(matches!(
+        store.dismiss(delivery_id(1, "a"), "ops".into(), None).await.unwrap(),
+        Dismissed::Done(row) if row.status == crate::model::DeliveryStatus::Dismissed
+    ));
+    let (foreign_keys, second, cascaded) = store
+        .sqlite()
+        .write(|c| {
+            let foreign_keys: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+            let second = c.execute(
+                "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms)
+                 VALUES ('dlv_000000000002_a~r1', 2, 'a', 'pending', 3, 3)",
+                [],
+            )?;
+            c.execute("DELETE FROM events WHERE id = 1", [])?;
+            let left: i64 = c.query_row(
+                "SELECT (SELECT count(*) FROM deliveries WHERE event_rowid = 1)
+                      + (SELECT count(*) FROM attempts WHERE delivery_id = 'dlv_000000000001_a')",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((foreign_keys, second, left))
+        })
+        .await
+        .unwrap();
+    assert_eq!((foreign_keys, second, cascaded), (1, 1, 0), "keys on, a second delivery to `a`, the cascade");
+    let orphan = store
+        .sqlite()
+        .write(|c| {
+            c.execute(
+                "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms)
+                 VALUES ('dlv_x', 99, 'a', 'pending', 1, 1)",
+                [],
+            )
+        })
+        .await;
+    assert!(orphan.is_err(), "the foreign key to events holds");
+}
+
 /// Whether `store` runs on PostgreSQL, where a few answers differ by design (said where).
 fn on_postgres(store: &Store) -> bool {
     matches!(store.backend, Backend::Postgres(_))
@@ -304,7 +430,43 @@ on_each_backend!(
     attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune_keeps_dead_letters,
     the_identity_is_made_once,
     results_recorded_at_once_are_each_fenced_by_their_own_token,
+    a_dismissed_dead_letter_is_never_claimed_and_is_pruned_like_a_delivered_one,
 );
+
+/// Issue #16: a dismissed dead letter is resolved: nothing claims it, it is no backlog, and
+/// pruning removes its event past retention as it would a delivered one's (a dead letter's
+/// stays).
+async fn a_dismissed_dead_letter_is_never_claimed_and_is_pruned_like_a_delivered_one(store: Store) {
+    let events = vec![event("e1", "{}", &["a"]), event("e2", "{}", &["a"]), event("e3", "{}", &["b"])];
+    store.record(events, FirstClaims::all(UnixMs(1))).await.unwrap();
+    let dead = NextStep::DeadLetter(DeadLetterReason::RetriesExhausted);
+    for n in [1, 2] {
+        store.record_attempt(attempt(&delivery_id(n, "a"), 1, AttemptOutcome::Transient, dead, 1)).await.unwrap();
+    }
+    let dismissed = store.dismiss(delivery_id(1, "a"), "ops".into(), None).await.unwrap();
+    assert!(matches!(dismissed, Dismissed::Done(_)), "{dismissed:?}");
+    assert_eq!(store.stats().await.unwrap().dead_letters, 1);
+    for class in [DueClass::First, DueClass::Retry] {
+        assert!(!store.has_due("a".into(), class, UnixMs(i64::MAX)).await.unwrap());
+        let (claimed, _) =
+            store.claim_due("a".into(), class, 10, UnixMs(i64::MAX), UnixMs(i64::MAX), vec![]).await.unwrap();
+        assert!(claimed.is_empty());
+    }
+    let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();
+    assert_eq!(pruned, 1, "the dismissed one's event; the dead letter's and the pending one's stay");
+    let remaining = peek(&store, "SELECT id, status FROM deliveries ORDER BY id".into()).await;
+    assert_eq!(
+        remaining,
+        [
+            [Some(delivery_id(2, "a").to_string()), Some("dead_lettered".to_owned())],
+            [Some(delivery_id(3, "b").to_string()), Some("pending".to_owned())]
+        ]
+    );
+    let kept =
+        peek(&store, "SELECT status, sum(n) FROM delivery_counts GROUP BY 1 HAVING sum(n) <> 0 ORDER BY 1".into());
+    let counted = peek(&store, "SELECT status, count(*) FROM deliveries GROUP BY 1 ORDER BY 1".into());
+    assert_eq!(kept.await, counted.await, "the counts follow");
+}
 
 /// Results that arrive together (PostgreSQL records them as one group, SQLite in one writer
 /// transaction) are each fenced by their own token: a stale or unknown token changes nothing
@@ -690,7 +852,7 @@ async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
         .await
         .unwrap();
 
-    let replayed = store.replay(one.clone(), "ops".into(), true).await.unwrap();
+    let replayed = store.replay(one.clone(), "ops".into(), ReplayScope::Operator).await.unwrap();
     assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
     let (status, ..) = row(&store, &one).await;
     assert_eq!(status, "pending");
@@ -701,18 +863,18 @@ async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
     assert_eq!(claimed.len(), 1, "a replayed delivery is a first attempt again (fresh schedule)");
     assert_eq!(claimed[0].delivery.attempts, 0);
     assert_eq!(
-        store.replay(one.clone(), "ops".into(), true).await.unwrap(),
+        store.replay(one.clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
         ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: false },
         "an attempt holds it now"
     );
     assert_eq!(
-        store.replay(two.clone(), "ops".into(), true).await.unwrap(),
+        store.replay(two.clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
         ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true },
         "a retry waiting for later is made due now"
     );
     assert!(row(&store, &two).await.4.unwrap() <= now_ms());
     assert_eq!(
-        store.replay(DeliveryId::from_stored("dlv_missing".into()), "ops".into(), true).await.unwrap(),
+        store.replay(DeliveryId::from_stored("dlv_missing".into()), "ops".into(), ReplayScope::Operator).await.unwrap(),
         ReplayOutcome::NotFound
     );
 }
@@ -763,7 +925,7 @@ async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_
         .write(move |c| c.execute("UPDATE deliveries SET next_attempt_at_ms = NULL WHERE id = ?1", [&id]))
         .await
         .unwrap();
-    let outcome = store.replay(stuck.clone(), "test".into(), true).await.unwrap();
+    let outcome = store.replay(stuck.clone(), "test".into(), ReplayScope::Operator).await.unwrap();
     assert_eq!(outcome, ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true });
     let (claimed, _) =
         store.claim_due("a".into(), DueClass::Retry, 10, UnixMs::now(), UnixMs(now_ms() + 1000), vec![]).await.unwrap();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::operator_support::{ADMIN_TOKEN, OperatorPipeline, Options};
+use crate::operator_support::{ADMIN_TOKEN, OperatorPipeline, Options, unrouted_destination};
 use crate::support::{TestDestination, sql_text};
 
 const FAST_RETRIES: &str = "retry_schedule = [\"100ms\", \"100ms\"]";
@@ -520,6 +520,61 @@ async fn events_paginate_and_filter_and_dataloaders_keep_reads_flat() {
     assert_eq!(destinations["sources"], json!([{"name": "gh", "kind": "hmac"}]));
 }
 
+/// Issue #16: before a replay, the API says what it will send (what the console's confirmation
+/// shows): the destination, the attempt number and every header, the ones made as it is sent
+/// (the signature's timestamp and signature) without a value; the destination then gets exactly
+/// those, besides the transport's own.
+#[tokio::test]
+async fn a_deliverys_next_request_is_what_its_replay_sends() {
+    let sink = TestDestination::answering(200).await;
+    let pipeline = OperatorPipeline::start(&[("sink", sink.url(), "")], Options::default()).await;
+    assert_eq!(pipeline.send("plan-1", "push", b"{\"n\":1}").await, 202);
+    sink.wait_for(1, Duration::from_secs(30)).await;
+    let listed = pipeline
+        .wait_for("delivered", "{ events { nodes { deliveries { id status } } } }", json!({}), |d| {
+            d["events"]["nodes"][0]["deliveries"][0]["status"] == "DELIVERED"
+        })
+        .await;
+    let id = listed["events"]["nodes"][0]["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let plan = pipeline
+        .gql(
+            "query($id: ID!) { delivery(id: $id) { nextRequest { destination url attempt headers { name value } } } }",
+            json!({ "id": id }),
+        )
+        .await["delivery"]["nextRequest"]
+        .clone();
+    assert_eq!((plan["destination"].as_str(), plan["url"].as_str()), (Some("sink"), Some(sink.url().as_str())));
+    assert_eq!(plan["attempt"], 2, "{plan}");
+    let headers: Vec<(String, Option<String>)> = plan["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["name"].as_str().unwrap().to_ascii_lowercase(), h["value"].as_str().map(str::to_owned)))
+        .collect();
+    let later: Vec<&str> = headers.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(later, ["webhook-timestamp", "webhook-signature"], "{plan}");
+
+    let replayed = pipeline.gql("mutation($id: ID!) { replayDelivery(id: $id) { result } }", json!({ "id": id })).await;
+    assert_eq!(replayed["replayDelivery"]["result"], "ENQUEUED");
+    sink.wait_for(2, Duration::from_secs(30)).await;
+    let sent = &sink.received()[1];
+    for (name, value) in &headers {
+        let got = sent.headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert!(got.is_some(), "{name} was planned and not sent");
+        if let Some(value) = value {
+            assert_eq!(got.as_ref(), Some(value), "{name}");
+        }
+    }
+    let mut unplanned: Vec<&str> = sent
+        .headers
+        .keys()
+        .map(|name| name.as_str())
+        .filter(|name| !headers.iter().any(|(planned, _)| planned == name))
+        .collect();
+    unplanned.sort_unstable();
+    assert_eq!(unplanned, ["accept", "content-length", "host"], "only the transport's own headers are not planned");
+}
+
 #[tokio::test]
 async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enqueue_it_once() {
     // Three failures dead-letter it (1 + 2 retries); after the replay, two more failures and a
@@ -576,6 +631,263 @@ async fn a_replayed_dead_letter_gets_a_fresh_schedule_and_concurrent_replays_enq
     assert_eq!(replays.len(), 2, "one audit row per effective replay: {audit}");
     assert_eq!(replays[0]["actor"], "token:bootstrap");
     assert_eq!(replays[0]["target"], id.as_str());
+}
+
+/// Issue #16: an operator dismisses a dead letter (resolved without delivery): audited with who,
+/// when and the note, shown as `DISMISSED` with its dismissal, out of the dead letters, their
+/// counts and bulk replays, never attempted again; a replay still takes it back. Viewers may
+/// not, and only a dead letter can be dismissed.
+#[tokio::test]
+async fn a_dismissed_dead_letter_is_resolved_without_delivery_audited_and_can_be_replayed_later() {
+    let sink = TestDestination::answering(400).await;
+    let pipeline = OperatorPipeline::start(&[("sink", sink.url(), "")], Options::default()).await;
+    for n in 0..3 {
+        assert_eq!(pipeline.send(&format!("dismiss-{n}"), "push", b"{}").await, 202);
+    }
+    let dead = pipeline
+        .wait_for("three dead letters", "{ deadLetters { nodes { id event { eventId } } } }", json!({}), |d| {
+            d["deadLetters"]["nodes"].as_array().is_some_and(|n| n.len() == 3)
+        })
+        .await;
+    let id_of = |event: &str| {
+        dead["deadLetters"]["nodes"].as_array().unwrap().iter().find(|n| n["event"]["eventId"] == event).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let dismissed_id = id_of("dismiss-0");
+    let create = "mutation($name: String!, $role: RoleName!) { createApiToken(name: $name, role: $role) { token } }";
+    let token = |name: &'static str, role: &'static str| {
+        let pipeline = &pipeline;
+        async move {
+            let created = pipeline.gql(create, json!({"name": name, "role": role})).await;
+            created["createApiToken"]["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let (viewer, operator) = (token("dashboards", "VIEWER").await, token("runbook", "OPERATOR").await);
+    let bulk = "mutation($f: DeadLetterFilter!, $dry: Boolean!, $t: String) {
+        bulkReplay(filter: $f, dryRun: $dry, previewToken: $t) { count previewToken job { id } } }";
+    let filter = json!({"destination": "sink"});
+    let previewed = pipeline.gql(bulk, json!({"f": filter, "dry": true})).await;
+    assert_eq!(previewed["bulkReplay"]["count"], 3);
+    let dismiss = "mutation($id: ID!, $note: String) {
+        dismissDeadLetter(id: $id, note: $note) { id status dismissal { by at note } attemptCount } }";
+    let note = json!({"id": dismissed_id, "note": "  order cancelled upstream "});
+    assert_eq!(code(&pipeline.gql_as(&viewer, dismiss, note.clone()).await), "FORBIDDEN");
+    let too_long = json!({"id": dismissed_id, "note": "x".repeat(501)});
+    assert_eq!(code(&pipeline.gql_as(&operator, dismiss, too_long).await), "BAD_USER_INPUT");
+
+    let answer = pipeline.gql_as(&operator, dismiss, note.clone()).await;
+    let dismissed = &answer["data"]["dismissDeadLetter"];
+    assert_eq!(dismissed["status"], "DISMISSED", "{answer}");
+    assert_eq!(dismissed["dismissal"]["by"], "token:runbook");
+    assert_eq!(dismissed["dismissal"]["note"], "order cancelled upstream");
+    assert!(dismissed["dismissal"]["at"].as_str().is_some_and(|at| at.ends_with('Z')), "{answer}");
+    let again = pipeline.gql_as(&operator, dismiss, note).await;
+    assert_eq!(code(&again), "BAD_USER_INPUT", "{again}");
+    assert!(again["errors"][0]["message"].as_str().unwrap().contains("this delivery is dismissed"), "{again}");
+    let unknown = pipeline.gql_as(&operator, dismiss, json!({"id": "dlv_missing"})).await;
+    assert_eq!(code(&unknown), "NOT_FOUND");
+
+    // Out of the dead letters and their counts; visible as dismissed.
+    let state = pipeline
+        .gql(
+            "{ counts { deadLettered dismissed } destinations { deadLettered dismissed }
+               deadLetters { nodes { id } } events(filter: { status: DISMISSED }) { nodes { eventId } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(state["counts"], json!({"deadLettered": 2, "dismissed": 1}));
+    assert_eq!(state["destinations"], json!([{"deadLettered": 2, "dismissed": 1}]));
+    let listed: Vec<&str> =
+        state["deadLetters"]["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert!(listed.len() == 2 && !listed.contains(&dismissed_id.as_str()), "{state}");
+    assert_eq!(state["events"]["nodes"], json!([{"eventId": "dismiss-0"}]));
+    let audit = pipeline.gql("{ auditLog(first: 1) { nodes { actor action target detail } } }", json!({})).await;
+    assert_eq!(
+        audit["auditLog"]["nodes"][0],
+        json!({"actor": "token:runbook", "action": "DISMISS_DEAD_LETTER", "target": dismissed_id,
+               "detail": "order cancelled upstream"})
+    );
+
+    // A dry run taken before the dismissal no longer stands; a bulk replay of every dead letter
+    // of the destination leaves it out; it is never sent.
+    sink.set_behaviour(|_| (200, Duration::ZERO));
+    let token = previewed["bulkReplay"]["previewToken"].clone();
+    let stale = pipeline.gql_as(ADMIN_TOKEN, bulk, json!({"f": filter, "dry": false, "t": token})).await;
+    assert_eq!(code(&stale), "PREVIEW_STALE", "{stale}");
+    assert_eq!(pipeline.gql(bulk, json!({"f": filter, "dry": true})).await["bulkReplay"]["count"], 2);
+    let job = pipeline.gql(bulk, json!({"f": filter, "dry": false})).await["bulkReplay"]["job"]["id"].clone();
+    pipeline
+        .wait_for(
+            "bulk replay finished",
+            "query($id: ID!) { bulkReplay(id: $id) { status enqueued } }",
+            json!({"id": job}),
+            |d| d["bulkReplay"]["status"] == "FINISHED",
+        )
+        .await;
+    pipeline.wait_for("two delivered", "{ counts { delivered } }", json!({}), |d| d["counts"]["delivered"] == 2).await;
+    assert!(!sink.delivered_keys().contains_key(&dismissed_id), "a dismissed dead letter is not sent");
+    let untouched = pipeline.gql(DELIVERY_STATE, json!({"id": dismissed_id})).await;
+    assert_eq!(
+        (&untouched["delivery"]["status"], &untouched["delivery"]["attemptCount"]),
+        (&json!("DISMISSED"), &json!(1))
+    );
+
+    // Someone changes their mind: a replay takes it back and delivers it.
+    let replay = "mutation($id: ID!) { replayDelivery(id: $id) { result } }";
+    assert_eq!(
+        pipeline.gql_as(&operator, replay, json!({"id": dismissed_id})).await["data"]["replayDelivery"]["result"],
+        "ENQUEUED"
+    );
+    let done = pipeline
+        .wait_for(
+            "the dismissed one delivered after a replay",
+            "query($id: ID!) { delivery(id: $id) { status dismissal { by } } }",
+            json!({"id": dismissed_id}),
+            |d| d["delivery"]["status"] == "DELIVERED",
+        )
+        .await;
+    assert_eq!(done["delivery"]["dismissal"], Value::Null, "its dismissal ended");
+    assert_eq!(sink.delivered_keys().get(&dismissed_id), Some(&1));
+    let audit = pipeline.gql("{ auditLog(first: 1) { nodes { action detail } } }", json!({})).await;
+    assert_eq!(
+        audit["auditLog"]["nodes"][0],
+        json!({"action": "REPLAY_DELIVERY", "detail": "previous status dismissed"})
+    );
+}
+
+/// Issue #16: an operator replays an event to another destination (staging, which no route
+/// selects), or again to its own: each time a new delivery with an id (so an `Idempotency-Key`)
+/// of its own, fixed for its attempts, its lineage visible (which delivery, by whom, when) and
+/// audited; the delivery it starts from is untouched. What it will send is readable first.
+/// Viewers may not; unknown destinations, deliveries and events are refused.
+#[tokio::test]
+async fn an_event_is_replayed_to_another_destination_as_a_new_delivery_with_its_lineage() {
+    let orders = TestDestination::answering(400).await;
+    let staging = TestDestination::answering(200).await;
+    let pipeline = OperatorPipeline::start(
+        &[("orders", orders.url(), "")],
+        Options { tail: unrouted_destination("staging", &staging.url()), ..Options::default() },
+    )
+    .await;
+    assert_eq!(pipeline.send("to-staging", "push", b"{\"order\":7}").await, 202);
+    let dead = pipeline
+        .wait_for("a dead letter", "{ deadLetters { nodes { id event { id } } } }", json!({}), |d| {
+            d["deadLetters"]["nodes"].as_array().is_some_and(|n| n.len() == 1)
+        })
+        .await;
+    let original = dead["deadLetters"]["nodes"][0]["id"].as_str().unwrap().to_owned();
+    let event = dead["deadLetters"]["nodes"][0]["event"]["id"].as_str().unwrap().to_owned();
+    let create = "mutation($name: String!, $role: RoleName!) { createApiToken(name: $name, role: $role) { token } }";
+    let viewer = pipeline.gql(create, json!({"name": "dashboards", "role": "VIEWER"})).await["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let operator =
+        pipeline.gql(create, json!({"name": "runbook", "role": "OPERATOR"})).await["createApiToken"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+    // What it will send: a first attempt, its id made when the delivery is.
+    let plan = pipeline
+        .gql(
+            "query($id: ID!) { event(id: $id) { requestTo(destination: \"staging\") {
+                 destination url attempt headers { name value } } } }",
+            json!({"id": event}),
+        )
+        .await["event"]["requestTo"]
+        .clone();
+    assert_eq!((plan["url"].as_str(), plan["attempt"].as_i64()), (Some(staging.url().as_str()), Some(1)));
+    let unknown: Vec<&str> = plan["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["value"].is_null())
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        unknown,
+        ["Idempotency-Key", "Inlet-Delivery-Id", "webhook-id", "webhook-timestamp", "webhook-signature"]
+    );
+
+    let replay =
+        "mutation($d: ID, $e: ID, $to: String!) { replayToDestination(deliveryId: $d, eventId: $e, destination: $to) {
+        id destination status replayOf createdBy createdAt event { eventId } } }";
+    let from_original = json!({"d": original, "to": "staging"});
+    assert_eq!(code(&pipeline.gql_as(&viewer, replay, from_original.clone()).await), "FORBIDDEN");
+    let answer = pipeline.gql_as(&operator, replay, from_original).await;
+    let made = &answer["data"]["replayToDestination"];
+    let first = made["id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
+    assert_eq!(first, format!("{}_staging~r1", original.strip_suffix("_orders").unwrap()));
+    assert_eq!(
+        (&made["destination"], &made["status"], &made["replayOf"], &made["createdBy"]),
+        (&json!("staging"), &json!("PENDING"), &json!(original), &json!("token:runbook"))
+    );
+    assert!(made["createdAt"].as_str().is_some_and(|at| at.ends_with('Z')), "{answer}");
+    assert_eq!(made["event"]["eventId"], "to-staging");
+    staging.wait_for(1, Duration::from_secs(30)).await;
+    let received = &staging.received()[0];
+    assert_eq!(received.headers["idempotency-key"], first.as_str(), "its own key");
+    assert_eq!(received.headers["webhook-id"], first.as_str());
+    assert_eq!(received.body.as_ref(), b"{\"order\":7}");
+    assert!(crate::support::inlet_signature_valid(received), "signed with staging's secret");
+
+    // Again, from the event: another new delivery, another key; and to its own destination.
+    orders.set_behaviour(|_| (200, Duration::ZERO));
+    let from_event = pipeline.gql_as(&operator, replay, json!({"e": event, "to": "staging"})).await;
+    let second = from_event["data"]["replayToDestination"]["id"].as_str().unwrap().to_owned();
+    assert!(second.ends_with("_staging~r2"), "{from_event}");
+    assert_eq!(from_event["data"]["replayToDestination"]["replayOf"], Value::Null);
+    let to_orders = pipeline.gql_as(&operator, replay, json!({"d": original, "to": "orders"})).await;
+    let third = to_orders["data"]["replayToDestination"]["id"].as_str().unwrap().to_owned();
+    assert!(third.ends_with("_orders~r3"), "{to_orders}");
+    let all = pipeline
+        .wait_for(
+            "the three replays delivered",
+            "query($id: ID!) { event(id: $id) { deliveries { id status attemptCount replayOf createdBy } } }",
+            json!({"id": event}),
+            |d| d["event"]["deliveries"].as_array().unwrap().iter().filter(|d| d["status"] == "DELIVERED").count() == 3,
+        )
+        .await;
+    let deliveries = all["event"]["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 4, "{all}");
+    let routed = deliveries.iter().find(|d| d["id"] == original.as_str()).unwrap();
+    assert_eq!(
+        (&routed["status"], &routed["attemptCount"], &routed["createdBy"]),
+        (&json!("DEAD_LETTERED"), &json!(1), &Value::Null),
+        "the delivery it started from is untouched"
+    );
+    assert_eq!(
+        staging.delivered_keys().keys().cloned().collect::<std::collections::BTreeSet<_>>(),
+        [first.clone(), second.clone()].into()
+    );
+    assert_eq!(orders.delivered_keys().get(&third), Some(&1));
+    assert_eq!(orders.delivered_keys().get(&original), None, "never under the original's key");
+
+    // Refusals.
+    let refusals = [
+        (json!({"d": original, "to": "nowhere"}), "BAD_USER_INPUT"),
+        (json!({"to": "staging"}), "BAD_USER_INPUT"),
+        (json!({"d": original, "e": event, "to": "staging"}), "BAD_USER_INPUT"),
+        (json!({"d": "dlv_missing", "to": "staging"}), "NOT_FOUND"),
+        (json!({"e": "999999", "to": "staging"}), "NOT_FOUND"),
+    ];
+    for (variables, expected) in refusals {
+        assert_eq!(code(&pipeline.gql_as(&operator, replay, variables.clone()).await), expected, "{variables}");
+    }
+
+    let audit = pipeline.gql("{ auditLog(first: 3) { nodes { actor action target detail } } }", json!({})).await;
+    let event_number = event.as_str();
+    assert_eq!(
+        audit["auditLog"]["nodes"],
+        json!([
+            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": third, "detail": format!("replay of {original} to orders")},
+            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": second, "detail": format!("replay of event {event_number} to staging")},
+            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": first, "detail": format!("replay of {original} to staging")},
+        ])
+    );
 }
 
 #[tokio::test]
@@ -806,6 +1118,9 @@ async fn replays_asked_one_by_one_are_rate_limited_per_caller() {
         .unwrap()
         .to_owned();
     assert_eq!(code(&pipeline.gql_as(&operator, replay, json!({})).await), "NOT_FOUND");
+    // A replay to a destination counts against the same budget as any other replay.
+    let to = "mutation { replayToDestination(eventId: \"1\", destination: \"nowhere\") { id } }";
+    assert_eq!(code(&pipeline.gql_as(ADMIN_TOKEN, to, json!({})).await), "RATE_LIMITED");
 }
 
 /// A delivery put back to pending with nobody told (a lost wake-up: the state a replay's commit

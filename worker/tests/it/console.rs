@@ -1,28 +1,35 @@
 //! The console in headless Chromium (Debian's, driven by `scripts/e2e/console.mjs` through
-//! playwright-core): sign in at a real OpenID provider, find a dead-lettered event, replay it,
-//! see it delivered; bulk-replay another through its dry run's preview token.
+//! playwright-core): sign in at a real OpenID provider, find a dead-lettered event, replay it
+//! after a confirmation that shows what will be sent, see it delivered, cancel a replay of the
+//! delivered one (warned that it was delivered), replay it to a destination no route selects and
+//! see the new delivery with its lineage delivered; dismiss another with a note and see the
+//! dismissal; bulk-replay another through its dry run's preview token.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::operator_support::{OperatorPipeline, Options, e2e_script};
+use crate::operator_support::{OperatorPipeline, Options, e2e_script, unrouted_destination};
 use crate::support::TestDestination;
 
 #[tokio::test]
 async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_delivered() {
     let destination = TestDestination::answering(400).await;
-    let pipeline =
-        OperatorPipeline::start(&[("orders", destination.url(), "")], Options { oidc: true, ..Options::default() })
-            .await;
+    let staging = TestDestination::answering(200).await;
+    let pipeline = OperatorPipeline::start(
+        &[("orders", destination.url(), "")],
+        Options { oidc: true, tail: unrouted_destination("staging", &staging.url()), ..Options::default() },
+    )
+    .await;
     assert_eq!(pipeline.send("evt-console-1", "push", b"{\"order\":42}").await, 202);
     assert_eq!(pipeline.send("evt-console-2", "push", b"{\"order\":43}").await, 202);
+    assert_eq!(pipeline.send("evt-console-3", "push", b"{\"order\":44}").await, 202);
     // Hostile text from a provider is shown as text, never run (the page checks `window.pwned`).
     let hostile = "<img src=x onerror=window.pwned=1>";
     let body = b"{\"note\":\"</pre><script>window.pwned=1</script>\"}";
     assert_eq!(pipeline.send(hostile, "push", body).await, 202);
     pipeline
-        .wait_for("three dead letters", "{ counts { deadLettered } }", json!({}), |d| d["counts"]["deadLettered"] == 3)
+        .wait_for("four dead letters", "{ counts { deadLettered } }", json!({}), |d| d["counts"]["deadLettered"] == 4)
         .await;
     destination.set_behaviour(|_| (200, Duration::ZERO));
 
@@ -35,7 +42,7 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
         tokio::process::Command::new("node")
             .arg(e2e_script("console.mjs"))
             .args(["--url", &pipeline.url(""), "--email", "ops@example.com", "--event-id", "evt-console-1"])
-            .args(["--bulk-text", "evt-console-2"])
+            .args(["--bulk-text", "evt-console-2", "--dismiss-event-id", "evt-console-3", "--replay-to", "staging"])
             .arg("--screenshot")
             .arg(&screenshot)
             .kill_on_drop(true)
@@ -54,16 +61,39 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
     // address.
     pipeline
         .wait_for("the bulk-replayed one delivered", "{ counts { delivered } }", json!({}), |d| {
-            d["counts"]["delivered"] == 2
+            d["counts"]["delivered"] == 3
         })
         .await;
     assert_eq!(destination.delivered_keys().len(), 2);
-    let state =
-        pipeline.gql("{ counts { delivered deadLettered } auditLog { nodes { actor action } } }", json!({})).await;
-    assert_eq!(state["counts"], json!({"delivered": 2, "deadLettered": 1}));
-    let replay =
-        state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "REPLAY_DELIVERY").cloned();
-    assert_eq!(replay, Some(json!({"actor": "ops@example.com", "action": "REPLAY_DELIVERY"})));
-    let bulk = state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "BULK_REPLAY").cloned();
-    assert_eq!(bulk, Some(json!({"actor": "ops@example.com", "action": "BULK_REPLAY"})));
+    let to_staging: Vec<String> = staging.delivered_keys().into_keys().collect();
+    assert!(to_staging.len() == 1 && to_staging[0].ends_with("_staging~r1"), "{to_staging:?}");
+    let state = pipeline
+        .gql("{ counts { delivered deadLettered dismissed } auditLog { nodes { actor action detail } } }", json!({}))
+        .await;
+    assert_eq!(state["counts"], json!({"delivered": 3, "deadLettered": 1, "dismissed": 1}));
+    let replayed_to =
+        state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "REPLAY_TO_DESTINATION");
+    assert_eq!(replayed_to.map(|n| &n["actor"]), Some(&json!("ops@example.com")));
+    let dismissal =
+        state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "DISMISS_DEAD_LETTER").cloned();
+    assert_eq!(
+        dismissal,
+        Some(
+            json!({"actor": "ops@example.com", "action": "DISMISS_DEAD_LETTER", "detail": "duplicate order, refunded by hand"})
+        )
+    );
+    let replays: Vec<(&serde_json::Value, &serde_json::Value)> = state["auditLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["action"] == "REPLAY_DELIVERY")
+        .map(|n| (&n["actor"], &n["action"]))
+        .collect();
+    assert_eq!(
+        replays,
+        [(&json!("ops@example.com"), &json!("REPLAY_DELIVERY"))],
+        "the confirmed replay, not the cancelled one"
+    );
+    let bulk = state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "BULK_REPLAY");
+    assert_eq!(bulk.map(|n| &n["actor"]), Some(&json!("ops@example.com")));
 }

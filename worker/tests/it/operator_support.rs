@@ -82,6 +82,15 @@ impl Drop for Provider {
     }
 }
 
+/// TOML for `Options::tail`: a destination `name` at `url` that no route selects (a replay to a
+/// destination is the only way anything reaches it).
+pub fn unrouted_destination(name: &str, url: &str) -> String {
+    format!(
+        "\n[[destinations]]\nname = \"{name}\"\nurl = \"{url}\"\nsigning_secret = \"{}\"\ntimeout = \"5s\"\n",
+        crate::support::DESTINATION_SECRET
+    )
+}
+
 /// nats-server + ingest + worker with the operator plane on.
 pub struct OperatorPipeline {
     _nats: TestNats,

@@ -274,7 +274,7 @@ async fn bump_duplicates(
 }
 
 /// One prune transaction: up to `limit` events after `after` received before `cutoff` with no
-/// delivery left to do (unrouted, or all delivered), oldest first; returns them (the
+/// delivery left to do (unrouted, or all delivered or dismissed), oldest first; returns them (the
 /// candidates) and how many were deleted.
 ///
 /// A replay can move a delivered delivery back to pending at any moment (on SQLite the single
@@ -292,7 +292,8 @@ async fn prune_batch(
         .prepare_cached(
             "SELECT id FROM events e
              WHERE id > $2 AND received_at_ms < $1
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = e.id AND d.status <> 'delivered')
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = e.id
+                               AND d.status NOT IN ('delivered', 'dismissed'))
              ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
         )
         .await?;
@@ -306,7 +307,7 @@ async fn prune_batch(
         .await?;
     let mut busy = HashSet::new();
     for row in t.query(&lock, &[&candidates]).await? {
-        if row.try_get::<_, DeliveryStatus>(1)? != DeliveryStatus::Delivered {
+        if !row.try_get::<_, DeliveryStatus>(1)?.is_resolved() {
             busy.insert(row.try_get::<_, i64>(0)?);
         }
     }

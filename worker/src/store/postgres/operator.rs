@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{PgError, Postgres};
 use crate::model::{DeliveryId, DeliveryStatus, EventRowId, RouteStatus};
-use crate::store::operator::{DELIVERY_COLUMNS, EVENT_COLUMNS, Page, StatusCounts, contains_pattern};
+use crate::store::operator::{DELIVERY_COLUMNS, Dismissal, EVENT_COLUMNS, Page, StatusCounts, contains_pattern};
 use crate::store::{
     AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
     EventSelection, EventStatusFilter, PageRequest, StoreError, Totals,
@@ -144,6 +144,9 @@ pub(super) fn delivery_row(row: &Row) -> Result<DeliveryRow, PgError> {
         delivered_at: row.try_get(11)?,
         next_attempt_at: row.try_get(12)?,
         cursor: Cursor(row.try_get(13)?),
+        dismissal: Dismissal::of(row.try_get(14)?, row.try_get(15)?, row.try_get(16)?),
+        replay_of: row.try_get(17)?,
+        created_by: row.try_get(18)?,
     })
 }
 
@@ -266,7 +269,8 @@ impl Postgres {
         read(self, async |c| {
             let statement = c
                 .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.event_rowid = ANY($1) ORDER BY d.destination"
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.event_rowid = ANY($1)
+                     ORDER BY d.destination, d.rowid"
                 ))
                 .await?;
             let mut map: HashMap<EventRowId, Vec<DeliveryRow>> = HashMap::new();

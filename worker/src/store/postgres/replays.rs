@@ -9,7 +9,7 @@ use super::{PgError, Postgres};
 use crate::model::{AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
 use crate::store::audit::AuditRow;
 use crate::store::operator::DELIVERY_COLUMNS;
-use crate::store::replays::BulkPreview;
+use crate::store::replays::{BulkPreview, Dismissed, ReplayOrigin, ReplayScope};
 use crate::store::{
     BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, StoreError,
 };
@@ -68,7 +68,7 @@ impl Postgres {
         &self,
         delivery_id: DeliveryId,
         actor: String,
-        audit: bool,
+        scope: ReplayScope,
     ) -> Result<ReplayOutcome, StoreError> {
         Ok(self
             .write(async |t| {
@@ -81,6 +81,9 @@ impl Postgres {
                     return Ok(ReplayOutcome::NotFound);
                 };
                 let (status, destination): (DeliveryStatus, String) = (row.try_get(0)?, row.try_get(1)?);
+                if scope == ReplayScope::BulkItem && status != DeliveryStatus::DeadLettered {
+                    return Ok(ReplayOutcome::Skipped { status });
+                }
                 let now = UnixMs::now();
                 if status == DeliveryStatus::Pending {
                     // As on SQLite: made due now unless an attempt holds it; no due time at all
@@ -95,16 +98,18 @@ impl Postgres {
                     let rescheduled = t.execute(&reschedule, &[&delivery_id, &now]).await? == 1;
                     return Ok(ReplayOutcome::AlreadyPending { destination, rescheduled });
                 }
+                // A dismissed one's dismissal ends here (its audit row stays).
                 let requeue = t
                     .prepare_cached(
                         "UPDATE deliveries SET status = $3, replays = replays + 1, replay_enqueued = true,
                              attempt_base = attempts, next_attempt_at_ms = $2, updated_at_ms = $2,
-                             dead_letter_reason = NULL, lease_until_ms = NULL
+                             dead_letter_reason = NULL, lease_until_ms = NULL,
+                             dismissed_by = NULL, dismissed_at_ms = NULL, dismiss_note = NULL
                          WHERE id = $1",
                     )
                     .await?;
                 t.execute(&requeue, &[&delivery_id, &now, &DeliveryStatus::Pending]).await?;
-                if audit {
+                if scope == ReplayScope::Operator {
                     AuditRow {
                         at: now,
                         actor: &actor,
@@ -117,6 +122,112 @@ impl Postgres {
                     .await?;
                 }
                 Ok(ReplayOutcome::Replayed { destination })
+            })
+            .await?)
+    }
+
+    pub async fn dismiss(
+        &self,
+        delivery_id: DeliveryId,
+        actor: String,
+        note: Option<String>,
+    ) -> Result<Dismissed, StoreError> {
+        Ok(self
+            .write(async |t| {
+                // One statement decides: a concurrent replay or dismissal (another worker) waits
+                // for this row's lock and then finds it dismissed.
+                let now = UnixMs::now();
+                let dismiss = t
+                    .prepare_cached(&format!(
+                        "UPDATE deliveries d SET status = $2, dismissed_by = $3, dismissed_at_ms = $4,
+                             dismiss_note = $5, updated_at_ms = $4
+                         WHERE d.id = $1 AND d.status = $6 RETURNING {DELIVERY_COLUMNS}"
+                    ))
+                    .await?;
+                let dismissed = t
+                    .query_opt(
+                        &dismiss,
+                        &[&delivery_id, &DeliveryStatus::Dismissed, &actor, &now, &note, &DeliveryStatus::DeadLettered],
+                    )
+                    .await?;
+                let Some(row) = dismissed else {
+                    let select = t.prepare_cached("SELECT status FROM deliveries WHERE id = $1").await?;
+                    return Ok(match t.query_opt(&select, &[&delivery_id]).await? {
+                        Some(row) => Dismissed::NotDeadLettered(row.try_get(0)?),
+                        None => Dismissed::NotFound,
+                    });
+                };
+                AuditRow {
+                    at: now,
+                    actor: &actor,
+                    action: AuditAction::DismissDeadLetter,
+                    target: delivery_id.as_str(),
+                    count: 1,
+                    detail: note.as_deref(),
+                }
+                .write_pg(t)
+                .await?;
+                Ok(Dismissed::Done(Box::new(delivery_row(&row)?)))
+            })
+            .await?)
+    }
+
+    pub async fn replay_to_destination(
+        &self,
+        origin: ReplayOrigin,
+        destination: String,
+        actor: String,
+    ) -> Result<Option<DeliveryRow>, StoreError> {
+        Ok(self
+            .write(async |t| {
+                let event: Option<EventRowId> = match &origin {
+                    ReplayOrigin::Delivery(id) => {
+                        let select = t.prepare_cached("SELECT event_rowid FROM deliveries WHERE id = $1").await?;
+                        t.query_opt(&select, &[id]).await?.map(|r| r.try_get(0)).transpose()?
+                    }
+                    ReplayOrigin::Event(event) => Some(*event),
+                };
+                let Some(event) = event else {
+                    return Ok(None);
+                };
+                // The event's row, locked until commit: two replays of one event (from any
+                // worker) number their deliveries one after the other, and a prune that took the
+                // event first has deleted it when this goes on (then there is nothing to replay).
+                // NO KEY UPDATE: recording's foreign key checks on the event are not held up.
+                let lock = t.prepare_cached("SELECT id FROM events WHERE id = $1 FOR NO KEY UPDATE").await?;
+                if t.query_opt(&lock, &[&event]).await?.is_none() {
+                    return Ok(None);
+                }
+                let count = t
+                    .prepare_cached("SELECT count(*) FROM deliveries WHERE event_rowid = $1 AND created_by IS NOT NULL")
+                    .await?;
+                let before: i64 = t.query_one(&count, &[&event]).await?.try_get(0)?;
+                let id = DeliveryId::replayed_to(event, &destination, before + 1);
+                let now = UnixMs::now();
+                let insert = t
+                    .prepare_cached(&format!(
+                        "INSERT INTO deliveries AS d (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
+                                                      next_attempt_at_ms, replay_of, created_by)
+                         VALUES ($1, $2, $3, $4, $5, $5, $5, $6, $7) RETURNING {DELIVERY_COLUMNS}"
+                    ))
+                    .await?;
+                let row = t
+                    .query_one(
+                        &insert,
+                        &[&id, &event, &destination, &DeliveryStatus::Pending, &now, &origin.delivery(), &actor],
+                    )
+                    .await?;
+                AuditRow {
+                    at: now,
+                    actor: &actor,
+                    action: AuditAction::ReplayToDestination,
+                    target: id.as_str(),
+                    count: 1,
+                    detail: Some(&origin.describe(&destination)),
+                }
+                .write_pg(t)
+                .await?;
+                Ok(Some(delivery_row(&row)?))
             })
             .await?)
     }

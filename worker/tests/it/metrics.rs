@@ -144,6 +144,11 @@ fn known_but_lazy(family: &str) -> bool {
         inlet_worker::metric_names::BREAKER_STATE,
         inlet_worker::metric_names::END_TO_END,
         inlet_worker::metric_names::RESTARTED,
+        // Only with [ingest.tls] / [worker.tls], which this test does not set.
+        inlet_ingest::metric_names::TLS_RELOAD_FAILURES,
+        inlet_ingest::metric_names::TLS_CERTIFICATE_EXPIRY,
+        inlet_worker::metric_names::TLS_RELOAD_FAILURES,
+        inlet_worker::metric_names::TLS_CERTIFICATE_EXPIRY,
     ]
     .contains(&family)
 }

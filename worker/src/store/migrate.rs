@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "0010_drop_login_flows", include_str!("../../../schemas/sql/0010_drop_login_flows.sql")),
     (11, "0011_bulk_replay_previews", include_str!("../../../schemas/sql/0011_bulk_replay_previews.sql")),
     (12, "0012_bulk_replay_lease", include_str!("../../../schemas/sql/0012_bulk_replay_lease.sql")),
+    (13, "0013_event_ids_and_backups", include_str!("../../../schemas/sql/0013_event_ids_and_backups.sql")),
 ];
 
 pub(super) fn migrate(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {

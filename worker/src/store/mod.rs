@@ -55,6 +55,7 @@ macro_rules! on_each_backend {
 }
 
 mod audit;
+pub mod backup;
 mod columns;
 pub mod copy;
 mod deliveries;
@@ -80,8 +81,9 @@ use std::time::Duration;
 
 use inlet_shared::config::{SqliteSynchronous, StoreBackend};
 
+pub use backup::RestoredBackup;
 pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
-pub use events::{FirstClaims, NewEvent, Recorded};
+pub use events::{FirstClaims, NewEvent, Recorded, StreamFollowed};
 pub use operator::{
     AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
     EventSelection, EventStatusFilter, PageRequest, Totals,

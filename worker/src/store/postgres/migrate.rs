@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "0001_init", include_str!("../../../../schemas/sql/postgres/0001_init.sql")),
     (2, "0002_bulk_replay_previews", include_str!("../../../../schemas/sql/postgres/0002_bulk_replay_previews.sql")),
     (3, "0003_bulk_replay_lease", include_str!("../../../../schemas/sql/postgres/0003_bulk_replay_lease.sql")),
+    (4, "0004_event_ids_and_backups", include_str!("../../../../schemas/sql/postgres/0004_event_ids_and_backups.sql")),
 ];
 
 /// The ledger of applied migrations (same columns as SQLite's).

@@ -298,9 +298,10 @@ pub(super) fn follow_stream(
 }
 
 pub(super) fn prune(connection: &rusqlite::Connection, cutoff: UnixMs) -> Result<usize, rusqlite::Error> {
-    // The newest event always stays: SQLite hands out max(rowid) + 1, so deleting it would hand
-    // its row id out again, and with it its delivery ids, which destinations keep as
-    // `Idempotency-Key`: a new event would look like a repeat of an old one.
+    // The event with the highest row id always stays: when row ids start over (a new stream, a
+    // sequence seen twice) they start above it, so deleting it could hand its row id out again,
+    // and with it its delivery ids, which destinations keep as `Idempotency-Key`: a new event
+    // would look like a repeat of an old one.
     connection.execute(
         "DELETE FROM events WHERE received_at_ms < ?1 AND id < (SELECT max(id) FROM events)
            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = events.id AND d.status != 'delivered')",

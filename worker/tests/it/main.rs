@@ -34,3 +34,4 @@ mod several_workers;
 mod sqlite_only;
 mod support;
 mod tls;
+mod upgrade;

@@ -1606,4 +1606,6 @@ fn resolve_env_references(
 }
 
 #[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
 mod tests;

@@ -45,4 +45,4 @@ cargo test --workspace --locked
 # SQLite itself (disk full, its file lock) live under `sqlite_only` and ran above, as did
 # `several_workers`, which always runs on PostgreSQL.
 echo "== worker integration suite on PostgreSQL"
-INLET_TEST_STORE=postgres cargo test --locked -p inlet-worker --test it -- --skip sqlite_only --skip several_workers
+INLET_TEST_STORE=postgres cargo test --locked -p inlet-worker --test it -- --skip sqlite_only --skip several_workers --skip upgrade

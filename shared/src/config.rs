@@ -1913,4 +1913,6 @@ fn resolve_env_references(
 }
 
 #[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
 mod tests;

@@ -31,6 +31,7 @@ mod replay;
 mod routes;
 mod store;
 
+pub use store::backup::{BackupError, BackupSummary};
 pub use store::copy::{CopyError, CopySummary, copy_store};
 
 use std::collections::HashMap;
@@ -131,11 +132,30 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tracing::info!(stream = %config.stream.deliveries_stream_name(), "deleted the former delivery-task stream");
     }
 
+    // Event row ids follow this stream (SQLite), so a restored backup that records the stream
+    // again gives its events the ids — and delivery ids — they had.
+    let stream_created_ms =
+        i64::try_from(intake.cached_info().created.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    let restored = store.restored_backup().await?;
+    if let Some(restored) = restored
+        && restored.stream_created_ms.is_some_and(|created| created != stream_created_ms)
+    {
+        anyhow::bail!(
+            "{} is a restored backup of a store that recorded another intake stream {} (deleted and created again since): \
+             the events recorded after the backup went with it, and the row ids given since cannot be known; \
+             start this worker on the store it had, or on an empty one",
+            config.worker.database.display(),
+            config.stream.name
+        );
+    }
+    store.follow_stream(stream_created_ms).await?;
+    let deliver_policy = recording_start(&intake, &config, restored).await?;
+
     let recording_consumer: consumer::PullConsumer = intake
         .create_consumer(consumer::pull::Config {
             durable_name: Some(config.worker.consumer.clone()),
             ack_policy: consumer::AckPolicy::Explicit,
-            deliver_policy: consumer::DeliverPolicy::All,
+            deliver_policy,
             ack_wait: config.worker.ack_wait,
             max_ack_pending: config.worker.max_ack_pending,
             filter_subject: config.stream.wildcard_subject(),
@@ -143,6 +163,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         })
         .await
         .context("cannot create the recording consumer")?;
+    if let Some(restored) = restored {
+        store.clear_restored_backup().await?;
+        tracing::info!(
+            from_sequence = restored.replay_from,
+            backup_taken_at_ms = restored.taken_at.0,
+            "restored backup: recording the intake stream again from the backup's position"
+        );
+    }
 
     // SQLite: claims left by a previous process of this database; it is gone (the file lock
     // says so), so its attempts start again now rather than when their leases would have
@@ -289,6 +317,83 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     }
     tracing::info!("inlet-worker stopped");
     Ok(())
+}
+
+/// Where the recording consumer starts. On a restored backup: the durable consumer is made
+/// again from the backup's sequence (every message before it is in the backup), so what was
+/// recorded after the backup is recorded again. Otherwise the consumer keeps the start it was
+/// made with (JetStream refuses to change it), and a new one starts at the stream's beginning.
+async fn recording_start(
+    intake: &jetstream::stream::Stream,
+    config: &Config,
+    restored: Option<store::RestoredBackup>,
+) -> anyhow::Result<consumer::DeliverPolicy> {
+    let existing = intake.consumer_info(&config.worker.consumer).await.ok();
+    let Some(restored) = restored else {
+        return Ok(existing.map_or(consumer::DeliverPolicy::All, |info| info.config.deliver_policy));
+    };
+    if existing.is_some() {
+        intake
+            .delete_consumer(&config.worker.consumer)
+            .await
+            .context("restored backup: cannot delete the recording consumer to record the stream again")?;
+    }
+    let first = intake.cached_info().state.first_sequence;
+    if restored.replay_from < first {
+        tracing::error!(
+            lost_from_sequence = restored.replay_from,
+            lost_to_sequence = first - 1,
+            "restored backup: the stream no longer holds these messages (stream.max_age or max_bytes): \
+             events among them recorded after the backup are lost from the store"
+        );
+    }
+    Ok(match restored.replay_from {
+        0 | 1 => consumer::DeliverPolicy::All,
+        start_sequence => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+    })
+}
+
+/// Copies the SQLite store to `to` while the worker runs (`inlet-worker backup`): reads the
+/// recording consumer's ack floor first, so that a worker started on the restored copy records
+/// again everything after it, then copies, checks and syncs (see `store::backup`).
+///
+/// # Errors
+///
+/// When the store is not SQLite, or as [`BackupError`]. NATS unreachable is no error: the copy
+/// is then marked to record the whole stream again once restored (duplicates are recognised).
+pub async fn backup_store(
+    config: &Config,
+    to: &std::path::Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<BackupSummary> {
+    if config.store.backend != StoreBackend::Sqlite {
+        anyhow::bail!(
+            "backup copies the SQLite store ([store] backend = \"sqlite\"); back PostgreSQL up with its own tools \
+             (docs/operations.md, \"Backing up PostgreSQL\")"
+        );
+    }
+    let replay_from = tokio::select! {
+        floor = acked_up_to(config) => match floor {
+            Ok(floor) => floor + 1,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot read the recording consumer's position: once restored, the copy records the whole stream again"
+                );
+                1
+            }
+        },
+        () = shutdown.cancelled() => anyhow::bail!("interrupted: no backup was written"),
+    };
+    Ok(store::backup::backup(config.worker.database.clone(), to.to_owned(), replay_from, shutdown).await?)
+}
+
+/// The recording consumer's ack floor: every stream message up to it was recorded and acked.
+async fn acked_up_to(config: &Config) -> anyhow::Result<u64> {
+    let client = inlet_shared::nats::connect(&config.nats, "inlet-worker backup").await?;
+    let intake = jetstream::new(client).get_stream(&config.stream.name).await.context("intake stream")?;
+    let info = intake.consumer_info(&config.worker.consumer).await.context("recording consumer")?;
+    Ok(info.ack_floor.stream_sequence)
 }
 
 /// The operator plane's routes: `/graphql`, `/auth/*`, `/console`.

@@ -1,5 +1,6 @@
 //! `inlet-worker` binary: parse arguments, load config, bind, run until SIGINT/SIGTERM; or,
-//! with `copy-store`, copy the SQLite store into PostgreSQL and exit.
+//! with `copy-store`, copy the SQLite store into PostgreSQL and exit; or, with `backup`, copy
+//! the SQLite store to a file while the worker runs, check the copy and exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,18 @@ enum Command {
     // URL, which may hold a password, comes through `{ env = "…" }` as for the worker: never
     // on the command line (shell history, `ps`) and never printed.
     CopyStore,
+    /// Copy the SQLite store to a new file while the worker runs, check the copy, then exit
+    ///
+    /// Takes a consistent copy of `worker.database` (one read transaction: the worker keeps
+    /// recording and delivering), checks it (integrity, foreign keys, counts), syncs it and
+    /// prints what it holds. Never replaces a file. A worker started on the restored copy
+    /// records the intake stream again from where the copy ends. See docs/operations.md,
+    /// "Backing up and restoring SQLite".
+    Backup {
+        /// The file to write; must not exist.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -69,6 +82,14 @@ async fn main() -> ExitCode {
                     // The copy is one transaction: dropping it rolls everything back.
                     () = shutdown.cancelled() => anyhow::bail!("interrupted: nothing was copied"),
                 }
+            })
+            .await
+        }
+        Some(Command::Backup { to }) => {
+            inlet_shared::server::binary_main("inlet-worker backup", &config, |config, shutdown| async move {
+                let summary = inlet_worker::backup_store(&config, &to, shutdown).await?;
+                std::io::Write::write_all(&mut std::io::stdout().lock(), summary.to_string().as_bytes())?;
+                Ok(())
             })
             .await
         }

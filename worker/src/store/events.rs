@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use inlet_shared::signature::{IdOrigin, SchemeKind};
-use rusqlite::params;
+use rusqlite::{OptionalExtension as _, params};
 use tokio::sync::oneshot;
 
 use super::StoreError;
@@ -149,12 +149,13 @@ pub(super) fn record_events(
     now: UnixMs,
     claims: &FirstClaims,
 ) -> Result<Vec<RecordedRow>, rusqlite::Error> {
+    // Without a conflict target: a taken row id is not an error either (see `event_ids_offset`).
     let mut insert_event = connection.prepare_cached(
-        "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
+        "INSERT INTO events (id, source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
                              recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256, route_status,
                              trace_context)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-         ON CONFLICT (source, event_id) DO NOTHING",
+         VALUES (?16, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT DO NOTHING",
     )?;
     // Due now and, unless another worker holds the destination, already claimed by this
     // process for the first attempt (token 1).
@@ -168,27 +169,50 @@ pub(super) fn record_events(
     let mut bump = connection
         .prepare_cached("UPDATE events SET duplicates = duplicates + ?2, conflicts = conflicts + ?3 WHERE id = ?1")?;
 
+    let mut offset = event_ids_offset(connection)?;
     let mut results = Vec::with_capacity(events.len());
     for event in events {
         let sha = body_sha256(&event.body);
         let route_status = if event.destinations.is_empty() { RouteStatus::Unrouted } else { RouteStatus::Routed };
-        let inserted = insert_event.execute(params![
-            event.source,
-            event.event_id,
-            event.id_origin.as_str(),
-            event.event_type,
-            event.scheme.as_str(),
-            event.secret_index,
-            event.received_at,
-            now,
-            i64::try_from(event.stream_sequence).unwrap_or(i64::MAX),
-            event.content_type,
-            event.headers_json,
-            event.body.as_ref(),
-            sha,
-            route_status,
-            event.trace_context,
-        ])?;
+        let sequence = i64::try_from(event.stream_sequence).unwrap_or(i64::MAX);
+        let mut insert = |offset: i64| {
+            insert_event.execute(params![
+                event.source,
+                event.event_id,
+                event.id_origin.as_str(),
+                event.event_type,
+                event.scheme.as_str(),
+                event.secret_index,
+                event.received_at,
+                now,
+                sequence,
+                event.content_type,
+                event.headers_json,
+                event.body.as_ref(),
+                sha,
+                route_status,
+                event.trace_context,
+                sequence.saturating_add(offset),
+            ])
+        };
+        let mut inserted = insert(offset)?;
+        let duplicate_of = if inserted == 1 {
+            None
+        } else {
+            let stored = existing
+                .query_row(params![event.source, event.event_id], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()?;
+            if stored.is_none() {
+                // Not a duplicate: the row id was taken, by the same stream sequence recorded
+                // for another event (only when messages are not from one stream). Starting over
+                // above every id given so far keeps ids unique.
+                offset = restart_event_ids(connection, None)?;
+                inserted = insert(offset)?;
+            }
+            stored
+        };
         if inserted == 1 {
             let rowid = EventRowId(connection.last_insert_rowid());
             let mut ids = Vec::with_capacity(event.destinations.len());
@@ -207,8 +231,7 @@ pub(super) fn record_events(
             }
             results.push(RecordedRow::New(ids));
         } else {
-            let (rowid, stored_sha): (i64, String) =
-                existing.query_row(params![event.source, event.event_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let (rowid, stored_sha) = duplicate_of.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             let conflict = stored_sha != sha;
             bump.execute(params![rowid, i64::from(!conflict), i64::from(conflict)])?;
             results.push(RecordedRow::Duplicate { conflict });
@@ -217,10 +240,73 @@ pub(super) fn record_events(
     Ok(results)
 }
 
+/// The offset of new event row ids (`id = stream sequence + offset`); one is fixed now, above
+/// every id given so far, when none is yet (a store no worker of this version has started on).
+fn event_ids_offset(connection: &rusqlite::Connection) -> Result<i64, rusqlite::Error> {
+    let offset: Option<i64> =
+        connection.prepare_cached("SELECT event_ids_offset FROM store_identity")?.query_row([], |row| row.get(0))?;
+    match offset {
+        Some(offset) => Ok(offset),
+        None => restart_event_ids(connection, None),
+    }
+}
+
+/// Starts event row ids over above every id given so far: the offset becomes the highest row id
+/// (pruning always keeps the newest event, so it is the highest ever given), and every stream
+/// sequence is at least 1. With `stream_created_ms`, ids follow that stream from now on.
+/// Returns the new offset.
+fn restart_event_ids(
+    connection: &rusqlite::Connection,
+    stream_created_ms: Option<i64>,
+) -> Result<i64, rusqlite::Error> {
+    connection.query_row(
+        "UPDATE store_identity
+            SET event_ids_offset = (SELECT coalesce(max(id), 0) FROM events),
+                event_ids_stream_created_ms = coalesce(?1, event_ids_stream_created_ms)
+          RETURNING event_ids_offset",
+        [stream_created_ms],
+        |row| row.get(0),
+    )
+}
+
+/// How [`follow_stream`] found the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFollowed {
+    /// It already followed this stream: row ids go on as they were.
+    Same,
+    /// It followed no stream yet (a new store, or one from before event ids followed the
+    /// stream): ids start above every id given so far.
+    First,
+    /// It followed another stream (deleted and created again since): ids start above every id
+    /// given so far.
+    Another,
+}
+
+/// Makes new event row ids follow the stream created at `stream_created_ms`.
+pub(super) fn follow_stream(
+    connection: &rusqlite::Connection,
+    stream_created_ms: i64,
+) -> Result<StreamFollowed, rusqlite::Error> {
+    let (followed, offset): (Option<i64>, Option<i64>) = connection.query_row(
+        "SELECT event_ids_stream_created_ms, event_ids_offset FROM store_identity",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let outcome = match followed {
+        Some(created) if created == stream_created_ms && offset.is_some() => return Ok(StreamFollowed::Same),
+        Some(_) => StreamFollowed::Another,
+        None => StreamFollowed::First,
+    };
+    let offset = restart_event_ids(connection, Some(stream_created_ms))?;
+    tracing::info!(offset, ?outcome, "event row ids follow the intake stream: stream sequence + offset");
+    Ok(outcome)
+}
+
 pub(super) fn prune(connection: &rusqlite::Connection, cutoff: UnixMs) -> Result<usize, rusqlite::Error> {
-    // The newest event always stays: SQLite hands out max(rowid) + 1, so deleting it would hand
-    // its row id out again, and with it its delivery ids, which destinations keep as
-    // `Idempotency-Key`: a new event would look like a repeat of an old one.
+    // The event with the highest row id always stays: when row ids start over (a new stream, a
+    // sequence seen twice) they start above it, so deleting it could hand its row id out again,
+    // and with it its delivery ids, which destinations keep as `Idempotency-Key`: a new event
+    // would look like a repeat of an old one.
     connection.execute(
         "DELETE FROM events WHERE received_at_ms < ?1 AND id < (SELECT max(id) FROM events)
            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_rowid = events.id

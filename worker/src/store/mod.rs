@@ -56,6 +56,7 @@ macro_rules! on_each_backend {
 
 mod activity;
 mod audit;
+pub mod backup;
 mod columns;
 pub mod copy;
 mod deliveries;
@@ -82,8 +83,9 @@ use std::time::Duration;
 use inlet_shared::config::{SqliteSynchronous, StoreBackend};
 
 pub use activity::{ActivityBucket, ActivityQuery, MAX_BUCKETS};
+pub use backup::RestoredBackup;
 pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
-pub use events::{FirstClaims, NewEvent, Recorded};
+pub use events::{FirstClaims, NewEvent, Recorded, StreamFollowed};
 pub use operator::{
     AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
     EventSelection, EventStatusFilter, PageRequest, Totals,

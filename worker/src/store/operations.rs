@@ -12,7 +12,8 @@ use super::{
     ActivityBucket, ActivityQuery, ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend,
     BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow, Dismissed, DueClass, EventRow,
     EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount,
-    Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, SessionRow, SignIn, Store, StoreError, Totals, Unlinked,
+    Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, RestoredBackup, SessionRow, SignIn, Store, StoreError,
+    StreamFollowed, Totals, Unlinked,
 };
 use crate::model::{
     ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
@@ -57,6 +58,29 @@ forward! {
     ///
     /// When the transaction failed.
     pub async fn prune(&self, cutoff: UnixMs) -> Result<usize, StoreError>;
+    /// From now on new event row ids follow the intake stream created at `stream_created_ms`
+    /// (SQLite: `id = stream sequence + offset`, the offset fixed while the stream is the same),
+    /// so recording the same messages again gives the same ids; says whether the store followed
+    /// this stream already, none, or another one (its ids then start above every id given).
+    /// PostgreSQL: ids come from its identity; always [`StreamFollowed::Same`].
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn follow_stream(&self, stream_created_ms: i64) -> Result<StreamFollowed, StoreError>;
+    /// The mark of a backup (`inlet-worker backup`) when this store is a restored copy not yet
+    /// caught up with the stream; none otherwise (always none on PostgreSQL).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn restored_backup(&self) -> Result<Option<RestoredBackup>, StoreError>;
+    /// Removes the backup mark, once recording resumes from its sequence.
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn clear_restored_backup(&self) -> Result<(), StoreError>;
     // deliveries
     /// Records an attempt and the delivery's new state, fenced by the attempt's lease token.
     ///

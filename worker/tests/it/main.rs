@@ -36,3 +36,4 @@ mod sqlite_only;
 mod support;
 mod tls;
 mod traces;
+mod upgrade;

@@ -22,9 +22,9 @@ use crate::operator_support::ADMIN_TOKEN;
 use crate::support::{Backend, TestDestination, TestStore, config_text, send_github, start_ingest, wait_ok};
 
 /// A worker process; killed (SIGKILL) when dropped, also when the test fails.
-struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     child: Child,
-    main: SocketAddr,
+    pub(crate) main: SocketAddr,
     admin: SocketAddr,
     /// Its log lines (stdout and stderr) so far.
     log: Arc<Mutex<Vec<String>>>,
@@ -32,7 +32,7 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     /// Starts `inlet-worker` on free ports and waits for its "running" line, which names them.
-    fn spawn(config_path: &std::path::Path) -> WorkerProcess {
+    pub(crate) fn spawn(config_path: &std::path::Path) -> WorkerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_inlet-worker"))
             .arg("--config")
             .arg(config_path)
@@ -86,6 +86,13 @@ impl WorkerProcess {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stops it as an orchestrator does (SIGTERM) and waits for a clean exit.
+    pub(crate) fn terminate(&mut self) {
+        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the worker exited with {status} after SIGTERM");
     }
 
     async fn metric(&self, client: &reqwest::Client, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -146,30 +153,9 @@ impl Cluster {
     }
 
     /// Waits until every worker sees all of them live and each destination is held by exactly
-    /// one (so no hand-over is still to come: a worker reports the live count after settling).
+    /// one (see [`wait_settled`]).
     async fn wait_settled(&self, workers: &[&WorkerProcess], destinations: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut settled = true;
-            for worker in workers {
-                let live = worker.metric(&self.client, "inlet_worker_placement_workers", &[]).await;
-                settled &= live == workers.len() as f64;
-            }
-            for destination in destinations {
-                let mut holders = 0.0;
-                for worker in workers {
-                    holders += worker
-                        .metric(&self.client, "inlet_worker_destination_held", &[("destination", destination)])
-                        .await;
-                }
-                settled &= holders == 1.0;
-            }
-            if settled {
-                return;
-            }
-            assert!(Instant::now() < deadline, "placement did not settle within 30 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_settled(&self.client, workers, destinations).await;
     }
 
     async fn holds(&self, worker: &WorkerProcess, destination: &str) -> bool {
@@ -211,6 +197,32 @@ impl Cluster {
 }
 
 /// The workers' operator API, with the bootstrap admin token.
+/// Waits until every worker sees all of them live and each destination is held by exactly one
+/// (so no hand-over is still to come: a worker reports the live count after settling).
+pub(crate) async fn wait_settled(client: &reqwest::Client, workers: &[&WorkerProcess], destinations: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut settled = true;
+        for worker in workers {
+            let live = worker.metric(client, "inlet_worker_placement_workers", &[]).await;
+            settled &= live == workers.len() as f64;
+        }
+        for destination in destinations {
+            let mut holders = 0.0;
+            for worker in workers {
+                holders +=
+                    worker.metric(client, "inlet_worker_destination_held", &[("destination", destination)]).await;
+            }
+            settled &= holders == 1.0;
+        }
+        if settled {
+            return;
+        }
+        assert!(Instant::now() < deadline, "placement did not settle within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn with_api() -> String {
     format!("\n[console]\nbootstrap_token = \"{ADMIN_TOKEN}\"\n")
 }

@@ -395,6 +395,18 @@ pub async fn send_github(
     event: &str,
     body: &[u8],
 ) -> u16 {
+    try_send_github(client, ingest, delivery, event, body).await.unwrap()
+}
+
+/// [`send_github`], with a transport error (a refused connection, one closed mid-request)
+/// returned rather than a panic: what a provider retries.
+pub async fn try_send_github(
+    client: &reqwest::Client,
+    ingest: SocketAddr,
+    delivery: &str,
+    event: &str,
+    body: &[u8],
+) -> Result<u16, reqwest::Error> {
     let mut request = client
         .post(format!("http://{ingest}/webhooks/gh"))
         .header("content-type", "application/json")
@@ -403,7 +415,7 @@ pub async fn send_github(
         request = request.header(name, value);
     }
     request = request.header("X-GitHub-Event", event);
-    request.send().await.unwrap().status().as_u16()
+    Ok(request.send().await?.status().as_u16())
 }
 
 /// Verifies Inlet's Standard Webhooks signature on a delivery, as a user's service would.

@@ -268,6 +268,26 @@ impl Postgres {
         Ok(row.try_get(0).map_err(PgError::from)?)
     }
 
+    /// Event ids come from the identity here, whatever the stream: nothing to do.
+    pub(super) async fn follow_stream(
+        &self,
+        _stream_created_ms: i64,
+    ) -> Result<crate::store::StreamFollowed, crate::store::StoreError> {
+        Ok(crate::store::StreamFollowed::Same)
+    }
+
+    /// PostgreSQL is backed up and restored with its own tools (docs/operations.md), which
+    /// leave no backup mark: never one.
+    pub(super) async fn restored_backup(
+        &self,
+    ) -> Result<Option<crate::store::RestoredBackup>, crate::store::StoreError> {
+        Ok(None)
+    }
+
+    pub(super) async fn clear_restored_backup(&self) -> Result<(), crate::store::StoreError> {
+        Ok(())
+    }
+
     /// From the kept counts (summed over their slots) and, for the oldest pending receipt time,
     /// the pending deliveries (the due-time index holds nothing else).
     pub(super) async fn stats(&self) -> Result<crate::store::Stats, crate::store::StoreError> {

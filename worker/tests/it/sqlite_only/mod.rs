@@ -2,6 +2,8 @@
 //! (whatever `INLET_TEST_STORE` says), and the PostgreSQL run of the suite leaves them out with
 //! `--skip sqlite_only`. Everything else in the suite runs on both backends.
 //!
+//! - `backup`: `inlet-worker backup` of the SQLite file while the worker runs, restored after
+//!   the file is lost. PostgreSQL is backed up with its own tools (docs/operations.md).
 //! - `disk_full`: the disk under the SQLite file really full (a tmpfs in a mount namespace, the
 //!   WAL's size, `SQLITE_FULL`, `PRAGMA integrity_check` on the copied file). On PostgreSQL the
 //!   server's disk is the server's business; the worker sees failed statements, not ENOSPC.
@@ -9,5 +11,6 @@
 //!   and a second worker on the same file refused by the file lock. On PostgreSQL several workers
 //!   share one database by design, and there is no file to lock.
 
+mod backup;
 mod disk_full;
 mod file_lock;

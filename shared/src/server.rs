@@ -392,6 +392,24 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// `error` and its causes on one line, `: ` between them, like anyhow's `{:#}`, but without a
+/// cause whose text the message before it already shows: several errors (async-nats's
+/// `ConnectError`, `io::Error` wrapping one) print their source in their own message and return
+/// it from `source()` too, which made startup failures name their cause twice.
+fn report(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 /// The body of both binaries' `main`: load the config file, start logging, run until SIGINT or
 /// SIGTERM, and turn the outcome into an exit code (64 for an unusable configuration, naming
 /// the key — also when `run` fails with a [`crate::config::ConfigError`], e.g. a certificate
@@ -417,18 +435,51 @@ where
         Ok(()) => std::process::ExitCode::SUCCESS,
         // Found only once files the configuration names were read (e.g. a TLS certificate).
         Err(error) if error.downcast_ref::<crate::config::ConfigError>().is_some() => {
-            tracing::error!(error = format!("{error:#}"), "{binary}: invalid configuration");
-            eprintln!("{binary}: invalid configuration: {error:#}");
+            let error = report(&error);
+            tracing::error!(error, "{binary}: invalid configuration");
+            eprintln!("{binary}: invalid configuration: {error}");
             std::process::ExitCode::from(EX_USAGE)
         }
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "{binary} failed");
-            eprintln!("{binary}: {error:#}");
+            let report = report(&error);
+            tracing::error!(error = report, "{binary} failed");
+            eprintln!("{binary}: {report}");
             // A `[nats]` file or seed found unusable only when connecting is invalid config too.
             if error.downcast_ref::<crate::nats::NatsSetupError>().is_some_and(crate::nats::NatsSetupError::is_config) {
                 return std::process::ExitCode::from(EX_USAGE);
             }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    /// An error whose message already quotes its source, as async-nats's `ConnectError` does.
+    #[derive(Debug)]
+    struct Quoting(std::io::Error);
+
+    impl std::fmt::Display for Quoting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "IO error: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Quoting {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_the_message_already_shows_is_not_repeated_and_others_are_kept() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let error = anyhow::Error::new(Quoting(refused)).context("cannot connect to NATS at nats://127.0.0.1:1");
+        assert_eq!(format!("{error:#}").matches("connection refused").count(), 2, "anyhow's own form repeats it");
+        assert_eq!(report(&error), "cannot connect to NATS at nats://127.0.0.1:1: IO error: connection refused");
+        let plain = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot record");
+        assert_eq!(report(&plain), "cannot record: disk full");
     }
 }

@@ -79,7 +79,7 @@ pub enum AuthError {
     #[error("invalid or revoked API token")]
     BadToken,
     /// A provider token could not be sealed for keeping.
-    #[error("cannot seal the provider token: {0}")]
+    #[error("cannot seal the provider token")]
     Seal(#[from] crypto::CipherError),
 }
 
@@ -105,12 +105,12 @@ pub enum LoginError {
     /// The OpenID provider cannot be reached or its metadata is unusable.
     #[error("the identity provider is unavailable")]
     Discovery(#[source] ProviderFailure),
-    /// A call to the provider's API failed: GitHub's token, user, email and organisation
-    /// endpoints (unreachable, or an unreadable answer).
+    /// A call to the provider's API failed: the OpenID token endpoint, GitHub's token, user,
+    /// email and organisation endpoints (unreachable, or an unreadable answer).
     #[error("the identity provider's API is unavailable")]
     ProviderApi(#[source] ProviderFailure),
-    /// The code was refused at the token endpoint (reused, wrong verifier, wrong client), or
-    /// the provider no longer accepts the access token.
+    /// The code was refused at the token endpoint (reused, wrong verifier, wrong client: an
+    /// OAuth error answer), or the provider no longer accepts the access token.
     #[error("the identity provider did not accept the authorization code")]
     TokenExchange(#[source] ProviderFailure),
     /// The ID token is missing or fails verification (signature, iss, aud, exp, nonce).

@@ -231,8 +231,11 @@ impl OidcLogin {
     }
 }
 
-/// The token endpoint's refusal or failure. An answer that cannot be parsed may hold tokens, so
-/// neither it nor the parser's message (which can quote it) is kept: only where it went wrong.
+/// The token endpoint's refusal or failure. A refusal (an OAuth error answer) is the sign-in's
+/// fault (400); an endpoint that cannot be reached or answers what cannot be read is the
+/// provider's (503: trying again later may work). An answer that cannot be parsed may hold
+/// tokens, so neither it nor the parser's message (which can quote it) is kept: only where it
+/// went wrong.
 fn token_exchange_error(
     error: openidconnect::RequestTokenError<
         OidcHttpError,
@@ -240,13 +243,14 @@ fn token_exchange_error(
     >,
 ) -> LoginError {
     use openidconnect::RequestTokenError;
-    let failure = match error {
-        RequestTokenError::Parse(parse, _answer) => {
-            ProviderFailure::because(format!("token endpoint: unreadable answer (at {})", parse.path()))
-        }
-        other => ProviderFailure::new("token endpoint", other),
-    };
-    LoginError::TokenExchange(failure)
+    match error {
+        RequestTokenError::Parse(parse, _answer) => LoginError::ProviderApi(ProviderFailure::because(format!(
+            "token endpoint: unreadable answer (at {})",
+            parse.path()
+        ))),
+        RequestTokenError::Request(request) => LoginError::ProviderApi(ProviderFailure::new("token endpoint", request)),
+        refused => LoginError::TokenExchange(ProviderFailure::new("token endpoint", refused)),
+    }
 }
 
 #[cfg(test)]
@@ -273,5 +277,21 @@ mod tests {
         assert!(detail.starts_with("discovery: Request failed: "), "{detail}");
         assert!(detail.contains(&format!("127.0.0.1:{port}")) && detail.to_lowercase().contains("connect"), "{detail}");
         assert!(!detail.contains("client-secret"));
+    }
+
+    /// An unreachable token endpoint is the provider's failure (503), not a refused code (400).
+    #[tokio::test]
+    async fn a_token_endpoint_that_cannot_be_reached_is_unavailable_and_a_refusal_is_a_refusal() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let unreachable = reqwest::get(format!("http://127.0.0.1:{port}/token")).await.unwrap_err();
+        let error = token_exchange_error(openidconnect::RequestTokenError::Request(OidcHttpError(unreachable)));
+        assert!(matches!(error, LoginError::ProviderApi(_)), "{error:?}");
+        let refusal = openidconnect::StandardErrorResponse::new(
+            openidconnect::core::CoreErrorResponseType::InvalidGrant,
+            None,
+            None,
+        );
+        let error = token_exchange_error(openidconnect::RequestTokenError::ServerResponse(refusal));
+        assert!(matches!(error, LoginError::TokenExchange(_)), "{error:?}");
     }
 }

@@ -105,25 +105,35 @@ async fn a_class_of_events_that_always_fails_does_not_starve_the_others() {
     assert!(waiting > 0, "the poison events wait for their retries");
 }
 
-/// The destination is down for the first seconds of a steady load, then recovers: every
-/// accepted event is delivered exactly once, nothing stays pending.
+/// The destination is down while a steady load starts, then recovers: every accepted event is
+/// delivered exactly once, nothing stays pending. The outage ends when the destination has
+/// refused 20 requests (not after a fixed time, which a slow start could spend before the first
+/// delivery).
 #[tokio::test]
 async fn an_outage_under_load_loses_nothing() {
-    let started = Instant::now();
-    let outage = Duration::from_secs(6);
-    let sink =
-        TestDestination::start(move |_| (if started.elapsed() < outage { 503 } else { 200 }, Duration::ZERO)).await;
+    let sink = TestDestination::start(|_| (503, Duration::ZERO)).await;
     let extra = "concurrency = 16\nbreaker = { failure_threshold = 5, cooldown = \"1s\" }\n\
                  retry_schedule = [\"500ms\", \"1s\", \"2s\", \"4s\", \"4s\", \"4s\", \"4s\"]";
     let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
     let events = 600;
-    send_paced(&pipeline, "outage", events, 100).await;
+    let recover = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sink.received().iter().filter(|r| r.status == 503).count() < 20 {
+            assert!(Instant::now() < deadline, "the destination saw no load");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sink.set_behaviour(|_| (200, Duration::ZERO));
+    };
+    tokio::join!(send_paced(&pipeline, "outage", events, 100), recover);
     wait_delivered(&pipeline.store, events as i64, Duration::from_secs(90)).await;
     let keys = sink.delivered_keys();
     assert_eq!(keys.len(), events);
     assert!(keys.values().all(|&n| n == 1), "503s are answers: no duplicate sends");
     assert_eq!(count(&pipeline, "SELECT count(*) FROM deliveries WHERE status <> 'delivered'").await, 0);
-    assert!(count(&pipeline, "SELECT count(*) FROM attempts WHERE status_code = 503").await > 0, "the outage was seen");
+    assert!(
+        count(&pipeline, "SELECT count(*) FROM attempts WHERE status_code = 503").await >= 20,
+        "the outage was seen"
+    );
 }
 
 /// Five 429s with `Retry-After: 1` are back-pressure: the breaker (threshold 5, cooldown 60 s)

@@ -56,6 +56,8 @@ macro_rules! on_each_backend {
 
 mod activity;
 mod audit;
+#[cfg(test)]
+mod audit_tests;
 mod columns;
 pub mod copy;
 mod deliveries;
@@ -85,8 +87,8 @@ pub use activity::{ActivityBucket, ActivityQuery, MAX_BUCKETS};
 pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
 pub use events::{FirstClaims, NewEvent, Recorded};
 pub use operator::{
-    AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
-    EventSelection, EventStatusFilter, PageRequest, Totals,
+    AttemptRow, AuditLogEntry, AuditSelection, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow,
+    EventRow, EventSelection, EventStatusFilter, PageRequest, Totals,
 };
 use postgres::Postgres;
 pub use replays::{BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};

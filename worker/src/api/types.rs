@@ -17,8 +17,8 @@ use super::services;
 use crate::model::{DeliveryId, EventRowId};
 use crate::replay::Replayed;
 use crate::store::{
-    ApiTokenRow, AttemptRow, AuditLogEntry, AuditSelection, BulkReplayRow, ContentRead, Cursor, DeadLetterSelection, DeliveryRow,
-    EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, Totals,
+    ApiTokenRow, AttemptRow, AuditLogEntry, AuditSelection, BulkReplayRow, ContentRead, Cursor, DeadLetterSelection,
+    DeliveryRow, EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, Totals,
 };
 
 /// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four

@@ -320,6 +320,21 @@ mod tests {
         }
     }
 
+    /// The audit log's "What" filter in the console offers exactly the model's audit actions.
+    #[test]
+    fn the_audit_actions_offered_are_the_models() {
+        let names: Vec<String> =
+            crate::model::AuditAction::ALL.iter().map(|a| format!("'{}'", a.as_str().to_ascii_uppercase())).collect();
+        let console = include_str!("../console/app.js");
+        let start = console.find("const AUDIT_ACTIONS = [").unwrap() + "const AUDIT_ACTIONS = [".len();
+        let offered: Vec<&str> = console[start..start + console[start..].find(']').unwrap()]
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .collect();
+        assert_eq!(offered, names, "console/app.js AUDIT_ACTIONS");
+    }
+
     /// The console's reason filter and the schema's `DeadLetterReason` enum offer exactly the
     /// model's dead-letter reasons (`unknown_destination` included: the store constructs it).
     #[test]

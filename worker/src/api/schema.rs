@@ -252,13 +252,20 @@ impl Query {
         Ok(destinations)
     }
 
-    /// The audit log, newest first.
+    /// The audit log, newest first; only the rows `filter` picks when given.
     #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
-    async fn audit_log(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<AuditPage> {
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<AuditFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<AuditPage> {
         require(ctx, Role::Viewer)?;
         let page = page_request(first, after.as_deref())?;
         ctx.data_unchecked::<Reads>().add();
-        let found = services(ctx)?.store.audit_page(page).await.map_err(ApiError::from)?;
+        let selection = filter.unwrap_or_default().selection();
+        let found = services(ctx)?.store.audit_page_matching(selection, page).await.map_err(ApiError::from)?;
         let end_cursor = found.rows.last().map(|n| encode_cursor(n.cursor()));
         let nodes = found.rows.into_iter().map(AuditEntry::from).collect();
         Ok(AuditPage { nodes, page_info: PageInfo { has_next_page: found.has_more, end_cursor } })

@@ -17,8 +17,8 @@ use super::services;
 use crate::model::{DeliveryId, EventRowId};
 use crate::replay::Replayed;
 use crate::store::{
-    ApiTokenRow, AttemptRow, AuditLogEntry, BulkReplayRow, ContentRead, Cursor, DeadLetterSelection, DeliveryRow,
-    EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, Totals,
+    ApiTokenRow, AttemptRow, AuditLogEntry, AuditSelection, BulkReplayRow, ContentRead, Cursor, DeadLetterSelection,
+    DeliveryRow, EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, Totals,
 };
 
 /// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four
@@ -645,6 +645,31 @@ impl From<AuditLogEntry> for AuditEntry {
             target: row.target,
             count: row.count,
             detail: row.detail,
+        }
+    }
+}
+
+/// Audit log filters (all optional, combined with AND).
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Written at or after.
+    pub from: Option<DateTime>,
+    /// Written before.
+    pub to: Option<DateTime>,
+    /// Who, exactly (an email, or `token:{name}`).
+    pub actor: Option<String>,
+    /// What.
+    pub action: Option<AuditAction>,
+}
+
+impl AuditFilter {
+    /// The filter as the store's selection.
+    pub fn selection(self) -> AuditSelection {
+        AuditSelection {
+            from: self.from.map(|at| at.0),
+            to: self.to.map(|at| at.0),
+            actor: self.actor.filter(|actor| !actor.is_empty()),
+            action: self.action.map(Into::into),
         }
     }
 }

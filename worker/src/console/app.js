@@ -74,6 +74,87 @@ async function refreshCounts() {
   );
 }
 
+// ---- Lists: time ranges and pages ----------------------------------------------------------
+
+// Quick picks of a list's time range: from that long ago, up to now and whatever arrives next.
+const QUICK_RANGES = [['1h', 3600e3, 'last 1 h'], ['24h', 86400e3, 'last 24 h'], ['7d', 7 * 86400e3, 'last 7 d']];
+const PAGE_SIZES = [10, 25, 50, 100];
+// A `datetime-local` value for `at`, in UTC like every time the console shows.
+const utcField = (at) => at.toISOString().slice(0, 19);
+
+// A list's time range: from/to fields (UTC, labelled) and quick picks; a pick fills `from`,
+// empties `to` and submits the form. `fromName`/`toName` are the fields' names in the form.
+function timeRangeFields(what, fromName, toName) {
+  const from = h('input', { name: fromName, type: 'datetime-local', step: 1 });
+  const to = h('input', { name: toName, type: 'datetime-local', step: 1 });
+  const pick = (value, clear) => (event) => {
+    from.value = value ? utcField(new Date(Date.now() - value)) : '';
+    if (clear) to.value = '';
+    event.currentTarget.form.requestSubmit();
+  };
+  return [h('label', {}, `${what} from (UTC)`, from), h('label', {}, 'to (UTC)', to),
+    h('span', { className: 'quick-range', role: 'group', 'aria-label': 'Quick time range' },
+      QUICK_RANGES.map(([key, ms, text]) => h('button', { type: 'button', 'data-range': key, onclick: pick(ms, true) }, text)),
+      h('button', { type: 'button', 'data-range': 'any', onclick: pick(0, true) }, 'any time'))];
+}
+
+// The range in `data` (a FormData) as the API takes it: RFC 3339, read as UTC.
+function timeRange(data, fromName, toName) {
+  return { from: data.get(fromName) ? utc(data.get(fromName)) : undefined, to: data.get(toName) ? utc(data.get(toName)) : undefined };
+}
+
+// Pages through a newest-first list over the API's cursors (Previous / Next) with the page size
+// shown and chosen. `fetchPage(filter, first, after)` answers `{ nodes, pageInfo }`, `show(nodes)`
+// draws them. The filter is the one `reload` was given: paging keeps it even while the form is
+// being edited; `refresh` reads the current page again (after a change to one of its rows).
+function pager(id, fetchPage, show) {
+  const state = { filter: {}, cursors: [null], next: null, size: 50 };
+  const size = h('select', { name: 'pageSize', className: 'page-size' }, PAGE_SIZES.map((n) => h('option', { value: n, selected: n === state.size }, n)));
+  const previous = h('button', { type: 'button', className: 'page-previous', disabled: true }, '← Previous');
+  const next = h('button', { type: 'button', className: 'page-next', disabled: true }, 'Next →');
+  const where = h('span', { className: 'page-where', 'aria-live': 'polite' });
+  const element = h('div', { className: 'pager', id, role: 'navigation', 'aria-label': 'Pages' },
+    previous, next, where, h('label', { className: 'inline' }, 'Per page', size));
+  const load = async () => {
+    element.setAttribute('aria-busy', 'true');
+    const index = state.cursors.length - 1;
+    const page = await fetchPage(state.filter, state.size, state.cursors[index]);
+    await show(page.nodes);
+    for (const table of element.parentNode?.querySelectorAll('table.stack') || []) labelCells(table);
+    state.next = page.pageInfo.endCursor;
+    const first = index * state.size;
+    where.textContent = page.nodes.length ? `Rows ${first + 1}–${first + page.nodes.length} · ${state.size} per page`
+      : `No rows${index ? ' on this page' : ''} · ${state.size} per page`;
+    previous.disabled = index === 0;
+    next.disabled = !page.pageInfo.hasNextPage;
+    element.dataset.page = index + 1;
+    element.setAttribute('aria-busy', 'false');
+  };
+  previous.addEventListener('click', () => { if (state.cursors.length > 1) state.cursors.pop(); load().catch(showError); });
+  next.addEventListener('click', () => { state.cursors.push(state.next); load().catch(showError); });
+  size.addEventListener('change', () => { state.size = Number(size.value); state.cursors = [null]; load().catch(showError); });
+  return {
+    element,
+    reload: (filter) => { state.filter = filter; state.cursors = [null]; return load(); },
+    refresh: load,
+  };
+}
+
+// A list's table: at phone width its rows are stacked (each cell under its column's name), and
+// whatever is still too wide scrolls inside the table's own box, never the page.
+function scrolling(table) {
+  table.classList.add('stack');
+  return h('div', { className: 'table-scroll' }, table);
+}
+
+// Gives each cell its column's name (`data-label`, which the stacked rows show).
+function labelCells(table) {
+  const names = [...table.querySelectorAll('thead th')].map((th) => th.textContent);
+  for (const row of table.tBodies[0]?.rows || []) {
+    [...row.cells].forEach((cell, i) => { if (cell.colSpan === 1) cell.dataset.label = names[i] || ''; });
+  }
+}
+
 // ---- Overview: activity charts ----------------------------------------------------------
 
 const RANGES = { '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3 };
@@ -141,8 +222,8 @@ async function overviewView() {
 
 // ---- Events -------------------------------------------------------------------------------
 
-const EVENTS = `query($filter: EventFilter, $after: String) {
-  events(filter: $filter, first: 50, after: $after) {
+const EVENTS = `query($filter: EventFilter, $first: Int, $after: String) {
+  events(filter: $filter, first: $first, after: $after) {
     nodes { id source eventId eventType receivedAt routeStatus deliveries { destination status } }
     pageInfo { hasNextPage endCursor } } }`;
 
@@ -155,39 +236,39 @@ async function eventsView() {
     h('label', {}, 'Status', h('select', { name: 'status' }, h('option', { value: '' }, 'any'),
       ['PENDING', 'DELIVERED', 'DEAD_LETTERED', 'DISMISSED', 'UNROUTED'].map((s) => h('option', { value: s }, label(s))))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
-    h('label', {}, 'Received after (UTC)', h('input', { name: 'after', type: 'datetime-local', step: 1 })),
+    timeRangeFields('Received', 'after', 'before'),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
   const body = h('tbody', { id: 'events-body' });
-  const more = h('button', { type: 'button', hidden: true }, 'Load more');
-  let cursor = null;
   const filter = () => {
     const data = new FormData(form);
     const f = {};
     for (const key of ['source', 'eventType', 'status', 'text']) if (data.get(key)) f[key] = data.get(key);
     // The field is read as UTC, like every time the console shows (not the browser's zone).
-    if (data.get('after')) f.receivedAfter = utc(data.get('after'));
+    const range = timeRange(data, 'after', 'before');
+    if (range.from) f.receivedAfter = range.from;
+    if (range.to) f.receivedBefore = range.to;
     return f;
   };
-  const load = async (append) => {
-    body.setAttribute('aria-busy', 'true');
-    const { events } = await gql(EVENTS, { filter: filter(), after: append ? cursor : null });
-    const rows = events.nodes.map((e) => h('tr', { className: 'clickable', 'data-event-id': e.eventId,
+  const show = async (nodes) => {
+    const rows = nodes.map((e) => h('tr', { className: 'clickable', 'data-event-id': e.eventId,
       onclick: () => { location.hash = `#event/${e.id}`; } },
     h('td', { className: 'mono' }, time(e.receivedAt)), h('td', {}, e.source), h('td', {}, e.eventType || ''),
     h('td', { className: 'mono' }, e.eventId),
     h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : null, e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
-    if (append) body.append(...rows); else body.replaceChildren(...rows);
-    if (!append && !rows.length) body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, 'No events match.')));
-    cursor = events.pageInfo.endCursor;
-    more.hidden = !events.pageInfo.hasNextPage;
+    body.replaceChildren(...rows);
+    if (!rows.length) body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, 'No events match.')));
+  };
+  const pages = pager('events-pages', async (f, first, after) => (await gql(EVENTS, { filter: f, first, after })).events, show);
+  // The list is busy until it has reloaded (the browser tests wait for it).
+  const load = async () => {
+    body.setAttribute('aria-busy', 'true');
+    await pages.reload(filter());
     body.setAttribute('aria-busy', 'false');
   };
-  form.addEventListener('submit', (event) => { event.preventDefault(); load(false).catch(showError); });
-  more.addEventListener('click', () => load(true).catch(showError));
-  render(h('h1', {}, 'Events'), form,
-    h('table', {}, h('thead', {}, h('tr', {}, ['Received (UTC)', 'Source', 'Type', 'Event id', 'Deliveries'].map((t) => h('th', {}, t)))), body),
-    more);
-  await load(false);
+  form.addEventListener('submit', (event) => { event.preventDefault(); load().catch(showError); });
+  render(h('h1', {}, 'Events'), form, pages.element,
+    scrolling(h('table', {}, h('thead', {}, h('tr', {}, ['Received (UTC)', 'Source', 'Type', 'Event id', 'Deliveries'].map((t) => h('th', {}, t)))), body)));
+  await load();
 }
 
 // ---- Event detail -------------------------------------------------------------------------
@@ -365,7 +446,7 @@ async function eventView(id) {
 
 // ---- Dead letters -------------------------------------------------------------------------
 
-const DEAD = `query($filter: DeadLetterFilter, $after: String) { deadLetters(filter: $filter, first: 50, after: $after) {
+const DEAD = `query($filter: DeadLetterFilter, $first: Int, $after: String) { deadLetters(filter: $filter, first: $first, after: $after) {
   nodes { id destination deadLetterReason attemptCount lastStatusCode lastError updatedAt event { id source eventId eventType } }
   pageInfo { hasNextPage endCursor } } }`;
 
@@ -377,18 +458,23 @@ async function deadLettersView() {
     h('label', {}, 'Reason', h('select', { name: 'reason' }, h('option', { value: '' }, 'any'),
       ['PERMANENT_4XX', 'RETRIES_EXHAUSTED', 'UNKNOWN_DESTINATION'].map((r) => h('option', { value: r }, label(r))))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
+    timeRangeFields('Dead-lettered', 'from', 'to'),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
   const filter = () => {
     const data = new FormData(form);
     const f = {};
     for (const key of ['destination', 'source', 'reason', 'text']) if (data.get(key)) f[key] = data.get(key);
+    const range = timeRange(data, 'from', 'to');
+    if (range.from) f.deadAfter = range.from;
+    if (range.to) f.deadBefore = range.to;
     return f;
   };
-  const body = h('tbody');
+  const body = h('tbody', { id: 'dead-body' });
   const bulk = h('div', { className: 'card', id: 'bulk' });
-  const load = async () => {
-    const { deadLetters } = await gql(DEAD, { filter: filter() });
-    const rows = await Promise.all(deadLetters.nodes.map(async (d) => h('tr', { 'data-event-id': d.event.eventId },
+  // After a dismissal or a bulk replay the page is read again, where it is.
+  const load = () => pages.refresh();
+  const show = async (nodes) => {
+    const rows = await Promise.all(nodes.map(async (d) => h('tr', { 'data-event-id': d.event.eventId },
       h('td', { className: 'mono' }, time(d.updatedAt)), h('td', {}, d.destination), h('td', {}, d.event.source),
       h('td', { className: 'mono' }, h('a', { href: `#event/${d.event.id}`, className: 'event-link' }, d.event.eventId)),
       h('td', {}, label(d.deadLetterReason)), h('td', {}, `${d.attemptCount} · ${d.lastStatusCode ?? d.lastError ?? ''}`),
@@ -396,7 +482,8 @@ async function deadLettersView() {
     body.replaceChildren(...rows);
     if (!rows.length) body.append(h('tr', {}, h('td', { colspan: 7, className: 'muted' }, 'No dead letters match.')));
   };
-  form.addEventListener('submit', (event) => { event.preventDefault(); load().catch(showError); });
+  const pages = pager('dead-pages', async (f, first, after) => (await gql(DEAD, { filter: f, first, after })).deadLetters, show);
+  form.addEventListener('submit', (event) => { event.preventDefault(); pages.reload(filter()).catch(showError); });
   const rate = h('input', { type: 'number', min: 1, value: 10, name: 'rate', id: 'bulk-rate' });
   const preview = h('button', { type: 'button', id: 'bulk-preview', onclick: async () => {
     // The confirmation replays exactly what this dry run counted: its filter and its token
@@ -428,9 +515,9 @@ async function deadLettersView() {
     await poll();
     every(1000, poll);
   };
-  render(h('h1', {}, 'Dead letters'), form, canReplay() ? h('p', {}, preview) : null, bulk,
-    h('table', {}, h('thead', {}, h('tr', {}, ['Dead since (UTC)', 'Destination', 'Source', 'Event id', 'Reason', 'Attempts · last', ''].map((t) => h('th', {}, t)))), body));
-  await load();
+  render(h('h1', {}, 'Dead letters'), form, canReplay() ? h('p', {}, preview) : null, bulk, pages.element,
+    scrolling(h('table', {}, h('thead', {}, h('tr', {}, ['Dead since (UTC)', 'Destination', 'Source', 'Event id', 'Reason', 'Attempts · last', ''].map((t) => h('th', {}, t)))), body)));
+  await pages.reload(filter());
 }
 
 // ---- Destinations, audit ------------------------------------------------------------------
@@ -447,12 +534,47 @@ async function destinationsView() {
   every(3000, draw);
 }
 
+const AUDIT = `query($filter: AuditFilter, $first: Int, $after: String) { auditLog(filter: $filter, first: $first, after: $after) {
+  nodes { id at actor action target count detail } pageInfo { hasNextPage endCursor } } }`;
+const AUDIT_ACTIONS = ['REPLAY_DELIVERY', 'DISMISS_DEAD_LETTER', 'REPLAY_TO_DESTINATION', 'BULK_REPLAY', 'CANCEL_BULK_REPLAY',
+  'SIGN_IN', 'SESSION_ENDED', 'LINK_ACCOUNT', 'UNLINK_ACCOUNT', 'CREATE_API_TOKEN', 'REVOKE_API_TOKEN'];
+// Longer details (a bulk replay's filter, say) are cut here; the rest opens in place.
+const SHOWN_DETAIL = 120;
+
+// A detail that may be long: its start, and all of it on demand (never wider than its cell).
+function detailCell(detail) {
+  if (!detail || detail.length <= SHOWN_DETAIL) return h('td', { className: 'mono detail' }, detail || '');
+  return h('td', { className: 'mono detail' }, h('details', { className: 'long' },
+    h('summary', {}, h('span', { className: 'preview' }, `${detail.slice(0, SHOWN_DETAIL)}…`), h('span', { className: 'more' }, ` show all (${detail.length} characters)`),
+      h('span', { className: 'less' }, 'hide')),
+    h('div', { className: 'full' }, detail)));
+}
+
 async function auditView() {
-  const { auditLog } = await gql('{ auditLog(first: 100) { nodes { at actor action target count detail } } }');
-  render(h('h1', {}, 'Audit log'), h('table', {},
-    h('thead', {}, h('tr', {}, ['When (UTC)', 'Who', 'What', 'Target', 'How many', 'Detail'].map((t) => h('th', {}, t)))),
-    h('tbody', {}, auditLog.nodes.map((n) => h('tr', {}, h('td', { className: 'mono' }, time(n.at)), h('td', {}, n.actor),
-      h('td', {}, label(n.action)), h('td', { className: 'mono' }, n.target), h('td', {}, n.count), h('td', { className: 'mono' }, n.detail || ''))))));
+  const form = h('form', { className: 'filters', id: 'audit-filters' },
+    h('label', {}, 'Who (exactly)', h('input', { name: 'actor', placeholder: 'ops@example.com or token:name' })),
+    h('label', {}, 'What', h('select', { name: 'action' }, h('option', { value: '' }, 'any'), AUDIT_ACTIONS.map((a) => h('option', { value: a }, label(a))))),
+    timeRangeFields('Logged', 'from', 'to'),
+    h('button', { type: 'submit', className: 'primary' }, 'Filter'));
+  const filter = () => {
+    const data = new FormData(form);
+    const f = {};
+    for (const key of ['actor', 'action']) if (data.get(key)) f[key] = data.get(key).trim();
+    Object.assign(f, Object.fromEntries(Object.entries(timeRange(data, 'from', 'to')).filter(([, at]) => at)));
+    return f;
+  };
+  const body = h('tbody', { id: 'audit-body' });
+  const show = async (nodes) => {
+    body.replaceChildren(...nodes.map((n) => h('tr', { 'data-audit-id': n.id }, h('td', { className: 'mono' }, time(n.at)), h('td', { className: 'wrap' }, n.actor),
+      h('td', {}, label(n.action)), h('td', { className: 'mono wrap' }, n.target), h('td', {}, n.count), detailCell(n.detail))));
+    if (!nodes.length) body.append(h('tr', {}, h('td', { colspan: 6, className: 'muted' }, 'No audit entries match.')));
+  };
+  const pages = pager('audit-pages', async (f, first, after) => (await gql(AUDIT, { filter: f, first, after })).auditLog, show);
+  form.addEventListener('submit', (event) => { event.preventDefault(); pages.reload(filter()).catch(showError); });
+  render(h('h1', {}, 'Audit log'), form, pages.element, scrolling(h('table', { className: 'audit' },
+    h('colgroup', {}, ['when', 'who', 'what', 'target', 'count', 'detail'].map((c) => h('col', { className: `col-${c}` }))),
+    h('thead', {}, h('tr', {}, ['When (UTC)', 'Who', 'What', 'Target', 'How many', 'Detail'].map((t) => h('th', {}, t)))), body)));
+  await pages.reload(filter());
 }
 
 // ---- Account --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "0014_trace_context", include_str!("../../../schemas/sql/0014_trace_context.sql")),
     (15, "0015_dismiss_and_replay_to", include_str!("../../../schemas/sql/0015_dismiss_and_replay_to.sql")),
     (16, "0016_event_ids_and_backups", include_str!("../../../schemas/sql/0016_event_ids_and_backups.sql")),
+    (17, "0017_audit_log_at", include_str!("../../../schemas/sql/0017_audit_log_at.sql")),
 ];
 
 /// Applies the migrations not applied yet.

@@ -56,6 +56,8 @@ macro_rules! on_each_backend {
 
 mod activity;
 mod audit;
+#[cfg(test)]
+mod audit_tests;
 pub mod backup;
 mod columns;
 pub mod copy;
@@ -87,8 +89,8 @@ pub use backup::RestoredBackup;
 pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
 pub use events::{FirstClaims, NewEvent, Recorded, StreamFollowed};
 pub use operator::{
-    AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
-    EventSelection, EventStatusFilter, PageRequest, Totals,
+    AttemptRow, AuditLogEntry, AuditSelection, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow,
+    EventRow, EventSelection, EventStatusFilter, PageRequest, Totals,
 };
 use postgres::Postgres;
 pub use replays::{BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};

@@ -9,11 +9,11 @@ use inlet_shared::config::Role;
 use super::operator::{Page, StatusCounts};
 use super::replays::BulkPreview;
 use super::{
-    ActivityBucket, ActivityQuery, ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend,
-    BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow, Dismissed, DueClass, EventRow,
-    EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount,
-    Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, RestoredBackup, SessionRow, SignIn, Store, StoreError,
-    StreamFollowed, Totals, Unlinked,
+    ActivityBucket, ActivityQuery, ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry,
+    AuditSelection, Backend, BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow,
+    Dismissed, DueClass, EventRow, EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay, NewEvent,
+    PageRequest, ProviderAccount, Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, RestoredBackup, SessionRow,
+    SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked,
 };
 use crate::model::{
     ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
@@ -208,12 +208,16 @@ forward! {
     ///
     /// When the read fails.
     pub async fn destination_counts(&self) -> Result<HashMap<String, StatusCounts>, StoreError>;
-    /// A page of the audit log, newest first.
+    /// A page of the audit rows `selection` picks, newest first.
     ///
     /// # Errors
     ///
     /// When the read fails.
-    pub async fn audit_page(&self, page: PageRequest) -> Result<Page<AuditLogEntry>, StoreError>;
+    pub async fn audit_page_matching(
+        &self,
+        selection: AuditSelection,
+        page: PageRequest,
+    ) -> Result<Page<AuditLogEntry>, StoreError>;
     // replays
     /// Replays a delivery (one writer transaction): a dead-lettered, delivered or dismissed
     /// delivery goes back to `pending`, due now, with a fresh retry schedule (`attempt_base` =
@@ -455,6 +459,15 @@ forward! {
 }
 
 impl Store {
+    /// A page of the whole audit log, newest first.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn audit_page(&self, page: PageRequest) -> Result<Page<AuditLogEntry>, StoreError> {
+        self.audit_page_matching(AuditSelection::default(), page).await
+    }
+
     /// An event's stored headers and body, priced first: `admit` is given their size in bytes,
     /// and only when it agrees is the body loaded (an answer over its budget never loads it).
     ///

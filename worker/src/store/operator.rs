@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use rusqlite::types::ToSql;
-use rusqlite::{OptionalExtension, params, params_from_iter};
+use rusqlite::{OptionalExtension, params_from_iter};
 
 use super::StoreError;
 use super::sqlite::Sqlite;
@@ -83,6 +83,19 @@ pub struct DeadLetterSelection {
     pub dead_before: Option<UnixMs>,
     /// Text contained in the provider's event id (matched literally; empty: no condition).
     pub text: Option<String>,
+}
+
+/// Which audit rows (all optional, combined with AND): the audit log's filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditSelection {
+    /// Written at or after.
+    pub from: Option<UnixMs>,
+    /// Written before.
+    pub to: Option<UnixMs>,
+    /// Who, exactly (an email address, or `token:{name}`).
+    pub actor: Option<String>,
+    /// What.
+    pub action: Option<AuditAction>,
 }
 
 /// An event as the operator plane lists it (without its content).
@@ -377,6 +390,41 @@ impl DeadLetterSelection {
     }
 }
 
+impl AuditSelection {
+    /// The selection as SQL over `audit_log a`.
+    fn to_where(&self) -> Where {
+        let mut w = Where::default();
+        if let Some(from) = self.from {
+            w.add("a.at_ms >= ?", vec![Box::new(from)]);
+        }
+        if let Some(to) = self.to {
+            w.add("a.at_ms < ?", vec![Box::new(to)]);
+        }
+        if let Some(actor) = &self.actor {
+            w.add("a.actor = ?", vec![Box::new(actor.clone())]);
+        }
+        if let Some(action) = self.action {
+            w.add("a.action = ?", vec![Box::new(action)]);
+        }
+        w
+    }
+}
+
+/// Columns read by [`audit_row`], table alias `a`.
+pub(super) const AUDIT_COLUMNS: &str = "a.id, a.at_ms, a.actor, a.action, a.target, a.count, a.detail";
+
+fn audit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditLogEntry> {
+    Ok(AuditLogEntry {
+        id: row.get(0)?,
+        at: row.get(1)?,
+        actor: row.get(2)?,
+        action: row.get(3)?,
+        target: row.get(4)?,
+        count: row.get(5)?,
+        detail: row.get(6)?,
+    })
+}
+
 /// Columns read by [`event_row`], table alias `e`.
 pub(super) const EVENT_COLUMNS: &str = "e.id, e.source, e.event_id, e.event_type, e.received_at_ms, e.content_type, \
                                         e.route_status, e.duplicates, e.conflicts, e.scheme";
@@ -609,30 +657,12 @@ impl Sqlite {
         .await
     }
 
-    pub async fn audit_page(&self, page: PageRequest) -> Result<Page<AuditLogEntry>, StoreError> {
-        self.read(move |c| {
-            let before = page.after.map_or(i64::MAX, |Cursor(id)| id);
-            let mut statement = c.prepare(
-                "SELECT id, at_ms, actor, action, target, count, detail FROM audit_log WHERE id < ?1
-                 ORDER BY id DESC LIMIT ?2",
-            )?;
-            let limit = i64::try_from(page.limit + 1).unwrap_or(i64::MAX);
-            let rows = statement.query_map(params![before, limit], |r| {
-                Ok(AuditLogEntry {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    count: r.get(5)?,
-                    detail: r.get(6)?,
-                })
-            })?;
-            let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
-            let has_more = rows.len() > page.limit;
-            rows.truncate(page.limit);
-            Ok(Page { rows, has_more })
-        })
-        .await
+    pub async fn audit_page_matching(
+        &self,
+        selection: AuditSelection,
+        page: PageRequest,
+    ) -> Result<Page<AuditLogEntry>, StoreError> {
+        self.read(move |c| read_page(c, AUDIT_COLUMNS, "audit_log a", "a.id", selection.to_where(), page, audit_row))
+            .await
     }
 }

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "0005_trace_context", include_str!("../../../../schemas/sql/postgres/0005_trace_context.sql")),
     (6, "0006_dismiss_and_replay_to", include_str!("../../../../schemas/sql/postgres/0006_dismiss_and_replay_to.sql")),
     (7, "0007_event_ids_and_backups", include_str!("../../../../schemas/sql/postgres/0007_event_ids_and_backups.sql")),
+    (8, "0008_audit_log_at", include_str!("../../../../schemas/sql/postgres/0008_audit_log_at.sql")),
 ];
 
 /// The ledger of applied migrations (same columns as SQLite's).

@@ -8,10 +8,12 @@ use tokio_postgres::types::ToSql;
 
 use super::{PgError, Postgres};
 use crate::model::{DeliveryId, DeliveryStatus, EventRowId, RouteStatus};
-use crate::store::operator::{DELIVERY_COLUMNS, Dismissal, EVENT_COLUMNS, Page, StatusCounts, contains_pattern};
+use crate::store::operator::{
+    AUDIT_COLUMNS, DELIVERY_COLUMNS, Dismissal, EVENT_COLUMNS, Page, StatusCounts, contains_pattern,
+};
 use crate::store::{
-    AttemptRow, AuditLogEntry, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow, EventRow,
-    EventSelection, EventStatusFilter, PageRequest, StoreError, Totals,
+    AttemptRow, AuditLogEntry, AuditSelection, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow,
+    EventRow, EventSelection, EventStatusFilter, PageRequest, StoreError, Totals,
 };
 
 /// A `WHERE` clause under construction with its parameters: the twin of SQLite's
@@ -103,6 +105,36 @@ pub(super) fn dead_letter_where(selection: &DeadLetterSelection) -> Where {
         w.add("e.event_id ILIKE $? ESCAPE '\\'", contains_pattern(text));
     }
     w
+}
+
+/// The audit selection over `audit_log a`.
+fn audit_where(selection: &AuditSelection) -> Where {
+    let mut w = Where::default();
+    if let Some(from) = selection.from {
+        w.add("a.at_ms >= $?", from);
+    }
+    if let Some(to) = selection.to {
+        w.add("a.at_ms < $?", to);
+    }
+    if let Some(actor) = &selection.actor {
+        w.add("a.actor = $?", actor.clone());
+    }
+    if let Some(action) = selection.action {
+        w.add("a.action = $?", action);
+    }
+    w
+}
+
+fn audit_row(row: &Row) -> Result<AuditLogEntry, PgError> {
+    Ok(AuditLogEntry {
+        id: row.try_get(0)?,
+        at: row.try_get(1)?,
+        actor: row.try_get(2)?,
+        action: row.try_get(3)?,
+        target: row.try_get(4)?,
+        count: row.try_get(5)?,
+        detail: row.try_get(6)?,
+    })
 }
 
 fn event_row(row: &Row) -> Result<EventRow, PgError> {
@@ -365,34 +397,14 @@ impl Postgres {
         .await
     }
 
-    pub async fn audit_page(&self, page: PageRequest) -> Result<Page<AuditLogEntry>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT id, at_ms, actor, action, target, count, detail FROM audit_log WHERE id < $1
-                 ORDER BY id DESC LIMIT $2",
-            )
-            .await
-            .map_err(PgError::from)?;
-        let before = page.after.map_or(i64::MAX, |Cursor(id)| id);
-        let limit = i64::try_from(page.limit + 1).unwrap_or(i64::MAX);
-        let rows = client.query(&statement, &[&before, &limit]).await.map_err(PgError::from)?;
-        let mut rows = rows
-            .iter()
-            .map(|r| {
-                Ok(AuditLogEntry {
-                    id: r.try_get(0)?,
-                    at: r.try_get(1)?,
-                    actor: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    target: r.try_get(4)?,
-                    count: r.try_get(5)?,
-                    detail: r.try_get(6)?,
-                })
-            })
-            .collect::<Result<Vec<_>, PgError>>()?;
-        let has_more = rows.len() > page.limit;
-        rows.truncate(page.limit);
-        Ok(Page { rows, has_more })
+    pub async fn audit_page_matching(
+        &self,
+        selection: AuditSelection,
+        page: PageRequest,
+    ) -> Result<Page<AuditLogEntry>, StoreError> {
+        read(self, async |c| {
+            read_page(c, AUDIT_COLUMNS, "audit_log a", "a.id", audit_where(&selection), page, audit_row).await
+        })
+        .await
     }
 }

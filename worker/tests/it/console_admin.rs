@@ -18,9 +18,9 @@ async fn next_line(
     lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     child: &mut tokio::process::Child,
 ) -> Value {
-    let line = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
         .await
-        .expect("the browser run answered within 90 s")
+        .expect("the browser run answered within 2 minutes")
         .unwrap();
     match line {
         Some(line) => serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}")),

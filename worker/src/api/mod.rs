@@ -288,11 +288,12 @@ async fn answer(api: &Api, request: Request) -> Result<Response, Refusal> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    /// Every query the console sends passes the cost check and the schema's depth and
-    /// complexity limits (an event's `content` is priced high: the event view must still fit).
+    /// Every query the console sends (its admin views' too) passes the cost check and the
+    /// schema's depth and complexity limits (an event's `content` is priced high: the event view
+    /// must still fit).
     #[tokio::test]
     async fn the_consoles_queries_pass_the_cost_check_and_the_limits() {
-        let script = include_str!("../console/app.js");
+        let script = concat!(include_str!("../console/app.js"), include_str!("../console/admin.js"));
         let mut queries = Vec::new();
         for (open, close) in [("gql('", '\''), ("gql(`", '`'), ("= `query", '`')] {
             for (at, _) in script.match_indices(open) {

@@ -295,6 +295,16 @@ impl Query {
         let tokens = services(ctx)?.store.api_tokens().await.map_err(ApiError::from)?;
         Ok(tokens.into_iter().map(ApiToken::from).collect())
     }
+
+    /// Console users with their role (as of their last sign-in: roles follow `[console.access]`
+    /// at every sign-in), linked sign-in methods, first and last sign-in and live sessions, by
+    /// address (admin).
+    async fn users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
+        require(ctx, Role::Admin)?;
+        ctx.data_unchecked::<Reads>().add();
+        let users = services(ctx)?.store.users(crate::model::UnixMs::now()).await.map_err(ApiError::from)?;
+        Ok(users.into_iter().map(User::from).collect())
+    }
 }
 
 /// Mutations (POST only; cookie callers need the CSRF header).

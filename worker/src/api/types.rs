@@ -19,6 +19,7 @@ use crate::replay::Replayed;
 use crate::store::{
     ApiTokenRow, AttemptRow, AuditLogEntry, AuditSelection, BulkReplayRow, ContentRead, Cursor, DeadLetterSelection,
     DeliveryRow, EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, Totals,
+    UserRow,
 };
 
 /// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four
@@ -825,7 +826,7 @@ pub struct Me {
     pub role: RoleName,
 }
 
-/// A sign-in method linked to the caller's Inlet account.
+/// A sign-in method (a provider account) linked to an Inlet account.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct LinkedAccount {
     /// Link id.
@@ -845,6 +846,44 @@ impl From<LinkedAccountRow> for LinkedAccount {
             provider: row.provider,
             email: row.email,
             created_at: DateTime(row.created_at),
+        }
+    }
+}
+
+/// A console user (admin view). Roles come from `[console.access]` (or an allowed GitHub
+/// organisation) at each sign-in; the role here is the one their last sign-in was given, which
+/// their sessions carry. It is changed in `[console.access]`, not here.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct User {
+    /// User id.
+    pub id: ID,
+    /// Email address (unique; the audit log's actor).
+    pub email: String,
+    /// Name the provider gave, if any.
+    pub name: Option<String>,
+    /// Role as of their last sign-in.
+    pub role: RoleName,
+    /// First sign-in.
+    pub created_at: DateTime,
+    /// Last sign-in.
+    pub last_sign_in_at: Option<DateTime>,
+    /// Sessions not yet expired (signed in now, in that many browsers).
+    pub live_sessions: i64,
+    /// The provider accounts they sign in with, oldest first.
+    pub accounts: Vec<LinkedAccount>,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        User {
+            id: ID(row.id.0.to_string()),
+            email: row.email,
+            name: row.name,
+            role: row.role.into(),
+            created_at: DateTime(row.created_at),
+            last_sign_in_at: row.last_sign_in.map(DateTime),
+            live_sessions: row.live_sessions,
+            accounts: row.accounts.into_iter().map(LinkedAccount::from).collect(),
         }
     }
 }

@@ -4,6 +4,10 @@
 //! these calls, except for users admitted only through an organisation when `[console]
 //! token_keys` is set: then it is kept sealed (AES-256-GCM, `crypto`) to re-check the
 //! membership every `membership_ttl` without a new sign-in.
+//!
+//! "Sign in with another account" sends `prompt=select_account`, which makes GitHub show its
+//! account picker (with "use a different account") even to a browser signed in to one account
+//! only (GitHub changelog, 2024-06-07); without it GitHub signs that account in again silently.
 
 use std::time::Duration;
 
@@ -14,8 +18,8 @@ use openidconnect::url::form_urlencoded;
 use serde::Deserialize;
 
 use super::{
-    CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, ProviderFailure, callback_code, checked_flow,
-    flow_expiry, random_token,
+    Account, CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, ProviderFailure, callback_code,
+    checked_flow, flow_expiry, random_token,
 };
 use crate::model::UserId;
 
@@ -112,19 +116,39 @@ impl GithubLogin {
         return_to: String,
         link_user_id: Option<UserId>,
     ) -> Result<(String, String), LoginError> {
+        self.start(flows, return_to, link_user_id, Account::Current).await
+    }
+
+    /// Starts a login like [`GithubLogin::begin`]; with [`Account::Another`] GitHub shows its
+    /// account picker instead of signing its current account in again.
+    ///
+    /// # Errors
+    ///
+    /// When the flow cannot be sealed.
+    pub async fn start(
+        &self,
+        flows: &FlowSeal,
+        return_to: String,
+        link_user_id: Option<UserId>,
+        account: Account,
+    ) -> Result<(String, String), LoginError> {
         let state = random_token(24);
         let verifier = random_token(32);
         let scope =
             if self.config.allowed_orgs.is_empty() { "read:user user:email" } else { "read:user user:email read:org" };
-        let query = form_urlencoded::Serializer::new(String::new())
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query
             .append_pair("client_id", &self.config.client_id)
             .append_pair("redirect_uri", &self.redirect_uri)
             .append_pair("scope", scope)
             .append_pair("state", &state)
             .append_pair("code_challenge", &s256(&verifier))
             .append_pair("code_challenge_method", "S256")
-            .append_pair("allow_signup", "false")
-            .finish();
+            .append_pair("allow_signup", "false");
+        if account == Account::Another {
+            query.append_pair("prompt", "select_account");
+        }
+        let query = query.finish();
         let url = format!("{}/login/oauth/authorize?{query}", self.config.web_url);
         let flow = LoginFlow {
             provider: "github".into(),

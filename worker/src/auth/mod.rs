@@ -44,6 +44,16 @@ pub const LOGIN_COOKIE: &str = "__Host-inlet_login";
 /// Header carrying the session's CSRF token on cookie-authenticated POSTs.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
+/// Which account a login asks the provider for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    /// Whichever the provider's session holds: it may sign it in again without asking.
+    Current,
+    /// Another one: the provider is told to ask (`prompt`), so a person whose account was
+    /// refused, or who switches accounts, is not signed in as the same account again.
+    Another,
+}
+
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {

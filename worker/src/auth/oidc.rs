@@ -7,27 +7,76 @@
 //! cookie whatever happens next, and the code it redeems is single-use at the provider. The ID token is verified against the provider's JWKS:
 //! signature, `iss`, `aud`, `exp` and `nonce`. The redirect URI is exactly
 //! `{console.public_url}/auth/callback`.
+//!
+//! "Sign in with another account" starts the same login with the provider told to ask again
+//! instead of answering from the session it already has: `prompt=select_account` when the
+//! provider's discovery document lists it in `prompt_values_supported`, otherwise
+//! `prompt=login` (OpenID Connect Core 1.0 §3.1.2.1; a provider that cannot re-authenticate
+//! answers `login_required`, which the callback shows as its refusal).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use inlet_shared::config::OidcConfig;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
+    CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse as _,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse as _,
+    AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, Scope,
+    TokenResponse as _,
 };
 use tokio::sync::Mutex;
 
 use super::{
-    CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, ProviderFailure, callback_code, checked_flow,
-    flow_expiry,
+    Account, CallbackQuery, FlowEnd, FlowSeal, Identity, LoginError, LoginFlow, ProviderFailure, callback_code,
+    checked_flow, flow_expiry,
 };
 use crate::model::UserId;
 
 /// How long discovery metadata (and its JWKS) is reused.
 const METADATA_TTL: Duration = Duration::from_secs(300);
+
+/// The one discovery field read beyond the core ones: the `prompt` values the provider supports
+/// (OpenID Connect Prompt Create 1.0; optional, and many providers leave it out).
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct PromptValues {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt_values_supported: Option<Vec<String>>,
+}
+
+impl AdditionalProviderMetadata for PromptValues {}
+
+/// The provider's discovery document, with [`PromptValues`].
+type Metadata = ProviderMetadata<
+    PromptValues,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// The `prompt` that makes the provider ask which account to sign in with rather than answer
+/// from its session: `select_account` where the provider says it supports it (an account
+/// chooser), otherwise `login` (sign in again, as anyone), which every OpenID provider knows.
+fn another_account_prompt(metadata: &Metadata) -> CoreAuthPrompt {
+    let supported = metadata.additional_metadata().prompt_values_supported.as_deref().unwrap_or_default();
+    if supported.iter().any(|value| value == "select_account") {
+        CoreAuthPrompt::SelectAccount
+    } else {
+        CoreAuthPrompt::Login
+    }
+}
 
 /// The reqwest 0.13 client as `openidconnect`'s HTTP client. Redirects are not followed (SSRF).
 #[derive(Clone)]
@@ -63,7 +112,7 @@ pub struct OidcLogin {
     config: OidcConfig,
     redirect_uri: RedirectUrl,
     http: OidcHttp,
-    metadata: Mutex<Option<(CoreProviderMetadata, Instant)>>,
+    metadata: Mutex<Option<(Metadata, Instant)>>,
 }
 
 impl OidcLogin {
@@ -88,7 +137,7 @@ impl OidcLogin {
         &self.config.label
     }
 
-    async fn metadata(&self, refresh: bool) -> Result<CoreProviderMetadata, LoginError> {
+    async fn metadata(&self, refresh: bool) -> Result<Metadata, LoginError> {
         let mut cached = self.metadata.lock().await;
         if !refresh
             && let Some((metadata, at)) = cached.as_ref()
@@ -98,7 +147,7 @@ impl OidcLogin {
         }
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| LoginError::Discovery(ProviderFailure::new("issuer URL", e)))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+        let metadata = Metadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| LoginError::Discovery(ProviderFailure::new("discovery", e)))?;
         *cached = Some((metadata.clone(), Instant::now()));
@@ -107,7 +156,7 @@ impl OidcLogin {
 
     fn client(
         &self,
-        metadata: CoreProviderMetadata,
+        metadata: Metadata,
     ) -> openidconnect::core::CoreClient<
         openidconnect::EndpointSet,
         openidconnect::EndpointNotSet,
@@ -135,14 +184,38 @@ impl OidcLogin {
         return_to: String,
         link_user_id: Option<UserId>,
     ) -> Result<(String, String), LoginError> {
-        let client = self.client(self.metadata(false).await?);
+        self.start(flows, return_to, link_user_id, Account::Current).await
+    }
+
+    /// Starts a login like [`OidcLogin::begin`]; with [`Account::Another`] the provider is told
+    /// to ask which account to use instead of signing its current one in again.
+    ///
+    /// # Errors
+    ///
+    /// When the provider cannot be discovered.
+    pub async fn start(
+        &self,
+        flows: &FlowSeal,
+        return_to: String,
+        link_user_id: Option<UserId>,
+        account: Account,
+    ) -> Result<(String, String), LoginError> {
+        let metadata = self.metadata(false).await?;
+        let prompt = match account {
+            Account::Current => None,
+            Account::Another => Some(another_account_prompt(&metadata)),
+        };
+        let client = self.client(metadata);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
+        let mut request = client
             .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
             .add_scope(Scope::new("email".into()))
             .add_scope(Scope::new("profile".into()))
-            .set_pkce_challenge(challenge)
-            .url();
+            .set_pkce_challenge(challenge);
+        if let Some(prompt) = prompt {
+            request = request.add_prompt(prompt);
+        }
+        let (url, state, nonce) = request.url();
         let flow = LoginFlow {
             provider: "oidc".into(),
             state: state.secret().clone(),
@@ -293,5 +366,29 @@ mod tests {
         );
         let error = token_exchange_error(openidconnect::RequestTokenError::ServerResponse(refusal));
         assert!(matches!(error, LoginError::TokenExchange(_)), "{error:?}");
+    }
+
+    /// A discovery document with `prompt_values` (or without the field).
+    fn metadata(prompt_values: Option<&[&str]>) -> Metadata {
+        let mut document = serde_json::json!({
+            "issuer": "https://op.example",
+            "authorization_endpoint": "https://op.example/auth",
+            "jwks_uri": "https://op.example/jwks",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        });
+        if let Some(values) = prompt_values {
+            document["prompt_values_supported"] = serde_json::json!(values);
+        }
+        serde_json::from_value(document).unwrap()
+    }
+
+    #[test]
+    fn another_account_asks_for_the_account_chooser_where_the_provider_has_one_else_a_new_login() {
+        let chooser = metadata(Some(&["none", "login", "consent", "select_account"]));
+        assert_eq!(another_account_prompt(&chooser), CoreAuthPrompt::SelectAccount);
+        assert_eq!(another_account_prompt(&metadata(Some(&["none", "login", "consent"]))), CoreAuthPrompt::Login);
+        assert_eq!(another_account_prompt(&metadata(None)), CoreAuthPrompt::Login, "the field is optional");
     }
 }

@@ -1,5 +1,7 @@
 //! The login routes: `GET /auth/login` and `GET /auth/callback` (OIDC), `GET /auth/github/login`
-//! and `GET /auth/github/callback` (GitHub), `POST /auth/logout`, `GET /auth/session` (what
+//! and `GET /auth/github/callback` (GitHub), each login also as `?another_account=true` (the
+//! provider is told to ask which account: what the refusal page and "switch account" offer),
+//! `POST /auth/logout`, `GET /auth/session` (what
 //! the console asks to learn who is signed in, its CSRF token and the sign-in choices),
 //! `POST /auth/link?provider=oidc|github` (CSRF-checked: starts linking another provider account
 //! to the signed-in user; answers `{"url": …}` to navigate to).
@@ -13,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::{
-    Auth, CSRF_HEADER, CallbackQuery, FlowEnd, Identity, LOGIN_COOKIE, LOGIN_TTL, LoginError, Principal,
+    Account, Auth, CSRF_HEADER, CallbackQuery, FlowEnd, Identity, LOGIN_COOKIE, LOGIN_TTL, LoginError, Principal,
     SESSION_COOKIE, Via, constant_time_eq, cookie, local_path, set_cookie,
 };
 use crate::model::UserId;
@@ -38,10 +40,24 @@ fn escape(text: &str) -> String {
 
 /// A small HTML page (sign-in failures, "not authorised").
 pub fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    page_with_link(status, title, message, None)
+}
+
+/// A link on a [`page`] besides "Back to the console": its element id, (local) href and text.
+struct PageLink {
+    id: &'static str,
+    href: String,
+    text: &'static str,
+}
+
+fn page_with_link(status: StatusCode, title: &str, message: &str, link: Option<PageLink>) -> Response {
+    let link = link.map_or_else(String::new, |link| {
+        format!("<a id=\"{}\" href=\"{}\">{}</a> · ", link.id, escape(&link.href), escape(link.text))
+    });
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
          <meta name=\"viewport\" content=\"width=device-width\"></head><body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\">\
-         <h1>{title}</h1><p id=\"message\">{message}</p><p><a href=\"/console\">Back to the console</a></p></body></html>",
+         <h1>{title}</h1><p id=\"message\">{message}</p><p>{link}<a href=\"/console\">Back to the console</a></p></body></html>",
         title = escape(title),
         message = escape(message)
     );
@@ -77,6 +93,33 @@ fn redirect(location: &str, cookies: &[String]) -> Response {
 #[derive(serde::Deserialize)]
 struct LoginQuery {
     return_to: Option<String>,
+    /// Ask the provider which account to sign in with (see [`Account::Another`]).
+    #[serde(default)]
+    another_account: bool,
+}
+
+impl LoginQuery {
+    fn account(&self) -> Account {
+        if self.another_account { Account::Another } else { Account::Current }
+    }
+}
+
+/// Where a login with `provider` (`oidc` or `github`) starts.
+fn login_path(provider: &str) -> &'static str {
+    match provider {
+        "github" => "/auth/github/login",
+        _ => "/auth/login",
+    }
+}
+
+/// "Sign in with another account": the same provider's login, told to ask which account, going
+/// back to the same (local) page.
+fn another_account(login_path: &str, return_to: &str) -> PageLink {
+    let query = openidconnect::url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("another_account", "true")
+        .append_pair("return_to", &local_path(Some(return_to)))
+        .finish();
+    PageLink { id: "another-account", href: format!("{login_path}?{query}"), text: "Sign in with another account" }
 }
 
 fn not_configured() -> Response {
@@ -97,14 +140,14 @@ async fn login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -
     let Some(oidc) = &auth.oidc else {
         return not_configured();
     };
-    started(oidc.begin(auth.flows(), local_path(query.return_to.as_deref()), None).await)
+    started(oidc.start(auth.flows(), local_path(query.return_to.as_deref()), None, query.account()).await)
 }
 
 async fn github_login(State(auth): State<Arc<Auth>>, Query(query): Query<LoginQuery>) -> Response {
     let Some(github) = &auth.github else {
         return not_configured();
     };
-    started(github.begin(auth.flows(), local_path(query.return_to.as_deref()), None).await)
+    started(github.start(auth.flows(), local_path(query.return_to.as_deref()), None, query.account()).await)
 }
 
 async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query): Query<CallbackQuery>) -> Response {
@@ -112,7 +155,7 @@ async fn callback(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query
         return not_configured();
     };
     let result = oidc.finish(auth.flows(), cookie(&headers, LOGIN_COOKIE), &query).await;
-    finished(&auth, &headers, result).await
+    finished(&auth, &headers, "oidc", result).await
 }
 
 async fn github_callback(
@@ -124,12 +167,20 @@ async fn github_callback(
         return not_configured();
     };
     let result = github.finish(auth.flows(), cookie(&headers, LOGIN_COOKIE), &query).await;
-    finished(&auth, &headers, result).await
+    finished(&auth, &headers, "github", result).await
 }
 
 /// The end of every sign-in: an error page, "not authorised", or a new session and a redirect
-/// to the (local) page the login started from. The login cookie is cleared in every case.
-async fn finished(auth: &Auth, headers: &HeaderMap, result: Result<(Identity, FlowEnd), LoginError>) -> Response {
+/// to the (local) page the login started from. The login cookie is cleared in every case. An
+/// account the provider vouched for but Inlet does not take (not allowed, or no verified email)
+/// is offered "Sign in with another account": signing in again plainly would get the same
+/// account from the provider's session.
+async fn finished(
+    auth: &Auth,
+    headers: &HeaderMap,
+    provider: &str,
+    result: Result<(Identity, FlowEnd), LoginError>,
+) -> Response {
     let clear_login = set_cookie(LOGIN_COOKIE, "", 0);
     let (identity, FlowEnd { return_to, link_user_id }) = match result {
         Ok(found) => found,
@@ -145,7 +196,9 @@ async fn finished(auth: &Auth, headers: &HeaderMap, result: Result<(Identity, Fl
                 }
                 _ => StatusCode::BAD_REQUEST,
             };
-            let mut response = page(status, "Sign-in failed", &error.to_string());
+            let link =
+                matches!(error, LoginError::NoVerifiedEmail).then(|| another_account(login_path(provider), "/console"));
+            let mut response = page_with_link(status, "Sign-in failed", &error.to_string(), link);
             if let Ok(value) = HeaderValue::from_str(&clear_login) {
                 response.headers_mut().append(header::SET_COOKIE, value);
             }
@@ -164,12 +217,13 @@ async fn finished(auth: &Auth, headers: &HeaderMap, result: Result<(Identity, Fl
                 &[set_cookie(SESSION_COOKIE, &session.cookie_value, ttl), clear_login],
             );
         }
-        Ok(None) => page(
+        Ok(None) => page_with_link(
             StatusCode::FORBIDDEN,
             "Not authorised",
             &format!(
-                "{email} signed in, but this address is not allowed to use this Inlet. Ask an administrator to add it to [console.access]."
+                "{email} signed in, but this address is not allowed to use this Inlet. Ask an administrator to add it to [console.access], or sign in with another account."
             ),
+            Some(another_account(login_path(provider), &return_to)),
         ),
         Err(error) => {
             tracing::error!(%error, "cannot store the session");
@@ -304,11 +358,18 @@ async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
 
 async fn session(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
     let mut logins = Vec::new();
+    // `anotherUrl`: the same login, the provider told to ask which account (switching accounts).
     if let Some(oidc) = &auth.oidc {
-        logins.push(serde_json::json!({ "provider": "oidc", "url": "/auth/login", "label": oidc.label() }));
+        logins.push(serde_json::json!({
+            "provider": "oidc", "url": "/auth/login", "anotherUrl": "/auth/login?another_account=true",
+            "label": oidc.label(),
+        }));
     }
     if let Some(github) = &auth.github {
-        logins.push(serde_json::json!({ "provider": "github", "url": "/auth/github/login", "label": github.label() }));
+        logins.push(serde_json::json!({
+            "provider": "github", "url": "/auth/github/login",
+            "anotherUrl": "/auth/github/login?another_account=true", "label": github.label(),
+        }));
     }
     let body = match cookie(&headers, SESSION_COOKIE) {
         Some(value) => match auth.session_principal(&value).await {

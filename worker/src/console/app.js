@@ -610,6 +610,8 @@ async function route() {
     else if (hash === '#destinations') await destinationsView();
     else if (hash === '#audit') await auditView();
     else if (hash === '#account') await accountView();
+    else if (hash === '#tokens') await tokensView(); // admin.js
+    else if (hash === '#users') await usersView(); // admin.js
     else await eventsView();
     await refreshCounts();
   } catch (error) { showError(error); }
@@ -619,15 +621,29 @@ async function start() {
   const me = await (await fetch('/auth/session', { credentials: 'same-origin' })).json();
   if (!me.authenticated) {
     const returnTo = encodeURIComponent(location.pathname + location.hash);
+    // "Use another account": the provider is told to ask which account rather than sign in
+    // the one it has a session for (after a refusal, or to switch).
     render(h('div', { className: 'signin' }, h('h1', {}, 'Inlet console'),
       me.logins.length ? me.logins.map((login, n) => h('p', {}, h('a', { id: n === 0 ? 'signin' : null, className: 'signin-link',
-        href: `${login.url}?return_to=${returnTo}` }, login.label)))
+        href: `${login.url}?return_to=${returnTo}` }, login.label),
+      h('br'), h('a', { id: n === 0 ? 'signin-another' : null, className: 'another-account', href: `${login.anotherUrl}&return_to=${returnTo}` }, 'Use another account')))
         : h('p', {}, 'No sign-in provider is configured ([console.oidc] or [console.github]). Use the API with a token.')));
     return;
   }
   Object.assign(session, { csrf: me.csrfToken, role: me.role, actor: me.actor, logins: me.logins || [] });
   $('user').replaceChildren(h('a', { href: '#account' }, `${me.actor} (${me.role})`));
   $('nav').hidden = false;
+  for (const link of document.querySelectorAll('#nav a.admin-only')) link.hidden = me.role !== 'admin';
+  const switchAccount = $('switch-account');
+  switchAccount.hidden = !session.logins.length;
+  switchAccount.addEventListener('click', async () => {
+    // Sign out here, then sign in with the provider told to ask which account (one provider:
+    // straight there; several: the sign-in page offers each).
+    await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin', headers: { 'x-csrf-token': session.csrf } });
+    const [only] = session.logins;
+    if (session.logins.length === 1) location.assign(`${only.anotherUrl}&return_to=${encodeURIComponent(location.pathname + location.hash)}`);
+    else location.reload();
+  });
   const signout = $('signout');
   signout.hidden = false;
   signout.addEventListener('click', async () => {

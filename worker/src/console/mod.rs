@@ -9,17 +9,20 @@ use axum::routing::get;
 
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
+/// The admin views (API tokens, users), on top of `app.js`.
+const ADMIN_SCRIPT: &str = include_str!("admin.js");
 const STYLE: &str = include_str!("app.css");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// `/`, `/console`, `/console/app.js`, `/console/app.css`.
+/// `/`, `/console`, `/console/app.js`, `/console/admin.js`, `/console/app.css`.
 pub fn router() -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/console") }))
         .route("/console", get(|| async { asset(INDEX, "text/html; charset=utf-8") }))
         .route("/console/app.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
+        .route("/console/admin.js", get(|| async { asset(ADMIN_SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/console/app.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
         .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))
 }

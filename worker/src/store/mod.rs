@@ -97,7 +97,7 @@ pub use replays::{BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayO
 pub use sessions::{KeptToken, SessionRow, SignIn};
 use sqlite::Sqlite;
 pub use tokens::ApiTokenRow;
-pub use users::{Linked, LinkedAccountRow, ProviderAccount, Unlinked};
+pub use users::{Linked, LinkedAccountRow, ProviderAccount, Unlinked, UserRow};
 
 use crate::model::UnixMs;
 

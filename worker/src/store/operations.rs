@@ -13,7 +13,7 @@ use super::{
     AuditSelection, Backend, BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow,
     Dismissed, DueClass, EventRow, EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay, NewEvent,
     PageRequest, ProviderAccount, Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, RestoredBackup, SessionRow,
-    SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked,
+    SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked, UserRow,
 };
 use crate::model::{
     ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
@@ -430,6 +430,13 @@ forward! {
     /// When the transaction fails.
     pub async fn revoke_api_token(&self, id: ApiTokenId, actor: String) -> Result<Option<ApiTokenRow>, StoreError>;
     // users
+    /// Every console user, by address, with their linked accounts and their sessions live at
+    /// `now` (for admins).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn users(&self, now: UnixMs) -> Result<Vec<UserRow>, StoreError>;
     /// The email of the user `account` is linked to, if it is linked.
     ///
     /// # Errors

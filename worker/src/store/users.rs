@@ -3,13 +3,15 @@
 //! a user keeps at least one.
 //!
 //! The statements that sign-in needs run inside its transaction ([`Store::sign_in`]); linking,
-//! unlinking and listing are operations of their own.
+//! unlinking and listing (a user's own accounts; every user, for admins) are operations of their
+//! own.
 
 use inlet_shared::config::Role;
 use rusqlite::{OptionalExtension, params};
 
 use super::StoreError;
 use super::audit::AuditRow;
+use super::columns::role_at;
 use super::sqlite::Sqlite;
 use crate::model::{AuditAction, LinkedAccountId, UnixMs, UserId};
 
@@ -33,6 +35,50 @@ pub struct LinkedAccountRow {
     pub email: Option<String>,
     /// When it was linked.
     pub created_at: UnixMs,
+}
+
+/// A console user as an admin sees them: the role is the one their last sign-in was given
+/// (`[console.access]`, or an allowed organisation), kept for their sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    /// The user's id.
+    pub id: UserId,
+    /// Their address (unique).
+    pub email: String,
+    /// The name the provider gave, if any.
+    pub name: Option<String>,
+    /// Their role as of their last sign-in.
+    pub role: Role,
+    /// When they first signed in.
+    pub created_at: UnixMs,
+    /// When they last signed in.
+    pub last_sign_in: Option<UnixMs>,
+    /// Their sessions not yet expired.
+    pub live_sessions: i64,
+    /// The provider accounts they sign in with, oldest first.
+    pub accounts: Vec<LinkedAccountRow>,
+}
+
+/// Every user with each of their linked accounts (one row per account; a user without one
+/// has a row of nulls), by address then link, and the number of their sessions live at `$1`
+/// (`?1` for SQLite). One statement, so the list is one snapshot on both engines.
+pub(super) const USERS: &str = "SELECT u.id, u.email, u.name, u.role, u.created_at_ms, u.last_login_ms,
+        (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.expires_at_ms > $1),
+        a.id, a.provider, a.email, a.created_at_ms
+     FROM users u LEFT JOIN oauth_accounts a ON a.user_id = u.id ORDER BY u.email, a.id";
+
+/// Folds [`USERS`]' rows (user, account if any) into one [`UserRow`] per user, in order.
+pub(super) fn fold_users(rows: Vec<(UserRow, Option<LinkedAccountRow>)>) -> Vec<UserRow> {
+    let mut users: Vec<UserRow> = Vec::new();
+    for (user, account) in rows {
+        if users.last().is_none_or(|last| last.id != user.id) {
+            users.push(user);
+        }
+        if let (Some(last), Some(account)) = (users.last_mut(), account) {
+            last.accounts.push(account);
+        }
+    }
+    users
 }
 
 /// What linking a provider account did.
@@ -162,6 +208,35 @@ fn linked_accounts_of(connection: &rusqlite::Connection, user: UserId) -> rusqli
 }
 
 impl Sqlite {
+    pub async fn users(&self, now: UnixMs) -> Result<Vec<UserRow>, StoreError> {
+        self.read(move |c| {
+            let mut statement = c.prepare(&USERS.replace("$1", "?1"))?;
+            let rows = statement
+                .query_map([now], |r| {
+                    let user = UserRow {
+                        id: r.get(0)?,
+                        email: r.get(1)?,
+                        name: r.get(2)?,
+                        role: role_at(r, 3)?,
+                        created_at: r.get(4)?,
+                        last_sign_in: r.get(5)?,
+                        live_sessions: r.get(6)?,
+                        accounts: Vec::new(),
+                    };
+                    let account = match r.get::<_, Option<LinkedAccountId>>(7)? {
+                        Some(id) => {
+                            Some(LinkedAccountRow { id, provider: r.get(8)?, email: r.get(9)?, created_at: r.get(10)? })
+                        }
+                        None => None,
+                    };
+                    Ok((user, account))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(fold_users(rows))
+        })
+        .await
+    }
+
     pub async fn linked_user_email(&self, account: ProviderAccount) -> Result<Option<String>, StoreError> {
         self.read(move |c| {
             c.query_row(
@@ -295,6 +370,47 @@ pub(super) mod tests {
         let session = format!("s-{email}");
         store.sign_in(sign_in(account("oidc", subject), email, Role::Viewer, &session)).await.unwrap();
         store.live_session(session, UnixMs::now()).await.unwrap().unwrap().user
+    }
+
+    on_each_backend!(admins_see_every_user_with_role_accounts_sign_ins_and_live_sessions);
+
+    async fn admins_see_every_user_with_role_accounts_sign_ins_and_live_sessions(store: Store) {
+        assert_eq!(store.users(UnixMs::now()).await.unwrap(), []);
+        let before = UnixMs::now();
+        store.sign_in(sign_in(account("oidc", "zed"), "zed@x", Role::Admin, "s-zed")).await.unwrap();
+        store.sign_in(sign_in(account("oidc", "ada"), "ada@x", Role::Viewer, "s-ada-1")).await.unwrap();
+        let ada = store.live_session("s-ada-1".into(), UnixMs::now()).await.unwrap().unwrap().user;
+        assert_eq!(store.link_account(ada, account("github", "gh-ada"), "ada@gh".into()).await.unwrap(), Linked::Now);
+        // A second session, and the role her last sign-in was given.
+        store.sign_in(sign_in(account("github", "gh-ada"), "ada@x", Role::Operator, "s-ada-2")).await.unwrap();
+
+        let users = store.users(UnixMs::now()).await.unwrap();
+        let summary: Vec<_> = users
+            .iter()
+            .map(|u| {
+                let providers: Vec<_> = u.accounts.iter().map(|a| (a.provider.as_str(), a.email.as_deref())).collect();
+                (u.email.as_str(), u.role, u.live_sessions, providers)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("ada@x", Role::Operator, 2, vec![("oidc", Some("ada@x")), ("github", Some("ada@gh"))]),
+                ("zed@x", Role::Admin, 1, vec![("oidc", Some("zed@x"))]),
+            ]
+        );
+        let ada_row = &users[0];
+        assert_eq!((ada_row.id, ada_row.name.as_deref()), (ada, Some("Ada")));
+        assert!(ada_row.created_at >= before && ada_row.last_sign_in.is_some_and(|at| at >= ada_row.created_at));
+        assert!(ada_row.accounts[0].created_at <= ada_row.accounts[1].created_at);
+
+        // Sessions past their expiry are not counted.
+        let later = UnixMs::now().plus(Duration::from_secs(7200));
+        let live: Vec<i64> = store.users(later).await.unwrap().iter().map(|u| u.live_sessions).collect();
+        assert_eq!(live, [0, 0]);
+        store.delete_session("s-zed".into()).await.unwrap();
+        let live: Vec<i64> = store.users(UnixMs::now()).await.unwrap().iter().map(|u| u.live_sessions).collect();
+        assert_eq!(live, [2, 0], "signing out ends the session");
     }
 
     /// Two workers unlink a user's last two accounts at the same moment: one of them is refused,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::operator_support::{ADMIN_TOKEN, OperatorPipeline, Options, unrouted_destination};
+use crate::operator_support::{ADMIN_TOKEN, Browser, OperatorPipeline, Options, unrouted_destination};
 use crate::support::{TestDestination, sql_text};
 
 const FAST_RETRIES: &str = "retry_schedule = [\"100ms\", \"100ms\"]";
@@ -199,6 +199,64 @@ async fn roles_decide_what_tokens_may_do_and_revoked_tokens_stop_working() {
         audit["auditLog"]["nodes"].as_array().unwrap().iter().map(|n| n["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["REVOKE_API_TOKEN", "CREATE_API_TOKEN", "CREATE_API_TOKEN"]);
     assert_eq!(audit["auditLog"]["nodes"][0]["actor"], "token:bootstrap");
+}
+
+/// Admins list the console users with their role, sign-in methods and sessions; viewers and
+/// operators are refused that list and every token operation, by token and by session alike.
+#[tokio::test]
+async fn admins_list_users_and_tokens_and_viewers_and_operators_are_refused() {
+    let pipeline = OperatorPipeline::start(&[], Options { oidc: true, ..Options::default() }).await;
+    let mut sessions = Vec::new();
+    for email in ["ops@example.com", "admin@example.com", "someone@viewers.example"] {
+        let mut browser = Browser::new();
+        let callback = browser.login_until_callback(&pipeline, "/console", email).await;
+        assert_eq!(browser.get(&callback).await.status, 303);
+        let csrf = browser.session(&pipeline).await["csrfToken"].as_str().unwrap().to_owned();
+        sessions.push((browser, csrf));
+    }
+    let users = "{ users { email name role createdAt lastSignInAt liveSessions accounts { provider email } } }";
+    let listed = pipeline.gql(users, json!({})).await["users"].clone();
+    let summary: Vec<(&Value, &Value, &Value, &Value)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (&u["email"], &u["role"], &u["liveSessions"], &u["accounts"]))
+        .collect();
+    let oidc = |email: &str| json!([{"provider": "oidc", "email": email}]);
+    assert_eq!(
+        summary,
+        [
+            (&json!("admin@example.com"), &json!("ADMIN"), &json!(1), &oidc("admin@example.com")),
+            (&json!("ops@example.com"), &json!("OPERATOR"), &json!(1), &oidc("ops@example.com")),
+            (&json!("someone@viewers.example"), &json!("VIEWER"), &json!(1), &oidc("someone@viewers.example")),
+        ]
+    );
+    assert!(listed[0]["lastSignInAt"].as_str().is_some_and(|at| at.ends_with('Z')), "{listed}");
+    assert_eq!(listed[0]["name"], "admin");
+
+    // The admin's session may list them too.
+    let (admin, admin_csrf) = &sessions[1];
+    let (status, answer) = admin.gql(&pipeline, Some(admin_csrf), users).await;
+    assert_eq!((status, answer["data"]["users"].as_array().map(Vec::len)), (200, Some(3)), "{answer}");
+
+    let create = "mutation { createApiToken(name: \"x\", role: VIEWER) { token } }";
+    let revoke = "mutation { revokeApiToken(id: \"1\") { id } }";
+    let refused = [users, "{ apiTokens { id } }", create, revoke];
+    for (browser, csrf) in [&sessions[0], &sessions[2]] {
+        for query in refused {
+            let (status, answer) = browser.gql(&pipeline, Some(csrf), query).await;
+            assert_eq!((status, code(&answer)), (200, "FORBIDDEN".to_owned()), "{query}: {answer}");
+        }
+    }
+    let mint = "mutation($role: RoleName!) { createApiToken(name: \"t\", role: $role) { token } }";
+    for role in ["VIEWER", "OPERATOR"] {
+        let token =
+            pipeline.gql(mint, json!({"role": role})).await["createApiToken"]["token"].as_str().unwrap().to_owned();
+        for query in refused {
+            let answer = pipeline.gql_as(&token, query, json!({})).await;
+            assert_eq!(code(&answer), "FORBIDDEN", "{role} {query}: {answer}");
+        }
+    }
 }
 
 #[tokio::test]

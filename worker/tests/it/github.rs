@@ -32,6 +32,8 @@ struct Fake {
     codes: HashMap<String, (String, String)>,
     tokens: HashMap<String, Account>,
     issued: usize,
+    /// The `prompt` of each authorization request, in order.
+    prompts: Vec<Option<String>>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -41,6 +43,7 @@ async fn authorize(State(fake): State<Shared>, Query(q): Query<HashMap<String, S
     assert_eq!(q["code_challenge_method"], "S256");
     let mut fake = fake.lock().unwrap();
     fake.issued += 1;
+    fake.prompts.push(q.get("prompt").cloned());
     let code = format!("code-{}", fake.issued);
     fake.codes.insert(code.clone(), (q["code_challenge"].clone(), q["redirect_uri"].clone()));
     Redirect::to(&format!("{}?code={code}&state={}", q["redirect_uri"], q["state"])).into_response()
@@ -202,6 +205,30 @@ async fn github_sign_in_refuses_unverified_emails_forged_state_and_outsiders() {
     assert_eq!(browser.get(&crossed).await.status, 404, "no OIDC provider configured here");
     let users = pipeline.store.scalar_i64("SELECT count(*) FROM users").await;
     assert_eq!(users, 1, "only the organisation member got an account");
+}
+
+/// GitHub signs the browser's account in again without asking unless told `prompt=select_account`
+/// (its account picker): the refusal page's "Sign in with another account" tells it.
+#[tokio::test]
+async fn a_refused_github_account_is_offered_the_account_picker() {
+    let (pipeline, fake) = pipeline("").await;
+    let outsider = Account { id: 3, login: "o", emails: vec![("o@elsewhere.example", true, true)], orgs: vec![] };
+    let hop = sign_in(&pipeline, &fake, &mut Browser::new(), outsider).await;
+    assert_eq!(hop.status, 403);
+    let href = "/auth/github/login?another_account=true&amp;return_to=%2Fconsole";
+    assert!(hop.body.contains(&format!("id=\"another-account\" href=\"{href}\"")), "{}", hop.body);
+
+    let allowed = Account { id: 4, login: "a", emails: vec![("admin@example.com", true, true)], orgs: vec![] };
+    fake.lock().unwrap().account = Some(allowed);
+    let mut browser = Browser::new();
+    let start = browser.get(&pipeline.url(&href.replace("&amp;", "&"))).await;
+    assert_eq!(start.status, 303);
+    let callback = browser.get(&start.location.unwrap()).await.location.unwrap();
+    let hop = browser.get(&callback).await;
+    assert_eq!(hop.status, 303, "{}", hop.body);
+    assert_eq!(hop.location.as_deref(), Some(pipeline.url("/console").as_str()));
+    assert_eq!(browser.session(&pipeline).await["actor"], "admin@example.com");
+    assert_eq!(fake.lock().unwrap().prompts, [None, Some("select_account".to_owned())]);
 }
 
 #[tokio::test]

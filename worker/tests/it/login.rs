@@ -164,6 +164,56 @@ async fn an_unlisted_user_gets_a_not_authorised_page_and_no_account() {
     assert_eq!(answer["errors"][0]["extensions"]["code"], "FORBIDDEN", "viewers cannot replay");
 }
 
+/// The provider keeps its own session: after a refusal, signing in again plainly gets the same
+/// refused account without being asked. The refusal page's "Sign in with another account" makes
+/// the provider ask (`prompt=login`: oidc-provider has no account chooser to offer), and the
+/// person signs in as an allowed account, back where the login started. No state or PKCE is
+/// skipped on that path, and its `return_to` stays on the site.
+#[tokio::test]
+async fn a_refused_account_signs_in_as_another_through_the_refusal_page() {
+    let pipeline = pipeline().await;
+    let mut browser = Browser::new();
+    let start = pipeline.url("/auth/login?return_to=%2Fconsole%23audit");
+    let (callback, authorize, asked) =
+        browser.login_from_until_callback(&pipeline, &start, "stranger@elsewhere.example").await;
+    assert!(asked && !authorize.contains("prompt="), "a plain login sends no prompt: {authorize}");
+    let refused = browser.get(&callback).await;
+    assert_eq!(refused.status, 403);
+    let link = "href=\"/auth/login?another_account=true&amp;return_to=%2Fconsole%23audit\"";
+    assert!(
+        refused.body.contains(&format!("<a id=\"another-account\" {link}>Sign in with another account</a>")),
+        "{}",
+        refused.body
+    );
+
+    // What went wrong before: the plain login again is answered from the provider's session.
+    let (callback, _, asked) = browser.login_from_until_callback(&pipeline, &start, "admin@example.com").await;
+    assert!(!asked, "the provider signed the same account in again without asking");
+    assert_eq!(browser.get(&callback).await.status, 403);
+
+    let another = pipeline.url("/auth/login?another_account=true&return_to=%2Fconsole%23audit");
+    let (callback, authorize, asked) =
+        browser.login_from_until_callback(&pipeline, &another, "admin@example.com").await;
+    assert!(authorize.contains("prompt=login"), "{authorize}");
+    assert!(asked, "the provider asked who signs in");
+    let landed = browser.get(&callback).await;
+    assert_eq!(landed.status, 303, "{}", landed.body);
+    assert_eq!(landed.location.as_deref(), Some(pipeline.url("/console#audit").as_str()));
+    assert_eq!(browser.session(&pipeline).await["actor"], "admin@example.com");
+    assert_eq!(pipeline.store.scalar_i64("SELECT count(*) FROM users").await, 1, "no account for the refused one");
+
+    // The switch is offered where the console asks for sign-in choices, and an outside
+    // return_to still ends on the console.
+    let logins = browser.session(&pipeline).await["logins"].clone();
+    assert_eq!(logins[0]["anotherUrl"], "/auth/login?another_account=true");
+    let hostile = pipeline.url("/auth/login?another_account=true&return_to=%2F%2Fevil.example");
+    let (callback, _, asked) = browser.login_from_until_callback(&pipeline, &hostile, "ops@example.com").await;
+    assert!(asked);
+    let landed = browser.get(&callback).await;
+    assert_eq!(landed.location.as_deref(), Some(pipeline.url("/console").as_str()));
+    assert_eq!(browser.session(&pipeline).await["actor"], "ops@example.com");
+}
+
 #[tokio::test]
 async fn return_to_never_leaves_the_site() {
     let pipeline = pipeline().await;

@@ -20,6 +20,7 @@ mod api;
 mod breaker;
 mod cluster;
 mod console;
+mod console_admin;
 mod console_lists;
 mod copy_store;
 mod crash;

@@ -347,7 +347,20 @@ impl Browser {
     /// Starts a login at the worker and signs in at the provider as `email`; returns the
     /// callback URL the provider redirected to (not yet visited).
     pub async fn login_until_callback(&mut self, pipeline: &OperatorPipeline, return_to: &str, email: &str) -> String {
-        let start = self.get(&pipeline.url(&format!("/auth/login?return_to={}", urlencode(return_to)))).await;
+        let start = pipeline.url(&format!("/auth/login?return_to={}", urlencode(return_to)));
+        self.login_from_until_callback(pipeline, &start, email).await.0
+    }
+
+    /// Like [`Browser::login_until_callback`] from the login URL `start`; also answers the
+    /// provider's authorize URL and whether the provider asked who signs in (false: it answered
+    /// from its session, and `email` was not used).
+    pub async fn login_from_until_callback(
+        &mut self,
+        pipeline: &OperatorPipeline,
+        start: &str,
+        email: &str,
+    ) -> (String, String, bool) {
+        let start = self.get(start).await;
         assert_eq!(start.status, 303, "{}", start.body);
         let authorize = start.location.unwrap();
         let issuer = &pipeline.provider.as_ref().unwrap().issuer;
@@ -358,18 +371,27 @@ impl Browser {
         assert_eq!(to_interaction.status, 303, "{}", to_interaction.body);
         let interaction = to_interaction.location.unwrap();
         if interaction.starts_with(&pipeline.url("/auth/callback?")) {
-            return interaction; // already signed in at the provider
+            return (interaction, authorize, false); // already signed in at the provider
         }
         let form = self.get(&interaction).await;
         assert_eq!(form.status, 200, "{}", form.body);
         let submitted =
             self.request(reqwest::Method::POST, &format!("{interaction}/login"), Some(&[("email", email)])).await;
         assert_eq!(submitted.status, 303, "{}", submitted.body);
-        let resumed = self.get(&submitted.location.unwrap()).await;
+        let mut resumed = self.get(&submitted.location.unwrap()).await;
+        // Another account than the provider's session had: oidc-provider first ends that
+        // session through a self-submitting form (a browser's script posts it), then resumes.
+        while resumed.status == 200 && resumed.body.contains("/session/end/confirm") {
+            let action = between(&resumed.body, "action=\"", "\"");
+            let xsrf = between(&resumed.body, "name=\"xsrf\" value=\"", "\"");
+            let ended = self.request(reqwest::Method::POST, &action, Some(&[("xsrf", &xsrf), ("logout", "yes")])).await;
+            assert_eq!(ended.status, 303, "{}", ended.body);
+            resumed = self.get(&ended.location.unwrap()).await;
+        }
         assert_eq!(resumed.status, 303, "{}", resumed.body);
         let callback = resumed.location.unwrap();
         assert!(callback.starts_with(&pipeline.url("/auth/callback?")), "{callback}");
-        callback
+        (callback, authorize, true)
     }
 
     /// A GraphQL call with this browser's cookies and, if given, the CSRF header.
@@ -392,6 +414,12 @@ impl Browser {
         let hop = self.get(&pipeline.url("/auth/session")).await;
         serde_json::from_str(&hop.body).unwrap()
     }
+}
+
+/// The text between the first `start` in `text` and the `end` after it.
+fn between(text: &str, start: &str, end: &str) -> String {
+    let from = text.split_once(start).unwrap_or_else(|| panic!("no {start:?} in {text}")).1;
+    from.split_once(end).unwrap().0.to_owned()
 }
 
 fn host_key(url: &reqwest::Url) -> String {

@@ -10,10 +10,12 @@ use deadpool_postgres::Transaction;
 use inlet_shared::config::Role;
 use tokio_postgres::Row;
 
+use super::columns::role_at;
 use super::{PgError, Postgres};
 use crate::model::{AuditAction, LinkedAccountId, UnixMs, UserId};
 use crate::store::audit::AuditRow;
-use crate::store::{Linked, LinkedAccountRow, ProviderAccount, StoreError, Unlinked};
+use crate::store::users::{USERS, fold_users};
+use crate::store::{Linked, LinkedAccountRow, ProviderAccount, StoreError, Unlinked, UserRow};
 
 /// The user `account` is linked to, if any.
 pub(super) async fn owner_of(t: &Transaction<'_>, account: &ProviderAccount) -> Result<Option<UserId>, PgError> {
@@ -131,7 +133,38 @@ async fn linked_accounts_of(t: &Transaction<'_>, user: UserId) -> Result<Vec<Lin
     t.query(&statement, &[&user]).await?.iter().map(linked_account_row).collect()
 }
 
+/// A row of [`USERS`]: the user, and one of their accounts if they have any.
+fn user_row(row: &Row) -> Result<(UserRow, Option<LinkedAccountRow>), PgError> {
+    let user = UserRow {
+        id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        name: row.try_get(2)?,
+        role: role_at(row, 3)?,
+        created_at: row.try_get(4)?,
+        last_sign_in: row.try_get(5)?,
+        live_sessions: row.try_get(6)?,
+        accounts: Vec::new(),
+    };
+    let account = match row.try_get::<_, Option<LinkedAccountId>>(7)? {
+        Some(id) => Some(LinkedAccountRow {
+            id,
+            provider: row.try_get(8)?,
+            email: row.try_get(9)?,
+            created_at: row.try_get(10)?,
+        }),
+        None => None,
+    };
+    Ok((user, account))
+}
+
 impl Postgres {
+    pub async fn users(&self, now: UnixMs) -> Result<Vec<UserRow>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(USERS).await.map_err(PgError::from)?;
+        let rows = client.query(&statement, &[&now]).await.map_err(PgError::from)?;
+        Ok(fold_users(rows.iter().map(user_row).collect::<Result<_, _>>()?))
+    }
+
     pub async fn linked_user_email(&self, account: ProviderAccount) -> Result<Option<String>, StoreError> {
         let client = self.client().await?;
         let statement = client

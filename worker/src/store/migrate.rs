@@ -22,7 +22,15 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "0013_attempts_started", include_str!("../../../schemas/sql/0013_attempts_started.sql")),
     (14, "0014_trace_context", include_str!("../../../schemas/sql/0014_trace_context.sql")),
     (15, "0015_dismiss_and_replay_to", include_str!("../../../schemas/sql/0015_dismiss_and_replay_to.sql")),
+    (16, "0016_event_search", include_str!("../../../schemas/sql/0016_event_search.sql")),
 ];
+
+/// Whether migration `name` is the one that made the search index (by its name without the
+/// number, which changes when branches' migrations are merged): the events stored before it
+/// are indexed after its SQL, by the worker's own rule of what is searchable.
+pub(super) fn makes_search_index(name: &str) -> bool {
+    name.split_once('_').is_some_and(|(_, rest)| rest == "event_search")
+}
 
 /// Applies the migrations not applied yet.
 ///
@@ -52,6 +60,10 @@ fn apply(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
         )?;
         if !applied {
             transaction.execute_batch(sql)?;
+            if makes_search_index(name) {
+                let indexed = super::search::backfill(&transaction)?;
+                tracing::info!(indexed, "indexed the stored events for search");
+            }
             let violation: Option<String> = transaction
                 .query_row("SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1", [], |row| row.get(0))
                 .optional()?;

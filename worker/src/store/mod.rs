@@ -67,6 +67,7 @@ mod operator;
 mod operator_tests;
 pub mod postgres;
 mod replays;
+mod search;
 mod sessions;
 mod sqlite;
 #[cfg(test)]
@@ -89,6 +90,7 @@ pub use operator::{
     EventSelection, EventStatusFilter, PageRequest, Totals,
 };
 use postgres::Postgres;
+pub use search::{SearchError, SearchHit, SearchPage, SearchQuery, Snippet};
 pub use replays::{BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};
 pub use sessions::{KeptToken, SessionRow, SignIn};
 use sqlite::Sqlite;

@@ -143,7 +143,8 @@ async function overviewView() {
 
 const EVENTS = `query($filter: EventFilter, $after: String) {
   events(filter: $filter, first: 50, after: $after) {
-    nodes { id source eventId eventType receivedAt routeStatus deliveries { destination status } }
+    nodes { id source eventId eventType receivedAt routeStatus deliveries { destination status }
+      searchMatch { snippet highlights { start end } truncatedStart truncatedEnd } }
     pageInfo { hasNextPage endCursor } } }`;
 
 async function eventsView() {
@@ -155,6 +156,8 @@ async function eventsView() {
     h('label', {}, 'Status', h('select', { name: 'status' }, h('option', { value: '' }, 'any'),
       ['PENDING', 'DELIVERED', 'DEAD_LETTERED', 'DISMISSED', 'UNROUTED'].map((s) => h('option', { value: s }, label(s))))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
+    h('label', {}, 'Body contains', h('input', { name: 'search', type: 'search', maxlength: 200, placeholder: 'ord_123 "order paid"',
+      title: 'Every word or "quoted phrase" (3 characters or more) appears in the body, in any case, also inside longer words' })),
     h('label', {}, 'Received after (UTC)', h('input', { name: 'after', type: 'datetime-local', step: 1 })),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
   const body = h('tbody', { id: 'events-body' });
@@ -163,7 +166,7 @@ async function eventsView() {
   const filter = () => {
     const data = new FormData(form);
     const f = {};
-    for (const key of ['source', 'eventType', 'status', 'text']) if (data.get(key)) f[key] = data.get(key);
+    for (const key of ['source', 'eventType', 'status', 'text', 'search']) if (data.get(key)) f[key] = data.get(key);
     // The field is read as UTC, like every time the console shows (not the browser's zone).
     if (data.get('after')) f.receivedAfter = utc(data.get('after'));
     return f;
@@ -171,13 +174,20 @@ async function eventsView() {
   const load = async (append) => {
     body.setAttribute('aria-busy', 'true');
     const { events } = await gql(EVENTS, { filter: filter(), after: append ? cursor : null });
-    const rows = events.nodes.map((e) => h('tr', { className: 'clickable', 'data-event-id': e.eventId,
+    const rows = events.nodes.flatMap((e) => [h('tr', { className: 'clickable', 'data-event-id': e.eventId,
       onclick: () => { location.hash = `#event/${e.id}`; } },
     h('td', { className: 'mono' }, time(e.receivedAt)), h('td', {}, e.source), h('td', {}, e.eventType || ''),
     h('td', { className: 'mono' }, e.eventId),
-    h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : null, e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
+    h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : null, e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))),
+    // With a search, the body's text around the match, under the event's row.
+    e.searchMatch ? snippetRow(e) : []]);
     if (append) body.append(...rows); else body.replaceChildren(...rows);
-    if (!append && !rows.length) body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, 'No events match.')));
+    if (!append && !rows.length) {
+      // A search examines a bounded number of matches per page: none kept by the other filters
+      // yet does not mean none at all.
+      body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, events.pageInfo.hasNextPage
+        ? 'No match among the newest events searched so far; Load more searches older ones.' : 'No events match.')));
+    }
     cursor = events.pageInfo.endCursor;
     more.hidden = !events.pageInfo.hasNextPage;
     body.setAttribute('aria-busy', 'false');
@@ -188,6 +198,26 @@ async function eventsView() {
     h('table', {}, h('thead', {}, h('tr', {}, ['Received (UTC)', 'Source', 'Type', 'Event id', 'Deliveries'].map((t) => h('th', {}, t)))), body),
     more);
   await load(false);
+}
+
+// A search's snippet under its event's row: the body's text with every matched part in a
+// <mark>. Built from text nodes only (the body is the sender's text, never HTML); the ranges are
+// UTF-16 offsets, as String.prototype.slice takes them.
+function snippetView(match) {
+  const parts = [];
+  let at = 0;
+  for (const { start, end } of match.highlights) {
+    if (start > at) parts.push(match.snippet.slice(at, start));
+    parts.push(h('mark', {}, match.snippet.slice(start, end)));
+    at = end;
+  }
+  parts.push(match.snippet.slice(at));
+  return h('div', { className: 'snippet mono' }, match.truncatedStart ? '…' : null, parts, match.truncatedEnd ? '…' : null);
+}
+
+function snippetRow(e) {
+  return h('tr', { className: 'clickable snippet-row', 'data-snippet-of': e.eventId, onclick: () => { location.hash = `#event/${e.id}`; } },
+    h('td', { colspan: 5 }, snippetView(e.searchMatch)));
 }
 
 // ---- Event detail -------------------------------------------------------------------------
@@ -377,6 +407,8 @@ async function deadLettersView() {
     h('label', {}, 'Reason', h('select', { name: 'reason' }, h('option', { value: '' }, 'any'),
       ['PERMANENT_4XX', 'RETRIES_EXHAUSTED', 'UNKNOWN_DESTINATION'].map((r) => h('option', { value: r }, label(r))))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
+    h('label', {}, 'Body contains', h('input', { name: 'search', type: 'search', maxlength: 200, placeholder: 'ord_123 "order paid"',
+      title: 'Every word or "quoted phrase" (3 characters or more) appears in the body, in any case, also inside longer words' })),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
   const filter = () => {
     const data = new FormData(form);

@@ -90,7 +90,7 @@ pub use operator::{
     EventSelection, EventStatusFilter, PageRequest, Totals,
 };
 use postgres::Postgres;
-pub use search::{SearchError, SearchHit, SearchPage, SearchQuery, Snippet};
+pub use search::{SearchHit, SearchPage, SearchQuery, Snippet};
 pub use replays::{BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};
 pub use sessions::{KeptToken, SessionRow, SignIn};
 use sqlite::Sqlite;

@@ -20,6 +20,7 @@ mod api;
 mod breaker;
 mod cluster;
 mod console;
+mod console_search;
 mod copy_store;
 mod crash;
 mod delivery;

@@ -8,8 +8,12 @@
 //! not searchable. The worker decides this ([`searchable_text`]) and stores that text in
 //! `event_search`, one row per searchable event, written in the transaction that records the
 //! event and deleted with it (`ON DELETE CASCADE`: pruning takes it along). Both engines index
-//! it by trigrams: SQLite with an FTS5 `trigram` table over `event_search` (external content,
-//! kept in step by triggers), PostgreSQL with a `pg_trgm` GIN index.
+//! it by trigrams. PostgreSQL: a `pg_trgm` GIN index, updated as the event is recorded (GIN's
+//! pending list keeps that cheap). SQLite: an FTS5 `trigram` table over `event_search`
+//! (external content), which costs far more to update than recording the event, so the writer
+//! adds the new rows to it between its groups, in small transactions of their own
+//! ([`index_pending`], `store/writer.rs`): recording never waits for it, and a search reads the
+//! few rows not indexed yet directly.
 //!
 //! **What matches.** Every term of the search, a word or a `"quoted phrase"`, appears in that
 //! text, case-insensitively, anywhere: `ord_12` finds `"order":"ord_12345"`, an e-mail address
@@ -31,7 +35,9 @@ use rusqlite::types::ToSql;
 use rusqlite::{params, params_from_iter};
 
 use super::StoreError;
-use super::operator::{Cursor, EVENT_COLUMNS, EventRow, EventSelection, PageRequest, event_row, placeholders};
+use super::operator::{
+    Cursor, EVENT_COLUMNS, EventRow, EventSelection, PageRequest, contains_pattern, event_row, placeholders,
+};
 use super::sqlite::Sqlite;
 
 /// How much of a body is searchable, in bytes from its start.
@@ -266,14 +272,14 @@ pub struct SearchPage {
     pub end: Option<Cursor>,
 }
 
-/// How a page's rounds went: the caller's loop over its engine's two queries (the next
-/// matches, then which of them the other filters keep) asks this what to do next.
+/// How a page's rounds went: the caller's loop over its engine's queries (the next events to
+/// examine, then which of the matching ones the other filters keep) asks this what to do next.
 pub(super) struct Rounds {
     limit: usize,
     examined: usize,
-    /// Only matches older than this one.
+    /// Only events older than this one are examined next.
     pub(super) before: i64,
-    pub(super) hits: Vec<SearchHit>,
+    hits: Vec<SearchHit>,
 }
 
 impl Rounds {
@@ -281,7 +287,7 @@ impl Rounds {
         Rounds { limit: page.limit, examined: 0, before: page.after.map_or(i64::MAX, |Cursor(id)| id), hits: Vec::new() }
     }
 
-    /// How many matches to read in the next round.
+    /// How many events to examine in the next round.
     pub(super) fn next_round(&self) -> usize {
         CANDIDATES_PER_ROUND.min(MAX_CANDIDATES - self.examined)
     }
@@ -292,31 +298,41 @@ impl Rounds {
         self.limit + 1 - self.hits.len()
     }
 
-    /// Takes a round: `matches` (newest first, `asked` of them asked for) and the hits among
-    /// them; returns the page when it is done.
-    pub(super) fn take(&mut self, matches: &[i64], asked: usize, hits: Vec<SearchHit>) -> Option<SearchPage> {
-        self.examined += matches.len();
+    /// Takes a round: `examined` events were looked at, newest first, the next round starting
+    /// below `next` (`None`: where it was), `exhausted` when no older one is left; `hits` are
+    /// those the search and the filters kept. Returns the page when it is done.
+    pub(super) fn take(
+        &mut self,
+        examined: usize,
+        next: Option<i64>,
+        exhausted: bool,
+        hits: Vec<SearchHit>,
+    ) -> Option<SearchPage> {
+        self.examined += examined;
         self.hits.extend(hits);
+        let last_hit = |hits: &[SearchHit]| hits.last().map(|hit| hit.event.cursor());
         if self.hits.len() > self.limit {
             self.hits.truncate(self.limit);
-            let end = self.hits.last().map(|hit| hit.event.cursor());
-            return Some(SearchPage { hits: std::mem::take(&mut self.hits), has_more: true, end });
+            return Some(SearchPage { end: last_hit(&self.hits), hits: std::mem::take(&mut self.hits), has_more: true });
         }
-        let end = |hits: &[SearchHit]| hits.last().map(|hit| hit.event.cursor());
-        if matches.len() < asked {
-            return Some(SearchPage { end: end(&self.hits), hits: std::mem::take(&mut self.hits), has_more: false });
+        if exhausted {
+            return Some(SearchPage { end: last_hit(&self.hits), hits: std::mem::take(&mut self.hits), has_more: false });
         }
-        self.before = matches.last().copied().unwrap_or(self.before);
+        if let Some(next) = next {
+            self.before = next;
+        }
         if self.examined >= MAX_CANDIDATES {
-            // Stopped with matches left to examine: the next page goes on after the last one.
-            return Some(SearchPage { hits: std::mem::take(&mut self.hits), has_more: true, end: Some(Cursor(self.before)) });
+            // Stopped with events left to examine: the next page goes on from here.
+            let end = Some(Cursor(self.before));
+            return Some(SearchPage { hits: std::mem::take(&mut self.hits), has_more: true, end });
         }
         None
     }
 }
 
-/// Indexes a newly recorded event's body, if it is searchable (in the recording transaction).
-pub(super) fn index_event(connection: &rusqlite::Connection, rowid: i64, body: &[u8]) -> rusqlite::Result<()> {
+/// Keeps a newly recorded event's searchable text, if it has some (in the recording
+/// transaction). On SQLite the index takes it later ([`index_pending`]).
+pub(super) fn keep_searchable_text(connection: &rusqlite::Connection, rowid: i64, body: &[u8]) -> rusqlite::Result<()> {
     if let Some(text) = searchable_text(body) {
         connection
             .prepare_cached("INSERT INTO event_search (event_rowid, body_text) VALUES (?1, ?2)")?
@@ -325,48 +341,114 @@ pub(super) fn index_event(connection: &rusqlite::Connection, rowid: i64, body: &
     Ok(())
 }
 
-/// Indexes the events already stored when the search index came (the migration that made it
-/// runs this in its transaction); returns how many were searchable.
+/// Adds up to `max` kept texts not indexed yet to the FTS index, oldest first, and moves the
+/// progress past them; returns how many. The writer runs it in a transaction of its own between
+/// its groups: indexing by trigrams costs far more than recording the event, so recording never
+/// waits for it. Rows are added in row order and the single writer hands row ids out in commit
+/// order, so everything up to the progress is indexed and nothing after it.
+pub(super) fn index_pending(connection: &rusqlite::Connection, max: usize) -> rusqlite::Result<usize> {
+    let mut pending = connection.prepare_cached(
+        "SELECT event_rowid, body_text FROM event_search
+         WHERE event_rowid > (SELECT indexed_through FROM event_search_fts_progress) ORDER BY event_rowid LIMIT ?1",
+    )?;
+    let rows = pending
+        .query_map([i64::try_from(max).unwrap_or(i64::MAX)], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let Some(&(last, _)) = rows.last() else { return Ok(0) };
+    let mut index = connection.prepare_cached("INSERT INTO event_search_fts (rowid, body_text) VALUES (?1, ?2)")?;
+    for (rowid, text) in &rows {
+        index.execute(params![rowid, text])?;
+    }
+    connection.prepare_cached("UPDATE event_search_fts_progress SET indexed_through = ?1")?.execute([last])?;
+    Ok(rows.len())
+}
+
+/// Keeps the searchable text of the events already stored when search came (the migration
+/// that made it runs this in its transaction); returns how many had some. The writer indexes
+/// them afterwards, like new ones.
 pub(super) fn backfill(connection: &rusqlite::Connection) -> rusqlite::Result<u64> {
     // Only the searchable prefix is read: a large body is not loaded whole.
     let mut read = connection.prepare(&format!(
         "SELECT id, substr(body, 1, {INDEXED_BYTES}) FROM events WHERE id > ?1 ORDER BY id LIMIT 500"
     ))?;
-    let (mut after, mut indexed) = (i64::MIN, 0);
+    let (mut after, mut kept) = (i64::MIN, 0);
     loop {
         let rows = read
             .query_map([after], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let Some(&(last, _)) = rows.last() else { return Ok(indexed) };
+        let Some(&(last, _)) = rows.last() else { return Ok(kept) };
         for (id, body) in &rows {
             if searchable_text(body).is_some() {
-                index_event(connection, *id, body)?;
-                indexed += 1;
+                keep_searchable_text(connection, *id, body)?;
+                kept += 1;
             }
         }
         after = last;
     }
 }
 
-/// One page of events whose body has every term of `query`, also in `selection`, newest first.
+/// The next events to examine that are not indexed yet (after `through`, before `before`, at
+/// most `asked`, newest first), each with whether its text has every term. Read directly with
+/// `LIKE`, which folds ASCII letters only (the index folds all): until the writer indexes them,
+/// a few seconds at most, the newest events are found by a search in another case only when
+/// their letters are ASCII.
+fn unindexed(
+    connection: &rusqlite::Connection,
+    query: &SearchQuery,
+    through: i64,
+    before: i64,
+    asked: usize,
+) -> rusqlite::Result<Vec<(i64, bool)>> {
+    let mut has_terms = Vec::with_capacity(query.terms.len());
+    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(through), Box::new(before)];
+    for term in &query.terms {
+        has_terms.push(format!("body_text LIKE ?{} ESCAPE '\\'", values.len() + 1));
+        values.push(Box::new(contains_pattern(term)));
+    }
+    let sql = format!(
+        "SELECT event_rowid, {} FROM event_search WHERE event_rowid > ?1 AND event_rowid < ?2
+         ORDER BY event_rowid DESC LIMIT {asked}",
+        has_terms.join(" AND ")
+    );
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(values.iter()), |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
+/// One page of events whose body has every term of `query`, also in `selection`, newest first:
+/// first those not indexed yet (the newest), then the index's.
 fn search_page(
     connection: &rusqlite::Connection,
     selection: &EventSelection,
     query: &SearchQuery,
     page: PageRequest,
 ) -> rusqlite::Result<SearchPage> {
+    let through: i64 =
+        connection.query_row("SELECT indexed_through FROM event_search_fts_progress", [], |row| row.get(0))?;
     let expression = query.fts5();
     // FTS5 walks its matches newest first (rowid order) and stops at the limit.
-    let mut matching = connection.prepare_cached(
+    let mut indexed = connection.prepare_cached(
         "SELECT rowid FROM event_search_fts WHERE event_search_fts MATCH ?1 AND rowid < ?2
          ORDER BY rowid DESC LIMIT ?3",
     )?;
     let mut rounds = Rounds::new(page);
     loop {
         let asked = rounds.next_round();
-        let matches: Vec<i64> = matching
-            .query_map(params![expression, rounds.before, i64::try_from(asked).unwrap_or(i64::MAX)], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let (matches, examined, next, exhausted) = if rounds.before > through + 1 {
+            let rows = unindexed(connection, query, through, rounds.before, asked)?;
+            let matches: Vec<i64> = rows.iter().filter(|(_, hit)| *hit).map(|(id, _)| *id).collect();
+            // Fewer than asked: the rest is in the index.
+            let next = if rows.len() < asked { Some(through + 1) } else { rows.last().map(|(id, _)| *id) };
+            (matches, rows.len(), next, false)
+        } else {
+            let matches: Vec<i64> = indexed
+                .query_map(params![expression, rounds.before, i64::try_from(asked).unwrap_or(i64::MAX)], |row| {
+                    row.get(0)
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let next = matches.last().copied();
+            (matches.clone(), matches.len(), next, matches.len() < asked)
+        };
         let mut hits = Vec::new();
         if !matches.is_empty() {
             let mut w = selection.to_where();
@@ -386,7 +468,7 @@ fn search_page(
             })?;
             hits = rows.collect::<rusqlite::Result<_>>()?;
         }
-        if let Some(page) = rounds.take(&matches, asked, hits) {
+        if let Some(page) = rounds.take(examined, next, exhausted, hits) {
             return Ok(page);
         }
     }

@@ -135,6 +135,8 @@ async fn a_search_finds_every_term_anywhere_in_text_bodies_newest_first(store: S
         )
         .await
         .unwrap();
+    // From the index (SQLite reads what it has not indexed yet directly: another test).
+    wait_until_indexed(&store).await;
     let all = EventSelection::default();
     // Part of a token: found, newest first; the body that is not text never is.
     let page = search(&store, all.clone(), "ord_12", FIRST_20).await;
@@ -222,6 +224,7 @@ async fn pruning_an_event_removes_it_from_the_index(store: Store) {
     let old = |id: &str, body: &str| NewEvent { received_at: UnixMs(1), ..raw_event(id, "src", body.as_bytes()) };
     let events = vec![old("e1", "{\"token\":\"prunable\"}"), old("e2", "{\"token\":\"prunable\"}"), old("e3", "{}")];
     store.record(events, FirstClaims::all(UnixMs(1))).await.unwrap();
+    wait_until_indexed(&store).await;
     let indexed = "SELECT count(*) FROM event_search";
     assert_eq!(peek(&store, indexed.into()).await[0][0].as_deref(), Some("3"));
     let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();
@@ -235,6 +238,80 @@ async fn pruning_an_event_removes_it_from_the_index(store: Store) {
         let in_index = "SELECT count(*) FROM event_search_fts WHERE event_search_fts MATCH '\"prunable\"'";
         assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("0"));
     }
+}
+
+/// On SQLite, waits until the writer has indexed every kept text (PostgreSQL indexes as it
+/// records).
+async fn wait_until_indexed(store: &Store) {
+    if on_postgres(store) {
+        return;
+    }
+    let pending = "SELECT count(*) FROM event_search WHERE event_rowid > (SELECT indexed_through FROM event_search_fts_progress)";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while peek(store, pending.into()).await[0][0].as_deref() != Some("0") {
+        assert!(std::time::Instant::now() < deadline, "the writer did not index within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// SQLite indexes after recording: a search finds the events not indexed yet (read directly),
+/// those indexed, and pages across the two the same way; the writer catches up by itself.
+#[tokio::test]
+async fn sqlite_finds_events_before_and_after_they_are_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inlet.db");
+    // No writer runs on this connection: nothing is indexed until this test says so.
+    let connection = crate::store::tests::database_at_version(&path, 16);
+    let insert = "INSERT INTO events (id, source, event_id, id_origin, scheme, secret_index, received_at_ms,
+                                      recorded_at_ms, stream_sequence, headers_json, body, body_sha256, route_status)
+                  VALUES (?1, 'src', ?2, 'provider', 'github', 0, 1, 1, 1, '[]', ?3, '', 'unrouted')";
+    for id in 1..=5 {
+        let body = format!("{{\"invoice\":\"INV-{id}\",\"n\":{id}}}");
+        connection.execute(insert, rusqlite::params![id, format!("e{id}"), body.as_bytes()]).unwrap();
+        super::keep_searchable_text(&connection, id, body.as_bytes()).unwrap();
+    }
+    let all = EventSelection::default();
+    let search = |connection: &rusqlite::Connection, search: &str, page: PageRequest| {
+        super::search_page(connection, &all, &query(search), page).unwrap()
+    };
+    let in_pages = |connection: &rusqlite::Connection| {
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let page = search(connection, "inv-", PageRequest { after, limit: 2 });
+            seen.extend(ids(&page).into_iter().map(str::to_owned));
+            if !page.has_more {
+                return seen;
+            }
+            after = page.end;
+        }
+    };
+    let everything = ["e5", "e4", "e3", "e2", "e1"];
+    assert_eq!(ids(&search(&connection, "INV-", FIRST_20)), everything, "none indexed");
+    assert_eq!(in_pages(&connection), everything);
+    assert_eq!(super::index_pending(&connection, 3).unwrap(), 3);
+    assert_eq!(ids(&search(&connection, "INV-", FIRST_20)), everything, "three indexed");
+    assert_eq!(ids(&search(&connection, "inv-4", FIRST_20)), ["e4"]);
+    assert_eq!(ids(&search(&connection, "inv-2", FIRST_20)), ["e2"]);
+    assert_eq!(in_pages(&connection), everything);
+    let in_index = "SELECT count(*) FROM event_search_fts WHERE event_search_fts MATCH '\"inv-\"'";
+    assert_eq!(connection.query_row(in_index, [], |row| row.get::<_, i64>(0)).unwrap(), 3);
+    // Deleting an event not indexed yet leaves the index alone (a 'delete' of a row it never
+    // had would corrupt it); deleting an indexed one takes it out.
+    connection.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM events WHERE id IN (2, 5)").unwrap();
+    connection.execute_batch("INSERT INTO event_search_fts (event_search_fts) VALUES ('integrity-check')").unwrap();
+    assert_eq!(connection.query_row(in_index, [], |row| row.get::<_, i64>(0)).unwrap(), 2);
+    assert_eq!(ids(&search(&connection, "INV-", FIRST_20)), ["e4", "e3", "e1"]);
+    drop(connection);
+
+    // A worker's writer indexes the rest by itself.
+    let store = Store::open_sqlite(&path, SqliteSynchronous::Full).unwrap();
+    wait_until_indexed(&store).await;
+    assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("3"));
+    assert_eq!(ids(&search_store(&store, "INV-").await), ["e4", "e3", "e1"]);
+}
+
+async fn search_store(store: &Store, text: &str) -> SearchPage {
+    search(store, EventSelection::default(), text, FIRST_20).await
 }
 
 /// A store from before the index (SQLite version 15): the migration indexes what it holds.

@@ -11,8 +11,9 @@ use crate::store::{EventSelection, PageRequest, SearchPage, SearchQuery, StoreEr
 
 type Transaction<'a> = deadpool_postgres::Transaction<'a>;
 
-/// Indexes newly recorded events' bodies, those that are searchable (in the recording
-/// transaction): `(row id, body)` pairs.
+/// Keeps newly recorded events' searchable text (in the recording transaction), where the GIN
+/// index takes it at once (its pending list, merged later, keeps this cheap): `(row id, body)`
+/// pairs.
 pub(super) async fn index_events(t: &Transaction<'_>, events: &[(EventRowId, &[u8])]) -> Result<(), PgError> {
     let (ids, texts): (Vec<EventRowId>, Vec<&str>) =
         events.iter().filter_map(|(id, body)| Some((*id, searchable_text(body)?))).unzip();
@@ -28,8 +29,8 @@ pub(super) async fn index_events(t: &Transaction<'_>, events: &[(EventRowId, &[u
     Ok(())
 }
 
-/// Indexes the events already stored when the search index came (the migration that made it
-/// runs this in its transaction); returns how many were searchable.
+/// Keeps the searchable text of the events already stored when search came (the migration
+/// that made it runs this in its transaction); returns how many had some.
 pub(super) async fn backfill(t: &tokio_postgres::Transaction<'_>) -> Result<u64, tokio_postgres::Error> {
     // Only the searchable prefix is read: a large body is not loaded whole.
     let read = t
@@ -93,7 +94,8 @@ impl Postgres {
                         hits.push(SearchHit { event: event_row(&row)?, snippet: snippet(text, &query) });
                     }
                 }
-                if let Some(page) = rounds.take(&matches, asked, hits) {
+                let exhausted = matches.len() < asked;
+                if let Some(page) = rounds.take(matches.len(), matches.last().copied(), exhausted, hits) {
                     return Ok(page);
                 }
             }

@@ -70,8 +70,9 @@ async fn the_migrated_schema_is_the_sqlite_schema() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = sqlite_store(dir.path());
 
-    // Columns. SQLite's full-text index of event_search (its FTS5 table and the tables FTS5
-    // keeps it in) is PostgreSQL's GIN index `event_search_text_trgm`, compared below.
+    // Columns. SQLite's full-text index of event_search (its FTS5 table, the tables FTS5
+    // keeps it in, and event_search_fts_progress: how far SQLite's writer has indexed) is
+    // PostgreSQL's GIN index `event_search_text_trgm`, compared below.
     let sqlite_columns = sqlite_rows(
         &sqlite,
         "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p

@@ -18,8 +18,8 @@ use crate::model::{DeliveryId, EventRowId};
 use crate::replay::Replayed;
 use crate::store::{
     ApiTokenRow, AttemptRow, AuditLogEntry, BulkReplayRow, ContentRead, Cursor, DeadLetterSelection, DeliveryRow,
-    EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, SearchHit, SearchQuery, Snippet,
-    Totals,
+    EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, SearchHit,
+    SearchQuery, Snippet, Totals,
 };
 
 /// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four
@@ -131,8 +131,11 @@ impl From<Snippet> for SearchMatch {
     fn from(snippet: Snippet) -> SearchMatch {
         // Byte offsets (on character boundaries) to UTF-16 code units.
         let utf16 = |byte: usize| i32::try_from(snippet.text[..byte].encode_utf16().count()).unwrap_or(i32::MAX);
-        let highlights =
-            snippet.highlights.iter().map(|range| TextRange { start: utf16(range.start), end: utf16(range.end) }).collect();
+        let highlights = snippet
+            .highlights
+            .iter()
+            .map(|range| TextRange { start: utf16(range.start), end: utf16(range.end) })
+            .collect();
         SearchMatch {
             highlights,
             snippet: snippet.text,
@@ -536,7 +539,9 @@ impl EventFilter {
     /// The body search, if one is asked for (white space alone is none).
     pub fn search_query(&self) -> Result<Option<SearchQuery>, ApiError> {
         match self.search.as_deref().filter(|search| !search.trim().is_empty()) {
-            Some(search) => SearchQuery::parse(search).map(Some).map_err(|error| ApiError::Invalid(format!("search: {error}"))),
+            Some(search) => {
+                SearchQuery::parse(search).map(Some).map_err(|error| ApiError::Invalid(format!("search: {error}")))
+            }
             None => Ok(None),
         }
     }

@@ -90,8 +90,8 @@ pub use operator::{
     EventSelection, EventStatusFilter, PageRequest, Totals,
 };
 use postgres::Postgres;
-pub use search::{SearchHit, SearchPage, SearchQuery, Snippet};
 pub use replays::{BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};
+pub use search::{SearchHit, SearchPage, SearchQuery, Snippet};
 pub use sessions::{KeptToken, SessionRow, SignIn};
 use sqlite::Sqlite;
 pub use tokens::ApiTokenRow;

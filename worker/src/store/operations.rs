@@ -12,7 +12,8 @@ use super::{
     ActivityBucket, ActivityQuery, ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry, Backend,
     BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow, Dismissed, DueClass, EventRow,
     EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay, NewEvent, PageRequest, ProviderAccount,
-    Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, SearchPage, SearchQuery, SessionRow, SignIn, Store, StoreError, Totals, Unlinked,
+    Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, SearchPage, SearchQuery, SessionRow, SignIn, Store, StoreError,
+    Totals, Unlinked,
 };
 use crate::model::{
     ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,

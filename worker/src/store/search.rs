@@ -284,7 +284,12 @@ pub(super) struct Rounds {
 
 impl Rounds {
     pub(super) fn new(page: PageRequest) -> Rounds {
-        Rounds { limit: page.limit, examined: 0, before: page.after.map_or(i64::MAX, |Cursor(id)| id), hits: Vec::new() }
+        Rounds {
+            limit: page.limit,
+            examined: 0,
+            before: page.after.map_or(i64::MAX, |Cursor(id)| id),
+            hits: Vec::new(),
+        }
     }
 
     /// How many events to examine in the next round.
@@ -313,10 +318,18 @@ impl Rounds {
         let last_hit = |hits: &[SearchHit]| hits.last().map(|hit| hit.event.cursor());
         if self.hits.len() > self.limit {
             self.hits.truncate(self.limit);
-            return Some(SearchPage { end: last_hit(&self.hits), hits: std::mem::take(&mut self.hits), has_more: true });
+            return Some(SearchPage {
+                end: last_hit(&self.hits),
+                hits: std::mem::take(&mut self.hits),
+                has_more: true,
+            });
         }
         if exhausted {
-            return Some(SearchPage { end: last_hit(&self.hits), hits: std::mem::take(&mut self.hits), has_more: false });
+            return Some(SearchPage {
+                end: last_hit(&self.hits),
+                hits: std::mem::take(&mut self.hits),
+                has_more: false,
+            });
         }
         if let Some(next) = next {
             self.before = next;
@@ -352,7 +365,9 @@ pub(super) fn index_pending(connection: &rusqlite::Connection, max: usize) -> ru
          WHERE event_rowid > (SELECT indexed_through FROM event_search_fts_progress) ORDER BY event_rowid LIMIT ?1",
     )?;
     let rows = pending
-        .query_map([i64::try_from(max).unwrap_or(i64::MAX)], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
+        .query_map([i64::try_from(max).unwrap_or(i64::MAX)], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let Some(&(last, _)) = rows.last() else { return Ok(0) };
     let mut index = connection.prepare_cached("INSERT INTO event_search_fts (rowid, body_text) VALUES (?1, ?2)")?;

@@ -202,7 +202,8 @@ async fn a_page_stops_after_examining_its_bound_of_matches_and_says_where_to_go_
     // batch's events in its own order); every event has the term.
     let body = b"{\"status\":\"everywhere\"}";
     store.record(vec![raw_event("e0", "rare", body)], FirstClaims::all(UnixMs(1))).await.unwrap();
-    let events: Vec<NewEvent> = (1..=MAX_CANDIDATES + 10).map(|n| raw_event(&format!("e{n}"), "common", body)).collect();
+    let events: Vec<NewEvent> =
+        (1..=MAX_CANDIDATES + 10).map(|n| raw_event(&format!("e{n}"), "common", body)).collect();
     for batch in events.chunks(1_000) {
         store.record(batch.to_vec(), FirstClaims::all(UnixMs(1))).await.unwrap();
     }
@@ -246,7 +247,8 @@ async fn wait_until_indexed(store: &Store) {
     if on_postgres(store) {
         return;
     }
-    let pending = "SELECT count(*) FROM event_search WHERE event_rowid > (SELECT indexed_through FROM event_search_fts_progress)";
+    let pending =
+        "SELECT count(*) FROM event_search WHERE event_rowid > (SELECT indexed_through FROM event_search_fts_progress)";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while peek(store, pending.into()).await[0][0].as_deref() != Some("0") {
         assert!(std::time::Instant::now() < deadline, "the writer did not index within 30 s");
@@ -323,7 +325,8 @@ async fn the_migration_indexes_the_events_a_sqlite_store_already_holds() {
     let insert = "INSERT INTO events (id, source, event_id, id_origin, scheme, secret_index, received_at_ms,
                                       recorded_at_ms, stream_sequence, headers_json, body, body_sha256, route_status)
                   VALUES (?1, 'src', ?2, 'provider', 'github', 0, 1, 1, 1, '[]', ?3, '', 'unrouted')";
-    for (id, body) in [(1, b"{\"sku\":\"old-sku-1\"}".to_vec()), (2, b"\xffold-sku-2".to_vec()), (3, b"old-sku-3".to_vec())]
+    for (id, body) in
+        [(1, b"{\"sku\":\"old-sku-1\"}".to_vec()), (2, b"\xffold-sku-2".to_vec()), (3, b"old-sku-3".to_vec())]
     {
         connection.execute(insert, rusqlite::params![id, format!("e{id}"), body]).unwrap();
     }

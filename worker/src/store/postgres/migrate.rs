@@ -67,8 +67,9 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i64>, PgError> {
         if !done {
             transaction.batch_execute(sql).await.map_err(|source| PgError::Migration { name, source })?;
             if crate::store::migrate::makes_search_index(name) {
-                let indexed =
-                    super::search::backfill(&transaction).await.map_err(|source| PgError::Migration { name, source })?;
+                let indexed = super::search::backfill(&transaction)
+                    .await
+                    .map_err(|source| PgError::Migration { name, source })?;
                 tracing::info!(indexed, "indexed the stored events for search");
             }
             transaction

@@ -156,7 +156,10 @@ async fn the_migrated_schema_is_the_sqlite_schema() {
              AND indexname NOT IN (SELECT conname FROM pg_constraint)",
     )
     .await;
-    assert_eq!(pg_indexes.difference(&sqlite_indexes).cloned().collect::<BTreeSet<_>>(), set(&[&["event_search_text_trgm"]]));
+    assert_eq!(
+        pg_indexes.difference(&sqlite_indexes).cloned().collect::<BTreeSet<_>>(),
+        set(&[&["event_search_text_trgm"]])
+    );
     assert!(sqlite_indexes.is_subset(&pg_indexes));
     assert!(pg_indexes.contains(&vec!["deliveries_due".to_owned()]));
     let due = rows(&pool, "SELECT indexdef FROM pg_indexes WHERE indexname = 'deliveries_due'").await;

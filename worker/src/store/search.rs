@@ -461,8 +461,8 @@ fn search_page(
                     row.get(0)
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            let next = matches.last().copied();
-            (matches.clone(), matches.len(), next, matches.len() < asked)
+            let (examined, next) = (matches.len(), matches.last().copied());
+            (matches, examined, next, examined < asked)
         };
         let mut hits = Vec::new();
         if !matches.is_empty() {

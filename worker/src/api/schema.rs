@@ -130,7 +130,8 @@ impl Query {
         ctx.data_opt::<Principal>().map(|p| Me { actor: p.actor.clone(), role: p.role.into() })
     }
 
-    /// Events, newest first.
+    /// Events, newest first. With `filter.search`, those whose body has the text, each with
+    /// its `searchMatch`.
     #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn events(
         &self,
@@ -141,12 +142,17 @@ impl Query {
     ) -> Result<EventPage> {
         require(ctx, Role::Viewer)?;
         let page = page_request(first, after.as_deref())?;
+        let filter = filter.unwrap_or_default();
+        let search = filter.search_query()?;
         ctx.data_unchecked::<Reads>().add();
-        let found = services(ctx)?
-            .store
-            .events_page(filter.unwrap_or_default().selection(), page)
-            .await
-            .map_err(ApiError::from)?;
+        let store = &services(ctx)?.store;
+        if let Some(search) = search {
+            let found = store.search_events(filter.selection(), search, page).await.map_err(ApiError::from)?;
+            let end_cursor = found.end.map(encode_cursor);
+            let nodes = found.hits.into_iter().map(Event::from).collect();
+            return Ok(EventPage { nodes, page_info: PageInfo { has_next_page: found.has_more, end_cursor } });
+        }
+        let found = store.events_page(filter.selection(), page).await.map_err(ApiError::from)?;
         let end_cursor = found.rows.last().map(|e| encode_cursor(e.cursor()));
         let nodes = found.rows.into_iter().map(Event::from).collect();
         Ok(EventPage { nodes, page_info: PageInfo { has_next_page: found.has_more, end_cursor } })

@@ -18,8 +18,8 @@ use crate::model::{DeliveryId, EventRowId};
 use crate::replay::Replayed;
 use crate::store::{
     ApiTokenRow, AttemptRow, AuditLogEntry, AuditSelection, BulkReplayRow, ContentRead, Cursor, DeadLetterSelection,
-    DeliveryRow, EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest, Totals,
-    UserRow,
+    DeliveryRow, EventContentRow, EventRow, EventSelection, EventStatusFilter, LinkedAccountRow, PageRequest,
+    SearchHit, SearchQuery, Snippet, Totals, UserRow,
 };
 
 /// Complexity of one event's `content`: a fifth of the limit, so one answer holds at most four
@@ -98,6 +98,57 @@ pub struct Event {
     pub conflicts: i64,
     /// Signature scheme that verified it.
     pub scheme: String,
+    /// Where its body matched the list's `search` (null unless the list was searched).
+    pub search_match: Option<SearchMatch>,
+}
+
+/// Where a search matched an event's body: a snippet of the body's text around the first
+/// match, with every match in it marked. Render `snippet` as text and wrap each range of
+/// `highlights` in a mark (never as HTML: it is the sender's text).
+#[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
+pub struct SearchMatch {
+    /// About 160 characters of the body's text.
+    pub snippet: String,
+    /// The parts of `snippet` that match a term, in order, not overlapping.
+    pub highlights: Vec<TextRange>,
+    /// The body's text goes on before the snippet.
+    pub truncated_start: bool,
+    /// The body's text goes on after it.
+    pub truncated_end: bool,
+}
+
+/// A part of a text: offsets in UTF-16 code units, as JavaScript's `String.prototype.slice`
+/// takes them (`text.slice(start, end)`).
+#[derive(SimpleObject, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextRange {
+    /// First code unit.
+    pub start: i32,
+    /// One past the last.
+    pub end: i32,
+}
+
+impl From<Snippet> for SearchMatch {
+    fn from(snippet: Snippet) -> SearchMatch {
+        // Byte offsets (on character boundaries) to UTF-16 code units.
+        let utf16 = |byte: usize| i32::try_from(snippet.text[..byte].encode_utf16().count()).unwrap_or(i32::MAX);
+        let highlights = snippet
+            .highlights
+            .iter()
+            .map(|range| TextRange { start: utf16(range.start), end: utf16(range.end) })
+            .collect();
+        SearchMatch {
+            highlights,
+            snippet: snippet.text,
+            truncated_start: snippet.truncated_start,
+            truncated_end: snippet.truncated_end,
+        }
+    }
+}
+
+impl From<SearchHit> for Event {
+    fn from(hit: SearchHit) -> Event {
+        Event { search_match: Some(hit.snippet.into()), ..Event::from(hit.event) }
+    }
 }
 
 impl From<EventRow> for Event {
@@ -114,6 +165,7 @@ impl From<EventRow> for Event {
             duplicates: row.duplicates,
             conflicts: row.conflicts,
             scheme: row.scheme,
+            search_match: None,
         }
     }
 }
@@ -454,6 +506,13 @@ pub struct EventFilter {
     pub received_before: Option<DateTime>,
     /// Text contained in the provider's event id.
     pub text: Option<String>,
+    /// Text in the body: every word or "quoted phrase" (at least 3 characters each, at most 8,
+    /// 200 characters in all) appears in the body's first 64 KiB, case-insensitively, also
+    /// inside longer words (`ord_12` finds `ord_12345`). Bodies that are not UTF-8 text are
+    /// never found. Each event found has `searchMatch`. At most 5,000 matching events are
+    /// examined per page, so with other filters a page may be short, even empty, while
+    /// `hasNextPage` says more may follow (continue with `endCursor`).
+    pub search: Option<String>,
 }
 
 /// Dead-letter filters (all optional, combined with AND); also the selection of a bulk replay.
@@ -477,6 +536,16 @@ pub struct DeadLetterFilter {
 }
 
 impl EventFilter {
+    /// The body search, if one is asked for (white space alone is none).
+    pub fn search_query(&self) -> Result<Option<SearchQuery>, ApiError> {
+        match self.search.as_deref().filter(|search| !search.trim().is_empty()) {
+            Some(search) => {
+                SearchQuery::parse(search).map(Some).map_err(|error| ApiError::Invalid(format!("search: {error}")))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The filter as the store's selection.
     pub fn selection(self) -> EventSelection {
         EventSelection {

@@ -119,7 +119,7 @@ function pager(id, fetchPage, show) {
     element.setAttribute('aria-busy', 'true');
     const index = state.cursors.length - 1;
     const page = await fetchPage(state.filter, state.size, state.cursors[index]);
-    await show(page.nodes);
+    await show(page.nodes, page.pageInfo.hasNextPage);
     for (const table of element.parentNode?.querySelectorAll('table.stack') || []) labelCells(table);
     state.next = page.pageInfo.endCursor;
     const first = index * state.size;
@@ -224,7 +224,8 @@ async function overviewView() {
 
 const EVENTS = `query($filter: EventFilter, $first: Int, $after: String) {
   events(filter: $filter, first: $first, after: $after) {
-    nodes { id source eventId eventType receivedAt routeStatus deliveries { destination status } }
+    nodes { id source eventId eventType receivedAt routeStatus deliveries { destination status }
+      searchMatch { snippet highlights { start end } truncatedStart truncatedEnd } }
     pageInfo { hasNextPage endCursor } } }`;
 
 async function eventsView() {
@@ -236,27 +237,36 @@ async function eventsView() {
     h('label', {}, 'Status', h('select', { name: 'status' }, h('option', { value: '' }, 'any'),
       ['PENDING', 'DELIVERED', 'DEAD_LETTERED', 'DISMISSED', 'UNROUTED'].map((s) => h('option', { value: s }, label(s))))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
+    h('label', {}, 'Body contains', h('input', { name: 'search', type: 'search', maxlength: 200, placeholder: 'ord_123 "order paid"',
+      title: 'Every word or "quoted phrase" (3 characters or more) appears in the body, in any case, also inside longer words' })),
     timeRangeFields('Received', 'after', 'before'),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
   const body = h('tbody', { id: 'events-body' });
   const filter = () => {
     const data = new FormData(form);
     const f = {};
-    for (const key of ['source', 'eventType', 'status', 'text']) if (data.get(key)) f[key] = data.get(key);
+    for (const key of ['source', 'eventType', 'status', 'text', 'search']) if (data.get(key)) f[key] = data.get(key);
     // The field is read as UTC, like every time the console shows (not the browser's zone).
     const range = timeRange(data, 'after', 'before');
     if (range.from) f.receivedAfter = range.from;
     if (range.to) f.receivedBefore = range.to;
     return f;
   };
-  const show = async (nodes) => {
-    const rows = nodes.map((e) => h('tr', { className: 'clickable', 'data-event-id': e.eventId,
+  const show = async (nodes, hasNextPage) => {
+    const rows = nodes.flatMap((e) => [h('tr', { className: 'clickable', 'data-event-id': e.eventId,
       onclick: () => { location.hash = `#event/${e.id}`; } },
     h('td', { className: 'mono' }, time(e.receivedAt)), h('td', {}, e.source), h('td', {}, e.eventType || ''),
     h('td', { className: 'mono' }, e.eventId),
-    h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : null, e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))));
+    h('td', {}, e.routeStatus === 'UNROUTED' ? chip('UNROUTED') : null, e.deliveries.map((d) => [chip(d.status), d.destination, ' ']))),
+    // With a search, the body's text around the match, under the event's row.
+    e.searchMatch ? snippetRow(e) : []]);
     body.replaceChildren(...rows);
-    if (!rows.length) body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, 'No events match.')));
+    // A search examines a bounded number of matches per page: none kept by the other filters
+    // yet does not mean none at all.
+    if (!rows.length) {
+      body.append(h('tr', {}, h('td', { colspan: 5, className: 'muted' }, hasNextPage
+        ? 'No match among the newest events searched so far; Next searches older ones.' : 'No events match.')));
+    }
   };
   const pages = pager('events-pages', async (f, first, after) => (await gql(EVENTS, { filter: f, first, after })).events, show);
   // The list is busy until it has reloaded (the browser tests wait for it).
@@ -269,6 +279,26 @@ async function eventsView() {
   render(h('h1', {}, 'Events'), form, pages.element,
     scrolling(h('table', {}, h('thead', {}, h('tr', {}, ['Received (UTC)', 'Source', 'Type', 'Event id', 'Deliveries'].map((t) => h('th', {}, t)))), body)));
   await load();
+}
+
+// A search's snippet under its event's row: the body's text with every matched part in a
+// <mark>. Built from text nodes only (the body is the sender's text, never HTML); the ranges are
+// UTF-16 offsets, as String.prototype.slice takes them.
+function snippetView(match) {
+  const parts = [];
+  let at = 0;
+  for (const { start, end } of match.highlights) {
+    if (start > at) parts.push(match.snippet.slice(at, start));
+    parts.push(h('mark', {}, match.snippet.slice(start, end)));
+    at = end;
+  }
+  parts.push(match.snippet.slice(at));
+  return h('div', { className: 'snippet mono' }, match.truncatedStart ? '…' : null, parts, match.truncatedEnd ? '…' : null);
+}
+
+function snippetRow(e) {
+  return h('tr', { className: 'clickable snippet-row', 'data-snippet-of': e.eventId, onclick: () => { location.hash = `#event/${e.id}`; } },
+    h('td', { colspan: 5 }, snippetView(e.searchMatch)));
 }
 
 // ---- Event detail -------------------------------------------------------------------------

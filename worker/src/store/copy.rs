@@ -43,10 +43,11 @@ use super::postgres::migrate::migrate;
 use super::postgres::{self, PgError};
 use super::sqlite::Sqlite;
 
-/// The tables copied, in an order that respects their foreign keys (events before deliveries
-/// before attempts; users before linked accounts before sessions).
+/// The tables copied, in an order that respects their foreign keys (events before their
+/// searchable text and deliveries, deliveries before attempts; users before linked accounts before sessions).
 pub const TABLES: &[&str] = &[
     "events",
+    "event_search",
     "deliveries",
     "attempts",
     "users",

@@ -24,7 +24,15 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (15, "0015_dismiss_and_replay_to", include_str!("../../../schemas/sql/0015_dismiss_and_replay_to.sql")),
     (16, "0016_event_ids_and_backups", include_str!("../../../schemas/sql/0016_event_ids_and_backups.sql")),
     (17, "0017_audit_log_at", include_str!("../../../schemas/sql/0017_audit_log_at.sql")),
+    (18, "0018_event_search", include_str!("../../../schemas/sql/0018_event_search.sql")),
 ];
+
+/// Whether migration `name` is the one that made the search index (by its name without the
+/// number, which changes when branches' migrations are merged): the events stored before it
+/// are indexed after its SQL, by the worker's own rule of what is searchable.
+pub(super) fn makes_search_index(name: &str) -> bool {
+    name.split_once('_').is_some_and(|(_, rest)| rest == "event_search")
+}
 
 /// Applies the migrations not applied yet.
 ///
@@ -54,6 +62,10 @@ fn apply(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
         )?;
         if !applied {
             transaction.execute_batch(sql)?;
+            if makes_search_index(name) {
+                let indexed = super::search::backfill(&transaction)?;
+                tracing::info!(indexed, "indexed the stored events for search");
+            }
             let violation: Option<String> = transaction
                 .query_row("SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1", [], |row| row.get(0))
                 .optional()?;

@@ -70,6 +70,7 @@ mod operator;
 mod operator_tests;
 pub mod postgres;
 mod replays;
+mod search;
 mod sessions;
 mod sqlite;
 #[cfg(test)]
@@ -94,6 +95,7 @@ pub use operator::{
 };
 use postgres::Postgres;
 pub use replays::{BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};
+pub use search::{SearchHit, SearchPage, SearchQuery, Snippet};
 pub use sessions::{KeptToken, SessionRow, SignIn};
 use sqlite::Sqlite;
 pub use tokens::ApiTokenRow;

@@ -12,8 +12,8 @@ use super::{
     ActivityBucket, ActivityQuery, ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry,
     AuditSelection, Backend, BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow,
     Dismissed, DueClass, EventRow, EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay, NewEvent,
-    PageRequest, ProviderAccount, Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, RestoredBackup, SessionRow,
-    SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked, UserRow,
+    PageRequest, ProviderAccount, Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, RestoredBackup, SearchPage,
+    SearchQuery, SessionRow, SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked, UserRow,
 };
 use crate::model::{
     ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
@@ -154,6 +154,16 @@ forward! {
     ///
     /// When the read fails.
     pub async fn events_page(&self, selection: EventSelection, page: PageRequest) -> Result<Page<EventRow>, StoreError>;
+    /// A page of the events matching `selection` whose body's searchable text (see
+    /// `store/search.rs`) holds every term of `query`, case-insensitively, newest first, each
+    /// with a snippet of its body around the match. At most `MAX_CANDIDATES` matching events
+    /// are examined per page: a page that stopped there may be short, even empty, and still
+    /// have more (`end` says where the next one starts).
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn search_events(&self, selection: EventSelection, query: SearchQuery, page: PageRequest) -> Result<SearchPage, StoreError>;
     /// One event.
     ///
     /// # Errors

@@ -331,7 +331,7 @@ pub(super) fn contains_pattern(text: &str) -> String {
 
 impl EventSelection {
     /// The selection as SQL over `events e`.
-    fn to_where(&self) -> Where {
+    pub(super) fn to_where(&self) -> Where {
         let mut w = Where::default();
         if let Some(source) = &self.source {
             w.add("e.source = ?", vec![Box::new(source.clone())]);
@@ -429,7 +429,7 @@ fn audit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditLogEntry> {
 pub(super) const EVENT_COLUMNS: &str = "e.id, e.source, e.event_id, e.event_type, e.received_at_ms, e.content_type, \
                                         e.route_status, e.duplicates, e.conflicts, e.scheme";
 
-fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+pub(super) fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
         id: row.get(0)?,
         source: row.get(1)?,
@@ -473,7 +473,7 @@ pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery
 }
 
 /// `?,?,…` for `n` values.
-fn placeholders(n: usize) -> String {
+pub(super) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(",")
 }
 

@@ -225,7 +225,7 @@ async fn reopening_does_not_reapply_migrations() {
 
 /// A SQLite database holding the schema of the first `version` migrations, as a worker of that
 /// version left it.
-fn database_at_version(path: &std::path::Path, version: i64) -> rusqlite::Connection {
+pub(super) fn database_at_version(path: &std::path::Path, version: i64) -> rusqlite::Connection {
     let connection = rusqlite::Connection::open(path).unwrap();
     connection
         .execute_batch(
@@ -350,12 +350,12 @@ async fn a_version_14_store_keeps_its_deliveries_rowids_attempts_and_counts_thro
 }
 
 /// Whether `store` runs on PostgreSQL, where a few answers differ by design (said where).
-fn on_postgres(store: &Store) -> bool {
+pub(super) fn on_postgres(store: &Store) -> bool {
     matches!(store.backend, Backend::Postgres(_))
 }
 
 /// The rows of `sql` (SQL both engines take), each column as text (`None`: NULL).
-async fn peek(store: &Store, sql: String) -> Vec<Vec<Option<String>>> {
+pub(super) async fn peek(store: &Store, sql: String) -> Vec<Vec<Option<String>>> {
     match &store.backend {
         Backend::Sqlite(sqlite) => sqlite
             .read(move |c| {

@@ -3,14 +3,17 @@
 //! sent after the commit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Transaction;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::deliveries::{AttemptRecord, AttemptSettled, record_attempt};
 use super::events::{NewEvent, RecordedRow, prune, record_events};
+use super::search::index_pending;
 use super::wal::restart_wal_if_wanted;
 use crate::model::UnixMs;
 
@@ -82,13 +85,40 @@ where
 /// Most commands coalesced into one transaction.
 const MAX_GROUP: usize = 512;
 
+/// Search texts indexed per indexing transaction: small, so a group that arrives meanwhile
+/// waits for one short transaction at most.
+const INDEX_BATCH: usize = 64;
+
+/// Under steady load the queue is never empty: a batch is indexed at least this often anyway.
+const INDEX_AT_LEAST_EVERY: Duration = Duration::from_millis(200);
+
 pub(super) fn writer_loop(
     mut connection: r2d2::PooledConnection<SqliteConnectionManager>,
     mut receiver: mpsc::Receiver<Command>,
     failing: &AtomicBool,
     wal_restart: &AtomicBool,
 ) {
-    while let Some(first) = receiver.blocking_recv() {
+    // The search index follows recording (`store/search.rs`): whenever the queue is empty, and
+    // at least every INDEX_AT_LEAST_EVERY, a batch of the texts not indexed yet. At startup some
+    // may be left (the migration that brought search, or a stop before the index caught up).
+    let mut index_behind = true;
+    let mut indexed_at = Instant::now();
+    loop {
+        let first = if index_behind {
+            match receiver.try_recv() {
+                Ok(command) => command,
+                Err(TryRecvError::Empty) => {
+                    (index_behind, indexed_at) = (index_search(&mut connection), Instant::now());
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match receiver.blocking_recv() {
+                Some(command) => command,
+                None => break,
+            }
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match receiver.try_recv() {
@@ -96,11 +126,33 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
+        index_behind |= group.iter().any(|command| matches!(command, Command::Record { .. }));
         let committed = execute_group(&mut connection, group);
         failing.store(!committed, Ordering::SeqCst);
+        if index_behind && indexed_at.elapsed() >= INDEX_AT_LEAST_EVERY {
+            (index_behind, indexed_at) = (index_search(&mut connection), Instant::now());
+        }
         restart_wal_if_wanted(&connection, wal_restart);
     }
     tracing::info!("database writer stopped");
+}
+
+/// Indexes a batch of search texts in a transaction of its own; returns whether more are left.
+/// A failure is logged and indexing waits for the next recorded group (the texts stay, and a
+/// search reads the ones not indexed directly).
+fn index_search(connection: &mut rusqlite::Connection) -> bool {
+    let indexed = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).and_then(|t| {
+        let indexed = index_pending(&t, INDEX_BATCH)?;
+        t.commit()?;
+        Ok(indexed)
+    });
+    match indexed {
+        Ok(indexed) => indexed == INDEX_BATCH,
+        Err(error) => {
+            tracing::warn!(%error, "could not index events for search; trying again after the next recording");
+            false
+        }
+    }
 }
 
 /// Runs every command of the group in one transaction; answers after the commit. Returns

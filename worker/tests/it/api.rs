@@ -1212,3 +1212,74 @@ async fn a_due_delivery_nobody_announced_is_found_by_the_scheduler() {
     assert_eq!(done["delivery"]["attemptCount"], 2);
     assert_eq!(sink.delivered_keys().get(&id), Some(&1));
 }
+
+/// Issue #16: `events(filter: {search})` finds events by their body's text (every term,
+/// case-insensitively, inside longer words too), combined with the other filters; each hit
+/// carries a snippet whose highlights are UTF-16 offsets (what JavaScript slices by); a body that
+/// is not UTF-8 is never found; a search the index cannot answer is a clear input error.
+#[tokio::test]
+async fn events_are_searched_by_body_text_with_the_matches_marked() {
+    let sink = TestDestination::answering(200).await;
+    let pipeline = OperatorPipeline::start(&[("sink", sink.url(), "")], Options::default()).await;
+    let bodies: [(&str, &str, &[u8]); 4] = [
+        ("evt-a", "push", "{\"note\":\"😀 paid\",\"order\":\"ORD_12345\"}".as_bytes()),
+        ("evt-b", "issues", b"{\"order\":\"ord_12999\",\"email\":\"alice@example.com\"}"),
+        ("evt-c", "push", b"{\"order\":\"ord_777\"}"),
+        ("evt-d", "push", b"\xff\xfe ord_12345 not text"),
+    ];
+    for (id, event, body) in bodies {
+        assert_eq!(pipeline.send(id, event, body).await, 202);
+    }
+    pipeline.wait_for("every event recorded", "{ counts { events } }", json!({}), |d| d["counts"]["events"] == 4).await;
+
+    let search = |filter: Value| {
+        let pipeline = &pipeline;
+        async move {
+            pipeline
+                .gql_as(
+                    ADMIN_TOKEN,
+                    "query($f: EventFilter) { events(filter: $f, first: 10) {
+                        nodes { eventId searchMatch { snippet highlights { start end } truncatedStart truncatedEnd } }
+                        pageInfo { hasNextPage } } }",
+                    json!({ "f": filter }),
+                )
+                .await
+        }
+    };
+    let found = |answer: &Value| -> Vec<String> {
+        let nodes = answer["data"]["events"]["nodes"].as_array().unwrap_or_else(|| panic!("{answer}"));
+        nodes.iter().map(|n| n["eventId"].as_str().unwrap().to_owned()).collect()
+    };
+
+    let answer = search(json!({"search": "ord_12"})).await;
+    assert_eq!(found(&answer), ["evt-b", "evt-a"], "newest first; the body that is not UTF-8 is not found");
+    let hit = &answer["data"]["events"]["nodes"][1]["searchMatch"];
+    let snippet = "{\"note\":\"😀 paid\",\"order\":\"ORD_12345\"}";
+    assert_eq!(hit["snippet"], snippet);
+    // "ORD_12" starts after 26 code points, 27 UTF-16 code units (the emoji takes two).
+    let start = snippet.find("ORD_12").map(|at| snippet[..at].encode_utf16().count()).unwrap();
+    assert_eq!(start, 27);
+    assert_eq!(hit["highlights"], json!([{ "start": start, "end": start + 6 }]));
+    assert_eq!((hit["truncatedStart"].as_bool(), hit["truncatedEnd"].as_bool()), (Some(false), Some(false)));
+
+    assert_eq!(found(&search(json!({"search": "\"ALICE@example\" ord_"})).await), ["evt-b"]);
+    assert_eq!(found(&search(json!({"search": "ord_", "eventType": "push"})).await), ["evt-c", "evt-a"]);
+    assert_eq!(found(&search(json!({"search": "ord_", "text": "evt-c"})).await), ["evt-c"]);
+    assert!(found(&search(json!({"search": "nowhere"})).await).is_empty());
+    // White space alone is no search; without one, no event has a searchMatch.
+    let all = search(json!({"search": "  "})).await;
+    assert_eq!(found(&all).len(), 4);
+    assert!(all["data"]["events"]["nodes"].as_array().unwrap().iter().all(|n| n["searchMatch"].is_null()));
+
+    for (refused, says) in [
+        ("ok", "at least 3 characters"),
+        ("\"paid", "not closed"),
+        (&"x".repeat(201) as &str, "longer than 200 characters"),
+        ("aaa bbb ccc ddd eee fff ggg hhh iii", "more than 8 terms"),
+    ] {
+        let answer = search(json!({ "search": refused })).await;
+        assert_eq!(code(&answer), "BAD_USER_INPUT", "{answer}");
+        let message = answer["errors"][0]["message"].as_str().unwrap();
+        assert!(message.starts_with("invalid argument: search: ") && message.contains(says), "{message}");
+    }
+}

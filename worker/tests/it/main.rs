@@ -22,6 +22,7 @@ mod cluster;
 mod console;
 mod console_admin;
 mod console_lists;
+mod console_search;
 mod copy_store;
 mod crash;
 mod delivery;

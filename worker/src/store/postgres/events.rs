@@ -79,10 +79,15 @@ async fn record_events(
         new_deliveries.insert(index, ids);
     }
     let duplicates: Vec<usize> = (0..events.len()).filter(|index| !rowids.contains_key(index)).collect();
+    // Each new event's searchable text (`store/search.rs`), in row id order.
+    let mut searchable: Vec<(EventRowId, &[u8])> =
+        rowids.iter().map(|(&index, &rowid)| (rowid, events[index].body.as_ref())).collect();
+    searchable.sort_unstable_by_key(|(rowid, _)| rowid.0);
     // Independent of each other: sent together (one connection pipelines them).
-    let (stored, ()) = futures::try_join!(
+    let (stored, (), ()) = futures::try_join!(
         bump_duplicates(t, events, &shas, &duplicates),
         insert_deliveries(t, &rowids, &new_deliveries, now, claims),
+        super::search::index_events(t, &searchable),
     )?;
 
     Ok((0..events.len())

@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "0006_dismiss_and_replay_to", include_str!("../../../../schemas/sql/postgres/0006_dismiss_and_replay_to.sql")),
     (7, "0007_event_ids_and_backups", include_str!("../../../../schemas/sql/postgres/0007_event_ids_and_backups.sql")),
     (8, "0008_audit_log_at", include_str!("../../../../schemas/sql/postgres/0008_audit_log_at.sql")),
+    (9, "0009_event_search", include_str!("../../../../schemas/sql/postgres/0009_event_search.sql")),
 ];
 
 /// The ledger of applied migrations (same columns as SQLite's).
@@ -67,6 +68,12 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i64>, PgError> {
             .get(0);
         if !done {
             transaction.batch_execute(sql).await.map_err(|source| PgError::Migration { name, source })?;
+            if crate::store::migrate::makes_search_index(name) {
+                let indexed = super::search::backfill(&transaction)
+                    .await
+                    .map_err(|source| PgError::Migration { name, source })?;
+                tracing::info!(indexed, "indexed the stored events for search");
+            }
             transaction
                 .execute(
                     "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",

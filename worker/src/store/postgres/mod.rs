@@ -26,6 +26,7 @@ mod events;
 pub mod migrate;
 mod operator;
 mod replays;
+mod search;
 mod sessions;
 #[cfg(test)]
 mod tests;

@@ -51,7 +51,7 @@ impl Where {
 
 /// The events selection over `events e`. The text is matched with `ILIKE`: SQLite's `LIKE` is
 /// case-insensitive, PostgreSQL's is not.
-fn event_where(selection: &EventSelection) -> Where {
+pub(super) fn event_where(selection: &EventSelection) -> Where {
     let mut w = Where::default();
     if let Some(source) = &selection.source {
         w.add("e.source = $?", source.clone());
@@ -137,7 +137,7 @@ fn audit_row(row: &Row) -> Result<AuditLogEntry, PgError> {
     })
 }
 
-fn event_row(row: &Row) -> Result<EventRow, PgError> {
+pub(super) fn event_row(row: &Row) -> Result<EventRow, PgError> {
     Ok(EventRow {
         id: row.try_get(0)?,
         source: row.try_get(1)?,

@@ -693,6 +693,35 @@ impl Verifier {
         Ok(())
     }
 
+    /// Lowercase names of every header [`Verifier::verify`] reads (signatures, the signed
+    /// timestamp and id): what a request kept for re-verification must keep verbatim.
+    pub fn verification_header_names(&self) -> Vec<String> {
+        let names: &[&str] = match self.kind {
+            SchemeKind::Stripe => &["stripe-signature"],
+            SchemeKind::Standard => &[
+                WEBHOOK_NAMES.id,
+                WEBHOOK_NAMES.timestamp,
+                WEBHOOK_NAMES.signature,
+                SVIX_NAMES.id,
+                SVIX_NAMES.timestamp,
+                SVIX_NAMES.signature,
+            ],
+            SchemeKind::Github => &["x-hub-signature-256"],
+            SchemeKind::Shopify => &["x-shopify-hmac-sha256", "shopify-hmac-sha256"],
+            SchemeKind::Slack => &["x-slack-signature", "x-slack-request-timestamp"],
+            SchemeKind::Hmac => {
+                return self
+                    .recipe
+                    .iter()
+                    .flat_map(|r| [Some(&r.header), r.timestamp_header.as_ref(), r.id_header.as_ref()])
+                    .flatten()
+                    .map(|name| name.as_str().to_owned())
+                    .collect();
+            }
+        };
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
     /// Lowercase names of the headers that carry signatures for this scheme, so the caller can
     /// avoid storing or forwarding them.
     pub fn signature_header_names(&self) -> Vec<String> {

@@ -26,9 +26,9 @@ pub mod metric_names;
 pub mod model;
 mod ownership;
 mod pull;
+mod quarantine;
 mod record;
 mod replay;
-mod quarantine;
 mod routes;
 mod store;
 
@@ -461,7 +461,8 @@ fn operator_routes(
         .iter()
         .map(|s| api::types::Source { name: s.name.clone(), kind: s.kind.as_str().into() })
         .collect();
-    let services = Arc::new(api::Services { store, replayer: Arc::clone(&replayer), destinations, sources, quarantine });
+    let services =
+        Arc::new(api::Services { store, replayer: Arc::clone(&replayer), destinations, sources, quarantine });
     let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
     let routes =
         http::OperatorRoutes { api: api::router(api), pages: auth::routes::router(auth).merge(console::router()) };

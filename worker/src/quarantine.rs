@@ -113,7 +113,11 @@ impl Quarantine {
             let check = SourceCheck {
                 verifier: source.verifier()?,
                 subject: config.stream.subject_for(&source.name),
-                base: config.stream.quarantine_subject(&source.name, QuarantineSlot::First).trim_end_matches(QuarantineSlot::First.as_str()).to_owned(),
+                base: config
+                    .stream
+                    .quarantine_subject(&source.name, QuarantineSlot::First)
+                    .trim_end_matches(QuarantineSlot::First.as_str())
+                    .to_owned(),
             };
             sources.insert(source.name.clone(), check);
         }
@@ -255,19 +259,18 @@ impl Quarantine {
             Ok::<(), QuarantineError>(())
         }
         .await;
-        if !admission.admitted.is_empty() {
-            let ids: Vec<&str> = admission.admitted.iter().take(AUDITED_IDS).map(|(_, id, _)| id.as_str()).collect();
-            let more = admission.admitted.len().saturating_sub(AUDITED_IDS);
-            let detail = format!(
-                "re-verified with the current secrets and admitted as events {}{}; {} still failing",
-                ids.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() },
-                admission.refused.len() + admission.not_admissible.len()
-            );
-            let count = i64::try_from(admission.admitted.len()).unwrap_or(i64::MAX);
-            self.store.record_admission(actor.to_owned(), source.to_owned(), count, detail).await?;
-            tracing::info!(source, actor, admitted = admission.admitted.len(), "quarantined requests admitted");
-        }
+        // Every admission is audited, one that admitted nothing too: who tried, on what.
+        let ids: Vec<&str> = admission.admitted.iter().take(AUDITED_IDS).map(|(_, id, _)| id.as_str()).collect();
+        let more = admission.admitted.len().saturating_sub(AUDITED_IDS);
+        let detail = format!(
+            "re-verified with the current secrets: admitted as events [{}]{}; {} still rejected",
+            ids.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() },
+            admission.refused.len() + admission.not_admissible.len()
+        );
+        let count = i64::try_from(admission.admitted.len()).unwrap_or(i64::MAX);
+        self.store.record_admission(actor.to_owned(), source.to_owned(), count, detail).await?;
+        tracing::info!(source, actor, admitted = admission.admitted.len(), "quarantined requests re-verified");
         metric_names::admitted(
             source,
             admission.admitted.len(),

@@ -108,7 +108,10 @@ fn require<'a>(ctx: &'a Context<'_>, role: Role) -> Result<&'a Principal, ApiErr
 
 /// The quarantine, or why there is none.
 fn quarantine<'a>(ctx: &'a Context<'_>) -> Result<&'a crate::quarantine::Quarantine, ApiError> {
-    services(ctx)?.quarantine.as_deref().ok_or(ApiError::Invalid("the quarantine is off (quarantine.enabled = false)".into()))
+    services(ctx)?
+        .quarantine
+        .as_deref()
+        .ok_or(ApiError::Invalid("the quarantine is off (quarantine.enabled = false)".into()))
 }
 
 /// A destination URL without what may be a credential: user info and query string.
@@ -298,8 +301,10 @@ impl Query {
         require(ctx, Role::Admin)?;
         let quarantine = quarantine(ctx)?;
         let after = after.as_ref().map(parse_id).transpose()?.unwrap_or(0);
-        let limit = usize::try_from(first.unwrap_or(DEFAULT_PAGE)).map_err(|_| ApiError::Invalid("first must be positive".into()))?;
-        let (entries, more) = quarantine.list(&source, u64::try_from(after).unwrap_or(0), limit).await.map_err(ApiError::from)?;
+        let limit = usize::try_from(first.unwrap_or(DEFAULT_PAGE))
+            .map_err(|_| ApiError::Invalid("first must be positive".into()))?;
+        let (entries, more) =
+            quarantine.list(&source, u64::try_from(after).unwrap_or(0), limit).await.map_err(ApiError::from)?;
         let end_cursor = entries.last().map(|entry| entry.sequence.to_string());
         Ok(RejectedPage {
             nodes: entries.into_iter().map(RejectedRequest::from).collect(),
@@ -480,7 +485,10 @@ impl Mutation {
         let sequences = ids
             .map(|ids| {
                 ids.iter()
-                    .map(|id| parse_id(id).and_then(|n| u64::try_from(n).map_err(|_| ApiError::Invalid("malformed id".into()))))
+                    .map(|id| {
+                        parse_id(id)
+                            .and_then(|n| u64::try_from(n).map_err(|_| ApiError::Invalid("malformed id".into())))
+                    })
                     .collect::<Result<Vec<u64>, ApiError>>()
             })
             .transpose()?;

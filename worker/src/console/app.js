@@ -475,7 +475,8 @@ async function rejectedView() {
       const a = admitRejected;
       result.replaceChildren(h('div', { className: 'card' },
         h('p', { id: 'admit-summary' }, `${a.admitted} admitted${a.duplicates ? ` (${a.duplicates} already stored)` : ''}, ${a.stillRejected.length} still rejected.`),
-        a.eventIds.length ? h('p', { className: 'mono' }, 'Events: ', a.eventIds.map((id, n) => [n ? ', ' : '', h('a', { href: `#event/${encodeURIComponent(id)}` }, id)])) : null,
+        a.eventIds.length ? h('p', {}, 'Event ids: ', h('span', { className: 'mono', id: 'admitted-ids' }, a.eventIds.join(', ')), ' — ',
+          h('a', { href: '#events' }, 'see them among the events')) : null,
         a.stillRejected.length ? h('ul', {}, a.stillRejected.map((r) => h('li', {}, `#${r.id}: `, chip(r.diagnosis), ` ${r.detail}`))) : null));
       await load();
     } catch (error) { showError(error); }

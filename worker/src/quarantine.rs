@@ -243,15 +243,15 @@ impl Quarantine {
                     break;
                 };
                 next = entry.sequence + 1;
-                if let Some(list) = &wanted {
-                    if !list.contains(&entry.sequence) {
-                        // Jump to the next wanted sequence, if any is left.
-                        match list.iter().find(|s| **s > entry.sequence) {
-                            Some(s) => next = *s,
-                            None => break,
-                        }
-                        continue;
+                if let Some(list) = &wanted
+                    && !list.contains(&entry.sequence)
+                {
+                    // Jump to the next wanted sequence, if any is left.
+                    match list.iter().find(|s| **s > entry.sequence) {
+                        Some(s) => next = *s,
+                        None => break,
                     }
+                    continue;
                 }
                 looked += 1;
                 self.admit_one(check, &stream, entry, body, &mut admission).await?;

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use inlet_shared::config::{Config, RateLimit, SourceConfig};
 use inlet_shared::envelope::{self, Envelope};
 use inlet_shared::otel::{self, Span, SpanKind, Tracing};
-use inlet_shared::signature::{SchemeKind, SignatureError, Verifier};
+use inlet_shared::signature::{Diagnosis, DiagnosisKind, SchemeKind, SignatureError, Verifier};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::Instrument as _;
 
@@ -35,6 +35,7 @@ use crate::error::{IngestError, json_response};
 use crate::metric_names;
 use crate::pub_ack::Stored;
 use crate::publish::Publisher;
+use crate::quarantine::{Failed, Quarantine, SourceQuarantine};
 
 /// What a configured source needs at request time.
 pub struct SourceRuntime {
@@ -53,6 +54,8 @@ pub struct SourceRuntime {
     /// Headers stored with the value `<redacted>` (`ingest.redact_headers`).
     redacted_headers: envelope::HeaderPatterns,
     metrics: metric_names::SourceMetrics,
+    /// Where its failed requests go (`[quarantine]`).
+    quarantine: SourceQuarantine,
 }
 
 impl SourceRuntime {
@@ -70,7 +73,9 @@ impl SourceRuntime {
         let mut dropped_headers: Vec<String> =
             envelope::DROPPED_REQUEST_HEADERS.iter().map(|h| (*h).to_owned()).collect();
         dropped_headers.extend(verifier.signature_header_names());
+        let quarantine = SourceQuarantine::new(source, config, &verifier);
         Ok(SourceRuntime {
+            quarantine,
             name: source.name.clone(),
             verifier,
             max_body_bytes: source.max_body_bytes.unwrap_or(config.ingest.max_body_bytes),
@@ -146,6 +151,8 @@ pub struct AppState {
     pub in_flight: metrics::Gauge,
     /// `[telemetry.traces]`: the receive, verify and publish spans.
     pub tracing: Tracing,
+    /// `[quarantine]`: where requests that failed verification are kept.
+    pub quarantine: Quarantine,
 }
 
 /// What happened to an accepted webhook.
@@ -301,11 +308,8 @@ async fn handle_webhook(
             match &error {
                 // Counted by reason already; logging each would let a flood fill the logs.
                 IngestError::TooManyFailures { .. } => {}
-                IngestError::Signature(reason) => {
-                    // Anyone on the internet can trigger this: debug level, counted in metrics.
-                    source.metrics.signature_rejected(reason.reason());
-                    tracing::debug!(source = %source.name, reason = reason.reason(), "webhook signature rejected");
-                }
+                // Logged with its diagnosis where it was diagnosed (`log_diagnosis`).
+                IngestError::Signature(reason) => source.metrics.signature_rejected(reason.reason()),
                 IngestError::Unavailable { reason, .. } => {
                     tracing::warn!(source = %source.name, reason, "webhook not stored; answered 503");
                 }
@@ -346,9 +350,28 @@ async fn accept(
         Err(error) => {
             verify.set("inlet.verify.failure", error.reason());
             verify.fail(error.reason());
-            return Err(source.verification_failed(error));
+            let refusal = source.verification_failed(error);
+            // Over the failure limit (429) nothing more is spent: a flood costs what it did.
+            if let IngestError::Signature(error) = &refusal {
+                let diagnosis = source.verifier.diagnose(&parts.headers, &body, received_at);
+                verify.set("inlet.verify.diagnosis", diagnosis.as_str());
+                log_diagnosis(&source.name, error, &diagnosis);
+                source.metrics.diagnosed(diagnosis.kind());
+                let failed = Failed {
+                    source: &source.name,
+                    headers: &parts.headers,
+                    original_headers: &original_headers,
+                    body: &body,
+                    received_at,
+                    diagnosis,
+                    verifier: &source.verifier,
+                };
+                state.quarantine.keep(&source.quarantine, failed);
+            }
+            return Err(refusal);
         }
     };
+    source.quarantine.verified(state.quarantine.keep_first());
     verify.set("inlet.secret_index", i64::try_from(verified.secret_index()).unwrap_or(i64::MAX));
     verify.end();
     if let Some(limiter) = &source.limiter
@@ -398,6 +421,30 @@ async fn accept(
         Ok(Stored::New(sequence)) => Ok(Accepted::Stored { event_id: identity.id, sequence }),
         Ok(Stored::Duplicate(sequence)) => Ok(Accepted::Duplicate { event_id: identity.id, sequence }),
         Err(failure) => Err(IngestError::from_publish(failure, source.max_body_bytes, state.retry_after)),
+    }
+}
+
+/// The log line of a failure answered 401/400, with why it failed. Causes only a holder of a
+/// configured secret can produce (a valid MAC over something: a stale timestamp, a changed body,
+/// a secret read another way) are warnings; those anyone on the internet can produce (no
+/// header, junk, an unknown secret) stay at debug level, counted in metrics and kept in the
+/// quarantine. Neither names a secret or a signature.
+fn log_diagnosis(source: &str, error: &SignatureError, diagnosis: &Diagnosis) {
+    let detail = diagnosis.detail();
+    let reason = error.reason();
+    match diagnosis.kind() {
+        DiagnosisKind::TimestampTooOld
+        | DiagnosisKind::TimestampTooNew
+        | DiagnosisKind::BodyChanged
+        | DiagnosisKind::SecretEncoding => {
+            tracing::warn!(source, reason, diagnosis = diagnosis.as_str(), %detail, "webhook signature rejected");
+        }
+        DiagnosisKind::MissingHeader
+        | DiagnosisKind::MalformedHeader
+        | DiagnosisKind::UnknownSecret
+        | DiagnosisKind::NotDiagnosed => {
+            tracing::debug!(source, reason, diagnosis = diagnosis.as_str(), %detail, "webhook signature rejected");
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod http;
 pub mod metric_names;
 mod pub_ack;
 mod publish;
+mod quarantine;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -101,6 +102,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tracing::info!("durability fsync: group commit into atomic batches");
     }
 
+    let state_js = publisher.jetstream().clone();
     let probe_task = {
         let prober = publisher.clone();
         let probe = move || {
@@ -125,6 +127,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // Traces (`[telemetry.traces]`): off unless enabled; then the receive, verify and publish
     // spans of every webhook are exported, and the worker's spans continue their traces.
     let traces = inlet_shared::otel::Tracing::start(&config.telemetry.traces, "inlet-ingest")?;
+    // Failed requests are written to the quarantine stream by a task of their own, never by the
+    // request that failed.
+    let quarantine = quarantine::Quarantine::start(&config, state_js.clone(), shutdown.clone());
     let state = Arc::new(http::AppState {
         sources,
         publisher,
@@ -133,6 +138,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         body_budget,
         in_flight: metrics::gauge!(metric_names::IN_FLIGHT),
         tracing: traces.clone(),
+        quarantine,
     });
     let options = ServeOptions {
         header_read_timeout: config.ingest.header_read_timeout,

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use inlet_shared::config::QuarantineSlot;
+use inlet_shared::signature::DiagnosisKind;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Requests by source and outcome.
@@ -14,6 +16,12 @@ pub const REQUEST_DURATION: &str = "inlet_ingest_request_duration_seconds";
 pub const PUBLISH_DURATION: &str = "inlet_ingest_publish_duration_seconds";
 /// Signature failures by reason.
 pub const SIGNATURE_FAILURES: &str = "inlet_ingest_signature_failures_total";
+/// Signature failures answered 401/400 (not those over `ingest.failure_rate_limit`), by what
+/// `Verifier::diagnose` found.
+pub const SIGNATURE_DIAGNOSES: &str = "inlet_ingest_signature_diagnoses_total";
+/// Requests that failed verification handed to the quarantine, by source, slot and outcome
+/// (`kept`: stored; `failed`: no PubAck; `dropped`: the queue was full).
+pub const QUARANTINE: &str = "inlet_ingest_quarantine_total";
 /// Which configured secret verified a request.
 pub const SECRET_MATCHES: &str = "inlet_ingest_secret_matches_total";
 /// Requests being handled now.
@@ -56,6 +64,11 @@ pub fn describe() {
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from request start to the answer.");
     describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Time from JetStream publish to PubAck.");
     describe_counter!(SIGNATURE_FAILURES, "Signature verification failures by source and reason.");
+    describe_counter!(
+        SIGNATURE_DIAGNOSES,
+        "Signature failures answered 401/400, by source and diagnosis (why they failed)."
+    );
+    describe_counter!(QUARANTINE, "Failed requests handed to the quarantine, by source, slot and outcome.");
     describe_counter!(SECRET_MATCHES, "Verified requests by source and index of the secret that matched.");
     describe_gauge!(IN_FLIGHT, "Webhook requests being handled now.");
     describe_gauge!(NATS_CONNECTED, "1 when the NATS connection is up, else 0.");
@@ -98,12 +111,16 @@ pub const OUTCOMES: &[&str] = &[
 /// Every `reason` label value of [`SIGNATURE_FAILURES`].
 pub const SIGNATURE_REASONS: &[&str] = &["missing_header", "malformed", "stale", "mismatch"];
 
+/// Every `outcome` label value of [`QUARANTINE`].
+pub const QUARANTINE_OUTCOMES: &[&str] = &["kept", "failed", "dropped"];
+
 /// Metric handles of one source, registered once so the request path neither allocates label
 /// strings nor hashes them.
 pub struct SourceMetrics {
     requests: Vec<(&'static str, metrics::Counter)>,
     duration: metrics::Histogram,
     signature_failures: Vec<(&'static str, metrics::Counter)>,
+    diagnoses: Vec<(DiagnosisKind, metrics::Counter)>,
     secret_matches: Vec<metrics::Counter>,
 }
 
@@ -121,6 +138,13 @@ impl SourceMetrics {
                 .iter()
                 .map(|reason| {
                     (*reason, metrics::counter!(SIGNATURE_FAILURES, "source" => label.clone(), "reason" => *reason))
+                })
+                .collect(),
+            diagnoses: DiagnosisKind::ALL
+                .iter()
+                .map(|kind| {
+                    let counter = metrics::counter!(SIGNATURE_DIAGNOSES, "source" => label.clone(), "diagnosis" => kind.as_str());
+                    (*kind, counter)
                 })
                 .collect(),
             secret_matches: (0..secrets)
@@ -144,11 +168,50 @@ impl SourceMetrics {
         }
     }
 
+    /// A failure answered 401/400 was diagnosed as `kind`.
+    pub fn diagnosed(&self, kind: DiagnosisKind) {
+        if let Some((_, counter)) = self.diagnoses.iter().find(|(known, _)| *known == kind) {
+            counter.increment(1);
+        }
+    }
+
     /// A signature verified with secret number `index`.
     pub fn secret_matched(&self, index: usize) {
         if let Some(counter) = self.secret_matches.get(index) {
             counter.increment(1);
         }
+    }
+}
+
+/// The quarantine counters of one source, registered once.
+pub struct QuarantineMetrics {
+    counters: Vec<(QuarantineSlot, &'static str, metrics::Counter)>,
+}
+
+impl QuarantineMetrics {
+    /// Registers the handles of `source`.
+    pub fn new(source: &str) -> QuarantineMetrics {
+        let mut counters = Vec::new();
+        for slot in QuarantineSlot::ALL {
+            for outcome in QUARANTINE_OUTCOMES {
+                let counter = metrics::counter!(QUARANTINE, "source" => source.to_owned(), "slot" => slot.as_str(), "outcome" => *outcome);
+                counters.push((slot, *outcome, counter));
+            }
+        }
+        QuarantineMetrics { counters }
+    }
+
+    /// The counter of `slot` and `outcome` (one of [`QUARANTINE_OUTCOMES`]).
+    pub fn counter(&self, slot: QuarantineSlot, outcome: &'static str) -> metrics::Counter {
+        self.counters
+            .iter()
+            .find(|(s, o, _)| *s == slot && *o == outcome)
+            .map_or_else(metrics::Counter::noop, |(_, _, counter)| counter.clone())
+    }
+
+    /// A request for `slot` found the queue full.
+    pub fn dropped(&self, slot: QuarantineSlot) {
+        self.counter(slot, "dropped").increment(1);
     }
 }
 

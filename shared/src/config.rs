@@ -150,6 +150,106 @@ pub struct Config {
     /// The operator plane served by the worker: GraphQL API, login, console.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// Requests that failed verification, kept for diagnosis and admission.
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
+}
+
+/// `[quarantine]`: requests that failed verification are kept in their own JetStream stream
+/// (`{stream.name}_QUARANTINE`), which nothing delivers from, so that an admin can see why they
+/// failed and admit those that verify once a secret is fixed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// Whether ingest keeps failed requests at all (each source can opt out with
+    /// `quarantine = false`).
+    pub enabled: bool,
+    /// Most requests kept per source and slot (the first failures after a verified request, and
+    /// the others); the oldest of a slot is evicted for a new one.
+    pub max_per_source: i64,
+    /// How many failures after a source's last verified request go to its `first` slot, which
+    /// later failures (a flood) do not evict.
+    pub keep_first: i64,
+    /// Bodies larger than this are kept without their body (the diagnosis and headers only,
+    /// not admissible).
+    pub max_body_bytes: usize,
+    /// Most bytes the quarantine stream holds over all sources; the oldest go first.
+    pub max_bytes: u64,
+    /// How long a request is kept.
+    #[serde(with = "duration_str")]
+    pub max_age: Duration,
+    /// Requests waiting in ingest to be written to the quarantine; a full queue drops (counted),
+    /// never slows or fails the 401.
+    pub queue: usize,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig {
+            enabled: true,
+            max_per_source: 1000,
+            keep_first: 20,
+            // Typical webhooks are far smaller; larger ones keep their diagnosis without the body.
+            max_body_bytes: 256 * 1024,
+            max_bytes: 1024 * 1024 * 1024,
+            max_age: Duration::from_secs(72 * 3600),
+            // With max_body_bytes, at most 32 MiB of bodies wait in memory.
+            queue: 128,
+        }
+    }
+}
+
+impl QuarantineConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1_000_000).contains(&self.max_per_source) {
+            return Err(ConfigError::invalid("quarantine.max_per_source", "must be between 1 and 1000000"));
+        }
+        if !(0..=self.max_per_source).contains(&self.keep_first) {
+            return Err(ConfigError::invalid(
+                "quarantine.keep_first",
+                "must be between 0 and quarantine.max_per_source",
+            ));
+        }
+        if self.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::invalid("quarantine.max_body_bytes", "must be at most 67108864"));
+        }
+        if self.max_bytes < 1024 * 1024 {
+            return Err(ConfigError::invalid("quarantine.max_bytes", "must be at least 1048576"));
+        }
+        positive("quarantine.max_age", self.max_age)?;
+        if !(1..=100_000).contains(&self.queue) {
+            return Err(ConfigError::invalid("quarantine.queue", "must be between 1 and 100000"));
+        }
+        Ok(())
+    }
+}
+
+/// The two slots of a source in the quarantine stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuarantineSlot {
+    /// The first `keep_first` failures after the source's last verified request (per ingest
+    /// replica): the start of a real failure burst, which a flood of junk cannot evict.
+    First,
+    /// Every other failure.
+    Rest,
+}
+
+impl QuarantineSlot {
+    /// Both slots.
+    pub const ALL: [QuarantineSlot; 2] = [QuarantineSlot::First, QuarantineSlot::Rest];
+
+    /// Subject token and metric label: `first`, `rest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineSlot::First => "first",
+            QuarantineSlot::Rest => "rest",
+        }
+    }
+
+    /// The slot named `name`.
+    pub fn parse(name: &str) -> Option<QuarantineSlot> {
+        QuarantineSlot::ALL.into_iter().find(|slot| slot.as_str() == name)
+    }
 }
 
 /// What an operator may do. Ordered: each role includes the ones before it.
@@ -644,6 +744,19 @@ impl StreamConfig {
     /// worker deletes it at startup (its tasks are redundant with the store).
     pub fn deliveries_stream_name(&self) -> String {
         format!("{}_DELIVERIES", self.name)
+    }
+    /// The stream keeping requests that failed verification.
+    pub fn quarantine_stream_name(&self) -> String {
+        format!("{}_QUARANTINE", self.name)
+    }
+    /// The subject of `source`'s requests in `slot` of the quarantine stream (outside the intake
+    /// stream's subjects, so nothing delivers from it).
+    pub fn quarantine_subject(&self, source: &str, slot: QuarantineSlot) -> String {
+        format!("_INLET.{}.quarantine.{source}.{}", self.name, slot.as_str())
+    }
+    /// Every subject of the quarantine stream.
+    pub fn quarantine_wildcard(&self) -> String {
+        format!("_INLET.{}.quarantine.>", self.name)
     }
     /// A subject inside the stream that no event is ever published on: events go to
     /// `{subject_prefix}.{source}`, one token after the prefix, and this has two. Ingest's
@@ -1155,6 +1268,14 @@ pub struct SourceConfig {
     /// The recipe, for `kind = "hmac"` only.
     #[serde(default)]
     pub hmac: Option<HmacRecipe>,
+    /// Whether requests of this source that fail verification are kept in the quarantine
+    /// (when `quarantine.enabled`).
+    #[serde(default = "default_true")]
+    pub quarantine: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_tolerance() -> Duration {
@@ -1373,6 +1494,7 @@ impl Config {
             return Err(ConfigError::invalid("stream.replicas", "must be between 1 and 5"));
         }
         positive("stream.duplicate_window", self.stream.duplicate_window)?;
+        self.quarantine.validate()?;
         // JetStream refuses a stream whose duplicate window is longer than its max_age.
         if self.stream.duplicate_window > self.stream.max_age {
             return Err(ConfigError::invalid(

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod duration;
 pub mod envelope;
+pub mod quarantine;
 pub mod signature;
 pub mod telemetry;
 

@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::{ConnectErrorKind, Event, ServerError};
 use tokio_retry::strategy::{ExponentialBackoff, jitter};
 
-use crate::config::{Durability, NatsAuth, NatsConfig, StreamConfig};
+use crate::config::{Durability, NatsAuth, NatsConfig, QuarantineConfig, StreamConfig};
 
 /// Why startup could not reach a usable stream.
 #[derive(Debug, thiserror::Error)]
@@ -328,13 +328,55 @@ pub async fn ensure_stream(
     config: &StreamConfig,
     startup_timeout: Duration,
 ) -> Result<(), NatsSetupError> {
-    let wanted = stream_config(config);
+    ensure(js, stream_config(config), startup_timeout).await
+}
+
+/// The quarantine stream derived from `[stream]` and `[quarantine]`: requests that failed
+/// verification, per source and slot (`_INLET.{stream}.quarantine.<source>.<slot>`), at most
+/// `max_per_source` per subject, `max_bytes` in all, for `max_age`, the oldest making room
+/// (discard `old`: unlike events, a quarantined request was answered 401 and is only evidence).
+pub fn quarantine_stream_config(stream_config: &StreamConfig, config: &QuarantineConfig) -> stream::Config {
+    stream::Config {
+        name: stream_config.quarantine_stream_name(),
+        subjects: vec![stream_config.quarantine_wildcard()],
+        storage: stream::StorageType::File,
+        max_age: config.max_age,
+        max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
+        max_messages_per_subject: config.max_per_source,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: stream_config.replicas,
+        // The worker reads requests by sequence (direct gets), with no consumer.
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Creates the quarantine stream or updates it to match the config, as [`ensure_stream`] does
+/// for the intake stream (the worker's job).
+///
+/// # Errors
+///
+/// As [`ensure_stream`].
+pub async fn ensure_quarantine_stream(
+    js: &jetstream::Context,
+    stream: &StreamConfig,
+    config: &QuarantineConfig,
+    startup_timeout: Duration,
+) -> Result<(), NatsSetupError> {
+    ensure(js, quarantine_stream_config(stream, config), startup_timeout).await
+}
+
+async fn ensure(
+    js: &jetstream::Context,
+    wanted: stream::Config,
+    startup_timeout: Duration,
+) -> Result<(), NatsSetupError> {
     let deadline = tokio::time::Instant::now() + startup_timeout;
     let mut backoff = startup_backoff();
     let mut refused = None;
     loop {
         let attempt = async {
-            if let Ok(stream) = js.get_stream(&config.name).await
+            if let Ok(stream) = js.get_stream(&wanted.name).await
                 && is_configured_as(&stream.cached_info().config, &wanted)
             {
                 return Ok(());
@@ -354,8 +396,8 @@ pub async fn ensure_stream(
         tokio::time::sleep(delay).await;
     }
     Err(match refused {
-        Some(source) => NatsSetupError::Stream { name: config.name.clone(), source },
-        None => NatsSetupError::StreamUnanswered { name: config.name.clone(), timeout: startup_timeout },
+        Some(source) => NatsSetupError::Stream { name: wanted.name.clone(), source },
+        None => NatsSetupError::StreamUnanswered { name: wanted.name.clone(), timeout: startup_timeout },
     })
 }
 
@@ -371,6 +413,7 @@ fn is_configured_as(actual: &stream::Config, wanted: &stream::Config) -> bool {
         && actual.num_replicas == wanted.num_replicas
         && actual.allow_direct == wanted.allow_direct
         && actual.allow_atomic_publish == wanted.allow_atomic_publish
+        && (wanted.max_messages_per_subject == 0 || actual.max_messages_per_subject == wanted.max_messages_per_subject)
 }
 
 #[cfg(test)]

@@ -317,6 +317,8 @@ fn decode_standard_secret(secret: &str) -> Result<Vec<u8>, String> {
 pub struct Verifier {
     kind: SchemeKind,
     keys: Vec<KeyedMac>,
+    /// The configured secrets read the other usual ways (`diagnose`): tried only after a failure.
+    alternates: Vec<diagnose::AlternateKey>,
     tolerance: Duration,
     recipe: Option<ParsedRecipe>,
 }
@@ -327,6 +329,7 @@ impl fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("kind", &self.kind)
             .field("secrets", &format_args!("<{} redacted>", self.keys.len()))
+            .field("alternates", &self.alternates.len())
             .field("tolerance", &self.tolerance)
             .field("recipe", &self.recipe)
             .finish()
@@ -583,6 +586,7 @@ impl Verifier {
         let algorithm = recipe.as_ref().map_or(HmacAlgorithm::Sha256, |r| r.algorithm);
 
         let mut keys = Vec::with_capacity(secrets.len());
+        let mut alternates = Vec::new();
         for (index, secret) in secrets.iter().enumerate() {
             let key_error = |message: String| KeyError { index, message };
             if secret.is_empty() {
@@ -593,8 +597,9 @@ impl Verifier {
                 _ => Cow::Borrowed(secret.as_bytes()),
             };
             keys.push(KeyedMac::new(algorithm, &bytes).map_err(key_error)?);
+            alternates.extend(diagnose::alternate_keys(kind, algorithm, index, secret));
         }
-        Ok(Verifier { kind, keys, tolerance, recipe })
+        Ok(Verifier { kind, keys, alternates, tolerance, recipe })
     }
 
     /// The provider recipe this verifier implements.
@@ -632,7 +637,18 @@ impl Verifier {
     /// before the timestamp, so [`SignatureError::Stale`] always means "authentic but outside the
     /// window" (a replay or clock skew) rather than a forgery.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<Verified, SignatureError> {
-        let presented = match self.kind {
+        let presented = self.presented(headers, body)?;
+        let secret_index = self.match_index(&presented.parts, &presented.candidates).ok_or(SignatureError::Mismatch)?;
+        if let Some(ts) = presented.timestamp {
+            self.check_fresh(ts, now)?;
+        }
+        Ok(Verified { secret_index, timestamp: presented.timestamp, source: presented.source })
+    }
+
+    /// What the request presents under this scheme: the signed parts (over `body`), the
+    /// candidate signatures and the timestamp. Parses headers only, never the body.
+    fn presented<'a>(&'a self, headers: &'a HeaderMap, body: &'a [u8]) -> Result<Presented<'a>, SignatureError> {
+        Ok(match self.kind {
             SchemeKind::Stripe => stripe_presented(headers, body)?,
             SchemeKind::Standard => standard_presented(headers, body)?,
             SchemeKind::Github => github_presented(headers, body)?,
@@ -643,13 +659,7 @@ impl Verifier {
                 // `new` refuses kind hmac without a recipe; fail closed all the same.
                 None => return Err(SignatureError::Mismatch),
             },
-        };
-
-        let secret_index = self.match_index(&presented.parts, &presented.candidates).ok_or(SignatureError::Mismatch)?;
-        if let Some(ts) = presented.timestamp {
-            self.check_fresh(ts, now)?;
-        }
-        Ok(Verified { secret_index, timestamp: presented.timestamp, source: presented.source })
+        })
     }
 
     /// Index of the first configured key whose MAC equals one of `candidates`.
@@ -681,6 +691,35 @@ impl Verifier {
             return Err(SignatureError::Stale);
         }
         Ok(())
+    }
+
+    /// Lowercase names of every header [`Verifier::verify`] reads (signatures, the signed
+    /// timestamp and id): what a request kept for re-verification must keep verbatim.
+    pub fn verification_header_names(&self) -> Vec<String> {
+        let names: &[&str] = match self.kind {
+            SchemeKind::Stripe => &["stripe-signature"],
+            SchemeKind::Standard => &[
+                WEBHOOK_NAMES.id,
+                WEBHOOK_NAMES.timestamp,
+                WEBHOOK_NAMES.signature,
+                SVIX_NAMES.id,
+                SVIX_NAMES.timestamp,
+                SVIX_NAMES.signature,
+            ],
+            SchemeKind::Github => &["x-hub-signature-256"],
+            SchemeKind::Shopify => &["x-shopify-hmac-sha256", "shopify-hmac-sha256"],
+            SchemeKind::Slack => &["x-slack-signature", "x-slack-request-timestamp"],
+            SchemeKind::Hmac => {
+                return self
+                    .recipe
+                    .iter()
+                    .flat_map(|r| [Some(&r.header), r.timestamp_header.as_ref(), r.id_header.as_ref()])
+                    .flatten()
+                    .map(|name| name.as_str().to_owned())
+                    .collect();
+            }
+        };
+        names.iter().map(|n| (*n).to_owned()).collect()
     }
 
     /// Lowercase names of the headers that carry signatures for this scheme, so the caller can
@@ -989,6 +1028,10 @@ impl Verified {
         EventIdentity { id, origin, event_type, provider_id }
     }
 }
+
+// Why a request failed: computed only after `verify` refused it.
+mod diagnose;
+pub use diagnose::{BodyChange, DIAGNOSE_BODY_LIMIT, Diagnosis, DiagnosisKind, SecretEncoding};
 
 // Oracles for the cargo-fuzz targets in `fuzz/` and the stable replay of their corpus; a child
 // module so it can check the private header parsers directly.

@@ -26,6 +26,7 @@ pub mod metric_names;
 pub mod model;
 mod ownership;
 mod pull;
+mod quarantine;
 mod record;
 mod replay;
 mod routes;
@@ -121,6 +122,19 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         (None, HashMap::new(), Holding::always())
     };
     inlet_shared::nats::ensure_stream(&js, &config.stream, config.nats.startup_timeout).await?;
+    // Requests ingest refused are kept there (`[quarantine]`); ingest may only write to it.
+    if config.quarantine.enabled {
+        inlet_shared::nats::ensure_quarantine_stream(
+            &js,
+            &config.stream,
+            &config.quarantine,
+            config.nats.startup_timeout,
+        )
+        .await?;
+    }
+    let quarantine = quarantine::Quarantine::new(&config, js.clone(), store.clone())
+        .context("quarantine: a source's secrets")?
+        .map(Arc::new);
     let intake = js.get_stream(&config.stream.name).await.context("intake stream")?;
     if config.worker.delivery_subject_prefix.is_some() {
         tracing::warn!(
@@ -265,10 +279,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         config.worker.stats_interval,
         shutdown.clone(),
     ));
+    if let Some(quarantine) = &quarantine {
+        tracker.spawn(quarantine_stats_loop(Arc::clone(quarantine), config.worker.stats_interval, shutdown.clone()));
+    }
     tracker.spawn(maintenance_loop(store.clone(), config.worker.retention, jobs, shutdown.clone()));
 
     let operator = if config.console.enabled {
-        let (routes, replayer) = operator_routes(&config, store.clone(), Arc::clone(&destinations), shutdown.clone())?;
+        let (routes, replayer) =
+            operator_routes(&config, store.clone(), Arc::clone(&destinations), quarantine.clone(), shutdown.clone())?;
         replayer.close_interrupted_bulk_replays().await;
         Some(routes)
     } else {
@@ -401,6 +419,7 @@ fn operator_routes(
     config: &Config,
     store: store::Store,
     destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
+    quarantine: Option<Arc<quarantine::Quarantine>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(http::OperatorRoutes, Arc<replay::Replayer>)> {
     let console = &config.console;
@@ -442,11 +461,30 @@ fn operator_routes(
         .iter()
         .map(|s| api::types::Source { name: s.name.clone(), kind: s.kind.as_str().into() })
         .collect();
-    let services = Arc::new(api::Services { store, replayer: Arc::clone(&replayer), destinations, sources });
+    let services =
+        Arc::new(api::Services { store, replayer: Arc::clone(&replayer), destinations, sources, quarantine });
     let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
     let routes =
         http::OperatorRoutes { api: api::router(api), pages: auth::routes::router(auth).merge(console::router()) };
     Ok((routes, replayer))
+}
+
+/// Counts the quarantine's requests per source and slot every `interval`
+/// (`inlet_worker_quarantined_requests`), so the evidence kept and its evictions show.
+async fn quarantine_stats_loop(
+    quarantine: Arc<quarantine::Quarantine>,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(error) = quarantine.counts().await {
+            tracing::debug!(%error, "could not count the quarantine");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 async fn stats_loop(

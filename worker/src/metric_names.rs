@@ -71,6 +71,13 @@ pub const TLS_CERTIFICATE_EXPIRY: &str = "inlet_worker_tls_certificate_expiry_ti
 pub const TLS: inlet_shared::tls::TlsMetricNames =
     inlet_shared::tls::TlsMetricNames { reload_failures: TLS_RELOAD_FAILURES, expiry: TLS_CERTIFICATE_EXPIRY };
 
+/// Requests kept in the quarantine stream now, by source and slot (`first`, `rest`), as last
+/// counted (every `worker.stats_interval` by the holder of the jobs, and at each list or admission).
+pub const QUARANTINED: &str = "inlet_worker_quarantined_requests";
+/// Quarantined requests an admin asked to admit, by source and outcome (`admitted`: verified with
+/// the current secrets and published; `refused`: still failing or not admissible).
+pub const QUARANTINE_ADMISSIONS: &str = "inlet_worker_quarantine_admissions_total";
+
 /// Registers HELP text for every metric.
 pub fn describe() {
     describe_counter!(EVENTS, "Events read from the stream by source and outcome.");
@@ -103,7 +110,22 @@ pub fn describe() {
         "Deliveries claimed again after their previous attempt's lease ended without a result."
     );
     describe_counter!(SUPERSEDED, "Attempt results dropped because the delivery had been claimed again meanwhile.");
+    describe_gauge!(QUARANTINED, "Requests kept in the quarantine stream, by source and slot, as last counted.");
+    describe_counter!(QUARANTINE_ADMISSIONS, "Quarantined requests an admin asked to admit, by source and outcome.");
     TLS.describe("main");
+}
+
+/// `source`'s `slot` holds `count` quarantined requests.
+pub fn quarantined(source: &str, slot: inlet_shared::config::QuarantineSlot, count: u64) {
+    metrics::gauge!(QUARANTINED, "source" => source.to_owned(), "slot" => slot.as_str()).set(count as f64);
+}
+
+/// An admission of `source`'s requests admitted `admitted` and refused `refused`.
+pub fn admitted(source: &str, admitted: usize, refused: usize) {
+    for (outcome, n) in [("admitted", admitted), ("refused", refused)] {
+        metrics::counter!(QUARANTINE_ADMISSIONS, "source" => source.to_owned(), "outcome" => outcome)
+            .increment(n as u64);
+    }
 }
 
 /// Whether the store takes writes and NATS is connected, as `/readyz` would answer now.

@@ -237,6 +237,8 @@ labelled! {
         CreateApiToken = "create_api_token",
         /// An API token revoked.
         RevokeApiToken = "revoke_api_token",
+        /// Quarantined requests re-verified and admitted into the intake stream.
+        AdmitQuarantined = "admit_quarantined",
     }
 }
 

@@ -133,6 +133,15 @@ impl IngestProcess {
         request.send().await.unwrap().status().as_u16()
     }
 
+    /// POSTs `body` with `headers` to the source and returns the status.
+    pub(crate) async fn post(&self, headers: &[(String, String)], body: &[u8]) -> u16 {
+        let mut request = self.client.post(format!("http://{}/webhooks/idle", self.addr)).body(body.to_vec());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send().await.unwrap().status().as_u16()
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().map(|lines| lines.join("\n")).unwrap_or_default()
     }

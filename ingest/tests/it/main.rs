@@ -7,6 +7,7 @@ mod kinds;
 mod limits;
 mod nats_auth;
 mod outage;
+mod quarantine;
 mod rejections;
 mod replays;
 mod store_full;

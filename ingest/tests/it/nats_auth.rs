@@ -2,8 +2,9 @@
 //! cluster (`deploy/nats/`): the real `inlet-ingest` binary fails at startup, at once and with a
 //! message naming the URL, the cause and the keys to check, when the server refuses its
 //! credentials (a password, a token, an NKey) or TLS fails, never showing a secret; a user
-//! without permission to publish into the intake stream (a worker's) cannot inject an event into
-//! it; and ingest's own permissions are enough for its store probe.
+//! without permission to publish into the quarantine (a worker's) cannot forge a request there,
+//! ingest's cannot read the intake stream; and ingest's own permissions are enough for its store
+//! probe and the quarantine.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -201,7 +202,7 @@ async fn publish_refused(
 }
 
 #[tokio::test]
-async fn a_user_without_permission_cannot_inject_an_event_into_the_intake_stream() {
+async fn a_user_without_permission_cannot_forge_quarantined_requests_or_read_the_intake_stream() {
     let DeployAccounts { nats, ingest_password, worker_password } = DeployAccounts::start();
     // The users of deploy/nats/accounts.conf.
     let as_user = |name: &str, password: &str| {
@@ -218,13 +219,17 @@ async fn a_user_without_permission_cannot_inject_an_event_into_the_intake_stream
         .unwrap();
     let subject = stream.subject_for("gh");
 
-    // The worker's user may not publish there (nor may it with JetStream: no PubAck).
+    // Since admission (an admin admits a quarantined request that verifies now), the worker's
+    // user may publish events: a change of promise, and no new power (a worker signs deliveries
+    // with the destinations' secrets itself). It still may not write the quarantine, whose
+    // requests ingest alone answered: no forged evidence (nor with JetStream: no PubAck).
     let worker_login =
         async_nats::ConnectOptions::with_user_and_password("inlet-worker".into(), worker_password.clone());
     let (forger, mut errors) = client_with_errors(worker_login, nats.url()).await;
-    publish_refused(&forger, &mut errors, &subject).await.expect("the server refuses the worker's publish");
+    let evidence = stream.quarantine_subject("gh", inlet_shared::config::QuarantineSlot::First);
+    publish_refused(&forger, &mut errors, &evidence).await.expect("the server refuses the worker's publish");
     let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(1)).build(forger.clone());
-    assert!(js.publish(subject.clone(), "forged".into()).await.unwrap().await.is_err(), "no PubAck");
+    assert!(js.publish(evidence.clone(), "forged".into()).await.unwrap().await.is_err(), "no PubAck");
 
     // Ingest's user may not read the stream: it cannot create a consumer.
     let ingest_login =
@@ -309,5 +314,36 @@ async fn with_only_its_own_permissions_ingest_sees_a_full_stream_and_its_probe_b
         assert!(tokio::time::Instant::now() < deadline, "readiness never came back:\n{}", ingest.nats.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(!ingest.nats.log().contains("Violation"), "{}", ingest.nats.log());
+}
+
+#[tokio::test]
+async fn with_only_its_own_permissions_ingest_keeps_failed_requests_in_the_quarantine() {
+    let accounts = DeployAccounts::start();
+    let overrides =
+        [("INLET__NATS__USER", "inlet-ingest"), ("INLET__NATS__PASSWORD", accounts.ingest_password.as_str())];
+    let source = "[[sources]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"s3cr3t\"]\n";
+    let config = crate::support::test_config(&accounts.nats, source, &overrides);
+    let mut worker = config.nats.clone();
+    (worker.user, worker.password) =
+        (Some("inlet-worker".into()), Some(inlet_shared::config::Secret::new(accounts.worker_password.clone())));
+    let worker = jetstream::new(inlet_shared::nats::connect(&worker, "test-worker").await.unwrap());
+    inlet_shared::nats::ensure_stream(&worker, &config.stream, Duration::from_secs(10)).await.unwrap();
+    inlet_shared::nats::ensure_quarantine_stream(&worker, &config.stream, &config.quarantine, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let ingest = crate::support::start(config, accounts.nats).await;
+
+    let body = br#"{"zen":"x"}"#;
+    let headers = inlet_shared::signature::sign::github("rotated", "d-1", "push", body);
+    assert_eq!(ingest.post("gh", &headers, body).await.status(), 401);
+    let labels = [("source", "gh"), ("slot", "first"), ("outcome", "kept")];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ingest.metric("inlet_ingest_quarantine_total", &labels).await != 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "not kept:\n{}", ingest.nats.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut quarantine = worker.get_stream("INLET_QUARANTINE").await.unwrap();
+    assert_eq!(quarantine.info().await.unwrap().state.messages, 1);
     assert!(!ingest.nats.log().contains("Violation"), "{}", ingest.nats.log());
 }

@@ -796,3 +796,30 @@ fn traces_are_off_by_default_and_their_keys_are_checked() {
     let config = Config::parse(MINIMAL, &env(&[("INLET__TELEMETRY__TRACES__SAMPLING_RATIO", "0.5")])).unwrap();
     assert!((config.telemetry.traces.sampling_ratio - 0.5).abs() < f64::EPSILON);
 }
+
+#[test]
+fn quarantine_has_defaults_can_be_turned_off_per_source_and_refuses_bad_bounds() {
+    let config = Config::parse(MINIMAL, &BTreeMap::new()).unwrap();
+    assert!(config.quarantine.enabled);
+    assert_eq!(config.quarantine.max_per_source, 1000);
+    assert_eq!(config.quarantine.max_age, Duration::from_secs(72 * 3600));
+    assert!(config.sources.iter().all(|s| s.quarantine), "on by default per source");
+    assert_eq!(config.stream.quarantine_stream_name(), "INLET_QUARANTINE");
+    assert_eq!(
+        config.stream.quarantine_subject("stripe", QuarantineSlot::First),
+        "_INLET.INLET.quarantine.stripe.first"
+    );
+    let off = MINIMAL.replacen("[[sources]]\n", "[[sources]]\nquarantine = false\n", 1);
+    let config = Config::parse(&off, &BTreeMap::new()).unwrap();
+    assert!(!config.sources[0].quarantine);
+    for (key, value, message) in [
+        ("max_per_source", "0", "between 1 and 1000000"),
+        ("keep_first", "1001", "between 0 and quarantine.max_per_source"),
+        ("max_body_bytes", "70000000", "at most 67108864"),
+        ("max_bytes", "1000", "at least 1048576"),
+        ("max_age", "\"0s\"", "greater than zero"),
+        ("queue", "0", "between 1 and 100000"),
+    ] {
+        check_invalid(&format!("[quarantine]\n{key} = {value}\n{MINIMAL}"), &[], &format!("quarantine.{key}"), message);
+    }
+}

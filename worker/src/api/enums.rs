@@ -138,6 +138,42 @@ pub enum AuditAction {
     CreateApiToken,
     /// An API token revoked.
     RevokeApiToken,
+    /// Quarantined requests re-verified and admitted (`target`: the source; `detail`: as which
+    /// events).
+    AdmitQuarantined,
+}
+
+/// Why a request failed verification.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "inlet_shared::signature::DiagnosisKind")]
+pub enum Diagnosis {
+    /// A header the scheme needs is absent.
+    MissingHeader,
+    /// A header cannot be read.
+    MalformedHeader,
+    /// Validly signed, longer ago than the tolerance.
+    TimestampTooOld,
+    /// Validly signed, further in the future than the tolerance.
+    TimestampTooNew,
+    /// Signed with a secret that is not configured.
+    UnknownSecret,
+    /// A configured secret signed the body before something changed it on the way.
+    BodyChanged,
+    /// A configured secret, read another way by the sender (encoding).
+    SecretEncoding,
+    /// No configured secret matched; the body was too large to try the usual causes.
+    NotDiagnosed,
+}
+
+/// Where a source's quarantined request is kept.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[graphql(remote = "inlet_shared::config::QuarantineSlot")]
+pub enum QuarantineSlot {
+    /// Among the first failures after the source's last verified request (a flood does not
+    /// evict them).
+    First,
+    /// Any other failure.
+    Rest,
 }
 
 /// A circuit breaker's state.

@@ -4,6 +4,7 @@
 //! `ApiError` deliberately does not implement `Display`: async-graphql converts anything
 //! displayable into an error by its text alone, which would skip this mapping.
 
+use crate::quarantine::QuarantineError;
 use crate::replay::ReplayError;
 use crate::store::StoreError;
 
@@ -26,6 +27,8 @@ pub enum ApiError {
     RateLimited,
     /// The answer would carry more stored content than one answer may.
     ResponseTooLarge,
+    /// The quarantine stream did not answer.
+    Quarantine(String),
     /// A bulk replay's preview no longer stands (unknown or expired token, another filter, or
     /// the previewed dead letters changed): nothing was done; preview again.
     PreviewStale(String),
@@ -47,6 +50,7 @@ impl ApiError {
             ApiError::Invalid(why) => format!("invalid argument: {why}"),
             ApiError::Store(_) => "the database is unavailable".into(),
             ApiError::Queue(_) => "the delivery queue is unavailable".into(),
+            ApiError::Quarantine(_) => "the quarantine stream is unavailable".into(),
             ApiError::RateLimited => "too many replays; try again in a moment".into(),
             ApiError::ResponseTooLarge => {
                 "this answer already carries 8 MiB of event contents; ask for fewer at a time".into()
@@ -63,10 +67,21 @@ impl ApiError {
             ApiError::NotFound => "NOT_FOUND",
             ApiError::Invalid(_) => "BAD_USER_INPUT",
             ApiError::Store(_) => "UNAVAILABLE",
-            ApiError::Queue(_) => "UNAVAILABLE",
+            ApiError::Queue(_) | ApiError::Quarantine(_) => "UNAVAILABLE",
             ApiError::RateLimited => "RATE_LIMITED",
             ApiError::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             ApiError::PreviewStale(_) => "PREVIEW_STALE",
+        }
+    }
+}
+
+/// The quarantine's failures, as the API reports them.
+impl From<QuarantineError> for ApiError {
+    fn from(error: QuarantineError) -> Self {
+        match error {
+            QuarantineError::UnknownSource(name) => ApiError::Invalid(format!("no source `{name}` is configured")),
+            QuarantineError::Stream(why) => ApiError::Quarantine(why),
+            QuarantineError::Store(error) => ApiError::Store(error),
         }
     }
 }
@@ -114,6 +129,7 @@ impl From<ApiError> for async_graphql::Error {
                 tracing::error!(error = %cause, source = ?std::error::Error::source(cause), "API database error")
             }
             ApiError::Queue(cause) => tracing::error!(error = %cause, "API queue error"),
+            ApiError::Quarantine(cause) => tracing::error!(error = %cause, "API quarantine error"),
             _ => {}
         }
         let mut extensions = async_graphql::ErrorExtensionValues::default();

@@ -73,6 +73,8 @@ pub struct Services {
     pub destinations: Arc<HashMap<String, Arc<RuntimeDestination>>>,
     /// Configured sources.
     pub sources: Vec<types::Source>,
+    /// Requests that failed verification (`None`: `quarantine.enabled = false`).
+    pub quarantine: Option<Arc<crate::quarantine::Quarantine>>,
 }
 
 /// The shared services from a resolver's context.

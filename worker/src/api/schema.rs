@@ -106,6 +106,14 @@ fn require<'a>(ctx: &'a Context<'_>, role: Role) -> Result<&'a Principal, ApiErr
     Ok(principal)
 }
 
+/// The quarantine, or why there is none.
+fn quarantine<'a>(ctx: &'a Context<'_>) -> Result<&'a crate::quarantine::Quarantine, ApiError> {
+    services(ctx)?
+        .quarantine
+        .as_deref()
+        .ok_or(ApiError::Invalid("the quarantine is off (quarantine.enabled = false)".into()))
+}
+
 /// A destination URL without what may be a credential: user info and query string.
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
@@ -294,6 +302,43 @@ impl Query {
         Ok(accounts.into_iter().map(LinkedAccount::from).collect())
     }
 
+    /// Requests of `source` that failed verification, kept in the quarantine with their
+    /// diagnosis, oldest first (admin). `after`: a request's id.
+    async fn rejected_requests(
+        &self,
+        ctx: &Context<'_>,
+        source: String,
+        first: Option<i32>,
+        after: Option<ID>,
+    ) -> Result<RejectedPage> {
+        require(ctx, Role::Admin)?;
+        let quarantine = quarantine(ctx)?;
+        let after = after.as_ref().map(parse_id).transpose()?.unwrap_or(0);
+        let limit = usize::try_from(first.unwrap_or(DEFAULT_PAGE))
+            .map_err(|_| ApiError::Invalid("first must be positive".into()))?;
+        let (entries, more) =
+            quarantine.list(&source, u64::try_from(after).unwrap_or(0), limit).await.map_err(ApiError::from)?;
+        let end_cursor = entries.last().map(|entry| entry.sequence.to_string());
+        Ok(RejectedPage {
+            nodes: entries.into_iter().map(RejectedRequest::from).collect(),
+            page_info: PageInfo { has_next_page: more, end_cursor },
+        })
+    }
+
+    /// How many rejected requests each source's slots hold now (admin).
+    async fn rejected_counts(&self, ctx: &Context<'_>) -> Result<Vec<RejectedCount>> {
+        require(ctx, Role::Admin)?;
+        let counts = quarantine(ctx)?.counts().await.map_err(ApiError::from)?;
+        Ok(counts
+            .into_iter()
+            .map(|(source, slot, count)| RejectedCount {
+                source,
+                slot: slot.into(),
+                count: i64::try_from(count).unwrap_or(i64::MAX),
+            })
+            .collect())
+    }
+
     /// API tokens (admin).
     async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiToken>> {
         require(ctx, Role::Admin)?;
@@ -451,6 +496,26 @@ impl Mutation {
             Unlinked::NoSuchAccount => Err(ApiError::Invalid("no such linked account".into()).into()),
             Unlinked::LastAccount => Err(ApiError::Invalid("the last sign-in method cannot be unlinked".into()).into()),
         }
+    }
+
+    /// Re-verifies `source`'s rejected requests (all, or those in `ids`) with the secrets the
+    /// worker is configured with now, the timestamp tolerance counted from each request's
+    /// original receipt; those that verify enter the intake stream as ingest would have
+    /// published them (original receipt time, deduplicated by event id) and leave the
+    /// quarantine; audited (admin).
+    async fn admit_rejected(&self, ctx: &Context<'_>, source: String, ids: Option<Vec<ID>>) -> Result<AdmissionResult> {
+        let principal = require(ctx, Role::Admin)?;
+        let sequences = ids
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| {
+                        parse_id(id)
+                            .and_then(|n| u64::try_from(n).map_err(|_| ApiError::Invalid("malformed id".into())))
+                    })
+                    .collect::<Result<Vec<u64>, ApiError>>()
+            })
+            .transpose()?;
+        Ok(quarantine(ctx)?.admit(&source, sequences, &principal.actor).await.map_err(ApiError::from)?.into())
     }
 
     /// Creates an API token (admin). The value is in this answer only.

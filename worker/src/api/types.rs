@@ -8,8 +8,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::enums::{
-    AttemptOutcome, AuditAction, BulkReplayStatus, DateTime, DeadLetterReason, DeliveryStatus, ReplayEffect,
-    RouteStatus,
+    AttemptOutcome, AuditAction, BulkReplayStatus, DateTime, DeadLetterReason, DeliveryStatus, Diagnosis,
+    QuarantineSlot, ReplayEffect, RouteStatus,
 };
 use super::error::ApiError;
 use super::loaders::{AttemptsByDelivery, ContentBudget, DeliveriesByEvent, EventsById, Reads};
@@ -953,6 +953,120 @@ impl From<UserRow> for User {
             last_sign_in_at: row.last_sign_in.map(DateTime),
             live_sessions: row.live_sessions,
             accounts: row.accounts.into_iter().map(LinkedAccount::from).collect(),
+        }
+    }
+}
+
+/// A request that failed verification, kept in the quarantine (answered 401/400 when it came).
+#[derive(SimpleObject, Debug, Clone)]
+pub struct RejectedRequest {
+    /// Its id in the quarantine (pass it to `admitRejected`).
+    pub id: ID,
+    /// The source it was sent to.
+    pub source: String,
+    /// Where it is kept.
+    pub slot: QuarantineSlot,
+    /// When ingest received it (an admitted event keeps this time).
+    pub received_at: DateTime,
+    /// Why it failed, when it came.
+    pub diagnosis: Diagnosis,
+    /// The diagnosis in one sentence (never a secret or a signature).
+    pub detail: String,
+    /// Its `Content-Type`.
+    pub content_type: Option<String>,
+    /// Its headers as an event keeps them: credentials redacted, signatures left out.
+    pub headers: Vec<Header>,
+    /// Body size in bytes, as received.
+    pub body_bytes: i64,
+    /// Whether it can be verified again (its body and signature headers were kept).
+    pub admissible: bool,
+}
+
+impl From<crate::quarantine::Entry> for RejectedRequest {
+    fn from(entry: crate::quarantine::Entry) -> RejectedRequest {
+        let request = entry.request;
+        RejectedRequest {
+            id: ID(entry.sequence.to_string()),
+            admissible: request.body_kept && request.verification_headers.is_some(),
+            source: request.source,
+            slot: entry.slot.into(),
+            received_at: DateTime(crate::model::UnixMs(i64::try_from(request.received_at_ms).unwrap_or(i64::MAX))),
+            diagnosis: request.diagnosis.into(),
+            detail: request.detail,
+            content_type: request.content_type,
+            headers: request.original_headers.as_deref().map(headers).unwrap_or_default(),
+            body_bytes: i64::try_from(request.body_bytes).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// A page of rejected requests, oldest first.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct RejectedPage {
+    /// The requests.
+    pub nodes: Vec<RejectedRequest>,
+    /// Pagination (`after` is a request's id).
+    pub page_info: PageInfo,
+}
+
+/// How many rejected requests a source's slot holds.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct RejectedCount {
+    /// The source.
+    pub source: String,
+    /// The slot.
+    pub slot: QuarantineSlot,
+    /// Requests kept now.
+    pub count: i64,
+}
+
+/// A request admission left in the quarantine, and why.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct StillRejected {
+    /// Its id.
+    pub id: ID,
+    /// Why it fails with the current secrets (`NOT_DIAGNOSED` when it was kept without its body
+    /// or signature headers and cannot be verified again).
+    pub diagnosis: Diagnosis,
+    /// The diagnosis in one sentence.
+    pub detail: String,
+}
+
+/// What re-verifying and admitting did.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct AdmissionResult {
+    /// Requests that verified with the current secrets and entered the intake stream.
+    pub admitted: i32,
+    /// Their event ids (dedup keys), in order.
+    pub event_ids: Vec<String>,
+    /// How many of those the intake stream already had (deduplicated).
+    pub duplicates: i32,
+    /// Those left in the quarantine.
+    pub still_rejected: Vec<StillRejected>,
+}
+
+impl From<crate::quarantine::Admission> for AdmissionResult {
+    fn from(admission: crate::quarantine::Admission) -> AdmissionResult {
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let not_admissible = admission.not_admissible.iter().map(|id| StillRejected {
+            id: ID(id.to_string()),
+            diagnosis: Diagnosis::NotDiagnosed,
+            detail: "kept without its body or signature headers: it cannot be verified again".to_owned(),
+        });
+        AdmissionResult {
+            admitted: count(admission.admitted.len()),
+            duplicates: count(admission.admitted.iter().filter(|(_, _, duplicate)| *duplicate).count()),
+            event_ids: admission.admitted.into_iter().map(|(_, id, _)| id).collect(),
+            still_rejected: admission
+                .refused
+                .into_iter()
+                .map(|(id, diagnosis)| StillRejected {
+                    id: ID(id.to_string()),
+                    diagnosis: diagnosis.kind().into(),
+                    detail: diagnosis.detail(),
+                })
+                .chain(not_admissible)
+                .collect(),
         }
     }
 }

@@ -607,6 +607,61 @@ async function auditView() {
   await pages.reload(filter());
 }
 
+// ---- Rejected requests (admin): the quarantine ------------------------------------------------
+
+// Requests ingest answered 401/400, kept with why; after a secret is fixed (and the worker
+// restarted with it), an admin re-verifies and admits them: those that verify now enter the
+// pipeline with their original receipt time.
+async function rejectedView() {
+  const { sources } = await gql('{ sources { name } }');
+  const chosen = sessionStorage.getItem('rejected-source') || (sources[0] && sources[0].name) || '';
+  const picker = h('select', { id: 'rejected-source', name: 'source' },
+    sources.map((s) => h('option', { value: s.name, selected: s.name === chosen }, s.name)));
+  const summary = h('p', { id: 'rejected-counts', className: 'muted' });
+  const result = h('div', { id: 'admit-result' });
+  const body = h('tbody', {});
+  const admit = async (ids) => {
+    try {
+      const { admitRejected } = await gql(`mutation($s: String!, $ids: [ID!]) { admitRejected(source: $s, ids: $ids) {
+        admitted duplicates eventIds stillRejected { id diagnosis detail } } }`, { s: picker.value, ids });
+      const a = admitRejected;
+      result.replaceChildren(h('div', { className: 'card' },
+        h('p', { id: 'admit-summary' }, `${a.admitted} admitted${a.duplicates ? ` (${a.duplicates} already stored)` : ''}, ${a.stillRejected.length} still rejected.`),
+        a.eventIds.length ? h('p', {}, 'Event ids: ', h('span', { className: 'mono', id: 'admitted-ids' }, a.eventIds.join(', ')), ' — ',
+          h('a', { href: '#events' }, 'see them among the events')) : null,
+        a.stillRejected.length ? h('ul', {}, a.stillRejected.map((r) => h('li', {}, `#${r.id}: `, chip(r.diagnosis), ` ${r.detail}`))) : null));
+      await load();
+    } catch (error) { showError(error); }
+  };
+  const load = async () => {
+    sessionStorage.setItem('rejected-source', picker.value);
+    const { rejectedRequests, rejectedCounts } = await gql(`query($s: String!) {
+      rejectedRequests(source: $s, first: 100) { nodes { id slot receivedAt diagnosis detail contentType bodyBytes admissible headers { name value } } pageInfo { hasNextPage } }
+      rejectedCounts { source slot count } }`, { s: picker.value });
+    const mine = rejectedCounts.filter((c) => c.source === picker.value);
+    summary.textContent = mine.map((c) => `${c.count} in ${label(c.slot)}`).join(' · ')
+      + (rejectedRequests.pageInfo.hasNextPage ? ' (the oldest 100 shown)' : '');
+    body.replaceChildren(...rejectedRequests.nodes.map((r) => h('tr', { 'data-id': r.id, 'data-diagnosis': r.diagnosis },
+      h('td', { className: 'mono' }, time(r.receivedAt)),
+      h('td', {}, label(r.slot)),
+      h('td', { className: 'diagnosis' }, chip(r.diagnosis), h('div', { className: 'detail' }, r.detail)),
+      h('td', {}, `${r.bodyBytes} B`, r.contentType ? h('div', { className: 'muted mono' }, r.contentType) : null),
+      h('td', {}, h('details', {}, h('summary', {}, `${r.headers.length} headers`),
+        h('table', { className: 'headers' }, r.headers.map((x) => h('tr', {}, h('td', { className: 'mono' }, x.name), h('td', { className: 'mono' }, x.value)))))),
+      h('td', {}, r.admissible
+        ? h('button', { type: 'button', className: 'admit-one', onclick: () => admit([r.id]) }, 'Re-verify and admit')
+        : h('span', { className: 'muted' }, 'not admissible')))));
+    if (!rejectedRequests.nodes.length) body.append(h('tr', {}, h('td', { colspan: 6, className: 'muted', id: 'rejected-empty' }, 'No rejected requests kept for this source.')));
+  };
+  picker.addEventListener('change', () => { result.replaceChildren(); load().catch(showError); });
+  const all = h('button', { type: 'button', className: 'primary', id: 'admit-all', onclick: () => admit(null) }, 'Re-verify and admit all');
+  render(h('h1', {}, 'Rejected requests'),
+    h('p', { className: 'muted' }, 'Requests that failed signature verification (answered 401/400), kept with why. After fixing the source\'s secrets in the configuration and restarting the worker, re-verify them: only those that verify with the configured secrets are admitted, with their original receipt time.'),
+    h('div', { className: 'filters' }, h('label', {}, 'Source', picker), all), summary, result,
+    h('table', { id: 'rejected' }, h('thead', {}, h('tr', {}, ['Received (UTC)', 'Slot', 'Diagnosis', 'Body', 'Headers', ''].map((t) => h('th', {}, t)))), body));
+  await load();
+}
+
 // ---- Account --------------------------------------------------------------------------------
 
 async function accountView() {
@@ -639,6 +694,7 @@ async function route() {
     else if (hash === '#dead-letters') await deadLettersView();
     else if (hash === '#destinations') await destinationsView();
     else if (hash === '#audit') await auditView();
+    else if (hash === '#rejected' && session.role === 'admin') await rejectedView();
     else if (hash === '#account') await accountView();
     else if (hash === '#tokens') await tokensView(); // admin.js
     else if (hash === '#users') await usersView(); // admin.js
@@ -674,6 +730,7 @@ async function start() {
     if (session.logins.length === 1) location.assign(`${only.anotherUrl}&return_to=${encodeURIComponent(location.pathname + location.hash)}`);
     else location.reload();
   });
+  $('nav-rejected').hidden = session.role !== 'admin';
   const signout = $('signout');
   signout.hidden = false;
   signout.addEventListener('click', async () => {

@@ -2,6 +2,8 @@
 
 use rusqlite::params;
 
+use super::StoreError;
+use super::sqlite::Sqlite;
 use crate::model::{AuditAction, UnixMs};
 
 /// One audit row, written in the caller's transaction (a change and its audit row commit
@@ -33,5 +35,28 @@ impl AuditRow<'_> {
             params![self.at, self.actor, self.action, self.target, self.count, self.detail],
         )?;
         Ok(())
+    }
+}
+
+impl Sqlite {
+    pub async fn record_admission(
+        &self,
+        actor: String,
+        source: String,
+        count: i64,
+        detail: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            AuditRow {
+                at: UnixMs::now(),
+                actor: &actor,
+                action: AuditAction::AdmitQuarantined,
+                target: &format!("source:{source}"),
+                count,
+                detail: Some(&detail),
+            }
+            .write(c)
+        })
+        .await
     }
 }

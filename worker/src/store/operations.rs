@@ -432,6 +432,15 @@ forward! {
     ///
     /// When the transaction fails.
     pub async fn create_api_token(&self, name: String, token_hash: String, role: Role, actor: String) -> Result<ApiTokenRow, StoreError>;
+    // quarantine
+    /// Writes the audit row of an admission: `actor` admitted `count` quarantined requests of
+    /// `source` (`detail` says which, as which events). The events themselves went through the
+    /// intake stream, so this row is all the store keeps of it.
+    ///
+    /// # Errors
+    ///
+    /// When the insert fails.
+    pub async fn record_admission(&self, actor: String, source: String, count: i64, detail: String) -> Result<(), StoreError>;
     /// Revokes token `id` for `actor` (it stops authenticating at once), with its audit row
     /// when it was live. Answers its record, `None` when there is no such token.
     ///

@@ -16,7 +16,7 @@ const WORKER_FLOORS: &[&[&str]] = &[
     &["breaker", "routes", "pull", "ownership", "http"],
     &["deliver"],
     &["record"],
-    &["replay"],
+    &["replay", "quarantine"],
     &["auth", "console"],
     &["api"],
     &["lib", "main"],
@@ -29,8 +29,9 @@ const CONFINED_CRATES: &[(&str, &[&str])] = &[
     ("tokio_postgres", &["store"]),
     ("deadpool_postgres", &["store"]),
     ("async_graphql", &["api"]),
-    // The intake consumer, the worker lease, and the health check's connection state.
-    ("async_nats", &["record", "pull", "ownership", "http", "lib"]),
+    // The intake consumer, the worker lease, the health check's connection state, and
+    // The quarantine stream: listed, counted, admitted from.
+    ("async_nats", &["record", "pull", "ownership", "http", "quarantine", "lib"]),
 ];
 
 /// SQL statements start like this; only `store/` may hold one.

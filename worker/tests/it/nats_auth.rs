@@ -15,9 +15,13 @@ use inlet_shared::test_util::secure::{INGEST_PERMISSIONS, ServerTls, WORKER_PERM
 use inlet_shared::test_util::{NatsUser, TestNats, TestPki};
 use tokio_util::sync::CancellationToken;
 
+use crate::operator_support::ADMIN_TOKEN;
 use crate::support::{
-    Backend, TestDestination, TestStore, config_text, send_github, start_ingest, start_worker, wait_ok,
+    Backend, TestDestination, TestStore, config_text, send_github, send_github_signed_with, start_ingest, start_worker,
+    wait_ok,
 };
+
+const ROTATED: &str = "gh-secret-rotated";
 
 /// Prints the server's log when the test fails (what it refused, and why).
 struct LogOnFailure<'a>(&'a TestNats);
@@ -89,10 +93,13 @@ async fn ingest_and_two_workers_run_on_the_compose_accounts_and_permissions_over
     let destination = TestDestination::answering(200).await;
     let text = config_text(&nats.url(), &store, &[("orders", destination.url(), "")]);
     let tls = pki.config_keys(false);
+    let text = format!("{text}\n[console]\nbootstrap_token = \"{ADMIN_TOKEN}\"\n");
     let ingest_config =
         with_nats_keys(&text, &format!("user = \"inlet-ingest\"\npassword = \"{ingest_password}\"\n{tls}"));
-    let worker_config =
+    let mut worker_config =
         with_nats_keys(&text, &format!("user = \"inlet-worker\"\npassword = \"{worker_password}\"\n{tls}"));
+    // The workers know a secret ingest does not: what a rejected request is admitted with.
+    worker_config.sources[0].secrets.push(inlet_shared::config::Secret::new(ROTATED));
 
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
@@ -105,6 +112,35 @@ async fn ingest_and_two_workers_run_on_the_compose_accounts_and_permissions_over
         wait_ok(&client, &format!("http://{}/readyz", worker.main)).await;
     }
     events_flow(&nats, &store, ingest, &destination, 20).await;
+    // A request ingest refuses is kept in the quarantine (ingest writes it, a worker created
+    // it), listed, and admitted by a worker into the intake stream: each with its own user.
+    let status = send_github_signed_with(&client, ingest, ROTATED, "delivery-rotated", "push", b"{\"n\":1}").await;
+    assert_eq!(status.unwrap(), 401);
+    let gql = async |query: &str| -> serde_json::Value {
+        let answer = client
+            .post(format!("http://{}/graphql", workers[0].main))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .await
+            .unwrap();
+        answer.json().await.unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while gql("{ rejectedRequests(source: \"gh\") { nodes { id } } }").await["data"]["rejectedRequests"]["nodes"]
+        .as_array()
+        .is_none_or(|nodes| nodes.is_empty())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admitted = gql("mutation { admitRejected(source: \"gh\") { admitted } }").await;
+    assert_eq!(admitted["data"]["admitRejected"]["admitted"], 1, "{admitted}");
+    assert!(destination.reached(21, Duration::from_secs(30)).await, "the admitted one delivered too");
+    let log = nats.log();
+    let refused: Vec<&str> =
+        log.lines().filter(|line| line.contains("Violation") && !line.contains("STREAM.UPDATE.INLET\"")).collect();
+    assert!(refused.is_empty(), "the server refused an operation of the quarantine:\n{}", refused.join("\n"));
 }
 
 #[tokio::test]

@@ -106,6 +106,11 @@ pub struct OperatorPipeline {
     pub client: reqwest::Client,
     pub provider: Option<Provider>,
     stop: CancellationToken,
+    /// The configuration ingest and the worker started with (the worker's, after a restart).
+    pub config: Config,
+    /// Stops the worker alone ([`OperatorPipeline::restart_worker`]).
+    worker_stop: CancellationToken,
+    worker_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Options of an operator pipeline.
@@ -177,7 +182,9 @@ impl OperatorPipeline {
         // The worker's main listener was bound above: its address is in the config (redirect URI).
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let worker_admin = admin.local_addr().unwrap();
-        crate::support::run_worker(config, inlet_worker::Listeners { main, admin }, &stop);
+        let worker_stop = stop.child_token();
+        let worker_task =
+            crate::support::run_worker(config.clone(), inlet_worker::Listeners { main, admin }, &worker_stop);
         let mut client =
             reqwest::Client::builder().timeout(Duration::from_secs(20)).redirect(reqwest::redirect::Policy::none());
         if let Some(tls) = &options.tls {
@@ -198,11 +205,42 @@ impl OperatorPipeline {
             client,
             provider,
             stop,
+            config,
+            worker_stop,
+            worker_task: Some(worker_task),
         };
         for url in [format!("http://{ingest}/readyz"), pipeline.url("/readyz")] {
             wait_ok(&pipeline.client, &url).await;
         }
         pipeline
+    }
+
+    /// Stops the worker, changes its configuration with `edit` and starts it again on the same
+    /// address (sessions live in the store, so a browser stays signed in): how a fixed secret
+    /// reaches the worker. Ingest keeps running with its configuration.
+    pub async fn restart_worker(&mut self, edit: impl FnOnce(&mut Config)) {
+        self.worker_stop.cancel();
+        if let Some(task) = self.worker_task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task).await.expect("the worker stopped").unwrap();
+        }
+        edit(&mut self.config);
+        let main = TcpListener::bind(self.worker).await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.worker_admin = admin.local_addr().unwrap();
+        self.worker_stop = self.stop.child_token();
+        self.worker_task = Some(crate::support::run_worker(
+            self.config.clone(),
+            inlet_worker::Listeners { main, admin },
+            &self.worker_stop,
+        ));
+        wait_ok(&self.client, &self.url("/readyz")).await;
+    }
+
+    /// Sends a webhook of source `gh` signed with `secret` (empty: unsigned); returns the status.
+    pub async fn send_signed_with(&self, secret: &str, delivery: &str, body: &[u8]) -> u16 {
+        crate::support::send_github_signed_with(&self.client, self.ingest, secret, delivery, "push", body)
+            .await
+            .unwrap()
     }
 
     /// `path` on the worker's main listener (`console.public_url` + `path`).

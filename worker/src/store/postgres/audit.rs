@@ -1,6 +1,8 @@
 //! The audit insert on PostgreSQL, in the transaction of the change it records.
 
-use super::PgError;
+use super::{PgError, Postgres};
+use crate::model::{AuditAction, UnixMs};
+use crate::store::StoreError;
 use crate::store::audit::AuditRow;
 
 impl AuditRow<'_> {
@@ -15,5 +17,30 @@ impl AuditRow<'_> {
             .execute(&statement, &[&self.at, &self.actor, &self.action, &self.target, &self.count, &self.detail])
             .await?;
         Ok(())
+    }
+}
+
+impl Postgres {
+    pub async fn record_admission(
+        &self,
+        actor: String,
+        source: String,
+        count: i64,
+        detail: String,
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .write(async |t| {
+                AuditRow {
+                    at: UnixMs::now(),
+                    actor: &actor,
+                    action: AuditAction::AdmitQuarantined,
+                    target: &format!("source:{source}"),
+                    count,
+                    detail: Some(&detail),
+                }
+                .write_pg(t)
+                .await
+            })
+            .await?)
     }
 }

@@ -1,0 +1,115 @@
+// Drives the console's "Rejected requests" view in headless Chromium (Debian's /usr/bin/chromium
+// through playwright-core) as an admin would after a provider rotated its secret:
+//
+//   --phase look:  sign in, open Rejected requests, see the --count requests of --source with the
+//                  diagnosis "signed with a secret that is not configured", and no signature shown;
+//   --phase admit: (after the secret was added and the worker restarted) sign in, re-verify and
+//                  admit them all, see "--count admitted", follow an admitted event and see it
+//                  delivered.
+//
+//   node console-quarantine.mjs --url http://127.0.0.1:PORT --email admin@example.com --source gh
+//                               --count 3 --phase look|admit [--screenshot out.png]
+//
+// Prints {"ok":true,...} and exits 0 on success; prints the failure (and saves a screenshot if
+// asked) and exits 1 otherwise.
+import { parseArgs } from 'node:util';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const { values: args } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    email: { type: 'string' },
+    source: { type: 'string' },
+    count: { type: 'string' },
+    phase: { type: 'string' },
+    screenshot: { type: 'string' },
+  },
+});
+for (const required of ['url', 'email', 'source', 'count', 'phase']) {
+  if (!args[required]) { console.error(`console-quarantine.mjs: --${required} is required`); process.exit(64); }
+}
+const count = Number(args.count);
+
+const profile = mkdtempSync(join(tmpdir(), 'inlet-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+const page = context.pages()[0] || await context.newPage();
+page.setDefaultTimeout(30000);
+const steps = [];
+const logs = [];
+page.on('console', (message) => logs.push(`${message.type()}: ${message.text()}`));
+page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
+const step = (name) => steps.push({ name, ms: Math.round(performance.now()) });
+const shot = async (name) => {
+  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
+};
+const started = performance.now();
+
+try {
+  await page.goto(`${args.url}/console`);
+  await page.locator('#signin').click();
+  await page.locator('input[name=email]').fill(args.email);
+  await page.locator('button[type=submit]').click();
+  await page.locator('#user').filter({ hasText: args.email }).waitFor();
+  step('signed in');
+  await page.locator('nav a[href="#rejected"]').click();
+  await page.locator('#rejected-source').selectOption(args.source);
+  const rows = page.locator('#rejected tbody tr[data-id]');
+  if (args.phase === 'look') {
+    await rows.nth(count - 1).waitFor();
+    if (await rows.count() !== count) throw new Error(`${await rows.count()} rejected requests listed, not ${count}`);
+    const unknown = rows.filter({ has: page.locator('td.diagnosis', { hasText: 'signed with a secret that is not configured' }) });
+    if (await unknown.count() !== count) throw new Error(`${await unknown.count()} of ${count} diagnosed as signed with an unknown secret`);
+    await rows.first().locator('details summary').click();
+    const shown = await page.locator('#rejected').innerText();
+    if (/x-hub-signature|sha256=/i.test(shown)) throw new Error('a signature is shown');
+    step('rejected requests listed with their diagnosis');
+    await shot('look');
+  } else if (args.phase === 'admit') {
+    await rows.nth(count - 1).waitFor();
+    await page.locator('#admit-all').click();
+    await page.locator('#admit-summary').filter({ hasText: `${count} admitted` }).waitFor();
+    await page.locator('#rejected-empty').waitFor();
+    step('admitted');
+    await shot('admitted');
+    const first = (await page.locator('#admitted-ids').innerText()).split(', ')[0];
+    await page.locator('#admit-result a[href="#events"]').click();
+    // Recorded by the worker moments after the admission: the list is loaded again until it shows.
+    const row = page.locator(`tr[data-event-id="${first}"]`);
+    for (let tries = 0; !(await row.count()) && tries < 50; tries += 1) {
+      await page.waitForTimeout(200);
+      await page.reload();
+    }
+    await row.click();
+    await page.locator('.delivery .delivery-status .status.delivered').waitFor();
+    step('an admitted event delivered');
+    await shot('delivered');
+    await page.locator('nav a[href="#audit"]').click();
+    await page.locator('td').filter({ hasText: 'admit quarantined' }).first().waitFor();
+    step('audited');
+  } else {
+    throw new Error(`unknown phase ${args.phase}`);
+  }
+  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+  console.log(JSON.stringify({ ok: true, ms: Math.round(performance.now() - started), steps }));
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+  process.exit(0);
+} catch (error) {
+  console.error(`console-quarantine.mjs: ${error.message}`);
+  console.error(`steps: ${JSON.stringify(steps)} url: ${page.url()}`);
+  const text = await page.locator('body').innerText().catch(() => '');
+  console.error(`page: ${text.slice(0, 2000)}`);
+  console.error(`browser console: ${logs.join('\n')}`);
+  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true }).catch(() => {});
+  await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+  process.exit(1);
+}

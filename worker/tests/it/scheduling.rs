@@ -114,7 +114,7 @@ async fn an_outage_under_load_loses_nothing() {
     let sink = TestDestination::start(|_| (503, Duration::ZERO)).await;
     let extra = "concurrency = 16\nbreaker = { failure_threshold = 5, cooldown = \"1s\" }\n\
                  retry_schedule = [\"500ms\", \"1s\", \"2s\", \"4s\", \"4s\", \"4s\", \"4s\"]";
-    let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
+    let pipeline = Pipeline::start(&[("outage", sink.url(), extra)]).await;
     let events = 600;
     let recover = async {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -142,7 +142,8 @@ async fn an_outage_under_load_loses_nothing() {
 async fn a_429_with_retry_after_is_back_pressure_not_failure() {
     let sink = TestDestination::start(|n| (if n < 6 { 429 } else { 200 }, Duration::ZERO)).await;
     let extra = "concurrency = 2\nbreaker = { failure_threshold = 5, cooldown = \"60s\" }\nretry_schedule = [\"30s\", \"30s\", \"30s\", \"30s\"]";
-    let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
+    // A name of its own: the breaker gauge is process-wide (see the retry-burst test).
+    let pipeline = Pipeline::start(&[("back-pressure", sink.url(), extra)]).await;
     let sent = Instant::now();
     for n in 0..6 {
         assert_eq!(pipeline.send(&format!("busy-{n}"), "push", b"{}").await, 202);
@@ -152,7 +153,7 @@ async fn a_429_with_retry_after_is_back_pressure_not_failure() {
         sent.elapsed() < Duration::from_secs(20),
         "delivered after the Retry-After, not a cooldown or the schedule"
     );
-    assert_eq!(pipeline.metric("inlet_worker_breaker_state", &[("destination", "sink")]).await, 0.0);
+    assert_eq!(pipeline.metric("inlet_worker_breaker_state", &[("destination", "back-pressure")]).await, 0.0);
     let keys = sink.delivered_keys();
     assert_eq!(keys.len(), 6);
 }
@@ -301,7 +302,9 @@ async fn failing_retries_do_not_open_the_breaker_on_healthy_traffic() {
         TestDestination::start_keyed(move |_, key, _| (if poison(key) { 500 } else { 200 }, Duration::ZERO)).await;
     let extra = "concurrency = 8\nbreaker = { failure_threshold = 3, cooldown = \"60s\" }\n\
                  retry_schedule = [\"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\"]";
-    let pipeline = Pipeline::start(&[("sink", sink.url(), extra)]).await;
+    // Metrics are process-wide (server::metrics_handle) and tests run side by side: the breaker
+    // gauge is read under a destination name no other test uses (the outage test opens "outage").
+    let pipeline = Pipeline::start(&[("retry-burst", sink.url(), extra)]).await;
     let events = 200;
     send_paced(&pipeline, "burst", events, 50).await;
     pipeline
@@ -312,5 +315,5 @@ async fn failing_retries_do_not_open_the_breaker_on_healthy_traffic() {
             &format!("SELECT count(*) = {} FROM deliveries WHERE status = 'delivered'", events - events / 5),
         )
         .await;
-    assert_eq!(pipeline.metric("inlet_worker_breaker_state", &[("destination", "sink")]).await, 0.0);
+    assert_eq!(pipeline.metric("inlet_worker_breaker_state", &[("destination", "retry-burst")]).await, 0.0);
 }

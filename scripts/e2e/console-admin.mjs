@@ -17,11 +17,8 @@
 // Prints one JSON line per step the test acts on, then {"ok":true,...}, and exits 0; prints the
 // failure (and saves a screenshot if asked) and exits 1 otherwise.
 import { parseArgs } from 'node:util';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { openBrowser, requireArgs } from './browser.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -32,9 +29,7 @@ const { values: args } = parseArgs({
     screenshot: { type: 'string' },
   },
 });
-for (const required of ['url', 'refused', 'admin', 'operator']) {
-  if (!args[required]) { console.error(`console-admin.mjs: --${required} is required`); process.exit(64); }
-}
+requireArgs('console-admin.mjs', args, ['url', 'refused', 'admin', 'operator']);
 
 // The test's answers, one line each, read as they come.
 const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
@@ -43,26 +38,13 @@ const waitForTest = async (what) => {
   if (done || value.trim() !== 'go') throw new Error(`the test did not say go after ${what} (${done ? 'stdin closed' : value})`);
 };
 
-const profile = mkdtempSync(join(tmpdir(), 'inlet-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await openBrowser('console-admin.mjs');
+const { context, page, logs, step } = browser;
 await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: args.url });
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(30000);
-const steps = [];
-const logs = [];
-page.on('console', (message) => logs.push(`${message.type()}: ${message.text()}`));
-page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
-const step = (name) => steps.push({ name, ms: Math.round(performance.now()) });
 const shot = async (name) => {
   if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
 };
 const said = (line) => console.log(JSON.stringify(line));
-const started = performance.now();
 
 // At the provider's login form: sign in as `email`.
 async function atProvider(email) {
@@ -157,18 +139,7 @@ try {
   await shot('operator');
   step('switched to an operator');
 
-  console.log(JSON.stringify({ ok: true, ms: Math.round(performance.now() - started), steps }));
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(0);
+  await browser.succeed();
 } catch (error) {
-  console.error(`console-admin.mjs: ${error.message}`);
-  console.error(`steps: ${JSON.stringify(steps)} url: ${page.url()}`);
-  const text = await page.locator('body').innerText().catch(() => '');
-  console.error(`page: ${text.slice(0, 2000)}`);
-  console.error(`browser console: ${logs.join('\n')}`);
-  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true }).catch(() => {});
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(1);
+  await browser.fail(error, args.screenshot);
 }

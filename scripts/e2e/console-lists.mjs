@@ -15,10 +15,8 @@
 // Prints {"ok":true,...} and exits 0 on success; prints the failure (with a screenshot in DIR)
 // and exits 1 otherwise.
 import { parseArgs } from 'node:util';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { openBrowser, requireArgs } from './browser.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -31,31 +29,17 @@ const { values: args } = parseArgs({
     screenshots: { type: 'string' },
   },
 });
-for (const required of ['url', 'email', 'text', 'rows', 'audit-rows', 'note-end', 'screenshots']) {
-  if (!args[required]) { console.error(`console-lists.mjs: --${required} is required`); process.exit(64); }
-}
+requireArgs('console-lists.mjs', args, ['url', 'email', 'text', 'rows', 'audit-rows', 'note-end', 'screenshots']);
 const rows = Number(args.rows);
 const auditRows = Number(args['audit-rows']);
 
-const profile = mkdtempSync(join(tmpdir(), 'inlet-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-  headless: true,
+const browser = await openBrowser('console-lists.mjs', {
   timezoneId: 'America/New_York',
   viewport: { width: 1280, height: 900 },
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
 });
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(30000);
-const steps = [];
-const logs = [];
-page.on('console', (message) => logs.push(`${message.type()}: ${message.text()}`));
-page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
-const step = (name) => steps.push({ name, ms: Math.round(performance.now()) });
+const { context, page, logs, step } = browser;
 // The whole page, or (a modal dialog) what the screen shows.
 const shot = (name, fullPage = true) => page.screenshot({ path: join(args.screenshots, `lists-${name}.png`), fullPage });
-const started = performance.now();
 
 const fail = (message) => { throw new Error(message); };
 // The page never scrolls sideways: whatever is wide scrolls inside its own box.
@@ -218,18 +202,7 @@ try {
   await shot('phone-dark-audit');
   step('phone width');
 
-  console.log(JSON.stringify({ ok: true, ms: Math.round(performance.now() - started), steps }));
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(0);
+  await browser.succeed();
 } catch (error) {
-  console.error(`console-lists.mjs: ${error.message}`);
-  console.error(`steps: ${JSON.stringify(steps)} url: ${page.url()}`);
-  const text = await page.locator('body').innerText().catch(() => '');
-  console.error(`page: ${text.slice(0, 2000)}`);
-  console.error(`browser console: ${logs.join('\n')}`);
-  await page.screenshot({ path: join(args.screenshots, 'lists-failure.png'), fullPage: true }).catch(() => {});
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(1);
+  await browser.fail(error, join(args.screenshots, 'lists-failure.png'));
 }

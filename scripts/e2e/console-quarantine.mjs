@@ -13,10 +13,7 @@
 // Prints {"ok":true,...} and exits 0 on success; prints the failure (and saves a screenshot if
 // asked) and exits 1 otherwise.
 import { parseArgs } from 'node:util';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { openBrowser, requireArgs } from './browser.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -28,29 +25,14 @@ const { values: args } = parseArgs({
     screenshot: { type: 'string' },
   },
 });
-for (const required of ['url', 'email', 'source', 'count', 'phase']) {
-  if (!args[required]) { console.error(`console-quarantine.mjs: --${required} is required`); process.exit(64); }
-}
+requireArgs('console-quarantine.mjs', args, ['url', 'email', 'source', 'count', 'phase']);
 const count = Number(args.count);
 
-const profile = mkdtempSync(join(tmpdir(), 'inlet-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(30000);
-const steps = [];
-const logs = [];
-page.on('console', (message) => logs.push(`${message.type()}: ${message.text()}`));
-page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
-const step = (name) => steps.push({ name, ms: Math.round(performance.now()) });
+const browser = await openBrowser('console-quarantine.mjs');
+const { context, page, logs, step } = browser;
 const shot = async (name) => {
   if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
 };
-const started = performance.now();
 
 try {
   await page.goto(`${args.url}/console`);
@@ -98,18 +80,7 @@ try {
     throw new Error(`unknown phase ${args.phase}`);
   }
   if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
-  console.log(JSON.stringify({ ok: true, ms: Math.round(performance.now() - started), steps }));
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(0);
+  await browser.succeed();
 } catch (error) {
-  console.error(`console-quarantine.mjs: ${error.message}`);
-  console.error(`steps: ${JSON.stringify(steps)} url: ${page.url()}`);
-  const text = await page.locator('body').innerText().catch(() => '');
-  console.error(`page: ${text.slice(0, 2000)}`);
-  console.error(`browser console: ${logs.join('\n')}`);
-  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true }).catch(() => {});
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(1);
+  await browser.fail(error, args.screenshot);
 }

@@ -12,10 +12,7 @@
 // Prints {"ok":true,...} and exits 0 on success; prints the failure (and saves a screenshot if
 // asked) and exits 1 otherwise.
 import { parseArgs } from 'node:util';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { openBrowser, requireArgs } from './browser.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -30,26 +27,12 @@ const { values: args } = parseArgs({
     screenshot: { type: 'string' },
   },
 });
-for (const required of ['url', 'email', 'search', 'expect', 'marked', 'type', 'expect-typed', 'hostile-id']) {
-  if (!args[required]) { console.error(`console-search.mjs: --${required} is required`); process.exit(64); }
-}
+requireArgs('console-search.mjs', args, ['url', 'email', 'search', 'expect', 'marked', 'type', 'expect-typed', 'hostile-id']);
 
-const profile = mkdtempSync(join(tmpdir(), 'inlet-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-  headless: true,
+const browser = await openBrowser('console-search.mjs', {
   viewport: { width: 1100, height: 700 },
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
 });
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(30000);
-const steps = [];
-const logs = [];
-page.on('console', (message) => logs.push(`${message.type()}: ${message.text()}`));
-page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
-const step = (name) => steps.push({ name, ms: Math.round(performance.now()) });
-const started = performance.now();
+const { context, page, logs, step } = browser;
 
 // Searches with the form as it is and waits for the list to reload.
 const submit = async () => {
@@ -115,18 +98,7 @@ try {
   if (!same(await listed(), everything)) throw new Error('clearing the search did not list every event again');
   if (await page.locator('tr.snippet-row').count() !== 0) throw new Error('snippets without a search');
   step('cleared');
-  console.log(JSON.stringify({ ok: true, ms: Math.round(performance.now() - started), steps }));
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(0);
+  await browser.succeed();
 } catch (error) {
-  console.error(`console-search.mjs: ${error.message}`);
-  console.error(`steps: ${JSON.stringify(steps)} url: ${page.url()}`);
-  const text = await page.locator('body').innerText().catch(() => '');
-  console.error(`page: ${text.slice(0, 2000)}`);
-  console.error(`browser console: ${logs.join('\n')}`);
-  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true }).catch(() => {});
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(1);
+  await browser.fail(error, args.screenshot);
 }

@@ -15,10 +15,8 @@
 // Prints {"ok":true,...} and exits 0 on success; prints the failure (and saves a screenshot if
 // asked) and exits 1 otherwise.
 import { parseArgs } from 'node:util';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { openBrowser, requireArgs } from './browser.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -31,31 +29,17 @@ const { values: args } = parseArgs({
     screenshot: { type: 'string' },
   },
 });
-for (const required of ['url', 'email', 'event-id']) {
-  if (!args[required]) { console.error(`console.mjs: --${required} is required`); process.exit(64); }
-}
+requireArgs('console.mjs', args, ['url', 'email', 'event-id']);
 
-const profile = mkdtempSync(join(tmpdir(), 'inlet-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-  headless: true,
+const browser = await openBrowser('console.mjs', {
   // Not UTC: the console shows and takes times in UTC whatever the browser's zone.
   timezoneId: 'America/New_York',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
 });
-const page = context.pages()[0] || await context.newPage();
-page.setDefaultTimeout(30000);
-const steps = [];
-const logs = [];
-page.on('console', (message) => logs.push(`${message.type()}: ${message.text()}`));
-page.on('pageerror', (error) => logs.push(`pageerror: ${error.message}`));
-const step = (name) => steps.push({ name, ms: Math.round(performance.now()) });
+const { context, page, logs, step } = browser;
 // Screenshots of the views along the way (`--screenshot x.png` also keeps `x-<name>.png`).
 const shot = async (name) => {
   if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
 };
-const started = performance.now();
 
 try {
   await page.goto(`${args.url}/console`);
@@ -182,18 +166,7 @@ try {
   if (violations.length) throw new Error(`the explorer broke its CSP: ${violations.join(' | ')}`);
   step('explorer ran a query');
   if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, '-explorer.png') });
-  console.log(JSON.stringify({ ok: true, ms: Math.round(performance.now() - started), steps }));
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(0);
+  await browser.succeed();
 } catch (error) {
-  console.error(`console.mjs: ${error.message}`);
-  console.error(`steps: ${JSON.stringify(steps)} url: ${page.url()}`);
-  const text = await page.locator('body').innerText().catch(() => '');
-  console.error(`page: ${text.slice(0, 2000)}`);
-  console.error(`browser console: ${logs.join('\n')}`);
-  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true }).catch(() => {});
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  process.exit(1);
+  await browser.fail(error, args.screenshot);
 }

@@ -1168,11 +1168,13 @@ mod tests {
     type Headers = Vec<(String, String)>;
     type SignFn = fn(&str, i64, &[u8]) -> Headers;
 
-    fn at(secs: i64) -> SystemTime {
+    /// `secs` after the Unix epoch (also for the diagnosis tests).
+    pub(super) fn at(secs: i64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap())
     }
 
-    fn map(pairs: &[(String, String)]) -> HeaderMap {
+    /// A header map of `pairs` (also for the diagnosis tests).
+    pub(super) fn map(pairs: &[(String, String)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
             headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());

@@ -480,25 +480,12 @@ mod tests {
 
     use std::time::Duration;
 
-    use http::{HeaderName, HeaderValue};
-
     use super::super::sign;
+    use super::super::tests::{at, map};
     use super::*;
 
     const TOL: Duration = Duration::from_secs(300);
     const NOW: i64 = 1_700_000_000;
-
-    fn at(secs: i64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap())
-    }
-
-    fn map(pairs: &[(String, String)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in pairs {
-            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
-        }
-        headers
-    }
 
     fn verifier(kind: SchemeKind, secrets: &[&str]) -> Verifier {
         Verifier::new(kind, secrets, TOL, None).unwrap()

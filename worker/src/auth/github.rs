@@ -105,22 +105,9 @@ impl GithubLogin {
         }
     }
 
-    /// Starts a login: returns (GitHub authorize URL, login cookie value: the sealed flow).
-    ///
-    /// # Errors
-    ///
-    /// When the flow cannot be sealed.
-    pub async fn begin(
-        &self,
-        flows: &FlowSeal,
-        return_to: String,
-        link_user_id: Option<UserId>,
-    ) -> Result<(String, String), LoginError> {
-        self.start(flows, return_to, link_user_id, Account::Current).await
-    }
-
-    /// Starts a login like [`GithubLogin::begin`]; with [`Account::Another`] GitHub shows its
-    /// account picker instead of signing its current account in again.
+    /// Starts a login: returns (GitHub authorize URL, login cookie value: the sealed flow). With
+    /// [`Account::Another`] GitHub shows its account picker instead of signing its current
+    /// account in again.
     ///
     /// # Errors
     ///

@@ -173,22 +173,9 @@ impl OidcLogin {
         .set_redirect_uri(self.redirect_uri.clone())
     }
 
-    /// Starts a login: returns (provider URL, login cookie value: the sealed flow).
-    ///
-    /// # Errors
-    ///
-    /// When the provider cannot be discovered.
-    pub async fn begin(
-        &self,
-        flows: &FlowSeal,
-        return_to: String,
-        link_user_id: Option<UserId>,
-    ) -> Result<(String, String), LoginError> {
-        self.start(flows, return_to, link_user_id, Account::Current).await
-    }
-
-    /// Starts a login like [`OidcLogin::begin`]; with [`Account::Another`] the provider is told
-    /// to ask which account to use instead of signing its current one in again.
+    /// Starts a login: returns (provider URL, login cookie value: the sealed flow). With
+    /// [`Account::Another`] the provider is told to ask which account to use instead of signing
+    /// its current one in again.
     ///
     /// # Errors
     ///
@@ -343,7 +330,7 @@ mod tests {
             label: "Sign in".into(),
         };
         let login = OidcLogin::new(config, "https://inlet.example").unwrap();
-        let error = login.begin(&FlowSeal::new(), "/console".into(), None).await.err().unwrap();
+        let error = login.start(&FlowSeal::new(), "/console".into(), None, Account::Current).await.err().unwrap();
         assert!(matches!(error, LoginError::Discovery(_)), "{error:?}");
         let detail = error.detail().unwrap();
         // Flattened with to_string(), this was "Request failed" and nothing more.

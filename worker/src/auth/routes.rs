@@ -301,8 +301,8 @@ async fn link(State(auth): State<Arc<Auth>>, headers: HeaderMap, Query(query): Q
     };
     let return_to = local_path(Some(query.return_to.as_deref().unwrap_or("/console#account")));
     let started = match (query.provider.as_str(), &auth.oidc, &auth.github) {
-        ("oidc", Some(oidc), _) => oidc.begin(auth.flows(), return_to, principal.user_id).await,
-        ("github", _, Some(github)) => github.begin(auth.flows(), return_to, principal.user_id).await,
+        ("oidc", Some(oidc), _) => oidc.start(auth.flows(), return_to, principal.user_id, Account::Current).await,
+        ("github", _, Some(github)) => github.start(auth.flows(), return_to, principal.user_id, Account::Current).await,
         _ => return (StatusCode::NOT_FOUND, "no such sign-in provider").into_response(),
     };
     match started {

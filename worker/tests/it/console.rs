@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::operator_support::{OperatorPipeline, Options, e2e_script, unrouted_destination};
+use crate::operator_support::{OperatorPipeline, Options, run_browser, screenshot_dir, unrouted_destination};
 use crate::support::TestDestination;
 
 #[tokio::test]
@@ -34,27 +34,15 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
     destination.set_behaviour(|_| (200, Duration::ZERO));
 
     // INLET_E2E_SCREENSHOT_DIR keeps the final screenshot for a person to look at.
-    let screenshot = std::env::var_os("INLET_E2E_SCREENSHOT_DIR")
-        .map_or_else(|| pipeline.dir.path().to_owned(), std::path::PathBuf::from)
-        .join("console.png");
-    let output = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new("node")
-            .arg(e2e_script("console.mjs"))
+    let screenshot = screenshot_dir(&pipeline).join("console.png");
+    run_browser("console.mjs", Duration::from_secs(120), |command| {
+        command
             .args(["--url", &pipeline.url(""), "--email", "ops@example.com", "--event-id", "evt-console-1"])
             .args(["--bulk-text", "evt-console-2", "--dismiss-event-id", "evt-console-3", "--replay-to", "staging"])
             .arg("--screenshot")
             .arg(&screenshot)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the browser run finished within 2 minutes")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "console.mjs failed:\n{stdout}\n{stderr}");
-    eprintln!("console run: {stdout}");
+    })
+    .await;
 
     // What the browser saw is what happened: the replayed one and the bulk-replayed one
     // delivered once each, the hostile one untouched, both replays audited with the operator's

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::operator_support::{OperatorPipeline, Options, e2e_script};
+use crate::operator_support::{OperatorPipeline, Options, run_browser, screenshot_dir};
 use crate::support::TestDestination;
 
 /// Every row id of a paged list, following `endCursor` `first` rows at a time; also how many
@@ -151,27 +151,16 @@ async fn the_console_pages_through_lists_by_time_range_at_desktop_and_phone_widt
         )
         .await;
 
-    let screenshots = std::env::var_os("INLET_E2E_SCREENSHOT_DIR")
-        .map_or_else(|| pipeline.dir.path().to_owned(), std::path::PathBuf::from);
+    let screenshots = screenshot_dir(&pipeline);
     std::fs::create_dir_all(&screenshots).unwrap();
-    let output = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::process::Command::new("node")
-            .arg(e2e_script("console-lists.mjs"))
+    run_browser("console-lists.mjs", Duration::from_secs(180), |command| {
+        command
             .args(["--url", &pipeline.url(""), "--email", "ops@example.com", "--text", "evt-list-", "--rows", "12"])
             .args(["--audit-rows", "12", "--note-end", "end-of-note"])
             .arg("--screenshots")
             .arg(&screenshots)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the browser run finished within 3 minutes")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "console-lists.mjs failed:\n{stdout}\n{stderr}");
-    eprintln!("console-lists run: {stdout}");
+    })
+    .await;
     // The browser only read: no dead letter was replayed or dismissed on its way.
     let counts = pipeline.gql("{ counts { deadLettered dismissed } }", json!({})).await;
     assert_eq!(counts["counts"], json!({ "deadLettered": 14, "dismissed": 1 }));

@@ -9,34 +9,22 @@ use std::time::Duration;
 use inlet_shared::config::Secret;
 use serde_json::json;
 
-use crate::operator_support::{OperatorPipeline, Options, e2e_script};
+use crate::operator_support::{OperatorPipeline, Options, run_browser, screenshot_dir};
 use crate::support::TestDestination;
 
 const ROTATED: &str = "gh-secret-rotated-by-the-provider";
 
 async fn browser(pipeline: &OperatorPipeline, phase: &str) {
     // INLET_E2E_SCREENSHOT_DIR keeps the screenshots for a person to look at.
-    let screenshot = std::env::var_os("INLET_E2E_SCREENSHOT_DIR")
-        .map_or_else(|| pipeline.dir.path().to_owned(), std::path::PathBuf::from)
-        .join(format!("console-quarantine-{phase}.png"));
-    let output = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new("node")
-            .arg(e2e_script("console-quarantine.mjs"))
+    let screenshot = screenshot_dir(pipeline).join(format!("console-quarantine-{phase}.png"));
+    run_browser("console-quarantine.mjs", Duration::from_secs(120), |command| {
+        command
             .args(["--url", &pipeline.url(""), "--email", "admin@example.com", "--source", "gh", "--count", "3"])
             .args(["--phase", phase])
             .arg("--screenshot")
             .arg(&screenshot)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the browser run finished within 2 minutes")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "console-quarantine.mjs --phase {phase} failed:\n{stdout}\n{stderr}");
-    eprintln!("console-quarantine {phase}: {stdout}");
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::operator_support::{OperatorPipeline, Options, e2e_script};
+use crate::operator_support::{OperatorPipeline, Options, run_browser, screenshot_dir};
 use crate::support::TestDestination;
 
 #[tokio::test]
@@ -27,26 +27,14 @@ async fn a_viewer_searches_event_bodies_in_the_console_and_sees_the_matches_mark
     pipeline.wait_for("every event recorded", "{ counts { events } }", json!({}), |d| d["counts"]["events"] == 4).await;
 
     // INLET_E2E_SCREENSHOT_DIR keeps the screenshot for a person to look at.
-    let screenshot = std::env::var_os("INLET_E2E_SCREENSHOT_DIR")
-        .map_or_else(|| pipeline.dir.path().to_owned(), std::path::PathBuf::from)
-        .join("console-search.png");
-    let output = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new("node")
-            .arg(e2e_script("console-search.mjs"))
+    let screenshot = screenshot_dir(&pipeline).join("console-search.png");
+    run_browser("console-search.mjs", Duration::from_secs(120), |command| {
+        command
             .args(["--url", &pipeline.url(""), "--email", "viewer@viewers.example", "--search", "ord_55"])
             .args(["--expect", "evt-s3,evt-s2,evt-s1", "--marked", "ord_55", "--hostile-id", "evt-s3"])
             .args(["--type", "push", "--expect-typed", "evt-s3,evt-s1"])
             .arg("--screenshot")
             .arg(&screenshot)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the browser run finished within 2 minutes")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "console-search.mjs failed:\n{stdout}\n{stderr}");
-    eprintln!("console search run: {stdout}");
+    })
+    .await;
 }

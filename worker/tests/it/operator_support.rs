@@ -23,6 +23,33 @@ pub const ADMIN_TOKEN: &str = "test-bootstrap-token-0123456789abcdef";
 /// The dev provider's client secret in tests.
 pub const CLIENT_SECRET: &str = "test-client-secret";
 
+/// Where a browser run keeps its screenshots: `INLET_E2E_SCREENSHOT_DIR` (for a person to look
+/// at), else the pipeline's temporary folder.
+pub fn screenshot_dir(pipeline: &OperatorPipeline) -> PathBuf {
+    std::env::var_os("INLET_E2E_SCREENSHOT_DIR").map_or_else(|| pipeline.dir.path().to_owned(), PathBuf::from)
+}
+
+/// Runs `scripts/e2e/{script}` under Node with the arguments `args` adds, within `limit`;
+/// asserts it succeeded (its output in the failure) and returns its summary line.
+pub async fn run_browser(
+    script: &str,
+    limit: Duration,
+    args: impl FnOnce(&mut tokio::process::Command) -> &mut tokio::process::Command,
+) -> String {
+    let mut command = tokio::process::Command::new("node");
+    command.arg(e2e_script(script)).kill_on_drop(true);
+    args(&mut command);
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("the browser run {script} finished within {limit:?}"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    eprintln!("{script}: {stdout}");
+    stdout
+}
+
 /// Path of a file under `scripts/e2e/`, after checking the Node tools are installed.
 pub fn e2e_script(name: &str) -> PathBuf {
     let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/e2e");

@@ -44,10 +44,11 @@ use super::postgres::{self, PgError};
 use super::sqlite::Sqlite;
 
 /// The tables copied, in an order that respects their foreign keys (events before their
-/// searchable text and deliveries, deliveries before attempts; users before linked accounts before sessions).
+/// deliveries, deliveries before attempts; users before linked accounts before sessions).
+/// PostgreSQL's searchable texts (`event_search`) are made from the copied events, by the
+/// worker's rule, as its search migration makes them (SQLite keeps none since version 19).
 pub const TABLES: &[&str] = &[
     "events",
-    "event_search",
     "deliveries",
     "attempts",
     "users",
@@ -277,6 +278,8 @@ async fn copy_tables(sqlite: &Sqlite, transaction: &Transaction<'_>) -> Result<C
         )
         .await
         .map_err(pg_error("event_counts"))?;
+    let searchable = postgres::search::backfill(transaction).await.map_err(pg_error("event_search"))?;
+    tracing::info!(events = searchable, "kept the searchable texts");
     check_counters(sqlite, transaction).await?;
     move_sequences(transaction).await?;
     Ok(summary)
@@ -563,7 +566,9 @@ mod tests {
     use crate::store::{Store, StoreError};
 
     /// The target's tables that are not copied: its migration ledger and the trigger-kept counters.
-    const NOT_COPIED: &[&str] = &["schema_migrations", "event_counts", "delivery_counts"];
+    /// Not copied: made on the target (the migrations' bookkeeping, the counters its triggers
+    /// fill, PostgreSQL's searchable texts).
+    const NOT_COPIED: &[&str] = &["schema_migrations", "event_counts", "delivery_counts", "event_search"];
 
     fn attempt(id: &DeliveryId, n: i64, outcome: AttemptOutcome, next: NextStep, token: LeaseToken) -> AttemptRecord {
         AttemptRecord {
@@ -826,6 +831,9 @@ mod tests {
         assert_eq!(ids, expected);
         assert_eq!(pg_value(&pool, "SELECT string_agg(id::text, ',' ORDER BY id) FROM events").await, "3,4,5,6");
         assert_eq!(pg_value(&pool, "SELECT encode(body, 'hex') FROM events WHERE event_id = 'e5'").await, "009f9296ff");
+        // The searchable texts were made from the copied bodies: every event's but e5's (binary).
+        let searchable = "SELECT string_agg(e.event_id, ',' ORDER BY e.id) FROM event_search s JOIN events e ON e.id = s.event_rowid";
+        assert_eq!(pg_value(&pool, searchable).await, "e3,e4,e6");
         let replayed = "SELECT concat_ws(' ', status, replays, replay_enqueued, attempt_base, lease_token) FROM deliveries WHERE rowid = 4";
         assert_eq!(pg_value(&pool, replayed).await, "dead_lettered 1 t 1 2");
 

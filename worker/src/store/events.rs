@@ -215,7 +215,6 @@ pub(super) fn record_events(
         };
         if inserted == 1 {
             let rowid = EventRowId(connection.last_insert_rowid());
-            super::search::keep_searchable_text(connection, rowid.0, &event.body)?;
             let mut ids = Vec::with_capacity(event.destinations.len());
             for destination in &event.destinations {
                 let id = DeliveryId::of(rowid, destination);

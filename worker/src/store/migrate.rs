@@ -25,11 +25,13 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (16, "0016_event_ids_and_backups", include_str!("../../../schemas/sql/0016_event_ids_and_backups.sql")),
     (17, "0017_audit_log_at", include_str!("../../../schemas/sql/0017_audit_log_at.sql")),
     (18, "0018_event_search", include_str!("../../../schemas/sql/0018_event_search.sql")),
+    (19, "0019_search_reads_events", include_str!("../../../schemas/sql/0019_search_reads_events.sql")),
 ];
 
 /// Whether migration `name` is the one that made the search index (by its name without the
-/// number, which changes when branches' migrations are merged): the events stored before it
-/// are indexed after its SQL, by the worker's own rule of what is searchable.
+/// number, which changes when branches' migrations are merged): on PostgreSQL the events stored
+/// before it are indexed after its SQL, by the worker's own rule of what is searchable. (SQLite's
+/// writer indexes them itself since `*_search_reads_events`, which starts its index over.)
 pub(super) fn makes_search_index(name: &str) -> bool {
     name.split_once('_').is_some_and(|(_, rest)| rest == "event_search")
 }
@@ -62,10 +64,6 @@ fn apply(connection: &mut rusqlite::Connection) -> Result<(), rusqlite::Error> {
         )?;
         if !applied {
             transaction.execute_batch(sql)?;
-            if makes_search_index(name) {
-                let indexed = super::search::backfill(&transaction)?;
-                tracing::info!(indexed, "indexed the stored events for search");
-            }
             let violation: Option<String> = transaction
                 .query_row("SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1", [], |row| row.get(0))
                 .optional()?;

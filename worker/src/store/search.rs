@@ -4,16 +4,15 @@
 //! PostgreSQL twins in `postgres/search.rs`.
 //!
 //! **What is searchable.** A body's first [`INDEXED_BYTES`] bytes when they are UTF-8 text (an
-//! incomplete character at the cut is left out); other bodies (binary, another charset) are
-//! not searchable. The worker decides this ([`searchable_text`]) and stores that text in
-//! `event_search`, one row per searchable event, written in the transaction that records the
-//! event and deleted with it (`ON DELETE CASCADE`: pruning takes it along). Both engines index
-//! it by trigrams. PostgreSQL: a `pg_trgm` GIN index, updated as the event is recorded (GIN's
-//! pending list keeps that cheap). SQLite: an FTS5 `trigram` table over `event_search`
-//! (external content), which costs far more to update than recording the event, so the writer
-//! adds the new rows to it between its groups, in small transactions of their own
-//! ([`index_pending`], `store/writer.rs`): recording never waits for it, and a search reads the
-//! few rows not indexed yet directly.
+//! incomplete character at the cut left out); other bodies (binary, another charset) are
+//! not searchable. The worker decides this ([`searchable_text`]). Both engines index that text
+//! by trigrams. PostgreSQL: a copy of it in `event_search`, written when the event is recorded,
+//! under a `pg_trgm` GIN index (GIN's pending list keeps the update cheap). SQLite: an FTS5
+//! `trigram` index that keeps no copy (`event_text_fts`, contentless, rowid = the event's), filled
+//! by the writer between its groups from the events' bodies, in small transactions of its own
+//! ([`index_pending`], `store/writer.rs`): recording writes nothing for search and never waits
+//! for it, and a search reads the few events not indexed yet from their bodies directly.
+//! (Until version 19 SQLite also kept the copy; writing it cost recording a sixth of its CPU.)
 //!
 //! **What matches.** Every term of the search, a word or a `"quoted phrase"`, appears in that
 //! text, case-insensitively, anywhere: `ord_12` finds `"order":"ord_12345"`, an e-mail address
@@ -35,9 +34,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{params, params_from_iter};
 
 use super::StoreError;
-use super::operator::{
-    Cursor, EVENT_COLUMNS, EventRow, EventSelection, PageRequest, contains_pattern, event_row, placeholders,
-};
+use super::operator::{Cursor, EVENT_COLUMNS, EventRow, EventSelection, PageRequest, event_row, placeholders};
 use super::sqlite::Sqlite;
 
 /// How much of a body is searchable, in bytes from its start.
@@ -343,70 +340,46 @@ impl Rounds {
     }
 }
 
-/// Keeps a newly recorded event's searchable text, if it has some (in the recording
-/// transaction). On SQLite the index takes it later ([`index_pending`]).
-pub(super) fn keep_searchable_text(connection: &rusqlite::Connection, rowid: i64, body: &[u8]) -> rusqlite::Result<()> {
-    if let Some(text) = searchable_text(body) {
-        connection
-            .prepare_cached("INSERT INTO event_search (event_rowid, body_text) VALUES (?1, ?2)")?
-            .execute(params![rowid, text])?;
-    }
-    Ok(())
-}
-
-/// Adds up to `max` kept texts not indexed yet to the FTS index, oldest first, and moves the
-/// progress past them; returns how many. The writer runs it in a transaction of its own between
-/// its groups: indexing by trigrams costs far more than recording the event, so recording never
-/// waits for it. Rows are added in row order and the single writer hands row ids out in commit
-/// order, so everything up to the progress is indexed and nothing after it.
+/// Adds up to `max` events not indexed yet to the FTS index, oldest first, and moves the
+/// progress past them; returns how many were examined (those whose body is not searchable
+/// are passed over). The writer runs it in a transaction of its own between its groups:
+/// indexing by trigrams costs more than recording the event, so recording never waits for it,
+/// and the index keeps no copy of the text: it is read from the event's body, here and for
+/// snippets. Events are taken in row order and row ids follow the stream, so everything up to
+/// the progress has been examined and nothing after it.
 pub(super) fn index_pending(connection: &rusqlite::Connection, max: usize) -> rusqlite::Result<usize> {
-    let mut pending = connection.prepare_cached(
-        "SELECT event_rowid, body_text FROM event_search
-         WHERE event_rowid > (SELECT indexed_through FROM event_search_fts_progress) ORDER BY event_rowid LIMIT ?1",
-    )?;
+    // Only the searchable prefix is read: a large body is not loaded whole.
+    let mut pending = connection.prepare_cached(&format!(
+        "SELECT id, substr(body, 1, {INDEXED_BYTES}) FROM events
+         WHERE id > (SELECT indexed_through FROM event_text_fts_progress) ORDER BY id LIMIT ?1"
+    ))?;
     let rows = pending
         .query_map([i64::try_from(max).unwrap_or(i64::MAX)], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let Some(&(last, _)) = rows.last() else { return Ok(0) };
-    let mut index = connection.prepare_cached("INSERT INTO event_search_fts (rowid, body_text) VALUES (?1, ?2)")?;
-    for (rowid, text) in &rows {
-        index.execute(params![rowid, text])?;
+    let mut index = connection.prepare_cached("INSERT INTO event_text_fts (rowid, body_text) VALUES (?1, ?2)")?;
+    for (rowid, body) in &rows {
+        if let Some(text) = searchable_text(body) {
+            index.execute(params![rowid, text])?;
+        }
     }
-    connection.prepare_cached("UPDATE event_search_fts_progress SET indexed_through = ?1")?.execute([last])?;
+    connection.prepare_cached("UPDATE event_text_fts_progress SET indexed_through = ?1")?.execute([last])?;
     Ok(rows.len())
 }
 
-/// Keeps the searchable text of the events already stored when search came (the migration
-/// that made it runs this in its transaction); returns how many had some. The writer indexes
-/// them afterwards, like new ones.
-pub(super) fn backfill(connection: &rusqlite::Connection) -> rusqlite::Result<u64> {
-    // Only the searchable prefix is read: a large body is not loaded whole.
-    let mut read = connection.prepare(&format!(
-        "SELECT id, substr(body, 1, {INDEXED_BYTES}) FROM events WHERE id > ?1 ORDER BY id LIMIT 500"
-    ))?;
-    let (mut after, mut kept) = (i64::MIN, 0);
-    loop {
-        let rows = read
-            .query_map([after], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let Some(&(last, _)) = rows.last() else { return Ok(kept) };
-        for (id, body) in &rows {
-            if searchable_text(body).is_some() {
-                keep_searchable_text(connection, *id, body)?;
-                kept += 1;
-            }
-        }
-        after = last;
-    }
+/// Whether `text` has every term of `query`, case folded as [`snippet`] folds it (Rust's
+/// `to_lowercase`, as the trigram index folds).
+fn has_every_term(text: &str, query: &SearchQuery) -> bool {
+    let folded = text.to_lowercase();
+    query.terms.iter().all(|term| folded.contains(&term.to_lowercase()))
 }
 
 /// The next events to examine that are not indexed yet (after `through`, before `before`, at
-/// most `asked`, newest first), each with whether its text has every term. Read directly with
-/// `LIKE`, which folds ASCII letters only (the index folds all): until the writer indexes them,
-/// a few seconds at most, the newest events are found by a search in another case only when
-/// their letters are ASCII.
+/// most `asked`, newest first), each with whether its searchable text has every term: read
+/// from their bodies and matched here, as the index would (until the writer indexes them, a
+/// few seconds at most when it keeps up).
 fn unindexed(
     connection: &rusqlite::Connection,
     query: &SearchQuery,
@@ -414,19 +387,14 @@ fn unindexed(
     before: i64,
     asked: usize,
 ) -> rusqlite::Result<Vec<(i64, bool)>> {
-    let mut has_terms = Vec::with_capacity(query.terms.len());
-    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(through), Box::new(before)];
-    for term in &query.terms {
-        has_terms.push(format!("body_text LIKE ?{} ESCAPE '\\'", values.len() + 1));
-        values.push(Box::new(contains_pattern(term)));
-    }
-    let sql = format!(
-        "SELECT event_rowid, {} FROM event_search WHERE event_rowid > ?1 AND event_rowid < ?2
-         ORDER BY event_rowid DESC LIMIT {asked}",
-        has_terms.join(" AND ")
-    );
-    let mut statement = connection.prepare_cached(&sql)?;
-    let rows = statement.query_map(params_from_iter(values.iter()), |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT id, substr(body, 1, {INDEXED_BYTES}) FROM events WHERE id > ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+    ))?;
+    let asked = i64::try_from(asked).unwrap_or(i64::MAX);
+    let rows = statement.query_map(params![through, before, asked], |row| {
+        let body: Vec<u8> = row.get(1)?;
+        Ok((row.get(0)?, searchable_text(&body).is_some_and(|text| has_every_term(text, query))))
+    })?;
     rows.collect()
 }
 
@@ -439,11 +407,11 @@ fn search_page(
     page: PageRequest,
 ) -> rusqlite::Result<SearchPage> {
     let through: i64 =
-        connection.query_row("SELECT indexed_through FROM event_search_fts_progress", [], |row| row.get(0))?;
+        connection.query_row("SELECT indexed_through FROM event_text_fts_progress", [], |row| row.get(0))?;
     let expression = query.fts5();
     // FTS5 walks its matches newest first (rowid order) and stops at the limit.
     let mut indexed = connection.prepare_cached(
-        "SELECT rowid FROM event_search_fts WHERE event_search_fts MATCH ?1 AND rowid < ?2
+        "SELECT rowid FROM event_text_fts WHERE event_text_fts MATCH ?1 AND rowid < ?2
          ORDER BY rowid DESC LIMIT ?3",
     )?;
     let mut rounds = Rounds::new(page);
@@ -471,15 +439,16 @@ fn search_page(
                 matches.iter().map(|id| Box::new(*id) as Box<dyn ToSql + Send>).collect();
             w.add(&format!("e.id IN ({})", placeholders(matches.len())), ids);
             let sql = format!(
-                "SELECT {EVENT_COLUMNS}, s.body_text FROM events e JOIN event_search s ON s.event_rowid = e.id {}
+                "SELECT {EVENT_COLUMNS}, substr(e.body, 1, {INDEXED_BYTES}) FROM events e {}
                  ORDER BY e.id DESC LIMIT {}",
                 w.sql(),
                 rounds.wanted()
             );
             let mut statement = connection.prepare(&sql)?;
             let rows = statement.query_map(params_from_iter(w.params()), |row| {
-                let text: String = row.get(10)?;
-                Ok(SearchHit { event: event_row(row)?, snippet: snippet(&text, query) })
+                let body: Vec<u8> = row.get(10)?;
+                let text = searchable_text(&body).unwrap_or_default();
+                Ok(SearchHit { event: event_row(row)?, snippet: snippet(text, query) })
             })?;
             hits = rows.collect::<rusqlite::Result<_>>()?;
         }

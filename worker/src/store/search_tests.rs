@@ -226,7 +226,9 @@ async fn pruning_an_event_removes_it_from_the_index(store: Store) {
     let events = vec![old("e1", "{\"token\":\"prunable\"}"), old("e2", "{\"token\":\"prunable\"}"), old("e3", "{}")];
     store.record(events, FirstClaims::all(UnixMs(1))).await.unwrap();
     wait_until_indexed(&store).await;
-    let indexed = "SELECT count(*) FROM event_search";
+    // What the index is read with: PostgreSQL's copies of the text, SQLite's index itself.
+    let indexed =
+        if on_postgres(&store) { "SELECT count(*) FROM event_search" } else { "SELECT count(*) FROM event_text_fts" };
     assert_eq!(peek(&store, indexed.into()).await[0][0].as_deref(), Some("3"));
     let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();
     // SQLite keeps the newest event (its row id must not come back).
@@ -236,19 +238,18 @@ async fn pruning_an_event_removes_it_from_the_index(store: Store) {
     assert_eq!(peek(&store, indexed.into()).await[0][0].as_deref(), Some(left));
     if !on_postgres(&store) {
         // The FTS index itself forgot them (not only the rows it is read with).
-        let in_index = "SELECT count(*) FROM event_search_fts WHERE event_search_fts MATCH '\"prunable\"'";
+        let in_index = "SELECT count(*) FROM event_text_fts WHERE event_text_fts MATCH '\"prunable\"'";
         assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("0"));
     }
 }
 
-/// On SQLite, waits until the writer has indexed every kept text (PostgreSQL indexes as it
+/// On SQLite, waits until the writer has indexed every event (PostgreSQL indexes as it
 /// records).
 async fn wait_until_indexed(store: &Store) {
     if on_postgres(store) {
         return;
     }
-    let pending =
-        "SELECT count(*) FROM event_search WHERE event_rowid > (SELECT indexed_through FROM event_search_fts_progress)";
+    let pending = "SELECT count(*) FROM events WHERE id > (SELECT indexed_through FROM event_text_fts_progress)";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while peek(store, pending.into()).await[0][0].as_deref() != Some("0") {
         assert!(std::time::Instant::now() < deadline, "the writer did not index within 30 s");
@@ -263,14 +264,13 @@ async fn sqlite_finds_events_before_and_after_they_are_indexed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inlet.db");
     // No writer runs on this connection: nothing is indexed until this test says so.
-    let connection = crate::store::tests::database_at_version(&path, 18);
+    let connection = crate::store::tests::database_at_version(&path, 19);
     let insert = "INSERT INTO events (id, source, event_id, id_origin, scheme, secret_index, received_at_ms,
                                       recorded_at_ms, stream_sequence, headers_json, body, body_sha256, route_status)
                   VALUES (?1, 'src', ?2, 'provider', 'github', 0, 1, 1, 1, '[]', ?3, '', 'unrouted')";
     for id in 1..=5 {
         let body = format!("{{\"invoice\":\"INV-{id}\",\"n\":{id}}}");
         connection.execute(insert, rusqlite::params![id, format!("e{id}"), body.as_bytes()]).unwrap();
-        super::keep_searchable_text(&connection, id, body.as_bytes()).unwrap();
     }
     let all = EventSelection::default();
     let search = |connection: &rusqlite::Connection, search: &str, page: PageRequest| {
@@ -295,28 +295,37 @@ async fn sqlite_finds_events_before_and_after_they_are_indexed() {
     assert_eq!(ids(&search(&connection, "inv-4", FIRST_20)), ["e4"]);
     assert_eq!(ids(&search(&connection, "inv-2", FIRST_20)), ["e2"]);
     assert_eq!(in_pages(&connection), everything);
-    let in_index = "SELECT count(*) FROM event_search_fts WHERE event_search_fts MATCH '\"inv-\"'";
+    let in_index = "SELECT count(*) FROM event_text_fts WHERE event_text_fts MATCH '\"inv-\"'";
     assert_eq!(connection.query_row(in_index, [], |row| row.get::<_, i64>(0)).unwrap(), 3);
-    // Deleting an event not indexed yet leaves the index alone (a 'delete' of a row it never
-    // had would corrupt it); deleting an indexed one takes it out.
+    // Deleting an event not indexed yet leaves the index alone; deleting an indexed one takes
+    // it out.
     connection.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM events WHERE id IN (2, 5)").unwrap();
-    connection.execute_batch("INSERT INTO event_search_fts (event_search_fts) VALUES ('integrity-check')").unwrap();
+    connection.execute_batch("INSERT INTO event_text_fts (event_text_fts) VALUES ('integrity-check')").unwrap();
     assert_eq!(connection.query_row(in_index, [], |row| row.get::<_, i64>(0)).unwrap(), 2);
     assert_eq!(ids(&search(&connection, "INV-", FIRST_20)), ["e4", "e3", "e1"]);
+    // A body that is not text is passed over, and deleting its event (examined, not in the
+    // index) leaves the index whole.
+    connection.execute(insert, rusqlite::params![6, "e6", b"\xffINV-6".to_vec()]).unwrap();
+    assert_eq!(super::index_pending(&connection, 10).unwrap(), 2, "events 4 and 6 examined");
+    assert_eq!(connection.query_row(in_index, [], |row| row.get::<_, i64>(0)).unwrap(), 3);
+    connection.execute_batch("DELETE FROM events WHERE id = 6").unwrap();
+    connection.execute_batch("INSERT INTO event_text_fts (event_text_fts) VALUES ('integrity-check')").unwrap();
+    connection.execute(insert, rusqlite::params![7, "e7", b"{\"invoice\":\"INV-7\"}".to_vec()]).unwrap();
     drop(connection);
 
     // A worker's writer indexes the rest by itself.
     let store = Store::open_sqlite(&path, SqliteSynchronous::Full).unwrap();
     wait_until_indexed(&store).await;
-    assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("3"));
-    assert_eq!(ids(&search_store(&store, "INV-").await), ["e4", "e3", "e1"]);
+    assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("4"));
+    assert_eq!(ids(&search_store(&store, "INV-").await), ["e7", "e4", "e3", "e1"]);
 }
 
 async fn search_store(store: &Store, text: &str) -> SearchPage {
     search(store, EventSelection::default(), text, FIRST_20).await
 }
 
-/// A store from before the index (SQLite version 17): the migration indexes what it holds.
+/// A store from before the index (SQLite version 17): what it holds is found at once (read
+/// directly) and indexed by the writer.
 #[tokio::test]
 async fn the_migration_indexes_the_events_a_sqlite_store_already_holds() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,7 +341,15 @@ async fn the_migration_indexes_the_events_a_sqlite_store_already_holds() {
     }
     drop(connection);
     let store = Store::open_sqlite(&path, SqliteSynchronous::Full).unwrap();
-    assert_eq!(ids(&search(&store, EventSelection::default(), "old-sku", FIRST_20).await), ["e3", "e1"]);
+    assert_eq!(
+        ids(&search(&store, EventSelection::default(), "old-sku", FIRST_20).await),
+        ["e3", "e1"],
+        "read directly"
+    );
+    wait_until_indexed(&store).await;
+    assert_eq!(ids(&search(&store, EventSelection::default(), "old-sku", FIRST_20).await), ["e3", "e1"], "indexed");
+    let in_index = "SELECT count(*) FROM event_text_fts WHERE event_text_fts MATCH '\"old-sku\"'";
+    assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("2"));
 }
 
 /// The same on PostgreSQL: the search migration undone on a store holding events, then applied

@@ -85,7 +85,7 @@ where
 /// Most commands coalesced into one transaction.
 const MAX_GROUP: usize = 512;
 
-/// Search texts indexed per indexing transaction: small, so a group that arrives meanwhile
+/// Events indexed for search per indexing transaction: small, so a group that arrives meanwhile
 /// waits for one short transaction at most.
 const INDEX_BATCH: usize = 64;
 
@@ -99,7 +99,7 @@ pub(super) fn writer_loop(
     wal_restart: &AtomicBool,
 ) {
     // The search index follows recording (`store/search.rs`): whenever the queue is empty, and
-    // at least every INDEX_AT_LEAST_EVERY, a batch of the texts not indexed yet. At startup some
+    // at least every INDEX_AT_LEAST_EVERY, a batch of the events not indexed yet. At startup some
     // may be left (the migration that brought search, or a stop before the index caught up).
     let mut index_behind = true;
     let mut indexed_at = Instant::now();
@@ -137,8 +137,8 @@ pub(super) fn writer_loop(
     tracing::info!("database writer stopped");
 }
 
-/// Indexes a batch of search texts in a transaction of its own; returns whether more are left.
-/// A failure is logged and indexing waits for the next recorded group (the texts stay, and a
+/// Indexes a batch of events for search in a transaction of its own; returns whether more are left.
+/// A failure is logged and indexing waits for the next recorded group (the events stay, and a
 /// search reads the ones not indexed directly).
 fn index_search(connection: &mut rusqlite::Connection) -> bool {
     let indexed = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).and_then(|t| {

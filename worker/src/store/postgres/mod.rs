@@ -26,7 +26,7 @@ mod events;
 pub mod migrate;
 mod operator;
 mod replays;
-mod search;
+pub(super) mod search;
 mod sessions;
 #[cfg(test)]
 mod tests;

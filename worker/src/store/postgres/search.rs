@@ -31,7 +31,7 @@ pub(super) async fn index_events(t: &Transaction<'_>, events: &[(EventRowId, &[u
 
 /// Keeps the searchable text of the events already stored when search came (the migration
 /// that made it runs this in its transaction); returns how many had some.
-pub(super) async fn backfill(t: &tokio_postgres::Transaction<'_>) -> Result<u64, tokio_postgres::Error> {
+pub(in crate::store) async fn backfill(t: &tokio_postgres::Transaction<'_>) -> Result<u64, tokio_postgres::Error> {
     // Only the searchable prefix is read: a large body is not loaded whole.
     let read = t
         .prepare(&format!(

@@ -70,13 +70,14 @@ async fn the_migrated_schema_is_the_sqlite_schema() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = sqlite_store(dir.path());
 
-    // Columns. SQLite's full-text index of event_search (its FTS5 table, the tables FTS5
-    // keeps it in, and event_search_fts_progress: how far SQLite's writer has indexed) is
-    // PostgreSQL's GIN index `event_search_text_trgm`, compared below.
+    // Columns. SQLite's full-text index (event_text_fts: its FTS5 table, the tables FTS5
+    // keeps it in, and event_text_fts_progress: how far SQLite's writer has indexed; before
+    // it event_search_fts, left for a rolling upgrade) is PostgreSQL's GIN index
+    // `event_search_text_trgm` over event_search, compared below.
     let sqlite_columns = sqlite_rows(
         &sqlite,
         "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p
-         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE 'event_search_fts%'",
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE 'event_search_fts%' AND m.name NOT LIKE 'event_text_fts%'",
     )
     .await;
     let pg_columns =
@@ -94,7 +95,7 @@ async fn the_migrated_schema_is_the_sqlite_schema() {
         "SELECT name, 'p', (SELECT group_concat(name, ',') FROM
              (SELECT p.name FROM pragma_table_info(m.name) p WHERE p.pk > 0 ORDER BY p.pk))
          FROM sqlite_master m
-         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE 'event_search_fts%'
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE 'event_search_fts%' AND m.name NOT LIKE 'event_text_fts%'
              AND EXISTS (SELECT 1 FROM pragma_table_info(m.name) p WHERE p.pk > 0)",
     )
     .await;
@@ -104,7 +105,7 @@ async fn the_migrated_schema_is_the_sqlite_schema() {
             "SELECT m.name, 'u', (SELECT group_concat(name, ',') FROM
                  (SELECT i.name FROM pragma_index_info(l.name) i ORDER BY i.seqno))
              FROM sqlite_master m, pragma_index_list(m.name) l
-             WHERE m.type = 'table' AND l.origin = 'u' AND m.name NOT LIKE 'event_search_fts%'",
+             WHERE m.type = 'table' AND l.origin = 'u' AND m.name NOT LIKE 'event_search_fts%' AND m.name NOT LIKE 'event_text_fts%'",
         )
         .await,
     );

@@ -56,6 +56,7 @@ macro_rules! on_each_backend {
 
 mod activity;
 mod audit;
+mod backfill;
 #[cfg(test)]
 mod audit_tests;
 pub mod backup;

@@ -1,0 +1,383 @@
+//! Provider backfill through the API, against local servers implementing the documented
+//! endpoints: Stripe's events list (cursor pages, `has_more`, `created[gte]`, newest first) and
+//! GitHub's hook deliveries (pages through `Link: rel="next"`, redelivery by
+//! `POST …/attempts`, after which the fake GitHub sends the webhook again, signed, through
+//! ingest), each answering one `429` with `Retry-After`. Exactly the events not stored are
+//! recovered, nothing twice on a second run, a dry run changes nothing, real runs are audited,
+//! and only admins may run one.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use inlet_shared::signature::sign;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::operator_support::{OperatorPipeline, Options};
+use crate::support::TestDestination;
+
+const STRIPE_SIGNING: &str = "whsec_stripe_signing";
+const STRIPE_KEY: &str = "rk_test_backfill_key";
+const GITHUB_SECRET: &str = "github-hook-secret";
+const GITHUB_TOKEN: &str = "ghp_backfill_token";
+
+const BACKFILL: &str = "mutation($s: String!, $since: DateTime!, $dry: Boolean!) { backfill(source: $s, since: $since, \
+                        dryRun: $dry) { listed alreadyStored recovered failed complete dryRun } }";
+
+/// What a fake provider answers: (status, extra headers, body).
+type Answer = (u16, Vec<(String, String)>, String);
+
+/// A request a fake provider got: method, path and query, the headers it checks.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    target: String,
+    authorization: String,
+    api_version: String,
+}
+
+/// A provider API on loopback: `answer(method, path and query)` says what to send back.
+struct FakeApi {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakeApi {
+    /// Serves on `listener` (bound by the caller, so that the answers may name its address).
+    fn start(listener: TcpListener, answer: impl Fn(&str, &str) -> Answer + Send + Sync + 'static) -> FakeApi {
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let answer = Arc::new(answer);
+        let seen_c = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (seen, answer) = (Arc::clone(&seen_c), Arc::clone(&answer));
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let (seen, answer) = (Arc::clone(&seen), Arc::clone(&answer));
+                        async move {
+                            let header = |name: &str| {
+                                request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+                            };
+                            let target = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                            seen.lock().unwrap().push(Seen {
+                                method: request.method().to_string(),
+                                target: target.clone(),
+                                authorization: header("authorization"),
+                                api_version: header("x-github-api-version"),
+                            });
+                            let (status, headers, body) = answer(request.method().as_str(), &target);
+                            let mut response = Response::new(Full::new(Bytes::from(body)));
+                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            for (name, value) in headers {
+                                response.headers_mut().insert(
+                                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                                    http::HeaderValue::from_str(&value).unwrap(),
+                                );
+                            }
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeApi { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn now_s() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn rfc3339(unix_s: i64) -> String {
+    chrono::DateTime::from_timestamp(unix_s, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The query parameter `name` of `target`.
+fn param(target: &str, name: &str) -> Option<String> {
+    let query = target.split_once('?')?.1;
+    query.split('&').find_map(|pair| pair.strip_prefix(&format!("{name}=")).map(str::to_owned))
+}
+
+/// A Stripe event object as the events API lists it (pretty-printed, as Stripe's API is).
+fn stripe_event(n: i64, created: i64) -> Value {
+    json!({ "id": format!("evt_{n:04}"), "object": "event", "created": created, "type": "invoice.paid",
+            "data": { "object": { "id": format!("in_{n}"), "amount_paid": 100 * n } } })
+}
+
+fn stripe_tail(api_base: &str) -> String {
+    format!(
+        "\n[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nsecrets = [\"{STRIPE_SIGNING}\"]\n\
+         [[routes]]\nsource = \"stripe\"\ndestinations = [\"orders\"]\n\
+         [[backfill]]\nsource = \"stripe\"\napi_key = \"{STRIPE_KEY}\"\napi_base = \"{api_base}\"\n\
+         requests_per_second = 20\n"
+    )
+}
+
+#[tokio::test]
+async fn stripe_backfill_publishes_exactly_the_events_not_stored_once_audited_admins_only() {
+    // 23 events since T, newest first, in pages of 5 (the client asks for 100; the fake gives
+    // fewer, so several pages and cursors are exercised); two more before T.
+    let start = now_s() - 3_000;
+    let events: Vec<Value> = (0..25).map(|n| stripe_event(n, start + n * 100)).collect();
+    let since = start + 200; // events 0 and 1 are older
+    let newest_first: Vec<Value> = events.iter().rev().cloned().collect();
+    let page_two_asked = Arc::new(Mutex::new(0));
+    let asked = Arc::clone(&page_two_asked);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = FakeApi::start(listener, move |method, target| {
+        assert_eq!(method, "GET");
+        assert!(target.starts_with("/v1/events?"), "{target}");
+        let gte: i64 = param(target, "created%5Bgte%5D").unwrap().parse().unwrap();
+        let listed: Vec<&Value> = newest_first.iter().filter(|e| e["created"].as_i64().unwrap() >= gte).collect();
+        let from = match param(target, "starting_after") {
+            Some(after) => {
+                // The first ask for the second page is told to slow down.
+                if listed[4]["id"] == after.as_str() {
+                    let mut asked = asked.lock().unwrap();
+                    *asked += 1;
+                    if *asked == 1 {
+                        return (429, vec![("retry-after".into(), "1".into())], "{}".into());
+                    }
+                }
+                listed.iter().position(|e| e["id"] == after.as_str()).unwrap() + 1
+            }
+            None => 0,
+        };
+        let page: Vec<&Value> = listed.iter().skip(from).take(5).copied().collect();
+        let has_more = from + page.len() < listed.len();
+        let body = serde_json::to_string_pretty(&json!({ "object": "list", "url": "/v1/events", "has_more": has_more,
+                                                          "data": page }))
+        .unwrap();
+        (200, vec![("content-type".into(), "application/json".into())], body)
+    });
+
+    let destination = TestDestination::answering(200).await;
+    let options = Options { tail: stripe_tail(&format!("http://{}", api.addr)), ..Options::default() };
+    let pipeline = OperatorPipeline::start(&[("orders", destination.url(), "")], options).await;
+
+    // Seven of the events came through before the outage (and one older than T).
+    let came = [1, 2, 3, 10, 11, 20, 24];
+    for n in came {
+        let body = serde_json::to_vec(&events[n as usize]).unwrap();
+        let mut request = pipeline.client.post(format!("http://{}/webhooks/stripe", pipeline.ingest)).body(body.clone());
+        for (name, value) in sign::stripe(STRIPE_SIGNING, now_s(), &body) {
+            request = request.header(name, value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 202);
+    }
+    pipeline.store.wait_until("the webhooks recorded", Duration::from_secs(30),
+        "SELECT count(*) = 7 FROM events WHERE source = 'stripe'").await;
+    let variables = |dry: bool| json!({ "s": "stripe", "since": rfc3339(since), "dry": dry });
+
+    // Only admins.
+    let create = "mutation($name: String!, $role: RoleName!) { createApiToken(name: $name, role: $role) { token } }";
+    let operator = pipeline.gql(create, json!({"name": "ops", "role": "OPERATOR"})).await;
+    let token = operator["createApiToken"]["token"].as_str().unwrap().to_owned();
+    let refused = pipeline.gql_as(&token, BACKFILL, variables(false)).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+    assert!(api.seen().is_empty(), "a refused caller costs no provider request");
+    // A source without [[backfill]] is named as such.
+    let unconfigured = pipeline.gql_as(crate::operator_support::ADMIN_TOKEN, BACKFILL,
+        json!({ "s": "gh", "since": rfc3339(since), "dry": false })).await;
+    assert_eq!(unconfigured["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{unconfigured}");
+
+    // The dry run counts and changes nothing: 23 listed since T, 6 of them stored (event 1 is
+    // older than T), 17 to recover.
+    let dry = pipeline.gql(BACKFILL, variables(true)).await["backfill"].clone();
+    assert_eq!(dry, json!({ "listed": 23, "alreadyStored": 6, "recovered": 17, "failed": 0, "complete": true,
+                            "dryRun": true }));
+    assert_eq!(pipeline.store.scalar_i64("SELECT count(*) FROM events WHERE source = 'stripe'").await, 7);
+    assert_eq!(pipeline.store.scalar_i64("SELECT count(*) FROM audit_log WHERE action = 'backfill'").await, 0);
+    let asked = api.seen();
+    assert!(asked.iter().all(|s| s.authorization == format!("Bearer {STRIPE_KEY}")), "{asked:?}");
+    assert_eq!(asked.iter().filter(|s| s.target.contains("starting_after")).count(), 5, "4 more pages, one asked twice");
+
+    let run = pipeline.gql(BACKFILL, variables(false)).await["backfill"].clone();
+    assert_eq!(run, json!({ "listed": 23, "alreadyStored": 6, "recovered": 17, "failed": 0, "complete": true,
+                            "dryRun": false }));
+    pipeline.store.wait_until("the backfilled events recorded", Duration::from_secs(30),
+        "SELECT count(*) = 24 FROM events WHERE source = 'stripe'").await;
+    // Exactly the missing ones, each once, marked, the events from T on all there.
+    let ids: BTreeSet<String> = pipeline.store.rows("SELECT event_id FROM events WHERE source = 'stripe'").await
+        .into_iter().map(|row| row[0].clone().unwrap()).collect();
+    let expected: BTreeSet<String> =
+        (1..25).map(|n| format!("evt_{n:04}")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(pipeline.store.scalar_i64(
+        "SELECT count(*) FROM events WHERE source = 'stripe' AND headers_json LIKE '%inlet-received-via%'").await, 17);
+    // Recorded with the event's type and delivered like any event.
+    assert_eq!(pipeline.store.scalar_i64(
+        "SELECT count(*) FROM events WHERE source = 'stripe' AND event_type = 'invoice.paid'").await, 24);
+    destination.wait_for(24, Duration::from_secs(30)).await;
+
+    // Again: nothing left to recover.
+    let again = pipeline.gql(BACKFILL, variables(false)).await["backfill"].clone();
+    assert_eq!((again["recovered"].clone(), again["alreadyStored"].clone()), (json!(0), json!(23)));
+    assert_eq!(pipeline.store.scalar_i64("SELECT count(*) FROM events WHERE source = 'stripe'").await, 24);
+
+    // Two real runs, audited with who, what and the counts.
+    let audit = pipeline.store.rows(
+        "SELECT actor, target, count, detail FROM audit_log WHERE action = 'backfill' ORDER BY id").await;
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(audit[0][1].as_deref(), Some("source:stripe"));
+    assert_eq!(audit[0][2].as_deref(), Some("17"));
+    assert_eq!(audit[1][2].as_deref(), Some("0"));
+    let detail = audit[0][3].clone().unwrap();
+    assert!(detail.contains("listed 23, already stored 6, published into the intake stream 17, failed 0"), "{detail}");
+    assert!(!detail.contains(STRIPE_KEY) && !audit[0][0].clone().unwrap().contains(STRIPE_KEY));
+    let log = pipeline.gql("{ auditLog(filter: { actions: [BACKFILL] }) { nodes { action target } } }", json!({})).await;
+    assert_eq!(log["auditLog"]["nodes"].as_array().unwrap().len(), 2, "{log}");
+}
+
+/// One delivery in the fake GitHub's list.
+#[derive(Clone)]
+struct Listed {
+    id: u64,
+    guid: String,
+    minutes_ago: i64,
+    status_code: u16,
+}
+
+fn github_body(guid: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "action": "opened", "delivery": guid })).unwrap()
+}
+
+#[tokio::test]
+async fn github_backfill_redelivers_exactly_the_failed_deliveries_not_stored() {
+    let destination = TestDestination::answering(200).await;
+    // Bound before the pipeline: the fake GitHub sends redeliveries to ingest, whose address
+    // is known only once it started.
+    let ingest: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let redelivered: Arc<Mutex<Vec<u64>>> = Arc::default();
+    // Newest first. g1, g4 answered 2xx; g2, g6 timed out at GitHub but Inlet stored them;
+    // g3, g5, g7 failed (503 while Inlet was down, or no answer) and are not stored; g8 failed
+    // before T. g5 failed twice (a manual redelivery failed too): redelivered once, its newest.
+    let list = vec![
+        Listed { id: 110, guid: "g1".into(), minutes_ago: 1, status_code: 202 },
+        Listed { id: 109, guid: "g2".into(), minutes_ago: 2, status_code: 0 },
+        Listed { id: 108, guid: "g3".into(), minutes_ago: 3, status_code: 503 },
+        Listed { id: 107, guid: "g5".into(), minutes_ago: 4, status_code: 503 },
+        Listed { id: 106, guid: "g4".into(), minutes_ago: 5, status_code: 200 },
+        Listed { id: 105, guid: "g6".into(), minutes_ago: 6, status_code: 0 },
+        Listed { id: 104, guid: "g5".into(), minutes_ago: 20, status_code: 503 },
+        Listed { id: 103, guid: "g7".into(), minutes_ago: 30, status_code: 0 },
+        Listed { id: 102, guid: "g8".into(), minutes_ago: 90, status_code: 503 },
+        Listed { id: 101, guid: "g9".into(), minutes_ago: 95, status_code: 200 },
+    ];
+    let hook = "/repos/acme/shop/hooks/7";
+    let at_start = now_s();
+    let (ingest_c, redelivered_c, list_c) = (Arc::clone(&ingest), Arc::clone(&redelivered), list.clone());
+    let page_two_asked = Arc::new(Mutex::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // The next-page links name the fake's own address, as GitHub's name api.github.com.
+    let api_base = format!("http://{}", listener.local_addr().unwrap());
+    let link_base = api_base.clone();
+    let api = FakeApi::start(listener, move |method, target| {
+        let base = format!("{hook}/deliveries");
+        if method == "POST" {
+            let id: u64 = target.strip_prefix(&format!("{base}/")).unwrap().strip_suffix("/attempts").unwrap()
+                .parse().unwrap();
+            let delivery = list_c.iter().find(|d| d.id == id).unwrap().clone();
+            redelivered_c.lock().unwrap().push(id);
+            // GitHub sends the webhook again, signed, with the same delivery id.
+            let ingest = ingest_c.lock().unwrap().unwrap();
+            tokio::spawn(async move {
+                let body = github_body(&delivery.guid);
+                let mut request = reqwest::Client::new().post(format!("http://{ingest}/webhooks/github")).body(body.clone());
+                for (name, value) in sign::github(GITHUB_SECRET, &delivery.guid, "issues", &body) {
+                    request = request.header(name, value);
+                }
+                assert_eq!(request.send().await.unwrap().status(), 202);
+            });
+            return (202, vec![], "{}".into());
+        }
+        assert!(target.starts_with(&format!("{base}?per_page=100")), "{target}");
+        let from: usize = param(target, "cursor").map_or(0, |c| c.parse().unwrap());
+        if from > 0 {
+            let mut asked = page_two_asked.lock().unwrap();
+            *asked += 1;
+            if *asked == 1 {
+                return (429, vec![("retry-after".into(), "1".into())], "{}".into());
+            }
+        }
+        // Pages of 3, as a real list with per_page=3 would come.
+        let page: Vec<Value> = list_c.iter().skip(from).take(3).map(|d| json!({
+            "id": d.id, "guid": d.guid, "delivered_at": rfc3339(at_start - d.minutes_ago * 60),
+            "redelivery": false, "duration": 0.3, "status": "x", "status_code": d.status_code, "event": "issues",
+            "action": "opened", "installation_id": null, "repository_id": 1 })).collect();
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        if from + 3 < list_c.len() {
+            headers.push(("link".into(), format!("<{link_base}{base}?per_page=100&cursor={}>; rel=\"next\"", from + 3)));
+        }
+        (200, headers, serde_json::to_string(&page).unwrap())
+    });
+    let tail = format!(
+        "\n[[sources]]\nname = \"github\"\nkind = \"github\"\nsecrets = [\"{GITHUB_SECRET}\"]\n\
+         [[routes]]\nsource = \"github\"\ndestinations = [\"orders\"]\n\
+         [[backfill]]\nsource = \"github\"\ntoken = \"{GITHUB_TOKEN}\"\nrepository = \"acme/shop\"\nhook_id = 7\n\
+         api_base = \"{api_base}\"\nrequests_per_second = 20\n"
+    );
+    let pipeline =
+        OperatorPipeline::start(&[("orders", destination.url(), "")], Options { tail, ..Options::default() }).await;
+    *ingest.lock().unwrap() = Some(pipeline.ingest);
+
+    // g1, g4 (answered) and g2, g6 (answered too late for GitHub) are stored.
+    for guid in ["g1", "g2", "g4", "g6"] {
+        let body = github_body(guid);
+        let mut request = pipeline.client.post(format!("http://{}/webhooks/github", pipeline.ingest)).body(body.clone());
+        for (name, value) in sign::github(GITHUB_SECRET, guid, "issues", &body) {
+            request = request.header(name, value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 202);
+    }
+    pipeline.store.wait_until("the webhooks recorded", Duration::from_secs(30),
+        "SELECT count(*) = 4 FROM events WHERE source = 'github'").await;
+    let variables = |dry: bool| json!({ "s": "github", "since": rfc3339(at_start - 3600), "dry": dry });
+
+    let dry = pipeline.gql(BACKFILL, variables(true)).await["backfill"].clone();
+    assert_eq!(dry, json!({ "listed": 7, "alreadyStored": 4, "recovered": 3, "failed": 0, "complete": true,
+                            "dryRun": true }));
+    assert!(redelivered.lock().unwrap().is_empty(), "a dry run requests no redelivery");
+    let asked = api.seen();
+    assert!(asked.iter().all(|s| s.authorization == format!("Bearer {GITHUB_TOKEN}") && s.api_version == "2022-11-28"),
+        "{asked:?}");
+    // Pages 1, 2 (asked twice: the 429) and 3, which reaches deliveries older than T: no page 4.
+    assert_eq!(asked.len(), 4, "{asked:?}");
+
+    let run = pipeline.gql(BACKFILL, variables(false)).await["backfill"].clone();
+    assert_eq!(run, json!({ "listed": 7, "alreadyStored": 4, "recovered": 3, "failed": 0, "complete": true,
+                            "dryRun": false }));
+    let mut requested = redelivered.lock().unwrap().clone();
+    requested.sort_unstable();
+    assert_eq!(requested, [103, 107, 108], "g7, g5 (its newest attempt), g3");
+    // GitHub sent them again, through ingest: now stored.
+    pipeline.store.wait_until("the redeliveries recorded", Duration::from_secs(30),
+        "SELECT count(*) = 7 FROM events WHERE source = 'github'").await;
+
+    // Again: the redelivered ones are found stored (the list still says they failed).
+    let again = pipeline.gql(BACKFILL, variables(false)).await["backfill"].clone();
+    assert_eq!((again["recovered"].clone(), again["alreadyStored"].clone()), (json!(0), json!(7)));
+    assert_eq!(redelivered.lock().unwrap().len(), 3, "nothing redelivered twice");
+    let audit = pipeline.store.rows(
+        "SELECT count, detail FROM audit_log WHERE action = 'backfill' ORDER BY id").await;
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0][0].as_deref(), Some("3"));
+    assert!(audit[0][1].clone().unwrap().contains("redelivery requested 3"), "{audit:?}");
+}

@@ -1357,9 +1357,9 @@ impl BackfillConfig {
         for (field, secret) in [("api_key", &self.api_key), ("token", &self.token)] {
             // The value is a secret: the message never echoes it.
             if let Some(secret) = secret
-                && (secret.expose().is_empty() || http::HeaderValue::from_str(secret.expose()).is_err())
+                && (secret.expose().is_empty() || !secret.expose().chars().all(|c| c.is_ascii_graphic()))
             {
-                return Err(ConfigError::invalid(key(field), "must be a non-empty header value (visible ASCII only)"));
+                return Err(ConfigError::invalid(key(field), "must be one word of visible ASCII (no spaces)"));
             }
         }
         if let Some(base) = &self.api_base

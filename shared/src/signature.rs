@@ -1026,21 +1026,21 @@ pub fn stripe_event_identity(body: &[u8]) -> EventIdentity {
 /// The event identity of `body` with the raw id and type found for it; `id_signed`: whether
 /// the signature (or, for a fetched event, the provider's API) vouches for the id.
 fn identity_of(raw_id: Option<Vec<u8>>, raw_type: Option<Vec<u8>>, id_signed: bool, body: &[u8]) -> EventIdentity {
-        // An empty id is treated as absent: hashing it would give every such event the same id and
-        // dedup would silently drop all but the first.
-        let (id, origin, provider_id) = match raw_id.filter(|v| !v.is_empty()) {
-            Some(v) if id_signed => {
-                let (id, origin) = provider_id_identity(v);
-                (id, origin, None)
-            }
-            Some(v) => {
-                let shown = Some(v).filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
-                (sha256_id(body), IdOrigin::BodyHashUnsignedId, shown)
-            }
-            None => (sha256_id(body), IdOrigin::BodyHash, None),
-        };
-        let event_type = raw_type.filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
-        EventIdentity { id, origin, event_type, provider_id }
+    // An empty id is treated as absent: hashing it would give every such event the same id and
+    // dedup would silently drop all but the first.
+    let (id, origin, provider_id) = match raw_id.filter(|v| !v.is_empty()) {
+        Some(v) if id_signed => {
+            let (id, origin) = provider_id_identity(v);
+            (id, origin, None)
+        }
+        Some(v) => {
+            let shown = Some(v).filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
+            (sha256_id(body), IdOrigin::BodyHashUnsignedId, shown)
+        }
+        None => (sha256_id(body), IdOrigin::BodyHash, None),
+    };
+    let event_type = raw_type.filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
+    EventIdentity { id, origin, event_type, provider_id }
 }
 
 // Why a request failed: computed only after `verify` refused it.
@@ -1766,7 +1766,9 @@ mod tests {
     fn a_fetched_stripe_event_has_the_identity_of_the_same_event_received_signed() {
         let v = verifier(SchemeKind::Stripe, &[STRIPE_SECRET]);
         let long = format!(r#"{{"id":"{}","type":"x"}}"#, "e".repeat(300));
-        for body in [&br#"{"id":"evt_1","type":"invoice.paid"}"#[..], br#"{"id":"sha256:ab"}"#, b"not json", long.as_bytes()] {
+        for body in
+            [&br#"{"id":"evt_1","type":"invoice.paid"}"#[..], br#"{"id":"sha256:ab"}"#, b"not json", long.as_bytes()]
+        {
             assert_eq!(stripe_event_identity(body), identify(&v, &sign::stripe(STRIPE_SECRET, 5, body), body, 5));
         }
     }

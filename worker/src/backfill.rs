@@ -186,7 +186,13 @@ impl Backfiller {
     ///
     /// An unknown or unconfigured source, a run of it already under way, the provider's API
     /// failing, the intake stream refusing, the store failing.
-    pub async fn run(&self, source: &str, since: UnixMs, dry_run: bool, actor: &str) -> Result<Backfilled, BackfillError> {
+    pub async fn run(
+        &self,
+        source: &str,
+        since: UnixMs,
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<Backfilled, BackfillError> {
         if !self.sources.contains(source) {
             return Err(BackfillError::UnknownSource(source.to_owned()));
         }
@@ -252,8 +258,7 @@ impl Backfiller {
         let mut listed: Vec<Box<RawValue>> = Vec::new();
         let mut after: Option<String> = None;
         for _ in 0..plan.max_pages {
-            let mut url =
-                format!("{}/v1/events?limit={PAGE_SIZE}&created%5Bgte%5D={since_seconds}", plan.api_base);
+            let mut url = format!("{}/v1/events?limit={PAGE_SIZE}&created%5Bgte%5D={since_seconds}", plan.api_base);
             if let Some(after) = &after {
                 url.push_str(&format!("&starting_after={after}"));
             }
@@ -537,7 +542,9 @@ async fn ok_body(response: reqwest::Response) -> Result<Bytes, BackfillError> {
     let status = response.status();
     if !status.is_success() {
         let hint = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ": the key or token is refused, or lacks the permission",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                ": the key or token is refused, or lacks the permission"
+            }
             StatusCode::NOT_FOUND => ": no such hook, or the token cannot see it",
             _ => "",
         };

@@ -288,8 +288,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     tracker.spawn(maintenance_loop(store.clone(), config.worker.retention, jobs, shutdown.clone()));
 
     let operator = if config.console.enabled {
-        let (routes, replayer) =
-            operator_routes(&config, store.clone(), Arc::clone(&destinations), quarantine.clone(), backfiller, shutdown.clone())?;
+        let (routes, replayer) = operator_routes(
+            &config,
+            store.clone(),
+            Arc::clone(&destinations),
+            quarantine.clone(),
+            backfiller,
+            shutdown.clone(),
+        )?;
         replayer.close_interrupted_bulk_replays().await;
         Some(routes)
     } else {
@@ -484,10 +490,20 @@ fn operator_routes(
     let sources = config
         .sources
         .iter()
-        .map(|s| api::types::Source { name: s.name.clone(), kind: s.kind.as_str().into() })
+        .map(|s| api::types::Source {
+            name: s.name.clone(),
+            kind: s.kind.as_str().into(),
+            backfill: config.backfill.iter().any(|b| b.source == s.name),
+        })
         .collect();
-    let services =
-        Arc::new(api::Services { store, replayer: Arc::clone(&replayer), destinations, sources, quarantine, backfiller });
+    let services = Arc::new(api::Services {
+        store,
+        replayer: Arc::clone(&replayer),
+        destinations,
+        sources,
+        quarantine,
+        backfiller,
+    });
     let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
     let routes =
         http::OperatorRoutes { api: api::router(api), pages: auth::routes::router(auth).merge(console::router()) };

@@ -665,6 +665,8 @@ pub struct Source {
     pub name: String,
     /// Signature scheme.
     pub kind: String,
+    /// Whether a `[[backfill]]` is configured for it (the `backfill` mutation can run).
+    pub backfill: bool,
 }
 
 /// A configured destination and its live state.

@@ -699,6 +699,7 @@ async function route() {
     else if (hash === '#account') await accountView();
     else if (hash === '#tokens') await tokensView(); // admin.js
     else if (hash === '#users') await usersView(); // admin.js
+    else if (hash === '#backfill') await backfillView(); // admin.js
     else await eventsView();
     await refreshCounts();
   } catch (error) { showError(error); }

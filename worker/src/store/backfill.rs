@@ -28,7 +28,11 @@ pub fn is_plain_delivery_id(guid: &str) -> bool {
 }
 
 impl Sqlite {
-    pub async fn stored_event_ids(&self, source: String, event_ids: Vec<String>) -> Result<HashSet<String>, StoreError> {
+    pub async fn stored_event_ids(
+        &self,
+        source: String,
+        event_ids: Vec<String>,
+    ) -> Result<HashSet<String>, StoreError> {
         if event_ids.is_empty() {
             return Ok(HashSet::new());
         }

@@ -56,9 +56,9 @@ macro_rules! on_each_backend {
 
 mod activity;
 mod audit;
-mod backfill;
 #[cfg(test)]
 mod audit_tests;
+mod backfill;
 pub mod backup;
 mod columns;
 pub mod copy;

@@ -176,14 +176,21 @@ async fn stripe_backfill_publishes_exactly_the_events_not_stored_once_audited_ad
     let came = [1, 2, 3, 10, 11, 20, 24];
     for n in came {
         let body = serde_json::to_vec(&events[n as usize]).unwrap();
-        let mut request = pipeline.client.post(format!("http://{}/webhooks/stripe", pipeline.ingest)).body(body.clone());
+        let mut request =
+            pipeline.client.post(format!("http://{}/webhooks/stripe", pipeline.ingest)).body(body.clone());
         for (name, value) in sign::stripe(STRIPE_SIGNING, now_s(), &body) {
             request = request.header(name, value);
         }
         assert_eq!(request.send().await.unwrap().status(), 202);
     }
-    pipeline.store.wait_until("the webhooks recorded", Duration::from_secs(30),
-        "SELECT count(*) = 7 FROM events WHERE source = 'stripe'").await;
+    pipeline
+        .store
+        .wait_until(
+            "the webhooks recorded",
+            Duration::from_secs(30),
+            "SELECT count(*) = 7 FROM events WHERE source = 'stripe'",
+        )
+        .await;
     let variables = |dry: bool| json!({ "s": "stripe", "since": rfc3339(since), "dry": dry });
 
     // Only admins.
@@ -194,37 +201,74 @@ async fn stripe_backfill_publishes_exactly_the_events_not_stored_once_audited_ad
     assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
     assert!(api.seen().is_empty(), "a refused caller costs no provider request");
     // A source without [[backfill]] is named as such.
-    let unconfigured = pipeline.gql_as(crate::operator_support::ADMIN_TOKEN, BACKFILL,
-        json!({ "s": "gh", "since": rfc3339(since), "dry": false })).await;
+    let unconfigured = pipeline
+        .gql_as(
+            crate::operator_support::ADMIN_TOKEN,
+            BACKFILL,
+            json!({ "s": "gh", "since": rfc3339(since), "dry": false }),
+        )
+        .await;
     assert_eq!(unconfigured["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{unconfigured}");
 
     // The dry run counts and changes nothing: 23 listed since T, 6 of them stored (event 1 is
     // older than T), 17 to recover.
     let dry = pipeline.gql(BACKFILL, variables(true)).await["backfill"].clone();
-    assert_eq!(dry, json!({ "listed": 23, "alreadyStored": 6, "recovered": 17, "failed": 0, "complete": true,
-                            "dryRun": true }));
+    assert_eq!(
+        dry,
+        json!({ "listed": 23, "alreadyStored": 6, "recovered": 17, "failed": 0, "complete": true,
+                            "dryRun": true })
+    );
     assert_eq!(pipeline.store.scalar_i64("SELECT count(*) FROM events WHERE source = 'stripe'").await, 7);
     assert_eq!(pipeline.store.scalar_i64("SELECT count(*) FROM audit_log WHERE action = 'backfill'").await, 0);
     let asked = api.seen();
     assert!(asked.iter().all(|s| s.authorization == format!("Bearer {STRIPE_KEY}")), "{asked:?}");
-    assert_eq!(asked.iter().filter(|s| s.target.contains("starting_after")).count(), 5, "4 more pages, one asked twice");
+    assert_eq!(
+        asked.iter().filter(|s| s.target.contains("starting_after")).count(),
+        5,
+        "4 more pages, one asked twice"
+    );
 
     let run = pipeline.gql(BACKFILL, variables(false)).await["backfill"].clone();
-    assert_eq!(run, json!({ "listed": 23, "alreadyStored": 6, "recovered": 17, "failed": 0, "complete": true,
-                            "dryRun": false }));
-    pipeline.store.wait_until("the backfilled events recorded", Duration::from_secs(30),
-        "SELECT count(*) = 24 FROM events WHERE source = 'stripe'").await;
+    assert_eq!(
+        run,
+        json!({ "listed": 23, "alreadyStored": 6, "recovered": 17, "failed": 0, "complete": true,
+                            "dryRun": false })
+    );
+    pipeline
+        .store
+        .wait_until(
+            "the backfilled events recorded",
+            Duration::from_secs(30),
+            "SELECT count(*) = 24 FROM events WHERE source = 'stripe'",
+        )
+        .await;
     // Exactly the missing ones, each once, marked, the events from T on all there.
-    let ids: BTreeSet<String> = pipeline.store.rows("SELECT event_id FROM events WHERE source = 'stripe'").await
-        .into_iter().map(|row| row[0].clone().unwrap()).collect();
-    let expected: BTreeSet<String> =
-        (1..25).map(|n| format!("evt_{n:04}")).collect();
+    let ids: BTreeSet<String> = pipeline
+        .store
+        .rows("SELECT event_id FROM events WHERE source = 'stripe'")
+        .await
+        .into_iter()
+        .map(|row| row[0].clone().unwrap())
+        .collect();
+    let expected: BTreeSet<String> = (1..25).map(|n| format!("evt_{n:04}")).collect();
     assert_eq!(ids, expected);
-    assert_eq!(pipeline.store.scalar_i64(
-        "SELECT count(*) FROM events WHERE source = 'stripe' AND headers_json LIKE '%inlet-received-via%'").await, 17);
+    assert_eq!(
+        pipeline
+            .store
+            .scalar_i64(
+                "SELECT count(*) FROM events WHERE source = 'stripe' AND headers_json LIKE '%inlet-received-via%'"
+            )
+            .await,
+        17
+    );
     // Recorded with the event's type and delivered like any event.
-    assert_eq!(pipeline.store.scalar_i64(
-        "SELECT count(*) FROM events WHERE source = 'stripe' AND event_type = 'invoice.paid'").await, 24);
+    assert_eq!(
+        pipeline
+            .store
+            .scalar_i64("SELECT count(*) FROM events WHERE source = 'stripe' AND event_type = 'invoice.paid'")
+            .await,
+        24
+    );
     destination.wait_for(24, Duration::from_secs(30)).await;
 
     // Again: nothing left to recover.
@@ -233,8 +277,10 @@ async fn stripe_backfill_publishes_exactly_the_events_not_stored_once_audited_ad
     assert_eq!(pipeline.store.scalar_i64("SELECT count(*) FROM events WHERE source = 'stripe'").await, 24);
 
     // Two real runs, audited with who, what and the counts.
-    let audit = pipeline.store.rows(
-        "SELECT actor, target, count, detail FROM audit_log WHERE action = 'backfill' ORDER BY id").await;
+    let audit = pipeline
+        .store
+        .rows("SELECT actor, target, count, detail FROM audit_log WHERE action = 'backfill' ORDER BY id")
+        .await;
     assert_eq!(audit.len(), 2, "{audit:?}");
     assert_eq!(audit[0][1].as_deref(), Some("source:stripe"));
     assert_eq!(audit[0][2].as_deref(), Some("17"));
@@ -242,7 +288,8 @@ async fn stripe_backfill_publishes_exactly_the_events_not_stored_once_audited_ad
     let detail = audit[0][3].clone().unwrap();
     assert!(detail.contains("listed 23, already stored 6, published into the intake stream 17, failed 0"), "{detail}");
     assert!(!detail.contains(STRIPE_KEY) && !audit[0][0].clone().unwrap().contains(STRIPE_KEY));
-    let log = pipeline.gql("{ auditLog(filter: { actions: [BACKFILL] }) { nodes { action target } } }", json!({})).await;
+    let log =
+        pipeline.gql("{ auditLog(filter: { actions: [BACKFILL] }) { nodes { action target } } }", json!({})).await;
     assert_eq!(log["auditLog"]["nodes"].as_array().unwrap().len(), 2, "{log}");
 }
 
@@ -292,15 +339,16 @@ async fn github_backfill_redelivers_exactly_the_failed_deliveries_not_stored() {
     let api = FakeApi::start(listener, move |method, target| {
         let base = format!("{hook}/deliveries");
         if method == "POST" {
-            let id: u64 = target.strip_prefix(&format!("{base}/")).unwrap().strip_suffix("/attempts").unwrap()
-                .parse().unwrap();
+            let id: u64 =
+                target.strip_prefix(&format!("{base}/")).unwrap().strip_suffix("/attempts").unwrap().parse().unwrap();
             let delivery = list_c.iter().find(|d| d.id == id).unwrap().clone();
             redelivered_c.lock().unwrap().push(id);
             // GitHub sends the webhook again, signed, with the same delivery id.
             let ingest = ingest_c.lock().unwrap().unwrap();
             tokio::spawn(async move {
                 let body = github_body(&delivery.guid);
-                let mut request = reqwest::Client::new().post(format!("http://{ingest}/webhooks/github")).body(body.clone());
+                let mut request =
+                    reqwest::Client::new().post(format!("http://{ingest}/webhooks/github")).body(body.clone());
                 for (name, value) in sign::github(GITHUB_SECRET, &delivery.guid, "issues", &body) {
                     request = request.header(name, value);
                 }
@@ -318,13 +366,21 @@ async fn github_backfill_redelivers_exactly_the_failed_deliveries_not_stored() {
             }
         }
         // Pages of 3, as a real list with per_page=3 would come.
-        let page: Vec<Value> = list_c.iter().skip(from).take(3).map(|d| json!({
+        let page: Vec<Value> = list_c
+            .iter()
+            .skip(from)
+            .take(3)
+            .map(|d| {
+                json!({
             "id": d.id, "guid": d.guid, "delivered_at": rfc3339(at_start - d.minutes_ago * 60),
             "redelivery": false, "duration": 0.3, "status": "x", "status_code": d.status_code, "event": "issues",
-            "action": "opened", "installation_id": null, "repository_id": 1 })).collect();
+            "action": "opened", "installation_id": null, "repository_id": 1 })
+            })
+            .collect();
         let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
         if from + 3 < list_c.len() {
-            headers.push(("link".into(), format!("<{link_base}{base}?per_page=100&cursor={}>; rel=\"next\"", from + 3)));
+            headers
+                .push(("link".into(), format!("<{link_base}{base}?per_page=100&cursor={}>; rel=\"next\"", from + 3)));
         }
         (200, headers, serde_json::to_string(&page).unwrap())
     });
@@ -341,42 +397,62 @@ async fn github_backfill_redelivers_exactly_the_failed_deliveries_not_stored() {
     // g1, g4 (answered) and g2, g6 (answered too late for GitHub) are stored.
     for guid in ["g1", "g2", "g4", "g6"] {
         let body = github_body(guid);
-        let mut request = pipeline.client.post(format!("http://{}/webhooks/github", pipeline.ingest)).body(body.clone());
+        let mut request =
+            pipeline.client.post(format!("http://{}/webhooks/github", pipeline.ingest)).body(body.clone());
         for (name, value) in sign::github(GITHUB_SECRET, guid, "issues", &body) {
             request = request.header(name, value);
         }
         assert_eq!(request.send().await.unwrap().status(), 202);
     }
-    pipeline.store.wait_until("the webhooks recorded", Duration::from_secs(30),
-        "SELECT count(*) = 4 FROM events WHERE source = 'github'").await;
+    pipeline
+        .store
+        .wait_until(
+            "the webhooks recorded",
+            Duration::from_secs(30),
+            "SELECT count(*) = 4 FROM events WHERE source = 'github'",
+        )
+        .await;
     let variables = |dry: bool| json!({ "s": "github", "since": rfc3339(at_start - 3600), "dry": dry });
 
     let dry = pipeline.gql(BACKFILL, variables(true)).await["backfill"].clone();
-    assert_eq!(dry, json!({ "listed": 7, "alreadyStored": 4, "recovered": 3, "failed": 0, "complete": true,
-                            "dryRun": true }));
+    assert_eq!(
+        dry,
+        json!({ "listed": 7, "alreadyStored": 4, "recovered": 3, "failed": 0, "complete": true,
+                            "dryRun": true })
+    );
     assert!(redelivered.lock().unwrap().is_empty(), "a dry run requests no redelivery");
     let asked = api.seen();
-    assert!(asked.iter().all(|s| s.authorization == format!("Bearer {GITHUB_TOKEN}") && s.api_version == "2022-11-28"),
-        "{asked:?}");
+    assert!(
+        asked.iter().all(|s| s.authorization == format!("Bearer {GITHUB_TOKEN}") && s.api_version == "2022-11-28"),
+        "{asked:?}"
+    );
     // Pages 1, 2 (asked twice: the 429) and 3, which reaches deliveries older than T: no page 4.
     assert_eq!(asked.len(), 4, "{asked:?}");
 
     let run = pipeline.gql(BACKFILL, variables(false)).await["backfill"].clone();
-    assert_eq!(run, json!({ "listed": 7, "alreadyStored": 4, "recovered": 3, "failed": 0, "complete": true,
-                            "dryRun": false }));
+    assert_eq!(
+        run,
+        json!({ "listed": 7, "alreadyStored": 4, "recovered": 3, "failed": 0, "complete": true,
+                            "dryRun": false })
+    );
     let mut requested = redelivered.lock().unwrap().clone();
     requested.sort_unstable();
     assert_eq!(requested, [103, 107, 108], "g7, g5 (its newest attempt), g3");
     // GitHub sent them again, through ingest: now stored.
-    pipeline.store.wait_until("the redeliveries recorded", Duration::from_secs(30),
-        "SELECT count(*) = 7 FROM events WHERE source = 'github'").await;
+    pipeline
+        .store
+        .wait_until(
+            "the redeliveries recorded",
+            Duration::from_secs(30),
+            "SELECT count(*) = 7 FROM events WHERE source = 'github'",
+        )
+        .await;
 
     // Again: the redelivered ones are found stored (the list still says they failed).
     let again = pipeline.gql(BACKFILL, variables(false)).await["backfill"].clone();
     assert_eq!((again["recovered"].clone(), again["alreadyStored"].clone()), (json!(0), json!(7)));
     assert_eq!(redelivered.lock().unwrap().len(), 3, "nothing redelivered twice");
-    let audit = pipeline.store.rows(
-        "SELECT count, detail FROM audit_log WHERE action = 'backfill' ORDER BY id").await;
+    let audit = pipeline.store.rows("SELECT count, detail FROM audit_log WHERE action = 'backfill' ORDER BY id").await;
     assert_eq!(audit.len(), 2);
     assert_eq!(audit[0][0].as_deref(), Some("3"));
     assert!(audit[0][1].clone().unwrap().contains("redelivery requested 3"), "{audit:?}");

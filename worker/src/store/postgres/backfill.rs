@@ -3,15 +3,19 @@
 
 use std::collections::HashSet;
 
-use super::operator::read;
 use super::Postgres;
+use super::operator::read;
 use crate::model::{AuditAction, UnixMs};
 use crate::store::StoreError;
 use crate::store::audit::AuditRow;
 use crate::store::backfill::{DELIVERY_WINDOW, GITHUB_DELIVERY_PREFIX, is_plain_delivery_id};
 
 impl Postgres {
-    pub async fn stored_event_ids(&self, source: String, event_ids: Vec<String>) -> Result<HashSet<String>, StoreError> {
+    pub async fn stored_event_ids(
+        &self,
+        source: String,
+        event_ids: Vec<String>,
+    ) -> Result<HashSet<String>, StoreError> {
         if event_ids.is_empty() {
             return Ok(HashSet::new());
         }

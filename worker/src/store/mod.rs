@@ -59,6 +59,8 @@ mod audit;
 #[cfg(test)]
 mod audit_tests;
 mod backfill;
+#[cfg(test)]
+mod backfill_tests;
 pub mod backup;
 mod columns;
 pub mod copy;

@@ -32,6 +32,9 @@ const GITHUB_TOKEN: &str = "ghp_backfill_token";
 const BACKFILL: &str = "mutation($s: String!, $since: DateTime!, $dry: Boolean!) { backfill(source: $s, since: $since, \
                         dryRun: $dry) { listed alreadyStored recovered failed complete dryRun } }";
 
+/// Requests a fake provider answers while its gate is open (more than any test sends).
+const GATE_PERMITS: u32 = 1_000_000;
+
 /// What a fake provider answers: (status, extra headers, body).
 type Answer = (u16, Vec<(String, String)>, String);
 
@@ -48,6 +51,11 @@ struct Seen {
 struct FakeApi {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// How many requests arrived (before any answer).
+    arrived: tokio::sync::watch::Receiver<usize>,
+    /// Each answer waits for a permit: [`FakeApi::hold`] stops answering, [`FakeApi::release`]
+    /// lets everything through.
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl FakeApi {
@@ -56,15 +64,22 @@ impl FakeApi {
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let answer = Arc::new(answer);
-        let seen_c = Arc::clone(&seen);
+        let (arrivals, arrived) = tokio::sync::watch::channel(0usize);
+        let arrivals = Arc::new(arrivals);
+        let gate = Arc::new(tokio::sync::Semaphore::new(GATE_PERMITS as usize));
+        let (seen_c, gate_c) = (Arc::clone(&seen), Arc::clone(&gate));
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                let (seen, answer) = (Arc::clone(&seen_c), Arc::clone(&answer));
+                let (seen, answer, arrivals, gate) =
+                    (Arc::clone(&seen_c), Arc::clone(&answer), Arc::clone(&arrivals), Arc::clone(&gate_c));
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let (seen, answer) = (Arc::clone(&seen), Arc::clone(&answer));
+                        let (seen, answer, arrivals, gate) =
+                            (Arc::clone(&seen), Arc::clone(&answer), Arc::clone(&arrivals), Arc::clone(&gate));
                         async move {
+                            arrivals.send_modify(|n| *n += 1);
+                            gate.acquire().await.unwrap().forget();
                             let header = |name: &str| {
                                 request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
                             };
@@ -93,7 +108,22 @@ impl FakeApi {
                 });
             }
         });
-        FakeApi { addr, seen }
+        FakeApi { addr, seen, arrived, gate }
+    }
+
+    /// From now on requests wait for [`FakeApi::release`].
+    async fn hold(&self) {
+        self.gate.acquire_many(GATE_PERMITS).await.unwrap().forget();
+    }
+
+    fn release(&self) {
+        self.gate.add_permits(GATE_PERMITS as usize);
+    }
+
+    /// Waits until `n` requests arrived.
+    async fn arrivals(&self, n: usize) {
+        let mut arrived = self.arrived.clone();
+        tokio::time::timeout(Duration::from_secs(30), arrived.wait_for(|count| *count >= n)).await.unwrap().unwrap();
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -456,4 +486,73 @@ async fn github_backfill_redelivers_exactly_the_failed_deliveries_not_stored() {
     assert_eq!(audit.len(), 2);
     assert_eq!(audit[0][0].as_deref(), Some("3"));
     assert!(audit[0][1].clone().unwrap().contains("redelivery requested 3"), "{audit:?}");
+}
+
+#[tokio::test]
+async fn one_backfill_per_source_at_a_time_and_the_command_also_runs_one() {
+    let start = now_s() - 600;
+    let events: Vec<Value> = (0..3).map(|n| stripe_event(n, start + n * 60)).collect();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = FakeApi::start(listener, move |_, _| {
+        let listed: Vec<Value> = events.iter().rev().cloned().collect();
+        (200, vec![], json!({ "object": "list", "has_more": false, "data": listed }).to_string())
+    });
+    let options = Options { tail: stripe_tail(&format!("http://{}", api.addr)), ..Options::default() };
+    let pipeline =
+        OperatorPipeline::start(&[("orders", TestDestination::answering(200).await.url(), "")], options).await;
+    let variables = json!({ "s": "stripe", "since": rfc3339(start - 60), "dry": false });
+
+    // A run waits on the provider: a second one of the same source is refused meanwhile.
+    api.hold().await;
+    let first = {
+        let (client, url, variables) = (pipeline.client.clone(), pipeline.url("/graphql"), variables.clone());
+        tokio::spawn(async move {
+            let answer = client
+                .post(url)
+                .bearer_auth(crate::operator_support::ADMIN_TOKEN)
+                .json(&json!({ "query": BACKFILL, "variables": variables }))
+                .send()
+                .await
+                .unwrap();
+            answer.json::<Value>().await.unwrap()
+        })
+    };
+    api.arrivals(1).await;
+    let second = pipeline.gql_as(crate::operator_support::ADMIN_TOKEN, BACKFILL, variables.clone()).await;
+    assert_eq!(second["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{second}");
+    assert!(second["errors"][0]["message"].as_str().unwrap().contains("running already"), "{second}");
+    api.release();
+    let first = first.await.unwrap();
+    assert_eq!(first["data"]["backfill"]["recovered"], 3, "{first}");
+    // The guard is released with the run.
+    let after = pipeline.gql(BACKFILL, variables.clone()).await;
+    assert_eq!(after["backfill"]["alreadyStored"], 3, "{after}");
+
+    // The command's function: with SQLite the running worker holds the store; with PostgreSQL
+    // it runs beside the workers, audited as the command line.
+    let since = chrono::DateTime::parse_from_rfc3339(&rfc3339(start - 60)).unwrap();
+    let command = inlet_worker::backfill(&pipeline.config, "stripe", since, false, "command line (test)").await;
+    match crate::support::Backend::from_env() {
+        crate::support::Backend::Sqlite => {
+            let error = format!("{:#}", command.unwrap_err());
+            assert!(error.contains("is in use by another inlet-worker"), "{error}");
+        }
+        crate::support::Backend::Postgres => {
+            let report = command.unwrap();
+            assert_eq!((report.listed, report.already_stored, report.recovered), (3, 3, 0));
+            let actor = pipeline
+                .store
+                .scalar("SELECT actor FROM audit_log WHERE action = 'backfill' ORDER BY id DESC LIMIT 1")
+                .await;
+            assert_eq!(actor.as_deref(), Some("command line (test)"));
+        }
+    }
+    pipeline
+        .store
+        .wait_until(
+            "the events recorded once",
+            Duration::from_secs(30),
+            "SELECT count(*) = 3 FROM events WHERE source = 'stripe'",
+        )
+        .await;
 }

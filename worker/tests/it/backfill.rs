@@ -556,3 +556,52 @@ async fn one_backfill_per_source_at_a_time_and_the_command_also_runs_one() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn an_admin_backfills_from_the_console_after_a_dry_run() {
+    let start = now_s() - 600;
+    let events: Vec<Value> = (0..4).map(|n| stripe_event(n, start + n * 60)).collect();
+    let listed: Vec<Value> = events.iter().rev().cloned().collect();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = FakeApi::start(listener, move |_, _| {
+        (200, vec![], json!({ "object": "list", "has_more": false, "data": listed }).to_string())
+    });
+    let options = Options { oidc: true, tail: stripe_tail(&format!("http://{}", api.addr)), ..Options::default() };
+    let pipeline =
+        OperatorPipeline::start(&[("orders", TestDestination::answering(200).await.url(), "")], options).await;
+    // One came through before the outage.
+    let body = serde_json::to_vec(&events[0]).unwrap();
+    let mut request = pipeline.client.post(format!("http://{}/webhooks/stripe", pipeline.ingest)).body(body.clone());
+    for (name, value) in sign::stripe(STRIPE_SIGNING, now_s(), &body) {
+        request = request.header(name, value);
+    }
+    assert_eq!(request.send().await.unwrap().status(), 202);
+    pipeline
+        .store
+        .wait_until(
+            "the webhook recorded",
+            Duration::from_secs(30),
+            "SELECT count(*) = 1 FROM events WHERE source = 'stripe'",
+        )
+        .await;
+
+    let screenshot = crate::operator_support::screenshot_dir(&pipeline).join("console-backfill.png");
+    crate::operator_support::run_browser("console-backfill.mjs", Duration::from_secs(120), |command| {
+        command
+            .args(["--url", &pipeline.url(""), "--email", "admin@example.com", "--source", "stripe"])
+            .args(["--since", &rfc3339(start - 60), "--listed", "4", "--missing", "3"])
+            .arg("--screenshot")
+            .arg(&screenshot)
+    })
+    .await;
+    pipeline
+        .store
+        .wait_until(
+            "the backfilled events recorded",
+            Duration::from_secs(30),
+            "SELECT count(*) = 4 FROM events WHERE source = 'stripe'",
+        )
+        .await;
+    let actor = pipeline.store.scalar("SELECT actor FROM audit_log WHERE action = 'backfill'").await;
+    assert_eq!(actor.as_deref(), Some("admin@example.com"));
+}

@@ -460,7 +460,7 @@ impl Backfiller {
     /// Sends one request to the provider at the configured pace, waiting out its "slow down"
     /// answers (up to [`MAX_WAIT`] each, [`MAX_WAITS`] times).
     async fn send(&self, plan: &Plan, method: Method, url: &str) -> Result<reqwest::Response, BackfillError> {
-        for _ in 0..=MAX_WAITS {
+        for waited in 0..=MAX_WAITS {
             plan.limiter.until_ready().await;
             let mut request =
                 self.http.request(method.clone(), url).header(http::header::AUTHORIZATION, plan.authorization.clone());
@@ -473,6 +473,9 @@ impl Backfiller {
             let Some(wait) = slow_down(response.status(), response.headers()) else {
                 return Ok(response);
             };
+            if waited == MAX_WAITS {
+                break;
+            }
             if wait > MAX_WAIT {
                 return Err(BackfillError::Provider(format!(
                     "rate limited for {} s; run it again later",

@@ -493,7 +493,13 @@ async fn one_backfill_per_source_at_a_time_and_the_command_also_runs_one() {
     let start = now_s() - 600;
     let events: Vec<Value> = (0..3).map(|n| stripe_event(n, start + n * 60)).collect();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Later in the test the provider only says "slow down": retry at once (0), or in 61 s.
+    let slow_down: Arc<Mutex<Option<&'static str>>> = Arc::default();
+    let slow_down_c = Arc::clone(&slow_down);
     let api = FakeApi::start(listener, move |_, _| {
+        if let Some(retry_after) = *slow_down_c.lock().unwrap() {
+            return (429, vec![("retry-after".into(), retry_after.into())], "{}".into());
+        }
         let listed: Vec<Value> = events.iter().rev().cloned().collect();
         (200, vec![], json!({ "object": "list", "has_more": false, "data": listed }).to_string())
     });
@@ -555,6 +561,27 @@ async fn one_backfill_per_source_at_a_time_and_the_command_also_runs_one() {
             "SELECT count(*) = 3 FROM events WHERE source = 'stripe'",
         )
         .await;
+
+    // A provider that keeps saying "slow down": waited out 5 times, then the run stops; a wait
+    // longer than 60 s stops it at once. Both say why, and are audited as stopped.
+    *slow_down.lock().unwrap() = Some("0");
+    let before = api.seen().len();
+    let stopped = pipeline.gql_as(crate::operator_support::ADMIN_TOKEN, BACKFILL, variables.clone()).await;
+    let message = stopped["errors"][0]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("still rate limited after 5 waits"), "{stopped}");
+    assert_eq!(api.seen().len() - before, 6, "the request and 5 more after waiting");
+    *slow_down.lock().unwrap() = Some("61");
+    let before = api.seen().len();
+    let stopped = pipeline.gql_as(crate::operator_support::ADMIN_TOKEN, BACKFILL, variables.clone()).await;
+    let message = stopped["errors"][0]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("rate limited for 61 s"), "{stopped}");
+    assert_eq!(api.seen().len() - before, 1);
+    let detail = pipeline
+        .store
+        .scalar("SELECT detail FROM audit_log WHERE action = 'backfill' ORDER BY id DESC LIMIT 1")
+        .await
+        .unwrap();
+    assert!(detail.contains("stopped: provider API: rate limited for 61 s"), "{detail}");
 }
 
 #[tokio::test]

@@ -180,14 +180,16 @@ impl Backfiller {
     }
 
     /// Backfills `source` from `since` on (dry run: only counts); audited as `actor` unless a
-    /// dry run. Counts of a run stopped by an error are in its audit row.
+    /// dry run. Counts of a run stopped by an error are in its audit row. The run is a task of
+    /// its own: a caller that stops waiting (the API's execution timeout) does not stop it; it
+    /// runs to its end, is audited, and only then lets the next run of the source start.
     ///
     /// # Errors
     ///
     /// An unknown or unconfigured source, a run of it already under way, the provider's API
     /// failing, the intake stream refusing, the store failing.
     pub async fn run(
-        &self,
+        self: &Arc<Self>,
         source: &str,
         since: UnixMs,
         dry_run: bool,
@@ -196,8 +198,27 @@ impl Backfiller {
         if !self.sources.contains(source) {
             return Err(BackfillError::UnknownSource(source.to_owned()));
         }
+        if !self.plans.contains_key(source) {
+            return Err(BackfillError::NotConfigured(source.to_owned()));
+        }
+        let running = self.hold(source)?;
+        let this = Arc::clone(self);
+        let (source, actor) = (source.to_owned(), actor.to_owned());
+        tokio::spawn(async move { this.run_held(running, &source, since, dry_run, &actor).await })
+            .await
+            .map_err(|e| BackfillError::Provider(format!("the run ended abnormally: {e}")))?
+    }
+
+    /// [`Backfiller::run`] under its source's guard.
+    async fn run_held(
+        &self,
+        _running: Running,
+        source: &str,
+        since: UnixMs,
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<Backfilled, BackfillError> {
         let plan = self.plans.get(source).ok_or_else(|| BackfillError::NotConfigured(source.to_owned()))?;
-        let _running = self.hold(source)?;
         let mut report = Backfilled::default();
         let result = match &plan.provider {
             Provider::Stripe => self.stripe(source, plan, since, dry_run, &mut report).await,

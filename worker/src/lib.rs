@@ -405,7 +405,7 @@ pub async fn backfill(
 ) -> anyhow::Result<Backfilled> {
     let store = store::Store::open(config).await?;
     let client = inlet_shared::nats::connect(&config.nats, "inlet-worker backfill").await?;
-    let backfiller = backfill::Backfiller::new(config, jetstream::new(client), store)?;
+    let backfiller = Arc::new(backfill::Backfiller::new(config, jetstream::new(client), store)?);
     Ok(backfiller.run(source, UnixMs(since.timestamp_millis()), dry_run, actor).await?)
 }
 

@@ -113,7 +113,9 @@ impl FakeApi {
 
     /// From now on requests wait for [`FakeApi::release`].
     async fn hold(&self) {
-        self.gate.acquire_many(GATE_PERMITS).await.unwrap().forget();
+        // Whatever is left: each answer spent one permit.
+        let left = u32::try_from(self.gate.available_permits()).unwrap();
+        self.gate.acquire_many(left).await.unwrap().forget();
     }
 
     fn release(&self) {
@@ -533,6 +535,36 @@ async fn one_backfill_per_source_at_a_time_and_the_command_also_runs_one() {
     // The guard is released with the run.
     let after = pipeline.gql(BACKFILL, variables.clone()).await;
     assert_eq!(after["backfill"]["alreadyStored"], 3, "{after}");
+
+    // A caller that stops waiting (as the API's 30 s execution limit does) does not stop the
+    // run: it ends and is audited.
+    let audited = "SELECT count(*) FROM audit_log WHERE action = 'backfill'";
+    let audited_before = pipeline.store.scalar_i64(audited).await;
+    api.hold().await;
+    let arrived = api.seen().len();
+    let caller = {
+        let (client, url, variables) = (pipeline.client.clone(), pipeline.url("/graphql"), variables.clone());
+        tokio::spawn(async move {
+            let _ = client
+                .post(url)
+                .bearer_auth(crate::operator_support::ADMIN_TOKEN)
+                .json(&json!({ "query": BACKFILL, "variables": variables }))
+                .send()
+                .await;
+        })
+    };
+    api.arrivals(arrived + 1).await;
+    caller.abort();
+    let _ = caller.await;
+    api.release();
+    pipeline
+        .store
+        .wait_until(
+            "the abandoned run audited",
+            Duration::from_secs(30),
+            &format!("SELECT count(*) = {} FROM audit_log WHERE action = 'backfill'", audited_before + 1),
+        )
+        .await;
 
     // The command's function: with SQLite the running worker holds the store; with PostgreSQL
     // it runs beside the workers, audited as the command line.

@@ -153,6 +153,9 @@ pub struct Config {
     /// Requests that failed verification, kept for diagnosis and admission.
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// Provider APIs the worker may ask for what a source missed during an outage.
+    #[serde(default)]
+    pub backfill: Vec<BackfillConfig>,
 }
 
 /// `[quarantine]`: requests that failed verification are kept in their own JetStream stream
@@ -1228,6 +1231,167 @@ impl TracesConfig {
     }
 }
 
+/// `[[backfill]]`: how the worker asks a source's provider for what it could not deliver
+/// during an outage (`inlet-worker backfill`, the API's `backfill` mutation). Stripe: its events
+/// API with a restricted key (`api_key`). GitHub: a hook's deliveries, with a token (`token`),
+/// the hook's `repository` or `org` and its `hook_id`. Other kinds have no such API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillConfig {
+    /// The `[[sources]]` name this backfills; its kind says which API is asked.
+    pub source: String,
+    /// Stripe: a restricted key (`rk_…`) with read access to events. Secret.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// GitHub: a token allowed to read and redeliver the hook's deliveries. Secret.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// GitHub: `owner/repo` of a repository hook (or `org`).
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// GitHub: the organization of an organization hook (or `repository`).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// GitHub: the hook's id.
+    #[serde(default)]
+    pub hook_id: Option<u64>,
+    /// The API's base URL; the provider's public one when absent. `https://`, or `http://` on
+    /// loopback only (tests).
+    #[serde(default)]
+    pub api_base: Option<String>,
+    /// Requests per second sent to the provider's API.
+    #[serde(default = "default_backfill_rate")]
+    pub requests_per_second: u32,
+    /// Most pages of the provider's list one run reads.
+    #[serde(default = "default_backfill_pages")]
+    pub max_pages: u32,
+}
+
+fn default_backfill_rate() -> u32 {
+    5
+}
+
+fn default_backfill_pages() -> u32 {
+    50
+}
+
+/// Stripe's API, when `api_base` is absent.
+pub const STRIPE_API_BASE: &str = "https://api.stripe.com";
+/// GitHub's REST API, when `api_base` is absent.
+pub const GITHUB_API_BASE: &str = "https://api.github.com";
+
+impl BackfillConfig {
+    /// The API base URL: `api_base`, or the provider's public one for `kind`.
+    pub fn api_base_for(&self, kind: SchemeKind) -> &str {
+        match (&self.api_base, kind) {
+            (Some(base), _) => base,
+            (None, SchemeKind::Github) => GITHUB_API_BASE,
+            (None, _) => STRIPE_API_BASE,
+        }
+    }
+
+    fn validate(&self, index: usize, sources: &[SourceConfig]) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("backfill[{index}].{field}");
+        let Some(source) = sources.iter().find(|s| s.name == self.source) else {
+            return Err(ConfigError::invalid(key("source"), format!("no source named `{}`", self.source)));
+        };
+        let refuse = |field: &str, present: bool, kind: &str| {
+            if present {
+                Err(ConfigError::invalid(key(field), format!("not used by a {kind} backfill")))
+            } else {
+                Ok(())
+            }
+        };
+        match source.kind {
+            SchemeKind::Stripe => {
+                if self.api_key.is_none() {
+                    return Err(ConfigError::invalid(
+                        key("api_key"),
+                        "a Stripe backfill needs a restricted key with read access to events",
+                    ));
+                }
+                refuse("token", self.token.is_some(), "Stripe")?;
+                refuse("repository", self.repository.is_some(), "Stripe")?;
+                refuse("org", self.org.is_some(), "Stripe")?;
+                refuse("hook_id", self.hook_id.is_some(), "Stripe")?;
+            }
+            SchemeKind::Github => {
+                refuse("api_key", self.api_key.is_some(), "GitHub")?;
+                if self.token.is_none() {
+                    return Err(ConfigError::invalid(key("token"), "a GitHub backfill needs a token"));
+                }
+                if self.hook_id.is_none() {
+                    return Err(ConfigError::invalid(key("hook_id"), "a GitHub backfill needs the hook's id"));
+                }
+                match (&self.repository, &self.org) {
+                    (Some(repository), None) => {
+                        let parts: Vec<&str> = repository.split('/').collect();
+                        if parts.len() != 2 || parts.iter().any(|part| !is_github_name(part)) {
+                            return Err(ConfigError::invalid(key("repository"), "must be `owner/repo`"));
+                        }
+                    }
+                    (None, Some(org)) => {
+                        if !is_github_name(org) {
+                            return Err(ConfigError::invalid(key("org"), "must be an organization's login"));
+                        }
+                    }
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            key("repository"),
+                            "a GitHub backfill needs exactly one of `repository` (a repository hook) and `org` (an organization hook)",
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    key("source"),
+                    format!(
+                        "source `{}` is of kind {}, which has no API to backfill from (only stripe and github have one)",
+                        self.source,
+                        other.as_str()
+                    ),
+                ));
+            }
+        }
+        for (field, secret) in [("api_key", &self.api_key), ("token", &self.token)] {
+            // The value is a secret: the message never echoes it.
+            if let Some(secret) = secret
+                && (secret.expose().is_empty() || !secret.expose().chars().all(|c| c.is_ascii_graphic()))
+            {
+                return Err(ConfigError::invalid(key(field), "must be one word of visible ASCII (no spaces)"));
+            }
+        }
+        if let Some(base) = &self.api_base
+            && (!is_secure_or_loopback_url(base)
+                || base.ends_with('/')
+                || base.contains(['?', '#', ' '])
+                || base.parse::<http::Uri>().is_err())
+        {
+            return Err(ConfigError::invalid(
+                key("api_base"),
+                "must be an https:// URL (http:// only on loopback) without a trailing slash, query or fragment",
+            ));
+        }
+        if !(1..=100).contains(&self.requests_per_second) {
+            return Err(ConfigError::invalid(key("requests_per_second"), "must be between 1 and 100"));
+        }
+        if !(1..=1000).contains(&self.max_pages) {
+            return Err(ConfigError::invalid(key("max_pages"), "must be between 1 and 1000"));
+        }
+        Ok(())
+    }
+}
+
+/// A GitHub login or repository name: `[A-Za-z0-9._-]`, 1–100 characters.
+fn is_github_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 /// A token-bucket rate limit.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1607,6 +1771,17 @@ impl Config {
                         crate::duration::format(self.stream.duplicate_window),
                         crate::duration::format(source.tolerance.saturating_mul(2)),
                     ),
+                ));
+            }
+        }
+
+        let mut backfilled = HashSet::new();
+        for (index, backfill) in self.backfill.iter().enumerate() {
+            backfill.validate(index, &self.sources)?;
+            if !backfilled.insert(backfill.source.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("backfill[{index}].source"),
+                    format!("source `{}` has a backfill already", backfill.source),
                 ));
             }
         }

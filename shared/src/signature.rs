@@ -1010,23 +1010,37 @@ impl Verified {
             IdentSource::Hmac { id_signed, .. } => *id_signed,
             IdentSource::Stripe | IdentSource::Standard { .. } | IdentSource::Slack => true,
         };
-
-        // An empty id is treated as absent: hashing it would give every such event the same id and
-        // dedup would silently drop all but the first.
-        let (id, origin, provider_id) = match raw_id.filter(|v| !v.is_empty()) {
-            Some(v) if id_signed => {
-                let (id, origin) = provider_id_identity(v);
-                (id, origin, None)
-            }
-            Some(v) => {
-                let shown = Some(v).filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
-                (sha256_id(body), IdOrigin::BodyHashUnsignedId, shown)
-            }
-            None => (sha256_id(body), IdOrigin::BodyHash, None),
-        };
-        let event_type = raw_type.filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
-        EventIdentity { id, origin, event_type, provider_id }
+        identity_of(raw_id, raw_type, id_signed, body)
     }
+}
+
+/// The identity ingest gives a verified Stripe webhook with this body (its `id` and `type`),
+/// for a Stripe event fetched from Stripe's events API over TLS with the account's key rather
+/// than received signed (the worker's backfill): the same event id, so the stream's and the
+/// store's deduplication treat both as one event.
+pub fn stripe_event_identity(body: &[u8]) -> EventIdentity {
+    let json = json_object(body);
+    identity_of(json_str(json.as_ref(), "id"), json_str(json.as_ref(), "type"), true, body)
+}
+
+/// The event identity of `body` with the raw id and type found for it; `id_signed`: whether
+/// the signature (or, for a fetched event, the provider's API) vouches for the id.
+fn identity_of(raw_id: Option<Vec<u8>>, raw_type: Option<Vec<u8>>, id_signed: bool, body: &[u8]) -> EventIdentity {
+    // An empty id is treated as absent: hashing it would give every such event the same id and
+    // dedup would silently drop all but the first.
+    let (id, origin, provider_id) = match raw_id.filter(|v| !v.is_empty()) {
+        Some(v) if id_signed => {
+            let (id, origin) = provider_id_identity(v);
+            (id, origin, None)
+        }
+        Some(v) => {
+            let shown = Some(v).filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
+            (sha256_id(body), IdOrigin::BodyHashUnsignedId, shown)
+        }
+        None => (sha256_id(body), IdOrigin::BodyHash, None),
+    };
+    let event_type = raw_type.filter(|v| is_safe_token(v)).and_then(|v| String::from_utf8(v).ok());
+    EventIdentity { id, origin, event_type, provider_id }
 }
 
 // Why a request failed: computed only after `verify` refused it.
@@ -1746,6 +1760,17 @@ mod tests {
             assert_eq!(id.event_type, None);
         }
         assert_eq!(sha256_id(b""), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    #[test]
+    fn a_fetched_stripe_event_has_the_identity_of_the_same_event_received_signed() {
+        let v = verifier(SchemeKind::Stripe, &[STRIPE_SECRET]);
+        let long = format!(r#"{{"id":"{}","type":"x"}}"#, "e".repeat(300));
+        for body in
+            [&br#"{"id":"evt_1","type":"invoice.paid"}"#[..], br#"{"id":"sha256:ab"}"#, b"not json", long.as_bytes()]
+        {
+            assert_eq!(stripe_event_identity(body), identify(&v, &sign::stripe(STRIPE_SECRET, 5, body), body, 5));
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 pub mod api;
 mod auth;
+mod backfill;
 mod breaker;
 mod console;
 mod deliver;
@@ -32,6 +33,7 @@ mod replay;
 mod routes;
 mod store;
 
+pub use backfill::Backfilled;
 pub use store::backup::{BackupError, BackupSummary};
 pub use store::copy::{CopyError, CopySummary, copy_store};
 
@@ -135,6 +137,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let quarantine = quarantine::Quarantine::new(&config, js.clone(), store.clone())
         .context("quarantine: a source's secrets")?
         .map(Arc::new);
+    let backfiller = Arc::new(backfill::Backfiller::new(&config, js.clone(), store.clone()).context("backfill")?);
     let intake = js.get_stream(&config.stream.name).await.context("intake stream")?;
     if config.worker.delivery_subject_prefix.is_some() {
         tracing::warn!(
@@ -285,8 +288,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     tracker.spawn(maintenance_loop(store.clone(), config.worker.retention, jobs, shutdown.clone()));
 
     let operator = if config.console.enabled {
-        let (routes, replayer) =
-            operator_routes(&config, store.clone(), Arc::clone(&destinations), quarantine.clone(), shutdown.clone())?;
+        let (routes, replayer) = operator_routes(
+            &config,
+            store.clone(),
+            Arc::clone(&destinations),
+            quarantine.clone(),
+            backfiller,
+            shutdown.clone(),
+        )?;
         replayer.close_interrupted_bulk_replays().await;
         Some(routes)
     } else {
@@ -379,6 +388,27 @@ async fn recording_start(
 ///
 /// When the store is not SQLite, or as [`BackupError`]. NATS unreachable is no error: the copy
 /// is then marked to record the whole stream again once restored (duplicates are recognised).
+/// `inlet-worker backfill`: asks `source`'s provider for what it sent since `since` and
+/// recovers what is not stored (`docs/backfill.md`), audited as `actor` unless `dry_run`. Opens
+/// the store as the worker does (SQLite: only while the worker is stopped, since it holds the
+/// file; with the worker running use the API's `backfill` mutation) and connects to NATS.
+///
+/// # Errors
+///
+/// When the store or NATS cannot be opened, or the backfill fails ([`backfill::BackfillError`]).
+pub async fn backfill(
+    config: &Config,
+    source: &str,
+    since: chrono::DateTime<chrono::FixedOffset>,
+    dry_run: bool,
+    actor: &str,
+) -> anyhow::Result<Backfilled> {
+    let store = store::Store::open(config).await?;
+    let client = inlet_shared::nats::connect(&config.nats, "inlet-worker backfill").await?;
+    let backfiller = Arc::new(backfill::Backfiller::new(config, jetstream::new(client), store)?);
+    Ok(backfiller.run(source, UnixMs(since.timestamp_millis()), dry_run, actor).await?)
+}
+
 pub async fn backup_store(
     config: &Config,
     to: &std::path::Path,
@@ -420,6 +450,7 @@ fn operator_routes(
     store: store::Store,
     destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
     quarantine: Option<Arc<quarantine::Quarantine>>,
+    backfiller: Arc<backfill::Backfiller>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(http::OperatorRoutes, Arc<replay::Replayer>)> {
     let console = &config.console;
@@ -459,10 +490,20 @@ fn operator_routes(
     let sources = config
         .sources
         .iter()
-        .map(|s| api::types::Source { name: s.name.clone(), kind: s.kind.as_str().into() })
+        .map(|s| api::types::Source {
+            name: s.name.clone(),
+            kind: s.kind.as_str().into(),
+            backfill: config.backfill.iter().any(|b| b.source == s.name),
+        })
         .collect();
-    let services =
-        Arc::new(api::Services { store, replayer: Arc::clone(&replayer), destinations, sources, quarantine });
+    let services = Arc::new(api::Services {
+        store,
+        replayer: Arc::clone(&replayer),
+        destinations,
+        sources,
+        quarantine,
+        backfiller,
+    });
     let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
     let routes =
         http::OperatorRoutes { api: api::router(api), pages: auth::routes::router(auth).merge(console::router()) };

@@ -1,6 +1,7 @@
 //! `inlet-worker` binary: parse arguments, load config, bind, run until SIGINT/SIGTERM; or,
 //! with `copy-store`, copy the SQLite store into PostgreSQL and exit; or, with `backup`, copy
-//! the SQLite store to a file while the worker runs, check the copy and exit.
+//! the SQLite store to a file while the worker runs, check the copy and exit; or, with
+//! `backfill`, ask a source's provider for what it sent during an outage and exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,29 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Ask a source's provider for what it sent since a time and recover what is not stored
+    ///
+    /// Stripe: events listed by its events API and not stored are published into the intake
+    /// stream. GitHub: the hook's deliveries that never got a 2xx and are not stored are
+    /// redelivered by GitHub. Needs the source's [[backfill]]; with SQLite, run it while the
+    /// worker is stopped (or use the API's `backfill` mutation). Prints the counts. See
+    /// docs/backfill.md.
+    Backfill {
+        /// The source's name.
+        #[arg(long)]
+        source: String,
+        /// From when, RFC 3339 (e.g. 2026-12-03T09:00:00Z).
+        #[arg(long, value_parser = rfc3339)]
+        since: chrono::DateTime<chrono::FixedOffset>,
+        /// Only count: publish nothing, request no redelivery, write no audit row.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `--since`: RFC 3339 only, so that a date without a time or a zone is refused, not guessed.
+fn rfc3339(text: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    chrono::DateTime::parse_from_rfc3339(text).map_err(|e| format!("not an RFC 3339 date-time ({e})"))
 }
 
 #[tokio::main]
@@ -81,6 +105,22 @@ async fn main() -> ExitCode {
                     }
                     // The copy is one transaction: dropping it rolls everything back.
                     () = shutdown.cancelled() => anyhow::bail!("interrupted: nothing was copied"),
+                }
+            })
+            .await
+        }
+        Some(Command::Backfill { source, since, dry_run }) => {
+            inlet_shared::server::binary_main("inlet-worker backfill", &config, |config, shutdown| async move {
+                // Audited as who ran the command on which host.
+                let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+                let actor = format!("command line ({user})");
+                tokio::select! {
+                    done = inlet_worker::backfill(&config, &source, since, dry_run, &actor) => {
+                        let report = done?;
+                        std::io::Write::write_all(&mut std::io::stdout().lock(), report.to_string().as_bytes())?;
+                        Ok(())
+                    }
+                    () = shutdown.cancelled() => anyhow::bail!("interrupted: what was done is in the audit log"),
                 }
             })
             .await

@@ -239,6 +239,9 @@ labelled! {
         RevokeApiToken = "revoke_api_token",
         /// Quarantined requests re-verified and admitted into the intake stream.
         AdmitQuarantined = "admit_quarantined",
+        /// A provider backfill: events a source's provider lists since a time, published or
+        /// redelivered where not stored.
+        Backfill = "backfill",
     }
 }
 

@@ -60,6 +60,17 @@ secrets = ["secret"]
 [sources.hmac]
 header = "X-Signature"
 
+[[sources]]
+name = "gh"
+kind = "github"
+secrets = ["secret"]
+
+[[backfill]]
+source = "gh"
+token = "gh-token"
+repository = "acme/shop"
+hook_id = 7
+
 [[destinations]]
 name = "d"
 url = "http://127.0.0.1:9/hook"

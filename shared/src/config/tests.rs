@@ -823,3 +823,87 @@ fn quarantine_has_defaults_can_be_turned_off_per_source_and_refuses_bad_bounds()
         check_invalid(&format!("[quarantine]\n{key} = {value}\n{MINIMAL}"), &[], &format!("quarantine.{key}"), message);
     }
 }
+
+const GITHUB_SOURCE: &str = "\n[[sources]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"s\"]\n";
+
+#[test]
+fn a_backfill_names_its_source_and_takes_only_its_kinds_keys() {
+    let stripe = format!("{MINIMAL}\n[[backfill]]\nsource = \"stripe\"\napi_key = {{ env = \"RK\" }}\n");
+    let config = Config::parse(&stripe, &env(&[("RK", "rk_test_1")])).unwrap();
+    let backfill = &config.backfill[0];
+    assert_eq!(backfill.api_key.as_ref().map(Secret::expose), Some("rk_test_1"));
+    assert_eq!(backfill.api_base_for(SchemeKind::Stripe), STRIPE_API_BASE);
+    assert_eq!((backfill.requests_per_second, backfill.max_pages), (5, 50));
+    assert!(!format!("{config:?}").contains("rk_test_1"), "the key is never in Debug output");
+
+    let github = format!(
+        "{MINIMAL}{GITHUB_SOURCE}\n[[backfill]]\nsource = \"gh\"\ntoken = \"t\"\norg = \"acme\"\nhook_id = 3\n"
+    );
+    let config = Config::parse(&github, &BTreeMap::new()).unwrap();
+    assert_eq!(config.backfill[0].api_base_for(SchemeKind::Github), GITHUB_API_BASE);
+
+    let backfill =
+        |source: &str, keys: &str| format!("{MINIMAL}{GITHUB_SOURCE}\n[[backfill]]\nsource = \"{source}\"\n{keys}\n");
+    check_invalid(&backfill("nope", "api_key = \"k\""), &[], "backfill[0].source", "no source named `nope`");
+    check_invalid(&backfill("stripe", ""), &[], "backfill[0].api_key", "restricted key");
+    check_invalid(
+        &backfill("stripe", "api_key = \"k\"\ntoken = \"t\""),
+        &[],
+        "backfill[0].token",
+        "not used by a Stripe",
+    );
+    check_invalid(&backfill("gh", "token = \"t\"\nhook_id = 1"), &[], "backfill[0].repository", "exactly one");
+    check_invalid(
+        &backfill("gh", "token = \"t\"\nhook_id = 1\nrepository = \"a/b\"\norg = \"a\""),
+        &[],
+        "backfill[0].repository",
+        "exactly one",
+    );
+    check_invalid(
+        &backfill("gh", "token = \"t\"\nhook_id = 1\nrepository = \"a\""),
+        &[],
+        "backfill[0].repository",
+        "owner/repo",
+    );
+    check_invalid(&backfill("gh", "token = \"t\"\nrepository = \"a/b\""), &[], "backfill[0].hook_id", "hook's id");
+    check_invalid(
+        &backfill("gh", "api_key = \"k\"\ntoken = \"t\""),
+        &[],
+        "backfill[0].api_key",
+        "not used by a GitHub",
+    );
+    let gh = "token = \"t\"\nhook_id = 1\nrepository = \"a/b\"\n";
+    check_invalid(
+        &backfill("gh", &format!("{gh}api_base = \"http://api.example.com\"")),
+        &[],
+        "backfill[0].api_base",
+        "https://",
+    );
+    check_invalid(
+        &backfill("gh", &format!("{gh}api_base = \"https://api.example.com/\"")),
+        &[],
+        "backfill[0].api_base",
+        "trailing",
+    );
+    Config::parse(&backfill("gh", &format!("{gh}api_base = \"http://127.0.0.1:9\"")), &BTreeMap::new()).unwrap();
+    check_invalid(
+        &backfill("gh", &format!("{gh}requests_per_second = 0")),
+        &[],
+        "backfill[0].requests_per_second",
+        "between",
+    );
+    check_invalid(&backfill("gh", &format!("{gh}max_pages = 1001")), &[], "backfill[0].max_pages", "between");
+    check_invalid(
+        &format!("{}\n[[backfill]]\nsource = \"gh\"\n{gh}", backfill("gh", gh)),
+        &[],
+        "backfill[1].source",
+        "has a backfill already",
+    );
+    // A kind without a backfill API.
+    let slack = "\n[[sources]]\nname = \"sl\"\nkind = \"slack\"\nsecrets = [\"s\"]\n[[backfill]]\nsource = \"sl\"\n";
+    check_invalid(&format!("{MINIMAL}{slack}"), &[], "backfill[0].source", "no API to backfill from");
+    // The secret is never echoed.
+    let bad = backfill("stripe", "api_key = \"rk_bäd\"");
+    let message = Config::parse(&bad, &BTreeMap::new()).unwrap_err().to_string();
+    assert!(message.contains("backfill[0].api_key") && !message.contains("rk_b"), "{message}");
+}

@@ -141,6 +141,9 @@ pub enum AuditAction {
     /// Quarantined requests re-verified and admitted (`target`: the source; `detail`: as which
     /// events).
     AdmitQuarantined,
+    /// A provider backfill (`target`: the source; `count`: events recovered; `detail`: since
+    /// when, listed, already stored, failed).
+    Backfill,
 }
 
 /// Why a request failed verification.

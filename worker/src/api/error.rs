@@ -4,6 +4,7 @@
 //! `ApiError` deliberately does not implement `Display`: async-graphql converts anything
 //! displayable into an error by its text alone, which would skip this mapping.
 
+use crate::backfill::BackfillError;
 use crate::quarantine::QuarantineError;
 use crate::replay::ReplayError;
 use crate::store::StoreError;
@@ -32,6 +33,9 @@ pub enum ApiError {
     /// A bulk replay's preview no longer stands (unknown or expired token, another filter, or
     /// the previewed dead letters changed): nothing was done; preview again.
     PreviewStale(String),
+    /// A backfill's provider API or the intake stream failed (said to the admin who asked: the
+    /// provider's status, never its key).
+    Backfill(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -56,6 +60,7 @@ impl ApiError {
                 "this answer already carries 8 MiB of event contents; ask for fewer at a time".into()
             }
             ApiError::PreviewStale(why) => format!("{why}; nothing was replayed: preview (dry run) again"),
+            ApiError::Backfill(why) => format!("backfill stopped: {why} (what it did before is in the audit log)"),
         }
     }
 
@@ -71,6 +76,7 @@ impl ApiError {
             ApiError::RateLimited => "RATE_LIMITED",
             ApiError::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             ApiError::PreviewStale(_) => "PREVIEW_STALE",
+            ApiError::Backfill(_) => "UNAVAILABLE",
         }
     }
 }
@@ -82,6 +88,24 @@ impl From<QuarantineError> for ApiError {
             QuarantineError::UnknownSource(name) => ApiError::Invalid(format!("no source `{name}` is configured")),
             QuarantineError::Stream(why) => ApiError::Quarantine(why),
             QuarantineError::Store(error) => ApiError::Store(error),
+        }
+    }
+}
+
+/// A backfill's failures, as the API reports them.
+impl From<BackfillError> for ApiError {
+    fn from(error: BackfillError) -> Self {
+        match error {
+            BackfillError::UnknownSource(name) => ApiError::Invalid(format!("no source `{name}` is configured")),
+            BackfillError::NotConfigured(name) => {
+                ApiError::Invalid(format!("source `{name}` has no [[backfill]] in the worker's configuration"))
+            }
+            BackfillError::AlreadyRunning(name) => {
+                ApiError::Invalid(format!("a backfill of source `{name}` is running already"))
+            }
+            BackfillError::Provider(why) => ApiError::Backfill(format!("provider API: {why}")),
+            BackfillError::Stream(why) => ApiError::Backfill(format!("intake stream: {why}")),
+            BackfillError::Store(error) => ApiError::Store(error),
         }
     }
 }
@@ -130,6 +154,7 @@ impl From<ApiError> for async_graphql::Error {
             }
             ApiError::Queue(cause) => tracing::error!(error = %cause, "API queue error"),
             ApiError::Quarantine(cause) => tracing::error!(error = %cause, "API quarantine error"),
+            ApiError::Backfill(cause) => tracing::warn!(error = %cause, "API backfill stopped"),
             _ => {}
         }
         let mut extensions = async_graphql::ErrorExtensionValues::default();

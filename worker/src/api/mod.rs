@@ -75,6 +75,8 @@ pub struct Services {
     pub sources: Vec<types::Source>,
     /// Requests that failed verification (`None`: `quarantine.enabled = false`).
     pub quarantine: Option<Arc<crate::quarantine::Quarantine>>,
+    /// Provider backfills (`[[backfill]]`).
+    pub backfiller: Arc<crate::backfill::Backfiller>,
 }
 
 /// The shared services from a resolver's context.

@@ -518,6 +518,26 @@ impl Mutation {
         Ok(quarantine(ctx)?.admit(&source, sequences, &principal.actor).await.map_err(ApiError::from)?.into())
     }
 
+    /// Asks `source`'s provider for what it sent since `since` and recovers what is not
+    /// stored: Stripe events are published into the intake stream, GitHub deliveries that never
+    /// got a 2xx are redelivered by GitHub (`[[backfill]]`, docs/backfill.md). `dryRun` only
+    /// counts. One run per source at a time; audited unless a dry run (admin).
+    async fn backfill(
+        &self,
+        ctx: &Context<'_>,
+        source: String,
+        since: DateTime,
+        #[graphql(default)] dry_run: bool,
+    ) -> Result<BackfillResult> {
+        let principal = require(ctx, Role::Admin)?;
+        if since.0 > crate::model::UnixMs::now() {
+            return Err(ApiError::Invalid("since is in the future".into()).into());
+        }
+        let report =
+            services(ctx)?.backfiller.run(&source, since.0, dry_run, &principal.actor).await.map_err(ApiError::from)?;
+        Ok(BackfillResult::of(&report, dry_run))
+    }
+
     /// Creates an API token (admin). The value is in this answer only.
     async fn create_api_token(&self, ctx: &Context<'_>, name: String, role: RoleName) -> Result<CreatedApiToken> {
         let principal = require(ctx, Role::Admin)?;

@@ -665,6 +665,8 @@ pub struct Source {
     pub name: String,
     /// Signature scheme.
     pub kind: String,
+    /// Whether a `[[backfill]]` is configured for it (the `backfill` mutation can run).
+    pub backfill: bool,
 }
 
 /// A configured destination and its live state.
@@ -1067,6 +1069,40 @@ impl From<crate::quarantine::Admission> for AdmissionResult {
                 })
                 .chain(not_admissible)
                 .collect(),
+        }
+    }
+}
+
+/// What a backfill found and did (`docs/backfill.md`). In a dry run, `recovered` is what it
+/// would have done and nothing was changed.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct BackfillResult {
+    /// Stripe: events listed since the time; GitHub: deliveries (by delivery id) sent since then.
+    pub listed: i32,
+    /// Of those, already stored (GitHub: or answered 2xx by Inlet at some attempt).
+    pub already_stored: i32,
+    /// Stripe: published into the intake stream (then recorded and delivered like any event);
+    /// GitHub: redelivery requested (GitHub then sends the webhook again, signed).
+    pub recovered: i32,
+    /// Not recovered: the intake stream or the provider refused.
+    pub failed: i32,
+    /// Whether the provider's list was read to its end; `false` when `max_pages` stopped it.
+    pub complete: bool,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+impl BackfillResult {
+    /// The API's view of a backfill's report.
+    pub fn of(report: &crate::backfill::Backfilled, dry_run: bool) -> BackfillResult {
+        let count = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+        BackfillResult {
+            listed: count(report.listed),
+            already_stored: count(report.already_stored),
+            recovered: count(report.recovered),
+            failed: count(report.failed),
+            complete: report.complete,
+            dry_run,
         }
     }
 }

@@ -1,6 +1,7 @@
-// Inlet console, admin views: API tokens (list, create — the value shown once —, revoke) and
-// users with their roles. Loaded after app.js, whose helpers (h, gql, render, confirmDialog,
-// time, label, showError, session) it uses; app.js routes `#tokens` and `#users` here. The API
+// Inlet console, admin views: API tokens (list, create — the value shown once —, revoke),
+// users with their roles, and provider backfill. Loaded after app.js, whose helpers (h, gql,
+// render, confirmDialog, time, label, showError, session) it uses; app.js routes `#tokens`,
+// `#users` and `#backfill` here. The API
 // refuses these calls to anyone but an admin; the console does not offer them to others.
 'use strict';
 
@@ -103,4 +104,46 @@ async function usersView() {
         h('td', { className: 'mono' }, time(u.createdAt)), h('td', { className: 'mono' }, u.lastSignInAt ? time(u.lastSignInAt) : ''),
         h('td', {}, u.liveSessions ? `${u.liveSessions} session${u.liveSessions === 1 ? '' : 's'}` : h('span', { className: 'muted' }, 'no'))))
         : h('tr', {}, h('td', { colspan: 7, className: 'muted' }, 'No one has signed in yet.')))));
+}
+
+// ---- Backfill -------------------------------------------------------------------------------
+
+// Asks a source's provider (a Stripe or GitHub source with a [[backfill]]) for what it sent
+// since a time and recovers what is not stored; a dry run (the default) only counts. A real
+// run asks for a confirmation and goes to the audit log. docs/backfill.md says what each kind
+// can and cannot recover.
+async function backfillView() {
+  if (!isAdmin()) { adminOnly('Backfill'); return; }
+  const { sources } = await gql('{ sources { name kind backfill } }');
+  const ready = sources.filter((s) => s.backfill);
+  const intro = h('p', { className: 'muted' }, 'After an outage: Stripe events listed by its events API and not stored are published into the pipeline; GitHub deliveries that never got a 2xx and are not stored are redelivered by GitHub. Other kinds have no such API.');
+  if (!ready.length) {
+    render(h('h1', {}, 'Backfill'), intro, h('p', { className: 'muted', id: 'backfill-none' }, 'No source has a [[backfill]] in the worker\'s configuration.'));
+    return;
+  }
+  const picker = h('select', { id: 'backfill-source', name: 'source' }, ready.map((s) => h('option', { value: s.name }, `${s.name} (${s.kind})`)));
+  const anHourAgo = new Date(Date.now() - 3600 * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const since = h('input', { id: 'backfill-since', name: 'since', required: true, size: 22, value: anHourAgo, autocomplete: 'off' });
+  const dry = h('input', { type: 'checkbox', id: 'backfill-dry', name: 'dry', checked: true });
+  const run = h('button', { type: 'submit', className: 'primary', id: 'backfill-run' }, 'Run');
+  const result = h('div', { id: 'backfill-result' });
+  const form = h('form', { className: 'filters', id: 'backfill-form' },
+    h('label', {}, 'Source', picker), h('label', {}, 'Since (RFC 3339)', since), h('label', {}, dry, ' Dry run (only count)'), run);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    run.disabled = true;
+    try {
+      if (!dry.checked) {
+        const confirmed = await confirmDialog({ id: 'backfill-dialog', title: `Backfill ${picker.value} since ${since.value.trim()}?`, confirm: 'Backfill',
+          content: [h('p', {}, 'What is not stored is recovered now (Stripe: published; GitHub: redelivery requested). Your name, the time and the counts go to the audit log.')] });
+        if (!confirmed) return;
+      }
+      const { backfill: b } = await gql(`mutation($s: String!, $since: DateTime!, $dry: Boolean!) { backfill(source: $s, since: $since, dryRun: $dry) {
+        listed alreadyStored recovered failed complete dryRun } }`, { s: picker.value, since: since.value.trim(), dry: dry.checked });
+      result.replaceChildren(h('div', { className: 'card', role: 'status' },
+        h('p', { id: 'backfill-summary' }, `${b.dryRun ? 'Dry run: ' : ''}${b.listed} listed, ${b.alreadyStored} already stored, ${b.recovered} ${b.dryRun ? 'to recover' : 'recovered'}, ${b.failed} failed.`),
+        b.complete ? null : h('p', { className: 'warn' }, 'Stopped at max_pages before the end of the provider\'s list: run it again.')));
+    } catch (error) { showError(error); } finally { run.disabled = false; }
+  });
+  render(h('h1', {}, 'Backfill'), intro, form, result);
 }

@@ -567,7 +567,8 @@ async function destinationsView() {
 const AUDIT = `query($filter: AuditFilter, $first: Int, $after: String) { auditLog(filter: $filter, first: $first, after: $after) {
   nodes { id at actor action target count detail } pageInfo { hasNextPage endCursor } } }`;
 const AUDIT_ACTIONS = ['REPLAY_DELIVERY', 'DISMISS_DEAD_LETTER', 'REPLAY_TO_DESTINATION', 'BULK_REPLAY', 'CANCEL_BULK_REPLAY',
-  'SIGN_IN', 'SESSION_ENDED', 'LINK_ACCOUNT', 'UNLINK_ACCOUNT', 'CREATE_API_TOKEN', 'REVOKE_API_TOKEN', 'ADMIT_QUARANTINED'];
+  'SIGN_IN', 'SESSION_ENDED', 'LINK_ACCOUNT', 'UNLINK_ACCOUNT', 'CREATE_API_TOKEN', 'REVOKE_API_TOKEN', 'ADMIT_QUARANTINED',
+  'BACKFILL'];
 // Longer details (a bulk replay's filter, say) are cut here; the rest opens in place.
 const SHOWN_DETAIL = 120;
 
@@ -698,6 +699,7 @@ async function route() {
     else if (hash === '#account') await accountView();
     else if (hash === '#tokens') await tokensView(); // admin.js
     else if (hash === '#users') await usersView(); // admin.js
+    else if (hash === '#backfill') await backfillView(); // admin.js
     else await eventsView();
     await refreshCounts();
   } catch (error) { showError(error); }

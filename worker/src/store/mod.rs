@@ -58,6 +58,9 @@ mod activity;
 mod audit;
 #[cfg(test)]
 mod audit_tests;
+mod backfill;
+#[cfg(test)]
+mod backfill_tests;
 pub mod backup;
 mod columns;
 pub mod copy;

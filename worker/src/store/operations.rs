@@ -2,7 +2,7 @@
 //! started with. What an operation promises is written here, once; how each engine keeps the
 //! promise is in `store/<concern>.rs` (SQLite) and `store/postgres/<concern>.rs` (PostgreSQL).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use inlet_shared::config::Role;
 
@@ -441,6 +441,31 @@ forward! {
     ///
     /// When the insert fails.
     pub async fn record_admission(&self, actor: String, source: String, count: i64, detail: String) -> Result<(), StoreError>;
+    // backfill
+    /// Which of `event_ids` (dedup ids, as recorded) `source` has stored.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn stored_event_ids(&self, source: String, event_ids: Vec<String>) -> Result<HashSet<String>, StoreError>;
+    /// Which of the GitHub delivery ids `guids` (`X-GitHub-Delivery`) `source` has stored among
+    /// the events received since `since` (less `backfill::DELIVERY_WINDOW`, for clocks that
+    /// disagree): GitHub does not sign its delivery id, so the event id is the body's hash and
+    /// the delivery id is only in the stored request headers. Ids that are not plain
+    /// `[A-Za-z0-9-]` are never found.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn stored_github_deliveries(&self, source: String, since: UnixMs, guids: Vec<String>) -> Result<HashSet<String>, StoreError>;
+    /// Writes the audit row of a backfill: `actor` backfilled `source`, recovering `count`
+    /// events (`detail`: since when, what was listed, stored, failed). The events themselves go
+    /// through the intake stream or the provider's redelivery.
+    ///
+    /// # Errors
+    ///
+    /// When the insert fails.
+    pub async fn record_backfill(&self, actor: String, source: String, count: i64, detail: String) -> Result<(), StoreError>;
     /// Revokes token `id` for `actor` (it stops authenticating at once), with its audit row
     /// when it was live. Answers its record, `None` when there is no such token.
     ///

@@ -16,7 +16,7 @@ const WORKER_FLOORS: &[&[&str]] = &[
     &["breaker", "routes", "pull", "ownership", "http"],
     &["deliver"],
     &["record"],
-    &["replay", "quarantine"],
+    &["replay", "quarantine", "backfill"],
     &["auth", "console"],
     &["api"],
     &["lib", "main"],
@@ -30,8 +30,8 @@ const CONFINED_CRATES: &[(&str, &[&str])] = &[
     ("deadpool_postgres", &["store"]),
     ("async_graphql", &["api"]),
     // The intake consumer, the worker lease, the health check's connection state, and
-    // The quarantine stream: listed, counted, admitted from.
-    ("async_nats", &["record", "pull", "ownership", "http", "quarantine", "lib"]),
+    // The quarantine stream: listed, counted, admitted from; a backfill's publishes.
+    ("async_nats", &["record", "pull", "ownership", "http", "quarantine", "backfill", "lib"]),
 ];
 
 /// SQL statements start like this; only `store/` may hold one.

@@ -17,6 +17,7 @@
 
 mod alerts;
 mod api;
+mod backfill;
 mod breaker;
 mod cluster;
 mod console;

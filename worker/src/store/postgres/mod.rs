@@ -20,6 +20,7 @@
 mod activity;
 mod attempts;
 mod audit;
+mod backfill;
 mod columns;
 mod deliveries;
 mod events;

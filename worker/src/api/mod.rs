@@ -23,6 +23,7 @@
 //! number of SQL reads it took (DataLoaders keep it flat as pages grow).
 
 pub mod cost;
+mod dry_run;
 mod enums;
 mod error;
 mod explorer;
@@ -75,6 +76,8 @@ pub struct Services {
     pub sources: Vec<types::Source>,
     /// Requests that failed verification (`None`: `quarantine.enabled = false`).
     pub quarantine: Option<Arc<crate::quarantine::Quarantine>>,
+    /// Where dry runs' transforms run.
+    pub transforms: crate::programs::TransformPool,
 }
 
 /// The shared services from a resolver's context.

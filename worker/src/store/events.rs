@@ -125,6 +125,7 @@ pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, claims: &Firs
                             content_type: event.content_type.clone(),
                             received_at: event.received_at,
                             body: event.body.clone(),
+                            headers_json: event.headers_json.clone(),
                             trace_context: event.trace_context.clone(),
                         },
                         lease: Lease { token: LeaseToken::FIRST, until: claims.until },

@@ -1467,9 +1467,7 @@ pub fn check_program_bounds(program: &str) -> Result<(), String> {
             '(' | '[' | '{' => {
                 depth += 1;
                 if depth > MAX_PROGRAM_NESTING {
-                    return Err(format!(
-                        "nests brackets deeper than {MAX_PROGRAM_NESTING} levels (at byte {offset})"
-                    ));
+                    return Err(format!("nests brackets deeper than {MAX_PROGRAM_NESTING} levels (at byte {offset})"));
                 }
             }
             ')' | ']' | '}' => depth = depth.saturating_sub(1),

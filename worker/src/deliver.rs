@@ -46,10 +46,10 @@ use tracing::Instrument as _;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::metric_names;
-use crate::programs::{TransformError, TransformPool, bounded};
-use crate::routes::{EventView, Router};
 use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryStatus, UnixMs};
 use crate::ownership::placement::Holding;
+use crate::programs::{TransformError, TransformPool, bounded};
+use crate::routes::{EventView, Router};
 use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, Store};
 
 /// Longest `Retry-After` honoured for a delivery's retry.
@@ -203,11 +203,7 @@ impl Destination {
             return Ok(original());
         };
         let output = transforms.pool.run(transform, delivery.body.clone()).await?;
-        Ok(Outbound {
-            body: Bytes::from(output.body),
-            headers: output.headers,
-            content_type: Some("application/json"),
-        })
+        Ok(Outbound { body: Bytes::from(output.body), headers: output.headers, content_type: Some("application/json") })
     }
 
     /// How long a claim for one attempt lasts.

@@ -97,11 +97,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // connects anywhere (exit 64, naming the key).
     let router = routes::Router::compile(&config.routes)?;
     // Dry runs use the pool too, so it runs with or without configured transforms.
-    let transform_pool = programs::TransformPool::start(config.worker.transform_threads, config.worker.transform_timeout)
-        .context("cannot start the transform threads")?;
-    let transforms = router
-        .has_transforms()
-        .then(|| deliver::Transforms { router: router.clone(), pool: transform_pool.clone() });
+    let transform_pool =
+        programs::TransformPool::start(config.worker.transform_threads, config.worker.transform_timeout)
+            .context("cannot start the transform threads")?;
+    let transforms =
+        router.has_transforms().then(|| deliver::Transforms { router: router.clone(), pool: transform_pool.clone() });
     let metrics = metrics_handle();
     metric_names::describe();
     // Before anything else: a certificate that cannot be used stops startup, naming the key.
@@ -297,8 +297,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     tracker.spawn(maintenance_loop(store.clone(), config.worker.retention, jobs, shutdown.clone()));
 
     let operator = if config.console.enabled {
-        let (routes, replayer) =
-            operator_routes(
+        let (routes, replayer) = operator_routes(
             &config,
             store.clone(),
             Arc::clone(&destinations),
@@ -481,8 +480,7 @@ fn operator_routes(
         .iter()
         .map(|s| api::types::Source { name: s.name.clone(), kind: s.kind.as_str().into() })
         .collect();
-    let services =
-        Arc::new(api::Services {
+    let services = Arc::new(api::Services {
         store,
         replayer: Arc::clone(&replayer),
         destinations,

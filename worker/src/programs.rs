@@ -114,11 +114,8 @@ impl Filter {
             return Err(CompileError(message));
         }
         let program = cel::Program::compile(text).map_err(|errors| {
-            let described: Vec<String> = errors
-                .errors
-                .iter()
-                .map(|e| format!("line {}, column {}: {}", e.pos.0, e.pos.1 + 1, e.msg))
-                .collect();
+            let described: Vec<String> =
+                errors.errors.iter().map(|e| format!("line {}, column {}: {}", e.pos.0, e.pos.1 + 1, e.msg)).collect();
             CompileError(described.join("; "))
         })?;
         Ok(Filter { program, text: text.to_owned() })
@@ -623,7 +620,10 @@ mod tests {
         let out = transform(r#"{body: {n: .n}, headers: {"X-Kind": "test"}}"#, r#"{"n":1}"#).unwrap();
         assert_eq!(out.body, br#"{"n":1}"#);
         assert_eq!(out.headers, [("x-kind".to_owned(), "test".to_owned())]);
-        assert!(matches!(transform(r#"{body: 1, headers: {"webhook-id": "x"}}"#, "{}"), Err(TransformError::Headers(_))));
+        assert!(matches!(
+            transform(r#"{body: 1, headers: {"webhook-id": "x"}}"#, "{}"),
+            Err(TransformError::Headers(_))
+        ));
         assert_eq!(transform(".", "not json"), Err(TransformError::NotJson));
         assert!(matches!(transform("error(\"no\")", "{}"), Err(TransformError::Program(_))));
         assert!(matches!(transform("empty", "{}"), Err(TransformError::Program(_))));

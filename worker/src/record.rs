@@ -240,7 +240,11 @@ impl Recorder {
         // them here only to release them would cost a second write each.
         let held_elsewhere =
             self.destinations.iter().filter(|(_, d)| !d.is_held()).map(|(name, _)| name.clone()).collect();
-        let claims = FirstClaims { until: UnixMs::now().plus(self.first_lease()), held_elsewhere };
+        let claims = FirstClaims {
+            until: UnixMs::now().plus(self.first_lease()),
+            held_elsewhere,
+            with_headers: self.router.has_transforms(),
+        };
         let recorded = match self.store.record(events, claims).await {
             Ok(recorded) => recorded,
             Err(error) => {

@@ -60,7 +60,9 @@ impl Router {
                 None => None,
             };
             let transform = match &config.transform {
-                Some(text) => Some(Arc::new(Transform::compile(text).map_err(|e| invalid("transform", e.to_string()))?)),
+                Some(text) => {
+                    Some(Arc::new(Transform::compile(text).map_err(|e| invalid("transform", e.to_string()))?))
+                }
                 None => None,
             };
             compiled.push(Route { config: config.clone(), filter, transform });

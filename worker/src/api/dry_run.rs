@@ -9,8 +9,8 @@ use async_graphql::{Context, ID, SimpleObject};
 
 use super::error::ApiError;
 use super::loaders::{ContentBudget, Reads};
-use super::services;
 use super::schema::parse_id;
+use super::services;
 use super::types::{Event, Header};
 use crate::model::EventRowId;
 use crate::programs::{Filter, FilterInput, FilterOutcome, Transform, body_for_filter};

@@ -670,11 +670,6 @@ const DRY_RUN = `query($source: String!, $filter: String, $transform: String, $l
   dryRun(source: $source, filter: $filter, transform: $transform, last: $last) {
     event { id eventId eventType receivedAt } matched filterError input output outputHeaders { name value } transformError } }`;
 
-const pretty = (text) => {
-  if (text === null || text === undefined) return '';
-  try { return JSON.stringify(JSON.parse(text), null, 2); } catch (error) { return text; }
-};
-
 async function dryRunView() {
   if (!canReplay()) {
     render(h('h1', {}, 'Dry run'), h('p', { className: 'muted', id: 'operators-only' }, 'Only operators and admins can run programs.'));
@@ -709,10 +704,10 @@ async function dryRunView() {
           ' ', h('span', { className: 'muted' }, `${r.event.eventType || ''} · ${time(r.event.receivedAt)} UTC`)),
         r.filterError ? h('p', { className: 'filter-error warn' }, `Filter: ${r.filterError}`) : null,
         h('div', { className: 'side-by-side' },
-          h('div', {}, h('h4', {}, 'Input'), h('pre', { className: 'input mono' }, pretty(r.input))),
+          h('div', {}, h('h4', {}, 'Input'), h('pre', { className: 'input mono' }, pretty(r.input || ''))),
           h('div', {}, h('h4', {}, 'Output'),
             r.transformError ? h('p', { className: 'transform-error warn' }, r.transformError)
-              : r.output !== null ? [h('pre', { className: 'output mono' }, pretty(r.output)),
+              : r.output !== null ? [h('pre', { className: 'output mono' }, pretty(r.output, 'application/json')),
                 r.outputHeaders.length ? h('table', { className: 'headers' }, r.outputHeaders.map((x) => h('tr', {}, h('td', { className: 'mono' }, x.name), h('td', { className: 'mono' }, x.value)))) : null]
                 : h('p', { className: 'muted' }, r.matched ? 'sent as is' : 'not delivered by this route'))))));
       if (!dryRun.length) results.append(h('p', { className: 'muted' }, 'No stored events of this source.'));

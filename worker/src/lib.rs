@@ -25,7 +25,7 @@ mod http;
 pub mod metric_names;
 pub mod model;
 mod ownership;
-mod programs;
+pub mod programs;
 mod pull;
 mod quarantine;
 mod record;

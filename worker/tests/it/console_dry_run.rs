@@ -23,6 +23,15 @@ async fn pipeline_with_events(options: Options) -> (OperatorPipeline, TestDestin
     }
     pipeline.wait_for("every event recorded", "{ counts { events } }", json!({}), |d| d["counts"]["events"] == 3).await;
     sink.wait_for(3, Duration::from_secs(20)).await;
+    // Settled in the store too (results are recorded after the destination answered).
+    pipeline
+        .store
+        .wait_until(
+            "every delivery recorded delivered",
+            Duration::from_secs(20),
+            "SELECT COUNT(*) = 3 FROM deliveries WHERE status = 'delivered'",
+        )
+        .await;
     (pipeline, sink)
 }
 

@@ -72,7 +72,7 @@ pub struct FilterInput<'a> {
     /// The body as JSON; `Null` when the body is not JSON.
     pub body: &'a serde_json::Value,
     /// The stored request headers (names lower case), as ingest kept them (redacted ones
-    /// `[redacted]`): the stored `[[name, value], …]` array.
+    /// `<redacted>`): the stored `[[name, value], …]` array.
     pub headers_json: &'a str,
     /// The source's name.
     pub source: &'a str,

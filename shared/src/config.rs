@@ -933,6 +933,13 @@ pub struct WorkerConfig {
     /// `[worker.tls]`: serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on `listen`; plain HTTP when
     /// absent. The admin listener stays plain.
     pub tls: Option<TlsConfig>,
+    /// OS threads that run routes' `transform` programs (and dry runs), apart from the async
+    /// runtime, so a slow program never holds up recording or delivery.
+    pub transform_threads: usize,
+    /// How long one run of a `transform` program may take before it is stopped (the delivery is
+    /// then dead-lettered `transform_failed`).
+    #[serde(with = "duration_str")]
+    pub transform_timeout: Duration,
 }
 
 /// `[store]`: which database the worker keeps its state in.
@@ -1088,6 +1095,8 @@ impl Default for WorkerConfig {
             body_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             tls: None,
+            transform_threads: 2,
+            transform_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -1590,6 +1599,46 @@ pub struct RouteConfig {
     pub events: Vec<String>,
     /// Destination names.
     pub destinations: Vec<String>,
+    /// A CEL expression over `body`, `headers`, `source` and `type`: the route applies only to
+    /// events for which it is `true` (compiled by the worker at startup; docs/routing.md).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// A jq program run on the body of each delivery this route makes, when it is attempted;
+    /// its output is what the destinations get (compiled by the worker at startup).
+    #[serde(default)]
+    pub transform: Option<String>,
+}
+
+/// Longest `filter` or `transform` program accepted, in bytes: the parsers are recursive and
+/// not bounded by themselves, so the text is bounded before any parser sees it.
+pub const MAX_PROGRAM_BYTES: usize = 4096;
+
+/// Deepest bracket nesting (`(`, `[`, `{`) accepted in a `filter` or `transform` program.
+pub const MAX_PROGRAM_NESTING: usize = 32;
+
+/// Checks a program's size and bracket nesting before it is parsed: `Err` says what is wrong.
+/// Brackets inside string literals count too (a bound, not a parse).
+pub fn check_program_bounds(program: &str) -> Result<(), String> {
+    if program.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if program.len() > MAX_PROGRAM_BYTES {
+        return Err(format!("is {} bytes long; at most {MAX_PROGRAM_BYTES} are allowed", program.len()));
+    }
+    let mut depth = 0usize;
+    for (offset, c) in program.char_indices() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_PROGRAM_NESTING {
+                    return Err(format!("nests brackets deeper than {MAX_PROGRAM_NESTING} levels (at byte {offset})"));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn default_event_patterns() -> Vec<String> {
@@ -1716,6 +1765,12 @@ impl Config {
         self.validate_store()?;
         if self.worker.max_ack_pending < 1 {
             return Err(ConfigError::invalid("worker.max_ack_pending", "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.worker.transform_threads) {
+            return Err(ConfigError::invalid("worker.transform_threads", "must be between 1 and 64"));
+        }
+        if self.worker.transform_timeout.is_zero() || self.worker.transform_timeout > Duration::from_secs(10) {
+            return Err(ConfigError::invalid("worker.transform_timeout", "must be more than 0 and at most 10s"));
         }
 
         self.validate_console()?;
@@ -1857,6 +1912,12 @@ impl Config {
                 if !destination_names.contains(name.as_str()) {
                     return Err(ConfigError::invalid(key("destinations"), format!("no destination named `{name}`")));
                 }
+            }
+            if let Some(filter) = &route.filter {
+                check_program_bounds(filter).map_err(|message| ConfigError::invalid(key("filter"), message))?;
+            }
+            if let Some(transform) = &route.transform {
+                check_program_bounds(transform).map_err(|message| ConfigError::invalid(key("transform"), message))?;
             }
             for pattern in &route.events {
                 let body = pattern.strip_suffix('*').unwrap_or(pattern);

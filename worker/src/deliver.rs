@@ -22,6 +22,11 @@
 //! **Attempt time.** An attempt is timed from when it was sent. When the process was stalled
 //! (stopped, starved) past the deadline, an answer that arrived meanwhile is still read before
 //! the attempt is called a timeout.
+//!
+//! **Transforms run at attempt time.** A route's `transform` reshapes the body of each attempt,
+//! on the transform pool (`programs`), so the stored body stays the original and a replay runs
+//! the transform again. A transform that fails dead-letters the delivery (`transform_failed`,
+//! its error kept as the delivery's last error); nothing is sent.
 
 use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU32;
@@ -29,6 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use inlet_shared::config::DestinationConfig;
 use inlet_shared::otel::{self, Span, SpanKind, Tracing};
@@ -42,6 +48,8 @@ use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::metric_names;
 use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryStatus, UnixMs};
 use crate::ownership::placement::Holding;
+use crate::programs::{TransformError, TransformPool, bounded};
+use crate::routes::{EventView, Router};
 use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, Store};
 
 /// Longest `Retry-After` honoured for a delivery's retry.
@@ -103,6 +111,8 @@ pub struct Destination {
     /// Whether this worker holds the destination now: only the holder claims and attempts
     /// (several workers on one store; with SQLite the one worker always does).
     holding: Holding,
+    /// The routes' transforms and the pool they run on; `None` when no route has one.
+    transforms: Option<Transforms>,
     /// `[telemetry.traces]`: one span per attempt, whose context the request carries on.
     tracing: Tracing,
     /// The URL's host and port, the attempt span's `server.address` and `server.port` (never
@@ -168,7 +178,32 @@ impl Destination {
             holding,
             tracing,
             server,
+            transforms: None,
         })
+    }
+
+    /// Runs the routes' transforms on this destination's attempts.
+    #[must_use]
+    pub fn with_transforms(mut self, transforms: Transforms) -> Destination {
+        self.transforms = Some(transforms);
+        self
+    }
+
+    /// What an attempt sends: the stored body, or what the route's transform makes of it.
+    async fn outbound(&self, delivery: &DeliveryToSend) -> Result<Outbound, TransformError> {
+        let original = || Outbound { body: delivery.body.clone(), headers: Vec::new(), content_type: None };
+        let Some(transforms) = &self.transforms else { return Ok(original()) };
+        let event = EventView {
+            source: &delivery.source,
+            event_type: delivery.event_type.as_deref(),
+            body: &delivery.body,
+            headers_json: &delivery.headers_json,
+        };
+        let Some(transform) = transforms.router.transform_for(&event, &self.config.name) else {
+            return Ok(original());
+        };
+        let output = transforms.pool.run(transform, delivery.body.clone()).await?;
+        Ok(Outbound { body: Bytes::from(output.body), headers: output.headers, content_type: Some("application/json") })
     }
 
     /// How long a claim for one attempt lasts.
@@ -524,14 +559,36 @@ async fn send_and_record(
     probe: bool,
     span: &mut Span,
 ) {
-    let delivery_id = &delivery.delivery_id;
     // The retry schedule counts from the latest replay (a replay starts a fresh schedule); the
     // header carries the attempt's stored number, which continues across replays, so the
     // destination, the console and the API name an attempt alike.
     let attempt_number = delivery.attempts + 1;
     let started_at = UnixMs::now();
     let started = Instant::now();
-    let response = send(destination, &delivery, delivery.attempt_base + attempt_number, span.traceparent()).await;
+    let outbound = match destination.outbound(&delivery).await {
+        Ok(outbound) => outbound,
+        // Not the program's fault: the delivery is attempted again when its lease expires.
+        Err(TransformError::PoolClosed) => return,
+        Err(error) => {
+            span.fail("transform_failed");
+            let record = AttemptRecord {
+                delivery_id: delivery.delivery_id.clone(),
+                attempt: attempt_number,
+                started_at,
+                duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+                outcome: AttemptOutcome::Permanent,
+                status_code: None,
+                error: Some(bounded(&format!("transform failed: {error}"))),
+                response_snippet: None,
+                next: NextStep::DeadLetter(DeadLetterReason::TransformFailed),
+                lease_token: lease.token,
+            };
+            settle(destination, store, &delivery, record).await;
+            return;
+        }
+    };
+    let response =
+        send(destination, &delivery, &outbound, delivery.attempt_base + attempt_number, span.traceparent()).await;
     let elapsed = started.elapsed();
     let now = Instant::now();
     let outcome = classify(&destination.config, response.status, attempt_number);
@@ -588,6 +645,14 @@ async fn send_and_record(
             NextStep::DeadLetter(_) => "dead_letter",
         },
     );
+    settle(destination, store, &delivery, record).await;
+}
+
+/// Records an attempt's result under its lease (a few tries), then counts what it decided.
+async fn settle(destination: &Destination, store: &Store, delivery: &DeliveryToSend, record: AttemptRecord) {
+    let delivery_id = &delivery.delivery_id;
+    let attempt_number = record.attempt;
+    let next = record.next;
     let mut tries = 0;
     loop {
         tries += 1;
@@ -701,6 +766,24 @@ fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(rand::random_range(0.9..1.1))
 }
 
+/// The routes (to find a delivery's transform) and the pool transforms run on.
+#[derive(Debug, Clone)]
+pub struct Transforms {
+    /// The routing table.
+    pub router: Router,
+    /// Where transforms run.
+    pub pool: TransformPool,
+}
+
+/// The body and extra headers one attempt sends.
+struct Outbound {
+    body: Bytes,
+    /// Headers the transform set (never one of Inlet's own).
+    headers: Vec<(String, String)>,
+    /// The content type when the transform replaced the body (JSON); else the event's own.
+    content_type: Option<&'static str>,
+}
+
 struct AttemptResult {
     status: Option<u16>,
     error: Option<String>,
@@ -785,6 +868,7 @@ impl Outgoing<'_> {
 async fn send(
     destination: &Destination,
     delivery: &DeliveryToSend,
+    outbound: &Outbound,
     stored_attempt: i64,
     traceparent: Option<String>,
 ) -> AttemptResult {
@@ -794,7 +878,7 @@ async fn send(
         source: &delivery.source,
         event_id: &delivery.event_id,
         event_type: delivery.event_type.as_deref(),
-        content_type: delivery.content_type.as_deref(),
+        content_type: outbound.content_type.or(delivery.content_type.as_deref()),
         received_at: delivery.received_at,
     };
     let mut request = destination.client.post(&destination.config.url);
@@ -807,16 +891,19 @@ async fn send(
     if let Some(traceparent) = traceparent {
         request = request.header(otel::TRACEPARENT, traceparent);
     }
+    for (name, value) in &outbound.headers {
+        request = request.header(name, value);
+    }
     for (name, value) in sign::standard(
         destination.config.signing_secret.expose(),
         delivery.delivery_id.as_str(),
         timestamp,
-        &delivery.body,
+        &outbound.body,
     ) {
         request = request.header(name, value);
     }
     let exchange = async {
-        let mut response = request.body(delivery.body.clone()).send().await?;
+        let mut response = request.body(outbound.body.clone()).send().await?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -26,6 +26,7 @@ mod http;
 pub mod metric_names;
 pub mod model;
 mod ownership;
+pub mod programs;
 mod pull;
 mod quarantine;
 mod record;
@@ -94,6 +95,15 @@ impl Listeners {
 ///
 /// When the database cannot be opened, or NATS, the streams or consumers cannot be set up.
 pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Route programs first: a program that does not compile stops the worker before it
+    // connects anywhere (exit 64, naming the key).
+    let router = routes::Router::compile(&config.routes)?;
+    // Dry runs use the pool too, so it runs with or without configured transforms.
+    let transform_pool =
+        programs::TransformPool::start(config.worker.transform_threads, config.worker.transform_timeout)
+            .context("cannot start the transform threads")?;
+    let transforms =
+        router.has_transforms().then(|| deliver::Transforms { router: router.clone(), pool: transform_pool.clone() });
     let metrics = metrics_handle();
     metric_names::describe();
     // Before anything else: a certificate that cannot be used stops startup, naming the key.
@@ -226,15 +236,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     for destination_config in &config.destinations {
         let name = destination_config.name.clone();
         let concurrency = destination_config.concurrency.unwrap_or(config.worker.delivery_concurrency);
-        let destination = Arc::new(
-            deliver::Destination::new(
-                destination_config.clone(),
-                concurrency,
-                holdings.remove(&name).unwrap_or_else(Holding::always),
-                traces.clone(),
-            )
-            .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?,
-        );
+        let destination = deliver::Destination::new(
+            destination_config.clone(),
+            concurrency,
+            holdings.remove(&name).unwrap_or_else(Holding::always),
+            traces.clone(),
+        )
+        .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?;
+        let destination = Arc::new(match &transforms {
+            Some(transforms) => destination.with_transforms(transforms.clone()),
+            None => destination,
+        });
         destinations.insert(name, Arc::clone(&destination));
         tracker.spawn(deliver::run(destination, store.clone(), shutdown.clone()));
     }
@@ -266,7 +278,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let recorder = Arc::new(record::Recorder {
         store: store.clone(),
-        router: routes::Router::new(&config.routes),
+        router: router.clone(),
         destinations: Arc::clone(&destinations),
         batch_size: config.worker.batch_size,
         unrouted_log: record::UnroutedLog::default(),
@@ -294,6 +306,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             Arc::clone(&destinations),
             quarantine.clone(),
             backfiller,
+            transform_pool.clone(),
             shutdown.clone(),
         )?;
         replayer.close_interrupted_bulk_replays().await;
@@ -451,6 +464,7 @@ fn operator_routes(
     destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
     quarantine: Option<Arc<quarantine::Quarantine>>,
     backfiller: Arc<backfill::Backfiller>,
+    transforms: programs::TransformPool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(http::OperatorRoutes, Arc<replay::Replayer>)> {
     let console = &config.console;
@@ -503,6 +517,7 @@ fn operator_routes(
         sources,
         quarantine,
         backfiller,
+        transforms,
     });
     let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
     let routes =

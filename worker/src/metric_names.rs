@@ -77,6 +77,14 @@ pub const QUARANTINED: &str = "inlet_worker_quarantined_requests";
 /// Quarantined requests an admin asked to admit, by source and outcome (`admitted`: verified with
 /// the current secrets and published; `refused`: still failing or not admissible).
 pub const QUARANTINE_ADMISSIONS: &str = "inlet_worker_quarantine_admissions_total";
+/// Route filters evaluated, by source and outcome (`match`, `no_match`, `error`: the expression
+/// could not be evaluated to a bool, e.g. a missing field; treated as no match).
+pub const FILTER_EVALUATIONS: &str = "inlet_worker_filter_evaluations_total";
+/// Transform runs, by outcome (`ok`, `error`, `stopped`: past its deadline or step bound,
+/// `not_json`, `too_large`, `shut_down`).
+pub const TRANSFORM_RUNS: &str = "inlet_worker_transform_runs_total";
+/// Time of one transform run, queueing for the pool included.
+pub const TRANSFORM_DURATION: &str = "inlet_worker_transform_duration_seconds";
 
 /// Registers HELP text for every metric.
 pub fn describe() {
@@ -112,7 +120,21 @@ pub fn describe() {
     describe_counter!(SUPERSEDED, "Attempt results dropped because the delivery had been claimed again meanwhile.");
     describe_gauge!(QUARANTINED, "Requests kept in the quarantine stream, by source and slot, as last counted.");
     describe_counter!(QUARANTINE_ADMISSIONS, "Quarantined requests an admin asked to admit, by source and outcome.");
+    describe_counter!(FILTER_EVALUATIONS, "Route filters evaluated, by source and outcome.");
+    describe_counter!(TRANSFORM_RUNS, "Transform runs, by outcome.");
+    describe_histogram!(TRANSFORM_DURATION, Unit::Seconds, "Time of one transform run, queueing included.");
     TLS.describe("main");
+}
+
+/// A route filter of `source` was evaluated: `outcome` is `match`, `no_match` or `error`.
+pub fn filter_evaluated(source: &str, outcome: &'static str) {
+    metrics::counter!(FILTER_EVALUATIONS, "source" => source.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// A transform ran for `elapsed`; `failure` is its error's label, `None` when it succeeded.
+pub fn transform_run(failure: Option<&'static str>, elapsed: Duration) {
+    metrics::counter!(TRANSFORM_RUNS, "outcome" => failure.unwrap_or("ok")).increment(1);
+    metrics::histogram!(TRANSFORM_DURATION).record(elapsed.as_secs_f64());
 }
 
 /// `source`'s `slot` holds `count` quarantined requests.

@@ -185,6 +185,9 @@ labelled! {
         RetriesExhausted = "retries_exhausted",
         /// The destination was removed from the config (found pending at startup).
         UnknownDestination = "unknown_destination",
+        /// The route's `transform` failed on the event (the error is the delivery's last
+        /// error); the original body is kept, and a replay runs the transform again.
+        TransformFailed = "transform_failed",
     }
 }
 

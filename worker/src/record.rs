@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::deliver::Destination;
 use crate::metric_names;
 use crate::model::{RouteStatus, UnixMs};
-use crate::routes::Router;
+use crate::routes::{EventView, Router};
 use crate::store::{Claimed, FirstClaims, NewEvent, Recorded, Store};
 
 /// Batches recorded but not yet acked, at most.
@@ -135,13 +135,19 @@ pub fn parse_message(
     let headers = message.headers.as_ref().ok_or(InvalidMessage::NoHeaders)?;
     let envelope = envelope::Envelope::from_headers(|name| headers.get(name).map(|v| v.as_str()))?;
     let stream_sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
-    let destinations = router.destinations(&envelope.source, envelope.event_type.as_deref());
+    let headers_json = envelope.original_headers.unwrap_or_else(|| "[]".into());
+    let destinations = router.destinations(&EventView {
+        source: &envelope.source,
+        event_type: envelope.event_type.as_deref(),
+        body: &message.payload,
+        headers_json: &headers_json,
+    });
     let event = NewEvent {
         id_origin: envelope.id_origin,
         scheme: envelope.scheme,
         secret_index: i64::try_from(envelope.secret_index).unwrap_or(i64::MAX),
         content_type: envelope.content_type,
-        headers_json: envelope.original_headers.unwrap_or_else(|| "[]".into()),
+        headers_json,
         body: Bytes::copy_from_slice(&message.payload),
         received_at: UnixMs(i64::try_from(envelope.received_at_ms).unwrap_or(i64::MAX)),
         source: envelope.source,
@@ -234,7 +240,11 @@ impl Recorder {
         // them here only to release them would cost a second write each.
         let held_elsewhere =
             self.destinations.iter().filter(|(_, d)| !d.is_held()).map(|(name, _)| name.clone()).collect();
-        let claims = FirstClaims { until: UnixMs::now().plus(self.first_lease()), held_elsewhere };
+        let claims = FirstClaims {
+            until: UnixMs::now().plus(self.first_lease()),
+            held_elsewhere,
+            with_headers: self.router.has_transforms(),
+        };
         let recorded = match self.store.record(events, claims).await {
             Ok(recorded) => recorded,
             Err(error) => {

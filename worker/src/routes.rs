@@ -1,26 +1,107 @@
-//! Which destinations an event goes to: `[[routes]]` match a source and event-type patterns
-//! (`*`, `prefix.*`, exact). An event no route matches is recorded as `unrouted`, never dropped.
+//! Which destinations an event goes to: `[[routes]]` match a source, event-type patterns
+//! (`*`, `prefix.*`, exact) and, when they have one, their `filter` (a CEL expression; see
+//! `programs`). An event no route matches is recorded as `unrouted`, never dropped.
+//!
+//! A route's `transform` applies to the deliveries it makes: for a destination that several
+//! routes name, the first route (in config order) that applies to the event decides, as it
+//! decides that the destination is selected at all.
 
-use inlet_shared::config::{RouteConfig, event_type_matches};
+use std::cell::OnceCell;
+use std::sync::Arc;
+
+use inlet_shared::config::{ConfigError, RouteConfig, event_type_matches};
+
+use crate::metric_names;
+use crate::programs::{Filter, FilterInput, FilterOutcome, Transform, body_for_filter};
+
+/// One route with its programs compiled.
+#[derive(Debug)]
+struct Route {
+    config: RouteConfig,
+    filter: Option<Filter>,
+    transform: Option<Arc<Transform>>,
+}
 
 /// The routing table.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    routes: Vec<RouteConfig>,
+    routes: Arc<Vec<Route>>,
+}
+
+/// What routing looks at of one event.
+#[derive(Debug, Clone, Copy)]
+pub struct EventView<'a> {
+    /// Source name.
+    pub source: &'a str,
+    /// Event type.
+    pub event_type: Option<&'a str>,
+    /// The raw body.
+    pub body: &'a [u8],
+    /// The stored request headers (`[[name, value], …]`).
+    pub headers_json: &'a str,
 }
 
 impl Router {
-    /// From the config's routes (validated at load).
-    pub fn new(routes: &[RouteConfig]) -> Router {
-        Router { routes: routes.to_vec() }
+    /// From the config's routes (validated at load), compiling their programs.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `routes[i].filter` or `routes[i].transform` and where the program
+    /// is wrong.
+    pub fn compile(routes: &[RouteConfig]) -> Result<Router, ConfigError> {
+        let mut compiled = Vec::with_capacity(routes.len());
+        for (index, config) in routes.iter().enumerate() {
+            let invalid = |field: &str, message: String| ConfigError::Invalid {
+                key: format!("routes[{index}].{field}"),
+                message,
+            };
+            let filter = match &config.filter {
+                Some(text) => Some(Filter::compile(text).map_err(|e| invalid("filter", e.to_string()))?),
+                None => None,
+            };
+            let transform = match &config.transform {
+                Some(text) => {
+                    Some(Arc::new(Transform::compile(text).map_err(|e| invalid("transform", e.to_string()))?))
+                }
+                None => None,
+            };
+            compiled.push(Route { config: config.clone(), filter, transform });
+        }
+        Ok(Router { routes: Arc::new(compiled) })
+    }
+
+    /// Whether `route` applies to `event`; the body is parsed (once per event, into `body`) only
+    /// when a filter needs it.
+    fn applies(route: &Route, event: &EventView<'_>, body: &OnceCell<serde_json::Value>) -> bool {
+        if route.config.source != event.source
+            || !route.config.events.iter().any(|pattern| event_type_matches(pattern, event.event_type))
+        {
+            return false;
+        }
+        let Some(filter) = &route.filter else { return true };
+        let input = FilterInput {
+            body: body.get_or_init(|| body_for_filter(event.body)),
+            headers_json: event.headers_json,
+            source: event.source,
+            event_type: event.event_type,
+        };
+        let outcome = filter.evaluate(&input);
+        let label = match &outcome {
+            FilterOutcome::Match => "match",
+            FilterOutcome::NoMatch => "no_match",
+            FilterOutcome::Error(_) => "error",
+        };
+        metric_names::filter_evaluated(event.source, label);
+        outcome.matched()
     }
 
     /// Destinations for an event, each once, in config order.
-    pub fn destinations(&self, source: &str, event_type: Option<&str>) -> Vec<String> {
+    pub fn destinations(&self, event: &EventView<'_>) -> Vec<String> {
+        let body = OnceCell::new();
         let mut selected: Vec<String> = Vec::new();
-        for route in self.routes.iter().filter(|r| r.source == source) {
-            if route.events.iter().any(|pattern| event_type_matches(pattern, event_type)) {
-                for destination in &route.destinations {
+        for route in self.routes.iter() {
+            if Self::applies(route, event, &body) {
+                for destination in &route.config.destinations {
                     if !selected.contains(destination) {
                         selected.push(destination.clone());
                     }
@@ -28,6 +109,22 @@ impl Router {
             }
         }
         selected
+    }
+
+    /// The transform of the deliveries to `destination` of `event`: that of the first route
+    /// (config order) that applies to the event and names the destination.
+    pub fn transform_for(&self, event: &EventView<'_>, destination: &str) -> Option<Arc<Transform>> {
+        let body = OnceCell::new();
+        self.routes
+            .iter()
+            .filter(|route| route.config.destinations.iter().any(|d| d == destination))
+            .find(|route| Self::applies(route, event, &body))
+            .and_then(|route| route.transform.clone())
+    }
+
+    /// Whether any route has a transform (else deliveries need not look).
+    pub fn has_transforms(&self) -> bool {
+        self.routes.iter().any(|route| route.transform.is_some())
     }
 }
 
@@ -40,21 +137,58 @@ mod tests {
             source: source.into(),
             events: events.iter().map(|e| (*e).to_owned()).collect(),
             destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+            filter: None,
+            transform: None,
         }
+    }
+
+    fn event<'a>(source: &'a str, event_type: Option<&'a str>, body: &'a str) -> EventView<'a> {
+        EventView { source, event_type, body: body.as_bytes(), headers_json: "[]" }
     }
 
     #[test]
     fn patterns_select_destinations_once_each() {
-        let router = Router::new(&[
+        let router = Router::compile(&[
             route("stripe", &["payment_intent.*"], &["billing", "audit"]),
             route("stripe", &["*"], &["audit"]),
             route("github", &["push"], &["ci"]),
-        ]);
-        assert_eq!(router.destinations("stripe", Some("payment_intent.succeeded")), ["billing", "audit"]);
-        assert_eq!(router.destinations("stripe", Some("charge.refunded")), ["audit"]);
-        assert_eq!(router.destinations("github", Some("push")), ["ci"]);
-        assert!(router.destinations("github", Some("issues")).is_empty());
-        assert!(router.destinations("github", None).is_empty());
-        assert!(router.destinations("slack", Some("push")).is_empty());
+        ])
+        .unwrap();
+        let destinations = |source, event_type| router.destinations(&event(source, event_type, "{}"));
+        assert_eq!(destinations("stripe", Some("payment_intent.succeeded")), ["billing", "audit"]);
+        assert_eq!(destinations("stripe", Some("charge.refunded")), ["audit"]);
+        assert_eq!(destinations("github", Some("push")), ["ci"]);
+        assert!(destinations("github", Some("issues")).is_empty());
+        assert!(destinations("github", None).is_empty());
+        assert!(destinations("slack", Some("push")).is_empty());
+    }
+
+    #[test]
+    fn filters_narrow_routes_and_the_first_applying_route_gives_the_transform() {
+        let mut big = route("stripe", &["*"], &["billing"]);
+        big.filter = Some("body.amount > 1000".into());
+        big.transform = Some("{big: .amount}".into());
+        let mut rest = route("stripe", &["*"], &["billing"]);
+        rest.transform = Some("{small: .amount}".into());
+        let router = Router::compile(&[big, rest]).unwrap();
+        let large = event("stripe", Some("charge"), r#"{"amount":5000}"#);
+        let small = event("stripe", Some("charge"), r#"{"amount":5}"#);
+        assert_eq!(router.destinations(&large), ["billing"]);
+        assert_eq!(router.transform_for(&large, "billing").unwrap().text(), "{big: .amount}");
+        assert_eq!(router.transform_for(&small, "billing").unwrap().text(), "{small: .amount}");
+        assert!(router.transform_for(&small, "elsewhere").is_none());
+        assert!(router.has_transforms());
+    }
+
+    #[test]
+    fn bad_programs_are_refused_naming_the_key() {
+        let mut bad = route("stripe", &["*"], &["billing"]);
+        bad.filter = Some("body.amount >".into());
+        let error = Router::compile(&[route("stripe", &["*"], &["x"]), bad]).unwrap_err().to_string();
+        assert!(error.contains("routes[1].filter") && error.contains("line 1"), "{error}");
+        let mut bad = route("stripe", &["*"], &["billing"]);
+        bad.transform = Some("{a: }".into());
+        let error = Router::compile(&[bad]).unwrap_err().to_string();
+        assert!(error.contains("routes[0].transform") && error.contains("line 1"), "{error}");
     }
 }

@@ -85,6 +85,8 @@ pub enum DeadLetterReason {
     RetriesExhausted,
     /// The destination was removed from the config (found pending at startup).
     UnknownDestination,
+    /// The route's `transform` failed on the event (the delivery's last error says why).
+    TransformFailed,
 }
 
 /// Whether any route matched an event when it was recorded.

@@ -23,6 +23,7 @@
 //! number of SQL reads it took (DataLoaders keep it flat as pages grow).
 
 pub mod cost;
+mod dry_run;
 mod enums;
 mod error;
 mod explorer;
@@ -77,6 +78,8 @@ pub struct Services {
     pub quarantine: Option<Arc<crate::quarantine::Quarantine>>,
     /// Provider backfills (`[[backfill]]`).
     pub backfiller: Arc<crate::backfill::Backfiller>,
+    /// Where dry runs' transforms run.
+    pub transforms: crate::programs::TransformPool,
 }
 
 /// The shared services from a resolver's context.

@@ -124,7 +124,7 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{host}/{path}{redacted_query}")
 }
 
-fn parse_id(id: &ID) -> Result<i64, ApiError> {
+pub(super) fn parse_id(id: &ID) -> Result<i64, ApiError> {
     id.parse::<i64>().map_err(|_| ApiError::Invalid("malformed id".into()))
 }
 
@@ -164,6 +164,25 @@ impl Query {
         let end_cursor = found.rows.last().map(|e| encode_cursor(e.cursor()));
         let nodes = found.rows.into_iter().map(Event::from).collect();
         Ok(EventPage { nodes, page_info: PageInfo { has_next_page: found.has_more, end_cursor } })
+    }
+
+    /// Tries a route `filter` (CEL) and `transform` (jq) on stored events of `source` before
+    /// they go into the config: the newest `last` (1–100, default 20) or the events `eventIds`
+    /// (at most 100). For each: whether the filter matched, and the transform's output or
+    /// error beside the input. Operator role; nothing is written; each transform run is bounded
+    /// by `worker.transform_timeout`, and the contents read by the answer's content budget.
+    #[graphql(complexity = "super::types::CONTENT_COMPLEXITY + child_complexity")]
+    async fn dry_run(
+        &self,
+        ctx: &Context<'_>,
+        source: String,
+        filter: Option<String>,
+        transform: Option<String>,
+        last: Option<i32>,
+        event_ids: Option<Vec<ID>>,
+    ) -> Result<Vec<super::dry_run::DryRunResult>> {
+        require(ctx, Role::Operator)?;
+        Ok(super::dry_run::dry_run(ctx, source, filter, transform, last, event_ids).await?)
     }
 
     /// One event by its id.

@@ -486,7 +486,7 @@ async function deadLettersView() {
     h('label', {}, 'Destination', h('select', { name: 'destination' }, h('option', { value: '' }, 'any'), destinations.map((d) => h('option', { value: d.name }, d.name)))),
     h('label', {}, 'Source', h('select', { name: 'source' }, h('option', { value: '' }, 'any'), sources.map((s) => h('option', { value: s.name }, s.name)))),
     h('label', {}, 'Reason', h('select', { name: 'reason' }, h('option', { value: '' }, 'any'),
-      ['PERMANENT_4XX', 'RETRIES_EXHAUSTED', 'UNKNOWN_DESTINATION'].map((r) => h('option', { value: r }, label(r))))),
+      ['PERMANENT_4XX', 'RETRIES_EXHAUSTED', 'UNKNOWN_DESTINATION', 'TRANSFORM_FAILED'].map((r) => h('option', { value: r }, label(r))))),
     h('label', {}, 'Event id contains', h('input', { name: 'text' })),
     timeRangeFields('Dead-lettered', 'from', 'to'),
     h('button', { type: 'submit', className: 'primary' }, 'Filter'));
@@ -663,6 +663,63 @@ async function rejectedView() {
   await load();
 }
 
+// ---- Dry run ------------------------------------------------------------------------------
+
+// A route filter (CEL) and transform (jq) tried on stored events before they go into the
+// config: nothing is written. Each event's input and the transform's output side by side.
+const DRY_RUN = `query($source: String!, $filter: String, $transform: String, $last: Int) {
+  dryRun(source: $source, filter: $filter, transform: $transform, last: $last) {
+    event { id eventId eventType receivedAt } matched filterError input output outputHeaders { name value } transformError } }`;
+
+async function dryRunView() {
+  if (!canReplay()) {
+    render(h('h1', {}, 'Dry run'), h('p', { className: 'muted', id: 'operators-only' }, 'Only operators and admins can run programs.'));
+    return;
+  }
+  const { sources } = await gql('{ sources { name } }');
+  const source = h('select', { name: 'source', id: 'dry-source' }, sources.map((s) => h('option', { value: s.name }, s.name)));
+  const filter = h('textarea', { name: 'filter', id: 'dry-filter', rows: 4, spellcheck: false, maxlength: 4096,
+    placeholder: 'body.data.object.amount > 1000 && type == "payment_intent.succeeded"' });
+  const transform = h('textarea', { name: 'transform', id: 'dry-transform', rows: 4, spellcheck: false, maxlength: 4096,
+    placeholder: '{text: "Paid \\(.data.object.amount / 100) \\(.data.object.currency)"}' });
+  const last = h('input', { name: 'last', id: 'dry-last', type: 'number', min: 1, max: 100, value: 20 });
+  const summary = h('p', { id: 'dry-summary', className: 'muted', role: 'status' });
+  const results = h('div', { id: 'dry-results' });
+  const form = h('form', { className: 'dry-run', id: 'dry-form' },
+    h('div', { className: 'filters' }, h('label', {}, 'Source', source), h('label', {}, 'Newest events', last)),
+    h('div', { className: 'programs' },
+      h('label', {}, 'Filter (CEL over body, headers, source, type; empty: every event)', filter),
+      h('label', {}, 'Transform (jq over the body; empty: the body as is)', transform)),
+    h('button', { type: 'submit', className: 'primary', id: 'dry-submit' }, 'Run'));
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    showError(null);
+    results.setAttribute('aria-busy', 'true');
+    try {
+      const { dryRun } = await gql(DRY_RUN, { source: source.value, filter: filter.value || null,
+        transform: transform.value || null, last: Number(last.value) || 20 });
+      const matched = dryRun.filter((r) => r.matched).length;
+      summary.textContent = `${matched} of ${dryRun.length} events matched.`;
+      results.replaceChildren(...dryRun.map((r) => h('div', { className: `dry-result ${r.matched ? 'matched' : 'unmatched'}`, 'data-event-id': r.event.eventId },
+        h('h3', {}, r.matched ? chip('MATCHED') : chip('NOT_MATCHED'), ' ', h('a', { href: `#event/${encodeURIComponent(r.event.id)}` }, r.event.eventId),
+          ' ', h('span', { className: 'muted' }, `${r.event.eventType || ''} · ${time(r.event.receivedAt)} UTC`)),
+        r.filterError ? h('p', { className: 'filter-error warn' }, `Filter: ${r.filterError}`) : null,
+        h('div', { className: 'side-by-side' },
+          h('div', {}, h('h4', {}, 'Input'), h('pre', { className: 'input mono' }, pretty(r.input || ''))),
+          h('div', {}, h('h4', {}, 'Output'),
+            r.transformError ? h('p', { className: 'transform-error warn' }, r.transformError)
+              : r.output !== null ? [h('pre', { className: 'output mono' }, pretty(r.output, 'application/json')),
+                r.outputHeaders.length ? h('table', { className: 'headers' }, r.outputHeaders.map((x) => h('tr', {}, h('td', { className: 'mono' }, x.name), h('td', { className: 'mono' }, x.value)))) : null]
+                : h('p', { className: 'muted' }, r.matched ? 'sent as is' : 'not delivered by this route'))))));
+      if (!dryRun.length) results.append(h('p', { className: 'muted' }, 'No stored events of this source.'));
+    } catch (error) { showError(error); results.replaceChildren(); summary.textContent = ''; }
+    results.setAttribute('aria-busy', 'false');
+  });
+  render(h('h1', {}, 'Dry run'),
+    h('p', { className: 'muted' }, 'Try a route\'s filter and transform on stored events before putting them in the configuration. Nothing is sent or written.'),
+    form, summary, results);
+}
+
 // ---- Account --------------------------------------------------------------------------------
 
 async function accountView() {
@@ -697,6 +754,7 @@ async function route() {
     else if (hash === '#audit') await auditView();
     else if (hash === '#rejected' && session.role === 'admin') await rejectedView();
     else if (hash === '#account') await accountView();
+    else if (hash === '#dry-run') await dryRunView();
     else if (hash === '#tokens') await tokensView(); // admin.js
     else if (hash === '#users') await usersView(); // admin.js
     else if (hash === '#backfill') await backfillView(); // admin.js

@@ -113,6 +113,9 @@ pub struct DeliveryToSend {
     pub received_at: UnixMs,
     /// Raw body.
     pub body: Bytes,
+    /// The stored request headers (`[[name, value], …]`): what a route's filter sees, to tell
+    /// which route's transform applies.
+    pub headers_json: String,
     /// The event's record span (`traceparent`), the parent of the attempt's span (traces on).
     pub trace_context: Option<String>,
 }
@@ -168,7 +171,7 @@ fn read_deliveries_to_send(
     // Cached: this runs once per claimed delivery.
     let mut statement = connection.prepare_cached(
         "SELECT d.id, d.destination, d.attempts - d.attempt_base, e.source, e.event_id, e.event_type,
-                e.content_type, e.received_at_ms, e.body, d.attempt_base, e.trace_context
+                e.content_type, e.received_at_ms, e.body, d.attempt_base, e.trace_context, e.headers_json
          FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
     )?;
     let mut found = HashMap::with_capacity(ids.len());
@@ -187,6 +190,7 @@ fn read_deliveries_to_send(
                     body: row.get::<_, Vec<u8>>(8)?.into(),
                     attempt_base: row.get(9)?,
                     trace_context: row.get(10)?,
+                    headers_json: row.get(11)?,
                 })
             })
             .optional()?;

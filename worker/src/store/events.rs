@@ -55,13 +55,17 @@ pub struct FirstClaims {
     /// are recorded due and unclaimed, for the holder to claim, instead of claimed here and
     /// released at once (a second write per delivery). Empty with one worker.
     pub held_elsewhere: HashSet<String>,
+    /// Whether the claimed deliveries come back with their event's stored headers (a route's
+    /// filter needs them to tell which route's transform applies); without, they are left out
+    /// rather than copied (they may be 32 KiB).
+    pub with_headers: bool,
 }
 
 impl FirstClaims {
     /// Claims every new delivery until `until`.
     #[must_use]
     pub fn all(until: UnixMs) -> Self {
-        Self { until, held_elsewhere: HashSet::new() }
+        Self { until, held_elsewhere: HashSet::new(), with_headers: false }
     }
 
     /// Whether a new delivery to `destination` is claimed by the recording worker.
@@ -125,6 +129,7 @@ pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, claims: &Firs
                             content_type: event.content_type.clone(),
                             received_at: event.received_at,
                             body: event.body.clone(),
+                            headers_json: if claims.with_headers { event.headers_json.clone() } else { String::new() },
                             trace_context: event.trace_context.clone(),
                         },
                         lease: Lease { token: LeaseToken::FIRST, until: claims.until },
@@ -328,8 +333,9 @@ impl Sqlite {
                     event_type: event.event_type.clone(),
                     content_type: event.content_type.clone(),
                     body: event.body.clone(),
-                    // Not needed to send: left out rather than copied (the headers may be 32 KiB).
-                    headers_json: String::new(),
+                    // Needed only to choose a transform: else left out rather than copied (the
+                    // headers may be 32 KiB).
+                    headers_json: if claims.with_headers { event.headers_json.clone() } else { String::new() },
                     destinations: Vec::new(),
                     trace_context: event.trace_context.clone(),
                     ..*event

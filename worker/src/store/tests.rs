@@ -670,7 +670,7 @@ async fn activity_is_counted_per_bucket_for_the_whole_store_a_source_or_a_destin
 /// unclaimed (no claim to release afterwards), said by name; the others come back claimed.
 async fn deliveries_to_destinations_held_elsewhere_are_recorded_unclaimed(store: Store) {
     let far = UnixMs(now_ms() + 3_600_000);
-    let claims = FirstClaims { until: far, held_elsewhere: ["b".to_owned()].into() };
+    let claims = FirstClaims { until: far, held_elsewhere: ["b".to_owned()].into(), with_headers: false };
     let results = store.record(vec![event("e1", "{}", &["a", "b"]), event("e2", "{}", &["b"])], claims).await.unwrap();
     let Recorded::New { deliveries, unclaimed } = &results[0] else { panic!("new") };
     assert_eq!((deliveries.len(), deliveries[0].delivery.destination.as_str()), (1, "a"));

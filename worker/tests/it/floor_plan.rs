@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const WORKER_FLOORS: &[&[&str]] = &[
     &["model"],
     &["metric_names"],
-    &["store"],
+    &["store", "programs"],
     &["breaker", "routes", "pull", "ownership", "http"],
     &["deliver"],
     &["record"],

@@ -188,12 +188,7 @@ impl Drop for TestDestination {
 /// url, extra keys), keeping its state in `store` (`worker.database` for SQLite, a `[store]`
 /// section for PostgreSQL).
 pub fn config_text(nats_url: &str, store: &TestStore, destinations: &[(&str, String, &str)]) -> String {
-    let (database, store_section) = match &store.kind {
-        Kind::Sqlite(path) => (format!("database = \"{}\"\n", path.display()), String::new()),
-        Kind::Postgres { url, .. } => {
-            (String::new(), format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 8\n"))
-        }
-    };
+    let (database, store_section) = store.config_keys();
     let mut text = format!(
         r#"
 [nats]
@@ -533,6 +528,17 @@ impl TestStore {
 
     fn new(kind: Kind) -> TestStore {
         TestStore { kind, client: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The config keys that keep a worker's state here: a `worker.database` line (SQLite) and a
+    /// `[store]` section (PostgreSQL); the other is empty.
+    pub fn config_keys(&self) -> (String, String) {
+        match &self.kind {
+            Kind::Sqlite(path) => (format!("database = \"{}\"\n", path.display()), String::new()),
+            Kind::Postgres { url, .. } => {
+                (String::new(), format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 8\n"))
+            }
+        }
     }
 
     /// Another, empty database of the same backend: the file `{name}.db` next to this one, or a

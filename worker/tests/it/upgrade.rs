@@ -280,6 +280,12 @@ const BREAKING_BUT_ALLOWED: &[(&str, &str)] = &[
          inserts use ON CONFLICT DO NOTHING on the deterministic id, never the dropped UNIQUE (event_rowid, \
          destination)",
     ),
+    (
+        "postgres/0010_transform_failed.sql",
+        "the new reason check takes every reason the previous version writes; the previous version never writes \
+         'transform_failed', and meets one only where a route has a `transform`, a key its config refuses \
+         (deny_unknown_fields), so only once every worker runs the new version (docs/operations.md)",
+    ),
 ];
 
 /// Migrations stay forward-compatible for one version: additive only (new tables, new nullable

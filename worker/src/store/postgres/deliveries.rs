@@ -28,6 +28,7 @@ fn claimed_row(row: &Row, until: UnixMs) -> Result<(Claimed, bool), PgError> {
         body: body.into(),
         attempt_base: row.try_get(9)?,
         trace_context: row.try_get(12)?,
+        headers_json: row.try_get(13)?,
     };
     let lease = Lease { token: row.try_get(10)?, until };
     Ok((Claimed { delivery, lease }, row.try_get(11)?))
@@ -72,7 +73,7 @@ impl Postgres {
                          )
                          SELECT c.id, c.destination, c.attempts - c.attempt_base, e.source, e.event_id, e.event_type,
                                 e.content_type, e.received_at_ms, e.body, c.attempt_base, c.lease_token, c.restarted,
-                                e.trace_context
+                                e.trace_context, e.headers_json
                          FROM claimed c JOIN events e ON e.id = c.event_rowid
                          ORDER BY c.next_attempt_at_ms, c.id"
                     ))

@@ -1426,6 +1426,48 @@ pub struct RouteConfig {
     pub events: Vec<String>,
     /// Destination names.
     pub destinations: Vec<String>,
+    /// A JSON pointer (RFC 6901, e.g. `/data/object/id`) into the body: deliveries of events
+    /// with the same value to the same destination are attempted one at a time, in receipt
+    /// order. `None`: unordered.
+    #[serde(default)]
+    pub ordering_key: Option<String>,
+    /// What a dead-lettered delivery does to the later ones of its ordering key.
+    #[serde(default)]
+    pub ordering_on_dead_letter: OrderingOnDeadLetter,
+}
+
+/// `routes[].ordering_on_dead_letter`: whether the later deliveries of an ordering key wait for
+/// a dead-lettered one (until it is replayed or dismissed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingOnDeadLetter {
+    /// The key moves on to its next delivery.
+    #[default]
+    Skip,
+    /// The key's later deliveries wait until the dead letter is replayed and delivered, or
+    /// dismissed.
+    Block,
+}
+
+/// Longest `routes[].ordering_key` pointer accepted.
+pub const MAX_ORDERING_POINTER_BYTES: usize = 256;
+
+/// Why `pointer` is not a usable ordering key: an RFC 6901 JSON pointer to a member below the
+/// document's root (`~` only as `~0` or `~1`). The whole document (the empty pointer) is no key.
+fn ordering_pointer_problem(pointer: &str) -> Option<&'static str> {
+    if !pointer.starts_with('/') {
+        return Some("a JSON pointer starting with `/`, e.g. `/data/object/id`");
+    }
+    if pointer.len() > MAX_ORDERING_POINTER_BYTES {
+        return Some("at most 256 bytes");
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Some("`~` must be written `~0`, and `~1` means `/` (RFC 6901)");
+        }
+    }
+    None
 }
 
 fn default_event_patterns() -> Vec<String> {
@@ -1682,6 +1724,14 @@ impl Config {
                 if !destination_names.contains(name.as_str()) {
                     return Err(ConfigError::invalid(key("destinations"), format!("no destination named `{name}`")));
                 }
+            }
+            if let Some(pointer) = &route.ordering_key
+                && let Some(problem) = ordering_pointer_problem(pointer)
+            {
+                return Err(ConfigError::invalid(key("ordering_key"), format!("`{pointer}`: {problem}")));
+            }
+            if route.ordering_key.is_none() && route.ordering_on_dead_letter != OrderingOnDeadLetter::Skip {
+                return Err(ConfigError::invalid(key("ordering_on_dead_letter"), "only with `ordering_key`"));
             }
             for pattern in &route.events {
                 let body = pattern.strip_suffix('*').unwrap_or(pattern);

@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (16, "0016_event_ids_and_backups", include_str!("../../../schemas/sql/0016_event_ids_and_backups.sql")),
     (17, "0017_audit_log_at", include_str!("../../../schemas/sql/0017_audit_log_at.sql")),
     (18, "0018_event_search", include_str!("../../../schemas/sql/0018_event_search.sql")),
+    (20, "0020_ordering", include_str!("../../../schemas/sql/0020_ordering.sql")),
 ];
 
 /// Whether migration `name` is the one that made the search index (by its name without the

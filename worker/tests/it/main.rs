@@ -34,6 +34,7 @@ mod login;
 mod metrics;
 mod nats_auth;
 mod operator_support;
+mod ordering;
 mod quarantine;
 mod scheduling;
 mod several_workers;

@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "0007_event_ids_and_backups", include_str!("../../../../schemas/sql/postgres/0007_event_ids_and_backups.sql")),
     (8, "0008_audit_log_at", include_str!("../../../../schemas/sql/postgres/0008_audit_log_at.sql")),
     (9, "0009_event_search", include_str!("../../../../schemas/sql/postgres/0009_event_search.sql")),
+    (11, "0011_ordering", include_str!("../../../../schemas/sql/postgres/0011_ordering.sql")),
 ];
 
 /// The ledger of applied migrations (same columns as SQLite's).

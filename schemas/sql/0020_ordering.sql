@@ -1,8 +1,8 @@
 -- Inlet worker schema, version 20: per-key ordering (`routes[].ordering_key`).
 --   * ordering_key: the value the route's JSON pointer found in the event's body (bounded: a
 --     longer one is stored as `sha256:<hex>`); NULL: the delivery is unordered.
---   * ordering_position: its place in the key's order. On SQLite the event's row id, which
---     follows the intake stream (receipt order). NULL when unordered.
+--   * ordering_position: its place in the key's order: the event's intake stream sequence
+--     (receipt order). NULL when unordered.
 --   * ordering_blocks: 1 when, dead-lettered, it holds the key's later deliveries
 --     (`ordering_on_dead_letter = "block"`) until it is replayed and delivered, or dismissed.
 -- A delivery of (destination, key) is claimed only while no earlier one of the same key is

@@ -523,17 +523,6 @@ async fn move_sequences(transaction: &Transaction<'_>) -> Result<(), CopyError> 
             .await
             .map_err(pg_error(table))?;
     }
-    // Not an identity, but the same concern: new ordering positions must come after the copied
-    // ones (SQLite's are event row ids), or a key's new deliveries would go before its pending
-    // ones.
-    transaction
-        .query_one(
-            "SELECT setval('deliveries_ordering_position',
-                           coalesce((SELECT max(ordering_position) FROM deliveries), 0) + 1, false)",
-            &[],
-        )
-        .await
-        .map_err(pg_error("deliveries"))?;
     Ok(())
 }
 

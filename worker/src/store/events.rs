@@ -179,7 +179,7 @@ pub(super) fn record_events(
     let mut insert_delivery = connection.prepare_cached(
         "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms, next_attempt_at_ms,
                                  lease_token, lease_until_ms, ordering_key, ordering_position, ordering_blocks)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7, ?8, ?2, ?9) ON CONFLICT DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7, ?8, ?10, ?9) ON CONFLICT DO NOTHING",
     )?;
     // An ordered delivery is claimed now only when its key has nothing before it: no delivery of
     // the key pending (all are earlier: this event is the newest) nor dead-lettered and blocking.
@@ -261,6 +261,7 @@ pub(super) fn record_events(
                     lease_until,
                     ordering.map(|o| o.key.as_str()),
                     ordering.is_some_and(|o| o.blocks_when_dead),
+                    ordering.map(|_| sequence),
                 ])?;
                 ids.push((id, destination.clone(), lease_until.is_some()));
             }

@@ -73,7 +73,7 @@ async fn record_events(
         key(a).cmp(&key(b))
     });
     // The destinations this batch records ordered deliveries for: their ordering locks, shared,
-    // before any id or position is drawn (see `lock_ordered_destinations`).
+    // before anything is inserted (see `lock_ordered_destinations`).
     let ordered: BTreeSet<&str> =
         events.iter().flat_map(|event| event.ordering.iter().map(|(destination, _)| destination.as_str())).collect();
     lock_ordered_destinations(t, &ordered).await?;
@@ -95,7 +95,6 @@ async fn record_events(
             .collect();
         new_deliveries.insert(index, ids);
     }
-    let positions = ordering_positions(t, events, &rowids).await?;
     let duplicates: Vec<usize> = (0..events.len()).filter(|index| !rowids.contains_key(index)).collect();
     // Each new event's searchable text (`store/search.rs`), in row id order.
     let mut searchable: Vec<(EventRowId, &[u8])> =
@@ -104,7 +103,7 @@ async fn record_events(
     // Independent of each other: sent together (one connection pipelines them).
     let (stored, (), ()) = futures::try_join!(
         bump_duplicates(t, events, &shas, &duplicates),
-        insert_deliveries(t, events, &rowids, &new_deliveries, &positions, now, claims.until),
+        insert_deliveries(t, events, &rowids, &new_deliveries, now, claims.until),
         super::search::index_events(t, &searchable),
     )?;
 
@@ -205,14 +204,14 @@ async fn insert_events(
 }
 
 /// Inserts the new events' deliveries: due now and, when `new_deliveries` says so, claimed by
-/// this worker for the first attempt (token 1); ordered ones with their key and `positions`.
+/// this worker for the first attempt (token 1); ordered ones with their key, and their event's
+/// stream sequence as their place in the key's order.
 /// By destination, so the `delivery_counts` rows are locked in the same order by every batch.
 async fn insert_deliveries(
     t: &Transaction<'_>,
     events: &[NewEvent],
     rowids: &HashMap<usize, EventRowId>,
     new_deliveries: &HashMap<usize, Vec<(DeliveryId, String, bool)>>,
-    positions: &HashMap<(usize, &str), i64>,
     now: UnixMs,
     claimed_until: UnixMs,
 ) -> Result<(), PgError> {
@@ -249,8 +248,13 @@ async fn insert_deliveries(
         rows.iter().map(|&(destination, _, _, index, _)| events[index].ordering_of(destination)).collect();
     let keys: Vec<Option<&str>> = orderings.iter().map(|o| o.map(|o| o.key.as_str())).collect();
     let blocks: Vec<bool> = orderings.iter().map(|o| o.is_some_and(|o| o.blocks_when_dead)).collect();
-    let ordering_positions: Vec<Option<i64>> =
-        rows.iter().map(|&(destination, _, _, index, _)| positions.get(&(index, destination)).copied()).collect();
+    let ordering_positions: Vec<Option<i64>> = rows
+        .iter()
+        .zip(&orderings)
+        .map(|(&(_, _, _, index, _), ordering)| {
+            ordering.map(|_| i64::try_from(events[index].stream_sequence).unwrap_or(i64::MAX))
+        })
+        .collect();
     let first = crate::model::LeaseToken::FIRST;
     t.execute(
         &statement,
@@ -273,9 +277,10 @@ async fn insert_deliveries(
 
 /// Takes the ordering lock of each of `destinations`, shared, until the transaction ends, in one
 /// order (by name). A claim of the destination takes it exclusively, in its own statement before
-/// it looks for due deliveries, so it never runs while a recording that drew ordering positions
-/// for the destination has not committed: a claim never sees a later position of a key while an
-/// earlier one is still to come. Recordings do not wait for each other.
+/// it looks for due deliveries, so it never runs while a recording of ordered deliveries for the
+/// destination is under way: a claim does not take a key's later delivery while an earlier one,
+/// already being recorded by another worker, is about to commit. Recordings do not wait for each
+/// other.
 async fn lock_ordered_destinations(t: &Transaction<'_>, destinations: &BTreeSet<&str>) -> Result<(), PgError> {
     if destinations.is_empty() {
         return Ok(());
@@ -289,39 +294,6 @@ async fn lock_ordered_destinations(t: &Transaction<'_>, destinations: &BTreeSet<
     let names: Vec<&str> = destinations.iter().copied().collect();
     t.query_one(&statement, &[&names]).await?;
     Ok(())
-}
-
-/// The ordering position of each new ordered delivery, by (event index, destination): drawn
-/// from `deliveries_ordering_position` under the ordering locks, given out in stream order
-/// within the batch (its events' stream sequences), so one worker's recording keeps receipt
-/// order.
-async fn ordering_positions<'e>(
-    t: &Transaction<'_>,
-    events: &'e [NewEvent],
-    rowids: &HashMap<usize, EventRowId>,
-) -> Result<HashMap<(usize, &'e str), i64>, PgError> {
-    let mut wanted: Vec<(u64, usize, &str)> = rowids
-        .keys()
-        .flat_map(|&index| {
-            let event = &events[index];
-            event.ordering.iter().map(move |(destination, _)| (event.stream_sequence, index, destination.as_str()))
-        })
-        .collect();
-    if wanted.is_empty() {
-        return Ok(HashMap::new());
-    }
-    wanted.sort_unstable();
-    let statement =
-        t.prepare_cached("SELECT nextval('deliveries_ordering_position') FROM generate_series(1, $1::bigint)").await?;
-    let n = i64::try_from(wanted.len()).unwrap_or(i64::MAX);
-    let mut drawn: Vec<i64> =
-        t.query(&statement, &[&n]).await?.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()?;
-    drawn.sort_unstable();
-    Ok(wanted
-        .into_iter()
-        .zip(drawn)
-        .map(|((_, index, destination), position)| ((index, destination), position))
-        .collect())
 }
 
 /// Counts the events at `duplicates` on their stored twins (a duplicate, or a conflict when the

@@ -211,8 +211,8 @@ fn ordering_keys_are_json_pointers_and_block_needs_one() {
     check_invalid(
         &route("ordering_key = \"/id\"\nordering_on_dead_letter = \"hold\""),
         &[],
-        "routes.0.ordering_on_dead_letter",
-        "",
+        "routes[0].ordering_on_dead_letter",
+        "expected `skip` or `block`",
     );
 }
 

@@ -187,6 +187,10 @@ struct SendArgs {
     /// Offered rate in requests per second across all connections (open loop); unlimited when absent.
     #[arg(long)]
     rate: Option<f64>,
+    /// Give event `i` the object id `obj_<i mod keys>` at `/data/object/id` (a Stripe-like ordering
+    /// key, for routes with `ordering_key`); none when absent.
+    #[arg(long)]
+    keys: Option<usize>,
 }
 
 #[tokio::main]
@@ -296,7 +300,11 @@ fn prepare(args: &SendArgs, prefix: &str, index: usize) -> Prepared {
         index
     };
     let event_id = format!("{prefix}-{source_index}");
-    let head = format!("{{\"id\":\"{event_id}\",\"type\":\"bench.event\",\"pad\":\"");
+    let object = match args.keys {
+        Some(keys) => format!("\"data\":{{\"object\":{{\"id\":\"obj_{}\"}}}},", source_index % keys.max(1)),
+        None => String::new(),
+    };
+    let head = format!("{{\"id\":\"{event_id}\",\"type\":\"bench.event\",{object}\"pad\":\"");
     let tail = "\"}";
     let pad = args.body_size.saturating_sub(head.len() + tail.len());
     let mut body = String::with_capacity(args.body_size);

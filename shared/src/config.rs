@@ -1607,6 +1607,14 @@ pub struct RouteConfig {
     /// its output is what the destinations get (compiled by the worker at startup).
     #[serde(default)]
     pub transform: Option<String>,
+    /// A JSON pointer (RFC 6901, e.g. `/data/object/id`) into the body: deliveries of events
+    /// with the same value to the same destination are attempted one at a time, in receipt
+    /// order. `None`: unordered.
+    #[serde(default)]
+    pub ordering_key: Option<String>,
+    /// What a dead-lettered delivery does to the later ones of its ordering key.
+    #[serde(default)]
+    pub ordering_on_dead_letter: OrderingOnDeadLetter,
 }
 
 /// Longest `filter` or `transform` program accepted, in bytes: the parsers are recursive and
@@ -1639,6 +1647,40 @@ pub fn check_program_bounds(program: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `routes[].ordering_on_dead_letter`: whether the later deliveries of an ordering key wait for
+/// a dead-lettered one (until it is replayed or dismissed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingOnDeadLetter {
+    /// The key moves on to its next delivery.
+    #[default]
+    Skip,
+    /// The key's later deliveries wait until the dead letter is replayed and delivered, or
+    /// dismissed.
+    Block,
+}
+
+/// Longest `routes[].ordering_key` pointer accepted.
+pub const MAX_ORDERING_POINTER_BYTES: usize = 256;
+
+/// Why `pointer` is not a usable ordering key: an RFC 6901 JSON pointer to a member below the
+/// document's root (`~` only as `~0` or `~1`). The whole document (the empty pointer) is no key.
+fn ordering_pointer_problem(pointer: &str) -> Option<&'static str> {
+    if !pointer.starts_with('/') {
+        return Some("a JSON pointer starting with `/`, e.g. `/data/object/id`");
+    }
+    if pointer.len() > MAX_ORDERING_POINTER_BYTES {
+        return Some("at most 256 bytes");
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Some("`~` must be written `~0`, and `~1` means `/` (RFC 6901)");
+        }
+    }
+    None
 }
 
 fn default_event_patterns() -> Vec<String> {
@@ -1918,6 +1960,14 @@ impl Config {
             }
             if let Some(transform) = &route.transform {
                 check_program_bounds(transform).map_err(|message| ConfigError::invalid(key("transform"), message))?;
+            }
+            if let Some(pointer) = &route.ordering_key
+                && let Some(problem) = ordering_pointer_problem(pointer)
+            {
+                return Err(ConfigError::invalid(key("ordering_key"), format!("`{pointer}`: {problem}")));
+            }
+            if route.ordering_key.is_none() && route.ordering_on_dead_letter != OrderingOnDeadLetter::Skip {
+                return Err(ConfigError::invalid(key("ordering_on_dead_letter"), "only with `ordering_key`"));
             }
             for pattern in &route.events {
                 let body = pattern.strip_suffix('*').unwrap_or(pattern);

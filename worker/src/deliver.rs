@@ -682,6 +682,11 @@ async fn settle(destination: &Destination, store: &Store, delivery: &DeliveryToS
             }
         }
     }
+    if delivery.ordered {
+        // Its key's next delivery may go now (or, after a retry was scheduled, a replayed
+        // earlier one that waited for this attempt): the schedulers look again.
+        destination.wake();
+    }
     let name = &destination.config.name;
     match next {
         NextStep::Delivered => {

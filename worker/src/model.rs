@@ -85,6 +85,35 @@ impl fmt::Display for DeliveryId {
     }
 }
 
+/// The value of a route's `ordering_key` pointer in an event's body, as stored with the delivery
+/// (`routes::ordering_key_of` derives it; bounded, see there). Deliveries with equal keys to one
+/// destination are attempted one at a time, in receipt order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderingKey(String);
+
+impl OrderingKey {
+    /// A key as derived or stored (not checked).
+    pub fn from_stored(key: String) -> OrderingKey {
+        OrderingKey(key)
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How one delivery is ordered: its key, and whether, once dead-lettered, it holds the key's
+/// later deliveries (`ordering_on_dead_letter = "block"`) until replayed and delivered, or
+/// dismissed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryOrdering {
+    /// The key.
+    pub key: OrderingKey,
+    /// Whether a dead letter of this delivery blocks the key.
+    pub blocks_when_dead: bool,
+}
+
 /// A fencing token: a delivery's `lease_token` when an attempt claimed it. The attempt's result
 /// is recorded only while it is still the delivery's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

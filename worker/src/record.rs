@@ -136,7 +136,9 @@ pub fn parse_message(
     let envelope = envelope::Envelope::from_headers(|name| headers.get(name).map(|v| v.as_str()))?;
     let stream_sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
     let headers_json = envelope.original_headers.unwrap_or_else(|| "[]".into());
-    let destinations = router.destinations(&EventView {
+    // After verification (ingest published only what verified); the body is read as JSON only
+    // for a route with a filter or an ordering key.
+    let routing = router.route(&EventView {
         source: &envelope.source,
         event_type: envelope.event_type.as_deref(),
         body: &message.payload,
@@ -154,7 +156,8 @@ pub fn parse_message(
         event_id: envelope.event_id,
         event_type: envelope.event_type,
         stream_sequence,
-        destinations,
+        destinations: routing.destinations,
+        ordering: routing.ordering,
         trace_context: None,
     };
     Ok((event, envelope.traceparent))
@@ -262,6 +265,7 @@ impl Recorder {
 
         let mut fresh: HashMap<&str, Vec<Claimed>> = HashMap::new();
         let mut elsewhere: BTreeSet<&str> = BTreeSet::new();
+        let mut held_here: BTreeSet<&str> = BTreeSet::new();
         // Counted per batch: one labelled counter lookup per (source, outcome), not per event.
         let mut counts: std::collections::BTreeMap<(&str, &'static str), u64> = std::collections::BTreeMap::new();
         for (((source, event_id, event_type), result), span) in keys.iter().zip(recorded).zip(&mut spans) {
@@ -276,8 +280,14 @@ impl Recorder {
                 }
                 Recorded::New { deliveries, unclaimed } => {
                     for destination in unclaimed {
-                        if let Some((name, _)) = self.destinations.get_key_value(destination.as_str()) {
-                            elsewhere.insert(name.as_str());
+                        if let Some((name, runtime)) = self.destinations.get_key_value(destination.as_str()) {
+                            if runtime.is_held() {
+                                // Held here, left unclaimed for its key's turn (an ordered
+                                // delivery): its scheduler claims it from the store.
+                                held_here.insert(name.as_str());
+                            } else {
+                                elsewhere.insert(name.as_str());
+                            }
                         }
                     }
                     for claimed in deliveries {
@@ -299,6 +309,11 @@ impl Recorder {
         }
         for ((source, outcome), n) in counts {
             metric_names::events(source, outcome, n);
+        }
+        for name in held_here {
+            if let Some(destination) = self.destinations.get(name) {
+                destination.wake();
+            }
         }
         let mut refused = Vec::new();
         for (name, claimed) in fresh {

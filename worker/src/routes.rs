@@ -2,17 +2,25 @@
 //! (`*`, `prefix.*`, exact) and, when they have one, their `filter` (a CEL expression; see
 //! `programs`). An event no route matches is recorded as `unrouted`, never dropped.
 //!
-//! A route's `transform` applies to the deliveries it makes: for a destination that several
-//! routes name, the first route (in config order) that applies to the event decides, as it
-//! decides that the destination is selected at all.
+//! A route's `transform` applies to the deliveries it makes, and its `ordering_key` (a JSON
+//! pointer) orders them by the value the pointer finds in the (verified) body: for a
+//! destination that several routes name, the first route (in config order) that applies to the
+//! event decides both, as it decides that the destination is selected at all.
 
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-use inlet_shared::config::{ConfigError, RouteConfig, event_type_matches};
+use inlet_shared::config::{ConfigError, OrderingOnDeadLetter, RouteConfig, event_type_matches};
+use sha2::{Digest as _, Sha256};
 
 use crate::metric_names;
+use crate::model::{DeliveryOrdering, OrderingKey};
 use crate::programs::{Filter, FilterInput, FilterOutcome, Transform, body_for_filter};
+
+/// Longest ordering key stored as it is; a longer one is stored as `sha256:<hex>` of it.
+const MAX_KEY_BYTES: usize = 128;
+/// The prefix of a hashed key (a key that starts with it is hashed too, so the two never meet).
+const HASHED: &str = "sha256:";
 
 /// One route with its programs compiled.
 #[derive(Debug)]
@@ -26,6 +34,15 @@ struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     routes: Arc<Vec<Route>>,
+}
+
+/// Where one event goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// Destinations, each once, in config order.
+    pub destinations: Vec<String>,
+    /// The ordered ones among them, with their ordering.
+    pub ordering: Vec<(String, DeliveryOrdering)>,
 }
 
 /// What routing looks at of one event.
@@ -97,18 +114,35 @@ impl Router {
 
     /// Destinations for an event, each once, in config order.
     pub fn destinations(&self, event: &EventView<'_>) -> Vec<String> {
+        self.route(event).destinations
+    }
+
+    /// Where an event goes, and how each delivery is ordered: the first route (in config order)
+    /// that applies to the event and sends it to a destination decides its ordering. The body
+    /// is parsed as JSON at most once, and only when a filter or an `ordering_key` needs it; a
+    /// body that is not JSON, or has nothing (or `null`) at the pointer, leaves the delivery
+    /// unordered.
+    pub fn route(&self, event: &EventView<'_>) -> Routing {
         let body = OnceCell::new();
-        let mut selected: Vec<String> = Vec::new();
+        let mut routing = Routing::default();
         for route in self.routes.iter() {
-            if Self::applies(route, event, &body) {
-                for destination in &route.config.destinations {
-                    if !selected.contains(destination) {
-                        selected.push(destination.clone());
-                    }
+            if !Self::applies(route, event, &body) {
+                continue;
+            }
+            for destination in &route.config.destinations {
+                if routing.destinations.contains(destination) {
+                    continue;
+                }
+                routing.destinations.push(destination.clone());
+                let Some(pointer) = &route.config.ordering_key else { continue };
+                let document = body.get_or_init(|| body_for_filter(event.body));
+                if let Some(key) = ordering_key_of(document, pointer) {
+                    let blocks_when_dead = route.config.ordering_on_dead_letter == OrderingOnDeadLetter::Block;
+                    routing.ordering.push((destination.clone(), DeliveryOrdering { key, blocks_when_dead }));
                 }
             }
         }
-        selected
+        routing
     }
 
     /// The transform of the deliveries to `destination` of `event`: that of the first route
@@ -139,6 +173,8 @@ mod tests {
             destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
             filter: None,
             transform: None,
+            ordering_key: None,
+            ordering_on_dead_letter: OrderingOnDeadLetter::Skip,
         }
     }
 
@@ -190,5 +226,63 @@ mod tests {
         bad.transform = Some("{a: }".into());
         let error = Router::compile(&[bad]).unwrap_err().to_string();
         assert!(error.contains("routes[0].transform") && error.contains("line 1"), "{error}");
+    }
+
+    fn key(text: &str) -> OrderingKey {
+        OrderingKey::from_stored(text.to_owned())
+    }
+
+    #[test]
+    fn the_first_route_to_a_destination_decides_its_ordering_read_from_the_body() {
+        let ordered = |pointer: &str, on_dead_letter, destinations: &[&str]| RouteConfig {
+            ordering_key: Some(pointer.to_owned()),
+            ordering_on_dead_letter: on_dead_letter,
+            ..route("stripe", &["*"], destinations)
+        };
+        let router = Router::compile(&[
+            ordered("/data/object/id", OrderingOnDeadLetter::Block, &["billing"]),
+            route("stripe", &["*"], &["audit"]),
+            ordered("/type", OrderingOnDeadLetter::Skip, &["billing", "crm"]),
+        ])
+        .unwrap();
+        let body = br#"{"type":"charge.refunded","data":{"object":{"id":"ch_1"}}}"#;
+        let routing = router.route(&EventView { source: "stripe", event_type: Some("charge.refunded"), body, headers_json: "[]" });
+        assert_eq!(routing.destinations, ["billing", "audit", "crm"]);
+        assert_eq!(
+            routing.ordering,
+            [
+                ("billing".to_owned(), DeliveryOrdering { key: key("ch_1"), blocks_when_dead: true }),
+                ("crm".to_owned(), DeliveryOrdering { key: key("charge.refunded"), blocks_when_dead: false }),
+            ]
+        );
+        // Not JSON, or nothing at the pointer: delivered, unordered.
+        let routing = router.route(&EventView { source: "stripe", event_type: Some("x"), body: b"not json", headers_json: "[]" });
+        assert_eq!((routing.destinations.len(), routing.ordering.len()), (3, 0));
+        let routing = router.route(&EventView {
+            source: "stripe",
+            event_type: Some("x"),
+            body: br#"{"type":"x","data":{"object":{"id":null}}}"#,
+            headers_json: "[]",
+        });
+        assert_eq!(routing.ordering, [("crm".to_owned(), DeliveryOrdering { key: key("x"), blocks_when_dead: false })]);
+    }
+
+    #[test]
+    fn keys_are_bounded_and_values_other_than_strings_are_their_json() {
+        let document: serde_json::Value = serde_json::json!({
+            "n": 12, "o": {"b": 1, "a": [true]}, "s": "gid://shopify/Order/1", "long": "x".repeat(200),
+            "fake": "sha256:00", "a/b": "slash", "m~n": "tilde"
+        });
+        assert_eq!(ordering_key_of(&document, "/n"), Some(key("12")));
+        assert_eq!(ordering_key_of(&document, "/o"), Some(key(r#"{"a":[true],"b":1}"#)));
+        assert_eq!(ordering_key_of(&document, "/s"), Some(key("gid://shopify/Order/1")));
+        assert_eq!(ordering_key_of(&document, "/a~1b"), Some(key("slash")));
+        assert_eq!(ordering_key_of(&document, "/m~0n"), Some(key("tilde")));
+        assert_eq!(ordering_key_of(&document, "/missing"), None);
+        let long = ordering_key_of(&document, "/long").unwrap();
+        assert!(long.as_str().starts_with("sha256:") && long.as_str().len() == 7 + 64, "{long:?}");
+        let fake = ordering_key_of(&document, "/fake").unwrap();
+        assert_ne!(fake, key("sha256:00"), "a value that looks hashed is hashed, so it cannot pose as another key");
+        assert_eq!(fake.as_str().len(), 7 + 64);
     }
 }

@@ -183,6 +183,40 @@ fn routes_must_reference_known_names() {
 }
 
 #[test]
+fn ordering_keys_are_json_pointers_and_block_needs_one() {
+    let route = |extra: &str| {
+        format!(
+            "{MINIMAL}\n[[destinations]]\nname = \"svc\"\nurl = \"http://127.0.0.1:1/\"\n\
+             signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+             [[routes]]\nsource = \"stripe\"\ndestinations = [\"svc\"]\n{extra}\n"
+        )
+    };
+    let config = Config::parse(&route(""), &BTreeMap::new()).unwrap();
+    assert_eq!(config.routes[0].ordering_key, None, "unordered by default");
+    assert_eq!(config.routes[0].ordering_on_dead_letter, OrderingOnDeadLetter::Skip);
+    let config = Config::parse(
+        &route("ordering_key = \"/data/object/id\"\nordering_on_dead_letter = \"block\""),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(config.routes[0].ordering_key.as_deref(), Some("/data/object/id"));
+    assert_eq!(config.routes[0].ordering_on_dead_letter, OrderingOnDeadLetter::Block);
+    Config::parse(&route("ordering_key = \"/a~1b/~0c/0\""), &BTreeMap::new()).unwrap();
+    check_invalid(&route("ordering_key = \"data.object.id\""), &[], "routes[0].ordering_key", "starting with `/`");
+    check_invalid(&route("ordering_key = \"\""), &[], "routes[0].ordering_key", "starting with `/`");
+    check_invalid(&route("ordering_key = \"/a~2\""), &[], "routes[0].ordering_key", "RFC 6901");
+    let long = format!("ordering_key = \"/{}\"", "a".repeat(300));
+    check_invalid(&route(&long), &[], "routes[0].ordering_key", "256 bytes");
+    check_invalid(&route("ordering_on_dead_letter = \"block\""), &[], "routes[0].ordering_on_dead_letter", "only with");
+    check_invalid(
+        &route("ordering_key = \"/id\"\nordering_on_dead_letter = \"hold\""),
+        &[],
+        "routes[0].ordering_on_dead_letter",
+        "expected `skip` or `block`",
+    );
+}
+
+#[test]
 fn destination_validation() {
     let text = format!(
         "{MINIMAL}\n[[destinations]]\nname = \"svc\"\nurl = \"ftp://x\"\nsigning_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"

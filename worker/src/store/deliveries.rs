@@ -118,7 +118,32 @@ pub struct DeliveryToSend {
     pub headers_json: String,
     /// The event's record span (`traceparent`), the parent of the attempt's span (traces on).
     pub trace_context: Option<String>,
+    /// Whether it has an ordering key: its end (delivered, dead-lettered) may let the key's
+    /// next delivery go, so the destination's schedulers look again.
+    pub ordered: bool,
 }
+
+/// What holds back an ordered delivery `d` (a row of `deliveries`) at `?3` (now), SQLite's
+/// spelling ([`ORDER_FREE_PG`] is PostgreSQL's): another delivery of its (destination, key)
+/// still pending that is earlier or in flight (leased), or an earlier dead letter that blocks
+/// the key. An unordered delivery is never held. The statuses stay literals so that the partial
+/// indexes `deliveries_ordering_pending` and `deliveries_ordering_blocked` apply.
+pub(super) const ORDER_FREE: &str = "(d.ordering_key IS NULL OR (
+    NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'pending' AND p.destination = d.destination
+                AND p.ordering_key = d.ordering_key AND p.id <> d.id
+                AND (p.ordering_position < d.ordering_position OR p.lease_until_ms >= ?3))
+    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'dead_lettered' AND p.ordering_blocks = 1
+                    AND p.destination = d.destination AND p.ordering_key = d.ordering_key
+                    AND p.ordering_position < d.ordering_position)))";
+
+/// [`ORDER_FREE`] in PostgreSQL's spelling (`$3`: now).
+pub(super) const ORDER_FREE_PG: &str = "(d.ordering_key IS NULL OR (
+    NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'pending' AND p.destination = d.destination
+                AND p.ordering_key = d.ordering_key AND p.id <> d.id
+                AND (p.ordering_position < d.ordering_position OR p.lease_until_ms >= $3))
+    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'dead_lettered' AND p.ordering_blocks
+                    AND p.destination = d.destination AND p.ordering_key = d.ordering_key
+                    AND p.ordering_position < d.ordering_position)))";
 
 /// See [`Store::claim_due`].
 ///
@@ -136,12 +161,13 @@ fn claim_due(
 ) -> Result<Vec<(DeliveryId, Lease, bool)>, rusqlite::Error> {
     let wanted = i64::try_from(limit.saturating_add(skip.len())).unwrap_or(i64::MAX);
     let candidates: Vec<(DeliveryId, Option<UnixMs>)> = connection
-        .prepare_cached(
-            "SELECT id, lease_until_ms FROM deliveries INDEXED BY deliveries_due
-             WHERE status = 'pending' AND destination = ?1 AND (attempts > attempt_base) = ?2
-               AND next_attempt_at_ms <= ?3 AND (lease_until_ms IS NULL OR lease_until_ms < ?3)
-             ORDER BY next_attempt_at_ms LIMIT ?4",
-        )?
+        .prepare_cached(&format!(
+            "SELECT d.id, d.lease_until_ms FROM deliveries d INDEXED BY deliveries_due
+             WHERE d.status = 'pending' AND d.destination = ?1 AND (d.attempts > d.attempt_base) = ?2
+               AND d.next_attempt_at_ms <= ?3 AND (d.lease_until_ms IS NULL OR d.lease_until_ms < ?3)
+               AND {ORDER_FREE}
+             ORDER BY d.next_attempt_at_ms LIMIT ?4"
+        ))?
         .query_map(params![destination, i64::from(class == DueClass::Retry), now, wanted], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
@@ -171,7 +197,8 @@ fn read_deliveries_to_send(
     // Cached: this runs once per claimed delivery.
     let mut statement = connection.prepare_cached(
         "SELECT d.id, d.destination, d.attempts - d.attempt_base, e.source, e.event_id, e.event_type,
-                e.content_type, e.received_at_ms, e.body, d.attempt_base, e.trace_context, e.headers_json
+                e.content_type, e.received_at_ms, e.body, d.attempt_base, e.trace_context, e.headers_json,
+                d.ordering_key IS NOT NULL
          FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
     )?;
     let mut found = HashMap::with_capacity(ids.len());
@@ -191,6 +218,7 @@ fn read_deliveries_to_send(
                     attempt_base: row.get(9)?,
                     trace_context: row.get(10)?,
                     headers_json: row.get(11)?,
+                    ordered: row.get(12)?,
                 })
             })
             .optional()?;
@@ -309,11 +337,12 @@ impl Sqlite {
 
     pub async fn has_due(&self, destination: String, class: DueClass, now: UnixMs) -> Result<bool, StoreError> {
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_due
-                 WHERE status = 'pending' AND destination = ?1 AND (attempts > attempt_base) = ?2
-                   AND next_attempt_at_ms <= ?3 AND (lease_until_ms IS NULL OR lease_until_ms < ?3))",
-            )?
+            c.prepare_cached(&format!(
+                "SELECT EXISTS (SELECT 1 FROM deliveries d INDEXED BY deliveries_due
+                 WHERE d.status = 'pending' AND d.destination = ?1 AND (d.attempts > d.attempt_base) = ?2
+                   AND d.next_attempt_at_ms <= ?3 AND (d.lease_until_ms IS NULL OR d.lease_until_ms < ?3)
+                   AND {ORDER_FREE})"
+            ))?
             .query_row(params![destination, i64::from(class == DueClass::Retry), now], |r| r.get(0))
         })
         .await

@@ -13,7 +13,7 @@ use super::StoreError;
 use super::deliveries::{Claimed, DeliveryToSend, Lease};
 use super::sqlite::Sqlite;
 use super::writer::Command;
-use crate::model::{DeliveryId, DeliveryStatus, EventRowId, LeaseToken, RouteStatus, UnixMs};
+use crate::model::{DeliveryId, DeliveryOrdering, DeliveryStatus, EventRowId, LeaseToken, RouteStatus, UnixMs};
 
 /// One event to record, as read from the stream.
 #[derive(Debug, Clone)]
@@ -42,8 +42,17 @@ pub struct NewEvent {
     pub body: Bytes,
     /// Destinations the routes select (empty: unrouted).
     pub destinations: Vec<String>,
+    /// The ordered ones among `destinations`, with their ordering key (see `routes`).
+    pub ordering: Vec<(String, DeliveryOrdering)>,
     /// The record span's W3C `traceparent` (traces on): the parent of every attempt.
     pub trace_context: Option<String>,
+}
+
+impl NewEvent {
+    /// The ordering of this event's delivery to `destination` (`None`: unordered).
+    pub(super) fn ordering_of(&self, destination: &str) -> Option<&DeliveryOrdering> {
+        self.ordering.iter().find(|(name, _)| name == destination).map(|(_, ordering)| ordering)
+    }
 }
 
 /// Which of a batch's new deliveries the recording worker claims for their first attempt.
@@ -101,8 +110,13 @@ pub enum Recorded {
 /// What recording one event did, as the writer sees it (before the deliveries' bodies are
 /// attached).
 pub(super) enum RecordedRow {
-    New(Vec<(DeliveryId, String)>),
-    Duplicate { conflict: bool },
+    /// The new deliveries: id, destination, and whether the recording worker claimed it (false
+    /// for a destination held elsewhere, and for an ordered delivery whose key has an earlier
+    /// one unfinished: its scheduler claims it once the key's turn comes).
+    New(Vec<(DeliveryId, String, bool)>),
+    Duplicate {
+        conflict: bool,
+    },
 }
 
 /// What recording `event` did, as callers see it: a new event's deliveries that `claims` claims
@@ -112,30 +126,37 @@ pub(super) enum RecordedRow {
 pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, claims: &FirstClaims) -> Recorded {
     match (row, event) {
         (RecordedRow::New(ids), Some(event)) => {
-            let (mine, unclaimed): (Vec<_>, Vec<_>) =
-                ids.into_iter().partition(|(_, destination)| claims.claims(destination));
+            let (mine, unclaimed): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(_, _, claimed)| *claimed);
             Recorded::New {
                 deliveries: mine
                     .into_iter()
-                    .map(|(delivery_id, destination)| Claimed {
-                        delivery: DeliveryToSend {
-                            delivery_id,
-                            destination,
-                            attempts: 0,
-                            attempt_base: 0,
-                            source: event.source.clone(),
-                            event_id: event.event_id.clone(),
-                            event_type: event.event_type.clone(),
-                            content_type: event.content_type.clone(),
-                            received_at: event.received_at,
-                            body: event.body.clone(),
-                            headers_json: if claims.with_headers { event.headers_json.clone() } else { String::new() },
-                            trace_context: event.trace_context.clone(),
-                        },
-                        lease: Lease { token: LeaseToken::FIRST, until: claims.until },
+                    .map(|(delivery_id, destination, _)| {
+                        let ordered = event.ordering_of(&destination).is_some();
+                        Claimed {
+                            delivery: DeliveryToSend {
+                                delivery_id,
+                                destination,
+                                attempts: 0,
+                                attempt_base: 0,
+                                source: event.source.clone(),
+                                event_id: event.event_id.clone(),
+                                event_type: event.event_type.clone(),
+                                content_type: event.content_type.clone(),
+                                received_at: event.received_at,
+                                body: event.body.clone(),
+                                headers_json: if claims.with_headers {
+                                    event.headers_json.clone()
+                                } else {
+                                    String::new()
+                                },
+                                trace_context: event.trace_context.clone(),
+                                ordered,
+                            },
+                            lease: Lease { token: LeaseToken::FIRST, until: claims.until },
+                        }
                     })
                     .collect(),
-                unclaimed: unclaimed.into_iter().map(|(_, destination)| destination).collect(),
+                unclaimed: unclaimed.into_iter().map(|(_, destination, _)| destination).collect(),
             }
         }
         (RecordedRow::New(_), None) => Recorded::New { deliveries: Vec::new(), unclaimed: Vec::new() },
@@ -166,8 +187,15 @@ pub(super) fn record_events(
     // process for the first attempt (token 1).
     let mut insert_delivery = connection.prepare_cached(
         "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms, next_attempt_at_ms,
-                                 lease_token, lease_until_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                                 lease_token, lease_until_ms, ordering_key, ordering_position, ordering_blocks)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7, ?8, ?10, ?9) ON CONFLICT DO NOTHING",
+    )?;
+    // An ordered delivery is claimed now only when its key has nothing before it: no delivery of
+    // the key pending (all are earlier: this event is the newest) nor dead-lettered and blocking.
+    let mut key_busy = connection.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE status = 'pending' AND destination = ?1 AND ordering_key = ?2)
+             OR EXISTS (SELECT 1 FROM deliveries WHERE status = 'dead_lettered' AND ordering_blocks = 1
+                          AND destination = ?1 AND ordering_key = ?2)",
     )?;
     let mut existing =
         connection.prepare_cached("SELECT id, body_sha256 FROM events WHERE source = ?1 AND event_id = ?2")?;
@@ -223,6 +251,14 @@ pub(super) fn record_events(
             let mut ids = Vec::with_capacity(event.destinations.len());
             for destination in &event.destinations {
                 let id = DeliveryId::of(rowid, destination);
+                let ordering = event.ordering_of(destination);
+                let mut lease_until = claims.lease_until(destination);
+                if let Some(ordering) = ordering
+                    && lease_until.is_some()
+                    && key_busy.query_row(params![destination, ordering.key.as_str()], |row| row.get::<_, bool>(0))?
+                {
+                    lease_until = None;
+                }
                 insert_delivery.execute(params![
                     id,
                     rowid,
@@ -230,9 +266,12 @@ pub(super) fn record_events(
                     DeliveryStatus::Pending,
                     now,
                     LeaseToken::FIRST,
-                    claims.lease_until(destination)
+                    lease_until,
+                    ordering.map(|o| o.key.as_str()),
+                    ordering.is_some_and(|o| o.blocks_when_dead),
+                    ordering.map(|_| sequence),
                 ])?;
-                ids.push((id, destination.clone()));
+                ids.push((id, destination.clone(), lease_until.is_some()));
             }
             results.push(RecordedRow::New(ids));
         } else {
@@ -337,6 +376,7 @@ impl Sqlite {
                     // headers may be 32 KiB).
                     headers_json: if claims.with_headers { event.headers_json.clone() } else { String::new() },
                     destinations: Vec::new(),
+                    ordering: event.ordering.clone(),
                     trace_context: event.trace_context.clone(),
                     ..*event
                 })

@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (17, "0017_audit_log_at", include_str!("../../../schemas/sql/0017_audit_log_at.sql")),
     (18, "0018_event_search", include_str!("../../../schemas/sql/0018_event_search.sql")),
     (19, "0019_search_reads_events", include_str!("../../../schemas/sql/0019_search_reads_events.sql")),
+    (20, "0020_ordering", include_str!("../../../schemas/sql/0020_ordering.sql")),
 ];
 
 /// Whether migration `name` is the one that made the search index (by its name without the

@@ -71,6 +71,8 @@ mod operations;
 mod operator;
 #[cfg(test)]
 mod operator_tests;
+#[cfg(test)]
+mod ordering_tests;
 pub mod postgres;
 mod replays;
 mod search;

@@ -109,6 +109,7 @@ pub(super) fn event(id: &str, body: &str, destinations: &[&str]) -> NewEvent {
         headers_json: "[]".into(),
         body: Bytes::from(body.to_owned()),
         destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+        ordering: Vec::new(),
         trace_context: None,
     }
 }

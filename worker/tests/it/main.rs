@@ -37,6 +37,7 @@ mod metrics;
 mod nats_auth;
 mod operator_support;
 mod programs;
+mod ordering;
 mod quarantine;
 mod scheduling;
 mod several_workers;

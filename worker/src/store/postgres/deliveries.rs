@@ -5,13 +5,21 @@ use tokio_postgres::Row;
 
 use super::{PgError, Postgres};
 use crate::model::{DeadLetterReason, DeliveryId, DeliveryStatus, LeaseToken, UnixMs};
+use crate::store::deliveries::ORDER_FREE_PG;
 use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, StoreError};
 
 /// What makes a delivery of destination `$1` and class `$2` (retry: true) due at `$3`: pending,
 /// past its due time, and no live lease. `status` stays a literal so that the partial index
 /// `deliveries_due` (`WHERE status = 'pending'`) applies to every plan.
-const DUE: &str = "status = 'pending' AND destination = $1 AND (attempts > attempt_base) = $2
-    AND next_attempt_at_ms <= $3 AND (lease_until_ms IS NULL OR lease_until_ms < $3)";
+/// An ordered delivery also waits for its key's turn ([`ORDER_FREE_PG`]).
+const DUE: &str = "d.status = 'pending' AND d.destination = $1 AND (d.attempts > d.attempt_base) = $2
+    AND d.next_attempt_at_ms <= $3 AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $3)";
+
+/// The first key of a destination's ordering lock (`pg_advisory_xact_lock(ORDERING_LOCK,
+/// hashtext(destination))`; "ordr"): recordings of ordered deliveries hold it shared, claims
+/// exclusively (see `events.rs`, `lock_ordered_destinations`). Two destinations whose names hash
+/// alike share a lock, which only makes one wait for the other.
+pub(super) const ORDERING_LOCK: i32 = 0x6F72_6472;
 
 /// A claimed delivery as the claim's statement returns it.
 fn claimed_row(row: &Row, until: UnixMs) -> Result<(Claimed, bool), PgError> {
@@ -29,6 +37,7 @@ fn claimed_row(row: &Row, until: UnixMs) -> Result<(Claimed, bool), PgError> {
         attempt_base: row.try_get(9)?,
         trace_context: row.try_get(12)?,
         headers_json: row.try_get(13)?,
+        ordered: row.try_get(14)?,
     };
     let lease = Lease { token: row.try_get(10)?, until };
     Ok((Claimed { delivery, lease }, row.try_get(11)?))
@@ -60,25 +69,36 @@ impl Postgres {
         let retry = class == DueClass::Retry;
         let rows = self
             .write(async |t| {
+                // The destination's ordering lock first, in a statement of its own: the claim's
+                // snapshot is then taken after every recording that drew ordering positions for
+                // it committed (see `ORDERING_LOCK`). Pipelined with the claim: no extra round trip.
+                let lock =
+                    t.prepare_cached(&format!("SELECT pg_advisory_xact_lock({ORDERING_LOCK}, hashtext($1))")).await?;
                 let statement = t
                     .prepare_cached(&format!(
                         "WITH due AS (
-                             SELECT id, lease_until_ms FROM deliveries WHERE {DUE} AND id <> ALL($6)
-                             ORDER BY next_attempt_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED
+                             SELECT d.id, d.lease_until_ms FROM deliveries d WHERE {DUE} AND d.id <> ALL($6)
+                               AND {ORDER_FREE_PG}
+                             ORDER BY d.next_attempt_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED
                          ), claimed AS (
                              UPDATE deliveries d SET lease_token = d.lease_token + 1, lease_until_ms = $5
                              FROM due WHERE d.id = due.id
                              RETURNING d.id, d.destination, d.attempts, d.attempt_base, d.event_rowid, d.lease_token,
-                                       d.next_attempt_at_ms, due.lease_until_ms IS NOT NULL AS restarted
+                                       d.next_attempt_at_ms, due.lease_until_ms IS NOT NULL AS restarted,
+                                       d.ordering_key IS NOT NULL AS ordered
                          )
                          SELECT c.id, c.destination, c.attempts - c.attempt_base, e.source, e.event_id, e.event_type,
                                 e.content_type, e.received_at_ms, e.body, c.attempt_base, c.lease_token, c.restarted,
-                                e.trace_context, e.headers_json
+                                e.trace_context, e.headers_json, c.ordered
                          FROM claimed c JOIN events e ON e.id = c.event_rowid
                          ORDER BY c.next_attempt_at_ms, c.id"
                     ))
                     .await?;
-                Ok(t.query(&statement, &[&destination, &retry, &now, &limit, &lease_until, &skip]).await?)
+                let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&destination];
+                let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [&destination, &retry, &now, &limit, &lease_until, &skip];
+                let (_, rows) = futures::try_join!(t.query(&lock, &lock_params), t.query(&statement, &claim_params))?;
+                Ok(rows)
             })
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -96,7 +116,7 @@ impl Postgres {
     pub async fn has_due(&self, destination: String, class: DueClass, now: UnixMs) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(&format!("SELECT EXISTS (SELECT 1 FROM deliveries WHERE {DUE})"))
+            .prepare_cached(&format!("SELECT EXISTS (SELECT 1 FROM deliveries d WHERE {DUE} AND {ORDER_FREE_PG})"))
             .await
             .map_err(PgError::from)?;
         let row = client.query_one(&statement, &[&destination, &(class == DueClass::Retry), &now]).await;

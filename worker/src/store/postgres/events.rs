@@ -1,9 +1,10 @@
 //! Recording events and pruning them on PostgreSQL (see `store/events.rs` for the contract).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
+use super::deliveries::ORDERING_LOCK;
 use super::{PgError, Postgres};
-use crate::model::{DeliveryId, DeliveryStatus, EventRowId, RouteStatus, UnixMs};
+use crate::model::{DeliveryId, DeliveryOrdering, DeliveryStatus, EventRowId, RouteStatus, UnixMs};
 use crate::store::events::{RecordedRow, body_sha256, recorded};
 use crate::store::{FirstClaims, NewEvent, Recorded, StoreError};
 
@@ -71,11 +72,27 @@ async fn record_events(
         let key = |i: usize| (events[i].destinations.is_empty(), &events[i].source, &events[i].event_id);
         key(a).cmp(&key(b))
     });
+    // The destinations this batch records ordered deliveries for: their ordering locks, shared,
+    // before anything is inserted (see `lock_ordered_destinations`).
+    let ordered: BTreeSet<&str> =
+        events.iter().flat_map(|event| event.ordering.iter().map(|(destination, _)| destination.as_str())).collect();
+    lock_ordered_destinations(t, &ordered).await?;
     let rowids = insert_events(t, events, &shas, &insert_order, now).await?;
 
-    let mut new_deliveries: HashMap<usize, Vec<(DeliveryId, String)>> = HashMap::with_capacity(rowids.len());
+    // Ordered deliveries are never claimed here: two workers recording one key at once could
+    // each find the other's earlier delivery not committed yet. The destination's holder claims
+    // them, under its ordering lock.
+    let mut new_deliveries: HashMap<usize, Vec<(DeliveryId, String, bool)>> = HashMap::with_capacity(rowids.len());
     for (&index, &rowid) in &rowids {
-        let ids = events[index].destinations.iter().map(|d| (DeliveryId::of(rowid, d), d.clone())).collect();
+        let event = &events[index];
+        let ids = event
+            .destinations
+            .iter()
+            .map(|d| {
+                let claimed = claims.lease_until(d).is_some() && event.ordering_of(d).is_none();
+                (DeliveryId::of(rowid, d), d.clone(), claimed)
+            })
+            .collect();
         new_deliveries.insert(index, ids);
     }
     let duplicates: Vec<usize> = (0..events.len()).filter(|index| !rowids.contains_key(index)).collect();
@@ -86,7 +103,7 @@ async fn record_events(
     // Independent of each other: sent together (one connection pipelines them).
     let (stored, (), ()) = futures::try_join!(
         bump_duplicates(t, events, &shas, &duplicates),
-        insert_deliveries(t, &rowids, &new_deliveries, now, claims),
+        insert_deliveries(t, events, &rowids, &new_deliveries, now, claims.until),
         super::search::index_events(t, &searchable),
     )?;
 
@@ -186,19 +203,24 @@ async fn insert_events(
     Ok(inserted)
 }
 
-/// Inserts the new events' deliveries: due now and, unless another worker holds the
-/// destination, claimed by this worker for the first attempt (token 1). By destination, so the
-/// `delivery_counts` rows are locked in the same order by every batch.
+/// Inserts the new events' deliveries: due now and, when `new_deliveries` says so, claimed by
+/// this worker for the first attempt (token 1); ordered ones with their key, and their event's
+/// stream sequence as their place in the key's order.
+/// By destination, so the `delivery_counts` rows are locked in the same order by every batch.
 async fn insert_deliveries(
     t: &Transaction<'_>,
+    events: &[NewEvent],
     rowids: &HashMap<usize, EventRowId>,
-    new_deliveries: &HashMap<usize, Vec<(DeliveryId, String)>>,
+    new_deliveries: &HashMap<usize, Vec<(DeliveryId, String, bool)>>,
     now: UnixMs,
-    claims: &FirstClaims,
+    claimed_until: UnixMs,
 ) -> Result<(), PgError> {
-    let mut rows: Vec<(&str, &DeliveryId, EventRowId)> = new_deliveries
+    let mut rows: Vec<(&str, &DeliveryId, EventRowId, usize, bool)> = new_deliveries
         .iter()
-        .flat_map(|(index, ids)| ids.iter().map(move |(id, destination)| (destination.as_str(), id, rowids[index])))
+        .flat_map(|(&index, ids)| {
+            ids.iter()
+                .map(move |(id, destination, claimed)| (destination.as_str(), id, rowids[&index], index, *claimed))
+        })
         .collect();
     if rows.is_empty() {
         return Ok(());
@@ -207,21 +229,70 @@ async fn insert_deliveries(
     let statement = t
         .prepare_cached(
             "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
-                                     next_attempt_at_ms, lease_token, lease_until_ms)
-             SELECT id, event_rowid, destination, $4::text, $5::bigint, $5, $5, $6::bigint, lease_until_ms
-             FROM unnest($1::text[], $2::bigint[], $3::text[], $7::bigint[])
-                  WITH ORDINALITY AS d (id, event_rowid, destination, lease_until_ms, position)
+                                     next_attempt_at_ms, lease_token, lease_until_ms, ordering_key, ordering_position,
+                                     ordering_blocks)
+             SELECT id, event_rowid, destination, $4::text, $5::bigint, $5, $5, $6::bigint, lease_until_ms,
+                    ordering_key, ordering_position, ordering_blocks
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $7::bigint[], $8::text[], $9::bigint[], $10::boolean[])
+                  WITH ORDINALITY AS d (id, event_rowid, destination, lease_until_ms, ordering_key, ordering_position,
+                                        ordering_blocks, position)
              ORDER BY position
              ON CONFLICT DO NOTHING",
         )
         .await?;
-    let ids: Vec<&DeliveryId> = rows.iter().map(|(_, id, _)| *id).collect();
-    let event_rowids: Vec<EventRowId> = rows.iter().map(|(_, _, rowid)| *rowid).collect();
-    let destinations: Vec<&str> = rows.iter().map(|(destination, _, _)| *destination).collect();
-    let leases: Vec<Option<UnixMs>> = destinations.iter().map(|destination| claims.lease_until(destination)).collect();
+    let ids: Vec<&DeliveryId> = rows.iter().map(|row| row.1).collect();
+    let event_rowids: Vec<EventRowId> = rows.iter().map(|row| row.2).collect();
+    let destinations: Vec<&str> = rows.iter().map(|row| row.0).collect();
+    let leases: Vec<Option<UnixMs>> = rows.iter().map(|row| row.4.then_some(claimed_until)).collect();
+    let orderings: Vec<Option<&DeliveryOrdering>> =
+        rows.iter().map(|&(destination, _, _, index, _)| events[index].ordering_of(destination)).collect();
+    let keys: Vec<Option<&str>> = orderings.iter().map(|o| o.map(|o| o.key.as_str())).collect();
+    let blocks: Vec<bool> = orderings.iter().map(|o| o.is_some_and(|o| o.blocks_when_dead)).collect();
+    let ordering_positions: Vec<Option<i64>> = rows
+        .iter()
+        .zip(&orderings)
+        .map(|(&(_, _, _, index, _), ordering)| {
+            ordering.map(|_| i64::try_from(events[index].stream_sequence).unwrap_or(i64::MAX))
+        })
+        .collect();
     let first = crate::model::LeaseToken::FIRST;
-    t.execute(&statement, &[&ids, &event_rowids, &destinations, &DeliveryStatus::Pending, &now, &first, &leases])
+    t.execute(
+        &statement,
+        &[
+            &ids,
+            &event_rowids,
+            &destinations,
+            &DeliveryStatus::Pending,
+            &now,
+            &first,
+            &leases,
+            &keys,
+            &ordering_positions,
+            &blocks,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes the ordering lock of each of `destinations`, shared, until the transaction ends, in one
+/// order (by name). A claim of the destination takes it exclusively, in its own statement before
+/// it looks for due deliveries, so it never runs while a recording of ordered deliveries for the
+/// destination is under way: a claim does not take a key's later delivery while an earlier one,
+/// already being recorded by another worker, is about to commit. Recordings do not wait for each
+/// other.
+async fn lock_ordered_destinations(t: &Transaction<'_>, destinations: &BTreeSet<&str>) -> Result<(), PgError> {
+    if destinations.is_empty() {
+        return Ok(());
+    }
+    let statement = t
+        .prepare_cached(&format!(
+            "SELECT count(pg_advisory_xact_lock_shared({ORDERING_LOCK}, hashtext(d)))
+             FROM (SELECT d FROM unnest($1::text[]) AS d ORDER BY d) AS sorted"
+        ))
         .await?;
+    let names: Vec<&str> = destinations.iter().copied().collect();
+    t.query_one(&statement, &[&names]).await?;
     Ok(())
 }
 

@@ -66,7 +66,7 @@ fn migrations_match_the_schema_folder() {
 async fn the_migrated_schema_is_the_sqlite_schema() {
     let postgres = TestPostgres::start();
     let pool = connect(&postgres.url(), None, 2, STATEMENT_TIMEOUT).unwrap();
-    assert_eq!(migrate(&pool).await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(migrate(&pool).await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     let dir = tempfile::tempdir().unwrap();
     let sqlite = sqlite_store(dir.path());
 

@@ -29,6 +29,7 @@ mod crash;
 mod delivery;
 mod floor_plan;
 mod github;
+mod large_bodies;
 mod listener;
 mod login;
 mod metrics;

@@ -428,7 +428,9 @@ async fn accept(
     let headers = nats_headers(source, &parts.headers, &identity, event);
     let header_bytes: usize = headers
         .iter()
-        .map(|(name, values)| values.iter().map(|value| name.to_string().len() + value.as_str().len() + 4).sum::<usize>())
+        .map(|(name, values)| {
+            values.iter().map(|value| name.to_string().len() + value.as_str().len() + 4).sum::<usize>()
+        })
         .sum();
     let published = state.publisher.publish(source.subject.clone(), headers, payload).await;
     match &published {

@@ -99,11 +99,11 @@ impl Publisher {
     /// server's `max_payload`, or the stream's `max_msg_size` when lower (asked only after a
     /// refusal, to name the limit in the 413).
     pub async fn largest_message(&self) -> usize {
-        let stream_limit = match tokio::time::timeout(Duration::from_secs(1), self.js.get_stream(&self.stream_name)).await
-        {
-            Ok(Ok(stream)) => usize::try_from(stream.cached_info().config.max_message_size).ok().filter(|m| *m > 0),
-            _ => None,
-        };
+        let stream_limit =
+            match tokio::time::timeout(Duration::from_secs(1), self.js.get_stream(&self.stream_name)).await {
+                Ok(Ok(stream)) => usize::try_from(stream.cached_info().config.max_message_size).ok().filter(|m| *m > 0),
+                _ => None,
+            };
         stream_limit.map_or(self.max_payload(), |limit| limit.min(self.max_payload()))
     }
 

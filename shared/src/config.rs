@@ -721,11 +721,7 @@ pub const GITHUB_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 pub fn default_max_body_bytes(kind: SchemeKind) -> Option<usize> {
     match kind {
         SchemeKind::Github => Some(GITHUB_MAX_BODY_BYTES),
-        SchemeKind::Stripe
-        | SchemeKind::Standard
-        | SchemeKind::Shopify
-        | SchemeKind::Slack
-        | SchemeKind::Hmac => None,
+        SchemeKind::Stripe | SchemeKind::Standard | SchemeKind::Shopify | SchemeKind::Slack | SchemeKind::Hmac => None,
     }
 }
 

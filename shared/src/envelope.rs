@@ -238,7 +238,10 @@ pub fn json_schema(version: &str) -> Value {
     if claim_check && let Some(properties) = schema["properties"].as_object_mut() {
         properties.insert(HEADER_BODY_OBJECT.into(), json!({ "type": "string", "pattern": "^[a-z0-9_-]{1,64}/[0-9a-f]{64}$",
             "description": "name of the body's object in the bodies bucket `{stream}_BODIES`: `{source}/{sha256}`, so the same body is one object however often it is sent" }));
-        properties.insert(HEADER_BODY_SIZE.into(), json!({ "type": "string", "pattern": "^[0-9]+$", "description": "the body's length in bytes" }));
+        properties.insert(
+            HEADER_BODY_SIZE.into(),
+            json!({ "type": "string", "pattern": "^[0-9]+$", "description": "the body's length in bytes" }),
+        );
         properties.insert(HEADER_BODY_SHA256.into(), json!({ "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "the body's SHA-256, lowercase hex; the worker records the object only when it matches" }));
     }
     schema

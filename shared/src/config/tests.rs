@@ -839,7 +839,9 @@ fn a_github_source_takes_25_mib_by_default_and_the_limits_follow_the_limit_in_ef
 
     let capped = Config::parse(&format!("{MINIMAL}{github}max_body_bytes = 4096\n"), &env(&[])).unwrap();
     assert_eq!(capped.sources[1].body_limit(&capped.ingest), 4096, "its own limit wins");
-    assert!(!capped.uses_claim_check());
+    assert!(capped.uses_claim_check(), "stripe's 1,000,000 bytes are over the threshold too");
+    let small = format!("[ingest]\nmax_body_bytes = 4096\n{MINIMAL}{github}max_body_bytes = 4096\n");
+    assert!(!Config::parse(&small, &env(&[])).unwrap().uses_claim_check(), "no body over the threshold");
     assert_eq!(Config::parse(MINIMAL, &env(&[])).unwrap().largest_body_bytes(), 1_000_000);
 
     // What depends on the largest body sees GitHub's default.

@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    GITHUB_SECRET, IngestAddrs, TestDestination, TestStore, config_text, inlet_signature_valid, row, start_ingest, start_worker,
-    wait_ok,
+    GITHUB_SECRET, IngestAddrs, TestDestination, TestStore, config_text, inlet_signature_valid, row, start_ingest,
+    start_worker, wait_ok,
 };
 
 /// The suite's config plus a source of kind `github` (no `max_body_bytes`: the kind's 25 MiB)
@@ -61,7 +61,8 @@ async fn send_push(ingest: &IngestAddrs, delivery: &str, body: &[u8]) -> (u16, O
     let response = match request.send().await {
         Ok(response) => response,
         Err(error) => {
-            let metrics = client.get(format!("http://{ingest_admin}/metrics")).send().await.unwrap().text().await.unwrap();
+            let metrics =
+                client.get(format!("http://{ingest_admin}/metrics")).send().await.unwrap().text().await.unwrap();
             let counted: Vec<&str> = metrics.lines().filter(|l| l.starts_with("inlet_ingest_requests_total")).collect();
             panic!("{error:?}; ingest counted {counted:?}");
         }

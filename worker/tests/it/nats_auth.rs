@@ -73,7 +73,9 @@ async fn events_flow(
     let refused: Vec<&str> = log.lines().filter(|line| line.contains("Violation")).collect();
     // Ingest's user may not set up the stream nor the bodies bucket: started before a worker
     // had, it tried, was refused, and waited for the worker to.
-    let expected = |stream: &str| format!("- \"INLET/user:inlet-ingest\" - Publish Violation - Subject \"$JS.API.STREAM.UPDATE.{stream}\"");
+    let expected = |stream: &str| {
+        format!("- \"INLET/user:inlet-ingest\" - Publish Violation - Subject \"$JS.API.STREAM.UPDATE.{stream}\"")
+    };
     assert!(
         refused.iter().all(|line| line.ends_with(&expected("INLET")) || line.ends_with(&expected("OBJ_INLET_BODIES"))),
         "the server refused an operation Inlet needs:\n{}",
@@ -145,14 +147,14 @@ async fn ingest_and_two_workers_run_on_the_compose_accounts_and_permissions_over
     assert_eq!(admitted["data"]["admitRejected"]["admitted"], 1, "{admitted}");
     assert!(destination.reached(21, Duration::from_secs(30)).await, "the admitted one delivered too");
     let log = nats.log();
-    let refused: Vec<&str> =
-        log.lines()
-            .filter(|line| {
-                line.contains("Violation")
-                    && !line.contains("STREAM.UPDATE.INLET\"")
-                    && !line.contains("STREAM.UPDATE.OBJ_INLET_BODIES\"")
-            })
-            .collect();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|line| {
+            line.contains("Violation")
+                && !line.contains("STREAM.UPDATE.INLET\"")
+                && !line.contains("STREAM.UPDATE.OBJ_INLET_BODIES\"")
+        })
+        .collect();
     assert!(refused.is_empty(), "the server refused an operation of the quarantine:\n{}", refused.join("\n"));
 }
 

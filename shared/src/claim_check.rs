@@ -147,7 +147,7 @@ impl BodyStore {
         loop {
             let wait = Duration::from_secs(2).min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             if let Ok(Ok(bucket)) = tokio::time::timeout(wait, js.get_object_store(&name)).await {
-                let chunk_bytes = claim_check_threshold.max(MESSAGE_HEADER_ROOM).min(MAX_CHUNK_BYTES);
+                let chunk_bytes = claim_check_threshold.clamp(MESSAGE_HEADER_ROOM, MAX_CHUNK_BYTES);
                 return Ok(BodyStore { bucket, chunk_bytes });
             }
             if tokio::time::Instant::now() + Duration::from_millis(500) >= deadline {

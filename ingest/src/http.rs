@@ -33,7 +33,7 @@ use tracing::Instrument as _;
 use crate::budget::{BodyBudget, BodyBuffer, Reservation};
 use crate::error::{IngestError, json_response};
 use crate::metric_names;
-use crate::pub_ack::Stored;
+use crate::pub_ack::{PublishFailure, Stored};
 use crate::publish::Publisher;
 use crate::quarantine::{Failed, Quarantine, SourceQuarantine};
 
@@ -78,7 +78,7 @@ impl SourceRuntime {
             quarantine,
             name: source.name.clone(),
             verifier,
-            max_body_bytes: source.max_body_bytes.unwrap_or(config.ingest.max_body_bytes),
+            max_body_bytes: source.body_limit(&config.ingest),
             limiter,
             failure_limiter,
             failures_limited: AtomicBool::new(false),
@@ -147,6 +147,8 @@ pub struct AppState {
     pub retry_after: Duration,
     /// `ingest.max_buffered_body_bytes`.
     pub body_budget: BodyBudget,
+    /// `ingest.claim_check_threshold_bytes`: larger bodies go to the bodies bucket first.
+    pub claim_check_threshold: usize,
     /// The in-flight gauge handle.
     pub in_flight: metrics::Gauge,
     /// `[telemetry.traces]`: the receive, verify and publish spans.
@@ -401,14 +403,36 @@ async fn accept(
         publish.set("messaging.operation.type", "send");
         publish.set("messaging.destination.name", source.subject.clone());
     }
+    // A large body is stored first; the message names it and carries no payload. The 2xx
+    // below needs both acknowledged.
+    let (body_claim, payload) = if body.len() > state.claim_check_threshold {
+        publish.set("inlet.claim_check", true);
+        match state.publisher.store_body(&source.name, &body).await {
+            Ok(claim) => (Some(claim), Bytes::new()),
+            Err(failure) => {
+                publish.fail(failure.as_str());
+                publish.end();
+                return Err(IngestError::from_publish(failure, source.max_body_bytes, state.retry_after));
+            }
+        }
+    } else {
+        (None, body)
+    };
     let event = EventHeaders {
         original_headers,
         secret_index: verified.secret_index(),
         received_at,
         traceparent: publish.traceparent(),
+        body: body_claim,
     };
     let headers = nats_headers(source, &parts.headers, &identity, event);
-    let published = state.publisher.publish(source.subject.clone(), headers, body).await;
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, values)| {
+            values.iter().map(|value| name.to_string().len() + value.as_str().len() + 4).sum::<usize>()
+        })
+        .sum();
+    let published = state.publisher.publish(source.subject.clone(), headers, payload).await;
     match &published {
         Ok(Stored::New(sequence) | Stored::Duplicate(sequence)) => {
             publish.set("inlet.stream_sequence", i64::try_from(*sequence).unwrap_or(i64::MAX));
@@ -420,6 +444,14 @@ async fn accept(
     match published {
         Ok(Stored::New(sequence)) => Ok(Accepted::Stored { event_id: identity.id, sequence }),
         Ok(Stored::Duplicate(sequence)) => Ok(Accepted::Duplicate { event_id: identity.id, sequence }),
+        Err(PublishFailure::TooLarge) => {
+            // What the message could have held: the largest message the server and stream take
+            // now less these headers (never more than the source's limit). Startup keeps every
+            // body under the claim-check threshold within `max_payload`; only a stream or server
+            // limited since (or out of band) refuses one.
+            let limit = state.publisher.largest_message().await.saturating_sub(header_bytes).min(source.max_body_bytes);
+            Err(IngestError::from_publish(PublishFailure::TooLarge, limit, state.retry_after))
+        }
         Err(failure) => Err(IngestError::from_publish(failure, source.max_body_bytes, state.retry_after)),
     }
 }
@@ -455,6 +487,8 @@ struct EventHeaders {
     received_at: SystemTime,
     /// The publish span's context (traces on).
     traceparent: Option<String>,
+    /// Where the body is, when it is not the payload.
+    body: Option<envelope::BodyClaim>,
 }
 
 /// Reads at most `limit` bytes within `body_read_timeout`; a declared or actual larger body is
@@ -540,7 +574,7 @@ fn nats_headers(
     identity: &inlet_shared::signature::EventIdentity,
     event: EventHeaders,
 ) -> async_nats::HeaderMap {
-    let EventHeaders { original_headers, secret_index, received_at, traceparent } = event;
+    let EventHeaders { original_headers, secret_index, received_at, traceparent, body } = event;
     let envelope = Envelope {
         source: source.name.clone(),
         event_id: identity.id.clone(),
@@ -555,6 +589,7 @@ fn nats_headers(
         content_type: request_headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned),
         original_headers: Some(original_headers).filter(|json| !json.is_empty()),
         traceparent,
+        body,
     };
     let mut headers = async_nats::HeaderMap::new();
     for (name, value) in envelope.to_headers() {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use hyper::service::service_fn;
-use inlet_shared::config::Config;
+use inlet_shared::config::{Config, MESSAGE_HEADER_ROOM};
 use inlet_shared::server::{ServeOptions, metrics_handle, serve};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,24 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     };
     let publisher =
         publish::Publisher::new(client, config.stream.name.clone(), config.ingest.publish_timeout, fsync, probe);
+    check_max_payload(&config, publisher.max_payload())?;
     inlet_shared::nats::ensure_stream(publisher.jetstream(), &config.stream, config.nats.startup_timeout).await?;
+    // Bodies over the threshold are stored in the bodies bucket. Like the stream, a worker sets
+    // it up; ingest's user in deploy/nats/permissions.conf may not, and waits for one to.
+    let publisher = if config.uses_claim_check() {
+        inlet_shared::claim_check::ensure_bucket(publisher.jetstream(), &config.stream, config.nats.startup_timeout)
+            .await?;
+        let bodies = inlet_shared::claim_check::BodyStore::open(
+            publisher.jetstream(),
+            &config.stream,
+            config.ingest.claim_check_threshold_bytes,
+            config.nats.startup_timeout,
+        )
+        .await?;
+        publisher.with_bodies(bodies)
+    } else {
+        publisher
+    };
     if fsync {
         let monitoring_url = config.nats.monitoring_url.as_deref().unwrap_or_default();
         publish::verify_fsync_server(&publisher, monitoring_url).await?;
@@ -112,8 +129,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         tokio::spawn(Arc::clone(publisher.health()).run_probe(probe, shutdown.clone()))
     };
 
-    let largest_body =
-        config.sources.iter().filter_map(|s| s.max_body_bytes).fold(config.ingest.max_body_bytes, usize::max);
+    let largest_body = config.largest_body_bytes();
     let body_budget = budget::BodyBudget::new(config.ingest.max_buffered_body_bytes, largest_body);
     if body_budget.small_slice() < budget::SMALL_BODY_BYTES {
         tracing::warn!(
@@ -136,6 +152,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         body_read_timeout: config.ingest.body_read_timeout,
         retry_after: config.ingest.retry_after,
         body_budget,
+        claim_check_threshold: config.ingest.claim_check_threshold_bytes,
         in_flight: metrics::gauge!(metric_names::IN_FLIGHT),
         tracing: traces.clone(),
         quarantine,
@@ -175,4 +192,71 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     traces.shutdown().await;
     tracing::info!("inlet-ingest stopped");
     Ok(())
+}
+
+/// A body travels in its message up to `ingest.claim_check_threshold_bytes` (or the source's
+/// limit, when lower); such a message, with up to [`MESSAGE_HEADER_ROOM`] of headers, must fit
+/// the server's `max_payload`, or the server would refuse every body near that size.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "ingest.claim_check_threshold_bytes: bodies of up to {inline} bytes travel in one message with up to \
+     {header_room} bytes of headers, but the NATS server's max_payload is {max_payload}; set \
+     ingest.claim_check_threshold_bytes to at most {fits} (larger bodies then go to the bodies bucket), or raise \
+     max_payload in nats-server's configuration to at least {needed}"
+)]
+pub struct MaxPayloadError {
+    inline: usize,
+    header_room: usize,
+    max_payload: usize,
+    fits: usize,
+    needed: usize,
+}
+
+/// Checks the largest body that travels in a message against the server's `max_payload`.
+///
+/// # Errors
+///
+/// [`MaxPayloadError`] saying which key to change, and to what.
+pub fn check_max_payload(config: &Config, max_payload: usize) -> Result<(), MaxPayloadError> {
+    let inline = config.largest_body_bytes().min(config.ingest.claim_check_threshold_bytes);
+    let needed = inline.saturating_add(MESSAGE_HEADER_ROOM);
+    if needed <= max_payload {
+        return Ok(());
+    }
+    Err(MaxPayloadError {
+        inline,
+        header_room: MESSAGE_HEADER_ROOM,
+        max_payload,
+        fits: max_payload.saturating_sub(MESSAGE_HEADER_ROOM),
+        needed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_in_messages_must_fit_max_payload_and_the_error_names_the_key_and_the_fix() {
+        let parse = |ingest: &str| {
+            Config::parse(
+                &format!("[ingest]\n{ingest}\n[[sources]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"s\"]\n"),
+                &std::collections::BTreeMap::new(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mib = 1024 * 1024;
+        // The defaults fit nats-server's default max_payload exactly; GitHub's 25 MiB go to the bucket.
+        let defaults = parse("");
+        assert!(defaults.uses_claim_check());
+        assert!(check_max_payload(&defaults, mib).is_ok());
+        let error = check_max_payload(&defaults, 512 * 1024).unwrap_err().to_string();
+        assert!(error.starts_with("ingest.claim_check_threshold_bytes: "), "{error}");
+        assert!(error.contains("set ingest.claim_check_threshold_bytes to at most 458752"), "{error}");
+        assert!(error.contains("raise max_payload in nats-server's configuration to at least 1048576"), "{error}");
+        // A threshold over max_payload is refused; one within a larger max_payload is not.
+        let high = parse("claim_check_threshold_bytes = 8388608");
+        assert!(check_max_payload(&high, mib).is_err());
+        assert!(check_max_payload(&high, 8 * mib + MESSAGE_HEADER_ROOM).is_ok());
+    }
 }

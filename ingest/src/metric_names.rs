@@ -14,6 +14,8 @@ pub const REQUESTS: &str = "inlet_ingest_requests_total";
 pub const REQUEST_DURATION: &str = "inlet_ingest_request_duration_seconds";
 /// Time from publish to PubAck.
 pub const PUBLISH_DURATION: &str = "inlet_ingest_publish_duration_seconds";
+/// Time to store a body over the claim-check threshold in the bodies bucket.
+pub const BODY_STORE_DURATION: &str = "inlet_ingest_body_store_duration_seconds";
 /// Signature failures by reason.
 pub const SIGNATURE_FAILURES: &str = "inlet_ingest_signature_failures_total";
 /// Signature failures answered 401/400 (not those over `ingest.failure_rate_limit`), by what
@@ -63,6 +65,11 @@ pub fn describe() {
     describe_counter!(REQUESTS, "Webhook requests by source and outcome.");
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time from request start to the answer.");
     describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Time from JetStream publish to PubAck.");
+    describe_histogram!(
+        BODY_STORE_DURATION,
+        Unit::Seconds,
+        "Time to store a body over ingest.claim_check_threshold_bytes in the bodies bucket."
+    );
     describe_counter!(SIGNATURE_FAILURES, "Signature verification failures by source and reason.");
     describe_counter!(
         SIGNATURE_DIAGNOSES,
@@ -229,6 +236,11 @@ pub fn publish_failed(stream: &str, failure: crate::pub_ack::PublishFailure) {
 /// A probe of the failing store behind `stream` ended with `outcome` (`available` or `failing`).
 pub fn store_probed(stream: &str, outcome: &'static str) {
     metrics::counter!(STORE_PROBES, "stream" => stream.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// A body over the claim-check threshold was stored in the bodies bucket after `elapsed`.
+pub fn body_stored(elapsed: Duration) {
+    metrics::histogram!(BODY_STORE_DURATION).record(elapsed.as_secs_f64());
 }
 
 /// A publish was acknowledged after `elapsed`.

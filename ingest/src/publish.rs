@@ -19,12 +19,22 @@
 //! | message over the stream's `max_msg_size` / headers over 64 KiB | 10054 / 10097 (413 / 431, permanent) |
 //!
 //! What the store's state means for the next requests lives in [`crate::health`].
+//!
+//! A body over `ingest.claim_check_threshold_bytes` is stored first, as an object of the bodies
+//! bucket ([`Publisher::store_body`]); the message that names it is published only once the
+//! bucket acknowledged the whole object, so a 2xx means both are stored. A body that could not
+//! be stored is a 503 and nothing is published; an object whose message was never stored is
+//! left to expire with the bucket's `max_age`, and the sender's retry stores the same object
+//! again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
+
+use inlet_shared::claim_check::{BodyStore, ClaimCheckError};
+use inlet_shared::envelope::BodyClaim;
 
 use crate::health::StoreHealth;
 use crate::pub_ack::{PublishFailure, StoreFull, Stored, classify};
@@ -52,6 +62,8 @@ pub struct Publisher {
     probe: ProbeTarget,
     /// The last readiness answer and when it was found (see [`Publisher::is_ready`]).
     readiness: Arc<tokio::sync::Mutex<Option<(Instant, bool)>>>,
+    /// The bodies bucket, when some source accepts bodies over the claim-check threshold.
+    bodies: Option<BodyStore>,
 }
 
 /// How long a readiness answer is reused. `/readyz` is public: asking JetStream for stream info
@@ -70,7 +82,62 @@ impl Publisher {
         let js = jetstream::new(client.clone());
         let batcher = group_commit.then(|| crate::batch::Batcher::start(client.clone(), js.clone(), &stream_name));
         let health = StoreHealth::new(&stream_name);
-        Publisher { client, js, stream_name, deadline, batcher, health, probe, readiness: Arc::default() }
+        Publisher { client, js, stream_name, deadline, batcher, health, probe, readiness: Arc::default(), bodies: None }
+    }
+
+    /// Stores bodies over the claim-check threshold in `bodies`.
+    pub fn with_bodies(self, bodies: BodyStore) -> Publisher {
+        Publisher { bodies: Some(bodies), ..self }
+    }
+
+    /// The server's `max_payload`: the most bytes of one message, headers included.
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
+    /// The most bytes of one message, headers included, the intake stream takes now: the
+    /// server's `max_payload`, or the stream's `max_msg_size` when lower (asked only after a
+    /// refusal, to name the limit in the 413).
+    pub async fn largest_message(&self) -> usize {
+        let stream_limit =
+            match tokio::time::timeout(Duration::from_secs(1), self.js.get_stream(&self.stream_name)).await {
+                Ok(Ok(stream)) => usize::try_from(stream.cached_info().config.max_message_size).ok().filter(|m| *m > 0),
+                _ => None,
+            };
+        stream_limit.map_or(self.max_payload(), |limit| limit.min(self.max_payload()))
+    }
+
+    /// Stores `body` of `source` as an object of the bodies bucket and returns its claim, once
+    /// the bucket acknowledged it, within `ingest.publish_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishFailure`] when it is not stored (or ingest has no bucket: never, since ingest
+    /// opens it whenever a source accepts such bodies); nothing may be published then.
+    pub async fn store_body(&self, source: &str, body: &Bytes) -> Result<BodyClaim, PublishFailure> {
+        if !self.is_connected() {
+            return Err(PublishFailure::Disconnected);
+        }
+        self.health.admit()?;
+        let Some(bodies) = &self.bodies else { return Err(PublishFailure::Failed) };
+        let started = Instant::now();
+        // 25 MiB take tens of milliseconds to hash: off the request threads.
+        let hashed = body.clone();
+        let sha256 = tokio::task::spawn_blocking(move || inlet_shared::claim_check::sha256_hex(&hashed))
+            .await
+            .map_err(|_| PublishFailure::Failed)?;
+        let stored = bodies.put(source, body, sha256, self.deadline).await.map_err(|error| {
+            let failure = match error {
+                ClaimCheckError::Timeout => PublishFailure::Timeout,
+                _ if !self.is_connected() => PublishFailure::Disconnected,
+                _ => PublishFailure::Failed,
+            };
+            tracing::debug!(%error, "body not stored in the bodies bucket");
+            crate::metric_names::publish_failed(&self.stream_name, failure);
+            failure
+        })?;
+        crate::metric_names::body_stored(started.elapsed());
+        Ok(stored)
     }
 
     /// The JetStream context.

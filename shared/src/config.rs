@@ -705,6 +705,33 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 /// 64 KiB of them), the subject, and the file store's record framing.
 pub const EVENT_OVERHEAD_BYTES: u64 = 64 * 1024 + 4 * 1024;
 
+/// The most bytes of headers an intake message may have (JetStream stores at most 64 KiB of
+/// headers with a message): room left beside a body under the claim-check threshold.
+pub const MESSAGE_HEADER_ROOM: usize = 64 * 1024;
+
+/// Default `ingest.claim_check_threshold_bytes`: nats-server's default `max_payload` (1 MiB)
+/// less [`MESSAGE_HEADER_ROOM`], so a body under it always fits into one message.
+pub const DEFAULT_CLAIM_CHECK_THRESHOLD: usize = 1024 * 1024 - MESSAGE_HEADER_ROOM;
+
+/// The largest body any source may accept (`max_body_bytes`): 64 MiB.
+pub const MAX_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// GitHub caps its webhook payloads at 25 MB: the default body limit of a `github` source.
+pub const GITHUB_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+/// A source kind's own default body limit, where its provider sends larger bodies than
+/// `ingest.max_body_bytes` allows by default (GitHub: 25 MB pushes, and it never retries).
+pub fn default_max_body_bytes(kind: SchemeKind) -> Option<usize> {
+    match kind {
+        SchemeKind::Github => Some(GITHUB_MAX_BODY_BYTES),
+        SchemeKind::Stripe | SchemeKind::Standard | SchemeKind::Shopify | SchemeKind::Slack | SchemeKind::Hmac => None,
+    }
+}
+
+/// How much longer than `stream.max_age` the bodies bucket keeps an object: its message is
+/// published after it (within `ingest.publish_timeout`), so the object must outlive the message.
+pub const BODIES_MAX_AGE_MARGIN: Duration = Duration::from_secs(3600);
+
 /// When ingest may answer 2xx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -748,6 +775,11 @@ impl StreamConfig {
     pub fn deliveries_stream_name(&self) -> String {
         format!("{}_DELIVERIES", self.name)
     }
+    /// The object-store bucket of bodies over `ingest.claim_check_threshold_bytes` (its stream
+    /// is `OBJ_{bucket}`).
+    pub fn bodies_bucket_name(&self) -> String {
+        format!("{}_BODIES", self.name)
+    }
     /// The stream keeping requests that failed verification.
     pub fn quarantine_stream_name(&self) -> String {
         format!("{}_QUARANTINE", self.name)
@@ -777,8 +809,15 @@ pub struct IngestConfig {
     pub listen: SocketAddr,
     /// Admin listener (`/metrics`); keep it off the internet.
     pub admin_listen: SocketAddr,
-    /// Default body limit per source, in bytes.
+    /// Default body limit per source, in bytes (a source kind may have its own default:
+    /// [`default_max_body_bytes`]).
     pub max_body_bytes: usize,
+    /// Bodies larger than this are stored as objects of the bodies bucket (`{stream}_BODIES`,
+    /// a claim check) before the event's message, which then names the object instead of
+    /// carrying the body; smaller ones travel in the message. A body and up to 64 KiB of headers
+    /// must fit in one NATS message (the server's `max_payload`, 1 MiB by default), which
+    /// ingest checks at startup.
+    pub claim_check_threshold_bytes: usize,
     /// How long a PubAck may take before the request is answered 503.
     #[serde(with = "duration_str")]
     pub publish_timeout: Duration,
@@ -862,8 +901,8 @@ impl Default for IngestConfig {
         IngestConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
-            // Below nats-server's default max_payload (1 MiB), leaving room for headers.
             max_body_bytes: 1_000_000,
+            claim_check_threshold_bytes: DEFAULT_CLAIM_CHECK_THRESHOLD,
             publish_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
@@ -1432,7 +1471,8 @@ pub struct SourceConfig {
     /// Timestamp tolerance, both directions, for kinds that sign a timestamp.
     #[serde(default = "default_tolerance", with = "duration_str")]
     pub tolerance: Duration,
-    /// Body limit for this source; defaults to `ingest.max_body_bytes`.
+    /// Body limit for this source; defaults to its kind's ([`default_max_body_bytes`]: GitHub
+    /// 25 MiB), else `ingest.max_body_bytes`. Use [`SourceConfig::body_limit`].
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
     /// Requests per second accepted from this source; unlimited when absent.
@@ -1456,6 +1496,12 @@ fn default_tolerance() -> Duration {
 }
 
 impl SourceConfig {
+    /// The body limit in effect: `max_body_bytes`, else the kind's default, else
+    /// `ingest.max_body_bytes`.
+    pub fn body_limit(&self, ingest: &IngestConfig) -> usize {
+        self.max_body_bytes.or_else(|| default_max_body_bytes(self.kind)).unwrap_or(ingest.max_body_bytes)
+    }
+
     /// Builds the signature verifier for this source.
     ///
     /// # Errors
@@ -1728,9 +1774,19 @@ impl Config {
     /// The largest stored size of one event ingest may accept: the largest body limit (of
     /// `ingest.max_body_bytes` and every source's own) plus [`EVENT_OVERHEAD_BYTES`].
     pub fn largest_event_bytes(&self) -> u64 {
-        let largest_body =
-            self.sources.iter().filter_map(|s| s.max_body_bytes).fold(self.ingest.max_body_bytes, usize::max);
-        u64::try_from(largest_body).unwrap_or(u64::MAX).saturating_add(EVENT_OVERHEAD_BYTES)
+        u64::try_from(self.largest_body_bytes()).unwrap_or(u64::MAX).saturating_add(EVENT_OVERHEAD_BYTES)
+    }
+
+    /// The largest body limit in effect: `ingest.max_body_bytes` and every source's
+    /// [`SourceConfig::body_limit`].
+    pub fn largest_body_bytes(&self) -> usize {
+        self.sources.iter().map(|s| s.body_limit(&self.ingest)).fold(self.ingest.max_body_bytes, usize::max)
+    }
+
+    /// Whether some source accepts bodies over `ingest.claim_check_threshold_bytes`, so ingest
+    /// stores bodies in the bodies bucket.
+    pub fn uses_claim_check(&self) -> bool {
+        self.sources.iter().any(|s| s.body_limit(&self.ingest) > self.ingest.claim_check_threshold_bytes)
     }
 
     /// Checks cross-field rules that types cannot express.
@@ -1774,8 +1830,11 @@ impl Config {
         positive("ingest.publish_timeout", self.ingest.publish_timeout)?;
         positive("ingest.header_read_timeout", self.ingest.header_read_timeout)?;
         positive("ingest.body_read_timeout", self.ingest.body_read_timeout)?;
-        if self.ingest.max_body_bytes == 0 || self.ingest.max_body_bytes > 64 * 1024 * 1024 {
+        if self.ingest.max_body_bytes == 0 || self.ingest.max_body_bytes > MAX_BODY_LIMIT {
             return Err(ConfigError::invalid("ingest.max_body_bytes", "must be between 1 and 67108864"));
+        }
+        if self.ingest.claim_check_threshold_bytes == 0 || self.ingest.claim_check_threshold_bytes > MAX_BODY_LIMIT {
+            return Err(ConfigError::invalid("ingest.claim_check_threshold_bytes", "must be between 1 and 67108864"));
         }
         if self.ingest.max_connections == 0 {
             return Err(ConfigError::invalid("ingest.max_connections", "must be at least 1"));
@@ -1842,7 +1901,7 @@ impl Config {
             }
             positive(&key("tolerance"), source.tolerance)?;
             if let Some(limit) = source.max_body_bytes
-                && (limit == 0 || limit > 64 * 1024 * 1024)
+                && (limit == 0 || limit > MAX_BODY_LIMIT)
             {
                 return Err(ConfigError::invalid(key("max_body_bytes"), "must be between 1 and 67108864"));
             }
@@ -2052,15 +2111,14 @@ impl Config {
     }
 
     fn validate_body_budget(&self) -> Result<(), ConfigError> {
-        let largest_body =
-            self.sources.iter().filter_map(|s| s.max_body_bytes).fold(self.ingest.max_body_bytes, usize::max);
+        let largest_body = self.largest_body_bytes();
         // A budget below one body would refuse the largest accepted body (503 busy) for ever.
         if self.ingest.max_buffered_body_bytes < largest_body || self.ingest.max_buffered_body_bytes > MAX_BODY_BUDGET {
             return Err(ConfigError::invalid(
                 "ingest.max_buffered_body_bytes",
                 format!(
                     "must be at least {largest_body} (the largest body limit: ingest.max_body_bytes and every \
-                     sources[].max_body_bytes) and at most {MAX_BODY_BUDGET}"
+                     sources[].max_body_bytes, or its kind's default: github 26214400) and at most {MAX_BODY_BUDGET}"
                 ),
             ));
         }
@@ -2082,7 +2140,8 @@ impl Config {
                 "stream.max_bytes",
                 format!(
                     "must be at least {needed}: the largest body limit (ingest.max_body_bytes and every \
-                     sources[].max_body_bytes) plus {EVENT_OVERHEAD_BYTES} bytes of headers, so that every \
+                     sources[].max_body_bytes, or its kind's default: github 26214400) plus {EVENT_OVERHEAD_BYTES} \
+                     bytes of headers, so that every \
                      event ingest accepts fits into the empty stream"
                 ),
             ));

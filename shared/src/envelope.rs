@@ -2,8 +2,15 @@
 //!
 //! The payload is the sender's raw body, byte for byte, so it can be re-verified and delivered
 //! unchanged; everything else travels in NATS headers named here. Changing a header is a
-//! protocol change: bump [`ENVELOPE_VERSION`], regenerate `schemas/envelope.v1.json` (the
-//! freshness test says how) and keep the worker able to read the previous version.
+//! protocol change: bump the version, regenerate `schemas/envelope.v*.json` (the freshness test
+//! says how) and keep the worker able to read the previous version.
+//!
+//! Version 1 carries the body as the payload. Version 2 (a *claim check*) carries no payload:
+//! the body is an object of the bodies bucket (`crate::claim_check`), named with its size and
+//! SHA-256 in [`HEADER_BODY_OBJECT`], [`HEADER_BODY_SIZE`] and [`HEADER_BODY_SHA256`]; ingest
+//! writes it for bodies over `ingest.claim_check_threshold_bytes` only, so a worker that reads
+//! only version 1 still records every small event, but must be upgraded before ingest
+//! (`docs/operations.md`).
 //!
 //! Readers are tolerant: unknown headers are ignored, so a newer `ingest` can add one during a
 //! rolling deploy without breaking an older `worker`.
@@ -14,8 +21,10 @@ use std::borrow::Cow;
 
 use crate::signature::{IdOrigin, SchemeKind};
 
-/// Current envelope version, carried in [`HEADER_VERSION`].
+/// Envelope version of a message whose payload is the body, carried in [`HEADER_VERSION`].
 pub const ENVELOPE_VERSION: &str = "1";
+/// Envelope version of a message whose body is in the bodies bucket (a claim check).
+pub const ENVELOPE_VERSION_CLAIM_CHECK: &str = "2";
 
 /// JetStream's deduplication header: `{source}:{event_id}`.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
@@ -52,6 +61,12 @@ pub const HEADER_ORIGINAL_HEADERS: &str = "Inlet-Original-Headers";
 /// `traceparent` is only linked, and stays among the stored request headers). Added within
 /// envelope version 1: readers ignore it, and an unusable value only starts a new trace.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// Version 2 only: the name of the body's object in the bodies bucket.
+pub const HEADER_BODY_OBJECT: &str = "Inlet-Body-Object";
+/// Version 2 only: the body's length in bytes.
+pub const HEADER_BODY_SIZE: &str = "Inlet-Body-Size";
+/// Version 2 only: the body's SHA-256, lowercase hex.
+pub const HEADER_BODY_SHA256: &str = "Inlet-Body-Sha256";
 
 /// Message id JetStream deduplicates on.
 pub fn message_id(source: &str, event_id: &str) -> String {
@@ -167,19 +182,42 @@ impl TryFrom<Vec<String>> for HeaderPatterns {
     }
 }
 
-/// JSON Schema describing the header set (committed as `schemas/envelope.v1.json`).
-pub fn json_schema() -> Value {
+/// The envelope versions, each with its committed JSON Schema (`schemas/envelope.v{n}.json`).
+pub const SCHEMA_VERSIONS: [&str; 2] = [ENVELOPE_VERSION, ENVELOPE_VERSION_CLAIM_CHECK];
+
+/// JSON Schema describing the header set of envelope `version` (committed as
+/// `schemas/envelope.v{version}.json`): version 2 is version 1 plus the three required body
+/// headers, with an empty payload.
+pub fn json_schema(version: &str) -> Value {
+    let claim_check = version == ENVELOPE_VERSION_CLAIM_CHECK;
     let string = |description: &str| json!({ "type": "string", "description": description });
-    json!({
+    let title = if claim_check {
+        "Inlet JetStream envelope v2 (NATS headers; no payload: the raw request body is the object Inlet-Body-Object of the bodies bucket)"
+    } else {
+        "Inlet JetStream envelope v1 (NATS headers; the payload is the raw request body)"
+    };
+    let mut required = vec![
+        HEADER_MSG_ID,
+        HEADER_VERSION,
+        HEADER_SOURCE,
+        HEADER_EVENT_ID,
+        HEADER_ID_ORIGIN,
+        HEADER_RECEIVED_AT,
+        HEADER_SCHEME,
+        HEADER_SECRET_INDEX,
+    ];
+    if claim_check {
+        required.extend([HEADER_BODY_OBJECT, HEADER_BODY_SIZE, HEADER_BODY_SHA256]);
+    }
+    let mut schema = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://inlet.dev/schemas/envelope.v1.json",
-        "title": "Inlet JetStream envelope v1 (NATS headers; the payload is the raw request body)",
+        "$id": format!("https://inlet.dev/schemas/envelope.v{version}.json"),
+        "title": title,
         "type": "object",
-        "required": [HEADER_MSG_ID, HEADER_VERSION, HEADER_SOURCE, HEADER_EVENT_ID, HEADER_ID_ORIGIN,
-                     HEADER_RECEIVED_AT, HEADER_SCHEME, HEADER_SECRET_INDEX],
+        "required": required,
         "properties": {
             HEADER_MSG_ID: string("`{source}:{event_id}`; JetStream deduplicates on it within the stream's duplicate window"),
-            HEADER_VERSION: { "const": ENVELOPE_VERSION },
+            HEADER_VERSION: { "const": version },
             HEADER_SOURCE: { "type": "string", "pattern": "^[a-z0-9_-]{1,64}$", "description": "source name from the config" },
             HEADER_EVENT_ID: { "type": "string", "pattern": "^[\\x21-\\x7e]{1,128}$",
                                "description": "dedup id: the signed provider event id, `sha256:<hex>` of the body when the provider gives none or does not sign it, or `id-sha256:<hex>` of a provider id unusable as is (see Inlet-Id-Origin)" },
@@ -196,7 +234,17 @@ pub fn json_schema() -> Value {
                                   "description": "W3C trace context of ingest's publish span (traces on only); the worker's spans continue that trace. Never the provider's" },
         },
         "additionalProperties": true,
-    })
+    });
+    if claim_check && let Some(properties) = schema["properties"].as_object_mut() {
+        properties.insert(HEADER_BODY_OBJECT.into(), json!({ "type": "string", "pattern": "^[a-z0-9_-]{1,64}/[0-9a-f]{64}$",
+            "description": "name of the body's object in the bodies bucket `{stream}_BODIES`: `{source}/{sha256}`, so the same body is one object however often it is sent" }));
+        properties.insert(
+            HEADER_BODY_SIZE.into(),
+            json!({ "type": "string", "pattern": "^[0-9]+$", "description": "the body's length in bytes" }),
+        );
+        properties.insert(HEADER_BODY_SHA256.into(), json!({ "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "the body's SHA-256, lowercase hex; the worker records the object only when it matches" }));
+    }
+    schema
 }
 
 /// The envelope of one intake message: everything ingest established about a webhook, carried
@@ -227,6 +275,19 @@ pub struct Envelope {
     pub original_headers: Option<String>,
     /// Ingest's trace context (see [`HEADER_TRACEPARENT`]).
     pub traceparent: Option<String>,
+    /// Where the body is when it is not the payload (envelope version 2).
+    pub body: Option<BodyClaim>,
+}
+
+/// A claim check: the body is this object of the bodies bucket, of this size and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyClaim {
+    /// The object's name ([`HEADER_BODY_OBJECT`]).
+    pub object: String,
+    /// The body's length in bytes.
+    pub size: u64,
+    /// The body's SHA-256, lowercase hex.
+    pub sha256: String,
 }
 
 /// Why a message's headers are not an envelope.
@@ -251,7 +312,7 @@ impl Envelope {
     pub fn to_headers(&self) -> Vec<(&'static str, Cow<'_, str>)> {
         let mut headers = vec![
             (HEADER_MSG_ID, Cow::Owned(self.message_id())),
-            (HEADER_VERSION, Cow::Borrowed(ENVELOPE_VERSION)),
+            (HEADER_VERSION, Cow::Borrowed(self.version())),
             (HEADER_SOURCE, Cow::Borrowed(self.source.as_str())),
             (HEADER_EVENT_ID, Cow::Borrowed(self.event_id.as_str())),
             (HEADER_ID_ORIGIN, Cow::Borrowed(self.id_origin.as_str())),
@@ -269,7 +330,19 @@ impl Envelope {
             (HEADER_SECRET_INDEX, Cow::Owned(self.secret_index.to_string())),
         ]);
         headers.extend(optional.into_iter().filter_map(|(name, value)| Some((name, Cow::Borrowed(value.as_deref()?)))));
+        if let Some(body) = &self.body {
+            headers.extend([
+                (HEADER_BODY_OBJECT, Cow::Borrowed(body.object.as_str())),
+                (HEADER_BODY_SIZE, Cow::Owned(body.size.to_string())),
+                (HEADER_BODY_SHA256, Cow::Borrowed(body.sha256.as_str())),
+            ]);
+        }
         headers
+    }
+
+    /// The envelope version these headers are: 2 with a claim check, else 1.
+    pub fn version(&self) -> &'static str {
+        if self.body.is_some() { ENVELOPE_VERSION_CLAIM_CHECK } else { ENVELOPE_VERSION }
     }
 
     /// Reads an envelope through `get` (a header's value by name).
@@ -282,9 +355,21 @@ impl Envelope {
         let required =
             |name: &'static str| get(name).filter(|value| !value.is_empty()).ok_or(EnvelopeError::Missing(name));
         let optional = |name: &'static str| get(name).map(str::to_owned);
-        if required(HEADER_VERSION)? != ENVELOPE_VERSION {
-            return Err(EnvelopeError::Invalid(HEADER_VERSION));
-        }
+        let body = match required(HEADER_VERSION)? {
+            ENVELOPE_VERSION => None,
+            ENVELOPE_VERSION_CLAIM_CHECK => {
+                let sha256 = required(HEADER_BODY_SHA256)?;
+                if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                    return Err(EnvelopeError::Invalid(HEADER_BODY_SHA256));
+                }
+                Some(BodyClaim {
+                    object: required(HEADER_BODY_OBJECT)?.to_owned(),
+                    size: required(HEADER_BODY_SIZE)?.parse().map_err(|_| EnvelopeError::Invalid(HEADER_BODY_SIZE))?,
+                    sha256: sha256.to_owned(),
+                })
+            }
+            _ => return Err(EnvelopeError::Invalid(HEADER_VERSION)),
+        };
         required(HEADER_MSG_ID)?;
         Ok(Envelope {
             source: required(HEADER_SOURCE)?.to_owned(),
@@ -302,6 +387,7 @@ impl Envelope {
             content_type: optional(HEADER_CONTENT_TYPE),
             original_headers: optional(HEADER_ORIGINAL_HEADERS),
             traceparent: optional(HEADER_TRACEPARENT),
+            body,
         })
     }
 }
@@ -311,20 +397,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    /// `schemas/envelope.v1.json` must match [`json_schema`]; `UPDATE_SCHEMAS=1` rewrites it.
+    /// `schemas/envelope.v{1,2}.json` must match [`json_schema`]; `UPDATE_SCHEMAS=1` rewrites them.
     #[test]
     fn envelope_schema_is_fresh() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/envelope.v1.json");
-        let actual = format!("{}\n", serde_json::to_string_pretty(&json_schema()).unwrap());
-        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
-            std::fs::write(&path, &actual).unwrap();
-            return;
+        for version in SCHEMA_VERSIONS {
+            let name = format!("envelope.v{version}.json");
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(&name);
+            let actual = format!("{}\n", serde_json::to_string_pretty(&json_schema(version)).unwrap());
+            if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+                std::fs::write(&path, &actual).unwrap();
+                continue;
+            }
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert_eq!(committed, actual, "schemas/{name} is stale: run UPDATE_SCHEMAS=1 cargo test -p inlet-shared");
         }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert_eq!(
-            committed, actual,
-            "schemas/envelope.v1.json is stale: run UPDATE_SCHEMAS=1 cargo test -p inlet-shared"
-        );
     }
 
     #[test]
@@ -395,6 +481,18 @@ mod tests {
             content_type: Some("application/json".into()),
             original_headers: Some("[[\"x-github-event\",\"push\"]]".into()),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            body: None,
+        }
+    }
+
+    fn claim_checked() -> Envelope {
+        Envelope {
+            body: Some(BodyClaim {
+                object: format!("gh/{}", "ab".repeat(32)),
+                size: 26_214_400,
+                sha256: "ab".repeat(32),
+            }),
+            ..sample()
         }
     }
 
@@ -418,15 +516,50 @@ mod tests {
         };
         assert_eq!(read(&bare.to_headers()).unwrap(), bare);
         let names: Vec<&str> = full.to_headers().iter().map(|(name, _)| *name).collect();
-        let schema = json_schema();
+        let schema = json_schema(ENVELOPE_VERSION);
         for required in schema["required"].as_array().unwrap() {
             assert!(names.contains(&required.as_str().unwrap()), "{required} not written");
+        }
+        assert!(!names.contains(&HEADER_BODY_OBJECT), "a body in the payload is version 1, without body headers");
+
+        let checked = claim_checked();
+        let headers = checked.to_headers();
+        assert_eq!(read(&headers).unwrap(), checked);
+        let version = headers.iter().find(|(name, _)| *name == HEADER_VERSION).map(|(_, v)| v.as_ref());
+        assert_eq!(version, Some(ENVELOPE_VERSION_CLAIM_CHECK));
+        let names: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+        for required in json_schema(ENVELOPE_VERSION_CLAIM_CHECK)["required"].as_array().unwrap() {
+            assert!(names.contains(&required.as_str().unwrap()), "{required} not written in v2");
         }
     }
 
     #[test]
+    fn a_claim_check_without_its_body_headers_or_with_a_bad_digest_is_refused() {
+        let checked = claim_checked();
+        for header in [HEADER_BODY_OBJECT, HEADER_BODY_SIZE, HEADER_BODY_SHA256] {
+            let without: Vec<_> = checked.to_headers().into_iter().filter(|(name, _)| *name != header).collect();
+            assert_eq!(read(&without), Err(EnvelopeError::Missing(header)));
+        }
+        for (header, value) in
+            [(HEADER_BODY_SIZE, "large"), (HEADER_BODY_SHA256, "AB"), (HEADER_BODY_SHA256, &*"AB".repeat(32))]
+        {
+            let headers: Vec<_> = checked
+                .to_headers()
+                .into_iter()
+                .map(|(name, v)| (name, if name == header { Cow::Borrowed(value) } else { v }))
+                .collect();
+            assert_eq!(read(&headers), Err(EnvelopeError::Invalid(header)), "{header}: {value}");
+        }
+        // Body headers on a version 1 message are not a claim check: its payload is the body.
+        let plain = sample();
+        let mut v1 = plain.to_headers();
+        v1.extend(checked.to_headers().into_iter().filter(|(name, _)| name.starts_with("Inlet-Body-")));
+        assert_eq!(read(&v1).unwrap().body, None);
+    }
+
+    #[test]
     fn required_headers_are_never_defaulted() {
-        let schema = json_schema();
+        let schema = json_schema(ENVELOPE_VERSION);
         let envelope = sample();
         for required in schema["required"].as_array().unwrap() {
             let required = required.as_str().unwrap();
@@ -435,7 +568,7 @@ mod tests {
             assert!(matches!(error, EnvelopeError::Missing(name) if name == required), "{required}: {error:?}");
         }
         for (header, value) in [
-            (HEADER_VERSION, "2"),
+            (HEADER_VERSION, "3"),
             (HEADER_ID_ORIGIN, "guessed"),
             (HEADER_SCHEME, "md5"),
             (HEADER_SECRET_INDEX, "-1"),

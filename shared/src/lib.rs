@@ -16,6 +16,8 @@ pub mod signature;
 pub mod telemetry;
 
 #[cfg(feature = "runtime")]
+pub mod claim_check;
+#[cfg(feature = "runtime")]
 pub mod nats;
 #[cfg(feature = "runtime")]
 pub mod otel;

@@ -84,6 +84,17 @@ pub enum NatsSetupError {
         /// `nats.startup_timeout`.
         timeout: Duration,
     },
+    /// The bodies bucket does not exist: a worker creates it at startup.
+    #[error(
+        "object-store bucket {name} (bodies over ingest.claim_check_threshold_bytes) does not exist after {timeout:?}: \
+         a worker creates it when it starts; start or upgrade the workers first (docs/operations.md, upgrading)"
+    )]
+    BucketMissing {
+        /// Bucket name.
+        name: String,
+        /// `nats.startup_timeout`.
+        timeout: Duration,
+    },
     /// `nats.url` does not parse.
     #[error("config key `nats.url`: {0}")]
     Url(String),
@@ -366,7 +377,7 @@ pub async fn ensure_quarantine_stream(
     ensure(js, quarantine_stream_config(stream, config), startup_timeout).await
 }
 
-async fn ensure(
+pub(crate) async fn ensure(
     js: &jetstream::Context,
     wanted: stream::Config,
     startup_timeout: Duration,

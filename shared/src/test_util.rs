@@ -243,6 +243,15 @@ impl TestNats {
         self.spawn(Some(self.port));
     }
 
+    /// `kill -9` the server and start it again on the same port and store with another config
+    /// body (e.g. permissions lifted). Not on a tmpfs.
+    pub fn restart_with_config(&mut self, extra_config: Option<&str>) {
+        assert!(self.tmpfs.is_none(), "restart_with_config is not for a tmpfs server");
+        self.kill();
+        self.extra_config = extra_config.map(str::to_owned);
+        self.spawn(Some(self.port));
+    }
+
     /// What the server printed so far (for failure messages).
     pub fn log(&self) -> String {
         self.log.lock().map(|lines| lines.join("\n")).unwrap_or_default()

@@ -109,6 +109,7 @@ destinations = ["sink"]
             content_type: Some("application/json".into()),
             original_headers: None,
             traceparent: None,
+            body: None,
         };
         let mut headers = async_nats::HeaderMap::new();
         for (name, value) in envelope.to_headers() {

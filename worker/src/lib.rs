@@ -134,6 +134,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         (None, HashMap::new(), Holding::always())
     };
     inlet_shared::nats::ensure_stream(&js, &config.stream, config.nats.startup_timeout).await?;
+    // Bodies over ingest.claim_check_threshold_bytes: ingest waits for this bucket before it
+    // writes any, so it is set up whatever the sources (a worker must read what ingest writes).
+    inlet_shared::claim_check::ensure_bucket(&js, &config.stream, config.nats.startup_timeout).await?;
+    let bodies = inlet_shared::claim_check::BodyStore::open(
+        &js,
+        &config.stream,
+        config.ingest.claim_check_threshold_bytes,
+        config.nats.startup_timeout,
+    )
+    .await?;
     // Requests ingest refused are kept there (`[quarantine]`); ingest may only write to it.
     if config.quarantine.enabled {
         inlet_shared::nats::ensure_quarantine_stream(
@@ -285,6 +295,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         peers: shared_store.then(|| record::PeerWake { client: client.clone(), subject: wake_subject.clone() }),
         tracing: traces.clone(),
         consumer: config.worker.consumer.clone(),
+        bodies,
     });
     tracker.spawn(Arc::clone(&recorder).run(recording_consumer.clone(), shutdown.clone()));
     tracker.spawn(stats_loop(

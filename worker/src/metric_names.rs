@@ -7,7 +7,8 @@ use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryStatus};
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Events read from the stream, by source and outcome (`recorded`, `unrouted`, `duplicate`,
-/// `conflict`, `invalid`).
+/// `conflict`, `invalid`, `body_unavailable`: a claim-checked body not fetched, the message to
+/// come back).
 pub const EVENTS: &str = "inlet_worker_events_total";
 /// Delivery attempts by destination and outcome (`delivered`, `transient`, `permanent`).
 pub const ATTEMPTS: &str = "inlet_worker_delivery_attempts_total";

@@ -314,6 +314,8 @@ impl Quarantine {
             content_type: request.content_type.clone(),
             original_headers: request.original_headers.clone(),
             traceparent: None,
+            // Quarantined bodies are at most `quarantine.max_body_bytes` and travel in the message.
+            body: None,
         };
         let mut nats_headers = async_nats::HeaderMap::new();
         for (name, value) in envelope.to_headers() {

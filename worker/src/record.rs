@@ -3,6 +3,13 @@
 //! this process for their first attempt), hands the new deliveries to their destinations'
 //! schedulers in memory, and only then acks the batch.
 //!
+//! A message naming its body in the bodies bucket (a claim check, envelope version 2) is
+//! recorded only with that body, fetched and checked against the size and SHA-256 the message
+//! names: an object that is missing, different or unreadable leaves the message unrecorded,
+//! NAKed to come back later, so no event is ever recorded without its body. The bodies
+//! fetched for one batch are bounded ([`MAX_FETCHED_BODY_BYTES`]): past that, further claim
+//! checks wait for a later batch.
+//!
 //! Order matters for crash safety: commit, then ack. A crash before the ack makes JetStream
 //! redeliver; the event is then a duplicate in SQLite, whose deliveries are already scheduled
 //! there. A crash after the commit loses nothing either: the deliveries are in the store, and
@@ -18,7 +25,8 @@ use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use bytes::Bytes;
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use inlet_shared::envelope;
+use inlet_shared::claim_check::BodyStore;
+use inlet_shared::envelope::{self, BodyClaim};
 use inlet_shared::otel::{Span, SpanKind, Tracing};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +38,17 @@ use crate::store::{Claimed, FirstClaims, NewEvent, Recorded, Store};
 
 /// Batches recorded but not yet acked, at most.
 const MAX_SETTLING: usize = 4;
+
+/// Bytes of claim-checked bodies fetched for one batch, at most (beyond the first body, which
+/// is always fetched): the rest of the batch's claim checks are NAKed to come back in a later
+/// batch, so a backlog of 25 MiB bodies is recorded a few at a time.
+const MAX_FETCHED_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// When a message whose body cannot be fetched now comes back.
+const BODY_RETRY: Duration = Duration::from_secs(5);
+
+/// When a claim check left for a later batch comes back.
+const BODY_LATER: Duration = Duration::from_millis(100);
 
 /// Events no route matched are logged at info one line each: a burst of
 /// [`UNROUTED_LOG_BURST`], then one per [`UNROUTED_LOG_BURST`]th of a minute; the rest are
@@ -98,6 +117,8 @@ pub struct Recorder {
     pub tracing: Tracing,
     /// The intake consumer's name (`worker.consumer`), a span attribute.
     pub consumer: String,
+    /// The bodies bucket, where claim-checked bodies are fetched from.
+    pub bodies: BodyStore,
 }
 
 /// Wakes the other workers sharing the store: a NATS message naming a destination that has new
@@ -123,7 +144,8 @@ pub enum InvalidMessage {
 }
 
 /// Reads the envelope headers of a stream message: the event to record (without its trace
-/// context yet) and ingest's `traceparent`, when it wrote one.
+/// context yet, and with an empty body when the message is a claim check), ingest's
+/// `traceparent` when it wrote one, and the claim check when the body is in the bodies bucket.
 ///
 /// # Errors
 ///
@@ -131,7 +153,7 @@ pub enum InvalidMessage {
 pub fn parse_message(
     message: &jetstream::Message,
     router: &Router,
-) -> Result<(NewEvent, Option<String>), InvalidMessage> {
+) -> Result<(NewEvent, Option<String>, Option<BodyClaim>), InvalidMessage> {
     let headers = message.headers.as_ref().ok_or(InvalidMessage::NoHeaders)?;
     let envelope = envelope::Envelope::from_headers(|name| headers.get(name).map(|v| v.as_str()))?;
     let stream_sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
@@ -160,7 +182,7 @@ pub fn parse_message(
         ordering: routing.ordering,
         trace_context: None,
     };
-    Ok((event, envelope.traceparent))
+    Ok((event, envelope.traceparent, envelope.body))
 }
 
 impl Recorder {
@@ -211,9 +233,34 @@ impl Recorder {
         let mut events = Vec::with_capacity(messages.len());
         let mut valid = Vec::with_capacity(messages.len());
         let mut spans = Vec::with_capacity(messages.len());
+        let mut fetched: u64 = 0;
         for message in messages {
             match parse_message(&message, &self.router) {
-                Ok((mut event, ingest_context)) => {
+                Ok((mut event, ingest_context, claim)) => {
+                    if let Some(claim) = claim {
+                        if fetched > 0 && fetched.saturating_add(claim.size) > MAX_FETCHED_BODY_BYTES {
+                            let _ = message.ack_with(AckKind::Nak(Some(BODY_LATER))).await;
+                            continue;
+                        }
+                        match self.bodies.fetch(&claim).await {
+                            Ok(body) => {
+                                fetched = fetched.saturating_add(claim.size);
+                                event.body = body;
+                            }
+                            Err(error) => {
+                                // Not recorded without its body: the message comes back.
+                                tracing::warn!(
+                                    %error,
+                                    source = %event.source,
+                                    event_id = %event.event_id,
+                                    "claim-checked body not available; the event is recorded once it is"
+                                );
+                                metric_names::event(&event.source, "body_unavailable");
+                                let _ = message.ack_with(AckKind::Nak(Some(BODY_RETRY))).await;
+                                continue;
+                            }
+                        }
+                    }
                     // A child of ingest's publish span; its own context is stored with the event,
                     // for the attempts to continue from.
                     let span = self.record_span(&message, &event, ingest_context.as_deref());

@@ -62,6 +62,16 @@ async fn a_message_jetstream_can_never_store_is_a_4xx_not_a_503() {
             ingest.post("lim-permanent", &sign::stripe(SECRET, now(), body.as_bytes()), body.as_bytes()).await;
         assert_eq!(response.status(), 413, "attempt {attempt}: permanent, so never a 503");
         assert!(response.headers().get("retry-after").is_none());
+        // The limit named is the one in effect (the stream's, less the message's headers), not
+        // the source's 1,000,000 bytes.
+        let answer: serde_json::Value = response.json().await.unwrap();
+        let named: usize = answer["message"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("body exceeds "))
+            .and_then(|m| m.strip_suffix(" bytes"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{answer}"));
+        assert!(named < 2_000 && named < body.len(), "{answer}");
     }
     let ready = ingest.client.get(ingest.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "a refused message says nothing about the store");

@@ -284,7 +284,7 @@ async fn with_only_its_own_permissions_ingest_sees_a_full_stream_and_its_probe_b
         ("INLET__STREAM__DUPLICATE_WINDOW", "1s"),
         ("INLET__INGEST__MAX_BODY_BYTES", "4096"),
     ];
-    let source = "[[sources]]\nname = \"full\"\nkind = \"github\"\nsecrets = [\"s3cr3t\"]\n";
+    let source = "[[sources]]\nname = \"full\"\nkind = \"github\"\nsecrets = [\"s3cr3t\"]\nmax_body_bytes = 4096\n";
     let config = crate::support::test_config(&accounts.nats, source, &overrides);
     // A worker's user sets the stream up; ingest's may not.
     let mut worker = config.nats.clone();
@@ -329,6 +329,8 @@ async fn with_only_its_own_permissions_ingest_keeps_failed_requests_in_the_quara
         (Some("inlet-worker".into()), Some(inlet_shared::config::Secret::new(accounts.worker_password.clone())));
     let worker = jetstream::new(inlet_shared::nats::connect(&worker, "test-worker").await.unwrap());
     inlet_shared::nats::ensure_stream(&worker, &config.stream, Duration::from_secs(10)).await.unwrap();
+    // And the bodies bucket (a github source takes 25 MiB bodies: ingest opens it).
+    inlet_shared::claim_check::ensure_bucket(&worker, &config.stream, Duration::from_secs(10)).await.unwrap();
     inlet_shared::nats::ensure_quarantine_stream(&worker, &config.stream, &config.quarantine, Duration::from_secs(10))
         .await
         .unwrap();

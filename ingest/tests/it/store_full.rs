@@ -16,7 +16,7 @@ use inlet_shared::test_util::TestNats;
 
 use crate::support::{TestIngest, spawn_ingest_with, start, test_config};
 
-const SOURCE: &str = "[[sources]]\nname = \"full\"\nkind = \"github\"\nsecrets = [\"s3cr3t\"]\n";
+const SOURCE: &str = "[[sources]]\nname = \"full\"\nkind = \"github\"\nsecrets = [\"s3cr3t\"]\nmax_body_bytes = 4096\n";
 
 /// Long on purpose: every 503 below must come well before it.
 const PUBLISH_TIMEOUT: &str = "20s";

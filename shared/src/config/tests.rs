@@ -941,3 +941,39 @@ fn a_backfill_names_its_source_and_takes_only_its_kinds_keys() {
     let message = Config::parse(&bad, &BTreeMap::new()).unwrap_err().to_string();
     assert!(message.contains("backfill[0].api_key") && !message.contains("rk_b"), "{message}");
 }
+
+/// Issue #17: a `github` source takes GitHub's 25 MB payloads unless its own `max_body_bytes`
+/// says otherwise; other kinds keep `ingest.max_body_bytes`; the budget and the stream's size
+/// are checked against the limit in effect; the claim-check threshold is bounded, naming its key.
+#[test]
+fn a_github_source_takes_25_mib_by_default_and_the_limits_follow_the_limit_in_effect() {
+    let github = "[[sources]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"s\"]\n";
+    let config = Config::parse(&format!("{MINIMAL}{github}"), &env(&[])).unwrap();
+    assert_eq!(config.sources[0].body_limit(&config.ingest), 1_000_000, "stripe: ingest.max_body_bytes");
+    assert_eq!(config.sources[1].body_limit(&config.ingest), 26_214_400, "github: its kind's default");
+    assert_eq!(config.largest_body_bytes(), 26_214_400);
+    assert!(config.uses_claim_check(), "25 MiB is over the default threshold");
+    assert_eq!(config.ingest.claim_check_threshold_bytes, 1024 * 1024 - 64 * 1024);
+
+    let capped = Config::parse(&format!("{MINIMAL}{github}max_body_bytes = 4096\n"), &env(&[])).unwrap();
+    assert_eq!(capped.sources[1].body_limit(&capped.ingest), 4096, "its own limit wins");
+    assert!(capped.uses_claim_check(), "stripe's 1,000,000 bytes are over the threshold too");
+    let small = format!("[ingest]\nmax_body_bytes = 4096\n{MINIMAL}{github}max_body_bytes = 4096\n");
+    assert!(!Config::parse(&small, &env(&[])).unwrap().uses_claim_check(), "no body over the threshold");
+    assert_eq!(Config::parse(MINIMAL, &env(&[])).unwrap().largest_body_bytes(), 1_000_000);
+
+    // What depends on the largest body sees GitHub's default.
+    let text = format!("[ingest]\nmax_buffered_body_bytes = 20000000\n{MINIMAL}{github}");
+    check_invalid(&text, &[], "ingest.max_buffered_body_bytes", "at least 26214400");
+    let text = format!("[stream]\nmax_bytes = 20000000\n{MINIMAL}{github}");
+    check_invalid(&text, &[], "stream.max_bytes", "github 26214400");
+
+    for bad in ["0", "67108865"] {
+        check_invalid(
+            MINIMAL,
+            &[("INLET__INGEST__CLAIM_CHECK_THRESHOLD_BYTES", bad)],
+            "ingest.claim_check_threshold_bytes",
+            "between 1 and 67108864",
+        );
+    }
+}

@@ -31,6 +31,7 @@ mod crash;
 mod delivery;
 mod floor_plan;
 mod github;
+mod large_bodies;
 mod listener;
 mod login;
 mod metrics;

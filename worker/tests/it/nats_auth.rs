@@ -40,8 +40,10 @@ fn with_nats_keys(text: &str, keys: &str) -> Config {
     Config::parse(&text, &BTreeMap::new()).unwrap()
 }
 
-/// Sends `count` events through ingest and waits until the destination got each one once; then
-/// checks that the server refused no operation of either service.
+/// Sends `count` events through ingest, the last with a body over the claim-check threshold (so
+/// ingest writes it to the bodies bucket and the worker reads it from there), and waits until
+/// the destination got each one once, that one byte for byte; then checks that the server
+/// refused no operation of either service.
 async fn events_flow(
     nats: &TestNats,
     store: &TestStore,
@@ -50,10 +52,14 @@ async fn events_flow(
     count: usize,
 ) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    for n in 0..count {
+    for n in 0..count - 1 {
         let status = send_github(&client, ingest, &format!("delivery-{n}"), "push", b"{\"n\":1}").await;
         assert_eq!(status, 202, "event {n}");
     }
+    // Over the default threshold (983,040 bytes), within the default limit (1,000,000).
+    let large: Vec<u8> = (0..999_000u32).map(|n| b'a' + (n % 26) as u8).collect();
+    let status = send_github(&client, ingest, "delivery-large", "push", &large).await;
+    assert_eq!(status, 202, "the claim-checked event");
     if !destination.reached(count, Duration::from_secs(30)).await {
         let events = store.scalar_i64("SELECT count(*) FROM events").await;
         let deliveries = store
@@ -62,13 +68,16 @@ async fn events_flow(
         panic!("{} of {count} delivered; {events} events recorded; deliveries: {deliveries:?}", destination.count());
     }
     assert_eq!(destination.delivered_keys().len(), count, "each event delivered");
+    assert!(destination.received().iter().any(|received| received.body == large), "the large body, byte for byte");
     let log = nats.log();
     let refused: Vec<&str> = log.lines().filter(|line| line.contains("Violation")).collect();
-    // Ingest's user may not set up the stream: started before a worker had, it tried, was
-    // refused, and waited for the worker to.
-    let expected = "- \"INLET/user:inlet-ingest\" - Publish Violation - Subject \"$JS.API.STREAM.UPDATE.INLET\"";
+    // Ingest's user may not set up the stream nor the bodies bucket: started before a worker
+    // had, it tried, was refused, and waited for the worker to.
+    let expected = |stream: &str| {
+        format!("- \"INLET/user:inlet-ingest\" - Publish Violation - Subject \"$JS.API.STREAM.UPDATE.{stream}\"")
+    };
     assert!(
-        refused.iter().all(|line| line.ends_with(expected)),
+        refused.iter().all(|line| line.ends_with(&expected("INLET")) || line.ends_with(&expected("OBJ_INLET_BODIES"))),
         "the server refused an operation Inlet needs:\n{}",
         refused.join("\n")
     );
@@ -138,8 +147,14 @@ async fn ingest_and_two_workers_run_on_the_compose_accounts_and_permissions_over
     assert_eq!(admitted["data"]["admitRejected"]["admitted"], 1, "{admitted}");
     assert!(destination.reached(21, Duration::from_secs(30)).await, "the admitted one delivered too");
     let log = nats.log();
-    let refused: Vec<&str> =
-        log.lines().filter(|line| line.contains("Violation") && !line.contains("STREAM.UPDATE.INLET\"")).collect();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|line| {
+            line.contains("Violation")
+                && !line.contains("STREAM.UPDATE.INLET\"")
+                && !line.contains("STREAM.UPDATE.OBJ_INLET_BODIES\"")
+        })
+        .collect();
     assert!(refused.is_empty(), "the server refused an operation of the quarantine:\n{}", refused.join("\n"));
 }
 

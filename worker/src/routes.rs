@@ -162,6 +162,21 @@ impl Router {
     }
 }
 
+/// The ordering key `pointer` finds in `document`: a string as it is, any other value as its
+/// compact JSON text; longer than 128 bytes (or looking like a hashed key), `sha256:<hex>` of
+/// it. `None` when nothing, or `null`, is there.
+pub fn ordering_key_of(document: &serde_json::Value, pointer: &str) -> Option<OrderingKey> {
+    let text = match document.pointer(pointer)? {
+        serde_json::Value::Null => return None,
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    if text.len() > MAX_KEY_BYTES || text.starts_with(HASHED) {
+        return Some(OrderingKey::from_stored(format!("{HASHED}{}", hex::encode(Sha256::digest(text.as_bytes())))));
+    }
+    Some(OrderingKey::from_stored(text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,7 +261,12 @@ mod tests {
         ])
         .unwrap();
         let body = br#"{"type":"charge.refunded","data":{"object":{"id":"ch_1"}}}"#;
-        let routing = router.route(&EventView { source: "stripe", event_type: Some("charge.refunded"), body, headers_json: "[]" });
+        let routing = router.route(&EventView {
+            source: "stripe",
+            event_type: Some("charge.refunded"),
+            body,
+            headers_json: "[]",
+        });
         assert_eq!(routing.destinations, ["billing", "audit", "crm"]);
         assert_eq!(
             routing.ordering,
@@ -256,7 +276,8 @@ mod tests {
             ]
         );
         // Not JSON, or nothing at the pointer: delivered, unordered.
-        let routing = router.route(&EventView { source: "stripe", event_type: Some("x"), body: b"not json", headers_json: "[]" });
+        let routing =
+            router.route(&EventView { source: "stripe", event_type: Some("x"), body: b"not json", headers_json: "[]" });
         assert_eq!((routing.destinations.len(), routing.ordering.len()), (3, 0));
         let routing = router.route(&EventView {
             source: "stripe",

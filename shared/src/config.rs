@@ -1836,6 +1836,19 @@ impl Config {
         if self.ingest.claim_check_threshold_bytes == 0 || self.ingest.claim_check_threshold_bytes > MAX_BODY_LIMIT {
             return Err(ConfigError::invalid("ingest.claim_check_threshold_bytes", "must be between 1 and 67108864"));
         }
+        // A quarantined request is one message of the quarantine stream with its body inline (and
+        // admitting it publishes one intake message the same way): a body the claim check would
+        // move to the bodies bucket does not fit the server's max_payload.
+        if self.quarantine.max_body_bytes > self.ingest.claim_check_threshold_bytes {
+            return Err(ConfigError::invalid(
+                "quarantine.max_body_bytes",
+                format!(
+                    "must be at most ingest.claim_check_threshold_bytes ({}): a kept request is one message, \
+                     its body inline",
+                    self.ingest.claim_check_threshold_bytes
+                ),
+            ));
+        }
         if self.ingest.max_connections == 0 {
             return Err(ConfigError::invalid("ingest.max_connections", "must be at least 1"));
         }

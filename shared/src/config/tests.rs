@@ -850,6 +850,7 @@ fn quarantine_has_defaults_can_be_turned_off_per_source_and_refuses_bad_bounds()
         ("max_per_source", "0", "between 1 and 1000000"),
         ("keep_first", "1001", "between 0 and quarantine.max_per_source"),
         ("max_body_bytes", "70000000", "at most 67108864"),
+        ("max_body_bytes", "983041", "at most ingest.claim_check_threshold_bytes (983040)"),
         ("max_bytes", "1000", "at least 1048576"),
         ("max_age", "\"0s\"", "greater than zero"),
         ("queue", "0", "between 1 and 100000"),

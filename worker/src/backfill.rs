@@ -37,7 +37,7 @@ use inlet_shared::signature::{SchemeKind, stripe_event_identity};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::model::UnixMs;
+use crate::model::{AuditAction, UnixMs};
 use crate::store::{Store, StoreError};
 
 /// Longest a provider's "slow down" (`Retry-After`, a spent rate limit) is waited out within a
@@ -253,7 +253,9 @@ impl Backfiller {
                 result.as_ref().err().map(|e| format!("; stopped: {e}")).unwrap_or_default(),
             );
             let count = i64::try_from(report.recovered).unwrap_or(i64::MAX);
-            self.store.record_backfill(actor.to_owned(), source.to_owned(), count, detail).await?;
+            self.store
+                .record_source_action(AuditAction::Backfill, actor.to_owned(), source.to_owned(), count, detail)
+                .await?;
         }
         result.map(|()| report)
     }

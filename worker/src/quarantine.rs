@@ -28,6 +28,7 @@ use inlet_shared::signature::{Diagnosis, Verifier};
 type JsStream = jetstream::stream::Stream<()>;
 
 use crate::metric_names;
+use crate::model::AuditAction;
 use crate::store::{Store, StoreError};
 
 /// Most requests one admission looks at: both slots of a source at the largest
@@ -269,7 +270,9 @@ impl Quarantine {
             admission.refused.len() + admission.not_admissible.len()
         );
         let count = i64::try_from(admission.admitted.len()).unwrap_or(i64::MAX);
-        self.store.record_admission(actor.to_owned(), source.to_owned(), count, detail).await?;
+        self.store
+            .record_source_action(AuditAction::AdmitQuarantined, actor.to_owned(), source.to_owned(), count, detail)
+            .await?;
         tracing::info!(source, actor, admitted = admission.admitted.len(), "quarantined requests re-verified");
         metric_names::admitted(
             source,

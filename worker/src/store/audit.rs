@@ -39,8 +39,9 @@ impl AuditRow<'_> {
 }
 
 impl Sqlite {
-    pub async fn record_admission(
+    pub async fn record_source_action(
         &self,
+        action: AuditAction,
         actor: String,
         source: String,
         count: i64,
@@ -50,7 +51,7 @@ impl Sqlite {
             AuditRow {
                 at: UnixMs::now(),
                 actor: &actor,
-                action: AuditAction::AdmitQuarantined,
+                action,
                 target: &format!("source:{source}"),
                 count,
                 detail: Some(&detail),

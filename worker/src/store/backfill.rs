@@ -8,10 +8,9 @@ use std::time::Duration;
 use rusqlite::params_from_iter;
 
 use super::StoreError;
-use super::audit::AuditRow;
 use super::operator::placeholders;
 use super::sqlite::Sqlite;
-use crate::model::{AuditAction, UnixMs};
+use crate::model::UnixMs;
 
 /// How long before GitHub says it first sent a delivery the stored event may have been
 /// received: clocks that disagree.
@@ -75,27 +74,6 @@ impl Sqlite {
             values.extend(guids.iter().map(|g| g as &dyn rusqlite::ToSql));
             let rows = statement.query_map(params_from_iter(values), |r| r.get::<_, String>(0))?;
             rows.collect()
-        })
-        .await
-    }
-
-    pub async fn record_backfill(
-        &self,
-        actor: String,
-        source: String,
-        count: i64,
-        detail: String,
-    ) -> Result<(), StoreError> {
-        self.write(move |c| {
-            AuditRow {
-                at: UnixMs::now(),
-                actor: &actor,
-                action: AuditAction::Backfill,
-                target: &format!("source:{source}"),
-                count,
-                detail: Some(&detail),
-            }
-            .write(c)
         })
         .await
     }

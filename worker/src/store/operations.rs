@@ -16,7 +16,8 @@ use super::{
     SearchQuery, SessionRow, SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked, UserRow,
 };
 use crate::model::{
-    ApiTokenId, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId, UnixMs, UserId,
+    ApiTokenId, AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId,
+    UnixMs, UserId,
 };
 
 /// Forwards each listed operation to the backend.
@@ -433,14 +434,15 @@ forward! {
     /// When the transaction fails.
     pub async fn create_api_token(&self, name: String, token_hash: String, role: Role, actor: String) -> Result<ApiTokenRow, StoreError>;
     // quarantine
-    /// Writes the audit row of an admission: `actor` admitted `count` quarantined requests of
-    /// `source` (`detail` says which, as which events). The events themselves went through the
-    /// intake stream, so this row is all the store keeps of it.
+    /// Writes the audit row of an operator's action on a source whose events went through the
+    /// intake stream (or the provider), so this row is all the store keeps of it: `actor` did
+    /// `action` (admitting quarantined requests, a backfill) on `source`, `count` events,
+    /// `detail` saying which.
     ///
     /// # Errors
     ///
     /// When the insert fails.
-    pub async fn record_admission(&self, actor: String, source: String, count: i64, detail: String) -> Result<(), StoreError>;
+    pub async fn record_source_action(&self, action: AuditAction, actor: String, source: String, count: i64, detail: String) -> Result<(), StoreError>;
     // backfill
     /// Which of `event_ids` (dedup ids, as recorded) `source` has stored.
     ///
@@ -458,14 +460,6 @@ forward! {
     ///
     /// When the read fails.
     pub async fn stored_github_deliveries(&self, source: String, since: UnixMs, guids: Vec<String>) -> Result<HashSet<String>, StoreError>;
-    /// Writes the audit row of a backfill: `actor` backfilled `source`, recovering `count`
-    /// events (`detail`: since when, what was listed, stored, failed). The events themselves go
-    /// through the intake stream or the provider's redelivery.
-    ///
-    /// # Errors
-    ///
-    /// When the insert fails.
-    pub async fn record_backfill(&self, actor: String, source: String, count: i64, detail: String) -> Result<(), StoreError>;
     /// Revokes token `id` for `actor` (it stops authenticating at once), with its audit row
     /// when it was live. Answers its record, `None` when there is no such token.
     ///

@@ -21,8 +21,9 @@ impl AuditRow<'_> {
 }
 
 impl Postgres {
-    pub async fn record_admission(
+    pub async fn record_source_action(
         &self,
+        action: AuditAction,
         actor: String,
         source: String,
         count: i64,
@@ -33,7 +34,7 @@ impl Postgres {
                 AuditRow {
                     at: UnixMs::now(),
                     actor: &actor,
-                    action: AuditAction::AdmitQuarantined,
+                    action,
                     target: &format!("source:{source}"),
                     count,
                     detail: Some(&detail),

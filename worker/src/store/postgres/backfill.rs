@@ -5,9 +5,8 @@ use std::collections::HashSet;
 
 use super::Postgres;
 use super::operator::read;
-use crate::model::{AuditAction, UnixMs};
+use crate::model::UnixMs;
 use crate::store::StoreError;
-use crate::store::audit::AuditRow;
 use crate::store::backfill::{DELIVERY_WINDOW, GITHUB_DELIVERY_PREFIX, is_plain_delivery_id};
 
 impl Postgres {
@@ -56,28 +55,5 @@ impl Postgres {
                 .collect())
         })
         .await
-    }
-
-    pub async fn record_backfill(
-        &self,
-        actor: String,
-        source: String,
-        count: i64,
-        detail: String,
-    ) -> Result<(), StoreError> {
-        Ok(self
-            .write(async |t| {
-                AuditRow {
-                    at: UnixMs::now(),
-                    actor: &actor,
-                    action: AuditAction::Backfill,
-                    target: &format!("source:{source}"),
-                    count,
-                    detail: Some(&detail),
-                }
-                .write_pg(t)
-                .await
-            })
-            .await?)
     }
 }

@@ -101,6 +101,7 @@ on_each_backend!(
     a_search_combines_with_the_other_filters_and_pages_by_cursor,
     a_page_stops_after_examining_its_bound_of_matches_and_says_where_to_go_on,
     pruning_an_event_removes_it_from_the_index,
+    an_event_recorded_after_newer_ones_is_found_and_pruned_like_the_others,
 );
 
 /// An event from `source` with a body of raw bytes.
@@ -239,6 +240,51 @@ async fn pruning_an_event_removes_it_from_the_index(store: Store) {
     if !on_postgres(&store) {
         // The FTS index itself forgot them (not only the rows it is read with).
         let in_index = "SELECT count(*) FROM event_text_fts WHERE event_text_fts MATCH '\"prunable\"'";
+        assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("0"));
+    }
+}
+
+/// An event recorded after events with higher row ids (a message redelivered after later ones
+/// were recorded: SQLite's row ids follow the stream's sequence) is found like the others, as
+/// soon as it is recorded; and pruning it takes it out of the index again.
+async fn an_event_recorded_after_newer_ones_is_found_and_pruned_like_the_others(store: Store) {
+    let at = |sequence: u64, received_at: i64| NewEvent {
+        stream_sequence: sequence,
+        received_at: UnixMs(received_at),
+        ..raw_event(&format!("e{sequence}"), "src", format!("{{\"ticket\":\"late-{sequence}\"}}").as_bytes())
+    };
+    // Sequence 4 was refused (NAK'd) and comes back after 5 was recorded.
+    store
+        .record(vec![at(1, 1_000), at(2, 1_000), at(3, 1_000), at(5, 1_000)], FirstClaims::all(UnixMs(1)))
+        .await
+        .unwrap();
+    wait_until_indexed(&store).await;
+    store.record(vec![at(4, 1)], FirstClaims::all(UnixMs(1))).await.unwrap();
+    let late = peek(&store, "SELECT id, (SELECT max(id) FROM events) FROM events WHERE event_id = 'e4'".into()).await;
+    if !on_postgres(&store) {
+        // The case itself: on SQLite its row id is below the newest one's (PostgreSQL numbers
+        // events in the order it records them).
+        let (id, newest) = (late[0][0].clone().unwrap(), late[0][1].clone().unwrap());
+        assert!(id.parse::<i64>().unwrap() < newest.parse::<i64>().unwrap(), "row id {id}, newest {newest}");
+    }
+    // Found at once: not left for an indexer that has gone past its row id.
+    let page = search_store(&store, "late-4").await;
+    assert_eq!(ids(&page), ["e4"]);
+    assert_eq!(page.hits[0].snippet.text, "{\"ticket\":\"late-4\"}");
+    // Newest first by row id: on PostgreSQL the late event is the newest.
+    let all = if on_postgres(&store) { ["e4", "e5", "e3", "e2", "e1"] } else { ["e5", "e4", "e3", "e2", "e1"] };
+    assert_eq!(ids(&search_store(&store, "late-").await), all);
+    wait_until_indexed(&store).await;
+    assert_eq!(ids(&search_store(&store, "late-").await), all, "indexed once");
+    if !on_postgres(&store) {
+        let in_index = "SELECT count(*) FROM event_text_fts WHERE event_text_fts MATCH '\"late-\"'";
+        assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("5"));
+    }
+    // Pruned (only it is old enough): gone from the search and from the index.
+    assert_eq!(store.prune(UnixMs(500)).await.unwrap(), 1);
+    assert_eq!(ids(&search_store(&store, "late-").await), ["e5", "e3", "e2", "e1"]);
+    if !on_postgres(&store) {
+        let in_index = "SELECT count(*) FROM event_text_fts WHERE event_text_fts MATCH '\"late-4\"'";
         assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("0"));
     }
 }

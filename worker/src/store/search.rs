@@ -416,6 +416,22 @@ impl IndexProgress {
     }
 }
 
+/// Most events [`index_lag`] counts: past it the count would cost a walk over that many rows
+/// each time the gauge is refreshed, and "at least this many" says enough.
+pub(super) const INDEX_LAG_COUNTED_UP_TO: i64 = 10_000;
+
+/// How many recorded events the index has not reached yet (their bodies not examined by
+/// [`index_pending`]), counted up to [`INDEX_LAG_COUNTED_UP_TO`]: what a search reads directly
+/// instead of from the index, and what the writer still has to do.
+pub(super) fn index_lag(connection: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    connection
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM events
+              WHERE id > (SELECT indexed_through FROM event_text_fts_progress) LIMIT ?1)",
+        )?
+        .query_row([INDEX_LAG_COUNTED_UP_TO], |row| row.get(0))
+}
+
 /// Whether `text` has every term of `query`, case folded as [`snippet`] folds it (Rust's
 /// `to_lowercase`, as the trigram index folds).
 fn has_every_term(text: &str, query: &SearchQuery) -> bool {

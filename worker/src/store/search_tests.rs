@@ -276,6 +276,7 @@ async fn an_event_recorded_after_newer_ones_is_found_and_pruned_like_the_others(
     assert_eq!(ids(&search_store(&store, "late-").await), all);
     wait_until_indexed(&store).await;
     assert_eq!(ids(&search_store(&store, "late-").await), all, "indexed once");
+    assert_eq!(store.stats().await.unwrap().search_index_lag, 0, "nothing left to index");
     if !on_postgres(&store) {
         let in_index = "SELECT count(*) FROM event_text_fts WHERE event_text_fts MATCH '\"late-\"'";
         assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("5"));
@@ -336,7 +337,9 @@ async fn sqlite_finds_events_before_and_after_they_are_indexed() {
     let everything = ["e5", "e4", "e3", "e2", "e1"];
     assert_eq!(ids(&search(&connection, "INV-", FIRST_20)), everything, "none indexed");
     assert_eq!(in_pages(&connection), everything);
+    assert_eq!(super::index_lag(&connection).unwrap(), 5);
     assert_eq!(super::index_pending(&connection, 3).unwrap(), 3);
+    assert_eq!(super::index_lag(&connection).unwrap(), 2);
     assert_eq!(ids(&search(&connection, "INV-", FIRST_20)), everything, "three indexed");
     assert_eq!(ids(&search(&connection, "inv-4", FIRST_20)), ["e4"]);
     assert_eq!(ids(&search(&connection, "inv-2", FIRST_20)), ["e2"]);
@@ -353,6 +356,7 @@ async fn sqlite_finds_events_before_and_after_they_are_indexed() {
     // index) leaves the index whole.
     connection.execute(insert, rusqlite::params![6, "e6", b"\xffINV-6".to_vec()]).unwrap();
     assert_eq!(super::index_pending(&connection, 10).unwrap(), 2, "events 4 and 6 examined");
+    assert_eq!(super::index_lag(&connection).unwrap(), 0, "a body that is not text is no lag");
     assert_eq!(connection.query_row(in_index, [], |row| row.get::<_, i64>(0)).unwrap(), 3);
     connection.execute_batch("DELETE FROM events WHERE id = 6").unwrap();
     connection.execute_batch("INSERT INTO event_text_fts (event_text_fts) VALUES ('integrity-check')").unwrap();
@@ -364,6 +368,30 @@ async fn sqlite_finds_events_before_and_after_they_are_indexed() {
     wait_until_indexed(&store).await;
     assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("4"));
     assert_eq!(ids(&search_store(&store, "INV-").await), ["e7", "e4", "e3", "e1"]);
+}
+
+/// The lag is counted up to its bound, so refreshing the gauge stays cheap however far the
+/// index is behind.
+#[test]
+fn the_index_lag_is_counted_up_to_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut connection = crate::store::tests::database_at_version(&dir.path().join("inlet.db"), 19);
+    let transaction = connection.transaction().unwrap();
+    let bound = super::INDEX_LAG_COUNTED_UP_TO;
+    for id in 1..=bound + 1 {
+        transaction
+            .execute(
+                "INSERT INTO events (id, source, event_id, id_origin, scheme, secret_index, received_at_ms,
+                                     recorded_at_ms, stream_sequence, headers_json, body, body_sha256, route_status)
+                 VALUES (?1, 'src', 'e' || ?1, 'provider', 'github', 0, 1, 1, 1, '[]', x'7b7d', '', 'unrouted')",
+                [id],
+            )
+            .unwrap();
+    }
+    transaction.commit().unwrap();
+    assert_eq!(super::index_lag(&connection).unwrap(), bound, "one more recorded, the bound said");
+    assert_eq!(super::index_pending(&connection, 2).unwrap(), 2);
+    assert_eq!(super::index_lag(&connection).unwrap(), bound - 1, "exact under the bound");
 }
 
 async fn search_store(store: &Store, text: &str) -> SearchPage {

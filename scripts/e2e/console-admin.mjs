@@ -18,7 +18,7 @@
 // failure (and saves a screenshot if asked) and exits 1 otherwise.
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline';
-import { openBrowser, requireArgs } from './browser.mjs';
+import { atProvider, openBrowser, requireArgs } from './browser.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -38,19 +38,10 @@ const waitForTest = async (what) => {
   if (done || value.trim() !== 'go') throw new Error(`the test did not say go after ${what} (${done ? 'stdin closed' : value})`);
 };
 
-const browser = await openBrowser('console-admin.mjs');
-const { context, page, logs, step } = browser;
+const browser = await openBrowser('console-admin.mjs', { screenshot: args.screenshot });
+const { context, page, logs, step, shot } = browser;
 await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: args.url });
-const shot = async (name) => {
-  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
-};
 const said = (line) => console.log(JSON.stringify(line));
-
-// At the provider's login form: sign in as `email`.
-async function atProvider(email) {
-  await page.locator('input[name=email]').fill(email);
-  await page.locator('button[type=submit]').click();
-}
 
 try {
   // 1. Refused, silently refused again, then another account.
@@ -58,7 +49,7 @@ try {
   await page.locator('#signin-another').waitFor();
   await shot('signin');
   await page.locator('#signin').click();
-  await atProvider(args.refused);
+  await atProvider(page, args.refused);
   await page.locator('h1').filter({ hasText: 'Not authorised' }).waitFor();
   await page.locator('#message').filter({ hasText: args.refused }).waitFor();
   await shot('refused');
@@ -70,7 +61,7 @@ try {
   step('the plain sign-in brought the same account back');
   await page.locator('#another-account').click();
   await page.locator('input[name=email]').waitFor(); // the provider asks this time
-  await atProvider(args.admin);
+  await atProvider(page, args.admin);
   await page.locator('#user').filter({ hasText: args.admin }).waitFor();
   // The first view (events) finishes loading before another is opened: a slower answer of its
   // would otherwise draw over the next view (the console does not cancel a view's loading).
@@ -129,7 +120,7 @@ try {
   // 4. Switch account: the provider asks, an operator signs in and is not offered admin views.
   await page.locator('#switch-account').click();
   await page.locator('input[name=email]').waitFor();
-  await atProvider(args.operator);
+  await atProvider(page, args.operator);
   await page.locator('#user').filter({ hasText: args.operator }).waitFor();
   if (await page.locator('nav a[href="#tokens"]').isVisible()) throw new Error('an operator is offered the token view');
   if (await page.locator('nav a[href="#users"]').isVisible()) throw new Error('an operator is offered the users view');
@@ -141,5 +132,5 @@ try {
 
   await browser.succeed();
 } catch (error) {
-  await browser.fail(error, args.screenshot);
+  await browser.fail(error);
 }

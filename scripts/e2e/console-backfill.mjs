@@ -24,19 +24,11 @@ const { values: args } = parseArgs({
 });
 requireArgs('console-backfill.mjs', args, ['url', 'email', 'source', 'since', 'listed', 'missing']);
 
-const browser = await openBrowser('console-backfill.mjs');
-const { page, step } = browser;
-const shot = async (name) => {
-  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
-};
+const browser = await openBrowser('console-backfill.mjs', { screenshot: args.screenshot });
+const { page, step, shot } = browser;
 
 try {
-  await page.goto(`${args.url}/console`);
-  await page.locator('#signin').click();
-  await page.locator('input[name=email]').fill(args.email);
-  await page.locator('button[type=submit]').click();
-  await page.locator('#user').filter({ hasText: args.email }).waitFor();
-  step('signed in');
+  await browser.signIn(args.url, args.email);
   await page.locator('nav a[href="#backfill"]').click();
   await page.locator('#backfill-source').selectOption(args.source);
   await page.locator('#backfill-since').fill(args.since);
@@ -57,8 +49,8 @@ try {
   await page.locator('nav a[href="#audit"]').click();
   await page.locator('td').filter({ hasText: `source:${args.source}` }).first().waitFor();
   step('audited');
-  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+  await shot();
   await browser.succeed();
 } catch (error) {
-  await browser.fail(error, args.screenshot);
+  await browser.fail(error);
 }

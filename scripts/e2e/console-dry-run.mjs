@@ -28,18 +28,13 @@ const { values: args } = parseArgs({
 });
 requireArgs('console-dry-run.mjs', args, ['url', 'email', 'source', 'filter', 'transform', 'expect-matched', 'expect-unmatched', 'expect-output']);
 
-const browser = await openBrowser('console-dry-run.mjs', { viewport: { width: 1200, height: 900 } });
-const { page, step } = browser;
+const browser = await openBrowser('console-dry-run.mjs', { screenshot: args.screenshot, viewport: { width: 1200, height: 900 } });
+const { page, step, shot } = browser;
 const ids = (kind) => page.locator(`.dry-result.${kind}`).evaluateAll((nodes) => nodes.map((n) => n.dataset.eventId).sort());
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
 try {
-  await page.goto(`${args.url}/console`);
-  await page.locator('#signin').click();
-  await page.locator('input[name=email]').fill(args.email);
-  await page.locator('button[type=submit]').click();
-  await page.locator('#user').filter({ hasText: args.email }).waitFor();
-  step('signed in');
+  await browser.signIn(args.url, args.email);
   await page.locator('nav a[href="#dry-run"]').click();
   await page.locator('#dry-source').selectOption(args.source);
   await page.locator('#dry-filter').fill(args.filter);
@@ -62,7 +57,7 @@ try {
     if (!output.includes(args['expect-output'])) throw new Error(`${id}'s output is ${output}, without ${args['expect-output']}`);
   }
   step('outputs beside inputs');
-  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+  await shot();
 
   // A transform that does not compile is refused, with where, and nothing is listed.
   await page.locator('#dry-transform').fill('{a: }');
@@ -72,5 +67,5 @@ try {
   step('a bad transform is refused with its position');
   await browser.succeed();
 } catch (error) {
-  await browser.fail(error, args.screenshot);
+  await browser.fail(error);
 }

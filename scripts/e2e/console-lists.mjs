@@ -56,12 +56,7 @@ const ids = async (selector, attribute) => page.locator(selector).evaluateAll((n
 const LONG_AGO = '2000-01-01T00:00:00';
 
 try {
-  await page.goto(`${args.url}/console`);
-  await page.locator('#signin').click();
-  await page.locator('input[name=email]').fill(args.email);
-  await page.locator('button[type=submit]').click();
-  await page.locator('#user').filter({ hasText: args.email }).waitFor();
-  step('signed in');
+  await browser.signIn(args.url, args.email);
 
   // Dead letters: ten a page, the filter kept on the next page and back.
   await page.locator('nav a[href="#dead-letters"]').click();

@@ -28,19 +28,11 @@ const { values: args } = parseArgs({
 requireArgs('console-quarantine.mjs', args, ['url', 'email', 'source', 'count', 'phase']);
 const count = Number(args.count);
 
-const browser = await openBrowser('console-quarantine.mjs');
-const { context, page, logs, step } = browser;
-const shot = async (name) => {
-  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
-};
+const browser = await openBrowser('console-quarantine.mjs', { screenshot: args.screenshot });
+const { context, page, logs, step, shot } = browser;
 
 try {
-  await page.goto(`${args.url}/console`);
-  await page.locator('#signin').click();
-  await page.locator('input[name=email]').fill(args.email);
-  await page.locator('button[type=submit]').click();
-  await page.locator('#user').filter({ hasText: args.email }).waitFor();
-  step('signed in');
+  await browser.signIn(args.url, args.email);
   await page.locator('nav a[href="#rejected"]').click();
   await page.locator('#rejected-source').selectOption(args.source);
   const rows = page.locator('#rejected tbody tr[data-id]');
@@ -79,8 +71,8 @@ try {
   } else {
     throw new Error(`unknown phase ${args.phase}`);
   }
-  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+  await shot();
   await browser.succeed();
 } catch (error) {
-  await browser.fail(error, args.screenshot);
+  await browser.fail(error);
 }

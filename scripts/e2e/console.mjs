@@ -32,23 +32,15 @@ const { values: args } = parseArgs({
 requireArgs('console.mjs', args, ['url', 'email', 'event-id']);
 
 const browser = await openBrowser('console.mjs', {
+  screenshot: args.screenshot,
   // Not UTC: the console shows and takes times in UTC whatever the browser's zone.
   timezoneId: 'America/New_York',
 });
-const { context, page, logs, step } = browser;
 // Screenshots of the views along the way (`--screenshot x.png` also keeps `x-<name>.png`).
-const shot = async (name) => {
-  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-${name}.png`), fullPage: true });
-};
+const { context, page, logs, step, shot } = browser;
 
 try {
-  await page.goto(`${args.url}/console`);
-  await page.locator('#signin').click();
-  step('at the provider');
-  await page.locator('input[name=email]').fill(args.email);
-  await page.locator('button[type=submit]').click();
-  await page.locator('#user').filter({ hasText: args.email }).waitFor();
-  step('signed in');
+  await browser.signIn(args.url, args.email);
   const cookies = await context.cookies(args.url);
   const session = cookies.find((c) => c.name === '__Host-inlet_session');
   if (!session || !session.secure || !session.httpOnly || session.sameSite !== 'Lax') {
@@ -146,7 +138,7 @@ try {
   await page.locator('td').filter({ hasText: '<img src=x onerror' }).first().waitFor();
   if (await page.evaluate(() => window.pwned !== undefined)) throw new Error('hostile event text was executed');
   step('hostile text inert');
-  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+  await shot();
   // Overview: one bar per minute of the last hour; the webhooks of this run are counted.
   await page.locator('nav a[href="#overview"]').click();
   await page.locator('[data-chart=received] svg rect').nth(59).waitFor();
@@ -155,7 +147,7 @@ try {
   if (await sum('received') < 3) throw new Error(`the overview counts ${await sum('received')} received events`);
   if (await sum('delivered') < 1) throw new Error('the overview counts no delivery');
   step('overview charts');
-  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, '-overview.png'), fullPage: true });
+  await shot('overview');
   // The API explorer (GraphiQL, served from this origin under a strict CSP): it runs a query
   // through POST /graphql with the session, and nothing it loads breaks the policy.
   await page.goto(`${args.url}/graphql`);
@@ -165,8 +157,8 @@ try {
   const violations = logs.filter((line) => /Content Security Policy|Refused to/i.test(line));
   if (violations.length) throw new Error(`the explorer broke its CSP: ${violations.join(' | ')}`);
   step('explorer ran a query');
-  if (args.screenshot) await page.screenshot({ path: args.screenshot.replace(/\.png$/, '-explorer.png') });
+  await shot('explorer', { fullPage: false });
   await browser.succeed();
 } catch (error) {
-  await browser.fail(error, args.screenshot);
+  await browser.fail(error);
 }

@@ -572,6 +572,7 @@ async fn stats_loop(
                 metrics::gauge!(metric_names::PENDING_DELIVERIES).set(stats.pending as f64);
                 let age = stats.oldest_pending_received_at.map_or(0.0, |at| UnixMs::now().since(at).as_secs_f64());
                 metrics::gauge!(metric_names::OLDEST_PENDING_AGE).set(age);
+                metrics::gauge!(metric_names::SEARCH_INDEX_LAG).set(stats.search_index_lag as f64);
             }
             Err(error) => tracing::warn!(%error, "cannot read stats"),
         }

@@ -802,4 +802,7 @@ async function start() {
   setInterval(() => refreshCounts().catch(() => {}), 5000);
 }
 
-start().catch(showError);
+// After every deferred script has run (DOMContentLoaded waits for them): app.js runs first, and
+// the first await in start() could otherwise route to an admin view (#tokens, loaded directly or
+// reloaded) before admin.js, still downloading, has defined it ("tokensView is not defined").
+document.addEventListener('DOMContentLoaded', () => start().catch(showError));

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::deliveries::{Claimed, DeliveryToSend, Lease};
+use super::search::IndexProgress;
 use super::sqlite::Sqlite;
 use super::writer::Command;
 use crate::model::{DeliveryId, DeliveryOrdering, DeliveryStatus, EventRowId, LeaseToken, RouteStatus, UnixMs};
@@ -203,6 +204,7 @@ pub(super) fn record_events(
         .prepare_cached("UPDATE events SET duplicates = duplicates + ?2, conflicts = conflicts + ?3 WHERE id = ?1")?;
 
     let mut offset = event_ids_offset(connection)?;
+    let index_progress = IndexProgress::read(connection)?;
     let mut results = Vec::with_capacity(events.len());
     for event in events {
         let sha = body_sha256(&event.body);
@@ -248,6 +250,7 @@ pub(super) fn record_events(
         };
         if inserted == 1 {
             let rowid = EventRowId(connection.last_insert_rowid());
+            index_progress.index_if_passed(connection, rowid, &event.body)?;
             let mut ids = Vec::with_capacity(event.destinations.len());
             for destination in &event.destinations {
                 let id = DeliveryId::of(rowid, destination);

@@ -276,6 +276,10 @@ pub struct Stats {
     pub pending: i64,
     /// Receipt time of the oldest event with a pending delivery, Unix ms.
     pub oldest_pending_received_at: Option<UnixMs>,
+    /// Recorded events the search index has not taken yet, counted up to
+    /// [`search::INDEX_LAG_COUNTED_UP_TO`] (SQLite; always 0 on PostgreSQL, which indexes an event as it
+    /// records it).
+    pub search_index_lag: i64,
 }
 
 /// A fresh store in a new temp dir (in a directory the store has to create), for the store's

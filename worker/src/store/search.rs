@@ -11,7 +11,9 @@
 //! `trigram` index that keeps no copy (`event_text_fts`, contentless, rowid = the event's), filled
 //! by the writer between its groups from the events' bodies, in small transactions of its own
 //! ([`index_pending`], `store/writer.rs`): recording writes nothing for search and never waits
-//! for it, and a search reads the few events not indexed yet from their bodies directly.
+//! for it, and a search reads the few events not indexed yet from their bodies directly. (The
+//! exception: an event recorded after the index passed its row id, a redelivered message, is
+//! indexed as it is recorded: [`IndexProgress`].)
 //! (Until version 19 SQLite also kept the copy; writing it cost recording a sixth of its CPU.)
 //!
 //! **What matches.** Every term of the search, a word or a `"quoted phrase"`, appears in that
@@ -36,6 +38,7 @@ use rusqlite::{params, params_from_iter};
 use super::StoreError;
 use super::operator::{Cursor, EVENT_COLUMNS, EventRow, EventSelection, PageRequest, event_row, placeholders};
 use super::sqlite::Sqlite;
+use crate::model::EventRowId;
 
 /// How much of a body is searchable, in bytes from its start.
 pub const INDEXED_BYTES: usize = 64 * 1024;
@@ -345,8 +348,9 @@ impl Rounds {
 /// are passed over). The writer runs it in a transaction of its own between its groups:
 /// indexing by trigrams costs more than recording the event, so recording never waits for it,
 /// and the index keeps no copy of the text: it is read from the event's body, here and for
-/// snippets. Events are taken in row order and row ids follow the stream, so everything up to
-/// the progress has been examined and nothing after it.
+/// snippets. Events are taken in row order, so everything up to the progress has been examined
+/// and nothing after it; an event recorded later with a row id below the progress is indexed
+/// when it is recorded ([`IndexProgress::index_if_passed`]).
 pub(super) fn index_pending(connection: &rusqlite::Connection, max: usize) -> rusqlite::Result<usize> {
     // Only the searchable prefix is read: a large body is not loaded whole.
     let mut pending = connection.prepare_cached(&format!(
@@ -367,6 +371,65 @@ pub(super) fn index_pending(connection: &rusqlite::Connection, max: usize) -> ru
     }
     connection.prepare_cached("UPDATE event_text_fts_progress SET indexed_through = ?1")?.execute([last])?;
     Ok(rows.len())
+}
+
+/// How far [`index_pending`] has gone, read once by a transaction that records events, which
+/// indexes itself the few it records behind it.
+///
+/// Row ids follow the stream's sequence (`store/events.rs`), and messages are not always
+/// recorded in that order: one NAK'd (its claim-checked body not fetched yet, the store
+/// refusing) comes back after later ones were recorded, and its row id is then below the
+/// progress, where neither [`index_pending`] nor a search's direct read of the events not
+/// indexed yet would ever look. Indexing it in the recording transaction keeps "everything up
+/// to the progress is in the index" true at every commit; the common case (every id above the
+/// progress) costs one read of the progress per recorded batch.
+pub(super) struct IndexProgress {
+    indexed_through: i64,
+}
+
+impl IndexProgress {
+    /// The progress as the current transaction sees it (the writer's, so no indexing moves it
+    /// until it commits).
+    pub(super) fn read(connection: &rusqlite::Connection) -> rusqlite::Result<IndexProgress> {
+        let indexed_through = connection
+            .prepare_cached("SELECT indexed_through FROM event_text_fts_progress")?
+            .query_row([], |row| row.get(0))?;
+        Ok(IndexProgress { indexed_through })
+    }
+
+    /// Indexes the event just recorded as `rowid` with `body` when the progress has already
+    /// passed its row id (by the same rule as [`index_pending`]); returns whether it did.
+    pub(super) fn index_if_passed(
+        &self,
+        connection: &rusqlite::Connection,
+        rowid: EventRowId,
+        body: &[u8],
+    ) -> rusqlite::Result<bool> {
+        if rowid.0 > self.indexed_through {
+            return Ok(false);
+        }
+        let Some(text) = searchable_text(body) else { return Ok(false) };
+        connection
+            .prepare_cached("INSERT INTO event_text_fts (rowid, body_text) VALUES (?1, ?2)")?
+            .execute(params![rowid.0, text])?;
+        Ok(true)
+    }
+}
+
+/// Most events [`index_lag`] counts: past it the count would cost a walk over that many rows
+/// each time the gauge is refreshed, and "at least this many" says enough.
+pub(super) const INDEX_LAG_COUNTED_UP_TO: i64 = 10_000;
+
+/// How many recorded events the index has not reached yet (their bodies not examined by
+/// [`index_pending`]), counted up to [`INDEX_LAG_COUNTED_UP_TO`]: what a search reads directly
+/// instead of from the index, and what the writer still has to do.
+pub(super) fn index_lag(connection: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    connection
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM events
+              WHERE id > (SELECT indexed_through FROM event_text_fts_progress) LIMIT ?1)",
+        )?
+        .query_row([INDEX_LAG_COUNTED_UP_TO], |row| row.get(0))
 }
 
 /// Whether `text` has every term of `query`, case folded as [`snippet`] folds it (Rust's

@@ -101,6 +101,7 @@ on_each_backend!(
     a_search_combines_with_the_other_filters_and_pages_by_cursor,
     a_page_stops_after_examining_its_bound_of_matches_and_says_where_to_go_on,
     pruning_an_event_removes_it_from_the_index,
+    an_event_recorded_after_newer_ones_is_found_and_pruned_like_the_others,
 );
 
 /// An event from `source` with a body of raw bytes.
@@ -243,6 +244,52 @@ async fn pruning_an_event_removes_it_from_the_index(store: Store) {
     }
 }
 
+/// An event recorded after events with higher row ids (a message redelivered after later ones
+/// were recorded: SQLite's row ids follow the stream's sequence) is found like the others, as
+/// soon as it is recorded; and pruning it takes it out of the index again.
+async fn an_event_recorded_after_newer_ones_is_found_and_pruned_like_the_others(store: Store) {
+    let at = |sequence: u64, received_at: i64| NewEvent {
+        stream_sequence: sequence,
+        received_at: UnixMs(received_at),
+        ..raw_event(&format!("e{sequence}"), "src", format!("{{\"ticket\":\"late-{sequence}\"}}").as_bytes())
+    };
+    // Sequence 4 was refused (NAK'd) and comes back after 5 was recorded.
+    store
+        .record(vec![at(1, 1_000), at(2, 1_000), at(3, 1_000), at(5, 1_000)], FirstClaims::all(UnixMs(1)))
+        .await
+        .unwrap();
+    wait_until_indexed(&store).await;
+    store.record(vec![at(4, 1)], FirstClaims::all(UnixMs(1))).await.unwrap();
+    let late = peek(&store, "SELECT id, (SELECT max(id) FROM events) FROM events WHERE event_id = 'e4'".into()).await;
+    if !on_postgres(&store) {
+        // The case itself: on SQLite its row id is below the newest one's (PostgreSQL numbers
+        // events in the order it records them).
+        let (id, newest) = (late[0][0].clone().unwrap(), late[0][1].clone().unwrap());
+        assert!(id.parse::<i64>().unwrap() < newest.parse::<i64>().unwrap(), "row id {id}, newest {newest}");
+    }
+    // Found at once: not left for an indexer that has gone past its row id.
+    let page = search_store(&store, "late-4").await;
+    assert_eq!(ids(&page), ["e4"]);
+    assert_eq!(page.hits[0].snippet.text, "{\"ticket\":\"late-4\"}");
+    // Newest first by row id: on PostgreSQL the late event is the newest.
+    let all = if on_postgres(&store) { ["e4", "e5", "e3", "e2", "e1"] } else { ["e5", "e4", "e3", "e2", "e1"] };
+    assert_eq!(ids(&search_store(&store, "late-").await), all);
+    wait_until_indexed(&store).await;
+    assert_eq!(ids(&search_store(&store, "late-").await), all, "indexed once");
+    assert_eq!(store.stats().await.unwrap().search_index_lag, 0, "nothing left to index");
+    if !on_postgres(&store) {
+        let in_index = "SELECT count(*) FROM event_text_fts WHERE event_text_fts MATCH '\"late-\"'";
+        assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("5"));
+    }
+    // Pruned (only it is old enough): gone from the search and from the index.
+    assert_eq!(store.prune(UnixMs(500)).await.unwrap(), 1);
+    assert_eq!(ids(&search_store(&store, "late-").await), ["e5", "e3", "e2", "e1"]);
+    if !on_postgres(&store) {
+        let in_index = "SELECT count(*) FROM event_text_fts WHERE event_text_fts MATCH '\"late-4\"'";
+        assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("0"));
+    }
+}
+
 /// On SQLite, waits until the writer has indexed every event (PostgreSQL indexes as it
 /// records).
 async fn wait_until_indexed(store: &Store) {
@@ -290,7 +337,9 @@ async fn sqlite_finds_events_before_and_after_they_are_indexed() {
     let everything = ["e5", "e4", "e3", "e2", "e1"];
     assert_eq!(ids(&search(&connection, "INV-", FIRST_20)), everything, "none indexed");
     assert_eq!(in_pages(&connection), everything);
+    assert_eq!(super::index_lag(&connection).unwrap(), 5);
     assert_eq!(super::index_pending(&connection, 3).unwrap(), 3);
+    assert_eq!(super::index_lag(&connection).unwrap(), 2);
     assert_eq!(ids(&search(&connection, "INV-", FIRST_20)), everything, "three indexed");
     assert_eq!(ids(&search(&connection, "inv-4", FIRST_20)), ["e4"]);
     assert_eq!(ids(&search(&connection, "inv-2", FIRST_20)), ["e2"]);
@@ -307,6 +356,7 @@ async fn sqlite_finds_events_before_and_after_they_are_indexed() {
     // index) leaves the index whole.
     connection.execute(insert, rusqlite::params![6, "e6", b"\xffINV-6".to_vec()]).unwrap();
     assert_eq!(super::index_pending(&connection, 10).unwrap(), 2, "events 4 and 6 examined");
+    assert_eq!(super::index_lag(&connection).unwrap(), 0, "a body that is not text is no lag");
     assert_eq!(connection.query_row(in_index, [], |row| row.get::<_, i64>(0)).unwrap(), 3);
     connection.execute_batch("DELETE FROM events WHERE id = 6").unwrap();
     connection.execute_batch("INSERT INTO event_text_fts (event_text_fts) VALUES ('integrity-check')").unwrap();
@@ -318,6 +368,30 @@ async fn sqlite_finds_events_before_and_after_they_are_indexed() {
     wait_until_indexed(&store).await;
     assert_eq!(peek(&store, in_index.into()).await[0][0].as_deref(), Some("4"));
     assert_eq!(ids(&search_store(&store, "INV-").await), ["e7", "e4", "e3", "e1"]);
+}
+
+/// The lag is counted up to its bound, so refreshing the gauge stays cheap however far the
+/// index is behind.
+#[test]
+fn the_index_lag_is_counted_up_to_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut connection = crate::store::tests::database_at_version(&dir.path().join("inlet.db"), 19);
+    let transaction = connection.transaction().unwrap();
+    let bound = super::INDEX_LAG_COUNTED_UP_TO;
+    for id in 1..=bound + 1 {
+        transaction
+            .execute(
+                "INSERT INTO events (id, source, event_id, id_origin, scheme, secret_index, received_at_ms,
+                                     recorded_at_ms, stream_sequence, headers_json, body, body_sha256, route_status)
+                 VALUES (?1, 'src', 'e' || ?1, 'provider', 'github', 0, 1, 1, 1, '[]', x'7b7d', '', 'unrouted')",
+                [id],
+            )
+            .unwrap();
+    }
+    transaction.commit().unwrap();
+    assert_eq!(super::index_lag(&connection).unwrap(), bound, "one more recorded, the bound said");
+    assert_eq!(super::index_pending(&connection, 2).unwrap(), 2);
+    assert_eq!(super::index_lag(&connection).unwrap(), bound - 1, "exact under the bound");
 }
 
 async fn search_store(store: &Store, text: &str) -> SearchPage {

@@ -11,6 +11,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use super::migrate::migrate;
+use super::search::index_lag;
 use super::wal::{WAL_KEPT_BYTES, checkpoint_loop};
 use super::writer::{Command, TypedWrite, writer_loop};
 use super::{Stats, StoreError};
@@ -210,7 +211,8 @@ impl Sqlite {
                 [],
                 |r| r.get(0),
             )?;
-            Ok(Stats { dead_letters, pending, oldest_pending_received_at: oldest })
+            let search_index_lag = index_lag(connection)?;
+            Ok(Stats { dead_letters, pending, oldest_pending_received_at: oldest, search_index_lag })
         })
         .await
     }

@@ -35,6 +35,8 @@ async fn live_scrapes_of_ingest_and_worker_pass_promtool_and_label_no_ids() {
         let text = response.text().await.unwrap();
         assert!(text.contains("inlet_ingest_requests_total"), "{service}");
         assert!(text.contains("inlet_worker_deliveries_total"), "{service}");
+        // Refreshed by the stats loop from its first round (SQLite here).
+        assert!(text.contains("inlet_worker_search_index_lag_events"), "{service}");
         // Registered at 0 before the first dead letter, so that `increase()` sees the first one.
         assert!(
             text.contains("inlet_worker_dead_lettered_total{destination=\"ok\",reason=\"retries_exhausted\"}"),

@@ -309,6 +309,8 @@ impl Postgres {
             dead_letters: row.try_get(0).map_err(PgError::from)?,
             pending: row.try_get(1).map_err(PgError::from)?,
             oldest_pending_received_at: row.try_get(2).map_err(PgError::from)?,
+            // The search index takes each event in its recording transaction.
+            search_index_lag: 0,
         })
     }
 }

@@ -43,6 +43,9 @@ pub const PENDING_DELIVERIES: &str = "inlet_worker_pending_deliveries";
 pub const CONSUMER_PENDING: &str = "inlet_worker_consumer_pending_messages";
 /// Age of the oldest event with a pending delivery.
 pub const OLDEST_PENDING_AGE: &str = "inlet_worker_oldest_pending_age_seconds";
+/// Ordered deliveries waiting for an earlier delivery of their key (pending, or a blocking dead
+/// letter), by destination, as last counted.
+pub const ORDERED_WAITING: &str = "inlet_worker_ordered_deliveries_waiting";
 /// Deliveries claimed again because their previous attempt's lease ended without a result (an
 /// owner that died or stalled), by destination.
 pub const RESTARTED: &str = "inlet_worker_deliveries_restarted_total";
@@ -112,6 +115,10 @@ pub fn describe() {
     describe_gauge!(PLACEMENT_WORKERS, "Workers sharing this worker's PostgreSQL store, as it last saw them.");
     describe_gauge!(JOBS_HELD, "1 while this worker runs the periodic jobs (pruning).");
     describe_gauge!(OLDEST_PENDING_AGE, Unit::Seconds, "Age of the oldest event with a pending delivery.");
+    describe_gauge!(
+        ORDERED_WAITING,
+        "Ordered deliveries waiting for an earlier delivery of their key, by destination, as last counted."
+    );
     describe_gauge!(STORE_AVAILABLE, "1 while the store takes writes, else 0 (as /readyz reports it).");
     describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up, else 0.");
     describe_counter!(

@@ -643,6 +643,7 @@ mod tests {
                 UnixMs::now(),
                 UnixMs::now().plus(Duration::from_secs(60)),
                 vec![],
+                None,
             )
             .await
             .unwrap();
@@ -662,6 +663,7 @@ mod tests {
                 UnixMs::now(),
                 UnixMs::now().plus(Duration::from_secs(60)),
                 vec![],
+                None,
             )
             .await
             .unwrap();

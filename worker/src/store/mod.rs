@@ -92,7 +92,9 @@ use inlet_shared::config::{SqliteSynchronous, StoreBackend};
 
 pub use activity::{ActivityBucket, ActivityQuery, MAX_BUCKETS};
 pub use backup::RestoredBackup;
-pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
+pub use deliveries::{
+    AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, RecordingGate,
+};
 pub use events::{FirstClaims, NewEvent, Recorded, StreamFollowed};
 pub use operator::{
     AttemptRow, AuditLogEntry, AuditSelection, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow,
@@ -268,7 +270,7 @@ pub enum StoreError {
 }
 
 /// Gauges the stats task publishes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Stats {
     /// Dead-lettered deliveries.
     pub dead_letters: i64,
@@ -276,6 +278,9 @@ pub struct Stats {
     pub pending: i64,
     /// Receipt time of the oldest event with a pending delivery, Unix ms.
     pub oldest_pending_received_at: Option<UnixMs>,
+    /// Per destination, the ordered deliveries waiting for an earlier delivery of their key
+    /// (destinations with none are left out).
+    pub ordered_waiting: Vec<(String, i64)>,
 }
 
 /// A fresh store in a new temp dir (in a directory the store has to create), for the store's

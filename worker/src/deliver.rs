@@ -51,7 +51,9 @@ use crate::ownership::placement::Holding;
 use crate::programs::{TransformError, TransformPool, bounded};
 use crate::pull::{FLOOR_MAX_AGE, RecordedFloor};
 use crate::routes::{EventView, Router};
-use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, Store};
+use crate::store::{
+    AttemptRecord, AttemptSettled, ClaimDue, Claimed, DeliveryToSend, DueClass, Lease, NextStep, Store,
+};
 
 /// Longest `Retry-After` honoured for a delivery's retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -458,7 +460,10 @@ async fn next_delivery(
                     Some(recorded) => Some(recorded.gate().await),
                     None => None,
                 };
-                match store.claim_due(name.clone(), class, batch, now, lease_until, skip, gate).await {
+                match store
+                    .claim_due(name.clone(), ClaimDue { class, limit: batch, now, lease_until, skip, gate })
+                    .await
+                {
                     Ok((claimed, restarted)) => {
                         for delivery_id in &restarted {
                             tracing::warn!(%delivery_id, destination = %name, "delivery restarted: its previous attempt's lease expired without a result");

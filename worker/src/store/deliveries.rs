@@ -162,6 +162,23 @@ pub struct RecordingGate {
     pub settled_before: UnixMs,
 }
 
+/// What a claim takes (see [`Store::claim_due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimDue {
+    /// First attempts or retries.
+    pub class: DueClass,
+    /// How many at most.
+    pub limit: usize,
+    /// Due at this time.
+    pub now: UnixMs,
+    /// Each claim holds until then.
+    pub lease_until: UnixMs,
+    /// Deliveries this process holds (waiting or being attempted): not claimed again.
+    pub skip: Vec<DeliveryId>,
+    /// With several recorders: which ordered deliveries may be claimed yet.
+    pub gate: Option<RecordingGate>,
+}
+
 /// What [`RecordingGate`] lets through, SQLite's spelling (`?5`: the gate's position, NULL for
 /// no gate; `?6`: its `settled_before`).
 const RECORDED_BEFORE: &str = "(d.ordering_key IS NULL OR ?5 IS NULL OR d.ordering_position <= ?5
@@ -206,13 +223,10 @@ pub(super) const WAITS_FOR_EARLIER_PG: &str = waits_for_earlier!("");
 fn claim_due(
     connection: &rusqlite::Connection,
     destination: &str,
-    class: DueClass,
-    limit: usize,
-    now: UnixMs,
-    lease_until: UnixMs,
-    skip: &HashSet<DeliveryId>,
-    gate: Option<RecordingGate>,
+    request: &ClaimDue,
 ) -> Result<Vec<(DeliveryId, Lease, bool)>, rusqlite::Error> {
+    let ClaimDue { class, limit, now, lease_until, gate, .. } = *request;
+    let skip: HashSet<&DeliveryId> = request.skip.iter().collect();
     let wanted = i64::try_from(limit.saturating_add(skip.len())).unwrap_or(i64::MAX);
     let candidates: Vec<(DeliveryId, Option<UnixMs>)> = connection
         .prepare_cached(&format!(
@@ -361,19 +375,9 @@ impl Sqlite {
     pub async fn claim_due(
         &self,
         destination: String,
-        class: DueClass,
-        limit: usize,
-        now: UnixMs,
-        lease_until: UnixMs,
-        skip: Vec<DeliveryId>,
-        gate: Option<RecordingGate>,
+        request: ClaimDue,
     ) -> Result<(Vec<Claimed>, Vec<DeliveryId>), StoreError> {
-        let claimed: Vec<(DeliveryId, Lease, bool)> = self
-            .write(move |c| {
-                let skip: HashSet<DeliveryId> = skip.into_iter().collect();
-                claim_due(c, &destination, class, limit, now, lease_until, &skip, gate)
-            })
-            .await?;
+        let claimed: Vec<(DeliveryId, Lease, bool)> = self.write(move |c| claim_due(c, &destination, &request)).await?;
         if claimed.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }

@@ -93,7 +93,7 @@ use inlet_shared::config::{SqliteSynchronous, StoreBackend};
 pub use activity::{ActivityBucket, ActivityQuery, MAX_BUCKETS};
 pub use backup::RestoredBackup;
 pub use deliveries::{
-    AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, RecordingGate,
+    AttemptRecord, AttemptSettled, ClaimDue, Claimed, DeliveryToSend, DueClass, Lease, NextStep, RecordingGate,
 };
 pub use events::{FirstClaims, NewEvent, Recorded, StreamFollowed};
 pub use operator::{

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::Store;
-use super::deliveries::{AttemptRecord, DueClass, NextStep, RecordingGate};
+use super::deliveries::{AttemptRecord, ClaimDue, DueClass, NextStep, RecordingGate};
 use super::events::{FirstClaims, NewEvent, Recorded};
 use super::replays::{Dismissed, ReplayScope};
 use super::tests::event;
@@ -47,8 +47,13 @@ async fn claim(store: &Store, class: DueClass, now: i64) -> Vec<(i64, LeaseToken
 
 /// [`claim`] through a recording gate.
 async fn claim_gated(store: &Store, class: DueClass, now: i64, gate: Option<RecordingGate>) -> Vec<(i64, LeaseToken)> {
-    let (claimed, _) =
-        store.claim_due("a".into(), class, 100, UnixMs(now), UnixMs(now + 30_000), vec![], gate).await.unwrap();
+    let (claimed, _) = store
+        .claim_due(
+            "a".into(),
+            ClaimDue { class, limit: 100, now: UnixMs(now), lease_until: UnixMs(now + 30_000), skip: vec![], gate },
+        )
+        .await
+        .unwrap();
     let mut numbers: Vec<(i64, LeaseToken)> =
         claimed.iter().map(|c| (c.delivery.event_id[1..].parse().unwrap(), c.lease.token)).collect();
     numbers.sort_unstable();

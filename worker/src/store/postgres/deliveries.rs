@@ -6,9 +6,7 @@ use tokio_postgres::Row;
 use super::{PgError, Postgres};
 use crate::model::{DeadLetterReason, DeliveryId, DeliveryStatus, LeaseToken, UnixMs};
 use crate::store::deliveries::{ORDER_FREE_PG, RECORDED_BEFORE_PG};
-use crate::store::{
-    AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, RecordingGate, StoreError,
-};
+use crate::store::{AttemptRecord, AttemptSettled, ClaimDue, Claimed, DeliveryToSend, DueClass, Lease, StoreError};
 
 /// What makes a delivery of destination `$1` and class `$2` (retry: true) due at `$3`: pending,
 /// past its due time, and no live lease. `status` stays a literal so that the partial index
@@ -61,13 +59,9 @@ impl Postgres {
     pub async fn claim_due(
         &self,
         destination: String,
-        class: DueClass,
-        limit: usize,
-        now: UnixMs,
-        lease_until: UnixMs,
-        skip: Vec<DeliveryId>,
-        gate: Option<RecordingGate>,
+        request: ClaimDue,
     ) -> Result<(Vec<Claimed>, Vec<DeliveryId>), StoreError> {
+        let ClaimDue { class, limit, now, lease_until, skip, gate } = request;
         let through_position = gate.map(|g| g.through_position);
         let settled_before = gate.map(|g| g.settled_before);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

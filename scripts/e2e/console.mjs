@@ -64,6 +64,11 @@ try {
   await row.locator('a.event-link').click();
   await page.locator('.delivery .delivery-status .status.delivered').waitFor();
   step('delivered');
+  // The route orders by `/order`: the delivery shows its key (and no wait: nothing before it).
+  const ordering = page.locator('.delivery[data-destination="orders"] .ordering');
+  await ordering.filter({ hasText: 'Ordering key 42' }).waitFor();
+  if ((await ordering.textContent()).includes('waiting')) throw new Error('a delivered one shown as waiting');
+  step('ordering key shown');
   // Replaying a delivered one warns that the destination gets it again; cancelling does nothing.
   await page.locator('.delivery button.replay').click();
   await page.locator('dialog#replay-dialog[open] #replay-warning').filter({ hasText: 'Already delivered' }).waitFor();

@@ -49,8 +49,11 @@ use crate::metric_names;
 use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryStatus, UnixMs};
 use crate::ownership::placement::Holding;
 use crate::programs::{TransformError, TransformPool, bounded};
+use crate::pull::{FLOOR_MAX_AGE, RecordedFloor};
 use crate::routes::{EventView, Router};
-use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep, Store};
+use crate::store::{
+    AttemptRecord, AttemptSettled, ClaimDue, Claimed, DeliveryToSend, DueClass, Lease, NextStep, Store,
+};
 
 /// Longest `Retry-After` honoured for a delivery's retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -67,6 +70,10 @@ const LEASE_SLACK: Duration = Duration::from_secs(5);
 /// How often an idle scheduler looks at the store for due deliveries it was not told about
 /// (replays, leases that expired, retries scheduled before a restart).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How soon a scheduler looks again when due ordered deliveries were held back only because an
+/// earlier intake message was not recorded yet (usually a batch whose acks are on their way):
+/// doubled at each such look, up to [`IDLE_POLL`].
+const RECORDING_POLL: Duration = FLOOR_MAX_AGE;
 /// A timer that fires this much after its deadline means the process was stalled.
 const STALL_TOLERANCE: Duration = Duration::from_millis(250);
 /// After a stall, how long an attempt past its deadline still waits for an answer that may
@@ -118,6 +125,9 @@ pub struct Destination {
     /// The URL's host and port, the attempt span's `server.address` and `server.port` (never
     /// the whole URL: its path or query may hold a credential).
     server: Option<(String, u16)>,
+    /// With several workers recording (PostgreSQL) and a route ordering this destination's
+    /// deliveries: how far the intake stream is recorded, which its ordered claims wait for.
+    recorded: Option<Arc<RecordedFloor>>,
 }
 
 #[derive(Default)]
@@ -179,7 +189,16 @@ impl Destination {
             tracing,
             server,
             transforms: None,
+            recorded: None,
         })
+    }
+
+    /// Claims this destination's ordered deliveries only once every earlier intake message is
+    /// recorded (several workers recording: see `pull::RecordedFloor`).
+    #[must_use]
+    pub fn with_recording_gate(mut self, recorded: Arc<RecordedFloor>) -> Destination {
+        self.recorded = Some(recorded);
+        self
     }
 
     /// Runs the routes' transforms on this destination's attempts.
@@ -399,6 +418,7 @@ async fn next_delivery(
     shutdown: &CancellationToken,
 ) -> Option<Claimed> {
     let name = &destination.config.name;
+    let mut recording_poll = RECORDING_POLL;
     loop {
         if let Some(claimed) = waiting.pop_front() {
             return Some(claimed);
@@ -430,11 +450,20 @@ async fn next_delivery(
             // Only the hint just read: one set meanwhile stays.
             let _ = destination.next_retry_ms.compare_exchange(hinted, i64::MAX, Ordering::SeqCst, Ordering::SeqCst);
         }
+        // Due ordered deliveries that only the recording gate held back: look again soon.
+        let mut held_for_recording = false;
         match store.has_due(name.clone(), class, now).await {
             Ok(true) => {
                 let lease_until = now.plus(destination.lease());
                 let skip = destination.held();
-                match store.claim_due(name.clone(), class, batch, now, lease_until, skip).await {
+                let gate = match &destination.recorded {
+                    Some(recorded) => Some(recorded.gate().await),
+                    None => None,
+                };
+                match store
+                    .claim_due(name.clone(), ClaimDue { class, limit: batch, now, lease_until, skip, gate })
+                    .await
+                {
                     Ok((claimed, restarted)) => {
                         for delivery_id in &restarted {
                             tracing::warn!(%delivery_id, destination = %name, "delivery restarted: its previous attempt's lease expired without a result");
@@ -447,8 +476,10 @@ async fn next_delivery(
                         }
                         waiting.extend(claimed);
                         if !waiting.is_empty() {
+                            recording_poll = RECORDING_POLL;
                             continue;
                         }
+                        held_for_recording = gate.is_some();
                     }
                     Err(error) => tracing::warn!(%error, destination = %name, "cannot claim due deliveries; retrying"),
                 }
@@ -464,6 +495,11 @@ async fn next_delivery(
         // Nothing to do now: wait to be told, or until the next retry this process knows of,
         // or look again after a while for what nobody announced.
         let wait = match class {
+            _ if held_for_recording => {
+                let wait = recording_poll;
+                recording_poll = (recording_poll * 2).min(IDLE_POLL);
+                wait
+            }
             DueClass::First => IDLE_POLL,
             DueClass::Retry => {
                 let next = destination.next_retry_ms.load(Ordering::SeqCst);

@@ -242,6 +242,18 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // Traces (`[telemetry.traces]`): off unless enabled; then every recorded event and every
     // delivery attempt is a span of the trace ingest started for the webhook.
     let traces = inlet_shared::otel::Tracing::start(&config.telemetry.traces, "inlet-worker")?;
+    // Several workers recording: a destination some route orders claims its ordered deliveries
+    // only once every earlier intake message is recorded (the recording consumer's ack floor),
+    // since another worker may still be recording an earlier event of the same key. One worker
+    // (SQLite) records the stream in order, batch after batch: no gate, no wait.
+    let recorded_floor =
+        shared_store.then(|| Arc::new(pull::RecordedFloor::new(recording_consumer.clone(), config.worker.ack_wait)));
+    let ordered_destinations: std::collections::HashSet<&str> = config
+        .routes
+        .iter()
+        .filter(|route| route.ordering_key.is_some())
+        .flat_map(|route| route.destinations.iter().map(String::as_str))
+        .collect();
     let mut destinations = HashMap::new();
     for destination_config in &config.destinations {
         let name = destination_config.name.clone();
@@ -253,9 +265,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             traces.clone(),
         )
         .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?;
-        let destination = Arc::new(match &transforms {
+        let destination = match &transforms {
             Some(transforms) => destination.with_transforms(transforms.clone()),
             None => destination,
+        };
+        let destination = Arc::new(match &recorded_floor {
+            Some(floor) if ordered_destinations.contains(name.as_str()) => {
+                destination.with_recording_gate(Arc::clone(floor))
+            }
+            _ => destination,
         });
         destinations.insert(name, Arc::clone(&destination));
         tracker.spawn(deliver::run(destination, store.clone(), shutdown.clone()));
@@ -302,6 +320,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         store.clone(),
         client.clone(),
         recording_consumer,
+        destination_names.clone(),
         config.worker.stats_interval,
         shutdown.clone(),
     ));
@@ -558,6 +577,7 @@ async fn stats_loop(
     store: store::Store,
     client: async_nats::Client,
     mut consumer: consumer::PullConsumer,
+    destinations: Vec<String>,
     every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -573,6 +593,11 @@ async fn stats_loop(
                 let age = stats.oldest_pending_received_at.map_or(0.0, |at| UnixMs::now().since(at).as_secs_f64());
                 metrics::gauge!(metric_names::OLDEST_PENDING_AGE).set(age);
                 metrics::gauge!(metric_names::SEARCH_INDEX_LAG).set(stats.search_index_lag as f64);
+                for destination in &destinations {
+                    let waiting = stats.ordered_waiting.iter().find(|(name, _)| name == destination).map_or(0, |w| w.1);
+                    metrics::gauge!(metric_names::ORDERED_WAITING, "destination" => destination.clone())
+                        .set(waiting as f64);
+                }
             }
             Err(error) => tracing::warn!(%error, "cannot read stats"),
         }

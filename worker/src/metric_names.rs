@@ -46,6 +46,9 @@ pub const OLDEST_PENDING_AGE: &str = "inlet_worker_oldest_pending_age_seconds";
 /// Recorded events SQLite's search index has not taken yet (counted up to 10,000; always 0 on
 /// PostgreSQL, which indexes as it records), refreshed every `worker.stats_interval`.
 pub const SEARCH_INDEX_LAG: &str = "inlet_worker_search_index_lag_events";
+/// Ordered deliveries waiting for an earlier delivery of their key (pending, or a blocking dead
+/// letter), by destination, as last counted.
+pub const ORDERED_WAITING: &str = "inlet_worker_ordered_deliveries_waiting";
 /// Deliveries claimed again because their previous attempt's lease ended without a result (an
 /// owner that died or stalled), by destination.
 pub const RESTARTED: &str = "inlet_worker_deliveries_restarted_total";
@@ -118,6 +121,10 @@ pub fn describe() {
     describe_gauge!(
         SEARCH_INDEX_LAG,
         "Recorded events the search index has not taken yet (SQLite; counted up to 10000; 0 on PostgreSQL)."
+    );
+    describe_gauge!(
+        ORDERED_WAITING,
+        "Ordered deliveries waiting for an earlier delivery of their key, by destination, as last counted."
     );
     describe_gauge!(STORE_AVAILABLE, "1 while the store takes writes, else 0 (as /readyz reports it).");
     describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up, else 0.");

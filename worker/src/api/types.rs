@@ -300,6 +300,13 @@ pub struct Delivery {
     /// For a delivery made by `replayToDestination`: who asked (`createdAt` says when). Null for
     /// the deliveries the routes made when the event was recorded.
     pub created_by: Option<String>,
+    /// Its ordering key (the value of its route's `ordering_key` in the event's body; a value
+    /// over 128 bytes as `sha256:<hex>`): the destination gets the deliveries of one key one at
+    /// a time, in receipt order. Null when unordered.
+    pub ordering_key: Option<String>,
+    /// Pending, and waiting for an earlier delivery of its key to this destination: one still
+    /// pending, or a dead letter that blocks the key (`ordering_on_dead_letter = "block"`).
+    pub waiting_for_earlier: bool,
 }
 
 /// A dead letter's dismissal: resolved by an operator without delivering it.
@@ -332,6 +339,8 @@ impl From<DeliveryRow> for Delivery {
             dismissal: row.dismissal.map(|d| Dismissal { by: d.by, at: DateTime(d.at), note: d.note }),
             replay_of: row.replay_of.map(|id| ID(id.into_string())),
             created_by: row.created_by,
+            ordering_key: row.ordering_key.map(|key| key.as_str().to_owned()),
+            waiting_for_earlier: row.waits_for_earlier,
         }
     }
 }

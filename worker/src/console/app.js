@@ -362,7 +362,7 @@ const EVENT = `query($id: ID!) { event(id: $id) {
   id source eventId eventType receivedAt contentType routeStatus duplicates conflicts scheme
   content { headers { name value } body bodyBytes bodySha256 }
   deliveries { id destination status attemptCount replays lastStatusCode lastError deadLetterReason nextAttemptAt
-    dismissal { by at note } replayOf createdBy createdAt
+    dismissal { by at note } replayOf createdBy createdAt orderingKey waitingForEarlier
     attempts { attempt startedAt durationMs outcome statusCode error responseSnippet } } } }`;
 
 function pretty(body, contentType) {
@@ -454,6 +454,8 @@ async function eventView(id) {
         ` to ${d.destination} by ${d.createdBy} ${time(d.createdAt)} UTC`) : null,
       h('p', { className: 'muted mono' }, `${d.id} · ${d.attemptCount} attempts · ${d.replays} replays`,
         d.deadLetterReason ? ` · ${label(d.deadLetterReason)}` : '', d.nextAttemptAt && d.status === 'PENDING' ? ` · next ${time(d.nextAttemptAt)} UTC` : ''),
+      d.orderingKey ? h('p', { className: 'ordering' }, 'Ordering key ', h('span', { className: 'mono' }, d.orderingKey),
+        d.waitingForEarlier ? ' · waiting for an earlier delivery of this key' : '') : null,
       d.dismissal ? h('p', { className: 'dismissal' }, `Dismissed by ${d.dismissal.by} ${time(d.dismissal.at)} UTC`, d.dismissal.note ? `: ${d.dismissal.note}` : '') : null,
       h('table', {}, h('thead', {}, h('tr', {}, ['#', 'Started (UTC)', 'Latency', 'Outcome', 'Status', 'Error / response'].map((t) => h('th', {}, t)))),
         h('tbody', {}, d.attempts.map((a) => h('tr', {}, h('td', {}, a.attempt), h('td', { className: 'mono' }, time(a.startedAt)),

@@ -555,7 +555,7 @@ mod tests {
 
     use super::{CopyError, TABLES, copy, copy_store, plain};
     use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, UnixMs};
-    use crate::store::deliveries::{AttemptRecord, AttemptSettled, DueClass, NextStep};
+    use crate::store::deliveries::{AttemptRecord, AttemptSettled, ClaimDue, DueClass, NextStep};
     use crate::store::events::{FirstClaims, NewEvent};
     use crate::store::operator::DeadLetterSelection;
     use crate::store::postgres::{Pool, connect, text_rows};
@@ -638,11 +638,14 @@ mod tests {
         let (claimed, _) = store
             .claim_due(
                 "b".into(),
-                DueClass::Retry,
-                10,
-                UnixMs::now(),
-                UnixMs::now().plus(Duration::from_secs(60)),
-                vec![],
+                ClaimDue {
+                    class: DueClass::Retry,
+                    limit: 10,
+                    now: UnixMs::now(),
+                    lease_until: UnixMs::now().plus(Duration::from_secs(60)),
+                    skip: vec![],
+                    gate: None,
+                },
             )
             .await
             .unwrap();
@@ -657,11 +660,14 @@ mod tests {
         let (claimed, _) = store
             .claim_due(
                 "a".into(),
-                DueClass::First,
-                10,
-                UnixMs::now(),
-                UnixMs::now().plus(Duration::from_secs(60)),
-                vec![],
+                ClaimDue {
+                    class: DueClass::First,
+                    limit: 10,
+                    now: UnixMs::now(),
+                    lease_until: UnixMs::now().plus(Duration::from_secs(60)),
+                    skip: vec![],
+                    gate: None,
+                },
             )
             .await
             .unwrap();

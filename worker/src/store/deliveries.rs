@@ -145,6 +145,76 @@ pub(super) const ORDER_FREE_PG: &str = "(d.ordering_key IS NULL OR (
                     AND p.destination = d.destination AND p.ordering_key = d.ordering_key
                     AND p.ordering_position < d.ordering_position)))";
 
+/// Which ordered deliveries a claim may take, with several recorders (PostgreSQL): only those
+/// whose every earlier intake message is recorded, so that a key's later delivery, recorded by
+/// one worker, is never claimed before an earlier one another worker has pulled but not recorded
+/// yet. Unordered deliveries are never held by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordingGate {
+    /// Ordered deliveries at or below this ordering position (intake stream sequence) may be
+    /// claimed: the recording consumer's ack floor plus one (every message at or below the floor
+    /// is recorded, since a message is acked only after its recording committed; the delivery's
+    /// own message is recorded, being in the store). 0 when the floor could not be read.
+    pub through_position: i64,
+    /// Ordered deliveries recorded before this are claimed whatever `through_position` says, so
+    /// that none waits forever on a floor that does not move (a message NAKed again and again,
+    /// the intake stream made again: sequences start over).
+    pub settled_before: UnixMs,
+}
+
+/// What a claim takes (see [`Store::claim_due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimDue {
+    /// First attempts or retries.
+    pub class: DueClass,
+    /// How many at most.
+    pub limit: usize,
+    /// Due at this time.
+    pub now: UnixMs,
+    /// Each claim holds until then.
+    pub lease_until: UnixMs,
+    /// Deliveries this process holds (waiting or being attempted): not claimed again.
+    pub skip: Vec<DeliveryId>,
+    /// With several recorders: which ordered deliveries may be claimed yet.
+    pub gate: Option<RecordingGate>,
+}
+
+/// What [`RecordingGate`] lets through, SQLite's spelling (`?5`: the gate's position, NULL for
+/// no gate; `?6`: its `settled_before`).
+const RECORDED_BEFORE: &str = "(d.ordering_key IS NULL OR ?5 IS NULL OR d.ordering_position <= ?5
+    OR d.created_at_ms < ?6)";
+
+/// [`RECORDED_BEFORE`] in PostgreSQL's spelling (`$7`, `$8`).
+pub(super) const RECORDED_BEFORE_PG: &str = "(d.ordering_key IS NULL OR $7::bigint IS NULL
+    OR d.ordering_position <= $7 OR d.created_at_ms < $8)";
+
+/// Whether a delivery `d` is an ordered one waiting for an earlier delivery of its (destination,
+/// key): `d` pending, and an earlier one of the key still pending or a dead letter that blocks
+/// the key. `$blocks` completes `p.ordering_blocks` into each backend's partial-index predicate
+/// (SQLite `" = 1"`, PostgreSQL `""`). The console and the API show it; the
+/// `inlet_worker_ordered_deliveries_waiting` gauge counts it.
+macro_rules! waits_for_earlier {
+    ($blocks:literal) => {
+        concat!(
+            "(d.status = 'pending' AND d.ordering_key IS NOT NULL AND (
+    EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'pending' AND p.destination = d.destination
+            AND p.ordering_key = d.ordering_key AND p.ordering_position < d.ordering_position)
+    OR EXISTS (SELECT 1 FROM deliveries p WHERE p.status = 'dead_lettered' AND p.ordering_blocks",
+            $blocks,
+            "
+               AND p.destination = d.destination AND p.ordering_key = d.ordering_key
+               AND p.ordering_position < d.ordering_position)))"
+        )
+    };
+}
+pub(super) use waits_for_earlier;
+
+/// [`waits_for_earlier`] in SQLite's spelling.
+pub(super) const WAITS_FOR_EARLIER: &str = waits_for_earlier!(" = 1");
+
+/// [`waits_for_earlier`] in PostgreSQL's spelling.
+pub(super) const WAITS_FOR_EARLIER_PG: &str = waits_for_earlier!("");
+
 /// See [`Store::claim_due`].
 ///
 /// The status stays a literal in these statements (not a bound label): SQLite uses the partial
@@ -153,24 +223,30 @@ pub(super) const ORDER_FREE_PG: &str = "(d.ordering_key IS NULL OR (
 fn claim_due(
     connection: &rusqlite::Connection,
     destination: &str,
-    class: DueClass,
-    limit: usize,
-    now: UnixMs,
-    lease_until: UnixMs,
-    skip: &HashSet<DeliveryId>,
+    request: &ClaimDue,
 ) -> Result<Vec<(DeliveryId, Lease, bool)>, rusqlite::Error> {
+    let ClaimDue { class, limit, now, lease_until, gate, .. } = *request;
+    let skip: HashSet<&DeliveryId> = request.skip.iter().collect();
     let wanted = i64::try_from(limit.saturating_add(skip.len())).unwrap_or(i64::MAX);
     let candidates: Vec<(DeliveryId, Option<UnixMs>)> = connection
         .prepare_cached(&format!(
             "SELECT d.id, d.lease_until_ms FROM deliveries d INDEXED BY deliveries_due
              WHERE d.status = 'pending' AND d.destination = ?1 AND (d.attempts > d.attempt_base) = ?2
                AND d.next_attempt_at_ms <= ?3 AND (d.lease_until_ms IS NULL OR d.lease_until_ms < ?3)
-               AND {ORDER_FREE}
+               AND {ORDER_FREE} AND {RECORDED_BEFORE}
              ORDER BY d.next_attempt_at_ms LIMIT ?4"
         ))?
-        .query_map(params![destination, i64::from(class == DueClass::Retry), now, wanted], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
+        .query_map(
+            params![
+                destination,
+                i64::from(class == DueClass::Retry),
+                now,
+                wanted,
+                gate.map(|g| g.through_position),
+                gate.map(|g| g.settled_before)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
         .collect::<Result<_, _>>()?;
     let mut claim = connection.prepare_cached(
         "UPDATE deliveries SET lease_token = lease_token + 1, lease_until_ms = ?2 WHERE id = ?1 RETURNING lease_token",
@@ -299,18 +375,9 @@ impl Sqlite {
     pub async fn claim_due(
         &self,
         destination: String,
-        class: DueClass,
-        limit: usize,
-        now: UnixMs,
-        lease_until: UnixMs,
-        skip: Vec<DeliveryId>,
+        request: ClaimDue,
     ) -> Result<(Vec<Claimed>, Vec<DeliveryId>), StoreError> {
-        let claimed: Vec<(DeliveryId, Lease, bool)> = self
-            .write(move |c| {
-                let skip: HashSet<DeliveryId> = skip.into_iter().collect();
-                claim_due(c, &destination, class, limit, now, lease_until, &skip)
-            })
-            .await?;
+        let claimed: Vec<(DeliveryId, Lease, bool)> = self.write(move |c| claim_due(c, &destination, &request)).await?;
         if claimed.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }

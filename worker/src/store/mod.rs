@@ -92,7 +92,9 @@ use inlet_shared::config::{SqliteSynchronous, StoreBackend};
 
 pub use activity::{ActivityBucket, ActivityQuery, MAX_BUCKETS};
 pub use backup::RestoredBackup;
-pub use deliveries::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, NextStep};
+pub use deliveries::{
+    AttemptRecord, AttemptSettled, ClaimDue, Claimed, DeliveryToSend, DueClass, Lease, NextStep, RecordingGate,
+};
 pub use events::{FirstClaims, NewEvent, Recorded, StreamFollowed};
 pub use operator::{
     AttemptRow, AuditLogEntry, AuditSelection, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow,
@@ -268,7 +270,7 @@ pub enum StoreError {
 }
 
 /// Gauges the stats task publishes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Stats {
     /// Dead-lettered deliveries.
     pub dead_letters: i64,
@@ -280,6 +282,9 @@ pub struct Stats {
     /// [`search::INDEX_LAG_COUNTED_UP_TO`] (SQLite; always 0 on PostgreSQL, which indexes an event as it
     /// records it).
     pub search_index_lag: i64,
+    /// Per destination, the ordered deliveries waiting for an earlier delivery of their key
+    /// (destinations with none are left out).
+    pub ordered_waiting: Vec<(String, i64)>,
 }
 
 /// A fresh store in a new temp dir (in a directory the store has to create), for the store's

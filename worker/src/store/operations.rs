@@ -10,10 +10,10 @@ use super::operator::{Page, StatusCounts};
 use super::replays::BulkPreview;
 use super::{
     ActivityBucket, ActivityQuery, ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry,
-    AuditSelection, Backend, BulkProgress, BulkReplayRow, Claimed, ContentRead, DeadLetterSelection, DeliveryRow,
-    Dismissed, DueClass, EventRow, EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay, NewEvent,
-    PageRequest, ProviderAccount, Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, RestoredBackup, SearchPage,
-    SearchQuery, SessionRow, SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked, UserRow,
+    AuditSelection, Backend, BulkProgress, BulkReplayRow, ClaimDue, Claimed, ContentRead, DeadLetterSelection,
+    DeliveryRow, Dismissed, DueClass, EventRow, EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay,
+    NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, RestoredBackup,
+    SearchPage, SearchQuery, SessionRow, SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked, UserRow,
 };
 use crate::model::{
     ApiTokenId, AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId,
@@ -91,14 +91,16 @@ forward! {
     pub async fn record_attempt(&self, record: AttemptRecord) -> Result<AttemptSettled, StoreError>;
     /// Claims up to `limit` of `destination`'s pending deliveries of `class` that are due at
     /// `now` and have no live lease, oldest due first, skipping `skip` (attempts this process
-    /// is making or holds queued), each until `lease_until`; returns them with what is needed
+    /// is making or holds queued), each until `lease_until` (all of [`ClaimDue`]); returns them with what is needed
     /// to send them, and how many of them had a lease that expired (an owner that died or
-    /// stalled: restarted).
+    /// stalled: restarted). With a `gate`, an ordered delivery is claimed only when it lets
+    /// it through (`RecordingGate`: every earlier intake message recorded, or recorded long
+    /// enough ago); unordered ones are not held by it.
     ///
     /// # Errors
     ///
     /// When the claim's transaction or the read fails.
-    pub async fn claim_due(&self, destination: String, class: DueClass, limit: usize, now: UnixMs, lease_until: UnixMs, skip: Vec<DeliveryId>) -> Result<(Vec<Claimed>, Vec<DeliveryId>), StoreError>;
+    pub async fn claim_due(&self, destination: String, request: ClaimDue) -> Result<(Vec<Claimed>, Vec<DeliveryId>), StoreError>;
     /// Whether `destination` has a pending delivery of `class` due at `now` with no live
     /// lease. A read: an idle scheduler asks this, and only goes to the writer to claim.
     ///

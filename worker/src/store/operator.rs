@@ -13,7 +13,8 @@ use rusqlite::{OptionalExtension, params_from_iter};
 use super::StoreError;
 use super::sqlite::Sqlite;
 use crate::model::{
-    AttemptOutcome, AuditAction, DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, RouteStatus, UnixMs,
+    AttemptOutcome, AuditAction, DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, OrderingKey, RouteStatus,
+    UnixMs,
 };
 
 /// A position in a newest-first list (a row's key): the rows after it are older. Handed out
@@ -187,6 +188,11 @@ pub struct DeliveryRow {
     /// A delivery made by replaying its event to this destination: who asked (`None` for the
     /// deliveries the routes made when the event was recorded).
     pub created_by: Option<String>,
+    /// Its ordering key (`routes[].ordering_key`), `None` when unordered.
+    pub ordering_key: Option<OrderingKey>,
+    /// Pending and waiting for an earlier delivery of its (destination, key): one still pending,
+    /// or a dead letter that blocks the key.
+    pub waits_for_earlier: bool,
     /// Its position in the dead-letter list.
     pub cursor: Cursor,
 }
@@ -444,11 +450,24 @@ pub(super) fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     })
 }
 
-/// Columns read by [`delivery_row`], table alias `d`.
-pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_rowid, d.destination, d.status, d.attempts, d.replays, \
-                                           d.last_status_code, d.last_error, d.dead_letter_reason, d.created_at_ms, \
-                                           d.updated_at_ms, d.delivered_at_ms, d.next_attempt_at_ms, d.rowid, \
-                                           d.dismissed_by, d.dismissed_at_ms, d.dismiss_note, d.replay_of, d.created_by";
+/// Columns read by [`delivery_row`], table alias `d`; `$blocks` as in `waits_for_earlier`.
+macro_rules! delivery_columns {
+    ($blocks:literal) => {
+        concat!(
+            "d.id, d.event_rowid, d.destination, d.status, d.attempts, d.replays, \
+             d.last_status_code, d.last_error, d.dead_letter_reason, d.created_at_ms, \
+             d.updated_at_ms, d.delivered_at_ms, d.next_attempt_at_ms, d.rowid, \
+             d.dismissed_by, d.dismissed_at_ms, d.dismiss_note, d.replay_of, d.created_by, d.ordering_key, ",
+            super::deliveries::waits_for_earlier!($blocks)
+        )
+    };
+}
+
+/// Columns read by [`delivery_row`] (SQLite), table alias `d`.
+pub(super) const DELIVERY_COLUMNS: &str = delivery_columns!(" = 1");
+
+/// Columns read by the PostgreSQL twin of [`delivery_row`], table alias `d`.
+pub(super) const DELIVERY_COLUMNS_PG: &str = delivery_columns!("");
 
 pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     Ok(DeliveryRow {
@@ -469,6 +488,8 @@ pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery
         dismissal: Dismissal::of(row.get(14)?, row.get(15)?, row.get(16)?),
         replay_of: row.get(17)?,
         created_by: row.get(18)?,
+        ordering_key: row.get::<_, Option<String>>(19)?.map(OrderingKey::from_stored),
+        waits_for_earlier: row.get(20)?,
     })
 }
 

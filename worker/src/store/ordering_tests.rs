@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::Store;
-use super::deliveries::{AttemptRecord, DueClass, NextStep};
+use super::deliveries::{AttemptRecord, ClaimDue, DueClass, NextStep, RecordingGate};
 use super::events::{FirstClaims, NewEvent, Recorded};
 use super::replays::{Dismissed, ReplayScope};
 use super::tests::event;
@@ -17,6 +17,7 @@ on_each_backend!(
     a_key_is_claimed_one_delivery_at_a_time_in_receipt_order_and_other_keys_flow,
     a_dead_letter_moves_its_key_on_or_blocks_it_until_replayed_or_dismissed,
     a_replayed_delivery_goes_before_its_keys_later_pending_ones_after_the_one_in_flight,
+    the_recording_gate_holds_ordered_deliveries_until_every_earlier_message_is_recorded_or_they_settled,
 );
 
 /// Event `n` (ids `e01`, `e02`…, `u..` when unordered, so that both backends give row ids in
@@ -41,8 +42,18 @@ fn id(n: i64) -> DeliveryId {
 /// Claims what is due for `a` at `now` (leases until `now` + 30 s); returns the claimed events'
 /// numbers, sorted, with their lease tokens.
 async fn claim(store: &Store, class: DueClass, now: i64) -> Vec<(i64, LeaseToken)> {
-    let (claimed, _) =
-        store.claim_due("a".into(), class, 100, UnixMs(now), UnixMs(now + 30_000), vec![]).await.unwrap();
+    claim_gated(store, class, now, None).await
+}
+
+/// [`claim`] through a recording gate.
+async fn claim_gated(store: &Store, class: DueClass, now: i64, gate: Option<RecordingGate>) -> Vec<(i64, LeaseToken)> {
+    let (claimed, _) = store
+        .claim_due(
+            "a".into(),
+            ClaimDue { class, limit: 100, now: UnixMs(now), lease_until: UnixMs(now + 30_000), skip: vec![], gate },
+        )
+        .await
+        .unwrap();
     let mut numbers: Vec<(i64, LeaseToken)> =
         claimed.iter().map(|c| (c.delivery.event_id[1..].parse().unwrap(), c.lease.token)).collect();
     numbers.sort_unstable();
@@ -180,4 +191,43 @@ async fn a_replayed_delivery_goes_before_its_keys_later_pending_ones_after_the_o
     settle(&store, 2, token_of(&second, 2), NextStep::RetryAt(UnixMs(now))).await;
     assert!(claim(&store, DueClass::Retry, now).await.is_empty(), "2's retry waits for the replayed 1");
     assert_eq!(numbers(&claim(&store, DueClass::First, now).await), [1]);
+}
+
+/// Key G: 1 and 3, key H: 2, 4 unordered. Through position 0 (nothing acked yet) only the
+/// unordered one is claimed; through 1 (the ack floor 0: 1's own message need not be acked), G's
+/// 1, while 2 waits for 1's message to be recorded; with nothing known of the floor, ordered
+/// deliveries recorded before `settled_before` go. The API's and the gauge's view of ordering: 3
+/// waits for 1, the others do not.
+async fn the_recording_gate_holds_ordered_deliveries_until_every_earlier_message_is_recorded_or_they_settled(
+    store: Store,
+) {
+    let events = vec![
+        ordered(1, Some("G"), false),
+        ordered(2, Some("H"), false),
+        ordered(3, Some("G"), false),
+        ordered(4, None, false),
+    ];
+    store.record(events, FirstClaims::all(UnixMs(1))).await.unwrap();
+    let now = now_ms();
+    let gate = |through_position| Some(RecordingGate { through_position, settled_before: UnixMs(1) });
+    assert_eq!(numbers(&claim_gated(&store, DueClass::First, now, gate(0)).await), [4], "ordered ones wait");
+    assert!(store.has_due("a".into(), DueClass::First, UnixMs(now)).await.unwrap(), "due, held by the gate only");
+    let one = claim_gated(&store, DueClass::First, now, gate(1)).await;
+    assert_eq!(numbers(&one), [1], "1 has nothing before it left to record; 2 has");
+
+    let row = async |n| store.delivery(id(n)).await.unwrap().unwrap();
+    let waits: Vec<bool> = [row(1).await, row(2).await, row(3).await].iter().map(|r| r.waits_for_earlier).collect();
+    assert_eq!(waits, [false, false, true], "3 waits for 1; 2's key has nothing before it");
+    assert_eq!(row(3).await.ordering_key.as_ref().map(OrderingKey::as_str), Some("G"));
+    assert_eq!(row(4).await.ordering_key, None);
+    assert_eq!(store.stats().await.unwrap().ordered_waiting, [("a".to_owned(), 1)]);
+
+    let unknown_floor = Some(RecordingGate { through_position: 0, settled_before: UnixMs(now_ms() + 1) });
+    let settled = claim_gated(&store, DueClass::First, now, unknown_floor).await;
+    assert_eq!(numbers(&settled), [2], "settled: 2 goes, 3 still waits for 1");
+    settle(&store, 1, token_of(&one, 1), NextStep::Delivered).await;
+    assert!(claim_gated(&store, DueClass::First, now, gate(2)).await.is_empty(), "3 is past the floor");
+    assert_eq!(numbers(&claim_gated(&store, DueClass::First, now, gate(3)).await), [3]);
+    assert!(!row(3).await.waits_for_earlier);
+    assert!(store.stats().await.unwrap().ordered_waiting.is_empty());
 }

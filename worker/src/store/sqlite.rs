@@ -10,6 +10,7 @@ use inlet_shared::config::SqliteSynchronous;
 use r2d2_sqlite::SqliteConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
+use super::deliveries::WAITS_FOR_EARLIER;
 use super::migrate::migrate;
 use super::search::index_lag;
 use super::wal::{WAL_KEPT_BYTES, checkpoint_loop};
@@ -212,7 +213,16 @@ impl Sqlite {
                 |r| r.get(0),
             )?;
             let search_index_lag = index_lag(connection)?;
-            Ok(Stats { dead_letters, pending, oldest_pending_received_at: oldest, search_index_lag })
+            // From the partial index of unfinished ordered deliveries only.
+            let ordered_waiting = connection
+                .prepare_cached(&format!(
+                    "SELECT d.destination, count(*) FROM deliveries d INDEXED BY deliveries_ordering_pending
+                     WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL AND {WAITS_FOR_EARLIER}
+                     GROUP BY d.destination"
+                ))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(Stats { dead_letters, pending, oldest_pending_received_at: oldest, search_index_lag, ordered_waiting })
         })
         .await
     }

@@ -3,7 +3,8 @@
 //! after a confirmation that shows what will be sent, see it delivered, cancel a replay of the
 //! delivered one (warned that it was delivered), replay it to a destination no route selects and
 //! see the new delivery with its lineage delivered; dismiss another with a note and see the
-//! dismissal; bulk-replay another through its dry run's preview token.
+//! dismissal; bulk-replay another through its dry run's preview token. The event view shows a
+//! delivery's ordering key.
 
 use std::time::Duration;
 
@@ -18,7 +19,13 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
     let staging = TestDestination::answering(200).await;
     let pipeline = OperatorPipeline::start(
         &[("orders", destination.url(), "")],
-        Options { oidc: true, tail: unrouted_destination("staging", &staging.url()), ..Options::default() },
+        Options {
+            oidc: true,
+            tail: unrouted_destination("staging", &staging.url()),
+            // Each event its own key: the event view shows it.
+            route_extra: "ordering_key = \"/order\"\n".into(),
+            ..Options::default()
+        },
     )
     .await;
     assert_eq!(pipeline.send("evt-console-1", "push", b"{\"order\":42}").await, 202);

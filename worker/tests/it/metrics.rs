@@ -92,16 +92,19 @@ async fn deploy_prometheus_config_alert_rules_and_dashboard_use_real_metrics() {
     assert_eq!(pipeline.send("d-1", "push", b"{}").await, 202);
     ok.wait_for(1, Duration::from_secs(20)).await;
     // The store-wide gauges appear with the stats loop's first round, which may come after the
-    // delivery (on PostgreSQL it sometimes did): wait for its last gauge.
+    // delivery (on PostgreSQL it sometimes did): wait for its last store gauge.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let scrape = loop {
         let url = format!("http://{}/metrics", pipeline.worker_admin);
         let text = pipeline.client.get(url).send().await.unwrap().text().await.unwrap();
-        if text.contains("# TYPE inlet_worker_oldest_pending_age_seconds ") || tokio::time::Instant::now() > deadline {
+        if text.contains("# TYPE inlet_worker_ordered_deliveries_waiting ") || tokio::time::Instant::now() > deadline {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Per destination, 0 while nothing of it waits for an earlier delivery of its key.
+    assert!(scrape.contains("inlet_worker_ordered_deliveries_waiting{destination=\"ok\"} 0"), "{scrape}");
+    assert!(scrape.contains("# TYPE inlet_worker_oldest_pending_age_seconds "), "set in the same round, before");
     let exported: std::collections::HashSet<String> = scrape
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

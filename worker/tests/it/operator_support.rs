@@ -151,6 +151,8 @@ pub struct Options {
     pub tail: String,
     /// Extra `[worker]` keys.
     pub worker_extra: String,
+    /// Extra keys of the route (`config_text`'s one `[[routes]]` table), e.g. `ordering_key`.
+    pub route_extra: String,
     /// Serve the main listener over HTTPS (`[worker.tls]`) with these files; the pipeline's
     /// client then trusts only this CA, and `public_url` is `https://`.
     pub tls: Option<WorkerTls>,
@@ -182,6 +184,7 @@ impl OperatorPipeline {
             &format!("[worker]\n{}\n", options.worker_extra),
             1,
         );
+        text.push_str(&options.route_extra);
         text.push_str(&format!(
             "\n[console]\npublic_url = \"{public_url}\"\nbootstrap_token = \"{ADMIN_TOKEN}\"\n{}\n\
              [console.access]\nadmins = [\"admin@example.com\"]\noperators = [\"ops@example.com\"]\n\

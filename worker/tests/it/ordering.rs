@@ -2,7 +2,8 @@
 //! are attempted one at a time, in receipt order; a key whose head is failing holds only its
 //! own later events; a dead-lettered head moves the key on (`skip`) or holds it until replayed
 //! (`block`). Kept with the worker killed mid-sequence and restarted, and with two workers on
-//! PostgreSQL.
+//! PostgreSQL, also when a key's later event is recorded before another worker has recorded its
+//! earlier one.
 //!
 //! Every event's body is `{"key": K, "n": i}`; the route's ordering key is `/key`. The sink
 //! here records, per key, the `n` of every request in arrival order and whether a request of the
@@ -419,9 +420,6 @@ async fn a_worker_killed_mid_sequence_and_restarted_keeps_each_keys_order() {
 /// messages between them), one holds the destination. Three keys sent in a burst; the
 /// destination refuses key B until every A and C event is delivered and every B event is
 /// recorded: never two requests of a key at once, and B's events delivered in receipt order.
-/// (Two events of one key that reach the two workers at the same moment may be *sent* in either
-/// order, when the later one is claimed before the other worker recorded the earlier one:
-/// docs/routing.md#ordering. Once both are recorded, the key goes in receipt order, as B shows.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_on_postgres_keep_each_keys_order() {
     let nats = TestNats::start();
@@ -454,12 +452,115 @@ async fn two_workers_on_postgres_keep_each_keys_order() {
     assert!(overlapped.is_empty(), "two requests of one key at once: {overlapped:?}");
     assert_eq!(sink.delivered()["B"], (0..events).collect::<Vec<_>>(), "B in receipt order, each once");
     for key in ["A", "C"] {
-        let mut delivered = sink.delivered()[key].clone();
-        delivered.sort_unstable();
-        assert_eq!(delivered, (0..events).collect::<Vec<_>>(), "{key}: each once");
+        // Both workers recorded them at once: each is still claimed only after every earlier
+        // intake message was recorded, so the key goes in receipt order.
+        assert_eq!(sink.delivered()[key], (0..events).collect::<Vec<_>>(), "{key}: in receipt order, each once");
     }
     let pending = "SELECT count(*) = 0 FROM deliveries WHERE status = 'pending'";
     store.wait_until("nothing pending", Duration::from_secs(30), pending).await;
     drop((one, two));
+    stop.cancel();
+}
+
+/// Several recorders on PostgreSQL, made deterministic: a second recorder (this test, pulling
+/// from the recording consumer as a worker does) holds key K's first event unrecorded, while the
+/// worker records K's second one. The second is not sent before the first, although nothing
+/// earlier of K is in the store: it waits for the first's message to be recorded. To know the
+/// worker has had its chance to send it, a delivered event of key Z, earlier in the stream, is
+/// replayed meanwhile: its claim is the same as K's second would be (first attempts, oldest due
+/// first), and Z arrives while K's second does not. Without the recording gate the second is
+/// claimed with Z's replay, or before it, and arrives first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_later_event_recorded_before_an_earlier_one_another_recorder_holds_still_goes_second() {
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt as _;
+
+    let nats = TestNats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio::task::block_in_place(|| TestStore::start_on(Backend::Postgres, dir.path()));
+    let sink = OrderSink::start(|_, _| 200).await;
+    let extra = format!("concurrency = 8\n{FAST_RETRIES}");
+    // The held message stays with its holder (30 s) until the test gives it back.
+    let text = ordered_config(&nats.url(), &store, &[("sink", sink.url(), &extra)])
+        .replace("ack_wait = \"5s\"", "ack_wait = \"30s\"")
+        + &format!("\n[console]\nbootstrap_token = \"{ADMIN_TOKEN}\"\n");
+    let config_path = dir.path().join("inlet.toml");
+    std::fs::write(
+        &config_path,
+        text.replace("[worker]\n", "[worker]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let config = Config::parse(&text, &BTreeMap::new()).unwrap();
+    let stop = CancellationToken::new();
+    let ingest = start_ingest(config.clone(), &stop).await.public;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    wait_ok(&client, &format!("http://{ingest}/readyz")).await;
+    let spawn = |path: std::path::PathBuf| tokio::task::spawn_blocking(move || WorkerProcess::spawn(&path));
+    let send = async |key: &str, n: u64| {
+        let body = json!({ "key": key, "n": n }).to_string();
+        assert_eq!(send_github(&client, ingest, &format!("held-{key}-{n}"), "push", body.as_bytes()).await, 202);
+    };
+
+    // Z's event, delivered and acked: the stream's first message.
+    let worker = spawn(config_path.clone()).await.unwrap();
+    send("Z", 0).await;
+    sink.wait_delivered(&["Z"], 1, Duration::from_secs(30)).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let intake = js.get_stream(&config.stream.name).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        intake.get_consumer(&config.worker.consumer).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.info().await.unwrap().ack_floor.stream_sequence < 1 {
+        assert!(Instant::now() < deadline, "Z's message not acked within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(worker); // SIGKILL: no pull of its own left
+
+    // K0 (stream sequence 2) pulled by "the other recorder", which does not record it yet.
+    send("K", 0).await;
+    let held = consumer.fetch().max_messages(1).messages().await.unwrap().next().await.unwrap().unwrap();
+    assert_eq!(held.info().unwrap().stream_sequence, 2);
+    assert_eq!(serde_json::from_slice::<Value>(&held.payload).unwrap(), json!({ "key": "K", "n": 0 }));
+    send("K", 1).await;
+    let worker = spawn(config_path.clone()).await.unwrap();
+    let recorded = "SELECT count(*) = 1 FROM deliveries WHERE ordering_key = 'K'";
+    store.wait_until("K1 recorded by the worker", Duration::from_secs(30), recorded).await;
+
+    // The API shows the key (what holds K1 back is not in the store yet: K0 is unrecorded).
+    let gql = async |query: &str, variables: Value| -> Value {
+        let answer: Value = client
+            .post(format!("http://{}/graphql", worker.main))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(answer.get("errors").is_none(), "GraphQL errors: {answer}");
+        answer["data"].clone()
+    };
+    let k1 = store.scalar("SELECT id FROM deliveries WHERE ordering_key = 'K'").await.unwrap();
+    let shown =
+        gql("query($id: ID!) { delivery(id: $id) { orderingKey waitingForEarlier status } }", json!({ "id": k1 }))
+            .await;
+    assert_eq!(shown["delivery"], json!({ "orderingKey": "K", "waitingForEarlier": false, "status": "PENDING" }));
+
+    let z = store.scalar("SELECT id FROM deliveries WHERE ordering_key = 'Z'").await.unwrap();
+    gql("mutation($id: ID!) { replayDelivery(id: $id) { result } }", json!({ "id": z })).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.delivered().get("Z").map_or(0, Vec::len) < 2 {
+        assert!(Instant::now() < deadline, "Z's replay not delivered within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!sink.delivered().contains_key("K"), "K1 was sent before K0 was recorded: {:?}", sink.arrivals());
+
+    // Given back, K0 is recorded by the worker; then the key goes in receipt order.
+    held.ack_with(AckKind::Nak(None)).await.unwrap();
+    sink.wait_delivered(&["K"], 2, Duration::from_secs(30)).await;
+    assert_eq!(sink.delivered()["K"], [0, 1], "K in receipt order");
+    sink.assert_ordered();
+    drop(worker);
     stop.cancel();
 }

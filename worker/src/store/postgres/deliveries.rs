@@ -5,8 +5,8 @@ use tokio_postgres::Row;
 
 use super::{PgError, Postgres};
 use crate::model::{DeadLetterReason, DeliveryId, DeliveryStatus, LeaseToken, UnixMs};
-use crate::store::deliveries::ORDER_FREE_PG;
-use crate::store::{AttemptRecord, AttemptSettled, Claimed, DeliveryToSend, DueClass, Lease, StoreError};
+use crate::store::deliveries::{ORDER_FREE_PG, RECORDED_BEFORE_PG};
+use crate::store::{AttemptRecord, AttemptSettled, ClaimDue, Claimed, DeliveryToSend, DueClass, Lease, StoreError};
 
 /// What makes a delivery of destination `$1` and class `$2` (retry: true) due at `$3`: pending,
 /// past its due time, and no live lease. `status` stays a literal so that the partial index
@@ -59,12 +59,11 @@ impl Postgres {
     pub async fn claim_due(
         &self,
         destination: String,
-        class: DueClass,
-        limit: usize,
-        now: UnixMs,
-        lease_until: UnixMs,
-        skip: Vec<DeliveryId>,
+        request: ClaimDue,
     ) -> Result<(Vec<Claimed>, Vec<DeliveryId>), StoreError> {
+        let ClaimDue { class, limit, now, lease_until, skip, gate } = request;
+        let through_position = gate.map(|g| g.through_position);
+        let settled_before = gate.map(|g| g.settled_before);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let retry = class == DueClass::Retry;
         let rows = self
@@ -78,7 +77,7 @@ impl Postgres {
                     .prepare_cached(&format!(
                         "WITH due AS (
                              SELECT d.id, d.lease_until_ms FROM deliveries d WHERE {DUE} AND d.id <> ALL($6)
-                               AND {ORDER_FREE_PG}
+                               AND {ORDER_FREE_PG} AND {RECORDED_BEFORE_PG}
                              ORDER BY d.next_attempt_at_ms LIMIT $4 FOR UPDATE SKIP LOCKED
                          ), claimed AS (
                              UPDATE deliveries d SET lease_token = d.lease_token + 1, lease_until_ms = $5
@@ -95,8 +94,8 @@ impl Postgres {
                     ))
                     .await?;
                 let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&destination];
-                let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                    [&destination, &retry, &now, &limit, &lease_until, &skip];
+                let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                    [&destination, &retry, &now, &limit, &lease_until, &skip, &through_position, &settled_before];
                 let (_, rows) = futures::try_join!(t.query(&lock, &lock_params), t.query(&statement, &claim_params))?;
                 Ok(rows)
             })

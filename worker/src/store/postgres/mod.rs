@@ -305,12 +305,31 @@ impl Postgres {
             .await
             .map_err(PgError::from)?;
         let row = client.query_one(&statement, &[]).await.map_err(PgError::from)?;
+        let waiting = client
+            .prepare_cached(&format!(
+                "SELECT d.destination, count(*) FROM deliveries d
+                 WHERE d.status = 'pending' AND d.ordering_key IS NOT NULL
+                   AND {}
+                 GROUP BY d.destination",
+                crate::store::deliveries::WAITS_FOR_EARLIER_PG
+            ))
+            .await
+            .map_err(PgError::from)?;
+        let ordered_waiting = client
+            .query(&waiting, &[])
+            .await
+            .map_err(PgError::from)?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(PgError::from)?;
         Ok(crate::store::Stats {
             dead_letters: row.try_get(0).map_err(PgError::from)?,
             pending: row.try_get(1).map_err(PgError::from)?,
             oldest_pending_received_at: row.try_get(2).map_err(PgError::from)?,
             // The search index takes each event in its recording transaction.
             search_index_lag: 0,
+            ordered_waiting,
         })
     }
 }

@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 use super::{PgError, Postgres};
 use crate::model::{DeliveryId, DeliveryStatus, EventRowId, RouteStatus};
 use crate::store::operator::{
-    AUDIT_COLUMNS, DELIVERY_COLUMNS, Dismissal, EVENT_COLUMNS, Page, StatusCounts, contains_pattern,
+    AUDIT_COLUMNS, DELIVERY_COLUMNS_PG, Dismissal, EVENT_COLUMNS, Page, StatusCounts, contains_pattern,
 };
 use crate::store::{
     AttemptRow, AuditLogEntry, AuditSelection, ContentRead, Cursor, DeadLetterSelection, DeliveryRow, EventContentRow,
@@ -159,7 +159,7 @@ fn status_code_at(row: &Row, index: usize) -> Result<Option<u16>, PgError> {
         .transpose()
 }
 
-/// A row of [`DELIVERY_COLUMNS`] (`d.rowid` is an explicit column on PostgreSQL).
+/// A row of [`DELIVERY_COLUMNS_PG`] (`d.rowid` is an explicit column on PostgreSQL).
 pub(super) fn delivery_row(row: &Row) -> Result<DeliveryRow, PgError> {
     Ok(DeliveryRow {
         id: row.try_get(0)?,
@@ -179,6 +179,8 @@ pub(super) fn delivery_row(row: &Row) -> Result<DeliveryRow, PgError> {
         dismissal: Dismissal::of(row.try_get(14)?, row.try_get(15)?, row.try_get(16)?),
         replay_of: row.try_get(17)?,
         created_by: row.try_get(18)?,
+        ordering_key: row.try_get::<_, Option<String>>(19)?.map(crate::model::OrderingKey::from_stored),
+        waits_for_earlier: row.try_get(20)?,
     })
 }
 
@@ -288,7 +290,7 @@ impl Postgres {
     pub async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryRow>, StoreError> {
         read(self, async |c| {
             let statement =
-                c.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = $1")).await?;
+                c.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS_PG} FROM deliveries d WHERE d.id = $1")).await?;
             c.query_opt(&statement, &[&id]).await?.as_ref().map(delivery_row).transpose()
         })
         .await
@@ -301,7 +303,7 @@ impl Postgres {
         read(self, async |c| {
             let statement = c
                 .prepare_cached(&format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.event_rowid = ANY($1)
+                    "SELECT {DELIVERY_COLUMNS_PG} FROM deliveries d WHERE d.event_rowid = ANY($1)
                      ORDER BY d.destination, d.rowid"
                 ))
                 .await?;
@@ -352,7 +354,7 @@ impl Postgres {
     ) -> Result<Page<DeliveryRow>, StoreError> {
         read(self, async |c| {
             let from = "deliveries d JOIN events e ON e.id = d.event_rowid";
-            read_page(c, DELIVERY_COLUMNS, from, "d.rowid", dead_letter_where(&selection), page, delivery_row).await
+            read_page(c, DELIVERY_COLUMNS_PG, from, "d.rowid", dead_letter_where(&selection), page, delivery_row).await
         })
         .await
     }

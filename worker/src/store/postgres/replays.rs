@@ -8,7 +8,7 @@ use super::operator::{Where, dead_letter_where, delivery_row, query_rows, read};
 use super::{PgError, Postgres};
 use crate::model::{AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
 use crate::store::audit::AuditRow;
-use crate::store::operator::DELIVERY_COLUMNS;
+use crate::store::operator::DELIVERY_COLUMNS_PG;
 use crate::store::replays::{BulkPreview, Dismissed, ReplayOrigin, ReplayScope};
 use crate::store::{
     BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, StoreError,
@@ -141,7 +141,7 @@ impl Postgres {
                     .prepare_cached(&format!(
                         "UPDATE deliveries d SET status = $2, dismissed_by = $3, dismissed_at_ms = $4,
                              dismiss_note = $5, updated_at_ms = $4
-                         WHERE d.id = $1 AND d.status = $6 RETURNING {DELIVERY_COLUMNS}"
+                         WHERE d.id = $1 AND d.status = $6 RETURNING {DELIVERY_COLUMNS_PG}"
                     ))
                     .await?;
                 let dismissed = t
@@ -208,7 +208,7 @@ impl Postgres {
                     .prepare_cached(&format!(
                         "INSERT INTO deliveries AS d (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
                                                       next_attempt_at_ms, replay_of, created_by)
-                         VALUES ($1, $2, $3, $4, $5, $5, $5, $6, $7) RETURNING {DELIVERY_COLUMNS}"
+                         VALUES ($1, $2, $3, $4, $5, $5, $5, $6, $7) RETURNING {DELIVERY_COLUMNS_PG}"
                     ))
                     .await?;
                 let row = t
@@ -263,7 +263,7 @@ impl Postgres {
             let count = c.prepare_cached(&format!("SELECT count(*) FROM {from} {}", w.sql())).await?;
             let count: i64 = c.query_one(&count, &w.params()).await?.try_get(0)?;
             let limit = w.bind(i64::try_from(sample).unwrap_or(i64::MAX));
-            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM {from} {} ORDER BY d.rowid LIMIT {limit}", w.sql());
+            let sql = format!("SELECT {DELIVERY_COLUMNS_PG} FROM {from} {} ORDER BY d.rowid LIMIT {limit}", w.sql());
             Ok((count, query_rows(c, &sql, &w, delivery_row).await?))
         })
         .await

@@ -102,8 +102,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let transform_pool =
         programs::TransformPool::start(config.worker.transform_threads, config.worker.transform_timeout)
             .context("cannot start the transform threads")?;
-    let transforms =
-        router.has_transforms().then(|| deliver::Transforms { router: router.clone(), pool: transform_pool.clone() });
+    // Every destination gets them: a replay "as received" may need an older config's transform
+    // even when the current routes have none.
+    let transforms = deliver::Transforms {
+        router: router.clone(),
+        pool: transform_pool.clone(),
+        versions: deliver::ConfigVersions::default(),
+    };
     let metrics = metrics_handle();
     metric_names::describe();
     // Before anything else: a certificate that cannot be used stops startup, naming the key.
@@ -113,6 +118,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     };
 
     let store = store::Store::open(&config).await?;
+    // The routing config this worker records events with, kept once per version (replays "as
+    // received" compile it again from there).
+    store.register_config_version(router.version().clone(), router.snapshot().to_owned(), UnixMs::now()).await?;
+    tracing::info!(config_version = router.version().as_str(), "routing config version");
 
     let client = inlet_shared::nats::connect(&config.nats, "inlet-worker").await?;
     let js = jetstream::new(client.clone());
@@ -253,10 +262,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             traces.clone(),
         )
         .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?;
-        let destination = Arc::new(match &transforms {
-            Some(transforms) => destination.with_transforms(transforms.clone()),
-            None => destination,
-        });
+        let destination = Arc::new(destination.with_transforms(transforms.clone()));
         destinations.insert(name, Arc::clone(&destination));
         tracker.spawn(deliver::run(destination, store.clone(), shutdown.clone()));
     }
@@ -318,6 +324,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             quarantine.clone(),
             backfiller,
             transform_pool.clone(),
+            router.version().clone(),
             shutdown.clone(),
         )?;
         replayer.close_interrupted_bulk_replays().await;
@@ -476,6 +483,7 @@ fn operator_routes(
     quarantine: Option<Arc<quarantine::Quarantine>>,
     backfiller: Arc<backfill::Backfiller>,
     transforms: programs::TransformPool,
+    config_version: model::ConfigVersion,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(http::OperatorRoutes, Arc<replay::Replayer>)> {
     let console = &config.console;
@@ -529,6 +537,7 @@ fn operator_routes(
         quarantine,
         backfiller,
         transforms,
+        config_version,
     });
     let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
     let routes =

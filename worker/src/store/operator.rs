@@ -13,7 +13,8 @@ use rusqlite::{OptionalExtension, params_from_iter};
 use super::StoreError;
 use super::sqlite::Sqlite;
 use crate::model::{
-    AttemptOutcome, AuditAction, DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, RouteStatus, UnixMs,
+    AttemptOutcome, AuditAction, ConfigVersion, DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, RouteStatus,
+    UnixMs,
 };
 
 /// A position in a newest-first list (a row's key): the rows after it are older. Handed out
@@ -121,6 +122,9 @@ pub struct EventRow {
     pub conflicts: i64,
     /// The signature scheme that verified it.
     pub scheme: String,
+    /// The version of the routing config that routed it (`None`: recorded before versions were
+    /// kept, or by a worker of the version before).
+    pub config_version: Option<ConfigVersion>,
 }
 
 impl EventRow {
@@ -187,6 +191,9 @@ pub struct DeliveryRow {
     /// A delivery made by replaying its event to this destination: who asked (`None` for the
     /// deliveries the routes made when the event was recorded).
     pub created_by: Option<String>,
+    /// The routing config whose transform its attempts run: `None`, the current one; set when
+    /// a replay "as received" chose its event's version.
+    pub config_version: Option<ConfigVersion>,
     /// Its position in the dead-letter list.
     pub cursor: Cursor,
 }
@@ -427,7 +434,7 @@ fn audit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditLogEntry> {
 
 /// Columns read by [`event_row`], table alias `e`.
 pub(super) const EVENT_COLUMNS: &str = "e.id, e.source, e.event_id, e.event_type, e.received_at_ms, e.content_type, \
-                                        e.route_status, e.duplicates, e.conflicts, e.scheme";
+                                        e.route_status, e.duplicates, e.conflicts, e.scheme, e.config_version";
 
 pub(super) fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
@@ -441,6 +448,7 @@ pub(super) fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         duplicates: row.get(7)?,
         conflicts: row.get(8)?,
         scheme: row.get(9)?,
+        config_version: row.get(10)?,
     })
 }
 
@@ -448,7 +456,8 @@ pub(super) fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_rowid, d.destination, d.status, d.attempts, d.replays, \
                                            d.last_status_code, d.last_error, d.dead_letter_reason, d.created_at_ms, \
                                            d.updated_at_ms, d.delivered_at_ms, d.next_attempt_at_ms, d.rowid, \
-                                           d.dismissed_by, d.dismissed_at_ms, d.dismiss_note, d.replay_of, d.created_by";
+                                           d.dismissed_by, d.dismissed_at_ms, d.dismiss_note, d.replay_of, d.created_by, \
+                                           d.config_version";
 
 pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     Ok(DeliveryRow {
@@ -469,6 +478,7 @@ pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery
         dismissal: Dismissal::of(row.get(14)?, row.get(15)?, row.get(16)?),
         replay_of: row.get(17)?,
         created_by: row.get(18)?,
+        config_version: row.get(19)?,
     })
 }
 

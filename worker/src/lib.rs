@@ -99,16 +99,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // connects anywhere (exit 64, naming the key).
     let router = routes::Router::compile(&config.routes)?;
     // Dry runs use the pool too, so it runs with or without configured transforms.
-    let transform_pool =
-        programs::TransformPool::start(config.worker.transform_threads, config.worker.transform_timeout)
-            .context("cannot start the transform threads")?;
+    let pool = programs::TransformPool::start(config.worker.transform_threads, config.worker.transform_timeout)
+        .context("cannot start the transform threads")?;
     // Every destination gets them: a replay "as received" may need an older config's transform
     // even when the current routes have none.
-    let transforms = deliver::Transforms {
-        router: router.clone(),
-        pool: transform_pool.clone(),
-        versions: deliver::ConfigVersions::default(),
-    };
+    let transforms = deliver::Transforms { router: router.clone(), pool, versions: deliver::ConfigVersions::default() };
     let metrics = metrics_handle();
     metric_names::describe();
     // Before anything else: a certificate that cannot be used stops startup, naming the key.
@@ -323,8 +318,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             Arc::clone(&destinations),
             quarantine.clone(),
             backfiller,
-            transform_pool.clone(),
-            router.version().clone(),
+            &transforms,
             shutdown.clone(),
         )?;
         replayer.close_interrupted_bulk_replays().await;
@@ -482,8 +476,7 @@ fn operator_routes(
     destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
     quarantine: Option<Arc<quarantine::Quarantine>>,
     backfiller: Arc<backfill::Backfiller>,
-    transforms: programs::TransformPool,
-    config_version: model::ConfigVersion,
+    transforms: &deliver::Transforms,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(http::OperatorRoutes, Arc<replay::Replayer>)> {
     let console = &config.console;
@@ -536,8 +529,9 @@ fn operator_routes(
         sources,
         quarantine,
         backfiller,
-        transforms,
-        config_version,
+        // Dry runs run on the transform pool; events tell whether they were routed by this version.
+        transforms: transforms.pool.clone(),
+        config_version: transforms.router.version().clone(),
     });
     let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
     let routes =

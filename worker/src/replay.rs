@@ -14,7 +14,8 @@
 //! ([`ReplayConfig`]): the current one, or the one its event was routed with ("as received": the
 //! event's recorded version, kept in the delivery, whose transform the attempts then run; an
 //! event recorded without a version is refused, [`ReplayError::NoRecordedConfig`], nothing
-//! replayed). Bulk replays use the current config.
+//! replayed). A bulk replay asks once for all its items; an item whose event has no version is
+//! then left as it is and counted as failed.
 //!
 //! **Rate limits.** `console.max_replay_rate` per second is a cap per *destination*, shared by
 //! every replay path: single replays, replays of an event, replays to a destination, and every
@@ -162,6 +163,9 @@ pub struct BulkRequest {
     /// The dry run's token (see [`Replayer::preview`]): the job replays exactly the dead
     /// letters it counted. `None`: what the selection takes now.
     pub preview_token: Option<String>,
+    /// The config each item is replayed with (an item whose event has no recorded version,
+    /// asked `AsReceived`, is not replayed: counted as failed).
+    pub config: ReplayConfig,
 }
 
 /// A bulk replay's dry run (see [`Replayer::preview`]).
@@ -421,7 +425,7 @@ impl Replayer {
         self: &Arc<Self>,
         request: BulkRequest,
     ) -> Result<(BulkReplayRow, Vec<DeliveryRow>), ReplayError> {
-        let BulkRequest { selection, filter_json, rate_per_second, actor, preview_token } = request;
+        let BulkRequest { selection, filter_json, rate_per_second, actor, preview_token, config } = request;
         let rate = match rate_per_second {
             None => self.max_rate,
             Some(rate) if rate >= 1 => u32::try_from(rate).unwrap_or(u32::MAX).min(self.max_rate),
@@ -478,7 +482,7 @@ impl Replayer {
         }
         let replayer = Arc::clone(self);
         tokio::spawn(async move {
-            replayer.run_bulk(job_id, ids, rate, actor, cancel).await;
+            replayer.run_bulk(job_id, ids, rate, actor, config, cancel).await;
             if let Ok(mut jobs) = replayer.jobs.lock() {
                 jobs.remove(&job_id);
             }
@@ -493,6 +497,7 @@ impl Replayer {
         ids: Vec<(DeliveryId, String)>,
         rate: u32,
         actor: String,
+        config: ReplayConfig,
         cancel: CancellationToken,
     ) {
         let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
@@ -521,7 +526,7 @@ impl Replayer {
                 break;
             }
             let delivery_id = id.clone();
-            match self.replay_now(id, &item_actor, ReplayScope::BulkItem, ReplayConfig::Current).await {
+            match self.replay_now(id, &item_actor, ReplayScope::BulkItem, config).await {
                 Ok(replayed) => {
                     progress.enqueued += i64::from(replayed.is_some_and(|r| r.effect == ReplayEffect::Enqueued));
                 }

@@ -477,7 +477,9 @@ impl Mutation {
     /// deliveries per second. With `previewToken` (and the same filter) the job replays exactly
     /// the dead letters that dry run counted, never one that arrived later; when they changed
     /// meanwhile, or the filter differs, it is refused (`PREVIEW_STALE`) and nothing happens.
-    /// Without it, the job takes what the filter selects now.
+    /// Without it, the job takes what the filter selects now. `config` as in `replayDelivery`,
+    /// for every item (kept with the filter: the dry run and its confirmation give the same);
+    /// with `AS_RECEIVED`, an item whose event has no `configVersion` is left as it is.
     async fn bulk_replay(
         &self,
         ctx: &Context<'_>,
@@ -485,11 +487,13 @@ impl Mutation {
         dry_run: bool,
         rate_per_second: Option<i32>,
         preview_token: Option<String>,
+        #[graphql(default)] config: ReplayConfig,
     ) -> Result<BulkReplayPlan> {
         let principal = require(ctx, Role::Operator)?;
         let services = services(ctx)?;
         if dry_run {
-            let previewed = services.replayer.preview(filter.selection(), filter.to_json(), &principal.actor).await?;
+            let filter_json = filter.to_json_with(config);
+            let previewed = services.replayer.preview(filter.selection(), filter_json, &principal.actor).await?;
             let sample = previewed.sample.into_iter().map(Delivery::from).collect();
             return Ok(BulkReplayPlan {
                 dry_run,
@@ -501,10 +505,11 @@ impl Mutation {
         }
         let request = BulkRequest {
             selection: filter.selection(),
-            filter_json: filter.to_json(),
+            filter_json: filter.to_json_with(config),
             rate_per_second,
             actor: principal.actor.clone(),
             preview_token,
+            config: config.into(),
         };
         let (job, sample) = services.replayer.start_bulk(request).await?;
         let sample = sample.into_iter().map(Delivery::from).collect();

@@ -605,6 +605,20 @@ impl DeadLetterFilter {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
     }
+
+    /// [`DeadLetterFilter::to_json`] of a bulk replay with `config`: with `AS_RECEIVED`, also
+    /// `"config": "AS_RECEIVED"` (so the job, its audit row and its preview token say it; with
+    /// `CURRENT` the text is the filter's alone, as before `config` existed).
+    pub fn to_json_with(&self, config: ReplayConfig) -> String {
+        if config == ReplayConfig::Current {
+            return self.to_json();
+        }
+        let mut value = serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}));
+        if let Some(object) = value.as_object_mut() {
+            object.insert("config".into(), "AS_RECEIVED".into());
+        }
+        value.to_string()
+    }
 }
 
 /// Deliveries by state.

@@ -121,11 +121,42 @@ async fn a_replay_runs_the_transform_as_received_or_current_and_says_which() {
         ]
     );
 
+    // A bulk replay as received: the dead letter (refused by the sink after a replay with the
+    // current config) is sent again with A's output; the job keeps the config with its filter.
+    pipeline
+        .wait_for("the replay to a destination delivered", "{ counts { pending } }", json!({}), |d| {
+            d["counts"]["pending"] == 0
+        })
+        .await;
+    sink.set_behaviour(|_| (422, Duration::ZERO));
+    pipeline.gql(REPLAY, json!({"id": delivery, "config": "CURRENT"})).await;
+    pipeline
+        .wait_for("dead-lettered", DELIVERY, json!({"id": delivery}), |d| d["delivery"]["status"] == "DEAD_LETTERED")
+        .await;
+    sink.set_behaviour(|_| (200, Duration::ZERO));
+    let before = sink.count();
+    let bulk = pipeline
+        .gql(
+            "mutation { bulkReplay(filter: {destination: \"sink\"}, dryRun: false, config: AS_RECEIVED) {
+                 job { id total filterJson } } }",
+            json!({}),
+        )
+        .await;
+    let job = &bulk["bulkReplay"]["job"];
+    assert_eq!(job["total"], 1, "{bulk}");
+    let filter: Value = serde_json::from_str(job["filterJson"].as_str().unwrap()).unwrap();
+    assert_eq!(filter["config"], "AS_RECEIVED", "{filter}");
+    sink.wait_for(before + 1, Duration::from_secs(20)).await;
+    assert_eq!(body(&sink, before), json!({"config": "A", "ref": "refs/heads/main"}));
+    let shown = pipeline.gql(DELIVERY, json!({"id": delivery})).await;
+    assert_eq!(shown["delivery"]["configVersion"], json!(version_a), "the bulk item keeps the event's version");
+
     // An event recorded without a version (by an older worker): refused as received, nothing
     // replayed; current still works.
+    let before = sink.count();
     assert_eq!(pipeline.send("d-2", "push", payload).await, 202);
-    sink.wait_for(5, Duration::from_secs(20)).await;
-    assert_eq!(body(&sink, 4), json!({"config": "B", "ref": "refs/heads/main"}));
+    sink.wait_for(before + 1, Duration::from_secs(20)).await;
+    assert_eq!(body(&sink, before), json!({"config": "B", "ref": "refs/heads/main"}));
     let second = event(&pipeline, "d-2").await;
     assert_eq!(second["configIsCurrent"], true);
     let old_delivery = second["deliveries"][0]["id"].as_str().unwrap().to_owned();
@@ -138,7 +169,7 @@ async fn a_replay_runs_the_transform_as_received_or_current_and_says_which() {
     assert!(error["message"].as_str().unwrap().contains("recorded without a config version"), "{refused}");
     let replays = format!("SELECT replays FROM deliveries WHERE id = '{old_delivery}'");
     assert_eq!(pipeline.store.scalar_i64(&replays).await, 0, "nothing was replayed");
-    assert!(!sink.reached(6, Duration::from_millis(500)).await, "nothing was sent");
+    assert!(!sink.reached(before + 2, Duration::from_millis(500)).await, "nothing was sent");
 
     // A version whose snapshot no longer compiles: dead-lettered transform_failed, naming it.
     let broken = "f".repeat(64);
@@ -161,5 +192,5 @@ async fn a_replay_runs_the_transform_as_received_or_current_and_says_which() {
     let error = dead["delivery"]["lastError"].as_str().unwrap();
     assert!(error.contains(&broken) && error.contains("no longer compiles"), "{error}");
     assert!(error.contains("routes[0].transform"), "names the program: {error}");
-    assert!(!sink.reached(6, Duration::from_millis(300)).await, "nothing was sent");
+    assert!(!sink.reached(before + 2, Duration::from_millis(300)).await, "nothing was sent");
 }

@@ -193,4 +193,18 @@ async fn a_replay_runs_the_transform_as_received_or_current_and_says_which() {
     assert!(error.contains(&broken) && error.contains("no longer compiles"), "{error}");
     assert!(error.contains("routes[0].transform"), "names the program: {error}");
     assert!(!sink.reached(before + 2, Duration::from_millis(300)).await, "nothing was sent");
+
+    // Its event's dead letters replayed as received, the event without a version again: refused,
+    // none replayed.
+    pipeline.store.execute("UPDATE events SET config_version = NULL WHERE event_id = 'd-2'").await;
+    let replays_before = pipeline.store.scalar_i64(&replays).await;
+    let refused = pipeline
+        .gql_as(
+            crate::operator_support::ADMIN_TOKEN,
+            "mutation($id: ID!) { replayEvent(id: $id, config: AS_RECEIVED) { deliveryId } }",
+            json!({"id": second["id"]}),
+        )
+        .await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{refused}");
+    assert_eq!(pipeline.store.scalar_i64(&replays).await, replays_before, "none replayed");
 }

@@ -832,7 +832,7 @@ impl ConfigVersions {
             None => Err(format!("config version {version} is not in the store: its routes are unknown")),
             Some(snapshot) => {
                 let version = version.clone();
-                // Compiling parses programs: off the async runtime, as at startup.
+                // Compiling parses programs (CPU, bounded by their size): off the async threads.
                 match tokio::task::spawn_blocking(move || Router::from_snapshot(&version, &snapshot)).await {
                     Ok(compiled) => compiled.map_err(|error| error.to_string()),
                     Err(_) => return Err(OutboundError::NotNow),

@@ -2,8 +2,8 @@
 // playwright-core; Playwright never downloads a browser here) like an operator would:
 // sign in at the OpenID provider, find a dead-lettered event, replay it (confirming in a dialog
 // that shows what will be sent), see it delivered, cancel a replay of the delivered one; with
-// --replay-to, replay the replayed event to that destination too and see the new delivery with
-// its lineage delivered; with --dismiss-event-id, dismiss that event's dead letter with a note
+// --replay-to, replay the replayed event to that destination too, with the config it was
+// routed with ("as received"), and see the new delivery with its lineage and config delivered; with --dismiss-event-id, dismiss that event's dead letter with a note
 // and see it shown; with
 // --bulk-text, bulk-replay the dead letters whose event id contains it (dry run, then confirm
 // the previewed selection) and see the job finish; filter events by a UTC time from a New York
@@ -57,12 +57,17 @@ try {
   await dialog.locator('.plan-headers td').filter({ hasText: 'Idempotency-Key' }).waitFor();
   await dialog.locator('.plan-body').filter({ hasText: '"order": 42' }).waitFor();
   if (await row.locator('.replay-result').count() !== 0) throw new Error('replayed before it was confirmed');
+  // The replay runs the current config's transform unless the operator picks the event's own.
+  if (await dialog.locator('#replay-config').inputValue() !== 'CURRENT') throw new Error('the replay config is not "current" by default');
   await shot('replay-dialog');
   await dialog.locator('button.confirm').click();
-  await row.locator('.replay-result').filter({ hasText: 'enqueued' }).waitFor();
+  await row.locator('.replay-result').filter({ hasText: 'enqueued · current config' }).waitFor();
   step('replay confirmed');
   await row.locator('a.event-link').click();
   await page.locator('.delivery .delivery-status .status.delivered').waitFor();
+  // The event says which routing config routed it: its short hash, the worker's current one.
+  await page.locator('#config-version').filter({ hasText: /config [0-9a-f]{12} · current/ }).waitFor();
+  await page.locator('.delivery .delivery-config').filter({ hasText: 'current config' }).waitFor();
   step('delivered');
   // The route orders by `/order`: the delivery shows its key (and no wait: nothing before it).
   const ordering = page.locator('.delivery[data-destination="orders"] .ordering');
@@ -86,10 +91,12 @@ try {
     await toDialog.locator('.plan-destination').filter({ hasText: args['replay-to'] }).waitFor();
     await toDialog.locator('.plan-headers tr').filter({ hasText: 'Idempotency-Key' }).filter({ hasText: 'assigned when the delivery is created' }).waitFor();
     await toDialog.locator('.plan-body').filter({ hasText: '"order": 42' }).waitFor();
+    await toDialog.locator('#replay-config').selectOption('AS_RECEIVED');
     await shot('replay-to-dialog');
     await toDialog.locator('button.confirm').click();
     const replayed = page.locator(`.delivery[data-destination="${args['replay-to']}"]`);
     await replayed.locator('.lineage').filter({ hasText: 'Replay of dlv_' }).filter({ hasText: `by ${args.email}` }).waitFor();
+    await replayed.locator('.delivery-config').filter({ hasText: /as received \([0-9a-f]{12}\)/ }).waitFor();
     await replayed.locator('.delivery-status .status.delivered').waitFor();
     await shot('replayed-to');
     step('replayed to another destination');

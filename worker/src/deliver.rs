@@ -27,8 +27,15 @@
 //! on the transform pool (`programs`), so the stored body stays the original and a replay runs
 //! the transform again. A transform that fails dead-letters the delivery (`transform_failed`,
 //! its error kept as the delivery's last error); nothing is sent.
+//!
+//! **Which routes' transform.** A delivery runs the transform of the worker's current routes,
+//! unless a replay "as received" gave it its event's config version: then that version's routes
+//! decide, compiled from the version's stored snapshot the first time one of its deliveries is
+//! attempted (through the config's bounded compile path, off the async runtime) and kept for the
+//! next ones (at most [`CACHED_VERSIONS`] versions). A snapshot that is missing or no longer
+//! compiles dead-letters the delivery `transform_failed`, naming the version and why.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,7 +53,7 @@ use tracing::Instrument as _;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::metric_names;
-use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryStatus, UnixMs};
+use crate::model::{AttemptOutcome, ConfigVersion, DeadLetterReason, DeliveryId, DeliveryStatus, UnixMs};
 use crate::ownership::placement::Holding;
 use crate::programs::{TransformError, TransformPool, bounded};
 use crate::pull::{FLOOR_MAX_AGE, RecordedFloor};
@@ -118,7 +125,7 @@ pub struct Destination {
     /// Whether this worker holds the destination now: only the holder claims and attempts
     /// (several workers on one store; with SQLite the one worker always does).
     holding: Holding,
-    /// The routes' transforms and the pool they run on; `None` when no route has one.
+    /// The routes' transforms and the pool they run on; `None` in tests that need none.
     transforms: Option<Transforms>,
     /// `[telemetry.traces]`: one span per attempt, whose context the request carries on.
     tracing: Tracing,
@@ -208,20 +215,33 @@ impl Destination {
         self
     }
 
-    /// What an attempt sends: the stored body, or what the route's transform makes of it.
-    async fn outbound(&self, delivery: &DeliveryToSend) -> Result<Outbound, TransformError> {
+    /// What an attempt sends: the stored body, or what the route's transform makes of it (the
+    /// current routes', or those of the delivery's config version: see the module docs).
+    async fn outbound(&self, store: &Store, delivery: &DeliveryToSend) -> Result<Outbound, OutboundError> {
         let original = || Outbound { body: delivery.body.clone(), headers: Vec::new(), content_type: None };
         let Some(transforms) = &self.transforms else { return Ok(original()) };
+        let router = match &delivery.config_version {
+            Some(version) if version != transforms.router.version() => {
+                transforms.versions.router(store, version).await?
+            }
+            _ => transforms.router.clone(),
+        };
+        if !router.has_transforms() {
+            return Ok(original());
+        }
         let event = EventView {
             source: &delivery.source,
             event_type: delivery.event_type.as_deref(),
             body: &delivery.body,
             headers_json: &delivery.headers_json,
         };
-        let Some(transform) = transforms.router.transform_for(&event, &self.config.name) else {
+        let Some(transform) = router.transform_for(&event, &self.config.name) else {
             return Ok(original());
         };
-        let output = transforms.pool.run(transform, delivery.body.clone()).await?;
+        let output = transforms.pool.run(transform, delivery.body.clone()).await.map_err(|error| match error {
+            TransformError::PoolClosed => OutboundError::NotNow,
+            error => OutboundError::Failed(format!("transform failed: {error}")),
+        })?;
         Ok(Outbound { body: Bytes::from(output.body), headers: output.headers, content_type: Some("application/json") })
     }
 
@@ -601,11 +621,11 @@ async fn send_and_record(
     let attempt_number = delivery.attempts + 1;
     let started_at = UnixMs::now();
     let started = Instant::now();
-    let outbound = match destination.outbound(&delivery).await {
+    let outbound = match destination.outbound(store, &delivery).await {
         Ok(outbound) => outbound,
         // Not the program's fault: the delivery is attempted again when its lease expires.
-        Err(TransformError::PoolClosed) => return,
-        Err(error) => {
+        Err(OutboundError::NotNow) => return,
+        Err(OutboundError::Failed(error)) => {
             span.fail("transform_failed");
             let record = AttemptRecord {
                 delivery_id: delivery.delivery_id.clone(),
@@ -614,7 +634,7 @@ async fn send_and_record(
                 duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
                 outcome: AttemptOutcome::Permanent,
                 status_code: None,
-                error: Some(bounded(&format!("transform failed: {error}"))),
+                error: Some(bounded(&error)),
                 response_snippet: None,
                 next: NextStep::DeadLetter(DeadLetterReason::TransformFailed),
                 lease_token: lease.token,
@@ -814,6 +834,65 @@ pub struct Transforms {
     pub router: Router,
     /// Where transforms run.
     pub pool: TransformPool,
+    /// The routes of older config versions, for replays "as received".
+    pub versions: ConfigVersions,
+}
+
+/// Most config versions whose compiled routes are kept at once (a version past it is compiled
+/// again when next needed).
+pub const CACHED_VERSIONS: usize = 16;
+
+/// The routes of config versions other than the current one, compiled from their stored
+/// snapshots when first needed and kept (a snapshot that does not compile is kept as its error,
+/// so it is not compiled again for every delivery).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigVersions {
+    compiled: Arc<Mutex<HashMap<ConfigVersion, Result<Router, String>>>>,
+}
+
+impl ConfigVersions {
+    /// The routes of `version`.
+    async fn router(&self, store: &Store, version: &ConfigVersion) -> Result<Router, OutboundError> {
+        if let Some(known) = self.compiled.lock().ok().and_then(|compiled| compiled.get(version).cloned()) {
+            return known.map_err(OutboundError::Failed);
+        }
+        let snapshot = match store.config_snapshot(version.clone()).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                // The store's fault, not the version's: attempted again when the lease expires.
+                tracing::warn!(%error, version = version.as_str(), "cannot read a config version's snapshot");
+                return Err(OutboundError::NotNow);
+            }
+        };
+        let compiled = match snapshot {
+            None => Err(format!("config version {version} is not in the store: its routes are unknown")),
+            Some(snapshot) => {
+                let version = version.clone();
+                // Compiling parses programs (CPU, bounded by their size): off the async threads.
+                match tokio::task::spawn_blocking(move || Router::from_snapshot(&version, &snapshot)).await {
+                    Ok(compiled) => compiled.map_err(|error| error.to_string()),
+                    Err(_) => return Err(OutboundError::NotNow),
+                }
+            }
+        };
+        if let Ok(mut cache) = self.compiled.lock() {
+            if cache.len() >= CACHED_VERSIONS {
+                cache.clear();
+            }
+            cache.insert(version.clone(), compiled.clone());
+        }
+        compiled.map_err(OutboundError::Failed)
+    }
+}
+
+/// Why an attempt has nothing to send.
+enum OutboundError {
+    /// Not now (shutting down, the store unavailable): the delivery is attempted again when its
+    /// lease expires.
+    NotNow,
+    /// The transform (or the config version it comes from) failed: the delivery is
+    /// dead-lettered `transform_failed` with this error.
+    Failed(String),
 }
 
 /// The body and extra headers one attempt sends.

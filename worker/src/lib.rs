@@ -99,11 +99,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     // connects anywhere (exit 64, naming the key).
     let router = routes::Router::compile(&config.routes)?;
     // Dry runs use the pool too, so it runs with or without configured transforms.
-    let transform_pool =
-        programs::TransformPool::start(config.worker.transform_threads, config.worker.transform_timeout)
-            .context("cannot start the transform threads")?;
-    let transforms =
-        router.has_transforms().then(|| deliver::Transforms { router: router.clone(), pool: transform_pool.clone() });
+    let pool = programs::TransformPool::start(config.worker.transform_threads, config.worker.transform_timeout)
+        .context("cannot start the transform threads")?;
+    // Every destination gets them: a replay "as received" may need an older config's transform
+    // even when the current routes have none.
+    let transforms = deliver::Transforms { router: router.clone(), pool, versions: deliver::ConfigVersions::default() };
     let metrics = metrics_handle();
     metric_names::describe();
     // Before anything else: a certificate that cannot be used stops startup, naming the key.
@@ -113,6 +113,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     };
 
     let store = store::Store::open(&config).await?;
+    // The routing config this worker records events with, kept once per version (replays "as
+    // received" compile it again from there).
+    store.register_config_version(router.version().clone(), router.snapshot().to_owned(), UnixMs::now()).await?;
+    tracing::info!(config_version = router.version().as_str(), "routing config version");
 
     let client = inlet_shared::nats::connect(&config.nats, "inlet-worker").await?;
     let js = jetstream::new(client.clone());
@@ -265,10 +269,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             traces.clone(),
         )
         .with_context(|| format!("destinations.{name}: cannot build HTTP client"))?;
-        let destination = match &transforms {
-            Some(transforms) => destination.with_transforms(transforms.clone()),
-            None => destination,
-        };
+        let destination = destination.with_transforms(transforms.clone());
         let destination = Arc::new(match &recorded_floor {
             Some(floor) if ordered_destinations.contains(name.as_str()) => {
                 destination.with_recording_gate(Arc::clone(floor))
@@ -336,7 +337,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             Arc::clone(&destinations),
             quarantine.clone(),
             backfiller,
-            transform_pool.clone(),
+            &transforms,
             shutdown.clone(),
         )?;
         replayer.close_interrupted_bulk_replays().await;
@@ -494,7 +495,7 @@ fn operator_routes(
     destinations: Arc<HashMap<String, Arc<deliver::Destination>>>,
     quarantine: Option<Arc<quarantine::Quarantine>>,
     backfiller: Arc<backfill::Backfiller>,
-    transforms: programs::TransformPool,
+    transforms: &deliver::Transforms,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(http::OperatorRoutes, Arc<replay::Replayer>)> {
     let console = &config.console;
@@ -547,7 +548,9 @@ fn operator_routes(
         sources,
         quarantine,
         backfiller,
-        transforms,
+        // Dry runs run on the transform pool; events tell whether they were routed by this version.
+        transforms: transforms.pool.clone(),
+        config_version: transforms.router.version().clone(),
     });
     let api = api::Api::new(Arc::clone(&auth), services, config.worker.body_read_timeout);
     let routes =

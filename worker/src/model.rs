@@ -114,6 +114,58 @@ pub struct DeliveryOrdering {
     pub blocks_when_dead: bool,
 }
 
+/// The version of the routing config an event was routed with: the SHA-256 (64 lower-case hex
+/// digits) of the canonical JSON of the routes (`routes::Router::version`), stored in full with
+/// the event and the snapshot (`config_versions`). Nothing secret goes into it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConfigVersion(String);
+
+impl ConfigVersion {
+    /// How many hex digits [`ConfigVersion::short`] shows.
+    pub const SHORT: usize = 12;
+
+    /// A version as computed or stored (not checked: an unknown one is simply not found).
+    pub fn from_stored(version: String) -> ConfigVersion {
+        ConfigVersion(version)
+    }
+
+    /// The full hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its first [`ConfigVersion::SHORT`] hex digits, for display.
+    pub fn short(&self) -> &str {
+        self.0.get(..Self::SHORT).unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for ConfigVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which routing config a replayed delivery's attempts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReplayConfig {
+    /// The worker's config when the attempt runs (what a first attempt uses too).
+    #[default]
+    Current,
+    /// The config the event was routed with (its recorded [`ConfigVersion`]).
+    AsReceived,
+}
+
+impl ReplayConfig {
+    /// The label in audit rows and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayConfig::Current => "current",
+            ReplayConfig::AsReceived => "as_received",
+        }
+    }
+}
+
 /// A fencing token: a delivery's `lease_token` when an attempt claimed it. The attempt's result
 /// is recorded only while it is still the delivery's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

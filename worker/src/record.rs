@@ -181,6 +181,7 @@ pub fn parse_message(
         destinations: routing.destinations,
         ordering: routing.ordering,
         trace_context: None,
+        config_version: Some(router.version().clone()),
     };
     Ok((event, envelope.traceparent, envelope.body))
 }

@@ -10,6 +10,13 @@
 //! routed there or not (its own id, so its own `Idempotency-Key`; its lineage kept), and wake
 //! that destination; the delivery they start from is not touched.
 //!
+//! **Which config.** A caller's replay says which routing config its attempts use
+//! ([`ReplayConfig`]): the current one, or the one its event was routed with ("as received": the
+//! event's recorded version, kept in the delivery, whose transform the attempts then run; an
+//! event recorded without a version is refused, [`ReplayError::NoRecordedConfig`], nothing
+//! replayed). A bulk replay asks once for all its items; an item whose event has no version is
+//! then left as it is and counted as failed.
+//!
 //! **Rate limits.** `console.max_replay_rate` per second is a cap per *destination*, shared by
 //! every replay path: single replays, replays of an event, replays to a destination, and every
 //! bulk job at once (one
@@ -47,10 +54,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::Destination;
-use crate::model::{BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, UnixMs};
+use crate::model::{BulkReplayId, BulkReplayStatus, ConfigVersion, DeliveryId, EventRowId, ReplayConfig, UnixMs};
 use crate::store::{
     BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOrigin, ReplayOutcome,
-    ReplayScope, Store, StoreError,
+    ReplayScope, ReplayedTo, Store, StoreError,
 };
 
 /// Size of a preview's sample.
@@ -96,6 +103,9 @@ pub enum ReplayError {
     /// The previewed dead letters are no longer all there (some were replayed or dismissed
     /// meanwhile): (previewed, still selected). Nothing was replayed; preview again.
     SelectionChanged(i64, i64),
+    /// A replay "as received" of an event recorded without a config version (before versions
+    /// were kept, or by a worker of the version before): nothing was replayed.
+    NoRecordedConfig,
     /// The database failed.
     Store(StoreError),
 }
@@ -135,6 +145,8 @@ pub struct Replayed {
     pub delivery_id: DeliveryId,
     /// What the replay did.
     pub effect: ReplayEffect,
+    /// The config its attempts use: `None`, the current one; else the event's recorded version.
+    pub config_version: Option<ConfigVersion>,
 }
 
 /// A bulk replay to start (see [`Replayer::start_bulk`]).
@@ -151,6 +163,9 @@ pub struct BulkRequest {
     /// The dry run's token (see [`Replayer::preview`]): the job replays exactly the dead
     /// letters it counted. `None`: what the selection takes now.
     pub preview_token: Option<String>,
+    /// The config each item is replayed with (an item whose event has no recorded version,
+    /// asked `AsReceived`, is not replayed: counted as failed).
+    pub config: ReplayConfig,
 }
 
 /// A bulk replay's dry run (see [`Replayer::preview`]).
@@ -221,9 +236,14 @@ impl Replayer {
     ///
     /// The caller over its limit, an unknown delivery, the destination's replay rate spent, a
     /// destination no longer configured, the database failing.
-    pub async fn replay(&self, delivery_id: DeliveryId, actor: &str) -> Result<Replayed, ReplayError> {
+    pub async fn replay(
+        &self,
+        delivery_id: DeliveryId,
+        actor: &str,
+        config: ReplayConfig,
+    ) -> Result<Replayed, ReplayError> {
         self.admit(actor)?;
-        self.replay_for_caller(delivery_id, actor).await
+        self.replay_for_caller(delivery_id, actor, config).await
     }
 
     /// Replays every dead-lettered delivery of one event, by destination, asked for by `actor`
@@ -233,12 +253,19 @@ impl Replayer {
     ///
     /// As [`Replayer::replay`], for the first delivery that fails (the ones before it stay
     /// replayed).
-    pub async fn replay_event(&self, event: EventRowId, actor: &str) -> Result<Vec<Replayed>, ReplayError> {
+    /// The deliveries share their event, so "as received" of an event recorded without a version
+    /// fails at the first one, before anything is replayed.
+    pub async fn replay_event(
+        &self,
+        event: EventRowId,
+        actor: &str,
+        config: ReplayConfig,
+    ) -> Result<Vec<Replayed>, ReplayError> {
         self.admit(actor)?;
         let ids = self.store.dead_letters_of_event(event).await?;
         let mut replayed = Vec::with_capacity(ids.len());
         for delivery_id in ids {
-            replayed.push(self.replay_for_caller(delivery_id, actor).await?);
+            replayed.push(self.replay_for_caller(delivery_id, actor, config).await?);
         }
         Ok(replayed)
     }
@@ -257,6 +284,7 @@ impl Replayer {
         origin: ReplayOrigin,
         destination: &str,
         actor: &str,
+        config: ReplayConfig,
     ) -> Result<DeliveryRow, ReplayError> {
         self.admit(actor)?;
         let Some(runtime) = self.destinations.get(destination) else {
@@ -265,29 +293,36 @@ impl Replayer {
         if tokio::time::timeout(CALLER_WAIT, self.turn(destination)).await.is_err() {
             return Err(ReplayError::RateLimited);
         }
-        let row = self
-            .store
-            .replay_to_destination(origin, destination.to_owned(), actor.to_owned())
-            .await?
-            .ok_or(ReplayError::NotFound)?;
+        let row =
+            match self.store.replay_to_destination(origin, destination.to_owned(), actor.to_owned(), config).await? {
+                ReplayedTo::Done(row) => *row,
+                ReplayedTo::NotFound => return Err(ReplayError::NotFound),
+                ReplayedTo::NoRecordedConfig => return Err(ReplayError::NoRecordedConfig),
+            };
         runtime.wake();
         tracing::info!(
             delivery_id = row.id.as_str(),
             replay_of = row.replay_of.as_ref().map(DeliveryId::as_str),
             destination,
+            config_version = row.config_version.as_ref().map(ConfigVersion::as_str),
             "event replayed to a destination"
         );
         Ok(row)
     }
 
     /// One audited replay for a caller: waits at most [`CALLER_WAIT`] for the destination's turn.
-    async fn replay_for_caller(&self, delivery_id: DeliveryId, actor: &str) -> Result<Replayed, ReplayError> {
+    async fn replay_for_caller(
+        &self,
+        delivery_id: DeliveryId,
+        actor: &str,
+        config: ReplayConfig,
+    ) -> Result<Replayed, ReplayError> {
         let destination = self.store.delivery_destination(delivery_id.clone()).await?.ok_or(ReplayError::NotFound)?;
         if tokio::time::timeout(CALLER_WAIT, self.turn(&destination)).await.is_err() {
             return Err(ReplayError::RateLimited);
         }
         // An operator's replay is never skipped (only a bulk item is, see `ReplayScope`).
-        self.replay_now(delivery_id, actor, ReplayScope::Operator).await?.ok_or(ReplayError::NotFound)
+        self.replay_now(delivery_id, actor, ReplayScope::Operator, config).await?.ok_or(ReplayError::NotFound)
     }
 
     /// Waits for `destination`'s next replay slot (at once for a destination that is no longer
@@ -305,9 +340,10 @@ impl Replayer {
         delivery_id: DeliveryId,
         actor: &str,
         scope: ReplayScope,
+        config: ReplayConfig,
     ) -> Result<Option<Replayed>, ReplayError> {
-        let outcome = self.store.replay(delivery_id.clone(), actor.to_owned(), scope).await?;
-        let (destination, effect) = match outcome {
+        let outcome = self.store.replay(delivery_id.clone(), actor.to_owned(), scope, config).await?;
+        let (destination, effect, config_version) = match outcome {
             ReplayOutcome::NotFound => return Err(ReplayError::NotFound),
             ReplayOutcome::Skipped { status } => {
                 tracing::info!(
@@ -317,17 +353,27 @@ impl Replayer {
                 );
                 return Ok(None);
             }
-            ReplayOutcome::AlreadyPending { destination, rescheduled } => {
-                (destination, if rescheduled { ReplayEffect::Rescheduled } else { ReplayEffect::AlreadyPending })
+            ReplayOutcome::NoRecordedConfig => return Err(ReplayError::NoRecordedConfig),
+            ReplayOutcome::AlreadyPending { destination, rescheduled, config_version } => (
+                destination,
+                if rescheduled { ReplayEffect::Rescheduled } else { ReplayEffect::AlreadyPending },
+                config_version,
+            ),
+            ReplayOutcome::Replayed { destination, config_version } => {
+                (destination, ReplayEffect::Enqueued, config_version)
             }
-            ReplayOutcome::Replayed { destination } => (destination, ReplayEffect::Enqueued),
         };
         let Some(runtime) = self.destinations.get(&destination) else {
             return Err(ReplayError::DestinationGone(destination));
         };
         runtime.wake();
-        tracing::info!(delivery_id = delivery_id.as_str(), result = effect.as_str(), "delivery replayed");
-        Ok(Some(Replayed { delivery_id, effect }))
+        tracing::info!(
+            delivery_id = delivery_id.as_str(),
+            result = effect.as_str(),
+            config_version = config_version.as_ref().map(ConfigVersion::as_str),
+            "delivery replayed"
+        );
+        Ok(Some(Replayed { delivery_id, effect, config_version }))
     }
 
     /// Closes bulk replays left `running` by a worker that is gone as `cancelled` (their
@@ -379,7 +425,7 @@ impl Replayer {
         self: &Arc<Self>,
         request: BulkRequest,
     ) -> Result<(BulkReplayRow, Vec<DeliveryRow>), ReplayError> {
-        let BulkRequest { selection, filter_json, rate_per_second, actor, preview_token } = request;
+        let BulkRequest { selection, filter_json, rate_per_second, actor, preview_token, config } = request;
         let rate = match rate_per_second {
             None => self.max_rate,
             Some(rate) if rate >= 1 => u32::try_from(rate).unwrap_or(u32::MAX).min(self.max_rate),
@@ -436,7 +482,7 @@ impl Replayer {
         }
         let replayer = Arc::clone(self);
         tokio::spawn(async move {
-            replayer.run_bulk(job_id, ids, rate, actor, cancel).await;
+            replayer.run_bulk(job_id, ids, rate, actor, config, cancel).await;
             if let Ok(mut jobs) = replayer.jobs.lock() {
                 jobs.remove(&job_id);
             }
@@ -451,6 +497,7 @@ impl Replayer {
         ids: Vec<(DeliveryId, String)>,
         rate: u32,
         actor: String,
+        config: ReplayConfig,
         cancel: CancellationToken,
     ) {
         let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
@@ -479,7 +526,7 @@ impl Replayer {
                 break;
             }
             let delivery_id = id.clone();
-            match self.replay_now(id, &item_actor, ReplayScope::BulkItem).await {
+            match self.replay_now(id, &item_actor, ReplayScope::BulkItem, config).await {
                 Ok(replayed) => {
                     progress.enqueued += i64::from(replayed.is_some_and(|r| r.effect == ReplayEffect::Enqueued));
                 }

@@ -6,15 +6,24 @@
 //! pointer) orders them by the value the pointer finds in the (verified) body: for a
 //! destination that several routes name, the first route (in config order) that applies to the
 //! event decides both, as it decides that the destination is selected at all.
+//!
+//! **Config versions.** A router knows its [`ConfigVersion`]: the SHA-256 of the canonical JSON
+//! of its routes (what decides routing and reshaping: source, patterns, filter, destination
+//! names, transform, ordering; the routes hold nothing secret, and nothing else of the config
+//! goes in), so the same routes give the same version on every worker, and any change to them
+//! another. Each event is recorded with the version that routed it; the JSON is kept as the
+//! version's snapshot, and [`Router::from_snapshot`] compiles it again, through the same
+//! bounded compile path as the config's, for a replay "as received".
 
 use std::cell::OnceCell;
 use std::sync::Arc;
 
 use inlet_shared::config::{ConfigError, OrderingOnDeadLetter, RouteConfig, event_type_matches};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::metric_names;
-use crate::model::{DeliveryOrdering, OrderingKey};
+use crate::model::{ConfigVersion, DeliveryOrdering, OrderingKey};
 use crate::programs::{Filter, FilterInput, FilterOutcome, Transform, body_for_filter};
 
 /// Longest ordering key stored as it is; a longer one is stored as `sha256:<hex>` of it.
@@ -31,9 +40,71 @@ struct Route {
 }
 
 /// The routing table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Router {
     routes: Arc<Vec<Route>>,
+    /// The routes' version and their canonical JSON (its snapshot).
+    version: ConfigVersion,
+    snapshot: Arc<str>,
+}
+
+/// One route as its version's snapshot spells it: every field of [`RouteConfig`], in this
+/// order, by the config's own names (so the snapshot reads back as `RouteConfig`s). A struct
+/// rather than a JSON map, so the order of the text (and with it the version) never depends on
+/// how a map is serialised.
+#[derive(Serialize)]
+struct RouteSnapshot<'a> {
+    source: &'a str,
+    events: &'a [String],
+    destinations: &'a [String],
+    filter: Option<&'a str>,
+    transform: Option<&'a str>,
+    ordering_key: Option<&'a str>,
+    ordering_on_dead_letter: &'static str,
+}
+
+/// Why a stored snapshot could not be made a router again.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The snapshot is not the routes' JSON (written by another version of Inlet, or damaged).
+    #[error("the snapshot of config version {version} cannot be read: {message}")]
+    Unreadable {
+        /// The version.
+        version: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// It reads, but a program no longer compiles (this version of Inlet refuses it).
+    #[error("config version {version} no longer compiles: {source}")]
+    DoesNotCompile {
+        /// The version.
+        version: String,
+        /// Which route's program, and why.
+        source: ConfigError,
+    },
+}
+
+/// The canonical JSON of `routes` and its version (SHA-256, hex).
+pub fn routes_version(routes: &[RouteConfig]) -> (ConfigVersion, String) {
+    let snapshot: Vec<RouteSnapshot<'_>> = routes
+        .iter()
+        .map(|route| RouteSnapshot {
+            source: &route.source,
+            events: &route.events,
+            destinations: &route.destinations,
+            filter: route.filter.as_deref(),
+            transform: route.transform.as_deref(),
+            ordering_key: route.ordering_key.as_deref(),
+            ordering_on_dead_letter: match route.ordering_on_dead_letter {
+                OrderingOnDeadLetter::Skip => "skip",
+                OrderingOnDeadLetter::Block => "block",
+            },
+        })
+        .collect();
+    // Strings, string lists and options only: serialising them cannot fail.
+    let json = serde_json::to_string(&snapshot).unwrap_or_default();
+    let version = ConfigVersion::from_stored(hex::encode(Sha256::digest(json.as_bytes())));
+    (version, json)
 }
 
 /// Where one event goes.
@@ -84,7 +155,36 @@ impl Router {
             };
             compiled.push(Route { config: config.clone(), filter, transform });
         }
-        Ok(Router { routes: Arc::new(compiled) })
+        let (version, snapshot) = routes_version(routes);
+        Ok(Router { routes: Arc::new(compiled), version, snapshot: snapshot.into() })
+    }
+
+    /// The router of a stored snapshot (see the module docs), its programs compiled as the
+    /// config's are (bounded before parsing). Its version is `version`, as stored: a snapshot
+    /// is only ever read under the version it was written with.
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError`]: the text is not routes' JSON, or a program no longer compiles.
+    pub fn from_snapshot(version: &ConfigVersion, snapshot: &str) -> Result<Router, SnapshotError> {
+        let routes: Vec<RouteConfig> = serde_json::from_str(snapshot).map_err(|error| SnapshotError::Unreadable {
+            version: version.as_str().to_owned(),
+            message: error.to_string(),
+        })?;
+        let mut router = Router::compile(&routes)
+            .map_err(|source| SnapshotError::DoesNotCompile { version: version.as_str().to_owned(), source })?;
+        router.version = version.clone();
+        Ok(router)
+    }
+
+    /// The version of these routes.
+    pub fn version(&self) -> &ConfigVersion {
+        &self.version
+    }
+
+    /// These routes' canonical JSON: the version's snapshot.
+    pub fn snapshot(&self) -> &str {
+        &self.snapshot
     }
 
     /// Whether `route` applies to `event`; the body is parsed (once per event, into `body`) only
@@ -305,5 +405,60 @@ mod tests {
         let fake = ordering_key_of(&document, "/fake").unwrap();
         assert_ne!(fake, key("sha256:00"), "a value that looks hashed is hashed, so it cannot pose as another key");
         assert_eq!(fake.as_str().len(), 7 + 64);
+    }
+
+    /// A config with one source, one destination and one route, secrets and URL as given.
+    fn config(secret: &str, url: &str, transform: &str) -> inlet_shared::config::Config {
+        let text = format!(
+            "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nsecrets = [\"{secret}\"]\n\n\
+             [[destinations]]\nname = \"billing\"\nurl = \"{url}\"\n\
+             signing_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\n\
+             [[routes]]\nsource = \"stripe\"\nevents = [\"payment_intent.*\"]\ndestinations = [\"billing\"]\n\
+             filter = \"body.amount > 10\"\ntransform = '{transform}'\nordering_key = \"/data/object/id\"\n"
+        );
+        inlet_shared::config::Config::parse(&text, &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn the_version_ignores_secrets_and_urls_and_changes_with_a_transform() {
+        let first = config("whsec_first_secret_aaaaaaaaaaaa", "https://user:pa55word@hooks.example/in", "{a: .amount}");
+        let other_secrets = config("whsec_second_secret_bbbbbbbbbbb", "https://hooks.example/other", "{a: .amount}");
+        let other_transform = config("whsec_first_secret_aaaaaaaaaaaa", "https://hooks.example/in", "{b: .amount}");
+        let (version, snapshot) = routes_version(&first.routes);
+        assert_eq!(version.as_str().len(), 64, "the full SHA-256 is kept: {version}");
+        assert!(version.as_str().chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{version}");
+        assert_eq!(version.short(), &version.as_str()[..12]);
+        assert_eq!(routes_version(&other_secrets.routes).0, version, "secrets and URLs are not part of it");
+        assert_ne!(routes_version(&other_transform.routes).0, version, "a transform is");
+        for secret in ["whsec_first_secret", "pa55word", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "hooks.example"] {
+            assert!(!snapshot.contains(secret), "{secret} in the snapshot: {snapshot}");
+        }
+        for part in ["payment_intent.*", "billing", "body.amount > 10", "{a: .amount}", "/data/object/id", "skip"] {
+            assert!(snapshot.contains(part), "{part} missing from the snapshot: {snapshot}");
+        }
+        let router = Router::compile(&first.routes).unwrap();
+        assert_eq!((router.version(), router.snapshot()), (&version, snapshot.as_str()));
+    }
+
+    #[test]
+    fn a_snapshot_compiles_back_to_the_same_routes_or_says_why_not() {
+        let mut ordered = route("stripe", &["*"], &["billing"]);
+        ordered.transform = Some("{v: 1}".into());
+        ordered.ordering_key = Some("/id".into());
+        ordered.ordering_on_dead_letter = OrderingOnDeadLetter::Block;
+        let routes = [ordered, route("github", &["push"], &["ci"])];
+        let router = Router::compile(&routes).unwrap();
+        let again = Router::from_snapshot(router.version(), router.snapshot()).unwrap();
+        assert_eq!((again.version(), again.snapshot()), (router.version(), router.snapshot()));
+        let event = event("stripe", Some("x"), r#"{"id":"k"}"#);
+        assert_eq!(again.transform_for(&event, "billing").unwrap().text(), "{v: 1}");
+        assert_eq!(again.route(&event), router.route(&event));
+
+        let version = router.version().clone();
+        let broken = router.snapshot().replace("{v: 1}", "{v: }");
+        let error = Router::from_snapshot(&version, &broken).unwrap_err().to_string();
+        assert!(error.contains("no longer compiles") && error.contains("routes[0].transform"), "{error}");
+        let error = Router::from_snapshot(&version, "{\"not\": \"routes\"}").unwrap_err().to_string();
+        assert!(error.contains("cannot be read"), "{error}");
     }
 }

@@ -204,3 +204,16 @@ pub enum ReplayEffect {
     /// It was pending and an attempt holds it now, or it was due already: nothing changed.
     AlreadyPending,
 }
+
+/// Which routing config a replayed delivery's attempts use (docs/routing.md, "Replays and
+/// config versions").
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+#[graphql(remote = "crate::model::ReplayConfig")]
+pub enum ReplayConfig {
+    /// The worker's routes when the attempt runs (what a first attempt uses too).
+    #[default]
+    Current,
+    /// The routes the event was routed with (its `configVersion`): their transform for the
+    /// delivery's destination. Refused (`BAD_USER_INPUT`) for an event recorded without one.
+    AsReceived,
+}

@@ -133,6 +133,11 @@ impl From<ReplayError> for ApiError {
             ReplayError::SelectionChanged(previewed, now) => ApiError::PreviewStale(format!(
                 "the preview counted {previewed} dead letters, {now} of them are still dead letters"
             )),
+            ReplayError::NoRecordedConfig => ApiError::Invalid(
+                "the event was recorded without a config version (before versions were kept, or by an older \
+                 worker), so it cannot be replayed as received; nothing was replayed (replay it with config: CURRENT)"
+                    .into(),
+            ),
             ReplayError::Store(error) => ApiError::Store(error),
         }
     }

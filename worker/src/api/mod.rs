@@ -80,6 +80,8 @@ pub struct Services {
     pub backfiller: Arc<crate::backfill::Backfiller>,
     /// Where dry runs' transforms run.
     pub transforms: crate::programs::TransformPool,
+    /// The version of the routing config this worker runs (`Event.configIsCurrent`).
+    pub config_version: crate::model::ConfigVersion,
 }
 
 /// The shared services from a resolver's context.

@@ -8,7 +8,7 @@ use async_graphql::{
 };
 use inlet_shared::config::Role;
 
-use super::enums::DateTime;
+use super::enums::{DateTime, ReplayConfig};
 use super::error::ApiError;
 use super::loaders::Reads;
 use super::types::*;
@@ -383,11 +383,21 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// Re-queues one delivery (dead-lettered, delivered or dismissed: its dismissal ends) with a
-    /// fresh retry schedule. Concurrent replays of the same delivery queue it once.
-    async fn replay_delivery(&self, ctx: &Context<'_>, id: ID) -> Result<ReplayResult> {
+    /// fresh retry schedule. Concurrent replays of the same delivery queue it once. `config`:
+    /// whose transform its attempts run, the current routes' (default) or those its event was
+    /// routed with (`AS_RECEIVED`; refused for an event without `configVersion`). A pending
+    /// delivery's next attempts take the `config` too. The answer and the audit row say which.
+    async fn replay_delivery(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default)] config: ReplayConfig,
+    ) -> Result<ReplayResult> {
         let principal = require(ctx, Role::Operator)?;
-        let replayed =
-            services(ctx)?.replayer.replay(DeliveryId::from_stored(id.to_string()), &principal.actor).await?;
+        let replayed = services(ctx)?
+            .replayer
+            .replay(DeliveryId::from_stored(id.to_string()), &principal.actor, config.into())
+            .await?;
         Ok(replayed.into())
     }
 
@@ -427,13 +437,15 @@ impl Mutation {
     /// `deliveryId` when given; `createdBy`: the caller; `createdAt`). Give exactly one of
     /// `deliveryId` (that delivery's event; the delivery itself is not touched) and `eventId`.
     /// Audited (`REPLAY_TO_DESTINATION`) and rate-limited like every replay
-    /// (`console.max_replay_rate`).
+    /// (`console.max_replay_rate`). `config` as in `replayDelivery`: with `AS_RECEIVED`, the
+    /// transform the event's routes gave `destination` (none, when they did not name it).
     async fn replay_to_destination(
         &self,
         ctx: &Context<'_>,
         destination: String,
         delivery_id: Option<ID>,
         event_id: Option<ID>,
+        #[graphql(default)] config: ReplayConfig,
     ) -> Result<Delivery> {
         let principal = require(ctx, Role::Operator)?;
         let origin = match (delivery_id, event_id) {
@@ -441,15 +453,21 @@ impl Mutation {
             (None, Some(id)) => ReplayOrigin::Event(EventRowId(parse_id(&id)?)),
             _ => return Err(ApiError::Invalid("give exactly one of deliveryId and eventId".into()).into()),
         };
-        let row = services(ctx)?.replayer.replay_to(origin, &destination, &principal.actor).await?;
+        let row = services(ctx)?.replayer.replay_to(origin, &destination, &principal.actor, config.into()).await?;
         Ok(row.into())
     }
 
-    /// Re-queues every dead-lettered delivery of one event.
-    async fn replay_event(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<ReplayResult>> {
+    /// Re-queues every dead-lettered delivery of one event, with the `config` of
+    /// `replayDelivery` (`AS_RECEIVED` of an event without `configVersion` replays none).
+    async fn replay_event(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default)] config: ReplayConfig,
+    ) -> Result<Vec<ReplayResult>> {
         let principal = require(ctx, Role::Operator)?;
         let event = EventRowId(parse_id(&id)?);
-        let replayed = services(ctx)?.replayer.replay_event(event, &principal.actor).await?;
+        let replayed = services(ctx)?.replayer.replay_event(event, &principal.actor, config.into()).await?;
         Ok(replayed.into_iter().map(ReplayResult::from).collect())
     }
 
@@ -459,7 +477,9 @@ impl Mutation {
     /// deliveries per second. With `previewToken` (and the same filter) the job replays exactly
     /// the dead letters that dry run counted, never one that arrived later; when they changed
     /// meanwhile, or the filter differs, it is refused (`PREVIEW_STALE`) and nothing happens.
-    /// Without it, the job takes what the filter selects now.
+    /// Without it, the job takes what the filter selects now. `config` as in `replayDelivery`,
+    /// for every item (kept with the filter: the dry run and its confirmation give the same);
+    /// with `AS_RECEIVED`, an item whose event has no `configVersion` is left as it is.
     async fn bulk_replay(
         &self,
         ctx: &Context<'_>,
@@ -467,11 +487,13 @@ impl Mutation {
         dry_run: bool,
         rate_per_second: Option<i32>,
         preview_token: Option<String>,
+        #[graphql(default)] config: ReplayConfig,
     ) -> Result<BulkReplayPlan> {
         let principal = require(ctx, Role::Operator)?;
         let services = services(ctx)?;
         if dry_run {
-            let previewed = services.replayer.preview(filter.selection(), filter.to_json(), &principal.actor).await?;
+            let filter_json = filter.to_json_with(config);
+            let previewed = services.replayer.preview(filter.selection(), filter_json, &principal.actor).await?;
             let sample = previewed.sample.into_iter().map(Delivery::from).collect();
             return Ok(BulkReplayPlan {
                 dry_run,
@@ -483,10 +505,11 @@ impl Mutation {
         }
         let request = BulkRequest {
             selection: filter.selection(),
-            filter_json: filter.to_json(),
+            filter_json: filter.to_json_with(config),
             rate_per_second,
             actor: principal.actor.clone(),
             preview_token,
+            config: config.into(),
         };
         let (job, sample) = services.replayer.start_bulk(request).await?;
         let sample = sample.into_iter().map(Delivery::from).collect();

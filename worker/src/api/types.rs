@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::enums::{
     AttemptOutcome, AuditAction, BulkReplayStatus, DateTime, DeadLetterReason, DeliveryStatus, Diagnosis,
-    QuarantineSlot, ReplayEffect, RouteStatus,
+    QuarantineSlot, ReplayConfig, ReplayEffect, RouteStatus,
 };
 use super::error::ApiError;
 use super::loaders::{AttemptsByDelivery, ContentBudget, DeliveriesByEvent, EventsById, Reads};
@@ -100,6 +100,11 @@ pub struct Event {
     pub scheme: String,
     /// Where its body matched the list's `search` (null unless the list was searched).
     pub search_match: Option<SearchMatch>,
+    /// The version of the routing config that routed it: the SHA-256 (hex) of the routes'
+    /// canonical JSON (`configIsCurrent` says whether the worker runs it now). Null for an
+    /// event recorded before versions were kept, or by an older worker: such an event cannot
+    /// be replayed `AS_RECEIVED`.
+    pub config_version: Option<String>,
 }
 
 /// Where a search matched an event's body: a snippet of the body's text around the first
@@ -166,6 +171,7 @@ impl From<EventRow> for Event {
             conflicts: row.conflicts,
             scheme: row.scheme,
             search_match: None,
+            config_version: row.config_version.map(|version| version.as_str().to_owned()),
         }
     }
 }
@@ -215,6 +221,13 @@ fn headers(json: &str) -> Vec<Header> {
 
 #[ComplexObject]
 impl Event {
+    /// Whether `configVersion` is the routing config the worker answering runs now (false when
+    /// the event has none).
+    async fn config_is_current(&self, ctx: &Context<'_>) -> Result<bool> {
+        let current = &services(ctx)?.config_version;
+        Ok(self.config_version.as_deref() == Some(current.as_str()))
+    }
+
     /// Its deliveries: one per routed destination, and those made by replaying it to a
     /// destination (`replayToDestination`); by destination, oldest first.
     #[graphql(complexity = "5 * child_complexity")]
@@ -307,6 +320,12 @@ pub struct Delivery {
     /// Pending, and waiting for an earlier delivery of its key to this destination: one still
     /// pending, or a dead letter that blocks the key (`ordering_on_dead_letter = "block"`).
     pub waiting_for_earlier: bool,
+    /// Which routing config its attempts use: `CURRENT` (every routed delivery, and replays
+    /// with `config: CURRENT`) or `AS_RECEIVED` (a replay that asked for it).
+    pub replay_config: ReplayConfig,
+    /// With `AS_RECEIVED`: the config version whose transform its attempts run (its event's).
+    /// Null with `CURRENT`.
+    pub config_version: Option<String>,
 }
 
 /// A dead letter's dismissal: resolved by an operator without delivering it.
@@ -341,6 +360,8 @@ impl From<DeliveryRow> for Delivery {
             created_by: row.created_by,
             ordering_key: row.ordering_key.map(|key| key.as_str().to_owned()),
             waiting_for_earlier: row.waits_for_earlier,
+            replay_config: if row.config_version.is_some() { ReplayConfig::AsReceived } else { ReplayConfig::Current },
+            config_version: row.config_version.map(|version| version.as_str().to_owned()),
         }
     }
 }
@@ -593,6 +614,20 @@ impl DeadLetterFilter {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
     }
+
+    /// [`DeadLetterFilter::to_json`] of a bulk replay with `config`: with `AS_RECEIVED`, also
+    /// `"config": "AS_RECEIVED"` (so the job, its audit row and its preview token say it; with
+    /// `CURRENT` the text is the filter's alone, as before `config` existed).
+    pub fn to_json_with(&self, config: ReplayConfig) -> String {
+        if config == ReplayConfig::Current {
+            return self.to_json();
+        }
+        let mut value = serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}));
+        if let Some(object) = value.as_object_mut() {
+            object.insert("config".into(), "AS_RECEIVED".into());
+        }
+        value.to_string()
+    }
 }
 
 /// Deliveries by state.
@@ -773,6 +808,10 @@ pub struct ReplayResult {
     pub result: ReplayEffect,
     /// Whether this call set the delivery back to pending.
     pub enqueued: bool,
+    /// Which routing config its attempts use from now on.
+    pub replay_config: ReplayConfig,
+    /// With `AS_RECEIVED`: the config version (its event's). Null with `CURRENT`.
+    pub config_version: Option<String>,
 }
 
 impl From<Replayed> for ReplayResult {
@@ -781,6 +820,12 @@ impl From<Replayed> for ReplayResult {
             delivery_id: ID(replayed.delivery_id.into_string()),
             result: replayed.effect.into(),
             enqueued: replayed.effect == crate::replay::ReplayEffect::Enqueued,
+            replay_config: if replayed.config_version.is_some() {
+                ReplayConfig::AsReceived
+            } else {
+                ReplayConfig::Current
+            },
+            config_version: replayed.config_version.map(|version| version.as_str().to_owned()),
         }
     }
 }

@@ -303,9 +303,32 @@ function snippetRow(e) {
 
 // ---- Event detail -------------------------------------------------------------------------
 
+// The routing config an event was routed with: its short hash and whether the worker runs it
+// now (the full hash in the tooltip).
+function configVersionView(event) {
+  if (!event.configVersion) return h('span', { id: 'config-version', className: 'muted' }, 'config version not recorded');
+  return h('span', { id: 'config-version', title: event.configVersion }, 'config ',
+    h('span', { className: 'mono' }, event.configVersion.slice(0, 12)), ' · ', event.configIsCurrent ? 'current' : 'older');
+}
+
+// Which routes' transform a replay runs, for its confirmation: the current ones (the default),
+// or those the event was routed with (offered only when the event recorded its version).
+function replayConfigPicker(event) {
+  const select = h('select', { id: 'replay-config', name: 'config' },
+    h('option', { value: 'CURRENT' }, 'current config'),
+    h('option', { value: 'AS_RECEIVED', disabled: !event.configVersion },
+      event.configVersion ? `as received (${event.configVersion.slice(0, 12)}${event.configIsCurrent ? ', the current one' : ''})` : 'as received (not recorded for this event)'));
+  return { select, view: h('label', { className: 'pick' }, 'Transform with', select) };
+}
+
+// The config a replay used, as its result and a delivery's card say it.
+function configUsed(replayConfig, configVersion) {
+  return replayConfig === 'AS_RECEIVED' ? `as received (${(configVersion || '').slice(0, 12)})` : 'current config';
+}
+
 // What replaying an event to a destination would send there.
 const REPLAY_TO_PLAN = `query($id: ID!, $destination: String!) { event(id: $id) {
-  source eventId eventType receivedAt contentType content { body bodyBytes }
+  source eventId eventType receivedAt contentType configVersion configIsCurrent content { body bodyBytes }
   requestTo(destination: $destination) { destination url attempt headers { name value } } } }`;
 
 // Replays an event (`deliveryId`: the one it starts from, kept as its lineage) to a destination
@@ -326,13 +349,15 @@ function replayToButton({ eventId, deliveryId, from, text, after }) {
       };
       select.addEventListener('change', () => show().catch(showError));
       await show();
+      const { event: routed } = await gql('query($id: ID!) { event(id: $id) { configVersion configIsCurrent } }', { id: eventId });
+      const config = replayConfigPicker(routed);
       const confirmed = await confirmDialog({ id: 'replay-to-dialog', confirm: 'Replay', focus: select,
         title: deliveryId ? `Replay ${deliveryId} to a destination` : 'Replay this event to a destination',
         content: [h('p', {}, 'A new delivery of this event, with an Idempotency-Key of its own: the destination receives it even if it received this event before.',
-          deliveryId ? ' The delivery it starts from stays as it is.' : ''), h('label', { className: 'pick' }, 'Destination', select), plan] });
+          deliveryId ? ' The delivery it starts from stays as it is.' : ''), h('label', { className: 'pick' }, 'Destination', select), config.view, plan] });
       if (!confirmed) { button.disabled = false; return; }
-      await gql('mutation($d: ID, $e: ID, $to: String!) { replayToDestination(deliveryId: $d, eventId: $e, destination: $to) { id } }',
-        { d: deliveryId || null, e: deliveryId ? null : eventId, to: select.value });
+      await gql('mutation($d: ID, $e: ID, $to: String!, $config: ReplayConfig!) { replayToDestination(deliveryId: $d, eventId: $e, destination: $to, config: $config) { id } }',
+        { d: deliveryId || null, e: deliveryId ? null : eventId, to: select.value, config: config.select.value });
       button.disabled = false;
       if (after) await after();
     } catch (error) { button.disabled = false; showError(error); }
@@ -359,10 +384,10 @@ function dismissButton(deliveryId, after) {
 }
 
 const EVENT = `query($id: ID!) { event(id: $id) {
-  id source eventId eventType receivedAt contentType routeStatus duplicates conflicts scheme
+  id source eventId eventType receivedAt contentType routeStatus duplicates conflicts scheme configVersion configIsCurrent
   content { headers { name value } body bodyBytes bodySha256 }
   deliveries { id destination status attemptCount replays lastStatusCode lastError deadLetterReason nextAttemptAt
-    dismissal { by at note } replayOf createdBy createdAt orderingKey waitingForEarlier
+    dismissal { by at note } replayOf createdBy createdAt orderingKey waitingForEarlier replayConfig configVersion
     attempts { attempt startedAt durationMs outcome statusCode error responseSnippet } } } }`;
 
 function pretty(body, contentType) {
@@ -412,7 +437,7 @@ function requestView(plan, event) {
 const DELIVERY_PLAN = `query($id: ID!) { delivery(id: $id) {
   id destination status attemptCount deliveredAt deadLetterReason dismissal { by at }
   nextRequest { destination url attempt headers { name value } }
-  event { source eventId eventType receivedAt contentType content { body bodyBytes } } } }`;
+  event { source eventId eventType receivedAt contentType configVersion configIsCurrent content { body bodyBytes } } } }`;
 
 // Replays only after a confirmation that shows what will be sent: always (an operator replays
 // one delivery at a time and sees the body that goes out); for a delivered one it says that the
@@ -429,11 +454,14 @@ function replayButton(deliveryId, after) {
         DEAD_LETTERED: h('p', {}, `Dead-lettered (${label(delivery.deadLetterReason || 'UNKNOWN')}) after ${delivery.attemptCount} attempt${delivery.attemptCount === 1 ? '' : 's'}; the replay starts a fresh retry schedule.`),
         DISMISSED: h('p', { className: 'warn' }, `Dismissed by ${delivery.dismissal?.by} ${time(delivery.dismissal?.at)} UTC: replaying it ends the dismissal.`),
       }[delivery.status];
+      const config = replayConfigPicker(delivery.event);
       const confirmed = await confirmDialog({ id: 'replay-dialog', title: `Replay ${delivery.id}?`, confirm: 'Replay',
-        content: [state, requestView(delivery.nextRequest, delivery.event)] });
+        content: [state, config.view, requestView(delivery.nextRequest, delivery.event)] });
       if (!confirmed) { button.disabled = false; return; }
-      const { replayDelivery } = await gql('mutation($id: ID!) { replayDelivery(id: $id) { result enqueued } }', { id: deliveryId });
-      button.replaceWith(h('span', { className: 'replay-result' }, label(replayDelivery.result)));
+      const { replayDelivery } = await gql('mutation($id: ID!, $config: ReplayConfig!) { replayDelivery(id: $id, config: $config) { result enqueued replayConfig configVersion } }',
+        { id: deliveryId, config: config.select.value });
+      button.replaceWith(h('span', { className: 'replay-result' },
+        `${label(replayDelivery.result)} · ${configUsed(replayDelivery.replayConfig, replayDelivery.configVersion)}`));
       if (after) await after();
     } catch (error) { button.disabled = false; showError(error); }
   } }, 'Replay');
@@ -453,7 +481,8 @@ async function eventView(id) {
       d.createdBy ? h('p', { className: 'lineage' }, d.replayOf ? ['Replay of ', h('span', { className: 'mono' }, d.replayOf)] : 'Replay of this event',
         ` to ${d.destination} by ${d.createdBy} ${time(d.createdAt)} UTC`) : null,
       h('p', { className: 'muted mono' }, `${d.id} · ${d.attemptCount} attempts · ${d.replays} replays`,
-        d.deadLetterReason ? ` · ${label(d.deadLetterReason)}` : '', d.nextAttemptAt && d.status === 'PENDING' ? ` · next ${time(d.nextAttemptAt)} UTC` : ''),
+        d.deadLetterReason ? ` · ${label(d.deadLetterReason)}` : '', d.nextAttemptAt && d.status === 'PENDING' ? ` · next ${time(d.nextAttemptAt)} UTC` : '',
+        ' · ', h('span', { className: 'delivery-config' }, configUsed(d.replayConfig, d.configVersion))),
       d.orderingKey ? h('p', { className: 'ordering' }, 'Ordering key ', h('span', { className: 'mono' }, d.orderingKey),
         d.waitingForEarlier ? ' · waiting for an earlier delivery of this key' : '') : null,
       d.dismissal ? h('p', { className: 'dismissal' }, `Dismissed by ${d.dismissal.by} ${time(d.dismissal.at)} UTC`, d.dismissal.note ? `: ${d.dismissal.note}` : '') : null,
@@ -465,7 +494,7 @@ async function eventView(id) {
       h('p', {}, h('a', { href: '#events' }, '← Events')),
       h('h1', {}, `${event.source} · ${event.eventType || '(no type)'} · `, h('span', { className: 'mono' }, event.eventId)),
       h('p', { className: 'muted' }, `received ${time(event.receivedAt)} UTC · verified by ${event.scheme} · ${event.content.bodyBytes} bytes · `,
-        `duplicates ${event.duplicates} · conflicts ${event.conflicts} · sha256 ${event.content.bodySha256.slice(0, 16)}…`),
+        `duplicates ${event.duplicates} · conflicts ${event.conflicts} · sha256 ${event.content.bodySha256.slice(0, 16)}… · `, configVersionView(event)),
       h('h2', {}, 'Deliveries', canReplay() ? replayToButton({ eventId: event.id, text: 'Replay to a destination…', after: redraw }) : null),
       event.routeStatus === 'UNROUTED' ? h('p', {}, chip('UNROUTED'), ' no route matched') : null, deliveries,
       h('h2', {}, 'Payload'), h('pre', { className: 'mono', id: 'payload' }, pretty(event.content.body, event.contentType)),

@@ -5,8 +5,8 @@ use inlet_shared::config::Role;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, Type, ValueRef};
 
 use crate::model::{
-    ApiTokenId, AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, DeadLetterReason, DeliveryId,
-    DeliveryStatus, EventRowId, LeaseToken, LinkedAccountId, RouteStatus, UnixMs, UserId,
+    ApiTokenId, AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, ConfigVersion, DeadLetterReason,
+    DeliveryId, DeliveryStatus, EventRowId, LeaseToken, LinkedAccountId, RouteStatus, UnixMs, UserId,
 };
 
 /// Integer newtypes: stored as their integer.
@@ -59,6 +59,18 @@ impl ToSql for DeliveryId {
 impl FromSql for DeliveryId {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         String::column_result(value).map(DeliveryId::from_stored)
+    }
+}
+
+impl ToSql for ConfigVersion {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for ConfigVersion {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        String::column_result(value).map(ConfigVersion::from_stored)
     }
 }
 

@@ -6,8 +6,10 @@
 //! is recognised as a repeat), SQLite's implicit rowid of each delivery into `deliveries.rowid`
 //! (the API's delivery cursors and the newest-first dead-letter order), attempts, users, linked
 //! accounts with their sealed provider tokens, sessions, API token hashes, bulk replays and their
-//! previews, the audit log, and the store identity. Secrets are copied as stored (sealed or
-//! hashed) and never printed. Not copied: `schema_migrations` (the target has its own) and the
+//! previews, the audit log, the store identity, and the routing config versions with each
+//! event's version and each replayed delivery's choice. Secrets are copied as stored (sealed or
+//! hashed) and never printed. The config versions are merged into those a worker started on
+//! the target may have written (the same version is the same routes). Not copied: `schema_migrations` (the target has its own) and the
 //! counter tables `event_counts` / `delivery_counts`, which are counted once from the copied
 //! rows (their triggers are off during the copy: see `copy_tables`); before committing they are
 //! checked against SQLite's counters.
@@ -48,6 +50,7 @@ use super::sqlite::Sqlite;
 /// PostgreSQL's searchable texts (`event_search`) are made from the copied events, by the
 /// worker's rule, as its search migration makes them (SQLite keeps none since version 19).
 pub const TABLES: &[&str] = &[
+    "config_versions",
     "events",
     "deliveries",
     "attempts",
@@ -226,7 +229,9 @@ async fn copy_tables(sqlite: &Sqlite, transaction: &Transaction<'_>) -> Result<C
         .batch_execute(&format!("SET LOCAL statement_timeout = 0; LOCK TABLE {} IN EXCLUSIVE MODE", TABLES.join(", ")))
         .await
         .map_err(|e| CopyError::Target(e.into()))?;
-    for &table in TABLES.iter().filter(|table| **table != "store_identity") {
+    // The store identity is the migration's own; config versions are written by any worker
+    // that started on the target (merged below).
+    for &table in TABLES.iter().filter(|table| !["store_identity", "config_versions"].contains(*table)) {
         let holds_rows: bool = transaction
             .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
             .await
@@ -253,8 +258,12 @@ async fn copy_tables(sqlite: &Sqlite, transaction: &Transaction<'_>) -> Result<C
 
     let mut summary = CopySummary { tables: Vec::with_capacity(TABLES.len()) };
     for &table in TABLES {
-        let columns = target_columns(transaction, table).await?;
-        let copied = copy_table(sqlite, transaction, table, columns).await?;
+        let copied = if table == "config_versions" {
+            merge_config_versions(sqlite, transaction).await?
+        } else {
+            let columns = target_columns(transaction, table).await?;
+            copy_table(sqlite, transaction, table, columns).await?
+        };
         let in_sqlite = sqlite
             .read(move |c| c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)))
             .await
@@ -283,6 +292,33 @@ async fn copy_tables(sqlite: &Sqlite, transaction: &Transaction<'_>) -> Result<C
     check_counters(sqlite, transaction).await?;
     move_sequences(transaction).await?;
     Ok(summary)
+}
+
+/// The config versions' snapshots, merged into those a worker started on the target may have
+/// written (one row per version, never two: the same version is the same routes); returns how
+/// many of SQLite's are on the target now (all of them). A small table: read at once.
+async fn merge_config_versions(sqlite: &Sqlite, transaction: &Transaction<'_>) -> Result<u64, CopyError> {
+    const TABLE: &str = "config_versions";
+    let rows: Vec<(String, String, i64)> = sqlite
+        .read(|c| {
+            c.prepare("SELECT version, routes_json, first_used_at_ms FROM config_versions")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .await
+        .map_err(|source| CopyError::Table { table: TABLE, source })?;
+    let insert = transaction
+        .prepare(
+            "INSERT INTO config_versions (version, routes_json, first_used_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (version) DO UPDATE SET first_used_at_ms = least(config_versions.first_used_at_ms,
+                                                                         excluded.first_used_at_ms)",
+        )
+        .await
+        .map_err(pg_error(TABLE))?;
+    for (version, routes_json, first_used_at_ms) in &rows {
+        transaction.execute(&insert, &[version, routes_json, first_used_at_ms]).await.map_err(pg_error(TABLE))?;
+    }
+    Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
 }
 
 /// The value types of the target's columns the copy knows.
@@ -554,7 +590,9 @@ mod tests {
     use inlet_shared::test_util::TestPostgres;
 
     use super::{CopyError, TABLES, copy, copy_store, plain};
-    use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, UnixMs};
+    use crate::model::{
+        AttemptOutcome, ConfigVersion, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, ReplayConfig, UnixMs,
+    };
     use crate::store::deliveries::{AttemptRecord, AttemptSettled, ClaimDue, DueClass, NextStep};
     use crate::store::events::{FirstClaims, NewEvent};
     use crate::store::operator::DeadLetterSelection;
@@ -616,13 +654,18 @@ mod tests {
             |id: &str, destinations: &[&str]| NewEvent { received_at: UnixMs(0), ..event(id, "{}", destinations) };
         store.record(vec![old("old-unrouted", &[]), old("old", &["a"])], FirstClaims::all(later)).await.unwrap();
         settle(&store, &delivery(2, "a"), 1, AttemptOutcome::Delivered, NextStep::Delivered, LeaseToken::FIRST).await;
-        // Events 3..=6 (6: unrouted; 5: a body that is not UTF-8).
+        // Events 3..=6 (6: unrouted; 5: a body that is not UTF-8); 3 and 4 routed by a kept
+        // config version.
+        let version = ConfigVersion::from_stored("c".repeat(64));
+        store.register_config_version(version.clone(), "[]".into(), now).await.unwrap();
+        let versioned =
+            |id: &str, body: &str| NewEvent { config_version: Some(version.clone()), ..event(id, body, &["a"]) };
         let binary = NewEvent { body: bytes::Bytes::from_static(&[0, 159, 146, 150, 255]), ..event("e5", "", &["b"]) };
         let recorded = store
             .record(
                 vec![
-                    event("e3", "{\"n\":3}", &["a", "b"]),
-                    event("e4", "{\"n\":4}", &["a"]),
+                    NewEvent { destinations: vec!["a".into(), "b".into()], ..versioned("e3", "{\"n\":3}") },
+                    versioned("e4", "{\"n\":4}"),
                     binary,
                     event("e6", "{}", &[]),
                 ],
@@ -655,8 +698,10 @@ mod tests {
         // 4→a dead-lettered, then replayed; 5→b stays pending under its recording-time claim.
         let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
         settle(&store, &delivery(4, "a"), 1, AttemptOutcome::Permanent, dead, LeaseToken::FIRST).await;
-        let replayed = store.replay(delivery(4, "a"), "ada@x".into(), ReplayScope::Operator).await.unwrap();
-        assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
+        let as_received = ReplayConfig::AsReceived;
+        let replayed =
+            store.replay(delivery(4, "a"), "ada@x".into(), ReplayScope::Operator, as_received).await.unwrap();
+        assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into(), config_version: Some(version) });
         let (claimed, _) = store
             .claim_due(
                 "a".into(),
@@ -796,6 +841,13 @@ mod tests {
         let missing = dir.path().join("missing.db");
         assert!(matches!(copy(&missing, &url, None).await, Err(CopyError::NoSource { .. })));
         assert!(!missing.exists());
+
+        // A worker started on the target first registered its config version (the one SQLite
+        // has too, later): merged, not refused, one row with the earlier first use.
+        let started = Store::connect_postgres(&url, None, 2, Duration::from_secs(10)).await.unwrap();
+        let version = ConfigVersion::from_stored("c".repeat(64));
+        started.register_config_version(version, "[]".into(), UnixMs::now()).await.unwrap();
+        drop(started);
 
         let summary = copy(&path, &url, None).await.unwrap();
         assert_eq!(summary.tables.iter().map(|(table, _)| *table).collect::<Vec<_>>(), TABLES);

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::StoreError;
 use super::sqlite::Sqlite;
 use super::writer::Command;
-use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryStatus, LeaseToken, UnixMs};
+use crate::model::{AttemptOutcome, ConfigVersion, DeadLetterReason, DeliveryId, DeliveryStatus, LeaseToken, UnixMs};
 
 /// The lease under which one process owns a delivery's next attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +121,10 @@ pub struct DeliveryToSend {
     /// Whether it has an ordering key: its end (delivered, dead-lettered) may let the key's
     /// next delivery go, so the destination's schedulers look again.
     pub ordered: bool,
+    /// The routing config whose transform its attempts run: `None`, the worker's current one
+    /// (every routed delivery, replays "current"); set by a replay "as received" to the
+    /// version its event was routed with.
+    pub config_version: Option<ConfigVersion>,
 }
 
 /// What holds back an ordered delivery `d` (a row of `deliveries`) at `?3` (now), SQLite's
@@ -274,7 +278,7 @@ fn read_deliveries_to_send(
     let mut statement = connection.prepare_cached(
         "SELECT d.id, d.destination, d.attempts - d.attempt_base, e.source, e.event_id, e.event_type,
                 e.content_type, e.received_at_ms, e.body, d.attempt_base, e.trace_context, e.headers_json,
-                d.ordering_key IS NOT NULL
+                d.ordering_key IS NOT NULL, d.config_version
          FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
     )?;
     let mut found = HashMap::with_capacity(ids.len());
@@ -295,6 +299,7 @@ fn read_deliveries_to_send(
                     trace_context: row.get(10)?,
                     headers_json: row.get(11)?,
                     ordered: row.get(12)?,
+                    config_version: row.get(13)?,
                 })
             })
             .optional()?;

@@ -14,7 +14,9 @@ use super::deliveries::{Claimed, DeliveryToSend, Lease};
 use super::search::IndexProgress;
 use super::sqlite::Sqlite;
 use super::writer::Command;
-use crate::model::{DeliveryId, DeliveryOrdering, DeliveryStatus, EventRowId, LeaseToken, RouteStatus, UnixMs};
+use crate::model::{
+    ConfigVersion, DeliveryId, DeliveryOrdering, DeliveryStatus, EventRowId, LeaseToken, RouteStatus, UnixMs,
+};
 
 /// One event to record, as read from the stream.
 #[derive(Debug, Clone)]
@@ -47,6 +49,9 @@ pub struct NewEvent {
     pub ordering: Vec<(String, DeliveryOrdering)>,
     /// The record span's W3C `traceparent` (traces on): the parent of every attempt.
     pub trace_context: Option<String>,
+    /// The version of the routing config that routed it (`None` only in tests of rows an older
+    /// worker wrote).
+    pub config_version: Option<ConfigVersion>,
 }
 
 impl NewEvent {
@@ -152,6 +157,7 @@ pub(super) fn recorded(row: RecordedRow, event: Option<&NewEvent>, claims: &Firs
                                 },
                                 trace_context: event.trace_context.clone(),
                                 ordered,
+                                config_version: None,
                             },
                             lease: Lease { token: LeaseToken::FIRST, until: claims.until },
                         }
@@ -180,8 +186,8 @@ pub(super) fn record_events(
     let mut insert_event = connection.prepare_cached(
         "INSERT INTO events (id, source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
                              recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256, route_status,
-                             trace_context)
-         VALUES (?16, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                             trace_context, config_version)
+         VALUES (?16, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17)
          ON CONFLICT DO NOTHING",
     )?;
     // Due now and, unless another worker holds the destination, already claimed by this
@@ -228,6 +234,7 @@ pub(super) fn record_events(
                 route_status,
                 event.trace_context,
                 sequence.saturating_add(offset),
+                event.config_version,
             ])
         };
         let mut inserted = insert(offset)?;
@@ -381,6 +388,7 @@ impl Sqlite {
                     destinations: Vec::new(),
                     ordering: event.ordering.clone(),
                     trace_context: event.trace_context.clone(),
+                    config_version: None,
                     ..*event
                 })
             })

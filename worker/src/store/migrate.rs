@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (18, "0018_event_search", include_str!("../../../schemas/sql/0018_event_search.sql")),
     (19, "0019_search_reads_events", include_str!("../../../schemas/sql/0019_search_reads_events.sql")),
     (20, "0020_ordering", include_str!("../../../schemas/sql/0020_ordering.sql")),
+    (21, "0021_config_versions", include_str!("../../../schemas/sql/0021_config_versions.sql")),
 ];
 
 /// Whether migration `name` is the one that made the search index (by its name without the

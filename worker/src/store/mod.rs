@@ -63,6 +63,9 @@ mod backfill;
 mod backfill_tests;
 pub mod backup;
 mod columns;
+mod config_versions;
+#[cfg(test)]
+mod config_versions_tests;
 pub mod copy;
 mod deliveries;
 mod events;
@@ -101,7 +104,9 @@ pub use operator::{
     EventRow, EventSelection, EventStatusFilter, PageRequest, Totals,
 };
 use postgres::Postgres;
-pub use replays::{BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};
+pub use replays::{
+    BulkProgress, BulkReplayRow, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope, ReplayedTo,
+};
 pub use search::{SearchHit, SearchPage, SearchQuery, Snippet};
 pub use sessions::{KeptToken, SessionRow, SignIn};
 use sqlite::Sqlite;

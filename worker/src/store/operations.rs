@@ -12,12 +12,13 @@ use super::{
     ActivityBucket, ActivityQuery, ApiTokenRow, AttemptRecord, AttemptRow, AttemptSettled, AuditLogEntry,
     AuditSelection, Backend, BulkProgress, BulkReplayRow, ClaimDue, Claimed, ContentRead, DeadLetterSelection,
     DeliveryRow, Dismissed, DueClass, EventRow, EventSelection, FirstClaims, Linked, LinkedAccountRow, NewBulkReplay,
-    NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, RestoredBackup,
-    SearchPage, SearchQuery, SessionRow, SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked, UserRow,
+    NewEvent, PageRequest, ProviderAccount, Recorded, ReplayOrigin, ReplayOutcome, ReplayScope, ReplayedTo,
+    RestoredBackup, SearchPage, SearchQuery, SessionRow, SignIn, Store, StoreError, StreamFollowed, Totals, Unlinked,
+    UserRow,
 };
 use crate::model::{
-    ApiTokenId, AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, EventRowId, LeaseToken, LinkedAccountId,
-    UnixMs, UserId,
+    ApiTokenId, AuditAction, BulkReplayId, BulkReplayStatus, ConfigVersion, DeliveryId, EventRowId, LeaseToken,
+    LinkedAccountId, ReplayConfig, UnixMs, UserId,
 };
 
 /// Forwards each listed operation to the backend.
@@ -82,6 +83,23 @@ forward! {
     ///
     /// When the transaction fails.
     pub async fn clear_restored_backup(&self) -> Result<(), StoreError>;
+    // config versions
+    /// Keeps the snapshot of routing config `version` (its routes as canonical JSON, see
+    /// `routes::Router::version`), first used at `now`, unless it is kept already: several
+    /// workers starting with one config write one row, and a worker started again with a config
+    /// it had before changes nothing. Snapshots are never pruned (`store/config_versions.rs`).
+    ///
+    /// # Errors
+    ///
+    /// When the transaction fails.
+    pub async fn register_config_version(&self, version: ConfigVersion, routes_json: String, now: UnixMs) -> Result<(), StoreError>;
+    /// The snapshot of routing config `version` (its routes' canonical JSON); `None` when no
+    /// worker registered it.
+    ///
+    /// # Errors
+    ///
+    /// When the read fails.
+    pub async fn config_snapshot(&self, version: ConfigVersion) -> Result<Option<String>, StoreError>;
     // deliveries
     /// Records an attempt and the delivery's new state, fenced by the attempt's lease token.
     ///
@@ -243,19 +261,27 @@ forward! {
     /// # Errors
     ///
     /// When the transaction fails.
-    pub async fn replay(&self, delivery_id: DeliveryId, actor: String, scope: ReplayScope) -> Result<ReplayOutcome, StoreError>;
+    ///
+    /// `config` decides the config its attempts use from now on (kept in the delivery,
+    /// `config_version`): [`ReplayConfig::Current`] none (the worker's current one);
+    /// [`ReplayConfig::AsReceived`] its event's recorded version, or, when the event has none,
+    /// nothing changes and the answer is [`ReplayOutcome::NoRecordedConfig`]. The audit row
+    /// names the config.
+    pub async fn replay(&self, delivery_id: DeliveryId, actor: String, scope: ReplayScope, config: ReplayConfig) -> Result<ReplayOutcome, StoreError>;
     /// Replays an event to `destination` for `actor` (one transaction; on PostgreSQL under the
     /// event row's lock): a new pending delivery, due now, never attempted, whose id is
     /// [`DeliveryId::replayed_to`] (the event's `n`th such replay), keeping its lineage
     /// (`replay_of`: the delivery of `origin`, if it is one; `created_by`: `actor`), with its
-    /// audit row. The origin's own delivery is not touched. `None` (and nothing written) when the
+    /// audit row. The origin's own delivery is not touched. [`ReplayedTo::NotFound`] (nothing written) when the
     /// delivery or event does not exist. The destination is not checked here: the caller
     /// replays only to configured ones.
     ///
     /// # Errors
     ///
     /// When the transaction fails.
-    pub async fn replay_to_destination(&self, origin: ReplayOrigin, destination: String, actor: String) -> Result<Option<DeliveryRow>, StoreError>;
+    /// `config` as in [`Store::replay`] ([`ReplayedTo::NoRecordedConfig`], nothing written,
+    /// for "as received" of an event recorded without a version).
+    pub async fn replay_to_destination(&self, origin: ReplayOrigin, destination: String, actor: String, config: ReplayConfig) -> Result<ReplayedTo, StoreError>;
     /// Dismisses a dead letter for `actor` (one transaction, on PostgreSQL under the row's
     /// lock): it becomes `dismissed` with who, when and `note`, and its audit row is written.
     /// A dismissed delivery is no dead letter: not listed, counted, previewed or selected as

@@ -13,8 +13,8 @@ use rusqlite::{OptionalExtension, params_from_iter};
 use super::StoreError;
 use super::sqlite::Sqlite;
 use crate::model::{
-    AttemptOutcome, AuditAction, DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, OrderingKey, RouteStatus,
-    UnixMs,
+    AttemptOutcome, AuditAction, ConfigVersion, DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, OrderingKey,
+    RouteStatus, UnixMs,
 };
 
 /// A position in a newest-first list (a row's key): the rows after it are older. Handed out
@@ -122,6 +122,9 @@ pub struct EventRow {
     pub conflicts: i64,
     /// The signature scheme that verified it.
     pub scheme: String,
+    /// The version of the routing config that routed it (`None`: recorded before versions were
+    /// kept, or by a worker of the version before).
+    pub config_version: Option<ConfigVersion>,
 }
 
 impl EventRow {
@@ -193,6 +196,9 @@ pub struct DeliveryRow {
     /// Pending and waiting for an earlier delivery of its (destination, key): one still pending,
     /// or a dead letter that blocks the key.
     pub waits_for_earlier: bool,
+    /// The routing config whose transform its attempts run: `None`, the current one; set when
+    /// a replay "as received" chose its event's version.
+    pub config_version: Option<ConfigVersion>,
     /// Its position in the dead-letter list.
     pub cursor: Cursor,
 }
@@ -433,7 +439,7 @@ fn audit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditLogEntry> {
 
 /// Columns read by [`event_row`], table alias `e`.
 pub(super) const EVENT_COLUMNS: &str = "e.id, e.source, e.event_id, e.event_type, e.received_at_ms, e.content_type, \
-                                        e.route_status, e.duplicates, e.conflicts, e.scheme";
+                                        e.route_status, e.duplicates, e.conflicts, e.scheme, e.config_version";
 
 pub(super) fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
@@ -447,6 +453,7 @@ pub(super) fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         duplicates: row.get(7)?,
         conflicts: row.get(8)?,
         scheme: row.get(9)?,
+        config_version: row.get(10)?,
     })
 }
 
@@ -457,7 +464,8 @@ macro_rules! delivery_columns {
             "d.id, d.event_rowid, d.destination, d.status, d.attempts, d.replays, \
              d.last_status_code, d.last_error, d.dead_letter_reason, d.created_at_ms, \
              d.updated_at_ms, d.delivered_at_ms, d.next_attempt_at_ms, d.rowid, \
-             d.dismissed_by, d.dismissed_at_ms, d.dismiss_note, d.replay_of, d.created_by, d.ordering_key, ",
+             d.dismissed_by, d.dismissed_at_ms, d.dismiss_note, d.replay_of, d.created_by, \
+             d.config_version, d.ordering_key, ",
             super::deliveries::waits_for_earlier!($blocks)
         )
     };
@@ -488,8 +496,9 @@ pub(super) fn delivery_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery
         dismissal: Dismissal::of(row.get(14)?, row.get(15)?, row.get(16)?),
         replay_of: row.get(17)?,
         created_by: row.get(18)?,
-        ordering_key: row.get::<_, Option<String>>(19)?.map(OrderingKey::from_stored),
-        waits_for_earlier: row.get(20)?,
+        config_version: row.get(19)?,
+        ordering_key: row.get::<_, Option<String>>(20)?.map(OrderingKey::from_stored),
+        waits_for_earlier: row.get(21)?,
     })
 }
 

@@ -13,11 +13,11 @@ use super::events::{FirstClaims, NewEvent};
 use super::operator::{
     ContentRead, Cursor, DeadLetterSelection, EventSelection, EventStatusFilter, PageRequest, StatusCounts,
 };
-use super::replays::{BulkProgress, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope};
+use super::replays::{BulkProgress, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope, ReplayedTo};
 use super::{Backend, Store, StoreError};
 use crate::model::{
     AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, DeadLetterReason, DeliveryId, DeliveryStatus,
-    EventRowId, LeaseToken, RouteStatus, UnixMs,
+    EventRowId, LeaseToken, ReplayConfig, RouteStatus, UnixMs,
 };
 
 /// Each listed `async fn name(store: Store, ids: Vec<DeliveryId>)` runs on a fresh store
@@ -309,24 +309,33 @@ async fn totals_and_destination_counts_come_from_the_kept_counts(store: Store, _
 
 async fn a_replay_requeues_a_dead_letter_once_with_its_audit_row(store: Store, ids: Vec<DeliveryId>) {
     let before = UnixMs::now();
-    let replayed = store.replay(ids[0].clone(), "ops@x".into(), ReplayScope::Operator).await.unwrap();
-    assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
+    let replayed =
+        store.replay(ids[0].clone(), "ops@x".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap();
+    assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into(), config_version: None });
     let row = store.delivery(ids[0].clone()).await.unwrap().unwrap();
     assert_eq!((row.status, row.replays, row.attempts, row.dead_letter_reason), (DeliveryStatus::Pending, 1, 1, None));
     assert!(row.next_attempt_at.unwrap() >= before, "due now");
     assert!(
         matches!(
-            store.replay(ids[0].clone(), "ops@x".into(), ReplayScope::Operator).await.unwrap(),
+            store.replay(ids[0].clone(), "ops@x".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap(),
             ReplayOutcome::AlreadyPending { ref destination, .. } if destination == "a"
         ),
         "replayed once"
     );
     assert_eq!(store.delivery(ids[0].clone()).await.unwrap().unwrap().replays, 1);
     // A bulk job's item is not audited one by one.
-    let unaudited = store.replay(ids[3].clone(), "ops@x (bulk 1)".into(), ReplayScope::BulkItem).await.unwrap();
-    assert_eq!(unaudited, ReplayOutcome::Replayed { destination: "b".into() });
+    let unaudited = store
+        .replay(ids[3].clone(), "ops@x (bulk 1)".into(), ReplayScope::BulkItem, ReplayConfig::Current)
+        .await
+        .unwrap();
+    assert_eq!(unaudited, ReplayOutcome::Replayed { destination: "b".into(), config_version: None });
     let missing = store
-        .replay(DeliveryId::from_stored("dlv_missing".into()), "ops@x".into(), ReplayScope::Operator)
+        .replay(
+            DeliveryId::from_stored("dlv_missing".into()),
+            "ops@x".into(),
+            ReplayScope::Operator,
+            ReplayConfig::Current,
+        )
         .await
         .unwrap();
     assert_eq!(missing, ReplayOutcome::NotFound);
@@ -336,7 +345,12 @@ async fn a_replay_requeues_a_dead_letter_once_with_its_audit_row(store: Store, i
         audit.rows.iter().map(|r| (r.action, r.actor.as_str(), r.target.as_str(), r.detail.as_deref())).collect();
     assert_eq!(
         audited,
-        [(AuditAction::ReplayDelivery, "ops@x", ids[0].as_str(), Some("previous status dead_lettered"))]
+        [(
+            AuditAction::ReplayDelivery,
+            "ops@x",
+            ids[0].as_str(),
+            Some("previous status dead_lettered; config current")
+        )]
     );
     let totals = store.totals().await.unwrap();
     assert_eq!(totals.deliveries, StatusCounts { pending: 2, dead_lettered: 2, ..Default::default() });
@@ -417,17 +431,20 @@ async fn a_dismissed_dead_letter_is_no_dead_letter_is_audited_and_can_be_replaye
 
     // A bulk job that selected it before it was dismissed leaves it alone (and one already
     // pending again too); a dead letter it still replays.
-    let bulk = |id: &DeliveryId| store.replay(id.clone(), "ops@x (bulk 1)".into(), ReplayScope::BulkItem);
+    let bulk = |id: &DeliveryId| {
+        store.replay(id.clone(), "ops@x (bulk 1)".into(), ReplayScope::BulkItem, ReplayConfig::Current)
+    };
     assert_eq!(bulk(&ids[0]).await.unwrap(), ReplayOutcome::Skipped { status: DeliveryStatus::Dismissed });
-    assert_eq!(bulk(&ids[1]).await.unwrap(), ReplayOutcome::Replayed { destination: "a".into() });
+    assert_eq!(bulk(&ids[1]).await.unwrap(), ReplayOutcome::Replayed { destination: "a".into(), config_version: None });
     assert_eq!(bulk(&ids[1]).await.unwrap(), ReplayOutcome::Skipped { status: DeliveryStatus::Pending });
     assert_eq!(store.delivery(ids[0].clone()).await.unwrap().unwrap().status, DeliveryStatus::Dismissed);
     let pending = store.dismiss(ids[1].clone(), "ops@x".into(), None).await.unwrap();
     assert_eq!(pending, Dismissed::NotDeadLettered(DeliveryStatus::Pending), "only dead letters");
 
     // An operator changes their mind: replayed, no longer dismissed.
-    let replayed = store.replay(ids[0].clone(), "ops@y".into(), ReplayScope::Operator).await.unwrap();
-    assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
+    let replayed =
+        store.replay(ids[0].clone(), "ops@y".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap();
+    assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into(), config_version: None });
     let row = store.delivery(ids[0].clone()).await.unwrap().unwrap();
     assert_eq!((row.status, row.dismissal, row.replays), (DeliveryStatus::Pending, None, 1));
 
@@ -437,7 +454,7 @@ async fn a_dismissed_dead_letter_is_no_dead_letter_is_audited_and_can_be_replaye
     assert_eq!(
         audited,
         [
-            (AuditAction::ReplayDelivery, "ops@y", ids[0].as_str(), Some("previous status dismissed")),
+            (AuditAction::ReplayDelivery, "ops@y", ids[0].as_str(), Some("previous status dismissed; config current")),
             (AuditAction::DismissDeadLetter, "ops@x", ids[0].as_str(), Some("cancelled")),
         ]
     );
@@ -450,7 +467,9 @@ async fn a_dismissed_dead_letter_is_no_dead_letter_is_audited_and_can_be_replaye
 async fn an_event_replayed_to_a_destination_is_a_new_delivery_with_its_lineage(store: Store, ids: Vec<DeliveryId>) {
     let before = UnixMs::now();
     let from_delivery = ReplayOrigin::Delivery(ids[0].clone());
-    let row = store.replay_to_destination(from_delivery, "b".into(), "ops@x".into()).await.unwrap().unwrap();
+    let row = store.replay_to_destination(from_delivery, "b".into(), "ops@x".into(), ReplayConfig::Current).await;
+    let ReplayedTo::Done(row) = row.unwrap() else { panic!("not replayed") };
+    let row = *row;
     assert_eq!(row.id.as_str(), "dlv_000000000001_b~r1");
     assert_eq!((row.event, row.destination.as_str(), row.status), (EventRowId(1), "b", DeliveryStatus::Pending));
     assert_eq!((row.replay_of.as_ref(), row.created_by.as_deref()), (Some(&ids[0]), Some("ops@x")));
@@ -458,8 +477,10 @@ async fn an_event_replayed_to_a_destination_is_a_new_delivery_with_its_lineage(s
     assert!(row.created_at >= before && row.next_attempt_at.is_some_and(|at| at <= UnixMs::now()), "due now");
     assert_eq!(store.delivery(row.id.clone()).await.unwrap(), Some(row.clone()));
     // The same event again, as such, to its own routed destination: another delivery.
-    let again = store.replay_to_destination(ReplayOrigin::Event(EventRowId(1)), "a".into(), "ops@y".into()).await;
-    let again = again.unwrap().unwrap();
+    let again = store
+        .replay_to_destination(ReplayOrigin::Event(EventRowId(1)), "a".into(), "ops@y".into(), ReplayConfig::Current)
+        .await;
+    let ReplayedTo::Done(again) = again.unwrap() else { panic!("not replayed") };
     assert_eq!(
         (again.id.as_str(), again.replay_of, again.created_by.as_deref()),
         ("dlv_000000000001_a~r2", None, Some("ops@y"))
@@ -467,9 +488,16 @@ async fn an_event_replayed_to_a_destination_is_a_new_delivery_with_its_lineage(s
     let untouched = store.delivery(ids[0].clone()).await.unwrap().unwrap();
     assert_eq!((untouched.status, untouched.replays), (DeliveryStatus::DeadLettered, 0));
     let missing = ReplayOrigin::Delivery(DeliveryId::from_stored("dlv_missing".into()));
-    assert_eq!(store.replay_to_destination(missing, "b".into(), "ops@x".into()).await.unwrap(), None);
+    let current = ReplayConfig::Current;
+    assert_eq!(
+        store.replay_to_destination(missing, "b".into(), "ops@x".into(), current).await.unwrap(),
+        ReplayedTo::NotFound
+    );
     let no_event = ReplayOrigin::Event(EventRowId(99));
-    assert_eq!(store.replay_to_destination(no_event, "b".into(), "ops@x".into()).await.unwrap(), None);
+    assert_eq!(
+        store.replay_to_destination(no_event, "b".into(), "ops@x".into(), current).await.unwrap(),
+        ReplayedTo::NotFound
+    );
 
     let listed = store.deliveries_of_events(vec![EventRowId(1)]).await.unwrap();
     let listed: Vec<&str> = listed[&EventRowId(1)].iter().map(|d| d.id.as_str()).collect();
@@ -499,11 +527,16 @@ async fn an_event_replayed_to_a_destination_is_a_new_delivery_with_its_lineage(s
     let audit = store.audit_page(PageRequest { after: None, limit: 10 }).await.unwrap();
     let audited: Vec<_> =
         audit.rows.iter().map(|r| (r.action, r.actor.as_str(), r.target.as_str(), r.detail.as_deref())).collect();
-    let detail = format!("replay of {} to b", ids[0]);
+    let detail = format!("replay of {} to b; config current", ids[0]);
     assert_eq!(
         audited,
         [
-            (AuditAction::ReplayToDestination, "ops@y", "dlv_000000000001_a~r2", Some("replay of event 1 to a")),
+            (
+                AuditAction::ReplayToDestination,
+                "ops@y",
+                "dlv_000000000001_a~r2",
+                Some("replay of event 1 to a; config current")
+            ),
             (AuditAction::ReplayToDestination, "ops@x", "dlv_000000000001_b~r1", Some(detail.as_str())),
         ]
     );
@@ -696,7 +729,9 @@ async fn two_workers_replaying_one_dead_letter_at_once_replay_it_once() {
     hold.execute("SELECT 1 FROM deliveries WHERE id = $1 FOR UPDATE", &[&id]).await.unwrap();
     let replays = [one, two].map(|store| {
         let id = id.clone();
-        tokio::spawn(async move { store.replay(id, "ops@x".into(), ReplayScope::Operator).await.unwrap() })
+        tokio::spawn(async move {
+            store.replay(id, "ops@x".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap()
+        })
     });
     until_waiting_for_locks(&pool, 2).await;
     hold.commit().await.unwrap();
@@ -704,7 +739,10 @@ async fn two_workers_replaying_one_dead_letter_at_once_replay_it_once() {
     for replay in replays {
         outcomes.push(replay.await.unwrap());
     }
-    let replayed = outcomes.iter().filter(|o| **o == ReplayOutcome::Replayed { destination: "a".into() }).count();
+    let replayed = outcomes
+        .iter()
+        .filter(|o| **o == ReplayOutcome::Replayed { destination: "a".into(), config_version: None })
+        .count();
     let pending = outcomes.iter().filter(|o| matches!(o, ReplayOutcome::AlreadyPending { .. })).count();
     assert_eq!((replayed, pending), (1, 1), "{outcomes:?}");
     let client = pool.get().await.unwrap();
@@ -744,11 +782,12 @@ async fn a_replay_makes_a_pending_delivery_due_unless_held_and_gives_a_replayed_
 
     let now = UnixMs::now();
     let outcomes = [
-        store.replay(ids[0].clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
-        store.replay(ids[1].clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
-        store.replay(ids[2].clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
+        store.replay(ids[0].clone(), "ops".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap(),
+        store.replay(ids[1].clone(), "ops".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap(),
+        store.replay(ids[2].clone(), "ops".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap(),
     ];
-    let pending = |rescheduled| ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled };
+    let pending =
+        |rescheduled| ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled, config_version: None };
     assert_eq!(outcomes, [pending(true), pending(false), pending(true)]);
     for (id, due_now) in [(&ids[0], true), (&ids[1], false), (&ids[2], true)] {
         let due = store.delivery(id.clone()).await.unwrap().unwrap().next_attempt_at.unwrap();
@@ -756,8 +795,8 @@ async fn a_replay_makes_a_pending_delivery_due_unless_held_and_gives_a_replayed_
     }
 
     assert_eq!(
-        store.replay(ids[3].clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
-        ReplayOutcome::Replayed { destination: "b".into() }
+        store.replay(ids[3].clone(), "ops".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap(),
+        ReplayOutcome::Replayed { destination: "b".into(), config_version: None }
     );
     let row = client
         .query_one("SELECT status, attempt_base, replays, lease_until_ms FROM deliveries WHERE id = $1", &[&ids[3]])
@@ -769,7 +808,11 @@ async fn a_replay_makes_a_pending_delivery_due_unless_held_and_gives_a_replayed_
     );
     let audit = store.audit_page(PageRequest { after: None, limit: 10 }).await.unwrap();
     let details: Vec<_> = audit.rows.iter().map(|r| r.detail.as_deref()).collect();
-    assert_eq!(details, [Some("previous status delivered")], "only the replay that changed something is audited");
+    assert_eq!(
+        details,
+        [Some("previous status delivered; config current")],
+        "only the replay that changed something is audited"
+    );
 }
 
 /// Two workers making previews at once, both sweeping the same expired one: both succeed.

@@ -10,7 +10,8 @@ use super::events::{FirstClaims, NewEvent, Recorded};
 use super::replays::{Dismissed, ReplayScope};
 use super::tests::event;
 use crate::model::{
-    AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryOrdering, EventRowId, LeaseToken, OrderingKey, UnixMs,
+    AttemptOutcome, DeadLetterReason, DeliveryId, DeliveryOrdering, EventRowId, LeaseToken, OrderingKey, ReplayConfig,
+    UnixMs,
 };
 
 on_each_backend!(
@@ -159,7 +160,7 @@ async fn a_dead_letter_moves_its_key_on_or_blocks_it_until_replayed_or_dismissed
     }
     assert_eq!(numbers(&claim(&store, DueClass::First, now).await), [2], "skip moves on; block holds K and D");
 
-    store.replay(id(3), "ops".into(), ReplayScope::Operator).await.unwrap();
+    store.replay(id(3), "ops".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap();
     // A replay is due from the moment it was made.
     let now = now_ms() + 1;
     let replayed = claim(&store, DueClass::First, now).await;
@@ -185,7 +186,7 @@ async fn a_replayed_delivery_goes_before_its_keys_later_pending_ones_after_the_o
     settle(&store, 1, token_of(&first, 1), NextStep::DeadLetter(DeadLetterReason::Permanent4xx)).await;
     let second = claim(&store, DueClass::First, now).await;
     assert_eq!(numbers(&second), [2]);
-    store.replay(id(1), "ops".into(), ReplayScope::Operator).await.unwrap();
+    store.replay(id(1), "ops".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap();
     let now = now_ms() + 1;
     assert!(claim(&store, DueClass::First, now).await.is_empty(), "2 is in flight: 1 waits");
     settle(&store, 2, token_of(&second, 2), NextStep::RetryAt(UnixMs(now))).await;

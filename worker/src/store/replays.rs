@@ -12,7 +12,10 @@ use super::StoreError;
 use super::audit::AuditRow;
 use super::operator::{DELIVERY_COLUMNS, DeadLetterSelection, DeliveryRow, delivery_row};
 use super::sqlite::Sqlite;
-use crate::model::{AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
+use crate::model::{
+    AuditAction, BulkReplayId, BulkReplayStatus, ConfigVersion, DeliveryId, DeliveryStatus, EventRowId, ReplayConfig,
+    UnixMs,
+};
 
 /// Who replays a delivery, which decides what may be replayed (see [`Store::replay`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +46,49 @@ pub enum ReplayOutcome {
         destination: String,
         /// Made due now.
         rescheduled: bool,
+        /// The config its next attempts use (`None`: current).
+        config_version: Option<ConfigVersion>,
     },
     /// Set back to `pending`, due now, with a fresh retry schedule.
     Replayed {
         /// Its destination.
         destination: String,
+        /// The config its attempts use (`None`: current).
+        config_version: Option<ConfigVersion>,
     },
+    /// Asked "as received" for an event recorded with no config version: nothing changed.
+    NoRecordedConfig,
+}
+
+/// What replaying an event to a destination did (see [`Store::replay_to_destination`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayedTo {
+    /// The new delivery.
+    Done(Box<DeliveryRow>),
+    /// No such delivery or event.
+    NotFound,
+    /// Asked "as received" for an event recorded with no config version: nothing written.
+    NoRecordedConfig,
+}
+
+/// The config a replay gives its delivery: `None` (current) or the event's recorded version;
+/// `Err(())` when "as received" was asked of an event that has none.
+pub(super) fn chosen_config(
+    config: ReplayConfig,
+    recorded: Option<ConfigVersion>,
+) -> Result<Option<ConfigVersion>, ()> {
+    match config {
+        ReplayConfig::Current => Ok(None),
+        ReplayConfig::AsReceived => recorded.map(Some).ok_or(()),
+    }
+}
+
+/// How an audit row names the config a replay chose.
+pub(super) fn config_detail(version: Option<&ConfigVersion>) -> String {
+    match version {
+        None => "config current".to_owned(),
+        Some(version) => format!("config as received ({version})"),
+    }
 }
 
 /// What an operator replays to a destination (see [`Store::replay_to_destination`]).
@@ -189,21 +229,33 @@ impl Sqlite {
         delivery_id: DeliveryId,
         actor: String,
         scope: ReplayScope,
+        config: ReplayConfig,
     ) -> Result<ReplayOutcome, StoreError> {
         self.write(move |connection| {
-            let row: Option<(DeliveryStatus, String)> = connection
-                .query_row("SELECT status, destination FROM deliveries WHERE id = ?1", [&delivery_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+            let row: Option<(DeliveryStatus, String, Option<ConfigVersion>)> = connection
+                .query_row(
+                    "SELECT d.status, d.destination, e.config_version
+                     FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = ?1",
+                    [&delivery_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
                 .optional()?;
-            let Some((status, destination)) = row else {
+            let Some((status, destination, recorded)) = row else {
                 return Ok(ReplayOutcome::NotFound);
             };
             if scope == ReplayScope::BulkItem && status != DeliveryStatus::DeadLettered {
                 return Ok(ReplayOutcome::Skipped { status });
             }
+            let Ok(config_version) = chosen_config(config, recorded) else {
+                return Ok(ReplayOutcome::NoRecordedConfig);
+            };
             let now = UnixMs::now();
             if status == DeliveryStatus::Pending {
+                // Its next attempts use the config asked for, whether or not it is made due now.
+                connection.execute(
+                    "UPDATE deliveries SET config_version = ?2 WHERE id = ?1",
+                    params![delivery_id, config_version],
+                )?;
                 // No due time at all is a delivery no scheduler would ever claim (left so by the
                 // delivery task stream of old, whose tasks expired after `worker.retention`):
                 // made due as well, so a replay always recovers a pending delivery.
@@ -213,16 +265,16 @@ impl Sqlite {
                        AND (lease_until_ms IS NULL OR lease_until_ms < ?2)",
                     params![delivery_id, now],
                 )? == 1;
-                return Ok(ReplayOutcome::AlreadyPending { destination, rescheduled });
+                return Ok(ReplayOutcome::AlreadyPending { destination, rescheduled, config_version });
             }
             // A dismissed one's dismissal ends here (its audit row stays).
             connection.execute(
                 "UPDATE deliveries SET status = ?3, replays = replays + 1, replay_enqueued = 1,
                      attempt_base = attempts, next_attempt_at_ms = ?2, updated_at_ms = ?2,
                      dead_letter_reason = NULL, lease_until_ms = NULL,
-                     dismissed_by = NULL, dismissed_at_ms = NULL, dismiss_note = NULL
+                     dismissed_by = NULL, dismissed_at_ms = NULL, dismiss_note = NULL, config_version = ?4
                  WHERE id = ?1",
-                params![delivery_id, now, DeliveryStatus::Pending],
+                params![delivery_id, now, DeliveryStatus::Pending, config_version],
             )?;
             if scope == ReplayScope::Operator {
                 AuditRow {
@@ -231,11 +283,11 @@ impl Sqlite {
                     action: AuditAction::ReplayDelivery,
                     target: delivery_id.as_str(),
                     count: 1,
-                    detail: Some(&format!("previous status {status}")),
+                    detail: Some(&format!("previous status {status}; {}", config_detail(config_version.as_ref()))),
                 }
                 .write(connection)?;
             }
-            Ok(ReplayOutcome::Replayed { destination })
+            Ok(ReplayOutcome::Replayed { destination, config_version })
         })
         .await
     }
@@ -285,18 +337,29 @@ impl Sqlite {
         origin: ReplayOrigin,
         destination: String,
         actor: String,
-    ) -> Result<Option<DeliveryRow>, StoreError> {
+        config: ReplayConfig,
+    ) -> Result<ReplayedTo, StoreError> {
         self.write(move |c| {
-            let event: Option<EventRowId> = match &origin {
-                ReplayOrigin::Delivery(id) => {
-                    c.query_row("SELECT event_rowid FROM deliveries WHERE id = ?1", [id], |r| r.get(0)).optional()?
-                }
-                ReplayOrigin::Event(event) => {
-                    c.query_row("SELECT id FROM events WHERE id = ?1", [event], |r| r.get(0)).optional()?
-                }
+            let event: Option<(EventRowId, Option<ConfigVersion>)> = match &origin {
+                ReplayOrigin::Delivery(id) => c
+                    .query_row(
+                        "SELECT e.id, e.config_version FROM deliveries d JOIN events e ON e.id = d.event_rowid
+                         WHERE d.id = ?1",
+                        [id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?,
+                ReplayOrigin::Event(event) => c
+                    .query_row("SELECT id, config_version FROM events WHERE id = ?1", [event], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?,
             };
-            let Some(event) = event else {
-                return Ok(None);
+            let Some((event, recorded)) = event else {
+                return Ok(ReplayedTo::NotFound);
+            };
+            let Ok(config_version) = chosen_config(config, recorded) else {
+                return Ok(ReplayedTo::NoRecordedConfig);
             };
             // The single writer orders two replays of one event: each counts the other's.
             let before: i64 = c.query_row(
@@ -308,9 +371,9 @@ impl Sqlite {
             let now = UnixMs::now();
             c.execute(
                 "INSERT INTO deliveries (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
-                                         next_attempt_at_ms, replay_of, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7)",
-                params![id, event, destination, DeliveryStatus::Pending, now, origin.delivery(), actor],
+                                         next_attempt_at_ms, replay_of, created_by, config_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7, ?8)",
+                params![id, event, destination, DeliveryStatus::Pending, now, origin.delivery(), actor, config_version],
             )?;
             AuditRow {
                 at: now,
@@ -318,11 +381,11 @@ impl Sqlite {
                 action: AuditAction::ReplayToDestination,
                 target: id.as_str(),
                 count: 1,
-                detail: Some(&origin.describe(&destination)),
+                detail: Some(&format!("{}; {}", origin.describe(&destination), config_detail(config_version.as_ref()))),
             }
             .write(c)?;
             c.query_row(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.id = ?1"), [&id], delivery_row)
-                .map(Some)
+                .map(|row| ReplayedTo::Done(Box::new(row)))
         })
         .await
     }

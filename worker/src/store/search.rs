@@ -509,7 +509,7 @@ fn search_page(
             );
             let mut statement = connection.prepare(&sql)?;
             let rows = statement.query_map(params_from_iter(w.params()), |row| {
-                let body: Vec<u8> = row.get(10)?;
+                let body: Vec<u8> = row.get(11)?;
                 let text = searchable_text(&body).unwrap_or_default();
                 Ok(SearchHit { event: event_row(row)?, snippet: snippet(text, query) })
             })?;

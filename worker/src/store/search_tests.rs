@@ -311,7 +311,9 @@ async fn sqlite_finds_events_before_and_after_they_are_indexed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("inlet.db");
     // No writer runs on this connection: nothing is indexed until this test says so.
-    let connection = crate::store::tests::database_at_version(&path, 19);
+    // The newest schema (its event columns are what the search reads).
+    let newest = super::super::migrate::MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    let connection = crate::store::tests::database_at_version(&path, newest);
     let insert = "INSERT INTO events (id, source, event_id, id_origin, scheme, secret_index, received_at_ms,
                                       recorded_at_ms, stream_sequence, headers_json, body, body_sha256, route_status)
                   VALUES (?1, 'src', ?2, 'provider', 'github', 0, 1, 1, 1, '[]', ?3, '', 'unrouted')";

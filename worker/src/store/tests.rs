@@ -20,7 +20,7 @@ use super::wal::checkpoint;
 use super::wal::restart_wal_if_wanted;
 use super::writer::{Command, TypedWrite, execute_group};
 use super::{Backend, Store, StoreError};
-use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, UnixMs};
+use crate::model::{AttemptOutcome, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, ReplayConfig, UnixMs};
 use bytes::Bytes;
 use inlet_shared::signature::{IdOrigin, SchemeKind};
 
@@ -111,6 +111,7 @@ pub(super) fn event(id: &str, body: &str, destinations: &[&str]) -> NewEvent {
         destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
         ordering: Vec::new(),
         trace_context: None,
+        config_version: None,
     }
 }
 
@@ -956,8 +957,8 @@ async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
         .await
         .unwrap();
 
-    let replayed = store.replay(one.clone(), "ops".into(), ReplayScope::Operator).await.unwrap();
-    assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into() });
+    let replayed = store.replay(one.clone(), "ops".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap();
+    assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into(), config_version: None });
     let (status, ..) = row(&store, &one).await;
     assert_eq!(status, "pending");
     let (claimed, _) = store
@@ -977,18 +978,26 @@ async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
     assert_eq!(claimed.len(), 1, "a replayed delivery is a first attempt again (fresh schedule)");
     assert_eq!(claimed[0].delivery.attempts, 0);
     assert_eq!(
-        store.replay(one.clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
-        ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: false },
+        store.replay(one.clone(), "ops".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap(),
+        ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: false, config_version: None },
         "an attempt holds it now"
     );
     assert_eq!(
-        store.replay(two.clone(), "ops".into(), ReplayScope::Operator).await.unwrap(),
-        ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true },
+        store.replay(two.clone(), "ops".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap(),
+        ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true, config_version: None },
         "a retry waiting for later is made due now"
     );
     assert!(row(&store, &two).await.4.unwrap() <= now_ms());
     assert_eq!(
-        store.replay(DeliveryId::from_stored("dlv_missing".into()), "ops".into(), ReplayScope::Operator).await.unwrap(),
+        store
+            .replay(
+                DeliveryId::from_stored("dlv_missing".into()),
+                "ops".into(),
+                ReplayScope::Operator,
+                ReplayConfig::Current
+            )
+            .await
+            .unwrap(),
         ReplayOutcome::NotFound
     );
 }
@@ -1051,8 +1060,12 @@ async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_
         .write(move |c| c.execute("UPDATE deliveries SET next_attempt_at_ms = NULL WHERE id = ?1", [&id]))
         .await
         .unwrap();
-    let outcome = store.replay(stuck.clone(), "test".into(), ReplayScope::Operator).await.unwrap();
-    assert_eq!(outcome, ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true });
+    let outcome =
+        store.replay(stuck.clone(), "test".into(), ReplayScope::Operator, ReplayConfig::Current).await.unwrap();
+    assert_eq!(
+        outcome,
+        ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true, config_version: None }
+    );
     let (claimed, _) = store
         .claim_due(
             "a".into(),

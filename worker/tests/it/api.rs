@@ -811,7 +811,7 @@ async fn a_dismissed_dead_letter_is_resolved_without_delivery_audited_and_can_be
     let audit = pipeline.gql("{ auditLog(first: 1) { nodes { action detail } } }", json!({})).await;
     assert_eq!(
         audit["auditLog"]["nodes"][0],
-        json!({"action": "REPLAY_DELIVERY", "detail": "previous status dismissed"})
+        json!({"action": "REPLAY_DELIVERY", "detail": "previous status dismissed; config current"})
     );
 }
 
@@ -941,9 +941,9 @@ async fn an_event_is_replayed_to_another_destination_as_a_new_delivery_with_its_
     assert_eq!(
         audit["auditLog"]["nodes"],
         json!([
-            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": third, "detail": format!("replay of {original} to orders")},
-            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": second, "detail": format!("replay of event {event_number} to staging")},
-            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": first, "detail": format!("replay of {original} to staging")},
+            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": third, "detail": format!("replay of {original} to orders; config current")},
+            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": second, "detail": format!("replay of event {event_number} to staging; config current")},
+            {"actor": "token:runbook", "action": "REPLAY_TO_DESTINATION", "target": first, "detail": format!("replay of {original} to staging; config current")},
         ])
     );
 }

@@ -1,8 +1,9 @@
 //! The console in headless Chromium (Debian's, driven by `scripts/e2e/console.mjs` through
 //! playwright-core): sign in at a real OpenID provider, find a dead-lettered event, replay it
 //! after a confirmation that shows what will be sent, see it delivered, cancel a replay of the
-//! delivered one (warned that it was delivered), replay it to a destination no route selects and
-//! see the new delivery with its lineage delivered; dismiss another with a note and see the
+//! delivered one (warned that it was delivered), replay it to a destination no route selects
+//! with the config it was routed with ("as received") and see the new delivery with its lineage
+//! and config delivered; dismiss another with a note and see the
 //! dismissal; bulk-replay another through its dry run's preview token. The event view shows a
 //! delivery's ordering key.
 
@@ -69,6 +70,8 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
     let replayed_to =
         state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "REPLAY_TO_DESTINATION");
     assert_eq!(replayed_to.map(|n| &n["actor"]), Some(&json!("ops@example.com")));
+    let detail = replayed_to.and_then(|n| n["detail"].as_str()).unwrap_or_default();
+    assert!(detail.contains("; config as received ("), "the console's choice reached the store: {detail}");
     let dismissal =
         state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "DISMISS_DEAD_LETTER").cloned();
     assert_eq!(

@@ -40,6 +40,7 @@ mod operator_support;
 mod ordering;
 mod programs;
 mod quarantine;
+mod replay_config;
 mod scheduling;
 mod several_workers;
 mod sqlite_only;

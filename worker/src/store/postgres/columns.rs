@@ -12,8 +12,8 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, accepts, to_sql_checke
 use super::PgError;
 
 use crate::model::{
-    ApiTokenId, AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, DeadLetterReason, DeliveryId,
-    DeliveryStatus, EventRowId, LeaseToken, LinkedAccountId, RouteStatus, UnixMs, UserId,
+    ApiTokenId, AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, ConfigVersion, DeadLetterReason,
+    DeliveryId, DeliveryStatus, EventRowId, LeaseToken, LinkedAccountId, RouteStatus, UnixMs, UserId,
 };
 
 type BoxError = Box<dyn Error + Sync + Send>;
@@ -79,6 +79,23 @@ impl ToSql for DeliveryId {
 impl<'a> FromSql<'a> for DeliveryId {
     fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
         <&str>::from_sql(ty, raw).map(|id| DeliveryId::from_stored(id.to_owned()))
+    }
+
+    accepts!(TEXT, VARCHAR);
+}
+
+impl ToSql for ConfigVersion {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        self.as_str().to_sql(ty, out)
+    }
+
+    accepts!(TEXT, VARCHAR);
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for ConfigVersion {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        <&str>::from_sql(ty, raw).map(|version| ConfigVersion::from_stored(version.to_owned()))
     }
 
     accepts!(TEXT, VARCHAR);

@@ -38,6 +38,7 @@ fn claimed_row(row: &Row, until: UnixMs) -> Result<(Claimed, bool), PgError> {
         trace_context: row.try_get(12)?,
         headers_json: row.try_get(13)?,
         ordered: row.try_get(14)?,
+        config_version: row.try_get(15)?,
     };
     let lease = Lease { token: row.try_get(10)?, until };
     Ok((Claimed { delivery, lease }, row.try_get(11)?))
@@ -84,11 +85,11 @@ impl Postgres {
                              FROM due WHERE d.id = due.id
                              RETURNING d.id, d.destination, d.attempts, d.attempt_base, d.event_rowid, d.lease_token,
                                        d.next_attempt_at_ms, due.lease_until_ms IS NOT NULL AS restarted,
-                                       d.ordering_key IS NOT NULL AS ordered
+                                       d.ordering_key IS NOT NULL AS ordered, d.config_version
                          )
                          SELECT c.id, c.destination, c.attempts - c.attempt_base, e.source, e.event_id, e.event_type,
                                 e.content_type, e.received_at_ms, e.body, c.attempt_base, c.lease_token, c.restarted,
-                                e.trace_context, e.headers_json, c.ordered
+                                e.trace_context, e.headers_json, c.ordered, c.config_version
                          FROM claimed c JOIN events e ON e.id = c.event_rowid
                          ORDER BY c.next_attempt_at_ms, c.id"
                     ))

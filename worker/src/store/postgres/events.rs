@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::deliveries::ORDERING_LOCK;
 use super::{PgError, Postgres};
-use crate::model::{DeliveryId, DeliveryOrdering, DeliveryStatus, EventRowId, RouteStatus, UnixMs};
+use crate::model::{ConfigVersion, DeliveryId, DeliveryOrdering, DeliveryStatus, EventRowId, RouteStatus, UnixMs};
 use crate::store::events::{RecordedRow, body_sha256, recorded};
 use crate::store::{FirstClaims, NewEvent, Recorded, StoreError};
 
@@ -136,14 +136,16 @@ async fn insert_events(
         .prepare_cached(
             "INSERT INTO events (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
                                  recorded_at_ms, stream_sequence, content_type, headers_json, body, body_sha256,
-                                 route_status, trace_context)
+                                 route_status, trace_context, config_version)
              SELECT source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms, $14::bigint,
-                    stream_sequence, content_type, headers_json, body, body_sha256, route_status, trace_context
+                    stream_sequence, content_type, headers_json, body, body_sha256, route_status, trace_context,
+                    config_version
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-                         $8::bigint[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[], $15::text[])
+                         $8::bigint[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[], $15::text[],
+                         $16::text[])
                   WITH ORDINALITY AS e (source, event_id, id_origin, event_type, scheme, secret_index, received_at_ms,
                                         stream_sequence, content_type, headers_json, body, body_sha256, route_status,
-                                        trace_context, position)
+                                        trace_context, config_version, position)
              ORDER BY position
              ON CONFLICT (source, event_id) DO NOTHING
              RETURNING id, source, event_id",
@@ -162,6 +164,7 @@ async fn insert_events(
         order.iter().map(|&i| i64::try_from(events[i].stream_sequence).unwrap_or(i64::MAX)).collect();
     let content_types = optional(&|e| e.content_type.as_deref());
     let trace_contexts = optional(&|e| e.trace_context.as_deref());
+    let config_versions = optional(&|e| e.config_version.as_ref().map(ConfigVersion::as_str));
     let headers = column(&|e| &e.headers_json);
     let bodies: Vec<&[u8]> = order.iter().map(|&i| events[i].body.as_ref()).collect();
     let event_shas: Vec<&str> = order.iter().map(|&i| shas[i].as_str()).collect();
@@ -188,6 +191,7 @@ async fn insert_events(
                 &route_statuses,
                 &now,
                 &trace_contexts,
+                &config_versions,
             ],
         )
         .await?;

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "0009_event_search", include_str!("../../../../schemas/sql/postgres/0009_event_search.sql")),
     (10, "0010_transform_failed", include_str!("../../../../schemas/sql/postgres/0010_transform_failed.sql")),
     (11, "0011_ordering", include_str!("../../../../schemas/sql/postgres/0011_ordering.sql")),
+    (12, "0012_config_versions", include_str!("../../../../schemas/sql/postgres/0012_config_versions.sql")),
 ];
 
 /// The ledger of applied migrations (same columns as SQLite's).

@@ -22,6 +22,7 @@ mod attempts;
 mod audit;
 mod backfill;
 mod columns;
+mod config_versions;
 mod deliveries;
 mod events;
 pub mod migrate;

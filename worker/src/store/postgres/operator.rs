@@ -149,6 +149,7 @@ pub(super) fn event_row(row: &Row) -> Result<EventRow, PgError> {
         duplicates: row.try_get(7)?,
         conflicts: row.try_get(8)?,
         scheme: row.try_get(9)?,
+        config_version: row.try_get(10)?,
     })
 }
 
@@ -179,8 +180,9 @@ pub(super) fn delivery_row(row: &Row) -> Result<DeliveryRow, PgError> {
         dismissal: Dismissal::of(row.try_get(14)?, row.try_get(15)?, row.try_get(16)?),
         replay_of: row.try_get(17)?,
         created_by: row.try_get(18)?,
-        ordering_key: row.try_get::<_, Option<String>>(19)?.map(crate::model::OrderingKey::from_stored),
-        waits_for_earlier: row.try_get(20)?,
+        config_version: row.try_get(19)?,
+        ordering_key: row.try_get::<_, Option<String>>(20)?.map(crate::model::OrderingKey::from_stored),
+        waits_for_earlier: row.try_get(21)?,
     })
 }
 

@@ -6,10 +6,15 @@ use tokio_postgres::Row;
 
 use super::operator::{Where, dead_letter_where, delivery_row, query_rows, read};
 use super::{PgError, Postgres};
-use crate::model::{AuditAction, BulkReplayId, BulkReplayStatus, DeliveryId, DeliveryStatus, EventRowId, UnixMs};
+use crate::model::{
+    AuditAction, BulkReplayId, BulkReplayStatus, ConfigVersion, DeliveryId, DeliveryStatus, EventRowId, ReplayConfig,
+    UnixMs,
+};
 use crate::store::audit::AuditRow;
 use crate::store::operator::DELIVERY_COLUMNS_PG;
-use crate::store::replays::{BulkPreview, Dismissed, ReplayOrigin, ReplayScope};
+use crate::store::replays::{
+    BulkPreview, Dismissed, ReplayOrigin, ReplayScope, ReplayedTo, chosen_config, config_detail,
+};
 use crate::store::{
     BulkProgress, BulkReplayRow, DeadLetterSelection, DeliveryRow, NewBulkReplay, ReplayOutcome, StoreError,
 };
@@ -69,23 +74,36 @@ impl Postgres {
         delivery_id: DeliveryId,
         actor: String,
         scope: ReplayScope,
+        config: ReplayConfig,
     ) -> Result<ReplayOutcome, StoreError> {
         Ok(self
             .write(async |t| {
                 // Locked until commit: a concurrent replay of the same delivery (another worker)
                 // waits here and then reads the status this one leaves, so exactly one of them
                 // replays it and writes the audit row; the other finds it pending.
-                let select =
-                    t.prepare_cached("SELECT status, destination FROM deliveries WHERE id = $1 FOR UPDATE").await?;
+                // (The event's config version never changes once recorded: it is read unlocked.)
+                let select = t
+                    .prepare_cached(
+                        "SELECT d.status, d.destination, e.config_version
+                         FROM deliveries d JOIN events e ON e.id = d.event_rowid WHERE d.id = $1 FOR UPDATE OF d",
+                    )
+                    .await?;
                 let Some(row) = t.query_opt(&select, &[&delivery_id]).await? else {
                     return Ok(ReplayOutcome::NotFound);
                 };
                 let (status, destination): (DeliveryStatus, String) = (row.try_get(0)?, row.try_get(1)?);
+                let recorded: Option<ConfigVersion> = row.try_get(2)?;
                 if scope == ReplayScope::BulkItem && status != DeliveryStatus::DeadLettered {
                     return Ok(ReplayOutcome::Skipped { status });
                 }
+                let Ok(config_version) = chosen_config(config, recorded) else {
+                    return Ok(ReplayOutcome::NoRecordedConfig);
+                };
                 let now = UnixMs::now();
                 if status == DeliveryStatus::Pending {
+                    // Its next attempts use the config asked for, whether or not it is made due now.
+                    let choose = t.prepare_cached("UPDATE deliveries SET config_version = $2 WHERE id = $1").await?;
+                    t.execute(&choose, &[&delivery_id, &config_version]).await?;
                     // As on SQLite: made due now unless an attempt holds it; no due time at all
                     // (left so by the delivery task stream of old) is made due as well.
                     let reschedule = t
@@ -96,7 +114,7 @@ impl Postgres {
                         )
                         .await?;
                     let rescheduled = t.execute(&reschedule, &[&delivery_id, &now]).await? == 1;
-                    return Ok(ReplayOutcome::AlreadyPending { destination, rescheduled });
+                    return Ok(ReplayOutcome::AlreadyPending { destination, rescheduled, config_version });
                 }
                 // A dismissed one's dismissal ends here (its audit row stays).
                 let requeue = t
@@ -104,11 +122,11 @@ impl Postgres {
                         "UPDATE deliveries SET status = $3, replays = replays + 1, replay_enqueued = true,
                              attempt_base = attempts, next_attempt_at_ms = $2, updated_at_ms = $2,
                              dead_letter_reason = NULL, lease_until_ms = NULL,
-                             dismissed_by = NULL, dismissed_at_ms = NULL, dismiss_note = NULL
+                             dismissed_by = NULL, dismissed_at_ms = NULL, dismiss_note = NULL, config_version = $4
                          WHERE id = $1",
                     )
                     .await?;
-                t.execute(&requeue, &[&delivery_id, &now, &DeliveryStatus::Pending]).await?;
+                t.execute(&requeue, &[&delivery_id, &now, &DeliveryStatus::Pending, &config_version]).await?;
                 if scope == ReplayScope::Operator {
                     AuditRow {
                         at: now,
@@ -116,12 +134,12 @@ impl Postgres {
                         action: AuditAction::ReplayDelivery,
                         target: delivery_id.as_str(),
                         count: 1,
-                        detail: Some(&format!("previous status {status}")),
+                        detail: Some(&format!("previous status {status}; {}", config_detail(config_version.as_ref()))),
                     }
                     .write_pg(t)
                     .await?;
                 }
-                Ok(ReplayOutcome::Replayed { destination })
+                Ok(ReplayOutcome::Replayed { destination, config_version })
             })
             .await?)
     }
@@ -177,7 +195,8 @@ impl Postgres {
         origin: ReplayOrigin,
         destination: String,
         actor: String,
-    ) -> Result<Option<DeliveryRow>, StoreError> {
+        config: ReplayConfig,
+    ) -> Result<ReplayedTo, StoreError> {
         Ok(self
             .write(async |t| {
                 let event: Option<EventRowId> = match &origin {
@@ -188,16 +207,20 @@ impl Postgres {
                     ReplayOrigin::Event(event) => Some(*event),
                 };
                 let Some(event) = event else {
-                    return Ok(None);
+                    return Ok(ReplayedTo::NotFound);
                 };
                 // The event's row, locked until commit: two replays of one event (from any
                 // worker) number their deliveries one after the other, and a prune that took the
                 // event first has deleted it when this goes on (then there is nothing to replay).
                 // NO KEY UPDATE: recording's foreign key checks on the event are not held up.
-                let lock = t.prepare_cached("SELECT id FROM events WHERE id = $1 FOR NO KEY UPDATE").await?;
-                if t.query_opt(&lock, &[&event]).await?.is_none() {
-                    return Ok(None);
-                }
+                let lock =
+                    t.prepare_cached("SELECT id, config_version FROM events WHERE id = $1 FOR NO KEY UPDATE").await?;
+                let Some(locked) = t.query_opt(&lock, &[&event]).await? else {
+                    return Ok(ReplayedTo::NotFound);
+                };
+                let Ok(config_version) = chosen_config(config, locked.try_get(1)?) else {
+                    return Ok(ReplayedTo::NoRecordedConfig);
+                };
                 let count = t
                     .prepare_cached("SELECT count(*) FROM deliveries WHERE event_rowid = $1 AND created_by IS NOT NULL")
                     .await?;
@@ -207,14 +230,23 @@ impl Postgres {
                 let insert = t
                     .prepare_cached(&format!(
                         "INSERT INTO deliveries AS d (id, event_rowid, destination, status, created_at_ms, updated_at_ms,
-                                                      next_attempt_at_ms, replay_of, created_by)
-                         VALUES ($1, $2, $3, $4, $5, $5, $5, $6, $7) RETURNING {DELIVERY_COLUMNS_PG}"
+                                                      next_attempt_at_ms, replay_of, created_by, config_version)
+                         VALUES ($1, $2, $3, $4, $5, $5, $5, $6, $7, $8) RETURNING {DELIVERY_COLUMNS_PG}"
                     ))
                     .await?;
                 let row = t
                     .query_one(
                         &insert,
-                        &[&id, &event, &destination, &DeliveryStatus::Pending, &now, &origin.delivery(), &actor],
+                        &[
+                            &id,
+                            &event,
+                            &destination,
+                            &DeliveryStatus::Pending,
+                            &now,
+                            &origin.delivery(),
+                            &actor,
+                            &config_version,
+                        ],
                     )
                     .await?;
                 AuditRow {
@@ -223,11 +255,15 @@ impl Postgres {
                     action: AuditAction::ReplayToDestination,
                     target: id.as_str(),
                     count: 1,
-                    detail: Some(&origin.describe(&destination)),
+                    detail: Some(&format!(
+                        "{}; {}",
+                        origin.describe(&destination),
+                        config_detail(config_version.as_ref())
+                    )),
                 }
                 .write_pg(t)
                 .await?;
-                Ok(Some(delivery_row(&row)?))
+                Ok(ReplayedTo::Done(Box::new(delivery_row(&row)?)))
             })
             .await?)
     }

@@ -90,7 +90,7 @@ impl Postgres {
                     );
                     let statement = c.prepare_cached(&sql).await?;
                     for row in c.query(&statement, &w.params()).await? {
-                        let text: &str = row.try_get(10)?;
+                        let text: &str = row.try_get(11)?;
                         hits.push(SearchHit { event: event_row(&row)?, snippet: snippet(text, &query) });
                     }
                 }

@@ -3,11 +3,12 @@
 // sign in at the OpenID provider, find a dead-lettered event, replay it (confirming in a dialog
 // that shows what will be sent), see it delivered, cancel a replay of the delivered one; with
 // --replay-to, replay the replayed event to that destination too, with the config it was
-// routed with ("as received"), and see the new delivery with its lineage and config delivered; with --dismiss-event-id, dismiss that event's dead letter with a note
-// and see it shown; with
-// --bulk-text, bulk-replay the dead letters whose event id contains it (dry run, then confirm
-// the previewed selection) and see the job finish; filter events by a UTC time from a New York
-// browser; run a query in the API explorer (GraphiQL) without breaking its CSP.
+// routed with ("as received"), and see the new delivery with its lineage and config delivered;
+// with --dismiss-event-id, dismiss that event's dead letter with a note and see it shown; with
+// --bulk-text, bulk-replay the dead letters whose event id contains it with each event's config
+// as received (dry run, then confirm the previewed selection) and see the job finish; filter
+// events by a UTC time from a New York browser; run a query in the API explorer (GraphiQL)
+// without breaking its CSP.
 //
 //   node console.mjs --url http://127.0.0.1:PORT --email admin@example.com --event-id EVT [--bulk-text T]
 //                    [--dismiss-event-id EVT2] [--replay-to DESTINATION] [--screenshot out.png]
@@ -125,12 +126,16 @@ try {
     await page.locator('nav a[href="#dead-letters"]').click();
     await page.locator('#dead-filters input[name=text]').fill(args['bulk-text']);
     await page.locator('#dead-filters button[type=submit]').click();
+    // Each event's transform as it was routed: the dry run and the job say so.
+    await page.locator('#bulk-config').selectOption('AS_RECEIVED');
     await page.locator('#bulk-preview').click();
-    await page.locator('#bulk-count').filter({ hasText: 'Dry run: 1 dead letters match' }).waitFor();
+    await page.locator('#bulk-count')
+      .filter({ hasText: "Dry run: 1 dead letters match, to be transformed with each event's config as received" }).waitFor();
     step('bulk previewed');
     await page.locator('#bulk-start').click();
     await page.locator('#bulk-status').filter({ hasText: 'finished' }).waitFor();
-    await page.locator('#bulk-status').filter({ hasText: '1/1 processed, 1 re-queued' }).waitFor();
+    await page.locator('#bulk-status')
+      .filter({ hasText: "1/1 processed, 1 re-queued at ≤ 10/s, with each event's config as received" }).waitFor();
     step('bulk replayed');
   }
   // Provider-controlled text (event ids, payloads) must never run as markup.

@@ -546,23 +546,30 @@ async function deadLettersView() {
   const pages = pager('dead-pages', async (f, first, after) => (await gql(DEAD, { filter: f, first, after })).deadLetters, show);
   form.addEventListener('submit', (event) => { event.preventDefault(); pages.reload(filter()).catch(showError); });
   const rate = h('input', { type: 'number', min: 1, value: 10, name: 'rate', id: 'bulk-rate' });
+  // Which routes' transform every item runs: the current ones, or each event's own as received
+  // (an item whose event recorded no version is then left as it is, counted as not re-queued).
+  const bulkConfig = h('select', { id: 'bulk-config', name: 'config' },
+    h('option', { value: 'CURRENT' }, 'current config'),
+    h('option', { value: 'AS_RECEIVED' }, 'as received (each event\'s own)'));
+  const bulkConfigText = (config) => (config === 'AS_RECEIVED' ? 'each event\'s config as received' : 'the current config');
   const preview = h('button', { type: 'button', id: 'bulk-preview', onclick: async () => {
-    // The confirmation replays exactly what this dry run counted: its filter and its token
-    // (dead letters arriving later are left out; if the previewed ones changed, it is refused).
+    // The confirmation replays exactly what this dry run counted: its filter, its config and its
+    // token (dead letters arriving later are left out; if the previewed ones changed, it is refused).
     const previewed = filter();
-    const { bulkReplay } = await gql(`mutation($f: DeadLetterFilter!) { bulkReplay(filter: $f, dryRun: true) { count previewToken sample { id destination event { eventId } } } }`, { f: previewed });
+    const config = bulkConfig.value;
+    const { bulkReplay } = await gql(`mutation($f: DeadLetterFilter!, $c: ReplayConfig!) { bulkReplay(filter: $f, dryRun: true, config: $c) { count previewToken sample { id destination event { eventId } } } }`, { f: previewed, c: config });
     const start = h('button', { type: 'button', className: 'primary', id: 'bulk-start', disabled: bulkReplay.count === 0, onclick: async () => {
       try {
-        const started = await gql(`mutation($f: DeadLetterFilter!, $r: Int, $t: String!) { bulkReplay(filter: $f, dryRun: false, ratePerSecond: $r, previewToken: $t) { job { id total ratePerSecond } } }`,
-          { f: previewed, r: Number(rate.value) || null, t: bulkReplay.previewToken });
-        await followJob(started.bulkReplay.job.id, load);
+        const started = await gql(`mutation($f: DeadLetterFilter!, $r: Int, $t: String!, $c: ReplayConfig!) { bulkReplay(filter: $f, dryRun: false, ratePerSecond: $r, previewToken: $t, config: $c) { job { id total ratePerSecond } } }`,
+          { f: previewed, r: Number(rate.value) || null, t: bulkReplay.previewToken, c: config });
+        await followJob(started.bulkReplay.job.id, load, config);
       } catch (error) { showError(error); }
     } }, `Replay ${bulkReplay.count} dead letters`);
-    bulk.replaceChildren(h('h2', {}, 'Bulk replay'), h('p', { id: 'bulk-count' }, `Dry run: ${bulkReplay.count} dead letters match. First ones:`),
+    bulk.replaceChildren(h('h2', {}, 'Bulk replay'), h('p', { id: 'bulk-count' }, `Dry run: ${bulkReplay.count} dead letters match, to be transformed with ${bulkConfigText(config)}. First ones:`),
       h('ul', {}, bulkReplay.sample.map((s) => h('li', { className: 'mono' }, `${s.event.eventId} → ${s.destination}`))),
       h('label', {}, 'Rate per second', rate), start);
   } }, 'Bulk replay: preview (dry run)');
-  const followJob = async (jobId, reload) => {
+  const followJob = async (jobId, reload, config) => {
     const status = h('p', { id: 'bulk-status' });
     const cancel = h('button', { type: 'button', className: 'danger', id: 'bulk-cancel', onclick: async () => {
       await gql('mutation($id: ID!) { cancelBulkReplay(id: $id) { status } }', { id: jobId });
@@ -570,13 +577,13 @@ async function deadLettersView() {
     bulk.replaceChildren(h('h2', {}, 'Bulk replay'), status, cancel);
     const poll = async () => {
       const { bulkReplay } = await gql('query($id: ID!) { bulkReplay(id: $id) { status total done enqueued ratePerSecond } }', { id: jobId });
-      status.replaceChildren(chip(bulkReplay.status), ` ${bulkReplay.done}/${bulkReplay.total} processed, ${bulkReplay.enqueued} re-queued at ≤ ${bulkReplay.ratePerSecond}/s`);
+      status.replaceChildren(chip(bulkReplay.status), ` ${bulkReplay.done}/${bulkReplay.total} processed, ${bulkReplay.enqueued} re-queued at ≤ ${bulkReplay.ratePerSecond}/s, with ${bulkConfigText(config)}`);
       if (bulkReplay.status !== 'RUNNING') { cancel.hidden = true; clearInterval(refreshTimer); await reload(); }
     };
     await poll();
     every(1000, poll);
   };
-  render(h('h1', {}, 'Dead letters'), form, canReplay() ? h('p', {}, preview) : null, bulk, pages.element,
+  render(h('h1', {}, 'Dead letters'), form, canReplay() ? h('p', {}, h('label', { className: 'pick' }, 'Transform with', bulkConfig), ' ', preview) : null, bulk, pages.element,
     scrolling(h('table', {}, h('thead', {}, h('tr', {}, ['Dead since (UTC)', 'Destination', 'Source', 'Event id', 'Reason', 'Attempts · last', ''].map((t) => h('th', {}, t)))), body)));
   await pages.reload(filter());
 }

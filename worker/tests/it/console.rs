@@ -3,8 +3,8 @@
 //! after a confirmation that shows what will be sent, see it delivered, cancel a replay of the
 //! delivered one (warned that it was delivered), replay it to a destination no route selects
 //! with the config it was routed with ("as received") and see the new delivery with its lineage
-//! and config delivered; dismiss another with a note and see the
-//! dismissal; bulk-replay another through its dry run's preview token. The event view shows a
+//! and config delivered; dismiss another with a note and see the dismissal; bulk-replay another,
+//! each event's config as received, through its dry run's preview token. The event view shows a
 //! delivery's ordering key.
 
 use std::time::Duration;
@@ -94,4 +94,7 @@ async fn an_operator_signs_in_replays_a_dead_letter_in_the_console_and_sees_it_d
     );
     let bulk = state["auditLog"]["nodes"].as_array().unwrap().iter().find(|n| n["action"] == "BULK_REPLAY");
     assert_eq!(bulk.map(|n| &n["actor"]), Some(&json!("ops@example.com")));
+    // The console's choice reached the job: its audit row keeps the filter with the config.
+    let bulk_detail = bulk.and_then(|n| n["detail"].as_str()).unwrap_or_default();
+    assert!(bulk_detail.contains(r#""config":"AS_RECEIVED""#), "{bulk_detail}");
 }

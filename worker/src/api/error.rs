@@ -22,8 +22,6 @@ pub enum ApiError {
     Invalid(String),
     /// The database failed.
     Store(StoreError),
-    /// JetStream did not take the delivery task.
-    Queue(String),
     /// Too many replays from this caller right now.
     RateLimited,
     /// The answer would carry more stored content than one answer may.
@@ -53,7 +51,6 @@ impl ApiError {
             ApiError::NotFound => "not found".into(),
             ApiError::Invalid(why) => format!("invalid argument: {why}"),
             ApiError::Store(_) => "the database is unavailable".into(),
-            ApiError::Queue(_) => "the delivery queue is unavailable".into(),
             ApiError::Quarantine(_) => "the quarantine stream is unavailable".into(),
             ApiError::RateLimited => "too many replays; try again in a moment".into(),
             ApiError::ResponseTooLarge => {
@@ -72,7 +69,7 @@ impl ApiError {
             ApiError::NotFound => "NOT_FOUND",
             ApiError::Invalid(_) => "BAD_USER_INPUT",
             ApiError::Store(_) => "UNAVAILABLE",
-            ApiError::Queue(_) | ApiError::Quarantine(_) => "UNAVAILABLE",
+            ApiError::Quarantine(_) => "UNAVAILABLE",
             ApiError::RateLimited => "RATE_LIMITED",
             ApiError::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             ApiError::PreviewStale(_) => "PREVIEW_STALE",
@@ -157,7 +154,6 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::Store(cause) => {
                 tracing::error!(error = %cause, source = ?std::error::Error::source(cause), "API database error")
             }
-            ApiError::Queue(cause) => tracing::error!(error = %cause, "API queue error"),
             ApiError::Quarantine(cause) => tracing::error!(error = %cause, "API quarantine error"),
             ApiError::Backfill(cause) => tracing::warn!(error = %cause, "API backfill stopped"),
             _ => {}

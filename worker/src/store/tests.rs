@@ -214,6 +214,16 @@ async fn pragmas_are_read_back_from_a_live_connection() {
     assert!(busy > 0);
 }
 
+/// The writer keeps its statement journals (written before every insert into a table with a
+/// trigger inside a group's transaction) in memory, not in a temp file; readers keep the default.
+#[tokio::test]
+async fn the_writer_keeps_temporary_storage_in_memory() {
+    let (_dir, store) = open();
+    let writer: i64 = store.sqlite().write(|c| c.query_row("PRAGMA temp_store", [], |r| r.get(0))).await.unwrap();
+    let reader: i64 = store.sqlite().read(|c| Ok(c.query_row("PRAGMA temp_store", [], |r| r.get(0))?)).await.unwrap();
+    assert_eq!((writer, reader), (2, 0), "MEMORY for the writer, DEFAULT for readers");
+}
+
 #[tokio::test]
 async fn reopening_does_not_reapply_migrations() {
     let dir = tempfile::tempdir().unwrap();

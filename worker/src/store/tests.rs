@@ -220,7 +220,7 @@ async fn pragmas_are_read_back_from_a_live_connection() {
 async fn the_writer_keeps_temporary_storage_in_memory() {
     let (_dir, store) = open();
     let writer: i64 = store.sqlite().write(|c| c.query_row("PRAGMA temp_store", [], |r| r.get(0))).await.unwrap();
-    let reader: i64 = store.sqlite().read(|c| Ok(c.query_row("PRAGMA temp_store", [], |r| r.get(0))?)).await.unwrap();
+    let reader: i64 = store.sqlite().read(|c| c.query_row("PRAGMA temp_store", [], |r| r.get(0))).await.unwrap();
     assert_eq!((writer, reader), (2, 0), "MEMORY for the writer, DEFAULT for readers");
 }
 

@@ -5,11 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::Store;
-use super::deliveries::{AttemptRecord, ClaimDue, DueClass, NextStep};
+use super::deliveries::{AttemptRecord, DueClass, NextStep};
 use super::events::{FirstClaims, NewEvent};
 use super::operator::PageRequest;
 use super::replays::{ReplayOrigin, ReplayOutcome, ReplayScope, ReplayedTo};
-use super::tests::event;
+use super::tests::{due, event};
 use crate::model::{
     AttemptOutcome, AuditAction, ConfigVersion, DeadLetterReason, DeliveryId, DeliveryStatus, EventRowId, LeaseToken,
     ReplayConfig, UnixMs,
@@ -77,13 +77,7 @@ async fn events_keep_their_version_and_replays_choose_and_audit_the_config(store
     // A replay starts a fresh schedule: its next attempt is a first one.
     let now = UnixMs::now();
     let lease_until = now.plus(std::time::Duration::from_secs(30));
-    let (claimed, _) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue { class: DueClass::First, limit: 10, now, lease_until, skip: vec![], gate: None },
-        )
-        .await
-        .unwrap();
+    let (claimed, _) = store.claim_due("a".into(), due(DueClass::First, 10, now, lease_until)).await.unwrap();
     assert_eq!(claimed.len(), 1, "{claimed:?}");
     assert_eq!((&claimed[0].delivery.delivery_id, &claimed[0].delivery.config_version), (&one, &Some(v1.clone())));
     // Pending: "current" takes it back to the current config for its next attempts.

@@ -593,12 +593,13 @@ mod tests {
     use crate::model::{
         AttemptOutcome, ConfigVersion, DeadLetterReason, DeliveryId, EventRowId, LeaseToken, ReplayConfig, UnixMs,
     };
-    use crate::store::deliveries::{AttemptRecord, AttemptSettled, ClaimDue, DueClass, NextStep};
+    use crate::store::deliveries::{AttemptRecord, AttemptSettled, DueClass, NextStep};
     use crate::store::events::{FirstClaims, NewEvent};
     use crate::store::operator::DeadLetterSelection;
     use crate::store::postgres::{Pool, connect, text_rows};
     use crate::store::replays::{NewBulkReplay, ReplayOutcome, ReplayScope};
     use crate::store::sessions::KeptToken;
+    use crate::store::tests::due;
     use crate::store::tests::event;
     use crate::store::users::tests::{account, sign_in};
     use crate::store::{Store, StoreError};
@@ -679,17 +680,7 @@ mod tests {
         let retry_now = NextStep::RetryAt(UnixMs(now.0 - 1));
         settle(&store, &delivery(3, "b"), 1, AttemptOutcome::Transient, retry_now, LeaseToken::FIRST).await;
         let (claimed, _) = store
-            .claim_due(
-                "b".into(),
-                ClaimDue {
-                    class: DueClass::Retry,
-                    limit: 10,
-                    now: UnixMs::now(),
-                    lease_until: UnixMs::now().plus(Duration::from_secs(60)),
-                    skip: vec![],
-                    gate: None,
-                },
-            )
+            .claim_due("b".into(), due(DueClass::Retry, 10, UnixMs::now(), UnixMs::now().plus(Duration::from_secs(60))))
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1);
@@ -703,17 +694,7 @@ mod tests {
             store.replay(delivery(4, "a"), "ada@x".into(), ReplayScope::Operator, as_received).await.unwrap();
         assert_eq!(replayed, ReplayOutcome::Replayed { destination: "a".into(), config_version: Some(version) });
         let (claimed, _) = store
-            .claim_due(
-                "a".into(),
-                ClaimDue {
-                    class: DueClass::First,
-                    limit: 10,
-                    now: UnixMs::now(),
-                    lease_until: UnixMs::now().plus(Duration::from_secs(60)),
-                    skip: vec![],
-                    gate: None,
-                },
-            )
+            .claim_due("a".into(), due(DueClass::First, 10, UnixMs::now(), UnixMs::now().plus(Duration::from_secs(60))))
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "the replayed delivery is due again");

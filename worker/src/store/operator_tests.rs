@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use inlet_shared::test_util::TestPostgres;
 
-use super::deliveries::{AttemptRecord, ClaimDue, DueClass, NextStep};
+use super::deliveries::{AttemptRecord, DueClass, NextStep};
 use super::events::{FirstClaims, NewEvent};
 use super::operator::{
     ContentRead, Cursor, DeadLetterSelection, EventSelection, EventStatusFilter, PageRequest, StatusCounts,
 };
 use super::replays::{BulkProgress, Dismissed, NewBulkReplay, ReplayOrigin, ReplayOutcome, ReplayScope, ReplayedTo};
+use super::tests::due;
 use super::{Backend, Store, StoreError};
 use crate::model::{
     AttemptOutcome, AuditAction, BulkReplayId, BulkReplayStatus, DeadLetterReason, DeliveryId, DeliveryStatus,
@@ -505,20 +506,8 @@ async fn an_event_replayed_to_a_destination_is_a_new_delivery_with_its_lineage(s
     let totals = store.totals().await.unwrap();
     assert_eq!(totals.deliveries, StatusCounts { pending: 2, dead_lettered: 4, ..Default::default() });
     let now = UnixMs::now();
-    let (claimed, _) = store
-        .claim_due(
-            "b".into(),
-            ClaimDue {
-                class: DueClass::First,
-                limit: 10,
-                now,
-                lease_until: now.plus(Duration::from_secs(30)),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (claimed, _) =
+        store.claim_due("b".into(), due(DueClass::First, 10, now, now.plus(Duration::from_secs(30)))).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let sent = &claimed[0].delivery;
     assert_eq!((&sent.delivery_id, sent.event_id.as_str(), sent.attempts), (&row.id, "e1", 0));

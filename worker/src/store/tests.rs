@@ -95,6 +95,12 @@ fn the_wal_starts_over_under_steady_reads() {
 }
 
 /// A recorded-to-be event from source `src`, type `t`, received at 1 s.
+/// A claim of at most `limit` due deliveries of `class` at `now`, leased until `lease_until`,
+/// skipping none, without a recording gate: what most store tests claim.
+pub(crate) fn due(class: DueClass, limit: usize, now: UnixMs, lease_until: UnixMs) -> ClaimDue {
+    ClaimDue { class, limit, now, lease_until, skip: vec![], gate: None }
+}
+
 pub(super) fn event(id: &str, body: &str, destinations: &[&str]) -> NewEvent {
     NewEvent {
         source: "src".into(),
@@ -460,20 +466,8 @@ async fn a_dismissed_dead_letter_is_never_claimed_and_is_pruned_like_a_delivered
     assert_eq!(store.stats().await.unwrap().dead_letters, 1);
     for class in [DueClass::First, DueClass::Retry] {
         assert!(!store.has_due("a".into(), class, UnixMs(i64::MAX)).await.unwrap());
-        let (claimed, _) = store
-            .claim_due(
-                "a".into(),
-                ClaimDue {
-                    class,
-                    limit: 10,
-                    now: UnixMs(i64::MAX),
-                    lease_until: UnixMs(i64::MAX),
-                    skip: vec![],
-                    gate: None,
-                },
-            )
-            .await
-            .unwrap();
+        let (claimed, _) =
+            store.claim_due("a".into(), due(class, 10, UnixMs(i64::MAX), UnixMs(i64::MAX))).await.unwrap();
         assert!(claimed.is_empty());
     }
     let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();
@@ -502,20 +496,8 @@ async fn results_recorded_at_once_are_each_fenced_by_their_own_token(store: Stor
         .unwrap();
     let now = now_ms();
     // Both recording-time claims (token 1) expired long ago: claimed again with token 2.
-    let (claimed, _) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::First,
-                limit: 10,
-                now: UnixMs(now),
-                lease_until: UnixMs(now + 30_000),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (claimed, _) =
+        store.claim_due("a".into(), due(DueClass::First, 10, UnixMs(now), UnixMs(now + 30_000))).await.unwrap();
     assert_eq!(claimed.len(), 2);
     let (one, two) = (delivery_id(1, "a"), delivery_id(2, "a"));
     let retry_at = NextStep::RetryAt(UnixMs(now + 5_000));
@@ -593,20 +575,8 @@ async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_recor
     assert_eq!(claimed[0].lease.token, LeaseToken(2), "a new fencing token");
     assert_eq!(claimed[0].delivery.body.as_ref(), b"{}");
     assert!(store.has_due("a".into(), DueClass::First, UnixMs(now)).await.unwrap(), "e1 is still due, only skipped");
-    let (again, _) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::First,
-                limit: 10,
-                now: UnixMs(now),
-                lease_until: UnixMs(now + 30_000),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (again, _) =
+        store.claim_due("a".into(), due(DueClass::First, 10, UnixMs(now), UnixMs(now + 30_000))).await.unwrap();
     assert_eq!(again.len(), 1, "e2's lease is live: only e1 is claimed");
     assert_eq!(again[0].delivery.delivery_id, one);
     assert!(!store.has_due("a".into(), DueClass::First, UnixMs(now)).await.unwrap());
@@ -615,17 +585,7 @@ async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_recor
 
     // e2's claim expires while its owner is stalled; a new claim takes it over.
     let (taken, restarted) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::First,
-                limit: 10,
-                now: UnixMs(now + 31_000),
-                lease_until: UnixMs(now + 60_000),
-                skip: vec![],
-                gate: None,
-            },
-        )
+        .claim_due("a".into(), due(DueClass::First, 10, UnixMs(now + 31_000), UnixMs(now + 60_000)))
         .await
         .unwrap();
     assert_eq!(taken.len(), 2);
@@ -639,25 +599,13 @@ async fn only_due_unleased_deliveries_are_claimed_and_a_stale_owner_cannot_recor
     assert_eq!((status.as_str(), attempts), ("pending", 0), "nothing of the stale attempt is stored");
     let current = attempt(&two, 1, AttemptOutcome::Transient, NextStep::RetryAt(UnixMs(now + 5_000)), new_token.0);
     assert_eq!(store.record_attempt(current).await.unwrap(), AttemptSettled::Recorded);
-    let (status, attempts, _, until, due) = row(&store, &two).await;
-    assert_eq!((status.as_str(), attempts, until, due), ("pending", 1, None, Some(now + 5_000)));
+    let (status, attempts, _, until, due_at) = row(&store, &two).await;
+    assert_eq!((status.as_str(), attempts, until, due_at), ("pending", 1, None, Some(now + 5_000)));
     // Now a retry, due later.
     assert!(!store.has_due("a".into(), DueClass::Retry, UnixMs(now + 4_000)).await.unwrap());
     assert!(store.has_due("a".into(), DueClass::Retry, UnixMs(now + 5_000)).await.unwrap());
-    let (retry, _) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::Retry,
-                limit: 10,
-                now: UnixMs(now + 5_000),
-                lease_until: UnixMs(now + 40_000),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (retry, _) =
+        store.claim_due("a".into(), due(DueClass::Retry, 10, UnixMs(now + 5_000), UnixMs(now + 40_000))).await.unwrap();
     assert_eq!((retry.len(), retry[0].delivery.attempts), (1, 1));
     assert_eq!(
         peek(&store, "SELECT attempt, status_code, response_snippet FROM attempts".into()).await,
@@ -677,20 +625,8 @@ async fn released_claims_are_due_at_once_and_renewing_is_fenced(store: Store) {
         .unwrap();
     assert_eq!(row(&store, &delivery_id(1, "a")).await.3, None, "released");
     assert_eq!(row(&store, &delivery_id(2, "a")).await.3, Some(far.0), "a wrong token releases nothing");
-    let (claimed, restarted) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::First,
-                limit: 10,
-                now: UnixMs(now),
-                lease_until: UnixMs(now + 1_000),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (claimed, restarted) =
+        store.claim_due("a".into(), due(DueClass::First, 10, UnixMs(now), UnixMs(now + 1_000))).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert!(restarted.is_empty(), "a released lease is not an owner that died");
     assert!(store.renew_lease(delivery_id(1, "a"), claimed[0].lease.token, UnixMs(now + 9_000)).await.unwrap());
@@ -772,20 +708,8 @@ async fn deliveries_to_destinations_held_elsewhere_are_recorded_unclaimed(store:
     assert_eq!(row(&store, &delivery_id(1, "b")).await.3, None, "left for the holder");
     let now = UnixMs::now();
     assert!(!store.has_due("a".into(), DueClass::First, now).await.unwrap());
-    let (claimed, restarted) = store
-        .claim_due(
-            "b".into(),
-            ClaimDue {
-                class: DueClass::First,
-                limit: 10,
-                now,
-                lease_until: UnixMs(now.0 + 1_000),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (claimed, restarted) =
+        store.claim_due("b".into(), due(DueClass::First, 10, now, UnixMs(now.0 + 1_000))).await.unwrap();
     assert_eq!(claimed.len(), 2, "the holder claims them at once");
     assert!(restarted.is_empty(), "never claimed, so not an owner that died");
 }
@@ -886,20 +810,7 @@ async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune
         .record_attempt(attempt(&first, 1, AttemptOutcome::Transient, NextStep::RetryAt(UnixMs(99)), 1))
         .await
         .unwrap();
-    let (claimed, _) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::Retry,
-                limit: 1,
-                now: UnixMs(100),
-                lease_until: UnixMs(200),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (claimed, _) = store.claim_due("a".into(), due(DueClass::Retry, 1, UnixMs(100), UnixMs(200))).await.unwrap();
     let token = claimed[0].lease.token.0;
     store.record_attempt(attempt(&first, 2, AttemptOutcome::Delivered, NextStep::Delivered, token)).await.unwrap();
     let dead = NextStep::DeadLetter(DeadLetterReason::Permanent4xx);
@@ -972,17 +883,7 @@ async fn a_replay_makes_a_delivery_due_now_and_can_push_a_waiting_retry() {
     let (status, ..) = row(&store, &one).await;
     assert_eq!(status, "pending");
     let (claimed, _) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::First,
-                limit: 10,
-                now: UnixMs(now_ms()),
-                lease_until: UnixMs(now_ms() + 1_000),
-                skip: vec![],
-                gate: None,
-            },
-        )
+        .claim_due("a".into(), due(DueClass::First, 10, UnixMs(now_ms()), UnixMs(now_ms() + 1_000)))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "a replayed delivery is a first attempt again (fresh schedule)");
@@ -1043,20 +944,8 @@ async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_
     store.record_attempt(attempt(&stuck, 1, AttemptOutcome::Transient, NextStep::RetryAt(later), 1)).await.unwrap();
     // Every event is past retention: neither has a delivery that is done, so neither goes.
     assert_eq!(store.prune(UnixMs(i64::MAX)).await.unwrap(), 0, "pending work is never pruned");
-    let (claimed, _) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::Retry,
-                limit: 10,
-                now: later,
-                lease_until: UnixMs(later.0 + 1000),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (claimed, _) =
+        store.claim_due("a".into(), due(DueClass::Retry, 10, later, UnixMs(later.0 + 1000))).await.unwrap();
     assert_eq!(claimed.len(), 2, "both retries are still claimable when due");
     store
         .release_leases(claimed.iter().map(|c| (c.delivery.delivery_id.clone(), c.lease.token)).collect())
@@ -1076,20 +965,8 @@ async fn a_retry_past_retention_survives_the_prune_and_a_stuck_pending_delivery_
         outcome,
         ReplayOutcome::AlreadyPending { destination: "a".into(), rescheduled: true, config_version: None }
     );
-    let (claimed, _) = store
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::Retry,
-                limit: 10,
-                now: UnixMs::now(),
-                lease_until: UnixMs(now_ms() + 1000),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (claimed, _) =
+        store.claim_due("a".into(), due(DueClass::Retry, 10, UnixMs::now(), UnixMs(now_ms() + 1000))).await.unwrap();
     let ids: Vec<&DeliveryId> = claimed.iter().map(|c| &c.delivery.delivery_id).collect();
     assert_eq!(ids, [&stuck], "the replay made it due at once");
 }
@@ -1176,20 +1053,8 @@ async fn two_workers_claiming_one_destination_claim_each_due_delivery_once() {
     let claim_all = async |store: &Store| {
         let mut mine = Vec::new();
         loop {
-            let (claimed, restarted) = store
-                .claim_due(
-                    "a".into(),
-                    ClaimDue {
-                        class: DueClass::First,
-                        limit: 7,
-                        now,
-                        lease_until: UnixMs(now.0 + 60_000),
-                        skip: vec![],
-                        gate: None,
-                    },
-                )
-                .await
-                .unwrap();
+            let (claimed, restarted) =
+                store.claim_due("a".into(), due(DueClass::First, 7, now, UnixMs(now.0 + 60_000))).await.unwrap();
             if claimed.is_empty() {
                 return mine;
             }
@@ -1216,20 +1081,8 @@ async fn a_stale_owner_on_another_worker_is_superseded() {
     one.record(vec![event("e1", "{}", &["a"])], FirstClaims::all(UnixMs(1))).await.unwrap();
     let id = delivery_id(1, "a");
     let now = now_ms();
-    let (taken, restarted) = two
-        .claim_due(
-            "a".into(),
-            ClaimDue {
-                class: DueClass::First,
-                limit: 10,
-                now: UnixMs(now),
-                lease_until: UnixMs(now + 60_000),
-                skip: vec![],
-                gate: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (taken, restarted) =
+        two.claim_due("a".into(), due(DueClass::First, 10, UnixMs(now), UnixMs(now + 60_000))).await.unwrap();
     assert_eq!((taken.len(), restarted), (1, vec![id.clone()]));
     assert_eq!(taken[0].lease.token, LeaseToken(2));
     assert!(!one.renew_lease(id.clone(), LeaseToken::FIRST, UnixMs(now + 90_000)).await.unwrap(), "fenced");

@@ -832,9 +832,14 @@ async fn attempts_move_a_delivery_through_its_states_the_counts_follow_and_prune
         let counted =
             peek(&store, "SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2 ORDER BY 1, 2".into())
                 .await;
-        let events = peek(&store, "SELECT (SELECT sum(n) FROM event_counts), (SELECT count(*) FROM events)".into());
-        let events = events.await;
-        kept == counted && events[0][0] == events[0][1]
+        let kept_events = peek(
+            &store,
+            "SELECT route_status, sum(n) FROM event_counts GROUP BY 1 HAVING sum(n) <> 0 ORDER BY 1".into(),
+        )
+        .await;
+        let counted_events =
+            peek(&store, "SELECT route_status, count(*) FROM events GROUP BY 1 ORDER BY 1".into()).await;
+        kept == counted && kept_events == counted_events
     };
     assert!(counts_agree().await);
     let pruned = store.prune(UnixMs(i64::MAX)).await.unwrap();

@@ -599,8 +599,7 @@ mod tests {
     use crate::store::postgres::{Pool, connect, text_rows};
     use crate::store::replays::{NewBulkReplay, ReplayOutcome, ReplayScope};
     use crate::store::sessions::KeptToken;
-    use crate::store::tests::due;
-    use crate::store::tests::event;
+    use crate::store::tests::{due, event};
     use crate::store::users::tests::{account, sign_in};
     use crate::store::{Store, StoreError};
 

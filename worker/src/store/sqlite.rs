@@ -107,17 +107,17 @@ impl Sqlite {
             .map_err(|e| open_error("opening the connection pool", e.into()))?;
         let writer_connection = pool.get().map_err(|e| open_error("taking the writer's connection", e.into()))?;
         // Checkpoints run on their own thread (below), not inside the writer's commits, where
-        // they would stall every group behind a database-file fsync.
-        // The writer's statement journals in memory: every insert into a table with a trigger
-        // (the counts) inside a group's transaction copies the pages it touches into a statement
-        // journal first, which in a temp file cost a quarter of the worker's CPU under load
-        // (write syscalls; docs/benchmarks.md). The writer's statements are bounded (batches,
-        // pruning in steps of 5,000), so is that journal; readers keep temp files for their sorts.
+        // they would stall every group behind a database-file fsync. The writer's statement
+        // journals stay in memory: every insert into a table with a trigger (the counts) inside
+        // a group's transaction copies the pages it touches into a statement journal first,
+        // which in a temp file cost a quarter of the worker's CPU under load (write syscalls;
+        // docs/benchmarks.md). The writer's statements are bounded (batches, pruning in steps of
+        // 5,000), so is that journal; readers keep temp files for their sorts.
         writer_connection
             .execute_batch(&format!(
                 "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_KEPT_BYTES}; PRAGMA temp_store = MEMORY;"
             ))
-            .map_err(|e| open_error("configuring checkpoints", e.into()))?;
+            .map_err(|e| open_error("configuring the writer's connection", e.into()))?;
         let (sender, receiver) = mpsc::channel(4096);
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = Arc::clone(&writer_alive);

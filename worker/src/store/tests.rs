@@ -94,13 +94,13 @@ fn the_wal_starts_over_under_steady_reads() {
     assert!(largest_wal < (WRITTEN / 2) as u64, "the WAL grew to {largest_wal} bytes while {WRITTEN} were written");
 }
 
-/// A recorded-to-be event from source `src`, type `t`, received at 1 s.
 /// A claim of at most `limit` due deliveries of `class` at `now`, leased until `lease_until`,
 /// skipping none, without a recording gate: what most store tests claim.
 pub(crate) fn due(class: DueClass, limit: usize, now: UnixMs, lease_until: UnixMs) -> ClaimDue {
     ClaimDue { class, limit, now, lease_until, skip: vec![], gate: None }
 }
 
+/// A recorded-to-be event from source `src`, type `t`, received at 1 s.
 pub(super) fn event(id: &str, body: &str, destinations: &[&str]) -> NewEvent {
     NewEvent {
         source: "src".into(),
